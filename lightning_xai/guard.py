@@ -1,0 +1,124 @@
+"""Leave the training run exactly as it was found.
+
+Everything the monitor does to a model happens inside :func:`training_state_guard`: it switches the model to
+eval mode, freezes the parameters (so autograd computes gradients with respect to the inputs only — cheaper,
+and no parameter ``.grad`` can be written), escapes ``no_grad``/``inference_mode``/autocast, isolates every
+random number generator, and on exit restores train/eval flags, ``requires_grad`` flags, BatchNorm buffers,
+parameter gradients and RNG streams. It also checks that no hook was left behind.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _remove_hooks_added(module: nn.Module, before: list[dict[str, set[int]]]) -> None:
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    for m, known in zip(module.modules(), before):
+        for n in names:
+            hooks = getattr(m, n, None)
+            if hooks is None:
+                continue
+            for key in [k for k in hooks if k not in known[n]]:
+                del hooks[key]
+
+
+def _hook_ids(module: nn.Module) -> list[dict[str, set[int]]]:
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [{n: set(getattr(m, n, {}).keys()) for n in names} for m in module.modules()]
+
+
+@contextmanager
+def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
+    """Fork the torch (CPU and the given CUDA device), numpy and Python RNGs and restore them on exit.
+
+    Example::
+
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> with isolated_rng():
+        ...     _ = torch.rand(3)
+        >>> after = torch.rand(1)
+        >>> _ = torch.manual_seed(0)
+        >>> bool(torch.equal(after, torch.rand(1)))
+        True
+    """
+    devices: list[Any] = []
+    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
+        devices = [device]
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    with torch.random.fork_rng(devices=devices, enabled=True):
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+@contextmanager
+def training_state_guard(model: nn.Module, device: torch.device | None = None) -> Iterator[None]:
+    """Run code against ``model`` in eval mode with gradients enabled, then restore every training state.
+
+    Inside the block: every module is in eval mode, parameters have ``requires_grad=False``, grad mode is on
+    even under ``torch.inference_mode`` or ``torch.no_grad``, autocast is off, and RNGs are forked. On exit
+    (also after an exception) the previous mode flags, ``requires_grad`` flags, parameter ``.grad`` tensors,
+    buffers (BatchNorm running statistics) and RNG streams are restored, and any hook registered inside the
+    block and not removed is removed.
+
+    Tensors created under ``torch.inference_mode`` must be cloned inside the block before they reach autograd.
+
+    Example::
+
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).train()
+        >>> with training_state_guard(net):
+        ...     x = torch.ones(3, 2, requires_grad=True)
+        ...     g, = torch.autograd.grad(net(x).sum(), x)
+        >>> net.training, net[0].weight.grad is None
+        (True, True)
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    requires = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    hook_ids = _hook_ids(model)
+    autocast_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    try:
+        with isolated_rng(device), torch.inference_mode(False), torch.enable_grad():
+            with _autocast_disabled(autocast_types):
+                model.eval()
+                for p in params:
+                    p.requires_grad_(False)
+                yield
+    finally:
+        for p, flag in zip(params, requires):
+            p.requires_grad_(flag)
+        for m, flag in modes:
+            m.training = flag
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if p.grad is not g:
+                    p.grad = g
+            for b, saved in buffers:
+                if not torch.equal(b, saved):
+                    b.copy_(saved)
+        _remove_hooks_added(model, hook_ids)
+
+
+@contextmanager
+def _autocast_disabled(device_types: list[str]) -> Iterator[None]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for device_type in device_types:
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield

@@ -1,0 +1,537 @@
+"""The ``AttributionMonitor`` callback: explain fixed probes every validation epoch, log, measure drift, alert."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
+
+from lightning_xai.alerts import AlertTracker, DriftAlert, DriftRule
+from lightning_xai.drift_tracker import DriftResult, DriftTracker
+from lightning_xai.event_writer import BackgroundWriter, add_image_job, add_text_job
+from lightning_xai.explainers import ALIASES, METHODS, Explainer, Explanation, GradCam, IntegratedGradients
+from lightning_xai.guard import training_state_guard
+from lightning_xai.probes import ProbeSet, collect_probes
+from lightning_xai.render import render_heatmap_grid, render_overlay_grid, to_display_images, make_grid, to_uint8
+from lightning_xai.targets import TargetSpec, check_target, resolve_targets
+
+OnDrift = Union[str, Callable[[DriftAlert], None]]
+Denormalize = Union[tuple[Sequence[float], Sequence[float]], Callable[[Tensor], Tensor], None]
+ON_DRIFT_ACTIONS = ("warn", "stop", "raise")
+
+
+class DriftDetectedError(RuntimeError):
+    """Raised by ``on_drift="raise"``; carries the :class:`DriftAlert`."""
+
+    def __init__(self, alert: DriftAlert) -> None:
+        super().__init__(alert.message)
+        self.alert = alert
+
+
+class AttributionMonitor(Callback):
+    r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
+
+    At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
+    (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
+    state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs overlay grids and a
+    prediction table to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`, drift scalars through
+    ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when
+    a :class:`DriftRule` fires.
+
+    Args:
+        probes: None (draw ``num_probes`` from the first validation dataloader), a ``(N, C, H, W)`` tensor,
+            an ``(images, labels)`` pair, or a map-style Dataset yielding ``(image, label)``.
+        num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
+        methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
+            :class:`~lightning_xai.explainers.Explainer` instances.
+        target: ``"label"``, ``"predicted"``, an int class, or one class per probe. ``"label"`` with
+            unlabeled probes falls back to ``"predicted"`` with a warning.
+        gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map.
+        ig_steps: Integrated Gradients quadrature steps.
+        ig_baseline: None (black image), a float or a tensor broadcastable to one probe.
+        ig_internal_batch_size: samples per IG pass; None picks about 64.
+        every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
+        on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
+            (:class:`DriftDetectedError`) or a callable receiving each :class:`DriftAlert` (on every rank).
+        denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
+        seed: seed of the probe draw (the global RNGs are never used).
+        warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
+            ``>= warmup_epochs``.
+        reference_epoch: pin the reference to this epoch instead.
+        drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.5``).
+        probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
+            ``DriftAlert.probe_indices``).
+        topk: fraction of most-attributed cells compared by the ``topk`` metric.
+        colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
+        log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
+        output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
+        background_logging: encode PNGs and write events on a background thread.
+
+    Example::
+
+        >>> import lightning.pytorch as L
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+        >>> monitor = AttributionMonitor(num_probes=8, methods=("gradcam", "integrated_gradients"))
+        >>> trainer = L.Trainer(callbacks=[monitor], logger=TensorBoardLogger("logs"), max_epochs=5)
+        >>> # trainer.fit(model, datamodule)  -> tensorboard --logdir logs
+    """
+
+    def __init__(
+        self,
+        probes: Tensor | tuple[Tensor, Tensor] | Dataset | None = None,
+        num_probes: int = 8,
+        methods: Sequence[str | Explainer] = ("gradcam", "integrated_gradients"),
+        target: TargetSpec = "label",
+        gradcam_layer: str | torch.nn.Module | None = None,
+        ig_steps: int = 32,
+        ig_baseline: float | Tensor | None = None,
+        ig_internal_batch_size: int | None = None,
+        every_n_epochs: int = 1,
+        on_drift: OnDrift = "warn",
+        denormalize: Denormalize = None,
+        seed: int = 0,
+        warmup_epochs: int = 2,
+        reference_epoch: int | None = None,
+        drift_rules: Sequence[DriftRule] = (DriftRule(),),
+        probe_threshold: float = 0.5,
+        topk: float = 0.1,
+        colormap: str = "jet",
+        log_heatmaps: bool = False,
+        output_transform: Callable[[Any], Tensor] | None = None,
+        background_logging: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+            raise ValueError(f"`num_probes` must be an int >= 1, got {num_probes!r}.")
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"`every_n_epochs` must be an int >= 1, got {every_n_epochs!r}.")
+        if not (callable(on_drift) or on_drift in ON_DRIFT_ACTIONS):
+            raise ValueError(
+                f"`on_drift={on_drift!r}` is not supported; use one of {list(ON_DRIFT_ACTIONS)} or a callable "
+                "that receives a DriftAlert."
+            )
+        if not 0.0 < topk <= 1.0:
+            raise ValueError(f"`topk` must be in (0, 1], got {topk!r}.")
+        if warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be >= 0, got {warmup_epochs!r}.")
+        if probes is not None and not isinstance(probes, (Tensor, tuple, Dataset)):
+            raise ValueError(
+                f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels) or a torch Dataset; "
+                f"got {type(probes).__name__}."
+            )
+        if isinstance(probes, Tensor) and probes.ndim != 4:
+            raise ValueError(
+                f"`probes` must be a 4-D tensor (N, C, H, W), got shape {tuple(probes.shape)}. "
+                "Add a batch dimension with `probes.unsqueeze(0)` for a single image."
+            )
+        check_target(target)
+        self.explainers = _build_explainers(methods, gradcam_layer, ig_steps, ig_baseline, ig_internal_batch_size)
+        if not self.explainers:
+            raise ValueError("`methods` is empty; choose at least one of " f"{sorted(METHODS)}.")
+        self.probe_source = probes
+        self.num_probes = num_probes
+        self.target = target
+        self.every_n_epochs = every_n_epochs
+        self.on_drift = on_drift
+        self.denormalize = denormalize
+        self.seed = seed
+        self.colormap = colormap
+        self.log_heatmaps = log_heatmaps
+        self.output_transform = output_transform
+        self.drift = DriftTracker(warmup_epochs, reference_epoch, topk, probe_threshold)
+        self.tracker = AlertTracker(list(drift_rules))
+        self.writer = BackgroundWriter(background=background_logging)
+        self.probes: ProbeSet | None = None
+        self.history: list[dict[str, Any]] = []
+        self.evaluations = 0
+        self._probes_logged = False
+        self._prepared_for: int | None = None
+        self._warned: set[str] = set()
+
+    # ----------------------------------------------------------------------------------------------- state
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            methods=tuple(e.name for e in self.explainers), num_probes=self.num_probes, seed=self.seed
+        )
+
+    @property
+    def alerts(self) -> list[DriftAlert]:
+        """Every alert of the run (kept in the checkpoint)."""
+        return self.tracker.alerts
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "probes": None if self.probes is None else self.probes.images.clone(),
+            "labels": None if self.probes is None or self.probes.labels is None else self.probes.labels.clone(),
+            "drift": self.drift.state_dict(),
+            "alerts": self.tracker.state_dict(),
+            "history": list(self.history),
+            "evaluations": self.evaluations,
+            "probes_logged": self._probes_logged,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("probes") is not None:
+            self.probes = ProbeSet(state_dict["probes"], state_dict.get("labels"), "checkpoint")
+            self._prepared_for = None
+        self.drift.load_state_dict(state_dict.get("drift", {}))
+        self.tracker.load_state_dict(state_dict.get("alerts", {}))
+        self.history = list(state_dict.get("history", []))
+        self.evaluations = int(state_dict.get("evaluations", 0))
+        self._probes_logged = bool(state_dict.get("probes_logged", False))
+
+    # ----------------------------------------------------------------------------------------------- hooks
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self._tensorboard_writers(trainer, all_ranks=True):
+            self._warn_once(
+                "no_tensorboard",
+                "AttributionMonitor: no TensorBoardLogger in `Trainer(logger=...)`, so heatmap grids and tables "
+                "are not logged; drift scalars, alerts and history are still computed. Add "
+                "`logger=TensorBoardLogger('logs')` to see the heatmaps.",
+            )
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._ensure_ready(trainer, pl_module)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._ensure_ready(trainer, pl_module)
+
+    @override
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._ensure_ready(trainer, pl_module)
+
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not self._due(trainer):
+            return
+        if not self._ensure_ready(trainer, pl_module):
+            self._warn_once(
+                "no_probes",
+                "AttributionMonitor: no probes (no `probes=` given and no validation dataloader found); "
+                "nothing is explained.",
+            )
+            return
+        self._evaluate(trainer, pl_module)
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush()
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.training and not trainer.sanity_checking:
+            self._flush()
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._flush()
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._flush()
+        self.writer.close()
+
+    # ------------------------------------------------------------------------------------------ machinery
+    def _due(self, trainer: Trainer) -> bool:
+        if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain
+            return True
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _forward(self, pl_module: LightningModule) -> Callable[[Tensor], Tensor]:
+        transform = self.output_transform
+
+        def forward(x: Tensor) -> Tensor:
+            out = pl_module(x)
+            if transform is not None:
+                out = transform(out)
+            if not isinstance(out, Tensor):
+                raise TypeError(
+                    f"the model returned {type(out).__name__}, not a logits tensor; pass "
+                    "`output_transform=` to pick the (N, num_classes) logits from the output."
+                )
+            return out.float()
+
+        return forward
+
+    def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
+        """Collect the probes (once) and validate them, the target and the methods against the model."""
+        if self.probes is None:
+            source = self.probe_source
+            if source is None:
+                source = _first_val_loader(trainer)
+                if source is None:
+                    return False
+            self.probes = collect_probes(source, self.num_probes, self.seed)
+            if self.probe_source is None or isinstance(self.probe_source, Dataset):
+                if len(self.probes) < self.num_probes:
+                    rank_zero_warn(
+                        f"AttributionMonitor: `num_probes={self.num_probes}` but the {self.probes.source} holds "
+                        f"only {len(self.probes)} usable images; using those {len(self.probes)}."
+                    )
+        if self._prepared_for == id(pl_module):
+            return True
+        self._prepare(pl_module)
+        self._prepared_for = id(pl_module)
+        return True
+
+    def _prepare(self, pl_module: LightningModule) -> None:
+        assert self.probes is not None
+        forward = self._forward(pl_module)
+        device = pl_module.device
+        example = self.probes.images[:1].to(device)
+        with training_state_guard(pl_module, device):
+            try:
+                logits = forward(example.clone())
+            except Exception as err:
+                raise ValueError(
+                    f"`probes` of shape {tuple(self.probes.images.shape[1:])} (C, H, W) do not fit "
+                    f"{type(pl_module).__name__}: its forward raised {type(err).__name__}: {err}. Pass probes "
+                    "shaped like one validation input, or `output_transform=` if the output is not logits."
+                ) from err
+            if logits.ndim != 2:
+                raise ValueError(
+                    f"{type(pl_module).__name__}'s forward returns shape {tuple(logits.shape)} for probes; "
+                    "AttributionMonitor needs (N, num_classes) logits. Pass `output_transform=` to select them."
+                )
+            num_classes = int(logits.shape[1])
+            check_target(self.target, num_classes=num_classes, num_probes=len(self.probes))
+            if self.probes.labels is not None:
+                bad = self.probes.labels[(self.probes.labels < 0) | (self.probes.labels >= num_classes)]
+                if bad.numel():
+                    raise ValueError(
+                        f"`probes` labels {sorted(set(bad.tolist()))[:5]} are outside the model's "
+                        f"{num_classes} classes; pass labels in [0, {num_classes - 1}] or `target='predicted'`."
+                    )
+            for explainer in self.explainers:
+                explainer.setup(pl_module, forward, example.clone())
+
+    def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        assert self.probes is not None
+        device = pl_module.device
+        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        forward = self._forward(pl_module)
+        results: dict[str, Explanation] = {}
+        errors: list[str] = []
+        with training_state_guard(pl_module, device):
+            inputs = self.probes.images.to(device).clone()
+            with torch.no_grad():
+                probs = torch.softmax(forward(inputs), dim=1)
+            confidence, predicted = probs.max(dim=1)
+            targets = resolve_targets(self.target, self.probes.labels, predicted, self._warn_once)
+            for explainer in self.explainers:
+                try:
+                    explanation = explainer.explain(forward, inputs.clone(), targets.to(device))
+                    if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
+                        raise FloatingPointError("the attribution contains NaN or Inf")
+                    results[explainer.name] = explanation
+                except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
+                    if isinstance(err, torch.cuda.OutOfMemoryError):
+                        torch.cuda.empty_cache()
+                    message = f"{explainer.name} skipped at epoch {epoch}: {type(err).__name__}: {err}"
+                    errors.append(message)
+                    rank_zero_warn(f"AttributionMonitor: {message}")
+        self.evaluations += 1
+        scalars: dict[str, float] = {}
+        new_alerts: list[DriftAlert] = []
+        for name, explanation in results.items():
+            drift = self.drift.update(name, epoch, explanation.raw)
+            for key, value in drift.statistics.items():
+                scalars[f"xai/{name}/drift/{key}"] = value
+            for key, values in explanation.diagnostics.items():
+                scalars[f"xai/{name}/{key}"] = float(values.double().median())
+            new_alerts += self._check_rules(name, drift, epoch, step)
+        self.history.append({"epoch": epoch, "global_step": step, "scalars": dict(scalars), "errors": errors})
+        for key, value in scalars.items():
+            pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+        self._log_media(trainer, inputs, results, targets, predicted, confidence, errors, new_alerts, step)
+        self._act(trainer, new_alerts)
+
+    def _check_rules(self, method: str, drift: DriftResult, epoch: int, step: int) -> list[DriftAlert]:
+        if not drift.alerts_armed:
+            return []
+        alerts = []
+        for rule in self.tracker.update(method, drift.statistics):
+            per_probe = drift.per_probe[f"{rule.metric}_vs_{rule.reference}"]
+            drifted = tuple(int(i) for i in torch.nonzero(per_probe > self.drift.probe_threshold).flatten())
+            value = drift.statistics[rule.key]
+            alert = DriftAlert(
+                epoch=epoch,
+                global_step=step,
+                method=method,
+                metric=f"{rule.metric}_vs_{rule.reference}",
+                statistic=rule.statistic,
+                value=value,
+                threshold=rule.threshold,
+                probe_indices=drifted,
+                message=(
+                    f"Attribution drift at epoch {epoch} (step {step}): {method} {rule.key} = {value:.3f} >= "
+                    f"{rule.threshold:.3f}; probes {list(drifted)} moved. The model may be relying on different "
+                    "evidence (e.g. a shortcut). Open TensorBoard tag "
+                    f"'xai/{method}/overlay' to see where it looks now."
+                ),
+            )
+            self.tracker.alerts.append(alert)
+            alerts.append(alert)
+        return alerts
+
+    def _act(self, trainer: Trainer, alerts: list[DriftAlert]) -> None:
+        for alert in alerts:
+            if callable(self.on_drift):
+                self.on_drift(alert)
+            else:
+                rank_zero_warn(f"AttributionMonitor: {alert.message}")
+        if self.on_drift == "stop":
+            stop = trainer.strategy.reduce_boolean_decision(bool(alerts), all=False)
+            if stop:
+                trainer.should_stop = True
+        if self.on_drift == "raise" and alerts:
+            self._flush()
+            raise DriftDetectedError(alerts[0])
+
+    def _log_media(
+        self,
+        trainer: Trainer,
+        inputs: Tensor,
+        results: dict[str, Explanation],
+        targets: Tensor,
+        predicted: Tensor,
+        confidence: Tensor,
+        errors: list[str],
+        alerts: list[DriftAlert],
+        step: int,
+    ) -> None:
+        writers = self._tensorboard_writers(trainer)
+        if not writers:
+            return
+        assert self.probes is not None
+        jobs = []
+        if not self._probes_logged:
+            grid = to_uint8(make_grid(to_display_images(inputs, self.denormalize), nrow=_nrow(len(inputs))))
+            jobs.append(("xai/probes", grid.cpu()))
+            self._probes_logged = True
+        for name, explanation in results.items():
+            explainer = next(e for e in self.explainers if e.name == name)
+            grid = render_overlay_grid(
+                inputs,
+                explanation.display,
+                colormap=self.colormap,
+                normalization=explainer.display_normalization,
+                nrow=_nrow(len(inputs)),
+                denormalize=self.denormalize,
+            )
+            jobs.append((f"xai/{name}/overlay", grid.cpu()))
+            if self.log_heatmaps:
+                heat = render_heatmap_grid(
+                    explanation.display,
+                    colormap=self.colormap,
+                    normalization=explainer.display_normalization,
+                    nrow=_nrow(len(inputs)),
+                )
+                jobs.append((f"xai/{name}/heatmap", heat.cpu()))
+        table = _prediction_table(self.probes.labels, targets.cpu(), predicted.cpu(), confidence.cpu())
+        texts = [("xai/predictions", table)]
+        if alerts:
+            texts.append(("xai/alerts", "\n\n".join(f"**ALERT** — {a.message}" for a in alerts)))
+        if errors:
+            texts.append(("xai/errors", "\n\n".join(errors)))
+        for writer in writers:
+            for tag, image in jobs:
+                self.writer.submit(add_image_job(writer, tag, image, step))
+            for tag, text in texts:
+                self.writer.submit(add_text_job(writer, tag, text, step))
+
+    def _tensorboard_writers(self, trainer: Trainer, all_ranks: bool = False) -> list[Any]:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if all_ranks:
+            return loggers
+        if not trainer.is_global_zero:
+            return []
+        return [lg.experiment for lg in loggers]
+
+    def _flush(self) -> None:
+        self.writer.flush()
+        for error in self.writer.pop_errors():
+            rank_zero_warn(f"AttributionMonitor: logging to TensorBoard failed: {error}")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(message)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_prepared_for"] = None
+        return state
+
+
+def _build_explainers(
+    methods: Sequence[str | Explainer],
+    gradcam_layer: str | torch.nn.Module | None,
+    ig_steps: int,
+    ig_baseline: float | Tensor | None,
+    ig_internal_batch_size: int | None,
+) -> list[Explainer]:
+    if isinstance(methods, str):
+        methods = (methods,)
+    explainers: list[Explainer] = []
+    for method in methods:
+        if isinstance(method, Explainer):
+            explainers.append(method)
+            continue
+        name = ALIASES.get(str(method), str(method))
+        if name == "gradcam":
+            explainers.append(GradCam(layer=gradcam_layer))
+        elif name == "integrated_gradients":
+            explainers.append(IntegratedGradients(ig_steps, ig_baseline, ig_internal_batch_size))
+        else:
+            raise ValueError(
+                f"`methods` contains unknown method {method!r}; choose from {sorted(METHODS)} "
+                f"(aliases {sorted(ALIASES)}) or pass an Explainer instance."
+            )
+    names = [e.name for e in explainers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"`methods` lists a method twice: {names}.")
+    return explainers
+
+
+def _first_val_loader(trainer: Trainer) -> DataLoader | None:
+    loaders = trainer.val_dataloaders
+    if loaders is None:
+        return None
+    if isinstance(loaders, DataLoader):
+        return loaders
+    if isinstance(loaders, (list, tuple)) and loaders:
+        return loaders[0] if isinstance(loaders[0], DataLoader) else None
+    if isinstance(loaders, dict) and loaders:
+        first = next(iter(loaders.values()))
+        return first if isinstance(first, DataLoader) else None
+    return None
+
+
+def _nrow(count: int) -> int:
+    return min(8, max(1, count))
+
+
+def _prediction_table(labels: Tensor | None, targets: Tensor, predicted: Tensor, confidence: Tensor) -> str:
+    rows = ["| probe | label | target | predicted | confidence |", "|---:|---:|---:|---:|---:|"]
+    for i in range(predicted.shape[0]):
+        label = "–" if labels is None else str(int(labels[i]))
+        rows.append(f"| {i} | {label} | {int(targets[i])} | {int(predicted[i])} | {float(confidence[i]):.3f} |")
+    return "\n".join(rows)

@@ -1,0 +1,192 @@
+"""Choose the fixed probe images: from a tensor, an ``(images, labels)`` pair, a Dataset or a DataLoader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_xai.guard import isolated_rng
+
+ProbeSource = Union[Tensor, tuple[Tensor, Tensor], Dataset, None]
+
+_IMAGE_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values")
+_LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
+
+
+@dataclass
+class ProbeSet:
+    """The probe images (CPU, float) and their labels (CPU int64) or None when unlabeled."""
+
+    images: Tensor
+    labels: Tensor | None
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def split_example(item: Any) -> tuple[Tensor, Tensor | None]:
+    """Split one dataset item or batch into ``(image_or_images, label_or_labels)``.
+
+    Understands tensors, ``(x, y, ...)`` tuples/lists and dicts with common keys (``image``/``label``, …).
+
+    Example::
+
+        >>> x, y = split_example((torch.zeros(1, 4, 4), 3))
+        >>> tuple(x.shape), int(y)
+        ((1, 4, 4), 3)
+    """
+    if isinstance(item, Tensor):
+        return item, None
+    if isinstance(item, Mapping):
+        image = next((item[k] for k in _IMAGE_KEYS if k in item), None)
+        label = next((item[k] for k in _LABEL_KEYS if k in item), None)
+        if not isinstance(image, Tensor):
+            raise ValueError(
+                f"`probes`: cannot find the image in a dict with keys {sorted(item)}; expected one of "
+                f"{list(_IMAGE_KEYS)}. Pass `probes=(images, labels)` explicitly."
+            )
+        return image, _as_label(label)
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], Tensor):
+        label = item[1] if len(item) > 1 else None
+        return item[0], _as_label(label)
+    raise ValueError(
+        f"`probes`: cannot read an image from an item of type {type(item).__name__}. Items must be a tensor, "
+        "an (image, label) tuple or a dict with an 'image' key; or pass `probes=(images, labels)` explicitly."
+    )
+
+
+def _as_label(label: Any) -> Tensor | None:
+    if label is None:
+        return None
+    if isinstance(label, Tensor):
+        return label if label.is_floating_point() is False else None
+    if isinstance(label, int):
+        return torch.tensor(label, dtype=torch.long)
+    return None
+
+
+def balanced_order(labels: Sequence[int], count: int) -> list[int]:
+    """Pick ``count`` positions round-robin over the classes (ascending), keeping the given order per class.
+
+    Example::
+
+        >>> balanced_order([1, 1, 0, 2, 0, 1], 4)
+        [2, 0, 3, 4]
+    """
+    per_class: dict[int, list[int]] = {}
+    for position, label in enumerate(labels):
+        per_class.setdefault(int(label), []).append(position)
+    queues = [per_class[c] for c in sorted(per_class)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < count and any(depth < len(q) for q in queues):
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < count:
+                chosen.append(queue[depth])
+        depth += 1
+    return chosen
+
+
+def select_probes(images: Tensor, labels: Tensor | None, num_probes: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """Deterministically choose ``num_probes`` rows from a pool, class-balanced when labels exist."""
+    generator = torch.Generator().manual_seed(seed)
+    permutation = torch.randperm(images.shape[0], generator=generator)
+    if labels is None:
+        chosen = permutation[:num_probes]
+        return images[chosen], None
+    order = balanced_order(labels[permutation].tolist(), num_probes)
+    chosen = permutation[torch.tensor(order, dtype=torch.long)]
+    return images[chosen], labels[chosen]
+
+
+def _dataset_pool(dataset: Dataset, num_probes: int, seed: int, max_scan: int) -> tuple[Tensor, Tensor | None]:
+    """Read up to ``max_scan`` items of a map-style dataset in a seeded order."""
+    length = len(dataset)  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(length, generator=generator)[: max(max_scan, num_probes)].tolist()
+    images: list[Tensor] = []
+    labels: list[Tensor | None] = []
+    for index in indices:
+        image, label = split_example(dataset[index])
+        images.append(image)
+        labels.append(label)
+    return _stack(images, labels)
+
+
+def _loader_pool(loader: Iterable[Any], max_scan: int) -> tuple[Tensor, Tensor | None]:
+    """Read batches from an iterable until ``max_scan`` examples are collected (RNG isolated by the caller)."""
+    images: list[Tensor] = []
+    labels: list[Tensor | None] = []
+    seen = 0
+    for batch in loader:
+        x, y = split_example(batch)
+        for i in range(x.shape[0]):
+            images.append(x[i])
+            labels.append(y[i] if y is not None and y.ndim > 0 else None)
+        seen += x.shape[0]
+        if seen >= max_scan:
+            break
+    return _stack(images, labels)
+
+
+def _stack(images: list[Tensor], labels: list[Tensor | None]) -> tuple[Tensor, Tensor | None]:
+    if not images:
+        raise ValueError("`probes`: the validation data is empty; pass `probes=` explicitly.")
+    stacked = torch.stack([img.detach().to("cpu", copy=True) for img in images]).float()
+    if any(lbl is None for lbl in labels):
+        return stacked, None
+    return stacked, torch.stack([torch.as_tensor(lbl).reshape(()) for lbl in labels]).long().cpu()  # type: ignore[arg-type]
+
+
+def collect_probes(source: ProbeSource | DataLoader, num_probes: int, seed: int, max_scan: int = 0) -> ProbeSet:
+    """Build the fixed probe set from what the user gave (or from the validation dataloader).
+
+    Args:
+        source: a ``(N, C, H, W)`` tensor (all of it is used), an ``(images, labels)`` pair (all used), a
+            map-style ``Dataset`` or a ``DataLoader`` (``num_probes`` drawn, class-balanced when labelled).
+        num_probes: how many to draw from a Dataset/DataLoader.
+        seed: makes the draw deterministic; the global RNGs are never touched.
+        max_scan: how many items to scan for class balance (default ``max(64 * num_probes, 512)``).
+
+    Example::
+
+        >>> probes = collect_probes((torch.rand(6, 1, 8, 8), torch.arange(6)), num_probes=4, seed=0)
+        >>> len(probes), probes.labels.tolist()
+        (6, [0, 1, 2, 3, 4, 5])
+    """
+    max_scan = max_scan or max(64 * num_probes, 512)
+    with isolated_rng():
+        if isinstance(source, Tensor):
+            return ProbeSet(source.detach().to("cpu", copy=True).float(), None, "tensor")
+        if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Tensor):
+            images, labels = source
+            labels_t = torch.as_tensor(labels).detach().to("cpu").long().reshape(-1)
+            if labels_t.numel() != images.shape[0]:
+                raise ValueError(
+                    f"`probes=(images, labels)` has {images.shape[0]} images but {labels_t.numel()} labels; "
+                    "pass one integer label per image."
+                )
+            return ProbeSet(images.detach().to("cpu", copy=True).float(), labels_t, "tensor")
+        if isinstance(source, DataLoader):
+            dataset = source.dataset
+            if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+                pool = _dataset_pool(dataset, num_probes, seed, max_scan)
+            else:
+                pool = _loader_pool(source, max_scan)
+            kind = "validation dataloader"
+        elif isinstance(source, Dataset):
+            pool = _dataset_pool(source, num_probes, seed, max_scan)
+            kind = "dataset"
+        else:
+            raise ValueError(
+                f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels) or a torch Dataset; "
+                f"got {type(source).__name__}."
+            )
+        images, labels = select_probes(pool[0], pool[1], num_probes, seed)
+        return ProbeSet(images, labels, kind)
