@@ -1,0 +1,235 @@
+"""End-to-end behaviour of AttributionMonitor inside real Trainer runs."""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+from conftest import TinyCNN, loaders, trainer_kwargs
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_xai import AttributionMonitor, DriftAlert, DriftDetectedError, DriftRule
+
+ALWAYS = DriftRule(threshold=0.0, patience=1, cooldown=0)  # fires at the first armed evaluation
+
+
+def fit(tmp_path: Any, callbacks: list[Callback], seed: int = 0, **kw: Any) -> tuple[TinyCNN, L.Trainer]:
+    L.seed_everything(seed, verbose=False)
+    model = TinyCNN()
+    train, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=callbacks, **kw))
+    trainer.fit(model, train, val)
+    return model, trainer
+
+
+def read_events(logdir: str) -> EventAccumulator:
+    files = glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)
+    assert files, f"no event file under {logdir}"
+    acc = EventAccumulator(os.path.dirname(files[0]), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_training_is_bit_identical_with_and_without_monitor(tmp_path: Any) -> None:
+    plain, _ = fit(tmp_path / "a", [])
+    monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=8)
+    watched, _ = fit(tmp_path / "b", [monitor], logger=TensorBoardLogger(str(tmp_path / "b" / "logs")))
+    assert monitor.evaluations == 3
+    for (name, p), (_, q) in zip(plain.state_dict().items(), watched.state_dict().items()):
+        assert torch.equal(p, q), name
+    # the RNG streams after training are where they would be without the monitor
+    assert torch.equal(torch.random.get_rng_state(), _rng_after(tmp_path / "c"))
+
+
+def _rng_after(path: Any) -> torch.Tensor:
+    fit(path, [])
+    return torch.random.get_rng_state()
+
+
+def test_explanation_leaves_grads_rng_modes_buffers_and_hooks(tmp_path: Any) -> None:
+    """Call the evaluation directly in the middle of a training state full of things to disturb."""
+    snapshots: dict[str, Any] = {}
+
+    class Probe(Callback):
+        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            pl_module.train()
+            for p in pl_module.parameters():
+                p.grad = torch.full_like(p, 0.5)
+            snapshots["grads"] = [p.grad.clone() for p in pl_module.parameters()]
+            snapshots["grad_ids"] = [id(p.grad) for p in pl_module.parameters()]
+            snapshots["buffers"] = [b.clone() for b in pl_module.buffers()]
+            snapshots["hooks"] = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in pl_module.modules()]
+            snapshots["rng"] = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+            monitor._evaluate(trainer, pl_module)
+            assert all(m.training for m in pl_module.modules())
+            assert [id(p.grad) for p in pl_module.parameters()] == snapshots["grad_ids"]
+            for p, g in zip(pl_module.parameters(), snapshots["grads"]):
+                assert torch.equal(p.grad, g)
+            for b, s in zip(pl_module.buffers(), snapshots["buffers"]):
+                assert torch.equal(b, s)
+            assert snapshots["hooks"] == [
+                len(m._forward_hooks) + len(m._forward_pre_hooks) for m in pl_module.modules()
+            ]
+            assert torch.equal(torch.random.get_rng_state(), snapshots["rng"][0])
+            assert np.array_equal(np.random.get_state()[1], snapshots["rng"][1])
+            assert random.getstate() == snapshots["rng"][2]
+            assert all(p.requires_grad for p in pl_module.parameters())
+            for p in pl_module.parameters():
+                p.grad = None
+            pl_module.eval()
+            snapshots["checked"] = True
+
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, every_n_epochs=100)  # never runs by itself
+    fit(tmp_path, [monitor, Probe()], max_epochs=1)
+    assert snapshots.get("checked")
+
+
+def test_event_files_hold_images_scalars_and_tables(tmp_path: Any) -> None:
+    logdir = str(tmp_path / "logs")
+    monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=8, log_heatmaps=True)
+    fit(tmp_path, [monitor], logger=TensorBoardLogger(logdir, name="run"))
+    acc = read_events(logdir)
+    images = acc.Tags()["images"]
+    for tag in ("xai/gradcam/overlay", "xai/integrated_gradients/overlay", "xai/gradcam/heatmap"):
+        assert tag in images
+        assert len(acc.Images(tag)) == 3  # one per evaluated epoch
+    assert len(acc.Images("xai/probes")) == 1
+    probe_img = acc.Images("xai/probes")[0]
+    assert (probe_img.width, probe_img.height) == (8 * 14 + 2, 14 + 2)  # 8 probes of 12x12 in one row
+    scalars = acc.Tags()["scalars"]
+    for method in ("gradcam", "integrated_gradients"):
+        for ref in ("previous", "reference"):
+            for stat in ("median", "share"):
+                tag = f"xai/{method}/drift/rank_vs_{ref}/{stat}"
+                assert tag in scalars, tag
+    assert len(acc.Scalars("xai/gradcam/drift/rank_vs_previous/median")) == 2  # epochs 1, 2
+    assert len(acc.Scalars("xai/gradcam/drift/rank_vs_reference/median")) == 2  # reference = epoch 1
+    gaps = acc.Scalars("xai/integrated_gradients/completeness_gap")
+    assert len(gaps) == 3 and all(np.isfinite(e.value) for e in gaps)
+    texts = acc.Tags()["tensors"]
+    assert "xai/predictions/text_summary" in texts
+    table = acc.Tensors("xai/predictions/text_summary")
+    assert len(table) == 3
+    assert "| probe | label | target | predicted | confidence |" in table[0].tensor_proto.string_val[0].decode()
+
+
+def test_probes_are_class_balanced_deterministic_and_on_cpu(tmp_path: Any) -> None:
+    first = AttributionMonitor(num_probes=8, seed=3, ig_steps=4)
+    second = AttributionMonitor(num_probes=8, seed=3, ig_steps=4)
+    other = AttributionMonitor(num_probes=8, seed=4, ig_steps=4)
+    fit(tmp_path, [first], max_epochs=1)
+    fit(tmp_path, [second, other], max_epochs=1)
+    assert first.probes is not None and second.probes is not None and other.probes is not None
+    assert torch.equal(first.probes.images, second.probes.images)
+    assert not torch.equal(first.probes.images, other.probes.images)
+    assert first.probes.images.device.type == "cpu"
+    assert sorted(first.probes.labels.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_resume_restores_probes_reference_history_and_alerts(tmp_path: Any) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    monitor = AttributionMonitor(num_probes=6, seed=1, warmup_epochs=0, ig_steps=4, drift_rules=(ALWAYS,))
+    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)
+    fit(tmp_path, [monitor, checkpoint], max_epochs=2, enable_checkpointing=True)
+    assert len(monitor.alerts) == 2  # epoch 1: one per method
+    path = str(ckpt_dir / "last.ckpt")
+    state = torch.load(path, weights_only=True)["callbacks"][monitor.state_key]
+    assert torch.equal(state["probes"], monitor.probes.images)
+
+    resumed = AttributionMonitor(num_probes=6, seed=99, warmup_epochs=0, ig_steps=4, drift_rules=(ALWAYS,))
+    resumed_key_monitor = AttributionMonitor(num_probes=6, seed=1, warmup_epochs=0, ig_steps=4, drift_rules=(ALWAYS,))
+    assert resumed.state_key != resumed_key_monitor.state_key  # different settings, distinct keys
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[resumed_key_monitor], max_epochs=3))
+    trainer.fit(TinyCNN(), train, val, ckpt_path=path)
+    after = resumed_key_monitor
+    assert torch.equal(after.probes.images, monitor.probes.images)
+    assert torch.equal(after.drift.reference["gradcam"], monitor.drift.reference["gradcam"])
+    assert after.drift.reference_epochs == {"gradcam": 0, "integrated_gradients": 0}
+    assert [a.epoch for a in after.alerts[:2]] == [1, 1]
+    assert len(after.history) == 3 and after.history[0]["epoch"] == 0
+    # cooldown=0 and threshold 0: the event continues at epoch 2, so no second alert (one event, one alert)
+    assert len(after.alerts) == 2
+
+
+def test_validate_under_inference_mode(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    L.seed_everything(0, verbose=False)
+    model = TinyCNN()
+    _, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], inference_mode=True))
+    trainer.validate(model, val)
+    assert monitor.evaluations == 1
+    assert not monitor.history[0]["errors"]
+    assert "xai/integrated_gradients/completeness_gap" in trainer.callback_metrics
+    trainer.test(model, val)  # test loop does not explain, but must not break
+    trainer.validate(model, val)
+    assert "xai/gradcam/drift/rank_vs_previous/median" in trainer.callback_metrics
+
+
+def test_stop_action_stops_training(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=1, drift_rules=(ALWAYS,), on_drift="stop")
+    _, trainer = fit(tmp_path, [monitor], max_epochs=10)
+    assert trainer.current_epoch == 3  # epochs 0-2 ran: reference at 1, alert at the end of 2 -> stop
+    assert monitor.alerts and monitor.alerts[0].epoch == 2
+
+
+def test_callable_receives_drift_alerts(tmp_path: Any) -> None:
+    received: list[DriftAlert] = []
+    monitor = AttributionMonitor(
+        num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,), on_drift=received.append
+    )
+    fit(tmp_path, [monitor], max_epochs=2)
+    assert len(received) == 2 and {a.method for a in received} == {"gradcam", "integrated_gradients"}
+    alert = received[0]
+    assert isinstance(alert, DriftAlert) and alert.epoch == 1 and alert.metric == "rank_vs_reference"
+    assert alert.threshold == 0.0 and "drift" in alert.message.lower()
+    with pytest.raises(Exception):
+        alert.epoch = 5  # type: ignore[misc]  # frozen
+
+
+def test_raise_action_and_warn_action(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,), on_drift="raise")
+    with pytest.raises(DriftDetectedError, match="Attribution drift"):
+        fit(tmp_path, [monitor], max_epochs=3)
+    warn = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,))
+    with pytest.warns(UserWarning, match="Attribution drift"):
+        fit(tmp_path / "w", [warn], max_epochs=2)
+
+
+def test_alerts_respect_warmup_patience_and_texts(tmp_path: Any) -> None:
+    logdir = str(tmp_path / "logs")
+    rule = DriftRule(threshold=0.0, patience=2, cooldown=0, methods=("gradcam",))
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=2, drift_rules=(rule,))
+    fit(tmp_path, [monitor], max_epochs=5, logger=TensorBoardLogger(logdir))
+    # reference at epoch 2, armed from epoch 3, patience 2 -> fires at epoch 4
+    assert [(a.epoch, a.method) for a in monitor.alerts] == [(4, "gradcam")]
+    acc = read_events(logdir)
+    assert len(acc.Tensors("xai/alerts/text_summary")) == 1
+
+
+def test_every_n_epochs_and_early_stopping_can_monitor_drift(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, every_n_epochs=2, warmup_epochs=0)
+    stopper = EarlyStopping(monitor="xai/gradcam/drift/rank_vs_reference/median", mode="min", patience=100,
+                            check_on_train_epoch_end=False, strict=False)
+    fit(tmp_path, [monitor, stopper], max_epochs=4)
+    assert [h["epoch"] for h in monitor.history] == [1, 3]
+    assert stopper.best_score is not None and torch.isfinite(stopper.best_score)
+
+
+def test_monitor_pickles(tmp_path: Any) -> None:
+    import pickle
+
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    fit(tmp_path, [monitor], max_epochs=1)
+    clone = pickle.loads(pickle.dumps(monitor))
+    assert torch.equal(clone.probes.images, monitor.probes.images)
