@@ -92,7 +92,10 @@ class DriftTracker:
             self.previous.pop(method, None)
             self.reference.pop(method, None)
             self.reference_epochs.pop(method, None)
-        for name, stored in (("previous", self.previous.get(method)), ("reference", self.reference.get(method))):
+        for name, stored in (
+            ("previous", self.previous.get(method)),
+            ("reference", self.reference.get(method)),
+        ):
             if stored is None:
                 continue
             for metric, values in self.distances(raw, stored).items():

@@ -177,7 +177,10 @@ class IntegratedGradients(Explainer):
     display_normalization = "percentile"
 
     def __init__(
-        self, n_steps: int = 32, baseline: float | Tensor | None = None, internal_batch_size: int | None = None
+        self,
+        n_steps: int = 32,
+        baseline: float | Tensor | None = None,
+        internal_batch_size: int | None = None,
     ) -> None:
         if n_steps < 1:
             raise ValueError(f"`ig_steps` must be >= 1, got {n_steps}.")
@@ -206,9 +209,7 @@ class IntegratedGradients(Explainer):
         )
         attr = attr.float()
         raw = attr.sum(dim=1) if attr.ndim == 4 else attr.reshape(attr.shape[0], *attr.shape[-2:])
-        return Explanation(
-            raw=raw, display=raw.abs(), diagnostics={"completeness_gap": delta.detach().float().abs()}
-        )
+        return Explanation(raw=raw, display=raw.abs(), diagnostics={"completeness_gap": delta.detach().float().abs()})
 
 
 METHODS: dict[str, type[Explainer]] = {

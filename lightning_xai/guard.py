@@ -21,7 +21,7 @@ from torch import nn
 
 def _remove_hooks_added(module: nn.Module, before: list[dict[str, set[int]]]) -> None:
     names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    for m, known in zip(module.modules(), before):
+    for m, known in zip(module.modules(), before, strict=False):
         for n in names:
             hooks = getattr(m, n, None)
             if hooks is None:
@@ -100,12 +100,12 @@ def training_state_guard(model: nn.Module, device: torch.device | None = None) -
                     p.requires_grad_(False)
                 yield
     finally:
-        for p, flag in zip(params, requires):
+        for p, flag in zip(params, requires, strict=False):
             p.requires_grad_(flag)
         for m, flag in modes:
             m.training = flag
         with torch.no_grad():
-            for p, g in zip(params, grads):
+            for p, g in zip(params, grads, strict=False):
                 if p.grad is not g:
                     p.grad = g
             for b, saved in buffers:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -19,12 +19,18 @@ from lightning_xai.drift_tracker import DriftResult, DriftTracker
 from lightning_xai.event_writer import BackgroundWriter, add_image_job, add_text_job
 from lightning_xai.explainers import ALIASES, METHODS, Explainer, Explanation, GradCam, IntegratedGradients
 from lightning_xai.guard import training_state_guard
-from lightning_xai.probes import ProbeSet, collect_probes
-from lightning_xai.render import render_heatmap_grid, render_overlay_grid, to_display_images, make_grid, to_uint8
+from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes
+from lightning_xai.render import (
+    Denormalize,
+    make_grid,
+    render_heatmap_grid,
+    render_overlay_grid,
+    to_display_images,
+    to_uint8,
+)
 from lightning_xai.targets import TargetSpec, check_target, resolve_targets
 
-OnDrift = Union[str, Callable[[DriftAlert], None]]
-Denormalize = Union[tuple[Sequence[float], Sequence[float]], Callable[[Tensor], Tensor], None]
+OnDrift = str | Callable[[DriftAlert], None]
 ON_DRIFT_ACTIONS = ("warn", "stop", "raise")
 
 
@@ -39,50 +45,50 @@ class DriftDetectedError(RuntimeError):
 class AttributionMonitor(Callback):
     r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
 
-    At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
-    (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
-    state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs overlay grids and a
-    prediction table to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`, drift scalars through
-    ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when
-    a :class:`DriftRule` fires.
+        At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
+        (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
+        state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs overlay grids and a
+        prediction table to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`, drift scalars through
+        ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when
+        a :class:`DriftRule` fires.
 
-    Args:
-        probes: None (draw ``num_probes`` from the first validation dataloader), a ``(N, C, H, W)`` tensor,
-            an ``(images, labels)`` pair, or a map-style Dataset yielding ``(image, label)``.
-        num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
-        methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
-            :class:`~lightning_xai.explainers.Explainer` instances.
-        target: ``"label"``, ``"predicted"``, an int class, or one class per probe. ``"label"`` with
-            unlabeled probes falls back to ``"predicted"`` with a warning.
-        gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map.
-        ig_steps: Integrated Gradients quadrature steps.
-        ig_baseline: None (black image), a float or a tensor broadcastable to one probe.
-        ig_internal_batch_size: samples per IG pass; None picks about 64.
-        every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
-        on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
-            (:class:`DriftDetectedError`) or a callable receiving each :class:`DriftAlert` (on every rank).
-        denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
-        seed: seed of the probe draw (the global RNGs are never used).
-        warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
-            ``>= warmup_epochs``.
-        reference_epoch: pin the reference to this epoch instead.
-        drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.5``).
-        probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
-            ``DriftAlert.probe_indices``).
-        topk: fraction of most-attributed cells compared by the ``topk`` metric.
-        colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
-        log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
-        output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
-        background_logging: encode PNGs and write events on a background thread.
+        Args:
+            probes: None (draw ``num_probes`` from the first validation dataloader), a ``(N, C, H, W)`` tensor,
+                an ``(images, labels)`` pair, or a map-style Dataset yielding ``(image, label)``.
+            num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
+            methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
+                :class:`~lightning_xai.explainers.Explainer` instances.
+            target: ``"label"``, ``"predicted"``, an int class, or one class per probe. ``"label"`` with
+                unlabeled probes falls back to ``"predicted"`` with a warning.
+            gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map.
+            ig_steps: Integrated Gradients quadrature steps.
+            ig_baseline: None (black image), a float or a tensor broadcastable to one probe.
+            ig_internal_batch_size: samples per IG pass; None picks about 64.
+            every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
+            on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
+                (:class:`DriftDetectedError`) or a callable receiving each :class:`DriftAlert` (on every rank).
+            denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
+            seed: seed of the probe draw (the global RNGs are never used).
+            warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
+                ``>= warmup_epochs``.
+            reference_epoch: pin the reference to this epoch instead.
+            drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.5``).
+            probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
+                ``DriftAlert.probe_indices``).
+            topk: fraction of most-attributed cells compared by the ``topk`` metric.
+            colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
+            log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
+            output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
+            background_logging: encode PNGs and write events on a background thread.
 
-    Example::
+        Example::
 
-        >>> import lightning.pytorch as L
-        >>> from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
-        >>> monitor = AttributionMonitor(num_probes=8, methods=("gradcam", "integrated_gradients"))
-        >>> trainer = L.Trainer(callbacks=[monitor], logger=TensorBoardLogger("logs"), max_epochs=5)
-        >>> # trainer.fit(model, datamodule)  -> tensorboard --logdir logs
+            >>> import lightning.pytorch as L
+            >>> from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.trainer.states import TrainerFn
+            >>> monitor = AttributionMonitor(num_probes=8, methods=("gradcam", "integrated_gradients"))
+            >>> trainer = L.Trainer(callbacks=[monitor], logger=TensorBoardLogger("logs"), max_epochs=5)
+            >>> # trainer.fit(model, datamodule)  -> tensorboard --logdir logs
     """
 
     def __init__(
@@ -136,7 +142,7 @@ from lightning.pytorch.trainer.states import TrainerFn
         check_target(target)
         self.explainers = _build_explainers(methods, gradcam_layer, ig_steps, ig_baseline, ig_internal_batch_size)
         if not self.explainers:
-            raise ValueError("`methods` is empty; choose at least one of " f"{sorted(METHODS)}.")
+            raise ValueError(f"`methods` is empty; choose at least one of {sorted(METHODS)}.")
         self.probe_source = probes
         self.num_probes = num_probes
         self.target = target
@@ -273,7 +279,7 @@ from lightning.pytorch.trainer.states import TrainerFn
     def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
         """Collect the probes (once) and validate them, the target and the methods against the model."""
         if self.probes is None:
-            source = self.probe_source
+            source: ProbeSource = self.probe_source
             if source is None:
                 source = _first_val_loader(trainer)
                 if source is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.guard import isolated_rng
 
-ProbeSource = Union[Tensor, tuple[Tensor, Tensor], Dataset, None]
+ProbeSource = Tensor | tuple[Tensor, Tensor] | Dataset | DataLoader | None
 
 _IMAGE_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
@@ -144,7 +144,7 @@ def _stack(images: list[Tensor], labels: list[Tensor | None]) -> tuple[Tensor, T
     return stacked, torch.stack([torch.as_tensor(lbl).reshape(()) for lbl in labels]).long().cpu()  # type: ignore[arg-type]
 
 
-def collect_probes(source: ProbeSource | DataLoader, num_probes: int, seed: int, max_scan: int = 0) -> ProbeSet:
+def collect_probes(source: ProbeSource, num_probes: int, seed: int, max_scan: int = 0) -> ProbeSet:
     """Build the fixed probe set from what the user gave (or from the validation dataloader).
 
     Args:
@@ -188,5 +188,5 @@ def collect_probes(source: ProbeSource | DataLoader, num_probes: int, seed: int,
                 f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels) or a torch Dataset; "
                 f"got {type(source).__name__}."
             )
-        images, labels = select_probes(pool[0], pool[1], num_probes, seed)
-        return ProbeSet(images, labels, kind)
+        chosen, chosen_labels = select_probes(pool[0], pool[1], num_probes, seed)
+        return ProbeSet(chosen, chosen_labels, kind)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import random
@@ -43,7 +44,7 @@ def test_training_is_bit_identical_with_and_without_monitor(tmp_path: Any) -> No
     monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=8)
     watched, _ = fit(tmp_path / "b", [monitor], logger=TensorBoardLogger(str(tmp_path / "b" / "logs")))
     assert monitor.evaluations == 3
-    for (name, p), (_, q) in zip(plain.state_dict().items(), watched.state_dict().items()):
+    for (name, p), (_, q) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=False):
         assert torch.equal(p, q), name
     # the RNG streams after training are where they would be without the monitor
     assert torch.equal(torch.random.get_rng_state(), _rng_after(tmp_path / "c"))
@@ -67,13 +68,17 @@ def test_explanation_leaves_grads_rng_modes_buffers_and_hooks(tmp_path: Any) -> 
             snapshots["grad_ids"] = [id(p.grad) for p in pl_module.parameters()]
             snapshots["buffers"] = [b.clone() for b in pl_module.buffers()]
             snapshots["hooks"] = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in pl_module.modules()]
-            snapshots["rng"] = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+            snapshots["rng"] = (
+                torch.random.get_rng_state(),
+                np.random.get_state()[1].copy(),
+                random.getstate(),
+            )
             monitor._evaluate(trainer, pl_module)
             assert all(m.training for m in pl_module.modules())
             assert [id(p.grad) for p in pl_module.parameters()] == snapshots["grad_ids"]
-            for p, g in zip(pl_module.parameters(), snapshots["grads"]):
+            for p, g in zip(pl_module.parameters(), snapshots["grads"], strict=False):
                 assert torch.equal(p.grad, g)
-            for b, s in zip(pl_module.buffers(), snapshots["buffers"]):
+            for b, s in zip(pl_module.buffers(), snapshots["buffers"], strict=False):
                 assert torch.equal(b, s)
             assert snapshots["hooks"] == [
                 len(m._forward_hooks) + len(m._forward_pre_hooks) for m in pl_module.modules()
@@ -193,7 +198,7 @@ def test_callable_receives_drift_alerts(tmp_path: Any) -> None:
     alert = received[0]
     assert isinstance(alert, DriftAlert) and alert.epoch == 1 and alert.metric == "rank_vs_reference"
     assert alert.threshold == 0.0 and "drift" in alert.message.lower()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         alert.epoch = 5  # type: ignore[misc]  # frozen
 
 
@@ -219,8 +224,13 @@ def test_alerts_respect_warmup_patience_and_texts(tmp_path: Any) -> None:
 
 def test_every_n_epochs_and_early_stopping_can_monitor_drift(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, every_n_epochs=2, warmup_epochs=0)
-    stopper = EarlyStopping(monitor="xai/gradcam/drift/rank_vs_reference/median", mode="min", patience=100,
-                            check_on_train_epoch_end=False, strict=False)
+    stopper = EarlyStopping(
+        monitor="xai/gradcam/drift/rank_vs_reference/median",
+        mode="min",
+        patience=100,
+        check_on_train_epoch_end=False,
+        strict=False,
+    )
     fit(tmp_path, [monitor, stopper], max_epochs=4)
     assert [h["epoch"] for h in monitor.history] == [1, 3]
     assert stopper.best_score is not None and torch.isfinite(stopper.best_score)
