@@ -18,7 +18,9 @@ from lightning_xai.alerts import AlertTracker, DriftAlert, DriftRule
 from lightning_xai.drift_tracker import DriftResult, DriftTracker
 from lightning_xai.event_writer import BackgroundWriter, add_image_job, add_text_job
 from lightning_xai.explainers import ALIASES, METHODS, Explainer, Explanation, GradCam, IntegratedGradients
+from lightning_xai.functional import pointing_game, relevance_mass
 from lightning_xai.guard import training_state_guard
+from lightning_xai.model_forward import model_forward
 from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes
 from lightning_xai.render import (
     Denormalize,
@@ -79,6 +81,10 @@ class AttributionMonitor(Callback):
             colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
             log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
             output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
+        probe_masks: ground-truth regions, one boolean ``(H, W)`` mask per probe as a ``(N, H, W)`` tensor, or a
+            callable ``(images, labels) -> masks`` (labels may be None). Adds ``xai/localization/<method>/
+            relevance_mass`` (share of |attribution| inside the mask) and ``.../pointing_game`` (share of probes
+            whose most attributed pixel lies inside it).
             background_logging: encode PNGs and write events on a background thread.
 
         Example::
@@ -113,6 +119,7 @@ class AttributionMonitor(Callback):
         colormap: str = "jet",
         log_heatmaps: bool = False,
         output_transform: Callable[[Any], Tensor] | None = None,
+        probe_masks: Tensor | Callable[[Tensor, Tensor | None], Tensor] | None = None,
         background_logging: bool = True,
     ) -> None:
         super().__init__()
@@ -157,6 +164,8 @@ class AttributionMonitor(Callback):
         self.tracker = AlertTracker(list(drift_rules))
         self.writer = BackgroundWriter(background=background_logging)
         self.probes: ProbeSet | None = None
+        self.probe_masks = probe_masks
+        self.masks: Tensor | None = None
         self.history: list[dict[str, Any]] = []
         self.evaluations = 0
         self._probes_logged = False
@@ -181,6 +190,7 @@ class AttributionMonitor(Callback):
         return {
             "probes": None if self.probes is None else self.probes.images.clone(),
             "labels": None if self.probes is None or self.probes.labels is None else self.probes.labels.clone(),
+            "masks": None if self.masks is None else self.masks.clone(),
             "drift": self.drift.state_dict(),
             "alerts": self.tracker.state_dict(),
             "history": list(self.history),
@@ -193,6 +203,8 @@ class AttributionMonitor(Callback):
         if state_dict.get("probes") is not None:
             self.probes = ProbeSet(state_dict["probes"], state_dict.get("labels"), "checkpoint")
             self._prepared_for = None
+        if state_dict.get("masks") is not None:
+            self.masks = state_dict["masks"]
         self.drift.load_state_dict(state_dict.get("drift", {}))
         self.tracker.load_state_dict(state_dict.get("alerts", {}))
         self.history = list(state_dict.get("history", []))
@@ -260,22 +272,6 @@ class AttributionMonitor(Callback):
             return True
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
-    def _forward(self, pl_module: LightningModule) -> Callable[[Tensor], Tensor]:
-        transform = self.output_transform
-
-        def forward(x: Tensor) -> Tensor:
-            out = pl_module(x)
-            if transform is not None:
-                out = transform(out)
-            if not isinstance(out, Tensor):
-                raise TypeError(
-                    f"the model returned {type(out).__name__}, not a logits tensor; pass "
-                    "`output_transform=` to pick the (N, num_classes) logits from the output."
-                )
-            return out.float()
-
-        return forward
-
     def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
         """Collect the probes (once) and validate them, the target and the methods against the model."""
         if self.probes is None:
@@ -291,6 +287,8 @@ class AttributionMonitor(Callback):
                         f"AttributionMonitor: `num_probes={self.num_probes}` but the {self.probes.source} holds "
                         f"only {len(self.probes)} usable images; using those {len(self.probes)}."
                     )
+        if self.masks is None and self.probe_masks is not None:
+            self.masks = _resolve_masks(self.probe_masks, self.probes)
         if self._prepared_for == id(pl_module):
             return True
         self._prepare(pl_module)
@@ -299,10 +297,9 @@ class AttributionMonitor(Callback):
 
     def _prepare(self, pl_module: LightningModule) -> None:
         assert self.probes is not None
-        forward = self._forward(pl_module)
         device = pl_module.device
         example = self.probes.images[:1].to(device)
-        with training_state_guard(pl_module, device):
+        with training_state_guard(pl_module, device), model_forward(pl_module, self.output_transform) as forward:
             try:
                 logits = forward(example.clone())
             except Exception as err:
@@ -329,13 +326,30 @@ class AttributionMonitor(Callback):
                 explainer.setup(pl_module, forward, example.clone())
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Rank 0 explains and measures; the outcome is broadcast so every rank logs and decides the same."""
+        entry: dict[str, Any] | None = None
+        if trainer.is_global_zero:
+            entry = self._explain_and_measure(trainer, pl_module)
+        if trainer.world_size > 1:
+            entry = trainer.strategy.broadcast(entry, src=0)
+            if not trainer.is_global_zero:
+                assert entry is not None
+                self.history.append(entry)
+                self.evaluations += 1
+                self.tracker.alerts.extend(DriftAlert.from_dict(a) for a in entry["alerts"])
+        assert entry is not None
+        for key, value in entry["scalars"].items():
+            pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+        self._act(trainer, [DriftAlert.from_dict(a) for a in entry["alerts"]])
+
+    def _explain_and_measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """Explain the probes with every method, update drift and alert state, queue the TensorBoard media."""
         assert self.probes is not None
         device = pl_module.device
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
-        forward = self._forward(pl_module)
         results: dict[str, Explanation] = {}
         errors: list[str] = []
-        with training_state_guard(pl_module, device):
+        with training_state_guard(pl_module, device), model_forward(pl_module, self.output_transform) as forward:
             inputs = self.probes.images.to(device).clone()
             with torch.no_grad():
                 probs = torch.softmax(forward(inputs), dim=1)
@@ -362,12 +376,25 @@ class AttributionMonitor(Callback):
                 scalars[f"xai/{name}/drift/{key}"] = value
             for key, values in explanation.diagnostics.items():
                 scalars[f"xai/{name}/{key}"] = float(values.double().median())
+            if self.masks is not None:
+                masks = self.masks.to(device)
+                scalars[f"xai/localization/{name}/relevance_mass"] = float(
+                    relevance_mass(explanation.display, masks).double().mean()
+                )
+                scalars[f"xai/localization/{name}/pointing_game"] = float(
+                    pointing_game(explanation.display, masks).double().mean()
+                )
             new_alerts += self._check_rules(name, drift, epoch, step)
-        self.history.append({"epoch": epoch, "global_step": step, "scalars": dict(scalars), "errors": errors})
-        for key, value in scalars.items():
-            pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+        entry = {
+            "epoch": epoch,
+            "global_step": step,
+            "scalars": scalars,
+            "errors": errors,
+            "alerts": [a.to_dict() for a in new_alerts],
+        }
+        self.history.append(entry)
         self._log_media(trainer, inputs, results, targets, predicted, confidence, errors, new_alerts, step)
-        self._act(trainer, new_alerts)
+        return entry
 
     def _check_rules(self, method: str, drift: DriftResult, epoch: int, step: int) -> list[DriftAlert]:
         if not drift.alerts_armed:
@@ -529,6 +556,20 @@ def _first_val_loader(trainer: Trainer) -> DataLoader | None:
         first = next(iter(loaders.values()))
         return first if isinstance(first, DataLoader) else None
     return None
+
+
+def _resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:
+    masks = spec(probes.images, probes.labels) if callable(spec) else spec
+    masks = torch.as_tensor(masks).detach().cpu()
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    expected = (len(probes), *probes.images.shape[-2:])
+    if tuple(masks.shape) != expected:
+        raise ValueError(
+            f"`probe_masks` has shape {tuple(masks.shape)} but the {len(probes)} probes need one (H, W) mask each: "
+            f"{expected}. With probes drawn from the validation data, pass a callable `(images, labels) -> masks`."
+        )
+    return masks.bool()
 
 
 def _nrow(count: int) -> int:

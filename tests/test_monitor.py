@@ -243,3 +243,22 @@ def test_monitor_pickles(tmp_path: Any) -> None:
     fit(tmp_path, [monitor], max_epochs=1)
     clone = pickle.loads(pickle.dumps(monitor))
     assert torch.equal(clone.probes.images, monitor.probes.images)
+
+
+def test_probe_masks_log_localization(tmp_path: Any) -> None:
+    x, y = loaders()[1].dataset.tensors  # type: ignore[attr-defined]
+    images, labels = x[:4], y[:4]
+    full = torch.ones(4, 12, 12, dtype=torch.bool)
+    monitor = AttributionMonitor(probes=(images, labels), probe_masks=full, ig_steps=4)
+    empty = AttributionMonitor(
+        probes=(images, labels), probe_masks=lambda imgs, lbls: torch.zeros(len(imgs), 12, 12), ig_steps=4, seed=1
+    )
+    _, trainer = fit(tmp_path, [monitor, empty], max_epochs=1)
+    for method in ("gradcam", "integrated_gradients"):
+        assert monitor.history[0]["scalars"][f"xai/localization/{method}/relevance_mass"] == pytest.approx(1.0)
+        assert monitor.history[0]["scalars"][f"xai/localization/{method}/pointing_game"] == pytest.approx(1.0)
+        assert empty.history[0]["scalars"][f"xai/localization/{method}/relevance_mass"] == 0.0
+        assert empty.history[0]["scalars"][f"xai/localization/{method}/pointing_game"] == 0.0
+    bad = AttributionMonitor(probes=(images, labels), probe_masks=torch.ones(3, 12, 12))
+    with pytest.raises(ValueError, match="`probe_masks` has shape"):
+        fit(tmp_path / "bad", [bad], max_epochs=1)
