@@ -106,7 +106,10 @@ class GradCam(Explainer):
                 )
             self.layer_name = chosen
         else:
-            self.layer_name, _ = resolve_module(model, self.layer)
+            try:
+                self.layer_name, _ = resolve_module(model, self.layer)
+            except ValueError as err:
+                raise ValueError(f"{err} Layers Grad-CAM can use: {gradcam_candidates(traces)[-10:]}.") from None
         self._module = dict(model.named_modules())[self.layer_name]
         trace = by_name.get(self.layer_name)
         if trace is None:
@@ -188,6 +191,16 @@ class IntegratedGradients(Explainer):
         self.baseline = baseline
         self.internal_batch_size = internal_batch_size
         self.passes_per_probe = float(n_steps + 1)
+
+    def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
+        if isinstance(self.baseline, Tensor):
+            try:
+                torch.broadcast_shapes(tuple(self.baseline.shape), tuple(example.shape))
+            except RuntimeError:
+                raise ValueError(
+                    f"`ig_baseline` has shape {tuple(self.baseline.shape)}, which does not broadcast to a probe "
+                    f"batch of shape {tuple(example.shape)}; pass one image (C, H, W), a float, or None for zeros."
+                ) from None
 
     def _baselines(self, inputs: Tensor) -> Tensor:
         if self.baseline is None:

@@ -89,6 +89,7 @@ def training_state_guard(model: nn.Module, device: torch.device | None = None) -
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
+    grad_values = [g.detach().clone() if g is not None else None for g in grads]  # None outside accumulation
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     hook_ids = _hook_ids(model)
     autocast_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -100,14 +101,16 @@ def training_state_guard(model: nn.Module, device: torch.device | None = None) -
                     p.requires_grad_(False)
                 yield
     finally:
-        for p, flag in zip(params, requires, strict=False):
+        for p, flag in zip(params, requires, strict=True):
             p.requires_grad_(flag)
         for m, flag in modes:
             m.training = flag
         with torch.no_grad():
-            for p, g in zip(params, grads, strict=False):
+            for p, g, value in zip(params, grads, grad_values, strict=True):
                 if p.grad is not g:
                     p.grad = g
+                if g is not None and value is not None and not torch.equal(g, value):
+                    g.copy_(value)
             for b, saved in buffers:
                 if not torch.equal(b, saved):
                     b.copy_(saved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,7 +102,8 @@ def resolve_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mo
         )
     if layer in named and layer:
         return layer, named[layer]
-    close = [n for n in named if n and (layer in n or n.endswith(layer.split(".")[-1]))][:10]
+    names = [n for n in named if n]
+    close = [n for n in names if layer in n] or difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
     hint = f" Did you mean one of {close}?" if close else ""
     raise ValueError(
         f"`gradcam_layer={layer!r}` is not a module of {type(model).__name__}.{hint} "

@@ -24,6 +24,8 @@ from lightning_xai.model_forward import model_forward
 from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes
 from lightning_xai.render import (
     Denormalize,
+    check_colormap,
+    check_denormalize,
     make_grid,
     render_heatmap_grid,
     render_overlay_grid,
@@ -91,7 +93,6 @@ class AttributionMonitor(Callback):
 
             >>> import lightning.pytorch as L
             >>> from lightning.pytorch.loggers import TensorBoardLogger
-    from lightning.pytorch.trainer.states import TrainerFn
             >>> monitor = AttributionMonitor(num_probes=8, methods=("gradcam", "integrated_gradients"))
             >>> trainer = L.Trainer(callbacks=[monitor], logger=TensorBoardLogger("logs"), max_epochs=5)
             >>> # trainer.fit(model, datamodule)  -> tensorboard --logdir logs
@@ -147,6 +148,8 @@ class AttributionMonitor(Callback):
                 "Add a batch dimension with `probes.unsqueeze(0)` for a single image."
             )
         check_target(target)
+        check_colormap(colormap)
+        check_denormalize(denormalize)
         self.explainers = _build_explainers(methods, gradcam_layer, ig_steps, ig_baseline, ig_internal_batch_size)
         if not self.explainers:
             raise ValueError(f"`methods` is empty; choose at least one of {sorted(METHODS)}.")
@@ -315,7 +318,7 @@ class AttributionMonitor(Callback):
                 )
             num_classes = int(logits.shape[1])
             check_target(self.target, num_classes=num_classes, num_probes=len(self.probes))
-            if self.probes.labels is not None:
+            if self.target == "label" and self.probes.labels is not None:
                 bad = self.probes.labels[(self.probes.labels < 0) | (self.probes.labels >= num_classes)]
                 if bad.numel():
                     raise ValueError(

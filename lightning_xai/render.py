@@ -48,11 +48,33 @@ Denormalize: TypeAlias = tuple[Sequence[float], Sequence[float]] | Callable[[Ten
 _LUT_CACHE: dict[tuple[str, str], Tensor] = {}
 
 
-def _check_colormap(name: str) -> str:
+def check_colormap(name: str) -> str:
+    """Return the canonical colormap name, or raise a ValueError naming ``colormap`` and the choices."""
     key = name.lower() if isinstance(name, str) else name
     if key not in LUT_HEX:
-        raise ValueError(f"Unknown colormap={name!r}; expected one of {', '.join(COLORMAPS)}.")
+        raise ValueError(f"Unknown `colormap={name!r}`; expected one of {', '.join(COLORMAPS)}.")
     return key
+
+
+_check_colormap = check_colormap
+
+
+def check_denormalize(denormalize: Denormalize) -> None:
+    """Raise a ValueError naming ``denormalize`` unless it is None, a callable or a ``(mean, std)`` pair."""
+    if denormalize is None or callable(denormalize):
+        return
+    ok = isinstance(denormalize, (tuple, list)) and len(denormalize) == 2
+    if ok:
+        try:
+            for part in denormalize:
+                torch.as_tensor(part, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            ok = False
+    if not ok:
+        raise ValueError(
+            f"`denormalize={denormalize!r}` is not supported; pass (mean, std) sequences (one value per channel "
+            "or one for all), a callable mapping model inputs to [0, 1] images, or None."
+        )
 
 
 def _lut(name: str, device: torch.device) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -31,20 +32,21 @@ def check_target(target: TargetSpec, num_classes: int | None = None, num_probes:
         return
     if isinstance(target, bool):
         raise ValueError(f"`target={target!r}` must be 'label', 'predicted', an int or a sequence of ints.")
+    single = isinstance(target, numbers.Integral) or (isinstance(target, Tensor) and target.ndim == 0)
     values = torch.as_tensor(target).reshape(-1)
     if values.is_floating_point():
         raise ValueError(f"`target` must hold integer classes, got {values.dtype}.")
-    if isinstance(target, int) and target < 0:
+    if single and int(values[0]) < 0:
         raise ValueError(f"`target={target}` must be a class index >= 0.")
     if num_classes is not None:
         bad = values[(values < 0) | (values >= num_classes)]
         if bad.numel():
-            shown = target if isinstance(target, int) else sorted(set(bad.tolist()))
+            shown = int(values[0]) if single else sorted(set(bad.tolist()))
             raise ValueError(
                 f"`target={shown}` is out of range for a model with {num_classes} classes; use a class in "
                 f"[0, {num_classes - 1}], 'label' or 'predicted'."
             )
-    if num_probes is not None and not isinstance(target, int) and values.numel() != num_probes:
+    if num_probes is not None and not single and values.numel() != num_probes:
         raise ValueError(
             f"`target` has {values.numel()} entries but there are {num_probes} probes; give one class per probe "
             "or a single int."
