@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-ForwardFn = Callable[[Tensor], Tensor]
+from lightning_xai.explainers.base import ForwardFn
 
 
 def _needs_float32_copy(module: nn.Module) -> bool:
