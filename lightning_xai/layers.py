@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ class LayerTrace:
     calls: int
     output_shape: tuple[int, ...] | None  # shape of the last call's tensor output; None if not a tensor
     order: int  # position of its last call among all module calls
+    module_type: str = ""  # class name of the module, e.g. "Conv2d"
 
 
 def trace_modules(model: nn.Module, forward: Callable[[Tensor], object], example: Tensor) -> list[LayerTrace]:
@@ -34,6 +36,7 @@ def trace_modules(model: nn.Module, forward: Callable[[Tensor], object], example
         ['0', '1', '2']
     """
     names = {id(m): n for n, m in model.named_modules() if n}
+    types = {n: type(m).__name__ for n, m in model.named_modules() if n}
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
     order: dict[str, int] = {}
@@ -60,7 +63,7 @@ def trace_modules(model: nn.Module, forward: Callable[[Tensor], object], example
         for handle in handles:
             handle.remove()
     return sorted(
-        (LayerTrace(n, calls[n], shapes[n], order[n]) for n in calls),
+        (LayerTrace(n, calls[n], shapes[n], order[n], types.get(n, "")) for n in calls),
         key=lambda t: t.order,
     )
 
@@ -75,14 +78,92 @@ def gradcam_candidates(traces: list[LayerTrace]) -> list[str]:
     return [t.name for t in traces if is_feature_map(t.output_shape) and t.calls == 1]
 
 
-def auto_gradcam_layer(traces: list[LayerTrace]) -> str | None:
-    """The last module (by completion order) whose output is a spatial 4-D feature map and runs once.
+#: modules that only resample a feature map (an adaptive pool to 7x7 after a 2x2 map adds no information)
+RESAMPLING_TYPES = ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d")
 
-    Modules finish after their children, so when a block and its last child return the same map, the block
-    (e.g. ``layer4`` of a ResNet, not ``layer4.1.relu``) is chosen.
+
+def auto_gradcam_layer(traces: list[LayerTrace], model: nn.Module | None = None) -> str | None:
+    """The layer Grad-CAM explains when none is given.
+
+    - A known vision-transformer layout in ``model`` (torchvision ``VisionTransformer``, timm-style ``blocks`` +
+      ``cls_token``): the first LayerNorm of the last encoder block (:func:`transformer_gradcam_layer`); its
+      token output is reshaped to a grid by Grad-CAM.
+    - Otherwise the last module (by completion order) whose output is a spatial 4-D feature map, which runs
+      once and does not merely resample its input (adaptive pools and upsampling are skipped: VGG's
+      ``AdaptiveAvgPool2d((7, 7))`` would otherwise win over ``features``). Modules finish after their children,
+      so when a block and its last child return the same map, the block (e.g. ``layer4`` of a ResNet, not
+      ``layer4.1.relu``) is chosen.
     """
-    candidates = gradcam_candidates(traces)
+    if model is not None:
+        vit_layer = transformer_gradcam_layer(model)
+        if vit_layer is not None and any(t.name == vit_layer and t.calls == 1 for t in traces):
+            return vit_layer
+    by_name = {t.name: t for t in traces}
+    candidates = [n for n in gradcam_candidates(traces) if by_name[n].module_type not in RESAMPLING_TYPES]
     return candidates[-1] if candidates else None
+
+
+def transformer_gradcam_layer(model: nn.Module) -> str | None:
+    """Dotted name of the Grad-CAM layer of a known ViT layout inside ``model``, else None.
+
+    The first LayerNorm of the last block: its output still holds one token per patch (the final LayerNorm's
+    patch tokens get no gradient, only the class token reaches the head), as in the usual ViT Grad-CAM recipe.
+
+    Example::
+
+        >>> from torchvision.models import VisionTransformer
+        >>> vit = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=8)
+        >>> transformer_gradcam_layer(vit)
+        'encoder.layers.encoder_layer_1.ln_1'
+    """
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        encoder = getattr(module, "encoder", None)
+        layers = getattr(encoder, "layers", None)
+        if hasattr(module, "class_token") and isinstance(layers, nn.Module):  # torchvision VisionTransformer
+            blocks = list(layers.named_children())
+            if blocks and isinstance(getattr(blocks[-1][1], "ln_1", None), nn.Module):
+                return f"{dot}encoder.layers.{blocks[-1][0]}.ln_1"
+        blocks_module = getattr(module, "blocks", None)
+        if hasattr(module, "cls_token") and isinstance(blocks_module, nn.Module):  # timm-style VisionTransformer
+            blocks = list(blocks_module.named_children())
+            if blocks and isinstance(getattr(blocks[-1][1], "norm1", None), nn.Module):
+                return f"{dot}blocks.{blocks[-1][0]}.norm1"
+    return None
+
+
+def token_prefix_count(model: nn.Module, layer_name: str) -> int | None:
+    """Non-patch tokens (class/register tokens) that the innermost known ViT around ``layer_name`` puts before
+    its patch tokens: ``num_prefix_tokens`` (timm) or 1 for torchvision's ``VisionTransformer``; else None."""
+    found: int | None = None
+    for prefix, module in model.named_modules():  # parents come before their children
+        if prefix and not layer_name.startswith(f"{prefix}."):
+            continue
+        if isinstance(getattr(module, "num_prefix_tokens", None), int):
+            found = int(module.num_prefix_tokens)
+        elif hasattr(module, "class_token") and hasattr(module, "encoder"):
+            found = 1
+    return found
+
+
+def token_grid(num_tokens: int, height: int, width: int) -> tuple[int, int] | None:
+    """``(h, w)`` with ``h * w == num_tokens`` and ``h / w == height / width`` exactly, else None.
+
+    Example::
+
+        >>> token_grid(16, 64, 64), token_grid(8, 32, 64), token_grid(17, 64, 64)
+        ((4, 4), (2, 4), None)
+    """
+    if num_tokens < 1 or height < 1 or width < 1:
+        return None
+    g = math.gcd(height, width)
+    a, b = height // g, width // g
+    if num_tokens % (a * b):
+        return None
+    k = math.isqrt(num_tokens // (a * b))
+    if k * k * a * b != num_tokens:
+        return None
+    return k * a, k * b
 
 
 def resolve_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:

@@ -12,23 +12,88 @@ from torch import Tensor, nn
 
 from lightning_xai.explainers.base import ForwardFn
 
+#: ``forward_fn(module, x)``: how to call the model on a batch of probes (extra arguments, another method, ...)
+ModelForwardFn = Callable[[Any, Tensor], Any]
+
 
 def _needs_float32_copy(module: nn.Module) -> bool:
     tensors = chain(module.parameters(), module.buffers())
     return any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors)
 
 
+class _Call(nn.Module):
+    """Wraps ``forward_fn(module, x)`` as a module so ``torch.func.functional_call`` can swap ``module``'s weights."""
+
+    def __init__(self, module: nn.Module, forward_fn: ModelForwardFn) -> None:
+        super().__init__()
+        self.module = module
+        self.forward_fn = forward_fn
+
+    def forward(self, x: Tensor) -> Any:
+        return self.forward_fn(self.module, x)
+
+
+def _call_module(module: Any, x: Tensor) -> Any:
+    return module(x)
+
+
+def _setter(namespace: dict[str, Any], key: str, value: Any) -> Callable[[], None]:
+    def undo() -> None:
+        namespace[key] = value
+
+    return undo
+
+
 @contextmanager
-def model_forward(module: nn.Module, output_transform: Callable[[Any], Tensor] | None = None) -> Iterator[ForwardFn]:
+def uncompiled(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` and its submodules with their original Python forwards inside the block.
+
+    Undoes, until exit, the three ways a model gets compiled: a LightningModule compiled through Lightning
+    (``trainer.fit(torch.compile(model))``: the original forward is kept in ``_compiler_ctx``),
+    ``nn.Module.compile()`` in place (``_compiled_call_impl``), and ``torch.compile``d submodules
+    (``OptimizedModule``: their ``forward`` is pointed at the wrapped module). Everything is put back on exit,
+    so the compiled graphs and their guards see exactly the module they were compiled for.
+    """
+    restore: list[Callable[[], None]] = []
+    try:
+        ctx = getattr(module, "_compiler_ctx", None)
+        original = ctx.get("original_forward") if isinstance(ctx, dict) else None
+        if original is not None and "forward" in module.__dict__:
+            compiled = module.__dict__["forward"]
+            module.forward = original  # type: ignore[method-assign]
+            restore.append(_setter(module.__dict__, "forward", compiled))
+        for sub in module.modules():
+            impl = sub.__dict__.get("_compiled_call_impl")
+            if impl is not None:
+                sub._compiled_call_impl = None
+                restore.append(_setter(sub.__dict__, "_compiled_call_impl", impl))
+            orig_mod = sub.__dict__.get("_modules", {}).get("_orig_mod")
+            if type(sub).__name__ == "OptimizedModule" and orig_mod is not None and "forward" in sub.__dict__:
+                compiled_forward = sub.__dict__["forward"]
+                sub.__dict__["forward"] = orig_mod.__call__
+                restore.append(_setter(sub.__dict__, "forward", compiled_forward))
+        yield
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
+@contextmanager
+def model_forward(
+    module: nn.Module,
+    output_transform: Callable[[Any], Tensor] | None = None,
+    forward_fn: ModelForwardFn | None = None,
+) -> Iterator[ForwardFn]:
     """Yield ``forward(x) -> (N, num_classes)`` float32 logits for explaining ``module``.
 
-    - ``torch.compile``: a LightningModule compiled by Lightning keeps its original forward in
-      ``_compiler_ctx``; it is used here (Captum adds hooks per call, which compiled graphs miss or recompile
-      for), and the compiled forward is put back on exit.
+    - ``torch.compile``: the model runs uncompiled inside the block (see :func:`uncompiled`): Captum adds hooks
+      per call, which compiled graphs miss or recompile for. The compiled forwards are put back on exit.
     - Precision: parameters and buffers stored in half/bfloat16 (``precision="bf16-true"``/``"16-true"``) are
       not touched; the forward runs through ``torch.func.functional_call`` with float32 copies of them, so
       attributions are float32 and training weights stay exactly as they are. Mixed precision keeps float32
-      weights and callback hooks run outside autocast, so nothing is copied there.
+      weights and callback hooks run outside autocast (the guard also disables it), so nothing is copied there.
+      Probes are cast to float32.
+    - ``forward_fn(module, x)`` replaces ``module(x)``, for a forward that needs extra arguments.
     - ``output_transform`` picks the logits from dict/tuple outputs.
 
     Example::
@@ -38,25 +103,22 @@ def model_forward(module: nn.Module, output_transform: Callable[[Any], Tensor] |
         ...     forward(torch.ones(1, 3)).dtype
         torch.float32
     """
-    ctx = getattr(module, "_compiler_ctx", None)
-    original = ctx.get("original_forward") if isinstance(ctx, dict) else None
-    compiled = module.__dict__.get("forward") if original is not None else None
-    if original is not None:
-        module.forward = original  # type: ignore[method-assign]
-    try:
+    call_fn = forward_fn or _call_module
+    with uncompiled(module):
         if _needs_float32_copy(module):
             state = {
-                name: t.detach().float() if t.is_floating_point() else t
+                f"module.{name}": t.detach().float() if t.is_floating_point() else t
                 for name, t in chain(module.named_parameters(), module.named_buffers())
             }
+            wrapper = _Call(module, call_fn)
 
             def call(x: Tensor) -> Any:
-                return torch.func.functional_call(module, state, (x.float(),))
+                return torch.func.functional_call(wrapper, state, (x.float(),))
 
         else:
 
             def call(x: Tensor) -> Any:
-                return module(x.float())
+                return call_fn(module, x.float())
 
         def forward(x: Tensor) -> Tensor:
             out = call(x)
@@ -71,6 +133,3 @@ def model_forward(module: nn.Module, output_transform: Callable[[Any], Tensor] |
             return out.float()
 
         yield forward
-    finally:
-        if compiled is not None:
-            module.forward = compiled  # type: ignore[method-assign]

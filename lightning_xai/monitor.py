@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,9 +20,10 @@ from lightning_xai.alerts import AlertTracker, DriftAlert, DriftRule
 from lightning_xai.drift_tracker import DriftResult, DriftTracker
 from lightning_xai.event_writer import BackgroundWriter, add_image_job, add_text_job
 from lightning_xai.explainers import ALIASES, METHODS, Explainer, Explanation, GradCam, IntegratedGradients
+from lightning_xai.explainers.gradcam import GradcamReshape
 from lightning_xai.functional import pointing_game, relevance_mass
 from lightning_xai.guard import training_state_guard
-from lightning_xai.model_forward import model_forward
+from lightning_xai.model_forward import ModelForwardFn, model_forward
 from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes
 from lightning_xai.render import (
     Denormalize,
@@ -49,53 +52,60 @@ class DriftDetectedError(RuntimeError):
 class AttributionMonitor(Callback):
     r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
 
-        At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
-        (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
-        state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs overlay grids and a
-        prediction table to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`, drift scalars through
-        ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when
-        a :class:`DriftRule` fires.
+    At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
+    (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
+    state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs overlay grids and a
+    prediction table to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`, drift scalars through
+    ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when
+    a :class:`DriftRule` fires.
 
-        Args:
-            probes: None (draw ``num_probes`` from the first validation dataloader), a ``(N, C, H, W)`` tensor,
-                an ``(images, labels)`` pair, or a map-style Dataset yielding ``(image, label)``.
-            num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
-            methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
-                :class:`~lightning_xai.explainers.Explainer` instances.
-            target: ``"label"``, ``"predicted"``, an int class, or one class per probe. ``"label"`` with
-                unlabeled probes falls back to ``"predicted"`` with a warning.
-            gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map.
-            ig_steps: Integrated Gradients quadrature steps.
-            ig_baseline: None (black image), a float or a tensor broadcastable to one probe.
-            ig_internal_batch_size: samples per IG pass; None picks about 64.
-            every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
-            on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
-                (:class:`DriftDetectedError`) or a callable receiving each :class:`DriftAlert` (on every rank).
-            denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
-            seed: seed of the probe draw (the global RNGs are never used).
-            warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
-                ``>= warmup_epochs``.
-            reference_epoch: pin the reference to this epoch instead.
-            drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.5``).
-            probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
-                ``DriftAlert.probe_indices``).
-            topk: fraction of most-attributed cells compared by the ``topk`` metric.
-            colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
-            log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
-            output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
+    Args:
+        probes: None (draw ``num_probes`` from the first validation dataloader), a ``(N, C, H, W)`` tensor,
+            an ``(images, labels)`` pair, or a map-style Dataset yielding ``(image, label)``.
+        num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
+        methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
+            :class:`~lightning_xai.explainers.Explainer` instances.
+        target: ``"label"``, ``"predicted"``, an int class, or one class per probe. ``"label"`` with
+            unlabeled probes falls back to ``"predicted"`` with a warning.
+        gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map (for a
+            torchvision/timm-style ViT: the first LayerNorm of the last encoder block).
+        gradcam_reshape: a callable mapping the Grad-CAM layer's output to ``(B, C, h, w)``. None: 4-D maps
+            are used as they are, and ``(B, tokens, C)`` transformer outputs are reshaped automatically when
+            the tokens form a patch grid (class token dropped). Must be picklable for ``ddp_spawn``.
+        ig_steps: Integrated Gradients quadrature steps.
+        ig_baseline: None (black image), a float or a tensor broadcastable to one probe.
+        ig_internal_batch_size: samples per IG pass; None picks about 64.
+        every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
+        on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
+            (:class:`DriftDetectedError`) or a callable receiving each :class:`DriftAlert` (on every rank).
+        denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
+        seed: seed of the probe draw (the global RNGs are never used).
+        warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
+            ``>= warmup_epochs``.
+        reference_epoch: pin the reference to this epoch instead.
+        drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.5``).
+        probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
+            ``DriftAlert.probe_indices``).
+        topk: fraction of most-attributed cells compared by the ``topk`` metric.
+        colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
+        log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
+        output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
+        forward_fn: ``forward_fn(pl_module, x)`` calls the model on a batch of probes when ``pl_module(x)``
+            is not enough (a forward that needs extra arguments, or another method); its output then goes
+            through ``output_transform``.
         probe_masks: ground-truth regions, one boolean ``(H, W)`` mask per probe as a ``(N, H, W)`` tensor, or a
             callable ``(images, labels) -> masks`` (labels may be None). Adds ``xai/localization/<method>/
             relevance_mass`` (share of |attribution| inside the mask) and ``.../pointing_game`` (share of probes
             whose most attributed pixel lies inside it).
-            background_logging: encode PNGs and write events on a background thread.
+        background_logging: encode PNGs and write events on a background thread.
 
-        Example::
+    Example::
 
-            >>> import lightning.pytorch as L
-            >>> from lightning.pytorch.loggers import TensorBoardLogger
-            >>> monitor = AttributionMonitor(num_probes=8, methods=("gradcam", "integrated_gradients"))
-            >>> trainer = L.Trainer(callbacks=[monitor], logger=TensorBoardLogger("logs"), max_epochs=5)
-            >>> # trainer.fit(model, datamodule)  -> tensorboard --logdir logs
+        >>> import lightning.pytorch as L
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+        >>> monitor = AttributionMonitor(num_probes=8, methods=("gradcam", "integrated_gradients"))
+        >>> trainer = L.Trainer(callbacks=[monitor], logger=TensorBoardLogger("logs"), max_epochs=5)
+        >>> # trainer.fit(model, datamodule)  -> tensorboard --logdir logs
     """
 
     def __init__(
@@ -105,6 +115,7 @@ class AttributionMonitor(Callback):
         methods: Sequence[str | Explainer] = ("gradcam", "integrated_gradients"),
         target: TargetSpec = "label",
         gradcam_layer: str | torch.nn.Module | None = None,
+        gradcam_reshape: GradcamReshape | None = None,
         ig_steps: int = 32,
         ig_baseline: float | Tensor | None = None,
         ig_internal_batch_size: int | None = None,
@@ -122,6 +133,7 @@ class AttributionMonitor(Callback):
         output_transform: Callable[[Any], Tensor] | None = None,
         probe_masks: Tensor | Callable[[Tensor, Tensor | None], Tensor] | None = None,
         background_logging: bool = True,
+        forward_fn: ModelForwardFn | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
@@ -150,7 +162,11 @@ class AttributionMonitor(Callback):
         check_target(target)
         check_colormap(colormap)
         check_denormalize(denormalize)
-        self.explainers = _build_explainers(methods, gradcam_layer, ig_steps, ig_baseline, ig_internal_batch_size)
+        if forward_fn is not None and not callable(forward_fn):
+            raise ValueError(f"`forward_fn` must be a callable `(pl_module, x) -> output`, got {forward_fn!r}.")
+        self.explainers = _build_explainers(
+            methods, gradcam_layer, gradcam_reshape, ig_steps, ig_baseline, ig_internal_batch_size
+        )
         if not self.explainers:
             raise ValueError(f"`methods` is empty; choose at least one of {sorted(METHODS)}.")
         self.probe_source = probes
@@ -163,6 +179,7 @@ class AttributionMonitor(Callback):
         self.colormap = colormap
         self.log_heatmaps = log_heatmaps
         self.output_transform = output_transform
+        self.forward_fn = forward_fn
         self.drift = DriftTracker(warmup_epochs, reference_epoch, topk, probe_threshold)
         self.tracker = AlertTracker(list(drift_rules))
         self.writer = BackgroundWriter(background=background_logging)
@@ -174,14 +191,29 @@ class AttributionMonitor(Callback):
         self._probes_logged = False
         self._prepared_for: int | None = None
         self._warned: set[str] = set()
+        self._inactive = False  # fit with limit_val_batches=0: nothing to do
+        self._state_key = self._generate_state_key(
+            methods=tuple(_explainer_key(e) for e in self.explainers),
+            num_probes=num_probes,
+            seed=seed,
+            probes=_source_key(probes),
+            target=_target_key(target),
+            every_n_epochs=every_n_epochs,
+            warmup_epochs=warmup_epochs,
+            reference_epoch=reference_epoch,
+            topk=topk,
+            probe_threshold=probe_threshold,
+            drift_rules=tuple(drift_rules),
+        )
 
     # ----------------------------------------------------------------------------------------------- state
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(
-            methods=tuple(e.name for e in self.explainers), num_probes=self.num_probes, seed=self.seed
-        )
+        """Identifies this monitor's state in a checkpoint: built from every setting that shapes the state
+        (methods and their parameters, probes, target, drift and alert settings), not from presentation
+        (colormap, logging) or actions (``on_drift``), so those can change when resuming."""
+        return self._state_key
 
     @property
     def alerts(self) -> list[DriftAlert]:
@@ -217,6 +249,7 @@ class AttributionMonitor(Callback):
     # ----------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_strategy(trainer.strategy)
         if not self._tensorboard_writers(trainer, all_ranks=True):
             self._warn_once(
                 "no_tensorboard",
@@ -227,11 +260,20 @@ class AttributionMonitor(Callback):
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._inactive = trainer.limit_val_batches == 0
+        if self._inactive:
+            self._warn_once(
+                "no_validation",
+                "AttributionMonitor: `limit_val_batches=0` disables validation, so the monitor does nothing in "
+                "this fit (it explains at the end of validation epochs).",
+            )
+            return
         self._ensure_ready(trainer, pl_module)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._ensure_ready(trainer, pl_module)
+        if not self._inactive:
+            self._ensure_ready(trainer, pl_module)
 
     @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -250,6 +292,25 @@ class AttributionMonitor(Callback):
             )
             return
         self._evaluate(trainer, pl_module)
+
+    @override
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._ensure_ready(trainer, pl_module)
+
+    @override
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._ensure_ready(trainer, pl_module):
+            self._warn_once(
+                "no_probes",
+                "AttributionMonitor: no probes (no `probes=` given and no test dataloader "
+                "found); nothing is explained.",
+            )
+            return
+        self._evaluate(trainer, pl_module)
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush()
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -280,7 +341,7 @@ class AttributionMonitor(Callback):
         if self.probes is None:
             source: ProbeSource = self.probe_source
             if source is None:
-                source = _first_val_loader(trainer)
+                source = _first_loader(trainer)
                 if source is None:
                     return False
             self.probes = collect_probes(source, self.num_probes, self.seed)
@@ -302,7 +363,10 @@ class AttributionMonitor(Callback):
         assert self.probes is not None
         device = pl_module.device
         example = self.probes.images[:1].to(device)
-        with training_state_guard(pl_module, device), model_forward(pl_module, self.output_transform) as forward:
+        with (
+            training_state_guard(pl_module, device),
+            model_forward(pl_module, self.output_transform, self.forward_fn) as forward,
+        ):
             try:
                 logits = forward(example.clone())
             except Exception as err:
@@ -329,18 +393,28 @@ class AttributionMonitor(Callback):
                 explainer.setup(pl_module, forward, example.clone())
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Rank 0 explains and measures; the outcome is broadcast so every rank logs and decides the same."""
+        """Rank 0 explains and measures; the outcome is broadcast so every rank logs and decides the same.
+
+        A failure on rank 0 is broadcast too, so every rank raises instead of waiting in the broadcast."""
         entry: dict[str, Any] | None = None
+        failure: BaseException | None = None
         if trainer.is_global_zero:
-            entry = self._explain_and_measure(trainer, pl_module)
+            try:
+                entry = self._explain_and_measure(trainer, pl_module)
+            except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks were told
+                failure = err
+                entry = {"failure": f"{type(err).__name__}: {err}"}
         if trainer.world_size > 1:
             entry = trainer.strategy.broadcast(entry, src=0)
-            if not trainer.is_global_zero:
-                assert entry is not None
-                self.history.append(entry)
-                self.evaluations += 1
-                self.tracker.alerts.extend(DriftAlert.from_dict(a) for a in entry["alerts"])
+        if failure is not None:
+            raise failure
         assert entry is not None
+        if "failure" in entry:
+            raise RuntimeError(f"AttributionMonitor failed on rank 0, so every rank stops: {entry['failure']}")
+        if not trainer.is_global_zero:
+            self.history.append(entry)
+            self.evaluations += 1
+            self.tracker.alerts.extend(DriftAlert.from_dict(a) for a in entry["alerts"])
         for key, value in entry["scalars"].items():
             pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
         self._act(trainer, [DriftAlert.from_dict(a) for a in entry["alerts"]])
@@ -350,9 +424,13 @@ class AttributionMonitor(Callback):
         assert self.probes is not None
         device = pl_module.device
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        started = time.perf_counter()
         results: dict[str, Explanation] = {}
         errors: list[str] = []
-        with training_state_guard(pl_module, device), model_forward(pl_module, self.output_transform) as forward:
+        with (
+            training_state_guard(pl_module, device),
+            model_forward(pl_module, self.output_transform, self.forward_fn) as forward,
+        ):
             inputs = self.probes.images.to(device).clone()
             with torch.no_grad():
                 probs = torch.softmax(forward(inputs), dim=1)
@@ -370,6 +448,7 @@ class AttributionMonitor(Callback):
                     message = f"{explainer.name} skipped at epoch {epoch}: {type(err).__name__}: {err}"
                     errors.append(message)
                     rank_zero_warn(f"AttributionMonitor: {message}")
+        seconds = time.perf_counter() - started
         self.evaluations += 1
         scalars: dict[str, float] = {}
         new_alerts: list[DriftAlert] = []
@@ -394,6 +473,7 @@ class AttributionMonitor(Callback):
             "scalars": scalars,
             "errors": errors,
             "alerts": [a.to_dict() for a in new_alerts],
+            "explain_seconds": seconds,
         }
         self.history.append(entry)
         self._log_media(trainer, inputs, results, targets, predicted, confidence, errors, new_alerts, step)
@@ -520,6 +600,7 @@ class AttributionMonitor(Callback):
 def _build_explainers(
     methods: Sequence[str | Explainer],
     gradcam_layer: str | torch.nn.Module | None,
+    gradcam_reshape: GradcamReshape | None,
     ig_steps: int,
     ig_baseline: float | Tensor | None,
     ig_internal_batch_size: int | None,
@@ -533,7 +614,7 @@ def _build_explainers(
             continue
         name = ALIASES.get(str(method), str(method))
         if name == "gradcam":
-            explainers.append(GradCam(layer=gradcam_layer))
+            explainers.append(GradCam(layer=gradcam_layer, reshape=gradcam_reshape))
         elif name == "integrated_gradients":
             explainers.append(IntegratedGradients(ig_steps, ig_baseline, ig_internal_batch_size))
         else:
@@ -547,8 +628,36 @@ def _build_explainers(
     return explainers
 
 
-def _first_val_loader(trainer: Trainer) -> DataLoader | None:
-    loaders = trainer.val_dataloaders
+#: strategies whose parameters are sharded across ranks: no rank holds the whole model to explain
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse, at setup, strategies whose parameters are sharded across ranks.
+
+    The monitor explains on rank 0 with the full model (forward and backward through every layer, with hooks
+    on one of them). Under FSDP, DeepSpeed or tensor/model parallelism no rank holds the whole model and every
+    forward is a collective of all ranks, so rank 0 alone cannot run it: it would hang or explain garbage.
+
+    Example::
+
+        >>> from lightning.pytorch.strategies import SingleDeviceStrategy
+        >>> check_strategy(SingleDeviceStrategy("cpu"))
+    """
+    names = {cls.__name__ for cls in type(strategy).__mro__}
+    sharded = next((n for n in SHARDED_STRATEGIES if n in names), None)
+    if sharded is not None:
+        raise ValueError(
+            f"AttributionMonitor does not support `strategy={type(strategy).__name__}`: {sharded} shards the "
+            "parameters across ranks, so no single rank holds the whole model that Captum must run forward and "
+            "backward through, and each forward needs every rank. Train with `strategy='ddp'` (or "
+            "'ddp_spawn'/single device) to monitor, or explain saved checkpoints after training."
+        )
+
+
+def _first_loader(trainer: Trainer) -> DataLoader | None:
+    """The first validation dataloader (the first test dataloader under ``trainer.test``)."""
+    loaders = trainer.test_dataloaders if trainer.state.fn == TrainerFn.TESTING else trainer.val_dataloaders
     if loaders is None:
         return None
     if isinstance(loaders, DataLoader):
@@ -559,6 +668,47 @@ def _first_val_loader(trainer: Trainer) -> DataLoader | None:
         first = next(iter(loaders.values()))
         return first if isinstance(first, DataLoader) else None
     return None
+
+
+def _digest(tensor: Tensor) -> str:
+    data = tensor.detach().cpu().contiguous()
+    return f"{tuple(data.shape)}:{hashlib.sha1(data.numpy().tobytes()).hexdigest()[:12]}"
+
+
+def _callable_name(fn: Any) -> str | None:
+    if fn is None:
+        return None
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+
+def _explainer_key(explainer: Explainer) -> tuple[Any, ...]:
+    if isinstance(explainer, GradCam):
+        layer = (
+            explainer.layer
+            if explainer.layer is None or isinstance(explainer.layer, str)
+            else (f"<{type(explainer.layer).__name__}>")
+        )
+        return (explainer.name, layer, _callable_name(explainer.reshape))
+    if isinstance(explainer, IntegratedGradients):
+        baseline = explainer.baseline
+        return (explainer.name, explainer.n_steps, _digest(baseline) if isinstance(baseline, Tensor) else baseline)
+    return (explainer.name, type(explainer).__qualname__)
+
+
+def _source_key(probes: Any) -> Any:
+    if probes is None:
+        return None
+    if isinstance(probes, Tensor):
+        return _digest(probes)
+    if isinstance(probes, tuple):
+        return tuple(_digest(torch.as_tensor(p)) for p in probes)
+    return type(probes).__qualname__
+
+
+def _target_key(target: TargetSpec) -> Any:
+    if isinstance(target, (str, int)):
+        return target
+    return tuple(torch.as_tensor(target).reshape(-1).tolist())
 
 
 def _resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:

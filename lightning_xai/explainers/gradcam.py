@@ -1,7 +1,13 @@
-"""Grad-CAM with Captum's ``LayerGradCam``: ReLU first, then bilinear upsampling."""
+"""Grad-CAM with Captum's ``LayerGradCam`` (ReLU first, then bilinear upsampling), and for layers whose output is
+not a ``(B, C, h, w)`` map (ViT tokens), the same computation after a reshape to one."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
 from captum import attr as captum_attr
 from torch import Tensor, nn
 
@@ -11,8 +17,26 @@ from lightning_xai.layers import (
     gradcam_candidates,
     is_feature_map,
     resolve_module,
+    token_grid,
+    token_prefix_count,
     trace_modules,
 )
+
+GradcamReshape = Callable[[Tensor], Tensor]
+
+
+def tokens_to_grid(tokens: Tensor, prefix: int, height: int, width: int) -> Tensor:
+    """``(B, prefix + height * width, C)`` tokens -> ``(B, C, height, width)``: drop the class/register tokens and
+    lay the patch tokens out row by row, as ViTs flatten their patch grid.
+
+    Example::
+
+        >>> tokens_to_grid(torch.arange(10.0).view(1, 5, 2), prefix=1, height=2, width=2)[0, 0]
+        tensor([[2., 4.],
+                [6., 8.]])
+    """
+    b, _, c = tokens.shape
+    return tokens[:, prefix:, :].reshape(b, height, width, c).permute(0, 3, 1, 2)
 
 
 class GradCam(Explainer):
@@ -23,9 +47,20 @@ class GradCam(Explainer):
     (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391), with Captum's ``LayerGradCam``. The ReLU is
     applied before a bilinear upsampling to the input size (Captum's defaults are signed and nearest).
 
+    Captum averages the gradient over every dimension after the channel one, which is wrong for a transformer's
+    ``(B, tokens, C)`` output. Such layers are reshaped to ``(B, C, h, w)`` first: automatically when the tokens
+    are a patch grid with the input's aspect ratio (``T = prefix + h * w``; the prefix is 1 class token for
+    torchvision's ViT, ``num_prefix_tokens`` for timm-style ViTs, else 1 or 0, whichever makes a grid), or with
+    ``reshape``. The gradient is then taken with ``torch.autograd.grad`` through a forward hook that hands the
+    rest of the network a clone (so an in-place op after the layer cannot alter it).
+
     Args:
-        layer: dotted module name, the module itself, or None for the last module whose output is a spatial
-            4-D feature map and which runs once per forward.
+        layer: dotted module name, the module itself, or None: the last block's first LayerNorm for a known ViT
+            layout, otherwise the last module whose output is a spatial 4-D feature map, which runs once per
+            forward and is not a mere resampling (adaptive pool, upsample).
+        reshape: a callable mapping the layer's output to a ``(B, C, h, w)`` map (e.g.
+            ``lambda t: t.permute(0, 3, 1, 2)`` for a channels-last layer). It must be picklable for
+            ``strategy="ddp_spawn"`` (a module-level function or ``functools.partial``, not a lambda).
 
     Example::
 
@@ -41,23 +76,33 @@ class GradCam(Explainer):
     name = "gradcam"
     passes_per_probe = 1.0
 
-    def __init__(self, layer: str | nn.Module | None = None) -> None:
+    def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None) -> None:
+        if reshape is not None and not callable(reshape):
+            raise ValueError(
+                f"`gradcam_reshape` must be a callable mapping the layer output to (B, C, h, w), got "
+                f"{type(reshape).__name__}."
+            )
         self.layer = layer
+        self.reshape = reshape
         self.layer_name: str | None = None
+        #: ``(prefix tokens, h, w)`` when a token output is reshaped automatically, else None
+        self.token_layout: tuple[int, int, int] | None = None
         self._module: nn.Module | None = None
+        self._to_grid: GradcamReshape | None = None  # None: the layer already returns (B, C, h, w)
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         traces = trace_modules(model, forward, example)
         by_name = {t.name: t for t in traces}
         if self.layer is None:
-            chosen = auto_gradcam_layer(traces)
+            chosen = auto_gradcam_layer(traces, model)
             if chosen is None:
                 shapes = {t.name: t.output_shape for t in traces[-8:]}
                 raise ValueError(
                     f"`methods` includes 'gradcam' but {type(model).__name__} has no module that returns a "
                     f"4-D (B, C, H, W) feature map with H*W > 1 for probes of shape {tuple(example.shape[1:])} "
                     f"(last module outputs: {shapes}). Grad-CAM needs a convolutional feature layer: pass "
-                    "`gradcam_layer=` explicitly, or use `methods=('integrated_gradients',)`."
+                    "`gradcam_layer=` explicitly (with `gradcam_reshape=` if its output is not (B, C, H, W)), or "
+                    "use `methods=('integrated_gradients',)`."
                 )
             self.layer_name = chosen
         else:
@@ -79,18 +124,98 @@ class GradCam(Explainer):
                 f"would be wrong. Choose a module that runs once, e.g. one of "
                 f"{gradcam_candidates(traces)[-5:]}."
             )
-        if not is_feature_map(trace.output_shape):
+        self._to_grid, self.token_layout = self._grid_function(model, trace.output_shape, example, traces)
+
+    def _grid_function(
+        self, model: nn.Module, shape: tuple[int, ...] | None, example: Tensor, traces: list[Any]
+    ) -> tuple[GradcamReshape | None, tuple[int, int, int] | None]:
+        name = self.layer_name
+        if self.reshape is not None:
+            if shape is None:
+                raise ValueError(f"`gradcam_layer={name!r}` does not return a tensor; Grad-CAM cannot use it.")
+            try:
+                grid = self.reshape(torch.zeros(shape))
+            except Exception as err:
+                raise ValueError(
+                    f"`gradcam_reshape` failed on the output of `{name}` (shape {shape}): {type(err).__name__}: "
+                    f"{err}. It must map the layer output to a (B, C, h, w) map."
+                ) from err
+            if not isinstance(grid, Tensor) or grid.ndim != 4 or grid.shape[0] != shape[0]:
+                got = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
+                raise ValueError(
+                    f"`gradcam_reshape` maps the output of `{name}` (shape {shape}) to {got}; Grad-CAM needs "
+                    f"(B, C, h, w) with the same batch size B={shape[0]}."
+                )
+            return self.reshape, None
+        if is_feature_map(shape):
+            return None, None
+        assert self.layer_name is not None
+        height, width = int(example.shape[-2]), int(example.shape[-1])
+        if shape is not None and len(shape) == 3 and shape[0] == example.shape[0]:
+            known = token_prefix_count(model, self.layer_name)
+            for prefix in [known] if known is not None else [1, 0]:
+                grid_hw = token_grid(shape[1] - prefix, height, width)
+                if grid_hw is not None and grid_hw[0] * grid_hw[1] > 1:
+                    layout = (prefix, *grid_hw)
+                    to_grid = functools.partial(tokens_to_grid, prefix=prefix, height=grid_hw[0], width=grid_hw[1])
+                    return to_grid, layout
+            prefixes = f"the model's {known}" if known is not None else "0 or 1"
             raise ValueError(
-                f"`gradcam_layer={self.layer_name!r}` returns shape {trace.output_shape}, not a 4-D (B, C, H, W) "
-                f"feature map with H*W > 1. Candidates: {gradcam_candidates(traces)[-10:]}."
+                f"`gradcam_layer={name!r}` returns tokens of shape {shape} (B, T, C), but T={shape[1]} minus "
+                f"{prefixes} prefix tokens is not a patch grid with the probes' aspect ratio {height}x{width}. "
+                "Pass `gradcam_reshape=` mapping the output to (B, C, h, w)."
             )
+        raise ValueError(
+            f"`gradcam_layer={name!r}` returns shape {shape}, not a 4-D (B, C, H, W) feature map with H*W > 1 "
+            f"nor (B, tokens, C) patch tokens. Pass `gradcam_reshape=` mapping it to (B, C, h, w), or choose one "
+            f"of {gradcam_candidates(traces)[-10:]}."
+        )
 
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
         if self._module is None:
             raise RuntimeError("GradCam.setup() must run before explain().")
-        cam = captum_attr.LayerGradCam(forward, self._module).attribute(
-            inputs, target=targets.tolist(), relu_attributions=True
-        )
+        if self._to_grid is None:
+            cam = captum_attr.LayerGradCam(forward, self._module).attribute(
+                inputs, target=targets.tolist(), relu_attributions=True
+            )
+        else:
+            cam = self._reshaped_gradcam(forward, inputs, targets, self._module, self._to_grid)
         cam = cam.float()
         display = captum_attr.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
         return Explanation(raw=cam[:, 0], display=display[:, 0].clamp_min(0))
+
+    @staticmethod
+    def _reshaped_gradcam(
+        forward: ForwardFn, inputs: Tensor, targets: Tensor, module: nn.Module, to_grid: GradcamReshape
+    ) -> Tensor:
+        captured: list[Tensor] = []
+
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Tensor:
+            if not isinstance(output, Tensor):
+                raise TypeError(f"the Grad-CAM layer returned {type(output).__name__}, not a tensor")
+            source = output if output.requires_grad else output.detach().requires_grad_(True)
+            captured.append(source)
+            return source.clone()  # later in-place ops change the clone, not the activations we differentiate
+
+        handle = module.register_forward_hook(hook)
+        try:
+            logits = forward(inputs)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"the Grad-CAM layer ran {len(captured)} times in one forward pass, expected once")
+        activations = captured[0]
+        index = targets.to(logits.device).long().view(-1, 1)
+        score = logits.gather(1, index).sum()  # probes are independent in eval mode: d(sum)/dA_i = dy_i/dA_i
+        (grads,) = torch.autograd.grad(score, activations)
+        fmap = to_grid(activations.detach()).float()
+        gmap = to_grid(grads).float()
+        if fmap.ndim != 4 or fmap.shape[0] != inputs.shape[0]:
+            raise ValueError(f"`gradcam_reshape` returned shape {tuple(fmap.shape)}, expected (B, C, h, w)")
+        alpha = gmap.mean(dim=(2, 3), keepdim=True)
+        return torch.relu((alpha * fmap).sum(dim=1, keepdim=True))
+
+    def __getstate__(self) -> dict[str, Any]:  # the model is not part of the explainer's picklable state
+        state = self.__dict__.copy()
+        state["_module"] = None
+        return state
