@@ -144,12 +144,12 @@ class AlertTracker:
             state.streak = state.streak + 1 if over else 0
             if not over:
                 state.firing = False
-            if state.cooldown_left > 0:
-                state.cooldown_left -= 1
             if over and state.streak >= rule.patience and not state.firing and state.cooldown_left == 0:
                 state.firing = True
-                state.cooldown_left = rule.cooldown
+                state.cooldown_left = rule.cooldown + 1  # this evaluation, then `cooldown` silent ones
                 fired.append(rule)
+            if state.cooldown_left > 0:
+                state.cooldown_left -= 1
         return fired
 
     def state_dict(self) -> dict[str, Any]:

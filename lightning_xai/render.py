@@ -43,7 +43,9 @@ COLORMAPS: tuple[str, ...] = tuple(COLORMAP_NAMES)
 NORMALIZATIONS: tuple[str, ...] = ("max", "percentile")
 """Modes accepted by :func:`normalize_maps`."""
 
-Denormalize: TypeAlias = tuple[Sequence[float], Sequence[float]] | Callable[[Tensor], Tensor] | None
+Denormalize: TypeAlias = (
+    tuple[Sequence[float] | float, Sequence[float] | float] | Callable[[Tensor], Tensor] | None
+)
 
 _LUT_CACHE: dict[tuple[str, str], Tensor] = {}
 

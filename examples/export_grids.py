@@ -1,0 +1,76 @@
+"""Export the AttributionMonitor's image grids from a TensorBoard event file as PNG files.
+
+TensorBoard stores logged images already PNG-encoded, so the last event of each tag is written as is.
+
+    python examples/export_grids.py logs/quickstart/version_0 --out docs/images --prefix quickstart
+
+writes ``quickstart_probes.png``, ``quickstart_gradcam.png`` and ``quickstart_integrated_gradients.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from tensorboard.backend.event_processing import event_accumulator
+
+#: TensorBoard tag -> file name suffix
+DEFAULT_TAGS: dict[str, str] = {
+    "xai/probes": "probes",
+    "xai/gradcam/overlay": "gradcam",
+    "xai/integrated_gradients/overlay": "integrated_gradients",
+}
+
+
+def latest_event_file(logdir: str | Path) -> Path:
+    """The newest ``events.out.tfevents.*`` file in ``logdir`` or below it (or ``logdir`` itself if a file)."""
+    logdir = Path(logdir)
+    if logdir.is_file():
+        return logdir
+    files = sorted(logdir.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise FileNotFoundError(f"no TensorBoard event file under {logdir}")
+    return files[-1]
+
+
+def export_grids(
+    logdir: str | Path,
+    out_dir: str | Path,
+    prefix: str = "quickstart",
+    tags: dict[str, str] | None = None,
+) -> list[Path]:
+    """Write the last image of every tag in ``tags`` to ``<out_dir>/<prefix>_<suffix>.png``."""
+    tags = DEFAULT_TAGS if tags is None else tags
+    accumulator = event_accumulator.EventAccumulator(
+        str(latest_event_file(logdir)),
+        size_guidance={event_accumulator.IMAGES: 0},  # 0 = keep every image
+    )
+    accumulator.Reload()
+    available = set(accumulator.Tags()[event_accumulator.IMAGES])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for tag, suffix in tags.items():
+        if tag not in available:
+            print(f"skipping {tag!r}: not in the event file (logged tags: {sorted(available)})")
+            continue
+        last = accumulator.Images(tag)[-1]  # events are in step order; the last one is the final epoch
+        path = out_dir / f"{prefix}_{suffix}.png"
+        path.write_bytes(last.encoded_image_string)
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("logdir", help="a run folder (e.g. logs/quickstart/version_0) or an event file")
+    parser.add_argument("--out", default="docs/images", help="output folder (default: docs/images)")
+    parser.add_argument("--prefix", default="quickstart", help="file name prefix (default: quickstart)")
+    args = parser.parse_args(argv)
+    for path in export_grids(args.logdir, args.out, args.prefix):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
