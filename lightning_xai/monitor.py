@@ -344,7 +344,8 @@ class AttributionMonitor(Callback):
                 source = _first_loader(trainer)
                 if source is None:
                     return False
-            self.probes = collect_probes(source, self.num_probes, self.seed)
+            with torch.inference_mode(False):  # trainer.validate/test: keep probes normal (autograd-able) tensors
+                self.probes = collect_probes(source, self.num_probes, self.seed)
             if self.probe_source is None or isinstance(self.probe_source, Dataset):
                 if len(self.probes) < self.num_probes:
                     rank_zero_warn(
@@ -352,7 +353,8 @@ class AttributionMonitor(Callback):
                         f"only {len(self.probes)} usable images; using those {len(self.probes)}."
                     )
         if self.masks is None and self.probe_masks is not None:
-            self.masks = _resolve_masks(self.probe_masks, self.probes)
+            with torch.inference_mode(False):
+                self.masks = _resolve_masks(self.probe_masks, self.probes)
         if self._prepared_for == id(pl_module):
             return True
         self._prepare(pl_module)
