@@ -417,8 +417,19 @@ class AttributionMonitor(Callback):
             self.history.append(entry)
             self.evaluations += 1
             self.tracker.alerts.extend(DriftAlert.from_dict(a) for a in entry["alerts"])
+        distributed = trainer.world_size > 1
         for key, value in entry["scalars"].items():
-            pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+            # identical on every rank already; under DDP a max-reduce keeps them exact (and is what Lightning
+            # expects of epoch-level logs), so EarlyStopping/ModelCheckpoint see the same value on every rank
+            pl_module.log(
+                key,
+                value,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=distributed,
+                reduce_fx="max" if distributed else "mean",
+                add_dataloader_idx=False,
+            )
         self._act(trainer, [DriftAlert.from_dict(a) for a in entry["alerts"]])
 
     def _explain_and_measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:

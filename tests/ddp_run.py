@@ -1,0 +1,246 @@
+"""A 2-process CPU (gloo) DDP fit with AttributionMonitor; every rank writes what it saw to ``<out>/rank<r>.json``.
+
+Used by ``tests/test_compat_ddp.py``: ``strategy="ddp"`` re-executes ``sys.argv`` for the other ranks, so it runs
+as ``python tests/ddp_run.py --out DIR --strategy ddp --scenario stop`` in a subprocess; ``ddp_spawn`` calls
+:func:`run` in-process. Scenarios:
+
+- ``stop``: ``on_drift="stop"`` with a rule that fires at epoch 2; a passive EarlyStopping on a drift key.
+- ``earlystop``: ``on_drift="warn"``; an EarlyStopping on a drift key that stops after epoch 2.
+- ``fail``: the monitor raises on rank 0 at epoch 1 (outside the per-method error handling).
+- ``bench``: timings for docs/compatibility.md: rank-0 explanation (the design) vs sharding the probes across
+  ranks and gathering the maps (the alternative), on resnet18.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import lightning.pytorch as L  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from conftest import TinyCNN, loaders  # noqa: E402
+from lightning.pytorch.callbacks import Callback, EarlyStopping  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from lightning_xai import AttributionMonitor, DriftRule, GradCam, IntegratedGradients  # noqa: E402
+from lightning_xai.guard import training_state_guard  # noqa: E402
+from lightning_xai.model_forward import model_forward  # noqa: E402
+
+DRIFT_KEY = "xai/gradcam/drift/rank_vs_reference/median"
+
+
+class Stamp(Callback):
+    """Placed before the monitor: remembers when its ``on_validation_epoch_end`` started."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+
+class Recorder(Callback):
+    """Placed after the monitor: records what this rank saw and writes it as JSON at the end."""
+
+    def __init__(self, out: str, monitor: AttributionMonitor, stamp: Stamp, stopper: EarlyStopping | None) -> None:
+        self.out = out
+        self.monitor = monitor
+        self.stamp = stamp
+        self.stopper = stopper
+        self.hook_seconds: list[float] = []
+        self.validations: list[dict[str, Any]] = []
+        self.sharded_seconds: list[float] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.hook_seconds.append(time.perf_counter() - self.stamp.started)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("xai/")}
+        self.validations.append({"epoch": trainer.current_epoch, "metrics": metrics})
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer, None)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.write(trainer, exception)
+
+    def write(self, trainer: L.Trainer, exception: BaseException | None) -> None:
+        monitor = self.monitor
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "exception": None if exception is None else f"{type(exception).__name__}: {exception}",
+            "current_epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "should_stop": trainer.should_stop,
+            "evaluations": monitor.evaluations,
+            "history": [{"epoch": h["epoch"], "scalars": h["scalars"], "errors": h["errors"]} for h in monitor.history],
+            "explain_seconds": [h.get("explain_seconds") for h in monitor.history],
+            "alerts": [a.message for a in monitor.alerts],
+            "computed_here": sorted(monitor.drift.previous),  # only where the maps were computed
+            "validations": self.validations,
+            "callback_metric_keys": sorted(k for k in trainer.callback_metrics if k.startswith("xai/")),
+            "hook_seconds": self.hook_seconds,
+            "sharded_seconds": self.sharded_seconds,
+            "early_stopping": None
+            if self.stopper is None
+            else {
+                "best_score": float(self.stopper.best_score),
+                "wait_count": self.stopper.wait_count,
+                "stopped_epoch": self.stopper.stopped_epoch,
+            },
+        }
+        with open(os.path.join(self.out, f"rank{trainer.global_rank}.json"), "w") as f:
+            json.dump(record, f)
+
+
+class FailingMonitor(AttributionMonitor):
+    """Raises on rank 0 at epoch 1, after the explanations, where no per-method error handling applies."""
+
+    def _explain_and_measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        entry = super()._explain_and_measure(trainer, pl_module)
+        if trainer.current_epoch == 1:
+            raise RuntimeError("injected failure on rank 0")
+        return entry
+
+
+class ShardedTiming(Callback):
+    """The alternative design, timed: each rank explains its share of the probes, then the maps are gathered."""
+
+    def __init__(self, monitor: AttributionMonitor, recorder: Recorder) -> None:
+        self.monitor = monitor
+        self.recorder = recorder
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor.probes is None:
+            return
+        trainer.strategy.barrier()
+        started = time.perf_counter()
+        probes = self.monitor.probes
+        assert probes.labels is not None
+        mine = slice(trainer.global_rank, None, trainer.world_size)
+        x, y = probes.images[mine].clone(), probes.labels[mine]
+        maps = []
+        steps = next(e for e in self.monitor.explainers if isinstance(e, IntegratedGradients)).n_steps
+        with training_state_guard(pl_module), model_forward(pl_module) as forward:
+            for explainer in (GradCam(), IntegratedGradients(n_steps=steps)):
+                explainer.setup(pl_module, forward, x[:1].clone())
+                maps.append(explainer.explain(forward, x.clone(), y).raw)
+        if trainer.world_size > 1:
+            gathered: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(gathered, maps)
+        self.recorder.sharded_seconds.append(time.perf_counter() - started)
+
+
+class ResNetModule(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        self.net = resnet18(num_classes=4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def bench_loaders(num_probes: int) -> tuple[Any, Any]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16 + num_probes, 3, 32, 32, generator=g)
+    y = torch.arange(16 + num_probes) % 4
+    train = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)
+    return train, DataLoader(TensorDataset(x[16:], y[16:]), batch_size=num_probes)
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+    L.seed_everything(0, verbose=False)
+    stamp = Stamp()
+    stopper: EarlyStopping | None = None
+    rule = DriftRule(threshold=0.0, patience=2 if args.scenario == "stop" else 1, cooldown=0)
+    kwargs: dict[str, Any] = dict(num_probes=args.probes, ig_steps=args.ig_steps, warmup_epochs=0, drift_rules=(rule,))
+    if args.scenario == "stop":
+        monitor = AttributionMonitor(on_drift="stop", **kwargs)
+        stopper = EarlyStopping(
+            monitor=DRIFT_KEY, mode="min", patience=100, strict=False, check_on_train_epoch_end=False
+        )
+    elif args.scenario == "earlystop":
+        monitor = AttributionMonitor(on_drift="warn", **kwargs)
+        # min_delta=1 > any drift: no value after the first counts as an improvement -> stops after patience=2
+        stopper = EarlyStopping(
+            monitor=DRIFT_KEY, mode="min", min_delta=1.0, patience=2, strict=False, check_on_train_epoch_end=False
+        )
+    elif args.scenario == "fail":
+        monitor = FailingMonitor(**kwargs)
+    else:
+        monitor = AttributionMonitor(**kwargs)
+    recorder = Recorder(args.out, monitor, stamp, stopper)
+    callbacks: list[Callback] = [stamp, monitor, recorder] + ([stopper] if stopper is not None else [])
+    if args.scenario == "bench":
+        callbacks.append(ShardedTiming(monitor, recorder))
+        model: L.LightningModule = ResNetModule()
+        train, val = bench_loaders(args.probes)
+    else:
+        model = TinyCNN()
+        train, val = loaders()
+    start_method = "spawn" if args.strategy == "ddp_spawn" else "popen"
+    strategy: Any = (
+        DDPStrategy(process_group_backend="gloo", start_method=start_method, timeout=timedelta(seconds=90))
+        if args.devices > 1
+        else "auto"
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=args.devices,
+        strategy=strategy,
+        max_epochs=args.epochs,
+        logger=TensorBoardLogger(os.path.join(args.out, "logs"), name="run"),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        use_distributed_sampler=args.scenario != "bench",
+    )
+    trainer.fit(model, train, val)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--strategy", default="ddp", choices=["ddp", "ddp_spawn"])
+    parser.add_argument("--scenario", default="stop", choices=["stop", "earlystop", "fail", "bench"])
+    parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--ig-steps", type=int, default=4)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run(parse())

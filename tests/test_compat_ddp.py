@@ -1,0 +1,155 @@
+"""DDP with 2 CPU processes (gloo): ``ddp_spawn`` in-process, ``ddp`` through ``tests/ddp_run.py`` in a subprocess.
+
+Rank 0 explains and measures; the outcome is broadcast. Checked: no hang (subprocess timeout, a watchdog for the
+in-process run, a 90 s collective timeout), one TensorBoard writer, no duplicate alert texts, identical drift
+values / alerts / decisions on every rank, ``on_drift="stop"`` and an EarlyStopping on a drift key stop every rank
+at the same epoch, and a failure on rank 0 stops every rank with its message instead of a hang.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import ddp_run
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "ddp_run.py")
+TIMEOUT = 240  # seconds for a whole 2-process run; a healthy one takes ~10-25 s here
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
+]
+
+
+def read_ranks(out: str) -> dict[int, dict[str, Any]]:
+    ranks = {}
+    for path in sorted(glob.glob(os.path.join(out, "rank*.json"))):
+        with open(path) as f:
+            record = json.load(f)
+        ranks[record["rank"]] = record
+    return ranks
+
+
+def run_subprocess(out: str, scenario: str) -> tuple[int, str, dict[int, dict[str, Any]]]:
+    """``strategy="ddp"``: Lightning re-executes ``sys.argv`` for rank 1, so the script runs in its own session."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    command = [sys.executable, SCRIPT, "--out", out, "--strategy", "ddp", "--scenario", scenario]
+    proc = subprocess.Popen(
+        command,
+        cwd=os.path.dirname(HERE),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # rank 0 and the rank it launched
+        output, _ = proc.communicate()
+        pytest.fail(f"DDP run hung for {TIMEOUT}s:\n{output[-4000:]}")
+    return proc.returncode, output, read_ranks(out)
+
+
+def run_spawn(out: str, scenario: str) -> dict[int, dict[str, Any]]:
+    """``strategy="ddp_spawn"`` in this process (the monitor, model and callbacks are pickled to the workers)."""
+    faulthandler.dump_traceback_later(TIMEOUT, exit=True)  # a hang kills the test run with a traceback
+    try:
+        ddp_run.run(ddp_run.parse(["--out", out, "--strategy", "ddp_spawn", "--scenario", scenario]))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    return read_ranks(out)
+
+
+def assert_ranks_agree(ranks: dict[int, dict[str, Any]]) -> None:
+    assert sorted(ranks) == [0, 1]
+    zero, one = ranks[0], ranks[1]
+    assert zero["world_size"] == one["world_size"] == 2
+    assert zero["exception"] is None and one["exception"] is None
+    for key in (
+        "history",
+        "alerts",
+        "validations",
+        "callback_metric_keys",
+        "current_epoch",
+        "global_step",
+        "should_stop",
+        "evaluations",
+        "early_stopping",
+    ):
+        assert zero[key] == one[key], key  # exact: floats went through the broadcast, not recomputed
+    # only rank 0 computed maps; rank 1 received the outcome
+    assert zero["computed_here"] == ["gradcam", "integrated_gradients"] and one["computed_here"] == []
+    assert all(not h["errors"] for h in zero["history"])
+    # what pl_module.log gave Lightning is the broadcast value on every rank
+    last = zero["history"][-1]["scalars"]
+    for key, value in zero["validations"][-1]["metrics"].items():
+        assert value == pytest.approx(last[key], rel=1e-6, abs=1e-7), key
+
+
+def assert_one_writer(out: str, evaluations: int, alert_evaluations: int) -> None:
+    files = glob.glob(os.path.join(out, "logs", "**", "events.out.tfevents.*"), recursive=True)
+    with_images = []
+    for path in files:
+        acc = EventAccumulator(path, size_guidance={"images": 0, "tensors": 0})
+        acc.Reload()
+        if acc.Tags()["images"]:
+            with_images.append(acc)
+    assert len(with_images) == 1, files
+    acc = with_images[0]
+    assert len(acc.Images("xai/gradcam/overlay")) == evaluations
+    assert len(acc.Images("xai/probes")) == 1
+    alerts = acc.Tensors("xai/alerts/text_summary") if "xai/alerts/text_summary" in acc.Tags()["tensors"] else []
+    assert len(alerts) == alert_evaluations
+    if alerts:
+        text = alerts[0].tensor_proto.string_val[0].decode()
+        assert text.count("**ALERT**") == 2  # one per method, once
+
+
+def test_ddp_spawn_stop_action_stops_every_rank_together(tmp_path: Any) -> None:
+    out = str(tmp_path)
+    ranks = run_spawn(out, "stop")
+    assert_ranks_agree(ranks)
+    zero = ranks[0]
+    # reference at epoch 0, armed from epoch 1, patience 2 -> fires at epoch 2 -> every rank stops after it
+    assert [h["epoch"] for h in zero["history"]] == [0, 1, 2]
+    assert zero["should_stop"] is True and zero["current_epoch"] == 3
+    assert len(zero["alerts"]) == 2 and all("epoch 2" in a for a in zero["alerts"])
+    # a (passive) EarlyStopping on a drift key has a finite, identical score on every rank
+    assert zero["early_stopping"]["best_score"] == 0.0  # the reference epoch logs 0 drift
+    assert_one_writer(out, evaluations=3, alert_evaluations=1)
+
+
+def test_ddp_early_stopping_on_a_drift_key_stops_every_rank(tmp_path: Any) -> None:
+    out = str(tmp_path)
+    returncode, output, ranks = run_subprocess(out, "earlystop")
+    assert returncode == 0, output[-4000:]
+    assert_ranks_agree(ranks)
+    zero = ranks[0]
+    assert zero["early_stopping"]["stopped_epoch"] == 2 and zero["current_epoch"] == 3
+    assert [h["epoch"] for h in zero["history"]] == [0, 1, 2]
+    assert len(zero["alerts"]) == 2 and all("epoch 1" in a for a in zero["alerts"])  # warned, not stopped
+    assert ddp_run.DRIFT_KEY in zero["callback_metric_keys"]
+    assert_one_writer(out, evaluations=3, alert_evaluations=1)
+
+
+def test_ddp_failure_on_rank_zero_stops_every_rank_without_hanging(tmp_path: Any) -> None:
+    out = str(tmp_path)
+    returncode, output, ranks = run_subprocess(out, "fail")
+    assert returncode != 0
+    assert sorted(ranks) == [0, 1], output[-4000:]
+    assert ranks[0]["exception"] == "RuntimeError: injected failure on rank 0"
+    assert "failed on rank 0" in ranks[1]["exception"] and "injected failure" in ranks[1]["exception"]
+    assert ranks[0]["current_epoch"] == ranks[1]["current_epoch"] == 1
