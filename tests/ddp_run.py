@@ -44,9 +44,11 @@ class Stamp(Callback):
 
     def __init__(self) -> None:
         self.started = 0.0
+        self.cpu_started = 0.0
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
 
 
 class Recorder(Callback):
@@ -58,11 +60,14 @@ class Recorder(Callback):
         self.stamp = stamp
         self.stopper = stopper
         self.hook_seconds: list[float] = []
+        self.hook_cpu_seconds: list[float] = []
         self.validations: list[dict[str, Any]] = []
         self.sharded_seconds: list[float] = []
+        self.sharded_cpu_seconds: list[float] = []
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.hook_seconds.append(time.perf_counter() - self.stamp.started)
+        self.hook_cpu_seconds.append(time.process_time() - self.stamp.cpu_started)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -94,6 +99,8 @@ class Recorder(Callback):
             "callback_metric_keys": sorted(k for k in trainer.callback_metrics if k.startswith("xai/")),
             "hook_seconds": self.hook_seconds,
             "sharded_seconds": self.sharded_seconds,
+            "hook_cpu_seconds": self.hook_cpu_seconds,
+            "sharded_cpu_seconds": self.sharded_cpu_seconds,
             "early_stopping": None
             if self.stopper is None
             else {
@@ -127,7 +134,7 @@ class ShardedTiming(Callback):
         if trainer.sanity_checking or self.monitor.probes is None:
             return
         trainer.strategy.barrier()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         probes = self.monitor.probes
         assert probes.labels is not None
         mine = slice(trainer.global_rank, None, trainer.world_size)
@@ -142,6 +149,7 @@ class ShardedTiming(Callback):
             gathered: list[Any] = [None] * trainer.world_size
             dist.all_gather_object(gathered, maps)
         self.recorder.sharded_seconds.append(time.perf_counter() - started)
+        self.recorder.sharded_cpu_seconds.append(time.process_time() - cpu_started)
 
 
 class ResNetModule(L.LightningModule):
