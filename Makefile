@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo quickstart test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,7 +11,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(PY) examples/shortcut_detection.py --logdir logs/shortcut
+
+quickstart: $(STAMP)
+	$(PY) examples/quickstart.py --logdir logs/quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -q

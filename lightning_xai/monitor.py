@@ -73,7 +73,8 @@ class AttributionMonitor(Callback):
             are used as they are, and ``(B, tokens, C)`` transformer outputs are reshaped automatically when
             the tokens form a patch grid (class token dropped). Must be picklable for ``ddp_spawn``.
         ig_steps: Integrated Gradients quadrature steps.
-        ig_baseline: None (black image), a float or a tensor broadcastable to one probe.
+        ig_baseline: None (zeros in the model's input space — black only for unnormalised inputs), a float, or
+            a tensor broadcastable to one probe.
         ig_internal_batch_size: samples per IG pass; None picks about 64.
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
         on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
@@ -83,7 +84,7 @@ class AttributionMonitor(Callback):
         warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
             ``>= warmup_epochs``.
         reference_epoch: pin the reference to this epoch instead.
-        drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.5``).
+        drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.3``).
         probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
             ``DriftAlert.probe_indices``).
         topk: fraction of most-attributed cells compared by the ``topk`` metric.
@@ -126,7 +127,7 @@ class AttributionMonitor(Callback):
         warmup_epochs: int = 2,
         reference_epoch: int | None = None,
         drift_rules: Sequence[DriftRule] = (DriftRule(),),
-        probe_threshold: float = 0.5,
+        probe_threshold: float = 0.3,
         topk: float = 0.1,
         colormap: str = "jet",
         log_heatmaps: bool = False,
@@ -498,7 +499,8 @@ class AttributionMonitor(Callback):
         alerts = []
         for rule in self.tracker.update(method, drift.statistics):
             per_probe = drift.per_probe[f"{rule.metric}_vs_{rule.reference}"]
-            drifted = tuple(int(i) for i in torch.nonzero(per_probe > self.drift.probe_threshold).flatten())
+            cut = rule.threshold if rule.statistic == "median" else self.drift.probe_threshold
+            drifted = tuple(int(i) for i in torch.nonzero(per_probe >= cut).flatten())
             value = drift.statistics[rule.key]
             alert = DriftAlert(
                 epoch=epoch,
@@ -511,8 +513,8 @@ class AttributionMonitor(Callback):
                 probe_indices=drifted,
                 message=(
                     f"Attribution drift at epoch {epoch} (step {step}): {method} {rule.key} = {value:.3f} >= "
-                    f"{rule.threshold:.3f}; probes {list(drifted)} moved. The model may be relying on different "
-                    "evidence (e.g. a shortcut). Open TensorBoard tag "
+                    f"{rule.threshold:.3f}; probes over it: {list(drifted) or 'none alone'}. The model may rely on "
+                    "different evidence (e.g. a shortcut). Open TensorBoard tag "
                     f"'xai/{method}/overlay' to see where it looks now."
                 ),
             )
