@@ -39,8 +39,9 @@ def export_grids(
     out_dir: str | Path,
     prefix: str = "quickstart",
     tags: dict[str, str] | None = None,
+    index: int = -1,
 ) -> list[Path]:
-    """Write the last image of every tag in ``tags`` to ``<out_dir>/<prefix>_<suffix>.png``."""
+    """Write the ``index``-th image (default: the last) of every tag to ``<out_dir>/<prefix>_<suffix>.png``."""
     tags = DEFAULT_TAGS if tags is None else tags
     accumulator = event_accumulator.EventAccumulator(
         str(latest_event_file(logdir)),
@@ -55,9 +56,10 @@ def export_grids(
         if tag not in available:
             print(f"skipping {tag!r}: not in the event file (logged tags: {sorted(available)})")
             continue
-        last = accumulator.Images(tag)[-1]  # events are in step order; the last one is the final epoch
+        images = accumulator.Images(tag)  # in step order: one per evaluated epoch
+        chosen = images[index] if -len(images) <= index < len(images) else images[-1]
         path = out_dir / f"{prefix}_{suffix}.png"
-        path.write_bytes(last.encoded_image_string)
+        path.write_bytes(chosen.encoded_image_string)
         written.append(path)
     return written
 

@@ -68,8 +68,10 @@ def main() -> None:
     if args.export_docs:
         from export_grids import export_grids  # type: ignore[import-not-found]
 
-        for path in export_grids(args.logdir, args.export_docs, prefix="shortcut"):
-            print(f"wrote {path}")
+        before, after = config.onset_epoch - 1, len(records) - 1  # one image per evaluated epoch
+        for index, name in ((before, "shortcut_before"), (after, "shortcut_after")):
+            for path in export_grids(args.logdir, args.export_docs, prefix=name, index=index):
+                print(f"wrote {path}")
     print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {os.path.abspath(args.logdir)}")
 
 
