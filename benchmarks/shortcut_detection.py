@@ -35,7 +35,7 @@ MASS = {
 }
 
 
-def run_one(arm: str, seed: int) -> dict[str, Any]:
+def run_one(arm: str, seed: int, threshold: float | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
@@ -45,7 +45,10 @@ def run_one(arm: str, seed: int) -> dict[str, Any]:
 
     config = replace(ShortcutConfig(seed=seed, onset_epoch=ONSET), **ARMS[arm])
     start = time.perf_counter()
-    records, monitor = run_shortcut_scenario(config)
+    from lightning_xai import DriftRule
+
+    kwargs = {} if threshold is None else {"drift_rules": (DriftRule(threshold=threshold),)}
+    records, monitor = run_shortcut_scenario(config, monitor_kwargs=kwargs)
     warmup = monitor.drift.warmup_epochs
     alert_epochs = sorted({a.epoch for a in monitor.alerts})
     return {
@@ -57,6 +60,10 @@ def run_one(arm: str, seed: int) -> dict[str, Any]:
         "alerts_before_onset": sum(1 for a in monitor.alerts if warmup <= a.epoch < ONSET),
         "first_after_onset": next((e for e in alert_epochs if e >= ONSET), None),
         "decoy_rate": [round(r.decoy_rate, 3) for r in records],
+        "watched": {
+            m: [round(r.scalars.get(f"xai/{m}/drift/rank_vs_reference/median", float("nan")), 3) for r in records]
+            for m in MASS
+        },
         "mass_before": {m: records[ONSET - 1].scalars.get(k, float("nan")) for m, k in MASS.items()},
         "mass_after": {m: records[-1].scalars.get(k, float("nan")) for m, k in MASS.items()},
     }
@@ -67,14 +74,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--arms", nargs="*", default=list(ARMS))
+    parser.add_argument("--threshold", type=float, default=None, help="override the default rule's threshold")
     args = parser.parse_args()
     jobs = [(arm, seed) for seed in range(args.seeds) for arm in args.arms]
     start = time.perf_counter()
     results = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for r in pool.map(run_one, *zip(*jobs)):
-            print(f"  done {r['arm']} seed {r['seed']} in {r['seconds']:.0f} s: alerts at epochs {r['alert_epochs']}",
-                  flush=True)
+        arms, seeds = [a for a, _ in jobs], [s for _, s in jobs]
+        for r in pool.map(run_one, arms, seeds, [args.threshold] * len(jobs)):
+            print(f"  done {r['arm']} seed {r['seed']} in {r['seconds']:.0f} s: alerts at epochs {r['alert_epochs']}; "
+                  f"rank_vs_reference per epoch {r['watched']}", flush=True)
             results.append(r)
     elapsed = time.perf_counter() - start
 

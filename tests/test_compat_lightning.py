@@ -8,7 +8,6 @@ import glob
 import os
 import pickle
 import warnings
-from collections.abc import Iterator
 from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
@@ -31,15 +30,6 @@ from lightning_xai.monitor import check_strategy
 from lightning_xai.probes import collect_probes
 
 ALWAYS = DriftRule(threshold=0.0, patience=1, cooldown=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a loaded 2-core machine two threads spin against each other (10-100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fit(

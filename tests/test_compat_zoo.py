@@ -9,7 +9,7 @@ also checked against hand-written Grad-CAM; resnet18 and a ViT also run through 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as L
@@ -30,15 +30,6 @@ from lightning_xai.model_forward import model_forward
 models = pytest.importorskip("torchvision.models")
 
 SIZE = 64
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a loaded 2-core machine two threads spin against each other (10-100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(name: str, seed: int = 0, **kwargs: Any) -> nn.Module:
