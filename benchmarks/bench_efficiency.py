@@ -1,44 +1,79 @@
 """Efficiency of the monitor's explanations: ideal time from the passes they need ÷ the time they take.
 
 For each model (torchvision resnet18 on 3x64x64, a small CNN on 3x32x32) the script first measures, in this
-run, the best throughput of one forward+backward pass with respect to the input (the unit of work of every
-gradient method) over batch sizes, and the best forward-only throughput. Then, for P probes, it times the
-monitor's own path for each method (training-state guard + float32 forward + shared prediction forward +
-``explainer.explain`` + finiteness check, i.e. what the callback runs) and reports
+run, the throughput curve of one forward+backward pass with respect to the input (the unit of work of every
+gradient method; eval mode, frozen parameters, as the monitor runs it) over batch sizes, and of a no-grad
+forward, and takes the best batch of each. Then, for P probes and each method, every repeat times
 
-    efficiency = ideal / measured,
-    ideal      = P * fwd_bwd_passes / best_fwd_bwd_throughput + forward_passes / best_forward_throughput
+- the monitor's own path (training-state guard + float32 forward + shared prediction forward +
+  ``explainer.explain`` + finiteness check, i.e. what the callback runs), and, right after it,
+- the ideal: the same number of samples run as plain passes at the best batches,
+  ``P * fwd_bwd_passes`` forward+backward samples and ``forward_passes`` forward samples,
 
-with fwd_bwd_passes = 1 per probe for Grad-CAM and n_steps per probe for IG, and forward_passes = P for the
-shared prediction forward, plus P + 1 for IG's completeness check (F(x) per probe, F(baseline) once). Forward
-passes are valued at the measured forward-only throughput, which is stricter than counting them as
-forward+backward passes. Medians of ``--repeats`` timed calls after one warm-up call (the first call, which
-calibrates IG's batch size, is reported separately).
+so both see the same load on a shared machine; ``efficiency = ideal / measured`` per repeat, median over
+repeats. ``fwd_bwd_passes`` is 1 per probe for Grad-CAM and n_steps per probe for IG; ``forward_passes`` is
+P for the shared prediction forward, plus P + 1 for IG's completeness check (F(x) per probe, F(baseline)
+once). Forward passes are valued at the forward-only rate, stricter than counting them as forward+backward.
+Warm-up calls run first (IG measures its batch-size knee on its first calls; the first call is reported).
 
     python benchmarks/bench_efficiency.py [--device cuda] [--repeats 5] [--models resnet18 small_cnn]
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 
+import torch
 from _common import (
     MODELS,
     apply_threads,
     base_parser,
     fmt_table,
+    frozen_eval,
+    input_grad_pass,
     make_images,
     make_model,
-    median_time,
     monitor_explain,
     monitor_setup,
     pick_device,
     print_header,
     sync,
     throughput_curve,
+    timed,
 )
 
 from lightning_xai.explainers import Explainer, GradCam, IntegratedGradients
+
+
+def ideal_runner(model, shape, device, fb_samples: int, f_samples: int, fb_batch: int, f_batch: int):  # type: ignore[no-untyped-def]
+    """A callable running ``fb_samples`` fwd+bwd samples at ``fb_batch`` and ``f_samples`` forward samples at
+    ``f_batch`` (whole passes; the time is scaled to the exact sample counts)."""
+    fb_passes = max(1, math.ceil(fb_samples / fb_batch))
+    f_passes = max(1, math.ceil(f_samples / f_batch)) if f_samples else 0
+    x_fb = torch.randn(fb_batch, *shape, device=device)
+    t_fb = torch.zeros(fb_batch, dtype=torch.long, device=device)
+    x_f = torch.randn(f_batch, *shape, device=device)
+
+    def run() -> float:
+        with frozen_eval(model, device):
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(fb_passes):
+                input_grad_pass(model, x_fb, t_fb)
+            sync(device)
+            mid = time.perf_counter()
+            with torch.no_grad():
+                for _ in range(f_passes):
+                    model(x_f)
+            sync(device)
+            end = time.perf_counter()
+        fb_time = (mid - start) * fb_samples / (fb_passes * fb_batch)
+        f_time = (end - mid) * f_samples / (f_passes * f_batch) if f_passes else 0.0
+        return fb_time + f_time
+
+    return run
 
 
 def measure(name: str, args, device, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
@@ -47,12 +82,12 @@ def measure(name: str, args, device, rows: list[dict]) -> None:  # type: ignore[
     batches = [1, 2, 4, 8, 16, 32, 64, 128] + ([256, 512, 1024] if device.type == "cuda" else [])
     fb = throughput_curve(model, shape, device, batches, repeats=args.repeats)
     fwd = throughput_curve(model, shape, device, batches, repeats=args.repeats, forward_only=True)
-    best_fb, best_f = max(fb.values()), max(fwd.values())
-    knee = min(b for b, v in fb.items() if v >= 0.95 * best_fb)
+    best_fb_batch = max(fb, key=lambda b: fb[b])
+    best_f_batch = max(fwd, key=lambda b: fwd[b])
     print(f"\n## {name} {shape}: fwd+bwd w.r.t. input, samples/s by batch:")
     print("   " + ", ".join(f"{b}: {v:.0f}" for b, v in fb.items()))
     print("   forward only: " + ", ".join(f"{b}: {v:.0f}" for b, v in fwd.items()))
-    print(f"   best fwd+bwd {best_fb:.0f}/s (95 % of it from batch {knee}); best forward {best_f:.0f}/s", flush=True)
+    print(f"   best fwd+bwd at batch {best_fb_batch}, best forward at batch {best_f_batch}", flush=True)
     for probes in args.probes:
         images, labels = make_images(probes, shape, seed=1)
         explainers: list[Explainer] = [GradCam(), IntegratedGradients(n_steps=args.ig_steps)]
@@ -67,30 +102,36 @@ def measure(name: str, args, device, rows: list[dict]) -> None:  # type: ignore[
             def call(e: Explainer = explainer, images=images, labels=labels) -> None:  # type: ignore[no-untyped-def]
                 monitor_explain(model, e, images, labels)
 
-            # more warm calls while IG is still measuring its knee (it ramps on the real work)
-            for _ in range(8):
+            for _ in range(8):  # IG measures its knee on its first calls (on the real work)
                 if not (isinstance(explainer, IntegratedGradients) and explainer.batcher.ramping):
                     break
                 call()
-            measured = median_time(call, device, args.repeats, warmup=1)
+            call()
             if isinstance(explainer, IntegratedGradients):
                 steps = int(first.diagnostics["n_steps"][0])
-                fb_passes, f_passes = probes * steps, probes + probes + 1
+                fb_samples, f_samples = probes * steps, probes + probes + 1
                 method, batch = f"ig({steps})", explainer.last_batch_size
             else:
-                fb_passes, f_passes = probes, probes
+                fb_samples, f_samples = probes, probes
                 method, batch = "gradcam", probes
-            ideal = fb_passes / best_fb + f_passes / best_f
+            ideal = ideal_runner(model, shape, device, fb_samples, f_samples, best_fb_batch, best_f_batch)
+            ideal()
+            measured, ideals = [], []
+            for _ in range(args.repeats):
+                measured.append(timed(call, device))
+                ideals.append(ideal())
+            ratios = [i / m for i, m in zip(ideals, measured, strict=True)]
             rows.append(
                 {
                     "model": name,
                     "P": probes,
                     "method": method,
                     "batch": batch,
-                    "ideal_ms": 1e3 * ideal,
-                    "measured_ms": 1e3 * measured,
+                    "ideal_ms": 1e3 * statistics.median(ideals),
+                    "measured_ms": 1e3 * statistics.median(measured),
                     "first_call_ms": 1e3 * first_s,
-                    "efficiency": ideal / measured,
+                    "efficiency": statistics.median(ratios),
+                    "eff_of_mins": min(ideals) / min(measured),
                 }
             )
             cells = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items())

@@ -233,7 +233,7 @@ class KneeBatcher:
         """The batch size (samples) to use for the next chunk."""
         if not self.ramping:
             assert self.chosen is not None
-            return self.chosen
+            return self.chosen if self.max_batch is None else min(self.chosen, self.max_batch)
         target = self._ramp_target
         if target > num_probes:  # realisable sizes above one group are whole groups
             target = (target // num_probes) * num_probes

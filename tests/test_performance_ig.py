@@ -413,3 +413,24 @@ def test_monitor_with_auto_steps_logs_the_step_count(tmp_path: Any) -> None:
         assert f"xai/integrated_gradients/{key}" in trainer.callback_metrics
     steps = float(trainer.callback_metrics["xai/integrated_gradients/n_steps"])
     assert steps in STEP_LADDER
+
+
+def test_limit_batch_caps_fixed_and_measured_sizes() -> None:
+    counting = Counting(_cnn())
+    x, targets = _probes(8)
+    fixed = IntegratedGradients(n_steps=8, internal_batch_size=64)
+    fixed.limit_batch(16)
+    knee = IntegratedGradients(n_steps=32)
+    with training_state_guard(counting):
+        fixed.explain(counting, x.clone(), targets)
+        assert max(b for b, grad in counting.calls if grad) == 16
+        counting.calls.clear()
+        for _ in range(3):
+            knee.explain(counting, x.clone(), targets)
+        knee.limit_batch(8)
+        counting.calls.clear()
+        for _ in range(3):
+            knee.explain(counting, x.clone(), targets)
+    assert max(b for b, grad in counting.calls if grad) <= 8
+    with pytest.raises(ValueError, match="`max_batch` must be >= 1"):
+        knee.limit_batch(0)

@@ -65,14 +65,16 @@ class IntegratedGradients(Explainer):
     Args:
         n_steps: quadrature points (forward+backward passes per probe), or ``"auto"``: the fewest steps from
             :data:`STEP_LADDER` within ``[min_steps, max_steps]`` whose ``relative_gap <= tolerance``. The first
-            call calibrates (4, 8, 16, ... steps until the tolerance holds, then the rung between the last
-            two; or down from 4 while it holds); every call checks the gap of its own result for free and
+            call calibrates: from 4 steps it climbs the ladder (4, 6, 8, 12, 16, 24, ...; the gap need not
+            fall monotonically, so no rung is skipped) until the tolerance holds, or descends while it holds
+            (about 3x the chosen steps, once). Every call checks the gap of its own result for free and
             climbs when it fails; every ``recheck_every`` calls, when the gap is below half the tolerance,
             one rung lower is tried and kept if it passes (the interval doubles after a failed try).
         baseline: None (zeros), a float (constant image) or a tensor broadcastable to one probe.
         internal_batch_size: samples per forward/backward pass; None measures the throughput knee on the
             real work under ``memory_budget`` (see :mod:`lightning_xai.batching`).
-        tolerance: relative completeness gap the automatic mode must meet.
+        tolerance: relative completeness gap the automatic mode must meet (default 5 %: the "within 5 %"
+            convergence check that Sundararajan et al. recommend; 0.01 gives maps within a few % of converged).
         min_steps, max_steps: bounds of the automatic mode.
         recheck_every: calls between two tries of fewer steps in the automatic mode.
         memory_budget: bytes one pass may use (None: a quarter of free CUDA memory, or a tenth of the
@@ -169,6 +171,17 @@ class IntegratedGradients(Explainer):
             return int(self.n_steps)  # type: ignore[arg-type]
         return None if self._rung is None else self.ladder[self._rung]
 
+    def limit_batch(self, max_batch: int | None) -> None:
+        """Cap the samples per pass, e.g. at the training batch size: then IG never holds more activations
+        than one training step does (the monitor calls this when ``max_batch`` was not given)."""
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"`max_batch` must be >= 1 or None, got {max_batch}.")
+        self.max_batch = max_batch
+        self.batcher.max_batch = max_batch
+        chosen = self.batcher.chosen
+        if max_batch is not None and chosen is not None and chosen > max_batch and self.batcher.reason != "fixed":
+            self.batcher = KneeBatcher(self.internal_batch_size, self.memory_budget, max_batch=max_batch)
+
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         if isinstance(self.baseline, Tensor):
             try:
@@ -264,23 +277,19 @@ class IntegratedGradients(Explainer):
         def passes(result: _Result) -> bool:
             return result.relative <= tol
 
-        if self._rung is None:  # calibrate: climb x2 from AUTO_START_STEPS, then try the rung in between
+        if self._rung is None:  # calibrate: climb rung by rung from AUTO_START_STEPS (or descend while it holds)
             i = min(range(len(ladder)), key=lambda j: abs(ladder[j] - max(AUTO_START_STEPS, self.min_steps)))
             result = run.try_steps(ladder[i])
-            failed: int | None = None
-            while not passes(result) and i < last and run.can_afford(ladder[min(i + 2, last)]):
-                failed, i = i, min(i + 2, last)
-                result = run.try_steps(ladder[i])
-            if passes(result) and failed is not None and i - failed == 2 and run.can_afford(ladder[i - 1]):
-                middle = run.try_steps(ladder[i - 1])
-                if passes(middle):
-                    result = middle
-            elif passes(result) and failed is None:  # the first rung passed: descend while it still passes
+            if passes(result):
                 while i > 0 and run.can_afford(ladder[i - 1]):
                     lower = run.try_steps(ladder[i - 1])
                     if not passes(lower):
                         break
                     result, i = lower, i - 1
+            else:
+                while not passes(result) and i < last and run.can_afford(ladder[i + 1]):
+                    i += 1
+                    result = run.try_steps(ladder[i])
             # the rung of the result (below it when the budget cut the steps: resume climbing from there)
             self._rung = max([j for j in range(len(ladder)) if ladder[j] <= result.n_steps] or [0])
             self._finish_auto(result)
