@@ -82,7 +82,7 @@ class DriftRule:
     metric: str = "rank"
     reference: str = "reference"
     statistic: str = "median"
-    threshold: float = 0.3
+    threshold: float = 0.4
     patience: int = 1
     cooldown: int = 3
     methods: tuple[str, ...] | None = None

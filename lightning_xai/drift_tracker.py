@@ -60,7 +60,7 @@ class DriftTracker:
         warmup_epochs: int = 2,
         reference_epoch: int | None = None,
         topk: float = 0.1,
-        probe_threshold: float = 0.5,
+        probe_threshold: float = 0.4,
     ) -> None:
         self.warmup_epochs = warmup_epochs
         self.reference_epoch = reference_epoch

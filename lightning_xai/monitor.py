@@ -84,7 +84,7 @@ class AttributionMonitor(Callback):
         warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
             ``>= warmup_epochs``.
         reference_epoch: pin the reference to this epoch instead.
-        drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.3``).
+        drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.4``).
         probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
             ``DriftAlert.probe_indices``).
         topk: fraction of most-attributed cells compared by the ``topk`` metric.
@@ -127,7 +127,7 @@ class AttributionMonitor(Callback):
         warmup_epochs: int = 2,
         reference_epoch: int | None = None,
         drift_rules: Sequence[DriftRule] = (DriftRule(),),
-        probe_threshold: float = 0.3,
+        probe_threshold: float = 0.4,
         topk: float = 0.1,
         colormap: str = "jet",
         log_heatmaps: bool = False,
