@@ -23,7 +23,6 @@ import statistics
 import struct
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,11 +53,14 @@ def _timed(record: list[float], fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def xai_bytes(log_dir: Path) -> dict[str, list[int]]:
-    """Sizes of the event-file records carrying ``xai/*`` tags, per tag (one entry per record, in order)."""
+def xai_bytes_per_epoch(log_dir: Path, epoch_steps: list[int]) -> list[int]:
+    """Bytes of the event-file records carrying ``xai/*`` tags, per evaluated epoch.
+
+    A record belongs to the first evaluation whose global step is >= its step (``epoch_steps`` ascending).
+    """
     from tensorboard.compat.proto import event_pb2
 
-    per_tag: dict[str, list[int]] = defaultdict(list)
+    per_epoch = [0] * len(epoch_steps)
     for path in sorted(log_dir.rglob("events.out.tfevents.*")):
         data = path.read_bytes()
         offset = 0
@@ -69,10 +71,10 @@ def xai_bytes(log_dir: Path) -> dict[str, list[int]]:
             offset += size
             event = event_pb2.Event()
             event.ParseFromString(record)
-            tags = [v.tag for v in event.summary.value if v.tag.startswith("xai/")]
-            for tag in tags:
-                per_tag[tag].append(size // len(tags))
-    return dict(per_tag)
+            if any(v.tag.startswith("xai/") for v in event.summary.value):
+                index = next((i for i, s in enumerate(epoch_steps) if event.step <= s), len(epoch_steps) - 1)
+                per_epoch[index] += size
+    return per_epoch
 
 
 def main() -> None:
@@ -114,7 +116,7 @@ def main() -> None:
         trainer = L.Trainer(callbacks=[monitor, Split()], **trainer_kwargs(device, epochs, tmp))
         trainer.fit(lightning_module(args.model), train, val)
         explain = [h["explain_seconds"] for h in monitor.history]
-        by_tag = xai_bytes(Path(tmp))
+        per_epoch_bytes = xai_bytes_per_epoch(Path(tmp), [h["global_step"] for h in monitor.history])
     rows = [
         {
             "epoch": e,
@@ -122,6 +124,7 @@ def main() -> None:
             "submit_ms": 1e3 * per_epoch_submit[e],
             "log_media_ms": 1e3 * media[e],
             "explain_ms": 1e3 * explain[e],
+            "xai_kB": per_epoch_bytes[e] / 1e3,
         }
         for e in range(epochs)
     ]
@@ -129,17 +132,13 @@ def main() -> None:
     later = rows[1:]
     submit_ms = statistics.median(r["submit_ms"] for r in later)
     media_ms = statistics.median(r["log_media_ms"] for r in later)
-    once = {t: sum(v) for t, v in by_tag.items() if len(v) < epochs}  # e.g. the probe grid, logged once
-    every = {t: sum(v) / epochs for t, v in by_tag.items() if len(v) >= epochs}
-    kb = sum(every.values()) / 1e3
-    biggest = sorted(every.items(), key=lambda kv: -kv[1])[:4]
-    print("   bytes per epoch by tag: " + ", ".join(f"{t} {b / 1e3:.1f} kB" for t, b in biggest))
-    print("   logged once: " + ", ".join(f"{t} {b / 1e3:.1f} kB" for t, b in once.items()))
+    kb = statistics.median(r["xai_kB"] for r in later)
     print(f"   on_fit_end waited {1e3 * sum(fit_end):.1f} ms for the background queue (once per fit)")
     print(
         f"SUMMARY logging (median of epochs 1..{epochs - 1}) on {device.type}: training thread blocked by submits "
         f"{submit_ms:.2f} ms/epoch, whole media step (render + copy + submit) {media_ms:.2f} ms/epoch (<= 5 ms "
-        f"wanted); event file +{kb:.1f} kB/epoch of xai/* records (+{sum(once.values()) / 1e3:.1f} kB once); "
+        f"wanted); event file +{kb:.1f} kB/epoch of xai/* records (first epoch {rows[0]['xai_kB']:.1f} kB, with "
+        f"the probe grid); "
         f"explain {statistics.median(r['explain_ms'] for r in later):.0f} ms/epoch for scale"
     )
 

@@ -11,9 +11,12 @@ progress bar, checkpointing or sanity check in any configuration. Configurations
 - any other name: ``--extra NAME='{"json": "kwargs"}'``.
 
 Rounds interleave the configurations (rotating their order) so that load changes on a shared machine hit
-all of them; the ratio is taken within each round and the median over rounds is reported. Besides the wall
-ratio, the time spent inside the monitor's hooks is summed (the direct cost; the wall ratio also contains the
-background writer competing for the cores). One short warm-up fit runs first. ``--max-minutes`` stops
+all of them; the ratio is taken within each round and the median over rounds is reported. Three figures:
+the wall ratio (what was asked; on a shared machine other processes move it by +-20 % from fit to fit), the
+process CPU-time ratio (training thread + background writer + thread pools; far less sensitive to other
+processes, best with ``--threads 1`` where no OpenMP thread spins waiting for a descheduled partner), and
+the time inside the monitor's hooks over the unmonitored fit (the direct cost on the training thread).
+One short warm-up fit runs first. ``--max-minutes`` stops
 adding rounds (at least ``--min-rounds``) when the next one would not fit.
 
     python benchmarks/bench_overhead.py [--rounds 3] [--epochs 3] [--configs none default auto]
@@ -87,10 +90,10 @@ def fit_once(kwargs: dict[str, Any] | None, args: Any, device: Any, epochs: int,
         extra = {"limit_train_batches": limit, "limit_val_batches": limit} if limit else {}
         trainer = L.Trainer(callbacks=callbacks, **trainer_kwargs(device, epochs, tmp), **extra)
         model = lightning_module("resnet18", seed=0)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         trainer.fit(model, train, val)
-        wall = time.perf_counter() - start
-    info: dict[str, Any] = {"wall": wall, "monitor": spent[0]}
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    info: dict[str, Any] = {"wall": wall, "cpu": cpu, "monitor": spent[0]}
     if monitor is not None:
         info["explain"] = sum(h.get("explain_seconds", 0.0) for h in monitor.history)
         ig = next((e for e in monitor.explainers if e.name == "integrated_gradients"), None)
@@ -136,7 +139,7 @@ def main() -> None:
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for name in order:
             results[name].append(fit_once(presets[name], args, device, args.epochs))
-        base = results["none"][-1]["wall"]
+        base, base_cpu = results["none"][-1]["wall"], results["none"][-1]["cpu"]
         for name in configs:
             res = results[name][-1]
             rows.append(
@@ -145,6 +148,8 @@ def main() -> None:
                     "config": name,
                     "fit_s": res["wall"],
                     "ratio": res["wall"] / base,
+                    "cpu_s": res["cpu"],
+                    "cpu_ratio": res["cpu"] / base_cpu,
                     "monitor_s": res["monitor"],
                     "explain_s": res.get("explain", 0.0),
                     "ig_steps": res.get("ig_steps", "-"),
@@ -156,11 +161,12 @@ def main() -> None:
     parts = []
     for name in configs[1:]:
         ratios = [r["ratio"] for r in rows if r["config"] == name]
+        cpu_ratios = [r["cpu_ratio"] for r in rows if r["config"] == name]
         direct = [r["monitor"] / b["wall"] for r, b in zip(results[name], results["none"], strict=False)]
         parts.append(
-            f"{name} x{statistics.median(ratios):.3f} ({100 * (statistics.median(ratios) - 1):+.1f} %, rounds "
-            f"{', '.join(f'{x:.3f}' for x in ratios)}; monitor hooks {100 * statistics.median(direct):.1f} % of the "
-            f"unmonitored fit)"
+            f"{name}: wall x{statistics.median(ratios):.3f} (rounds {', '.join(f'{x:.3f}' for x in ratios)}), "
+            f"process CPU x{statistics.median(cpu_ratios):.3f}, monitor hooks {100 * statistics.median(direct):.1f} % "
+            f"of the unmonitored fit"
         )
     print(
         f"SUMMARY end-to-end overhead (median over {len(results['none'])} interleaved rounds, wall with/without, "

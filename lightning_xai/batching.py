@@ -8,8 +8,8 @@ batch. :class:`KneeBatcher` finds the knee **on the real work** and never spends
   the two warm runs is its time (the minimum is robust to other processes taking the cores for a while).
   The ramp stops when doubling gained less than ``min_gain`` (5 %), or when a two-point model
   ``t(b) = t0 + c·b`` fitted to the last two sizes predicts that the next doubling would gain less than that,
-  or at the memory cap (or ``max_batch``). The chosen size is the smallest measured one within ``min_gain`` of
-  the best rate.
+  or at the memory cap (or ``max_batch``). The chosen size is the smallest measured one within half of
+  ``min_gain`` of the best rate (timings of the first calls are noisy: when in doubt, the larger batch).
 - **Memory.** The bytes autograd saves for backward are counted (``saved_tensors_hooks``) on the first two
   ramp sizes; their difference gives the per-sample cost (parameters saved by reference cancel out). The cap
   is ``memory_budget / (safety × per-sample bytes)``; before the slope is known, the first size's total bytes
@@ -296,7 +296,7 @@ class KneeBatcher:
         if not stop and cap is not None and next_target > cap:
             stop, reason = True, "memory" if cap == self.memory_cap(device) else "max_batch"
         if stop:
-            self.chosen = min(b for b in sizes if self.rates[b] >= (1.0 - self.min_gain) * best)
+            self.chosen = min(b for b in sizes if self.rates[b] >= (1.0 - self.min_gain / 2) * best)
             self.reason = reason
         else:
             self._ramp_target = next_target
@@ -305,7 +305,7 @@ class KneeBatcher:
         """End the ramp when the work of a call can never reach the next ramp size."""
         if self.ramping and self.rates and self._ramp_target > largest_possible:
             best = max(self.rates.values())
-            self.chosen = min(b for b in self.rates if self.rates[b] >= (1.0 - self.min_gain) * best)
+            self.chosen = min(b for b in self.rates if self.rates[b] >= (1.0 - self.min_gain / 2) * best)
             self.reason = "work"
 
     def state(self) -> dict[str, object]:
