@@ -82,8 +82,11 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         arms, seeds = [a for a, _ in jobs], [s for _, s in jobs]
         for r in pool.map(run_one, arms, seeds, [args.threshold] * len(jobs)):
-            print(f"  done {r['arm']} seed {r['seed']} in {r['seconds']:.0f} s: alerts at epochs {r['alert_epochs']}; "
-                  f"rank_vs_reference per epoch {r['watched']}", flush=True)
+            print(
+                f"  done {r['arm']} seed {r['seed']} in {r['seconds']:.0f} s: alerts at epochs {r['alert_epochs']}; "
+                f"rank_vs_reference per epoch {r['watched']}",
+                flush=True,
+            )
             results.append(r)
     elapsed = time.perf_counter() - start
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -72,10 +72,13 @@ class AttributionMonitor(Callback):
         gradcam_reshape: a callable mapping the Grad-CAM layer's output to ``(B, C, h, w)``. None: 4-D maps
             are used as they are, and ``(B, tokens, C)`` transformer outputs are reshaped automatically when
             the tokens form a patch grid (class token dropped). Must be picklable for ``ddp_spawn``.
-        ig_steps: Integrated Gradients quadrature steps.
+        ig_steps: Integrated Gradients quadrature steps, or ``"auto"`` (default): the fewest Gauss–Legendre steps
+            whose completeness gap is within 5 % (calibrated on the first evaluation, re-checked every evaluation,
+            logged as ``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
         ig_baseline: None (zeros in the model's input space — black only for unnormalised inputs), a float, or
             a tensor broadcastable to one probe.
-        ig_internal_batch_size: samples per IG pass; None picks about 64.
+        ig_internal_batch_size: samples per IG pass; None measures the throughput knee, capped at the training
+            batch size (so IG never holds more activations than a training step).
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
         on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
             (:class:`DriftDetectedError`) or a callable receiving each :class:`DriftAlert` (on every rank).
@@ -99,6 +102,10 @@ class AttributionMonitor(Callback):
             relevance_mass`` (share of |attribution| inside the mask) and ``.../pointing_game`` (share of probes
             whose most attributed pixel lies inside it).
         background_logging: encode PNGs and write events on a background thread.
+        max_seconds_per_epoch: a time budget for one evaluation (prediction pass and every method, in the
+            order of ``methods``). A method that accepts a budget (Integrated Gradients) gets the time left and
+            cuts its steps to fit (``xai/<method>/budget_limited`` = 1); a method with no time left is skipped
+            for that epoch and named under ``xai/errors``. None: no budget.
 
     Example::
 
@@ -117,7 +124,7 @@ class AttributionMonitor(Callback):
         target: TargetSpec = "label",
         gradcam_layer: str | torch.nn.Module | None = None,
         gradcam_reshape: GradcamReshape | None = None,
-        ig_steps: int = 32,
+        ig_steps: int | Literal["auto"] = "auto",
         ig_baseline: float | Tensor | None = None,
         ig_internal_batch_size: int | None = None,
         every_n_epochs: int = 1,
@@ -135,8 +142,15 @@ class AttributionMonitor(Callback):
         probe_masks: Tensor | Callable[[Tensor, Tensor | None], Tensor] | None = None,
         background_logging: bool = True,
         forward_fn: ModelForwardFn | None = None,
+        max_seconds_per_epoch: float | None = None,
     ) -> None:
         super().__init__()
+        if max_seconds_per_epoch is not None and not (
+            isinstance(max_seconds_per_epoch, (int, float)) and max_seconds_per_epoch > 0
+        ):
+            raise ValueError(
+                f"`max_seconds_per_epoch` must be > 0 (seconds) or None for no budget, got {max_seconds_per_epoch!r}."
+            )
         if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
             raise ValueError(f"`num_probes` must be an int >= 1, got {num_probes!r}.")
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -170,6 +184,13 @@ class AttributionMonitor(Callback):
         )
         if not self.explainers:
             raise ValueError(f"`methods` is empty; choose at least one of {sorted(METHODS)}.")
+        #: IG explainers whose batch is neither fixed nor bounded by the user: capped at the training batch size
+        self._batch_capped = [
+            e
+            for e in self.explainers
+            if isinstance(e, IntegratedGradients) and e.internal_batch_size is None and e.max_batch is None
+        ]
+        self.max_seconds_per_epoch = None if max_seconds_per_epoch is None else float(max_seconds_per_epoch)
         self.probe_source = probes
         self.num_probes = num_probes
         self.target = target
@@ -273,8 +294,12 @@ class AttributionMonitor(Callback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._inactive:
-            self._ensure_ready(trainer, pl_module)
+        if self._inactive:
+            return
+        self._ensure_ready(trainer, pl_module)
+        batch_size = training_batch_size(trainer.train_dataloader)
+        for explainer in self._batch_capped:
+            explainer.limit_batch(batch_size)
 
     @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -450,9 +475,24 @@ class AttributionMonitor(Callback):
                 probs = torch.softmax(forward(inputs), dim=1)
             confidence, predicted = probs.max(dim=1)
             targets = resolve_targets(self.target, self.probes.labels, predicted, self._warn_once)
+            budget = self.max_seconds_per_epoch
             for explainer in self.explainers:
+                kwargs: dict[str, Any] = {}
+                if budget is not None:
+                    left = started + budget - time.perf_counter()
+                    if left <= 0:
+                        message = (
+                            f"{explainer.name} skipped at epoch {epoch}: `max_seconds_per_epoch={budget:g}` was spent "
+                            f"({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or "
+                            "lower `num_probes`/`ig_steps` or evaluate less often (`every_n_epochs`)."
+                        )
+                        errors.append(message)
+                        self._warn_once(f"budget_{explainer.name}", f"AttributionMonitor: {message}")
+                        continue
+                    if explainer.supports_time_budget:
+                        kwargs["max_seconds"] = left
                 try:
-                    explanation = explainer.explain(forward, inputs.clone(), targets.to(device))
+                    explanation = explainer.explain(forward, inputs.clone(), targets.to(device), **kwargs)
                     if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
                         raise FloatingPointError("the attribution contains NaN or Inf")
                     results[explainer.name] = explanation
@@ -616,7 +656,7 @@ def _build_explainers(
     methods: Sequence[str | Explainer],
     gradcam_layer: str | torch.nn.Module | None,
     gradcam_reshape: GradcamReshape | None,
-    ig_steps: int,
+    ig_steps: int | Literal["auto"],
     ig_baseline: float | Tensor | None,
     ig_internal_batch_size: int | None,
 ) -> list[Explainer]:
@@ -668,6 +708,27 @@ def check_strategy(strategy: Any) -> None:
             "backward through, and each forward needs every rank. Train with `strategy='ddp'` (or "
             "'ddp_spawn'/single device) to monitor, or explain saved checkpoints after training."
         )
+
+
+def training_batch_size(loaders: Any) -> int | None:
+    """The largest ``batch_size`` among the training dataloader(s) (a loader, or a list/dict of them); None when
+    none declares one (an iterable, or a batch sampler without ``batch_size``).
+
+    Example::
+
+        >>> training_batch_size({"a": DataLoader(range(10), batch_size=4), "b": [DataLoader(range(4), batch_size=2)]})
+        4
+    """
+    if isinstance(loaders, DataLoader):
+        size = loaders.batch_size or getattr(loaders.batch_sampler, "batch_size", None)
+        return int(size) if isinstance(size, int) and size > 0 else None
+    children: list[Any] = []
+    if isinstance(loaders, dict):
+        children = list(loaders.values())
+    elif isinstance(loaders, (list, tuple)):
+        children = list(loaders)
+    sizes = [s for s in (training_batch_size(c) for c in children) if s is not None]
+    return max(sizes) if sizes else None
 
 
 def _first_loader(trainer: Trainer) -> DataLoader | None:

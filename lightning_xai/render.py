@@ -43,9 +43,7 @@ COLORMAPS: tuple[str, ...] = tuple(COLORMAP_NAMES)
 NORMALIZATIONS: tuple[str, ...] = ("max", "percentile")
 """Modes accepted by :func:`normalize_maps`."""
 
-Denormalize: TypeAlias = (
-    tuple[Sequence[float] | float, Sequence[float] | float] | Callable[[Tensor], Tensor] | None
-)
+Denormalize: TypeAlias = tuple[Sequence[float] | float, Sequence[float] | float] | Callable[[Tensor], Tensor] | None
 
 _LUT_CACHE: dict[tuple[str, str], Tensor] = {}
 
@@ -285,9 +283,7 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
         for label, seq in zip(("mean", "std"), denormalize, strict=True):
             t = torch.as_tensor(seq, dtype=x.dtype, device=x.device).reshape(-1)
             if t.numel() not in (1, c):
-                raise ValueError(
-                    f"denormalize {label} has {t.numel()} values but the images have {c} channels."
-                )
+                raise ValueError(f"denormalize {label} has {t.numel()} values but the images have {c} channels.")
             stats.append(t.reshape(1, -1, 1, 1))
         x = x * stats[1] + stats[0]
     elif callable(denormalize):
@@ -296,9 +292,7 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
             raise ValueError("denormalize callable must return an (N, C, H, W) tensor.")
         x = _to_float(out)
     elif denormalize is not None:
-        raise TypeError(
-            f"denormalize must be (mean, std), a callable or None, got {type(denormalize).__name__}."
-        )
+        raise TypeError(f"denormalize must be (mean, std), a callable or None, got {type(denormalize).__name__}.")
     c = x.shape[1]
     if c not in (1, 3):
         raise ValueError(

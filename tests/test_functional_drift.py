@@ -135,9 +135,7 @@ def test_spearman_any_trailing_shape_and_dtype() -> None:
     assert torch.allclose(spearman_distance(maps.reshape(3, 8, 4), other.reshape(3, 8, 4)), flat)
     result = spearman_distance(maps.half(), other.half())  # low-precision input still returns float32
     assert result.dtype == torch.float32
-    integers = spearman_distance(
-        torch.randint(-4, 5, (3, 9), generator=g), torch.randint(-4, 5, (3, 9), generator=g)
-    )
+    integers = spearman_distance(torch.randint(-4, 5, (3, 9), generator=g), torch.randint(-4, 5, (3, 9), generator=g))
     assert integers.dtype == torch.float32 and not integers.isnan().any()
 
 
@@ -154,9 +152,7 @@ def test_spearman_large_maps_run() -> None:
     result = spearman_distance(current, reference)
     assert result.shape == (8,)
     assert bool(((result > 0) & (result < 0.5)).all())
-    expected = (
-        1.0 - spearmanr(current[0].abs().flatten().numpy(), reference[0].abs().flatten().numpy()).statistic
-    )
+    expected = 1.0 - spearmanr(current[0].abs().flatten().numpy(), reference[0].abs().flatten().numpy()).statistic
     assert result[0].item() == pytest.approx(expected, abs=1e-5)
 
 

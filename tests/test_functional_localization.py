@@ -118,13 +118,9 @@ def test_argument_errors(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         fn(torch.zeros(2, 3, 4, 4), torch.zeros(2, 1, 5, 4))
     with pytest.raises(ValueError, match=r"same batch size.*\(2, 4, 4\).*\(3, 4, 4\)"):
         fn(ATTR, torch.zeros(3, 4, 4, dtype=torch.bool))
-    with pytest.raises(
-        ValueError, match=r"`attributions` must have shape \(N, H, W\) or \(N, C, H, W\).*\(4, 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"`attributions` must have shape \(N, H, W\) or \(N, C, H, W\).*\(4, 4\)"):
         fn(ATTR[0], MASK[0])
-    with pytest.raises(
-        ValueError, match=r"`masks` must have shape \(N, H, W\) or \(N, 1, H, W\).*\(2, 3, 4, 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"`masks` must have shape \(N, H, W\) or \(N, 1, H, W\).*\(2, 3, 4, 4\)"):
         fn(ATTR, torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"`masks` must be boolean or contain only 0 and 1"):
         fn(ATTR, MASK.float() * 0.5)

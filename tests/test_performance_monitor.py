@@ -1,13 +1,8 @@
-"""The monitor's performance knobs, tested for behaviour (never for speed).
-
-``ig_steps="auto"`` passes through the monitor today. The time budget (``max_seconds_per_epoch``) and the cap of
-Integrated Gradients' batch at the training batch size need the monitor patch described in
-``docs/performance.md``; their tests skip until the monitor has ``max_seconds_per_epoch``.
-"""
+"""The monitor's performance knobs, tested for behaviour (never for speed): the automatic IG step count, the time
+budget ``max_seconds_per_epoch`` shared by the methods, and the cap of IG's batch at the training batch size."""
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any
 
@@ -18,9 +13,6 @@ from conftest import TinyCNN, loaders, trainer_kwargs
 from torch import Tensor
 
 from lightning_xai import AttributionMonitor, IntegratedGradients
-
-HAS_BUDGET = "max_seconds_per_epoch" in inspect.signature(AttributionMonitor.__init__).parameters
-needs_patch = pytest.mark.skipif(not HAS_BUDGET, reason="monitor without max_seconds_per_epoch (patch pending)")
 
 
 class SlowCNN(TinyCNN):
@@ -48,9 +40,8 @@ def test_auto_steps_pass_through_the_monitor(tmp_path: Any) -> None:
     assert float(trainer.callback_metrics["xai/integrated_gradients/relative_gap"]) <= ig.tolerance
 
 
-@needs_patch
 def test_time_budget_cuts_ig_steps_and_logs_it(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(  # type: ignore[call-arg]
+    monitor = AttributionMonitor(
         num_probes=8, methods=("integrated_gradients",), ig_steps=64, max_seconds_per_epoch=0.05
     )
     trainer = _fit(tmp_path, monitor, SlowCNN())  # 8 probes x 64 steps x 0.5 ms >= 0.25 s > 0.05 s
@@ -59,22 +50,19 @@ def test_time_budget_cuts_ig_steps_and_logs_it(tmp_path: Any) -> None:
     assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
 
 
-@needs_patch
 def test_spent_budget_skips_the_remaining_methods_and_says_so(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=8, ig_steps=4, max_seconds_per_epoch=1e-9)  # type: ignore[call-arg]
+    monitor = AttributionMonitor(num_probes=8, ig_steps=4, max_seconds_per_epoch=1e-9)
     with pytest.warns(UserWarning, match="max_seconds_per_epoch"):
         _fit(tmp_path, monitor, epochs=1)
     errors = monitor.history[-1]["errors"]
     assert any("max_seconds_per_epoch" in e for e in errors)
 
 
-@needs_patch
 def test_bad_budget_is_named() -> None:
     with pytest.raises(ValueError, match="`max_seconds_per_epoch` must be > 0"):
-        AttributionMonitor(max_seconds_per_epoch=0)  # type: ignore[call-arg]
+        AttributionMonitor(max_seconds_per_epoch=0)
 
 
-@needs_patch
 def test_ig_batch_is_capped_at_the_training_batch_size(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=8, methods=("integrated_gradients",), ig_steps=32)
     _fit(tmp_path, monitor)  # conftest loaders: training batch 16
@@ -85,3 +73,59 @@ def test_ig_batch_is_capped_at_the_training_batch_size(tmp_path: Any) -> None:
     _fit(tmp_path / "b", explicit, epochs=1)
     ig = next(e for e in explicit.explainers if isinstance(e, IntegratedGradients))
     assert ig.max_batch is None  # an explicit batch size is left alone
+
+
+def test_budget_is_shared_in_method_order(tmp_path: Any) -> None:
+    """Grad-CAM runs first and IG gets only what is left: with a slow Grad-CAM eating most of the budget, IG's
+    steps are cut harder than with IG alone under the same budget."""
+    from lightning_xai import GradCam
+
+    class SlowGradCam(GradCam):
+        def explain(self, forward: Any, inputs: Tensor, targets: Tensor) -> Any:
+            time.sleep(0.15)
+            return super().explain(forward, inputs, targets)
+
+    alone = AttributionMonitor(num_probes=8, methods=("integrated_gradients",), ig_steps=64, max_seconds_per_epoch=0.2)
+    _fit(tmp_path / "alone", alone, SlowCNN(), epochs=1)
+    shared = AttributionMonitor(
+        num_probes=8,
+        methods=(SlowGradCam(), IntegratedGradients(64)),
+        max_seconds_per_epoch=0.2,
+    )
+    _fit(tmp_path / "shared", shared, SlowCNN(), epochs=1)
+    steps_alone = alone.history[-1]["scalars"]["xai/integrated_gradients/n_steps"]
+    steps_shared = shared.history[-1]["scalars"]["xai/integrated_gradients/n_steps"]
+    assert shared.history[-1]["scalars"]["xai/integrated_gradients/budget_limited"] == 1.0
+    assert shared.history[-1]["errors"] == []  # both methods ran
+    assert 1 <= steps_shared < steps_alone < 64
+
+
+def test_no_budget_logs_no_budget_key(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, methods=("integrated_gradients",), ig_steps=4)
+    trainer = _fit(tmp_path, monitor, epochs=1)
+    assert "xai/integrated_gradients/budget_limited" not in trainer.callback_metrics
+    assert float(trainer.callback_metrics["xai/integrated_gradients/n_steps"]) == 4
+
+
+def test_training_batch_size_reads_every_loader_shape() -> None:
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+    from lightning_xai.monitor import training_batch_size
+
+    data = list(range(10))
+    assert training_batch_size(DataLoader(data, batch_size=5)) == 5
+    assert training_batch_size([DataLoader(data, batch_size=3), DataLoader(data, batch_size=7)]) == 7
+    assert training_batch_size({"a": DataLoader(data, batch_size=2)}) == 2
+    sampler = BatchSampler(SequentialSampler(data), batch_size=6, drop_last=False)
+    assert training_batch_size(DataLoader(data, batch_sampler=sampler)) == 6
+    assert training_batch_size(DataLoader(data, batch_size=None)) is None
+    assert training_batch_size(None) is None and training_batch_size(iter(data)) is None
+
+
+def test_validate_alone_leaves_ig_uncapped(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, methods=("integrated_gradients",), ig_steps=4)
+    _, val = loaders()
+    trainer = L.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_epochs=1))
+    trainer.validate(TinyCNN(), val)
+    ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
+    assert ig.max_batch is None and monitor.evaluations == 1

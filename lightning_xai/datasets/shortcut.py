@@ -53,6 +53,7 @@ class DigitsCNN(L.LightningModule):
 
     def __init__(self, lr: float = 2e-3, num_classes: int = 10) -> None:
         super().__init__()
+
         def block(c_in: int, c_out: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 

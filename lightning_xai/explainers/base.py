@@ -41,10 +41,15 @@ class Explainer(ABC):
     passes_per_probe: float = 1.0
     #: how ``display`` maps are scaled to [0, 1] per image: "max" or "percentile" (robust to a few hot pixels)
     display_normalization: str = "max"
+    #: ``explain`` accepts ``max_seconds=`` and scales its work down to fit (the monitor's time budget)
+    supports_time_budget: bool = False
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:  # noqa: B027
         """Validate against the model before training starts (``example`` is one probe, batch of 1)."""
 
     @abstractmethod
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
-        """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``."""
+        """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``.
+
+        Methods with ``supports_time_budget = True`` also accept a keyword ``max_seconds: float`` (the time left
+        in the monitor's ``max_seconds_per_epoch``) and add ``budget_limited`` to ``diagnostics``."""

@@ -52,9 +52,7 @@ def _flatten_pair(current: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
     n = current.shape[0]
     d = math.prod(current.shape[1:])
     if d == 0:
-        raise ValueError(
-            f"`current` must have at least one cell per sample; got shape {tuple(current.shape)}."
-        )
+        raise ValueError(f"`current` must have at least one cell per sample; got shape {tuple(current.shape)}.")
     dtype = _compute_dtype(current.device)
     cur = current.detach().reshape(n, d).to(dtype).abs()
     ref = reference.detach().reshape(n, d).to(dtype).abs()

@@ -34,15 +34,12 @@ def _prepare(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         raise TypeError(f"`masks` must be a torch.Tensor, got {type(masks).__name__}.")
     if attributions.ndim not in (3, 4):
         raise ValueError(
-            "`attributions` must have shape (N, H, W) or (N, C, H, W); "
-            f"got shape {tuple(attributions.shape)}."
+            f"`attributions` must have shape (N, H, W) or (N, C, H, W); got shape {tuple(attributions.shape)}."
         )
     if attributions.is_complex():
         raise ValueError(f"`attributions` must be a real tensor, got dtype {attributions.dtype}.")
     if not (masks.ndim == 3 or (masks.ndim == 4 and masks.shape[1] == 1)):
-        raise ValueError(
-            f"`masks` must have shape (N, H, W) or (N, 1, H, W); got shape {tuple(masks.shape)}."
-        )
+        raise ValueError(f"`masks` must have shape (N, H, W) or (N, 1, H, W); got shape {tuple(masks.shape)}.")
     if attributions.shape[0] != masks.shape[0]:
         raise ValueError(
             f"`attributions` and `masks` must have the same batch size; got `attributions` "
@@ -62,9 +59,7 @@ def _prepare(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     n = attributions.shape[0]
     cells = math.prod(attributions.shape[-2:])
     if cells == 0:
-        raise ValueError(
-            f"`attributions` must have at least one cell; got shape {tuple(attributions.shape)}."
-        )
+        raise ValueError(f"`attributions` must have at least one cell; got shape {tuple(attributions.shape)}.")
 
     magnitude = attributions.detach().to(_compute_dtype(attributions.device)).abs()
     if magnitude.ndim == 4:
