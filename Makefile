@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo quickstart test lint bench clean
+.PHONY: demo quickstart test lint bench bench-shortcut clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,20 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lightning_xai tests examples benchmarks
+	$(VENV)/bin/ruff format --check lightning_xai tests examples benchmarks
 	$(VENV)/bin/mypy lightning_xai
+
+# the performance benchmarks (issue 4): each prints one SUMMARY line; about 40 minutes on 2 CPU cores
+bench: $(STAMP)
+	$(PY) benchmarks/bench_efficiency.py
+	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/bench_logging.py
+	$(PY) benchmarks/bench_ig_steps.py
+	$(PY) benchmarks/bench_overhead.py
+
+# the detection benchmark (shortcut vs controls, 5 seeds): about 7 minutes on 2 CPU cores
+bench-shortcut: $(STAMP)
+	$(PY) benchmarks/shortcut_detection.py
 
 clean:
 	rm -rf $(VENV) lightning_logs logs

@@ -14,7 +14,8 @@ so both see the same load on a shared machine; ``efficiency = ideal / measured``
 repeats. ``fwd_bwd_passes`` is 1 per probe for Grad-CAM and n_steps per probe for IG; ``forward_passes`` is
 P for the shared prediction forward, plus P + 1 for IG's completeness check (F(x) per probe, F(baseline)
 once). Forward passes are valued at the forward-only rate, stricter than counting them as forward+backward.
-Warm-up calls run first (IG measures its batch-size knee on its first calls; the first call is reported).
+Warm-up calls run first (IG measures its batch-size knee on its first calls; the first call is reported). IG
+is capped at ``--ig-max-batch`` samples per pass (default 64), as the monitor caps it at the training batch size.
 
     python benchmarks/bench_efficiency.py [--device cuda] [--repeats 5] [--models resnet18 small_cnn]
 """
@@ -90,7 +91,8 @@ def measure(name: str, args, device, rows: list[dict]) -> None:  # type: ignore[
     print(f"   best fwd+bwd at batch {best_fb_batch}, best forward at batch {best_f_batch}", flush=True)
     for probes in args.probes:
         images, labels = make_images(probes, shape, seed=1)
-        explainers: list[Explainer] = [GradCam(), IntegratedGradients(n_steps=args.ig_steps)]
+        ig = IntegratedGradients(n_steps=args.ig_steps, max_batch=args.ig_max_batch or None)
+        explainers: list[Explainer] = [GradCam(), ig]
         for explainer in explainers:
             monitor_setup(model, explainer, images)
             sync(device)
@@ -143,6 +145,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--probes", nargs="+", type=int, default=[8, 64])
     parser.add_argument("--ig-steps", type=int, default=32)
+    parser.add_argument(
+        "--ig-max-batch",
+        type=int,
+        default=64,
+        help="IG's batch cap, as the monitor sets it from the training batch size (0: none)",
+    )
     args = parser.parse_args()
     apply_threads(args.threads)
     device = pick_device(args.device)

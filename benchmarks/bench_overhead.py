@@ -6,8 +6,8 @@ progress bar, checkpointing or sanity check in any configuration. Configurations
 
 - ``none``: no monitor;
 - ``default``: ``AttributionMonitor()`` at its defaults (8 probes from the validation data, Grad-CAM and
-  Integrated Gradients every epoch, overlay grids logged);
-- ``auto``: ``AttributionMonitor(ig_steps="auto")`` (the automatic step count);
+  Integrated Gradients with the automatic step count every epoch, overlay grids logged);
+- ``ig32``: ``AttributionMonitor(ig_steps=32)`` (a fixed step count: the default before 0.1.0's release);
 - any other name: ``--extra NAME='{"json": "kwargs"}'``.
 
 Rounds interleave the configurations (rotating their order) so that load changes on a shared machine hit
@@ -19,7 +19,7 @@ the time inside the monitor's hooks over the unmonitored fit (the direct cost on
 One short warm-up fit runs first. ``--max-minutes`` stops
 adding rounds (at least ``--min-rounds``) when the next one would not fit.
 
-    python benchmarks/bench_overhead.py [--rounds 3] [--epochs 3] [--configs none default auto]
+    python benchmarks/bench_overhead.py [--rounds 3] [--epochs 3] [--configs none default ig32]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ HOOKS = (
     "on_fit_end",
     "teardown",
 )
-PRESETS: dict[str, dict[str, Any] | None] = {"none": None, "default": {}, "auto": {"ig_steps": "auto"}}
+PRESETS: dict[str, dict[str, Any] | None] = {"none": None, "default": {}, "ig32": {"ig_steps": 32}}
 
 
 def instrument(monitor: AttributionMonitor, spent: list[float]) -> None:
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--val-size", type=int, default=256)
-    parser.add_argument("--configs", nargs="+", default=["none", "default", "auto"])
+    parser.add_argument("--configs", nargs="+", default=["none", "default", "ig32"])
     parser.add_argument("--extra", action="append", default=[], help="NAME='{json kwargs}' (repeatable)")
     parser.add_argument("--max-minutes", type=float, default=9.5)
     args = parser.parse_args()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -13,29 +12,33 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_xai.alerts import AlertTracker, DriftAlert, DriftRule
 from lightning_xai.drift_tracker import DriftResult, DriftTracker
 from lightning_xai.event_writer import BackgroundWriter, add_image_job, add_text_job
-from lightning_xai.explainers import ALIASES, METHODS, Explainer, Explanation, GradCam, IntegratedGradients
+from lightning_xai.explainers import METHODS, Explainer, Explanation, IntegratedGradients
+from lightning_xai.explainers.build import build_explainers
 from lightning_xai.explainers.gradcam import GradcamReshape
 from lightning_xai.functional import pointing_game, relevance_mass
 from lightning_xai.guard import training_state_guard
+from lightning_xai.media import image_grids, text_records
 from lightning_xai.model_forward import ModelForwardFn, model_forward
-from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes
-from lightning_xai.render import (
-    Denormalize,
-    check_colormap,
-    check_denormalize,
-    make_grid,
-    render_heatmap_grid,
-    render_overlay_grid,
-    to_display_images,
-    to_uint8,
-)
+from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes, resolve_masks
+from lightning_xai.render import Denormalize, check_colormap, check_denormalize
+from lightning_xai.state_key import explainer_key, source_key, target_key
 from lightning_xai.targets import TargetSpec, check_target, resolve_targets
+from lightning_xai.trainer_queries import SHARDED_STRATEGIES, check_strategy, first_loader, training_batch_size
+
+__all__ = [
+    "SHARDED_STRATEGIES",
+    "AttributionMonitor",
+    "DriftDetectedError",
+    "OnDrift",
+    "check_strategy",
+    "training_batch_size",
+]
 
 OnDrift = str | Callable[[DriftAlert], None]
 ON_DRIFT_ACTIONS = ("warn", "stop", "raise")
@@ -179,7 +182,7 @@ class AttributionMonitor(Callback):
         check_denormalize(denormalize)
         if forward_fn is not None and not callable(forward_fn):
             raise ValueError(f"`forward_fn` must be a callable `(pl_module, x) -> output`, got {forward_fn!r}.")
-        self.explainers = _build_explainers(
+        self.explainers = build_explainers(
             methods, gradcam_layer, gradcam_reshape, ig_steps, ig_baseline, ig_internal_batch_size
         )
         if not self.explainers:
@@ -215,11 +218,11 @@ class AttributionMonitor(Callback):
         self._warned: set[str] = set()
         self._inactive = False  # fit with limit_val_batches=0: nothing to do
         self._state_key = self._generate_state_key(
-            methods=tuple(_explainer_key(e) for e in self.explainers),
+            methods=tuple(explainer_key(e) for e in self.explainers),
             num_probes=num_probes,
             seed=seed,
-            probes=_source_key(probes),
-            target=_target_key(target),
+            probes=source_key(probes),
+            target=target_key(target),
             every_n_epochs=every_n_epochs,
             warmup_epochs=warmup_epochs,
             reference_epoch=reference_epoch,
@@ -367,7 +370,7 @@ class AttributionMonitor(Callback):
         if self.probes is None:
             source: ProbeSource = self.probe_source
             if source is None:
-                source = _first_loader(trainer)
+                source = first_loader(trainer)
                 if source is None:
                     return False
             with torch.inference_mode(False):  # trainer.validate/test: keep probes normal (autograd-able) tensors
@@ -380,7 +383,7 @@ class AttributionMonitor(Callback):
                     )
         if self.masks is None and self.probe_masks is not None:
             with torch.inference_mode(False):
-                self.masks = _resolve_masks(self.probe_masks, self.probes)
+                self.masks = resolve_masks(self.probe_masks, self.probes)
         if self._prepared_for == id(pl_module):
             return True
         self._prepare(pl_module)
@@ -592,38 +595,19 @@ class AttributionMonitor(Callback):
         if not writers:
             return
         assert self.probes is not None
-        jobs = []
-        if not self._probes_logged:
-            grid = to_uint8(make_grid(to_display_images(inputs, self.denormalize), nrow=_nrow(len(inputs))))
-            jobs.append(("xai/probes", grid.cpu()))
-            self._probes_logged = True
-        for name, explanation in results.items():
-            explainer = next(e for e in self.explainers if e.name == name)
-            grid = render_overlay_grid(
-                inputs,
-                explanation.display,
-                colormap=self.colormap,
-                normalization=explainer.display_normalization,
-                nrow=_nrow(len(inputs)),
-                denormalize=self.denormalize,
-            )
-            jobs.append((f"xai/{name}/overlay", grid.cpu()))
-            if self.log_heatmaps:
-                heat = render_heatmap_grid(
-                    explanation.display,
-                    colormap=self.colormap,
-                    normalization=explainer.display_normalization,
-                    nrow=_nrow(len(inputs)),
-                )
-                jobs.append((f"xai/{name}/heatmap", heat.cpu()))
-        table = _prediction_table(self.probes.labels, targets.cpu(), predicted.cpu(), confidence.cpu())
-        texts = [("xai/predictions", table)]
-        if alerts:
-            texts.append(("xai/alerts", "\n\n".join(f"**ALERT** — {a.message}" for a in alerts)))
-        if errors:
-            texts.append(("xai/errors", "\n\n".join(errors)))
+        grids = image_grids(
+            inputs,
+            results,
+            {e.name: e.display_normalization for e in self.explainers},
+            colormap=self.colormap,
+            denormalize=self.denormalize,
+            log_heatmaps=self.log_heatmaps,
+            include_probes=not self._probes_logged,
+        )
+        self._probes_logged = True
+        texts = text_records(self.probes.labels, targets, predicted, confidence, errors, [a.message for a in alerts])
         for writer in writers:
-            for tag, image in jobs:
+            for tag, image in grids:
                 self.writer.submit(add_image_job(writer, tag, image, step))
             for tag, text in texts:
                 self.writer.submit(add_text_job(writer, tag, text, step))
@@ -650,164 +634,3 @@ class AttributionMonitor(Callback):
         state = self.__dict__.copy()
         state["_prepared_for"] = None
         return state
-
-
-def _build_explainers(
-    methods: Sequence[str | Explainer],
-    gradcam_layer: str | torch.nn.Module | None,
-    gradcam_reshape: GradcamReshape | None,
-    ig_steps: int | Literal["auto"],
-    ig_baseline: float | Tensor | None,
-    ig_internal_batch_size: int | None,
-) -> list[Explainer]:
-    if isinstance(methods, str):
-        methods = (methods,)
-    explainers: list[Explainer] = []
-    for method in methods:
-        if isinstance(method, Explainer):
-            explainers.append(method)
-            continue
-        name = ALIASES.get(str(method), str(method))
-        if name == "gradcam":
-            explainers.append(GradCam(layer=gradcam_layer, reshape=gradcam_reshape))
-        elif name == "integrated_gradients":
-            explainers.append(IntegratedGradients(ig_steps, ig_baseline, ig_internal_batch_size))
-        else:
-            raise ValueError(
-                f"`methods` contains unknown method {method!r}; choose from {sorted(METHODS)} "
-                f"(aliases {sorted(ALIASES)}) or pass an Explainer instance."
-            )
-    names = [e.name for e in explainers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"`methods` lists a method twice: {names}.")
-    return explainers
-
-
-#: strategies whose parameters are sharded across ranks: no rank holds the whole model to explain
-SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
-
-
-def check_strategy(strategy: Any) -> None:
-    """Refuse, at setup, strategies whose parameters are sharded across ranks.
-
-    The monitor explains on rank 0 with the full model (forward and backward through every layer, with hooks
-    on one of them). Under FSDP, DeepSpeed or tensor/model parallelism no rank holds the whole model and every
-    forward is a collective of all ranks, so rank 0 alone cannot run it: it would hang or explain garbage.
-
-    Example::
-
-        >>> from lightning.pytorch.strategies import SingleDeviceStrategy
-        >>> check_strategy(SingleDeviceStrategy("cpu"))
-    """
-    names = {cls.__name__ for cls in type(strategy).__mro__}
-    sharded = next((n for n in SHARDED_STRATEGIES if n in names), None)
-    if sharded is not None:
-        raise ValueError(
-            f"AttributionMonitor does not support `strategy={type(strategy).__name__}`: {sharded} shards the "
-            "parameters across ranks, so no single rank holds the whole model that Captum must run forward and "
-            "backward through, and each forward needs every rank. Train with `strategy='ddp'` (or "
-            "'ddp_spawn'/single device) to monitor, or explain saved checkpoints after training."
-        )
-
-
-def training_batch_size(loaders: Any) -> int | None:
-    """The largest ``batch_size`` among the training dataloader(s) (a loader, or a list/dict of them); None when
-    none declares one (an iterable, or a batch sampler without ``batch_size``).
-
-    Example::
-
-        >>> training_batch_size({"a": DataLoader(range(10), batch_size=4), "b": [DataLoader(range(4), batch_size=2)]})
-        4
-    """
-    if isinstance(loaders, DataLoader):
-        size = loaders.batch_size or getattr(loaders.batch_sampler, "batch_size", None)
-        return int(size) if isinstance(size, int) and size > 0 else None
-    children: list[Any] = []
-    if isinstance(loaders, dict):
-        children = list(loaders.values())
-    elif isinstance(loaders, (list, tuple)):
-        children = list(loaders)
-    sizes = [s for s in (training_batch_size(c) for c in children) if s is not None]
-    return max(sizes) if sizes else None
-
-
-def _first_loader(trainer: Trainer) -> DataLoader | None:
-    """The first validation dataloader (the first test dataloader under ``trainer.test``)."""
-    loaders = trainer.test_dataloaders if trainer.state.fn == TrainerFn.TESTING else trainer.val_dataloaders
-    if loaders is None:
-        return None
-    if isinstance(loaders, DataLoader):
-        return loaders
-    if isinstance(loaders, (list, tuple)) and loaders:
-        return loaders[0] if isinstance(loaders[0], DataLoader) else None
-    if isinstance(loaders, dict) and loaders:
-        first = next(iter(loaders.values()))
-        return first if isinstance(first, DataLoader) else None
-    return None
-
-
-def _digest(tensor: Tensor) -> str:
-    data = tensor.detach().cpu().contiguous()
-    return f"{tuple(data.shape)}:{hashlib.sha1(data.numpy().tobytes()).hexdigest()[:12]}"
-
-
-def _callable_name(fn: Any) -> str | None:
-    if fn is None:
-        return None
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
-
-
-def _explainer_key(explainer: Explainer) -> tuple[Any, ...]:
-    if isinstance(explainer, GradCam):
-        layer = (
-            explainer.layer
-            if explainer.layer is None or isinstance(explainer.layer, str)
-            else (f"<{type(explainer.layer).__name__}>")
-        )
-        return (explainer.name, layer, _callable_name(explainer.reshape))
-    if isinstance(explainer, IntegratedGradients):
-        baseline = explainer.baseline
-        return (explainer.name, explainer.n_steps, _digest(baseline) if isinstance(baseline, Tensor) else baseline)
-    return (explainer.name, type(explainer).__qualname__)
-
-
-def _source_key(probes: Any) -> Any:
-    if probes is None:
-        return None
-    if isinstance(probes, Tensor):
-        return _digest(probes)
-    if isinstance(probes, tuple):
-        return tuple(_digest(torch.as_tensor(p)) for p in probes)
-    return type(probes).__qualname__
-
-
-def _target_key(target: TargetSpec) -> Any:
-    if isinstance(target, (str, int)):
-        return target
-    return tuple(torch.as_tensor(target).reshape(-1).tolist())
-
-
-def _resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:
-    masks = spec(probes.images, probes.labels) if callable(spec) else spec
-    masks = torch.as_tensor(masks).detach().cpu()
-    if masks.ndim == 4 and masks.shape[1] == 1:
-        masks = masks[:, 0]
-    expected = (len(probes), *probes.images.shape[-2:])
-    if tuple(masks.shape) != expected:
-        raise ValueError(
-            f"`probe_masks` has shape {tuple(masks.shape)} but the {len(probes)} probes need one (H, W) mask each: "
-            f"{expected}. With probes drawn from the validation data, pass a callable `(images, labels) -> masks`."
-        )
-    return masks.bool()
-
-
-def _nrow(count: int) -> int:
-    return min(8, max(1, count))
-
-
-def _prediction_table(labels: Tensor | None, targets: Tensor, predicted: Tensor, confidence: Tensor) -> str:
-    rows = ["| probe | label | target | predicted | confidence |", "|---:|---:|---:|---:|---:|"]
-    for i in range(predicted.shape[0]):
-        label = "–" if labels is None else str(int(labels[i]))
-        rows.append(f"| {i} | {label} | {int(targets[i])} | {int(predicted[i])} | {float(confidence[i]):.3f} |")
-    return "\n".join(rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,3 +190,17 @@ def collect_probes(source: ProbeSource, num_probes: int, seed: int, max_scan: in
             )
         chosen, chosen_labels = select_probes(pool[0], pool[1], num_probes, seed)
         return ProbeSet(chosen, chosen_labels, kind)
+
+
+def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:
+    masks = spec(probes.images, probes.labels) if callable(spec) else spec
+    masks = torch.as_tensor(masks).detach().cpu()
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    expected = (len(probes), *probes.images.shape[-2:])
+    if tuple(masks.shape) != expected:
+        raise ValueError(
+            f"`probe_masks` has shape {tuple(masks.shape)} but the {len(probes)} probes need one (H, W) mask each: "
+            f"{expected}. With probes drawn from the validation data, pass a callable `(images, labels) -> masks`."
+        )
+    return masks.bool()
