@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lightning_xai.explainers import Explainer, Explanation
 from lightning_xai.guard import training_state_guard
 from lightning_xai.model_forward import model_forward
+from lightning_xai.probe_explanations import explain_probes
 
 # ------------------------------------------------------------------------------------------------ models
 
@@ -165,20 +166,13 @@ def throughput_curve(
 
 
 def monitor_explain(model: nn.Module, explainer: Explainer, images: Tensor, labels: Tensor) -> Explanation:
-    """Exactly what ``AttributionMonitor._explain_and_measure`` runs for one method (target="label").
-
-    Training-state guard, float32 forward, the shared prediction forward, the method, the finiteness check.
-    """
-    device = next(model.parameters()).device
-    with training_state_guard(model, device), model_forward(model) as forward:
-        inputs = images.to(device).clone()
-        with torch.no_grad():
-            probs = torch.softmax(forward(inputs), dim=1)
-        probs.max(dim=1)
-        explanation = explainer.explain(forward, inputs.clone(), labels.to(device))
-        if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
-            raise FloatingPointError("non-finite attribution")
-    return explanation
+    """What ``AttributionMonitor`` runs for one method each evaluation (target="label"):
+    :func:`lightning_xai.probe_explanations.explain_probes` (training-state guard, float32 forward, the
+    shared prediction pass, the method, the finiteness check)."""
+    done = explain_probes(model, images, labels, [explainer])
+    if explainer.name not in done.results:
+        raise RuntimeError(f"{explainer.name} failed: {done.errors}")
+    return done.results[explainer.name]
 
 
 def monitor_setup(model: nn.Module, explainer: Explainer, images: Tensor) -> None:

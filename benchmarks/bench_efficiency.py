@@ -12,8 +12,8 @@ forward, and takes the best batch of each. Then, for P probes and each method, e
 
 so both see the same load on a shared machine; ``efficiency = ideal / measured`` per repeat, median over
 repeats. ``fwd_bwd_passes`` is 1 per probe for Grad-CAM and n_steps per probe for IG; ``forward_passes`` is
-P for the shared prediction forward, plus P + 1 for IG's completeness check (F(x) per probe, F(baseline)
-once). Forward passes are valued at the forward-only rate, stricter than counting them as forward+backward.
+P for the shared prediction forward (whose outputs IG reuses for F(x)), plus 1 for IG's F(baseline)
+Forward passes are valued at the forward-only rate, stricter than counting them as forward+backward.
 Warm-up calls run first (IG measures its batch-size knee on its first calls; the first call is reported). IG
 is capped at ``--ig-max-batch`` samples per pass (default 64), as the monitor caps it at the training batch size.
 
@@ -111,7 +111,7 @@ def measure(name: str, args, device, rows: list[dict]) -> None:  # type: ignore[
             call()
             if isinstance(explainer, IntegratedGradients):
                 steps = int(first.diagnostics["n_steps"][0])
-                fb_samples, f_samples = probes * steps, probes + probes + 1
+                fb_samples, f_samples = probes * steps, probes + 1  # shared prediction pass + F(baseline)
                 method, batch = f"ig({steps})", explainer.last_batch_size
             else:
                 fb_samples, f_samples = probes, probes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -18,17 +17,18 @@ from typing_extensions import override
 from lightning_xai.alerts import AlertTracker, DriftAlert, DriftRule
 from lightning_xai.drift_tracker import DriftResult, DriftTracker
 from lightning_xai.event_writer import BackgroundWriter, add_image_job, add_text_job
-from lightning_xai.explainers import METHODS, Explainer, Explanation, IntegratedGradients
+from lightning_xai.explainers import METHODS, Explainer, IntegratedGradients
 from lightning_xai.explainers.build import build_explainers
 from lightning_xai.explainers.gradcam import GradcamReshape
 from lightning_xai.functional import pointing_game, relevance_mass
 from lightning_xai.guard import training_state_guard
 from lightning_xai.media import image_grids, text_records
 from lightning_xai.model_forward import ModelForwardFn, model_forward
+from lightning_xai.probe_explanations import ProbeExplanations, explain_probes
 from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes, resolve_masks
 from lightning_xai.render import Denormalize, check_colormap, check_denormalize
 from lightning_xai.state_key import explainer_key, source_key, target_key
-from lightning_xai.targets import TargetSpec, check_target, resolve_targets
+from lightning_xai.targets import TargetSpec, check_target
 from lightning_xai.trainer_queries import SHARDED_STRATEGIES, check_strategy, first_loader, training_batch_size
 
 __all__ = [
@@ -466,50 +466,22 @@ class AttributionMonitor(Callback):
         assert self.probes is not None
         device = pl_module.device
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
-        started = time.perf_counter()
-        results: dict[str, Explanation] = {}
-        errors: list[str] = []
-        with (
-            training_state_guard(pl_module, device),
-            model_forward(pl_module, self.output_transform, self.forward_fn) as forward,
-        ):
-            inputs = self.probes.images.to(device).clone()
-            with torch.no_grad():
-                probs = torch.softmax(forward(inputs), dim=1)
-            confidence, predicted = probs.max(dim=1)
-            targets = resolve_targets(self.target, self.probes.labels, predicted, self._warn_once)
-            budget = self.max_seconds_per_epoch
-            for explainer in self.explainers:
-                kwargs: dict[str, Any] = {}
-                if budget is not None:
-                    left = started + budget - time.perf_counter()
-                    if left <= 0:
-                        message = (
-                            f"{explainer.name} skipped at epoch {epoch}: `max_seconds_per_epoch={budget:g}` was spent "
-                            f"({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or "
-                            "lower `num_probes`/`ig_steps` or evaluate less often (`every_n_epochs`)."
-                        )
-                        errors.append(message)
-                        self._warn_once(f"budget_{explainer.name}", f"AttributionMonitor: {message}")
-                        continue
-                    if explainer.supports_time_budget:
-                        kwargs["max_seconds"] = left
-                try:
-                    explanation = explainer.explain(forward, inputs.clone(), targets.to(device), **kwargs)
-                    if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
-                        raise FloatingPointError("the attribution contains NaN or Inf")
-                    results[explainer.name] = explanation
-                except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
-                    if isinstance(err, torch.cuda.OutOfMemoryError):
-                        torch.cuda.empty_cache()
-                    message = f"{explainer.name} skipped at epoch {epoch}: {type(err).__name__}: {err}"
-                    errors.append(message)
-                    rank_zero_warn(f"AttributionMonitor: {message}")
-        seconds = time.perf_counter() - started
+        done = explain_probes(
+            pl_module,
+            self.probes.images,
+            self.probes.labels,
+            self.explainers,
+            self.target,
+            output_transform=self.output_transform,
+            forward_fn=self.forward_fn,
+            max_seconds=self.max_seconds_per_epoch,
+            epoch=epoch,
+            warn_once=self._warn_once,
+        )
         self.evaluations += 1
         scalars: dict[str, float] = {}
         new_alerts: list[DriftAlert] = []
-        for name, explanation in results.items():
+        for name, explanation in done.results.items():
             drift = self.drift.update(name, epoch, explanation.raw)
             for key, value in drift.statistics.items():
                 scalars[f"xai/{name}/drift/{key}"] = value
@@ -528,12 +500,12 @@ class AttributionMonitor(Callback):
             "epoch": epoch,
             "global_step": step,
             "scalars": scalars,
-            "errors": errors,
+            "errors": done.errors,
             "alerts": [a.to_dict() for a in new_alerts],
-            "explain_seconds": seconds,
+            "explain_seconds": done.seconds,
         }
         self.history.append(entry)
-        self._log_media(trainer, inputs, results, targets, predicted, confidence, errors, new_alerts, step)
+        self._log_media(trainer, done, new_alerts, step)
         return entry
 
     def _check_rules(self, method: str, drift: DriftResult, epoch: int, step: int) -> list[DriftAlert]:
@@ -579,25 +551,14 @@ class AttributionMonitor(Callback):
             self._flush()
             raise DriftDetectedError(alerts[0])
 
-    def _log_media(
-        self,
-        trainer: Trainer,
-        inputs: Tensor,
-        results: dict[str, Explanation],
-        targets: Tensor,
-        predicted: Tensor,
-        confidence: Tensor,
-        errors: list[str],
-        alerts: list[DriftAlert],
-        step: int,
-    ) -> None:
+    def _log_media(self, trainer: Trainer, done: ProbeExplanations, alerts: list[DriftAlert], step: int) -> None:
         writers = self._tensorboard_writers(trainer)
         if not writers:
             return
         assert self.probes is not None
         grids = image_grids(
-            inputs,
-            results,
+            done.inputs,
+            done.results,
             {e.name: e.display_normalization for e in self.explainers},
             colormap=self.colormap,
             denormalize=self.denormalize,
@@ -605,7 +566,8 @@ class AttributionMonitor(Callback):
             include_probes=not self._probes_logged,
         )
         self._probes_logged = True
-        texts = text_records(self.probes.labels, targets, predicted, confidence, errors, [a.message for a in alerts])
+        messages = [a.message for a in alerts]
+        texts = text_records(self.probes.labels, done.targets, done.predicted, done.confidence, done.errors, messages)
         for writer in writers:
             for tag, image in grids:
                 self.writer.submit(add_image_job(writer, tag, image, step))

@@ -6,7 +6,7 @@ diagnostics (e.g. the Integrated Gradients completeness gap). All methods run ba
 in whatever grad/eval context the caller set up (see :func:`lightning_xai.guard.training_state_guard`).
 """
 
-from lightning_xai.explainers.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explainers.base import EXPLAIN_KEYWORDS, Explainer, Explanation, ForwardFn
 from lightning_xai.explainers.gradcam import GradCam
 from lightning_xai.explainers.integrated_gradients import IntegratedGradients, auto_internal_batch_size
 
@@ -18,6 +18,7 @@ ALIASES: dict[str, str] = {"grad_cam": "gradcam", "ig": "integrated_gradients"}
 
 __all__ = [
     "ALIASES",
+    "EXPLAIN_KEYWORDS",
     "METHODS",
     "Explainer",
     "Explanation",

@@ -16,6 +16,15 @@ from torch import Tensor, nn
 
 ForwardFn = Callable[[Tensor], Tensor]
 
+#: What the monitor can hand an explainer beyond ``(forward, inputs, targets)``, when it lists the keyword in
+#: :attr:`Explainer.explain_keywords`:
+#:
+#: * ``outputs``: ``forward(inputs)`` from the prediction pass all methods share (no grad), so a method that
+#:   needs the model's outputs on the probes does not run that forward again;
+#: * ``max_seconds``: the time left in the monitor's ``max_seconds_per_epoch``; the method scales its work down
+#:   to fit and adds ``budget_limited`` (1 when it did) to its diagnostics.
+EXPLAIN_KEYWORDS = frozenset({"outputs", "max_seconds"})
+
 
 @dataclass
 class Explanation:
@@ -41,8 +50,8 @@ class Explainer(ABC):
     passes_per_probe: float = 1.0
     #: how ``display`` maps are scaled to [0, 1] per image: "max" or "percentile" (robust to a few hot pixels)
     display_normalization: str = "max"
-    #: ``explain`` accepts ``max_seconds=`` and scales its work down to fit (the monitor's time budget)
-    supports_time_budget: bool = False
+    #: optional keywords ``explain`` accepts, from :data:`EXPLAIN_KEYWORDS`; the monitor passes exactly these
+    explain_keywords: frozenset[str] = frozenset()
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:  # noqa: B027
         """Validate against the model before training starts (``example`` is one probe, batch of 1)."""
@@ -51,5 +60,4 @@ class Explainer(ABC):
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
         """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``.
 
-        Methods with ``supports_time_budget = True`` also accept a keyword ``max_seconds: float`` (the time left
-        in the monitor's ``max_seconds_per_epoch``) and add ``budget_limited`` to ``diagnostics``."""
+        A method may also accept the keywords listed in its ``explain_keywords`` (see :data:`EXPLAIN_KEYWORDS`)."""

@@ -2,7 +2,8 @@
 meets a completeness tolerance, and a per-call time budget.
 
 Cost model: ``n_steps`` forward+backward passes (with respect to the input only) per probe, plus one forward
-per probe for ``F(x)`` and one forward for the shared baseline ``F(x')`` (the completeness check). The passes
+per probe for ``F(x)`` (none when the caller passes ``outputs=``, as the monitor does from its shared
+prediction pass) and one forward for the shared baseline ``F(x')`` (the completeness check). The passes
 run in chunks of whole probe groups (all probes × k steps) or, below one group, slices of the probes; the
 chunk size is the measured throughput knee under a memory budget (:mod:`lightning_xai.batching`).
 """
@@ -98,8 +99,7 @@ class IntegratedGradients(Explainer):
 
     name = "integrated_gradients"
     display_normalization = "percentile"
-    #: ``explain`` accepts ``max_seconds=``
-    supports_time_budget = True
+    explain_keywords = frozenset({"outputs", "max_seconds"})
 
     def __init__(
         self,
@@ -222,8 +222,18 @@ class IntegratedGradients(Explainer):
 
     # ------------------------------------------------------------------------------------------ explain
     def explain(
-        self, forward: ForwardFn, inputs: Tensor, targets: Tensor, *, max_seconds: float | None = None
+        self,
+        forward: ForwardFn,
+        inputs: Tensor,
+        targets: Tensor,
+        *,
+        outputs: Tensor | None = None,
+        max_seconds: float | None = None,
     ) -> Explanation:
+        """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``.
+
+        ``outputs`` (``forward(inputs)``, if the caller has it) saves the forward for ``F(x)``; ``max_seconds``
+        overrides the instance's time budget for this call."""
         start = time.perf_counter()
         budget = self.max_seconds if max_seconds is None else max_seconds
         deadline = None if budget is None else start + float(budget)
@@ -237,7 +247,8 @@ class IntegratedGradients(Explainer):
         base, base_rows = self._baselines(x)
         diff = x - base
         with torch.no_grad():
-            f_x = forward(x).gather(1, targets.view(-1, 1)).squeeze(1)
+            out_x = forward(x) if outputs is None else outputs.detach().to(device)
+            f_x = out_x.gather(1, targets.view(-1, 1)).squeeze(1)
             out_b = forward(base_rows)
             f_b = out_b[:, targets].diagonal() if out_b.shape[0] == num else out_b[0, targets]
         delta = (f_x - f_b).double()
