@@ -374,7 +374,9 @@ class AttributionMonitor(Callback):
                 if source is None:
                     return False
             with torch.inference_mode(False):  # trainer.validate/test: keep probes normal (autograd-able) tensors
-                self.probes = collect_probes(source, self.num_probes, self.seed)
+                testing = trainer.state.fn == TrainerFn.TESTING
+                name = "test dataloader" if testing else "validation dataloader"
+                self.probes = collect_probes(source, self.num_probes, self.seed, loader_name=name)
             if self.probe_source is None or isinstance(self.probe_source, Dataset):
                 if len(self.probes) < self.num_probes:
                     rank_zero_warn(

@@ -144,7 +144,9 @@ def _stack(images: list[Tensor], labels: list[Tensor | None]) -> tuple[Tensor, T
     return stacked, torch.stack([torch.as_tensor(lbl).reshape(()) for lbl in labels]).long().cpu()  # type: ignore[arg-type]
 
 
-def collect_probes(source: ProbeSource, num_probes: int, seed: int, max_scan: int = 0) -> ProbeSet:
+def collect_probes(
+    source: ProbeSource, num_probes: int, seed: int, max_scan: int = 0, loader_name: str = "validation dataloader"
+) -> ProbeSet:
     """Build the fixed probe set from what the user gave (or from the validation dataloader).
 
     Args:
@@ -153,6 +155,7 @@ def collect_probes(source: ProbeSource, num_probes: int, seed: int, max_scan: in
         num_probes: how many to draw from a Dataset/DataLoader.
         seed: makes the draw deterministic; the global RNGs are never touched.
         max_scan: how many items to scan for class balance (default ``max(64 * num_probes, 512)``).
+        loader_name: what a ``DataLoader`` source is called in messages (``ProbeSet.source``).
 
     Example::
 
@@ -179,7 +182,7 @@ def collect_probes(source: ProbeSource, num_probes: int, seed: int, max_scan: in
                 pool = _dataset_pool(dataset, num_probes, seed, max_scan)
             else:
                 pool = _loader_pool(source, max_scan)
-            kind = "validation dataloader"
+            kind = loader_name
         elif isinstance(source, Dataset):
             pool = _dataset_pool(source, num_probes, seed, max_scan)
             kind = "dataset"

@@ -226,7 +226,7 @@ def test_validate_and_test_explain_under_inference_mode(tmp_path: Any) -> None:
     trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], inference_mode=True))
     results = trainer.test(model, test)  # a fresh monitor under trainer.test: probes come from the test data
     assert monitor.evaluations == 1 and not monitor.history[0]["errors"]
-    assert monitor.probes is not None and monitor.probes.source == "validation dataloader"
+    assert monitor.probes is not None and monitor.probes.source == "test dataloader"
     assert any(torch.equal(monitor.probes.images[0], img) for img in test_images)
     assert "xai/integrated_gradients/completeness_gap" in results[0]
     trainer.validate(model, val)  # same probes, now compared with the test-time maps
