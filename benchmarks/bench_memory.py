@@ -3,8 +3,9 @@
 Each measurement runs in a fresh subprocess (so earlier allocations do not hide later ones), ``--repeats``
 times, and the medians are compared:
 
-- ``ig``: resnet18 (3x64x64, random init), P=64 probes, 32 steps, the monitor's path at defaults (knee batching
-  under the default memory budget): the first call of the process, which also measures the knee (so its
+- ``ig``: resnet18 (3x64x64, random init), P=64 probes, 32 steps (fixed), the monitor's path (knee batching
+  under the default memory budget, capped at ``--max-batch`` samples per pass, by default the training step's batch, as the monitor
+  caps it at the training batch size): the first call of the process, which also measures the knee (so its
   ramp through larger batches counts). A second call is shown for information only (on CPU the allocator
   keeps memory freed by the first call resident, so its RSS delta understates).
 - ``train``: the first training step of the process (plain SGD without momentum, so no optimiser state is
@@ -92,7 +93,7 @@ def child(
             optimizer.zero_grad(set_to_none=True)
         return {"train_step_mb": peak.extra / MB}
     images, labels = make_images(probes, shape, seed=1)
-    explainer = IntegratedGradients(n_steps=steps, max_batch=max_batch)
+    explainer = IntegratedGradients(n_steps=steps, max_batch=max_batch or None)
     monitor_setup(model, explainer, images)
     with Peak(device) as first:
         monitor_explain(model, explainer, images, labels)
@@ -116,10 +117,16 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=64)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument(
-        "--max-batch", type=int, default=None, help="IG max_batch (the monitor patch passes the training batch)"
+        "--max-batch",
+        type=int,
+        default=None,
+        help="IG max_batch (default: the training step's batch, --probes, as the monitor caps IG at the training "
+        "batch size); 0 for no cap",
     )
     parser.add_argument("--child", choices=["ig", "train"], default=None, help=argparse_suppress())
     args = parser.parse_args()
+    if args.max_batch is None:
+        args.max_batch = args.probes
     apply_threads(args.threads)
     device = pick_device(args.device)
     if args.child:
@@ -170,7 +177,7 @@ def main() -> None:
         f"SUMMARY memory ({unit}, medians of {args.repeats} fresh processes) on {device.type}: monitor IG P="
         f"{args.probes} x {args.steps} steps peak extra {first:.0f} MB (first call, knee ramp included; second call "
         f"{steady:.0f}) vs first training step at batch {args.probes} {train:.0f} MB -> ratio {ratio:.2f} (<= 1.00 "
-        f"wanted){'' if args.max_batch is None else f' [IG max_batch={args.max_batch}]'}"
+        f"wanted){f' [IG max_batch={args.max_batch}]' if args.max_batch else ' [IG uncapped]'}"
     )
 
 
