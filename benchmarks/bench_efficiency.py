@@ -12,7 +12,7 @@ forward, and takes the best batch of each. Then, for P probes and each method, e
 
 so both see the same load on a shared machine; ``efficiency = ideal / measured`` per repeat, median over
 repeats. ``fwd_bwd_passes`` is 1 per probe for Grad-CAM and n_steps per probe for IG; ``forward_passes`` is
-P for the shared prediction forward (whose outputs IG reuses for F(x)), plus 1 for IG's F(baseline)
+P for the shared prediction forward (whose outputs IG reuses for F(x)), plus 1 for IG's F(baseline).
 Forward passes are valued at the forward-only rate, stricter than counting them as forward+backward.
 Warm-up calls run first (IG measures its batch-size knee on its first calls; the first call is reported). IG
 is capped at ``--ig-max-batch`` samples per pass (default 64), as the monitor caps it at the training batch size.

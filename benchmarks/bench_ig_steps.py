@@ -9,7 +9,8 @@ probes, the script
    against the step count, and the median relative L2 distance of the GL maps to a 128-step reference;
 2. for each tolerance, runs ``IntegratedGradients(n_steps="auto", tolerance=tol)`` for 5 calls (5 epochs of
    an unchanged model) and counts the forward+backward passes per probe it spent, calibration included;
-3. reports the passes saved against the fixed 32 steps of the monitor's default at equal completeness (both
+3. reports the passes saved against a fixed 32 steps (the monitor's default before ``"auto"``) at equal
+   completeness (both
    meet the tolerance; where 32 steps do not, the automatic mode spends more and says so), and the steps
    the trapezoid rule would need for the same tolerance.
 

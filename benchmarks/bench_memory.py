@@ -4,8 +4,9 @@ Each measurement runs in a fresh subprocess (so earlier allocations do not hide 
 times, and the medians are compared:
 
 - ``ig``: resnet18 (3x64x64, random init), P=64 probes, 32 steps (fixed), the monitor's path (knee batching
-  under the default memory budget, capped at ``--max-batch`` samples per pass, by default the training step's batch, as the monitor
-  caps it at the training batch size): the first call of the process, which also measures the knee (so its
+  under the default memory budget, capped at ``--max-batch`` samples per pass: by default the training
+  step's batch, as the monitor caps IG at the training batch size): the first call of the process, which
+  also measures the knee (so its
   ramp through larger batches counts). A second call is shown for information only (on CPU the allocator
   keeps memory freed by the first call resident, so its RSS delta understates).
 - ``train``: the first training step of the process (plain SGD without momentum, so no optimiser state is

@@ -71,8 +71,8 @@ class DriftTracker:
         self.previous: dict[str, Tensor] = {}
 
     def _is_reference_epoch(self, epoch: int) -> bool:
-        if self.reference_epoch is not None:
-            return epoch == self.reference_epoch
+        if self.reference_epoch is not None:  # that epoch, or the first evaluated after it (a skipped method)
+            return epoch >= self.reference_epoch
         return epoch >= self.warmup_epochs
 
     def distances(self, current: Tensor, other: Tensor) -> dict[str, Tensor]:

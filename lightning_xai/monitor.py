@@ -89,7 +89,8 @@ class AttributionMonitor(Callback):
         seed: seed of the probe draw (the global RNGs are never used).
         warmup_epochs: epochs ignored by the alert rules; the reference is the first evaluated epoch
             ``>= warmup_epochs``.
-        reference_epoch: pin the reference to this epoch instead.
+        reference_epoch: pin the reference to this epoch instead (or the first evaluated epoch after it, for a
+            method that did not run or was cut by the time budget then).
         drift_rules: the alert rules (default: median rank drift vs the reference ``>= 0.4``).
         probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
             ``DriftAlert.probe_indices``).
@@ -108,7 +109,9 @@ class AttributionMonitor(Callback):
         max_seconds_per_epoch: a time budget for one evaluation (prediction pass and every method, in the
             order of ``methods``). A method that accepts a budget (Integrated Gradients) gets the time left and
             cuts its steps to fit (``xai/<method>/budget_limited`` = 1); a method with no time left is skipped
-            for that epoch and named under ``xai/errors``. None: no budget.
+            for that epoch and named under ``xai/errors``. None: no budget. A map the budget cut (fewer IG steps)
+            is shown but not compared: drift is not measured and rules are not checked for it that epoch, so
+            ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
 
     Example::
 
@@ -149,7 +152,9 @@ class AttributionMonitor(Callback):
     ) -> None:
         super().__init__()
         if max_seconds_per_epoch is not None and not (
-            isinstance(max_seconds_per_epoch, (int, float)) and max_seconds_per_epoch > 0
+            isinstance(max_seconds_per_epoch, (int, float))
+            and not isinstance(max_seconds_per_epoch, bool)
+            and max_seconds_per_epoch > 0
         ):
             raise ValueError(
                 f"`max_seconds_per_epoch` must be > 0 (seconds) or None for no budget, got {max_seconds_per_epoch!r}."
@@ -270,6 +275,19 @@ class AttributionMonitor(Callback):
         self.history = list(state_dict.get("history", []))
         self.evaluations = int(state_dict.get("evaluations", 0))
         self._probes_logged = bool(state_dict.get("probes_logged", False))
+
+    @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Say so when the checkpoint holds monitor state under other settings: Lightning would skip it silently
+        and the run would start a new reference and history."""
+        keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(type(self).__name__)]
+        if keys and self.state_key not in keys:
+            rank_zero_warn(
+                f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is "
+                f"{self.state_key}, so its probes, reference, history and alerts start afresh. Resume with the same "
+                "settings (methods, ig_steps and ig_baseline, probes, target, drift settings) to keep them; "
+                "checkpoints from before `ig_steps='auto'` became the default need `ig_steps=32`."
+            )
 
     # ----------------------------------------------------------------------------------------------- hooks
     @override
@@ -484,8 +502,18 @@ class AttributionMonitor(Callback):
         scalars: dict[str, float] = {}
         new_alerts: list[DriftAlert] = []
         for name, explanation in done.results.items():
-            drift = self.drift.update(name, epoch, explanation.raw)
-            for key, value in drift.statistics.items():
+            cut = explanation.diagnostics.get("budget_limited")
+            if cut is not None and bool(cut.any()):  # fewer steps than the reference: a worse map, not a drift
+                note = (
+                    f"{name} at epoch {epoch}: `max_seconds_per_epoch` cut its work, so its drift is not measured "
+                    "and its rules are not checked this epoch (the map is still shown)."
+                )
+                done.errors.append(note)
+                self._warn_once(f"budget_cut_{name}", f"AttributionMonitor: {note}")
+                drift = None
+            else:
+                drift = self.drift.update(name, epoch, explanation.raw)
+            for key, value in (drift.statistics if drift is not None else {}).items():
                 scalars[f"xai/{name}/drift/{key}"] = value
             for key, values in explanation.diagnostics.items():
                 scalars[f"xai/{name}/{key}"] = float(values.double().median())
@@ -497,7 +525,8 @@ class AttributionMonitor(Callback):
                 scalars[f"xai/localization/{name}/pointing_game"] = float(
                     pointing_game(explanation.display, masks).double().mean()
                 )
-            new_alerts += self._check_rules(name, drift, epoch, step)
+            if drift is not None:
+                new_alerts += self._check_rules(name, drift, epoch, step)
         entry = {
             "epoch": epoch,
             "global_step": step,

@@ -87,7 +87,7 @@ def explain_probes(
         targets = resolve_targets(target, labels, predicted, warn).to(device)
         done = ProbeExplanations(inputs, predicted, confidence, targets)
         for explainer in explainers:
-            offered: dict[str, Any] = {"outputs": outputs}
+            offered: dict[str, Any] = {"outputs": outputs.clone()}  # a method may not spoil it for the next
             if max_seconds is not None:
                 left = started + max_seconds - time.perf_counter()
                 if left <= 0:

@@ -251,3 +251,16 @@ def test_topk_iou_nan_input_propagates() -> None:
     current = torch.tensor([[1.0, math.nan, 3.0], [1.0, 2.0, 3.0]])
     result = topk_iou_distance(current, torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), k=0.5)
     assert result[0].isnan() and result[1].item() == 0.0
+
+
+def test_pinned_reference_falls_to_the_next_evaluated_epoch() -> None:
+    from lightning_xai.drift_tracker import DriftTracker
+
+    tracker = DriftTracker(reference_epoch=2)
+    maps = torch.rand(3, 4, 4)
+    tracker.update("m", 1, maps)
+    assert tracker.reference_epochs == {}
+    tracker.update("m", 3, maps)  # the method did not run at epoch 2
+    assert tracker.reference_epochs == {"m": 3}
+    tracker.update("m", 4, torch.rand(3, 4, 4))
+    assert tracker.reference_epochs == {"m": 3}

@@ -6,6 +6,7 @@ import dataclasses
 import glob
 import os
 import random
+import warnings
 from typing import Any
 
 import lightning.pytorch as L
@@ -164,6 +165,30 @@ def test_resume_restores_probes_reference_history_and_alerts(tmp_path: Any) -> N
     assert len(after.history) == 3 and after.history[0]["epoch"] == 0
     # cooldown=0 and threshold 0: the event continues at epoch 2, so no second alert (one event, one alert)
     assert len(after.alerts) == 2
+
+
+def test_resume_with_other_settings_says_the_state_starts_afresh(tmp_path: Any) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    fit(
+        tmp_path,
+        [monitor, ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)],
+        max_epochs=1,
+        enable_checkpointing=True,
+    )
+    path = str(ckpt_dir / "last.ckpt")
+    other = AttributionMonitor(num_probes=4, ig_steps=8)
+    train, val = loaders()
+    with pytest.warns(UserWarning, match=r"checkpoint holds monitor state for .*ig_steps=32"):
+        L.Trainer(**trainer_kwargs(tmp_path, callbacks=[other], max_epochs=2)).fit(
+            TinyCNN(), train, val, ckpt_path=path
+        )
+    assert other.history[0]["epoch"] == 1  # nothing restored
+    same = AttributionMonitor(num_probes=4, ig_steps=4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*checkpoint holds monitor state.*")
+        L.Trainer(**trainer_kwargs(tmp_path, callbacks=[same], max_epochs=2)).fit(TinyCNN(), train, val, ckpt_path=path)
+    assert same.history[0]["epoch"] == 0  # restored
 
 
 def test_validate_under_inference_mode(tmp_path: Any) -> None:

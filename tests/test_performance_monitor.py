@@ -32,7 +32,7 @@ def _fit(tmp_path: Any, monitor: AttributionMonitor, model: L.LightningModule | 
 
 
 def test_auto_steps_pass_through_the_monitor(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=8, ig_steps="auto")  # type: ignore[arg-type]
+    monitor = AttributionMonitor(num_probes=8, ig_steps="auto")
     trainer = _fit(tmp_path, monitor)
     ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
     assert ig.auto
@@ -47,7 +47,11 @@ def test_time_budget_cuts_ig_steps_and_logs_it(tmp_path: Any) -> None:
     trainer = _fit(tmp_path, monitor, SlowCNN())  # 8 probes x 64 steps x 0.5 ms >= 0.25 s > 0.05 s
     assert float(trainer.callback_metrics["xai/integrated_gradients/budget_limited"]) == 1.0
     assert 1 <= float(trainer.callback_metrics["xai/integrated_gradients/n_steps"]) < 64
-    assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
+    assert monitor.evaluations == 2
+    for entry in monitor.history:  # a cut map is shown but never compared: no drift, no reference from it
+        assert [e for e in entry["errors"] if "cut its work" in e] == [entry["errors"][0]]
+        assert not any("/drift/" in key for key in entry["scalars"])
+    assert monitor.drift.reference == {} and monitor.alerts == []
 
 
 def test_spent_budget_skips_the_remaining_methods_and_says_so(tmp_path: Any) -> None:
@@ -63,12 +67,31 @@ def test_bad_budget_is_named() -> None:
         AttributionMonitor(max_seconds_per_epoch=0)
 
 
+class PassRecorder(TinyCNN):
+    """TinyCNN that records the batch size of every gradient pass the monitor runs (eval mode, input grads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes: list[int] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad and not self.training:
+            self.passes.append(int(x.shape[0]))
+        return super().forward(x)
+
+
 def test_ig_batch_is_capped_at_the_training_batch_size(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=8, methods=("integrated_gradients",), ig_steps=32)
-    _fit(tmp_path, monitor)  # conftest loaders: training batch 16
+    model = PassRecorder()
+    _fit(tmp_path, monitor, model)  # conftest loaders: training batch 16
     ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
     assert ig.max_batch == 16
-    assert ig.batcher.chosen is None or ig.batcher.chosen <= 16
+    assert model.passes and max(model.passes) == 16  # the knee ramp (8, 16, ...) stops at the cap
+    train, val = loaders()  # a second fit with a smaller training batch: the cap follows it
+    smaller = torch.utils.data.DataLoader(train.dataset, batch_size=4)
+    model.passes.clear()
+    L.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path / "again", max_epochs=1)).fit(model, smaller, val)
+    assert ig.max_batch == 4 and model.passes and max(model.passes) == 4
     explicit = AttributionMonitor(num_probes=8, methods=("integrated_gradients",), ig_internal_batch_size=64)
     _fit(tmp_path / "b", explicit, epochs=1)
     ig = next(e for e in explicit.explainers if isinstance(e, IntegratedGradients))
@@ -96,7 +119,7 @@ def test_budget_is_shared_in_method_order(tmp_path: Any) -> None:
     steps_alone = alone.history[-1]["scalars"]["xai/integrated_gradients/n_steps"]
     steps_shared = shared.history[-1]["scalars"]["xai/integrated_gradients/n_steps"]
     assert shared.history[-1]["scalars"]["xai/integrated_gradients/budget_limited"] == 1.0
-    assert shared.history[-1]["errors"] == []  # both methods ran
+    assert not any("skipped" in e for e in shared.history[-1]["errors"])  # both methods ran
     assert 1 <= steps_shared < steps_alone < 64
 
 
@@ -129,3 +152,24 @@ def test_validate_alone_leaves_ig_uncapped(tmp_path: Any) -> None:
     trainer.validate(TinyCNN(), val)
     ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
     assert ig.max_batch is None and monitor.evaluations == 1
+
+
+def test_budget_and_keyword_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="`max_seconds_per_epoch` must be > 0"):
+        AttributionMonitor(max_seconds_per_epoch=True)
+
+    class Typo(IntegratedGradients):
+        explain_keywords = frozenset({"max_second"})
+
+    with pytest.raises(ValueError, match=r"lists \['max_second'\]; the monitor offers only"):
+        AttributionMonitor(methods=(Typo(4),))
+
+
+def test_the_smaller_of_two_ig_budgets_applies() -> None:
+    model = SlowCNN()
+    model.eval()
+    images = torch.rand(8, 1, 16, 16)
+    for own, call in ((0.02, 10.0), (10.0, 0.02)):
+        ig = IntegratedGradients(64, max_seconds=own)
+        out = ig.explain(model, images, torch.zeros(8, dtype=torch.long), max_seconds=call)
+        assert float(out.diagnostics["budget_limited"][0]) == 1.0 and ig.last_info["n_steps"] < 64

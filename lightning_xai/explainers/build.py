@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers import ALIASES, METHODS, Explainer, GradCam, IntegratedGradients
+from lightning_xai.explainers import ALIASES, EXPLAIN_KEYWORDS, METHODS, Explainer, GradCam, IntegratedGradients
 from lightning_xai.explainers.gradcam import GradcamReshape
 
 
@@ -36,6 +36,13 @@ def build_explainers(
             raise ValueError(
                 f"`methods` contains unknown method {method!r}; choose from {sorted(METHODS)} "
                 f"(aliases {sorted(ALIASES)}) or pass an Explainer instance."
+            )
+    for explainer in explainers:
+        unknown = set(explainer.explain_keywords) - EXPLAIN_KEYWORDS
+        if unknown:
+            raise ValueError(
+                f"`methods` contains {type(explainer).__name__} whose `explain_keywords` lists {sorted(unknown)}; "
+                f"the monitor offers only {sorted(EXPLAIN_KEYWORDS)}. Fix the name or drop it."
             )
     names = [e.name for e in explainers]
     if len(set(names)) != len(names):

@@ -103,7 +103,7 @@ class IntegratedGradients(Explainer):
 
     def __init__(
         self,
-        n_steps: int | Literal["auto"] = 32,
+        n_steps: int | Literal["auto"] = "auto",
         baseline: float | Tensor | None = None,
         internal_batch_size: int | None = None,
         *,
@@ -233,9 +233,10 @@ class IntegratedGradients(Explainer):
         """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``.
 
         ``outputs`` (``forward(inputs)``, if the caller has it) saves the forward for ``F(x)``; ``max_seconds``
-        overrides the instance's time budget for this call."""
+        is a time budget for this call (the smaller of it and the instance's ``max_seconds`` applies)."""
         start = time.perf_counter()
-        budget = self.max_seconds if max_seconds is None else max_seconds
+        limits = [b for b in (self.max_seconds, max_seconds) if b is not None]
+        budget = min(limits) if limits else None
         deadline = None if budget is None else start + float(budget)
         x = inputs.detach()
         num = x.shape[0]
