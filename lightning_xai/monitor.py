@@ -501,6 +501,7 @@ class AttributionMonitor(Callback):
         self.evaluations += 1
         scalars: dict[str, float] = {}
         new_alerts: list[DriftAlert] = []
+        masks = None if self.masks is None else self.masks.to(device)
         for name, explanation in done.results.items():
             cut = explanation.diagnostics.get("budget_limited")
             if cut is not None and bool(cut.any()):  # fewer steps than the reference: a worse map, not a drift
@@ -510,23 +511,19 @@ class AttributionMonitor(Callback):
                 )
                 done.errors.append(note)
                 self._warn_once(f"budget_cut_{name}", f"AttributionMonitor: {note}")
-                drift = None
             else:
                 drift = self.drift.update(name, epoch, explanation.raw)
-            for key, value in (drift.statistics if drift is not None else {}).items():
-                scalars[f"xai/{name}/drift/{key}"] = value
+                scalars.update({f"xai/{name}/drift/{key}": value for key, value in drift.statistics.items()})
+                new_alerts += self._check_rules(name, drift, epoch, step)
             for key, values in explanation.diagnostics.items():
                 scalars[f"xai/{name}/{key}"] = float(values.double().median())
-            if self.masks is not None:
-                masks = self.masks.to(device)
+            if masks is not None:
                 scalars[f"xai/localization/{name}/relevance_mass"] = float(
                     relevance_mass(explanation.display, masks).double().mean()
                 )
                 scalars[f"xai/localization/{name}/pointing_game"] = float(
                     pointing_game(explanation.display, masks).double().mean()
                 )
-            if drift is not None:
-                new_alerts += self._check_rules(name, drift, epoch, step)
         entry = {
             "epoch": epoch,
             "global_step": step,
