@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explainers import Explainer, Explanation
-from lightning_xai.guard import training_state_guard
-from lightning_xai.model_forward import model_forward
-from lightning_xai.probe_explanations import explain_probes
+from lightning_xai.explain import Explainer, Explanation
+from lightning_xai.explain.forward import model_forward
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.run import explain_probes
 
 # ------------------------------------------------------------------------------------------------ models
 
@@ -167,7 +167,7 @@ def throughput_curve(
 
 def monitor_explain(model: nn.Module, explainer: Explainer, images: Tensor, labels: Tensor) -> Explanation:
     """What ``AttributionMonitor`` runs for one method each evaluation (target="label"):
-    :func:`lightning_xai.probe_explanations.explain_probes` (training-state guard, float32 forward, the
+    :func:`lightning_xai.explain.run.explain_probes` (training-state guard, float32 forward, the
     shared prediction pass, the method, the finiteness check)."""
     done = explain_probes(model, images, labels, [explainer])
     if explainer.name not in done.results:

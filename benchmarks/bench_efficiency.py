@@ -45,7 +45,7 @@ from _common import (
     timed,
 )
 
-from lightning_xai.explainers import Explainer, GradCam, IntegratedGradients
+from lightning_xai.explain import Explainer, GradCam, IntegratedGradients
 
 
 def ideal_runner(model, shape, device, fb_samples: int, f_samples: int, fb_batch: int, f_batch: int):  # type: ignore[no-untyped-def]

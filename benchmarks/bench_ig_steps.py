@@ -27,8 +27,8 @@ import torch
 from _common import MODELS, apply_threads, base_parser, fmt_table, make_images, make_model, pick_device, print_header
 from captum.attr import IntegratedGradients as CaptumIG
 
-from lightning_xai.explainers import IntegratedGradients
-from lightning_xai.guard import training_state_guard
+from lightning_xai.explain import IntegratedGradients
+from lightning_xai.explain.guard import training_state_guard
 
 GL_STEPS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 TRAPEZOID_STEPS = (8, 16, 32, 64, 128)

@@ -44,7 +44,7 @@ from _common import (
     vm_rss_bytes,
 )
 
-from lightning_xai.explainers import IntegratedGradients
+from lightning_xai.explain import IntegratedGradients
 
 MB = 1 << 20
 

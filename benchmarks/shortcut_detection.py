@@ -1,6 +1,6 @@
 """Detection benchmark: does the monitor, at its defaults, alert when a model learns a shortcut — and only then?
 
-Arms (each over several seeds, see ``lightning_xai.datasets.shortcut``):
+Arms (each over several seeds, see ``examples.shortcut.scenario``):
   shortcut     the decoy becomes predictive at the onset epoch while 30 % of the digits stop matching labels;
   noise        control: the same data change at the onset, but the decoy stays random (never predictive);
   clean        control: the data never change;
@@ -12,6 +12,11 @@ Run:  python benchmarks/shortcut_detection.py [--seeds 5] [--workers 2]      (< 
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared demo fixtures in examples/shortcut
 
 import argparse
 import logging
@@ -41,7 +46,7 @@ def run_one(arm: str, seed: int, threshold: float | None = None) -> dict[str, An
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    from lightning_xai.datasets.shortcut import ShortcutConfig, run_shortcut_scenario
+    from examples.shortcut.scenario import ShortcutConfig, run_shortcut_scenario
 
     config = replace(ShortcutConfig(seed=seed, onset_epoch=ONSET), **ARMS[arm])
     start = time.perf_counter()

@@ -20,6 +20,11 @@ Then: tensorboard --logdir logs/shortcut
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared demo fixtures in examples/shortcut
+
 import argparse
 import logging
 import os
@@ -27,7 +32,7 @@ import warnings
 
 import torch
 
-from lightning_xai.datasets.shortcut import ShortcutConfig, run_shortcut_scenario
+from examples.shortcut.scenario import ShortcutConfig, run_shortcut_scenario
 
 COLUMNS = [
     ("gc mass", "xai/localization/gradcam/relevance_mass"),

@@ -1,7 +1,7 @@
 """lightning_xai: explainability that watches a PyTorch Lightning model while it trains."""
 
-from lightning_xai.alerts import DriftAlert, DriftRule
-from lightning_xai.explainers import Explainer, Explanation, GradCam, IntegratedGradients
+from lightning_xai.drift.alerts import DriftAlert, DriftRule
+from lightning_xai.explain import Explainer, Explanation, GradCam, IntegratedGradients
 from lightning_xai.monitor import AttributionMonitor, DriftDetectedError
 
 __all__ = [

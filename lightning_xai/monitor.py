@@ -14,22 +14,22 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai.alerts import AlertTracker, DriftAlert, DriftRule
-from lightning_xai.drift_tracker import DriftResult, DriftTracker
-from lightning_xai.event_writer import BackgroundWriter, add_image_job, add_text_job
-from lightning_xai.explainers import METHODS, Explainer, IntegratedGradients
-from lightning_xai.explainers.build import build_explainers
-from lightning_xai.explainers.gradcam import GradcamReshape
+from lightning_xai._state_key import explainer_key, source_key, target_key
+from lightning_xai._trainer import SHARDED_STRATEGIES, check_strategy, first_loader, training_batch_size
+from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftRule
+from lightning_xai.drift.tracker import DriftResult, DriftTracker
+from lightning_xai.explain import METHODS, Explainer, IntegratedGradients
+from lightning_xai.explain.forward import ModelForwardFn, model_forward
+from lightning_xai.explain.gradcam import GradcamReshape
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.registry import build_explainers
+from lightning_xai.explain.run import ProbeExplanations, explain_probes
 from lightning_xai.functional import pointing_game, relevance_mass
-from lightning_xai.guard import training_state_guard
-from lightning_xai.media import image_grids, text_records
-from lightning_xai.model_forward import ModelForwardFn, model_forward
-from lightning_xai.probe_explanations import ProbeExplanations, explain_probes
-from lightning_xai.probes import ProbeSet, ProbeSource, collect_probes, resolve_masks
-from lightning_xai.render import Denormalize, check_colormap, check_denormalize
-from lightning_xai.state_key import explainer_key, source_key, target_key
-from lightning_xai.targets import TargetSpec, check_target
-from lightning_xai.trainer_queries import SHARDED_STRATEGIES, check_strategy, first_loader, training_batch_size
+from lightning_xai.probes.collect import ProbeSet, ProbeSource, collect_probes, resolve_masks
+from lightning_xai.probes.targets import TargetSpec, check_target
+from lightning_xai.visualize.media import image_grids, text_records
+from lightning_xai.visualize.render import Denormalize, check_colormap, check_denormalize
+from lightning_xai.visualize.writer import BackgroundWriter, add_image_job, add_text_job
 
 __all__ = [
     "SHARDED_STRATEGIES",
@@ -67,7 +67,7 @@ class AttributionMonitor(Callback):
             an ``(images, labels)`` pair, or a map-style Dataset yielding ``(image, label)``.
         num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
         methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
-            :class:`~lightning_xai.explainers.Explainer` instances.
+            :class:`~lightning_xai.explain.Explainer` instances.
         target: ``"label"``, ``"predicted"``, an int class, or one class per probe. ``"label"`` with
             unlabeled probes falls back to ``"predicted"`` with a warning.
         gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map (for a

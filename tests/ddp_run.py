@@ -33,8 +33,8 @@ from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from lightning_xai import AttributionMonitor, DriftRule, GradCam, IntegratedGradients  # noqa: E402
-from lightning_xai.guard import training_state_guard  # noqa: E402
-from lightning_xai.model_forward import model_forward  # noqa: E402
+from lightning_xai.explain.forward import model_forward  # noqa: E402
+from lightning_xai.explain.guard import training_state_guard  # noqa: E402
 
 DRIFT_KEY = "xai/gradcam/drift/rank_vs_reference/median"
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.explainers import Explainer, Explanation
+from lightning_xai.explain import Explainer, Explanation
 
 FAST = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
 

@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor, DriftRule, GradCam, IntegratedGradients
-from lightning_xai.guard import training_state_guard
-from lightning_xai.model_forward import model_forward
-from lightning_xai.monitor import check_strategy
-from lightning_xai.probes import collect_probes
+from lightning_xai._trainer import check_strategy
+from lightning_xai.explain.forward import model_forward
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.probes.collect import collect_probes
 
 ALWAYS = DriftRule(threshold=0.0, patience=1, cooldown=0)
 

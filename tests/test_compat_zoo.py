@@ -21,11 +21,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.explainers import GradCam, IntegratedGradients
-from lightning_xai.explainers.gradcam import tokens_to_grid
-from lightning_xai.guard import training_state_guard
-from lightning_xai.layers import token_grid, token_prefix_count, transformer_gradcam_layer
-from lightning_xai.model_forward import model_forward
+from lightning_xai.explain import GradCam, IntegratedGradients
+from lightning_xai.explain.forward import model_forward
+from lightning_xai.explain.gradcam import tokens_to_grid
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.layers import token_grid, token_prefix_count, transformer_gradcam_layer
 
 models = pytest.importorskip("torchvision.models")
 

@@ -1,4 +1,4 @@
-"""Tests for the Decoy-digits shortcut scenario (lightning_xai.datasets.decoy_digits)."""
+"""Tests for the Decoy-digits shortcut scenario (examples.shortcut.decoy_digits)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai.datasets import (
+from examples.shortcut import (
     DecoyDigits,
     DecoySpec,
     DecoySwitch,
@@ -30,7 +30,7 @@ from lightning_xai.datasets import (
     random_decoy,
     stamp_decoy,
 )
-from lightning_xai.datasets import decoy_digits as dd
+from examples.shortcut import decoy_digits as dd
 
 SPEC = DecoySpec()
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from conftest import TinyCNN
 from torch import Tensor, nn
 
-from lightning_xai.explainers import GradCam, IntegratedGradients
-from lightning_xai.guard import training_state_guard
-from lightning_xai.layers import auto_gradcam_layer, gradcam_candidates, trace_modules
+from lightning_xai.explain import GradCam, IntegratedGradients
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.layers import auto_gradcam_layer, gradcam_candidates, trace_modules
 
 # ------------------------------------------------------------------------------------------------- helpers
 

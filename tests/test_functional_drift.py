@@ -254,7 +254,7 @@ def test_topk_iou_nan_input_propagates() -> None:
 
 
 def test_pinned_reference_falls_to_the_next_evaluated_epoch() -> None:
-    from lightning_xai.drift_tracker import DriftTracker
+    from lightning_xai.drift.tracker import DriftTracker
 
     tracker = DriftTracker(reference_epoch=2)
     maps = torch.rand(3, 4, 4)

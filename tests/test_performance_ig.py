@@ -22,10 +22,10 @@ from conftest import TinyCNN, loaders, trainer_kwargs
 from torch import Tensor, nn
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.batching import KneeBatcher, WorkCursor, count_saved_bytes
-from lightning_xai.explainers import IntegratedGradients
-from lightning_xai.explainers.integrated_gradients import STEP_LADDER, gauss_legendre
-from lightning_xai.guard import training_state_guard
+from lightning_xai.explain import IntegratedGradients
+from lightning_xai.explain.batching import KneeBatcher, WorkCursor, count_saved_bytes
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.integrated_gradients import STEP_LADDER, gauss_legendre
 
 
 def _cnn(seed: int = 0) -> nn.Module:

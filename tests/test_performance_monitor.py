@@ -133,7 +133,7 @@ def test_no_budget_logs_no_budget_key(tmp_path: Any) -> None:
 def test_training_batch_size_reads_every_loader_shape() -> None:
     from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
-    from lightning_xai.monitor import training_batch_size
+    from lightning_xai._trainer import training_batch_size
 
     data = list(range(10))
     assert training_batch_size(DataLoader(data, batch_size=5)) == 5

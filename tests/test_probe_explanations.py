@@ -9,10 +9,10 @@ import torch
 from conftest import TinyCNN
 from torch import Tensor, nn
 
-from lightning_xai.explainers import EXPLAIN_KEYWORDS, Explainer, Explanation, GradCam, IntegratedGradients
-from lightning_xai.guard import training_state_guard
-from lightning_xai.model_forward import model_forward
-from lightning_xai.probe_explanations import explain_probes
+from lightning_xai.explain import EXPLAIN_KEYWORDS, Explainer, Explanation, GradCam, IntegratedGradients
+from lightning_xai.explain.forward import model_forward
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.run import explain_probes
 
 
 class Recorder(Explainer):

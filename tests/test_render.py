@@ -1,6 +1,6 @@
-"""Tests for lightning_xai.render (pure-torch rendering), with matplotlib / numpy / torchvision as references.
+"""Tests for lightning_xai.visualize.render (pure-torch rendering), with matplotlib / numpy / torchvision as references.
 
-Also holds the generator of ``lightning_xai/_colormaps.py``; regenerate it with::
+Also holds the generator of ``lightning_xai/visualize/colormaps.py``; regenerate it with::
 
     .venv/bin/python tests/test_render.py --regenerate-colormaps
 """
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_xai import render
-from lightning_xai._colormaps import COLORMAP_NAMES, LUT_HEX
-from lightning_xai.render import (
+from lightning_xai.visualize import render
+from lightning_xai.visualize.colormaps import COLORMAP_NAMES, LUT_HEX
+from lightning_xai.visualize.render import (
     COLORMAPS,
     apply_colormap,
     colormap_lut,
@@ -31,7 +31,7 @@ from lightning_xai.render import (
     to_uint8,
 )
 
-COLORMAPS_FILE = Path(__file__).resolve().parents[1] / "lightning_xai" / "_colormaps.py"
+COLORMAPS_FILE = Path(__file__).resolve().parents[1] / "lightning_xai" / "visualize" / "colormaps.py"
 GENERATED_NAMES = ("jet", "viridis", "inferno", "turbo")
 
 
@@ -42,7 +42,7 @@ def matplotlib_lut_uint8(name: str) -> np.ndarray:
 
 
 def generate_colormaps_source() -> str:
-    """Source text of ``lightning_xai/_colormaps.py``."""
+    """Source text of ``lightning_xai/visualize/colormaps.py``."""
     lines = [
         "# Generated file - do not edit by hand.",
         "# 256-entry RGB lookup tables extracted from matplotlib, quantised to uint8:",

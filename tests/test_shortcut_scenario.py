@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_xai.datasets.shortcut import DigitsCNN, ShortcutConfig, probe_indices, run_shortcut_scenario
+from examples.shortcut.scenario import DigitsCNN, ShortcutConfig, probe_indices, run_shortcut_scenario
 
 
 def test_probe_indices_one_per_class_deterministic() -> None:
@@ -16,7 +16,7 @@ def test_probe_indices_one_per_class_deterministic() -> None:
 
 
 def test_digits_cnn_gradcam_layer_is_the_last_feature_map() -> None:
-    from lightning_xai.explainers import GradCam
+    from lightning_xai.explain import GradCam
 
     model = DigitsCNN().eval()
     cam = GradCam()

@@ -5,7 +5,7 @@ Cost model: ``n_steps`` forward+backward passes (with respect to the input only)
 per probe for ``F(x)`` (none when the caller passes ``outputs=``, as the monitor does from its shared
 prediction pass) and one forward for the shared baseline ``F(x')`` (the completeness check). The passes
 run in chunks of whole probe groups (all probes × k steps) or, below one group, slices of the probes; the
-chunk size is the measured throughput knee under a memory budget (:mod:`lightning_xai.batching`).
+chunk size is the measured throughput knee under a memory budget (:mod:`lightning_xai.explain.batching`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.batching import KneeBatcher, WorkCursor, count_saved_bytes
-from lightning_xai.explainers.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.batching import KneeBatcher, WorkCursor, count_saved_bytes
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
 STEP_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -73,7 +73,7 @@ class IntegratedGradients(Explainer):
             one rung lower is tried and kept if it passes (the interval doubles after a failed try).
         baseline: None (zeros), a float (constant image) or a tensor broadcastable to one probe.
         internal_batch_size: samples per forward/backward pass; None measures the throughput knee on the
-            real work under ``memory_budget`` (see :mod:`lightning_xai.batching`).
+            real work under ``memory_budget`` (see :mod:`lightning_xai.explain.batching`).
         tolerance: relative completeness gap the automatic mode must meet (default 5 %: the "within 5 %"
             convergence check that Sundararajan et al. recommend; 0.01 gives maps within a few % of converged).
         min_steps, max_steps: bounds of the automatic mode.

@@ -5,13 +5,13 @@ scikit-learn is an optional extra used for its bundled digits; install it with
 
 Example::
 
-    >>> from lightning_xai.datasets import DecoyDigits, DecoySwitch
+    >>> from examples.shortcut import DecoyDigits, DecoySwitch
     >>> train, val = DecoyDigits("train"), DecoyDigits("val")
     >>> len(train) + len(val)
     1797
 """
 
-from lightning_xai.datasets.decoy_digits import (
+from examples.shortcut.decoy_digits import (
     CORNER_NAMES,
     NUM_CLASSES,
     DecoyDigits,

@@ -11,8 +11,8 @@ import torch
 from captum import attr as captum_attr
 from torch import Tensor, nn
 
-from lightning_xai.explainers.base import Explainer, Explanation, ForwardFn
-from lightning_xai.layers import (
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.layers import (
     auto_gradcam_layer,
     gradcam_candidates,
     is_feature_map,

@@ -145,7 +145,7 @@ def _raw_digits() -> tuple[Tensor, Tensor]:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - exercised through a monkeypatched import in the tests
         raise ImportError(
-            f"lightning_xai.datasets needs scikit-learn for its bundled 8x8 digits; install it with: {_INSTALL_HINT}"
+            f"examples.shortcut needs scikit-learn for its bundled 8x8 digits; install it with: {_INSTALL_HINT}"
         ) from err
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32)

@@ -18,8 +18,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_xai.datasets.decoy_digits import DecoyDigits, DecoySpec, mismatched_decoy_images
-from lightning_xai.guard import training_state_guard
+from examples.shortcut.decoy_digits import DecoyDigits, DecoySpec, mismatched_decoy_images
+from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.monitor import AttributionMonitor
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_xai.guard import isolated_rng
+from lightning_xai.explain.guard import isolated_rng
 
 ProbeSource = Tensor | tuple[Tensor, Tensor] | Dataset | DataLoader | None
 

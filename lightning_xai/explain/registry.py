@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers import ALIASES, EXPLAIN_KEYWORDS, METHODS, Explainer, GradCam, IntegratedGradients
-from lightning_xai.explainers.gradcam import GradcamReshape
+from lightning_xai.explain import ALIASES, EXPLAIN_KEYWORDS, METHODS, Explainer, GradCam, IntegratedGradients
+from lightning_xai.explain.gradcam import GradcamReshape
 
 
 def build_explainers(

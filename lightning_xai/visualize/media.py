@@ -1,7 +1,7 @@
 """What the monitor shows in TensorBoard for one evaluation: uint8 image grids (probes, overlays, heatmaps)
 rendered on the training device and copied to the CPU once, and markdown texts (predictions, alerts, errors).
 
-Encoding and writing happen elsewhere (:mod:`lightning_xai.event_writer`, on a background thread).
+Encoding and writing happen elsewhere (:mod:`lightning_xai.visualize.writer`, on a background thread).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from lightning_xai.explainers import Explanation
-from lightning_xai.render import (
+from lightning_xai.explain import Explanation
+from lightning_xai.visualize.render import (
     Denormalize,
     make_grid,
     render_heatmap_grid,

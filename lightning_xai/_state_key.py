@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers import Explainer, GradCam, IntegratedGradients
-from lightning_xai.targets import TargetSpec
+from lightning_xai.explain import Explainer, GradCam, IntegratedGradients
+from lightning_xai.probes.targets import TargetSpec
 
 
 def digest(tensor: Tensor) -> str:

@@ -16,10 +16,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_xai.explainers import Explainer, Explanation
-from lightning_xai.guard import training_state_guard
-from lightning_xai.model_forward import ModelForwardFn, model_forward
-from lightning_xai.targets import TargetSpec, resolve_targets
+from lightning_xai.explain import Explainer, Explanation
+from lightning_xai.explain.forward import ModelForwardFn, model_forward
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.probes.targets import TargetSpec, resolve_targets
 
 WarnOnce = Callable[[str, str], None]
 
@@ -68,7 +68,7 @@ def explain_probes(
 
     Example::
 
-        >>> from lightning_xai.explainers import IntegratedGradients
+        >>> from lightning_xai.explain import IntegratedGradients
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
         >>> out = explain_probes(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 2]), [IntegratedGradients(4)])
         >>> sorted(out.results), out.errors, out.targets.tolist()

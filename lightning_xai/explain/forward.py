@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explainers.base import ForwardFn
+from lightning_xai.explain.base import ForwardFn
 
 #: ``forward_fn(module, x)``: how to call the model on a batch of probes (extra arguments, another method, ...)
 ModelForwardFn = Callable[[Any, Tensor], Any]

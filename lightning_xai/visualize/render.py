@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai._colormaps import COLORMAP_NAMES, LUT_HEX
+from lightning_xai.visualize.colormaps import COLORMAP_NAMES, LUT_HEX
 
 __all__ = [
     "COLORMAPS",
@@ -93,7 +93,7 @@ def colormap_lut(name: str, device: torch.device | str | None = None) -> Tensor:
     """Return the 256-entry RGB lookup table of a colormap.
 
     The tables are matplotlib's (``matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3]``)
-    quantised to 8 bits, stored in :mod:`lightning_xai._colormaps`; matplotlib is not needed at run time.
+    quantised to 8 bits, stored in :mod:`lightning_xai.visualize.colormaps`; matplotlib is not needed at run time.
 
     Args:
         name: One of :data:`COLORMAPS` (``"jet"``, ``"viridis"``, ``"inferno"``, ``"turbo"``),

@@ -1,0 +1,14 @@
+"""Stage 1 of the pipeline: the fixed probe images and the classes they are explained for."""
+
+from lightning_xai.probes.collect import ProbeSet, ProbeSource, collect_probes, resolve_masks
+from lightning_xai.probes.targets import TargetSpec, check_target, resolve_targets
+
+__all__ = [
+    "ProbeSet",
+    "ProbeSource",
+    "TargetSpec",
+    "check_target",
+    "collect_probes",
+    "resolve_masks",
+    "resolve_targets",
+]
