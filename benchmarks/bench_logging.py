@@ -6,7 +6,7 @@ depend on it) with ``AttributionMonitor()`` at defaults and a ``TensorBoardLogge
 - ``submit``: time inside ``BackgroundWriter.submit`` (queueing the PNG-encoding/event-writing jobs);
 - ``log_media``: the whole media step on the training thread (rendering the overlay grids on the device, the
   one uint8 copy to the CPU, the prediction table, the submits);
-- ``explain``: the explanations themselves, for scale (``history[-1]["explain_seconds"]``);
+- ``explain``: the explanations themselves, for scale (``history[-1].explain_seconds``);
 - at the end of fit, the time ``on_fit_end`` waits for the background queue (once per fit, not per epoch).
 
 Bytes: the event file is read back record by record and the records carrying ``xai/*`` tags are summed per
@@ -98,7 +98,7 @@ def main() -> None:
         submits: list[float] = []
         media: list[float] = []
         fit_end: list[float] = []
-        monitor.writer.submit = _timed(submits, monitor.writer.submit)  # type: ignore[method-assign]
+        monitor.media.writer.submit = _timed(submits, monitor.media.writer.submit)  # type: ignore[method-assign]
         monitor._log_media = _timed(media, monitor._log_media)  # type: ignore[method-assign]
         monitor.on_fit_end = _timed(fit_end, monitor.on_fit_end)  # type: ignore[method-assign]
         per_epoch_submit: list[float] = []

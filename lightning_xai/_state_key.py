@@ -1,5 +1,6 @@
-"""The pieces of :attr:`AttributionMonitor.state_key`: short, stable descriptions of the settings that shape the
-monitor's checkpointed state (methods and their parameters, probes, target)."""
+"""The pieces of :attr:`AttributionMonitor.state_key`: short, stable descriptions of what identifies the monitor's
+checkpointed state — the methods and their map-changing settings, the probes and the target. Alert rules,
+thresholds, warm-up and how often to evaluate are not part of it: they may change on resume."""
 
 from __future__ import annotations
 
@@ -9,46 +10,59 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.explain import Explainer, GradCam, IntegratedGradients
+from lightning_xai.explain import Explainer
 from lightning_xai.probes.targets import TargetSpec
 
 
 def digest(tensor: Tensor) -> str:
+    """A short content hash of a tensor.
+
+    Example::
+
+        >>> digest(torch.zeros(2, 3))
+        '(2, 3):...'
+    """
     data = tensor.detach().cpu().contiguous()
-    return f"{tuple(data.shape)}:{hashlib.sha1(data.numpy().tobytes()).hexdigest()[:12]}"
+    return f"{tuple(data.shape)}:{hashlib.sha1(data.numpy().tobytes()).hexdigest()[:8]}"
 
 
-def callable_name(fn: Any) -> str | None:
-    if fn is None:
-        return None
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+def explainer_key(explainer: Explainer) -> str:
+    """``name(setting=value, ...)`` from the explainer's own :meth:`~Explainer.config`.
+
+    Example::
+
+        >>> from lightning_xai.explain import GradCam
+        >>> explainer_key(GradCam(layer="features"))
+        'gradcam(layer=features,reshape=None)'
+    """
+    parts = []
+    for key, value in explainer.config().items():
+        if isinstance(value, Tensor):
+            value = digest(value)
+        parts.append(f"{key}={value}")
+    return f"{explainer.name}({','.join(parts)})"
 
 
-def explainer_key(explainer: Explainer) -> tuple[Any, ...]:
-    if isinstance(explainer, GradCam):
-        layer = (
-            explainer.layer
-            if explainer.layer is None or isinstance(explainer.layer, str)
-            else (f"<{type(explainer.layer).__name__}>")
-        )
-        return (explainer.name, layer, callable_name(explainer.reshape))
-    if isinstance(explainer, IntegratedGradients):
-        baseline = explainer.baseline
-        return (explainer.name, explainer.n_steps, digest(baseline) if isinstance(baseline, Tensor) else baseline)
-    return (explainer.name, type(explainer).__qualname__)
-
-
-def source_key(probes: Any) -> Any:
-    if probes is None:
-        return None
+def source_key(probes: Any, num_probes: int, seed: int) -> str:
+    """The probe source: a digest of given tensors, or the draw (dataset/loader, ``num_probes``, ``seed``)."""
     if isinstance(probes, Tensor):
-        return digest(probes)
-    if isinstance(probes, tuple):
-        return tuple(digest(torch.as_tensor(p)) for p in probes)
-    return type(probes).__qualname__
+        name = digest(probes)
+    elif isinstance(probes, tuple):
+        name = "+".join(digest(torch.as_tensor(p)) for p in probes if p is not None)
+    else:
+        name = "val" if probes is None else type(probes).__qualname__
+    return f"{name}[{num_probes},seed={seed}]"
 
 
-def target_key(target: TargetSpec) -> Any:
+def target_key(target: TargetSpec) -> str:
     if isinstance(target, (str, int)):
-        return target
-    return tuple(torch.as_tensor(target).reshape(-1).tolist())
+        return str(target)
+    return digest(torch.as_tensor(target))
+
+
+def monitor_state_key(
+    name: str, explainers: list[Explainer], probes: Any, num_probes: int, seed: int, target: TargetSpec
+) -> str:
+    """E.g. ``AttributionMonitor{gradcam(layer=None,reshape=None);probes=val[8,seed=0];target=label}``."""
+    methods = ";".join(explainer_key(e) for e in explainers)
+    return f"{name}{{{methods};probes={source_key(probes, num_probes, seed)};target={target_key(target)}}}"

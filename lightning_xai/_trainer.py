@@ -3,11 +3,18 @@ probes come from when none are given, and the training batch size that bounds In
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from lightning.pytorch import Trainer
+import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_xai.probes import ProbeSet, collect_probes
+
+T = TypeVar("T")
 
 #: strategies whose parameters are sharded across ranks: no rank holds the whole model to explain
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
@@ -70,3 +77,64 @@ def first_loader(trainer: Trainer) -> DataLoader | None:
         first = next(iter(loaders.values()))
         return first if isinstance(first, DataLoader) else None
     return None
+
+
+def trainer_probes(trainer: Trainer, source: Any, num_probes: int, seed: int) -> ProbeSet | None:
+    """The probes from ``source`` (``probes=``), or drawn from the first validation (test) dataloader; None when
+    there is neither. Warns when a drawn set holds fewer than ``num_probes`` images."""
+    if source is None:
+        source = first_loader(trainer)
+        if source is None:
+            return None
+    with torch.inference_mode(False):  # trainer.validate/test: keep probes normal (autograd-able) tensors
+        testing = trainer.state.fn == TrainerFn.TESTING
+        name = "test dataloader" if testing else "validation dataloader"
+        probes = collect_probes(source, num_probes, seed, loader_name=name)
+    if isinstance(source, (DataLoader, Dataset)) and len(probes) < num_probes:
+        rank_zero_warn(
+            f"AttributionMonitor: `num_probes={num_probes}` but the {probes.source} holds only {len(probes)} usable "
+            f"images; using those {len(probes)}."
+        )
+    return probes
+
+
+def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0, its result broadcast to every rank. A failure on rank 0 is broadcast too, so every rank
+    raises instead of waiting in the broadcast."""
+    result: Any = None
+    failure: BaseException | None = None
+    if trainer.is_global_zero:
+        try:
+            result = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks were told
+            failure = err
+            result = _Failure(f"{type(err).__name__}: {err}")
+    if trainer.world_size > 1:
+        result = trainer.strategy.broadcast(result, src=0)
+    if failure is not None:
+        raise failure
+    if isinstance(result, _Failure):
+        raise RuntimeError(f"AttributionMonitor failed on rank 0, so every rank stops: {result.message}")
+    return result
+
+
+class _Failure:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def log_epoch_scalars(trainer: Trainer, pl_module: LightningModule, scalars: dict[str, float]) -> None:
+    """Log epoch-level scalars through ``pl_module.log`` (so every logger, ``EarlyStopping`` and
+    ``ModelCheckpoint`` see them). They are identical on every rank already; under DDP a max-reduce keeps them
+    exact (and is what Lightning expects of epoch-level logs)."""
+    distributed = trainer.world_size > 1
+    for key, value in scalars.items():
+        pl_module.log(
+            key,
+            value,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=distributed,
+            reduce_fx="max" if distributed else "mean",
+            add_dataloader_idx=False,
+        )

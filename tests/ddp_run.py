@@ -91,8 +91,8 @@ class Recorder(Callback):
             "global_step": trainer.global_step,
             "should_stop": trainer.should_stop,
             "evaluations": monitor.evaluations,
-            "history": [{"epoch": h["epoch"], "scalars": h["scalars"], "errors": h["errors"]} for h in monitor.history],
-            "explain_seconds": [h.get("explain_seconds") for h in monitor.history],
+            "history": [{"epoch": h.epoch, "scalars": h.scalars, "errors": h.errors} for h in monitor.history],
+            "explain_seconds": [h.explain_seconds for h in monitor.history],
             "alerts": [a.message for a in monitor.alerts],
             "computed_here": sorted(monitor.drift.previous),  # only where the maps were computed
             "validations": self.validations,
@@ -190,7 +190,9 @@ def run(args: argparse.Namespace) -> None:
     stamp = Stamp()
     stopper: EarlyStopping | None = None
     rule = DriftRule(threshold=0.0, patience=2 if args.scenario == "stop" else 1, cooldown=0)
-    kwargs: dict[str, Any] = dict(num_probes=args.probes, ig_steps=args.ig_steps, warmup_epochs=0, drift_rules=(rule,))
+    kwargs: dict[str, Any] = dict(
+        num_probes=args.probes, ig_steps=args.ig_steps, warmup_epochs=0, drift_rules=(rule,), detector=None
+    )
     if args.scenario == "stop":
         monitor = AttributionMonitor(on_drift="stop", **kwargs)
         stopper = EarlyStopping(

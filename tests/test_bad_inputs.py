@@ -172,7 +172,7 @@ def test_gradcam_without_feature_map(tmp_path: Any) -> None:
 def test_mlp_with_integrated_gradients_only_works(tmp_path: Any) -> None:
     monitor = AttributionMonitor(methods=("integrated_gradients",), ig_steps=4, num_probes=4)
     model, trainer = fit(tmp_path, monitor, CountingMLP())
-    assert model.train_steps == 2 and len(monitor.history) == 1 and not monitor.history[0]["errors"]
+    assert model.train_steps == 2 and len(monitor.history) == 1 and not monitor.history[0].errors
 
 
 def test_reused_layer_given_explicitly(tmp_path: Any) -> None:
@@ -210,7 +210,7 @@ def test_target_does_not_fit(tmp_path: Any, target: Any, match: str) -> None:
 def test_per_probe_target_of_right_length_works(tmp_path: Any) -> None:
     monitor = AttributionMonitor(probes=probes_and_labels(4), target=[3, 2, 1, 0], methods=("gradcam",))
     model, _ = fit(tmp_path, monitor)
-    assert model.train_steps == 2 and len(monitor.history) == 1 and not monitor.history[0]["errors"]
+    assert model.train_steps == 2 and len(monitor.history) == 1 and not monitor.history[0].errors
 
 
 def test_scalar_tensor_target_is_a_single_class(tmp_path: Any) -> None:
@@ -267,7 +267,7 @@ def test_fewer_validation_images_than_num_probes(tmp_path: Any) -> None:
     with pytest.warns(UserWarning, match=r"`num_probes=8` but the validation dataloader holds only 6"):
         model, trainer = fit(tmp_path, monitor, data=(train, val))
     assert monitor.probes is not None and len(monitor.probes) == 6
-    assert model.train_steps == 2 and len(monitor.history) == 1 and not monitor.history[0]["errors"]
+    assert model.train_steps == 2 and len(monitor.history) == 1 and not monitor.history[0].errors
 
 
 def test_no_tensorboard_logger_warns_once_and_still_logs_scalars(tmp_path: Any) -> None:
@@ -302,7 +302,7 @@ def test_dict_output_works_with_output_transform(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, output_transform=lambda out: out["logits"])
     model, trainer = fit(tmp_path, monitor, CountingDictCNN())
     assert model.train_steps == 2
-    assert len(monitor.history) == 1 and not monitor.history[0]["errors"]
+    assert len(monitor.history) == 1 and not monitor.history[0].errors
     assert "xai/integrated_gradients/completeness_gap" in trainer.callback_metrics
 
 
@@ -339,12 +339,12 @@ def test_failing_explanations_are_skipped_and_training_goes_on(tmp_path: Any) ->
     messages = [str(w.message) for w in caught]
     assert any(re.search(r"exploding skipped at epoch 1: RuntimeError: kaboom", m) for m in messages), messages
     assert any(re.search(r"nan_maps skipped at epoch 1: FloatingPointError", m) for m in messages), messages
-    errors = monitor.history[-1]["errors"]
+    errors = monitor.history[-1].errors
     assert len(errors) == 2
     assert any("exploding" in e and "kaboom" in e for e in errors)
     assert any("nan_maps" in e and "NaN" in e for e in errors)
     # Grad-CAM carried on
-    scalars = monitor.history[-1]["scalars"]
+    scalars = monitor.history[-1].scalars
     assert "xai/gradcam/drift/rank_vs_previous/median" in scalars
     assert "xai/gradcam/drift/rank_vs_previous/median" in trainer.callback_metrics
     assert not [k for k in list(scalars) + list(trainer.callback_metrics) if "exploding" in k or "nan_maps" in k]

@@ -80,8 +80,8 @@ def test_precision_bit_identical_float32_and_equal_to_float32_model(tmp_path: An
     assert_same_weights(plain, watched)
     if precision.endswith("-true"):
         assert next(watched.parameters()).dtype == (torch.bfloat16 if precision == "bf16-true" else torch.float16)
-    assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
-    assert all(torch.isfinite(torch.tensor(list(h["scalars"].values()))).all() for h in monitor.history)
+    assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
+    assert all(torch.isfinite(torch.tensor(list(h.scalars.values()))).all() for h in monitor.history)
     expected = explain_final_weights(watched, monitor)
     for name, raw in monitor.drift.previous.items():  # the last evaluation ran on the final weights
         assert raw.dtype == torch.float32 and torch.isfinite(raw).all()
@@ -114,7 +114,7 @@ def _scaled_forward(model: nn.Module, x: Tensor, factor: float) -> Tensor:
 def test_16_mixed_on_cuda(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
     model, trainer = fit(tmp_path, [monitor], precision="16-mixed", accelerator="cuda", deterministic=False)
-    assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
+    assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
     for raw in monitor.drift.previous.values():
         assert raw.dtype == torch.float32 and torch.isfinite(raw).all()
 
@@ -175,7 +175,7 @@ def test_torch_compile_uses_uncompiled_forward_without_recompiling(tmp_path: Any
     assert counts[0] > 0 and counts[1] == counts[0]  # the monitor caused no (re)compilation
     assert check.checked == 2
     assert_same_weights(models[0], models[1])
-    assert not any(h["errors"] for h in monitor.history)
+    assert not any(h.errors for h in monitor.history)
     expected = explain_final_weights(models[1], monitor)  # an uncompiled model with the same weights
     for name, raw in monitor.drift.previous.items():
         torch.testing.assert_close(raw, expected[name], rtol=1e-5, atol=1e-6)
@@ -225,13 +225,13 @@ def test_validate_and_test_explain_under_inference_mode(tmp_path: Any) -> None:
     test = DataLoader(TensorDataset(test_images, test_labels), batch_size=8)
     trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], inference_mode=True))
     results = trainer.test(model, test)  # a fresh monitor under trainer.test: probes come from the test data
-    assert monitor.evaluations == 1 and not monitor.history[0]["errors"]
+    assert monitor.evaluations == 1 and not monitor.history[0].errors
     assert monitor.probes is not None and monitor.probes.source == "test dataloader"
     assert any(torch.equal(monitor.probes.images[0], img) for img in test_images)
     assert "xai/integrated_gradients/completeness_gap" in results[0]
     trainer.validate(model, val)  # same probes, now compared with the test-time maps
-    assert monitor.evaluations == 2 and not monitor.history[1]["errors"]
-    assert monitor.history[1]["scalars"]["xai/gradcam/drift/rank_vs_previous/median"] == 0.0  # same weights
+    assert monitor.evaluations == 2 and not monitor.history[1].errors
+    assert monitor.history[1].scalars["xai/gradcam/drift/rank_vs_previous/median"] == 0.0  # same weights
     assert not monitor.probes.images.is_inference()
 
 
@@ -301,15 +301,15 @@ def test_fast_dev_run_with_dummy_logger(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=4, ig_steps=4)
     logdir = str(tmp_path / "logs")
     _, trainer = fit(tmp_path, [monitor], fast_dev_run=True, logger=TensorBoardLogger(logdir))
-    assert monitor.evaluations == 1 and not monitor.history[0]["errors"]
+    assert monitor.evaluations == 1 and not monitor.history[0].errors
     assert not glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)  # DummyLogger
 
 
 def test_check_val_every_n_epoch(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
     fit(tmp_path, [monitor], check_val_every_n_epoch=2, max_epochs=4)
-    assert [h["epoch"] for h in monitor.history] == [1, 3]
-    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[1]["scalars"]
+    assert [h.epoch for h in monitor.history] == [1, 3]
+    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[1].scalars
 
 
 @pytest.mark.slow
@@ -317,9 +317,9 @@ def test_val_check_interval_inside_an_epoch(tmp_path: Any) -> None:
     logdir = str(tmp_path / "logs")
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
     fit(tmp_path, [monitor], val_check_interval=0.5, max_epochs=2, logger=TensorBoardLogger(logdir, name="run"))
-    assert [(h["epoch"], h["global_step"]) for h in monitor.history] == [(0, 2), (0, 4), (1, 6), (1, 8)]
+    assert [(h.epoch, h.global_step) for h in monitor.history] == [(0, 2), (0, 4), (1, 6), (1, 8)]
     # the second validation of an epoch is compared with the first one ("previous")
-    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[1]["scalars"]
+    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[1].scalars
     files = glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)
     acc = EventAccumulator(os.path.dirname(files[0]), size_guidance={"images": 0})
     acc.Reload()
@@ -329,7 +329,7 @@ def test_val_check_interval_inside_an_epoch(tmp_path: Any) -> None:
 def test_num_sanity_val_steps_does_not_explain(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
     model, _ = fit(tmp_path, [monitor], num_sanity_val_steps=2, max_epochs=2)
-    assert [h["epoch"] for h in monitor.history] == [0, 1]
+    assert [h.epoch for h in monitor.history] == [0, 1]
     plain, _ = fit(tmp_path / "plain", [], num_sanity_val_steps=2, max_epochs=2)
     assert_same_weights(plain, model)
 
@@ -364,7 +364,7 @@ class TupleOutput(DictOutput):
 def test_dict_and_tuple_outputs_with_output_transform(tmp_path: Any, model_cls: type, transform: Any) -> None:
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, output_transform=transform)
     fit(tmp_path, [monitor], model=model_cls())
-    assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
+    assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
     with pytest.raises(ValueError, match="output_transform"):
         fit(tmp_path / "bad", [AttributionMonitor(num_probes=4, ig_steps=4)], model=model_cls())
 
@@ -391,7 +391,7 @@ def test_forward_with_extra_arguments_via_forward_fn(tmp_path: Any) -> None:
         fit(tmp_path / "bad", [AttributionMonitor(num_probes=4, ig_steps=4)], model=NeedsTemperature())
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, forward_fn=call_with_temperature)
     model, _ = fit(tmp_path, [monitor], model=NeedsTemperature())
-    assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
+    assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
     assert monitor.probes is not None and monitor.probes.labels is not None
     cam = GradCam()
     x = monitor.probes.images
@@ -454,17 +454,18 @@ def test_state_keys_distinct_for_different_settings() -> None:
         {"target": 2},
         {"seed": 1},
         {"num_probes": 8},
-        {"warmup_epochs": 0},
-        {"every_n_epochs": 2},
-        {"drift_rules": (ALWAYS,)},
         {"probes": torch.zeros(2, 1, 12, 12)},
         {"probes": torch.ones(2, 1, 12, 12)},
         {"ig_baseline": 0.5},
     ]
     keys = [AttributionMonitor(**{**base, **v}).state_key for v in variants]
     assert len(set(keys)) == len(keys)
-    # the key describes the measurement, not the presentation or the action: resuming may change those
+    # the key describes what the stored maps depend on, not the presentation, the action or the alert settings:
+    # resuming may change those without losing the reference
     assert AttributionMonitor(**base, colormap="viridis", on_drift="stop").state_key == keys[0]
+    for other in ({"warmup_epochs": 0}, {"every_n_epochs": 2}, {"drift_rules": (ALWAYS,)}, {"detector": None}):
+        assert AttributionMonitor(**base, **other).state_key == keys[0]
+    assert len(keys[0]) < 150
     assert AttributionMonitor(**base).state_key == keys[0]
 
 

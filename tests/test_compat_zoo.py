@@ -275,7 +275,7 @@ def test_resnet18_fit_is_bit_identical_with_monitor(tmp_path: Any) -> None:
     plain = zoo_fit(tmp_path / "a", "resnet18", 32, [])
     monitor = AttributionMonitor(num_probes=2, ig_steps=2, warmup_epochs=0)
     watched = zoo_fit(tmp_path / "b", "resnet18", 32, [monitor])
-    assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
+    assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
     # at 32x32 layer4 is 1x1 (no spatial extent), so the last spatial map is layer3's 2x2
     assert monitor.explainers[0].layer_name == "net.layer3"  # type: ignore[attr-defined]
     for (key, p), (_, q) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=True):
@@ -289,5 +289,5 @@ def test_vit_fit_with_monitor(tmp_path: Any) -> None:
     cam = monitor.explainers[0]
     assert isinstance(cam, GradCam)
     assert cam.layer_name == "net.encoder.layers.encoder_layer_11.ln_1" and cam.token_layout == (1, 2, 2)
-    assert monitor.evaluations == 2 and not any(h["errors"] for h in monitor.history)
-    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[-1]["scalars"]
+    assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
+    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[-1].scalars

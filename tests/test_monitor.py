@@ -162,7 +162,7 @@ def test_resume_restores_probes_reference_history_and_alerts(tmp_path: Any) -> N
     assert torch.equal(after.drift.reference["gradcam"], monitor.drift.reference["gradcam"])
     assert after.drift.reference_epochs == {"gradcam": 0, "integrated_gradients": 0}
     assert [a.epoch for a in after.alerts[:2]] == [1, 1]
-    assert len(after.history) == 3 and after.history[0]["epoch"] == 0
+    assert len(after.history) == 3 and after.history[0].epoch == 0
     # cooldown=0 and threshold 0: the event continues at epoch 2, so no second alert (one event, one alert)
     assert len(after.alerts) == 2
 
@@ -179,16 +179,16 @@ def test_resume_with_other_settings_says_the_state_starts_afresh(tmp_path: Any) 
     path = str(ckpt_dir / "last.ckpt")
     other = AttributionMonitor(num_probes=4, ig_steps=8)
     train, val = loaders()
-    with pytest.warns(UserWarning, match=r"checkpoint holds monitor state for .*ig_steps=32"):
+    with pytest.warns(UserWarning, match=r"checkpoint holds monitor state for .*n_steps=4"):
         L.Trainer(**trainer_kwargs(tmp_path, callbacks=[other], max_epochs=2)).fit(
             TinyCNN(), train, val, ckpt_path=path
         )
-    assert other.history[0]["epoch"] == 1  # nothing restored
+    assert other.history[0].epoch == 1  # nothing restored
     same = AttributionMonitor(num_probes=4, ig_steps=4)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*checkpoint holds monitor state.*")
         L.Trainer(**trainer_kwargs(tmp_path, callbacks=[same], max_epochs=2)).fit(TinyCNN(), train, val, ckpt_path=path)
-    assert same.history[0]["epoch"] == 0  # restored
+    assert same.history[0].epoch == 0  # restored
 
 
 def test_validate_under_inference_mode(tmp_path: Any) -> None:
@@ -199,7 +199,7 @@ def test_validate_under_inference_mode(tmp_path: Any) -> None:
     trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], inference_mode=True))
     trainer.validate(model, val)
     assert monitor.evaluations == 1
-    assert not monitor.history[0]["errors"]
+    assert not monitor.history[0].errors
     assert "xai/integrated_gradients/completeness_gap" in trainer.callback_metrics
     trainer.test(model, val)  # test loop does not explain, but must not break
     trainer.validate(model, val)
@@ -257,7 +257,7 @@ def test_every_n_epochs_and_early_stopping_can_monitor_drift(tmp_path: Any) -> N
         strict=False,
     )
     fit(tmp_path, [monitor, stopper], max_epochs=4)
-    assert [h["epoch"] for h in monitor.history] == [1, 3]
+    assert [h.epoch for h in monitor.history] == [1, 3]
     assert stopper.best_score is not None and torch.isfinite(stopper.best_score)
 
 
@@ -280,10 +280,10 @@ def test_probe_masks_log_localization(tmp_path: Any) -> None:
     )
     _, trainer = fit(tmp_path, [monitor, empty], max_epochs=1)
     for method in ("gradcam", "integrated_gradients"):
-        assert monitor.history[0]["scalars"][f"xai/localization/{method}/relevance_mass"] == pytest.approx(1.0)
-        assert monitor.history[0]["scalars"][f"xai/localization/{method}/pointing_game"] == pytest.approx(1.0)
-        assert empty.history[0]["scalars"][f"xai/localization/{method}/relevance_mass"] == 0.0
-        assert empty.history[0]["scalars"][f"xai/localization/{method}/pointing_game"] == 0.0
+        assert monitor.history[0].scalars[f"xai/localization/{method}/relevance_mass"] == pytest.approx(1.0)
+        assert monitor.history[0].scalars[f"xai/localization/{method}/pointing_game"] == pytest.approx(1.0)
+        assert empty.history[0].scalars[f"xai/localization/{method}/relevance_mass"] == 0.0
+        assert empty.history[0].scalars[f"xai/localization/{method}/pointing_game"] == 0.0
     bad = AttributionMonitor(probes=(images, labels), probe_masks=torch.ones(3, 12, 12))
     with pytest.raises(ValueError, match="`probe_masks` has shape"):
         fit(tmp_path / "bad", [bad], max_epochs=1)

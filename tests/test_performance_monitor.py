@@ -49,8 +49,8 @@ def test_time_budget_cuts_ig_steps_and_logs_it(tmp_path: Any) -> None:
     assert 1 <= float(trainer.callback_metrics["xai/integrated_gradients/n_steps"]) < 64
     assert monitor.evaluations == 2
     for entry in monitor.history:  # a cut map is shown but never compared: no drift, no reference from it
-        assert [e for e in entry["errors"] if "cut its work" in e] == [entry["errors"][0]]
-        assert not any("/drift/" in key for key in entry["scalars"])
+        assert [e for e in entry.errors if "cut its work" in e] == [entry.errors[0]]
+        assert not any("/drift/" in key for key in entry.scalars)
     assert monitor.drift.reference == {} and monitor.alerts == []
 
 
@@ -58,7 +58,7 @@ def test_spent_budget_skips_the_remaining_methods_and_says_so(tmp_path: Any) -> 
     monitor = AttributionMonitor(num_probes=8, ig_steps=4, max_seconds_per_epoch=1e-9)
     with pytest.warns(UserWarning, match="max_seconds_per_epoch"):
         _fit(tmp_path, monitor, epochs=1)
-    errors = monitor.history[-1]["errors"]
+    errors = monitor.history[-1].errors
     assert any("max_seconds_per_epoch" in e for e in errors)
 
 
@@ -116,10 +116,10 @@ def test_budget_is_shared_in_method_order(tmp_path: Any) -> None:
         max_seconds_per_epoch=0.2,
     )
     _fit(tmp_path / "shared", shared, SlowCNN(), epochs=1)
-    steps_alone = alone.history[-1]["scalars"]["xai/integrated_gradients/n_steps"]
-    steps_shared = shared.history[-1]["scalars"]["xai/integrated_gradients/n_steps"]
-    assert shared.history[-1]["scalars"]["xai/integrated_gradients/budget_limited"] == 1.0
-    assert not any("skipped" in e for e in shared.history[-1]["errors"])  # both methods ran
+    steps_alone = alone.history[-1].scalars["xai/integrated_gradients/n_steps"]
+    steps_shared = shared.history[-1].scalars["xai/integrated_gradients/n_steps"]
+    assert shared.history[-1].scalars["xai/integrated_gradients/budget_limited"] == 1.0
+    assert not any("skipped" in e for e in shared.history[-1].errors)  # both methods ran
     assert 1 <= steps_shared < steps_alone < 64
 
 

@@ -124,15 +124,15 @@ class _Reliance(L.Callback):
         with training_state_guard(pl_module, device), torch.no_grad():
             clean = pl_module(self.val.images.to(device)).argmax(1).cpu()
             swapped = pl_module(self.mismatched.to(device)).argmax(1).cpu()
-        history = self.monitor.history[-1] if self.monitor.history else {}
-        alerts = [f"{a['method']}:{a['metric']}" for a in history.get("alerts", [])]
+        last = self.monitor.history[-1] if self.monitor.history else None
+        alerts = [f"{a.method}:{a.metric}" for a in (last.alerts if last else [])]
         self.records.append(
             EpochRecord(
                 epoch=trainer.current_epoch,
                 clean_acc=float((clean == self.val.labels).float().mean()),
                 mismatched_acc=float((swapped == self.val.labels).float().mean()),
                 decoy_rate=float((swapped == self.decoy_classes).float().mean()),
-                scalars=dict(history.get("scalars", {})),
+                scalars=dict(last.scalars if last else {}),
                 alerts=alerts,
             )
         )

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+
+from lightning_xai.drift.detector import Detection
+from lightning_xai.drift.tracker import DriftResult
+from lightning_xai.explain.registry import canonical_name
 
 DRIFT_METRICS: dict[str, str] = {
     "rank": "1 - Spearman rank correlation of |A|",
@@ -29,6 +36,9 @@ class DriftAlert:
         threshold: the rule's threshold.
         probe_indices: probes (grid positions) whose own drift exceeded the probe threshold.
         message: human-readable summary.
+        noise: the normal level the threshold was calibrated on (detector alerts; None for fixed rules).
+        region: ``(top, left, bottom, right)`` in input pixels of the region that gained relevance, or None.
+        region_share: share of probes whose largest gain lies in ``region``.
     """
 
     epoch: int
@@ -40,17 +50,23 @@ class DriftAlert:
     threshold: float
     probe_indices: tuple[int, ...]
     message: str
+    noise: float | None = None
+    region: tuple[int, int, int, int] | None = None
+    region_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only, so a checkpoint holding it loads with ``torch.load(weights_only=True)``."""
         out = dataclasses.asdict(self)
         out["probe_indices"] = list(self.probe_indices)
+        out["region"] = None if self.region is None else list(self.region)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftAlert:
         values = dict(data)
         values["probe_indices"] = tuple(int(i) for i in values["probe_indices"])
+        if values.get("region") is not None:
+            values["region"] = tuple(int(i) for i in values["region"])
         return cls(**values)
 
 
@@ -95,6 +111,17 @@ class DriftRule:
             raise ValueError(f"`DriftRule.patience` must be >= 1, got {self.patience}.")
         if self.cooldown < 0:
             raise ValueError(f"`DriftRule.cooldown` must be >= 0, got {self.cooldown}.")
+        if not (isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool)) or not math.isfinite(
+            self.threshold
+        ):
+            raise ValueError(f"`DriftRule.threshold` must be a finite number, got {self.threshold!r}.")
+        if self.methods is not None:
+            if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
+                raise ValueError(
+                    f"`DriftRule.methods` must be a tuple of method names such as ('gradcam',), got {self.methods!r}."
+                )
+            # aliases mean what they mean in `methods=`: ("ig",) watches integrated_gradients
+            object.__setattr__(self, "methods", tuple(canonical_name(m) for m in self.methods))
 
     @property
     def key(self) -> str:
@@ -152,6 +179,29 @@ class AlertTracker:
                 state.cooldown_left -= 1
         return fired
 
+    def check(
+        self,
+        method: str,
+        epoch: int,
+        step: int,
+        drift: DriftResult,
+        detection: Detection | None,
+        probe_threshold: float,
+    ) -> list[DriftAlert]:
+        """This evaluation's alerts for ``method``: the detector's (when it fired) and every fixed rule's that fires
+        (once the warm-up is over); each is added to :attr:`alerts`."""
+        new: list[DriftAlert] = []
+        if detection is not None and detection.fired:
+            new.append(detection_alert(method, epoch, step, detection))
+        if drift.alerts_armed:
+            for rule in self.update(method, drift.statistics):
+                per_probe = drift.per_probe[f"{rule.metric}_vs_{rule.reference}"]
+                cut = rule.threshold if rule.statistic == "median" else probe_threshold
+                over = tuple(int(i) for i in torch.nonzero(per_probe >= cut).flatten())
+                new.append(rule_alert(rule, method, epoch, step, drift.statistics[rule.key], over))
+        self.alerts.extend(new)
+        return new
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "states": {k: dataclasses.asdict(v) for k, v in self._states.items()},
@@ -161,3 +211,69 @@ class AlertTracker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._states = {k: _RuleState(**v) for k, v in state.get("states", {}).items()}
         self.alerts = [DriftAlert.from_dict(a) for a in state.get("alerts", [])]
+
+
+_SEE = "Open TensorBoard tag 'xai/{method}/overlay' to see where it looks now."
+
+
+def detection_alert(method: str, epoch: int, step: int, d: Detection) -> DriftAlert:
+    """The alert for a detector that fired, with its evidence in one sentence."""
+    assert d.threshold is not None
+    where = (
+        f"relevance moved into the region rows {d.region[0]}-{d.region[2]}, columns {d.region[1]}-{d.region[3]} "
+        f"(input pixels) in {d.region_share:.0%} of the probes"
+        if d.region is not None
+        else "relevance moved"
+    )
+    message = (
+        f"Attribution drift at epoch {epoch} (step {step}): {method}: {where}; {d.score:.0%} of the relevance moved "
+        f"since the previous evaluation, over this run's threshold {d.threshold:.0%} (normal level "
+        f"{(d.noise or 0.0):.0%}). The model may rely on different evidence (e.g. a shortcut). "
+        + _SEE.format(method=method)
+    )
+    return DriftAlert(
+        epoch=epoch,
+        global_step=step,
+        method=method,
+        metric="shift_vs_previous",
+        statistic="median",
+        value=d.score,
+        threshold=d.threshold,
+        probe_indices=d.probe_indices,
+        message=message,
+        noise=d.noise,
+        region=d.region,
+        region_share=d.region_share,
+    )
+
+
+def rule_alert(rule: DriftRule, method: str, epoch: int, step: int, value: float, over: tuple[int, ...]) -> DriftAlert:
+    """The alert for a fixed :class:`DriftRule` that fired."""
+    message = (
+        f"Attribution drift at epoch {epoch} (step {step}): {method} {rule.key} = {value:.3f} >= {rule.threshold:.3f}; "
+        f"probes over it: {list(over) or 'none alone'}. The model may rely on different evidence (e.g. a shortcut). "
+        + _SEE.format(method=method)
+    )
+    return DriftAlert(
+        epoch=epoch,
+        global_step=step,
+        method=method,
+        metric=f"{rule.metric}_vs_{rule.reference}",
+        statistic=rule.statistic,
+        value=value,
+        threshold=rule.threshold,
+        probe_indices=over,
+        message=message,
+    )
+
+
+class DriftDetectedError(RuntimeError):
+    """Raised by ``on_drift="raise"``; carries the :class:`DriftAlert`."""
+
+    def __init__(self, alert: DriftAlert) -> None:
+        super().__init__(alert.message)
+        self.alert = alert
+
+
+#: what ``AttributionMonitor(on_drift=...)`` accepts: "warn", "stop", "raise" or a callable receiving each alert
+OnDrift = str | Callable[[DriftAlert], None]

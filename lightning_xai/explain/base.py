@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -52,6 +53,14 @@ class Explainer(ABC):
     display_normalization: str = "max"
     #: optional keywords ``explain`` accepts, from :data:`EXPLAIN_KEYWORDS`; the monitor passes exactly these
     explain_keywords: frozenset[str] = frozenset()
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change this method's maps (layer, steps, baseline, ...), as short primitives.
+
+        A checkpoint's monitor state is restored only into a monitor whose methods describe themselves the same
+        way, so the stored reference maps are never compared with maps made differently. Presentation-only
+        settings do not belong here."""
+        return {}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:  # noqa: B027
         """Validate against the model before training starts (``example`` is one probe, batch of 1)."""

@@ -90,6 +90,11 @@ class GradCam(Explainer):
         self._module: nn.Module | None = None
         self._to_grid: GradcamReshape | None = None  # None: the layer already returns (B, C, h, w)
 
+    def config(self) -> dict[str, Any]:
+        layer = self.layer if self.layer is None or isinstance(self.layer, str) else f"<{type(self.layer).__name__}>"
+        reshape = None if self.reshape is None else getattr(self.reshape, "__qualname__", type(self.reshape).__name__)
+        return {"layer": layer, "reshape": reshape}
+
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         traces = trace_modules(model, forward, example)
         by_name = {t.name: t for t in traces}

@@ -1,25 +1,95 @@
-"""Build the monitor's explainers from ``methods=`` (names or instances) and the ``gradcam_*``/``ig_*`` arguments."""
+"""One registry of the methods ``methods=`` knows by name: each name, its aliases and how to build it from the
+monitor's method arguments (``gradcam_layer=``, ``ig_steps=``, ...). ``methods=`` and ``DriftRule(methods=)``
+both resolve names here, so an alias means the same everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from lightning_xai.explain import ALIASES, EXPLAIN_KEYWORDS, METHODS, Explainer, GradCam, IntegratedGradients
-from lightning_xai.explain.gradcam import GradcamReshape
+from lightning_xai.explain.base import EXPLAIN_KEYWORDS, Explainer
+from lightning_xai.explain.gradcam import GradCam, GradcamReshape
+from lightning_xai.explain.integrated_gradients import IntegratedGradients
 
 
-def build_explainers(
-    methods: Sequence[str | Explainer],
-    gradcam_layer: str | torch.nn.Module | None,
-    gradcam_reshape: GradcamReshape | None,
-    ig_steps: int | Literal["auto"],
-    ig_baseline: float | Tensor | None,
-    ig_internal_batch_size: int | None,
-) -> list[Explainer]:
+@dataclass(frozen=True)
+class MethodOptions:
+    """The monitor's per-method arguments, handed to every builder (each reads its own)."""
+
+    gradcam_layer: str | torch.nn.Module | None = None
+    gradcam_reshape: GradcamReshape | None = None
+    ig_steps: int | Literal["auto"] = "auto"
+    ig_baseline: float | Tensor | None = None
+    ig_internal_batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A method known by name: its canonical name, aliases, and a builder from :class:`MethodOptions`."""
+
+    name: str
+    build: Callable[[MethodOptions], Explainer]
+    aliases: tuple[str, ...] = field(default=())
+
+
+REGISTRY: dict[str, MethodEntry] = {}
+
+
+def register(entry: MethodEntry) -> None:
+    """Add a method to the registry (its name and aliases must be new)."""
+    for key in (entry.name, *entry.aliases):
+        if key in REGISTRY:
+            raise ValueError(f"method name {key!r} is already registered")
+        REGISTRY[key] = entry
+
+
+register(
+    MethodEntry("gradcam", lambda o: GradCam(layer=o.gradcam_layer, reshape=o.gradcam_reshape), aliases=("grad_cam",))
+)
+register(
+    MethodEntry(
+        "integrated_gradients",
+        lambda o: IntegratedGradients(o.ig_steps, o.ig_baseline, o.ig_internal_batch_size),
+        aliases=("ig",),
+    )
+)
+
+
+def method_names() -> list[str]:
+    """Canonical names, sorted.
+
+    Example::
+
+        >>> method_names()
+        ['gradcam', 'integrated_gradients']
+    """
+    return sorted({e.name for e in REGISTRY.values()})
+
+
+def alias_names() -> list[str]:
+    """Every accepted spelling that is not a canonical name."""
+    return sorted(k for k, e in REGISTRY.items() if k != e.name)
+
+
+def canonical_name(name: str) -> str:
+    """The canonical name of a registered method or alias; other names (custom explainers) are returned as they are.
+
+    Example::
+
+        >>> canonical_name("ig"), canonical_name("grad_cam"), canonical_name("my_method")
+        ('integrated_gradients', 'gradcam', 'my_method')
+    """
+    entry = REGISTRY.get(name)
+    return entry.name if entry is not None else name
+
+
+def build_explainers(methods: Sequence[str | Explainer] | str, options: MethodOptions) -> list[Explainer]:
+    """Explainers for ``methods=`` (names, aliases or :class:`Explainer` instances), checked for unknown names,
+    unsupported ``explain_keywords`` and duplicates."""
     if isinstance(methods, str):
         methods = (methods,)
     explainers: list[Explainer] = []
@@ -27,16 +97,13 @@ def build_explainers(
         if isinstance(method, Explainer):
             explainers.append(method)
             continue
-        name = ALIASES.get(str(method), str(method))
-        if name == "gradcam":
-            explainers.append(GradCam(layer=gradcam_layer, reshape=gradcam_reshape))
-        elif name == "integrated_gradients":
-            explainers.append(IntegratedGradients(ig_steps, ig_baseline, ig_internal_batch_size))
-        else:
+        entry = REGISTRY.get(method) if isinstance(method, str) else None
+        if entry is None:
             raise ValueError(
-                f"`methods` contains unknown method {method!r}; choose from {sorted(METHODS)} "
-                f"(aliases {sorted(ALIASES)}) or pass an Explainer instance."
+                f"`methods` contains unknown method {method!r}; choose from {method_names()} "
+                f"(aliases {alias_names()}) or pass an Explainer instance."
             )
+        explainers.append(entry.build(options))
     for explainer in explainers:
         unknown = set(explainer.explain_keywords) - EXPLAIN_KEYWORDS
         if unknown:
@@ -48,3 +115,8 @@ def build_explainers(
     if len(set(names)) != len(names):
         raise ValueError(f"`methods` lists a method twice: {names}.")
     return explainers
+
+
+def describe(explainer: Explainer) -> dict[str, Any]:
+    """What identifies an explainer's maps (for checkpoints): its name, class and :meth:`Explainer.config`."""
+    return {"name": explainer.name, "class": type(explainer).__qualname__, **explainer.config()}

@@ -14,12 +14,9 @@ import numbers
 import torch
 from torch import Tensor
 
+from lightning_xai.functional._common import compute_dtype as _compute_dtype
+
 __all__ = ["average_ranks", "spearman_distance", "topk_iou_distance"]
-
-
-def _compute_dtype(device: torch.device) -> torch.dtype:
-    """float64 wherever the backend supports it (MPS does not)."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _check_tensor(name: str, value: object) -> Tensor:

@@ -18,12 +18,9 @@ import math
 import torch
 from torch import Tensor
 
+from lightning_xai.functional._common import compute_dtype as _compute_dtype
+
 __all__ = ["pointing_game", "relevance_mass"]
-
-
-def _compute_dtype(device: torch.device) -> torch.dtype:
-    """float64 wherever the backend supports it (MPS does not)."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _prepare(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,11 +6,18 @@ Encoding and writing happen elsewhere (:mod:`lightning_xai.visualize.writer`, on
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from lightning_xai.explain import Explanation
+from lightning_xai.explain.run import ProbeExplanations
+from lightning_xai.visualize.writer import Job, add_image_job, add_text_job
+
+if TYPE_CHECKING:
+    from lightning_xai.drift.measure import Evaluation
 from lightning_xai.visualize.render import (
     Denormalize,
     make_grid,
@@ -110,3 +117,43 @@ def prediction_table(labels: Tensor | None, targets: Tensor, predicted: Tensor, 
         label = "–" if labels is None else str(int(labels[i]))
         rows.append(f"| {i} | {label} | {int(targets[i])} | {int(predicted[i])} | {float(confidence[i]):.3f} |")
     return "\n".join(rows)
+
+
+def evaluation_media(
+    done: ProbeExplanations,
+    labels: Tensor | None,
+    record: Evaluation,
+    normalizations: Mapping[str, str],
+    *,
+    colormap: str,
+    denormalize: Denormalize,
+    log_heatmaps: bool,
+    include_probes: bool,
+) -> list[Callable[[Any, int], Job]]:
+    """Everything one evaluation shows, as jobs ``job(writer, step)`` for the background writer: the image grids
+    and the texts (predictions, alerts, errors)."""
+    grids = image_grids(
+        done.inputs,
+        done.results,
+        normalizations,
+        colormap=colormap,
+        denormalize=denormalize,
+        log_heatmaps=log_heatmaps,
+        include_probes=include_probes,
+    )
+    messages = [a.message for a in record.alerts]
+    texts = text_records(labels, done.targets, done.predicted, done.confidence, record.errors, messages)
+    jobs: list[Callable[[Any, int], Job]] = []
+    for tag, image in grids:
+        jobs.append(functools.partial(_image_job, tag, image))
+    for tag, text in texts:
+        jobs.append(functools.partial(_text_job, tag, text))
+    return jobs
+
+
+def _image_job(tag: str, image: Tensor, writer: Any, step: int) -> Job:
+    return add_image_job(writer, tag, image, step)
+
+
+def _text_job(tag: str, text: str, writer: Any, step: int) -> Job:
+    return add_text_job(writer, tag, text, step)

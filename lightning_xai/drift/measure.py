@@ -1,0 +1,101 @@
+"""One evaluation's measurements: drift statistics, the detector, the alert rules and localisation, turned into the
+scalars the monitor logs and a typed :class:`Evaluation` record for ``monitor.history``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from lightning_xai.drift.alerts import AlertTracker, DriftAlert
+from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.drift.tracker import DriftTracker
+from lightning_xai.explain.run import ProbeExplanations
+from lightning_xai.functional import pointing_game, relevance_mass
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation of the monitor produced (one item of ``AttributionMonitor.history``).
+
+    Attributes:
+        epoch, global_step: when it ran.
+        scalars: every logged ``xai/...`` scalar.
+        errors: one message per method skipped or not compared (failure, NaN, time budget).
+        alerts: the alerts it raised.
+        explain_seconds: wall time of the explanations (prediction pass and every method).
+    """
+
+    epoch: int
+    global_step: int
+    scalars: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    alerts: list[DriftAlert] = field(default_factory=list)
+    explain_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives only (checkpoints load with ``weights_only=True``)."""
+        out = dataclasses.asdict(self)
+        out["alerts"] = [a.to_dict() for a in self.alerts]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        values = dict(data)
+        values["alerts"] = [DriftAlert.from_dict(a) for a in values.get("alerts", [])]
+        return cls(**values)
+
+
+def measure(
+    done: ProbeExplanations,
+    epoch: int,
+    step: int,
+    drift: DriftTracker,
+    detector: ShiftDetector | None,
+    tracker: AlertTracker,
+    masks: Tensor | None = None,
+    warn_once: Callable[[str, str], None] | None = None,
+) -> Evaluation:
+    """Measure every method's new maps against the stored ones and check the detector and the rules.
+
+    A map that the time budget cut (``budget_limited``) is a worse map, not a drift: it is shown but neither
+    measured nor stored, so it cannot raise an alert or become a reference."""
+    record = Evaluation(epoch, step, errors=list(done.errors), explain_seconds=done.seconds)
+    scalars = record.scalars
+    input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
+    for name, explanation in done.results.items():
+        cut = explanation.diagnostics.get("budget_limited")
+        if cut is not None and bool(cut.any()):
+            note = (
+                f"{name} at epoch {epoch}: `max_seconds_per_epoch` cut its work, so its drift is not measured "
+                "and its rules are not checked this epoch (the map is still shown)."
+            )
+            record.errors.append(note)
+            if warn_once is not None:
+                warn_once(f"budget_cut_{name}", f"AttributionMonitor: {note}")
+        else:
+            result = drift.update(name, epoch, explanation.raw)
+            scalars.update({f"xai/{name}/drift/{key}": value for key, value in result.statistics.items()})
+            detection = None
+            if detector is not None:
+                armed = epoch >= drift.warmup_epochs
+                detection = detector.update(name, explanation.raw, input_size, armed)
+                if detection is not None:
+                    scalars[f"xai/{name}/alert/score"] = detection.score
+                    if detection.threshold is not None:
+                        scalars[f"xai/{name}/alert/threshold"] = detection.threshold
+            record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
+        for key, values in explanation.diagnostics.items():
+            scalars[f"xai/{name}/{key}"] = float(values.double().median())
+        if masks is not None:
+            scalars[f"xai/localization/{name}/relevance_mass"] = float(
+                relevance_mass(explanation.display, masks).double().mean()
+            )
+            scalars[f"xai/localization/{name}/pointing_game"] = float(
+                pointing_game(explanation.display, masks).double().mean()
+            )
+    scalars["xai/seconds"] = done.seconds
+    return record
