@@ -303,7 +303,7 @@ def test_auto_layer_none_for_mlp() -> None:
     assert auto_gradcam_layer(traces) is None
 
 
-def test_auto_layer_resnet18_is_layer4() -> None:
+def test_auto_layer_resnet18_has_at_least_4x4_cells() -> None:
     models = pytest.importorskip("torchvision.models")
     torch.manual_seed(0)
     net = models.resnet18(num_classes=10).eval()  # random init, no download
@@ -311,7 +311,22 @@ def test_auto_layer_resnet18_is_layer4() -> None:
     by_name = {t.name: t for t in traces}
     assert by_name["layer4"].output_shape == (1, 512, 2, 2)
     assert by_name["layer4.1.relu"].calls == 2  # BasicBlock reuses its ReLU
-    assert auto_gradcam_layer(traces) == "layer4"
+    assert auto_gradcam_layer(traces) == "layer3"  # 4x4: layer4's 2x2 map cannot say where
+    big = trace_modules(net, net, torch.zeros(1, 3, 224, 224))
+    assert auto_gradcam_layer(big) == "layer4"  # 7x7
+    tiny = trace_modules(net, net, torch.zeros(1, 3, 32, 32))
+    assert auto_gradcam_layer(tiny) == "layer2"  # 4x4 there
+
+
+def test_gradcam_names_its_layer_and_warns_on_a_2x2_map(caplog: pytest.LogCaptureFixture) -> None:
+    models = pytest.importorskip("torchvision.models")
+    net = models.resnet18(num_classes=10).eval()
+    x = torch.zeros(1, 3, 64, 64)
+    with caplog.at_level("INFO"):
+        GradCam().setup(net, net, x)
+    assert "Grad-CAM explains layer `layer3` (4x4 cells for 64x64 probes)" in caplog.text
+    with pytest.warns(UserWarning, match=r"`layer4` gives a map of only 2x2 cells"):
+        GradCam(layer="layer4").setup(net, net, x)
 
 
 # ------------------------------------------------------------------------------------- training-state guard

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from captum import attr as captum_attr
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
@@ -16,6 +17,7 @@ from lightning_xai.explain.layers import (
     auto_gradcam_layer,
     gradcam_candidates,
     is_feature_map,
+    map_size,
     resolve_module,
     token_grid,
     token_prefix_count,
@@ -130,6 +132,22 @@ class GradCam(Explainer):
                 f"{gradcam_candidates(traces)[-5:]}."
             )
         self._to_grid, self.token_layout = self._grid_function(model, trace.output_shape, example, traces)
+        h, w = self.map_size(trace.output_shape)
+        self.cells = (h, w)
+        size = f"{h}x{w} cells for {example.shape[-2]}x{example.shape[-1]} probes"
+        rank_zero_info(f"AttributionMonitor: Grad-CAM explains layer `{self.layer_name}` ({size if h else 'reshaped'}).")
+        if 0 < h * w <= 4:
+            rank_zero_warn(
+                f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {size}: it cannot "
+                "say where in the image the evidence is, and its drift moves in coarse steps. Pass an earlier layer "
+                f"with `gradcam_layer=` (candidates: {gradcam_candidates(traces)[-6:]}) or larger probes."
+            )
+
+    def map_size(self, shape: tuple[int, ...] | None) -> tuple[int, int]:
+        """Cells of the Grad-CAM map: the token grid for transformers, else the layer's spatial size."""
+        if self.token_layout is not None:
+            return (int(self.token_layout[1]), int(self.token_layout[2]))
+        return map_size(shape)
 
     def _grid_function(
         self, model: nn.Module, shape: tuple[int, ...] | None, example: Tensor, traces: list[Any]

@@ -80,6 +80,8 @@ def gradcam_candidates(traces: list[LayerTrace]) -> list[str]:
 
 #: modules that only resample a feature map (an adaptive pool to 7x7 after a 2x2 map adds no information)
 RESAMPLING_TYPES = ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d")
+#: Grad-CAM's automatic layer has at least this many cells per side of its map when the network offers one
+MIN_CELLS = 4
 
 
 def auto_gradcam_layer(traces: list[LayerTrace], model: nn.Module | None = None) -> str | None:
@@ -88,7 +90,8 @@ def auto_gradcam_layer(traces: list[LayerTrace], model: nn.Module | None = None)
     - A known vision-transformer layout in ``model`` (torchvision ``VisionTransformer``, timm-style ``blocks`` +
       ``cls_token``): the first LayerNorm of the last encoder block (:func:`transformer_gradcam_layer`); its
       token output is reshaped to a grid by Grad-CAM.
-    - Otherwise the last module (by completion order) whose output is a spatial 4-D feature map, which runs
+    - Otherwise the last module (by completion order) whose output is a spatial 4-D feature map of at least
+      :data:`MIN_CELLS` × :data:`MIN_CELLS` cells (any size when none is that large), which runs
       once and does not merely resample its input (adaptive pools and upsampling are skipped: VGG's
       ``AdaptiveAvgPool2d((7, 7))`` would otherwise win over ``features``). Modules finish after their children,
       so when a block and its last child return the same map, the block (e.g. ``layer4`` of a ResNet, not
@@ -100,7 +103,25 @@ def auto_gradcam_layer(traces: list[LayerTrace], model: nn.Module | None = None)
             return vit_layer
     by_name = {t.name: t for t in traces}
     candidates = [n for n in gradcam_candidates(traces) if by_name[n].module_type not in RESAMPLING_TYPES]
+    # a map of 2x2 cells cannot say where the evidence is (and its drift moves in coarse steps): prefer the last
+    # layer whose map has at least MIN_CELLS cells per side, when the network has one
+    detailed = [n for n in candidates if min(map_size(by_name[n].output_shape)) >= MIN_CELLS]
+    if detailed:
+        return detailed[-1]
     return candidates[-1] if candidates else None
+
+
+def map_size(shape: tuple[int, ...] | None) -> tuple[int, int]:
+    """``(h, w)`` of a ``(B, C, h, w)`` output shape; ``(0, 0)`` for anything else.
+
+    Example::
+
+        >>> map_size((1, 64, 4, 4)), map_size((1, 10))
+        ((4, 4), (0, 0))
+    """
+    if shape is None or len(shape) != 4:
+        return (0, 0)
+    return (int(shape[2]), int(shape[3]))
 
 
 def transformer_gradcam_layer(model: nn.Module) -> str | None:
