@@ -31,7 +31,7 @@ from lightning_xai.explain.run import explain_probes
 from lightning_xai.explain.setup import dry_run
 from lightning_xai.probes import ProbeSet, TargetSpec, resolve_masks
 from lightning_xai.visualize.log import MediaLogger
-from lightning_xai.visualize.render import Denormalize
+from lightning_xai.visualize.render import Denormalize, black_input
 
 __all__ = ["AttributionMonitor", "DriftDetectedError", "OnDrift"]
 
@@ -62,8 +62,8 @@ class AttributionMonitor(Callback):
         ig_steps: Integrated Gradients quadrature steps, or ``"auto"`` (default): the fewest Gauss–Legendre steps
             whose completeness gap is within 5 % (calibrated on the first evaluation, re-checked every evaluation,
             logged as ``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
-        ig_baseline: None (zeros in the model's input space — black only for unnormalised inputs), a float, or
-            a tensor broadcastable to one probe.
+        ig_baseline: None (the input that displays as black: ``-mean / std`` with ``denormalize=(mean, std)``,
+            else zeros), a float, or a tensor broadcastable to one probe.
         ig_internal_batch_size: samples per IG pass; None measures the throughput knee, capped at the training
             batch size (so IG never holds more activations than a training step).
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
@@ -141,6 +141,8 @@ class AttributionMonitor(Callback):
     ) -> None:
         super().__init__()
         check_monitor_arguments(locals())
+        if ig_baseline is None:  # the input that displays as black, when `denormalize` says which it is
+            ig_baseline = black_input(denormalize)
         options = MethodOptions(gradcam_layer, gradcam_reshape, ig_steps, ig_baseline, ig_internal_batch_size)
         self.explainers = build_explainers(methods, options)
         if not self.explainers:

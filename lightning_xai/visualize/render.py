@@ -242,6 +242,25 @@ def normalize_maps(maps: Tensor, mode: str = "max", percentile: float = 99.0, ep
     return out.reshape(n, h, w)
 
 
+def black_input(denormalize: Denormalize) -> Tensor | None:
+    """The model input that displays as black, ``-mean / std`` shaped ``(C, 1, 1)``, for ``denormalize=(mean,
+    std)``; None for a callable or None (the inverse is unknown; zeros are black for unnormalised inputs).
+
+    It is Integrated Gradients' default baseline when ``denormalize`` is given: the zero input of a
+    normalised model is the *mean* image, which leaves the background with attribution of its own.
+
+    Example::
+
+        >>> black_input(([0.5, 0.25], [0.25, 0.5])).flatten().tolist()
+        [-2.0, -0.5]
+    """
+    if not isinstance(denormalize, (tuple, list)) or len(denormalize) != 2:
+        return None
+    mean = torch.as_tensor(denormalize[0], dtype=torch.float32).reshape(-1, 1, 1)
+    std = torch.as_tensor(denormalize[1], dtype=torch.float32).reshape(-1, 1, 1)
+    return -mean / std
+
+
 def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor:
     """Convert probe images, as the model sees them, into displayable RGB in ``[0, 1]``.
 

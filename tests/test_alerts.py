@@ -1,0 +1,212 @@
+"""The default detector (ShiftDetector), the alerts it builds, fixed rules, and what survives a resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from conftest import TinyCNN, loaders, trainer_kwargs
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai.drift.alerts import AlertTracker
+from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.drift.tracker import DriftTracker
+from lightning_xai.functional.shift import (
+    gain_box,
+    novel_relevance,
+    relevance_distribution,
+    relevance_gain,
+    relevance_shift,
+)
+
+# ------------------------------------------------------------------------------------------ pure functions
+
+
+def test_relevance_shift_is_total_variation_against_a_brute_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = relevance_distribution(torch.rand(5, 16, 16, generator=g), cells=8)
+    b = relevance_distribution(torch.rand(5, 16, 16, generator=g), cells=8)
+    got = relevance_shift(a, b)
+    for i in range(5):
+        brute = 0.0
+        for r in range(8):
+            for c in range(8):
+                brute += abs(float(a[i, r, c]) - float(b[i, r, c]))
+        assert got[i].item() == pytest.approx(brute / 2, abs=1e-12)
+    assert torch.allclose(relevance_gain(a, b).flatten(1).sum(1), got)  # what is gained is what moved
+
+
+def test_relevance_distribution_pools_normalises_and_handles_zero_maps() -> None:
+    maps = torch.zeros(2, 32, 32)
+    maps[0, :4, :4] = -3.0  # sign ignored
+    dist = relevance_distribution(maps, cells=8)
+    assert dist.shape == (2, 8, 8)
+    assert dist[0, 0, 0].item() == pytest.approx(1.0) and dist[0].sum().item() == pytest.approx(1.0)
+    assert torch.allclose(dist[1], torch.full((8, 8), 1 / 64, dtype=dist.dtype))  # all-zero: uniform
+    small = relevance_distribution(torch.rand(1, 4, 4), cells=8)
+    assert small.shape == (1, 4, 4)  # never upsampled
+
+
+def test_novel_relevance_separates_sharpening_from_moving_elsewhere() -> None:
+    before = torch.zeros(1, 8, 8)
+    before[0, 2:6, 2:6] = 1.0
+    before[0] += 0.05
+    sharpened = torch.zeros(1, 8, 8)
+    sharpened[0, 3:5, 3:5] = 1.0
+    moved = before.clone()
+    moved[0, 0, 7] = 8.0  # a quiet corner takes relevance
+    p, s, m = (relevance_distribution(x) for x in (before, sharpened, moved))
+    assert novel_relevance(s, p).item() < 0 < novel_relevance(m, p).item()
+
+
+def test_gain_box_finds_the_region_that_gained() -> None:
+    gain = torch.zeros(3, 8, 8)
+    gain[:, 6:8, 0:2] = 0.2
+    gain[1, 2, 2] = 0.05  # small, elsewhere
+    assert gain_box(gain) == (6, 0, 7, 1)
+    assert gain_box(torch.zeros(2, 4, 4)) is None
+
+
+# ---------------------------------------------------------------------------------------------- detector
+
+
+def _object_maps(n: int, jitter: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.zeros(n, 16, 16)
+    maps[:, 5:11, 5:11] = 1.0
+    return maps + jitter * torch.rand(n, 16, 16, generator=g)
+
+
+def test_detector_calibrates_then_alerts_on_a_move_and_says_where() -> None:
+    det = ShiftDetector()
+    decisions = [det.update("m", _object_maps(6, 0.3, s), (64, 64), armed=s >= 2) for s in range(6)]
+    assert decisions[0] is None  # no previous map yet
+    assert all(d is not None and d.threshold is None for d in decisions[1:4])  # warm-up, then calibration
+    assert all(d is not None and not d.fired for d in decisions[1:])
+    shortcut = _object_maps(6, 0.3, 99)
+    shortcut[:, 0:2, 14:16] = 12.0  # relevance moves to the top-right corner
+    d = det.update("m", shortcut, (64, 64), armed=True)
+    assert d is not None and d.fired and d.threshold is not None and d.noise is not None
+    assert d.score >= d.threshold > d.noise
+    top, left, bottom, right = d.region  # input pixels: 16 cells -> 8 pooled cells of 8 px
+    assert top == 0 and bottom <= 7 and left >= 56 and right == 63
+    assert d.region_share == 1.0 and d.probe_indices == tuple(range(6))
+
+
+def test_detector_does_not_calibrate_on_its_alert_and_keeps_quiet_in_cooldown() -> None:
+    det = ShiftDetector(cooldown=2)
+    for s in range(5):
+        det.update("m", _object_maps(4, 0.3, s), (16, 16), armed=True)
+    scores_before = list(det.state_dict()["m"]["scores"])
+    moved = _object_maps(4, 0.3, 50)
+    moved[:, 0, 0] = 40.0
+    assert det.update("m", moved, (16, 16), armed=True).fired
+    back = _object_maps(4, 0.3, 51)
+    assert not det.update("m", back, (16, 16), armed=True).fired  # moves back: in cooldown
+    assert det.state_dict()["m"]["scores"] == scores_before
+
+
+def test_detector_state_round_trips() -> None:
+    det = ShiftDetector()
+    for s in range(4):
+        det.update("m", _object_maps(3, 0.2, s), (16, 16), armed=True)
+    other = ShiftDetector()
+    other.load_state_dict(det.state_dict())
+    a = det.update("m", _object_maps(3, 0.2, 9), (16, 16), armed=True)
+    b = other.update("m", _object_maps(3, 0.2, 9), (16, 16), armed=True)
+    assert a == b
+
+
+@pytest.mark.parametrize("bad", [{"k": float("nan")}, {"calibration": 0}, {"floor": -1.0}, {"ratio": "3"}])
+def test_detector_rejects_bad_settings(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="ShiftDetector"):
+        ShiftDetector(**bad)
+
+
+def test_alert_carries_the_evidence_and_says_it_in_one_sentence() -> None:
+    det, tracker, drift = ShiftDetector(), AlertTracker([]), DriftTracker(warmup_epochs=0)
+    for s in range(4):
+        maps = _object_maps(4, 0.3, s)
+        tracker.check(
+            "gradcam", s, s, drift.update("gradcam", s, maps), det.update("gradcam", maps, (32, 32), True), 0.4
+        )
+    moved = _object_maps(4, 0.3, 7)
+    moved[:, 12:16, 0:4] = 20.0  # bottom-left
+    alerts = tracker.check(
+        "gradcam", 4, 40, drift.update("gradcam", 4, moved), det.update("gradcam", moved, (32, 32), True), 0.4
+    )
+    assert len(alerts) == 1 and tracker.alerts == alerts
+    alert = alerts[0]
+    assert alert.region is not None and alert.region[0] >= 16 and alert.region[1] == 0
+    assert alert.noise is not None and alert.value >= alert.threshold
+    assert "relevance moved into the region rows" in alert.message and "100% of the probes" in alert.message
+    assert alert.to_dict()["region"] == list(alert.region)
+    assert type(alert).from_dict(alert.to_dict()) == alert
+
+
+# ------------------------------------------------------------------------------------------ rules, resume
+
+
+def test_drift_rule_accepts_every_alias_that_methods_accepts() -> None:
+    assert DriftRule(methods=("ig",)).methods == ("integrated_gradients",)
+    assert DriftRule(methods=("grad_cam", "integrated_gradients")).methods == ("gradcam", "integrated_gradients")
+    monitor = AttributionMonitor(methods=("ig",), drift_rules=(DriftRule(methods=("ig",)),))
+    assert monitor.tracker.rules[0].methods == ("integrated_gradients",)
+    with pytest.raises(ValueError, match=r"DriftRule\(methods=\('gradcma',\)\).*not among this monitor's methods"):
+        AttributionMonitor(drift_rules=(DriftRule(methods=("gradcma",)),))
+    with pytest.raises(ValueError, match="DriftRule.threshold"):
+        DriftRule(threshold=float("nan"))
+
+
+def test_an_alias_rule_fires_for_its_method(tmp_path: Any) -> None:
+    rule = DriftRule(threshold=0.0, patience=1, cooldown=0, methods=("ig",))
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(rule,), detector=None)
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=2)).fit(TinyCNN(), train, val)
+    assert [a.method for a in monitor.alerts] == ["integrated_gradients"]
+
+
+def test_changing_rules_and_detector_between_fits_keeps_the_reference(tmp_path: Any) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    first = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    L.Trainer(
+        **trainer_kwargs(
+            tmp_path,
+            callbacks=[first, ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)],
+            max_epochs=2,
+            enable_checkpointing=True,
+        )
+    ).fit(TinyCNN(), train, val)
+    second = AttributionMonitor(
+        num_probes=4,
+        ig_steps=4,
+        warmup_epochs=1,
+        every_n_epochs=1,
+        drift_rules=(DriftRule(threshold=0.9, metric="topk"),),
+        detector=ShiftDetector(ratio=5.0),
+    )
+    assert second.state_key == first.state_key
+    L.Trainer(**trainer_kwargs(tmp_path, callbacks=[second], max_epochs=3)).fit(
+        TinyCNN(), train, val, ckpt_path=str(ckpt_dir / "last.ckpt")
+    )
+    assert second.drift.reference_epochs == first.drift.reference_epochs == {"gradcam": 0, "integrated_gradients": 0}
+    assert torch.equal(second.drift.reference["gradcam"], first.drift.reference["gradcam"])
+    assert [h.epoch for h in second.history] == [0, 1, 2]
+
+
+def test_ig_baseline_defaults_to_the_black_image_when_denormalize_is_given() -> None:
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    monitor = AttributionMonitor(denormalize=(mean, std))
+    ig = next(e for e in monitor.explainers if e.name == "integrated_gradients")
+    expected = -torch.tensor(mean) / torch.tensor(std)
+    assert torch.allclose(torch.as_tensor(ig.baseline).flatten(), expected)
+    plain = AttributionMonitor()
+    assert next(e for e in plain.explainers if e.name == "integrated_gradients").baseline is None
+    given = AttributionMonitor(denormalize=(mean, std), ig_baseline=0.0)
+    assert next(e for e in given.explainers if e.name == "integrated_gradients").baseline == 0.0
