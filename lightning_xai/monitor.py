@@ -24,7 +24,7 @@ from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedEr
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation, measure
 from lightning_xai.drift.tracker import DriftTracker
-from lightning_xai.explain import IntegratedGradients, MethodOptions, build_explainers, method_names
+from lightning_xai.explain import IntegratedGradients, MethodOptions, build_explainers, check_quality, method_names
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.gradcam import GradcamReshape
 from lightning_xai.explain.run import explain_probes
@@ -41,8 +41,8 @@ class AttributionMonitor(Callback):
 
     At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
     (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
-    state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs overlay grids and a
-    prediction table to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`, drift scalars through
+    state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs an explanation sheet, grids and
+    a prediction table to every TensorBoard, CSV, W&B and MLflow logger, drift scalars through
     ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when the
     self-calibrating :class:`ShiftDetector` (or a fixed :class:`DriftRule`) fires.
 
@@ -85,6 +85,7 @@ class AttributionMonitor(Callback):
         topk: fraction of most-attributed cells compared by the ``topk`` metric.
         colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
         log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
+        tile_size: pixels per tile of the explanation sheet ``xai/sheet`` (small inputs are upscaled).
         output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
         forward_fn: ``forward_fn(pl_module, x)`` calls the model on a batch of probes when ``pl_module(x)``
             is not enough (a forward that needs extra arguments, or another method); its output then goes
@@ -100,6 +101,8 @@ class AttributionMonitor(Callback):
             for that epoch and named under ``xai/errors``. None: no budget. A map the budget cut (fewer IG steps)
             is shown but not compared: drift is not measured and rules are not checked for it that epoch, so
             ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
+        quality: opt-in measures of every method's maps, logged as ``xai/<method>/quality/...`` per evaluation: any
+            of ``("deletion", "insertion", "sparseness", "entropy")`` (see ``docs/quality.md`` for their cost).
 
     Example::
 
@@ -133,11 +136,13 @@ class AttributionMonitor(Callback):
         topk: float = 0.1,
         colormap: str = "jet",
         log_heatmaps: bool = False,
+        tile_size: int = 128,
         output_transform: Callable[[Any], Tensor] | None = None,
         probe_masks: Tensor | Callable[[Tensor, Tensor | None], Tensor] | None = None,
         background_logging: bool = True,
         forward_fn: ModelForwardFn | None = None,
         max_seconds_per_epoch: float | None = None,
+        quality: Sequence[str] = (),
     ) -> None:
         super().__init__()
         check_monitor_arguments(locals())
@@ -155,6 +160,7 @@ class AttributionMonitor(Callback):
             if isinstance(e, IntegratedGradients) and e.internal_batch_size is None and e.max_batch is None
         ]
         self.max_seconds_per_epoch = None if max_seconds_per_epoch is None else float(max_seconds_per_epoch)
+        self.quality = check_quality(quality)
         self.probe_source = probes
         self.num_probes = num_probes
         self.target = target
@@ -166,7 +172,7 @@ class AttributionMonitor(Callback):
         self.drift = DriftTracker(warmup_epochs, reference_epoch, topk, probe_threshold)
         self.detector = ShiftDetector() if detector == "default" else detector
         self.tracker = AlertTracker(list(drift_rules))
-        self.media = MediaLogger(colormap, denormalize, log_heatmaps, background_logging)
+        self.media = MediaLogger(colormap, denormalize, log_heatmaps, background_logging, tile_size)
         self.probes: ProbeSet | None = None
         self.probe_masks = probe_masks
         self.masks: Tensor | None = None
@@ -237,13 +243,9 @@ class AttributionMonitor(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         check_strategy(trainer.strategy)
-        if not self.media.tensorboard_loggers(trainer):
-            self._warn_once(
-                "no_tensorboard",
-                "AttributionMonitor: no TensorBoardLogger in `Trainer(logger=...)`, so heatmap grids and tables "
-                "are not logged; drift scalars, alerts and history are still computed. Add "
-                "`logger=TensorBoardLogger('logs')` to see the heatmaps.",
-            )
+        message = self.media.missing_logger_message(trainer)
+        if message:
+            self._warn_once("no_tensorboard", message)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -358,6 +360,7 @@ class AttributionMonitor(Callback):
             max_seconds=self.max_seconds_per_epoch,
             epoch=epoch,
             warn_once=self._warn_once,
+            quality=self.quality,
         )
         self.evaluations += 1
         masks = None if self.masks is None else self.masks.to(pl_module.device)

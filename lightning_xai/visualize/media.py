@@ -1,23 +1,20 @@
-"""What the monitor shows in TensorBoard for one evaluation: uint8 image grids (probes, overlays, heatmaps)
-rendered on the training device and copied to the CPU once, and markdown texts (predictions, alerts, errors).
+"""What the monitor shows for one evaluation, whatever the logger: the explanation sheet and the compact uint8
+grids (probes, overlays, heatmaps) rendered on the training device and copied to the CPU once, the predictions
+table, markdown texts (alerts, errors, the run's settings) and the epoch-level summary scalars.
 
-Encoding and writing happen elsewhere (:mod:`lightning_xai.visualize.writer`, on a background thread).
+Where each piece goes is :mod:`lightning_xai.visualize.loggers`' business; encoding and writing happen on the
+background thread of :mod:`lightning_xai.visualize.writer`.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
 from lightning_xai.explain import Explanation
-from lightning_xai.explain.run import ProbeExplanations
-from lightning_xai.visualize.writer import Job, add_image_job, add_text_job
-
-if TYPE_CHECKING:
-    from lightning_xai.drift.measure import Evaluation
 from lightning_xai.visualize.render import (
     Denormalize,
     make_grid,
@@ -26,6 +23,7 @@ from lightning_xai.visualize.render import (
     to_display_images,
     to_uint8,
 )
+from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE, render_sheet
 
 
 def image_grids(
@@ -101,8 +99,15 @@ def grid_columns(count: int) -> int:
     return min(8, max(1, count))
 
 
-def prediction_table(labels: Tensor | None, targets: Tensor, predicted: Tensor, confidence: Tensor) -> str:
-    """A markdown table, one row per probe: label (– when unlabeled), explained target, prediction, confidence.
+def prediction_table(
+    labels: Tensor | None,
+    targets: Tensor,
+    predicted: Tensor,
+    confidence: Tensor,
+    drift: Mapping[str, Tensor | None] | None = None,
+) -> str:
+    """A markdown table, one row per probe: label (– when unlabeled), explained target, prediction, confidence, and
+    with ``drift`` one column per method (– where unknown).
 
     Example::
 
@@ -112,48 +117,151 @@ def prediction_table(labels: Tensor | None, targets: Tensor, predicted: Tensor, 
         |---:|---:|---:|---:|---:|
         | 0 | 3 | 3 | 5 | 0.750 |
     """
-    rows = ["| probe | label | target | predicted | confidence |", "|---:|---:|---:|---:|---:|"]
-    for i in range(predicted.shape[0]):
-        label = "–" if labels is None else str(int(labels[i]))
-        rows.append(f"| {i} | {label} | {int(targets[i])} | {int(predicted[i])} | {float(confidence[i]):.3f} |")
-    return "\n".join(rows)
+    return prediction_rows(labels, targets, predicted, confidence, drift).markdown()
+
+
+@dataclass
+class Table:
+    """A small table: column names and rows of primitives (``None`` where unknown)."""
+
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---:|" * len(self.columns)]
+        lines += ["| " + " | ".join(_cell(v, "–") for v in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def csv(self) -> str:
+        """Comma-separated, header first (no value holds a comma)."""
+        return "\n".join(",".join(_cell(v, "") for v in row) for row in [self.columns, *self.rows]) + "\n"
+
+
+def _cell(value: Any, missing: str) -> str:
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def prediction_rows(
+    labels: Tensor | None,
+    targets: Tensor,
+    predicted: Tensor,
+    confidence: Tensor,
+    drift: Mapping[str, Tensor | None] | None = None,
+) -> Table:
+    """The predictions table as a :class:`Table`: probe, label, target, predicted, confidence (and drift per method).
+
+    Example::
+
+        >>> import torch
+        >>> t = prediction_rows(None, torch.tensor([1]), torch.tensor([1]), torch.tensor([0.5]), {"gradcam": None})
+        >>> t.columns, t.rows
+        (['probe', 'label', 'target', 'predicted', 'confidence', 'gradcam drift'], [[0, None, 1, 1, 0.5, None]])
+    """
+    drift = dict(drift or {})
+    table = Table(["probe", "label", "target", "predicted", "confidence"] + [f"{m} drift" for m in drift])
+    values = {m: (None if v is None else [float(x) for x in v.cpu()]) for m, v in drift.items()}
+    for i in range(int(predicted.shape[0])):
+        row: list[Any] = [i, None if labels is None else int(labels[i]), int(targets[i]), int(predicted[i])]
+        row.append(float(confidence[i]))
+        row += [None if v is None or i >= len(v) else v[i] for v in values.values()]
+        table.rows.append(row)
+    return table
+
+
+@dataclass
+class EvaluationMedia:
+    """Everything one evaluation shows, on the CPU, ready for any logger.
+
+    Attributes:
+        epoch, step: when (images and tables are logged at ``step``, the summary at ``epoch``).
+        images: ``(tag, (3, H, W) uint8)``: ``xai/sheet`` first, then the compact grids.
+        tables: ``(tag, Table)``: ``xai/predictions``.
+        texts: ``(tag, markdown)``: ``xai/alerts``, ``xai/errors`` when there are any.
+        summary: ``xai/summary/...`` scalars, logged against the epoch (see :mod:`lightning_xai.visualize.dashboard`).
+        settings: the run's settings, with the first evaluation a logger sees (else None).
+    """
+
+    epoch: int
+    step: int
+    images: list[tuple[str, Tensor]] = field(default_factory=list)
+    tables: list[tuple[str, Table]] = field(default_factory=list)
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    summary: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] | None = None
 
 
 def evaluation_media(
-    done: ProbeExplanations,
-    labels: Tensor | None,
-    record: Evaluation,
+    inputs: Tensor,
+    results: Mapping[str, Explanation],
     normalizations: Mapping[str, str],
     *,
-    colormap: str,
-    denormalize: Denormalize,
-    log_heatmaps: bool,
-    include_probes: bool,
-) -> list[Callable[[Any, int], Job]]:
-    """Everything one evaluation shows, as jobs ``job(writer, step)`` for the background writer: the image grids
-    and the texts (predictions, alerts, errors)."""
-    grids = image_grids(
-        done.inputs,
-        done.results,
+    epoch: int,
+    step: int,
+    predicted: Tensor,
+    confidence: Tensor,
+    targets: Tensor,
+    labels: Tensor | None,
+    errors: Sequence[str] = (),
+    alert_messages: Sequence[str] = (),
+    colormap: str = "jet",
+    denormalize: Denormalize = None,
+    log_heatmaps: bool = False,
+    include_probes: bool = False,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    drift: Mapping[str, Tensor | None] | None = None,
+    drift_note: str = "",
+    probe_threshold: float | None = None,
+    title: str = "",
+) -> EvaluationMedia:
+    """Render one evaluation: the sheet (``xai/sheet``), the grids of :func:`image_grids`, the predictions table and
+    the alert/error texts.
+
+    Example::
+
+        >>> import torch
+        >>> maps = {"m": Explanation(torch.rand(2, 2, 2), torch.rand(2, 8, 8))}
+        >>> media = evaluation_media(torch.rand(2, 1, 8, 8), maps, {"m": "max"}, epoch=3, step=30,
+        ...     predicted=torch.tensor([0, 1]), confidence=torch.tensor([0.5, 0.9]),
+        ...     targets=torch.tensor([0, 1]), labels=None, alert_messages=["drift!"])
+        >>> [tag for tag, _ in media.images], [tag for tag, _ in media.tables], [tag for tag, _ in media.texts]
+        (['xai/sheet', 'xai/m/overlay'], ['xai/predictions'], ['xai/alerts'])
+    """
+    media = EvaluationMedia(int(epoch), int(step))
+    sheet = render_sheet(
+        inputs,
+        results,
+        normalizations,
+        predicted=predicted,
+        confidence=confidence,
+        labels=labels,
+        targets=targets,
+        drift=drift,
+        drift_name="vs ref" if drift_note else "drift",
+        drift_threshold=probe_threshold,
+        drift_note=drift_note,
+        title=title,
+        tile_size=tile_size,
+        colormap=colormap,
+        denormalize=denormalize,
+    )
+    media.images.append(("xai/sheet", sheet))
+    media.images += image_grids(
+        inputs,
+        results,
         normalizations,
         colormap=colormap,
         denormalize=denormalize,
         log_heatmaps=log_heatmaps,
         include_probes=include_probes,
     )
-    messages = [a.message for a in record.alerts]
-    texts = text_records(labels, done.targets, done.predicted, done.confidence, record.errors, messages)
-    jobs: list[Callable[[Any, int], Job]] = []
-    for tag, image in grids:
-        jobs.append(functools.partial(_image_job, tag, image))
-    for tag, text in texts:
-        jobs.append(functools.partial(_text_job, tag, text))
-    return jobs
-
-
-def _image_job(tag: str, image: Tensor, writer: Any, step: int) -> Job:
-    return add_image_job(writer, tag, image, step)
-
-
-def _text_job(tag: str, text: str, writer: Any, step: int) -> Job:
-    return add_text_job(writer, tag, text, step)
+    table = prediction_rows(labels, targets.cpu(), predicted.cpu(), confidence.cpu(), drift)
+    media.tables.append(("xai/predictions", table))
+    if alert_messages:
+        media.texts.append(("xai/alerts", "\n\n".join(f"**ALERT** — {m}" for m in alert_messages)))
+    if errors:
+        media.texts.append(("xai/errors", "\n\n".join(errors)))
+    return media

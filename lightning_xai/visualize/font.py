@@ -1,0 +1,84 @@
+"""Text for the explanation sheet, drawn with torch alone: a bitmap font of printable ASCII (DejaVu Sans Mono
+rasterised at 13 px, 8 x 14 pixels per character, 16 grey levels) in :mod:`lightning_xai.visualize.font_data`.
+
+No Pillow, no matplotlib at run time. A character outside printable ASCII is drawn as ``?``.
+
+Example::
+
+    >>> mask = text_mask("drift 0.12")
+    >>> tuple(mask.shape), mask.max().item()
+    ((14, 80), 1.0)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_xai.visualize.font_data import FIRST_CODE, GLYPH_HEIGHT, GLYPH_WIDTH, GLYPHS
+
+__all__ = ["GLYPH_HEIGHT", "GLYPH_WIDTH", "draw_text", "fit_text", "text_mask", "text_width"]
+
+_ATLAS: Tensor | None = None
+
+
+def _atlas() -> Tensor:
+    """``(glyphs, GLYPH_HEIGHT, GLYPH_WIDTH)`` float32 coverage in ``[0, 1]`` (CPU, built once)."""
+    global _ATLAS
+    if _ATLAS is None:
+        levels = [[int(c, 16) for c in glyph] for glyph in GLYPHS]
+        _ATLAS = torch.tensor(levels, dtype=torch.float32).view(len(GLYPHS), GLYPH_HEIGHT, GLYPH_WIDTH) / 15.0
+    return _ATLAS
+
+
+def text_width(text: str) -> int:
+    """Width in pixels of ``text`` drawn by :func:`text_mask` (monospace: 8 px per character)."""
+    return GLYPH_WIDTH * len(text)
+
+
+def fit_text(text: str, width: int) -> str:
+    """``text`` cut to fit ``width`` pixels, ending in ``..`` when cut.
+
+    Example::
+
+        >>> fit_text("integrated_gradients", 128)
+        'integrated_gra..'
+    """
+    chars = max(0, width // GLYPH_WIDTH)
+    if len(text) <= chars:
+        return text
+    return text[: max(0, chars - 2)] + ".." if chars >= 3 else text[:chars]
+
+
+def text_mask(text: str) -> Tensor:
+    """``(GLYPH_HEIGHT, 8 * len(text))`` float32 CPU coverage of ``text`` in ``[0, 1]``."""
+    atlas = _atlas()
+    codes = [ord(c) - FIRST_CODE for c in text]
+    codes = [c if 0 <= c < atlas.shape[0] else ord("?") - FIRST_CODE for c in codes]
+    if not codes:
+        return torch.zeros(GLYPH_HEIGHT, 0)
+    glyphs = atlas[torch.tensor(codes)]  # (n, h, w)
+    return glyphs.permute(1, 0, 2).reshape(GLYPH_HEIGHT, -1)
+
+
+def draw_text(canvas: Tensor, text: str, x: int, y: int, color: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+    """Blend ``text`` into a ``(3, H, W)`` float canvas in place, top-left corner at ``(x, y)``; clipped at the
+    canvas edges.
+
+    Example::
+
+        >>> canvas = torch.ones(3, 20, 40)
+        >>> draw_text(canvas, "ab", 2, 3)
+        >>> bool(canvas.min() < 0.1), bool((canvas[:, :3] == 1).all())
+        (True, True)
+    """
+    mask = text_mask(text).to(canvas.device, canvas.dtype)
+    _, height, width = canvas.shape
+    top, left = max(0, y), max(0, x)
+    bottom, right = min(height, y + mask.shape[0]), min(width, x + mask.shape[1])
+    if bottom <= top or right <= left:
+        return
+    alpha = mask[top - y : bottom - y, left - x : right - x]
+    ink = torch.tensor(color, dtype=canvas.dtype, device=canvas.device).view(3, 1, 1)
+    region = canvas[:, top:bottom, left:right]
+    region.mul_(1.0 - alpha).add_(ink * alpha)

@@ -1,0 +1,247 @@
+"""The explanation sheet: one image per evaluation that a person can read at TensorBoard's default zoom.
+
+One row per probe: a caption (probe, label, prediction and confidence), the input, then one overlay per method,
+each tile ``tile_size`` pixels (128 by default; small inputs are upscaled with nearest-neighbour so their pixels
+stay visible, large ones downscaled with area averaging), the probe's drift under each overlay, and a colour scale
+at the bottom. Tiles are rendered on the training device and copied to the CPU once; text is drawn on the CPU
+with the bitmap font of :mod:`lightning_xai.visualize.font` (pure torch, no Pillow).
+
+Example::
+
+    >>> import torch
+    >>> from lightning_xai.explain import Explanation
+    >>> sheet = render_sheet(
+    ...     torch.rand(2, 1, 12, 12), {"gradcam": Explanation(torch.rand(2, 3, 3), torch.rand(2, 12, 12))},
+    ...     {"gradcam": "max"}, predicted=torch.tensor([1, 0]), confidence=torch.tensor([0.9, 0.6]),
+    ...     labels=torch.tensor([1, 1]), targets=torch.tensor([1, 1]))
+    >>> sheet.dtype, tuple(sheet.shape) == (3, *sheet_layout(2, 1).size)
+    (torch.uint8, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_xai.explain import Explanation
+from lightning_xai.visualize.font import GLYPH_HEIGHT, draw_text, fit_text
+from lightning_xai.visualize.render import (
+    Denormalize,
+    apply_colormap,
+    check_colormap,
+    normalize_maps,
+    overlay,
+    to_display_images,
+    to_uint8,
+)
+
+__all__ = ["DEFAULT_TILE_SIZE", "METHOD_TITLES", "SheetLayout", "render_sheet", "sheet_layout"]
+
+DEFAULT_TILE_SIZE = 128
+MARGIN, GAP, LINE = 10, 8, GLYPH_HEIGHT + 3
+CAPTION_CHARS = 15
+#: column titles of the known methods (others show their name)
+METHOD_TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Grad."}
+INK, MUTED, ALERT = (0.08, 0.08, 0.08), (0.38, 0.38, 0.38), (0.80, 0.05, 0.05)
+
+
+@dataclass(frozen=True)
+class SheetLayout:
+    """Where everything lies on a sheet (pixels); the report uses it to cut one probe's row out of a sheet.
+
+    Attributes:
+        width, height: the whole image.
+        tile: side of a tile.
+        columns: x of each tile column (input first, then one per method).
+        rows: y of each probe's tiles.
+        row_height: vertical distance between rows (tile, drift line, gap).
+        caption_x: x of the caption column.
+    """
+
+    width: int
+    height: int
+    tile: int
+    columns: tuple[int, ...]
+    rows: tuple[int, ...]
+    row_height: int
+    caption_x: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.height, self.width
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def sheet_layout(num_probes: int, num_methods: int, tile_size: int = DEFAULT_TILE_SIZE) -> SheetLayout:
+    """The geometry of a sheet of ``num_probes`` rows and ``num_methods`` overlays per row.
+
+    Example::
+
+        >>> layout = sheet_layout(8, 2)
+        >>> layout.width, layout.height, layout.columns
+        (548, 1351, (138, 274, 410))
+    """
+    tile = int(tile_size)
+    caption_width = CAPTION_CHARS * 8
+    first = MARGIN + caption_width + GAP
+    columns = tuple(first + i * (tile + GAP) for i in range(num_methods + 1))
+    header = MARGIN + 2 * LINE + 4  # title line, column titles
+    row_height = tile + LINE + GAP
+    rows = tuple(header + i * row_height for i in range(num_probes))
+    legend = 3 * LINE + 18  # colour bar with its labels, two lines of notes
+    width = columns[-1] + tile + MARGIN
+    height = header + num_probes * row_height + legend + MARGIN
+    return SheetLayout(width, height, tile, columns, rows, row_height, MARGIN)
+
+
+def _fit_tiles(images: Tensor, tile: int) -> tuple[Tensor, int, int]:
+    """Resize ``(N, C, H, W)`` so the longer side is ``tile``; returns the images and their offsets in the tile."""
+    h, w = int(images.shape[-2]), int(images.shape[-1])
+    scale = tile / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    mode = "nearest-exact" if scale >= 1 else "area"
+    resized = F.interpolate(images, size=size, mode=mode)
+    return resized, (tile - size[0]) // 2, (tile - size[1]) // 2
+
+
+def _tiles(
+    inputs: Tensor,
+    results: Mapping[str, Explanation],
+    normalizations: Mapping[str, str],
+    tile: int,
+    colormap: str,
+    denormalize: Denormalize,
+    alpha: float,
+) -> Tensor:
+    """``(N, 1 + methods, 3, tile, tile)`` uint8 CPU tiles: the input, then each method's overlay."""
+    display = to_display_images(inputs, denormalize)
+    shown, top, left = _fit_tiles(display, tile)
+    sh, sw = int(shown.shape[-2]), int(shown.shape[-1])
+    columns = [shown]
+    for name, explanation in results.items():
+        heat = normalize_maps(explanation.display.to(display.device), mode=normalizations.get(name, "max"))
+        heat = F.interpolate(heat.unsqueeze(1), size=(sh, sw), mode="bilinear", align_corners=False)[:, 0]
+        heat = heat.clamp(0.0, 1.0)
+        columns.append(overlay(shown, apply_colormap(heat, colormap), heat, alpha=alpha))
+    n = display.shape[0]
+    out = display.new_ones((n, len(columns), 3, tile, tile))
+    for i, column in enumerate(columns):
+        out[:, i, :, top : top + sh, left : left + sw] = column
+    return to_uint8(out).cpu()
+
+
+def _fmt_class(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_sheet(
+    inputs: Tensor,
+    results: Mapping[str, Explanation],
+    normalizations: Mapping[str, str],
+    *,
+    predicted: Tensor,
+    confidence: Tensor,
+    labels: Tensor | None,
+    targets: Tensor,
+    drift: Mapping[str, Tensor | None] | None = None,
+    drift_name: str = "drift",
+    drift_threshold: float | None = None,
+    drift_note: str = "",
+    title: str = "",
+    tile_size: int = DEFAULT_TILE_SIZE,
+    colormap: str = "jet",
+    denormalize: Denormalize = None,
+    alpha: float = 0.5,
+) -> Tensor:
+    """Render one evaluation as a sheet (see the module docstring).
+
+    Args:
+        inputs: ``(P, C, H, W)`` probes as the model sees them.
+        results: method -> :class:`~lightning_xai.explain.Explanation` (its ``display`` maps are drawn).
+        normalizations: method -> ``"max"`` or ``"percentile"`` (how its maps are scaled to the colour scale).
+        predicted, confidence, targets: ``(P,)`` from the prediction pass; labels ``(P,)`` or None.
+        drift: method -> ``(P,)`` per-probe drift (None or missing: "drift -").
+        drift_name: how the drift line names the value (e.g. ``"vs ref"``).
+        drift_threshold: drift values above it are drawn in red (the monitor's ``probe_threshold``).
+        drift_note: what the drift value is, for the legend.
+        title: the first line (run, epoch, step).
+        tile_size: side of each tile in pixels (>= 16).
+        colormap, denormalize, alpha: as for :func:`~lightning_xai.visualize.render.render_overlay_grid`.
+
+    Returns:
+        ``(3, H, W)`` uint8 CPU tensor, ``(H, W) == sheet_layout(P, len(results), tile_size).size``.
+    """
+    if int(tile_size) < 16:
+        raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
+    check_colormap(colormap)
+    names = list(results)
+    layout = sheet_layout(int(inputs.shape[0]), len(names), tile_size)
+    tiles = _tiles(inputs, results, normalizations, layout.tile, colormap, denormalize, alpha)
+    canvas = torch.ones(3, layout.height, layout.width)
+    t = layout.tile
+    draw_text(canvas, fit_text(title, layout.width - 2 * MARGIN), MARGIN, MARGIN, INK)
+    heads = ["input"] + [METHOD_TITLES.get(n, n) for n in names]
+    for x, head in zip(layout.columns, heads, strict=True):
+        draw_text(canvas, fit_text(head, t), x, MARGIN + LINE + 2, INK)
+    draw_text(canvas, "probe", layout.caption_x, MARGIN + LINE + 2, INK)
+    pred = [int(v) for v in predicted.cpu()]
+    conf = [float(v) for v in confidence.cpu()]
+    tgt = [int(v) for v in targets.cpu()]
+    lab = None if labels is None else [int(v) for v in labels.cpu()]
+    drifts = {n: (None if v is None else [float(x) for x in v.cpu()]) for n, v in (drift or {}).items()}
+    for i, y in enumerate(layout.rows):
+        for j, x in enumerate(layout.columns):
+            canvas[:, y : y + t, x : x + t] = tiles[i, j].float() / 255.0
+        label = None if lab is None else lab[i]
+        wrong = label is not None and pred[i] != label
+        lines: list[tuple[str, tuple[float, float, float]]] = [
+            (f"#{i}", INK),
+            (f"label {_fmt_class(label)}", INK),
+            (f"pred  {pred[i]}", ALERT if wrong else INK),
+            (f"conf  {conf[i]:.2f}", ALERT if wrong else INK),
+        ]
+        if tgt[i] != (label if label is not None else pred[i]):
+            lines.append((f"expl. {tgt[i]}", MUTED))
+        for k, (text, colour) in enumerate(lines):
+            draw_text(canvas, fit_text(text, CAPTION_CHARS * 8), layout.caption_x, y + k * LINE, colour)
+        for j, name in enumerate(names):
+            values = drifts.get(name)
+            x = layout.columns[j + 1]
+            if values is None or i >= len(values):
+                draw_text(canvas, fit_text(f"{drift_name} -", t), x, y + t + 2, MUTED)
+                continue
+            over = drift_threshold is not None and values[i] > drift_threshold
+            draw_text(canvas, fit_text(f"{drift_name} {values[i]:.2f}", t), x, y + t + 2, ALERT if over else INK)
+    _draw_legend(canvas, layout, names, normalizations, colormap, drift_note, drift_threshold)
+    return to_uint8(canvas)
+
+
+def _draw_legend(
+    canvas: Tensor,
+    layout: SheetLayout,
+    names: Sequence[str],
+    normalizations: Mapping[str, str],
+    colormap: str,
+    drift_note: str,
+    drift_threshold: float | None,
+) -> None:
+    y = layout.rows[-1] + layout.row_height if layout.rows else MARGIN + 2 * LINE + 4
+    x0 = layout.columns[1] if len(layout.columns) > 1 else layout.columns[0]
+    x1 = layout.width - MARGIN
+    bar = apply_colormap(torch.linspace(0.0, 1.0, max(2, x1 - x0)).expand(12, -1).unsqueeze(0), colormap)[0]
+    canvas[:, y : y + 12, x0:x1] = bar
+    draw_text(canvas, "heat", layout.caption_x, y - 1, INK)
+    draw_text(canvas, "0", x0, y + 14, INK)
+    draw_text(canvas, "max", x1 - 24, y + 14, INK)
+    scales = sorted({normalizations.get(n, "max") for n in names})
+    note = "heat = |attribution| / " + " or ".join("99th pct" if s == "percentile" else "max" for s in scales)
+    draw_text(canvas, fit_text(note + " of each map", x1 - layout.caption_x), layout.caption_x, y + 14 + LINE, MUTED)
+    red = f" (red: > {drift_threshold:g})" if drift_threshold is not None and drift_note else ""
+    draw_text(canvas, fit_text(drift_note + red, x1 - layout.caption_x), layout.caption_x, y + 14 + 2 * LINE, MUTED)
