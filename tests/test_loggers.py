@@ -1,0 +1,191 @@
+"""The sheet, grids and tables reach every logger where it keeps them: TensorBoard (with the Custom Scalars dashboard
+and the epoch-level summary), CSV (files beside ``metrics.csv``), W&B (offline mode) and MLflow (file store).
+
+One short fit with all four loggers at once (about 8 s on 2 cores, most of it W&B's start) feeds every test."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai.visualize.dashboard import DETAIL_CATEGORY, SUMMARY_CATEGORY, custom_scalars_layout
+from lightning_xai.visualize.loggers import encode_png
+from lightning_xai.visualize.sheet import sheet_layout
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
+
+EPOCHS, PROBES = 4, 4
+
+
+def _have(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except Exception:  # noqa: BLE001 - any import failure means "not installed here"
+        return False
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("loggers")
+    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "MLFLOW_ALLOW_FILE_STORE", "WANDB_DIR")}
+    os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ALLOW_FILE_STORE": "true"})
+    os.environ["WANDB_DIR"] = str(root)
+    loggers: list[Logger] = [TensorBoardLogger(str(root), name="tb"), CSVLogger(str(root), name="csv")]
+    if _have("wandb"):
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(save_dir=str(root), offline=True, project="xai-test"))
+    if _have("mlflow"):
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        loggers.append(MLFlowLogger(experiment_name="xai-test", tracking_uri=f"file:{root / 'mlruns'}"))
+    alerts: list[Any] = []
+    monitor = AttributionMonitor(
+        num_probes=PROBES,
+        warmup_epochs=1,
+        ig_steps=4,
+        drift_rules=(DriftRule(threshold=0.0, cooldown=0),),  # fires at every armed epoch: alert markers
+        on_drift=alerts.append,
+    )
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(root, max_epochs=EPOCHS, logger=loggers, callbacks=[monitor]))
+    try:
+        trainer.fit(TinyCNN(), train, val)
+        yield {"root": root, "loggers": loggers, "monitor": monitor, "alerts": alerts}
+    finally:
+        if _have("wandb"):
+            import wandb
+
+            wandb.finish()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
+def test_encode_png_round_trips_through_pillow() -> None:
+    from PIL import Image
+
+    image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(image))).convert("RGB"))
+    assert np.array_equal(decoded, image.permute(1, 2, 0).numpy())
+
+
+def test_tensorboard_holds_the_sheet_the_dashboard_layout_and_the_summary_by_epoch(run: dict[str, Any]) -> None:
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    logger = run["loggers"][0]
+    acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    sheets = acc.Images("xai/sheet")
+    assert [e.step for e in sheets] == [4, 8, 12, 16]  # at the global step, one per evaluated epoch
+    assert (sheets[0].width, sheets[0].height) == (sheet_layout(PROBES, 2).width, sheet_layout(PROBES, 2).height)
+    # the layout: one chart per method with its watched series, threshold and alerts; read back from the event file
+    layout = layout_pb2.Layout.FromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    categories = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+    assert categories == {
+        k: {t: v[1] for t, v in c.items()}
+        for k, c in custom_scalars_layout(["gradcam", "integrated_gradients"]).items()
+    }
+    summary = categories[SUMMARY_CATEGORY]
+    assert summary["gradcam: watched drift, threshold, alerts"] == ["xai/summary/gradcam/.*"]
+    assert "gradcam: rank drift" in categories[DETAIL_CATEGORY]
+    import re
+
+    scalars = acc.Tags()["scalars"]
+    charted = [t for t in scalars if re.match(summary["gradcam: watched drift, threshold, alerts"][0], t)]
+    assert {"xai/summary/gradcam/watched", "xai/summary/gradcam/threshold", "xai/summary/gradcam/alert"} <= set(charted)
+    assert {"xai/summary/gradcam/rule_rank_vs_reference_median_threshold"} <= set(charted)
+    # logged against the epoch: the watched series from the 2nd evaluation, the threshold once calibrated
+    assert [e.step for e in acc.Scalars("xai/summary/seconds")] == list(range(EPOCHS))
+    assert [e.step for e in acc.Scalars("xai/summary/gradcam/watched")] == [1, 2, 3]
+    thresholds = acc.Scalars("xai/summary/gradcam/threshold")
+    assert thresholds and all(e.step <= EPOCHS - 1 for e in thresholds)
+    detail = {e.step: e.value for e in acc.Scalars("xai/gradcam/alert/threshold")}
+    assert sorted(detail.values()) == sorted(e.value for e in thresholds)
+    alert_epochs = sorted({a.epoch for a in run["alerts"] if a.method == "gradcam"})
+    assert alert_epochs and [e.step for e in acc.Scalars("xai/summary/gradcam/alert")] == alert_epochs
+    settings = acc.Tensors("xai/settings/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| warmup_epochs | 1 |" in settings and '"tile_size": 128' in settings
+
+
+def test_csv_logger_gets_png_files_beside_metrics_csv(run: dict[str, Any]) -> None:
+    logger = run["loggers"][1]
+    root = Path(logger.log_dir)
+    assert (root / "metrics.csv").exists()
+    sheets = sorted((root / "xai" / "sheet").glob("*.png"))
+    assert [p.name for p in sheets] == [f"epoch={e:04d}-step={4 * (e + 1):07d}.png" for e in range(EPOCHS)]
+    layout = sheet_layout(PROBES, 2)
+    assert _png_size(sheets[-1].read_bytes()) == (layout.width, layout.height)
+    assert len(list((root / "xai" / "gradcam" / "overlay").glob("*.png"))) == EPOCHS
+    assert len(list((root / "xai" / "probes").glob("*.png"))) == 1
+    with open(sorted((root / "xai" / "predictions").glob("*.csv"))[-1]) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == [
+        "probe",
+        "label",
+        "target",
+        "predicted",
+        "confidence",
+        "gradcam drift",
+        "integrated_gradients drift",
+    ]
+    assert len(rows) == 1 + PROBES and all(r[5] != "" for r in rows[1:])  # the reference exists from epoch 1
+    assert len(list((root / "xai" / "alerts").glob("*.md"))) >= 1
+    assert json.loads((root / "xai" / "settings.json").read_text())["num_probes"] == PROBES
+
+
+@pytest.mark.skipif(not _have("wandb"), reason="wandb is not installed (pip install wandb)")
+def test_wandb_offline_run_holds_the_images_and_tables(run: dict[str, Any]) -> None:
+    runs = glob.glob(str(run["root"] / "wandb" / "offline-run-*"))
+    assert len(runs) == 1
+    media = Path(runs[0]) / "files" / "media"
+    sheets = sorted((media / "images" / "xai").glob("sheet_*.png"))
+    assert len(sheets) == EPOCHS
+    layout = sheet_layout(PROBES, 2)
+    assert _png_size(sheets[0].read_bytes()) == (layout.width, layout.height)
+    assert len(list((media / "images" / "xai" / "gradcam").glob("overlay_*.png"))) == EPOCHS
+    tables = sorted((media / "table" / "xai").glob("predictions_*.table.json"))
+    assert len(tables) == EPOCHS
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:5] == ["probe", "label", "target", "predicted", "confidence"]
+    assert len(table["data"]) == PROBES
+    assert list((media / "table" / "xai").glob("alerts_*.table.json"))
+
+
+@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+def test_mlflow_file_store_holds_the_images_and_tables(run: dict[str, Any]) -> None:
+    logger = run["loggers"][-1]
+    artifacts = Path(glob.glob(str(run["root"] / "mlruns" / "*" / logger.run_id))[0]) / "artifacts"
+    sheets = [p for p in (artifacts / "images").glob("xai~sheet+step+*.png")]
+    assert sorted(int(p.name.split("+")[2]) for p in sheets) == [4, 8, 12, 16]  # one image series, by step
+    layout = sheet_layout(PROBES, 2)
+    assert _png_size(sheets[0].read_bytes()) == (layout.width, layout.height)
+    predictions = sorted((artifacts / "xai" / "predictions").glob("*.csv"))
+    assert [p.name for p in predictions][0] == "epoch=0000-step=0000004.csv" and len(predictions) == EPOCHS
+    assert json.loads((artifacts / "xai" / "settings.json").read_text())["warmup_epochs"] == 1
