@@ -1,0 +1,47 @@
+"""The ``lightning-xai`` console script.
+
+lightning-xai report LOGDIR [--out report.html] [--title TITLE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lightning_xai.report import write_report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0, or 1 when no run was found under LOGDIR).
+
+    Example::
+
+        >>> main(["report", "/nonexistent", "--out", "/dev/null"])
+        no TensorBoard event files under /nonexistent
+        1
+    """
+    parser = argparse.ArgumentParser(prog="lightning-xai", description="Tools for runs watched by AttributionMonitor.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run from its TensorBoard event files",
+        description="Drift curves with thresholds and alerts, a filmstrip per probe across epochs, localisation "
+        "and quality curves when present, and the run's settings, in one HTML file.",
+    )
+    report.add_argument("logdir", help="a TensorBoard log directory (every run below it is reported)")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    report.add_argument("--title", default="lightning-xai report", help="the page title")
+    args = parser.parse_args(argv)
+    runs = write_report(args.logdir, args.out, args.title)
+    if not runs:
+        print(f"no TensorBoard event files under {args.logdir}")
+        return 1
+    alerts = sum(len(r.alerts) for r in runs)
+    sheets = sum(len(r.sheets) for r in runs)
+    print(f"wrote {args.out}: {len(runs)} run(s), {sheets} sheet(s), {alerts} alert(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
