@@ -1,7 +1,26 @@
 """lightning_xai: explainability that watches a PyTorch Lightning model while it trains."""
 
 from lightning_xai.drift.alerts import DriftAlert, DriftRule
-from lightning_xai.explain import Explainer, Explanation, GradCam, IntegratedGradients
+from lightning_xai.explain import (
+    LRP,
+    Activations,
+    CaptumExplainer,
+    DeepLift,
+    Explainer,
+    Explanation,
+    Filters,
+    FunctionExplainer,
+    GradCam,
+    GradientShap,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    Lime,
+    Occlusion,
+    Saliency,
+    SmoothGrad,
+)
+from lightning_xai.explain.sanity import SanityCheck, SanityResult, sanity_check
 from lightning_xai.monitor import AttributionMonitor, DriftDetectedError
 
 __all__ = [
@@ -13,5 +32,21 @@ __all__ = [
     "Explanation",
     "GradCam",
     "IntegratedGradients",
+    "LRP",
+    "Activations",
+    "CaptumExplainer",
+    "DeepLift",
+    "Filters",
+    "FunctionExplainer",
+    "GradientShap",
+    "GuidedGradCam",
+    "InputXGradient",
+    "Lime",
+    "Occlusion",
+    "Saliency",
+    "SmoothGrad",
+    "SanityCheck",
+    "SanityResult",
+    "sanity_check",
 ]
 __version__ = "0.1.0"

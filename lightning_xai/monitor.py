@@ -24,7 +24,7 @@ from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedEr
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation, measure
 from lightning_xai.drift.tracker import DriftTracker
-from lightning_xai.explain import IntegratedGradients, MethodOptions, build_explainers, method_names
+from lightning_xai.explain import IntegratedGradients, MethodOptions, build_explainers, check_quality, method_names
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.gradcam import GradcamReshape
 from lightning_xai.explain.run import explain_probes
@@ -101,6 +101,8 @@ class AttributionMonitor(Callback):
             for that epoch and named under ``xai/errors``. None: no budget. A map the budget cut (fewer IG steps)
             is shown but not compared: drift is not measured and rules are not checked for it that epoch, so
             ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
+        quality: opt-in measures of every method's maps, logged as ``xai/<method>/quality/...`` per evaluation: any
+            of ``("deletion", "insertion", "sparseness", "entropy")`` (see ``docs/quality.md`` for their cost).
 
     Example::
 
@@ -140,6 +142,7 @@ class AttributionMonitor(Callback):
         background_logging: bool = True,
         forward_fn: ModelForwardFn | None = None,
         max_seconds_per_epoch: float | None = None,
+        quality: Sequence[str] = (),
     ) -> None:
         super().__init__()
         check_monitor_arguments(locals())
@@ -157,6 +160,7 @@ class AttributionMonitor(Callback):
             if isinstance(e, IntegratedGradients) and e.internal_batch_size is None and e.max_batch is None
         ]
         self.max_seconds_per_epoch = None if max_seconds_per_epoch is None else float(max_seconds_per_epoch)
+        self.quality = check_quality(quality)
         self.probe_source = probes
         self.num_probes = num_probes
         self.target = target
@@ -356,6 +360,7 @@ class AttributionMonitor(Callback):
             max_seconds=self.max_seconds_per_epoch,
             epoch=epoch,
             warn_once=self._warn_once,
+            quality=self.quality,
         )
         self.evaluations += 1
         masks = None if self.masks is None else self.masks.to(pl_module.device)

@@ -7,23 +7,51 @@ in whatever grad/eval context the caller set up (see :func:`lightning_xai.explai
 """
 
 from lightning_xai.explain.base import EXPLAIN_KEYWORDS, Explainer, Explanation, ForwardFn
+from lightning_xai.explain.custom import CaptumExplainer, FunctionExplainer
 from lightning_xai.explain.gradcam import GradCam
-from lightning_xai.explain.integrated_gradients import IntegratedGradients, auto_internal_batch_size
-
-METHODS: dict[str, type[Explainer]] = {
-    "gradcam": GradCam,
-    "integrated_gradients": IntegratedGradients,
-}
-ALIASES: dict[str, str] = {"grad_cam": "gradcam", "ig": "integrated_gradients"}
+from lightning_xai.explain.gradients import DeepLift, GradientShap, InputXGradient, Saliency, SmoothGrad
+from lightning_xai.explain.integrated_gradients import IntegratedGradients
+from lightning_xai.explain.perturbation import Lime, Occlusion
+from lightning_xai.explain.quality import QUALITY_MEASURES, check_quality
+from lightning_xai.explain.registry import (  # noqa: E402 - the registry builds the classes above
+    REGISTRY,
+    MethodEntry,
+    MethodOptions,
+    build_explainers,
+    canonical_name,
+    method_names,
+    register,
+)
+from lightning_xai.explain.relevance import LRP, GuidedGradCam
+from lightning_xai.explain.views import Activations, Filters
 
 __all__ = [
-    "ALIASES",
     "EXPLAIN_KEYWORDS",
-    "METHODS",
+    "REGISTRY",
+    "MethodEntry",
+    "MethodOptions",
+    "build_explainers",
+    "canonical_name",
+    "method_names",
+    "register",
     "Explainer",
     "Explanation",
     "ForwardFn",
     "GradCam",
     "IntegratedGradients",
-    "auto_internal_batch_size",
+    "QUALITY_MEASURES",
+    "check_quality",
+    "Activations",
+    "CaptumExplainer",
+    "DeepLift",
+    "Filters",
+    "FunctionExplainer",
+    "GradientShap",
+    "GuidedGradCam",
+    "InputXGradient",
+    "LRP",
+    "Lime",
+    "Occlusion",
+    "Saliency",
+    "SmoothGrad",
 ]

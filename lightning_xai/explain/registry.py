@@ -13,7 +13,11 @@ from torch import Tensor
 
 from lightning_xai.explain.base import EXPLAIN_KEYWORDS, Explainer
 from lightning_xai.explain.gradcam import GradCam, GradcamReshape
+from lightning_xai.explain.gradients import DeepLift, GradientShap, InputXGradient, Saliency, SmoothGrad
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
+from lightning_xai.explain.perturbation import Lime, Occlusion
+from lightning_xai.explain.relevance import LRP, GuidedGradCam
+from lightning_xai.explain.views import Activations, Filters
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,26 @@ register(
         aliases=("ig",),
     )
 )
+# Options of the methods below beyond these (SmoothGrad's samples, LIME's superpixels, ...): pass an instance,
+# e.g. ``methods=["gradcam", SmoothGrad(samples=32)]``. The reference input of DeepLift, Occlusion and LIME is
+# Integrated Gradients' (``ig_baseline``: black with ``denormalize=``).
+register(MethodEntry("saliency", lambda o: Saliency(), aliases=("gradient", "vanilla_gradient")))
+register(MethodEntry("smoothgrad", lambda o: SmoothGrad(), aliases=("smooth_grad",)))
+register(MethodEntry("input_x_gradient", lambda o: InputXGradient(), aliases=("gradient_x_input", "ixg")))
+register(MethodEntry("gradient_shap", lambda o: GradientShap(), aliases=("gradientshap",)))
+register(MethodEntry("deeplift", lambda o: DeepLift(baseline=o.ig_baseline), aliases=("deep_lift",)))
+register(MethodEntry("occlusion", lambda o: Occlusion(baseline=o.ig_baseline)))
+register(MethodEntry("lime", lambda o: Lime(baseline=o.ig_baseline)))
+register(
+    MethodEntry(
+        "guided_gradcam",
+        lambda o: GuidedGradCam(layer=o.gradcam_layer, reshape=o.gradcam_reshape),
+        aliases=("guided_grad_cam",),
+    )
+)
+register(MethodEntry("lrp", lambda o: LRP(), aliases=("layerwise_relevance_propagation",)))
+register(MethodEntry("activations", lambda o: Activations(layer=o.gradcam_layer, reshape=o.gradcam_reshape)))
+register(MethodEntry("filters", lambda o: Filters()))
 
 
 def method_names() -> list[str]:
@@ -64,8 +88,9 @@ def method_names() -> list[str]:
 
     Example::
 
-        >>> method_names()
-        ['gradcam', 'integrated_gradients']
+        >>> method_names()  # doctest: +NORMALIZE_WHITESPACE
+        ['activations', 'deeplift', 'filters', 'gradcam', 'gradient_shap', 'guided_gradcam', 'input_x_gradient',
+         'integrated_gradients', 'lime', 'lrp', 'occlusion', 'saliency', 'smoothgrad']
     """
     return sorted({e.name for e in REGISTRY.values()})
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from lightning_xai.explain import Explainer, Explanation
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
 from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.quality import quality_diagnostics
 from lightning_xai.probes.targets import TargetSpec, resolve_targets
 
 WarnOnce = Callable[[str, str], None]
@@ -58,6 +59,7 @@ def explain_probes(
     max_seconds: float | None = None,
     epoch: int = 0,
     warn_once: WarnOnce | None = None,
+    quality: Sequence[str] = (),
 ) -> ProbeExplanations:
     """Run the shared prediction pass and each explainer, in order, on ``images``.
 
@@ -105,6 +107,9 @@ def explain_probes(
                 explanation = explainer.explain(forward, inputs.clone(), targets, **kwargs)
                 if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
                     raise FloatingPointError("the attribution contains NaN or Inf")
+                if quality:  # opt-in measures of the map, as diagnostics (they never raise)
+                    q = quality_diagnostics(explainer, forward, inputs, targets, explanation, quality)
+                    explanation.diagnostics.update(q)
                 done.results[explainer.name] = explanation
             except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
                 if isinstance(err, torch.cuda.OutOfMemoryError):

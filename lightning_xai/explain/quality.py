@@ -1,0 +1,151 @@
+"""Quality measures of one evaluation's maps, logged next to drift as ``xai/<method>/quality/<measure>`` (the
+median over probes): whether a map points at what the model uses (deletion and insertion AUC, which cost model
+passes) and how concentrated it is (sparseness and entropy, pure functions of the map). See ``docs/quality.md``.
+
+* ``deletion``: remove the most relevant pixels first (set them to ``baseline``) in ``steps`` steps and record the
+  softmax probability of the target after each; the area under that curve (Petsiuk et al., 2018, RISE,
+  https://arxiv.org/abs/1806.07421). Lower is better: a faithful map finds what the model needs.
+* ``insertion``: start from the baseline and put the most relevant pixels back first. Higher is better.
+* ``sparseness``: Gini index of the map (:func:`~lightning_xai.functional.sparseness`). Higher is sparser.
+* ``entropy``: normalised entropy of the map (:func:`~lightning_xai.functional.entropy`). Lower is sparser.
+
+All four read the ``display`` map (non-negative, at the probes' size). Deletion and insertion together cost
+``2 × steps`` forward passes per probe (no backward), batched; the layer views (``activations``, ``filters``) are
+not explanations of a class and are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.wrapping import expand_baseline
+from lightning_xai.functional.quality import curve_auc, entropy, sparseness
+
+QUALITY_MEASURES = ("deletion", "insertion", "sparseness", "entropy")
+#: perturbation steps of deletion and insertion (11 points on each curve)
+DEFAULT_STEPS = 10
+#: images per forward pass of deletion and insertion
+DEFAULT_BATCH = 256
+
+
+def check_quality(quality: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The measures asked for, checked and without repeats; raises ``ValueError`` naming an unknown one.
+
+    Example::
+
+        >>> check_quality(("deletion", "entropy")), check_quality("sparseness"), check_quality(None)
+        (('deletion', 'entropy'), ('sparseness',), ())
+    """
+    if quality is None:
+        return ()
+    names = (quality,) if isinstance(quality, str) else tuple(quality)
+    unknown = [q for q in names if q not in QUALITY_MEASURES]
+    if unknown:
+        raise ValueError(f"`quality` contains unknown measure(s) {unknown}; choose from {list(QUALITY_MEASURES)}.")
+    return tuple(dict.fromkeys(names))
+
+
+def perturbation_curves(
+    forward: ForwardFn,
+    inputs: Tensor,
+    targets: Tensor,
+    relevance: Tensor,
+    *,
+    steps: int = DEFAULT_STEPS,
+    baseline: float | Tensor | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> tuple[Tensor, Tensor]:
+    """Deletion and insertion curves: ``(P, steps + 1)`` softmax probabilities of each probe's target after
+    removing (deletion) or keeping (insertion) the ``round(k / steps × H × W)`` most relevant pixels, all channels,
+    for ``k = 0 .. steps``. Removed pixels take the ``baseline`` value (None: zeros). Ties in ``relevance`` keep
+    pixel order (row by row), so the curves are deterministic.
+
+    Example::
+
+        >>> reads_pixel_0 = lambda x: torch.stack([10 * x[:, 0, 0, 0], torch.zeros(len(x))], dim=1)
+        >>> x, relevance = torch.ones(1, 1, 2, 2), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+        >>> deletion, insertion = perturbation_curves(reads_pixel_0, x, torch.tensor([0]), relevance, steps=4)
+        >>> deletion.round(decimals=4), insertion.round(decimals=4)
+        (tensor([[1.0000, 0.5000, 0.5000, 0.5000, 0.5000]]), tensor([[0.5000, 1.0000, 1.0000, 1.0000, 1.0000]]))
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be an int >= 1, got {steps!r}.")
+    p, _, height, width = inputs.shape
+    n = height * width
+    if tuple(relevance.shape) != (p, height, width):
+        raise ValueError(f"`relevance` must be (P, H, W) = {(p, height, width)}, got {tuple(relevance.shape)}.")
+    inputs = inputs.detach()
+    base = expand_baseline(baseline, inputs)
+    order = relevance.detach().reshape(p, n).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=order.device).expand(p, n))
+    rank = rank.view(p, 1, height, width)
+    counts = [round(k * n / steps) for k in range(steps + 1)]
+    # every image once: deletion after k steps keeps the pixels insertion after k steps drops, so deletion_0 is the
+    # input and insertion_0 the baseline; the inner steps differ
+    images = [inputs, base]
+    for k in range(1, steps):
+        removed = rank < counts[k]
+        images += [torch.where(removed, base, inputs), torch.where(removed, inputs, base)]
+    index = targets.view(-1, 1)
+    probabilities = []
+    per_pass = max(1, batch_size // p)
+    with torch.no_grad():
+        for start in range(0, len(images), per_pass):
+            logits = forward(torch.cat(images[start : start + per_pass]))
+            probs = torch.softmax(logits.float(), dim=1).view(-1, p, logits.shape[1])
+            probabilities += [q.gather(1, index)[:, 0] for q in probs]
+    full, empty = probabilities[0], probabilities[1]
+    deletion = torch.stack([full, *probabilities[2::2], empty], dim=1)
+    insertion = torch.stack([empty, *probabilities[3::2], full], dim=1)
+    return deletion, insertion
+
+
+def quality_diagnostics(
+    explainer: Explainer,
+    forward: ForwardFn,
+    inputs: Tensor,
+    targets: Tensor,
+    explanation: Explanation,
+    measures: Sequence[str],
+    *,
+    steps: int = DEFAULT_STEPS,
+    baseline: float | Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Per-probe quality measures of ``explanation`` as diagnostics (``quality/deletion_auc``,
+    ``quality/insertion_auc``, ``quality/sparseness``, ``quality/entropy``). Never raises: a measure that fails
+    is left out with a warning, so an explanation is never lost to its quality check.
+
+    Example::
+
+        >>> from lightning_xai.explain import Saliency
+        >>> lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        >>> x, t = torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
+        >>> e = Saliency().explain(lin, x, t)
+        >>> sorted(quality_diagnostics(Saliency(), lin, x, t, e, ("sparseness", "deletion")))
+        ['quality/deletion_auc', 'quality/sparseness']
+    """
+    if not measures or not getattr(explainer, "is_attribution", True):
+        return {}
+    out: dict[str, Tensor] = {}
+    relevance = explanation.display
+    try:
+        if "sparseness" in measures:
+            out["quality/sparseness"] = sparseness(relevance)
+        if "entropy" in measures:
+            out["quality/entropy"] = entropy(relevance)
+        if "deletion" in measures or "insertion" in measures:
+            deletion, insertion = perturbation_curves(
+                forward, inputs, targets, relevance, steps=steps, baseline=baseline
+            )
+            if "deletion" in measures:
+                out["quality/deletion_auc"] = curve_auc(deletion)
+            if "insertion" in measures:
+                out["quality/insertion_auc"] = curve_auc(insertion)
+    except Exception as err:  # noqa: BLE001 - a quality measure never costs the explanation
+        rank_zero_warn(f"AttributionMonitor: quality measures of {explainer.name} failed: {type(err).__name__}: {err}")
+    return out

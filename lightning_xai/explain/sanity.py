@@ -1,0 +1,311 @@
+"""The model-randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps",
+https://arxiv.org/abs/1810.03292): a map that explains what the model learned must change when the model's top
+layers are re-initialised. Some do not (they mostly show the input: edges, bright regions), and then their drift
+says little about the model.
+
+:func:`sanity_check` explains the probes with the model and with a deep copy whose top ``layers`` parameterised
+modules are re-initialised (the trained model is never touched; the re-initialisation draws from a stream seeded
+with ``seed``, so no training RNG moves), and compares each probe's two maps by Spearman rank correlation. A
+method whose median correlation is at least ``threshold`` fails, with a warning naming it and the correlation.
+:class:`SanityCheck` runs it at fit start and/or end for an :class:`~lightning_xai.AttributionMonitor`'s probes
+and methods, and logs ``xai/sanity/<method>/rank_correlation``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from lightning_xai.explain.base import Explainer
+from lightning_xai.explain.forward import ModelForwardFn, model_forward
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.layers import trace_modules
+from lightning_xai.explain.registry import MethodOptions, build_explainers
+from lightning_xai.explain.run import explain_probes
+from lightning_xai.explain.wrapping import seeded_rng
+from lightning_xai.functional.drift import average_ranks
+from lightning_xai.probes import TargetSpec
+
+if TYPE_CHECKING:
+    from lightning_xai.monitor import AttributionMonitor
+
+#: a method fails when the median rank correlation of its maps before and after randomisation reaches this
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class SanityResult:
+    """One method's randomisation check.
+
+    Attributes:
+        method: the method's name.
+        correlation: median over probes of the Spearman rank correlation of the signed maps (trained vs
+            randomised); NaN when the method failed on either model.
+        passed: ``correlation < threshold``.
+        threshold: the threshold it was checked against.
+        layers: the re-initialised modules.
+        per_probe: each probe's correlation.
+        error: why the method could not be checked, if it could not.
+    """
+
+    method: str
+    correlation: float
+    passed: bool
+    threshold: float
+    layers: tuple[str, ...]
+    per_probe: tuple[float, ...] = ()
+    error: str = ""
+
+    @property
+    def message(self) -> str:
+        if self.error:
+            return f"the sanity check could not run {self.method}: {self.error}"
+        verdict = "passes" if self.passed else "FAILS"
+        return (
+            f"{self.method} {verdict} the randomisation sanity check: with the top layer(s) {list(self.layers)} "
+            f"re-initialised its maps keep a median rank correlation of {self.correlation:.2f} with the trained "
+            f"model's (threshold {self.threshold:g})"
+            + (
+                ""
+                if self.passed
+                else ": they barely depend on what the model learned, so do not read its drift as "
+                "the model's; prefer a method that passes (Adebayo et al. 2018)."
+            )
+        )
+
+
+def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation of the *signed* maps ``a`` and ``b`` ``(N, ...)`` per sample (average ranks for
+    ties); 0 when either map is constant, 1 when both are.
+
+    Example::
+
+        >>> x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        >>> rank_correlation(x, x), rank_correlation(x, -x), rank_correlation(x, torch.zeros(1, 4))
+        (tensor([1.]), tensor([-1.]), tensor([0.]))
+    """
+    ra = average_ranks(a.detach().reshape(len(a), -1).double()).double()
+    rb = average_ranks(b.detach().reshape(len(b), -1).double()).double()
+    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
+    denom = (ra.square().sum(dim=1) * rb.square().sum(dim=1)).sqrt()
+    rho = (ra * rb).sum(dim=1) / denom.clamp_min(1e-300)
+    const_a, const_b = ra.abs().amax(dim=1) == 0, rb.abs().amax(dim=1) == 0
+    rho = torch.where(const_a | const_b, torch.zeros_like(rho), rho)
+    rho = torch.where(const_a & const_b, torch.ones_like(rho), rho)
+    return rho.float()
+
+
+def top_layers(
+    model: nn.Module, example: Tensor, count: int, forward: Callable[[Tensor], Any] | None = None
+) -> list[str]:
+    """The ``count`` modules that own parameters and run last in a forward pass on ``example`` (the output side).
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 2 * 2, 3))
+        >>> top_layers(net, torch.zeros(1, 1, 4, 4), 2)
+        ['0', '3']
+    """
+    owners = {n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))}
+    with torch.no_grad():
+        traces = trace_modules(model, forward or model, example)
+    ran = [t.name for t in traces if t.name in owners]
+    return ran[-count:] if count > 0 else []
+
+
+def randomized_copy(model: nn.Module, layers: Sequence[str], seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` with the named modules re-initialised (``reset_parameters()``, else Gaussian
+    weights of the same standard deviation and zero biases), drawing from streams seeded with ``seed``; the trained
+    model and every training RNG stream are left as they are. A LightningModule's trainer is not copied."""
+    trainer = getattr(model, "_trainer", None)
+    memo: dict[int, Any] = {id(trainer): None} if trainer is not None else {}
+    clone = copy.deepcopy(model, memo)
+    named = dict(clone.named_modules())
+    device = next(clone.parameters(), torch.empty(0)).device
+    with seeded_rng(seed, device), torch.no_grad():
+        for name in layers:
+            module = named[name]
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+                continue
+            for pname, p in module.named_parameters(recurse=False):
+                p.copy_(
+                    torch.zeros_like(p) if "bias" in pname else torch.randn_like(p) * p.float().std().clamp_min(1e-3)
+                )
+    return clone
+
+
+def sanity_check(
+    model: nn.Module,
+    probes: Tensor,
+    methods: Sequence[str | Explainer] | str = ("gradcam", "integrated_gradients"),
+    *,
+    labels: Tensor | None = None,
+    target: TargetSpec = "label",
+    layers: int = 1,
+    threshold: float = DEFAULT_THRESHOLD,
+    seed: int = 0,
+    output_transform: Callable[[Any], Tensor] | None = None,
+    forward_fn: ModelForwardFn | None = None,
+    options: MethodOptions | None = None,
+    warn: bool = True,
+) -> list[SanityResult]:
+    """The randomisation sanity check of each method on ``probes`` ``(N, C, H, W)``: explain them with ``model``
+    and with a copy whose top ``layers`` parameterised modules are re-initialised, and compare the maps.
+
+    Both models explain the same classes (``target`` resolved on the trained model). Methods given as instances
+    are deep-copied, never changed; the layer views (``activations``, ``filters``) are skipped. Cost: the methods
+    twice on the probes, plus one copy of the model in memory.
+
+    Returns one :class:`SanityResult` per method; with ``warn``, a failing method is warned about by name.
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
+        >>> [r.method for r in sanity_check(net, torch.rand(4, 1, 6, 6), ["saliency"], target=0, warn=False)]
+        ['saliency']
+    """
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"`layers` must be an int >= 1, got {layers!r}.")
+    explainers = [
+        e for e in build_explainers(methods, options or MethodOptions()) if getattr(e, "is_attribution", True)
+    ]
+    real, randomized = copy.deepcopy(explainers), copy.deepcopy(explainers)
+    images = probes.detach().cpu().float()
+    labels = None if labels is None else labels.detach().cpu().long()
+    device = next(model.parameters(), torch.empty(0)).device
+    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+        names = top_layers(model, images[:1].to(device), layers, forward)
+    clone = randomized_copy(model, names, seed)
+    try:
+        errors = _setup(model, real, images, output_transform, forward_fn)
+        done = explain_probes(
+            model, images, labels, real, target, output_transform=output_transform, forward_fn=forward_fn
+        )
+        targets = done.targets.cpu()
+        errors += _setup(clone, randomized, images, output_transform, forward_fn)
+        shuffled = explain_probes(
+            clone, images, labels, randomized, targets, output_transform=output_transform, forward_fn=forward_fn
+        )
+    finally:
+        del clone
+    errors += done.errors + shuffled.errors
+    results = []
+    for explainer in explainers:
+        a, b = done.results.get(explainer.name), shuffled.results.get(explainer.name)
+        if a is None or b is None:
+            mine = [e for e in errors if e.startswith(explainer.name)]
+            results.append(
+                SanityResult(
+                    explainer.name, float("nan"), False, threshold, tuple(names), error="; ".join(mine) or "no map"
+                )
+            )
+            continue
+        per_probe = rank_correlation(a.raw, b.raw)
+        median = float(per_probe.median())
+        results.append(
+            SanityResult(explainer.name, median, median < threshold, threshold, tuple(names), tuple(per_probe.tolist()))
+        )
+    if warn:
+        for result in results:
+            if not result.passed:
+                rank_zero_warn(f"AttributionMonitor: {result.message}")
+    return results
+
+
+def _setup(
+    model: nn.Module,
+    explainers: list[Explainer],
+    images: Tensor,
+    output_transform: Callable[[Any], Tensor] | None,
+    forward_fn: ModelForwardFn | None,
+) -> list[str]:
+    """Set every explainer up against ``model``; one that cannot is dropped from ``explainers``, with its error."""
+    device = next(model.parameters(), torch.empty(0)).device
+    errors = []
+    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+        for explainer in list(explainers):
+            try:
+                explainer.setup(model, forward, images[:1].to(device).clone())
+            except Exception as err:  # noqa: BLE001 - reported in the method's result
+                errors.append(f"{explainer.name} setup failed: {type(err).__name__}: {err}")
+                explainers.remove(explainer)
+    return errors
+
+
+class SanityCheck(Callback):
+    """Run :func:`sanity_check` for a monitor's probes and methods at fit start and/or end, on rank 0.
+
+    Logs ``xai/sanity/<method>/rank_correlation`` and ``.../passed`` to the trainer's loggers (at the step it
+    ran), warns about each failing method, and keeps the results in ``results[stage]`` (``"fit_start"`` or
+    ``"fit_end"``). List it after the monitor: ``callbacks=[monitor, SanityCheck(monitor)]``.
+
+    Args:
+        monitor: the :class:`~lightning_xai.AttributionMonitor` whose probes, methods and target are checked.
+        at: when to run: ``"fit_start"`` (a method that already fails on the untrained network cannot explain
+            it), ``"fit_end"`` (the trained network), or both.
+        layers, threshold, seed: as for :func:`sanity_check`.
+    """
+
+    def __init__(
+        self,
+        monitor: AttributionMonitor,
+        at: Sequence[str] = ("fit_start", "fit_end"),
+        layers: int = 1,
+        threshold: float = DEFAULT_THRESHOLD,
+        seed: int = 0,
+    ) -> None:
+        stages = (at,) if isinstance(at, str) else tuple(at)
+        if not stages or any(s not in ("fit_start", "fit_end") for s in stages):
+            raise ValueError(f"`at` must name 'fit_start' and/or 'fit_end', got {at!r}.")
+        self.monitor, self.at, self.layers, self.threshold, self.seed = monitor, stages, layers, threshold, seed
+        self.results: dict[str, list[SanityResult]] = {}
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # the start of fit, once the dataloaders (and so the monitor's probes) exist
+        if "fit_start" in self.at:
+            self._run("fit_start", trainer, pl_module)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if "fit_end" in self.at:
+            self._run("fit_end", trainer, pl_module)
+
+    def _run(self, stage: str, trainer: Trainer, pl_module: LightningModule) -> None:
+        monitor = self.monitor
+        if not trainer.is_global_zero:
+            return
+        if monitor.probes is None and not monitor._ensure_ready(trainer, pl_module):
+            rank_zero_warn(f"AttributionMonitor: no probes at {stage.replace('_', ' ')}, so no sanity check ran.")
+            return
+        assert monitor.probes is not None
+        results = sanity_check(
+            pl_module,
+            monitor.probes.images,
+            monitor.explainers,
+            labels=monitor.probes.labels,
+            target=monitor.target,
+            layers=self.layers,
+            threshold=self.threshold,
+            seed=self.seed,
+            output_transform=monitor.output_transform,
+            forward_fn=monitor.forward_fn,
+            warn=False,
+        )
+        self.results[stage] = results
+        metrics = {}
+        for r in results:
+            if not r.passed:
+                rank_zero_warn(f"AttributionMonitor ({stage.replace('_', ' ')}): {r.message}")
+            if not r.error:
+                metrics[f"xai/sanity/{r.method}/rank_correlation"] = r.correlation
+                metrics[f"xai/sanity/{r.method}/passed"] = float(r.passed)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)

@@ -1,0 +1,156 @@
+"""Layer views from the visualisation literature, logged like the attribution maps (grid, drift) but not
+explanations of a class: what a layer responds to (:class:`Activations`) and what the first convolution looks for
+(:class:`Filters`). The quality measures skip them (``is_attribution = False``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.gradcam import GradCam, GradcamReshape
+
+
+class Activations(Explainer):
+    """Activation maximisation's simplest view: per probe, the mean of the ``channels`` channels of a layer's
+    output with the highest spatial mean activation (Zeiler & Fergus, 2014, https://arxiv.org/abs/1311.2901;
+    Erhan et al., 2009), upsampled bilinearly to the probe. Not class-specific: it shows where the layer fires.
+
+    The layer is chosen as Grad-CAM chooses it (``gradcam_layer``/``gradcam_reshape``; by default the last
+    spatial feature map). Cost: one forward pass per probe, no backward.
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+        >>> view, x = Activations(channels=1), torch.rand(2, 1, 4, 4)
+        >>> view.setup(net, net, x[:1])
+        >>> out = view.explain(net, x, torch.tensor([0, 1]))
+        >>> strongest = net[1](net[0](x)).mean(dim=(2, 3)).argmax(dim=1)
+        >>> torch.allclose(out.raw, net[1](net[0](x))[torch.arange(2), strongest])
+        True
+    """
+
+    name = "activations"
+    passes_per_probe = 1.0
+    is_attribution = False
+
+    def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None, channels: int = 4):
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"`channels` must be an int >= 1, got {channels!r}.")
+        self.gradcam = GradCam(layer=layer, reshape=reshape)
+        self.channels = channels
+
+    @property
+    def layer_name(self) -> str | None:
+        return self.gradcam.layer_name
+
+    def config(self) -> dict[str, Any]:
+        return {**self.gradcam.config(), "channels": self.channels}
+
+    def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
+        try:
+            self.gradcam.setup(model, forward, example)
+        except ValueError as err:
+            raise ValueError(f"'activations' uses Grad-CAM's layer: {err}") from None
+
+    def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
+        module = self.gradcam._module
+        if module is None:
+            raise RuntimeError("Activations.setup() must run before explain().")
+        captured: list[Tensor] = []
+        handle = module.register_forward_hook(lambda _m, _a, out: captured.append(out.detach().clone()))
+        try:
+            with torch.no_grad():
+                forward(inputs.detach())
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"the layer ran {len(captured)} times in one forward pass, expected once")
+        to_grid = self.gradcam._to_grid
+        fmap = (captured[0] if to_grid is None else to_grid(captured[0])).float()  # (P, K, h, w)
+        k = min(self.channels, fmap.shape[1])
+        top = fmap.mean(dim=(2, 3)).topk(k, dim=1).indices  # (P, k)
+        raw = fmap.gather(1, top[:, :, None, None].expand(-1, -1, *fmap.shape[2:])).mean(dim=1)
+        display = F.interpolate(raw[:, None], size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)
+        return Explanation(raw=raw, display=display[:, 0].clamp_min(0))
+
+
+def filter_mosaic(weight: Tensor, gap: int = 1) -> Tensor:
+    """``(K, C, kh, kw)`` convolution weights -> one ``(rows * (kh + gap) - gap, cols * (kw + gap) - gap)`` image
+    of the K filters (summed over input channels), ``cols = ceil(sqrt(K))``, each scaled to its own largest
+    magnitude, with zero gaps.
+
+    Example::
+
+        >>> filter_mosaic(torch.ones(3, 2, 2, 2))
+        tensor([[1., 1., 0., 1., 1.],
+                [1., 1., 0., 1., 1.],
+                [0., 0., 0., 0., 0.],
+                [1., 1., 0., 0., 0.],
+                [1., 1., 0., 0., 0.]])
+    """
+    filters = weight.detach().float().sum(dim=1)  # (K, kh, kw)
+    filters = filters / filters.flatten(1).abs().amax(dim=1).clamp_min(1e-12)[:, None, None]
+    count, kh, kw = filters.shape
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    mosaic = filters.new_zeros(rows * (kh + gap) - gap, cols * (kw + gap) - gap)
+    for i in range(count):
+        r, c = divmod(i, cols)
+        mosaic[r * (kh + gap) : r * (kh + gap) + kh, c * (kw + gap) : c * (kw + gap) + kw] = filters[i]
+    return mosaic
+
+
+class Filters(Explainer):
+    """The first convolution's filters as images (Krizhevsky et al., 2012; Zeiler & Fergus, 2014): a mosaic of its
+    kernels (:func:`filter_mosaic`), the same for every probe; its drift says how much the filters changed. Shown
+    at the probes' size (nearest neighbour), best read with ``log_heatmaps=True`` (the bare map). No model pass.
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+        >>> view, x = Filters(), torch.rand(2, 1, 8, 8)
+        >>> view.setup(net, net, x[:1])
+        >>> view.layer_name, tuple(view.explain(net, x, torch.tensor([0, 1])).raw.shape)
+        ('0', (2, 7, 7))
+    """
+
+    name = "filters"
+    passes_per_probe = 0.0
+    is_attribution = False
+
+    def __init__(self, layer: str | None = None) -> None:
+        self.layer = layer
+        self.layer_name: str | None = None
+        self._conv: nn.Module | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"layer": self.layer}
+
+    def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
+        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        if self.layer is not None:
+            convs = [(n, m) for n, m in convs if n == self.layer]
+        if not convs:
+            which = f"no Conv2d named {self.layer!r}" if self.layer is not None else "no Conv2d layer"
+            raise ValueError(f"`methods` includes 'filters' but {type(model).__name__} has {which}.")
+        self.layer_name, self._conv = convs[0]
+
+    def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
+        if self._conv is None:
+            raise RuntimeError("Filters.setup() must run before explain().")
+        weight = self._conv.weight
+        assert isinstance(weight, Tensor)
+        mosaic = filter_mosaic(weight).to(inputs.device)
+        raw = mosaic.expand(len(inputs), *mosaic.shape).clone()
+        display = F.interpolate(raw[:, None].abs(), size=tuple(inputs.shape[-2:]), mode="nearest")[:, 0]
+        return Explanation(raw=raw, display=display)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_conv"] = None
+        return state
