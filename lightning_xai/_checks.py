@@ -1,106 +1,265 @@
-"""The monitor's argument checks in one place: each raises a ``ValueError`` naming the argument, the value and the
-fix, at construction, before any training step."""
+"""The monitor's input layer: every argument is checked and normalised here, once, at construction.
+
+Integer-like values (numpy integers, 0-d integer tensors) become ints, real numbers floats, numpy arrays and lists
+tensors; anything else raises a ``ValueError`` that names the argument, the value and the fix, before any training
+step. What depends on the model (shapes, classes, layers) is checked by the setup dry run
+(:func:`lightning_xai.explain.setup.dry_run`).
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
+import operator
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import Tensor
-from torch.utils.data import Dataset
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.drift.alerts import DriftRule
 from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.explain.registry import MethodOptions, build_explainers, method_names
 from lightning_xai.probes import check_target
-from lightning_xai.visualize.render import check_colormap, check_denormalize
+from lightning_xai.probes.inputs import as_tensor, check_images, check_labels, describe
+from lightning_xai.visualize.render import black_input, check_colormap, check_denormalize
 
 ON_DRIFT_ACTIONS = ("warn", "stop", "raise")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    """An int ``>= low`` (not a bool, not a string).
+def check_int(name: str, value: Any, low: int, allow_none: bool = False) -> int | None:
+    """An int ``>= low``; integer-like values (numpy ints, 0-d integer tensors) are converted; bools, floats and
+    strings are refused.
 
     Example::
 
+        >>> check_int("warmup_epochs", np.int64(2), 0)
+        2
         >>> check_int("warmup_epochs", "2", 0)
         Traceback (most recent call last):
         ...
-        ValueError: `warmup_epochs` must be an int >= 0, got '2' (str).
+        ValueError: `warmup_epochs` must be an int >= 0, got '2' (str); pass warmup_epochs=2.
     """
     if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        shown = f"{value!r} ({type(value).__name__})" if not isinstance(value, int) else repr(value)
-        raise ValueError(f"`{name}` must be an int >= {low}{' or None' if allow_none else ''}, got {shown}.")
+        return None
+    number: int | None = None
+    if not isinstance(value, (bool, np.bool_, str)):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            number = None
+    if number is None or number < low:
+        expected = f"an int >= {low}{' or None' if allow_none else ''}"
+        shown = repr(value) if isinstance(value, int) and not isinstance(value, bool) else describe(value)
+        raise ValueError(f"`{name}` must be {expected}, got {shown}{_suggest(name, value)}.")
+    return int(number)
 
 
-def check_fraction(name: str, value: Any, low_open: bool = True) -> None:
-    """A real number in ``(0, 1]`` (or ``[0, 1]`` with ``low_open=False``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (0 < value <= 1 if low_open else 0 <= value <= 1)
-    if not ok:
-        bounds = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"`{name}` must be a number in {bounds}, got {value!r} ({type(value).__name__}).")
+def check_number(
+    name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False, allow_none: bool = False
+) -> float | None:
+    """A finite real number in ``[low, high]`` (``(low, high]`` with ``low_open``); numpy and 0-d tensors converted.
+
+    Example::
+
+        >>> check_number("topk", "0.1", 0, 1, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: `topk` must be a number in (0, 1], got '0.1' (str); pass topk=0.1.
+    """
+    if allow_none and value is None:
+        return None
+    number: float | None = None
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        number = float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        number = float(value)
+    if number is not None and math.isfinite(number) and (number > low if low_open else number >= low):
+        if number <= high:
+            return number
+    if math.isfinite(high):
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    else:
+        bounds = f"> {low:g}" if low_open else f">= {low:g}"
+    none = " or None" if allow_none else ""
+    raise ValueError(f"`{name}` must be a number in {bounds}{none}, got {describe(value)}{_suggest(name, value)}.")
 
 
-def check_monitor_arguments(arguments: Mapping[str, Any]) -> None:
-    """Every check of :class:`~lightning_xai.AttributionMonitor`'s arguments that needs no model (``arguments``:
-    its constructor's ``locals()``); methods are checked by the registry that builds them, and what depends on
-    the model by the setup dry run (:func:`lightning_xai.explain.setup.dry_run`)."""
-    a = dict(arguments)
-    probes, max_seconds_per_epoch, on_drift, drift_rules = (
-        a["probes"],
-        a["max_seconds_per_epoch"],
-        a["on_drift"],
-        a["drift_rules"],
+def _suggest(name: str, value: Any) -> str:
+    """``"; pass name=2"`` for a string that holds a number, else ``""``."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        shown = int(number) if number.is_integer() and "." not in value else number
+        return f"; pass {name}={shown}"
+    return ""
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"`{name}` must be True or False, got {describe(value)}.")
+
+
+def check_probes(probes: Any) -> Any:
+    """None, a Dataset or DataLoader as they are; images (a tensor, numpy array or list of ``(C, H, W)`` tensors)
+    and ``(images, labels)`` pairs (labels may be None) checked and converted (see
+    :func:`lightning_xai.probes.inputs.check_images`)."""
+    if probes is None or isinstance(probes, (Dataset, DataLoader)):
+        return probes
+    fix = "Pass a (N, C, H, W) tensor, an (images, labels) pair, a Dataset, or None to draw from the validation data."
+    pair = isinstance(probes, tuple) or (isinstance(probes, list) and len(probes) == 2 and _is_4d(probes[0]))
+    if pair:
+        if len(probes) != 2:
+            raise ValueError(f"`probes` as a tuple must be (images, labels), got {len(probes)} items. {fix}")
+        images = check_images(as_tensor(probes[0], "`probes` images", fix))
+        labels = check_labels(probes[1], len(images))
+        return images if labels is None else (images, labels)
+    if isinstance(probes, (Tensor, np.ndarray, list)):
+        return check_images(as_tensor(probes, "`probes`", fix))
+    raise ValueError(
+        f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels), a Dataset or a DataLoader; "
+        f"got {describe(probes)}. {fix}"
     )
-    if max_seconds_per_epoch is not None and not (
-        isinstance(max_seconds_per_epoch, (int, float))
-        and not isinstance(max_seconds_per_epoch, bool)
-        and max_seconds_per_epoch > 0
-        and math.isfinite(max_seconds_per_epoch)
-    ):
+
+
+def _is_4d(value: Any) -> bool:
+    return getattr(value, "ndim", None) == 4 or (isinstance(value, list) and bool(value) and _is_3d(value[0]))
+
+
+def _is_3d(value: Any) -> bool:
+    return getattr(value, "ndim", None) == 3
+
+
+def check_baseline(baseline: Any) -> float | Tensor | None:
+    """IG's baseline: None, a finite number, or finite values broadcastable to one probe; a 1-D sequence holds one
+    value per channel (the natural ``-mean / std``) and becomes ``(C, 1, 1)``.
+
+    Example::
+
+        >>> tuple(check_baseline(-np.array([0.5, 0.4, 0.3]) / np.array([0.2, 0.2, 0.2])).shape)
+        (3, 1, 1)
+    """
+    fix = "Pass None (the input that displays as black), a float, or one value per channel such as `-mean / std`."
+    if baseline is None:
+        return None
+    if isinstance(baseline, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"`ig_baseline` must be numbers, got {describe(baseline)}. {fix}")
+    if isinstance(baseline, numbers.Real):
+        value = float(baseline)
+        if not math.isfinite(value):
+            raise ValueError(f"`ig_baseline` must be finite, got {value}. {fix}")
+        return value
+    t = as_tensor(baseline, "`ig_baseline`", fix)
+    if t.device.type == "meta" or t.is_complex() or t.numel() == 0 or t.ndim > 4:
+        raise ValueError(f"`ig_baseline` must be real values broadcastable to one probe, got {describe(baseline)}.")
+    t = t.detach().to("cpu", torch.float32, copy=True)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"`ig_baseline` contains NaN or Inf ({describe(baseline)}). {fix}")
+    if t.ndim == 0:
+        return float(t)
+    return t.reshape(-1, 1, 1) if t.ndim == 1 else t
+
+
+def check_methods(methods: Any) -> Sequence[Any]:
+    if isinstance(methods, str):
+        return (methods,)
+    if not isinstance(methods, Sequence) or isinstance(methods, bytes):
         raise ValueError(
-            f"`max_seconds_per_epoch` must be > 0 (seconds) or None for no budget, got {max_seconds_per_epoch!r}."
+            f"`methods` must be a sequence of names or Explainer instances, e.g. ('gradcam', 'integrated_gradients'), "
+            f"got {describe(methods)}."
         )
-    check_int("num_probes", a["num_probes"], 1)
-    check_int("every_n_epochs", a["every_n_epochs"], 1)
-    check_int("warmup_epochs", a["warmup_epochs"], 0)
-    check_int("reference_epoch", a["reference_epoch"], 0, allow_none=True)
-    check_int("seed", a["seed"], 0)
-    if not (callable(on_drift) or on_drift in ON_DRIFT_ACTIONS):
+    return tuple(methods)
+
+
+def check_target_argument(target: Any) -> Any:
+    """``target`` with numpy values converted (ints, arrays); then checked without the model."""
+    if isinstance(target, np.generic):
+        target = target.item()
+    elif isinstance(target, (np.ndarray, list, tuple)) and not isinstance(target, str):
+        target = as_tensor(target, "`target`", "Give one class index per probe, an int, 'label' or 'predicted'.")
+    if isinstance(target, Tensor) and (target.device.type == "meta" or target.numel() == 0):
+        raise ValueError(f"`target` must hold class indices, got {describe(target)}.")
+    if not isinstance(target, (str, numbers.Integral, Tensor)):
+        raise ValueError(
+            f"`target` must be 'label', 'predicted', an int class or one class per probe, got {describe(target)}."
+        )
+    check_target(target)  # type: ignore[arg-type]  # an Integral is an int class
+    return target
+
+
+def check_name(name: Any) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"`name` must be None or a short name of letters, digits, '_', '.' or '-' (it prefixes the logged keys: "
+            f"xai/<name>/...), got {describe(name)}."
+        )
+    return name
+
+
+def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every argument of :class:`~lightning_xai.AttributionMonitor` that needs no model (``arguments``: its
+    constructor's ``locals()``) and return them normalised. Methods are built (and checked) by the registry."""
+    a = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+    a["name"] = check_name(a.get("name"))
+    a["probes"] = check_probes(a["probes"])
+    for key, low in (("num_probes", 1), ("every_n_epochs", 1), ("warmup_epochs", 0), ("seed", 0)):
+        a[key] = check_int(key, a[key], low)
+    a["reference_epoch"] = check_int("reference_epoch", a["reference_epoch"], 0, allow_none=True)
+    a["ig_internal_batch_size"] = check_int("ig_internal_batch_size", a["ig_internal_batch_size"], 1, True)
+    steps = a["ig_steps"]
+    if not (isinstance(steps, str) and steps == "auto"):
+        if isinstance(steps, str):
+            raise ValueError(f"`ig_steps` must be an int >= 1 or 'auto', got {steps!r}.")
+        a["ig_steps"] = check_int("ig_steps", steps, 1)
+    a["max_seconds_per_epoch"] = check_number(
+        "max_seconds_per_epoch", a["max_seconds_per_epoch"], 0.0, low_open=True, allow_none=True
+    )
+    a["topk"] = check_number("topk", a["topk"], 0.0, 1.0, low_open=True)
+    a["probe_threshold"] = check_number("probe_threshold", a["probe_threshold"], 0.0, 1.0)
+    on_drift = a["on_drift"]
+    if not (callable(on_drift) or (isinstance(on_drift, str) and on_drift in ON_DRIFT_ACTIONS)):
         raise ValueError(
             f"`on_drift={on_drift!r}` is not supported; use one of {list(ON_DRIFT_ACTIONS)} or a callable "
             "that receives a DriftAlert."
         )
-    check_fraction("topk", a["topk"])
-    check_fraction("probe_threshold", a["probe_threshold"], low_open=False)
+    drift_rules = a["drift_rules"]
     if isinstance(drift_rules, DriftRule) or not isinstance(drift_rules, Sequence) or isinstance(drift_rules, str):
         raise ValueError(f"`drift_rules` must be a sequence of DriftRule, e.g. (DriftRule(),), got {drift_rules!r}.")
     for rule in drift_rules:
         if not isinstance(rule, DriftRule):
             raise ValueError(f"`drift_rules` must hold DriftRule instances, got {type(rule).__name__}: {rule!r}.")
-    if probes is not None and not isinstance(probes, (Tensor, tuple, Dataset)):
-        raise ValueError(
-            f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels) or a torch Dataset; "
-            f"got {type(probes).__name__}."
-        )
-    if isinstance(probes, Tensor) and probes.ndim != 4:
-        raise ValueError(
-            f"`probes` must be a 4-D tensor (N, C, H, W), got shape {tuple(probes.shape)}. "
-            "Add a batch dimension with `probes.unsqueeze(0)` for a single image."
-        )
-    for name in ("forward_fn", "output_transform"):
-        fn = a[name]
-        if fn is not None and not callable(fn):
-            raise ValueError(f"`{name}` must be a callable, got {fn!r}.")
-    check_target(a["target"])
-    check_colormap(a["colormap"])
-    check_denormalize(a["denormalize"])
+    a["drift_rules"] = tuple(drift_rules)
+    for key in ("forward_fn", "output_transform"):
+        if a[key] is not None and not callable(a[key]):
+            raise ValueError(f"`{key}` must be a callable, got {describe(a[key])}.")
+    masks = a["probe_masks"]
+    if masks is not None and not callable(masks):
+        a["probe_masks"] = as_tensor(masks, "`probe_masks`", "Pass one boolean (H, W) mask per probe (N, H, W).")
+    layer = a["gradcam_layer"]
+    if layer is not None and not isinstance(layer, (str, nn.Module)):
+        raise ValueError(f"`gradcam_layer` must be a dotted module name, a module or None, got {describe(layer)}.")
+    a["methods"] = check_methods(a["methods"])
+    a["target"] = check_target_argument(a["target"])
+    a["colormap"] = check_colormap(a["colormap"])
+    a["denormalize"] = check_denormalize(a["denormalize"])
+    a["ig_baseline"] = check_baseline(a["ig_baseline"])
+    for key in ("log_heatmaps", "background_logging"):
+        a[key] = check_bool(key, a[key])
     detector = a["detector"]
-    if not (detector is None or detector == "default" or isinstance(detector, ShiftDetector)):
-        raise ValueError(f"`detector` must be 'default', a ShiftDetector or None, got {detector!r}.")
+    if not (
+        detector is None or isinstance(detector, ShiftDetector) or (isinstance(detector, str) and detector == "default")
+    ):
+        raise ValueError(f"`detector` must be 'default', a ShiftDetector or None, got {describe(detector)}.")
+    return a
 
 
 def check_rule_methods(drift_rules: Sequence[DriftRule], names: Sequence[str]) -> None:
@@ -112,3 +271,22 @@ def check_rule_methods(drift_rules: Sequence[DriftRule], names: Sequence[str]) -
                 f"`drift_rules` has DriftRule(methods={rule.methods!r}) but {unknown} is not among this monitor's "
                 f"methods {list(names)}; use one of those names (aliases such as 'ig' are accepted)."
             )
+
+
+def monitor_explainers(a: Mapping[str, Any]) -> list[Any]:
+    """The explainers for normalised arguments ``a``: built by the registry from ``methods=`` and the method
+    arguments (IG's baseline defaults to the input that displays as black), with every rule's methods among them."""
+    baseline = a["ig_baseline"]
+    if baseline is None:  # the input that displays as black, when `denormalize` says which it is
+        baseline = black_input(a["denormalize"])
+    options = MethodOptions(
+        a["gradcam_layer"], a["gradcam_reshape"], a["ig_steps"], baseline, a["ig_internal_batch_size"]
+    )
+    explainers = build_explainers(a["methods"], options)
+    if not explainers:
+        raise ValueError(f"`methods` is empty; choose at least one of {method_names()}.")
+    check_rule_methods(a["drift_rules"], [e.name for e in explainers])
+    return explainers
+
+
+check_monitor_arguments = normalize_arguments

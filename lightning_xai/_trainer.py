@@ -1,5 +1,6 @@
-"""What the monitor reads from the Trainer: whether its strategy lets one rank run the whole model, where
-probes come from when none are given, and the training batch size that bounds Integrated Gradients' chunks."""
+"""What the monitor reads from and does to the Trainer: whether its strategy lets one rank run the whole model, where
+probes come from when none are given, the training batch size that bounds Integrated Gradients' chunks, decisions
+every rank takes together, the keys it logs, and when ``on_drift`` acts."""
 
 from __future__ import annotations
 
@@ -8,13 +9,26 @@ from typing import Any, TypeVar
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
+from lightning_xai.explain.run import isolated
 from lightning_xai.probes import ProbeSet, collect_probes
+from lightning_xai.visualize.writer import add_text_job
 
 T = TypeVar("T")
+
+NO_VALIDATION = (
+    "AttributionMonitor: `limit_val_batches=0` disables validation, so the monitor does nothing in this fit (it "
+    "explains at the end of validation epochs)."
+)
+NO_PROBES = (
+    "AttributionMonitor: no probes (no `probes=` given and no validation or test dataloader found); nothing is "
+    "explained."
+)
 
 #: strategies whose parameters are sharded across ranks: no rank holds the whole model to explain
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
@@ -90,6 +104,11 @@ def trainer_probes(trainer: Trainer, source: Any, num_probes: int, seed: int) ->
         testing = trainer.state.fn == TrainerFn.TESTING
         name = "test dataloader" if testing else "validation dataloader"
         probes = collect_probes(source, num_probes, seed, loader_name=name)
+    if probes.note:
+        rank_zero_warn(
+            f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
+            "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly."
+        )
     if isinstance(source, (DataLoader, Dataset)) and len(probes) < num_probes:
         rank_zero_warn(
             f"AttributionMonitor: `num_probes={num_probes}` but the {probes.source} holds only {len(probes)} usable "
@@ -123,14 +142,70 @@ class _Failure:
         self.message = message
 
 
-def log_epoch_scalars(trainer: Trainer, pl_module: LightningModule, scalars: dict[str, float]) -> None:
+def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank; when it raises on any rank, it raises on every rank (the others with a
+    ``RuntimeError`` pointing to it), so no rank trains on while another has stopped."""
+    result: Any = None
+    failure: Exception | None = None
+    try:
+        result = fn()
+    except Exception as err:  # noqa: BLE001 - re-raised below, after the ranks agreed
+        failure = err
+    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
+        if failure is None:
+            raise RuntimeError("AttributionMonitor's setup check failed on another rank; see that rank's error.")
+    if failure is not None:
+        raise failure
+    return result
+
+
+def check_unique_names(trainer: Trainer, monitor: Any) -> None:
+    """Refuse a second monitor of the same ``name`` in one Trainer: both would log the same keys, and Lightning would
+    average them into one value."""
+    same = [cb for cb in trainer.callbacks if type(cb) is type(monitor) and cb.name == monitor.name]  # type: ignore[attr-defined]
+    if len(same) > 1:
+        raise ValueError(
+            f"This Trainer has {len(same)} AttributionMonitors with `name={monitor.name!r}`: they would log the same "
+            "keys, which Lightning averages into one value. Give each its own `name=` (keys become "
+            "xai/<name>/...), e.g. `AttributionMonitor(name='gradcam_run')`."
+        )
+
+
+def prefixed(key: str, name: str | None) -> str:
+    """``xai/<name>/...`` for a named monitor's key; the key itself without a name.
+
+    Example::
+
+        >>> prefixed("xai/gradcam/drift/rank_vs_reference/median", "val"), prefixed("xai/seconds", None)
+        ('xai/val/gradcam/drift/rank_vs_reference/median', 'xai/seconds')
+    """
+    if name is None:
+        return key
+    return f"xai/{name}/{key[4:]}" if key.startswith("xai/") else f"{name}/{key}"
+
+
+def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> None:
+    """Say so when a checkpoint holds monitor state under other settings: Lightning would skip it silently and the
+    run would start a new reference and history."""
+    keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(prefix)]
+    if keys and state_key not in keys:
+        rank_zero_warn(
+            f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
+            "its probes, reference, history and alerts start afresh. Resume with the same methods (and their layer, "
+            "ig_steps, ig_baseline), probes and target to keep them."
+        )
+
+
+def log_epoch_scalars(
+    trainer: Trainer, pl_module: LightningModule, scalars: dict[str, float], name: str | None = None
+) -> None:
     """Log epoch-level scalars through ``pl_module.log`` (so every logger, ``EarlyStopping`` and
-    ``ModelCheckpoint`` see them). They are identical on every rank already; under DDP a max-reduce keeps them
-    exact (and is what Lightning expects of epoch-level logs)."""
+    ``ModelCheckpoint`` see them), under ``xai/<name>/...`` for a named monitor. They are identical on every rank
+    already; under DDP a max-reduce keeps them exact (and is what Lightning expects of epoch-level logs)."""
     distributed = trainer.world_size > 1
     for key, value in scalars.items():
         pl_module.log(
-            key,
+            prefixed(key, name),
             value,
             on_step=False,
             on_epoch=True,
@@ -138,3 +213,74 @@ def log_epoch_scalars(trainer: Trainer, pl_module: LightningModule, scalars: dic
             reduce_fx="max" if distributed else "mean",
             add_dataloader_idx=False,
         )
+
+
+def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:
+    """Queue ``xai/errors`` for every TensorBoard logger directly, when the evaluation's media could not be made."""
+    if not trainer.is_global_zero or not errors:
+        return
+    try:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                writer.submit(add_text_job(logger.experiment, prefixed("xai/errors", name), "\n\n".join(errors), step))
+    except Exception as err:  # noqa: BLE001 - reporting a failure must not fail
+        rank_zero_warn(f"AttributionMonitor: could not log xai/errors either: {type(err).__name__}: {err}")
+
+
+def log_media(
+    trainer: Trainer, media: Any, args: tuple[Any, ...], record: Any, name: str | None, warn: Callable[[str, str], None]
+) -> None:
+    """``media.log(trainer, *args)``, isolated: a failure is warned once, added to ``record.errors`` and written as
+    ``xai/errors`` directly; training goes on."""
+    if isolated("logging images and tables", record.errors, warn, lambda: media.log(trainer, *args) or True) is None:
+        log_errors_text(trainer, media.writer, record.errors, record.global_step, name)
+
+
+class DriftActions:
+    """What ``on_drift`` does with an evaluation's alerts, and when, on every rank alike.
+
+    - ``"warn"``: one warning per alert.
+    - ``"stop"``: warns; when any rank has an alert, ``trainer.should_stop`` is set at the end of the current
+      training epoch (Lightning would otherwise stop right after a mid-epoch validation, e.g. with
+      ``val_check_interval``), so training ends after this epoch, as documented.
+    - ``"raise"``: warns and raises :class:`DriftDetectedError` at the end of the validation (test) run, after
+      Lightning has logged the epoch's scalars, so the drift that raised reaches the loggers.
+    - a callable: called with each alert. If it raises, the exception ends the run the same way as ``"raise"``
+      (after the epoch's scalars are logged); it must then raise on every rank.
+    """
+
+    def __init__(self, on_drift: Any) -> None:
+        self.on_drift = on_drift
+        self.stop_pending = False
+        self.pending: Exception | None = None
+
+    def act(self, trainer: Trainer, alerts: list[DriftAlert]) -> None:
+        for alert in alerts:
+            if callable(self.on_drift):
+                try:
+                    self.on_drift(alert)
+                except Exception as err:  # noqa: BLE001 - re-raised at the end of the validation run
+                    self.pending = self.pending or err
+                    break
+            else:
+                rank_zero_warn(f"AttributionMonitor: {alert.message}")
+        if self.on_drift == "stop" and trainer.strategy.reduce_boolean_decision(bool(alerts), all=False):
+            if trainer.state.fn == TrainerFn.FITTING:
+                self.stop_pending = True
+        if self.on_drift == "raise" and alerts:
+            self.pending = self.pending or DriftDetectedError(alerts[0])
+
+    def raise_pending(self) -> None:
+        """At the end of a validation or test run: raise what ``"raise"`` or the callable left."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            raise pending
+
+    def stop_if_pending(self, trainer: Trainer) -> None:
+        """At the end of a training epoch: stop the run when ``"stop"`` decided so during it."""
+        if self.stop_pending:
+            self.stop_pending = False
+            trainer.should_stop = True
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn (a pending exception is not state)
+        return {"on_drift": self.on_drift, "stop_pending": False, "pending": None}

@@ -17,21 +17,21 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai._checks import check_monitor_arguments, check_rule_methods
+from lightning_xai import _trainer
+from lightning_xai._checks import monitor_explainers, normalize_arguments
 from lightning_xai._state_key import monitor_state_key
-from lightning_xai._trainer import check_strategy, log_epoch_scalars, on_rank_zero, trainer_probes, training_batch_size
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError, DriftRule, OnDrift
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation, measure
 from lightning_xai.drift.tracker import DriftTracker
-from lightning_xai.explain import IntegratedGradients, MethodOptions, build_explainers, check_quality, method_names
+from lightning_xai.explain import IntegratedGradients, check_quality
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.gradcam import GradcamReshape
-from lightning_xai.explain.run import explain_probes
-from lightning_xai.explain.setup import dry_run
+from lightning_xai.explain.run import explain_probes, isolated
+from lightning_xai.explain.setup import DryRunReport, check_monitor
 from lightning_xai.probes import ProbeSet, TargetSpec, resolve_masks
 from lightning_xai.visualize.log import MediaLogger
-from lightning_xai.visualize.render import Denormalize, black_input
+from lightning_xai.visualize.render import Denormalize
 
 __all__ = ["AttributionMonitor", "DriftDetectedError", "OnDrift"]
 
@@ -67,8 +67,9 @@ class AttributionMonitor(Callback):
         ig_internal_batch_size: samples per IG pass; None measures the throughput knee, capped at the training
             batch size (so IG never holds more activations than a training step).
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
-        on_drift: ``"warn"``, ``"stop"`` (``trainer.should_stop`` on every rank), ``"raise"``
-            (:class:`DriftDetectedError`) or a callable receiving each :class:`DriftAlert` (on every rank).
+        on_drift: ``"warn"``, ``"stop"`` (training stops at the end of the current epoch, on every rank),
+            ``"raise"`` (:class:`DriftDetectedError`, once the epoch's scalars are logged) or a callable receiving each
+            :class:`DriftAlert` (on every rank; what it raises ends the run like ``"raise"``). See docs/failures.md.
         denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
         seed: seed of the probe draw (the global RNGs are never used).
         warmup_epochs: epochs ignored by the detector and the rules; the reference is the first evaluated epoch
@@ -103,6 +104,8 @@ class AttributionMonitor(Callback):
             ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
         quality: opt-in measures of every method's maps, logged as ``xai/<method>/quality/...`` per evaluation: any
             of ``("deletion", "insertion", "sparseness", "entropy")`` (see ``docs/quality.md`` for their cost).
+        name: prefixes every logged key (``xai/<name>/...``) so that several monitors can share a Trainer (two
+            with the same name are refused at setup). None: the keys as documented.
 
     Example::
 
@@ -143,46 +146,53 @@ class AttributionMonitor(Callback):
         forward_fn: ModelForwardFn | None = None,
         max_seconds_per_epoch: float | None = None,
         quality: Sequence[str] = (),
+        name: str | None = None,
     ) -> None:
         super().__init__()
-        check_monitor_arguments(locals())
-        if ig_baseline is None:  # the input that displays as black, when `denormalize` says which it is
-            ig_baseline = black_input(denormalize)
-        options = MethodOptions(gradcam_layer, gradcam_reshape, ig_steps, ig_baseline, ig_internal_batch_size)
-        self.explainers = build_explainers(methods, options)
-        if not self.explainers:
-            raise ValueError(f"`methods` is empty; choose at least one of {method_names()}.")
-        check_rule_methods(drift_rules, [e.name for e in self.explainers])
+        a = normalize_arguments(locals())  # the one input layer: converted (numpy, lists, integer-likes) or refused
+        probes, num_probes, seed, target, self.name = (a[k] for k in ("probes", "num_probes", "seed", "target", "name"))
+        self.explainers = monitor_explainers(a)  # from the registry; IG's default baseline; the rules' method names
         #: IG explainers whose batch is neither fixed nor bounded by the user: capped at the training batch size
         self._batch_capped = [
             e
             for e in self.explainers
             if isinstance(e, IntegratedGradients) and e.internal_batch_size is None and e.max_batch is None
         ]
-        self.max_seconds_per_epoch = None if max_seconds_per_epoch is None else float(max_seconds_per_epoch)
+        self.max_seconds_per_epoch = a["max_seconds_per_epoch"]
         self.quality = check_quality(quality)
         self.probe_source = probes
         self.num_probes = num_probes
         self.target = target
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = a["every_n_epochs"]
         self.on_drift = on_drift
+        self.actions = _trainer.DriftActions(on_drift)
         self.seed = seed
         self.output_transform = output_transform
         self.forward_fn = forward_fn
-        self.drift = DriftTracker(warmup_epochs, reference_epoch, topk, probe_threshold)
+        self.drift = DriftTracker(a["warmup_epochs"], a["reference_epoch"], a["topk"], a["probe_threshold"])
         self.detector = ShiftDetector() if detector == "default" else detector
         self.tracker = AlertTracker(list(drift_rules))
-        self.media = MediaLogger(colormap, denormalize, log_heatmaps, background_logging, tile_size)
+        self.media = MediaLogger(a["colormap"], a["denormalize"], log_heatmaps, background_logging, tile_size)
         self.probes: ProbeSet | None = None
-        self.probe_masks = probe_masks
+        self.probe_masks = a["probe_masks"]
         self.masks: Tensor | None = None
         #: one :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint)
         self.history: list[Evaluation] = []
         self.evaluations = 0
         self._prepared_for: LightningModule | None = None
+        #: the last setup dry run: its cost, and the methods that cannot run on this model
+        self.setup_check = DryRunReport()
         self._warned: set[str] = set()
         self._inactive = False  # fit with limit_val_batches=0: nothing to do
-        self._state_key = monitor_state_key(type(self).__qualname__, self.explainers, probes, num_probes, seed, target)
+        self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
+        self._state_key = monitor_state_key(
+            type(self).__qualname__ + (f"[{self.name}]" if self.name else ""),
+            self.explainers,
+            probes,
+            num_probes,
+            seed,
+            target,
+        )
 
     # ----------------------------------------------------------------------------------------------- state
     @property
@@ -214,6 +224,9 @@ class AttributionMonitor(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._keep_run:
+            self._keep_run = False
+            return
         if state_dict.get("probes") is not None:
             self.probes = ProbeSet(state_dict["probes"], state_dict.get("labels"), "checkpoint")
             self._prepared_for = None
@@ -229,20 +242,16 @@ class AttributionMonitor(Callback):
 
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Say so when the checkpoint holds monitor state under other settings: Lightning would skip it silently
-        and the run would start a new reference and history."""
-        keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(type(self).__name__)]
-        if keys and self.state_key not in keys:
-            rank_zero_warn(
-                f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is "
-                f"{self.state_key}, so its probes, reference, history and alerts start afresh. Resume with the same "
-                "methods (and their layer, ig_steps, ig_baseline), probes and target to keep them."
-            )
+        _trainer.warn_other_state(checkpoint, type(self).__name__, self.state_key)
+        # validate/test/predict(ckpt_path=...) restore callbacks too: this run's history, alerts and reference stay
+        self._keep_run = trainer.state.fn != TrainerFn.FITTING and bool(self.history)
 
     # ----------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        check_strategy(trainer.strategy)
+        _trainer.check_strategy(trainer.strategy)
+        _trainer.check_unique_names(trainer, self)
+        self._prepared_for = None  # the setup dry run runs again at the start of each fit, validate and test
         message = self.media.missing_logger_message(trainer)
         if message:
             self._warn_once("no_tensorboard", message)
@@ -251,11 +260,7 @@ class AttributionMonitor(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._inactive = trainer.limit_val_batches == 0
         if self._inactive:
-            self._warn_once(
-                "no_validation",
-                "AttributionMonitor: `limit_val_batches=0` disables validation, so the monitor does nothing in "
-                "this fit (it explains at the end of validation epochs).",
-            )
+            self._warn_once("no_validation", _trainer.NO_VALIDATION)
             return
         self._ensure_ready(trainer, pl_module)
 
@@ -264,9 +269,13 @@ class AttributionMonitor(Callback):
         if self._inactive:
             return
         self._ensure_ready(trainer, pl_module)
-        batch_size = training_batch_size(trainer.train_dataloader)
+        batch_size = _trainer.training_batch_size(trainer.train_dataloader)
         for explainer in self._batch_capped:
             explainer.limit_batch(batch_size)
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.actions.stop_if_pending(trainer)
 
     @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -289,6 +298,7 @@ class AttributionMonitor(Callback):
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.media.flush()
+        self.actions.raise_pending()
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -298,10 +308,12 @@ class AttributionMonitor(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.training and not trainer.sanity_checking:
             self.media.flush()
+        self.actions.raise_pending()  # after Lightning logged the epoch's scalars
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.media.flush()
+        self.media.close()  # the writer thread never outlives a failed run
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -317,33 +329,30 @@ class AttributionMonitor(Callback):
     def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
         """Collect the probes (once) and validate them, the target and the methods against the model."""
         if self.probes is None:
-            self.probes = trainer_probes(trainer, self.probe_source, self.num_probes, self.seed)
+            self.probes = _trainer.trainer_probes(trainer, self.probe_source, self.num_probes, self.seed)
             if self.probes is None:
                 return False
         if self.masks is None and self.probe_masks is not None:
             with torch.inference_mode(False):
                 self.masks = resolve_masks(self.probe_masks, self.probes)
         if self._prepared_for is not pl_module:
-            dry_run(pl_module, self.probes, self.explainers, self.target, self.output_transform, self.forward_fn)
+            renders = bool(self.media.tensorboard_loggers(trainer))
+            self.setup_check = _trainer.on_every_rank(trainer, lambda: check_monitor(self, pl_module, renders))
             self._prepared_for = pl_module
         return True
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Rank 0 explains and measures; the record is broadcast so every rank logs and decides the same."""
         if not self._ensure_ready(trainer, pl_module):
-            self._warn_once(
-                "no_probes",
-                "AttributionMonitor: no probes (no `probes=` given and no validation or test dataloader found); "
-                "nothing is explained.",
-            )
+            self._warn_once("no_probes", _trainer.NO_PROBES)
             return
-        record = on_rank_zero(trainer, lambda: self._explain_and_measure(trainer, pl_module))
+        record = _trainer.on_rank_zero(trainer, lambda: self._explain_and_measure(trainer, pl_module))
         if not trainer.is_global_zero:
             self.history.append(record)
             self.evaluations += 1
             self.tracker.alerts.extend(record.alerts)
-        log_epoch_scalars(trainer, pl_module, record.scalars)
-        self._act(trainer, record.alerts)
+        _trainer.log_epoch_scalars(trainer, pl_module, record.scalars, self.name)
+        self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
     def _explain_and_measure(self, trainer: Trainer, pl_module: LightningModule) -> Evaluation:
         """Explain the probes with every method, measure drift and check alerts, queue the TensorBoard media."""
@@ -360,29 +369,19 @@ class AttributionMonitor(Callback):
             max_seconds=self.max_seconds_per_epoch,
             epoch=epoch,
             warn_once=self._warn_once,
+            skip=self.setup_check.disabled,
             quality=self.quality,
         )
         self.evaluations += 1
         masks = None if self.masks is None else self.masks.to(pl_module.device)
-        record = measure(done, epoch, step, self.drift, self.detector, self.tracker, masks, self._warn_once)
+        errors, state = list(done.errors), (self.drift, self.detector, self.tracker, masks, self._warn_once)
+        measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state)
+        record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
         normalizations = {e.name: e.display_normalization for e in self.explainers}
-        self.media.log(trainer, done, self.probes.labels, record, normalizations)
+        args = (done, self.probes.labels, record, normalizations)  # what self.media.log takes after the trainer
+        _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)
         return record
-
-    def _act(self, trainer: Trainer, alerts: list[DriftAlert]) -> None:
-        for alert in alerts:
-            if callable(self.on_drift):
-                self.on_drift(alert)
-            else:
-                rank_zero_warn(f"AttributionMonitor: {alert.message}")
-        if self.on_drift == "stop":
-            stop = trainer.strategy.reduce_boolean_decision(bool(alerts), all=False)
-            if stop:
-                trainer.should_stop = True
-        if self.on_drift == "raise" and alerts:
-            self.media.flush()
-            raise DriftDetectedError(alerts[0])
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -471,7 +471,9 @@ def test_state_keys_distinct_for_different_settings() -> None:
 
 def test_two_monitors_in_one_trainer_keep_separate_state(tmp_path: Any) -> None:
     first = AttributionMonitor(num_probes=4, ig_steps=4, methods=("gradcam",), warmup_epochs=0)
-    second = AttributionMonitor(num_probes=4, ig_steps=8, methods=("integrated_gradients",), warmup_epochs=0)
+    second = AttributionMonitor(
+        num_probes=4, ig_steps=8, methods=("integrated_gradients",), warmup_epochs=0, name="ig"
+    )  # two monitors in one Trainer need distinct names (keys xai/ig/...)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     fit(tmp_path, [first, second, ckpt], enable_checkpointing=True)
     states = torch.load(str(tmp_path / "ckpt" / "last.ckpt"), weights_only=True)["callbacks"]

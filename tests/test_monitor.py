@@ -130,7 +130,7 @@ def test_event_files_hold_images_scalars_and_tables(tmp_path: Any) -> None:
 def test_probes_are_class_balanced_deterministic_and_on_cpu(tmp_path: Any) -> None:
     first = AttributionMonitor(num_probes=8, seed=3, ig_steps=4)
     second = AttributionMonitor(num_probes=8, seed=3, ig_steps=4)
-    other = AttributionMonitor(num_probes=8, seed=4, ig_steps=4)
+    other = AttributionMonitor(num_probes=8, seed=4, ig_steps=4, name="other")  # two monitors in one Trainer
     fit(tmp_path, [first], max_epochs=1)
     fit(tmp_path, [second, other], max_epochs=1)
     assert first.probes is not None and second.probes is not None and other.probes is not None
@@ -276,7 +276,11 @@ def test_probe_masks_log_localization(tmp_path: Any) -> None:
     full = torch.ones(4, 12, 12, dtype=torch.bool)
     monitor = AttributionMonitor(probes=(images, labels), probe_masks=full, ig_steps=4)
     empty = AttributionMonitor(
-        probes=(images, labels), probe_masks=lambda imgs, lbls: torch.zeros(len(imgs), 12, 12), ig_steps=4, seed=1
+        probes=(images, labels),
+        probe_masks=lambda imgs, lbls: torch.zeros(len(imgs), 12, 12),
+        ig_steps=4,
+        seed=1,
+        name="empty",
     )
     _, trainer = fit(tmp_path, [monitor, empty], max_epochs=1)
     for method in ("gradcam", "integrated_gradients"):

@@ -1,5 +1,6 @@
 """One evaluation's explanations: the shared prediction pass and every method on the probes, under the
-training-state guard, in float32, within an optional time budget. A failing method is skipped and reported.
+training-state guard, in float32, within an optional time budget. Nothing here raises: a failing prediction pass
+skips the evaluation, a failing or malformed method is skipped, each reported (warning + ``errors``).
 
 This is the part of :class:`~lightning_xai.AttributionMonitor` that costs forward/backward passes; the
 benchmarks in ``benchmarks/`` time exactly this function.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -23,6 +24,7 @@ from lightning_xai.explain.quality import quality_diagnostics
 from lightning_xai.probes.targets import TargetSpec, resolve_targets
 
 WarnOnce = Callable[[str, str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,7 +36,8 @@ class ProbeExplanations:
         predicted, confidence: ``(P,)`` arg-max class and its softmax probability, from the shared pass.
         targets: ``(P,)`` the class each probe was explained for.
         results: method name -> :class:`Explanation`, for the methods that succeeded.
-        errors: one message per skipped method (failure, NaN/Inf, or no time left in the budget).
+        errors: one message per skipped method (failure, malformed or NaN/Inf output, no time left in the budget)
+            or for a failed prediction pass (then ``predicted``, ``confidence`` and ``targets`` are empty).
         seconds: wall time of the whole evaluation.
     """
 
@@ -59,14 +62,18 @@ def explain_probes(
     max_seconds: float | None = None,
     epoch: int = 0,
     warn_once: WarnOnce | None = None,
+    skip: dict[str, str] | None = None,
     quality: Sequence[str] = (),
 ) -> ProbeExplanations:
     """Run the shared prediction pass and each explainer, in order, on ``images``.
 
     Each explainer receives the keywords it lists in ``explain_keywords``: ``outputs`` (the prediction pass)
-    and, with ``max_seconds``, the time left. An explainer with no time left, or that raises, or whose maps
-    are not finite, is skipped with a message in ``errors`` (warned once per method for the budget, every
-    time for failures). The training state (grads, RNG, modes, buffers, hooks) is left as found.
+    and, with ``max_seconds``, the time left. An explainer with no time left, or that raises, or whose output is
+    malformed (:func:`explanation_problem`) or not finite, is skipped with a message in ``errors``; so is every
+    explainer when the prediction pass fails, and each one named in ``skip`` (name -> reason, not run). Each
+    distinct failure is warned once (``warn_once(key, message)``). The training state (grads, RNG, modes,
+    buffers, hooks) is left as found. ``quality`` measures (:mod:`lightning_xai.explain.quality`) are added to
+    each successful explanation's diagnostics as ``quality/...``.
 
     Example::
 
@@ -81,41 +88,137 @@ def explain_probes(
     device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
     if not isinstance(device, torch.device):
         device = next(model.parameters(), torch.empty(0)).device
-    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
-        inputs = images.to(device).clone()
-        with torch.no_grad():
-            outputs = forward(inputs)  # the prediction pass every method shares
-        confidence, predicted = torch.softmax(outputs, dim=1).max(dim=1)
-        targets = resolve_targets(target, labels, predicted, warn).to(device)
-        done = ProbeExplanations(inputs, predicted, confidence, targets)
-        for explainer in explainers:
-            offered: dict[str, Any] = {"outputs": outputs.clone()}  # a method may not spoil it for the next
-            if max_seconds is not None:
-                left = started + max_seconds - time.perf_counter()
-                if left <= 0:
-                    message = (
-                        f"{explainer.name} skipped at epoch {epoch}: `max_seconds_per_epoch={max_seconds:g}` was spent "
-                        f"({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or lower "
-                        "`num_probes`/`ig_steps` or evaluate less often (`every_n_epochs`)."
-                    )
-                    done.errors.append(message)
-                    warn(f"budget_{explainer.name}", f"AttributionMonitor: {message}")
+    empty = torch.empty(0, dtype=torch.long)
+    done = ProbeExplanations(images, empty, empty.float(), empty)
+    try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
+        with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+            outputs = _predict(done, forward, images.to(device).clone(), target, labels, epoch, warn)
+            for explainer in explainers if outputs is not None else ():
+                assert outputs is not None
+                if skip and explainer.name in skip:
+                    done.errors.append(f"{explainer.name} skipped at epoch {epoch}: {skip[explainer.name]}")
                     continue
-                offered["max_seconds"] = left
-            kwargs = {k: v for k, v in offered.items() if k in explainer.explain_keywords}
-            try:
-                explanation = explainer.explain(forward, inputs.clone(), targets, **kwargs)
-                if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
-                    raise FloatingPointError("the attribution contains NaN or Inf")
-                if quality:  # opt-in measures of the map, as diagnostics (they never raise)
-                    q = quality_diagnostics(explainer, forward, inputs, targets, explanation, quality)
-                    explanation.diagnostics.update(q)
-                done.results[explainer.name] = explanation
-            except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
-                if isinstance(err, torch.cuda.OutOfMemoryError):
-                    torch.cuda.empty_cache()
-                message = f"{explainer.name} skipped at epoch {epoch}: {type(err).__name__}: {err}"
-                done.errors.append(message)
-                rank_zero_warn(f"AttributionMonitor: {message}")
+                offered: dict[str, Any] = {"outputs": outputs.clone()}  # a method may not spoil it for the next
+                if max_seconds is not None:
+                    offered["max_seconds"] = left = started + max_seconds - time.perf_counter()
+                    if left <= 0:
+                        message = (
+                            f"{explainer.name} skipped at epoch {epoch}: `max_seconds_per_epoch={max_seconds:g}` was "
+                            f"spent ({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or "
+                            "lower `num_probes`/`ig_steps` or evaluate less often (`every_n_epochs`)."
+                        )
+                        done.errors.append(message)
+                        warn(f"budget_{explainer.name}", f"AttributionMonitor: {message}")
+                        continue
+                kwargs = {k: v for k, v in offered.items() if k in explainer.explain_keywords}
+                _explain_one(done, explainer, forward, kwargs, epoch, warn, quality)
+    except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
+        _report(done, f"the evaluation failed at epoch {epoch}", err, warn)
     done.seconds = time.perf_counter() - started
     return done
+
+
+def _predict(
+    done: ProbeExplanations,
+    forward: Any,
+    inputs: Tensor,
+    target: TargetSpec,
+    labels: Tensor | None,
+    epoch: int,
+    warn: WarnOnce,
+) -> Tensor | None:
+    """The shared prediction pass: fills ``done``'s predictions and targets; None (reported) when it fails."""
+    try:
+        done.inputs = inputs
+        with torch.no_grad():
+            outputs = forward(inputs)
+        done.confidence, done.predicted = torch.softmax(outputs, dim=1).max(dim=1)
+        done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
+        return outputs
+    except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
+        _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
+        return None
+
+
+def _explain_one(
+    done: ProbeExplanations,
+    explainer: Explainer,
+    forward: Any,
+    kwargs: dict[str, Any],
+    epoch: int,
+    warn: WarnOnce,
+    quality: Sequence[str] = (),
+) -> None:
+    """One method on the probes: its result in ``done.results``, or its failure (raised, malformed or non-finite
+    output) in ``done.errors``."""
+    try:
+        explanation = explainer.explain(forward, done.inputs.clone(), done.targets, **kwargs)
+        problem = explanation_problem(explanation, done.inputs)
+        if problem:
+            raise ValueError(f"malformed Explanation: {problem}")
+        if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
+            raise FloatingPointError("the attribution contains NaN or Inf")
+        if quality:  # opt-in measures of the map, as diagnostics (they never raise)
+            q = quality_diagnostics(explainer, forward, done.inputs, done.targets, explanation, quality)
+            explanation.diagnostics.update(q)
+        done.results[explainer.name] = explanation
+    except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
+        _report(done, f"{explainer.name} skipped at epoch {epoch}", err, warn, explainer.name)
+
+
+def _report(done: ProbeExplanations, what: str, err: BaseException, warn: WarnOnce, name: str = "") -> None:
+    """Record a failure in ``done.errors`` and warn once per distinct failure (free the CUDA cache after an OOM)."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        torch.cuda.empty_cache()
+    reason = f"{type(err).__name__}: {err}"
+    done.errors.append(f"{what}: {reason}")
+    warn(f"failed_{name}_{reason}", f"AttributionMonitor: {what}: {reason}")
+
+
+def explanation_problem(explanation: Any, inputs: Tensor) -> str:
+    """What is wrong with an explainer's output for ``inputs`` (P probes of H x W), or ``""``: an
+    :class:`Explanation` whose ``raw`` is a ``(P, h, w)`` float map, ``display`` a ``(P, H, W)`` float map and each
+    diagnostic a tensor of ``P`` values.
+
+    Example::
+
+        >>> explanation_problem(Explanation(torch.zeros(2, 3), torch.zeros(2, 4, 4)), torch.zeros(2, 1, 4, 4))
+        'raw has shape (2, 3); expected (P, h, w) = (2, h, w) float maps'
+    """
+    num, size = int(inputs.shape[0]), tuple(inputs.shape[-2:])
+    if not isinstance(explanation, Explanation):
+        return f"explain() returned {type(explanation).__name__}, not an Explanation"
+    raw, display = explanation.raw, explanation.display
+    if not isinstance(raw, Tensor) or raw.ndim != 3 or raw.shape[0] != num or not raw.is_floating_point():
+        shown = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
+        return f"raw has shape {shown}; expected (P, h, w) = ({num}, h, w) float maps"
+    if 0 in raw.shape:
+        return f"raw has an empty dimension: {tuple(raw.shape)}"
+    if not isinstance(display, Tensor) or tuple(display.shape) != (num, *size) or not display.is_floating_point():
+        shown = tuple(display.shape) if isinstance(display, Tensor) else type(display).__name__
+        return f"display has shape {shown}; expected (P, H, W) = {(num, *size)} float maps at the input's resolution"
+    if not isinstance(explanation.diagnostics, dict):
+        return f"diagnostics is a {type(explanation.diagnostics).__name__}, not a dict of (P,) tensors"
+    for key, value in explanation.diagnostics.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor) or value.numel() != num:
+            what = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            return f"diagnostics[{key!r}] is {what}; expected a tensor of {num} values (one per probe)"
+    return ""
+
+
+def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T], *args: Any) -> T | None:
+    """``fn(*args)``, or None after a failure, which is added to ``errors`` and warned once (``what`` names the step).
+
+    Example::
+
+        >>> errors = []
+        >>> isolated("rendering", errors, lambda key, message: None, divmod, 1, 0), errors
+        (None, ['rendering failed: ZeroDivisionError: integer division or modulo by zero'])
+    """
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - what the monitor runs never kills the training run
+        reason = f"{type(err).__name__}: {err}"
+        errors.append(f"{what} failed: {reason}")
+        warn(f"failed_{what}_{reason}", f"AttributionMonitor: {what} failed, so it is skipped: {reason}")
+        return None

@@ -1,19 +1,60 @@
-"""The setup dry run: before the first training step, run the model once on one probe and set up every
-explainer against it, so that a probe, target or method that does not fit the model fails with a named error
-then, not after an epoch of training."""
+"""The setup dry run: before the first training step (and at the start of ``validate``/``test``), one evaluation's
+whole path runs once on the probes at minimum cost: the prediction pass, every method (Integrated Gradients with
+one step), the drift measurement on a copy of the monitor's state, and the rendering and PNG encoding of one
+image, which is not logged. A probe, target, method, baseline or display setting that does not fit the model then
+fails with a ``ValueError`` naming the argument, the value and the fix, not after an epoch of training.
+
+One thing is reported instead of refused: a model whose forward does not let gradients reach the probes
+(``torch.no_grad`` around a backbone, reentrant gradient checkpointing). It trains as it does without the monitor;
+the methods that need that gradient are skipped for the run, said once here with the reason and the fix.
+"""
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer
+from lightning_xai.explain.base import Explainer, Explanation
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
+from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import training_state_guard
-from lightning_xai.probes import ProbeSet, TargetSpec, check_target
+from lightning_xai.explain.integrated_gradients import IntegratedGradients
+from lightning_xai.explain.layers import auto_gradcam_layer, is_feature_map, trace_modules
+from lightning_xai.explain.run import ProbeExplanations, explanation_problem
+from lightning_xai.probes import ProbeSet, TargetSpec, check_target, resolve_targets
+from lightning_xai.visualize.render import (
+    Denormalize,
+    check_display_channels,
+    make_grid,
+    render_heatmap_grid,
+    render_overlay_grid,
+    to_display_images,
+    to_uint8,
+)
+
+Warn = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How the monitor draws its images (the dry run renders one probe with them)."""
+
+    colormap: str = "jet"
+    log_heatmaps: bool = False
+
+
+@dataclass
+class DryRunReport:
+    """What the dry run found: its cost, and the methods that cannot run on this model (name -> reason)."""
+
+    seconds: float = 0.0
+    disabled: dict[str, str] = field(default_factory=dict)
 
 
 def dry_run(
@@ -23,30 +64,35 @@ def dry_run(
     target: TargetSpec,
     output_transform: Callable[[Any], Tensor] | None,
     forward_fn: ModelForwardFn | None,
-) -> None:
-    """Check the probes, the target and every explainer against ``model``; raise ``ValueError`` naming the
-    argument, the value and the fix. The training state is left as found."""
+    *,
+    render: RenderOptions | None = None,
+    measure_with: tuple[Any, Any, Any] | None = None,
+    masks: Tensor | None = None,
+    denormalize: Denormalize = None,
+    warn: Warn | None = None,
+) -> DryRunReport:
+    """Run one evaluation's path on ``probes`` against ``model``; raise ``ValueError`` naming the argument, the value
+    and the fix for whatever does not fit. The training state is left as found, and so are ``explainers`` (apart
+    from their :meth:`~Explainer.setup`) and ``measure_with`` (``(drift tracker, detector, alert tracker)``,
+    measured on copies).
+
+    ``render`` (when the run logs images): also render one probe as the monitor draws it (``denormalize``) and
+    PNG-encode it, without logging it. ``denormalize=(mean, std)`` is checked against the probes' channels always
+    (it also sets Integrated Gradients' default baseline).
+    """
+    started = time.perf_counter()
+    report = DryRunReport()
     device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
     if not isinstance(device, torch.device):
         device = next(model.parameters(), torch.empty(0)).device
-    example = probes.images[:1].to(device)
-    with (
-        training_state_guard(model, device),
-        model_forward(model, output_transform, forward_fn) as forward,
-    ):
-        try:
-            logits = forward(example.clone())
-        except Exception as err:
-            raise ValueError(
-                f"`probes` of shape {tuple(probes.images.shape[1:])} (C, H, W) do not fit "
-                f"{type(model).__name__}: its forward raised {type(err).__name__}: {err}. Pass probes "
-                "shaped like one validation input, or `output_transform=` if the output is not logits."
-            ) from err
-        if logits.ndim != 2:
-            raise ValueError(
-                f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for probes; "
-                "AttributionMonitor needs (N, num_classes) logits. Pass `output_transform=` to select them."
-            )
+    check_display_channels(denormalize, int(probes.images.shape[1]), render=render is not None)
+    for explainer in explainers:
+        if isinstance(explainer, IntegratedGradients):
+            check_baseline_fits(explainer.baseline, probes.images)
+    inputs = probes.images.to(device)
+    example = inputs[:1]
+    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+        logits = _prediction_pass(model, forward, inputs)
         num_classes = int(logits.shape[1])
         check_target(target, num_classes=num_classes, num_probes=len(probes))
         if target == "label" and probes.labels is not None:
@@ -57,4 +103,241 @@ def dry_run(
                     f"{num_classes} classes; pass labels in [0, {num_classes - 1}] or `target='predicted'`."
                 )
         for explainer in explainers:
-            explainer.setup(model, forward, example.clone())
+            _setup(explainer, model, forward, example)
+        confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
+        targets = resolve_targets(target, probes.labels, predicted, lambda key, message: None).to(device)
+        done = ProbeExplanations(inputs, predicted, confidence, targets)
+        for explainer in explainers:
+            result = _try_method(model, explainer, forward, inputs, targets, logits, report, warn)
+            if result is not None and bool(torch.isfinite(result.raw).all() and torch.isfinite(result.display).all()):
+                done.results[explainer.name] = result
+    if measure_with is not None and done.results:
+        _measure_on_copies(done, measure_with, masks)
+    if render is not None:
+        _render_one(done, explainers, render, denormalize)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def check_baseline_fits(baseline: Any, images: Tensor) -> None:
+    """An ``ig_baseline`` tensor must broadcast to one probe ``(1, C, H, W)`` (or give one row per probe)."""
+    if not isinstance(baseline, Tensor):
+        return
+    num, one = int(images.shape[0]), (1, *images.shape[1:])
+    try:
+        shape = torch.broadcast_shapes(tuple(baseline.shape), one)
+    except RuntimeError:
+        shape = None
+    if shape not in (one, (num, *one[1:])):
+        raise ValueError(
+            f"`ig_baseline` has shape {tuple(baseline.shape)} (a 1-D sequence counts as one value per channel, "
+            f"(C, 1, 1)), which does not fit probes of shape {tuple(images.shape[1:])} (C, H, W); pass one value "
+            "per channel (e.g. `-mean / std`), one image (C, H, W), a float, or None for the input that displays as "
+            "black."
+        )
+
+
+def _prediction_pass(model: nn.Module, forward: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
+    try:
+        with torch.no_grad():
+            logits = forward(inputs.clone())
+    except Exception as err:
+        raise ValueError(
+            f"`probes` of shape {tuple(inputs.shape[1:])} (C, H, W) do not fit {type(model).__name__}: its forward "
+            f"raised {type(err).__name__}: {err}. Pass probes shaped like one validation input, or "
+            "`output_transform=` if the output is not logits."
+        ) from err
+    if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
+        raise ValueError(
+            f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; "
+            "AttributionMonitor needs (N, num_classes) logits. Pass `output_transform=` to select them."
+        )
+    return logits
+
+
+def _setup(explainer: Explainer, model: nn.Module, forward: Callable[[Tensor], Tensor], example: Tensor) -> None:
+    try:
+        explainer.setup(model, forward, example.clone())
+    except ValueError:
+        if isinstance(explainer, GradCam) and explainer.layer is None:
+            _refuse_reused_feature_maps(model, forward, example)
+        raise
+
+
+def _refuse_reused_feature_maps(model: nn.Module, forward: Callable[[Tensor], Tensor], example: Tensor) -> None:
+    """Grad-CAM found no layer: say so precisely when the only feature maps come from modules that run twice."""
+    traces = trace_modules(model, forward, example.clone())
+    reused = [t for t in traces if is_feature_map(t.output_shape) and t.calls > 1]
+    if auto_gradcam_layer(traces, model) is None and reused:
+        runs = ", ".join(f"`{t.name}` ({t.module_type}) runs {t.calls} times" for t in reused[-4:])
+        raise ValueError(
+            f"`methods` includes 'gradcam' but the only modules of {type(model).__name__} that return a 4-D feature "
+            f"map run more than once per forward pass: {runs}. Captum's hooks keep only a module's last call, so "
+            "Grad-CAM on it would be wrong. Give each use its own module (e.g. `self.conv2 = nn.Conv2d(...)` instead "
+            "of calling `self.conv` twice), pass `gradcam_layer=` naming a module that runs once, or use "
+            "`methods=('integrated_gradients',)`."
+        ) from None
+
+
+def _try_method(
+    model: nn.Module,
+    explainer: Explainer,
+    forward: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    logits: Tensor,
+    report: DryRunReport,
+    warn: Warn | None,
+) -> Explanation | None:
+    """One method on the probes at minimum cost (Integrated Gradients with one step); None when it cannot run
+    because the model's gradient does not reach the probes (recorded in ``report.disabled`` and warned)."""
+    runner: Explainer = explainer
+    if isinstance(explainer, IntegratedGradients):
+        runner = IntegratedGradients(1, explainer.baseline, explainer.internal_batch_size)
+        runner.setup(model, forward, inputs[:1].clone())
+    offered = {"outputs": logits.clone()}
+    kwargs = {k: v for k, v in offered.items() if k in runner.explain_keywords}
+    try:
+        result = runner.explain(forward, inputs.clone(), targets, **kwargs)
+    except Exception as err:
+        cause = gradient_problem(forward, inputs[:1])
+        if not cause:
+            raise ValueError(
+                f"`methods`: {explainer.name} failed on the probes at setup: {type(err).__name__}: {err}. Fix "
+                "the configuration (layer, baseline, probes) or the explainer, or remove it from `methods`."
+            ) from err
+        report.disabled[explainer.name] = f"it cannot run on this model: {cause} (see the warning at setup)"
+        if warn is not None:
+            warn(f"gradient_{cause[:40]}", gradient_message(model, cause))
+        return None
+    problem = explanation_problem(result, inputs)
+    if problem:
+        raise ValueError(
+            f"`methods`: {explainer.name} ({type(explainer).__name__}) returned a malformed Explanation at setup: "
+            f"{problem}. Fix its explain(), or remove it from `methods`."
+        )
+    return result
+
+
+NO_GRAD = "its forward does not carry gradients from the logits back to the input"
+REENTRANT = "it uses reentrant gradient checkpointing"
+
+
+def gradient_problem(forward: Callable[[Tensor], Tensor], example: Tensor) -> str:
+    """Why gradients cannot flow from the logits back to the input (``""`` when they can): a forward that cuts
+    the graph (``torch.no_grad``/``inference_mode``/``.detach()`` inside), or reentrant checkpointing, which
+    ``torch.autograd.grad`` does not support."""
+    x = example.clone().requires_grad_(True)
+    try:
+        out = forward(x)
+    except Exception:  # noqa: BLE001 - a forward that fails is not a gradient problem
+        return ""
+    if not out.requires_grad:
+        return NO_GRAD
+    seen: set[Any] = set()
+    stack = [out.grad_fn]
+    while stack and len(seen) < 100_000:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ == "CheckpointFunctionBackward":
+            return REENTRANT
+        stack.extend(parent for parent, _ in node.next_functions)
+    return ""
+
+
+def gradient_message(model: nn.Module, cause: str) -> str:
+    """The setup warning for a model the gradient-based methods cannot explain: why, and what to do."""
+    if cause == REENTRANT:
+        why = (
+            "it uses reentrant gradient checkpointing (`torch.utils.checkpoint.checkpoint(..., use_reentrant=True)`), "
+            "which does not support `torch.autograd.grad`, what Captum differentiates with"
+        )
+        fix = "pass `use_reentrant=False` to `checkpoint` (what PyTorch recommends; training is the same)"
+    else:
+        why = (
+            "its forward does not carry gradients from the logits back to the input: part of it runs under "
+            "`torch.no_grad()`/`torch.inference_mode()` or `.detach()`es its activations (e.g. a frozen backbone)"
+        )
+        fix = (
+            "freeze that part with `backbone.requires_grad_(False)` instead of `torch.no_grad()` (training costs the "
+            "same: autograd records nothing where neither the inputs nor the weights need gradients), or pass "
+            "`forward_fn=` that runs the model with gradients"
+        )
+    return (
+        f"AttributionMonitor: {type(model).__name__} cannot be explained by gradient methods: {why}. The methods "
+        f"that need it are skipped for this run (training is not affected). To explain it, {fix}."
+    )
+
+
+def _measure_on_copies(done: ProbeExplanations, state: tuple[Any, Any, Any], masks: Tensor | None) -> None:
+    """The drift measurement twice (a reference, then a comparison) on copies of the monitor's state."""
+    from lightning_xai.drift.measure import measure  # drift depends on explain: import here, not at module level
+
+    drift, detector, tracker = copy.deepcopy(state)
+    first = max(int(drift.warmup_epochs), int(drift.reference_epoch or 0))
+    device_masks = None if masks is None else masks.to(done.inputs.device)
+    try:
+        for epoch in (first, first + 1):
+            measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
+    except Exception as err:
+        raise ValueError(
+            f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "
+            "(custom explainers' maps) and `probe_masks` (one (H, W) mask per probe)."
+        ) from err
+
+
+def _render_one(
+    done: ProbeExplanations, explainers: Sequence[Explainer], options: RenderOptions, denormalize: Denormalize
+) -> None:
+    """Render the first probe as the monitor draws it (probe, overlays, heatmaps) and PNG-encode one image."""
+    from torch.utils.tensorboard.summary import image as image_summary
+
+    first = done.inputs[:1]
+    if callable(denormalize):
+        try:
+            shown = denormalize(first.clone())
+        except Exception as err:
+            raise ValueError(
+                f"`denormalize` raised {type(err).__name__}: {err} on a probe of shape {tuple(first.shape)}."
+            ) from err
+        if not isinstance(shown, Tensor) or shown.ndim != 4 or shown.shape[0] != 1 or shown.shape[1] not in (1, 3):
+            got = tuple(shown.shape) if isinstance(shown, Tensor) else type(shown).__name__
+            raise ValueError(
+                f"`denormalize` maps a batch of probes {tuple(first.shape)} to {got}; it must return an "
+                "(N, 1 or 3, H, W) tensor in [0, 1] (grey or RGB images)."
+            )
+    normalization = {e.name: e.display_normalization for e in explainers}
+    try:
+        grids = [to_uint8(make_grid(to_display_images(first, denormalize), nrow=1))]
+        for name, result in done.results.items():
+            kw: dict[str, Any] = {"colormap": options.colormap, "normalization": normalization.get(name, "max")}
+            grids.append(render_overlay_grid(first, result.display[:1], nrow=1, denormalize=denormalize, **kw))
+            if options.log_heatmaps:
+                grids.append(render_heatmap_grid(result.display[:1], nrow=1, **kw))
+        image_summary("xai/setup_check", grids[-1].cpu(), dataformats="CHW").SerializeToString()
+    except Exception as err:
+        raise ValueError(
+            f"Rendering a probe for the logger failed at setup: {type(err).__name__}: {err}. Check `denormalize` "
+            "(it must map the probes to 1 or 3 channels in [0, 1]) and `colormap`."
+        ) from err
+
+
+def check_monitor(monitor: Any, model: nn.Module, renders: bool) -> DryRunReport:
+    """:func:`dry_run` with an :class:`~lightning_xai.AttributionMonitor`'s settings (``renders``: the run logs
+    images, so one is rendered and encoded too)."""
+    media = monitor.media
+    return dry_run(
+        model,
+        monitor.probes,
+        monitor.explainers,
+        monitor.target,
+        monitor.output_transform,
+        monitor.forward_fn,
+        render=RenderOptions(media.colormap, media.log_heatmaps) if renders else None,
+        measure_with=(monitor.drift, monitor.detector, monitor.tracker),
+        masks=monitor.masks,
+        denormalize=media.denormalize,
+        warn=monitor._warn_once,
+    )

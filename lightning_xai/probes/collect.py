@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.explain.guard import isolated_rng
+from lightning_xai.probes.inputs import check_images, check_labels, stack_labels
 
 ProbeSource = Tensor | tuple[Tensor, Tensor] | Dataset | DataLoader | None
 
@@ -20,18 +21,20 @@ _LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
 
 @dataclass
 class ProbeSet:
-    """The probe images (CPU, float) and their labels (CPU int64) or None when unlabeled."""
+    """The probe images (CPU, float) and their labels (CPU int64) or None when unlabeled (``note`` says why, when
+    the data had labels that are not one class per image)."""
 
     images: Tensor
     labels: Tensor | None
     source: str
+    note: str = ""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
 
-def split_example(item: Any) -> tuple[Tensor, Tensor | None]:
-    """Split one dataset item or batch into ``(image_or_images, label_or_labels)``.
+def split_example(item: Any) -> tuple[Tensor, Any]:
+    """Split one dataset item or batch into ``(image_or_images, label_or_labels)`` (labels as the data gives them).
 
     Understands tensors, ``(x, y, ...)`` tuples/lists and dicts with common keys (``image``/``label``, …).
 
@@ -51,24 +54,13 @@ def split_example(item: Any) -> tuple[Tensor, Tensor | None]:
                 f"`probes`: cannot find the image in a dict with keys {sorted(item)}; expected one of "
                 f"{list(_IMAGE_KEYS)}. Pass `probes=(images, labels)` explicitly."
             )
-        return image, _as_label(label)
+        return image, label
     if isinstance(item, (tuple, list)) and item and isinstance(item[0], Tensor):
-        label = item[1] if len(item) > 1 else None
-        return item[0], _as_label(label)
+        return item[0], item[1] if len(item) > 1 else None
     raise ValueError(
         f"`probes`: cannot read an image from an item of type {type(item).__name__}. Items must be a tensor, "
         "an (image, label) tuple or a dict with an 'image' key; or pass `probes=(images, labels)` explicitly."
     )
-
-
-def _as_label(label: Any) -> Tensor | None:
-    if label is None:
-        return None
-    if isinstance(label, Tensor):
-        return label if label.is_floating_point() is False else None
-    if isinstance(label, int):
-        return torch.tensor(label, dtype=torch.long)
-    return None
 
 
 def balanced_order(labels: Sequence[int], count: int) -> list[int]:
@@ -105,43 +97,54 @@ def select_probes(images: Tensor, labels: Tensor | None, num_probes: int, seed: 
     return images[chosen], labels[chosen]
 
 
-def _dataset_pool(dataset: Dataset, num_probes: int, seed: int, max_scan: int) -> tuple[Tensor, Tensor | None]:
+Pool = tuple[Tensor, Tensor | None, str]
+
+
+def _dataset_pool(dataset: Dataset, num_probes: int, seed: int, max_scan: int, source: str) -> Pool:
     """Read up to ``max_scan`` items of a map-style dataset in a seeded order."""
     length = len(dataset)  # type: ignore[arg-type]
     generator = torch.Generator().manual_seed(seed)
     indices = torch.randperm(length, generator=generator)[: max(max_scan, num_probes)].tolist()
     images: list[Tensor] = []
-    labels: list[Tensor | None] = []
+    labels: list[Any] = []
     for index in indices:
         image, label = split_example(dataset[index])
         images.append(image)
         labels.append(label)
-    return _stack(images, labels)
+    return _stack(images, labels, source)
 
 
-def _loader_pool(loader: Iterable[Any], max_scan: int) -> tuple[Tensor, Tensor | None]:
+def _loader_pool(loader: Iterable[Any], max_scan: int, source: str) -> Pool:
     """Read batches from an iterable until ``max_scan`` examples are collected (RNG isolated by the caller)."""
     images: list[Tensor] = []
-    labels: list[Tensor | None] = []
+    labels: list[Any] = []
     seen = 0
     for batch in loader:
         x, y = split_example(batch)
+        batched = (isinstance(y, Tensor) and y.ndim > 0) or (isinstance(y, (list, tuple)) and len(y) == len(x))
         for i in range(x.shape[0]):
             images.append(x[i])
-            labels.append(y[i] if y is not None and y.ndim > 0 else None)
+            labels.append(y[i] if batched else None)
         seen += x.shape[0]
         if seen >= max_scan:
             break
-    return _stack(images, labels)
+    return _stack(images, labels, source)
 
 
-def _stack(images: list[Tensor], labels: list[Tensor | None]) -> tuple[Tensor, Tensor | None]:
+def _stack(images: list[Tensor], labels: list[Any], source: str) -> Pool:
+    """The images as a float32 ``(N, C, H, W)`` tensor (as the model receives them: integer images converted with
+    ``.float()``), and their classes, or None with the reason when any label is not one class."""
     if not images:
-        raise ValueError("`probes`: the validation data is empty; pass `probes=` explicitly.")
-    stacked = torch.stack([img.detach().to("cpu", copy=True) for img in images]).float()
-    if any(lbl is None for lbl in labels):
-        return stacked, None
-    return stacked, torch.stack([torch.as_tensor(lbl).reshape(()) for lbl in labels]).long().cpu()  # type: ignore[arg-type]
+        raise ValueError(f"`probes`: the {source} is empty; pass `probes=` explicitly.")
+    try:
+        stacked = torch.stack([img.detach().to("cpu", copy=True) for img in images]).float()
+    except RuntimeError as err:
+        raise ValueError(
+            f"`probes`: cannot stack the images of the {source} ({err}); pass `probes=` explicitly."
+        ) from None
+    stacked = check_images(stacked, "probes", f"drawn from the {source}")
+    classes, note = stack_labels(labels, source)
+    return stacked, classes, note
 
 
 def collect_probes(
@@ -166,25 +169,19 @@ def collect_probes(
     max_scan = max_scan or max(64 * num_probes, 512)
     with isolated_rng():
         if isinstance(source, Tensor):
-            return ProbeSet(source.detach().to("cpu", copy=True).float(), None, "tensor")
+            return ProbeSet(check_images(source), None, "tensor")
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Tensor):
-            images, labels = source
-            labels_t = torch.as_tensor(labels).detach().to("cpu").long().reshape(-1)
-            if labels_t.numel() != images.shape[0]:
-                raise ValueError(
-                    f"`probes=(images, labels)` has {images.shape[0]} images but {labels_t.numel()} labels; "
-                    "pass one integer label per image."
-                )
-            return ProbeSet(images.detach().to("cpu", copy=True).float(), labels_t, "tensor")
+            images = check_images(source[0])
+            return ProbeSet(images, check_labels(source[1], len(images)), "tensor")
         if isinstance(source, DataLoader):
             dataset = source.dataset
             if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-                pool = _dataset_pool(dataset, num_probes, seed, max_scan)
+                pool = _dataset_pool(dataset, num_probes, seed, max_scan, loader_name)
             else:
-                pool = _loader_pool(source, max_scan)
+                pool = _loader_pool(source, max_scan, loader_name)
             kind = loader_name
         elif isinstance(source, Dataset):
-            pool = _dataset_pool(source, num_probes, seed, max_scan)
+            pool = _dataset_pool(source, num_probes, seed, max_scan, "dataset")
             kind = "dataset"
         else:
             raise ValueError(
@@ -192,12 +189,25 @@ def collect_probes(
                 f"got {type(source).__name__}."
             )
         chosen, chosen_labels = select_probes(pool[0], pool[1], num_probes, seed)
-        return ProbeSet(chosen, chosen_labels, kind)
+        return ProbeSet(chosen, chosen_labels, kind, pool[2])
 
 
 def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:
-    masks = spec(probes.images, probes.labels) if callable(spec) else spec
-    masks = torch.as_tensor(masks).detach().cpu()
+    """One boolean ``(H, W)`` mask per probe, from a tensor (or array) or a callable ``(images, labels) -> masks``."""
+    if callable(spec):
+        try:
+            masks = spec(probes.images.clone(), None if probes.labels is None else probes.labels.clone())
+        except Exception as err:
+            raise ValueError(
+                f"`probe_masks` raised {type(err).__name__}: {err} when called with the probes (images "
+                f"{tuple(probes.images.shape)}, labels {'None' if probes.labels is None else 'a (N,) tensor'})."
+            ) from err
+    else:
+        masks = spec
+    try:
+        masks = torch.as_tensor(masks).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"`probe_masks` must be a tensor of booleans (N, H, W), got {type(masks).__name__}.") from err
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     expected = (len(probes), *probes.images.shape[-2:])

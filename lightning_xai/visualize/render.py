@@ -50,7 +50,7 @@ _LUT_CACHE: dict[tuple[str, str], Tensor] = {}
 
 def check_colormap(name: str) -> str:
     """Return the canonical colormap name, or raise a ValueError naming ``colormap`` and the choices."""
-    key = name.lower() if isinstance(name, str) else name
+    key = name.lower() if isinstance(name, str) else None
     if key not in LUT_HEX:
         raise ValueError(f"Unknown `colormap={name!r}`; expected one of {', '.join(COLORMAPS)}.")
     return key
@@ -59,21 +59,67 @@ def check_colormap(name: str) -> str:
 _check_colormap = check_colormap
 
 
-def check_denormalize(denormalize: Denormalize) -> None:
-    """Raise a ValueError naming ``denormalize`` unless it is None, a callable or a ``(mean, std)`` pair."""
+def check_denormalize(denormalize: Denormalize) -> Denormalize:
+    """``denormalize`` normalised: None, a callable, or ``(mean, std)`` as two 1-D float32 tensors (from numbers,
+    lists, tuples, numpy arrays or tensors; given as a tuple or a list). Raises a ValueError naming ``denormalize``
+    for anything else, for NaN/Inf, for a zero std, or for mean and std of different lengths (neither of them 1).
+
+    Example::
+
+        >>> [t.tolist() for t in check_denormalize([[0.5, 0.5], 0.25])]
+        [[0.5, 0.5], [0.25]]
+    """
     if denormalize is None or callable(denormalize):
-        return
-    ok = isinstance(denormalize, (tuple, list)) and len(denormalize) == 2
-    if ok:
+        return denormalize
+    fix = (
+        "pass (mean, std) sequences (one value per channel or one for all), a callable mapping model inputs to "
+        "[0, 1] images, or None."
+    )
+    if not isinstance(denormalize, (tuple, list)) or len(denormalize) != 2:
+        raise ValueError(f"`denormalize={denormalize!r}` is not supported; {fix}")
+    parts = []
+    for label, part in zip(("mean", "std"), denormalize, strict=True):
         try:
-            for part in denormalize:
-                torch.as_tensor(part, dtype=torch.float32)
-        except (TypeError, ValueError, RuntimeError):
-            ok = False
-    if not ok:
+            if isinstance(part, (str, bytes)):
+                raise TypeError("a string")
+            t = part.detach() if isinstance(part, Tensor) else torch.as_tensor(part)
+            if t.is_complex() or t.dtype == torch.bool or t.device.type == "meta":
+                raise TypeError(str(t.dtype))
+            t = t.to("cpu", torch.float32).reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"`denormalize` {label} {part!r} is not numbers ({err}); {fix}") from None
+        if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+            raise ValueError(f"`denormalize` {label} must be finite numbers, got {part!r}; {fix}")
+        parts.append(t)
+    mean, std = parts
+    if bool((std == 0).any()):
+        raise ValueError(f"`denormalize` std must be non-zero (the inputs are divided by it), got {std.tolist()}.")
+    if mean.numel() != std.numel() and 1 not in (mean.numel(), std.numel()):
         raise ValueError(
-            f"`denormalize={denormalize!r}` is not supported; pass (mean, std) sequences (one value per channel "
-            "or one for all), a callable mapping model inputs to [0, 1] images, or None."
+            f"`denormalize` has {mean.numel()} means but {std.numel()} stds; give one of each per channel (or one "
+            "for all)."
+        )
+    return (mean, std)  # type: ignore[return-value]  # tensors are sequences of floats here
+
+
+def check_display_channels(denormalize: Denormalize, channels: int, render: bool = True) -> None:
+    """Raise a ValueError naming ``denormalize`` when ``(mean, std)`` does not fit images with ``channels``
+    channels, or (``render``) when such images cannot be displayed: 1 (grey) or 3 (RGB) channels after
+    ``denormalize``. A callable is checked by calling it (see the setup dry run)."""
+    if isinstance(denormalize, (tuple, list)):
+        for label, part in zip(("means", "stds"), denormalize, strict=True):
+            count = torch.as_tensor(part).numel()
+            if count not in (1, channels):
+                raise ValueError(
+                    f"`denormalize` has {count} {label} but the probes have {channels} channel"
+                    f"{'s' if channels != 1 else ''}; give one per channel (or one for all), e.g. the mean and std "
+                    "of the `Normalize` in your validation transform."
+                )
+    if render and denormalize is None and channels not in (1, 3):
+        raise ValueError(
+            f"The probes have {channels} channels and images are shown with 1 (grey) or 3 (RGB): pass "
+            "`denormalize=` a callable that maps the probes to 1 or 3 channels in [0, 1], e.g. "
+            "`denormalize=lambda x: x[:, :3]`."
         )
 
 
@@ -294,7 +340,7 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
     x = _to_float(images)
-    if isinstance(denormalize, tuple):
+    if isinstance(denormalize, (tuple, list)):
         if len(denormalize) != 2:
             raise ValueError("denormalize must be a (mean, std) pair or a callable.")
         c = x.shape[1]

@@ -1,0 +1,197 @@
+"""Probe images and labels as the user or the data gives them, checked and normalised in one place.
+
+Images become a float32 CPU ``(N, C, H, W)`` tensor; labels a ``(N,)`` int64 tensor of classes (one-hot rows and
+integral floats are converted). What cannot be converted is refused with a ``ValueError`` that names the argument,
+the value and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def describe(value: Any) -> str:
+    """A short description of a value for error messages (shape and dtype for arrays).
+
+    Example::
+
+        >>> describe(torch.zeros(2, 3, dtype=torch.uint8)), describe("2")
+        ('a tensor of shape (2, 3) and dtype torch.uint8', "'2' (str)")
+    """
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"a numpy array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    return f"{text[:80]}{'...' if len(text) > 80 else ''} ({type(value).__name__})"
+
+
+def as_tensor(value: Any, what: str, fix: str) -> Tensor:
+    """``value`` as a tensor: tensors as they are, numpy arrays, numbers and (nested) lists of them converted;
+    ``what`` names the argument in the error (e.g. ``"`ig_baseline`"``)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Tensor) for v in value):
+        try:
+            return torch.stack([v.detach() for v in value])
+        except RuntimeError as err:
+            raise ValueError(f"{what}: cannot stack {len(value)} tensors ({err}). {fix}") from None
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ValueError(f"{what} must be numbers, got {describe(value)}. {fix}")
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what}: cannot read numbers from {describe(value)} ({err}). {fix}") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numbers, got {describe(value)}. {fix}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def check_images(images: Tensor, argument: str = "probes", source: str = "") -> Tensor:
+    """A float32 CPU copy of ``(N, C, H, W)`` images, or a ``ValueError`` naming ``argument``.
+
+    Refused: another number of dimensions, no images, the meta device (no values), complex values, NaN or Inf.
+    Integer or bool images are refused too: a model sees the *converted* images (``x.float() / 255`` and its
+    normalisation), and the monitor cannot guess that conversion. Probes drawn from the validation data are
+    converted with ``.float()`` before this check, as the model receives them.
+
+    Example::
+
+        >>> check_images(torch.zeros(2, 1, 4, 4, dtype=torch.uint8))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `probes` are integer images (torch.uint8); ...
+    """
+    where = f" ({source})" if source else ""
+    if not isinstance(images, Tensor):
+        raise ValueError(f"`{argument}`{where} must be a tensor of images (N, C, H, W), got {describe(images)}.")
+    if images.device.type == "meta":
+        raise ValueError(
+            f"`{argument}`{where} are on the meta device, so they hold no values to explain; pass real tensors "
+            "(e.g. a validation batch on the CPU)."
+        )
+    if images.ndim != 4:
+        raise ValueError(
+            f"`{argument}`{where} must be a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}. "
+            + ("Add a batch dimension with `probes.unsqueeze(0)` for a single image." if images.ndim == 3 else "")
+        )
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"`{argument}`{where} holds no images (shape {tuple(images.shape)}); pass at least one probe, or "
+            "`probes=None` to draw `num_probes` from the validation data."
+        )
+    if 0 in images.shape[1:]:
+        raise ValueError(f"`{argument}`{where} have an empty dimension: shape {tuple(images.shape)} (N, C, H, W).")
+    if images.is_complex():
+        raise ValueError(f"`{argument}`{where} are complex ({images.dtype}); pass real float images.")
+    if not images.is_floating_point():
+        raise ValueError(
+            f"`{argument}`{where} are integer images ({images.dtype}); the model sees them converted (e.g. "
+            "`images.float() / 255`, then normalised), and the monitor cannot guess how. Pass them converted as "
+            "your validation transform does, e.g. `probes=images.float() / 255`."
+        )
+    out = images.detach().to("cpu", torch.float32, copy=True)
+    finite = torch.isfinite(out).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(
+            f"`{argument}`{where} contain NaN or Inf values (probes {bad[:5]}); every method would fail on them. "
+            "Pass finite images."
+        )
+    return out
+
+
+def one_class(label: Any) -> tuple[Tensor | None, str]:
+    """One probe's label as a 0-d int64 class, or ``(None, why not)``.
+
+    Ints, integer tensors, integral floats and one-hot vectors are classes; multi-hot or soft vectors, fractional
+    floats and anything else are not.
+
+    Example::
+
+        >>> [one_class(v)[0].item() for v in (3, torch.tensor(2.0), torch.tensor([0, 0, 1]))]
+        [3, 2, 2]
+        >>> one_class(torch.tensor([1, 0, 1]))[1]
+        'multi-hot or soft labels (a vector with 2 non-zero entries), not one class'
+    """
+    if label is None:
+        return None, "no label"
+    if isinstance(label, (bool, np.bool_)):
+        return torch.tensor(int(label)), ""
+    try:
+        t = label if isinstance(label, Tensor) else torch.as_tensor(np.asarray(label))
+    except (TypeError, ValueError, RuntimeError):
+        return None, f"labels of type {type(label).__name__}"
+    t = t.detach().cpu()
+    if t.is_complex():
+        return None, f"{t.dtype} labels"
+    if t.dtype == torch.bool:
+        t = t.long()
+    if t.numel() == 1:
+        t = t.reshape(())
+    if t.ndim == 0:
+        value = float(t)
+        if not (np.isfinite(value) and value == int(value)):
+            return None, f"a fractional label {value:g}, not a class index"
+        return torch.tensor(int(value)), ""
+    if t.ndim == 1 and t.numel() > 1:
+        nonzero = int((t != 0).sum())
+        if nonzero == 1 and float(t.max()) == 1.0:
+            return t.argmax().reshape(()), ""
+        return None, f"multi-hot or soft labels (a vector with {nonzero} non-zero entries), not one class"
+    return None, f"labels of shape {tuple(t.shape)}, not one class each"
+
+
+def check_labels(labels: Any, count: int, argument: str = "probes") -> Tensor | None:
+    """``(count,)`` int64 classes from integer labels, integral floats or one-hot rows; None stays None.
+
+    Example::
+
+        >>> check_labels(np.eye(3)[[2, 0]], 2).tolist()
+        [2, 0]
+    """
+    if labels is None:
+        return None
+    fix = (
+        f"Pass one class index per image (a (N,) integer tensor, list or array), or `{argument}=images` with "
+        "`target='predicted'`."
+    )
+    t = as_tensor(labels, f"`{argument}` labels", fix)
+    if t.device.type == "meta":
+        raise ValueError(f"`{argument}` labels are on the meta device, so they hold no values. {fix}")
+    t = t.detach().cpu()
+    if t.ndim == 0:
+        t = t.reshape(1)
+    if t.ndim == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.ndim == 2 and t.shape[0] == count:
+        classes = [one_class(row) for row in t]
+        bad = next((why for c, why in classes if c is None), None)
+        if bad is not None:
+            raise ValueError(f"`{argument}` labels of shape {tuple(t.shape)} are {bad}. {fix}")
+        return torch.stack([c for c, _ in classes if c is not None]).long()
+    if t.ndim != 1:
+        raise ValueError(f"`{argument}` labels have shape {tuple(t.shape)} for {count} images. {fix}")
+    if t.numel() != count:
+        raise ValueError(
+            f"`probes=(images, labels)` has {count} images but {t.numel()} labels; pass one integer label per image."
+        )
+    if t.is_floating_point():
+        if not bool((torch.isfinite(t) & (t == t.round())).all()):
+            raise ValueError(f"`{argument}` labels {describe(labels)} are fractional, not class indices. {fix}")
+    return t.long()
+
+
+def stack_labels(labels: Sequence[Any], source: str) -> tuple[Tensor | None, str]:
+    """Classes for labels read from the data, or ``(None, why)`` when any is not one class (the probes are then
+    unlabeled, and the caller says why)."""
+    classes = [one_class(label) for label in labels]
+    missing = next((why for c, why in classes if c is None), None)
+    if missing is not None:
+        return None, f"the {source}'s labels are {missing}" if missing != "no label" else ""
+    return torch.stack([c for c, _ in classes if c is not None]).long(), ""
