@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lightning_xai import AttributionMonitor
 from lightning_xai.explain import Explanation
 from lightning_xai.visualize import font_data
-from lightning_xai.visualize.font import GLYPH_HEIGHT, GLYPH_WIDTH, draw_text, fit_text, text_mask
+from lightning_xai.visualize.font import GLYPH_HEIGHT, GLYPH_WIDTH, draw_text, fit_text, text_mask, wrap_text
 from lightning_xai.visualize.render import to_display_images
 from lightning_xai.visualize.sheet import ALERT, render_sheet, sheet_layout
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
 
 FONT_FILE = Path(__file__).resolve().parents[1] / "lightning_xai" / "visualize" / "font_data.py"
-FONT_SIZE, FONT_TOP = 13, 2  # DejaVu Sans Mono at 13 px; its glyphs use rows 2..15 of a 17-row cell
+FONT_SIZE, FONT_TOP = 15, 2  # DejaVu Sans Mono Bold at 15 px; its glyphs use rows 2..17
 
 
 def glyph_levels() -> list[str]:
@@ -40,7 +40,9 @@ def glyph_levels() -> list[str]:
     import matplotlib
     from PIL import Image, ImageDraw, ImageFont
 
-    font = ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSansMono.ttf"), FONT_SIZE)
+    font = ImageFont.truetype(
+        os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSansMono-Bold.ttf"), FONT_SIZE
+    )
     out = []
     for code in range(32, 127):
         img = Image.new("L", (GLYPH_WIDTH, GLYPH_HEIGHT), 0)
@@ -52,7 +54,7 @@ def glyph_levels() -> list[str]:
 def generate_font_source() -> str:
     lines = [
         "# Generated file - do not edit by hand.",
-        f"# Printable ASCII (32-126) rasterised from DejaVu Sans Mono at {FONT_SIZE} px (Bitstream Vera / DejaVu",
+        f"# Printable ASCII (32-126) rasterised from DejaVu Sans Mono Bold at {FONT_SIZE} px (Bitstream Vera / DejaVu",
         f"# font licence: free to use and redistribute) into cells of {GLYPH_WIDTH}x{GLYPH_HEIGHT} pixels, 16 grey "
         "levels, one hex digit per pixel,",
         "# row-major. Regenerate with:  .venv/bin/python tests/test_sheet.py --regenerate-font",
@@ -93,7 +95,8 @@ def test_draw_text_clips_at_the_canvas_edges() -> None:
     draw_text(canvas, "WWWW", 12, 5, (1.0, 0.0, 0.0))  # runs off the right and bottom edges
     draw_text(canvas, "W", -100, -100)  # entirely outside
     assert canvas[1:, 5:, 12:].min() < 0.5 and torch.equal(canvas[:, :5], torch.ones(3, 5, 20))
-    assert fit_text("abcdef", 48) == "abcdef" and fit_text("abcdefgh", 40) == "abc.."
+    assert fit_text("abcdef", 6 * GLYPH_WIDTH) == "abcdef" and fit_text("abcdefgh", 5 * GLYPH_WIDTH) == "abc.."
+    assert wrap_text("a bb ccc", 4 * GLYPH_WIDTH) == ["a bb", "ccc"]
 
 
 # ------------------------------------------------------------------------------------------------------ sheet
@@ -155,12 +158,14 @@ def test_sheet_captions_mark_wrong_predictions_and_drift_over_the_threshold_in_r
     def has_red(region: torch.Tensor) -> bool:
         return bool(((region.int() - red).abs().sum(dim=0) < 60).any())
 
-    captions = [sheet[:, y : y + 128, layout.caption_x : layout.columns[0]] for y in layout.rows]
+    captions = [sheet[:, y - layout.line : y, :] for y in layout.rows]  # the line above each row's tiles
     assert [has_red(c) for c in captions] == [False, True, False]  # predicted = 0, 1, 0 for label 0
     t = layout.tile
-    drift_lines = [sheet[:, y + t : y + t + 17, layout.columns[1] : layout.columns[1] + t] for y in layout.rows]
+    drift_lines = [
+        sheet[:, y + t : y + t + layout.line, layout.columns[1] : layout.columns[1] + t] for y in layout.rows
+    ]
     assert [has_red(d) for d in drift_lines] == [False, True, False]
-    ig_lines = [sheet[:, y + t : y + t + 17, layout.columns[2] :] for y in layout.rows]
+    ig_lines = [sheet[:, y + t : y + t + layout.line, layout.columns[2] :] for y in layout.rows]
     assert not any(has_red(d) for d in ig_lines) and all(d.min() < 200 for d in ig_lines)  # "vs ref -"
 
 

@@ -49,7 +49,7 @@ class Series:
     """One line (or marker set) of a chart."""
 
     name: str
-    points: list[tuple[float, float]]
+    points: Sequence[tuple[float, float]]
     colour: str = PALETTE[0]
     dashed: bool = False
     markers_only: bool = False
@@ -110,7 +110,7 @@ def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#999"/>')
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#999"/>')
     out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 30}" font-size="11" text-anchor="middle">{xlabel}</text>')
-    lx = left
+    lx = float(left)
     for s in series:
         pts = sorted(p for p in s.points if math.isfinite(p[1]))
         if not pts:
@@ -361,7 +361,9 @@ def render_report(runs: Sequence[RunLog], title: str = "lightning-xai report") -
         >>> page.startswith("<!DOCTYPE html>") and "No run" in page
         True
     """
-    bodies, styles, checks = [], [], []
+    bodies: list[str] = []
+    styles: list[str] = []
+    checks: list[str] = []
     for i, run in enumerate(runs):
         name = run.path.name if len(runs) == 1 else f"{i + 1}. {run.path.name}"
         body, style, classes = _run_section(run, f"{title}: {name}", f"r{i}")
@@ -371,5 +373,5 @@ def render_report(runs: Sequence[RunLog], title: str = "lightning-xai report") -
     if not runs:
         bodies.append(f"<h1>{html.escape(title)}</h1><p>No run with TensorBoard event files was found.</p>")
     head = f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-    style = "<style>" + CSS + "\n".join(styles) + "</style></head><body>"
-    return head + style + "".join(bodies) + "".join(checks) + SCRIPT + "</body></html>\n"
+    css = "<style>" + CSS + "\n".join(styles) + "</style></head><body>"
+    return head + css + "".join(bodies) + "".join(checks) + SCRIPT + "</body></html>\n"

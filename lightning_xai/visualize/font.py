@@ -1,5 +1,5 @@
 """Text for the explanation sheet, drawn with torch alone: a bitmap font of printable ASCII (DejaVu Sans Mono
-rasterised at 13 px, 8 x 14 pixels per character, 16 grey levels) in :mod:`lightning_xai.visualize.font_data`.
+Bold rasterised at 15 px, 9 x 16 pixels per character, 16 grey levels) in :mod:`lightning_xai.visualize.font_data`.
 
 No Pillow, no matplotlib at run time. A character outside printable ASCII is drawn as ``?``.
 
@@ -7,7 +7,7 @@ Example::
 
     >>> mask = text_mask("drift 0.12")
     >>> tuple(mask.shape), mask.max().item()
-    ((14, 80), 1.0)
+    ((16, 90), 1.0)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_xai.visualize.font_data import FIRST_CODE, GLYPH_HEIGHT, GLYPH_WIDTH, GLYPHS
 
-__all__ = ["GLYPH_HEIGHT", "GLYPH_WIDTH", "draw_text", "fit_text", "text_mask", "text_width"]
+__all__ = ["GLYPH_HEIGHT", "GLYPH_WIDTH", "draw_text", "fit_text", "text_mask", "text_width", "wrap_text"]
 
 _ATLAS: Tensor | None = None
 
@@ -32,7 +32,7 @@ def _atlas() -> Tensor:
 
 
 def text_width(text: str) -> int:
-    """Width in pixels of ``text`` drawn by :func:`text_mask` (monospace: 8 px per character)."""
+    """Width in pixels of ``text`` drawn by :func:`text_mask` (monospace: ``GLYPH_WIDTH`` px per character)."""
     return GLYPH_WIDTH * len(text)
 
 
@@ -42,7 +42,7 @@ def fit_text(text: str, width: int) -> str:
     Example::
 
         >>> fit_text("integrated_gradients", 128)
-        'integrated_gra..'
+        'integrated_g..'
     """
     chars = max(0, width // GLYPH_WIDTH)
     if len(text) <= chars:
@@ -50,8 +50,26 @@ def fit_text(text: str, width: int) -> str:
     return text[: max(0, chars - 2)] + ".." if chars >= 3 else text[:chars]
 
 
+def wrap_text(text: str, width: int) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` pixels (a longer word is cut).
+
+    Example::
+
+        >>> wrap_text("one two three four", 81)
+        ['one two', 'three', 'four']
+    """
+    chars = max(1, width // GLYPH_WIDTH)
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= chars:
+            lines[-1] += " " + word
+        else:
+            lines.append(word[:chars])
+    return lines
+
+
 def text_mask(text: str) -> Tensor:
-    """``(GLYPH_HEIGHT, 8 * len(text))`` float32 CPU coverage of ``text`` in ``[0, 1]``."""
+    """``(GLYPH_HEIGHT, GLYPH_WIDTH * len(text))`` float32 CPU coverage of ``text`` in ``[0, 1]``."""
     atlas = _atlas()
     codes = [ord(c) - FIRST_CODE for c in text]
     codes = [c if 0 <= c < atlas.shape[0] else ord("?") - FIRST_CODE for c in codes]

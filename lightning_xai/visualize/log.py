@@ -167,9 +167,9 @@ def probe_drift(owner: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor |
         out[name] = tracker.distances(explanation.raw.detach().float(), stored)["rank"]
         epochs.add(tracker.reference_epochs.get(name))
     if not epochs:
-        return out, "vs ref: rank drift against the reference epoch (none yet: warm-up)"
+        return out, "vs ref: rank drift against the reference epoch (none before it)"
     shown = ", ".join(str(e) for e in sorted(e for e in epochs if e is not None))
-    return out, f"vs ref: 1 - Spearman of |attribution| against epoch {shown}"
+    return out, f"vs ref: rank drift (1 - Spearman of |attribution|) against epoch {shown}"
 
 
 def run_settings(owner: Any, media: MediaLogger, num_probes: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_xai.explain import Explanation
-from lightning_xai.visualize.font import GLYPH_HEIGHT, draw_text, fit_text
+from lightning_xai.visualize.font import GLYPH_HEIGHT, draw_text, fit_text, text_width, wrap_text
 from lightning_xai.visualize.render import (
     Denormalize,
     apply_colormap,
@@ -42,24 +42,24 @@ from lightning_xai.visualize.render import (
 __all__ = ["DEFAULT_TILE_SIZE", "METHOD_TITLES", "SheetLayout", "render_sheet", "sheet_layout"]
 
 DEFAULT_TILE_SIZE = 128
-MARGIN, GAP, LINE = 10, 8, GLYPH_HEIGHT + 3
-CAPTION_CHARS = 15
+MARGIN, GAP, LINE = 10, 8, GLYPH_HEIGHT + 4
+NOTE_LINES = 3
 #: column titles of the known methods (others show their name)
-METHOD_TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Grad."}
+METHOD_TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Int. Gradients"}
 INK, MUTED, ALERT = (0.08, 0.08, 0.08), (0.38, 0.38, 0.38), (0.80, 0.05, 0.05)
 
 
 @dataclass(frozen=True)
 class SheetLayout:
-    """Where everything lies on a sheet (pixels); the report uses it to cut one probe's row out of a sheet.
+    """Where everything lies on a sheet (pixels); the report uses it to cut one probe's tiles out of a sheet.
 
     Attributes:
         width, height: the whole image.
         tile: side of a tile.
         columns: x of each tile column (input first, then one per method).
-        rows: y of each probe's tiles.
-        row_height: vertical distance between rows (tile, drift line, gap).
-        caption_x: x of the caption column.
+        rows: y of each probe's tiles (its caption is the line above, its drift values the line below).
+        row_height: vertical distance between rows (caption, tiles, drift line, gap).
+        line: height of a line of text.
     """
 
     width: int
@@ -68,7 +68,7 @@ class SheetLayout:
     columns: tuple[int, ...]
     rows: tuple[int, ...]
     row_height: int
-    caption_x: int
+    line: int = LINE
 
     @property
     def size(self) -> tuple[int, int]:
@@ -80,25 +80,24 @@ class SheetLayout:
 
 
 def sheet_layout(num_probes: int, num_methods: int, tile_size: int = DEFAULT_TILE_SIZE) -> SheetLayout:
-    """The geometry of a sheet of ``num_probes`` rows and ``num_methods`` overlays per row.
+    """The geometry of a sheet of ``num_probes`` rows and ``num_methods`` overlays per row: narrow enough to be
+    shown near its own size in TensorBoard's image cards (about 350 px wide) with two methods.
 
     Example::
 
         >>> layout = sheet_layout(8, 2)
         >>> layout.width, layout.height, layout.columns
-        (548, 1351, (138, 274, 410))
+        (420, 1562, (10, 146, 282))
     """
     tile = int(tile_size)
-    caption_width = CAPTION_CHARS * 8
-    first = MARGIN + caption_width + GAP
-    columns = tuple(first + i * (tile + GAP) for i in range(num_methods + 1))
-    header = MARGIN + 2 * LINE + 4  # title line, column titles
-    row_height = tile + LINE + GAP
-    rows = tuple(header + i * row_height for i in range(num_probes))
-    legend = 3 * LINE + 18  # colour bar with its labels, two lines of notes
+    columns = tuple(MARGIN + i * (tile + GAP) for i in range(num_methods + 1))
+    header = MARGIN + 2 * LINE  # title line, column titles
+    row_height = LINE + tile + LINE + GAP
+    rows = tuple(header + LINE + i * row_height for i in range(num_probes))
+    legend = 14 + LINE + NOTE_LINES * LINE  # colour bar, its labels, notes
     width = columns[-1] + tile + MARGIN
     height = header + num_probes * row_height + legend + MARGIN
-    return SheetLayout(width, height, tile, columns, rows, row_height, MARGIN)
+    return SheetLayout(width, height, tile, columns, rows, row_height)
 
 
 def _fit_tiles(images: Tensor, tile: int) -> tuple[Tensor, int, int]:
@@ -189,28 +188,29 @@ def render_sheet(
     draw_text(canvas, fit_text(title, layout.width - 2 * MARGIN), MARGIN, MARGIN, INK)
     heads = ["input"] + [METHOD_TITLES.get(n, n) for n in names]
     for x, head in zip(layout.columns, heads, strict=True):
-        draw_text(canvas, fit_text(head, t), x, MARGIN + LINE + 2, INK)
-    draw_text(canvas, "probe", layout.caption_x, MARGIN + LINE + 2, INK)
+        draw_text(canvas, fit_text(head, t), x, MARGIN + LINE, MUTED)
     pred = [int(v) for v in predicted.cpu()]
     conf = [float(v) for v in confidence.cpu()]
     tgt = [int(v) for v in targets.cpu()]
     lab = None if labels is None else [int(v) for v in labels.cpu()]
     drifts = {n: (None if v is None else [float(x) for x in v.cpu()]) for n, v in (drift or {}).items()}
+    room = layout.width - 2 * MARGIN
     for i, y in enumerate(layout.rows):
         for j, x in enumerate(layout.columns):
             canvas[:, y : y + t, x : x + t] = tiles[i, j].float() / 255.0
         label = None if lab is None else lab[i]
         wrong = label is not None and pred[i] != label
-        lines: list[tuple[str, tuple[float, float, float]]] = [
-            (f"#{i}", INK),
-            (f"label {_fmt_class(label)}", INK),
-            (f"pred  {pred[i]}", ALERT if wrong else INK),
-            (f"conf  {conf[i]:.2f}", ALERT if wrong else INK),
+        parts: list[tuple[str, tuple[float, float, float]]] = [
+            (f"#{i}  label {_fmt_class(label)}  ", INK),
+            (f"pred {pred[i]}  conf {conf[i]:.2f}", ALERT if wrong else INK),
         ]
         if tgt[i] != (label if label is not None else pred[i]):
-            lines.append((f"expl. {tgt[i]}", MUTED))
-        for k, (text, colour) in enumerate(lines):
-            draw_text(canvas, fit_text(text, CAPTION_CHARS * 8), layout.caption_x, y + k * LINE, colour)
+            parts.append((f"  expl. {tgt[i]}", MUTED))
+        x = MARGIN
+        for text, colour in parts:
+            shown = fit_text(text, MARGIN + room - x)
+            draw_text(canvas, shown, x, y - LINE + 1, colour)
+            x += text_width(shown)
         for j, name in enumerate(names):
             values = drifts.get(name)
             x = layout.columns[j + 1]
@@ -232,16 +232,17 @@ def _draw_legend(
     drift_note: str,
     drift_threshold: float | None,
 ) -> None:
-    y = layout.rows[-1] + layout.row_height if layout.rows else MARGIN + 2 * LINE + 4
-    x0 = layout.columns[1] if len(layout.columns) > 1 else layout.columns[0]
-    x1 = layout.width - MARGIN
+    y = (layout.rows[-1] - LINE + layout.row_height) if layout.rows else MARGIN + 2 * LINE
+    x0, x1 = MARGIN, layout.width - MARGIN
     bar = apply_colormap(torch.linspace(0.0, 1.0, max(2, x1 - x0)).expand(12, -1).unsqueeze(0), colormap)[0]
     canvas[:, y : y + 12, x0:x1] = bar
-    draw_text(canvas, "heat", layout.caption_x, y - 1, INK)
     draw_text(canvas, "0", x0, y + 14, INK)
-    draw_text(canvas, "max", x1 - 24, y + 14, INK)
+    draw_text(canvas, "max", x1 - text_width("max"), y + 14, INK)
     scales = sorted({normalizations.get(n, "max") for n in names})
-    note = "heat = |attribution| / " + " or ".join("99th pct" if s == "percentile" else "max" for s in scales)
-    draw_text(canvas, fit_text(note + " of each map", x1 - layout.caption_x), layout.caption_x, y + 14 + LINE, MUTED)
-    red = f" (red: > {drift_threshold:g})" if drift_threshold is not None and drift_note else ""
-    draw_text(canvas, fit_text(drift_note + red, x1 - layout.caption_x), layout.caption_x, y + 14 + 2 * LINE, MUTED)
+    per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
+    notes = f"heat: |attribution| / {per} of each map."
+    if drift_note:
+        red = f" Red: over {drift_threshold:g}." if drift_threshold is not None else ""
+        notes += f" {drift_note}.{red}"
+    for k, line in enumerate(wrap_text(notes, x1 - x0)[:NOTE_LINES]):
+        draw_text(canvas, line, x0, y + 14 + (k + 1) * LINE, MUTED)
