@@ -5,7 +5,7 @@ upscaled to 32x32. ``AttributionMonitor`` explains 8 fixed validation images wit
 Gradients after every validation epoch, logs heatmap overlays to TensorBoard and tracks how far the
 explanations drift from epoch to epoch.
 
-    python examples/quickstart.py                  # 15-30 s on 2 CPU cores (make demo)
+    python examples/quickstart.py                  # 15-30 s on 2 CPU cores (make quickstart)
     python examples/quickstart.py --export-docs    # also write the final grids to docs/images/*.png
     tensorboard --logdir logs/quickstart           # IMAGES: xai/*, SCALARS: xai/*/drift/*, TEXT: xai/*
 """

@@ -165,14 +165,20 @@ def render_sheet(
         inputs: ``(P, C, H, W)`` probes as the model sees them.
         results: method -> :class:`~lightning_xai.explain.Explanation` (its ``display`` maps are drawn).
         normalizations: method -> ``"max"`` or ``"percentile"`` (how its maps are scaled to the colour scale).
-        predicted, confidence, targets: ``(P,)`` from the prediction pass; labels ``(P,)`` or None.
+        predicted: ``(P,)`` predicted classes (the prediction pass).
+        confidence: ``(P,)`` their softmax probabilities.
+        labels: ``(P,)`` true labels, or None.
+        targets: ``(P,)`` the classes the maps explain.
         drift: method -> ``(P,)`` per-probe drift (None or missing: "drift -").
         drift_name: how the drift line names the value (e.g. ``"vs ref"``).
         drift_threshold: drift values above it are drawn in red (the monitor's ``probe_threshold``).
         drift_note: what the drift value is, for the legend.
         title: the first line (run, epoch, step).
         tile_size: side of each tile in pixels (>= 16).
-        colormap, denormalize, alpha: as for :func:`~lightning_xai.visualize.render.render_overlay_grid`.
+        colormap: one of :data:`~lightning_xai.visualize.render.COLORMAPS`.
+        denormalize: ``(mean, std)``, a callable or None (see
+            :func:`~lightning_xai.visualize.render.to_display_images`).
+        alpha: the heat's opacity at its maximum.
 
     Returns:
         ``(3, H, W)`` uint8 CPU tensor, ``(H, W) == sheet_layout(P, len(results), tile_size).size``.
