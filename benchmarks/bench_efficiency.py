@@ -14,8 +14,9 @@ so both see the same load on a shared machine; ``efficiency = ideal / measured``
 repeats. ``fwd_bwd_passes`` is 1 per probe for Grad-CAM and n_steps per probe for IG; ``forward_passes`` is
 P for the shared prediction forward (whose outputs IG reuses for F(x)), plus 1 for IG's F(baseline).
 Forward passes are valued at the forward-only rate, stricter than counting them as forward+backward.
-Warm-up calls run first (IG measures its batch-size knee on its first calls; the first call is reported). IG
-is capped at ``--ig-max-batch`` samples per pass (default 64), as the monitor caps it at the training batch size.
+One warm-up call runs first (the first call is reported). IG is capped at ``--ig-max-batch`` samples per pass
+(default 64), as the monitor caps it at the training batch size; its batch follows from that cap and P alone
+(whole probe groups, :func:`lightning_xai.explain.integrated_gradients.plan_batches`).
 
     python benchmarks/bench_efficiency.py [--device cuda] [--repeats 5] [--models resnet18 small_cnn]
 """
@@ -104,11 +105,7 @@ def measure(name: str, args, device, rows: list[dict]) -> None:  # type: ignore[
             def call(e: Explainer = explainer, images=images, labels=labels) -> None:  # type: ignore[no-untyped-def]
                 monitor_explain(model, e, images, labels)
 
-            for _ in range(8):  # IG measures its knee on its first calls (on the real work)
-                if not (isinstance(explainer, IntegratedGradients) and explainer.batcher.ramping):
-                    break
-                call()
-            call()
+            call()  # warm-up
             if isinstance(explainer, IntegratedGradients):
                 steps = int(first.diagnostics["n_steps"][0])
                 fb_samples, f_samples = probes * steps, probes + 1  # shared prediction pass + F(baseline)

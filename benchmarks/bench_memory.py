@@ -3,12 +3,11 @@
 Each measurement runs in a fresh subprocess (so earlier allocations do not hide later ones), ``--repeats``
 times, and the medians are compared:
 
-- ``ig``: resnet18 (3x64x64, random init), P=64 probes, 32 steps (fixed), the monitor's path (knee batching
-  under the default memory budget, capped at ``--max-batch`` samples per pass: by default the training
-  step's batch, as the monitor caps IG at the training batch size): the first call of the process, which
-  also measures the knee (so its
-  ramp through larger batches counts). A second call is shown for information only (on CPU the allocator
-  keeps memory freed by the first call resident, so its RSS delta understates).
+- ``ig``: resnet18 (3x64x64, random init), P=64 probes, 32 steps (fixed), the monitor's path (Captum's IG in
+  passes of at most ``--max-batch`` samples: by default the training step's batch, as the monitor caps IG at
+  the training batch size; with ``--max-batch 0`` IG's own default of 64 samples): the first call of the
+  process. A second call is shown for information only (on CPU the allocator keeps memory freed by the first
+  call resident, so its RSS delta understates).
 - ``train``: the first training step of the process (plain SGD without momentum, so no optimiser state is
   created; cross-entropy, batch 64): activations, parameter gradients and the update.
 
@@ -100,15 +99,10 @@ def child(
         monitor_explain(model, explainer, images, labels)
     with Peak(device) as second:
         monitor_explain(model, explainer, images, labels)
-    state = explainer.batcher.state()
-    per_sample = state["per_sample_bytes"] or 0.0
-    batch = explainer.batcher.chosen or 0
     return {
         "ig_first_mb": first.extra / MB,
         "ig_steady_mb": second.extra / MB,
-        "batch": float(batch),
-        "estimate_mb": float(per_sample) * batch / MB,  # type: ignore[arg-type]
-        "ramp": state["rates"],
+        "batch": float(explainer.last_batch_size or 0),
     }
 
 
@@ -169,16 +163,13 @@ def main() -> None:
     train = med("train", "train_step_mb")
     first, steady = med("ig", "ig_first_mb"), med("ig", "ig_steady_mb")
     ratio = first / train
-    print(
-        f"   chosen IG batch {med('ig', 'batch'):.0f} samples; saved-tensor estimate at that batch "
-        f"{med('ig', 'estimate_mb'):.0f} MB"
-    )
+    print(f"   IG batch {med('ig', 'batch'):.0f} samples per pass")
     unit = "allocated" if device.type == "cuda" else "RSS"
     print(
         f"SUMMARY memory ({unit}, medians of {args.repeats} fresh processes) on {device.type}: monitor IG P="
-        f"{args.probes} x {args.steps} steps peak extra {first:.0f} MB (first call, knee ramp included; second call "
+        f"{args.probes} x {args.steps} steps peak extra {first:.0f} MB (first call; second call "
         f"{steady:.0f}) vs first training step at batch {args.probes} {train:.0f} MB -> ratio {ratio:.2f} (<= 1.00 "
-        f"wanted){f' [IG max_batch={args.max_batch}]' if args.max_batch else ' [IG uncapped]'}"
+        f"wanted){f' [IG max_batch={args.max_batch}]' if args.max_batch else ' [IG default batch]'}"
     )
 
 

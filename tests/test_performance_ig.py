@@ -1,16 +1,14 @@
 """Integrated Gradients performance features, tested for behaviour (never for speed).
 
-- the quadrature equals Captum's Gauss–Legendre IG whatever the chunking (probe groups, probe slices, ramp);
-- passes are batched: counted forward calls, no pass per probe, the memory cap and ``max_batch`` hold;
-- the knee ramp: fed synthetic timings, it stops at the knee and picks the smallest size near the best;
+- the maps equal Captum's Gauss–Legendre IG called directly, whatever the batch cap (probe groups, probe slices);
+- passes are batched by sizes: counted forward calls, no pass per probe, never above the cap (probes > cap too);
 - ``n_steps="auto"``: fewest ladder steps meeting the tolerance, climbs when the model gets rougher, tries
-  fewer steps periodically, logs its diagnostics through the monitor;
+  fewer steps periodically, stays within its pass cap per call, logs its diagnostics through the monitor;
 - ``max_seconds``: the step count is cut to the budget, flagged, never below one step.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -23,9 +21,8 @@ from torch import Tensor, nn
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.explain import IntegratedGradients
-from lightning_xai.explain.batching import KneeBatcher, WorkCursor, count_saved_bytes
 from lightning_xai.explain.guard import training_state_guard
-from lightning_xai.explain.integrated_gradients import STEP_LADDER, gauss_legendre
+from lightning_xai.explain.integrated_gradients import DEFAULT_BATCH, STEP_LADDER, plan_batches
 
 
 def _cnn(seed: int = 0) -> nn.Module:
@@ -67,15 +64,20 @@ def _captum(model: nn.Module, x: Tensor, targets: Tensor, n: int) -> Tensor:
 # ------------------------------------------------------------------------------------------ correctness
 
 
-def test_gauss_legendre_matches_captum_nodes() -> None:
-    from captum.attr._utils.approximation_methods import approximation_parameters
-
-    step_sizes, alphas = approximation_parameters("gausslegendre")
-    for n in (1, 2, 5, 32):
-        nodes, weights = gauss_legendre(n)
-        assert torch.allclose(torch.tensor(nodes), torch.tensor(alphas(n), dtype=torch.float64))
-        assert torch.allclose(torch.tensor(weights), torch.tensor(step_sizes(n), dtype=torch.float64))
-        assert math.isclose(weights.sum(), 1.0)
+@pytest.mark.parametrize("cap", [None, 2, 5, 24, 1000], ids=lambda c: f"cap-{c}")
+def test_maps_equal_captum_called_directly(cap: int | None) -> None:
+    """Captum's own ``IntegratedGradients(method="gausslegendre")`` on the same inputs, a (C, H, W) baseline."""
+    model = _cnn(3)
+    x, targets = _probes(7, seed=4)
+    baseline = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(2))
+    expected = CaptumIG(model, multiply_by_inputs=True).attribute(
+        x.clone(), baselines=baseline.expand_as(x), target=targets, n_steps=12, method="gausslegendre"
+    )
+    ig = IntegratedGradients(n_steps=12, baseline=baseline, max_batch=cap)
+    with training_state_guard(model):
+        got = ig.explain(model, x.clone(), targets)
+    torch.testing.assert_close(got.raw, expected.sum(dim=1))
+    assert ig.last_batch_size is not None and ig.last_batch_size <= (cap or DEFAULT_BATCH)
 
 
 @pytest.mark.parametrize("internal_batch_size", [None, 1, 4, 7, 12, 1000], ids=lambda b: f"batch-{b}")
@@ -85,7 +87,7 @@ def test_matches_captum_for_any_chunking(internal_batch_size: int | None) -> Non
     expected = _captum(model, x, targets, 10)
     ig = IntegratedGradients(n_steps=10, internal_batch_size=internal_batch_size)
     with training_state_guard(model):
-        for _ in range(3):  # the knee ramp changes the chunking from call to call: same answer
+        for _ in range(2):  # the same answer every call
             got = ig.explain(model, x.clone(), targets).raw
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
@@ -133,11 +135,12 @@ def test_fixed_batch_runs_whole_probe_groups() -> None:
 
 
 def test_uneven_steps_are_split_evenly() -> None:
-    cursor = WorkCursor(num_probes=4, n_steps=12)
-    sizes = []
-    while not cursor.done:
-        sizes.append(cursor.next(32, even=True).batch)
-    assert sizes == [24, 24]  # not 32 + 16
+    counting = Counting(_cnn())
+    x, targets = _probes(4)
+    with training_state_guard(counting):
+        IntegratedGradients(n_steps=12, internal_batch_size=32).explain(counting, x.clone(), targets)
+    assert [b for b, grad in counting.calls if grad] == [24, 24]  # not 32 + 16
+    assert plan_batches(4, 12, 32) == [(4, 24)]
 
 
 def test_below_one_group_the_probes_are_sliced_not_looped() -> None:
@@ -149,16 +152,47 @@ def test_below_one_group_the_probes_are_sliced_not_looped() -> None:
     assert grad_calls == [4] * 6  # 2 slices of 4 probes per step, 3 steps
 
 
-def test_knee_mode_never_runs_one_probe_per_pass() -> None:
+def test_without_a_cap_the_default_batch_is_used() -> None:
     counting = Counting(_cnn())
     x, targets = _probes(16)
     ig = IntegratedGradients(n_steps=16)
     with training_state_guard(counting):
-        for _ in range(4):
-            ig.explain(counting, x.clone(), targets)
+        ig.explain(counting, x.clone(), targets)
     grad_calls = [b for b, grad in counting.calls if grad]
-    assert min(grad_calls) >= 8
-    assert sum(grad_calls) == 4 * 16 * 16
+    assert grad_calls == [DEFAULT_BATCH] * (16 * 16 // DEFAULT_BATCH)  # 16 probes x 4 steps per pass
+    assert ig.last_batch_size == DEFAULT_BATCH
+
+
+@pytest.mark.parametrize(
+    ("probes", "steps", "cap"),
+    [(8, 32, 64), (8, 7, 20), (6, 5, 6), (6, 5, 5), (20, 3, 8), (10, 3, 4), (13, 4, 1), (100, 2, None)],
+    ids=lambda v: str(v),
+)
+def test_passes_never_exceed_the_cap(probes: int, steps: int, cap: int | None) -> None:
+    """Counted with a forward hook on the model: every gradient pass is within the cap, the work is all done once,
+    and no pass is smaller than it has to be (whole probe groups, or even probe slices when probes > cap)."""
+    model = _cnn()
+    sizes: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args: sizes.append(args[0].shape[0]) if args[0].requires_grad else None
+    )
+    x, targets = _probes(probes)
+    limit = cap or DEFAULT_BATCH
+    try:
+        with training_state_guard(model):
+            out = IntegratedGradients(n_steps=steps, max_batch=cap).explain(model, x.clone(), targets)
+    finally:
+        hook.remove()
+    assert max(sizes) <= limit
+    assert sum(sizes) == probes * steps
+    if probes <= limit:  # whole probe groups, the fewest passes
+        assert min(sizes) >= probes
+        assert len(sizes) == -(-steps // (limit // probes))
+    else:  # slices of the probes, within one of each other
+        slices = -(-probes // limit)
+        assert min(sizes) >= probes // slices
+        assert len(sizes) <= slices * steps
+    assert out.raw.shape == (probes, 8, 8)
 
 
 def test_max_batch_bounds_every_pass() -> None:
@@ -171,82 +205,9 @@ def test_max_batch_bounds_every_pass() -> None:
     assert max(b for b, grad in counting.calls if grad) <= 16
 
 
-def test_memory_budget_caps_the_batch_from_measured_bytes() -> None:
-    model = _cnn()
-    x, targets = _probes(8)
-    with training_state_guard(model):
-        with count_saved_bytes() as one:
-            model(torch.randn(1, 3, 8, 8, requires_grad=True))
-        with count_saved_bytes() as two:
-            model(torch.randn(2, 3, 8, 8, requires_grad=True))
-        plain = two[0] - one[0]  # activation bytes per sample, input included
-        first = IntegratedGradients(n_steps=32)
-        for _ in range(2):
-            first.explain(model, x.clone(), targets)
-    measured = first.batcher.per_sample_bytes()
-    assert measured is not None and plain <= measured <= 1.5 * plain  # + the gathered targets, the pass's own
-    budget = int(1.5 * measured * 20)  # room for 20 samples with the safety factor
-    counting = Counting(model)
-    ig = IntegratedGradients(n_steps=32, memory_budget=budget)
-    with training_state_guard(counting):
-        for _ in range(4):
-            ig.explain(counting, x.clone(), targets)
-    assert ig.batcher.memory_cap() == 20
-    assert max(b for b, grad in counting.calls if grad) <= 20
-    assert ig.last_batch_size is not None and ig.last_batch_size <= 20
-
-
-def test_count_saved_bytes_counts_each_storage_once() -> None:
-    x = torch.ones(10, 10, requires_grad=True)
-    with count_saved_bytes() as total:
-        y = x.exp()  # saves its result (400 bytes)
-        y * y  # saves y twice: same storage
-    assert total[0] == 400
-
-
-def _feed(batcher: KneeBatcher, num_probes: int, n_steps: int, rate: dict[int, float], calls: int = 20) -> list[int]:
-    """Drive the ramp with synthetic timings: ``rate[b]`` samples/s at batch ``b``."""
-    seen = []
-    for _ in range(calls):
-        cursor = WorkCursor(num_probes, n_steps)
-        while not cursor.done:
-            chunk = cursor.next(batcher.target(num_probes, n_steps), even=not batcher.ramping)
-            seconds = chunk.batch / rate.get(chunk.batch, 1.0) if batcher.timing(chunk.batch) else None
-            batcher.record(chunk.batch, seconds, 1000 * chunk.batch, num_probes=num_probes)
-            seen.append(chunk.batch)
-        batcher.finish_if_stuck(num_probes * n_steps)
-    return seen
-
-
-def test_ramp_stops_at_the_knee_and_picks_the_smallest_near_best() -> None:
-    rates = {8: 100.0, 16: 180.0, 32: 240.0, 64: 245.0, 128: 200.0, 256: 150.0}
-    batcher = KneeBatcher()
-    seen = _feed(batcher, 8, 32, rates)
-    assert batcher.chosen == 32  # 64 gains < 5 % over 32; 32 is within 5 % of the best
-    assert max(seen) == 64  # never tried 128
-    assert batcher.reason == "knee"
-
-
-def test_ramp_uses_a_two_point_model_to_skip_useless_doublings() -> None:
-    # t(b) = 0.01 + 0.001 b: the rate saturates at 1000/s; from 32 -> 64 the model predicts < 5 %
-    rates = {b: b / (0.01 + 0.001 * b) for b in (8, 16, 32, 64, 128, 256, 512)}
-    batcher = KneeBatcher()
-    seen = _feed(batcher, 8, 64, rates)
-    assert batcher.chosen is not None and batcher.chosen <= 256
-    assert max(seen) <= 2 * batcher.chosen
-
-
-def test_ramp_respects_the_memory_cap() -> None:
-    batcher = KneeBatcher(memory_budget=int(1.5 * 1000 * 24))  # 1000 bytes/sample in _feed: cap 24
-    seen = _feed(batcher, 8, 32, {8: 10.0, 16: 20.0, 24: 30.0, 32: 40.0, 64: 80.0})
-    assert max(seen) <= 24
-    assert batcher.chosen is not None and batcher.chosen <= 24
-
-
-def test_ramp_ends_when_the_work_is_too_small_to_go_further() -> None:
-    batcher = KneeBatcher()
-    _feed(batcher, 4, 2, {8: 100.0})  # 4 probes x 2 steps = 8 samples per call
-    assert batcher.chosen == 8 and batcher.reason == "work"
+def test_memory_budget_is_gone() -> None:
+    with pytest.raises(TypeError, match="memory_budget"):
+        IntegratedGradients(n_steps=8, memory_budget=1 << 20)  # type: ignore[call-arg]
 
 
 # ------------------------------------------------------------------------------------------ automatic steps
@@ -321,13 +282,32 @@ def test_auto_climbs_when_the_model_gets_rougher_and_descends_when_it_smooths() 
     assert steps == sorted(steps[:2]) + sorted(steps[2:], reverse=True)  # monotone phases, no oscillation
 
 
+def test_auto_search_stays_within_its_pass_cap_and_resumes_next_call() -> None:
+    x, _ = _probes(4)
+    targets = torch.zeros(4, dtype=torch.long)
+    model = Rough(freq=40.0)
+    ig = IntegratedGradients(n_steps="auto", tolerance=1e-9, max_steps=64)  # never met: the climb goes to the top
+    assert ig.max_search_passes == 128
+    steps, spent = [], []
+    with training_state_guard(model):
+        for _ in range(4):
+            out = ig.explain(model, x.clone(), targets)
+            steps.append(int(out.diagnostics["n_steps"][0]))
+            spent.append(int(out.diagnostics["passes_per_probe"][0]))
+    assert max(spent) <= 128
+    assert spent[0] == 4 + 6 + 8 + 12 + 16 + 24 + 32  # 48 more would pass the cap
+    assert steps == [32, 48, 64, 64]  # each call resumes the climb where the last one stopped
+
+
 def test_auto_respects_max_steps() -> None:
     x, _ = _probes(4)
     targets = torch.zeros(4, dtype=torch.long)
     model = Rough(freq=40.0)
     ig = IntegratedGradients(n_steps="auto", tolerance=1e-6, max_steps=12)
     with training_state_guard(model):
+        first = ig.explain(model, x.clone(), targets)  # 4 + 6 + 8 passes: 12 more would pass the cap of 24
         out = ig.explain(model, x.clone(), targets)
+    assert int(first.diagnostics["n_steps"][0]) == 8
     assert int(out.diagnostics["n_steps"][0]) == 12
     assert float(out.diagnostics["relative_gap"][0]) > 1e-6  # reported honestly
 
@@ -415,22 +395,21 @@ def test_monitor_with_auto_steps_logs_the_step_count(tmp_path: Any) -> None:
     assert steps in STEP_LADDER
 
 
-def test_limit_batch_caps_fixed_and_measured_sizes() -> None:
+def test_limit_batch_caps_fixed_and_default_sizes() -> None:
     counting = Counting(_cnn())
     x, targets = _probes(8)
     fixed = IntegratedGradients(n_steps=8, internal_batch_size=64)
     fixed.limit_batch(16)
-    knee = IntegratedGradients(n_steps=32)
+    default = IntegratedGradients(n_steps=32)
     with training_state_guard(counting):
         fixed.explain(counting, x.clone(), targets)
         assert max(b for b, grad in counting.calls if grad) == 16
         counting.calls.clear()
-        for _ in range(3):
-            knee.explain(counting, x.clone(), targets)
-        knee.limit_batch(8)
+        default.explain(counting, x.clone(), targets)
+        assert max(b for b, grad in counting.calls if grad) == DEFAULT_BATCH
+        default.limit_batch(8)
         counting.calls.clear()
-        for _ in range(3):
-            knee.explain(counting, x.clone(), targets)
-    assert max(b for b, grad in counting.calls if grad) <= 8
+        default.explain(counting, x.clone(), targets)
+    assert {b for b, grad in counting.calls if grad} == {8}
     with pytest.raises(ValueError, match="`max_batch` must be >= 1"):
-        knee.limit_batch(0)
+        default.limit_batch(0)

@@ -195,6 +195,23 @@ def test_the_largest_image_of_a_default_run_is_the_sheet_with_128_px_tiles(tmp_p
             assert tile.shape[:2] == (128, 128) and tile.std() > 1.0
 
 
+def test_a_rendering_failure_warns_and_training_goes_on(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_xai.visualize import log
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no pictures today")
+
+    monkeypatch.setattr(log, "evaluation_media", broken)
+    train, val = loaders()
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",))
+    trainer = L.Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=2, callbacks=[monitor], logger=TensorBoardLogger(tmp_path))
+    )
+    with pytest.warns(UserWarning, match="rendering the pictures failed.*no pictures today"):
+        trainer.fit(TinyCNN(), train, val)
+    assert len(monitor.history) == 2 and trainer.current_epoch == 2
+
+
 if __name__ == "__main__":
     if "--regenerate-font" in sys.argv:
         FONT_FILE.write_text(generate_font_source())

@@ -80,8 +80,8 @@ def text_mask(text: str) -> Tensor:
 
 
 def draw_text(canvas: Tensor, text: str, x: int, y: int, color: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
-    """Blend ``text`` into a ``(3, H, W)`` float canvas in place, top-left corner at ``(x, y)``; clipped at the
-    canvas edges.
+    """Blend ``text`` into a ``(3, H, W)`` canvas in place (float in ``[0, 1]``, or uint8), top-left corner at
+    ``(x, y)``, in ``color`` (RGB in ``[0, 1]``); clipped at the canvas edges.
 
     Example::
 
@@ -89,14 +89,20 @@ def draw_text(canvas: Tensor, text: str, x: int, y: int, color: tuple[float, flo
         >>> draw_text(canvas, "ab", 2, 3)
         >>> bool(canvas.min() < 0.1), bool((canvas[:, :3] == 1).all())
         (True, True)
+        >>> pixels = torch.full((3, 20, 40), 255, dtype=torch.uint8)
+        >>> draw_text(pixels, "ab", 2, 3, (1.0, 0.0, 0.0))
+        >>> pixels[0].min().item(), pixels[1].min().item()
+        (255, 0)
     """
-    mask = text_mask(text).to(canvas.device, canvas.dtype)
     _, height, width = canvas.shape
+    mask = text_mask(text)
     top, left = max(0, y), max(0, x)
     bottom, right = min(height, y + mask.shape[0]), min(width, x + mask.shape[1])
     if bottom <= top or right <= left:
         return
-    alpha = mask[top - y : bottom - y, left - x : right - x]
-    ink = torch.tensor(color, dtype=canvas.dtype, device=canvas.device).view(3, 1, 1)
+    alpha = mask[top - y : bottom - y, left - x : right - x].to(canvas.device)
+    scale = 255.0 if canvas.dtype == torch.uint8 else 1.0
+    ink = torch.tensor(color, device=canvas.device).view(3, 1, 1) * scale
     region = canvas[:, top:bottom, left:right]
-    region.mul_(1.0 - alpha).add_(ink * alpha)
+    blended = region.float() * (1.0 - alpha) + ink * alpha
+    region.copy_(blended.round() if scale != 1.0 else blended)

@@ -99,6 +99,20 @@ class MediaLogger:
         sinks = self.sinks(trainer) if trainer.is_global_zero else []
         if not sinks:
             return
+        try:
+            self._log(trainer, sinks, done, labels, record, normalizations)
+        except Exception as err:  # noqa: BLE001 - pictures must never stop training
+            rank_zero_warn(f"AttributionMonitor: rendering the pictures failed, none logged this epoch: {err!r}")
+
+    def _log(
+        self,
+        trainer: Trainer,
+        sinks: list[MediaSink],
+        done: ProbeExplanations,
+        labels: Tensor | None,
+        record: Evaluation,
+        normalizations: Mapping[str, str],
+    ) -> None:
         owner = self.owner(trainer)
         drift, note = probe_drift(owner, done)
         threshold = getattr(getattr(owner, "drift", None), "probe_threshold", None)

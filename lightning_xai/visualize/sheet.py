@@ -129,11 +129,12 @@ def _tiles(
         heat = F.interpolate(heat.unsqueeze(1), size=(sh, sw), mode="bilinear", align_corners=False)[:, 0]
         heat = heat.clamp(0.0, 1.0)
         columns.append(overlay(shown, apply_colormap(heat, colormap), heat, alpha=alpha))
-    n = display.shape[0]
-    out = display.new_ones((n, len(columns), 3, tile, tile))
-    for i, column in enumerate(columns):
-        out[:, i, :, top : top + sh, left : left + sw] = column
-    return to_uint8(out).cpu()
+    stacked = to_uint8(torch.stack(columns, dim=1))  # (N, 1 + methods, 3, sh, sw)
+    if (sh, sw) == (tile, tile):
+        return stacked.cpu()
+    out = torch.full((*stacked.shape[:3], tile, tile), 255, dtype=torch.uint8, device=stacked.device)
+    out[..., top : top + sh, left : left + sw] = stacked
+    return out.cpu()
 
 
 def _fmt_class(value: int | None) -> str:
@@ -189,7 +190,7 @@ def render_sheet(
     names = list(results)
     layout = sheet_layout(int(inputs.shape[0]), len(names), tile_size)
     tiles = _tiles(inputs, results, normalizations, layout.tile, colormap, denormalize, alpha)
-    canvas = torch.ones(3, layout.height, layout.width)
+    canvas = torch.full((3, layout.height, layout.width), 255, dtype=torch.uint8)
     t = layout.tile
     draw_text(canvas, fit_text(title, layout.width - 2 * MARGIN), MARGIN, MARGIN, INK)
     heads = ["input"] + [METHOD_TITLES.get(n, n) for n in names]
@@ -203,7 +204,7 @@ def render_sheet(
     room = layout.width - 2 * MARGIN
     for i, y in enumerate(layout.rows):
         for j, x in enumerate(layout.columns):
-            canvas[:, y : y + t, x : x + t] = tiles[i, j].float() / 255.0
+            canvas[:, y : y + t, x : x + t] = tiles[i, j]
         label = None if lab is None else lab[i]
         wrong = label is not None and pred[i] != label
         parts: list[tuple[str, tuple[float, float, float]]] = [
@@ -226,7 +227,7 @@ def render_sheet(
             over = drift_threshold is not None and values[i] > drift_threshold
             draw_text(canvas, fit_text(f"{drift_name} {values[i]:.2f}", t), x, y + t + 2, ALERT if over else INK)
     _draw_legend(canvas, layout, names, normalizations, colormap, drift_note, drift_threshold)
-    return to_uint8(canvas)
+    return canvas
 
 
 def _draw_legend(
@@ -241,7 +242,7 @@ def _draw_legend(
     y = (layout.rows[-1] - LINE + layout.row_height) if layout.rows else MARGIN + 2 * LINE
     x0, x1 = MARGIN, layout.width - MARGIN
     bar = apply_colormap(torch.linspace(0.0, 1.0, max(2, x1 - x0)).expand(12, -1).unsqueeze(0), colormap)[0]
-    canvas[:, y : y + 12, x0:x1] = bar
+    canvas[:, y : y + 12, x0:x1] = to_uint8(bar)
     draw_text(canvas, "0", x0, y + 14, INK)
     draw_text(canvas, "max", x1 - text_width("max"), y + 14, INK)
     scales = sorted({normalizations.get(n, "max") for n in names})
