@@ -413,3 +413,12 @@ def test_limit_batch_caps_fixed_and_default_sizes() -> None:
     assert {b for b, grad in counting.calls if grad} == {8}
     with pytest.raises(ValueError, match="`max_batch` must be >= 1"):
         default.limit_batch(0)
+
+
+def test_config_names_the_steps_and_the_baseline() -> None:
+    """What a checkpoint's monitor state is matched on (``Explainer.config``)."""
+    assert IntegratedGradients(8).config() == {"n_steps": 8, "baseline": None}
+    assert IntegratedGradients(baseline=0.5).config() == {"n_steps": "auto", "baseline": 0.5}
+    zeros = IntegratedGradients(baseline=torch.zeros(3, 1, 1)).config()["baseline"]
+    assert zeros.startswith("(3, 1, 1):")
+    assert IntegratedGradients(baseline=torch.ones(3, 1, 1)).config()["baseline"] != zeros

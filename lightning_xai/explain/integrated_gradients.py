@@ -173,7 +173,7 @@ class IntegratedGradients(Explainer):
         self.max_batch = max_batch
 
     def config(self) -> dict[str, Any]:
-        baseline = self.baseline
+        baseline: Any = self.baseline
         if isinstance(baseline, Tensor):
             data = baseline.detach().cpu().double().contiguous()
             baseline = f"{tuple(data.shape)}:{hashlib.sha1(data.numpy().tobytes()).hexdigest()[:8]}"
