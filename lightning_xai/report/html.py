@@ -78,7 +78,16 @@ def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width
     points = [p for s in series for p in s.points if math.isfinite(p[1])]
     if not points:
         return ""
-    left, right, top, bottom = 52, 14, 28, 58
+    left, right, top = 52, 14, 28
+    shown = [s for s in series if any(math.isfinite(p[1]) for p in s.points)]
+    legend, x_at, row = [], float(left), 0
+    for s in shown:  # legend entries, wrapped onto as many lines as they need
+        need = 30 + 6.5 * len(s.name)
+        if x_at + need > width - right and x_at > left:
+            x_at, row = float(left), row + 1
+        legend.append((s, x_at, row))
+        x_at += need
+    bottom = 44 + 16 * (row + 1)
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_lo, x_hi = min(xs), max(xs)
     if x_hi == x_lo:
@@ -86,6 +95,7 @@ def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width
     y_lo, y_hi = min(0.0, min(ys)), max(ys)
     y_ticks = _ticks(y_lo, y_hi if y_hi > y_lo else y_lo + 1.0)
     y_lo, y_hi = y_ticks[0], y_ticks[-1]
+    height += 16 * row  # room for the extra legend lines
     pw, ph = width - left - right, height - top - bottom
 
     def sx(x: float) -> float:
@@ -110,11 +120,8 @@ def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#999"/>')
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#999"/>')
     out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 30}" font-size="11" text-anchor="middle">{xlabel}</text>')
-    lx = float(left)
-    for s in series:
+    for s, lx, row in legend:
         pts = sorted(p for p in s.points if math.isfinite(p[1]))
-        if not pts:
-            continue
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         if s.markers_only:
             for x, y in pts:
@@ -130,7 +137,7 @@ def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width
                     f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{s.colour}">'
                     f"<title>{html.escape(s.name)}: {xlabel} {x:g}, {y:.4g}</title></circle>"
                 )
-        ly = height - 10
+        ly = top + ph + 50 + 16 * row
         mark = (
             f'<circle cx="{lx + 8}" cy="{ly - 4}" r="4.5" fill="none" stroke="{s.colour}" stroke-width="2"/>'
             if s.markers_only
@@ -140,7 +147,6 @@ def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width
         )
         out.append(mark)
         out.append(f'<text x="{lx + 22}" y="{ly}" font-size="11">{html.escape(s.name)}</text>')
-        lx += 30 + 6.5 * len(s.name)
     out.append("</svg>")
     return "".join(out)
 
@@ -167,9 +173,11 @@ def _drift_section(run: RunLog) -> str:
         if threshold:
             series.append(Series("threshold", threshold, PALETTE[1], dashed=True))
         for i, tag in enumerate(sorted(t for t in run.scalars if t.startswith(f"{base}/rule_"))):
-            name = tag.rsplit("/", 1)[-1].removeprefix("rule_")
+            key = tag.rsplit("/", 1)[-1].removeprefix("rule_")
+            limit = key.endswith("_threshold")
+            name = "rule: " + key.removesuffix("_threshold").replace("_vs_", " vs ").replace("_", " ")
             colour = PALETTE[(2 + i // 2) % len(PALETTE)]
-            series.append(Series(name, run.scalars[tag], colour, dashed=name.endswith("_threshold")))
+            series.append(Series(name + (" threshold" if limit else ""), run.scalars[tag], colour, dashed=limit))
         alerts = run.scalars.get(f"{base}/alert", [])
         if not alerts:  # an older run: mark the alert epochs on the watched series
             by_epoch = dict(watched)

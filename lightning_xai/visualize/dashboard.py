@@ -6,7 +6,8 @@ Summary scalars (logged against the **epoch**, so a 10-epoch run is 10 evenly sp
 * ``xai/summary/<method>/watched``: what the drift detector watches (``xai/<method>/alert/score``);
 * ``xai/summary/<method>/threshold``: its calibrated threshold (``xai/<method>/alert/threshold``, from the first
   evaluation after calibration);
-* ``xai/summary/<method>/alert``: the watched value at an epoch where the method raised an alert (a marker);
+* ``xai/summary/<method>/alert``: at an epoch where the method raised an alert, the value that fired (a marker on
+  the series that crossed its threshold);
 * ``xai/summary/<method>/rule_<key>`` and ``..._threshold``: the series a :class:`~lightning_xai.DriftRule`
   watches and its fixed threshold;
 * ``xai/summary/seconds``: what the evaluation cost (``xai/seconds``).
@@ -60,8 +61,8 @@ def summary_scalars(
                 out[f"{base}/{name}"] = float(value)
                 out[f"{base}/{name}_threshold"] = float(rule.threshold)
         fired = [a for a in alerts if getattr(a, "method", None) == method]
-        if fired:
-            out[f"{base}/alert"] = float(score) if score is not None else float(fired[0].value)
+        if fired:  # on the series that fired: the alert's own value
+            out[f"{base}/alert"] = float(fired[0].value)
     if "xai/seconds" in scalars:
         out[f"{SUMMARY_PREFIX}/seconds"] = float(scalars["xai/seconds"])
     return out
