@@ -65,9 +65,9 @@ def run_one(arm: str, seed: int, threshold: float | None = None) -> dict[str, An
         "alerts_before_onset": sum(1 for a in monitor.alerts if warmup <= a.epoch < ONSET),
         "first_after_onset": next((e for e in alert_epochs if e >= ONSET), None),
         "decoy_rate": [round(r.decoy_rate, 3) for r in records],
-        "watched": {
-            m: [round(r.scalars.get(f"xai/{m}/drift/rank_vs_reference/median", float("nan")), 3) for r in records]
-            for m in MASS
+        "watched": {m: [round(r.scalars.get(f"xai/{m}/alert/score", float("nan")), 3) for r in records] for m in MASS},
+        "thresholds": {
+            m: [round(r.scalars.get(f"xai/{m}/alert/threshold", float("nan")), 3) for r in records] for m in MASS
         },
         "mass_before": {m: records[ONSET - 1].scalars.get(k, float("nan")) for m, k in MASS.items()},
         "mass_after": {m: records[-1].scalars.get(k, float("nan")) for m, k in MASS.items()},
@@ -94,6 +94,7 @@ def main() -> None:
             )
             results.append(r)
     elapsed = time.perf_counter() - start
+    warmup_epochs = 2  # the monitor's default
 
     print(
         f"{'arm':>9} {'seed':>4} {'alerts (epochs)':>22} {'delay':>5} {'decoy@end':>9} "
@@ -121,10 +122,29 @@ def main() -> None:
         m: (med([r["mass_before"][m] for r in shortcut]), med([r["mass_after"][m] for r in shortcut])) for m in MASS
     }
     control_text = ", ".join(f"{arm} {n}" for arm, n in controls.items())
+    # margins: how far the watched value stayed below its threshold in the controls (after warm-up), and how far
+    # it rose above it at the onset evaluation in the shortcut runs (per method, the larger of the two methods)
+    control_margin = min(
+        (
+            t - v
+            for r in results
+            if r["arm"] != "shortcut"
+            for m in MASS
+            for e, (v, t) in enumerate(zip(r["watched"][m], r["thresholds"][m], strict=True))
+            if e >= warmup_epochs and t == t and v == v
+        ),
+        default=float("nan"),
+    )
+    onset_margin = min(
+        (max(r["watched"][m][e] - r["thresholds"][m][e] for m in MASS for e in (ONSET, ONSET + 1)) for r in shortcut),
+        default=float("nan"),
+    )
     print(
         f"SUMMARY detected within 2 evaluations: {detected}/{len(shortcut)} seeds; delay median "
         f"{med([float(d) for d in delays]):.1f} max {max(delays) if delays else 'nan'}; false alerts before onset "
-        f"{early}; control alerts after warm-up: {control_text}; patch mass before→after (median): "
+        f"{early}; control alerts after warm-up: {control_text}; margins: controls stay >= {control_margin:.3f} "
+        f"below the threshold, a shortcut run rises >= {onset_margin:.3f} above it within 2 evaluations; "
+        f"patch mass before→after (median): "
         f"gradcam {mass['gradcam'][0]:.3f}→{mass['gradcam'][1]:.3f}, "
         f"integrated_gradients {mass['integrated_gradients'][0]:.3f}→{mass['integrated_gradients'][1]:.3f}; "
         f"{elapsed / 60:.1f} min"

@@ -99,12 +99,13 @@ def test_detector_calibrates_then_alerts_on_a_move_and_says_where() -> None:
 def test_detector_does_not_calibrate_on_its_alert_and_keeps_quiet_in_cooldown() -> None:
     det = ShiftDetector(cooldown=2)
     for s in range(5):
-        det.update("m", _object_maps(4, 0.3, s), (16, 16), armed=True)
+        d = det.update("m", _object_maps(4, 0.05, s), (16, 16), armed=True)
+        assert d is None or not d.fired
     scores_before = list(det.state_dict()["m"]["scores"])
-    moved = _object_maps(4, 0.3, 50)
+    moved = _object_maps(4, 0.05, 50)
     moved[:, 0, 0] = 40.0
     assert det.update("m", moved, (16, 16), armed=True).fired
-    back = _object_maps(4, 0.3, 51)
+    back = _object_maps(4, 0.05, 51)
     assert not det.update("m", back, (16, 16), armed=True).fired  # moves back: in cooldown
     assert det.state_dict()["m"]["scores"] == scores_before
 
@@ -120,7 +121,7 @@ def test_detector_state_round_trips() -> None:
     assert a == b
 
 
-@pytest.mark.parametrize("bad", [{"k": float("nan")}, {"calibration": 0}, {"floor": -1.0}, {"ratio": "3"}])
+@pytest.mark.parametrize("bad", [{"alpha": float("nan")}, {"calibration": -1}, {"floor": -1.0}, {"ratio": "3"}])
 def test_detector_rejects_bad_settings(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="ShiftDetector"):
         ShiftDetector(**bad)
@@ -142,7 +143,8 @@ def test_alert_carries_the_evidence_and_says_it_in_one_sentence() -> None:
     alert = alerts[0]
     assert alert.region is not None and alert.region[0] >= 16 and alert.region[1] == 0
     assert alert.noise is not None and alert.value >= alert.threshold
-    assert "relevance moved into the region rows" in alert.message and "100% of the probes" in alert.message
+    assert "of the probes' relevance moved into regions they all ignored before" in alert.message
+    assert f"rows {alert.region[0]}-{alert.region[2]}" in alert.message and "100% of the probes" in alert.message
     assert alert.to_dict()["region"] == list(alert.region)
     assert type(alert).from_dict(alert.to_dict()) == alert
 

@@ -220,22 +220,22 @@ def detection_alert(method: str, epoch: int, step: int, d: Detection) -> DriftAl
     """The alert for a detector that fired, with its evidence in one sentence."""
     assert d.threshold is not None
     where = (
-        f"relevance moved into the region rows {d.region[0]}-{d.region[2]}, columns {d.region[1]}-{d.region[3]} "
-        f"(input pixels) in {d.region_share:.0%} of the probes"
+        f" (most of it into rows {d.region[0]}-{d.region[2]}, columns {d.region[1]}-{d.region[3]} of the input, "
+        f"where {d.region_share:.0%} of the probes gained most)"
         if d.region is not None
-        else "relevance moved"
+        else ""
     )
     message = (
-        f"Attribution drift at epoch {epoch} (step {step}): {method}: {where}; {d.score:.0%} of the relevance moved "
-        f"since the previous evaluation, over this run's threshold {d.threshold:.0%} (normal level "
-        f"{(d.noise or 0.0):.0%}). The model may rely on different evidence (e.g. a shortcut). "
+        f"Attribution drift at epoch {epoch} (step {step}): {method}: {d.score:.1%} of the probes' relevance moved "
+        f"into regions they all ignored before{where}; this run's threshold is {d.threshold:.1%} (noise "
+        f"{(d.noise or 0.0):.1%}). The model may rely on different evidence (e.g. a shortcut). "
         + _SEE.format(method=method)
     )
     return DriftAlert(
         epoch=epoch,
         global_step=step,
         method=method,
-        metric="shift_vs_previous",
+        metric="novel_relevance",
         statistic="median",
         value=d.score,
         threshold=d.threshold,

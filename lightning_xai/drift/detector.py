@@ -1,9 +1,12 @@
-"""The default drift detector: it calibrates itself on the run it watches.
+"""The default drift detector: it looks for relevance moving somewhere new, together, and calibrates on the run.
 
 A fixed threshold on "distance from an early reference" cannot tell learning from a shortcut: ordinary training
 moves explanations a lot early on and less later, by amounts that differ between models, inputs and methods.
-:class:`ShiftDetector` instead watches the *rate* of change (how much relevance moved since the previous
-evaluation, :func:`~lightning_xai.functional.relevance_shift`) and learns its normal level from the run itself.
+What a shortcut does differently is the *direction* of the change: relevance leaves the regions the model
+used to read and moves, in many probes at once, into regions all of them ignored before (a watermark, a
+corner patch, a background texture). Benign training sharpens maps where they already were, and its jitter
+points in a different direction for every probe. :class:`ShiftDetector` measures exactly that movement and
+judges it against two noise levels measured on the run itself.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.functional.shift import gain_box, relevance_distribution, relevance_gain, relevance_shift
+from lightning_xai.functional.shift import gain_box, novel_relevance, relevance_distribution
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,14 @@ class Detection:
     """What the detector saw at one evaluation of one method.
 
     Attributes:
-        score: the watched value (median share of relevance that moved since the previous evaluation).
-        threshold: the calibrated threshold (None while calibrating).
-        noise: the normal level it was calibrated on (the median score of earlier evaluations; None before).
+        score: the watched value: the share of the probes' relevance that moved, since the previous evaluation,
+            into regions the probes' average map had left quiet (mean over probes; negative when it left them).
+        threshold: the threshold of this evaluation (None while calibrating).
+        noise: the noise level it was calibrated on: the larger of the spread of this evaluation's per-probe
+            movements (standard error) and the typical score of the run's earlier evaluations (None before).
         fired: True when this evaluation raises an alert.
-        probe_indices: probes whose own shift is over the threshold.
-        region: ``(top, left, bottom, right)`` in input pixels of the region that gained relevance (None if none).
+        probe_indices: probes whose own movement into the quiet regions is over the threshold.
+        region: ``(top, left, bottom, right)`` in input pixels of the quiet region that gained most (None if none).
         region_share: share of probes whose largest gain lies in that region.
     """
 
@@ -50,34 +55,44 @@ class _MethodState:
 
 
 class ShiftDetector:
-    """Alert when explanations move much more than they normally do in this run.
+    """Alert when relevance moves, in many probes at once, into regions all of them used to ignore.
 
-    Each evaluation, every probe's attribution map becomes a distribution of relevance over at most
-    ``cells`` × ``cells`` regions, and the detector measures the share of relevance that moved since the
-    previous evaluation (total variation, 0–1). Its *score* is the median over probes. Scores of the
-    evaluations after the warm-up calibrate the run's normal level: the median of the earlier scores
-    (``noise``) and their spread. An evaluation alerts when
+    Each evaluation, every probe's attribution map becomes a distribution of relevance over at most ``cells`` ×
+    ``cells`` regions. The *quiet* regions are those where the probes' average distribution at the previous
+    evaluation was below the uniform level. Per probe, the detector measures the share of relevance that moved
+    into the quiet regions since then (:func:`~lightning_xai.functional.novel_relevance`); the *score* is the
+    mean over probes. It alerts when
 
-        ``score >= max(floor, ratio × noise, noise + k × spread)``
+        ``score >= max(floor, t × standard error, ratio × typical score)``
 
-    once at least ``calibration`` scores are known. An alert's score is not added to the calibration, and the
-    detector stays silent for ``cooldown`` evaluations after it.
+    where the standard error is the spread of the per-probe movements at this evaluation divided by √P (random,
+    per-probe jitter has a large spread; a shared cue moves every probe the same way), ``t`` is Student's
+    one-sided ``1 − alpha`` quantile with ``P − 1`` degrees of freedom (a t-test across probes: 3.25 for 10
+    probes at the default ``alpha``), and the typical score is the median of the run's earlier positive scores
+    after the warm-up (at least ``calibration`` evaluations are needed before the detector may alert; movement
+    *out of* quiet regions, as maps sharpen, is not noise to calibrate on). An alert's score is not added to the
+    calibration, and the method stays silent for ``cooldown`` evaluations after it. Fewer than 4 probes cannot
+    show that a movement is shared, so the detector never alerts then.
 
     Args:
-        calibration: scores needed before the detector may alert.
-        ratio: how many times the normal level a change must be.
-        k: how many spreads (1.4826 × median absolute deviation) above the normal level.
-        floor: the smallest share of relevance that must move, whatever the calibration says.
+        calibration: evaluations after the warm-up needed before the detector may alert.
+        alpha: the one-sided level of the test across probes.
+        ratio: how many times the run's typical score the movement must be.
+        floor: the smallest share of relevance that must move, whatever the noise says.
         cells: regions per side of the grid the maps are pooled onto.
         cooldown: evaluations after an alert during which the method stays silent.
 
     Example::
 
         >>> det = ShiftDetector(calibration=2)
-        >>> maps = torch.zeros(4, 8, 8); maps[:, 3:5, 3:5] = 1.0  # relevance on the object
+        >>> g = torch.Generator().manual_seed(0)
+        >>> def maps():  # relevance on the object, with some jitter
+        ...     m = torch.rand(8, 16, 16, generator=g) * 0.3
+        ...     m[:, 5:11, 5:11] += 1.0
+        ...     return m
         >>> for epoch in range(4):
-        ...     d = det.update("gradcam", maps + 0.05 * epoch, (32, 32), armed=True)
-        >>> shortcut = torch.zeros(4, 8, 8); shortcut[:, 0, 7] = 1.0  # now on a corner
+        ...     d = det.update("gradcam", maps(), (32, 32), armed=True)
+        >>> shortcut = maps(); shortcut[:, 0:2, 14:16] += 6.0  # every probe now also reads a corner
         >>> d = det.update("gradcam", shortcut, (32, 32), armed=True)
         >>> d.fired, d.region
         (True, (0, 28, 3, 31))
@@ -86,47 +101,51 @@ class ShiftDetector:
     def __init__(
         self,
         calibration: int = 2,
+        alpha: float = 0.005,
         ratio: float = 3.0,
-        k: float = 4.0,
-        floor: float = 0.1,
+        floor: float = 0.01,
         cells: int = 8,
         cooldown: int = 3,
     ) -> None:
-        for name, value, low in (("calibration", calibration, 1), ("cells", cells, 1), ("cooldown", cooldown, 0)):
+        for name, value, low in (("calibration", calibration, 0), ("cells", cells, 2), ("cooldown", cooldown, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"`ShiftDetector({name}=...)` must be an int >= {low}, got {value!r}.")
-        for name, number in (("ratio", ratio), ("k", k), ("floor", floor)):
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
+            raise ValueError(f"`ShiftDetector(alpha=...)` must be a number in (0, 0.5), got {alpha!r}.")
+        for name, number in (("ratio", ratio), ("floor", floor)):
             if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
                 raise ValueError(f"`ShiftDetector({name}=...)` must be a finite number, got {number!r}.")
             if number < 0:
                 raise ValueError(f"`ShiftDetector({name}=...)` must be >= 0, got {number!r}.")
-        self.calibration, self.ratio, self.k, self.floor = calibration, float(ratio), float(k), float(floor)
+        self.calibration, self.alpha, self.ratio, self.floor = calibration, float(alpha), float(ratio), float(floor)
         self.cells, self.cooldown = cells, cooldown
         self._states: dict[str, _MethodState] = {}
 
     def config(self) -> dict[str, Any]:
         return {
             "calibration": self.calibration,
+            "alpha": self.alpha,
             "ratio": self.ratio,
-            "k": self.k,
             "floor": self.floor,
             "cells": self.cells,
             "cooldown": self.cooldown,
         }
 
-    def threshold(self, scores: list[float]) -> tuple[float | None, float | None]:
-        """``(threshold, noise)`` from the calibration scores; ``(None, None)`` while there are too few.
+    def threshold(self, scores: list[float], standard_error: float, probes: int) -> tuple[float | None, float | None]:
+        """``(threshold, noise)`` for an evaluation of ``probes`` probes whose movements have ``standard_error``,
+        after the run's earlier ``scores``; ``(None, None)`` while fewer than ``calibration`` scores are known.
 
         Example::
 
-            >>> ShiftDetector().threshold([0.10, 0.12])
-            (0.33, 0.11)
+            >>> ShiftDetector().threshold([0.002, -0.004, 0.003], standard_error=0.005, probes=10)
+            (0.016239, 0.005)
         """
         if len(scores) < self.calibration:
             return None, None
-        noise = statistics.median(scores)
-        spread = 1.4826 * statistics.median(abs(s - noise) for s in scores)
-        return round(max(self.floor, self.ratio * noise, noise + self.k * spread), 6), round(noise, 6)
+        typical = statistics.median(max(s, 0.0) for s in scores) if scores else 0.0
+        noise = max(standard_error, typical)
+        threshold = max(self.floor, t_quantile(1 - self.alpha, probes - 1) * standard_error, self.ratio * typical)
+        return round(threshold, 6), round(noise, 6)
 
     def update(self, method: str, maps: Tensor, input_size: tuple[int, int], armed: bool) -> Detection | None:
         """Feed one evaluation's raw maps ``(P, h, w)`` of ``method``; None when there is no previous map yet.
@@ -137,37 +156,22 @@ class ShiftDetector:
         previous, state.previous = state.previous, current
         if previous is None or previous.shape != current.shape:
             return None
-        per_probe = relevance_shift(current, previous)
-        score = float(per_probe.median())
-        threshold, noise = self.threshold(state.scores)
+        moved = novel_relevance(current, previous, common=True)
+        score = float(moved.mean())
+        count = moved.numel()
+        standard_error = float(moved.std()) / math.sqrt(count) if count > 1 else math.inf
+        threshold, noise = self.threshold(state.scores, standard_error, count)
         if not armed:
             return Detection(score, None, None)
         if state.cooldown_left > 0:  # right after an alert: neither calibrate on it nor alert again
             state.cooldown_left -= 1
             return Detection(score, threshold, noise)
-        fired = threshold is not None and score >= threshold
-        if not fired:
+        if threshold is None or score < threshold:
             state.scores.append(score)
             return Detection(score, threshold, noise)
-        assert threshold is not None
         state.cooldown_left = self.cooldown
-        gain = relevance_gain(current, previous)
-        box = gain_box(gain)
-        region, share = None, 0.0
-        if box is not None:
-            top, left, bottom, right = box
-            sy, sx = input_size[0] / current.shape[1], input_size[1] / current.shape[2]
-            region = (
-                int(top * sy),
-                int(left * sx),
-                int(math.ceil((bottom + 1) * sy)) - 1,
-                int(math.ceil((right + 1) * sx)) - 1,
-            )
-            peak = gain.flatten(1).argmax(dim=1)
-            rows, cols = peak // current.shape[2], peak % current.shape[2]
-            inside = (rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right)
-            share = float(inside.double().mean())
-        over = tuple(int(i) for i in torch.nonzero(per_probe >= threshold).flatten())
+        region, share = _gain_region(current, previous, input_size)
+        over = tuple(int(i) for i in torch.nonzero(moved >= threshold).flatten())
         return Detection(score, threshold, noise, True, over, region, share)
 
     def state_dict(self) -> dict[str, Any]:
@@ -181,3 +185,42 @@ class ShiftDetector:
             name: _MethodState(s.get("previous"), [float(v) for v in s.get("scores", [])], int(s["cooldown_left"]))
             for name, s in state.items()
         }
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Student's t quantile (Cornish–Fisher expansion around the normal quantile; within 0.5 % of the exact value
+    for ``dof >= 3``); ``inf`` below 3 degrees of freedom, where a spread of so few values says too little.
+
+    Example::
+
+        >>> round(t_quantile(0.995, 9), 2), t_quantile(0.995, 2)
+        (3.25, inf)
+    """
+    if dof < 3:
+        return math.inf
+    z = float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
+    n = float(dof)
+    return (
+        z
+        + (z**3 + z) / (4 * n)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
+    )
+
+
+def _gain_region(
+    current: Tensor, previous: Tensor, input_size: tuple[int, int]
+) -> tuple[tuple[int, int, int, int] | None, float]:
+    """The quiet region that gained most, in input pixels, and the share of probes whose largest gain is in it."""
+    quiet = previous.mean(dim=0, keepdim=True) < 1.0 / (previous.shape[-1] * previous.shape[-2])
+    gain = (current - previous).clamp_min(0) * quiet
+    box = gain_box(gain)
+    if box is None:
+        return None, 0.0
+    top, left, bottom, right = box
+    sy, sx = input_size[0] / current.shape[1], input_size[1] / current.shape[2]
+    region = (int(top * sy), int(left * sx), math.ceil((bottom + 1) * sy) - 1, math.ceil((right + 1) * sx) - 1)
+    peak = gain.flatten(1).argmax(dim=1)
+    rows, cols = peak // current.shape[2], peak % current.shape[2]
+    inside = (rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right)
+    return region, float(inside.double().mean())

@@ -7,9 +7,12 @@ Between two such distributions ``p`` (before) and ``q`` (after):
 * :func:`relevance_shift` — the share of relevance that moved, the total-variation distance
   ``½ Σ |q − p|`` in ``[0, 1]``;
 * :func:`relevance_gain` — where it went, ``max(q − p, 0)`` per region;
-* :func:`novel_relevance` — the share of relevance now in regions that held little before: ``Σ q`` over the
-  regions where ``p`` was below its mean (``1 / regions``). Sharpening onto what a map already showed lowers
-  it; relevance leaving for a region the map ignored (a watermark, a background cue) raises it;
+* :func:`novel_relevance` — the share of relevance that moved into regions that held little before: ``Σ (q − p)``
+  over the regions where ``p`` was below the uniform level (``1 / regions``). Sharpening onto what a map already
+  showed lowers it; relevance leaving for a region the map ignored (a watermark, a background cue) raises it.
+  With ``common=True`` the quiet regions are those of the probes' *average* map, so that only relevance moving
+  into regions that all probes ignored counts (a cue shared by the data), and random per-probe jitter averages
+  out;
 * :func:`gain_box` — the bounding box of the regions that gained most, across samples.
 
 All functions are batched, work on any device and compute in float64 (float32 on MPS).
@@ -67,9 +70,10 @@ def relevance_gain(current: Tensor, previous: Tensor) -> Tensor:
     return (current - previous).clamp_min(0)
 
 
-def novel_relevance(current: Tensor, previous: Tensor) -> Tensor:
-    """Share of ``current``'s relevance in regions where ``previous`` was below the uniform level, minus the
-    share ``previous`` itself had there: positive when relevance moved into regions the map used to ignore.
+def novel_relevance(current: Tensor, previous: Tensor, common: bool = False) -> Tensor:
+    """Per sample, the share of relevance that moved into quiet regions: ``Σ (current − previous)`` over the regions
+    where ``previous`` was below the uniform level (with ``common=True``: where the samples' *average* previous
+    map was). Positive when relevance moved into regions that used to be ignored.
 
     Example::
 
@@ -79,7 +83,8 @@ def novel_relevance(current: Tensor, previous: Tensor) -> Tensor:
         (0.3, 0.0)
     """
     regions = previous.shape[-1] * previous.shape[-2]
-    quiet = previous < 1.0 / regions
+    reference = previous.mean(dim=0, keepdim=True) if common else previous
+    quiet = reference < 1.0 / regions
     return ((current - previous) * quiet).flatten(1).sum(dim=1)
 
 
