@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo quickstart test lint docs bench bench-shortcut clean
+.PHONY: demo quickstart test lint docs bench bench-shortcut bench-alerts clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: $(STAMP)
 # the detection benchmark (shortcut vs controls, 5 seeds): about 7 minutes on 2 CPU cores
 bench-shortcut: $(STAMP)
 	$(PY) benchmarks/shortcut_detection.py
+
+# the alert-truth suite (shortcut vs benign scenarios x 3 models x 3 seeds): trains and records every run into
+# benchmarks/alert_truth/out/ and prints the report; about 30 minutes on 2 quiet CPU cores
+bench-alerts: $(STAMP)
+	$(PY) benchmarks/alert_truth/run.py
 
 clean:
 	rm -rf $(VENV) lightning_logs logs

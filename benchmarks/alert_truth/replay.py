@@ -1,0 +1,168 @@
+"""Replay alert detectors offline on the recorded maps: compare candidates in seconds, without retraining.
+
+A detector is a callable ``detector(maps_by_epoch, epochs) -> [(epoch, method), ...]``: ``maps_by_epoch[i]`` maps a
+method name to its raw ``(P, h, w)`` attribution maps at evaluation ``epochs[i]`` (exactly what the monitor's drift
+tracker saw), and the result lists the alerts it would raise. A detector may also have a ``watched(maps_by_epoch,
+epochs)`` method returning, per evaluation, ``{method: (value, threshold)}``: the report then shows its margins.
+
+Example (the old fixed rule, recomputed from the maps; ``--check`` compares its alerts with the live ones)::
+
+    python benchmarks/alert_truth/replay.py --check
+    python benchmarks/alert_truth/replay.py --detector my_module:my_detector --markdown replay.md
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchmarks.alert_truth.report import (
+    DEFAULT_OUT,
+    Alert,
+    Watched,
+    live_alerts,
+    load_records,
+    report,
+)
+from lightning_xai.functional import spearman_distance
+
+MapsByEpoch = list[dict[str, Tensor]]
+Detector = Callable[[MapsByEpoch, list[int]], list[tuple[int, str]]]
+
+
+def maps_by_epoch(record: dict[str, Any]) -> tuple[MapsByEpoch, list[int]]:
+    """The recorded maps of every evaluation and their epochs."""
+    evals = [e for e in record["evaluations"] if e.get("evaluated", True)]
+    return [dict(e["maps"]) for e in evals], [int(e["epoch"]) for e in evals]
+
+
+class FixedRankRule:
+    """Today's default rule recomputed from the maps: median over probes of ``spearman_distance`` (1 - Spearman rho
+    of ``|A|``) against the reference maps (the first evaluation at or after ``warmup_epochs``, i.e. epoch 2),
+    alert when ``>= threshold``; one alert per event (re-armed below the threshold), ``cooldown`` silent
+    evaluations after an alert, ``patience`` consecutive evaluations needed (as ``DriftRule()``)."""
+
+    def __init__(self, threshold: float = 0.4, warmup_epochs: int = 2, patience: int = 1, cooldown: int = 3) -> None:
+        self.threshold, self.warmup_epochs = threshold, warmup_epochs
+        self.patience, self.cooldown = patience, cooldown
+
+    def values(self, maps: MapsByEpoch, epochs: list[int]) -> list[dict[str, float]]:
+        """Per evaluation, the watched value of each method (absent before and at the reference)."""
+        reference: dict[str, tuple[int, Tensor]] = {}
+        out: list[dict[str, float]] = []
+        for epoch, by_method in zip(epochs, maps, strict=True):
+            row: dict[str, float] = {}
+            for method, current in by_method.items():
+                ref = reference.get(method)
+                if ref is None or ref[1].shape != current.shape:
+                    if epoch >= self.warmup_epochs:
+                        reference[method] = (epoch, current)
+                    continue
+                per_probe = spearman_distance(current.float(), ref[1].float())
+                row[method] = float(torch.quantile(per_probe.double(), 0.5).float())  # as the tracker's median
+            out.append(row)
+        return out
+
+    def watched(self, maps: MapsByEpoch, epochs: list[int]) -> list[Watched]:
+        return [{m: (v, self.threshold) for m, v in row.items()} for row in self.values(maps, epochs)]
+
+    def __call__(self, maps: MapsByEpoch, epochs: list[int]) -> list[tuple[int, str]]:
+        alerts: list[tuple[int, str]] = []
+        state: dict[str, list[Any]] = {}  # method -> [streak, cooldown_left, firing]
+        for epoch, row in zip(epochs, self.values(maps, epochs), strict=True):
+            for method, value in row.items():
+                s = state.setdefault(method, [0, 0, False])
+                over = value >= self.threshold
+                s[0] = s[0] + 1 if over else 0
+                if not over:
+                    s[2] = False
+                if over and s[0] >= self.patience and not s[2] and s[1] == 0:
+                    s[2] = True
+                    s[1] = self.cooldown + 1
+                    alerts.append((epoch, method))
+                if s[1] > 0:
+                    s[1] -= 1
+        return alerts
+
+
+def replay(records: Sequence[dict[str, Any]], detector: Detector) -> dict[str, tuple[list[Alert], list[Watched]]]:
+    """Run ``detector`` on every recorded run: name -> (alerts, watched values per evaluation)."""
+    out: dict[str, tuple[list[Alert], list[Watched] | None]] = {}
+    watched_fn = getattr(detector, "watched", None)
+    for rec in records:
+        maps, epochs = maps_by_epoch(rec)
+        alerts = [(int(a[0]), str(a[1])) for a in detector(maps, epochs)]
+        # without ``watched`` the report shows no margins (rather than the live detector's)
+        out[rec["name"]] = (alerts, [{} for _ in epochs] if watched_fn is None else watched_fn(maps, epochs))
+    return out
+
+
+def check_against_live(records: Sequence[dict[str, Any]], replayed: dict[str, tuple[list[Alert], Any]]) -> list[str]:
+    """Runs whose replayed alerts differ from the live ones (empty: the recording reproduces the live alerts)."""
+    problems = []
+    for rec in records:
+        live = sorted(live_alerts(rec))
+        again = sorted(replayed[rec["name"]][0])
+        if live != again:
+            problems.append(f"{rec['name']}: live {live} replayed {again}")
+    return problems
+
+
+def load_detector(spec: str) -> Detector:
+    """``module:attribute`` (a detector, or a class/factory called without arguments when it is a class)."""
+    module_name, _, attr = spec.partition(":")
+    obj = getattr(importlib.import_module(module_name), attr or "detector")
+    return obj() if isinstance(obj, type) else obj
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="the recordings' directory")
+    parser.add_argument("--detector", default=None, help="module:callable (default: the old fixed rule)")
+    parser.add_argument("--check", action="store_true", help="check that replayed alerts equal the live ones")
+    parser.add_argument("--markdown", default=None, help="also write the report as markdown to this file")
+    args = parser.parse_args(argv)
+    records = load_records(args.out)
+    if not records:
+        raise SystemExit(f"no recordings in {args.out}; run benchmarks/alert_truth/run.py first")
+    detector = FixedRankRule() if args.detector is None else load_detector(args.detector)
+    name = args.detector or "old fixed rule (rank_vs_reference median >= 0.4), replayed"
+    start = time.perf_counter()
+    replayed = replay(records, detector)
+    seconds = time.perf_counter() - start
+
+    def alerts_for(rec: dict[str, Any]) -> list[Alert]:
+        return replayed[rec["name"]][0]
+
+    def watched_for(rec: dict[str, Any]) -> list[Watched]:
+        return replayed[rec["name"]][1]
+
+    kwargs: dict[str, Any] = {"alerts_for": alerts_for, "watched_for": watched_for, "title": name}
+    text, _ = report(records, **kwargs)
+    print(text.replace("run time n/a", f"replay time {seconds:.1f} s"))
+    if args.markdown:
+        md, _ = report(records, markdown=True, **kwargs)
+        Path(args.markdown).write_text(md + "\n")
+    if args.check:
+        problems = check_against_live(records, replayed)
+        for line in problems:
+            print("MISMATCH", line)
+        print(f"CHECK replayed alerts equal the live ones in {len(records) - len(problems)}/{len(records)} runs")
+        if problems:
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""The suite's detection report: per (scenario, model) cell, do alerts come when a shortcut is taken, and only then?
+
+Definitions (evaluation = one explained validation epoch; every epoch is evaluated at the monitor's defaults):
+
+* **behavioural onset** (shortcut runs): the first evaluation at/after the data onset whose ``cue_rate`` (share of
+  cue-swapped validation images classified as the cue's class) is ``> CUE_LEVEL`` and at least ``CUE_MARGIN``
+  above its highest value before the data onset. A shortcut run without one is "not taken" and left out of the
+  detection rate.
+* **detected**: an alert (any method) at an evaluation at/after the data onset. **delay**: evaluations from the
+  behavioural onset to the first such alert (0 = at that evaluation; negative = after the data onset but before
+  the behaviour crossed the level); "from data" counts the evaluation at the end of the onset epoch as 1.
+* **false alerts**: after warm-up (epoch ``>= warmup_epochs``), an evaluation of a benign run with any alert; in
+  shortcut runs, the evaluations after warm-up and before the data onset (column ``pre``).
+* **watched value / threshold** per method: scalars ``xai/<m>/alert/score`` and ``xai/<m>/alert/threshold`` when
+  logged, else ``xai/<m>/drift/rank_vs_reference/median`` against ``0.4`` (today's default rule).
+  **margin**: benign runs, ``threshold - max watched value`` after warm-up (over methods, the smallest);
+  detected shortcut runs, ``value - threshold`` at the detection (the alerting methods', the largest).
+
+Run:  python benchmarks/alert_truth/report.py [--out DIR] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+CUE_LEVEL = 0.3
+CUE_MARGIN = 0.2
+FALLBACK_KEY = "xai/{method}/drift/rank_vs_reference/median"
+FALLBACK_THRESHOLD = 0.4
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+
+#: (value, threshold) per method at one evaluation
+Watched = dict[str, tuple[float, float]]
+#: an alert: (epoch, method)
+Alert = tuple[int, str]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_records(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every run recorded in ``out_dir`` (``*.pt``, one per run), sorted by name."""
+    paths = sorted(p for p in Path(out_dir).glob("*.pt") if p.name != "suite.pt")
+    return [torch.load(p, weights_only=True) for p in paths]
+
+
+def load_suite_info(out_dir: str | Path) -> dict[str, Any]:
+    path = Path(out_dir) / "suite.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ---------------------------------------------------------------------------------------------- truth
+
+
+def evaluated(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evaluations the monitor explained (every validation epoch at the defaults)."""
+    return [e for e in record["evaluations"] if e.get("evaluated", True)]
+
+
+def behavioural_onset(record: dict[str, Any], level: float = CUE_LEVEL, margin: float = CUE_MARGIN) -> int | None:
+    """Epoch of the behavioural onset of a shortcut run (None: shortcut not taken, or a benign run)."""
+    onset = record["config"].get("onset_epoch")
+    if onset is None:
+        return None
+    evals = record["evaluations"]
+    pre = max((e["cue_rate"] for e in evals if e["epoch"] < onset), default=0.0)
+    for e in evals:
+        if e["epoch"] >= onset and e["cue_rate"] > level and e["cue_rate"] >= pre + margin:
+            return int(e["epoch"])
+    return None
+
+
+def methods_of(record: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for e in record["evaluations"]:
+        for m in e.get("maps", {}):
+            if m not in names:
+                names.append(m)
+    return names
+
+
+def live_watched(record: dict[str, Any]) -> list[Watched]:
+    """Per evaluated epoch, the watched value and threshold of each method, read from the logged scalars."""
+    out: list[Watched] = []
+    methods = methods_of(record)
+    for e in evaluated(record):
+        s = e.get("scalars", {})
+        w: Watched = {}
+        for m in methods:
+            if f"xai/{m}/alert/score" in s:
+                w[m] = (float(s[f"xai/{m}/alert/score"]), float(s.get(f"xai/{m}/alert/threshold", math.nan)))
+            elif FALLBACK_KEY.format(method=m) in s:
+                w[m] = (float(s[FALLBACK_KEY.format(method=m)]), FALLBACK_THRESHOLD)
+        out.append(w)
+    return out
+
+
+def live_alerts(record: dict[str, Any]) -> list[Alert]:
+    return [(int(a["epoch"]), str(a["method"])) for a in record["alerts"]]
+
+
+@dataclass
+class RunResult:
+    name: str
+    scenario: str
+    model: str
+    seed: int
+    kind: str
+    cue: str
+    seconds: float
+    onset: int | None = None
+    behavioural_onset: int | None = None
+    taken: bool = False
+    detected_epoch: int | None = None
+    detected_by: tuple[str, ...] = ()
+    delay_behavioural: int | None = None
+    delay_data: int | None = None
+    evals_after_warmup: int = 0  # benign: all after warm-up; shortcut: after warm-up and before the onset
+    false_alerts: int = 0
+    false_by_method: dict[str, int] = field(default_factory=dict)
+    margin: float | None = None
+    max_cue_rate: float = 0.0
+    alert_epochs: list[int] = field(default_factory=list)
+
+
+def analyse_run(
+    record: dict[str, Any], alerts: Sequence[Alert] | None = None, watched: list[Watched] | None = None
+) -> RunResult:
+    """Score one run's alerts (default: the live ones) against its behavioural truth."""
+    cfg = record["config"]
+    alerts = live_alerts(record) if alerts is None else list(alerts)
+    watched = live_watched(record) if watched is None else watched
+    warmup = int(record.get("warmup_epochs", 2))
+    evals = evaluated(record)
+    epochs = [int(e["epoch"]) for e in evals]
+    by_epoch: dict[int, set[str]] = {}
+    for epoch, method in alerts:
+        by_epoch.setdefault(int(epoch), set()).add(method)
+    res = RunResult(
+        name=record["name"],
+        scenario=cfg["scenario"],
+        model=cfg["model"],
+        seed=int(cfg["seed"]),
+        kind=cfg["kind"],
+        cue=cfg["cue"],
+        seconds=float(record.get("seconds", math.nan)),
+        onset=cfg.get("onset_epoch"),
+        max_cue_rate=max((e["cue_rate"] for e in record["evaluations"]), default=0.0),
+        alert_epochs=sorted(by_epoch),
+    )
+    onset = res.onset
+    false_window = [i for i, ep in enumerate(epochs) if ep >= warmup and (onset is None or ep < onset)]
+    res.evals_after_warmup = len(false_window)
+    for i in false_window:
+        fired = by_epoch.get(epochs[i], set())
+        res.false_alerts += bool(fired)
+        for m in fired:
+            res.false_by_method[m] = res.false_by_method.get(m, 0) + 1
+    if res.kind == "benign":
+        margins = []
+        for m in {m for i in false_window for m in watched[i]}:
+            values = [watched[i][m] for i in false_window if m in watched[i]]
+            margins.append(values[0][1] - max(v for v, _ in values))
+        res.margin = min(margins) if margins else None
+        return res
+    res.behavioural_onset = behavioural_onset(record)
+    res.taken = res.behavioural_onset is not None
+    assert onset is not None
+    after = [i for i, ep in enumerate(epochs) if ep >= onset and ep in by_epoch]
+    if after:
+        i = after[0]
+        res.detected_epoch = epochs[i]
+        res.detected_by = tuple(sorted(by_epoch[epochs[i]]))
+        first_after_onset = next(j for j, ep in enumerate(epochs) if ep >= onset)
+        res.delay_data = i - first_after_onset + 1
+        if res.taken:
+            b_onset = res.behavioural_onset
+            res.delay_behavioural = i - next(j for j, ep in enumerate(epochs) if ep >= b_onset)  # type: ignore[operator]
+        values = [watched[i][m][0] - watched[i][m][1] for m in res.detected_by if m in watched[i]]
+        res.margin = max(values) if values else None
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _cell_order(scenario: str, model: str) -> tuple[int, str, int, str]:
+    from benchmarks.alert_truth.scenarios import MODELS, SCENARIOS
+
+    names, models = list(SCENARIOS), list(MODELS)
+    s = names.index(scenario) if scenario in names else len(names)
+    m = models.index(model) if model in models else len(models)
+    return (s, scenario, m, model)
+
+
+def cell_rows(results: Sequence[RunResult]) -> list[dict[str, str]]:
+    cells: dict[tuple[str, str], list[RunResult]] = {}
+    for r in results:
+        cells.setdefault((r.scenario, r.model), []).append(r)
+    rows = []
+    for (scenario, model), runs in sorted(cells.items(), key=lambda item: _cell_order(*item[0])):
+        kind = runs[0].kind
+        evals = sum(r.evals_after_warmup for r in runs)
+        false = sum(r.false_alerts for r in runs)
+        margins = [r.margin for r in runs if r.margin is not None]
+        row = {
+            "scenario": scenario,
+            "model": model,
+            "kind": kind,
+            "runs": str(len(runs)),
+            "cue": ",".join(sorted({r.cue for r in runs})) if kind == "benign" else runs[0].cue,
+        }
+        if kind == "shortcut":
+            taken = [r for r in runs if r.taken]
+            detected = [r for r in taken if r.detected_epoch is not None]
+            within = [r for r in detected if r.delay_behavioural is not None and r.delay_behavioural <= 1]
+            row.update(
+                taken=str(len(taken)),
+                detected=f"{len(detected)}/{len(taken)}" if taken else "-",
+                within1=f"{len(within)}/{len(taken)}" if taken else "-",
+                delay_b=_fmt(
+                    _median([float(r.delay_behavioural) for r in detected if r.delay_behavioural is not None]), 1
+                ),
+                delay_d=_fmt(_median([float(r.delay_data) for r in detected if r.delay_data is not None]), 1),
+                b_onset=",".join(str(r.behavioural_onset) if r.taken else "x" for r in runs),
+            )
+        else:
+            row.update(taken="-", detected="-", within1="-", delay_b="-", delay_d="-", b_onset="-")
+        row.update(
+            false=f"{false}/{evals}",
+            per100=_fmt(100.0 * false / evals, 1) if evals else "-",
+            margin_min=_fmt(min(margins), signed=True) if margins else "-",
+            margin_med=_fmt(_median(margins), signed=True) if margins else "-",
+            seconds=f"{_median([r.seconds for r in runs]):.0f}",
+        )
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [
+    ("scenario", "scenario"),
+    ("model", "model"),
+    ("cue", "cue"),
+    ("runs", "runs"),
+    ("taken", "taken"),
+    ("b_onset", "b.onset"),
+    ("detected", "detected"),
+    ("within1", "<=1 eval"),
+    ("delay_b", "delay(b)"),
+    ("delay_d", "delay(d)"),
+    ("false", "false/evals"),
+    ("per100", "per 100"),
+    ("margin_min", "margin min"),
+    ("margin_med", "margin med"),
+    ("seconds", "s/run"),
+]
+
+
+LEGEND = (
+    "taken: shortcut runs whose cue_rate crossed the level (b.onset: their behavioural onset epochs, x = not taken); "
+    "detected: first alert at/after the data onset; <=1 eval: within 1 evaluation of the behavioural onset; "
+    "delay(b)/delay(d): median evaluations from the behavioural/data onset; false/evals: evaluations with an alert "
+    "after warm-up (shortcut cells: before the data onset); margin: benign threshold - max value, detected "
+    "value - threshold"
+)
+
+
+def format_table(rows: Sequence[dict[str, str]], markdown: bool = False) -> str:
+    headers = [h for _, h in COLUMNS]
+    body = [[row[k] for k, _ in COLUMNS] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:>{w}}}" if i > 2 else f"{{:<{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*headers)] + [fmt.format(*cells) for cells in body])
+
+
+def method_rows(results: Sequence[RunResult]) -> list[tuple[str, str, str]]:
+    """False alerts per method and model family (benign runs), and how often each method made a detection."""
+    rows = []
+    models = sorted({r.model for r in results})
+    methods = sorted({m for r in results for m in r.false_by_method} | {m for r in results for m in r.detected_by})
+    for model in models:
+        for method in methods:
+            benign = [r for r in results if r.model == model and r.kind == "benign"]
+            evals = sum(r.evals_after_warmup for r in benign)
+            false = sum(r.false_by_method.get(method, 0) for r in benign)
+            taken = [r for r in results if r.model == model and r.kind == "shortcut" and r.taken]
+            first = sum(1 for r in taken if method in r.detected_by)
+            rows.append(
+                (
+                    model,
+                    method,
+                    f"benign false alerts {false}/{evals}; among the first alerts after the onset of "
+                    f"{len(taken)} taken shortcut runs: {first}",
+                )
+            )
+    return rows
+
+
+def summary_line(results: Sequence[RunResult], seconds: float | None) -> str:
+    shortcut = [r for r in results if r.kind == "shortcut"]
+    taken = [r for r in shortcut if r.taken]
+    within = [r for r in taken if r.delay_behavioural is not None and r.delay_behavioural <= 1]
+    detected = [r for r in taken if r.delay_behavioural is not None]
+    benign = [r for r in results if r.kind == "benign"]
+    evals = sum(r.evals_after_warmup for r in benign)
+    false = sum(r.false_alerts for r in benign)
+    pre_evals = sum(r.evals_after_warmup for r in shortcut)
+    pre_false = sum(r.false_alerts for r in shortcut)
+    pct = f"{100.0 * len(within) / len(taken):.0f}%" if taken else "n/a"
+    per100 = f"{100.0 * false / evals:.1f}" if evals else "n/a"
+    time_text = "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+    return (
+        f"SUMMARY shortcut runs detected within 1 evaluation of the behavioural onset: {len(within)}/{len(taken)} "
+        f"({pct}; {len(shortcut) - len(taken)} of {len(shortcut)} shortcut runs not taken, excluded); "
+        f"median delay {_fmt(_median([float(r.delay_behavioural) for r in detected]), 1)} evaluations "  # type: ignore[arg-type]
+        f"(detected at all: {len(detected)}/{len(taken)}); benign evaluations after warm-up: {evals}, "
+        f"false alerts: {false} ({per100} per 100); shortcut runs' pre-onset false alerts: {pre_false}/{pre_evals}; "
+        f"run time {time_text}"
+    )
+
+
+def report(
+    records: Sequence[dict[str, Any]],
+    *,
+    alerts_for: Callable[[dict[str, Any]], Sequence[Alert]] | None = None,
+    watched_for: Callable[[dict[str, Any]], list[Watched] | None] | None = None,
+    seconds: float | None = None,
+    markdown: bool = False,
+    title: str = "today's detector (live alerts)",
+) -> tuple[str, list[RunResult]]:
+    """The whole report as text (table, per-method lines, SUMMARY line) and the per-run results."""
+    results = [
+        analyse_run(
+            rec,
+            None if alerts_for is None else alerts_for(rec),
+            None if watched_for is None else watched_for(rec),
+        )
+        for rec in records
+    ]
+    rows = cell_rows(results)
+    parts = []
+    if markdown:
+        parts.append(f"## Alert truth: {title}\n")
+    else:
+        parts.append(f"Alert truth: {title}; {len(records)} runs")
+    parts.append(format_table(rows, markdown=markdown))
+    parts.append("")
+    prefix = "* " if markdown else "  "
+    parts.append(f"{prefix}{LEGEND}")
+    for model, method, text in method_rows(results):
+        parts.append(f"{prefix}{model} / {method}: {text}")
+    not_taken = [r.name for r in results if r.kind == "shortcut" and not r.taken]
+    parts.append(f"{prefix}shortcut not taken: {', '.join(not_taken) if not_taken else 'none'}")
+    parts.append("")
+    parts.append(summary_line(results, seconds))
+    return "\n".join(parts), results
+
+
+def run_lines(results: Sequence[RunResult]) -> str:
+    """One line per run (for ``--runs``)."""
+    lines = []
+    for r in results:
+        truth = (
+            f"onset {r.onset} b.onset {r.behavioural_onset} detected {r.detected_epoch} by {','.join(r.detected_by)}"
+            if r.kind == "shortcut"
+            else "benign"
+        )
+        lines.append(
+            f"  {r.name:<36} {truth:<55} alerts at {r.alert_epochs} max cue_rate {r.max_cue_rate:.2f} "
+            f"margin {_fmt(r.margin, signed=True)}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="the recordings' directory")
+    parser.add_argument("--markdown", default=None, help="also write the report as markdown to this file")
+    parser.add_argument("--runs", action="store_true", help="also list every run")
+    args = parser.parse_args(argv)
+    records = load_records(args.out)
+    if not records:
+        raise SystemExit(f"no recordings in {args.out}; run benchmarks/alert_truth/run.py first")
+    seconds = load_suite_info(args.out).get("wall_seconds")
+    text, results = report(records, seconds=seconds)
+    print(text)
+    if args.runs:
+        print(run_lines(results))
+    if args.markdown:
+        md, _ = report(records, seconds=seconds, markdown=True)
+        Path(args.markdown).write_text(md + "\n")
+
+
+if __name__ == "__main__":
+    main()
