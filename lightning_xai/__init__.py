@@ -1,6 +1,7 @@
 """lightning_xai: explainability that watches a PyTorch Lightning model while it trains."""
 
 from lightning_xai.drift.alerts import DriftAlert, DriftRule
+from lightning_xai.drift.detector import Detection, ShiftDetector
 from lightning_xai.explain import (
     LRP,
     Activations,
@@ -28,6 +29,8 @@ __all__ = [
     "DriftAlert",
     "DriftDetectedError",
     "DriftRule",
+    "Detection",
+    "ShiftDetector",
     "Explainer",
     "Explanation",
     "GradCam",
