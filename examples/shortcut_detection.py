@@ -3,9 +3,9 @@
 A small CNN learns handwritten digits (scikit-learn's bundled set, upscaled to 32x32). Every image carries a
 small bright patch in one corner — a "decoy" that, at first, says nothing about the label. At the onset epoch
 the training data changes: the decoy's corner and brightness now encode the label, and half of the training
-digits are replaced by another class's digit, so they no longer match their label (a noisier data source). The model starts reading the patch instead of the digit —
-the "Clever Hans" moment. `AttributionMonitor`, at its defaults, watches the explanations of ten fixed
-validation images and raises an alert when they move.
+digits are replaced by another class's digit, so they no longer match their label (a noisier data source).
+The model starts reading the patch instead of the digit — the "Clever Hans" moment. `AttributionMonitor`, at its
+defaults, watches the explanations of ten fixed validation images and raises an alert when they move.
 
 The table printed per epoch shows what happened without looking at any attribution:
   clean     accuracy on the validation images;
