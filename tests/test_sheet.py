@@ -169,6 +169,15 @@ def test_sheet_captions_mark_wrong_predictions_and_drift_over_the_threshold_in_r
     assert not any(has_red(d) for d in ig_lines) and all(d.min() < 200 for d in ig_lines)  # "vs ref -"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sheet_tiles_render_on_cuda_like_on_cpu() -> None:
+    images, maps = torch.rand(3, 3, 20, 20), torch.rand(3, 20, 20)
+    kw: dict[str, Any] = dict(predicted=torch.zeros(3), confidence=torch.ones(3), labels=None, targets=torch.zeros(3))
+    cpu = render_sheet(images, {"m": Explanation(maps, maps)}, {"m": "percentile"}, **kw)
+    cuda = render_sheet(images.cuda(), {"m": Explanation(maps.cuda(), maps.cuda())}, {"m": "percentile"}, **kw)
+    assert cuda.device.type == "cpu" and (cuda.int() - cpu.int()).abs().max() <= 1
+
+
 # --------------------------------------------------------------------------------------------- in TensorBoard
 def test_the_largest_image_of_a_default_run_is_the_sheet_with_128_px_tiles(tmp_path: Any) -> None:
     from PIL import Image
