@@ -287,6 +287,3 @@ def monitor_explainers(a: Mapping[str, Any]) -> list[Any]:
         raise ValueError(f"`methods` is empty; choose at least one of {method_names()}.")
     check_rule_methods(a["drift_rules"], [e.name for e in explainers])
     return explainers
-
-
-check_monitor_arguments = normalize_arguments

@@ -251,7 +251,6 @@ class AttributionMonitor(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         _trainer.check_strategy(trainer.strategy)
         _trainer.check_unique_names(trainer, self)
-        self._prepared_for = None  # the setup dry run runs again at the start of each fit, validate and test
         message = self.media.missing_logger_message(trainer)
         if message:
             self._warn_once("no_tensorboard", message)
@@ -336,7 +335,7 @@ class AttributionMonitor(Callback):
             with torch.inference_mode(False):
                 self.masks = resolve_masks(self.probe_masks, self.probes)
         if self._prepared_for is not pl_module:
-            renders = bool(self.media.tensorboard_loggers(trainer))
+            renders = bool(self.media.image_loggers(trainer))  # the run renders images: so does the dry run
             self.setup_check = _trainer.on_every_rank(trainer, lambda: check_monitor(self, pl_module, renders))
             self._prepared_for = pl_module
         return True

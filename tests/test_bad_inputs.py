@@ -1,7 +1,8 @@
 """Bad inputs fail early and clearly; an explanation that fails at run time never stops training.
 
 Every error must be raised before the first training step (counted by the model) and must name the argument
-and the offending value.
+and the offending value; what can be converted (numpy arrays, lists, integer-like values, one-hot labels) is.
+The cases of issue 14 are at the end; run-time failures are in test_failure_isolation.py.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import warnings
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import pytest
 import torch
 from conftest import TinyCNN, loaders, make_images, trainer_kwargs
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, DriftRule
 from lightning_xai.explain import Explainer, Explanation
 
 FAST = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
@@ -355,3 +358,364 @@ def test_failing_explanations_are_skipped_and_training_goes_on(tmp_path: Any) ->
     assert "xai/gradcam/drift/rank_vs_previous/median" in scalars
     assert "xai/gradcam/drift/rank_vs_previous/median" in trainer.callback_metrics
     assert not [k for k in list(scalars) + list(trainer.callback_metrics) if "exploding" in k or "nan_maps" in k]
+
+
+# ------------------------------------------------------------------------ issue 14: refused or converted early
+
+
+def channel_data(channels: int) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(48, channels, 12, 12, generator=g), torch.arange(48) % 4
+    return (
+        DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16),
+        DataLoader(TensorDataset(x[32:], y[32:]), batch_size=16),
+    )
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_probes_that_cannot_be_displayed_fail_before_training(tmp_path: Any, channels: int) -> None:
+    model = CountingCNN(channels=channels)
+    with pytest.raises(ValueError, match=rf"{channels} channels.*`denormalize=`"):
+        fit(tmp_path, AttributionMonitor(num_probes=4), model, data=channel_data(channels), logger=tb(tmp_path))
+    assert model.train_steps == 0
+
+
+def test_probes_with_four_channels_work_with_a_denormalize_callable_or_without_images(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, denormalize=first_three_channels)
+    model, _ = fit(tmp_path, monitor, CountingCNN(channels=4), data=channel_data(4), logger=tb(tmp_path))
+    assert model.train_steps == 2 and not monitor.history[0].errors
+    plain = AttributionMonitor(num_probes=4, ig_steps=2)  # no logger takes images: nothing to display
+    model, _ = fit(tmp_path / "plain", plain, CountingCNN(channels=4), data=channel_data(4))
+    assert model.train_steps == 2 and not plain.history[0].errors
+
+
+def first_three_channels(x: Tensor) -> Tensor:
+    return x[:, :3]
+
+
+def tb(tmp_path: Any) -> TensorBoardLogger:
+    return TensorBoardLogger(str(tmp_path / "logs"), name="run")
+
+
+def test_denormalize_with_three_means_on_grey_probes_fails_before_training(tmp_path: Any) -> None:
+    rgb = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    message = fails_before_training(tmp_path, {"denormalize": rgb}, r"`denormalize` has 3 means but the probes have 1")
+    assert "`ig_baseline`" not in message  # the default baseline comes from it, but the culprit is named
+
+
+def test_denormalize_callable_returning_3d_fails_before_training(tmp_path: Any) -> None:
+    model = CountingCNN()
+    with pytest.raises(ValueError, match=r"`denormalize` maps a batch of probes \(1, 1, 12, 12\) to \(1, 12, 12\)"):
+        fit(tmp_path, AttributionMonitor(num_probes=4, denormalize=drop_channel), model, logger=tb(tmp_path))
+    assert model.train_steps == 0
+
+
+def drop_channel(x: Tensor) -> Tensor:
+    return x[:, 0]
+
+
+@pytest.mark.parametrize(
+    "denormalize",
+    [[[0.1], [0.5]], [0.1, 0.5], (np.array([0.1]), np.array([0.5])), (torch.tensor([0.1]), 0.5)],
+    ids=["list-of-lists", "list", "numpy", "tensor-and-float"],
+)
+def test_denormalize_as_lists_or_arrays_is_converted(tmp_path: Any, denormalize: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, denormalize=denormalize)
+    model, _ = fit(tmp_path, monitor, logger=tb(tmp_path))
+    assert model.train_steps == 2 and not monitor.history[0].errors
+    baseline = next(e for e in monitor.explainers if e.name == "integrated_gradients").baseline
+    assert torch.allclose(baseline.flatten(), torch.tensor([-0.2]))  # black: -mean / std
+
+
+@pytest.mark.parametrize(
+    "baseline",
+    [-np.array([0.5]) / np.array([0.2]), [0.0], np.float32(0.1), -torch.tensor((0.5,)) / torch.tensor((0.2,))],
+    ids=["numpy-minus-mean-over-std", "list", "numpy-scalar", "tensor-from-tuples"],
+)
+def test_ig_baseline_as_numpy_or_list_is_converted(tmp_path: Any, baseline: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, methods=("integrated_gradients",), ig_steps=2, ig_baseline=baseline)
+    model, _ = fit(tmp_path, monitor)
+    assert model.train_steps == 2 and not monitor.history[0].errors
+    assert "xai/integrated_gradients/completeness_gap" in monitor.history[0].scalars
+
+
+@pytest.mark.parametrize(
+    ("baseline", "match"),
+    [("0", r"`ig_baseline` must be numbers, got '0' \(str\)"), (float("nan"), r"`ig_baseline` must be finite")],
+    ids=["string", "nan"],
+)
+def test_ig_baseline_string_or_nan_is_refused(baseline: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AttributionMonitor(ig_baseline=baseline)
+
+
+def test_ig_baseline_per_channel_for_other_channels_fails_before_training(tmp_path: Any) -> None:
+    rgb_black = -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225])
+    fails_before_training(tmp_path, {"ig_baseline": rgb_black}, r"`ig_baseline` has shape \(3, 1, 1\).*\(1, 12, 12\)")
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        nn.functional.one_hot(torch.tensor([0, 1, 2, 3]), 4),
+        torch.tensor([0.0, 1.0, 2.0, 3.0]),
+        np.array([0, 1, 2, 3]),
+        [0, 1, 2, 3],
+    ],
+    ids=["one-hot-int", "integral-float", "numpy", "list"],
+)
+def test_labels_are_converted_to_classes(tmp_path: Any, labels: Any) -> None:
+    images, _ = probes_and_labels(4)
+    monitor = AttributionMonitor(probes=(images, labels), ig_steps=2)
+    model, _ = fit(tmp_path, monitor)
+    assert model.train_steps == 2 and monitor.probes is not None
+    assert monitor.probes.labels is not None and monitor.probes.labels.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (torch.tensor([[1, 1, 0, 0]] * 4), r"multi-hot or soft labels"),
+        (torch.tensor([0.5, 1.0, 2.0, 3.0]), r"fractional, not class indices"),
+        (["a", "b", "c", "d"], r"must be numbers"),
+    ],
+    ids=["multi-hot", "soft-float", "strings"],
+)
+def test_labels_that_are_not_classes_are_refused_by_name(labels: Any, match: str) -> None:
+    images, _ = probes_and_labels(4)
+    with pytest.raises(ValueError, match=rf"`probes` labels.*{match}"):
+        AttributionMonitor(probes=(images, labels))
+
+
+class OneHotDataset(torch.utils.data.Dataset):
+    """Yields (image, label) with a one-hot label (or a soft one with ``soft=True``)."""
+
+    def __init__(self, soft: bool = False) -> None:
+        self.images, self.labels = make_images(16)
+        self.soft = soft
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        label = nn.functional.one_hot(self.labels[i], 4).float()
+        return self.images[i], (0.9 * label + 0.025) if self.soft else label
+
+
+def test_one_hot_labels_from_the_data_are_classes(tmp_path: Any) -> None:
+    train, _ = loaders(n_train=32, n_val=16)
+    val = DataLoader(OneHotDataset(), batch_size=8)
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    messages = recorded(lambda: fit(tmp_path, monitor, data=(train, val)))
+    assert monitor.probes is not None and monitor.probes.labels is not None
+    assert not [m for m in messages if "no labels" in m or "unlabeled" in m]
+
+
+def test_soft_labels_from_the_data_are_named_in_the_warning(tmp_path: Any) -> None:
+    train, _ = loaders(n_train=32, n_val=16)
+    val = DataLoader(OneHotDataset(soft=True), batch_size=8)
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    messages = recorded(lambda: fit(tmp_path, monitor, data=(train, val)))
+    assert monitor.probes is not None and monitor.probes.labels is None
+    assert any("multi-hot or soft labels" in m and "unlabeled" in m for m in messages), messages
+
+
+def recorded(fn: Any) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    return [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize(
+    ("probes", "match"),
+    [
+        (torch.zeros(0, 1, 12, 12), r"`probes` holds no images"),
+        (torch.rand(4, 1, 12, 12, device="meta"), r"`probes` are on the meta device"),
+        (torch.full((4, 1, 12, 12), float("nan")), r"`probes` contain NaN or Inf values \(probes \[0, 1, 2, 3\]\)"),
+        ((torch.rand(4, 1, 12, 12) * 255).to(torch.uint8), r"`probes` are integer images \(torch.uint8\).*/ 255"),
+        ("images.png", r"`probes` must be None, a Tensor"),
+    ],
+    ids=["empty", "meta", "nan", "uint8", "string"],
+)
+def test_bad_probes_are_refused_at_construction(probes: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AttributionMonitor(probes=probes)
+
+
+def test_probes_pair_with_none_labels_are_unlabeled(tmp_path: Any) -> None:
+    images, _ = probes_and_labels(4)
+    monitor = AttributionMonitor(probes=(images, None), target="predicted", ig_steps=2)
+    model, _ = fit(tmp_path, monitor)
+    assert model.train_steps == 2 and monitor.probes is not None and monitor.probes.labels is None
+
+
+def test_probes_as_numpy_or_list_are_converted(tmp_path: Any) -> None:
+    images, labels = probes_and_labels(4)
+    monitor = AttributionMonitor(probes=(images.numpy(), labels.numpy()), ig_steps=2)
+    model, _ = fit(tmp_path, monitor)
+    assert model.train_steps == 2 and monitor.probes is not None and monitor.probes.images.dtype == torch.float32
+    listed = AttributionMonitor(probes=list(images), target="predicted", ig_steps=2)
+    assert isinstance(listed.probe_source, Tensor) and tuple(listed.probe_source.shape) == (4, 1, 12, 12)
+
+
+def test_uint8_validation_data_is_explained_as_the_model_receives_it(tmp_path: Any) -> None:
+    class ScalesItself(CountingCNN):
+        def forward(self, x: Tensor) -> Tensor:
+            return super().forward(x.float() / 255)
+
+    x, y = make_images(48)
+    x8 = (x.clamp(0, 1) * 255).to(torch.uint8)
+    data = (
+        DataLoader(TensorDataset(x8[:32], y[:32]), batch_size=16),
+        DataLoader(TensorDataset(x8[32:], y[32:]), batch_size=16),
+    )
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    model, _ = fit(tmp_path, monitor, ScalesItself(), data=data)
+    assert model.train_steps == 2 and not monitor.history[0].errors
+    assert monitor.probes is not None and float(monitor.probes.images.max()) > 1  # the values the model receives
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"warmup_epochs": "2"}, r"`warmup_epochs` must be an int >= 0, got '2' \(str\); pass warmup_epochs=2"),
+        ({"topk": "0.1"}, r"`topk` must be a number in \(0, 1\], got '0.1' \(str\); pass topk=0.1"),
+        ({"seed": None}, r"`seed` must be an int >= 0, got None"),
+        ({"probe_threshold": 5.0}, r"`probe_threshold` must be a number in \[0, 1\], got 5.0"),
+        ({"probe_threshold": float("nan")}, r"`probe_threshold` must be a number in \[0, 1\], got nan"),
+        ({"num_probes": 2.0}, r"`num_probes` must be an int >= 1, got 2.0 \(float\)"),
+        ({"colormap": ["jet"]}, r"Unknown `colormap=\['jet'\]`"),
+        ({"log_heatmaps": "yes"}, r"`log_heatmaps` must be True or False"),
+        ({"methods": None}, r"`methods` must be a sequence of names"),
+        ({"name": "a/b"}, r"`name` must be None or a short name"),
+    ],
+    ids=["warmup-str", "topk-str", "seed-none", "threshold-5", "threshold-nan", "int-float", "cmap-list", "bool-str",
+         "methods-none", "name-slash"],
+)  # fmt: skip
+def test_wrong_types_are_refused_by_name(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AttributionMonitor(**kwargs)
+
+
+def test_integer_like_values_are_converted() -> None:
+    monitor = AttributionMonitor(
+        num_probes=np.int64(4),
+        warmup_epochs=torch.tensor(1),
+        topk=np.float32(0.25),
+        seed=np.uint8(3),
+        ig_steps=np.int32(2),
+    )
+    assert (monitor.num_probes, monitor.drift.warmup_epochs, monitor.seed) == (4, 1, 3)
+    assert type(monitor.num_probes) is int and type(monitor.drift.topk) is float
+
+
+def test_drift_rule_threshold_nan_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"`DriftRule.threshold` must be a finite number, got nan"):
+        DriftRule(threshold=float("nan"))
+
+
+@pytest.mark.parametrize(("alias", "method"), [("ig", "integrated_gradients"), ("grad_cam", "gradcam")])
+def test_drift_rule_aliases_fire(tmp_path: Any, alias: str, method: str) -> None:
+    rule = DriftRule(threshold=0.0, cooldown=0, methods=(alias,))
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0, detector=None, drift_rules=(rule,))
+    fit(tmp_path, monitor, max_epochs=2)
+    assert [a.method for a in monitor.alerts] == [method]
+
+
+def test_drift_rule_with_a_typo_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"`drift_rules` has DriftRule\(methods=\('gradcm',\)\).*not among"):
+        AttributionMonitor(drift_rules=(DriftRule(methods=("gradcm",)),))
+
+
+class CountingReusedConv(CountingCNN):
+    """Its only convolution runs twice per forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.features
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.head = nn.Linear(1, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.conv(torch.relu(self.conv(x))))
+        return self.head(self.pool(h).flatten(1))
+
+
+def test_only_conv_layer_used_twice_is_named(tmp_path: Any) -> None:
+    message = fails_before_training(
+        tmp_path, {"methods": ("gradcam",)}, r"run more than once per forward pass", model=CountingReusedConv()
+    )
+    assert "`conv` (Conv2d) runs 2 times" in message and "has no module" not in message
+
+
+class CountingNoGradBackbone(CountingCNN):
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            h = self.features(x)
+        return self.head(self.dropout(self.pool(h).flatten(1)))
+
+
+class CountingReentrant(CountingCNN):
+    def forward(self, x: Tensor) -> Tensor:
+        h = checkpoint(self.features, x, use_reentrant=True)
+        return self.head(self.dropout(self.pool(h).flatten(1)))
+
+
+@pytest.mark.parametrize(
+    ("model_cls", "why", "fix"),
+    [
+        (CountingNoGradBackbone, r"does not carry gradients", r"requires_grad_\(False\)` instead of `torch.no_grad"),
+        (CountingReentrant, r"reentrant gradient checkpointing", r"use_reentrant=False"),
+    ],
+    ids=["no_grad-backbone", "reentrant-checkpointing"],
+)
+def test_model_without_input_gradients_is_said_once_at_setup(
+    tmp_path: Any, model_cls: type, why: str, fix: str
+) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    model = model_cls()
+    messages = recorded(lambda: fit(tmp_path, monitor, model, max_epochs=3))
+    said = [m for m in messages if re.search(why, m)]
+    assert len(said) == 1 and re.search(fix, said[0]), messages  # once, at setup, with what to do
+    assert model.train_steps == 6 and len(monitor.history) == 3
+    assert not [m for m in messages if "does not require grad" in m]  # no per-epoch failures
+    for record in monitor.history:
+        assert len(record.errors) == 2 and all("cannot run on this model" in e for e in record.errors)
+
+
+def test_probe_masks_callable_that_raises_fails_before_training(tmp_path: Any) -> None:
+    def broken(images: Tensor, labels: Tensor | None) -> Tensor:
+        raise KeyError("mask file")
+
+    fails_before_training(tmp_path, {"probe_masks": broken}, r"`probe_masks` raised KeyError")
+
+
+class Malformed(Explainer):
+    name = "malformed"
+
+    def __init__(self, bad: str) -> None:
+        self.bad = bad
+
+    def explain(self, forward: Any, inputs: Tensor, targets: Tensor) -> Explanation:
+        maps = torch.rand(inputs.shape[0], *inputs.shape[-2:])
+        if self.bad == "float_diagnostic":
+            return Explanation(maps, maps.clone(), {"score": 0.5})  # type: ignore[dict-item]
+        if self.bad == "1d_map":
+            return Explanation(maps.flatten(1)[:, 0], maps.clone())
+        if self.bad == "fewer_maps":
+            return Explanation(maps[:-1], maps[:-1].clone())
+        raise RuntimeError("broken custom method")
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ("float_diagnostic", r"diagnostics\['score'\] is float"),
+        ("1d_map", r"raw has shape \(4,\)"),
+        ("fewer_maps", r"raw has shape \(3, 12, 12\)"),
+        ("raises", r"failed on the probes at setup: RuntimeError: broken custom method"),
+    ],
+)
+def test_custom_explainer_broken_from_the_start_fails_before_training(tmp_path: Any, bad: str, match: str) -> None:
+    fails_before_training(tmp_path, {"num_probes": 4, "methods": ["gradcam", Malformed(bad)]}, rf"`methods`.*{match}")

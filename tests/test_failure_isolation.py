@@ -177,18 +177,32 @@ class Arm(Callback):
         self.target.armed = True
 
 
-def test_rendering_failure_is_skipped_and_reported_in_xai_errors(tmp_path: Any) -> None:
+def test_rendering_failure_is_skipped_and_training_goes_on(tmp_path: Any) -> None:
+    """The media logger catches its own rendering failures (a warning, nothing logged that epoch); what escapes it
+    is caught by the monitor (a warning, ``history[i].errors`` and an ``xai/errors`` text)."""
     denormalize = LaterBrokenDenormalize()
     monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0, denormalize=denormalize)
-    logdir = tmp_path / "logs"
-    logger = TensorBoardLogger(str(logdir), name="run")
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="run")
     messages = recorded(lambda: fit(tmp_path, [monitor, Arm(denormalize)], logger=logger))
-    assert len(monitor.history) == 2
-    assert all(any("display exploded" in e for e in h.errors) for h in monitor.history)
-    assert len([m for m in messages if "display exploded" in m]) == 1  # one warning for the same failure
-    errors = texts(events(logdir), "xai/errors")
-    assert len(errors) == 2 and "display exploded" in errors[0]
+    assert len(monitor.history) == 2  # both epochs trained and evaluated
+    assert any("display exploded" in m for m in messages), messages
     assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[1].scalars  # measuring went on
+
+
+def test_media_failure_outside_the_media_logger_goes_to_xai_errors(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0)
+
+    def broken_sinks(trainer: Any) -> list[Any]:
+        raise RuntimeError("no sink for you")
+
+    monitor.media.sinks = broken_sinks  # type: ignore[method-assign]
+    logdir = tmp_path / "logs"
+    messages = recorded(lambda: fit(tmp_path, [monitor], logger=TensorBoardLogger(str(logdir), name="run")))
+    assert len(monitor.history) == 2
+    assert all(any("logging images and tables failed" in e for e in h.errors) for h in monitor.history)
+    assert len([m for m in messages if "no sink for you" in m]) == 1  # one warning for the same failure
+    errors = texts(events(logdir), "xai/errors")
+    assert len(errors) == 2 and "no sink for you" in errors[0]
 
 
 def test_writing_failure_is_a_warning(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

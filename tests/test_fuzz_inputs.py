@@ -1,0 +1,292 @@
+"""Fuzzed monitor arguments and probe inputs (issue 14): no third outcome.
+
+Every generated example either completes a 1-epoch fit with the monitor (and its evaluation has no run-time
+errors: nothing accepted at construction is then skipped every epoch), or fails **before the first training step**
+with a ``ValueError``/``TypeError`` raised inside ``lightning_xai`` whose message names the argument.
+
+200 examples by default, derandomised (the same examples in every run); ``LIGHTNING_XAI_FUZZ_EXAMPLES=2000`` runs
+more, with a fresh random draw. ``pytest tests/test_fuzz_inputs.py --hypothesis-show-statistics`` shows how many
+examples completed and which argument each refusal named.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import warnings
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from conftest import TinyCNN, make_images, trainer_kwargs
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_xai import AttributionMonitor, DriftRule
+
+EXAMPLES = int(os.environ.get("LIGHTNING_XAI_FUZZ_EXAMPLES", "200"))
+ARGUMENTS = sorted(set(inspect.signature(AttributionMonitor.__init__).parameters) - {"self"})
+SIZE, CLASSES = 8, 4
+
+
+class Counting(TinyCNN):
+    def __init__(self, channels: int) -> None:
+        super().__init__(num_classes=CLASSES, channels=channels)
+        self.train_steps = 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.train_steps += 1
+        return super().training_step(batch, batch_idx)
+
+
+_DATA: dict[int, tuple[DataLoader, DataLoader]] = {}
+
+
+def data(channels: int) -> tuple[DataLoader, DataLoader]:
+    if channels not in _DATA:
+        x, y = make_images(24, num_classes=CLASSES, size=SIZE)
+        x = x.expand(-1, channels, -1, -1).contiguous()
+        _DATA[channels] = (
+            DataLoader(TensorDataset(x[:16], y[:16]), batch_size=16),
+            DataLoader(TensorDataset(x[16:], y[16:]), batch_size=8),
+        )
+    return _DATA[channels]
+
+
+# ----------------------------------------------------------------------------------------------- strategies
+
+
+def images(n: int, channels: int, size: int = SIZE) -> Tensor:
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(n))
+
+
+@st.composite
+def probes(draw: Any, channels: int) -> tuple[Any, int]:
+    """A ``probes=`` value and the number of probes it holds (0 when drawn from the data)."""
+    n = draw(st.sampled_from([1, 3, 4]))
+    kind = draw(
+        weighted(
+            ["none", "tensor", "pair", "numpy", "list", "dataset", "float64", "pair_none"],
+            ["empty", "meta", "nan", "uint8", "3d", "other_channels", "other_size", "string", "pair_bad_labels"],
+        )
+    )
+    x = images(n, channels)
+    if kind == "none":
+        return None, 0
+    if kind in ("tensor", "float64"):
+        return (x.double() if kind == "float64" else x), n
+    if kind == "numpy":
+        return x.numpy(), n
+    if kind == "list":
+        return list(x), n
+    if kind == "dataset":
+        return TensorDataset(x, torch.arange(n) % CLASSES), 0
+    if kind == "empty":
+        return x[:0], 0
+    if kind == "meta":
+        return x.to("meta"), n
+    if kind == "nan":
+        return x.index_fill(0, torch.tensor([0]), float("nan")), n
+    if kind == "uint8":
+        return (x * 255).to(torch.uint8), n
+    if kind == "3d":
+        return x[0], 1
+    if kind == "other_channels":
+        return images(n, channels + 1), n
+    if kind == "other_size":
+        return images(n, channels, SIZE + 4), n
+    if kind == "string":
+        return "probes.pt", 0
+    if kind == "pair_none":
+        return (x, None), n
+    classes = torch.arange(n) % CLASSES
+    good = [classes, torch.nn.functional.one_hot(classes, CLASSES), classes.float(), classes.numpy(), classes.tolist()]
+    bad = [
+        classes.float() + 0.5,
+        torch.ones(n, CLASSES),  # multi-hot
+        classes + CLASSES,  # out of range for the model
+        classes[:-1] if n > 1 else torch.arange(2),  # wrong count
+        ["cat"] * n,
+    ]
+    return (x, draw(st.sampled_from(bad if kind == "pair_bad_labels" else good))), n
+
+
+def squeeze_channel(x: Tensor) -> Tensor:
+    return x[:, 0]
+
+
+def raises(x: Tensor) -> Tensor:
+    raise RuntimeError("no display for you")
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+def rules() -> Any:
+    """Keyword arguments of DriftRule (built inside the example, so its own errors count as refusals)."""
+    return st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "threshold": weighted([0.0, 0.4], [float("nan"), "0.4"]),
+                "methods": weighted(
+                    [None, ("ig",), ("grad_cam",), ("gradcam", "integrated_gradients")], [("gradcm",), "gradcam"]
+                ),
+                "metric": weighted(["rank", "topk"], ["bogus"]),
+                "patience": weighted([1, 2], [0]),
+            },
+        ),
+        max_size=2,
+    )
+
+
+def masks_for(n: int) -> Any:
+    def broken(images: Tensor, labels: Tensor | None) -> Tensor:
+        raise KeyError("masks")
+
+    def full(images: Tensor, labels: Tensor | None) -> Tensor:
+        return torch.ones(len(images), SIZE, SIZE, dtype=torch.bool)
+
+    count = n or 4
+    return weighted([None, full, torch.ones(count, SIZE, SIZE)], [broken, torch.ones(count + 1, SIZE, SIZE)])
+
+
+def weighted(good: list[Any], bad: list[Any]) -> Any:
+    """A good value three times in four, else a bad one."""
+    return st.integers(0, 3).flatmap(lambda i: st.sampled_from(bad if i == 0 else good))
+
+
+@st.composite
+def examples(draw: Any) -> dict[str, Any]:
+    channels = draw(st.sampled_from([1, 1, 3, 3, 2, 4]))
+    probe_value, n = draw(probes(channels))
+    mean, std = [0.5] * channels, [0.25] * channels
+    arguments: dict[str, Any] = {
+        "num_probes": weighted([4, 8, 1, np.int64(4)], [0, "4", 4.0]),
+        "methods": weighted(
+            [("gradcam",), ("integrated_gradients",), ("ig",), ("grad_cam", "ig"), "gradcam"],
+            [("shap",), (), None, ("gradcam", "gradcam")],
+        ),
+        "target": weighted(["label", "predicted", 0, 3, np.int64(1), [0, 1, 2, 3]], [7, -1, "banana", 2.5]),
+        "ig_steps": weighted(["auto", 1, 2, np.int64(2)], [0, "2", 2.0, True]),
+        "ig_baseline": weighted(
+            [
+                None,
+                0.0,
+                -1,
+                [0.0],
+                [0.0] * channels,
+                -np.ones(channels) / 2,
+                np.float32(0.5),
+                torch.zeros(channels, SIZE, SIZE),
+            ],
+            [
+                float("nan"),
+                float("inf"),
+                "0",
+                [0.0] * (channels + 2),
+                torch.zeros(SIZE + 1),
+                torch.zeros(2, 2, 2, 2, 2),
+                True,
+            ],
+        ),
+        "denormalize": weighted(
+            [None, (mean, std), [mean, std], (0.5, 0.25), (np.array(mean), np.array(std)), identity],
+            [([0.5] * 3, [0.2] * 3), ([0.5], [0.0]), ("a", "b"), (mean,), squeeze_channel, raises, "imagenet"],
+        ),
+        "every_n_epochs": weighted([1, 2], [0, "1"]),
+        "warmup_epochs": weighted([0, 2], [-1, "2", None]),
+        "reference_epoch": weighted([None, 0, 3], [-1]),
+        "seed": weighted([0, 3, np.uint8(2)], [None, -1, "0"]),
+        "topk": weighted([0.1, 1.0], [0.0, 1.5, float("nan"), "0.1"]),
+        "probe_threshold": weighted([0.4, 0.0, 1.0], [5.0, float("nan"), -0.1]),
+        "on_drift": weighted(["warn", "stop", "raise", print], ["explode", None]),
+        "colormap": weighted(["jet", "VIRIDIS"], ["bogus", ["jet"], None]),
+        "log_heatmaps": weighted([False, True, np.bool_(True)], ["yes"]),
+        "max_seconds_per_epoch": weighted([None, 30.0], [0, -1, float("nan"), "5"]),
+        "gradcam_layer": weighted([None, "features", "features.3"], ["nope", 3]),
+        "detector": weighted(["default", None], ["x"]),
+        "probe_masks": masks_for(n),
+        "name": weighted([None, "run-1"], ["a/b", 3]),
+    }
+    keep = draw(st.lists(st.sampled_from(sorted(arguments)), min_size=0, max_size=5, unique=True))
+    kwargs = {"probes": probe_value, **{k: draw(arguments[k]) for k in keep}}
+    return {
+        "channels": channels,
+        "kwargs": kwargs,
+        "rules": draw(rules()) if draw(st.integers(0, 3)) == 0 else None,
+        "logger": draw(st.booleans()),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the property
+
+
+def raised_in_lightning_xai(err: BaseException) -> bool:
+    tb = err.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and f"{os.sep}lightning_xai{os.sep}" in last.tb_frame.f_code.co_filename
+
+
+def named_argument(message: str) -> str | None:
+    found = [a for a in [*ARGUMENTS, "DriftRule"] if re.search(rf"`{a}\b", message)]
+    return found[0] if found else None
+
+
+def run_example(example: dict[str, Any], tmp_path: str) -> str:
+    """``"completed"`` or ``"refused:<argument>"``; fails the test on any other outcome."""
+    model = Counting(example["channels"])
+    monitor: AttributionMonitor | None = None
+    try:
+        kwargs = dict(example["kwargs"])
+        if example["rules"] is not None:
+            kwargs["drift_rules"] = tuple(DriftRule(**r) for r in example["rules"])
+        monitor = AttributionMonitor(ig_internal_batch_size=32, **kwargs)
+        logger: Any = TensorBoardLogger(tmp_path, name="fuzz") if example["logger"] else False
+        trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=1, logger=logger))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, *data(example["channels"]))
+    except (ValueError, TypeError) as err:
+        assert model.train_steps == 0, f"refused after training started: {err!r}"
+        assert raised_in_lightning_xai(err), f"not raised by lightning_xai: {err!r}"
+        argument = named_argument(str(err))
+        assert argument is not None, f"the message names no argument: {err!r}"
+        return f"refused:{argument}"
+    assert model.train_steps == 1 and monitor is not None
+    errors = [e for record in monitor.history for e in record.errors]
+    assert not errors, f"accepted at construction, then failing at run time: {errors}"
+    return "completed"
+
+
+OUTCOMES: dict[str, int] = {}
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 200,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(example=examples())
+def test_every_example_completes_or_is_refused_before_training(example: dict[str, Any], tmp_path: Any) -> None:
+    outcome = run_example(example, str(tmp_path))
+    event(outcome)
+    OUTCOMES[outcome] = OUTCOMES.get(outcome, 0) + 1
+
+
+def test_the_fuzz_both_completes_and_refuses() -> None:
+    """The examples above reach both outcomes (runs after them in this module)."""
+    if not OUTCOMES:  # run alone
+        return
+    completed = OUTCOMES.get("completed", 0)
+    assert completed >= 20 and sum(OUTCOMES.values()) - completed >= 20, OUTCOMES
