@@ -73,13 +73,13 @@ def explain(net: nn.Module, x: Tensor, cam: GradCam | None = None, ig_steps: int
     return cam, gradcam, ig
 
 
-ZOO = [
-    ("resnet18", "layer4", (2, 2)),
-    ("vgg11_bn", "features", (2, 2)),  # not "avgpool": AdaptiveAvgPool2d((7, 7)) only resamples the 2x2 map
-    ("densenet121", "features", (2, 2)),
-    ("mobilenet_v3_small", "features", (2, 2)),
-    ("efficientnet_b0", "features", (2, 2)),
-    ("convnext_tiny", "features", (2, 2)),
+ZOO = [  # the last map with at least 4x4 cells at 64x64 (the last block's 2x2 map cannot say where)
+    ("resnet18", "layer3", (4, 4)),
+    ("vgg11_bn", "features.27", (4, 4)),  # the last ReLU before the last max-pool, not "avgpool" (a resampling)
+    ("densenet121", "features.transition3.conv", (4, 4)),
+    ("mobilenet_v3_small", "features.9.block.0", (4, 4)),
+    ("efficientnet_b0", "features.6.0.block.0", (4, 4)),
+    ("convnext_tiny", "features.6.0", (4, 4)),
     ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1", (4, 4)),  # not "conv_proj", the patch embedding
 ]
 
@@ -143,7 +143,7 @@ def test_zoo_gradcam_matches_handwritten(name: str, reference: Callable[[nn.Modu
     net = build(name).eval()
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([0, 3, 4])
-    cam = GradCam()
+    cam = GradCam(layer="features" if name == "densenet121" else None)  # the reference explains `features`
     with training_state_guard(net), model_forward(net) as forward:
         cam.setup(net, forward, x[:1].clone())
         got = cam.explain(forward, x.clone(), targets).raw
@@ -276,8 +276,8 @@ def test_resnet18_fit_is_bit_identical_with_monitor(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=2, ig_steps=2, warmup_epochs=0)
     watched = zoo_fit(tmp_path / "b", "resnet18", 32, [monitor])
     assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
-    # at 32x32 layer4 is 1x1 (no spatial extent), so the last spatial map is layer3's 2x2
-    assert monitor.explainers[0].layer_name == "net.layer3"  # type: ignore[attr-defined]
+    # at 32x32 layer4 is 1x1 and layer3 2x2, so the last map with 4x4 cells is layer2's
+    assert monitor.explainers[0].layer_name == "net.layer2"  # type: ignore[attr-defined]
     for (key, p), (_, q) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=True):
         assert torch.equal(p, q), key
 

@@ -318,13 +318,18 @@ def test_auto_layer_resnet18_has_at_least_4x4_cells() -> None:
     assert auto_gradcam_layer(tiny) == "layer2"  # 4x4 there
 
 
-def test_gradcam_names_its_layer_and_warns_on_a_2x2_map(caplog: pytest.LogCaptureFixture) -> None:
+def test_gradcam_names_its_layer_and_warns_on_a_2x2_map(monkeypatch: pytest.MonkeyPatch) -> None:
     models = pytest.importorskip("torchvision.models")
+    from lightning_xai.explain import gradcam as gradcam_module
+
+    said: list[str] = []
+    monkeypatch.setattr(gradcam_module, "rank_zero_info", said.append)
     net = models.resnet18(num_classes=10).eval()
     x = torch.zeros(1, 3, 64, 64)
-    with caplog.at_level("INFO"):
-        GradCam().setup(net, net, x)
-    assert "Grad-CAM explains layer `layer3` (4x4 cells for 64x64 probes)" in caplog.text
+    cam = GradCam()
+    cam.setup(net, net, x)
+    assert said == ["AttributionMonitor: Grad-CAM explains layer `layer3` (4x4 cells for 64x64 probes)."]
+    assert cam.cells == (4, 4)
     with pytest.warns(UserWarning, match=r"`layer4` gives a map of only 2x2 cells"):
         GradCam(layer="layer4").setup(net, net, x)
 
