@@ -12,7 +12,6 @@ judges it against two noise levels measured on the run itself.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ class Detection:
             into regions the probes' average map had left quiet (mean over probes; negative when it left them).
         threshold: the threshold of this evaluation (None while calibrating).
         noise: the noise level it was calibrated on: the larger of the spread of this evaluation's per-probe
-            movements (standard error) and the typical score of the run's earlier evaluations (None before).
+            movements (standard error) and the run's own noise σ (root mean square of its earlier scores).
         fired: True when this evaluation raises an alert.
         probe_indices: probes whose own movement into the quiet regions is over the threshold.
         region: ``(top, left, bottom, right)`` in input pixels of the quiet region that gained most (None if none).
@@ -63,21 +62,21 @@ class ShiftDetector:
     into the quiet regions since then (:func:`~lightning_xai.functional.novel_relevance`); the *score* is the
     mean over probes. It alerts when
 
-        ``score >= max(floor, t × standard error, ratio × typical score)``
+        ``score >= max(floor, t × standard error, ratio × σ)``
 
     where the standard error is the spread of the per-probe movements at this evaluation divided by √P (random,
     per-probe jitter has a large spread; a shared cue moves every probe the same way), ``t`` is Student's
     one-sided ``1 − alpha`` quantile with ``P − 1`` degrees of freedom (a t-test across probes: 3.25 for 10
-    probes at the default ``alpha``), and the typical score is the median of the run's earlier positive scores
-    after the warm-up (at least ``calibration`` evaluations are needed before the detector may alert; movement
-    *out of* quiet regions, as maps sharpen, is not noise to calibrate on). An alert's score is not added to the
-    calibration, and the method stays silent for ``cooldown`` evaluations after it. Fewer than 4 probes cannot
-    show that a movement is shared, so the detector never alerts then.
+    probes at the default ``alpha``), and σ is the run's own evaluation-to-evaluation noise: the root mean square
+    of its earlier scores after the warm-up (a benign score is centred on 0; at least ``calibration`` of them are
+    needed before the detector may alert), so the default ``ratio`` is a 3σ rule. An alert's score is not added
+    to the calibration, and the method stays silent for ``cooldown`` evaluations after it. Fewer than 4 probes
+    cannot show that a movement is shared, so the detector never alerts then.
 
     Args:
         calibration: evaluations after the warm-up needed before the detector may alert.
         alpha: the one-sided level of the test across probes.
-        ratio: how many times the run's typical score the movement must be.
+        ratio: how many σ (the run's own noise) the movement must be.
         floor: the smallest share of relevance that must move, whatever the noise says.
         cells: regions per side of the grid the maps are pooled onto.
         cooldown: evaluations after an alert during which the method stays silent.
@@ -139,12 +138,14 @@ class ShiftDetector:
 
             >>> ShiftDetector().threshold([0.002, -0.004, 0.003], standard_error=0.005, probes=10)
             (0.016239, 0.005)
+            >>> ShiftDetector().threshold([0.02, -0.03, 0.01], standard_error=0.001, probes=10)
+            (0.064807, 0.021602)
         """
         if len(scores) < self.calibration:
             return None, None
-        typical = statistics.median(max(s, 0.0) for s in scores) if scores else 0.0
-        noise = max(standard_error, typical)
-        threshold = max(self.floor, t_quantile(1 - self.alpha, probes - 1) * standard_error, self.ratio * typical)
+        sigma = math.sqrt(sum(s * s for s in scores) / len(scores)) if scores else 0.0
+        noise = max(standard_error, sigma)
+        threshold = max(self.floor, t_quantile(1 - self.alpha, probes - 1) * standard_error, self.ratio * sigma)
         return round(threshold, 6), round(noise, 6)
 
     def update(self, method: str, maps: Tensor, input_size: tuple[int, int], armed: bool) -> Detection | None:
