@@ -18,7 +18,8 @@ import lightning.pytorch as L
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import DataLoader
 
-from examples.quickstart import DigitCNN, digits_datasets
+from examples import quickstart
+from examples.quickstart import DigitCNN
 
 __all__ = ["DigitCNN", "DigitsDataModule", "main"]
 
@@ -31,7 +32,7 @@ class DigitsDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
 
     def setup(self, stage: str) -> None:
-        self.train, self.val, _ = digits_datasets(self.seed)
+        self.train, self.val, _ = quickstart.digits_datasets(self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
