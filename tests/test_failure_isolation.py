@@ -25,7 +25,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import Tensor
 
 from lightning_xai import AttributionMonitor, DriftDetectedError, DriftRule
-from lightning_xai._trainer import on_every_rank
 from lightning_xai.explain import Explainer, Explanation
 
 ALWAYS = DriftRule(threshold=0.0, patience=1, cooldown=0)  # fires at the first armed evaluation
@@ -352,6 +351,8 @@ def test_history_and_alerts_survive_validate_test_and_predict(tmp_path: Any) -> 
 
 def test_a_setup_failure_on_one_rank_stops_every_rank() -> None:
     """The dry run's outcome is agreed: a rank whose own check passed raises too, instead of training on."""
+    from lightning_xai._trainer import on_every_rank
+
     decisions: list[bool] = []
 
     def other_rank_failed(local: bool, all: bool = True) -> bool:  # noqa: A002 - Lightning's keyword

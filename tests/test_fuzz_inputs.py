@@ -237,8 +237,9 @@ def raised_in_lightning_xai(err: BaseException) -> bool:
 
 
 def named_argument(message: str) -> str | None:
-    found = [a for a in [*ARGUMENTS, "DriftRule"] if re.search(rf"`{a}\b", message)]
-    return found[0] if found else None
+    """The first argument the message names in backticks (``probes``, ``DriftRule.threshold``, ...), or None."""
+    found = [(m.start(), a) for a in [*ARGUMENTS, "DriftRule"] for m in re.finditer(rf"`{a}\b", message)]
+    return min(found)[1] if found else None
 
 
 def run_example(example: dict[str, Any], tmp_path: str) -> str:
@@ -251,7 +252,9 @@ def run_example(example: dict[str, Any], tmp_path: str) -> str:
             kwargs["drift_rules"] = tuple(DriftRule(**r) for r in example["rules"])
         monitor = AttributionMonitor(ig_internal_batch_size=32, **kwargs)
         logger: Any = TensorBoardLogger(tmp_path, name="fuzz") if example["logger"] else False
-        trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=1, logger=logger))
+        trainer = L.Trainer(
+            **trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=1, limit_train_batches=1, logger=logger)
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.fit(model, *data(example["channels"]))
@@ -262,6 +265,7 @@ def run_example(example: dict[str, Any], tmp_path: str) -> str:
         assert argument is not None, f"the message names no argument: {err!r}"
         return f"refused:{argument}"
     assert model.train_steps == 1 and monitor is not None
+    assert monitor.evaluations == (1 if monitor.every_n_epochs == 1 else 0)  # the monitor really ran
     errors = [e for record in monitor.history for e in record.errors]
     assert not errors, f"accepted at construction, then failing at run time: {errors}"
     return "completed"
