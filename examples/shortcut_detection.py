@@ -37,8 +37,10 @@ from examples.shortcut.scenario import ShortcutConfig, run_shortcut_scenario
 COLUMNS = [
     ("gc mass", "xai/localization/gradcam/relevance_mass"),
     ("ig mass", "xai/localization/integrated_gradients/relevance_mass"),
-    ("gc drift", "xai/gradcam/drift/rank_vs_reference/median"),
-    ("ig drift", "xai/integrated_gradients/drift/rank_vs_reference/median"),
+    ("gc score", "xai/gradcam/alert/score"),
+    ("gc thr", "xai/gradcam/alert/threshold"),
+    ("ig score", "xai/integrated_gradients/alert/score"),
+    ("ig thr", "xai/integrated_gradients/alert/threshold"),
 ]
 
 

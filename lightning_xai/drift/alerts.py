@@ -213,7 +213,7 @@ class AlertTracker:
         self.alerts = [DriftAlert.from_dict(a) for a in state.get("alerts", [])]
 
 
-_SEE = "Open TensorBoard tag 'xai/{method}/overlay' to see where it looks now."
+_SEE = "Open the TensorBoard image xai/sheet (or xai/{method}/overlay) to see where it looks now."
 
 
 def detection_alert(method: str, epoch: int, step: int, d: Detection) -> DriftAlert:
