@@ -19,6 +19,7 @@ from typing_extensions import override
 
 from lightning_xai import _trainer
 from lightning_xai._checks import monitor_explainers, normalize_arguments
+from lightning_xai._cost import CostReporter
 from lightning_xai._state_key import monitor_state_key
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError, DriftRule, OnDrift
 from lightning_xai.drift.detector import ShiftDetector
@@ -178,6 +179,7 @@ class AttributionMonitor(Callback):
         self.masks: Tensor | None = None
         #: one :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint)
         self.history: list[Evaluation] = []
+        self.cost = CostReporter()
         self.evaluations = 0
         self._prepared_for: LightningModule | None = None
         #: the last setup dry run: its cost, and the methods that cannot run on this model
@@ -377,6 +379,7 @@ class AttributionMonitor(Callback):
         measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
+        self.cost.after_evaluation(record, self)
         normalizations = {e.name: e.display_normalization for e in self.explainers}
         args = (done, self.probes.labels, record, normalizations)  # what self.media.log takes after the trainer
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)

@@ -212,3 +212,23 @@ def test_ig_baseline_defaults_to_the_black_image_when_denormalize_is_given() -> 
     assert next(e for e in plain.explainers if e.name == "integrated_gradients").baseline is None
     given = AttributionMonitor(denormalize=(mean, std), ig_baseline=0.0)
     assert next(e for e in given.explainers if e.name == "integrated_gradients").baseline == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ cost
+
+
+def test_cost_is_logged_said_once_and_warned_when_large(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_xai import _cost
+
+    said: list[str] = []
+    monkeypatch.setattr(_cost, "rank_zero_info", said.append)
+    monkeypatch.setattr(_cost, "WARN_SHARE", 0.0)  # any cost is "large": the warning must come, once
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    with pytest.warns(UserWarning, match=r"the explanations take .* of the time between two evaluations") as caught:
+        L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=3)).fit(TinyCNN(), train, val)
+    assert sum("the explanations take" in str(w.message) for w in caught) == 1
+    assert len(said) == 1 and "an evaluation takes" in said[0] and "integrated_gradients with 4 steps" in said[0]
+    assert "gradcam on `" in said[0]
+    assert all(h.scalars["xai/seconds"] > 0 for h in monitor.history)
