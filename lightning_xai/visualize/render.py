@@ -14,14 +14,18 @@ Typical use::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TypeAlias
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_xai.visualize.colormaps import COLORMAP_NAMES, LUT_HEX
+from lightning_xai.visualize.display import (  # noqa: F401 - re-exported: the input side of the pictures
+    Denormalize,
+    black_input,
+    check_denormalize,
+    check_display_channels,
+    to_display_images,
+)
 
 __all__ = [
     "COLORMAPS",
@@ -43,7 +47,6 @@ COLORMAPS: tuple[str, ...] = tuple(COLORMAP_NAMES)
 NORMALIZATIONS: tuple[str, ...] = ("max", "percentile")
 """Modes accepted by :func:`normalize_maps`."""
 
-Denormalize: TypeAlias = tuple[Sequence[float] | float, Sequence[float] | float] | Callable[[Tensor], Tensor] | None
 
 _LUT_CACHE: dict[tuple[str, str], Tensor] = {}
 
@@ -57,70 +60,6 @@ def check_colormap(name: str) -> str:
 
 
 _check_colormap = check_colormap
-
-
-def check_denormalize(denormalize: Denormalize) -> Denormalize:
-    """``denormalize`` normalised: None, a callable, or ``(mean, std)`` as two 1-D float32 tensors (from numbers,
-    lists, tuples, numpy arrays or tensors; given as a tuple or a list). Raises a ValueError naming ``denormalize``
-    for anything else, for NaN/Inf, for a zero std, or for mean and std of different lengths (neither of them 1).
-
-    Example::
-
-        >>> [t.tolist() for t in check_denormalize([[0.5, 0.5], 0.25])]
-        [[0.5, 0.5], [0.25]]
-    """
-    if denormalize is None or callable(denormalize):
-        return denormalize
-    fix = (
-        "pass (mean, std) sequences (one value per channel or one for all), a callable mapping model inputs to "
-        "[0, 1] images, or None."
-    )
-    if not isinstance(denormalize, (tuple, list)) or len(denormalize) != 2:
-        raise ValueError(f"`denormalize={denormalize!r}` is not supported; {fix}")
-    parts = []
-    for label, part in zip(("mean", "std"), denormalize, strict=True):
-        try:
-            if isinstance(part, (str, bytes)):
-                raise TypeError("a string")
-            t = part.detach() if isinstance(part, Tensor) else torch.as_tensor(part)
-            if t.is_complex() or t.dtype == torch.bool or t.device.type == "meta":
-                raise TypeError(str(t.dtype))
-            t = t.to("cpu", torch.float32).reshape(-1)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(f"`denormalize` {label} {part!r} is not numbers ({err}); {fix}") from None
-        if t.numel() == 0 or not bool(torch.isfinite(t).all()):
-            raise ValueError(f"`denormalize` {label} must be finite numbers, got {part!r}; {fix}")
-        parts.append(t)
-    mean, std = parts
-    if bool((std == 0).any()):
-        raise ValueError(f"`denormalize` std must be non-zero (the inputs are divided by it), got {std.tolist()}.")
-    if mean.numel() != std.numel() and 1 not in (mean.numel(), std.numel()):
-        raise ValueError(
-            f"`denormalize` has {mean.numel()} means but {std.numel()} stds; give one of each per channel (or one "
-            "for all)."
-        )
-    return (mean, std)  # type: ignore[return-value]  # tensors are sequences of floats here
-
-
-def check_display_channels(denormalize: Denormalize, channels: int, render: bool = True) -> None:
-    """Raise a ValueError naming ``denormalize`` when ``(mean, std)`` does not fit images with ``channels``
-    channels, or (``render``) when such images cannot be displayed: 1 (grey) or 3 (RGB) channels after
-    ``denormalize``. A callable is checked by calling it (see the setup dry run)."""
-    if isinstance(denormalize, (tuple, list)):
-        for label, part in zip(("means", "stds"), denormalize, strict=True):
-            count = torch.as_tensor(part).numel()
-            if count not in (1, channels):
-                raise ValueError(
-                    f"`denormalize` has {count} {label} but the probes have {channels} channel"
-                    f"{'s' if channels != 1 else ''}; give one per channel (or one for all), e.g. the mean and std "
-                    "of the `Normalize` in your validation transform."
-                )
-    if render and denormalize is None and channels not in (1, 3):
-        raise ValueError(
-            f"The probes have {channels} channels and images are shown with 1 (grey) or 3 (RGB): pass "
-            "`denormalize=` a callable that maps the probes to 1 or 3 channels in [0, 1], e.g. "
-            "`denormalize=lambda x: x[:, :3]`."
-        )
 
 
 def _lut(name: str, device: torch.device) -> Tensor:
@@ -288,99 +227,6 @@ def normalize_maps(maps: Tensor, mode: str = "max", percentile: float = 99.0, ep
     return out.reshape(n, h, w)
 
 
-def black_input(denormalize: Denormalize) -> Tensor | None:
-    """The model input that displays as black, ``-mean / std`` shaped ``(C, 1, 1)``, for ``denormalize=(mean,
-    std)``; None for a callable or None (the inverse is unknown; zeros are black for unnormalised inputs).
-
-    It is Integrated Gradients' default baseline when ``denormalize`` is given: the zero input of a
-    normalised model is the *mean* image, which leaves the background with attribution of its own.
-
-    Example::
-
-        >>> black_input(([0.5, 0.25], [0.25, 0.5])).flatten().tolist()
-        [-2.0, -0.5]
-    """
-    if not isinstance(denormalize, (tuple, list)) or len(denormalize) != 2:
-        return None
-    mean = torch.as_tensor(denormalize[0], dtype=torch.float32).reshape(-1, 1, 1)
-    std = torch.as_tensor(denormalize[1], dtype=torch.float32).reshape(-1, 1, 1)
-    return -mean / std
-
-
-def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor:
-    """Convert probe images, as the model sees them, into displayable RGB in ``[0, 1]``.
-
-    1. ``denormalize=(mean, std)``: per channel ``x * std + mean`` (sequences of length ``C`` or 1);
-       a callable is applied as is; ``None`` leaves the values alone.
-    2. Single-channel images are repeated to 3 channels.
-    3. With ``denormalize=None`` and any value outside ``[0, 1]`` in the batch, each image is min-max
-       scaled independently (a constant image becomes 0.5 grey); otherwise values are clamped to
-       ``[0, 1]``. Non-finite values count as 0.
-
-    Args:
-        images: ``(N, C, H, W)`` tensor with ``C`` in ``(1, 3)`` (after ``denormalize``).
-        denormalize: ``(mean, std)``, a callable ``Tensor -> Tensor`` or ``None``.
-
-    Returns:
-        ``(N, 3, H, W)`` float tensor in ``[0, 1]`` on the device of ``images``.
-
-    Raises:
-        ValueError: If the images are not 4-D, have a channel count other than 1 or 3, or
-            ``mean``/``std`` do not match the channel count.
-
-    Example::
-
-        >>> x = torch.zeros(2, 3, 4, 4)  # normalised with mean 0.5, std 0.25
-        >>> out = to_display_images(x, denormalize=([0.5, 0.5, 0.5], [0.25, 0.25, 0.25]))
-        >>> out.shape, out.unique().tolist()
-        (torch.Size([2, 3, 4, 4]), [0.5])
-    """
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
-    x = _to_float(images)
-    if isinstance(denormalize, (tuple, list)):
-        if len(denormalize) != 2:
-            raise ValueError("denormalize must be a (mean, std) pair or a callable.")
-        c = x.shape[1]
-        stats = []
-        for label, seq in zip(("mean", "std"), denormalize, strict=True):
-            t = torch.as_tensor(seq, dtype=x.dtype, device=x.device).reshape(-1)
-            if t.numel() not in (1, c):
-                raise ValueError(f"denormalize {label} has {t.numel()} values but the images have {c} channels.")
-            stats.append(t.reshape(1, -1, 1, 1))
-        x = x * stats[1] + stats[0]
-    elif callable(denormalize):
-        out = denormalize(x)
-        if not isinstance(out, Tensor) or out.dim() != 4:
-            raise ValueError("denormalize callable must return an (N, C, H, W) tensor.")
-        x = _to_float(out)
-    elif denormalize is not None:
-        raise TypeError(f"denormalize must be (mean, std), a callable or None, got {type(denormalize).__name__}.")
-    c = x.shape[1]
-    if c not in (1, 3):
-        raise ValueError(
-            f"Cannot display images with {c} channels: expected 1 (grayscale) or 3 (RGB). "
-            "Pass a denormalize callable that maps them to 1 or 3 channels."
-        )
-    if c == 1:
-        x = x.expand(-1, 3, -1, -1)
-    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    if denormalize is not None or x.numel() == 0:
-        return x.clamp(0.0, 1.0)
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
-    lo = flat.amin(dim=1).reshape(n, 1, 1, 1)
-    hi = flat.amax(dim=1).reshape(n, 1, 1, 1)
-    out_of_range = (flat.amin() < 0.0) | (flat.amax() > 1.0)  # stays a device tensor: no host sync
-    span = hi - lo
-    const = span <= 1e-12
-    scaled = (x - lo) / torch.where(const, torch.ones_like(span), span)
-    scaled = torch.where(const, torch.full_like(x, 0.5), scaled)
-    return torch.where(out_of_range, scaled, x.clamp(0.0, 1.0))
-
-
 def overlay(images: Tensor, heat_rgb: Tensor, heat: Tensor, alpha: float = 0.5) -> Tensor:
     """Blend colourised heatmaps onto images, weighted by the heat itself.
 
@@ -429,155 +275,9 @@ def overlay(images: Tensor, heat_rgb: Tensor, heat: Tensor, alpha: float = 0.5) 
     return img * (1.0 - wgt) + _to_float(heat_rgb).to(img.device) * wgt
 
 
-def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> Tensor:
-    """Tile a batch of images into one image, row-major, like ``torchvision.utils.make_grid``.
-
-    The result has shape ``(C, rows * (H + padding) + padding, ncol * (W + padding) + padding)`` with
-    ``ncol = min(nrow, N)`` and ``rows = ceil(N / ncol)``; unused cells are filled with ``pad_value``.
-    Unlike torchvision, a single image is padded too (consistent borders for any ``N``) and
-    single-channel images stay single-channel. Vectorised (no loop over images), any device/dtype.
-
-    Args:
-        images: ``(N, C, H, W)`` tensor, ``N >= 1``.
-        nrow: Maximum number of images per row.
-        padding: Pixels between (and around) the images.
-        pad_value: Fill value of the padding.
-
-    Returns:
-        ``(C, GH, GW)`` tensor with the dtype and device of ``images``.
-
-    Raises:
-        ValueError: For a non 4-D or empty batch, ``nrow < 1`` or ``padding < 0``.
-
-    Example::
-
-        >>> make_grid(torch.zeros(5, 3, 4, 4), nrow=3, padding=2).shape
-        torch.Size([3, 14, 20])
-    """
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
-    n, c, h, w = images.shape
-    if n < 1:
-        raise ValueError("make_grid needs at least one image.")
-    if int(nrow) < 1:
-        raise ValueError(f"nrow must be >= 1, got {nrow!r}.")
-    if int(padding) < 0:
-        raise ValueError(f"padding must be >= 0, got {padding!r}.")
-    p = int(padding)
-    ncol = min(int(nrow), n)
-    rows = -(-n // ncol)
-    cells = images.new_full((rows * ncol, c, h + p, w + p), pad_value)
-    cells[:n, :, :h, :w] = images
-    body = cells.reshape(rows, ncol, c, h + p, w + p).permute(2, 0, 3, 1, 4)
-    body = body.reshape(c, rows * (h + p), ncol * (w + p))
-    grid = images.new_full((c, rows * (h + p) + p, ncol * (w + p) + p), pad_value)
-    grid[:, p:, p:] = body
-    return grid
-
-
-def to_uint8(grid: Tensor) -> Tensor:
-    """Convert a float image in ``[0, 1]`` to ``uint8`` (clamped, rounded; NaN becomes 0).
-
-    Args:
-        grid: Float tensor of any shape, nominally in ``[0, 1]``.
-
-    Returns:
-        ``uint8`` tensor of the same shape and device.
-
-    Example::
-
-        >>> to_uint8(torch.tensor([0.0, 0.5, 1.0, 2.0])).tolist()
-        [0, 128, 255, 255]
-    """
-    x = torch.nan_to_num(_to_float(grid), nan=0.0).clamp(0.0, 1.0)
-    return (x * 255.0).round().to(torch.uint8)
-
-
-def _resize_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly resize (N, H', W') / (N, C, H', W') maps to ``size`` if needed (float32)."""
-    m = _to_float(maps)
-    squeeze = m.dim() == 3
-    if squeeze:
-        m = m.unsqueeze(1)
-    elif m.dim() != 4:
-        raise ValueError(f"maps must have shape (N, H, W) or (N, C, H, W), got {tuple(maps.shape)}.")
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-    return m[:, 0] if squeeze else m
-
-
-def render_overlay_grid(
-    images: Tensor,
-    maps: Tensor,
-    *,
-    colormap: str = "jet",
-    alpha: float = 0.5,
-    normalization: str = "max",
-    nrow: int = 8,
-    denormalize: Denormalize = None,
-) -> Tensor:
-    """Render attribution maps over their images as one ``uint8`` grid (for TensorBoard).
-
-    Pipeline: upsample ``maps`` bilinearly (``align_corners=False``) to the image size if needed →
-    :func:`normalize_maps` → :func:`apply_colormap` → :func:`overlay` on :func:`to_display_images`
-    → :func:`make_grid` → :func:`to_uint8`. Everything stays on the device of ``images``.
-
-    Args:
-        images: ``(N, C, H, W)`` probe images as the model sees them (``C`` in 1 or 3).
-        maps: ``(N, H', W')``, ``(N, 1, H', W')`` or ``(N, C', H', W')`` attributions for those images.
-        colormap: One of :data:`COLORMAPS`.
-        alpha: Maximum heatmap opacity in ``[0, 1]``.
-        normalization: ``"max"`` or ``"percentile"`` (99th), see :func:`normalize_maps`.
-        nrow: Images per grid row.
-        denormalize: See :func:`to_display_images`.
-
-    Returns:
-        ``(3, GH, GW)`` ``uint8`` tensor (CHW) on the device of ``images``.
-
-    Raises:
-        ValueError: For mismatched batch sizes or any invalid argument of the steps above.
-
-    Example::
-
-        >>> grid = render_overlay_grid(torch.rand(4, 3, 32, 32), torch.rand(4, 8, 8), nrow=2)
-        >>> grid.shape, grid.dtype
-        (torch.Size([3, 70, 70]), torch.uint8)
-    """
-    _check_colormap(colormap)
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
-    if maps.shape[0] != images.shape[0]:
-        raise ValueError(f"maps has {maps.shape[0]} entries but images has {images.shape[0]}.")
-    display = to_display_images(images, denormalize)
-    size = (int(display.shape[-2]), int(display.shape[-1]))
-    heat = normalize_maps(_resize_maps(maps.to(display.device), size), mode=normalization)
-    blended = overlay(display, apply_colormap(heat, colormap), heat, alpha=alpha)
-    return to_uint8(make_grid(blended, nrow=nrow, padding=2, pad_value=1.0))
-
-
-def render_heatmap_grid(
-    maps: Tensor,
-    *,
-    colormap: str = "jet",
-    normalization: str = "max",
-    nrow: int = 8,
-) -> Tensor:
-    """Render colourised attribution maps alone as one ``uint8`` grid.
-
-    Args:
-        maps: ``(N, H, W)``, ``(N, 1, H, W)`` or ``(N, C, H, W)`` attributions.
-        colormap: One of :data:`COLORMAPS`.
-        normalization: ``"max"`` or ``"percentile"`` (99th), see :func:`normalize_maps`.
-        nrow: Maps per grid row.
-
-    Returns:
-        ``(3, GH, GW)`` ``uint8`` tensor (CHW) on the device of ``maps``.
-
-    Example::
-
-        >>> render_heatmap_grid(torch.rand(3, 7, 7), colormap="viridis").shape
-        torch.Size([3, 11, 29])
-    """
-    _check_colormap(colormap)
-    heat = normalize_maps(maps, mode=normalization)
-    return to_uint8(make_grid(apply_colormap(heat, colormap), nrow=nrow, padding=2, pad_value=1.0))
+from lightning_xai.visualize.grid import (  # noqa: E402 - re-exported: grids build on the functions above
+    make_grid,
+    render_heatmap_grid,
+    render_overlay_grid,
+    to_uint8,
+)
