@@ -1,8 +1,9 @@
-"""The setup dry run: before the first training step (and at the start of ``validate``/``test``), one evaluation's
-whole path runs once on the probes at minimum cost: the prediction pass, every method (Integrated Gradients with
-one step), the drift measurement on a copy of the monitor's state, and the rendering and PNG encoding of one
-image, which is not logged. A probe, target, method, baseline or display setting that does not fit the model then
-fails with a ``ValueError`` naming the argument, the value and the fix, not after an epoch of training.
+"""The setup dry run: before the first training step (and at the start of ``validate``/``test`` for a model not
+checked yet), one evaluation's whole path runs once at minimum cost: the prediction pass on every probe, every method
+on the first two probes (Integrated Gradients with one step), the drift measurement on a copy of the monitor's state,
+and the rendering and PNG encoding of one image, which is not logged. A probe, target, method, baseline or display
+setting that does not fit the model then fails with a ``ValueError`` naming the argument, the value and the fix, not
+after an epoch of training.
 
 One thing is reported instead of refused: a model whose forward does not let gradients reach the probes
 (``torch.no_grad`` around a backbone, reentrant gradient checkpointing). It trains as it does without the monitor;
@@ -39,6 +40,8 @@ from lightning_xai.visualize.render import (
 )
 
 Warn = Callable[[str, str], None]
+#: the probes the methods run on in the dry run (the prediction pass and the target checks use all of them)
+DRY_RUN_PROBES = 2
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,10 @@ def dry_run(
             _setup(explainer, model, forward, example)
         confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
         targets = resolve_targets(target, probes.labels, predicted, lambda key, message: None).to(device)
-        done = ProbeExplanations(inputs, predicted, confidence, targets)
+        k = DRY_RUN_PROBES  # the methods run on the first probes only: every check needs no more
+        done = ProbeExplanations(inputs[:k], predicted[:k], confidence[:k], targets[:k])
         for explainer in explainers:
-            result = _try_method(model, explainer, forward, inputs, targets, logits, report, warn)
+            result = _try_method(model, explainer, forward, inputs[:k], targets[:k], logits[:k], report, warn)
             if result is not None and bool(torch.isfinite(result.raw).all() and torch.isfinite(result.display).all()):
                 done.results[explainer.name] = result
     if measure_with is not None and done.results:
@@ -277,7 +281,7 @@ def _measure_on_copies(done: ProbeExplanations, state: tuple[Any, Any, Any], mas
 
     drift, detector, tracker = copy.deepcopy(state)
     first = max(int(drift.warmup_epochs), int(drift.reference_epoch or 0))
-    device_masks = None if masks is None else masks.to(done.inputs.device)
+    device_masks = None if masks is None else masks[: len(done.inputs)].to(done.inputs.device)
     try:
         for epoch in (first, first + 1):
             measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
