@@ -30,7 +30,7 @@ class Detection:
             into regions the probes' average map had left quiet (mean over probes; negative when it left them).
         threshold: the threshold of this evaluation (None while calibrating).
         noise: the noise level it was calibrated on: the larger of the spread of this evaluation's per-probe
-            movements (standard error) and the run's own noise σ (root mean square of its earlier scores).
+            movements (standard error) and the run's own noise σ (root mean square of its earlier positive scores).
         fired: True when this evaluation raises an alert.
         probe_indices: probes whose own movement into the quiet regions is over the threshold.
         region: ``(top, left, bottom, right)`` in input pixels of the quiet region that gained most (None if none).
@@ -68,8 +68,9 @@ class ShiftDetector:
     per-probe jitter has a large spread; a shared cue moves every probe the same way), ``t`` is Student's
     one-sided ``1 − alpha`` quantile with ``P − 1`` degrees of freedom (a t-test across probes: 3.25 for 10
     probes at the default ``alpha``), and σ is the run's own evaluation-to-evaluation noise: the root mean square
-    of its earlier scores after the warm-up (a benign score is centred on 0; at least ``calibration`` of them are
-    needed before the detector may alert), so the default ``ratio`` is a 3σ rule. An alert's score is not added
+    of its earlier movements *into* the quiet regions after the warm-up (the positive scores; a movement out of
+    them, as maps sharpen, is not what a shortcut has to beat; at least ``calibration`` scores are needed before
+    the detector may alert), so the default ``ratio`` is a one-sided 3σ rule. An alert's score is not added
     to the calibration, and the method stays silent for ``cooldown`` evaluations after it. Fewer than 4 probes
     cannot show that a movement is shared, so the detector never alerts then.
 
@@ -139,11 +140,11 @@ class ShiftDetector:
             >>> ShiftDetector().threshold([0.002, -0.004, 0.003], standard_error=0.005, probes=10)
             (0.016239, 0.005)
             >>> ShiftDetector().threshold([0.02, -0.03, 0.01], standard_error=0.001, probes=10)
-            (0.064807, 0.021602)
+            (0.03873, 0.01291)
         """
         if len(scores) < self.calibration:
             return None, None
-        sigma = math.sqrt(sum(s * s for s in scores) / len(scores)) if scores else 0.0
+        sigma = math.sqrt(sum(max(s, 0.0) ** 2 for s in scores) / len(scores)) if scores else 0.0
         noise = max(standard_error, sigma)
         threshold = max(self.floor, t_quantile(1 - self.alpha, probes - 1) * standard_error, self.ratio * sigma)
         return round(threshold, 6), round(noise, 6)
