@@ -89,7 +89,7 @@ def main() -> None:
         for r in pool.map(run_one, arms, seeds, [args.threshold] * len(jobs)):
             print(
                 f"  done {r['arm']} seed {r['seed']} in {r['seconds']:.0f} s: alerts at epochs {r['alert_epochs']}; "
-                f"watched score per epoch {r["watched"]}",
+                f"watched score per epoch {r['watched']}",
                 flush=True,
             )
             results.append(r)
