@@ -82,11 +82,11 @@ def check_number(
         if number <= high:
             return number
     if math.isfinite(high):
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        bounds = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
     else:
         bounds = f"> {low:g}" if low_open else f">= {low:g}"
     none = " or None" if allow_none else ""
-    raise ValueError(f"`{name}` must be a number in {bounds}{none}, got {describe(value)}{_suggest(name, value)}.")
+    raise ValueError(f"`{name}` must be {bounds}{none}, got {describe(value)}{_suggest(name, value)}.")
 
 
 def _suggest(name: str, value: Any) -> str:
