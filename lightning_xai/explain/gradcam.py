@@ -135,7 +135,9 @@ class GradCam(Explainer):
         h, w = self.map_size(trace.output_shape)
         self.cells = (h, w)
         size = f"{h}x{w} cells for {example.shape[-2]}x{example.shape[-1]} probes"
-        rank_zero_info(f"AttributionMonitor: Grad-CAM explains layer `{self.layer_name}` ({size if h else 'reshaped'}).")
+        rank_zero_info(
+            f"AttributionMonitor: Grad-CAM explains layer `{self.layer_name}` ({size if h else 'reshaped'})."
+        )
         if 0 < h * w <= 4:
             rank_zero_warn(
                 f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {size}: it cannot "
