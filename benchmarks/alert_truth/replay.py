@@ -97,6 +97,46 @@ class FixedRankRule:
         return alerts
 
 
+class ShiftDetectorReplay:
+    """The new default detector, ``lightning_xai.drift.detector.ShiftDetector`` (where the installed code has it),
+    fed the recorded maps as the monitor feeds it (armed from ``warmup_epochs`` on). Its region needs the input
+    size, which does not change whether it fires; ``input_size`` is only passed through.
+
+    ``python benchmarks/alert_truth/replay.py --detector benchmarks.alert_truth.replay:ShiftDetectorReplay``
+    """
+
+    def __init__(self, warmup_epochs: int = 2, input_size: tuple[int, int] = (32, 32), **kwargs: Any) -> None:
+        try:
+            from lightning_xai.drift.detector import ShiftDetector  # type: ignore[import-not-found]
+        except ImportError as err:  # the code the recordings came from may predate it
+            raise ImportError("this lightning_xai has no lightning_xai.drift.detector.ShiftDetector") from err
+        self.factory = lambda: ShiftDetector(**kwargs)
+        self.warmup_epochs, self.input_size = warmup_epochs, input_size
+
+    def _run(self, maps: MapsByEpoch, epochs: list[int]) -> tuple[list[tuple[int, str]], list[Watched]]:
+        detector = self.factory()
+        alerts: list[tuple[int, str]] = []
+        watched: list[Watched] = []
+        for epoch, by_method in zip(epochs, maps, strict=True):
+            row: Watched = {}
+            for method, current in by_method.items():
+                d = detector.update(method, current, self.input_size, epoch >= self.warmup_epochs)
+                if d is None:
+                    continue
+                if getattr(d, "threshold", None) is not None:
+                    row[method] = (float(d.score), float(d.threshold))
+                if getattr(d, "fired", False):
+                    alerts.append((epoch, method))
+            watched.append(row)
+        return alerts, watched
+
+    def __call__(self, maps: MapsByEpoch, epochs: list[int]) -> list[tuple[int, str]]:
+        return self._run(maps, epochs)[0]
+
+    def watched(self, maps: MapsByEpoch, epochs: list[int]) -> list[Watched]:
+        return self._run(maps, epochs)[1]
+
+
 def replay(records: Sequence[dict[str, Any]], detector: Detector) -> dict[str, tuple[list[Alert], list[Watched]]]:
     """Run ``detector`` on every recorded run: name -> (alerts, watched values per evaluation)."""
     out: dict[str, tuple[list[Alert], list[Watched] | None]] = {}

@@ -122,6 +122,7 @@ class RunResult:
     kind: str
     cue: str
     seconds: float
+    cpu_seconds: float = math.nan
     onset: int | None = None
     behavioural_onset: int | None = None
     taken: bool = False
@@ -158,6 +159,7 @@ def analyse_run(
         kind=cfg["kind"],
         cue=cfg["cue"],
         seconds=float(record.get("seconds", math.nan)),
+        cpu_seconds=float(record.get("cpu_seconds", math.nan)),
         onset=cfg.get("onset_epoch"),
         max_cue_rate=max((e["cue_rate"] for e in record["evaluations"]), default=0.0),
         alert_epochs=sorted(by_epoch),
@@ -174,7 +176,7 @@ def analyse_run(
         margins = []
         for m in {m for i in false_window for m in watched[i]}:
             values = [watched[i][m] for i in false_window if m in watched[i]]
-            margins.append(values[0][1] - max(v for v, _ in values))
+            margins.append(min(t - v for v, t in values))  # per evaluation: a calibrated threshold moves
         res.margin = min(margins) if margins else None
         return res
     res.behavioural_onset = behavioural_onset(record)
@@ -337,6 +339,9 @@ def summary_line(results: Sequence[RunResult], seconds: float | None) -> str:
     pct = f"{100.0 * len(within) / len(taken):.0f}%" if taken else "n/a"
     per100 = f"{100.0 * false / evals:.1f}" if evals else "n/a"
     time_text = "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+    cpu = sum(r.cpu_seconds for r in results if not math.isnan(r.cpu_seconds))
+    if cpu:
+        time_text += f" (the runs' CPU time {cpu / 60:.0f} min)"
     return (
         f"SUMMARY shortcut runs detected within 1 evaluation of the behavioural onset: {len(within)}/{len(taken)} "
         f"({pct}; {len(shortcut) - len(taken)} of {len(shortcut)} shortcut runs not taken, excluded); "
