@@ -189,9 +189,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     def watched_for(rec: dict[str, Any]) -> list[Watched]:
         return replayed[rec["name"]][1]
 
-    kwargs: dict[str, Any] = {"alerts_for": alerts_for, "watched_for": watched_for, "title": name}
+    kwargs: dict[str, Any] = {
+        "alerts_for": alerts_for,
+        "watched_for": watched_for,
+        "title": name,
+        "time_text": f"replay time {seconds:.1f} s",
+    }
     text, _ = report(records, **kwargs)
-    print(text.replace("run time n/a", f"replay time {seconds:.1f} s"))
+    print(text)
     if args.markdown:
         md, _ = report(records, markdown=True, **kwargs)
         Path(args.markdown).write_text(md + "\n")

@@ -234,7 +234,7 @@ def cell_rows(results: Sequence[RunResult]) -> list[dict[str, str]]:
             "model": model,
             "kind": kind,
             "runs": str(len(runs)),
-            "cue": ",".join(sorted({r.cue for r in runs})) if kind == "benign" else runs[0].cue,
+            "cue": runs[0].cue if len({r.cue for r in runs}) == 1 else "by seed",
         }
         if kind == "shortcut":
             taken = [r for r in runs if r.taken]
@@ -257,7 +257,7 @@ def cell_rows(results: Sequence[RunResult]) -> list[dict[str, str]]:
             per100=_fmt(100.0 * false / evals, 1) if evals else "-",
             margin_min=_fmt(min(margins), signed=True) if margins else "-",
             margin_med=_fmt(_median(margins), signed=True) if margins else "-",
-            seconds=f"{_median([r.seconds for r in runs]):.0f}",
+            seconds=f"{_median([r.cpu_seconds if not math.isnan(r.cpu_seconds) else r.seconds for r in runs]):.0f}",
         )
         rows.append(row)
     return rows
@@ -278,7 +278,7 @@ COLUMNS = [
     ("per100", "per 100"),
     ("margin_min", "margin min"),
     ("margin_med", "margin med"),
-    ("seconds", "s/run"),
+    ("seconds", "CPU s/run"),
 ]
 
 
@@ -326,7 +326,7 @@ def method_rows(results: Sequence[RunResult]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def summary_line(results: Sequence[RunResult], seconds: float | None) -> str:
+def summary_line(results: Sequence[RunResult], seconds: float | None, time_text: str | None = None) -> str:
     shortcut = [r for r in results if r.kind == "shortcut"]
     taken = [r for r in shortcut if r.taken]
     within = [r for r in taken if r.delay_behavioural is not None and r.delay_behavioural <= 1]
@@ -338,17 +338,18 @@ def summary_line(results: Sequence[RunResult], seconds: float | None) -> str:
     pre_false = sum(r.false_alerts for r in shortcut)
     pct = f"{100.0 * len(within) / len(taken):.0f}%" if taken else "n/a"
     per100 = f"{100.0 * false / evals:.1f}" if evals else "n/a"
-    time_text = "n/a" if seconds is None else f"{seconds / 60:.1f} min"
-    cpu = sum(r.cpu_seconds for r in results if not math.isnan(r.cpu_seconds))
-    if cpu:
-        time_text += f" (the runs' CPU time {cpu / 60:.0f} min)"
+    if time_text is None:
+        time_text = "run time " + ("n/a" if seconds is None else f"{seconds / 60:.1f} min")
+        cpu = sum(r.cpu_seconds for r in results if not math.isnan(r.cpu_seconds))
+        if cpu:
+            time_text += f" (the runs' CPU time {cpu / 60:.0f} min)"
     return (
         f"SUMMARY shortcut runs detected within 1 evaluation of the behavioural onset: {len(within)}/{len(taken)} "
         f"({pct}; {len(shortcut) - len(taken)} of {len(shortcut)} shortcut runs not taken, excluded); "
         f"median delay {_fmt(_median([float(r.delay_behavioural) for r in detected]), 1)} evaluations "  # type: ignore[arg-type]
         f"(detected at all: {len(detected)}/{len(taken)}); benign evaluations after warm-up: {evals}, "
         f"false alerts: {false} ({per100} per 100); shortcut runs' pre-onset false alerts: {pre_false}/{pre_evals}; "
-        f"run time {time_text}"
+        f"{time_text}"
     )
 
 
@@ -360,6 +361,7 @@ def report(
     seconds: float | None = None,
     markdown: bool = False,
     title: str = "today's detector (live alerts)",
+    time_text: str | None = None,
 ) -> tuple[str, list[RunResult]]:
     """The whole report as text (table, per-method lines, SUMMARY line) and the per-run results."""
     results = [
@@ -385,7 +387,7 @@ def report(
     not_taken = [r.name for r in results if r.kind == "shortcut" and not r.taken]
     parts.append(f"{prefix}shortcut not taken: {', '.join(not_taken) if not_taken else 'none'}")
     parts.append("")
-    parts.append(summary_line(results, seconds))
+    parts.append(summary_line(results, seconds, time_text))
     return "\n".join(parts), results
 
 

@@ -7,7 +7,8 @@ shortcut). Models: cnn, resnet18, vgg. 3 seeds each.
 Runs go to a process pool (``--workers``), each process with one torch thread, the costliest runs first.
 
 Run:  python benchmarks/alert_truth/run.py [--workers 2] [--seeds 3] [--out DIR] [--markdown FILE]
-      (about 30 minutes on 2 quiet CPU cores; then ``report.py`` and ``replay.py`` work on the recordings)
+      81 runs, about 120 CPU-minutes (resnet18 three quarters of it): about an hour on 2 quiet CPU cores;
+      ``--models cnn vgg`` about 15 minutes. Then ``report.py`` and ``replay.py`` work on the recordings.
 """
 
 from __future__ import annotations
