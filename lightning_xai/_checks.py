@@ -223,6 +223,7 @@ def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     a["max_seconds_per_epoch"] = check_number(
         "max_seconds_per_epoch", a["max_seconds_per_epoch"], 0.0, low_open=True, allow_none=True
     )
+    a["max_overhead"] = check_number("max_overhead", a["max_overhead"], 0.0, low_open=True, allow_none=True)
     a["topk"] = check_number("topk", a["topk"], 0.0, 1.0, low_open=True)
     a["probe_threshold"] = check_number("probe_threshold", a["probe_threshold"], 0.0, 1.0)
     on_drift = a["on_drift"]

@@ -1,6 +1,8 @@
-"""What the monitor costs, said to the user: one info line after the first measured interval between two
-evaluations (seconds per evaluation, share of the time between evaluations, methods and steps, the Grad-CAM
-layer), and one warning when the explanations take more than 10 % of that time without a time budget."""
+"""What the monitor costs, said to the user and kept within a budget: one info line after the first evaluation
+(seconds per evaluation, share of the time since the previous one, methods and steps, the Grad-CAM layer), one
+warning when the explanations take more than 10 % of that time without a budget, and ``max_overhead``: the
+explanations' cumulative time kept within that fraction of the rest of the run's time (fewer IG steps first, then
+fewer evaluations)."""
 
 from __future__ import annotations
 
@@ -15,23 +17,60 @@ WARN_SHARE = 0.10
 
 
 class CostReporter:
-    """Measures the wall time between the ends of two evaluations (training, validation and the explanations)
-    and the explanations' share of it.
+    """Measures the wall time between the ends of two evaluations (training, validation and the explanations),
+    the explanations' share of it, and keeps their cumulative time within ``max_overhead`` of the rest.
+
+    The budget acts in two steps. After an evaluation that took more than ``max_overhead`` of the time since the
+    previous one, Integrated Gradients gets fewer steps, in proportion (never below 8). Before an evaluation, if
+    its predicted cost (the last one's) would take the explanations' total over ``max_overhead`` × the rest of the
+    run's time so far, the evaluation is skipped (``xai/skipped`` counts them); the account is cumulative, so an
+    expensive first evaluation is paid back by later skips.
 
     Example::
 
         >>> reporter = CostReporter()
         >>> reporter.share(2.0, interval=40.0)
         0.05
+        >>> budget = CostReporter(max_overhead=0.05)
+        >>> budget.explained, budget.other, budget.last_seconds, budget.last_end = 3.0, 40.0, 1.0, float("inf")
+        >>> budget.allows(lambda key, message: None)  # 3 + 1 s of explanations for 40 s of training: over 5 %
+        False
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_overhead: float | None = None) -> None:
         self.last_end: float | None = None
         self.reported = False
+        self.max_overhead = max_overhead
+        #: cumulative seconds of explanations, and of everything else (training, validation) since :meth:`start`
+        self.explained, self.other = 0.0, 0.0
+        self.last_seconds = 0.0
+        #: evaluations the budget skipped
+        self.skipped = 0
 
     @staticmethod
     def share(seconds: float, interval: float) -> float:
         return seconds / interval if interval > 0 else 0.0
+
+    def start(self) -> None:
+        """The run's clock starts (training begins); a resumed or repeated fit starts a new account."""
+        self.last_end, self.explained, self.other = time.perf_counter(), 0.0, 0.0
+
+    def allows(self, warn_once: Any) -> bool:
+        """Whether the next evaluation fits ``max_overhead``: its predicted cost (the last evaluation's) plus what
+        the explanations already took stays within ``max_overhead`` × the rest of the run's time so far."""
+        if self.max_overhead is None or self.last_end is None or self.explained == 0.0:
+            return True
+        other = self.other + max(0.0, time.perf_counter() - self.last_end)
+        if self.explained + self.last_seconds <= self.max_overhead * other:
+            return True
+        self.skipped += 1
+        warn_once(
+            "budget_skip",
+            f"AttributionMonitor: `max_overhead={self.max_overhead}` skips evaluations: the explanations took "
+            f"{self.explained:.1f} s against {other:.1f} s of the rest of the run. Evaluations resume when the "
+            "budget allows; `xai/skipped` counts the skipped ones.",
+        )
+        return False
 
     def describe(self, explainers: Sequence[Any], scalars: dict[str, float]) -> str:
         parts = []
@@ -57,17 +96,39 @@ class CostReporter:
             return
         interval = now - last
         share = self.share(seconds, interval)
+        self.explained += seconds
+        self.other += interval - seconds
+        self.last_seconds = seconds
+        if self.max_overhead is not None:
+            scalars["xai/skipped"] = float(self.skipped)
+            wanted = self.max_overhead * max(interval - seconds, 0.0)  # what this evaluation could have cost
+            if seconds > wanted:
+                self._reduce_ig(explainers, wanted / seconds if seconds > 0 else 1.0, warn_once)
         if not self.reported:
             self.reported = True
             rank_zero_info(
-                f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time between two "
-                f"evaluations ({interval:.1f} s); methods: {self.describe(explainers, scalars)}. "
+                f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since the "
+                f"previous one ({interval:.1f} s); methods: {self.describe(explainers, scalars)}. "
                 "Logged per evaluation as `xai/seconds`."
             )
-        if budget is None and share > WARN_SHARE:
+        if budget is None and self.max_overhead is None and share > WARN_SHARE:
             warn_once(
                 "cost_share",
                 f"AttributionMonitor: the explanations take {seconds:.2f} s, {share:.0%} of the time between two "
-                f"evaluations ({interval:.1f} s). Evaluate less often (`every_n_epochs=`), use fewer probes "
-                "(`num_probes=`) or IG steps (`ig_steps=`), or set a budget with `max_seconds_per_epoch=`.",
+                f"evaluations ({interval:.1f} s). Set a budget: `max_overhead=0.05` (a share of the run) or "
+                "`max_seconds_per_epoch=`; or evaluate less often (`every_n_epochs=`), use fewer probes "
+                "(`num_probes=`) or IG steps (`ig_steps=`).",
+            )
+
+    def _reduce_ig(self, explainers: Sequence[Any], factor: float, warn_once: Any) -> None:
+        """Over the budget: fewer IG steps, about ``factor`` of the last ones, for every method that can (said
+        once)."""
+        caps = [(e.name, cap) for e in explainers if hasattr(e, "reduce_steps") and (cap := e.reduce_steps(factor))]
+        if caps:
+            warn_once(
+                "budget_steps",
+                f"AttributionMonitor: `max_overhead={self.max_overhead}`: an evaluation took more than that share of "
+                "the time since the previous one, so Integrated Gradients runs with fewer steps ("
+                + ", ".join(f"{name}: at most {cap}" for name, cap in caps)
+                + "); `xai/<method>/n_steps` shows the steps used.",
             )

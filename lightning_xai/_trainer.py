@@ -284,3 +284,32 @@ class DriftActions:
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn (a pending exception is not state)
         return {"on_drift": self.on_drift, "stop_pending": False, "pending": None}
+
+
+class SetupWatch:
+    """Notices when the user changes how the model trains between two evaluations: which parameters train
+    (``requires_grad``, e.g. a backbone unfrozen by ``BackboneFinetuning``) or the optimizers and their parameter
+    groups. Explanations then move by themselves (the maps of a frozen random backbone are no baseline for a trained
+    one), so the detector measures that evaluation but neither calibrates on it nor alerts; the next evaluation is
+    compared with the new maps. The signature holds counts only, so nothing identifies a resumed run as changed."""
+
+    def __init__(self) -> None:
+        self.signature: tuple[int, ...] | None = None
+
+    @staticmethod
+    def signature_of(trainer: Trainer, pl_module: LightningModule) -> tuple[int, ...]:
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        groups = [
+            len(group["params"]) for optimizer in getattr(trainer, "optimizers", []) for group in optimizer.param_groups
+        ]
+        return (trainable, len(getattr(trainer, "optimizers", [])), *groups)
+
+    def changed(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
+        """A description of the change since the last call (None when nothing changed, or on the first call)."""
+        previous, self.signature = self.signature, self.signature_of(trainer, pl_module)
+        if previous is None or previous == self.signature:
+            return None
+        return (
+            f"trainable parameters {previous[0]:,} -> {self.signature[0]:,}, optimizer parameter groups "
+            f"{list(previous[2:])} -> {list(self.signature[2:])}"
+        )

@@ -65,16 +65,15 @@ class AttributionMonitor(Callback):
             logged as ``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
         ig_baseline: None (the input that displays as black: ``-mean / std`` with ``denormalize=(mean, std)``,
             else zeros), a float, or a tensor broadcastable to one probe.
-        ig_internal_batch_size: samples per IG pass; None measures the throughput knee, capped at the training
-            batch size (so IG never holds more activations than a training step).
+        ig_internal_batch_size: samples per IG pass; None: the training batch size in whole groups of steps (so
+            IG never holds more activations than a training step).
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
         on_drift: ``"warn"``, ``"stop"`` (training stops at the end of the current epoch, on every rank),
             ``"raise"`` (:class:`DriftDetectedError`, once the epoch's scalars are logged) or a callable receiving each
             :class:`DriftAlert` (on every rank; what it raises ends the run like ``"raise"``). See docs/failures.md.
         denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
         seed: seed of the probe draw (the global RNGs are never used).
-        warmup_epochs: epochs ignored by the detector and the rules; the reference is the first evaluated epoch
-            ``>= warmup_epochs``.
+        warmup_epochs: epochs the detector and rules ignore; the reference is the first evaluated epoch after them.
         reference_epoch: pin the reference to this epoch instead (or the first evaluated epoch after it, for a
             method that did not run or was cut by the time budget then).
         detector: the default alert: a :class:`ShiftDetector` that learns how much explanations normally move
@@ -103,6 +102,10 @@ class AttributionMonitor(Callback):
             for that epoch and named under ``xai/errors``. None: no budget. A map the budget cut (fewer IG steps)
             is shown but not compared: drift is not measured and rules are not checked for it that epoch, so
             ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
+        max_overhead: keep the explanations' cumulative time within this share of the rest of the run (training
+            and validation), e.g. 0.05: Integrated Gradients gets fewer steps first (never below 8), then
+            evaluations are skipped until the account allows (``xai/skipped`` counts them; each is said once).
+            Skipped evaluations delay alerts. None: no budget (a warning when an evaluation takes over 10 %).
         quality: opt-in measures of every method's maps, logged as ``xai/<method>/quality/...`` per evaluation: any
             of ``("deletion", "insertion", "sparseness", "entropy")`` (see ``docs/quality.md`` for their cost).
         name: prefixes every logged key (``xai/<name>/...``) so that several monitors can share a Trainer (two
@@ -146,6 +149,7 @@ class AttributionMonitor(Callback):
         background_logging: bool = True,
         forward_fn: ModelForwardFn | None = None,
         max_seconds_per_epoch: float | None = None,
+        max_overhead: float | None = None,
         quality: Sequence[str] = (),
         name: str | None = None,
     ) -> None:
@@ -161,15 +165,11 @@ class AttributionMonitor(Callback):
         ]
         self.max_seconds_per_epoch = a["max_seconds_per_epoch"]
         self.quality = check_quality(quality)
-        self.probe_source = probes
-        self.num_probes = num_probes
-        self.target = target
+        self.probe_source, self.num_probes, self.target = probes, num_probes, target
         self.every_n_epochs = a["every_n_epochs"]
         self.on_drift = on_drift
         self.actions = _trainer.DriftActions(on_drift)
-        self.seed = seed
-        self.output_transform = output_transform
-        self.forward_fn = forward_fn
+        self.seed, self.output_transform, self.forward_fn = seed, output_transform, forward_fn
         self.drift = DriftTracker(a["warmup_epochs"], a["reference_epoch"], a["topk"], a["probe_threshold"])
         self.detector = ShiftDetector() if detector == "default" else detector
         self.tracker = AlertTracker(list(drift_rules))
@@ -179,7 +179,8 @@ class AttributionMonitor(Callback):
         self.masks: Tensor | None = None
         #: one :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint)
         self.history: list[Evaluation] = []
-        self.cost = CostReporter()
+        self.cost = CostReporter(a["max_overhead"])
+        self.setup_watch = _trainer.SetupWatch()
         self.evaluations = 0
         self._prepared_for: LightningModule | None = None
         #: the last setup dry run: its cost, and the methods that cannot run on this model
@@ -270,6 +271,7 @@ class AttributionMonitor(Callback):
         if self._inactive:
             return
         self._ensure_ready(trainer, pl_module)
+        self.cost.start()
         batch_size = _trainer.training_batch_size(trainer.train_dataloader)
         for explainer in self._batch_capped:
             explainer.limit_batch(batch_size)
@@ -325,7 +327,8 @@ class AttributionMonitor(Callback):
     def _due(self, trainer: Trainer) -> bool:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain
             return True
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        return due and bool(trainer.strategy.broadcast(self.cost.allows(self._warn_once)))  # rank 0's clock
 
     def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
         """Collect the probes (once) and validate them, the target and the methods against the model."""
@@ -376,7 +379,8 @@ class AttributionMonitor(Callback):
         self.evaluations += 1
         masks = None if self.masks is None else self.masks.to(pl_module.device)
         errors, state = list(done.errors), (self.drift, self.detector, self.tracker, masks, self._warn_once)
-        measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state)
+        change = self.setup_watch.changed(trainer, pl_module)
+        measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
         self.cost.after_evaluation(record, self)

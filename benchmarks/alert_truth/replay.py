@@ -112,6 +112,23 @@ class ShiftDetectorReplay:
             raise ImportError("this lightning_xai has no lightning_xai.drift.detector.ShiftDetector") from err
         self.factory = lambda: ShiftDetector(**kwargs)
         self.warmup_epochs, self.input_size = warmup_epochs, input_size
+        self.kwargs = kwargs
+        #: evaluations (epochs) at which the training setup changed: the monitor pauses the detector there
+        self.setup_changes: set[int] = set()
+
+    def for_record(self, record: dict[str, Any]) -> ShiftDetectorReplay:
+        """A copy that pauses where the monitor's ``SetupWatch`` saw the training setup change in this run: from the
+        recorded signature (``setup``) where the recording has it, else from the scenario (``unfreeze`` changes the
+        trainable parameters at its change epoch; the other scenarios change none)."""
+        replay = ShiftDetectorReplay(self.warmup_epochs, self.input_size, **self.kwargs)
+        evals = [e for e in record["evaluations"] if e.get("evaluated", True)]
+        if all("setup" in e for e in evals):
+            replay.setup_changes = {
+                int(b["epoch"]) for a, b in zip(evals, evals[1:], strict=False) if a["setup"] != b["setup"]
+            }
+        elif record["config"].get("scenario") == "unfreeze":
+            replay.setup_changes = {int(record["config"]["change_epoch"])}
+        return replay
 
     def _run(self, maps: MapsByEpoch, epochs: list[int]) -> tuple[list[tuple[int, str]], list[Watched]]:
         detector = self.factory()
@@ -120,7 +137,8 @@ class ShiftDetectorReplay:
         for epoch, by_method in zip(epochs, maps, strict=True):
             row: Watched = {}
             for method, current in by_method.items():
-                d = detector.update(method, current, self.input_size, epoch >= self.warmup_epochs)
+                armed = epoch >= self.warmup_epochs and epoch not in self.setup_changes
+                d = detector.update(method, current, self.input_size, armed)
                 if d is None:
                     continue
                 if getattr(d, "threshold", None) is not None:
@@ -140,10 +158,11 @@ class ShiftDetectorReplay:
 def replay(records: Sequence[dict[str, Any]], detector: Detector) -> dict[str, tuple[list[Alert], list[Watched]]]:
     """Run ``detector`` on every recorded run: name -> (alerts, watched values per evaluation)."""
     out: dict[str, tuple[list[Alert], list[Watched] | None]] = {}
-    watched_fn = getattr(detector, "watched", None)
     for rec in records:
         maps, epochs = maps_by_epoch(rec)
-        alerts = [(int(a[0]), str(a[1])) for a in detector(maps, epochs)]
+        this = detector.for_record(rec) if hasattr(detector, "for_record") else detector  # per-run settings
+        alerts = [(int(a[0]), str(a[1])) for a in this(maps, epochs)]
+        watched_fn = getattr(this, "watched", None)
         # without ``watched`` the report shows no margins (rather than the live detector's)
         out[rec["name"]] = (alerts, [{} for _ in epochs] if watched_fn is None else watched_fn(maps, epochs))
     return out

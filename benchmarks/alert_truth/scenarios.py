@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from benchmarks.alert_truth.data import CUES, DigitData, TrainSet, ValSet
 from benchmarks.alert_truth.models import FAMILIES, Classifier, Optim, backbone_parameters
 from lightning_xai import AttributionMonitor
+from lightning_xai._trainer import SetupWatch
 from lightning_xai.explain.guard import training_state_guard
 
 FORMAT_VERSION = 1
@@ -193,6 +194,7 @@ class Recorder(L.Callback):
                 "errors": [str(e) for e in (field(last, "errors", []) or [])] if evaluated else [],
                 "explain_seconds": float(field(last, "explain_seconds", math.nan)) if evaluated else math.nan,
                 "epoch_end_time": time.perf_counter(),
+                "setup": list(SetupWatch.signature_of(trainer, pl_module)),  # what the monitor's SetupWatch compares
                 "alerts": new_alerts,
                 "maps": maps,
                 "val_acc": correct / total if total else float("nan"),  # own-label cue, the validation loader

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert
@@ -58,11 +59,13 @@ def measure(
     tracker: AlertTracker,
     masks: Tensor | None = None,
     warn_once: Callable[[str, str], None] | None = None,
+    setup_change: str | None = None,
 ) -> Evaluation:
     """Measure every method's new maps against the stored ones and check the detector and the rules.
 
     A map that the time budget cut (``budget_limited``) is a worse map, not a drift: it is shown but neither
-    measured nor stored, so it cannot raise an alert or become a reference."""
+    measured nor stored, so it cannot raise an alert or become a reference. ``setup_change`` (what the user changed
+    in the training setup since the last evaluation) pauses the detector for this evaluation."""
     record = Evaluation(epoch, step, errors=list(done.errors), explain_seconds=done.seconds)
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
@@ -81,7 +84,7 @@ def measure(
             scalars.update({f"xai/{name}/drift/{key}": value for key, value in result.statistics.items()})
             detection = None
             if detector is not None:
-                armed = epoch >= drift.warmup_epochs
+                armed = epoch >= drift.warmup_epochs and setup_change is None
                 detection = detector.update(name, explanation.raw, input_size, armed)
                 if detection is not None:
                     scalars[f"xai/{name}/alert/score"] = detection.score
@@ -97,5 +100,10 @@ def measure(
             scalars[f"xai/localization/{name}/pointing_game"] = float(
                 pointing_game(explanation.display, masks).double().mean()
             )
+    if setup_change is not None and detector is not None and epoch >= drift.warmup_epochs:
+        rank_zero_info(
+            f"AttributionMonitor at epoch {epoch}: the training setup changed ({setup_change}); the detector "
+            "measures this evaluation but does not alert on it or calibrate on it."
+        )
     scalars["xai/seconds"] = done.seconds
     return record

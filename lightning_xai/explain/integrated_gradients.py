@@ -137,6 +137,8 @@ class IntegratedGradients(Explainer):
         ladder = [s for s in STEP_LADDER if self.min_steps <= s <= self.max_steps]
         self.ladder = tuple(sorted({*ladder, self.min_steps, self.max_steps}))
         self.passes_per_probe = float((self.max_steps if self.auto else int(n_steps)) + 1)  # type: ignore[arg-type]
+        #: at most this many steps (set by the monitor's overhead budget through :meth:`reduce_steps`)
+        self.step_cap: int | None = None
         #: Captum's ``internal_batch_size`` of the last pass (samples per pass), None before the first call
         self.last_batch_size: int | None = None
         #: details of the last call (steps tried, seconds, budget), for logs and benchmarks
@@ -171,6 +173,31 @@ class IntegratedGradients(Explainer):
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"`max_batch` must be >= 1 or None, got {max_batch}.")
         self.max_batch = max_batch
+
+    def reduce_steps(self, factor: float = 0.75, floor: int = 8) -> int | None:
+        """Cap the steps at about ``factor`` × the last ones (a rung of :data:`STEP_LADDER`, at least one lower, at
+        least ``floor``) for the monitor's overhead budget; the cap, or None at ``floor``. ``n_steps`` (and so the
+        monitor's ``state_key``) stays as configured.
+
+        Example::
+
+            >>> ig = IntegratedGradients(n_steps=32)
+            >>> ig.reduce_steps(), ig.reduce_steps(0.3), ig.reduce_steps(), ig.reduce_steps(floor=16)
+            (24, 8, None, None)
+        """
+        current = self.current_steps or self.max_steps
+        if self.step_cap is not None:
+            current = min(current, self.step_cap)
+        lower = [s for s in STEP_LADDER if floor <= s < current]
+        if not lower:
+            return None
+        fitting = [s for s in lower if s <= current * factor]
+        self.step_cap = max(fitting) if fitting else lower[0]
+        if self.auto:
+            self.ladder = tuple(s for s in self.ladder if s <= self.step_cap) or (self.step_cap,)
+            if self._rung is not None:
+                self._rung = min(self._rung, len(self.ladder) - 1)
+        return self.step_cap
 
     def config(self) -> dict[str, Any]:
         baseline: Any = self.baseline
@@ -232,7 +259,8 @@ class IntegratedGradients(Explainer):
             f_b = out_b[:, targets].diagonal() if out_b.shape[0] == num else out_b[0, targets]
         delta = (f_x.squeeze(1) - f_b).double()
         run = _Run(self, forward, x, base, targets, delta, None if budget is None else start + float(budget))
-        result = self._explain_auto(run) if self.auto else run.try_steps(int(self.n_steps))  # type: ignore[arg-type]
+        fixed = None if self.auto else min(int(self.n_steps), self.step_cap or int(self.n_steps))  # type: ignore[arg-type]
+        result = self._explain_auto(run) if fixed is None else run.try_steps(fixed)
         attr = result.attr.float()
         raw = attr.sum(dim=1) if attr.ndim == 4 else attr.reshape(num, *attr.shape[-2:])
         diagnostics = {

@@ -1,0 +1,138 @@
+"""``max_overhead`` (fewer IG steps, then skipped evaluations) and the detector's pause when the training setup
+changes (a backbone unfrozen, an optimizer's parameter groups changed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from conftest import TinyCNN, loaders, trainer_kwargs
+
+from lightning_xai import AttributionMonitor
+from lightning_xai._cost import CostReporter
+from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.explain import IntegratedGradients
+
+
+def test_reduce_steps_walks_down_the_ladder_to_the_floor_and_keeps_the_state_key() -> None:
+    ig = IntegratedGradients(n_steps=48)
+    before = ig.config()
+    assert ig.reduce_steps(0.75) == 32  # the largest rung <= 0.75 x 48
+    assert ig.reduce_steps(0.99) == 24  # always at least one rung lower
+    assert ig.reduce_steps(0.01) == 8  # never below the floor
+    assert ig.reduce_steps() is None
+    assert ig.config() == before  # the configured steps (and so the monitor's state_key) do not change
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    out = ig.explain(lin, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0]))
+    assert out.diagnostics["n_steps"].tolist() == [8.0, 8.0, 8.0]
+    auto = IntegratedGradients(n_steps="auto", max_steps=64)
+    assert auto.reduce_steps(0.5) == 32 and max(auto.ladder) == 32  # auto mode: the search stays below the cap
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_xai import _cost
+
+    clock = _Clock()
+    monkeypatch.setattr(_cost.time, "perf_counter", clock)
+    warned: list[str] = []
+    budget = CostReporter(max_overhead=0.1)
+    budget.start()
+
+    class _Record:
+        def __init__(self, seconds: float) -> None:
+            self.explain_seconds, self.scalars = seconds, {}
+
+    class _Monitor:
+        explainers: list[Any] = []
+        max_seconds_per_epoch = None
+
+        def _warn_once(self, key: str, message: str) -> None:
+            warned.append(key)
+
+    monitor = _Monitor()
+    clock.now = 12.0  # 10 s of training, then a 2 s evaluation: 20 % > 10 %
+    assert budget.allows(monitor._warn_once)  # nothing spent yet: the first evaluation always runs
+    budget.after_evaluation(_Record(2.0), monitor)
+    assert (budget.explained, budget.other) == (2.0, 10.0)
+    clock.now = 22.0  # 20 s of training so far: 2 + 2 > 0.1 x 20
+    assert not budget.allows(monitor._warn_once) and budget.skipped == 1 and warned == ["budget_skip"]
+    clock.now = 52.0  # 50 s: 2 + 2 <= 0.1 x 50 -> the next evaluation runs
+    assert budget.allows(monitor._warn_once) and budget.skipped == 1
+    assert CostReporter().allows(monitor._warn_once)  # no budget: always
+
+
+def test_a_tiny_budget_cuts_ig_steps_then_skips_evaluations(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=32, warmup_epochs=0, max_overhead=1e-9)
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    with pytest.warns(UserWarning, match=r"max_overhead=1e-09.*fewer steps") as caught:
+        L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=4)).fit(TinyCNN(), train, val)
+    assert any("skips evaluations" in str(w.message) for w in caught)
+    assert [h.epoch for h in monitor.history] == [0]  # every later evaluation over the budget: skipped
+    assert monitor.cost.skipped == 3
+    ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
+    assert ig.step_cap == 8
+    assert not any("of the time between two evaluations" in str(w.message) for w in caught)  # budget set: no nag
+
+
+def test_a_generous_budget_changes_nothing(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=8, warmup_epochs=0, max_overhead=1e9)
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=3)).fit(TinyCNN(), train, val)
+    assert [h.epoch for h in monitor.history] == [0, 1, 2]
+    assert [h.scalars["xai/skipped"] for h in monitor.history[1:]] == [0.0, 0.0]
+    assert all(h.scalars["xai/integrated_gradients/n_steps"] == 8 for h in monitor.history)
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), "5%"])
+def test_max_overhead_is_checked(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_overhead"):
+        AttributionMonitor(max_overhead=bad)
+
+
+class _Unfreeze(L.Callback):
+    """Freezes the feature layers for the first epochs, then trains them (as BackboneFinetuning does)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.features.requires_grad_(False)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            pl_module.features.requires_grad_(True)
+
+
+class _Recording(ShiftDetector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bool]] = []
+
+    def update(self, method: str, maps: torch.Tensor, input_size: tuple[int, int], armed: bool) -> Any:
+        self.calls.append((method, armed))
+        return super().update(method, maps, input_size, armed)
+
+
+def test_the_detector_pauses_for_the_evaluation_after_the_training_setup_changed(tmp_path: Any) -> None:
+    detector = _Recording()
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=1, detector=detector, methods=("gradcam",))
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    L.Trainer(**trainer_kwargs(tmp_path, callbacks=[_Unfreeze(3), monitor], max_epochs=5)).fit(TinyCNN(), train, val)
+    assert [armed for _, armed in detector.calls] == [False, True, True, False, True]  # warm-up; epoch 3 paused
+    plain = _Recording()
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=1, detector=plain, methods=("gradcam",))
+    L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=5)).fit(TinyCNN(), train, val)
+    assert [armed for _, armed in plain.calls] == [False, True, True, True, True]
