@@ -4,6 +4,7 @@ every rank takes together, the keys it logs, and when ``on_drift`` acts."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
-from lightning_xai.explain.run import isolated
+from lightning_xai.explain.run import ProbeExplanations, isolated, merge_shards, to_cpu
 from lightning_xai.probes import ProbeSet, collect_probes
 from lightning_xai.visualize.writer import add_text_job
 
@@ -115,6 +116,52 @@ def trainer_probes(trainer: Trainer, source: Any, num_probes: int, seed: int) ->
             f"images; using those {len(probes)}."
         )
     return probes
+
+
+def shard(count: int, world: int, rank: int) -> slice:
+    """This rank's consecutive share of ``count`` probes (sizes within one of each other; empty when ``rank >=
+    count``).
+
+    Example::
+
+        >>> [shard(5, 2, r) for r in range(2)]
+        [slice(0, 3, None), slice(3, 5, None)]
+    """
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def explain_shards(
+    trainer: Trainer, count: int, explain: Callable[[slice], ProbeExplanations], device: torch.device
+) -> ProbeExplanations | None:
+    """Every rank explains its share of the ``count`` probes (:func:`shard`); the shares travel to rank 0 through
+    the strategy's ``broadcast`` (one per rank, CPU tensors) and are merged there in probe order (None on the other
+    ranks). One process explains them all. When ``explain`` raises on any rank, every rank raises."""
+    if trainer.world_size == 1:
+        return explain(slice(0, count))
+    started = time.perf_counter()
+    mine = shard(count, trainer.world_size, trainer.global_rank)
+    part: Any = None
+    failure: BaseException | None = None
+    if mine.stop > mine.start:
+        try:
+            part = to_cpu(explain(mine))
+        except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks were told
+            failure, part = err, _Failure(f"{type(err).__name__}: {err}")
+    parts = [trainer.strategy.broadcast(part, src=r) for r in range(trainer.world_size)]
+    if failure is not None:
+        raise failure
+    failed = [(r, p) for r, p in enumerate(parts) if isinstance(p, _Failure)]
+    if failed:
+        raise RuntimeError(
+            f"AttributionMonitor failed on rank {failed[0][0]}, so every rank stops: {failed[0][1].message}"
+        )
+    if not trainer.is_global_zero:
+        return None
+    merged = merge_shards([p for p in parts if p is not None], device)
+    merged.seconds = time.perf_counter() - started  # this rank's wall time, waiting for the slowest included
+    return merged
 
 
 def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:

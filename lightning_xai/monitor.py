@@ -28,9 +28,9 @@ from lightning_xai.drift.tracker import DriftTracker
 from lightning_xai.explain import IntegratedGradients, check_quality
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.gradcam import GradcamReshape
-from lightning_xai.explain.run import explain_probes, isolated
+from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
 from lightning_xai.explain.setup import DryRunReport, check_monitor
-from lightning_xai.probes import ProbeSet, TargetSpec, resolve_masks
+from lightning_xai.probes import ProbeSet, TargetSpec, resolve_masks, shard_target
 from lightning_xai.visualize.log import MediaLogger
 from lightning_xai.visualize.render import Denormalize
 
@@ -53,8 +53,7 @@ class AttributionMonitor(Callback):
         num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
         methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
             :class:`~lightning_xai.explain.Explainer` instances.
-        target: ``"label"``, ``"predicted"``, an int class, or one class per probe. ``"label"`` with
-            unlabeled probes falls back to ``"predicted"`` with a warning.
+        target: ``"label"`` (unlabeled probes: ``"predicted"``, warned), ``"predicted"``, a class, one per probe.
         gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map (for a
             torchvision/timm-style ViT: the first LayerNorm of the last encoder block).
         gradcam_reshape: a callable mapping the Grad-CAM layer's output to ``(B, C, h, w)``. None: 4-D maps
@@ -68,29 +67,26 @@ class AttributionMonitor(Callback):
         ig_internal_batch_size: samples per IG pass; None: the training batch size in whole groups of steps (so
             IG never holds more activations than a training step).
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
-        on_drift: ``"warn"``, ``"stop"`` (training stops at the end of the current epoch, on every rank),
-            ``"raise"`` (:class:`DriftDetectedError`, once the epoch's scalars are logged) or a callable receiving each
-            :class:`DriftAlert` (on every rank; what it raises ends the run like ``"raise"``). See docs/failures.md.
+        on_drift: ``"warn"``, ``"stop"`` (every rank stops at the end of the epoch), ``"raise"``
+            (:class:`DriftDetectedError` once the epoch's scalars are logged) or a callable receiving each
+            :class:`DriftAlert` on every rank (what it raises ends the run). See docs/failures.md.
         denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
         seed: seed of the probe draw (the global RNGs are never used).
         warmup_epochs: epochs the detector and rules ignore; the reference is the first evaluated epoch after them.
-        reference_epoch: pin the reference to this epoch instead (or the first evaluated epoch after it, for a
-            method that did not run or was cut by the time budget then).
-        detector: the default alert: a :class:`ShiftDetector` that learns how much explanations normally move
-            in this run (after the warm-up) and alerts when they move much more, saying where relevance went
-            (``xai/<method>/alert/score`` and ``.../threshold`` are logged). ``"default"``: ``ShiftDetector()``;
-            None: no detector (only ``drift_rules``).
+        reference_epoch: pin the reference to this epoch (or the first evaluated one after it that has the map).
+        detector: a :class:`ShiftDetector` learns how much explanations normally move in this run (after the
+            warm-up) and alerts when relevance moves together into regions all probes ignored, saying where
+            (``xai/<method>/alert/score`` and ``.../threshold`` logged). ``"default"``: ``ShiftDetector()``; None:
+            no detector (only ``drift_rules``).
         drift_rules: fixed-threshold rules checked in addition to the detector (default: none).
-        probe_threshold: a probe "drifted" when its own drift is above this (``share`` statistics and
-            ``DriftAlert.probe_indices``).
+        probe_threshold: a probe "drifted" when its drift is above this (``share`` and ``probe_indices``).
         topk: fraction of most-attributed cells compared by the ``topk`` metric.
         colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
         log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
         tile_size: pixels per tile of the explanation sheet ``xai/sheet`` (small inputs are upscaled).
         output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
-        forward_fn: ``forward_fn(pl_module, x)`` calls the model on a batch of probes when ``pl_module(x)``
-            is not enough (a forward that needs extra arguments, or another method); its output then goes
-            through ``output_transform``.
+        forward_fn: ``forward_fn(pl_module, x)`` calls the model on probes when ``pl_module(x)`` is not enough
+            (extra arguments, another method); its output then goes through ``output_transform``.
         probe_masks: ground-truth regions, one boolean ``(H, W)`` mask per probe as a ``(N, H, W)`` tensor, or a
             callable ``(images, labels) -> masks`` (labels may be None). Adds ``xai/localization/<method>/
             relevance_mass`` (share of |attribution| inside the mask) and ``.../pointing_game`` (share of probes
@@ -346,11 +342,14 @@ class AttributionMonitor(Callback):
         return True
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Rank 0 explains and measures; the record is broadcast so every rank logs and decides the same."""
+        """Every rank explains its share of the probes; rank 0 gathers the maps, measures and logs; the record is
+        broadcast so every rank logs and decides the same."""
         if not self._ensure_ready(trainer, pl_module):
             self._warn_once("no_probes", _trainer.NO_PROBES)
             return
-        record = _trainer.on_rank_zero(trainer, lambda: self._explain_and_measure(trainer, pl_module))
+        explain, count = (lambda part: self._explain(trainer, pl_module, part)), len(self.probes or ())
+        done = _trainer.explain_shards(trainer, count, explain, pl_module.device)
+        record = _trainer.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, done))
         if not trainer.is_global_zero:
             self.history.append(record)
             self.evaluations += 1
@@ -358,25 +357,26 @@ class AttributionMonitor(Callback):
         _trainer.log_epoch_scalars(trainer, pl_module, record.scalars, self.name)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
-    def _explain_and_measure(self, trainer: Trainer, pl_module: LightningModule) -> Evaluation:
-        """Explain the probes with every method, measure drift and check alerts, queue the TensorBoard media."""
+    def _explain(self, trainer: Trainer, pl_module: LightningModule, part: slice) -> ProbeExplanations:
+        """Explain the probes ``part`` with every method."""
         assert self.probes is not None
-        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
-        done = explain_probes(
-            pl_module,
-            self.probes.images,
-            self.probes.labels,
-            self.explainers,
-            self.target,
+        labels = None if self.probes.labels is None else self.probes.labels[part]
+        target, images = shard_target(self.target, part), self.probes.images[part]
+        return explain_probes(
+            *(pl_module, images, labels, self.explainers, target),
             output_transform=self.output_transform,
             forward_fn=self.forward_fn,
             max_seconds=self.max_seconds_per_epoch,
-            epoch=epoch,
+            epoch=int(trainer.current_epoch),
             warn_once=self._warn_once,
             skip=self.setup_check.disabled,
             quality=self.quality,
         )
-        self.evaluations += 1
+
+    def _measure_and_log(self, trainer: Trainer, pl_module: LightningModule, done: Any) -> Evaluation:
+        """Measure drift and check alerts on the gathered maps (``ProbeExplanations``), queue the media (rank 0)."""
+        assert self.probes is not None and done is not None
+        epoch, step, self.evaluations = int(trainer.current_epoch), int(trainer.global_step), self.evaluations + 1
         masks = None if self.masks is None else self.masks.to(pl_module.device)
         errors, state = list(done.errors), (self.drift, self.detector, self.tracker, masks, self._warn_once)
         change = self.setup_watch.changed(trainer, pl_module)

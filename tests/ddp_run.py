@@ -7,8 +7,10 @@ as ``python tests/ddp_run.py --out DIR --strategy ddp --scenario stop`` in a sub
 - ``stop``: ``on_drift="stop"`` with a rule that fires at epoch 2; a passive EarlyStopping on a drift key.
 - ``earlystop``: ``on_drift="warn"``; an EarlyStopping on a drift key that stops after epoch 2.
 - ``fail``: the monitor raises on rank 0 at epoch 1 (outside the per-method error handling).
-- ``bench``: timings for docs/compatibility.md: rank-0 explanation (the design) vs sharding the probes across
-  ranks and gathering the maps (the alternative), on resnet18.
+- ``bench``: timings for docs/performance.md: the monitor's sharded explanation on resnet18 (per rank: the CPU and
+  wall seconds of the validation-end hooks, the monitor's ``explain_seconds``); run it with ``--devices 1`` and ``2``.
+- ``validate``: ``trainer.validate`` of a fixed model; rank 0 saves the maps it measured to ``<out>/maps.pt`` (also
+  with ``--devices 1``: the maps of one process, to compare).
 """
 
 from __future__ import annotations
@@ -25,16 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lightning.pytorch as L  # noqa: E402
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 from conftest import TinyCNN, loaders  # noqa: E402
 from lightning.pytorch.callbacks import Callback, EarlyStopping  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from lightning_xai import AttributionMonitor, DriftRule, GradCam, IntegratedGradients  # noqa: E402
-from lightning_xai.explain.forward import model_forward  # noqa: E402
-from lightning_xai.explain.guard import training_state_guard  # noqa: E402
+from lightning_xai import AttributionMonitor, DriftRule, IntegratedGradients  # noqa: E402
 
 DRIFT_KEY = "xai/gradcam/drift/rank_vs_reference/median"
 
@@ -62,8 +61,6 @@ class Recorder(Callback):
         self.hook_seconds: list[float] = []
         self.hook_cpu_seconds: list[float] = []
         self.validations: list[dict[str, Any]] = []
-        self.sharded_seconds: list[float] = []
-        self.sharded_cpu_seconds: list[float] = []
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.hook_seconds.append(time.perf_counter() - self.stamp.started)
@@ -98,9 +95,7 @@ class Recorder(Callback):
             "validations": self.validations,
             "callback_metric_keys": sorted(k for k in trainer.callback_metrics if k.startswith("xai/")),
             "hook_seconds": self.hook_seconds,
-            "sharded_seconds": self.sharded_seconds,
             "hook_cpu_seconds": self.hook_cpu_seconds,
-            "sharded_cpu_seconds": self.sharded_cpu_seconds,
             "early_stopping": None
             if self.stopper is None
             else {
@@ -116,40 +111,11 @@ class Recorder(Callback):
 class FailingMonitor(AttributionMonitor):
     """Raises on rank 0 at epoch 1, after the explanations, where no per-method error handling applies."""
 
-    def _explain_and_measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        entry = super()._explain_and_measure(trainer, pl_module)
+    def _measure_and_log(self, trainer: L.Trainer, pl_module: L.LightningModule, done: Any) -> Any:
+        entry = super()._measure_and_log(trainer, pl_module, done)
         if trainer.current_epoch == 1:
             raise RuntimeError("injected failure on rank 0")
         return entry
-
-
-class ShardedTiming(Callback):
-    """The alternative design, timed: each rank explains its share of the probes, then the maps are gathered."""
-
-    def __init__(self, monitor: AttributionMonitor, recorder: Recorder) -> None:
-        self.monitor = monitor
-        self.recorder = recorder
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor.probes is None:
-            return
-        trainer.strategy.barrier()
-        started, cpu_started = time.perf_counter(), time.process_time()
-        probes = self.monitor.probes
-        assert probes.labels is not None
-        mine = slice(trainer.global_rank, None, trainer.world_size)
-        x, y = probes.images[mine].clone(), probes.labels[mine]
-        maps = []
-        steps = next(e for e in self.monitor.explainers if isinstance(e, IntegratedGradients)).n_steps
-        with training_state_guard(pl_module), model_forward(pl_module) as forward:
-            for explainer in (GradCam(), IntegratedGradients(n_steps=steps)):
-                explainer.setup(pl_module, forward, x[:1].clone())
-                maps.append(explainer.explain(forward, x.clone(), y).raw)
-        if trainer.world_size > 1:
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, maps)
-        self.recorder.sharded_seconds.append(time.perf_counter() - started)
-        self.recorder.sharded_cpu_seconds.append(time.process_time() - cpu_started)
 
 
 class ResNetModule(L.LightningModule):
@@ -211,7 +177,6 @@ def run(args: argparse.Namespace) -> None:
     recorder = Recorder(args.out, monitor, stamp, stopper)
     callbacks: list[Callback] = [stamp, monitor, recorder] + ([stopper] if stopper is not None else [])
     if args.scenario == "bench":
-        callbacks.append(ShardedTiming(monitor, recorder))
         model: L.LightningModule = ResNetModule()
         train, val = bench_loaders(args.probes)
     else:
@@ -223,6 +188,27 @@ def run(args: argparse.Namespace) -> None:
         if args.devices > 1
         else "auto"
     )
+    if args.scenario == "validate":
+        torch.manual_seed(0)
+        model, (_, val) = TinyCNN(), loaders()
+        validator = L.Trainer(
+            accelerator="cpu",
+            devices=args.devices,
+            strategy=strategy,
+            logger=False,
+            callbacks=callbacks,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+        )
+        validator.validate(model, val, verbose=False)
+        ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
+        with open(f"{args.out}/rank{validator.global_rank}_ig_batch.json", "w") as f:
+            json.dump(ig.last_batch_size, f)  # samples per IG pass: this rank's probes x steps
+        if validator.is_global_zero:
+            maps = {name: t.cpu() for name, t in monitor.drift.previous.items()}
+            torch.save({"maps": maps, "seconds": [h.explain_seconds for h in monitor.history]}, f"{args.out}/maps.pt")
+        return
     trainer = L.Trainer(
         accelerator="cpu",
         devices=args.devices,
@@ -244,7 +230,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--strategy", default="ddp", choices=["ddp", "ddp_spawn"])
-    parser.add_argument("--scenario", default="stop", choices=["stop", "earlystop", "fail", "bench"])
+    parser.add_argument("--scenario", default="stop", choices=["stop", "earlystop", "fail", "bench", "validate"])
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--probes", type=int, default=4)

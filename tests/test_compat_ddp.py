@@ -1,6 +1,7 @@
 """DDP with 2 CPU processes (gloo): ``ddp_spawn`` in-process, ``ddp`` through ``tests/ddp_run.py`` in a subprocess.
 
-Rank 0 explains and measures; the outcome is broadcast. Checked: no hang (subprocess timeout, a watchdog for the
+Every rank explains its share of the probes; rank 0 gathers the maps, measures and decides; the outcome is
+broadcast. Checked: no hang (subprocess timeout, a watchdog for the
 in-process run, a 90 s collective timeout), one TensorBoard writer, no duplicate alert texts, identical drift
 values / alerts / decisions on every rank, ``on_drift="stop"`` and an EarlyStopping on a drift key stop every rank
 at the same epoch, and a failure on rank 0 stops every rank with its message instead of a hang.
@@ -153,3 +154,25 @@ def test_ddp_failure_on_rank_zero_stops_every_rank_without_hanging(tmp_path: Any
     assert ranks[0]["exception"] == "RuntimeError: injected failure on rank 0"
     assert "failed on rank 0" in ranks[1]["exception"] and "injected failure" in ranks[1]["exception"]
     assert ranks[0]["current_epoch"] == ranks[1]["current_epoch"] == 1
+
+
+def test_ddp_ranks_explain_their_share_and_the_maps_equal_one_process(tmp_path: Any) -> None:
+    """Sharded explanation: 2 gloo processes each explain their share of 5 probes (3 and 2); rank 0 gathers the
+    maps through the strategy's broadcast. They equal the maps one process computes for the same model."""
+    sharded, single = tmp_path / "ddp", tmp_path / "one"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    command = [sys.executable, SCRIPT, "--out", str(sharded), "--strategy", "ddp", "--scenario", "validate"]
+    proc = subprocess.run(
+        [*command, "--probes", "5"], cwd=os.path.dirname(HERE), env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    ddp_run.run(ddp_run.parse(["--out", str(single), "--devices", "1", "--scenario", "validate", "--probes", "5"]))
+    batches = [json.loads((sharded / f"rank{r}_ig_batch.json").read_text()) for r in (0, 1)]
+    assert batches == [3 * 4, 2 * 4]  # each rank ran IG (4 steps) on its own share: 3 and 2 probes
+    assert json.loads((single / "rank0_ig_batch.json").read_text()) == 5 * 4
+    got = torch.load(sharded / "maps.pt", weights_only=True)["maps"]
+    want = torch.load(single / "maps.pt", weights_only=True)["maps"]
+    assert sorted(got) == sorted(want) == ["gradcam", "integrated_gradients"]
+    for name in want:
+        assert got[name].shape[0] == 5
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)

@@ -222,3 +222,57 @@ def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T],
         errors.append(f"{what} failed: {reason}")
         warn(f"failed_{what}_{reason}", f"AttributionMonitor: {what} failed, so it is skipped: {reason}")
         return None
+
+
+def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> ProbeExplanations:
+    """One evaluation from consecutive shards of the probes (in probe order), as the ranks explained them under
+    DDP. A method is kept when every shard has it; one that failed on some rank is skipped for all probes (its
+    message says so). ``seconds`` is the slowest shard's.
+
+    Example::
+
+        >>> from lightning_xai.explain import IntegratedGradients
+        >>> model, x = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), torch.rand(4, 1, 2, 2)
+        >>> y = torch.tensor([0, 2, 1, 0])
+        >>> whole = explain_probes(model, x, y, [IntegratedGradients(4)])
+        >>> parts = [explain_probes(model, x[i : i + 2], y[i : i + 2], [IntegratedGradients(4)]) for i in (0, 2)]
+        >>> merged = merge_shards(parts, torch.device("cpu"))
+        >>> torch.allclose(merged.results["integrated_gradients"].raw, whole.results["integrated_gradients"].raw)
+        True
+    """
+
+    def cat(tensors: Sequence[Tensor]) -> Tensor:
+        return torch.cat([t.to(device) for t in tensors])
+
+    merged = ProbeExplanations(
+        cat([p.inputs for p in parts]),
+        cat([p.predicted for p in parts]),
+        cat([p.confidence for p in parts]),
+        cat([p.targets for p in parts]),
+        seconds=max((p.seconds for p in parts), default=0.0),
+    )
+    for part in parts:
+        merged.errors += [e for e in part.errors if e not in merged.errors]
+    names = list(dict.fromkeys(name for part in parts for name in part.results))
+    for name in names:
+        if not all(name in part.results for part in parts):
+            merged.errors.append(f"{name} skipped: it failed on another rank (see that rank's message)")
+            continue
+        results = [part.results[name] for part in parts]
+        keys = [k for k in results[0].diagnostics if all(k in r.diagnostics for r in results)]
+        merged.results[name] = Explanation(
+            raw=cat([r.raw for r in results]),
+            display=cat([r.display for r in results]),
+            diagnostics={k: cat([r.diagnostics[k] for r in results]) for k in keys},
+        )
+    return merged
+
+
+def to_cpu(done: ProbeExplanations) -> ProbeExplanations:
+    """A copy on the CPU (to travel between ranks)."""
+    results = {
+        name: Explanation(e.raw.cpu(), e.display.cpu(), {k: v.cpu() for k, v in e.diagnostics.items()})
+        for name, e in done.results.items()
+    }
+    cpu = (done.inputs.cpu(), done.predicted.cpu(), done.confidence.cpu(), done.targets.cpu())
+    return ProbeExplanations(*cpu, results, list(done.errors), done.seconds)

@@ -1,7 +1,7 @@
 """Stage 1 of the pipeline: the fixed probe images and the classes they are explained for."""
 
 from lightning_xai.probes.collect import ProbeSet, ProbeSource, collect_probes, resolve_masks
-from lightning_xai.probes.targets import TargetSpec, check_target, resolve_targets
+from lightning_xai.probes.targets import TargetSpec, check_target, resolve_targets, shard_target
 
 __all__ = [
     "ProbeSet",
@@ -11,4 +11,5 @@ __all__ = [
     "collect_probes",
     "resolve_masks",
     "resolve_targets",
+    "shard_target",
 ]

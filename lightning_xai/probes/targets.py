@@ -76,3 +76,17 @@ def resolve_targets(
         return labels.to(predicted.device).long()
     values = torch.as_tensor(target).reshape(-1).to(predicted.device).long()
     return values.expand(predicted.shape[0]).clone() if values.numel() == 1 else values
+
+
+def shard_target(target: TargetSpec, part: slice) -> TargetSpec:
+    """``target`` for the probes ``part`` (one class per probe is sliced; the other forms apply to any share).
+
+    Example::
+
+        >>> shard_target([3, 1, 2], slice(1, 3)).tolist(), shard_target("label", slice(0, 1))
+        ([1, 2], 'label')
+    """
+    if isinstance(target, str):
+        return target
+    values = torch.as_tensor(target).reshape(-1)
+    return values if values.numel() == 1 else values[part]
