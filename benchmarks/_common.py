@@ -229,7 +229,40 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        help="CPU-bound neighbour processes running during the measurement (contention, like busy dataloader "
+        "workers); the script starts and stops them itself",
+    )
     return parser
+
+
+def _spin() -> None:  # pragma: no cover - runs in the neighbour processes
+    x = 0
+    while True:
+        x = (x * 1103515245 + 12345) % 2147483648
+
+
+@contextmanager
+def neighbours(count: int) -> Iterator[None]:
+    """``count`` CPU-bound processes (busy integer loops) for the duration of the block."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_spin, daemon=True) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    if procs:
+        time.sleep(1.0)  # let them take their cores
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join()
 
 
 def apply_threads(threads: int | None) -> None:

@@ -18,7 +18,10 @@ One warm-up call runs first (the first call is reported). IG is capped at ``--ig
 (default 64), as the monitor caps it at the training batch size; its batch follows from that cap and P alone
 (whole probe groups, :func:`lightning_xai.explain.integrated_gradients.plan_batches`).
 
-    python benchmarks/bench_efficiency.py [--device cuda] [--repeats 5] [--models resnet18 small_cnn]
+Under contention (``--neighbours N`` starts N CPU-bound processes for the whole measurement) the ideal is timed
+under the same contention, so the efficiency says how much worse than plain passes the monitor's path degrades.
+
+    python benchmarks/bench_efficiency.py [--device cuda] [--repeats 5] [--models resnet18 small_cnn] [--neighbours 2]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from _common import (
     make_model,
     monitor_explain,
     monitor_setup,
+    neighbours,
     pick_device,
     print_header,
     sync,
@@ -153,14 +157,16 @@ def main() -> None:
     device = pick_device(args.device)
     print_header("efficiency: ideal time from the passes needed / time the monitor spends", device)
     rows: list[dict] = []
-    for name in args.models:
-        measure(name, args, device, rows)
+    with neighbours(args.neighbours):
+        for name in args.models:
+            measure(name, args, device, rows)
     print()
     print(fmt_table(rows))
     worst = {m: min(r["efficiency"] for r in rows if r["method"].startswith(m)) for m in ("gradcam", "ig")}
     parts = ", ".join(f"{r['model']} P={r['P']} {r['method']} {r['efficiency']:.2f}" for r in rows)
     print(
-        f"SUMMARY efficiency (ideal/measured, >= 0.90 wanted) on {device.type}: gradcam min {worst['gradcam']:.2f}, "
+        f"SUMMARY efficiency (ideal/measured, >= 0.90 wanted) on {device.type}, {args.neighbours} CPU-bound "
+        f"neighbour processes, {torch.get_num_threads()} torch threads: gradcam min {worst['gradcam']:.2f}, "
         f"ig min {worst['ig']:.2f} | {parts}"
     )
 

@@ -24,7 +24,9 @@ adding rounds (at least ``--min-rounds``) when the next one would not fit.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -37,6 +39,7 @@ from _common import (
     fmt_table,
     lightning_module,
     loaders,
+    neighbours,
     pick_device,
     print_header,
     quiet_lightning,
@@ -95,10 +98,14 @@ def fit_once(kwargs: dict[str, Any] | None, args: Any, device: Any, epochs: int,
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     info: dict[str, Any] = {"wall": wall, "cpu": cpu, "monitor": spent[0]}
     if monitor is not None:
-        info["explain"] = sum(h.get("explain_seconds", 0.0) for h in monitor.history)
+        each = [h.explain_seconds for h in monitor.history]
+        info["explain"], info["evaluations"] = sum(each), len(each)
+        info["first_eval"] = each[0] if each else 0.0
+        info["steady_eval"] = statistics.median(each[len(each) // 2 :]) if len(each) > 1 else math.nan
+        info["skipped"] = monitor.cost.skipped
         ig = next((e for e in monitor.explainers if e.name == "integrated_gradients"), None)
         if ig is not None:
-            info["ig_steps"] = [h["scalars"].get("xai/integrated_gradients/n_steps") for h in monitor.history]
+            info["ig_steps"] = [h.scalars.get("xai/integrated_gradients/n_steps") for h in monitor.history]
             info["ig_batch"] = getattr(ig, "last_batch_size", None)
     return info
 
@@ -131,6 +138,8 @@ def main() -> None:
     fit_once({"ig_steps": 2}, args, device, 1, limit=2)  # warm-up: imports, kernels, thread pools
     results: dict[str, list[dict]] = {c: [] for c in configs}
     rows = []
+    stack = contextlib.ExitStack()
+    stack.enter_context(neighbours(args.neighbours))
     for r in range(args.rounds):
         elapsed = time.perf_counter() - began
         if r >= args.min_rounds and r > 0 and elapsed / 60 * (r + 1) / r > args.max_minutes:
@@ -152,21 +161,28 @@ def main() -> None:
                     "cpu_ratio": res["cpu"] / base_cpu,
                     "monitor_s": res["monitor"],
                     "explain_s": res.get("explain", 0.0),
+                    "evals": res.get("evaluations", "-"),
+                    "skipped": res.get("skipped", "-"),
+                    "first_s": res.get("first_eval", math.nan),
+                    "steady_s": res.get("steady_eval", math.nan),
                     "ig_steps": res.get("ig_steps", "-"),
                     "ig_batch": res.get("ig_batch", "-"),
                 }
             )
             print("   " + fmt_table(rows[-1:]).splitlines()[-1], flush=True)
+    stack.close()
     print(fmt_table(rows))
     parts = []
     for name in configs[1:]:
         ratios = [r["ratio"] for r in rows if r["config"] == name]
         cpu_ratios = [r["cpu_ratio"] for r in rows if r["config"] == name]
         direct = [r["monitor"] / b["wall"] for r, b in zip(results[name], results["none"], strict=False)]
+        first = [r["first_eval"] / r["steady_eval"] for r in results[name] if r.get("steady_eval", 0) > 0]
         parts.append(
             f"{name}: wall x{statistics.median(ratios):.3f} (rounds {', '.join(f'{x:.3f}' for x in ratios)}), "
             f"process CPU x{statistics.median(cpu_ratios):.3f}, monitor hooks {100 * statistics.median(direct):.1f} % "
             f"of the unmonitored fit"
+            + (f", first evaluation {statistics.median(first):.2f}x a steady one" if first else "")
         )
     print(
         f"SUMMARY end-to-end overhead (median over {len(results['none'])} interleaved rounds, wall with/without, "
