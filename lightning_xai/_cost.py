@@ -37,7 +37,8 @@ class CostReporter:
         False
     """
 
-    def __init__(self, max_overhead: float | None = None) -> None:
+    def __init__(self, max_overhead: float | None = None, explainers: Sequence[Any] = ()) -> None:
+        self.explainers = explainers
         self.last_end: float | None = None
         self.reported = False
         self.max_overhead = max_overhead
@@ -57,10 +58,16 @@ class CostReporter:
 
     def allows(self, warn_once: Any) -> bool:
         """Whether the next evaluation fits ``max_overhead``: its predicted cost (the last evaluation's) plus what
-        the explanations already took stays within ``max_overhead`` × the rest of the run's time so far."""
-        if self.max_overhead is None or self.last_end is None or self.explained == 0.0:
+        the explanations already took stays within ``max_overhead`` × the rest of the run's time so far. Also caps
+        every automatic IG step search of the coming evaluation at the time since the last one (``search_seconds``):
+        a search never costs more than the training it follows."""
+        since = None if self.last_end is None else max(0.0, time.perf_counter() - self.last_end)
+        for explainer in self.explainers:
+            if hasattr(explainer, "search_seconds"):
+                explainer.search_seconds = since
+        if self.max_overhead is None or since is None or self.explained == 0.0:
             return True
-        other = self.other + max(0.0, time.perf_counter() - self.last_end)
+        other = self.other + since
         if self.explained + self.last_seconds <= self.max_overhead * other:
             return True
         self.skipped += 1

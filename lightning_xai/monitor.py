@@ -175,7 +175,7 @@ class AttributionMonitor(Callback):
         self.masks: Tensor | None = None
         #: one :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint)
         self.history: list[Evaluation] = []
-        self.cost = CostReporter(a["max_overhead"])
+        self.cost = CostReporter(a["max_overhead"], self.explainers)
         self.setup_watch = _trainer.SetupWatch()
         self.evaluations = 0
         self._prepared_for: LightningModule | None = None

@@ -235,31 +235,36 @@ def _steps_needed(model: nn.Module, x: Tensor, targets: Tensor, tol: float, ladd
     return ladder[-1]
 
 
-def test_auto_picks_the_fewest_ladder_steps_meeting_the_tolerance() -> None:
+def test_auto_first_call_doubles_to_the_tolerance_then_rechecks_bring_it_down() -> None:
     x, _ = _probes(6)
     targets = torch.zeros(6, dtype=torch.long)
     model = Rough(freq=3.0)
     ladder = [s for s in STEP_LADDER if 2 <= s <= 64]
     with training_state_guard(model):
         expected = _steps_needed(model, x, targets, 0.01, ladder)
-        ig = IntegratedGradients(n_steps="auto", tolerance=0.01)
+        ig = IntegratedGradients(n_steps="auto", tolerance=0.01, recheck_every=1)
         out = ig.explain(model, x.clone(), targets)
-    assert 2 < expected < 64  # the test model needs some, but not all, steps
-    assert int(out.diagnostics["n_steps"][0]) == expected
+        first = int(out.diagnostics["n_steps"][0])
+        later = [int(ig.explain(model, x.clone(), targets).diagnostics["n_steps"][0]) for _ in range(6)]
+    assert 4 < expected < 64  # the test model needs some, but not all, steps
+    assert first in (4, 8, 16, 32, 64) and expected <= first < 2 * expected  # doubling from 4
     assert float(out.diagnostics["relative_gap"][0]) <= 0.01
-    assert int(out.diagnostics["passes_per_probe"][0]) >= expected  # calibration tries are counted
-    assert ig.current_steps == expected
-    assert ig.passes_per_probe == expected + 1
+    spent = int(out.diagnostics["passes_per_probe"][0])
+    assert spent == sum(s for s in (4, 8, 16, 32, 64) if s <= first) and spent < 2 * first  # tries are counted
+    assert ig.passes_per_probe == later[-1] + 1
+    assert later[-1] == expected  # the periodic re-check descends rung by rung to the fewest that pass
 
 
 def test_auto_on_a_linear_model_uses_the_fewest_steps_allowed() -> None:
     lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
     x, targets = _probes(5)
     targets = targets % 4
-    ig = IntegratedGradients(n_steps="auto", min_steps=2)
+    ig = IntegratedGradients(n_steps="auto", min_steps=2, recheck_every=1)
     with training_state_guard(lin):
-        out = ig.explain(lin, x.clone(), targets)
-    assert int(out.diagnostics["n_steps"][0]) == 2
+        first = ig.explain(lin, x.clone(), targets)
+        steps = [int(ig.explain(lin, x.clone(), targets).diagnostics["n_steps"][0]) for _ in range(3)]
+    assert int(first.diagnostics["n_steps"][0]) == 4  # the first call never descends: it costs what a later one may
+    assert steps[-1] == 2
 
 
 def test_auto_climbs_when_the_model_gets_rougher_and_descends_when_it_smooths() -> None:
@@ -295,8 +300,23 @@ def test_auto_search_stays_within_its_pass_cap_and_resumes_next_call() -> None:
             steps.append(int(out.diagnostics["n_steps"][0]))
             spent.append(int(out.diagnostics["passes_per_probe"][0]))
     assert max(spent) <= 128
-    assert spent[0] == 4 + 6 + 8 + 12 + 16 + 24 + 32  # 48 more would pass the cap
-    assert steps == [32, 48, 64, 64]  # each call resumes the climb where the last one stopped
+    assert spent[0] == 4 + 8 + 16 + 32 + 64  # doubling to the top within the cap
+    assert steps == [64, 64, 64, 64]
+
+
+def test_auto_search_stops_when_its_time_is_spent_and_resumes_next_call() -> None:
+    x, _ = _probes(4)
+    targets = torch.zeros(4, dtype=torch.long)
+    model = Rough(freq=40.0)
+    ig = IntegratedGradients(n_steps="auto", tolerance=1e-9, max_steps=64)
+    ig.search_seconds = 0.0  # no time for any try after the first
+    with training_state_guard(model):
+        first = ig.explain(model, x.clone(), targets)
+        ig.search_seconds = None
+        second = ig.explain(model, x.clone(), targets)
+    assert int(first.diagnostics["passes_per_probe"][0]) == 4 and int(first.diagnostics["n_steps"][0]) == 4
+    assert "budget_limited" not in first.diagnostics  # a cut search is not a cut map: drift is still measured
+    assert int(second.diagnostics["n_steps"][0]) == 64
 
 
 def test_auto_respects_max_steps() -> None:
@@ -305,9 +325,9 @@ def test_auto_respects_max_steps() -> None:
     model = Rough(freq=40.0)
     ig = IntegratedGradients(n_steps="auto", tolerance=1e-6, max_steps=12)
     with training_state_guard(model):
-        first = ig.explain(model, x.clone(), targets)  # 4 + 6 + 8 passes: 12 more would pass the cap of 24
+        first = ig.explain(model, x.clone(), targets)  # 4 + 8 passes: 12 more would equal the cap of 24
         out = ig.explain(model, x.clone(), targets)
-    assert int(first.diagnostics["n_steps"][0]) == 8
+    assert int(first.diagnostics["n_steps"][0]) == 12
     assert int(out.diagnostics["n_steps"][0]) == 12
     assert float(out.diagnostics["relative_gap"][0]) > 1e-6  # reported honestly
 

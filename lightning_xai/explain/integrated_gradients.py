@@ -18,6 +18,7 @@ import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from torch import Tensor, nn
 
+from lightning_xai.explain._batches import plan_batches
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
@@ -28,26 +29,6 @@ AUTO_START_STEPS = 4
 DEFAULT_BATCH = 64
 #: the automatic search spends at most this many times ``max_steps`` passes per probe in one call
 SEARCH_PASS_FACTOR = 2
-
-
-def plan_batches(num_probes: int, n_steps: int, cap: int) -> list[tuple[int, int]]:
-    """``(probes, Captum's internal_batch_size)`` of each Captum call, for passes of at most ``cap`` samples.
-
-    Captum packs ``internal_batch_size // probes`` whole steps of all probes per pass and never fewer than all
-    probes, so probes beyond the cap are split into slices (sizes within one of each other), one call each. The
-    steps are spread evenly over the fewest passes (no small tail pass).
-
-    Example::
-
-        >>> plan_batches(8, 32, 64), plan_batches(4, 12, 32), plan_batches(10, 3, 4)
-        ([(8, 64)], [(4, 24)], [(4, 4), (3, 3), (3, 3)])
-    """
-    slices = math.ceil(num_probes / max(1, cap))
-    plan = []
-    for probes in (num_probes // slices + (i < num_probes % slices) for i in range(slices)):
-        steps = max(1, min(n_steps, cap // probes))
-        plan.append((probes, probes * math.ceil(n_steps / math.ceil(n_steps / steps))))
-    return plan
 
 
 class IntegratedGradients(Explainer):
@@ -62,12 +43,13 @@ class IntegratedGradients(Explainer):
 
     Args:
         n_steps: quadrature points (passes per probe), or ``"auto"``: the fewest :data:`STEP_LADDER` steps in
-            ``[min_steps, max_steps]`` with ``relative_gap <= tolerance``. The first call calibrates from 4 steps,
-            descending while the tolerance holds or climbing rung by rung until it does; every call checks its
-            own gap for free and climbs when it fails; every ``recheck_every`` calls, with the gap below half the
-            tolerance, one rung lower is tried and kept if it passes (the interval doubles after a failure). The
-            search spends at most ``max_search_passes = SEARCH_PASS_FACTOR × max_steps`` passes per probe in one
-            call (128 by default); a climb stopped there returns its last try and resumes at the next call.
+            ``[min_steps, max_steps]`` with ``relative_gap <= tolerance``. The first call starts at 4 steps and
+            climbs, doubling, until the tolerance holds (so it costs under twice the steps it ends on); every call
+            checks its own gap for free and climbs when it fails; every ``recheck_every`` calls, with the gap below
+            half the tolerance, one rung lower is tried and kept if it passes (the interval doubles after a
+            failure): that is how the count comes down. A call spends at most ``max_search_passes =
+            SEARCH_PASS_FACTOR × max_steps`` passes per probe (128 by default) and, with ``search_seconds``, tries
+            nothing more once that time is spent; a climb stopped there resumes at the next call.
         baseline: None (zeros), a float (constant image) or a tensor broadcastable to one probe.
         internal_batch_size: samples per pass, rounded down to whole probe groups (probes beyond it run in even
             slices: :func:`plan_batches`). None: ``max_batch`` (the monitor's :meth:`limit_batch`: the training
@@ -86,8 +68,8 @@ class IntegratedGradients(Explainer):
         >>> tuple(out.raw.shape), bool(out.diagnostics["completeness_gap"].abs().max() < 1e-4)
         ((3, 2, 2), True)
         >>> int(IntegratedGradients(n_steps="auto").explain(lin, torch.rand(3, 1, 2, 2),
-        ...     torch.tensor([0, 1, 0])).diagnostics["n_steps"][0])  # a linear model: the fewest steps allowed
-        2
+        ...     torch.tensor([0, 1, 0])).diagnostics["n_steps"][0])  # linear: 4 at first, re-checks go lower
+        4
     """
 
     name = "integrated_gradients"
@@ -139,6 +121,9 @@ class IntegratedGradients(Explainer):
         self.passes_per_probe = float((self.max_steps if self.auto else int(n_steps)) + 1)  # type: ignore[arg-type]
         #: at most this many steps (set by the monitor's overhead budget through :meth:`reduce_steps`)
         self.step_cap: int | None = None
+        #: the automatic search tries no more steps once a call has spent this long (the monitor sets it to the
+        #: training time since its last evaluation, so a search never costs more than the epoch it follows)
+        self.search_seconds: float | None = None
         #: Captum's ``internal_batch_size`` of the last pass (samples per pass), None before the first call
         self.last_batch_size: int | None = None
         #: details of the last call (steps tried, seconds, budget), for logs and benchmarks
@@ -284,17 +269,15 @@ class IntegratedGradients(Explainer):
     def _explain_auto(self, run: _Run) -> _Result:
         ladder, tol, last = self.ladder, self.tolerance, len(self.ladder) - 1
 
-        def fits(i: int, then: int = 0) -> bool:  # one more try (and ``then`` passes after it) within both caps
-            return run.spent + ladder[i] + then <= self.max_search_passes and run.can_afford(ladder[i])
+        def fits(i: int, then: int = 0) -> bool:  # one more try (and ``then`` passes after it) within the caps
+            if run.spent + ladder[i] + then > self.max_search_passes or not run.can_afford(ladder[i]):
+                return False
+            search = self.search_seconds
+            return search is None or time.perf_counter() - run.started + run.predicted(ladder[i]) <= search
 
-        if self._rung is None:  # calibrate: from AUTO_START_STEPS, descend while the tolerance holds (or climb)
+        if self._rung is None:  # calibrate: from AUTO_START_STEPS, climbing (never descending: see recheck_every)
             i = min(range(len(ladder)), key=lambda j: abs(ladder[j] - max(AUTO_START_STEPS, self.min_steps)))
             result = run.try_steps(ladder[i])
-            while result.relative <= tol and i > 0 and fits(i - 1):
-                lower = run.try_steps(ladder[i - 1])
-                if lower.relative > tol:
-                    break
-                result, i = lower, i - 1
         else:  # the gap of this call's own result is the check; now and then, try one rung lower
             i, self._since_check = self._rung, self._since_check + 1
             if (
@@ -309,10 +292,9 @@ class IntegratedGradients(Explainer):
                     return self._finish_auto(lower)
                 self._check_interval = min(2 * self._check_interval, 8 * self.recheck_every)
             result = run.try_steps(ladder[i])
-        if result.n_steps == ladder[i]:  # climb rung by rung (the gap need not fall monotonically)
-            while result.relative > tol and i < last and fits(i + 1):
-                i += 1
-                result = run.try_steps(ladder[i])
+        if result.n_steps == ladder[i]:  # climb, doubling: a search costs under twice the rung it ends on
+            while result.relative > tol and i < last and fits(up := _doubled(ladder, i)):
+                i, result = up, run.try_steps(ladder[up])
             self._rung = i
         elif self._rung is None:  # the budget cut the calibration: resume climbing from below the result
             self._rung = max(0, bisect.bisect_right(ladder, result.n_steps) - 1)
@@ -343,6 +325,7 @@ class _Run:
     targets: Tensor
     delta: Tensor
     deadline: float | None
+    started: float = field(default_factory=time.perf_counter)
     results: list[_Result] = field(default_factory=list)
     limited: bool = False
 
@@ -351,19 +334,19 @@ class _Run:
         """Passes per probe spent in this call so far."""
         return sum(r.n_steps for r in self.results)
 
-    def _predicted(self, steps: int) -> float:
+    def predicted(self, steps: int) -> float:
         if self.ig._seconds_per_sample is None:  # no estimate yet: measure it with a 1-step try
             self.integrate(1)
         assert self.ig._seconds_per_sample is not None
         return steps * self.x.shape[0] * self.ig._seconds_per_sample
 
     def can_afford(self, steps: int) -> bool:
-        return self.deadline is None or time.perf_counter() + self._predicted(steps) <= self.deadline
+        return self.deadline is None or time.perf_counter() + self.predicted(steps) <= self.deadline
 
     def try_steps(self, steps: int) -> _Result:
         """The ``steps``-point quadrature, cut to what fits in the remaining budget (at least 1 step)."""
         if self.deadline is not None and not self.can_afford(steps):
-            fit = int((self.deadline - time.perf_counter()) // max(self._predicted(1), 1e-9))
+            fit = int((self.deadline - time.perf_counter()) // max(self.predicted(1), 1e-9))
             steps, self.limited = max(1, min(steps, fit)), True
             done = [r for r in self.results if r.n_steps == steps]
             if done:
@@ -393,6 +376,11 @@ class _Run:
         relative = float(gap.abs().sum()) / scale if scale > 1e-6 * num else 0.0
         self.results.append(_Result(attr, gap, relative, n_steps))
         return self.results[-1]
+
+
+def _doubled(ladder: tuple[int, ...], i: int) -> int:
+    """The index of the first rung with at least twice ``ladder[i]`` steps (the last rung if none)."""
+    return next((j for j in range(i + 1, len(ladder)) if ladder[j] >= 2 * ladder[i]), len(ladder) - 1)
 
 
 def _sync(device: torch.device) -> None:
