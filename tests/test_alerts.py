@@ -88,8 +88,14 @@ def test_detector_calibrates_then_alerts_on_a_move_and_says_where() -> None:
     assert all(d is not None and not d.fired for d in decisions[1:])
     shortcut = _object_maps(6, 0.3, 99)
     shortcut[:, 0:2, 14:16] = 12.0  # relevance moves to the top-right corner
-    d = det.update("m", shortcut, (64, 64), armed=True)
+    first = det.update("m", shortcut, (64, 64), armed=True)
+    assert first is not None and first.candidate and not first.fired and first.threshold is not None
+    assert first.score >= first.threshold  # a candidate: the next evaluation confirms it if the relevance stays
+    stays = _object_maps(6, 0.3, 100)
+    stays[:, 0:2, 14:16] = 12.0
+    d = det.update("m", stays, (64, 64), armed=True)
     assert d is not None and d.fired and d.threshold is not None and d.noise is not None
+    assert d.threshold == pytest.approx(2**0.5 * first.threshold, abs=1e-6)  # the two-evaluation threshold
     assert d.score >= d.threshold > d.noise
     top, left, bottom, right = d.region  # input pixels: 16 cells -> 8 pooled cells of 8 px
     assert top == 0 and bottom <= 7 and left >= 56 and right == 63
@@ -104,21 +110,44 @@ def test_detector_does_not_calibrate_on_its_alert_and_keeps_quiet_in_cooldown() 
     scores_before = list(det.state_dict()["m"]["scores"])
     moved = _object_maps(4, 0.05, 50)
     moved[:, 0, 0] = 40.0
+    assert det.update("m", moved, (16, 16), armed=True).candidate
+    moved = _object_maps(4, 0.05, 52)
+    moved[:, 0, 0] = 40.0
     assert det.update("m", moved, (16, 16), armed=True).fired
     back = _object_maps(4, 0.05, 51)
     assert not det.update("m", back, (16, 16), armed=True).fired  # moves back: in cooldown
     assert det.state_dict()["m"]["scores"] == scores_before
 
 
-def test_detector_state_round_trips() -> None:
+def test_a_candidate_that_moves_back_is_dropped_and_not_calibrated_on() -> None:
+    det = ShiftDetector()
+    for s in range(5):
+        det.update("m", _object_maps(6, 0.05, s), (64, 64), armed=True)
+    scores_before = list(det.state_dict()["m"]["scores"])
+    blip = _object_maps(6, 0.05, 60)
+    blip[:, 0:2, 14:16] = 12.0
+    assert det.update("m", blip, (64, 64), armed=True).candidate
+    d = det.update("m", _object_maps(6, 0.05, 61), (64, 64), armed=True)  # the relevance went back
+    assert d is not None and not d.fired and not d.candidate  # undoing a blip is no candidate either
+    d = det.update("m", _object_maps(6, 0.05, 62), (64, 64), armed=True)
+    assert d is not None and not d.fired
+    assert det.state_dict()["m"]["scores"][: len(scores_before)] == scores_before
+    assert all(abs(v) < 0.1 for v in det.state_dict()["m"]["scores"])  # the blip's own score is not noise
+
+
+def test_detector_state_round_trips_with_a_pending_candidate() -> None:
     det = ShiftDetector()
     for s in range(4):
-        det.update("m", _object_maps(3, 0.2, s), (16, 16), armed=True)
+        det.update("m", _object_maps(6, 0.2, s), (16, 16), armed=True)
+    shortcut = _object_maps(6, 0.2, 8)
+    shortcut[:, 0:2, 14:16] = 12.0
+    assert det.update("m", shortcut, (16, 16), armed=True).candidate
     other = ShiftDetector()
     other.load_state_dict(det.state_dict())
-    a = det.update("m", _object_maps(3, 0.2, 9), (16, 16), armed=True)
-    b = other.update("m", _object_maps(3, 0.2, 9), (16, 16), armed=True)
-    assert a == b
+    shortcut[:, 0:2, 14:16] = 13.0
+    a = det.update("m", shortcut, (16, 16), armed=True)
+    b = other.update("m", shortcut, (16, 16), armed=True)
+    assert a == b and a is not None and a.fired
 
 
 @pytest.mark.parametrize("bad", [{"alpha": float("nan")}, {"calibration": -1}, {"floor": -1.0}, {"ratio": "3"}])
@@ -134,16 +163,17 @@ def test_alert_carries_the_evidence_and_says_it_in_one_sentence() -> None:
         tracker.check(
             "gradcam", s, s, drift.update("gradcam", s, maps), det.update("gradcam", maps, (32, 32), True), 0.4
         )
-    moved = _object_maps(4, 0.3, 7)
-    moved[:, 12:16, 0:4] = 20.0  # bottom-left
-    alerts = tracker.check(
-        "gradcam", 4, 40, drift.update("gradcam", 4, moved), det.update("gradcam", moved, (32, 32), True), 0.4
-    )
-    assert len(alerts) == 1 and tracker.alerts == alerts
+    for epoch in (4, 5):  # relevance moves to the bottom-left (a candidate), and stays there (the alert)
+        moved = _object_maps(4, 0.3, epoch + 3)
+        moved[:, 12:16, 0:4] = 20.0
+        update = drift.update("gradcam", epoch, moved)
+        alerts = tracker.check("gradcam", epoch, 10 * epoch, update, det.update("gradcam", moved, (32, 32), True), 0.4)
+        assert len(alerts) == (epoch == 5)
+    assert tracker.alerts == alerts
     alert = alerts[0]
     assert alert.region is not None and alert.region[0] >= 16 and alert.region[1] == 0
     assert alert.noise is not None and alert.value >= alert.threshold
-    assert "of the probes' relevance moved into regions they all ignored before" in alert.message
+    assert "of the probes' relevance moved into regions they all ignored before and stayed" in alert.message
     assert f"rows {alert.region[0]}-{alert.region[2]}" in alert.message and "100% of the probes" in alert.message
     assert alert.to_dict()["region"] == list(alert.region)
     assert type(alert).from_dict(alert.to_dict()) == alert

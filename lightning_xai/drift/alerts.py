@@ -227,7 +227,8 @@ def detection_alert(method: str, epoch: int, step: int, d: Detection) -> DriftAl
     )
     message = (
         f"Attribution drift at epoch {epoch} (step {step}): {method}: {d.score:.1%} of the probes' relevance moved "
-        f"into regions they all ignored before{where}; this run's threshold is {d.threshold:.1%} (noise "
+        f"into regions they all ignored before and stayed there for two evaluations{where}; this run's threshold "
+        f"is {d.threshold:.1%} (noise "
         f"{(d.noise or 0.0):.1%}). The model may rely on different evidence (e.g. a shortcut). "
         + _SEE.format(method=method)
     )

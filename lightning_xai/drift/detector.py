@@ -28,10 +28,13 @@ class Detection:
     Attributes:
         score: the watched value: the share of the probes' relevance that moved, since the previous evaluation,
             into regions the probes' average map had left quiet (mean over probes; negative when it left them).
-        threshold: the threshold of this evaluation (None while calibrating).
+            When ``fired``: the movement over the two evaluations of the alert (since the one before the candidate).
+        threshold: the threshold of this evaluation (None while calibrating); when ``fired``, the confirmation
+            threshold (√2 × the candidate's).
         noise: the noise level it was calibrated on: the larger of the spread of this evaluation's per-probe
             movements (standard error) and the run's own noise σ (root mean square of its earlier positive scores).
-        fired: True when this evaluation raises an alert.
+        fired: True when this evaluation raises an alert (it confirms the previous evaluation's candidate).
+        candidate: True when the score crossed the threshold: the next evaluation confirms or drops it.
         probe_indices: probes whose own movement into the quiet regions is over the threshold.
         region: ``(top, left, bottom, right)`` in input pixels of the quiet region that gained most (None if none).
         region_share: share of probes whose largest gain lies in that region.
@@ -44,6 +47,15 @@ class Detection:
     probe_indices: tuple[int, ...] = ()
     region: tuple[int, int, int, int] | None = None
     region_share: float = 0.0
+    candidate: bool = False
+
+
+@dataclass
+class _Candidate:
+    origin: Tensor  # the distributions before the candidate's evaluation
+    older: Tensor | None  # and the ones before those
+    threshold: float
+    noise: float
 
 
 @dataclass
@@ -51,18 +63,21 @@ class _MethodState:
     previous: Tensor | None = None
     scores: list[float] = field(default_factory=list)
     cooldown_left: int = 0
+    candidate: _Candidate | None = None
+    older: Tensor | None = None
 
 
 class ShiftDetector:
     """Alert when relevance moves, in many probes at once, into regions all of them used to ignore.
 
     Each evaluation, every probe's attribution map becomes a distribution of relevance over at most ``cells`` ×
-    ``cells`` regions. The *quiet* regions are those where the probes' average distribution at the previous
-    evaluation was below the uniform level. Per probe, the detector measures the share of relevance that moved
-    into the quiet regions since then (:func:`~lightning_xai.functional.novel_relevance`); the *score* is the
-    mean over probes. It alerts when
+    ``cells`` regions. The *quiet* regions are those where the probes' average distribution was below the uniform
+    level at the previous evaluation and at the one before (so relevance returning to where it was is not new).
+    Per probe, the detector measures the share of relevance that moved into the quiet regions since the previous
+    evaluation (:func:`~lightning_xai.functional.novel_relevance`); the *score* is the mean over probes. An
+    evaluation is a *candidate* when
 
-        ``score >= max(floor, t × standard error, ratio × σ)``
+        ``score >= threshold = max(floor, t × standard error, ratio × σ)``
 
     where the standard error is the spread of the per-probe movements at this evaluation divided by √P (random,
     per-probe jitter has a large spread; a shared cue moves every probe the same way), ``t`` is Student's
@@ -70,9 +85,14 @@ class ShiftDetector:
     probes at the default ``alpha``), and σ is the run's own evaluation-to-evaluation noise: the root mean square
     of its earlier movements *into* the quiet regions after the warm-up (the positive scores; a movement out of
     them, as maps sharpen, is not what a shortcut has to beat; at least ``calibration`` scores are needed before
-    the detector may alert), so the default ``ratio`` is a one-sided 3σ rule. An alert's score is not added
-    to the calibration, and the method stays silent for ``cooldown`` evaluations after it. Fewer than 4 probes
-    cannot show that a movement is shared, so the detector never alerts then.
+    the detector may alert), so the default ``ratio`` is a one-sided 3σ rule. Only scores below ``ratio × σ``
+    calibrate: a movement beyond the noise band is not noise, whether or not it became a candidate.
+
+    The alert comes at the next evaluation if the relevance *stayed*: the movement over both evaluations (from
+    the one before the candidate to now, into the same quiet regions) must reach ``√2 × threshold``, the
+    candidate's threshold for two evaluations of independent noise. A blip that goes back is dropped (and so is
+    its return). The method then stays silent for ``cooldown`` evaluations. Fewer than 4 probes cannot show that
+    a movement is shared, so the detector never alerts then.
 
     Args:
         calibration: evaluations after the warm-up needed before the detector may alert.
@@ -94,6 +114,10 @@ class ShiftDetector:
         ...     d = det.update("gradcam", maps(), (32, 32), armed=True)
         >>> shortcut = maps(); shortcut[:, 0:2, 14:16] += 6.0  # every probe now also reads a corner
         >>> d = det.update("gradcam", shortcut, (32, 32), armed=True)
+        >>> d.candidate, d.fired
+        (True, False)
+        >>> still = maps(); still[:, 0:2, 14:16] += 6.0  # and still does at the next evaluation
+        >>> d = det.update("gradcam", still, (32, 32), armed=True)
         >>> d.fired, d.region
         (True, (0, 28, 3, 31))
     """
@@ -144,7 +168,7 @@ class ShiftDetector:
         """
         if len(scores) < self.calibration:
             return None, None
-        sigma = math.sqrt(sum(max(s, 0.0) ** 2 for s in scores) / len(scores)) if scores else 0.0
+        sigma = self.sigma(scores) or 0.0
         noise = max(standard_error, sigma)
         threshold = max(self.floor, t_quantile(1 - self.alpha, probes - 1) * standard_error, self.ratio * sigma)
         return round(threshold, 6), round(noise, 6)
@@ -152,39 +176,82 @@ class ShiftDetector:
     def update(self, method: str, maps: Tensor, input_size: tuple[int, int], armed: bool) -> Detection | None:
         """Feed one evaluation's raw maps ``(P, h, w)`` of ``method``; None when there is no previous map yet.
 
-        ``armed`` is False during the warm-up: the score is measured but neither calibrates nor alerts."""
+        ``armed`` is False during the warm-up (and when the training setup just changed): the score is measured
+        but neither calibrates nor alerts, and a pending candidate is dropped."""
         state = self._states.setdefault(method, _MethodState())
         current = relevance_distribution(maps.detach().float().cpu(), self.cells)
-        previous, state.previous = state.previous, current
+        older, previous = state.older, state.previous
+        state.older, state.previous = previous, current
         if previous is None or previous.shape != current.shape:
+            state.candidate = None
             return None
-        moved = novel_relevance(current, previous, common=True)
+        moved = novel_relevance(current, previous, common=True, older=older)
         score = float(moved.mean())
         count = moved.numel()
         standard_error = float(moved.std()) / math.sqrt(count) if count > 1 else math.inf
         threshold, noise = self.threshold(state.scores, standard_error, count)
+        candidate, state.candidate = state.candidate, None
         if not armed:
             return Detection(score, None, None)
         if state.cooldown_left > 0:  # right after an alert: neither calibrate on it nor alert again
             state.cooldown_left -= 1
             return Detection(score, threshold, noise)
-        if threshold is None or score < threshold:
+        if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
+            since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
+            needed = round(math.sqrt(2.0) * candidate.threshold, 6)
+            if float(since.mean()) >= needed:
+                state.cooldown_left = self.cooldown
+                region, share = _gain_region(current, candidate.origin, input_size)
+                over = tuple(int(i) for i in torch.nonzero(since >= needed).flatten())
+                return Detection(float(since.mean()), needed, candidate.noise, True, over, region, share)
+        if threshold is not None and score >= threshold:  # a candidate (never calibrated on) ...
+            if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
+                return Detection(score, threshold, noise)
+            state.candidate = _Candidate(previous, older, threshold, noise or 0.0)
+            return Detection(score, threshold, noise, candidate=True)
+        sigma = self.sigma(state.scores)
+        if threshold is None or sigma is None or score < self.ratio * sigma:  # beyond the noise band: not noise
             state.scores.append(score)
-            return Detection(score, threshold, noise)
-        state.cooldown_left = self.cooldown
-        region, share = _gain_region(current, previous, input_size)
-        over = tuple(int(i) for i in torch.nonzero(moved >= threshold).flatten())
-        return Detection(score, threshold, noise, True, over, region, share)
+        return Detection(score, threshold, noise)
+
+    @staticmethod
+    def sigma(scores: list[float]) -> float | None:
+        """The run's noise σ: the root mean square of its calibrated positive scores (None before any)."""
+        return math.sqrt(sum(max(s, 0.0) ** 2 for s in scores) / len(scores)) if scores else None
 
     def state_dict(self) -> dict[str, Any]:
+        def candidate(c: _Candidate | None) -> dict[str, Any] | None:
+            return (
+                None
+                if c is None
+                else {"origin": c.origin, "older": c.older, "threshold": c.threshold, "noise": c.noise}
+            )
+
         return {
-            name: {"previous": s.previous, "scores": list(s.scores), "cooldown_left": s.cooldown_left}
+            name: {
+                "previous": s.previous,
+                "older": s.older,
+                "scores": list(s.scores),
+                "cooldown_left": s.cooldown_left,
+                "candidate": candidate(s.candidate),
+            }
             for name, s in self._states.items()
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        def candidate(c: dict[str, Any] | None) -> _Candidate | None:
+            if c is None:
+                return None
+            return _Candidate(c["origin"], c.get("older"), float(c["threshold"]), float(c["noise"]))
+
         self._states = {
-            name: _MethodState(s.get("previous"), [float(v) for v in s.get("scores", [])], int(s["cooldown_left"]))
+            name: _MethodState(
+                s.get("previous"),
+                [float(v) for v in s.get("scores", [])],
+                int(s["cooldown_left"]),
+                candidate(s.get("candidate")),
+                s.get("older"),
+            )
             for name, s in state.items()
         }
 

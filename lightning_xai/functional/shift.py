@@ -70,10 +70,12 @@ def relevance_gain(current: Tensor, previous: Tensor) -> Tensor:
     return (current - previous).clamp_min(0)
 
 
-def novel_relevance(current: Tensor, previous: Tensor, common: bool = False) -> Tensor:
+def novel_relevance(current: Tensor, previous: Tensor, common: bool = False, older: Tensor | None = None) -> Tensor:
     """Per sample, the share of relevance that moved into quiet regions: ``Σ (current − previous)`` over the regions
     where ``previous`` was below the uniform level (with ``common=True``: where the samples' *average* previous
-    map was). Positive when relevance moved into regions that used to be ignored.
+    map was; with ``older``, an earlier set of maps, the region must have been quiet there too, so relevance
+    returning to where it was before a one-off blip is not new). Positive when relevance moved into regions that
+    used to be ignored.
 
     Example::
 
@@ -83,8 +85,9 @@ def novel_relevance(current: Tensor, previous: Tensor, common: bool = False) -> 
         (0.3, 0.0)
     """
     regions = previous.shape[-1] * previous.shape[-2]
-    reference = previous.mean(dim=0, keepdim=True) if common else previous
-    quiet = reference < 1.0 / regions
+    quiet = (previous.mean(dim=0, keepdim=True) if common else previous) < 1.0 / regions
+    if older is not None and older.shape == previous.shape:
+        quiet = quiet & ((older.mean(dim=0, keepdim=True) if common else older) < 1.0 / regions)
     return ((current - previous) * quiet).flatten(1).sum(dim=1)
 
 
