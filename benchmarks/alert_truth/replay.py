@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 
 import argparse
 import importlib
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -116,11 +117,16 @@ class ShiftDetectorReplay:
         #: evaluations (epochs) at which the training setup changed: the monitor pauses the detector there
         self.setup_changes: set[int] = set()
 
+    #: with ``max_overhead``, the evaluations the monitor's budget would have skipped are left out (see
+    #: :func:`budget_skips`); set by ``replay.py --max-overhead``
+    max_overhead: float | None = None
+
     def for_record(self, record: dict[str, Any]) -> ShiftDetectorReplay:
         """A copy that pauses where the monitor's ``SetupWatch`` saw the training setup change in this run: from the
         recorded signature (``setup``) where the recording has it, else from the scenario (``unfreeze`` changes the
         trainable parameters at its change epoch; the other scenarios change none)."""
         replay = ShiftDetectorReplay(self.warmup_epochs, self.input_size, **self.kwargs)
+        replay.skipped = budget_skips(record, self.max_overhead) if self.max_overhead is not None else set()
         evals = [e for e in record["evaluations"] if e.get("evaluated", True)]
         if all("setup" in e for e in evals):
             replay.setup_changes = {
@@ -136,6 +142,9 @@ class ShiftDetectorReplay:
         watched: list[Watched] = []
         for epoch, by_method in zip(epochs, maps, strict=True):
             row: Watched = {}
+            if epoch in getattr(self, "skipped", ()):
+                watched.append(row)
+                continue
             for method, current in by_method.items():
                 armed = epoch >= self.warmup_epochs and epoch not in self.setup_changes
                 d = detector.update(method, current, self.input_size, armed)
@@ -153,6 +162,27 @@ class ShiftDetectorReplay:
 
     def watched(self, maps: MapsByEpoch, epochs: list[int]) -> list[Watched]:
         return self._run(maps, epochs)[1]
+
+
+def budget_skips(record: dict[str, Any], max_overhead: float) -> set[int]:
+    """The epochs whose evaluation ``AttributionMonitor(max_overhead=...)`` would have skipped in this run, by the
+    monitor's rule (``lightning_xai._cost.CostReporter.allows``) on the recorded times: an evaluation runs when the
+    explanations' total so far plus the last evaluation's cost stays within ``max_overhead`` × the rest of the
+    run's time. Only the skipping is simulated (the budget's first step, fewer IG steps, changes the maps)."""
+    evals = record["evaluations"]
+    ends = [float(e["epoch_end_time"]) for e in evals]
+    costs = [float(e["explain_seconds"]) for e in evals]
+    gaps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    first = statistics.median(gaps) if gaps else 0.0  # the recording has no start time: a typical epoch
+    explained = other = last = 0.0
+    skipped: set[int] = set()
+    for i, e in enumerate(evals):
+        other += (first if i == 0 else gaps[i - 1]) - costs[i]  # training and validation before this evaluation
+        if explained > 0.0 and explained + last > max_overhead * other:
+            skipped.add(int(e["epoch"]))
+            continue
+        explained, last = explained + costs[i], costs[i]
+    return skipped
 
 
 def replay(records: Sequence[dict[str, Any]], detector: Detector) -> dict[str, tuple[list[Alert], list[Watched]]]:
@@ -192,11 +222,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--detector", default=None, help="module:callable (default: the old fixed rule)")
     parser.add_argument("--check", action="store_true", help="check that replayed alerts equal the live ones")
     parser.add_argument("--markdown", default=None, help="also write the report as markdown to this file")
+    parser.add_argument(
+        "--max-overhead",
+        type=float,
+        default=None,
+        help="ShiftDetectorReplay only: leave out the evaluations this budget would have skipped",
+    )
     args = parser.parse_args(argv)
     records = load_records(args.out)
     if not records:
         raise SystemExit(f"no recordings in {args.out}; run benchmarks/alert_truth/run.py first")
     detector = FixedRankRule() if args.detector is None else load_detector(args.detector)
+    if args.max_overhead is not None:
+        detector.max_overhead = args.max_overhead  # type: ignore[union-attr]
     name = args.detector or "old fixed rule (rank_vs_reference median >= 0.4), replayed"
     start = time.perf_counter()
     replayed = replay(records, detector)
