@@ -1,5 +1,6 @@
 """End to end on a tiny subset of the alert-truth suite (benchmarks/alert_truth): the recording and the behavioural
-truth. Detection results are deliberately not asserted (the default detector is being replaced)."""
+truth, and the default detector as a regression guard: the texture shortcut is caught, the benign run is quiet, and
+the replay reproduces the live alerts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import pytest
 import torch
 
 from benchmarks.alert_truth.data import CUES, DigitData, PositionMark, TrainSet
-from benchmarks.alert_truth.replay import FixedRankRule, maps_by_epoch, replay
+from benchmarks.alert_truth.replay import (
+    FixedRankRule,
+    ShiftDetectorReplay,
+    check_against_live,
+    maps_by_epoch,
+    replay,
+)
 from benchmarks.alert_truth.report import behavioural_onset, load_records, report
 from benchmarks.alert_truth.scenarios import field, make_config, run
 from lightning_xai.functional import spearman_distance
@@ -53,9 +60,9 @@ def test_history_field_accepts_dicts_and_records() -> None:
 
 @pytest.mark.slow
 def test_tiny_suite_records_maps_and_behavioural_truth(tmp_path) -> None:
-    shortcut = make_config("texture", "cnn", 0, epochs=6, change_epoch=3, **SMALL)
-    benign = make_config("lr_drop", "cnn", 0, epochs=5, change_epoch=3, **SMALL)
-    assert shortcut.onset_epoch == 3 and benign.onset_epoch is None and benign.cue == "corner_patch"
+    shortcut = make_config("texture", "cnn", 0, epochs=8, change_epoch=5, **SMALL)
+    benign = make_config("lr_drop", "cnn", 0, epochs=7, change_epoch=4, **SMALL)
+    assert shortcut.onset_epoch == 5 and benign.onset_epoch is None and benign.cue == "corner_patch"
     for config in (shortcut, benign):
         run(config, tmp_path, threads=None)
     records = {r["config"]["scenario"]: r for r in load_records(tmp_path)}
@@ -91,14 +98,21 @@ def test_tiny_suite_records_maps_and_behavioural_truth(tmp_path) -> None:
 
     # behavioural truth: the shortcut run reads the cue after the onset, the benign run never does
     assert behavioural_onset(records["texture"]) is not None
-    assert max(e["cue_rate"] for e in records["texture"]["evaluations"] if e["epoch"] >= 3) > 0.5
+    assert max(e["cue_rate"] for e in records["texture"]["evaluations"] if e["epoch"] >= 5) > 0.5
     assert max(e["cue_rate"] for e in records["lr_drop"]["evaluations"]) < 0.3
     assert behavioural_onset(records["lr_drop"]) is None
 
-    # report and replay run on the recordings (results not asserted)
+    # the default detector: the shortcut is caught after its onset (a candidate, then the confirmation), nothing
+    # before it, nothing in the benign run; the replay of the recorded maps gives the same alerts
+    texture_alerts = sorted({a["epoch"] for a in records["texture"]["alerts"]})
+    assert texture_alerts and min(texture_alerts) in (6, 7), texture_alerts
+    assert records["lr_drop"]["alerts"] == []
+    replayed = replay(list(records.values()), ShiftDetectorReplay())
+    assert check_against_live(list(records.values()), replayed) == []
+
     text, results = report(list(records.values()))
     assert "SUMMARY" in text and len(results) == 2
     maps, epochs = maps_by_epoch(records["texture"])
-    assert epochs == list(range(6)) and len(maps) == 6
+    assert epochs == list(range(8)) and len(maps) == 8
     replayed = replay(list(records.values()), FixedRankRule())
     assert set(replayed) == {r["name"] for r in records.values()}
