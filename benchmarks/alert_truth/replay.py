@@ -150,7 +150,12 @@ class ShiftDetectorReplay:
                 d = detector.update(method, current, self.input_size, armed)
                 if d is None:
                     continue
-                if getattr(d, "threshold", None) is not None:
+                confirmation = getattr(d, "confirmation", None)
+                if confirmation is not None:  # the test that decided the alert at this evaluation
+                    row[method] = (float(confirmation[0]), float(confirmation[1]))
+                elif getattr(d, "candidate", False):
+                    pass  # a candidate is not an alert: its margin is its confirmation's, at the next evaluation
+                elif getattr(d, "threshold", None) is not None:
                     row[method] = (float(d.score), float(d.threshold))
                 if getattr(d, "fired", False):
                     alerts.append((epoch, method))

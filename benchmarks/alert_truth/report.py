@@ -13,8 +13,11 @@ Definitions (evaluation = one explained validation epoch; every epoch is evaluat
   shortcut runs, the evaluations after warm-up and before the data onset (column ``pre``).
 * **watched value / threshold** per method: scalars ``xai/<m>/alert/score`` and ``xai/<m>/alert/threshold`` when
   logged, else ``xai/<m>/drift/rank_vs_reference/median`` against ``0.4`` (today's default rule).
-  **margin**: benign runs, ``threshold - max watched value`` after warm-up (over methods, the smallest);
-  detected shortcut runs, ``value - threshold`` at the detection (the alerting methods', the largest).
+  With the default detector the watched test at an evaluation after a candidate is the confirmation (the movement
+  over two evaluations against √2 × the candidate's threshold); a candidate itself is not watched (it is no alert).
+  **margin**, as a share of the threshold: benign runs, ``(threshold - value) / threshold``, the smallest after
+  warm-up over evaluations and methods (how close the run came to an alert); detected shortcut runs,
+  ``value / threshold - 1`` at the detection (the alerting methods', the largest).
 
 Run:  python benchmarks/alert_truth/report.py [--out DIR] [--markdown FILE]
 """
@@ -176,7 +179,7 @@ def analyse_run(
         margins = []
         for m in {m for i in false_window for m in watched[i]}:
             values = [watched[i][m] for i in false_window if m in watched[i]]
-            margins.append(min(t - v for v, t in values))  # per evaluation: a calibrated threshold moves
+            margins.append(min((t - v) / t for v, t in values if t > 0))  # per evaluation: a threshold moves
         res.margin = min(margins) if margins else None
         return res
     res.behavioural_onset = behavioural_onset(record)
@@ -192,7 +195,7 @@ def analyse_run(
         if res.taken:
             b_onset = res.behavioural_onset
             res.delay_behavioural = i - next(j for j, ep in enumerate(epochs) if ep >= b_onset)  # type: ignore[operator]
-        values = [watched[i][m][0] - watched[i][m][1] for m in res.detected_by if m in watched[i]]
+        values = [watched[i][m][0] / watched[i][m][1] - 1 for m in res.detected_by if m in watched[i]]
         res.margin = max(values) if values else None
     return res
 
@@ -255,8 +258,8 @@ def cell_rows(results: Sequence[RunResult]) -> list[dict[str, str]]:
         row.update(
             false=f"{false}/{evals}",
             per100=_fmt(100.0 * false / evals, 1) if evals else "-",
-            margin_min=_fmt(min(margins), signed=True) if margins else "-",
-            margin_med=_fmt(_median(margins), signed=True) if margins else "-",
+            margin_min=f"{min(margins):+.0%}" if margins else "-",
+            margin_med=f"{_median(margins):+.0%}" if margins else "-",
             seconds=f"{_median([r.cpu_seconds if not math.isnan(r.cpu_seconds) else r.seconds for r in runs]):.0f}",
         )
         rows.append(row)
@@ -286,8 +289,8 @@ LEGEND = (
     "taken: shortcut runs whose cue_rate crossed the level (b.onset: their behavioural onset epochs, x = not taken); "
     "detected: first alert at/after the data onset; <=1 eval: within 1 evaluation of the behavioural onset; "
     "delay(b)/delay(d): median evaluations from the behavioural/data onset; false/evals: evaluations with an alert "
-    "after warm-up (shortcut cells: before the data onset); margin: benign threshold - max value, detected "
-    "value - threshold"
+    "after warm-up (shortcut cells: before the data onset); margin (share of the threshold): benign "
+    "min (threshold - value) / threshold, detected value / threshold - 1"
 )
 
 
@@ -402,7 +405,7 @@ def run_lines(results: Sequence[RunResult]) -> str:
         )
         lines.append(
             f"  {r.name:<36} {truth:<55} alerts at {r.alert_epochs} max cue_rate {r.max_cue_rate:.2f} "
-            f"margin {_fmt(r.margin, signed=True)}"
+            f"margin {'-' if r.margin is None else format(r.margin, '+.0%')}"
         )
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ judges it against two noise levels measured on the run itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ class Detection:
             movements (standard error) and the run's own noise σ (root mean square of its earlier positive scores).
         fired: True when this evaluation raises an alert (it confirms the previous evaluation's candidate).
         candidate: True when the score crossed the threshold: the next evaluation confirms or drops it.
+        confirmation: at the evaluation after a candidate, ``(movement since before the candidate, needed)``: the
+            test that decides the alert (None otherwise).
         probe_indices: probes whose own movement into the quiet regions is over the threshold.
         region: ``(top, left, bottom, right)`` in input pixels of the quiet region that gained most (None if none).
         region_share: share of probes whose largest gain lies in that region.
@@ -48,6 +51,7 @@ class Detection:
     region: tuple[int, int, int, int] | None = None
     region_share: float = 0.0
     candidate: bool = False
+    confirmation: tuple[float, float] | None = None
 
 
 @dataclass
@@ -196,23 +200,25 @@ class ShiftDetector:
         if state.cooldown_left > 0:  # right after an alert: neither calibrate on it nor alert again
             state.cooldown_left -= 1
             return Detection(score, threshold, noise)
+        confirmation = None
         if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
             since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
-            needed = round(math.sqrt(2.0) * candidate.threshold, 6)
-            if float(since.mean()) >= needed:
+            confirmation = (float(since.mean()), round(math.sqrt(2.0) * candidate.threshold, 6))
+            if confirmation[0] >= confirmation[1]:
                 state.cooldown_left = self.cooldown
                 region, share = _gain_region(current, candidate.origin, input_size)
-                over = tuple(int(i) for i in torch.nonzero(since >= needed).flatten())
-                return Detection(float(since.mean()), needed, candidate.noise, True, over, region, share)
+                over = tuple(int(i) for i in torch.nonzero(since >= confirmation[1]).flatten())
+                alert = Detection(*confirmation, candidate.noise, True, over, region, share)
+                return dataclasses.replace(alert, confirmation=confirmation)
         if threshold is not None and score >= threshold:  # a candidate (never calibrated on) ...
             if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
-                return Detection(score, threshold, noise)
+                return Detection(score, threshold, noise, confirmation=confirmation)
             state.candidate = _Candidate(previous, older, threshold, noise or 0.0)
             return Detection(score, threshold, noise, candidate=True)
         sigma = self.sigma(state.scores)
         if threshold is None or sigma is None or score < self.ratio * sigma:  # beyond the noise band: not noise
             state.scores.append(score)
-        return Detection(score, threshold, noise)
+        return Detection(score, threshold, noise, confirmation=confirmation)
 
     @staticmethod
     def sigma(scores: list[float]) -> float | None:
@@ -221,11 +227,7 @@ class ShiftDetector:
 
     def state_dict(self) -> dict[str, Any]:
         def candidate(c: _Candidate | None) -> dict[str, Any] | None:
-            return (
-                None
-                if c is None
-                else {"origin": c.origin, "older": c.older, "threshold": c.threshold, "noise": c.noise}
-            )
+            return None if c is None else dataclasses.asdict(c)
 
         return {
             name: {
