@@ -47,6 +47,9 @@ class CostReporter:
         self.last_seconds = 0.0
         #: evaluations the budget skipped
         self.skipped = 0
+        #: IG's steps were just cut: the next evaluation runs (to measure the cheaper cost) and is not compared
+        self.step_change: str | None = None
+        self._just_cut = False
 
     @staticmethod
     def share(seconds: float, interval: float) -> float:
@@ -65,7 +68,8 @@ class CostReporter:
         for explainer in self.explainers:
             if hasattr(explainer, "search_seconds"):
                 explainer.search_seconds = since
-        if self.max_overhead is None or since is None or self.explained == 0.0:
+        if self.max_overhead is None or since is None or self.explained == 0.0 or self._just_cut:
+            self._just_cut = False
             return True
         other = self.other + since
         if self.explained + self.last_seconds <= self.max_overhead * other:
@@ -92,14 +96,20 @@ class CostReporter:
             parts.append(e.name + detail)
         return ", ".join(parts)
 
-    def after_evaluation(self, record: Any, monitor: Any) -> None:
-        """Call at the end of every evaluation with its record (``explain_seconds``, ``scalars``) and the monitor
-        (its ``explainers``, ``max_seconds_per_epoch`` and ``_warn_once``)."""
+    def take_step_change(self) -> str | None:
+        """What the budget changed in IG's steps since the last call (said once), or None."""
+        change, self.step_change = self.step_change, None
+        return change
+
+    def after_evaluation(self, record: Any, monitor: Any, fitting: bool = True) -> None:
+        """Call at the end of every evaluation, on every rank, with its record (``explain_seconds``, ``scalars``,
+        rank 0's) and the monitor (its ``explainers``, ``max_seconds_per_epoch`` and ``_warn_once``). Only
+        evaluations of a fit count (``validate``/``test`` have no training to compare with)."""
         seconds, scalars, explainers = record.explain_seconds, record.scalars, monitor.explainers
         budget, warn_once = monitor.max_seconds_per_epoch, monitor._warn_once
         now = time.perf_counter()
         last, self.last_end = self.last_end, now
-        if last is None:
+        if last is None or not fitting:
             return
         interval = now - last
         share = self.share(seconds, interval)
@@ -132,6 +142,8 @@ class CostReporter:
         once)."""
         caps = [(e.name, cap) for e in explainers if hasattr(e, "reduce_steps") and (cap := e.reduce_steps(factor))]
         if caps:
+            self._just_cut = True
+            self.step_change = "max_overhead cut IG's steps: " + ", ".join(f"{n} to {c}" for n, c in caps)
             warn_once(
                 "budget_steps",
                 f"AttributionMonitor: `max_overhead={self.max_overhead}`: an evaluation took more than that share of "

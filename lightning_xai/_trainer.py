@@ -38,9 +38,10 @@ SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrateg
 def check_strategy(strategy: Any) -> None:
     """Refuse, at setup, strategies whose parameters are sharded across ranks.
 
-    The monitor explains on rank 0 with the full model (forward and backward through every layer, with hooks
-    on one of them). Under FSDP, DeepSpeed or tensor/model parallelism no rank holds the whole model and every
-    forward is a collective of all ranks, so rank 0 alone cannot run it: it would hang or explain garbage.
+    Every rank explains its share of the probes with the full model, on its own (forward and backward through
+    every layer, with hooks on one of them). Under FSDP, DeepSpeed or tensor/model parallelism no rank holds the
+    whole model and every forward is a collective of all ranks, which the per-rank shares (of different sizes,
+    with different IG step counts) would not keep in step: it would hang or explain garbage.
 
     Example::
 
@@ -97,6 +98,14 @@ def first_loader(trainer: Trainer) -> DataLoader | None:
 def trainer_probes(trainer: Trainer, source: Any, num_probes: int, seed: int) -> ProbeSet | None:
     """The probes from ``source`` (``probes=``), or drawn from the first validation (test) dataloader; None when
     there is neither. Warns when a drawn set holds fewer than ``num_probes`` images."""
+    if trainer.world_size > 1:  # every rank explains a share of the same probes: rank 0's
+        return trainer.strategy.broadcast(
+            _collect(trainer, source, num_probes, seed) if trainer.is_global_zero else None
+        )
+    return _collect(trainer, source, num_probes, seed)
+
+
+def _collect(trainer: Trainer, source: Any, num_probes: int, seed: int) -> ProbeSet | None:
     if source is None:
         source = first_loader(trainer)
         if source is None:
@@ -134,12 +143,15 @@ def shard(count: int, world: int, rank: int) -> slice:
 
 def explain_shards(
     trainer: Trainer, count: int, explain: Callable[[slice], ProbeExplanations], device: torch.device
-) -> ProbeExplanations | None:
+) -> Callable[[], ProbeExplanations]:
     """Every rank explains its share of the ``count`` probes (:func:`shard`); the shares travel to rank 0 through
     the strategy's ``broadcast`` (one per rank, CPU tensors) and are merged there in probe order (None on the other
-    ranks). One process explains them all. When ``explain`` raises on any rank, every rank raises."""
+    ranks). One process explains them all. When ``explain`` raises on any rank, every rank raises. Returns what
+    gathers the evaluation on rank 0 (call it inside :func:`on_rank_zero`, so that a failure there reaches every
+    rank too)."""
     if trainer.world_size == 1:
-        return explain(slice(0, count))
+        done = explain(slice(0, count))
+        return lambda: done
     started = time.perf_counter()
     mine = shard(count, trainer.world_size, trainer.global_rank)
     part: Any = None
@@ -157,11 +169,13 @@ def explain_shards(
         raise RuntimeError(
             f"AttributionMonitor failed on rank {failed[0][0]}, so every rank stops: {failed[0][1].message}"
         )
-    if not trainer.is_global_zero:
-        return None
-    merged = merge_shards([p for p in parts if p is not None], device)
-    merged.seconds = time.perf_counter() - started  # this rank's wall time, waiting for the slowest included
-    return merged
+
+    def gather() -> ProbeExplanations:
+        merged = merge_shards([p for p in parts if p is not None], device)
+        merged.seconds = time.perf_counter() - started  # this rank's wall time, waiting for the slowest included
+        return merged
+
+    return gather
 
 
 def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
@@ -331,6 +345,15 @@ class DriftActions:
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn (a pending exception is not state)
         return {"on_drift": self.on_drift, "stop_pending": False, "pending": None}
+
+
+def training_change(trainer: Trainer, pl_module: LightningModule, watch: SetupWatch, cost: Any) -> str | None:
+    """What changed how the model trains since the last evaluation of this fit (the trainable parameters, the
+    optimizers, or IG's steps cut by ``max_overhead``), or None; never outside ``fit``."""
+    if trainer.state.fn != TrainerFn.FITTING:
+        return None
+    setup, steps = watch.changed(trainer, pl_module), cost.take_step_change()
+    return "; ".join(c for c in (setup, steps) if c) or None
 
 
 class SetupWatch:

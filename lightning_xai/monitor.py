@@ -59,8 +59,8 @@ class AttributionMonitor(Callback):
         gradcam_reshape: a callable mapping the Grad-CAM layer's output to ``(B, C, h, w)``. None: 4-D maps
             are used as they are, and ``(B, tokens, C)`` transformer outputs are reshaped automatically when
             the tokens form a patch grid (class token dropped). Must be picklable for ``ddp_spawn``.
-        ig_steps: Integrated Gradients quadrature steps, or ``"auto"`` (default): the fewest Gauss–Legendre steps
-            whose completeness gap is within 5 % (calibrated on the first evaluation, re-checked every evaluation,
+        ig_steps: Integrated Gradients quadrature steps, or ``"auto"`` (default): Gauss–Legendre steps whose
+            completeness gap is within 5 % (doubled from 4 at the first evaluation, lowered by periodic re-checks,
             logged as ``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
         ig_baseline: None (the input that displays as black: ``-mean / std`` with ``denormalize=(mean, std)``,
             else zeros), a float, or a tensor broadcastable to one probe.
@@ -100,8 +100,8 @@ class AttributionMonitor(Callback):
             ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
         max_overhead: keep the explanations' cumulative time within this share of the rest of the run (training
             and validation), e.g. 0.05: Integrated Gradients gets fewer steps first (never below 8), then
-            evaluations are skipped until the account allows (``xai/skipped`` counts them; each is said once).
-            Skipped evaluations delay alerts. None: no budget (a warning when an evaluation takes over 10 %).
+            evaluations are skipped until the account allows (``xai/skipped``; said once). Skipped evaluations delay
+            alerts and log no ``xai/*`` keys (``EarlyStopping(strict=False)``). None: no budget (a warning >10 %).
         quality: opt-in measures of every method's maps, logged as ``xai/<method>/quality/...`` per evaluation: any
             of ``("deletion", "insertion", "sparseness", "entropy")`` (see ``docs/quality.md`` for their cost).
         name: prefixes every logged key (``xai/<name>/...``) so that several monitors can share a Trainer (two
@@ -348,12 +348,13 @@ class AttributionMonitor(Callback):
             self._warn_once("no_probes", _trainer.NO_PROBES)
             return
         explain, count = (lambda part: self._explain(trainer, pl_module, part)), len(self.probes or ())
-        done = _trainer.explain_shards(trainer, count, explain, pl_module.device)
-        record = _trainer.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, done))
+        gather = _trainer.explain_shards(trainer, count, explain, pl_module.device)
+        record = _trainer.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, gather()))
         if not trainer.is_global_zero:
             self.history.append(record)
             self.evaluations += 1
             self.tracker.alerts.extend(record.alerts)
+        self.cost.after_evaluation(record, self, trainer.state.fn == TrainerFn.FITTING)  # every rank: same IG steps
         _trainer.log_epoch_scalars(trainer, pl_module, record.scalars, self.name)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
@@ -379,11 +380,10 @@ class AttributionMonitor(Callback):
         epoch, step, self.evaluations = int(trainer.current_epoch), int(trainer.global_step), self.evaluations + 1
         masks = None if self.masks is None else self.masks.to(pl_module.device)
         errors, state = list(done.errors), (self.drift, self.detector, self.tracker, masks, self._warn_once)
-        change = self.setup_watch.changed(trainer, pl_module)
+        change = _trainer.training_change(trainer, pl_module, self.setup_watch, self.cost)
         measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
-        self.cost.after_evaluation(record, self)
         normalizations = {e.name: e.display_normalization for e in self.explainers}
         args = (done, self.probes.labels, record, normalizations)  # what self.media.log takes after the trainer
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)

@@ -71,15 +71,29 @@ def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
     assert CostReporter().allows(monitor._warn_once)  # no budget: always
 
 
+class _Recording(ShiftDetector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bool]] = []
+
+    def update(self, method: str, maps: torch.Tensor, input_size: tuple[int, int], armed: bool) -> Any:
+        self.calls.append((method, armed))
+        return super().update(method, maps, input_size, armed)
+
+
 def test_a_tiny_budget_cuts_ig_steps_then_skips_evaluations(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=32, warmup_epochs=0, max_overhead=1e-9)
+    detector = _Recording()
+    monitor = AttributionMonitor(num_probes=4, ig_steps=32, warmup_epochs=0, max_overhead=1e-9, detector=detector)
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     with pytest.warns(UserWarning, match=r"max_overhead=1e-09.*fewer steps") as caught:
         L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=4)).fit(TinyCNN(), train, val)
     assert any("skips evaluations" in str(w.message) for w in caught)
-    assert [h.epoch for h in monitor.history] == [0]  # every later evaluation over the budget: skipped
-    assert monitor.cost.skipped == 3
+    # epoch 0 over the budget: IG cut to 8 steps; epoch 1 runs with them (to measure the cheaper cost), then skips
+    assert [h.epoch for h in monitor.history] == [0, 1]
+    assert monitor.history[1].scalars["xai/integrated_gradients/n_steps"] == 8
+    assert monitor.cost.skipped == 2
+    assert [armed for m, armed in detector.calls if m == "integrated_gradients"] == [True, False]  # cut: no alert
     ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
     assert ig.step_cap == 8
     assert not any("of the time between two evaluations" in str(w.message) for w in caught)  # budget set: no nag
@@ -113,16 +127,6 @@ class _Unfreeze(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             pl_module.features.requires_grad_(True)
-
-
-class _Recording(ShiftDetector):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, bool]] = []
-
-    def update(self, method: str, maps: torch.Tensor, input_size: tuple[int, int], armed: bool) -> Any:
-        self.calls.append((method, armed))
-        return super().update(method, maps, input_size, armed)
 
 
 def test_the_detector_pauses_for_the_evaluation_after_the_training_setup_changed(tmp_path: Any) -> None:

@@ -89,14 +89,16 @@ class ShiftDetector:
     probes at the default ``alpha``), and σ is the run's own evaluation-to-evaluation noise: the root mean square
     of its earlier movements *into* the quiet regions after the warm-up (the positive scores; a movement out of
     them, as maps sharpen, is not what a shortcut has to beat; at least ``calibration`` scores are needed before
-    the detector may alert), so the default ``ratio`` is a one-sided 3σ rule. Only scores below ``ratio × σ``
-    calibrate: a movement beyond the noise band is not noise, whether or not it became a candidate.
+    the detector may alert), so the default ``ratio`` is a one-sided 3σ rule. Only scores inside the noise band
+    (below ``max(ratio × σ, floor)``) calibrate: a movement beyond it is not noise, whether or not it became a
+    candidate.
 
     The alert comes at the next evaluation if the relevance *stayed*: the movement over both evaluations (from
-    the one before the candidate to now, into the same quiet regions) must reach ``√2 × threshold``, the
-    candidate's threshold for two evaluations of independent noise. A blip that goes back is dropped (and so is
-    its return). The method then stays silent for ``cooldown`` evaluations. Fewer than 4 probes cannot show that
-    a movement is shared, so the detector never alerts then.
+    the one before the candidate to now, into the same quiet regions) must reach ``√2 × threshold`` (the
+    candidate's threshold scaled for two evaluations of independent steps; for maps that only jitter around a
+    stable state it is the stricter bar). A blip that goes back is dropped (and so is its return). The method
+    then stays silent for ``cooldown`` evaluations. Fewer than 4 probes cannot show that a movement is shared,
+    so the detector never alerts then.
 
     Args:
         calibration: evaluations after the warm-up needed before the detector may alert.
@@ -215,8 +217,8 @@ class ShiftDetector:
                 return Detection(score, threshold, noise, confirmation=confirmation)
             state.candidate = _Candidate(previous, older, threshold, noise or 0.0)
             return Detection(score, threshold, noise, candidate=True)
-        sigma = self.sigma(state.scores)
-        if threshold is None or sigma is None or score < self.ratio * sigma:  # beyond the noise band: not noise
+        sigma = self.sigma(state.scores)  # the noise band: ratio x sigma, never narrower than the floor
+        if threshold is None or sigma is None or score < max(self.ratio * sigma, self.floor):  # beyond: not noise
             state.scores.append(score)
         return Detection(score, threshold, noise, confirmation=confirmation)
 

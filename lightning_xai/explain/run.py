@@ -244,11 +244,12 @@ def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> Pr
     def cat(tensors: Sequence[Tensor]) -> Tensor:
         return torch.cat([t.to(device) for t in tensors])
 
+    predicted = all(p.predicted.numel() == p.inputs.shape[0] for p in parts)  # a failed prediction pass: none
     merged = ProbeExplanations(
         cat([p.inputs for p in parts]),
-        cat([p.predicted for p in parts]),
-        cat([p.confidence for p in parts]),
-        cat([p.targets for p in parts]),
+        cat([p.predicted for p in parts]) if predicted else parts[0].predicted[:0],
+        cat([p.confidence for p in parts]) if predicted else parts[0].confidence[:0],
+        cat([p.targets for p in parts]) if predicted else parts[0].targets[:0],
         seconds=max((p.seconds for p in parts), default=0.0),
     )
     for part in parts:
