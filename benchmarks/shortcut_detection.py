@@ -40,6 +40,18 @@ MASS = {
 }
 
 
+def _decisive(scalars: dict[str, float], method: str) -> tuple[float, float] | None:
+    """The test that could alert at this evaluation: the confirmation after a candidate, else the score against
+    the threshold (a candidate itself is no alert: None)."""
+    key = f"xai/{method}/alert"
+    if f"{key}/confirmation" in scalars:
+        return scalars[f"{key}/confirmation"], scalars[f"{key}/confirmation_threshold"]
+    value, threshold = scalars.get(f"{key}/score"), scalars.get(f"{key}/threshold")
+    if value is None or threshold is None or value >= threshold:
+        return None
+    return value, threshold
+
+
 def run_one(arm: str, seed: int, threshold: float | None = None) -> dict[str, Any]:
     import torch
 
@@ -69,6 +81,7 @@ def run_one(arm: str, seed: int, threshold: float | None = None) -> dict[str, An
         "thresholds": {
             m: [round(r.scalars.get(f"xai/{m}/alert/threshold", float("nan")), 3) for r in records] for m in MASS
         },
+        "decisive": {m: [_decisive(r.scalars, m) for r in records] for m in MASS},
         "mass_before": {m: records[ONSET - 1].scalars.get(k, float("nan")) for m, k in MASS.items()},
         "mass_after": {m: records[-1].scalars.get(k, float("nan")) for m, k in MASS.items()},
     }
@@ -111,7 +124,7 @@ def main() -> None:
 
     shortcut = [r for r in results if r["arm"] == "shortcut"]
     delays = [r["first_after_onset"] - ONSET + 1 for r in shortcut if r["first_after_onset"] is not None]
-    detected = sum(1 for d in delays if d <= 2)
+    detected = sum(1 for d in delays if d <= 3)
     early = sum(r["alerts_before_onset"] for r in shortcut)
     controls = {arm: sum(r["alerts_after_warmup"] for r in results if r["arm"] == arm) for arm in args.arms[1:]}
 
@@ -122,28 +135,38 @@ def main() -> None:
         m: (med([r["mass_before"][m] for r in shortcut]), med([r["mass_after"][m] for r in shortcut])) for m in MASS
     }
     control_text = ", ".join(f"{arm} {n}" for arm, n in controls.items())
-    # margins: how far the watched value stayed below its threshold in the controls (after warm-up), and how far
-    # it rose above it at the onset evaluation in the shortcut runs (per method, the larger of the two methods)
+    # margins, as a share of the threshold of the test that decides an alert (the confirmation after a candidate,
+    # else the score; a candidate alone is no alert): how far the controls stayed below it after warm-up, and how
+    # far a shortcut run rose above it at its first alert (the larger of the two methods)
     control_margin = min(
         (
-            t - v
+            (t - v) / t
             for r in results
             if r["arm"] != "shortcut"
             for m in MASS
-            for e, (v, t) in enumerate(zip(r["watched"][m], r["thresholds"][m], strict=True))
-            if e >= warmup_epochs and t == t and v == v
+            for e, test in enumerate(r["decisive"][m])
+            if e >= warmup_epochs and test is not None
+            for v, t in [test]
         ),
         default=float("nan"),
     )
     onset_margin = min(
-        (max(r["watched"][m][e] - r["thresholds"][m][e] for m in MASS for e in (ONSET, ONSET + 1)) for r in shortcut),
+        (
+            max(
+                test[0] / test[1] - 1
+                for m in MASS
+                if (test := r["decisive"][m][r["first_after_onset"]]) is not None and test[0] >= test[1]
+            )
+            for r in shortcut
+            if r["first_after_onset"] is not None
+        ),
         default=float("nan"),
     )
     print(
-        f"SUMMARY detected within 2 evaluations: {detected}/{len(shortcut)} seeds; delay median "
+        f"SUMMARY detected within 3 evaluations of the data onset: {detected}/{len(shortcut)} seeds; delay median "
         f"{med([float(d) for d in delays]):.1f} max {max(delays) if delays else 'nan'}; false alerts before onset "
-        f"{early}; control alerts after warm-up: {control_text}; margins: controls stay >= {control_margin:.3f} "
-        f"below the threshold, a shortcut run rises >= {onset_margin:.3f} above it within 2 evaluations; "
+        f"{early}; control alerts after warm-up: {control_text}; margins (share of the deciding threshold): controls "
+        f"stay >= {control_margin:.0%} below it, a shortcut run's first alert is >= {onset_margin:.0%} above it; "
         f"patch mass before→after (median): "
         f"gradcam {mass['gradcam'][0]:.3f}→{mass['gradcam'][1]:.3f}, "
         f"integrated_gradients {mass['integrated_gradients'][0]:.3f}→{mass['integrated_gradients'][1]:.3f}; "

@@ -90,6 +90,9 @@ def measure(
                     scalars[f"xai/{name}/alert/score"] = detection.score
                     if detection.threshold is not None:
                         scalars[f"xai/{name}/alert/threshold"] = detection.threshold
+                    if detection.confirmation is not None:  # after a candidate: the test that decides the alert
+                        scalars[f"xai/{name}/alert/confirmation"] = detection.confirmation[0]
+                        scalars[f"xai/{name}/alert/confirmation_threshold"] = detection.confirmation[1]
             record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
         for key, values in explanation.diagnostics.items():
             scalars[f"xai/{name}/{key}"] = float(values.double().median())
