@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     todo = [c for c in configs if not (args.resume and (out / f"{c.name}.pt").exists())]
     print(f"alert_truth: {len(configs)} runs ({len(todo)} to train) on {args.workers} workers -> {out}", flush=True)
 
+    # the code the runs use, taken before they start (commits made while the suite runs do not reach its workers)
+    code_version = args.code_version or _git("rev-parse", "HEAD")
+    dirty = None if args.code_version else _git("status", "--porcelain", "lightning_xai")
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited OpenMP thread pools
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
@@ -90,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "wall_seconds": wall,
         "workers": args.workers,
         "runs": [asdict(c) for c in configs],
-        "code_version": args.code_version or _git("rev-parse", "HEAD"),
-        "git_dirty_lightning_xai": None if args.code_version else _git("status", "--porcelain", "lightning_xai"),
+        "code_version": code_version,
+        "git_dirty_lightning_xai": dirty,
         "lightning_xai": str(Path(lightning_xai.__file__).parent),
         "platform": platform.platform(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
