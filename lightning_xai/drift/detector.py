@@ -69,6 +69,9 @@ class _MethodState:
     cooldown_left: int = 0
     candidate: _Candidate | None = None
     older: Tensor | None = None
+    oldest: Tensor | None = None
+    scores2: list[float] = field(default_factory=list)  # the run's calibrated movements over two evaluations
+    armed_before: bool = False
 
 
 class ShiftDetector:
@@ -161,7 +164,9 @@ class ShiftDetector:
             "cooldown": self.cooldown,
         }
 
-    def threshold(self, scores: list[float], standard_error: float, probes: int) -> tuple[float | None, float | None]:
+    def threshold(
+        self, scores: list[float], standard_error: float, probes: int, ready: bool = False
+    ) -> tuple[float | None, float | None]:
         """``(threshold, noise)`` for an evaluation of ``probes`` probes whose movements have ``standard_error``,
         after the run's earlier ``scores``; ``(None, None)`` while fewer than ``calibration`` scores are known.
 
@@ -172,7 +177,7 @@ class ShiftDetector:
             >>> ShiftDetector().threshold([0.02, -0.03, 0.01], standard_error=0.001, probes=10)
             (0.03873, 0.01291)
         """
-        if len(scores) < self.calibration:
+        if len(scores) < self.calibration and not ready:
             return None, None
         sigma = self.sigma(scores) or 0.0
         noise = max(standard_error, sigma)
@@ -186,8 +191,9 @@ class ShiftDetector:
         but neither calibrates nor alerts, and a pending candidate is dropped."""
         state = self._states.setdefault(method, _MethodState())
         current = relevance_distribution(maps.detach().float().cpu(), self.cells)
-        older, previous = state.older, state.previous
-        state.older, state.previous = previous, current
+        oldest, older, previous = state.oldest, state.older, state.previous
+        state.oldest, state.older, state.previous = older, previous, current
+        armed_before, state.armed_before = state.armed_before, armed
         if previous is None or previous.shape != current.shape:
             state.candidate = None
             return None
@@ -205,7 +211,9 @@ class ShiftDetector:
         confirmation = None
         if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
             since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
-            confirmation = (float(since.mean()), round(math.sqrt(2.0) * candidate.threshold, 6))
+            spread = float(since.std()) / math.sqrt(count) if count > 1 else math.inf
+            needed, _ = self.threshold(state.scores2, spread, count, ready=True)
+            confirmation = (float(since.mean()), max(needed or 0.0, candidate.threshold))
             if confirmation[0] >= confirmation[1]:
                 state.cooldown_left = self.cooldown
                 region, share = _gain_region(current, candidate.origin, input_size)
@@ -220,6 +228,10 @@ class ShiftDetector:
         sigma = self.sigma(state.scores)  # the noise band: ratio x sigma, never narrower than the floor
         if threshold is None or sigma is None or score < max(self.ratio * sigma, self.floor):  # beyond: not noise
             state.scores.append(score)
+            two_ok = armed_before and candidate is None and older is not None and older.shape == current.shape
+            if two_ok:  # and the movement over two evaluations, which the confirmation is judged against
+                assert older is not None
+                state.scores2.append(float(novel_relevance(current, older, common=True, older=oldest).mean()))
         return Detection(score, threshold, noise, confirmation=confirmation)
 
     @staticmethod
@@ -235,7 +247,10 @@ class ShiftDetector:
             name: {
                 "previous": s.previous,
                 "older": s.older,
+                "oldest": s.oldest,
                 "scores": list(s.scores),
+                "scores2": list(s.scores2),
+                "armed_before": s.armed_before,
                 "cooldown_left": s.cooldown_left,
                 "candidate": candidate(s.candidate),
             }
@@ -255,6 +270,9 @@ class ShiftDetector:
                 int(s["cooldown_left"]),
                 candidate(s.get("candidate")),
                 s.get("older"),
+                s.get("oldest"),
+                [float(v) for v in s.get("scores2", [])],
+                bool(s.get("armed_before", False)),
             )
             for name, s in state.items()
         }
