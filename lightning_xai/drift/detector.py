@@ -30,8 +30,8 @@ class Detection:
         score: the watched value: the share of the probes' relevance that moved, since the previous evaluation,
             into regions the probes' average map had left quiet (mean over probes; negative when it left them).
             When ``fired``: the movement over the two evaluations of the alert (since the one before the candidate).
-        threshold: the threshold of this evaluation (None while calibrating); when ``fired``, the confirmation
-            threshold (√2 × the candidate's).
+        threshold: the threshold of this evaluation (None while calibrating); when ``fired``, the confirmation's
+            (calibrated on the run's movements over two evaluations, at least the candidate's threshold).
         noise: the noise level it was calibrated on: the larger of the spread of this evaluation's per-probe
             movements (standard error) and the run's own noise σ (root mean square of its earlier positive scores).
         fired: True when this evaluation raises an alert (it confirms the previous evaluation's candidate).
@@ -97,9 +97,9 @@ class ShiftDetector:
     candidate.
 
     The alert comes at the next evaluation if the relevance *stayed*: the movement over both evaluations (from
-    the one before the candidate to now, into the same quiet regions) must reach ``√2 × threshold`` (the
-    candidate's threshold scaled for two evaluations of independent steps; for maps that only jitter around a
-    stable state it is the stricter bar). A blip that goes back is dropped (and so is its return). The method
+    the one before the candidate to now, into the same quiet regions) must pass the same test, calibrated on the
+    run's own movements over two evaluations: ``max(floor, t × its standard error, ratio × σ₂)``, and at least
+    the candidate's threshold. A blip that goes back is dropped (and so is its return). The method
     then stays silent for ``cooldown`` evaluations. Fewer than 4 probes cannot show that a movement is shared,
     so the detector never alerts then.
 
