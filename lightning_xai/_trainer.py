@@ -154,21 +154,9 @@ def explain_shards(
         return lambda: done
     started = time.perf_counter()
     mine = shard(count, trainer.world_size, trainer.global_rank)
-    part: Any = None
-    failure: BaseException | None = None
-    if mine.stop > mine.start:
-        try:
-            part = to_cpu(explain(mine))
-        except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks were told
-            failure, part = err, _Failure(f"{type(err).__name__}: {err}")
+    part, failure = _attempt(lambda: to_cpu(explain(mine))) if mine.stop > mine.start else (None, None)
     parts = [trainer.strategy.broadcast(part, src=r) for r in range(trainer.world_size)]
-    if failure is not None:
-        raise failure
-    failed = [(r, p) for r, p in enumerate(parts) if isinstance(p, _Failure)]
-    if failed:
-        raise RuntimeError(
-            f"AttributionMonitor failed on rank {failed[0][0]}, so every rank stops: {failed[0][1].message}"
-        )
+    _raise_failures(failure, dict(enumerate(parts)))
 
     def gather() -> ProbeExplanations:
         merged = merge_shards([p for p in parts if p is not None], device)
@@ -181,26 +169,35 @@ def explain_shards(
 def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
     """``fn()`` on rank 0, its result broadcast to every rank. A failure on rank 0 is broadcast too, so every rank
     raises instead of waiting in the broadcast."""
-    result: Any = None
-    failure: BaseException | None = None
-    if trainer.is_global_zero:
-        try:
-            result = fn()
-        except BaseException as err:  # noqa: BLE001 - re-raised below, after the other ranks were told
-            failure = err
-            result = _Failure(f"{type(err).__name__}: {err}")
+    result: Any
+    result, failure = _attempt(fn) if trainer.is_global_zero else (None, None)
     if trainer.world_size > 1:
         result = trainer.strategy.broadcast(result, src=0)
-    if failure is not None:
-        raise failure
-    if isinstance(result, _Failure):
-        raise RuntimeError(f"AttributionMonitor failed on rank 0, so every rank stops: {result.message}")
+    _raise_failures(failure, {0: result})
     return result
 
 
 class _Failure:
     def __init__(self, message: str) -> None:
         self.message = message
+
+
+def _attempt(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """``(fn(), None)``, or ``(_Failure, the exception)`` when it raises: the failure travels to the other ranks in
+    place of the result, and the caller re-raises the exception once they were told (:func:`_raise_failures`)."""
+    try:
+        return fn(), None
+    except BaseException as err:  # noqa: BLE001 - re-raised by _raise_failures, after the other ranks were told
+        return _Failure(f"{type(err).__name__}: {err}"), err
+
+
+def _raise_failures(own: BaseException | None, received: dict[int, Any]) -> None:
+    """Re-raise this rank's own failure, else fail for the first rank whose result (``rank -> value``) is one."""
+    if own is not None:
+        raise own
+    for rank, value in received.items():
+        if isinstance(value, _Failure):
+            raise RuntimeError(f"AttributionMonitor failed on rank {rank}, so every rank stops: {value.message}")
 
 
 def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
@@ -369,10 +366,9 @@ class SetupWatch:
     @staticmethod
     def signature_of(trainer: Trainer, pl_module: LightningModule) -> tuple[int, ...]:
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        groups = [
-            len(group["params"]) for optimizer in getattr(trainer, "optimizers", []) for group in optimizer.param_groups
-        ]
-        return (trainable, len(getattr(trainer, "optimizers", [])), *groups)
+        optimizers = getattr(trainer, "optimizers", [])
+        groups = [len(group["params"]) for optimizer in optimizers for group in optimizer.param_groups]
+        return (trainable, len(optimizers), *groups)
 
     def changed(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
         """A description of the change since the last call (None when nothing changed, or on the first call)."""

@@ -116,6 +116,8 @@ class ShiftDetectorReplay:
         self.kwargs = kwargs
         #: evaluations (epochs) at which the training setup changed: the monitor pauses the detector there
         self.setup_changes: set[int] = set()
+        #: evaluations (epochs) the overhead budget would have skipped (see :func:`budget_skips`)
+        self.skipped: set[int] = set()
 
     #: with ``max_overhead``, the evaluations the monitor's budget would have skipped are left out (see
     #: :func:`budget_skips`); set by ``replay.py --max-overhead``
@@ -142,7 +144,7 @@ class ShiftDetectorReplay:
         watched: list[Watched] = []
         for epoch, by_method in zip(epochs, maps, strict=True):
             row: Watched = {}
-            if epoch in getattr(self, "skipped", ()):
+            if epoch in self.skipped:
                 watched.append(row)
                 continue
             for method, current in by_method.items():

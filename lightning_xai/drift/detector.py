@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.functional.shift import gain_box, novel_relevance, relevance_distribution
+from lightning_xai.functional.shift import gain_box, novel_relevance, quiet_regions, relevance_distribution
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,7 @@ class ShiftDetector:
                 state.cooldown_left = self.cooldown
                 region, share = _gain_region(current, candidate.origin, input_size)
                 over = tuple(int(i) for i in torch.nonzero(since >= confirmation[1]).flatten())
-                alert = Detection(*confirmation, candidate.noise, True, over, region, share)
-                return dataclasses.replace(alert, confirmation=confirmation)
+                return Detection(*confirmation, candidate.noise, True, over, region, share, confirmation=confirmation)
         if threshold is not None and score >= threshold:  # a candidate (never calibrated on) ...
             if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
                 return Detection(score, threshold, noise, confirmation=confirmation)
@@ -265,14 +264,14 @@ class ShiftDetector:
 
         self._states = {
             name: _MethodState(
-                s.get("previous"),
-                [float(v) for v in s.get("scores", [])],
-                int(s["cooldown_left"]),
-                candidate(s.get("candidate")),
-                s.get("older"),
-                s.get("oldest"),
-                [float(v) for v in s.get("scores2", [])],
-                bool(s.get("armed_before", False)),
+                previous=s.get("previous"),
+                scores=[float(v) for v in s.get("scores", [])],
+                cooldown_left=int(s["cooldown_left"]),
+                candidate=candidate(s.get("candidate")),
+                older=s.get("older"),
+                oldest=s.get("oldest"),
+                scores2=[float(v) for v in s.get("scores2", [])],
+                armed_before=bool(s.get("armed_before", False)),
             )
             for name, s in state.items()
         }
@@ -303,8 +302,7 @@ def _gain_region(
     current: Tensor, previous: Tensor, input_size: tuple[int, int]
 ) -> tuple[tuple[int, int, int, int] | None, float]:
     """The quiet region that gained most, in input pixels, and the share of probes whose largest gain is in it."""
-    quiet = previous.mean(dim=0, keepdim=True) < 1.0 / (previous.shape[-1] * previous.shape[-2])
-    gain = (current - previous).clamp_min(0) * quiet
+    gain = (current - previous).clamp_min(0) * quiet_regions(previous, common=True)
     box = gain_box(gain)
     if box is None:
         return None, 0.0

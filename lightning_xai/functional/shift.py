@@ -26,7 +26,14 @@ from torch.nn import functional as F
 
 from lightning_xai.functional._common import compute_dtype
 
-__all__ = ["gain_box", "novel_relevance", "relevance_distribution", "relevance_gain", "relevance_shift"]
+__all__ = [
+    "gain_box",
+    "novel_relevance",
+    "quiet_regions",
+    "relevance_distribution",
+    "relevance_gain",
+    "relevance_shift",
+]
 
 
 def relevance_distribution(maps: Tensor, cells: int = 8) -> Tensor:
@@ -70,6 +77,22 @@ def relevance_gain(current: Tensor, previous: Tensor) -> Tensor:
     return (current - previous).clamp_min(0)
 
 
+def quiet_regions(previous: Tensor, common: bool = False, older: Tensor | None = None) -> Tensor:
+    """Where relevance was below the uniform level in ``previous`` (per sample, or with ``common=True`` in the
+    samples' average map) and, with ``older`` (an earlier set of maps of the same shape), there too.
+
+    Example::
+
+        >>> quiet_regions(torch.tensor([[[0.7, 0.1], [0.1, 0.1]]])).tolist()
+        [[[False, True], [True, True]]]
+    """
+    regions = previous.shape[-1] * previous.shape[-2]
+    quiet = (previous.mean(dim=0, keepdim=True) if common else previous) < 1.0 / regions
+    if older is not None and older.shape == previous.shape:
+        quiet = quiet & ((older.mean(dim=0, keepdim=True) if common else older) < 1.0 / regions)
+    return quiet
+
+
 def novel_relevance(current: Tensor, previous: Tensor, common: bool = False, older: Tensor | None = None) -> Tensor:
     """Per sample, the share of relevance that moved into quiet regions: ``Σ (current − previous)`` over the regions
     where ``previous`` was below the uniform level (with ``common=True``: where the samples' *average* previous
@@ -84,11 +107,7 @@ def novel_relevance(current: Tensor, previous: Tensor, common: bool = False, old
         >>> round(novel_relevance(after, before).item(), 3), round(novel_relevance(before, before).item(), 3)
         (0.3, 0.0)
     """
-    regions = previous.shape[-1] * previous.shape[-2]
-    quiet = (previous.mean(dim=0, keepdim=True) if common else previous) < 1.0 / regions
-    if older is not None and older.shape == previous.shape:
-        quiet = quiet & ((older.mean(dim=0, keepdim=True) if common else older) < 1.0 / regions)
-    return ((current - previous) * quiet).flatten(1).sum(dim=1)
+    return ((current - previous) * quiet_regions(previous, common, older)).flatten(1).sum(dim=1)
 
 
 def gain_box(gain: Tensor, level: float = 0.5) -> tuple[int, int, int, int] | None:
