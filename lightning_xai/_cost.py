@@ -93,6 +93,9 @@ class CostReporter:
             steps = scalars.get(f"xai/{e.name}/n_steps")
             if steps is not None:
                 detail += f" with {int(steps)} steps"
+            seconds = scalars.get(f"xai/{e.name}/seconds")
+            if seconds is not None:
+                detail += f" ({seconds:.2f} s)"
             parts.append(e.name + detail)
         return ", ".join(parts)
 
@@ -126,7 +129,7 @@ class CostReporter:
             rank_zero_info(
                 f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since the "
                 f"previous one ({interval:.1f} s); methods: {self.describe(explainers, scalars)}. "
-                "Logged per evaluation as `xai/seconds`."
+                "Logged per evaluation as `xai/seconds` (and `xai/<method>/seconds`)."
             )
         if budget is None and self.max_overhead is None and share > WARN_SHARE:
             warn_once(

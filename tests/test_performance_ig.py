@@ -249,10 +249,43 @@ def test_auto_first_call_doubles_to_the_tolerance_then_rechecks_bring_it_down() 
     assert 4 < expected < 64  # the test model needs some, but not all, steps
     assert first in (4, 8, 16, 32, 64) and expected <= first < 2 * expected  # doubling from 4
     assert float(out.diagnostics["relative_gap"][0]) <= 0.01
-    spent = int(out.diagnostics["passes_per_probe"][0])
-    assert spent == sum(s for s in (4, 8, 16, 32, 64) if s <= first) and spent < 2 * first  # tries are counted
+    spent = float(out.diagnostics["passes_per_probe"][0])
+    rejected = sum(s for s in (4, 8, 16, 32, 64) if s < first)  # tried on 2 of the 6 probes (the search's share)
+    assert spent == pytest.approx(first + rejected * 2 / 6) and spent < 1.5 * first  # tries are counted
     assert ig.passes_per_probe == later[-1] + 1
     assert later[-1] == expected  # the periodic re-check descends rung by rung to the fewest that pass
+
+
+def test_auto_first_call_searches_on_a_share_of_the_probes_then_runs_the_rung_found_on_the_rest() -> None:
+    x = _probes(1, seed=3)[0].repeat(8, 1, 1, 1)  # alike: the share's gap is the gap of all
+    targets = torch.zeros(8, dtype=torch.long)
+    model = Counting(Rough(freq=10.0))  # needs 16 steps
+    ig = IntegratedGradients(n_steps="auto", tolerance=0.01)
+    with training_state_guard(model):
+        out = ig.explain(model, x.clone(), targets)
+        first = int(out.diagnostics["n_steps"][0])
+        samples = sum(size for size, grad in model.calls if grad)
+        fixed = IntegratedGradients(n_steps=first).explain(model.model, x.clone(), targets)
+    tried = [s for s in (4, 8, 16, 32, 64) if s <= first]
+    assert first > 4 and [n for n, _ in ig.last_info["tries"]] == tried + [first]  # the share's tries, the rest's
+    assert samples == 2 * sum(tried) + 6 * first  # the search ran on 2 of the 8 probes only
+    torch.testing.assert_close(out.raw, fixed.raw)  # the same maps as a call with that many steps
+    gap, fixed_gap = (float(o.diagnostics["relative_gap"][0]) for o in (out, fixed))
+    assert gap == pytest.approx(fixed_gap, abs=1e-6)
+
+
+def test_auto_first_call_climbs_on_all_probes_when_the_share_passes_but_all_do_not() -> None:
+    x, _ = _probes(8)
+    x[:2] *= 10  # the two largest |F(x) - F(x')|: the search's share, on the linear output
+    targets = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0])
+    model = Rough(freq=8.0)
+    ig = IntegratedGradients(n_steps="auto", tolerance=1e-3)
+    with training_state_guard(model):
+        out = ig.explain(model, x.clone(), targets)
+    steps = [n for n, _ in ig.last_info["tries"]]
+    assert steps[:2] == [4, 4]  # the share passed at 4 steps (linear: no gap), then 4 on the rest
+    assert int(out.diagnostics["n_steps"][0]) > 4 and steps[2:] == [8, 16, 32, 64][: len(steps) - 2]
+    assert ig.last_info["tries"][1][1] > 1e-3  # because all the probes together missed the tolerance
 
 
 def test_auto_on_a_linear_model_uses_the_fewest_steps_allowed() -> None:
@@ -300,7 +333,7 @@ def test_auto_search_stays_within_its_pass_cap_and_resumes_next_call() -> None:
             steps.append(int(out.diagnostics["n_steps"][0]))
             spent.append(int(out.diagnostics["passes_per_probe"][0]))
     assert max(spent) <= 128
-    assert spent[0] == 4 + 8 + 16 + 32 + 64  # doubling to the top within the cap
+    assert spent[0] == 64 + (4 + 8 + 16 + 32) / 4  # doubling to the top (on 1 of the 4 probes) within the cap
     assert steps == [64, 64, 64, 64]
 
 

@@ -96,6 +96,8 @@ def measure(
             record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
         for key, values in explanation.diagnostics.items():
             scalars[f"xai/{name}/{key}"] = float(values.double().median())
+        if name in done.method_seconds:
+            scalars[f"xai/{name}/seconds"] = done.method_seconds[name]
         if masks is not None:
             scalars[f"xai/localization/{name}/relevance_mass"] = float(
                 relevance_mass(explanation.display, masks).double().mean()

@@ -11,14 +11,13 @@ import bisect
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from captum.attr import IntegratedGradients as CaptumIG
 from torch import Tensor, nn
 
-from lightning_xai.explain._batches import plan_batches
+from lightning_xai.explain._batches import plan_batches as plan_batches  # re-exported
+from lightning_xai.explain._ig_run import _Result, _Run
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
@@ -29,6 +28,8 @@ AUTO_START_STEPS = 4
 DEFAULT_BATCH = 64
 #: the automatic search spends at most this many times ``max_steps`` passes per probe in one call
 SEARCH_PASS_FACTOR = 2
+#: the first automatic call searches on this share of the probes, then runs the steps found on the others
+CALIBRATION_SHARE = 0.25
 
 
 class IntegratedGradients(Explainer):
@@ -44,7 +45,9 @@ class IntegratedGradients(Explainer):
     Args:
         n_steps: quadrature points (passes per probe), or ``"auto"``: the fewest :data:`STEP_LADDER` steps in
             ``[min_steps, max_steps]`` with ``relative_gap <= tolerance``. The first call starts at 4 steps and
-            climbs, doubling, until the tolerance holds (so it costs under twice the steps it ends on); every call
+            climbs, doubling, until the tolerance holds, on a quarter of the probes (:data:`CALIBRATION_SHARE`:
+            those with the largest ``|F(x) - F(x')|``), then runs the steps found on the others (and climbs on all
+            if the gap of all misses): it costs under ``1 + share`` times the steps it ends on; every call
             checks its own gap for free and climbs when it fails; every ``recheck_every`` calls, with the gap below
             half the tolerance, one rung lower is tried and kept if it passes (the interval doubles after a
             failure): that is how the count comes down. A call spends at most ``max_search_passes =
@@ -258,7 +261,7 @@ class IntegratedGradients(Explainer):
             diagnostics["budget_limited"] = torch.full((num,), float(run.limited), device=device)
         seconds, limited = time.perf_counter() - start, run.limited
         self.last_info = dict(
-            tries=[(r.n_steps, r.relative) for r in run.results],
+            tries=[(r.n_steps, r.relative) for r in run.calibration + run.results],
             n_steps=result.n_steps,
             seconds=seconds,
             budget=budget,
@@ -269,22 +272,33 @@ class IntegratedGradients(Explainer):
     def _explain_auto(self, run: _Run) -> _Result:
         ladder, tol, last = self.ladder, self.tolerance, len(self.ladder) - 1
 
-        def fits(i: int, then: int = 0) -> bool:  # one more try (and ``then`` passes after it) within the caps
-            if run.spent + ladder[i] + then > self.max_search_passes or not run.can_afford(ladder[i]):
+        def fits(on: _Run, i: int, then: int = 0) -> bool:  # one more try (and ``then`` passes after) within caps
+            if on.spent + ladder[i] + then > self.max_search_passes or not on.can_afford(ladder[i]):
                 return False
             search = self.search_seconds
-            return search is None or time.perf_counter() - run.started + run.predicted(ladder[i]) <= search
+            return search is None or time.perf_counter() - on.started + on.predicted(ladder[i]) <= search
+
+        def climb(on: _Run, i: int, result: _Result) -> tuple[int, _Result]:  # doubling: under 2x the rung found
+            while result.relative > tol and i < last and fits(on, up := _doubled(ladder, i)):
+                i, result = up, on.try_steps(ladder[up])
+            return i, result
 
         if self._rung is None:  # calibrate: from AUTO_START_STEPS, climbing (never descending: see recheck_every)
             i = min(range(len(ladder)), key=lambda j: abs(ladder[j] - max(AUTO_START_STEPS, self.min_steps)))
-            result = run.try_steps(ladder[i])
+            calibration = run.calibration_part(CALIBRATION_SHARE)
+            if calibration is None:
+                result = run.try_steps(ladder[i])
+            else:  # search on a few probes, then only the rung found on the others (then climb on all if need be)
+                part, index = calibration
+                i, found = climb(part, i, part.try_steps(ladder[i]))
+                result = run.complete(part, index, found)
         else:  # the gap of this call's own result is the check; now and then, try one rung lower
             i, self._since_check = self._rung, self._since_check + 1
             if (
                 self._since_check >= self._check_interval
                 and i > 0
                 and self._last_gap <= tol / 2
-                and fits(i - 1, ladder[i])
+                and fits(run, i - 1, ladder[i])
             ):
                 self._since_check, lower = 0, run.try_steps(ladder[i - 1])
                 if lower.relative <= tol:
@@ -292,9 +306,8 @@ class IntegratedGradients(Explainer):
                     return self._finish_auto(lower)
                 self._check_interval = min(2 * self._check_interval, 8 * self.recheck_every)
             result = run.try_steps(ladder[i])
-        if result.n_steps == ladder[i]:  # climb, doubling: a search costs under twice the rung it ends on
-            while result.relative > tol and i < last and fits(up := _doubled(ladder, i)):
-                i, result = up, run.try_steps(ladder[up])
+        if result.n_steps == ladder[i]:
+            i, result = climb(run, i, result)
             self._rung = i
         elif self._rung is None:  # the budget cut the calibration: resume climbing from below the result
             self._rung = max(0, bisect.bisect_right(ladder, result.n_steps) - 1)
@@ -306,83 +319,6 @@ class IntegratedGradients(Explainer):
         return result
 
 
-@dataclass
-class _Result:
-    attr: Tensor
-    gap: Tensor
-    relative: float
-    n_steps: int
-
-
-@dataclass
-class _Run:
-    """One ``explain`` call: the fixed inputs, the endpoints, the budget, and the quadratures tried."""
-
-    ig: IntegratedGradients
-    forward: ForwardFn
-    x: Tensor
-    base: Tensor
-    targets: Tensor
-    delta: Tensor
-    deadline: float | None
-    started: float = field(default_factory=time.perf_counter)
-    results: list[_Result] = field(default_factory=list)
-    limited: bool = False
-
-    @property
-    def spent(self) -> int:
-        """Passes per probe spent in this call so far."""
-        return sum(r.n_steps for r in self.results)
-
-    def predicted(self, steps: int) -> float:
-        if self.ig._seconds_per_sample is None:  # no estimate yet: measure it with a 1-step try
-            self.integrate(1)
-        assert self.ig._seconds_per_sample is not None
-        return steps * self.x.shape[0] * self.ig._seconds_per_sample
-
-    def can_afford(self, steps: int) -> bool:
-        return self.deadline is None or time.perf_counter() + self.predicted(steps) <= self.deadline
-
-    def try_steps(self, steps: int) -> _Result:
-        """The ``steps``-point quadrature, cut to what fits in the remaining budget (at least 1 step)."""
-        if self.deadline is not None and not self.can_afford(steps):
-            fit = int((self.deadline - time.perf_counter()) // max(self.predicted(1), 1e-9))
-            steps, self.limited = max(1, min(steps, fit)), True
-            done = [r for r in self.results if r.n_steps == steps]
-            if done:
-                return done[-1]
-        return self.integrate(steps)
-
-    def integrate(self, n_steps: int) -> _Result:
-        """Attributions, per-probe gap and aggregate relative gap of Captum's ``n_steps``-point Gauss–Legendre IG."""
-        x, num = self.x, self.x.shape[0]
-        plan = plan_batches(num, n_steps, self.ig.batch_cap)
-        sizes = [probes for probes, _ in plan]
-        slices = zip(x.split(sizes), self.base.split(sizes), self.targets.split(sizes), plan, strict=True)
-        captum = CaptumIG(self.forward, multiply_by_inputs=True)
-        _sync(x.device)
-        t0 = time.perf_counter()
-        parts = [
-            captum.attribute(xs, bs, target=ts, n_steps=n_steps, method="gausslegendre", internal_batch_size=batch)
-            for xs, bs, ts, (_, batch) in slices
-        ]
-        _sync(x.device)
-        sps, old = (time.perf_counter() - t0) / (num * n_steps), self.ig._seconds_per_sample
-        self.ig._seconds_per_sample = sps if old is None else 0.5 * (old + sps)
-        self.ig.last_batch_size = max(batch for _, batch in plan)
-        attr = torch.cat(parts).detach()
-        gap = attr.reshape(num, -1).double().sum(dim=1) - self.delta
-        scale = float(self.delta.abs().sum())
-        relative = float(gap.abs().sum()) / scale if scale > 1e-6 * num else 0.0
-        self.results.append(_Result(attr, gap, relative, n_steps))
-        return self.results[-1]
-
-
 def _doubled(ladder: tuple[int, ...], i: int) -> int:
     """The index of the first rung with at least twice ``ladder[i]`` steps (the last rung if none)."""
     return next((j for j in range(i + 1, len(ladder)) if ladder[j] >= 2 * ladder[i]), len(ladder) - 1)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -39,6 +39,7 @@ class ProbeExplanations:
         errors: one message per skipped method (failure, malformed or NaN/Inf output, no time left in the budget)
             or for a failed prediction pass (then ``predicted``, ``confidence`` and ``targets`` are empty).
         seconds: wall time of the whole evaluation.
+        method_seconds: method name -> wall time of that method (for the methods that succeeded).
     """
 
     inputs: Tensor
@@ -48,6 +49,7 @@ class ProbeExplanations:
     results: dict[str, Explanation] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    method_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def explain_probes(
@@ -151,6 +153,7 @@ def _explain_one(
 ) -> None:
     """One method on the probes: its result in ``done.results``, or its failure (raised, malformed or non-finite
     output) in ``done.errors``."""
+    started = time.perf_counter()
     try:
         explanation = explainer.explain(forward, done.inputs.clone(), done.targets, **kwargs)
         problem = explanation_problem(explanation, done.inputs)
@@ -161,7 +164,10 @@ def _explain_one(
         if quality:  # opt-in measures of the map, as diagnostics (they never raise)
             q = quality_diagnostics(explainer, forward, done.inputs, done.targets, explanation, quality)
             explanation.diagnostics.update(q)
+        if done.inputs.is_cuda:  # the method's kernels are done before its time is taken
+            torch.cuda.synchronize(done.inputs.device)
         done.results[explainer.name] = explanation
+        done.method_seconds[explainer.name] = time.perf_counter() - started
     except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
         _report(done, f"{explainer.name} skipped at epoch {epoch}", err, warn, explainer.name)
 
@@ -227,7 +233,7 @@ def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T],
 def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> ProbeExplanations:
     """One evaluation from consecutive shards of the probes (in probe order), as the ranks explained them under
     DDP. A method is kept when every shard has it; one that failed on some rank is skipped for all probes (its
-    message says so). ``seconds`` is the slowest shard's.
+    message says so). ``seconds`` (and each method's) is the slowest shard's.
 
     Example::
 
@@ -266,6 +272,7 @@ def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> Pr
             display=cat([r.display for r in results]),
             diagnostics={k: cat([r.diagnostics[k] for r in results]) for k in keys},
         )
+        merged.method_seconds[name] = max(part.method_seconds.get(name, 0.0) for part in parts)
     return merged
 
 
@@ -276,4 +283,4 @@ def to_cpu(done: ProbeExplanations) -> ProbeExplanations:
         for name, e in done.results.items()
     }
     cpu = (done.inputs.cpu(), done.predicted.cpu(), done.confidence.cpu(), done.targets.cpu())
-    return ProbeExplanations(*cpu, results, list(done.errors), done.seconds)
+    return ProbeExplanations(*cpu, results, list(done.errors), done.seconds, dict(done.method_seconds))

@@ -1,0 +1,138 @@
+"""One Integrated Gradients call: its fixed inputs and endpoints, its time budget, and the quadratures it tried.
+
+Every quadrature is Captum's ``IntegratedGradients.attribute(method="gausslegendre")``; this module only decides
+which probes go into a call, batches them (:func:`plan_batches`) and measures the completeness gap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from captum.attr import IntegratedGradients as CaptumIG
+from torch import Tensor
+
+from lightning_xai.explain._batches import plan_batches
+from lightning_xai.explain.base import ForwardFn
+
+if TYPE_CHECKING:
+    from lightning_xai.explain.integrated_gradients import IntegratedGradients
+
+
+@dataclass
+class _Result:
+    attr: Tensor
+    gap: Tensor
+    relative: float
+    n_steps: int
+
+
+def _relative(gap: Tensor, delta: Tensor) -> float:
+    """``sum_i |gap_i| / sum_i |F(x_i) - F(x'_i)|`` (0 when the outputs hardly move)."""
+    scale = float(delta.abs().sum())
+    return float(gap.abs().sum()) / scale if scale > 1e-6 * delta.numel() else 0.0
+
+
+@dataclass
+class _Run:
+    """One ``explain`` call (or a part of its probes): the fixed inputs, the endpoints, the budget, and the
+    quadratures tried."""
+
+    ig: IntegratedGradients
+    forward: ForwardFn
+    x: Tensor
+    base: Tensor
+    targets: Tensor
+    delta: Tensor
+    deadline: float | None
+    started: float = field(default_factory=time.perf_counter)
+    results: list[_Result] = field(default_factory=list)
+    limited: bool = False
+    #: passes per probe spent outside ``results`` (a calibration on part of the probes, spread over all of them)
+    extra: float = 0.0
+    #: the tries of that calibration, for ``last_info``
+    calibration: list[_Result] = field(default_factory=list)
+
+    @property
+    def spent(self) -> float:
+        """Passes per probe spent in this call so far."""
+        return sum(r.n_steps for r in self.results) + self.extra
+
+    def predicted(self, steps: int) -> float:
+        if self.ig._seconds_per_sample is None:  # no estimate yet: measure it with a 1-step try
+            self.integrate(1)
+        assert self.ig._seconds_per_sample is not None
+        return steps * self.x.shape[0] * self.ig._seconds_per_sample
+
+    def can_afford(self, steps: int) -> bool:
+        return self.deadline is None or time.perf_counter() + self.predicted(steps) <= self.deadline
+
+    def try_steps(self, steps: int) -> _Result:
+        """The ``steps``-point quadrature, cut to what fits in the remaining budget (at least 1 step)."""
+        if self.deadline is not None and not self.can_afford(steps):
+            fit = int((self.deadline - time.perf_counter()) // max(self.predicted(1), 1e-9))
+            steps, self.limited = max(1, min(steps, fit)), True
+            done = [r for r in self.results if r.n_steps == steps]
+            if done:
+                return done[-1]
+        return self.integrate(steps)
+
+    def part(self, index: Tensor) -> _Run:
+        """The same call restricted to the probes at ``index`` (same clock, same budget)."""
+        x, base, targets, delta = (t[index] for t in (self.x, self.base, self.targets, self.delta))
+        return _Run(self.ig, self.forward, x, base, targets, delta, self.deadline, started=self.started)
+
+    def calibration_part(self, share: float) -> tuple[_Run, Tensor] | None:
+        """The ``ceil(share × probes)`` probes with the largest ``|F(x) - F(x')|`` (they weigh most in the relative
+        gap) as a part to search the step count on, and their index; None for a single probe or under a time
+        budget (there the budget bounds the search)."""
+        num = self.x.shape[0]
+        size = max(1, math.ceil(share * num))
+        if size >= num or self.deadline is not None:
+            return None
+        index = torch.argsort(self.delta.abs(), descending=True, stable=True)[:size].sort().values
+        return self.part(index), index
+
+    def complete(self, part: _Run, index: Tensor, found: _Result) -> _Result:
+        """``found`` (the part's result) completed by the same quadrature on the other probes: one result for all,
+        the part's other tries counted in :attr:`spent` and kept in :attr:`calibration`."""
+        num = self.x.shape[0]
+        rest = torch.ones(num, dtype=torch.bool, device=index.device)
+        rest[index] = False
+        other = self.part(rest.nonzero().view(-1)).integrate(found.n_steps)
+        attr, gap = found.attr.new_empty((num, *found.attr.shape[1:])), found.gap.new_empty(num)
+        attr[index], attr[rest], gap[index], gap[rest] = found.attr, other.attr, found.gap, other.gap
+        self.calibration = part.results
+        self.extra += (part.spent - found.n_steps) * index.numel() / num
+        self.results.append(_Result(attr, gap, _relative(gap, self.delta), found.n_steps))
+        return self.results[-1]
+
+    def integrate(self, n_steps: int) -> _Result:
+        """Attributions, per-probe gap and aggregate relative gap of Captum's ``n_steps``-point Gauss–Legendre IG."""
+        x, num = self.x, self.x.shape[0]
+        plan = plan_batches(num, n_steps, self.ig.batch_cap)
+        sizes = [probes for probes, _ in plan]
+        slices = zip(x.split(sizes), self.base.split(sizes), self.targets.split(sizes), plan, strict=True)
+        captum = CaptumIG(self.forward, multiply_by_inputs=True)
+        _sync(x.device)
+        t0 = time.perf_counter()
+        parts = [
+            captum.attribute(xs, bs, target=ts, n_steps=n_steps, method="gausslegendre", internal_batch_size=batch)
+            for xs, bs, ts, (_, batch) in slices
+        ]
+        _sync(x.device)
+        sps, old = (time.perf_counter() - t0) / (num * n_steps), self.ig._seconds_per_sample
+        self.ig._seconds_per_sample = sps if old is None else 0.5 * (old + sps)
+        self.ig.last_batch_size = max(batch for _, batch in plan)
+        attr = torch.cat(parts).detach()
+        gap = attr.reshape(num, -1).double().sum(dim=1) - self.delta
+        self.results.append(_Result(attr, gap, _relative(gap, self.delta), n_steps))
+        return self.results[-1]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
