@@ -1,8 +1,10 @@
 """What the monitor costs, said to the user and kept within a budget: one info line after the first evaluation
 (seconds per evaluation, share of the time since the previous one, methods and steps, the Grad-CAM layer), one
-warning when the explanations take more than 10 % of that time without a budget, and ``max_overhead``: the
-explanations' cumulative time kept within that fraction of the rest of the run's time (fewer IG steps first, then
-fewer evaluations)."""
+warning when the monitor takes more than 10 % of that time without a budget, and ``max_overhead``: the monitor's
+cumulative cost kept within that fraction of the rest of the run's time (fewer IG steps first, then fewer
+evaluations). The cost is all of it: the evaluation on the training thread (explanations, drift,
+alerts, preparing the pictures), the pictures rendered on the background thread (its CPU time) and the setup dry
+run."""
 
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ WARN_SHARE = 0.10
 
 
 class CostReporter:
-    """Measures the wall time between the ends of two evaluations (training, validation and the explanations),
-    the explanations' share of it, and keeps their cumulative time within ``max_overhead`` of the rest.
+    """Measures the wall time between the ends of two evaluations (training, validation and the evaluation), the
+    monitor's share of it, and keeps its cumulative cost within ``max_overhead`` of the rest.
 
     The budget acts in two steps. After an evaluation that took more than ``max_overhead`` of the time since the
     previous one, Integrated Gradients gets fewer steps, in proportion (never below 8). Before an evaluation, if
-    its predicted cost (the last one's) would take the explanations' total over ``max_overhead`` × the rest of the
+    its predicted cost (the last one's) would take the monitor's total over ``max_overhead`` × the rest of the
     run's time so far, the evaluation is skipped (``xai/skipped`` counts them); the account is cumulative, so an
     expensive first evaluation is paid back by later skips.
 
@@ -33,7 +35,7 @@ class CostReporter:
         0.05
         >>> budget = CostReporter(max_overhead=0.05)
         >>> budget.explained, budget.other, budget.last_seconds, budget.last_end = 3.0, 40.0, 1.0, float("inf")
-        >>> budget.allows(lambda key, message: None)  # 3 + 1 s of explanations for 40 s of training: over 5 %
+        >>> budget.allows(lambda key, message: None)  # 3 + 1 s of the monitor for 40 s of training: over 5 %
         False
     """
 
@@ -42,7 +44,7 @@ class CostReporter:
         self.last_end: float | None = None
         self.reported = False
         self.max_overhead = max_overhead
-        #: cumulative seconds of explanations, and of everything else (training, validation) since :meth:`start`
+        #: cumulative seconds of the monitor (evaluations, dry run) and of everything else (training, validation)
         self.explained, self.other = 0.0, 0.0
         self.last_seconds = 0.0
         #: evaluations the budget skipped
@@ -50,34 +52,41 @@ class CostReporter:
         #: IG's steps were just cut: the next evaluation runs (to measure the cheaper cost) and is not compared
         self.step_change: str | None = None
         self._just_cut = False
+        self._began: float | None = None  # when the current evaluation began (set by :meth:`allows`)
+        self._background_seen = 0.0  # the background writer's CPU seconds already charged
+        self._setup_charged: Any = None  # the dry-run report already charged
 
     @staticmethod
     def share(seconds: float, interval: float) -> float:
         return seconds / interval if interval > 0 else 0.0
 
-    def start(self) -> None:
-        """The run's clock starts (training begins); a resumed or repeated fit starts a new account."""
-        self.last_end, self.explained, self.other = time.perf_counter(), 0.0, 0.0
+    def start(self, setup: Any = None) -> None:
+        """The run's clock starts (training begins); a resumed or repeated fit starts a new account. ``setup``: the
+        monitor's last dry run (``DryRunReport``), charged to the fit that follows it (once)."""
+        self.last_end, self.explained, self.other, self.last_seconds = time.perf_counter(), 0.0, 0.0, 0.0
+        if setup is not None and setup is not self._setup_charged:
+            self._setup_charged, self.explained = setup, float(setup.seconds)
 
     def allows(self, warn_once: Any) -> bool:
         """Whether the next evaluation fits ``max_overhead``: its predicted cost (the last evaluation's) plus what
-        the explanations already took stays within ``max_overhead`` × the rest of the run's time so far. Also caps
+        the monitor already took stays within ``max_overhead`` × the rest of the run's time so far. Also caps
         every automatic IG step search of the coming evaluation at the time since the last one (``search_seconds``):
         a search never costs more than the training it follows."""
-        since = None if self.last_end is None else max(0.0, time.perf_counter() - self.last_end)
+        self._began = now = time.perf_counter()
+        since = None if self.last_end is None else max(0.0, now - self.last_end)
         for explainer in self.explainers:
             if hasattr(explainer, "search_seconds"):
                 explainer.search_seconds = since
-        if self.max_overhead is None or since is None or self.explained == 0.0 or self._just_cut:
+        if self.max_overhead is None or since is None or self.last_seconds == 0.0 or self._just_cut:
             self._just_cut = False
             return True
         other = self.other + since
         if self.explained + self.last_seconds <= self.max_overhead * other:
             return True
-        self.skipped += 1
+        self.skipped, self._began = self.skipped + 1, None  # no evaluation: nothing to stamp
         warn_once(
             "budget_skip",
-            f"AttributionMonitor: `max_overhead={self.max_overhead}` skips evaluations: the explanations took "
+            f"AttributionMonitor: `max_overhead={self.max_overhead}` skips evaluations: the monitor took "
             f"{self.explained:.1f} s against {other:.1f} s of the rest of the run. Evaluations resume when the "
             "budget allows; `xai/skipped` counts the skipped ones.",
         )
@@ -99,6 +108,18 @@ class CostReporter:
             parts.append(e.name + detail)
         return ", ".join(parts)
 
+    def stamped(self, record: Any, writer: Any = None) -> Any:
+        """``record`` (an ``Evaluation``) with its ``cost_seconds``: the time since the evaluation began (at
+        :meth:`allows`; at least its explanations' time) plus the CPU time the background ``writer`` spent
+        rendering since the last stamp. Rank 0 stamps the record before it is broadcast, so every rank's budget
+        decides on the same figures."""
+        began, self._began = self._began, None
+        wall = record.explain_seconds if began is None else max(record.explain_seconds, time.perf_counter() - began)
+        busy = float(getattr(writer, "busy_seconds", 0.0))
+        rendered, self._background_seen = max(0.0, busy - self._background_seen), busy
+        record.cost_seconds = wall + rendered
+        return record
+
     def take_step_change(self) -> str | None:
         """What the budget changed in IG's steps since the last call (said once), or None."""
         change, self.step_change = self.step_change, None
@@ -108,7 +129,8 @@ class CostReporter:
         """Call at the end of every evaluation, on every rank, with its record (``explain_seconds``, ``scalars``,
         rank 0's) and the monitor (its ``explainers``, ``max_seconds_per_epoch`` and ``_warn_once``). Only
         evaluations of a fit count (``validate``/``test`` have no training to compare with)."""
-        seconds, scalars, explainers = record.explain_seconds, record.scalars, monitor.explainers
+        explain, scalars, explainers = record.explain_seconds, record.scalars, monitor.explainers
+        seconds = max(explain, getattr(record, "cost_seconds", 0.0))  # rank 0's whole evaluation (:meth:`stamped`)
         budget, warn_once = monitor.max_seconds_per_epoch, monitor._warn_once
         now = time.perf_counter()
         last, self.last_end = self.last_end, now
@@ -127,16 +149,17 @@ class CostReporter:
         if not self.reported:
             self.reported = True
             rank_zero_info(
-                f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since the "
-                f"previous one ({interval:.1f} s); methods: {self.describe(explainers, scalars)}. "
+                f"AttributionMonitor: an evaluation takes {seconds:.2f} s ({explain:.2f} s of explanations), "
+                f"{share:.0%} of the time since the previous one ({interval:.1f} s); methods: "
+                f"{self.describe(explainers, scalars)}. "
                 "Logged per evaluation as `xai/seconds` (and `xai/<method>/seconds`)."
             )
         if budget is None and self.max_overhead is None and share > WARN_SHARE:
             warn_once(
                 "cost_share",
-                f"AttributionMonitor: the explanations take {seconds:.2f} s, {share:.0%} of the time between two "
-                f"evaluations ({interval:.1f} s). Set a budget: `max_overhead=0.05` (a share of the run) or "
-                "`max_seconds_per_epoch=`; or evaluate less often (`every_n_epochs=`), use fewer probes "
+                f"AttributionMonitor: the monitor takes {seconds:.2f} s per evaluation, {share:.0%} of the time "
+                f"between two evaluations ({interval:.1f} s). Set a budget: `max_overhead=0.05` (a share of the run) "
+                "or `max_seconds_per_epoch=`; or evaluate less often (`every_n_epochs=`), use fewer probes "
                 "(`num_probes=`) or IG steps (`ig_steps=`).",
             )
 

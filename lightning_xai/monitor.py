@@ -60,8 +60,8 @@ class AttributionMonitor(Callback):
             are used as they are, and ``(B, tokens, C)`` transformer outputs are reshaped automatically when
             the tokens form a patch grid (class token dropped). Must be picklable for ``ddp_spawn``.
         ig_steps: Integrated Gradients quadrature steps, or ``"auto"`` (default): Gauss–Legendre steps whose
-            completeness gap is within 5 % (doubled from 4 at the first evaluation, lowered by periodic re-checks,
-            logged as ``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
+            completeness gap is within 5 % (doubled from 4 on a quarter of the probes at first, lowered by
+            re-checks, ``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
         ig_baseline: None (the input that displays as black: ``-mean / std`` with ``denormalize=(mean, std)``,
             else zeros), a float, or a tensor broadcastable to one probe.
         ig_internal_batch_size: samples per IG pass; None: the training batch size in whole groups of steps (so
@@ -98,8 +98,8 @@ class AttributionMonitor(Callback):
             for that epoch and named under ``xai/errors``. None: no budget. A map the budget cut (fewer IG steps)
             is shown but not compared: drift is not measured and rules are not checked for it that epoch, so
             ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
-        max_overhead: keep the explanations' cumulative time within this share of the rest of the run (training
-            and validation), e.g. 0.05: Integrated Gradients gets fewer steps first (never below 8), then
+        max_overhead: keep the monitor's cumulative cost (evaluations, rendering, dry run) within this share of
+            the rest of the run, e.g. 0.05: Integrated Gradients gets fewer steps first (never below 8), then
             evaluations are skipped until the account allows (``xai/skipped``; said once). Skipped evaluations delay
             alerts and log no ``xai/*`` keys (``EarlyStopping(strict=False)``). None: no budget (a warning >10 %).
         quality: opt-in measures of every method's maps, logged as ``xai/<method>/quality/...`` per evaluation: any
@@ -267,7 +267,7 @@ class AttributionMonitor(Callback):
         if self._inactive:
             return
         self._ensure_ready(trainer, pl_module)
-        self.cost.start()
+        self.cost.start(self.setup_check)  # the dry run is charged to the budget
         batch_size = _trainer.training_batch_size(trainer.train_dataloader)
         for explainer in self._batch_capped:
             explainer.limit_batch(batch_size)
@@ -387,7 +387,7 @@ class AttributionMonitor(Callback):
         normalizations = {e.name: e.display_normalization for e in self.explainers}
         args = (done, self.probes.labels, record, normalizations)  # what self.media.log takes after the trainer
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)
-        return record
+        return self.cost.stamped(record, self.media.writer)  # the evaluation's whole cost, for the budget
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

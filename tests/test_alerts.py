@@ -260,9 +260,11 @@ def test_cost_is_logged_said_once_and_warned_when_large(tmp_path: Any, monkeypat
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
     L.seed_everything(0, verbose=False)
     train, val = loaders()
-    with pytest.warns(UserWarning, match=r"the explanations take .* of the time between two evaluations") as caught:
+    with pytest.warns(
+        UserWarning, match=r"the monitor takes .* per evaluation, .* of the time between two evaluations"
+    ) as caught:
         L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=3)).fit(TinyCNN(), train, val)
-    assert sum("the explanations take" in str(w.message) for w in caught) == 1
+    assert sum("the monitor takes" in str(w.message) for w in caught) == 1
     assert len(said) == 1 and "an evaluation takes" in said[0] and "integrated_gradients with 4 steps" in said[0]
     assert "gradcam on `" in said[0] and re.search(r"integrated_gradients with 4 steps \(\d+\.\d\d s\)", said[0])
     for h in monitor.history:  # the evaluation's time and each method's, which it contains

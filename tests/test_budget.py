@@ -13,7 +13,10 @@ from conftest import TinyCNN, loaders, trainer_kwargs
 from lightning_xai import AttributionMonitor
 from lightning_xai._cost import CostReporter
 from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.drift.measure import Evaluation
 from lightning_xai.explain import IntegratedGradients
+from lightning_xai.explain.setup import DryRunReport
+from lightning_xai.visualize.writer import BackgroundWriter
 
 
 def test_reduce_steps_walks_down_the_ladder_to_the_floor_and_keeps_the_state_key() -> None:
@@ -69,6 +72,54 @@ def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
     clock.now = 52.0  # 50 s: 2 + 2 <= 0.1 x 50 -> the next evaluation runs
     assert budget.allows(monitor._warn_once) and budget.skipped == 1
     assert CostReporter().allows(monitor._warn_once)  # no budget: always
+
+
+def test_budget_counts_the_whole_evaluation_the_background_rendering_and_the_dry_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_xai import _cost
+
+    clock = _Clock()
+    monkeypatch.setattr(_cost.time, "perf_counter", clock)
+    budget, dry_run = CostReporter(max_overhead=0.1), DryRunReport(seconds=1.0)
+    budget.start(dry_run)
+    assert budget.explained == 1.0  # the setup dry run is the monitor's cost too
+    writer = BackgroundWriter()
+    writer.busy_seconds = 0.25  # CPU seconds the background thread spent rendering
+
+    class _Monitor:
+        explainers: list[Any] = []
+        max_seconds_per_epoch = None
+
+        def _warn_once(self, key: str, message: str) -> None:
+            pass
+
+    clock.now = 10.0
+    assert budget.allows(_Monitor()._warn_once)  # the first evaluation always runs, dry run or not
+    clock.now = 13.0  # 3 s on the training thread, of which 2 s of explanations
+    record = budget.stamped(Evaluation(0, 0, explain_seconds=2.0), writer)
+    assert record.cost_seconds == 3.25
+    budget.after_evaluation(record, _Monitor())
+    assert (budget.explained, budget.other, budget.last_seconds) == (4.25, 13.0 - 3.25, 3.25)
+    writer.busy_seconds = 0.5
+    clock.now = 20.0
+    assert budget.stamped(Evaluation(1, 0, explain_seconds=2.0), writer).cost_seconds == 2.25  # not since allows
+    budget.start(dry_run)
+    assert budget.explained == 0.0  # the same dry run is charged once
+
+
+def test_the_monitor_stamps_each_evaluation_with_its_whole_cost(tmp_path: Any) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, max_overhead=1e9)
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=3, logger=logger)).fit(TinyCNN(), train, val)
+    assert monitor.setup_check.seconds > 0 and monitor.media.writer.busy_seconds > 0
+    assert all(h.cost_seconds > h.explain_seconds > 0 for h in monitor.history)
+    spent = monitor.setup_check.seconds + sum(h.cost_seconds for h in monitor.history)
+    assert monitor.cost.explained == pytest.approx(spent)  # what the budget counted
 
 
 class _Recording(ShiftDetector):

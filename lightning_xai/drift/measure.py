@@ -28,6 +28,9 @@ class Evaluation:
         errors: one message per method skipped or not compared (failure, NaN, time budget).
         alerts: the alerts it raised.
         explain_seconds: wall time of the explanations (prediction pass and every method).
+        cost_seconds: what the evaluation cost in all (what ``max_overhead`` counts): its wall time on the training
+            thread (explanations, drift, alerts, preparing the pictures) and the background rendering's CPU time
+            since the previous evaluation.
     """
 
     epoch: int
@@ -36,6 +39,7 @@ class Evaluation:
     errors: list[str] = field(default_factory=list)
     alerts: list[DriftAlert] = field(default_factory=list)
     explain_seconds: float = 0.0
+    cost_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only (checkpoints load with ``weights_only=True``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,8 @@ class BackgroundWriter:
     def __init__(self, background: bool = True, max_pending: int = 16) -> None:
         self.background = background
         self.errors: list[str] = []
+        #: CPU seconds the worker thread spent on jobs (what the background work took from training)
+        self.busy_seconds = 0.0
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
 
@@ -46,7 +49,9 @@ class BackgroundWriter:
             try:
                 if job is None:
                     return
+                started = time.thread_time()
                 self._call(job)
+                self.busy_seconds += time.thread_time() - started
             finally:
                 self._queue.task_done()
 
