@@ -193,6 +193,7 @@ class Recorder(L.Callback):
                 else {},
                 "errors": [str(e) for e in (field(last, "errors", []) or [])] if evaluated else [],
                 "explain_seconds": float(field(last, "explain_seconds", math.nan)) if evaluated else math.nan,
+                "cost_seconds": float(field(last, "cost_seconds", math.nan)) if evaluated else math.nan,
                 "epoch_end_time": time.perf_counter(),
                 "setup": list(SetupWatch.signature_of(trainer, pl_module)),  # what the monitor's SetupWatch compares
                 "alerts": new_alerts,
