@@ -9,7 +9,7 @@ run."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -67,21 +67,24 @@ class CostReporter:
         if setup is not None and setup is not self._setup_charged:
             self._setup_charged, self.explained = setup, float(setup.seconds)
 
-    def allows(self, warn_once: Any) -> bool:
+    def allows(self, warn_once: Any, broadcast: Callable[[bool], Any] | None = None) -> bool:
         """Whether the next evaluation fits ``max_overhead``: its predicted cost (the last evaluation's) plus what
-        the monitor already took stays within ``max_overhead`` × the rest of the run's time so far. Also caps
-        every automatic IG step search of the coming evaluation at the time since the last one (``search_seconds``):
-        a search never costs more than the training it follows."""
+        the monitor already took stays within ``max_overhead`` × the rest of the run's time so far. With
+        ``broadcast`` (the strategy's, from rank 0) every rank follows rank 0's decision and counts the same skips.
+        Also caps every automatic IG step search of the coming evaluation at the time since the last one
+        (``search_seconds``): a search never costs more than the training it follows."""
         self._began = now = time.perf_counter()
         since = None if self.last_end is None else max(0.0, now - self.last_end)
         for explainer in self.explainers:
             if hasattr(explainer, "search_seconds"):
                 explainer.search_seconds = since
-        if self.max_overhead is None or since is None or self.last_seconds == 0.0 or self._just_cut:
-            self._just_cut = False
-            return True
-        other = self.other + since
-        if self.explained + self.last_seconds <= self.max_overhead * other:
+        other = self.other + (since or 0.0)
+        free = self.max_overhead is None or since is None or self.last_seconds == 0.0 or self._just_cut
+        self._just_cut = False
+        ok = free or self.explained + self.last_seconds <= self.max_overhead * other  # type: ignore[operator]
+        if broadcast is not None:
+            ok = bool(broadcast(ok))
+        if ok:
             return True
         self.skipped, self._began = self.skipped + 1, None  # no evaluation: nothing to stamp
         warn_once(
@@ -108,15 +111,16 @@ class CostReporter:
             parts.append(e.name + detail)
         return ", ".join(parts)
 
-    def stamped(self, record: Any, writer: Any = None) -> Any:
+    def stamped(self, record: Any, writer: Any = None, fitting: bool = True) -> Any:
         """``record`` (an ``Evaluation``) with its ``cost_seconds``: the time since the evaluation began (at
         :meth:`allows`; at least its explanations' time) plus the CPU time the background ``writer`` spent
         rendering since the last stamp. Rank 0 stamps the record before it is broadcast, so every rank's budget
         decides on the same figures."""
-        began, self._began = self._began, None
+        began, self._began = (self._began if fitting else None), None  # validate/test: no :meth:`allows` before
         wall = record.explain_seconds if began is None else max(record.explain_seconds, time.perf_counter() - began)
         busy = float(getattr(writer, "busy_seconds", 0.0))
-        rendered, self._background_seen = max(0.0, busy - self._background_seen), busy
+        seen = self._background_seen if busy >= self._background_seen else 0.0  # a new writer (ddp_spawn) starts at 0
+        rendered, self._background_seen = busy - seen, busy
         record.cost_seconds = wall + rendered
         return record
 
@@ -139,7 +143,7 @@ class CostReporter:
         interval = now - last
         share = self.share(seconds, interval)
         self.explained += seconds
-        self.other += interval - seconds
+        self.other += max(interval - seconds, 0.0)  # the background rendering overlaps training: never below 0
         self.last_seconds = seconds
         if self.max_overhead is not None:
             scalars["xai/skipped"] = float(self.skipped)

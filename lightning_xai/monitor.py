@@ -324,7 +324,7 @@ class AttributionMonitor(Callback):
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain
             return True
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        return due and bool(trainer.strategy.broadcast(self.cost.allows(self._warn_once)))  # rank 0's clock
+        return due and self.cost.allows(self._warn_once, trainer.strategy.broadcast)  # rank 0's clock decides
 
     def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
         """Collect the probes (once) and validate them, the target and the methods against the model."""
@@ -387,7 +387,7 @@ class AttributionMonitor(Callback):
         normalizations = {e.name: e.display_normalization for e in self.explainers}
         args = (done, self.probes.labels, record, normalizations)  # what self.media.log takes after the trainer
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)
-        return self.cost.stamped(record, self.media.writer)  # the evaluation's whole cost, for the budget
+        return self.cost.stamped(record, self.media.writer, trainer.state.fn == TrainerFn.FITTING)  # its cost
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

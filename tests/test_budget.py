@@ -94,18 +94,44 @@ def test_budget_counts_the_whole_evaluation_the_background_rendering_and_the_dry
         def _warn_once(self, key: str, message: str) -> None:
             pass
 
-    clock.now = 10.0
-    assert budget.allows(_Monitor()._warn_once)  # the first evaluation always runs, dry run or not
-    clock.now = 13.0  # 3 s on the training thread, of which 2 s of explanations
+    clock.now = 5.0  # the dry run alone is over 10 % of 5 s: the first evaluation runs all the same
+    assert budget.allows(_Monitor()._warn_once)
+    clock.now = 8.0  # 3 s on the training thread, of which 2 s of explanations
     record = budget.stamped(Evaluation(0, 0, explain_seconds=2.0), writer)
     assert record.cost_seconds == 3.25
     budget.after_evaluation(record, _Monitor())
-    assert (budget.explained, budget.other, budget.last_seconds) == (4.25, 13.0 - 3.25, 3.25)
+    assert (budget.explained, budget.other, budget.last_seconds) == (4.25, 8.0 - 3.25, 3.25)
     writer.busy_seconds = 0.5
     clock.now = 20.0
     assert budget.stamped(Evaluation(1, 0, explain_seconds=2.0), writer).cost_seconds == 2.25  # not since allows
+    writer.busy_seconds = 0.125  # a new writer (ddp_spawn pickles the monitor): counted from 0
+    assert budget.stamped(Evaluation(2, 0, explain_seconds=1.0), writer).cost_seconds == 1.125
+    assert budget.allows(_Monitor()._warn_once, broadcast=lambda ok: True)  # an evaluation that then did not run
+    clock.now = 30.0  # validate/test after a fit: not timed from the fit's last allows
+    assert budget.stamped(Evaluation(3, 0, explain_seconds=1.0), fitting=False).cost_seconds == 1.0
     budget.start(dry_run)
     assert budget.explained == 0.0  # the same dry run is charged once
+
+
+def test_every_rank_follows_rank_zeros_budget_decision_and_counts_the_same_skips() -> None:
+    budget = CostReporter(max_overhead=0.1)
+    budget.start()
+    budget.explained, budget.last_seconds = 1.0, 1.0  # over any budget on this rank's clock
+    warned: list[str] = []
+    assert budget.allows(lambda key, message: warned.append(key), broadcast=lambda ok: True)  # rank 0 said run
+    assert budget.skipped == 0 and not warned
+    budget.explained = 0.0
+    budget.other = 1e9  # within the budget on this rank's clock
+    assert not budget.allows(lambda key, message: warned.append(key), broadcast=lambda ok: False)  # rank 0: skip
+    assert budget.skipped == 1 and warned == ["budget_skip"]
+
+
+def test_a_history_saved_by_a_newer_version_loads() -> None:
+    saved = {**Evaluation(3, 30, explain_seconds=1.0, cost_seconds=1.5).to_dict(), "a_newer_field": [1, 2]}
+    loaded = Evaluation.from_dict(saved)
+    assert (loaded.epoch, loaded.explain_seconds, loaded.cost_seconds) == (3, 1.0, 1.5)
+    old = {k: v for k, v in saved.items() if k not in ("cost_seconds", "a_newer_field")}  # before cost_seconds
+    assert Evaluation.from_dict(old).cost_seconds == 0.0
 
 
 def test_the_monitor_stamps_each_evaluation_with_its_whole_cost(tmp_path: Any) -> None:

@@ -276,16 +276,34 @@ def test_auto_first_call_searches_on_a_share_of_the_probes_then_runs_the_rung_fo
 
 def test_auto_first_call_climbs_on_all_probes_when_the_share_passes_but_all_do_not() -> None:
     x, _ = _probes(8)
-    x[:2] *= 10  # the two largest |F(x) - F(x')|: the search's share, on the linear output
-    targets = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0])
+    x[[3, 6]] *= 10  # the two largest |F(x) - F(x')|: the search's share, on the linear output
+    targets = torch.tensor([0, 0, 0, 1, 0, 0, 1, 0])
     model = Rough(freq=8.0)
     ig = IntegratedGradients(n_steps="auto", tolerance=1e-3)
     with training_state_guard(model):
         out = ig.explain(model, x.clone(), targets)
+        fixed = IntegratedGradients(n_steps=int(out.diagnostics["n_steps"][0])).explain(model, x.clone(), targets)
     steps = [n for n, _ in ig.last_info["tries"]]
     assert steps[:2] == [4, 4]  # the share passed at 4 steps (linear: no gap), then 4 on the rest
     assert int(out.diagnostics["n_steps"][0]) > 4 and steps[2:] == [8, 16, 32, 64][: len(steps) - 2]
     assert ig.last_info["tries"][1][1] > 1e-3  # because all the probes together missed the tolerance
+    torch.testing.assert_close(out.raw, fixed.raw)
+
+
+def test_auto_first_call_puts_each_probes_map_in_its_place() -> None:
+    x, _ = _probes(9)
+    scales = torch.tensor([0.5, 0.6, 3.0, 0.7, 0.8, 0.9, 2.5, 1.0, 1.1])  # the largest |F(x) - F(x')| in the middle
+    x = x * scales.view(-1, 1, 1, 1)
+    targets = torch.tensor([0, 1, 1, 0, 1, 0, 1, 0, 1])
+    model = Rough(freq=2.0)
+    ig = IntegratedGradients(n_steps="auto", tolerance=0.05)
+    with training_state_guard(model):
+        out = ig.explain(model, x.clone(), targets)
+        steps = int(out.diagnostics["n_steps"][0])
+        fixed = IntegratedGradients(n_steps=steps).explain(model, x.clone(), targets)
+    assert len(ig.last_info["tries"]) >= 2  # the share's tries, then the rest: the merge happened
+    torch.testing.assert_close(out.raw, fixed.raw)  # probe by probe, the maps of a call with that many steps
+    torch.testing.assert_close(out.diagnostics["completeness_gap"], fixed.diagnostics["completeness_gap"])
 
 
 def test_auto_on_a_linear_model_uses_the_fewest_steps_allowed() -> None:

@@ -49,7 +49,8 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
-        values = dict(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}  # a newer version's fields are left out
         values["alerts"] = [DriftAlert.from_dict(a) for a in values.get("alerts", [])]
         return cls(**values)
 
@@ -100,8 +101,8 @@ def measure(
             record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
         for key, values in explanation.diagnostics.items():
             scalars[f"xai/{name}/{key}"] = float(values.double().median())
-        if name in done.method_seconds:
-            scalars[f"xai/{name}/seconds"] = done.method_seconds[name]
+        if name in done.method_seconds:  # a method's own diagnostic of that name wins
+            scalars.setdefault(f"xai/{name}/seconds", done.method_seconds[name])
         if masks is not None:
             scalars[f"xai/localization/{name}/relevance_mass"] = float(
                 relevance_mass(explanation.display, masks).double().mean()

@@ -47,7 +47,8 @@ class IntegratedGradients(Explainer):
             ``[min_steps, max_steps]`` with ``relative_gap <= tolerance``. The first call starts at 4 steps and
             climbs, doubling, until the tolerance holds, on a quarter of the probes (:data:`CALIBRATION_SHARE`:
             those with the largest ``|F(x) - F(x')|``), then runs the steps found on the others (and climbs on all
-            if the gap of all misses): it costs under ``1 + share`` times the steps it ends on; every call
+            if the gap of all misses): with 4 probes or more, when the steps found hold for all, it costs under
+            ``1 + share`` times the steps it ends on (never more than the plain doubling search); every call
             checks its own gap for free and climbs when it fails; every ``recheck_every`` calls, with the gap below
             half the tolerance, one rung lower is tried and kept if it passes (the interval doubles after a
             failure): that is how the count comes down. A call spends at most ``max_search_passes =
