@@ -81,7 +81,7 @@ class CostReporter:
         other = self.other + (since or 0.0)
         free = self.max_overhead is None or since is None or self.last_seconds == 0.0 or self._just_cut
         self._just_cut = False
-        ok = free or self.explained + self.last_seconds <= self.max_overhead * other  # type: ignore[operator]
+        ok = free or self.explained + self.last_seconds <= (self.max_overhead or 0.0) * other
         if broadcast is not None:
             ok = bool(broadcast(ok))
         if ok:
@@ -130,11 +130,11 @@ class CostReporter:
         return change
 
     def after_evaluation(self, record: Any, monitor: Any, fitting: bool = True) -> None:
-        """Call at the end of every evaluation, on every rank, with its record (``explain_seconds``, ``scalars``,
+        """Call at the end of every evaluation, on every rank, with its record (``cost_seconds``, ``scalars``,
         rank 0's) and the monitor (its ``explainers``, ``max_seconds_per_epoch`` and ``_warn_once``). Only
         evaluations of a fit count (``validate``/``test`` have no training to compare with)."""
         explain, scalars, explainers = record.explain_seconds, record.scalars, monitor.explainers
-        seconds = max(explain, getattr(record, "cost_seconds", 0.0))  # rank 0's whole evaluation (:meth:`stamped`)
+        seconds = record.cost_seconds or explain  # rank 0's whole evaluation (:meth:`stamped`), else its explanations
         budget, warn_once = monitor.max_seconds_per_epoch, monitor._warn_once
         now = time.perf_counter()
         last, self.last_end = self.last_end, now

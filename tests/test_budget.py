@@ -51,10 +51,6 @@ def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
     budget = CostReporter(max_overhead=0.1)
     budget.start()
 
-    class _Record:
-        def __init__(self, seconds: float) -> None:
-            self.explain_seconds, self.scalars = seconds, {}
-
     class _Monitor:
         explainers: list[Any] = []
         max_seconds_per_epoch = None
@@ -65,7 +61,7 @@ def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
     monitor = _Monitor()
     clock.now = 12.0  # 10 s of training, then a 2 s evaluation: 20 % > 10 %
     assert budget.allows(monitor._warn_once)  # nothing spent yet: the first evaluation always runs
-    budget.after_evaluation(_Record(2.0), monitor)
+    budget.after_evaluation(Evaluation(0, 0, explain_seconds=2.0), monitor)
     assert (budget.explained, budget.other) == (2.0, 10.0)
     clock.now = 22.0  # 20 s of training so far: 2 + 2 > 0.1 x 20
     assert not budget.allows(monitor._warn_once) and budget.skipped == 1 and warned == ["budget_skip"]

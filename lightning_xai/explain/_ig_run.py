@@ -17,6 +17,7 @@ from torch import Tensor
 
 from lightning_xai.explain._batches import plan_batches
 from lightning_xai.explain.base import ForwardFn
+from lightning_xai.explain.forward import synchronize
 
 if TYPE_CHECKING:
     from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -117,13 +118,13 @@ class _Run:
         sizes = [probes for probes, _ in plan]
         slices = zip(x.split(sizes), self.base.split(sizes), self.targets.split(sizes), plan, strict=True)
         captum = CaptumIG(self.forward, multiply_by_inputs=True)
-        _sync(x.device)
+        synchronize(x.device)
         t0 = time.perf_counter()
         parts = [
             captum.attribute(xs, bs, target=ts, n_steps=n_steps, method="gausslegendre", internal_batch_size=batch)
             for xs, bs, ts, (_, batch) in slices
         ]
-        _sync(x.device)
+        synchronize(x.device)
         sps, old = (time.perf_counter() - t0) / (num * n_steps), self.ig._seconds_per_sample
         self.ig._seconds_per_sample = sps if old is None else 0.5 * (old + sps)
         self.ig.last_batch_size = max(batch for _, batch in plan)
@@ -131,8 +132,3 @@ class _Run:
         gap = attr.reshape(num, -1).double().sum(dim=1) - self.delta
         self.results.append(_Result(attr, gap, _relative(gap, self.delta), n_steps))
         return self.results[-1]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

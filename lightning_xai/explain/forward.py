@@ -133,3 +133,10 @@ def model_forward(
             return out.float()
 
         yield forward
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until the kernels queued on ``device`` are done (CUDA; nothing to wait for elsewhere), before a time is
+    taken."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

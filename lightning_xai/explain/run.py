@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai.explain import Explainer, Explanation
-from lightning_xai.explain.forward import ModelForwardFn, model_forward
+from lightning_xai.explain.forward import ModelForwardFn, model_forward, synchronize
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.quality import quality_diagnostics
 from lightning_xai.probes.targets import TargetSpec, resolve_targets
@@ -164,8 +164,7 @@ def _explain_one(
         if quality:  # opt-in measures of the map, as diagnostics (they never raise)
             q = quality_diagnostics(explainer, forward, done.inputs, done.targets, explanation, quality)
             explanation.diagnostics.update(q)
-        if done.inputs.is_cuda:  # the method's kernels are done before its time is taken
-            torch.cuda.synchronize(done.inputs.device)
+        synchronize(done.inputs.device)  # the method's kernels are done before its time is taken
         done.results[explainer.name] = explanation
         done.method_seconds[explainer.name] = time.perf_counter() - started
     except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
