@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lightning_xai.drift.detector import Detection
 from lightning_xai.drift.tracker import DriftResult
@@ -20,6 +21,59 @@ DRIFT_METRICS: dict[str, str] = {
 }
 REFERENCES = ("reference", "previous")
 STATISTICS = ("median", "share")
+
+
+@dataclass(frozen=True)
+class AlertRegion:
+    """Where one group of probes (a class, or a cluster of probes) gained relevance.
+
+    Attributes:
+        label: how the group is named in messages and pictures, e.g. ``"class 3"``.
+        classes: the classes of the group's probes (empty when the probes are unlabeled).
+        probe_indices: the probes (grid positions) of the group that moved.
+        box: ``(top, left, bottom, right)`` in input pixels, bottom/right exclusive.
+    """
+
+    label: str
+    classes: tuple[int, ...]
+    probe_indices: tuple[int, ...]
+    box: tuple[int, int, int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "classes": list(self.classes),
+            "probe_indices": list(self.probe_indices),
+            "box": list(self.box),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlertRegion:
+        return cls(
+            str(data["label"]),
+            tuple(int(c) for c in data["classes"]),
+            tuple(int(i) for i in data["probe_indices"]),
+            tuple(int(v) for v in data["box"]),
+        )  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class AlertEvidence:
+    """The maps that show an alert, for the probes that moved: before (the evaluation the detector compared with)
+    and at the alert, in the method that alerted, as ``(k, H, W)`` float CPU tensors at input resolution (the
+    per-probe map the drift measures, e.g. |attribution| summed over channels). Not kept in checkpoints.
+
+    Attributes:
+        probe_indices: the probes shown (grid positions), in the order of the rows of ``before``/``after``.
+        before: their maps at ``before_epoch``.
+        after: their maps at the alert.
+        before_epoch: the epoch of ``before``.
+    """
+
+    probe_indices: tuple[int, ...]
+    before: Tensor
+    after: Tensor
+    before_epoch: int
 
 
 @dataclass(frozen=True)
@@ -39,6 +93,10 @@ class DriftAlert:
         noise: the normal level the threshold was calibrated on (detector alerts; None for fixed rules).
         region: ``(top, left, bottom, right)`` in input pixels of the region that gained relevance, or None.
         region_share: share of probes whose largest gain lies in ``region``.
+        regions: one :class:`AlertRegion` per class (or probe group) that moved: a shortcut whose place differs by
+            class gets one box per class.
+        evidence: the maps before and at the alert for the probes that moved (:class:`AlertEvidence`), for the
+            evidence image; None for alerts loaded from a checkpoint.
     """
 
     epoch: int
@@ -53,20 +111,26 @@ class DriftAlert:
     noise: float | None = None
     region: tuple[int, int, int, int] | None = None
     region_share: float | None = None
+    regions: tuple[AlertRegion, ...] = ()
+    evidence: AlertEvidence | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Primitives only, so a checkpoint holding it loads with ``torch.load(weights_only=True)``."""
-        out = dataclasses.asdict(self)
+        """Primitives only, so a checkpoint holding it loads with ``torch.load(weights_only=True)`` (no evidence
+        maps)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("evidence",)}
         out["probe_indices"] = list(self.probe_indices)
         out["region"] = None if self.region is None else list(self.region)
+        out["regions"] = [r.to_dict() for r in self.regions]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftAlert:
-        values = dict(data)
+        names = {f.name for f in dataclasses.fields(cls)} - {"evidence"}
+        values = {k: v for k, v in data.items() if k in names}  # a newer version's fields are ignored
         values["probe_indices"] = tuple(int(i) for i in values["probe_indices"])
         if values.get("region") is not None:
             values["region"] = tuple(int(i) for i in values["region"])
+        values["regions"] = tuple(AlertRegion.from_dict(r) for r in values.get("regions", ()))
         return cls(**values)
 
 
