@@ -266,6 +266,7 @@ class AttributionMonitor(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._inactive:
             return
+        _trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up only at the first validation
         self._ensure_ready(trainer, pl_module)
         self.cost.start(self.setup_check)  # the dry run is charged to the budget
         batch_size = _trainer.training_batch_size(trainer.train_dataloader)
@@ -329,7 +330,7 @@ class AttributionMonitor(Callback):
     def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
         """Collect the probes (once) and validate them, the target and the methods against the model."""
         if self.probes is None:
-            self.probes = _trainer.trainer_probes(trainer, self.probe_source, self.num_probes, self.seed)
+            self.probes = _trainer.trainer_probes(trainer, pl_module, self.probe_source, self.num_probes, self.seed)
             if self.probes is None:
                 return False
         if self.masks is None and self.probe_masks is not None:
@@ -337,8 +338,10 @@ class AttributionMonitor(Callback):
                 self.masks = resolve_masks(self.probe_masks, self.probes)
         if self._prepared_for is not pl_module:
             renders = bool(self.media.image_loggers(trainer))  # the run renders images: so does the dry run
-            self.setup_check = _trainer.on_every_rank(trainer, lambda: check_monitor(self, pl_module, renders))
-            self._prepared_for = pl_module
+            before = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0 and not trainer.validating
+            check = _trainer.on_every_rank(trainer, lambda: check_monitor(self, pl_module, renders, before))
+            self.setup_check = check
+            self._prepared_for = None if check.on_copy else pl_module  # a copy: bound to the model at validation
         return True
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:

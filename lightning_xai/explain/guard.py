@@ -64,14 +64,22 @@ def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def training_state_guard(model: nn.Module, device: torch.device | None = None) -> Iterator[None]:
+def training_state_guard(
+    model: nn.Module, device: torch.device | None = None, restore_values: bool = False
+) -> Iterator[None]:
     """Run code against ``model`` in eval mode with gradients enabled, then restore every training state.
 
     Inside the block: every module is in eval mode, parameters have ``requires_grad=False``, grad mode is on
-    even under ``torch.inference_mode`` or ``torch.no_grad``, autocast is off, and RNGs are forked. On exit
+    even under ``torch.inference_mode`` or ``torch.no_grad``, autocast is off, RNGs are forked, and a
+    LightningModule's ``log``/``log_dict`` do nothing (a forward that logs does not log the monitor's passes). On exit
     (also after an exception) the previous mode flags, ``requires_grad`` flags, parameter ``.grad`` tensors,
-    buffers (BatchNorm running statistics) and RNG streams are restored, and any hook registered inside the
-    block and not removed is removed.
+    buffers (BatchNorm running statistics, also when ``forward`` reassigned them) and RNG streams are restored, and
+    any hook registered inside the block and not removed is removed.
+
+    ``restore_values`` (the setup check, which runs before training): also the parameters' values and every
+    module's plain Python attributes (flags, counters, strings) as they were, and attributes a forward added
+    removed: what a model does in its first forward (data-dependent initialisation, hooks it registers once) then
+    happens in its first training step, as without the monitor.
 
     Tensors created under ``torch.inference_mode`` must be cloned inside the block before they reach autograd.
 
@@ -85,22 +93,32 @@ def training_state_guard(model: nn.Module, device: torch.device | None = None) -
         >>> net.training, net[0].weight.grad is None
         (True, True)
     """
-    modes = [(m, m.training) for m in model.modules()]
+    modules = list(model.modules())
+    modes = [(m, m.training) for m in modules]
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     grad_values = [g.detach().clone() if g is not None else None for g in grads]  # None outside accumulation
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    buffers = [{n: (b, None if b is None else b.detach().clone()) for n, b in m._buffers.items()} for m in modules]
+    values = [p.detach().clone() for p in params] if restore_values else []
+    attributes = [_plain_attributes(m) for m in modules] if restore_values else []
     hook_ids = _hook_ids(model)
     autocast_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    silenced = [m for m in modules if callable(getattr(m, "log_dict", None)) and "log" not in m.__dict__]
     try:
         with isolated_rng(device), torch.inference_mode(False), torch.enable_grad():
             with _autocast_disabled(autocast_types):
+                for m in silenced:
+                    object.__setattr__(m, "log", _no_log)
+                    object.__setattr__(m, "log_dict", _no_log)
                 model.eval()
                 for p in params:
                     p.requires_grad_(False)
                 yield
     finally:
+        for m in silenced:
+            m.__dict__.pop("log", None)
+            m.__dict__.pop("log_dict", None)
         for p, flag in zip(params, requires, strict=True):
             p.requires_grad_(flag)
         for m, flag in modes:
@@ -111,10 +129,50 @@ def training_state_guard(model: nn.Module, device: torch.device | None = None) -
                     p.grad = g
                 if g is not None and value is not None and not torch.equal(g, value):
                     g.copy_(value)
-            for b, saved in buffers:
-                if not torch.equal(b, saved):
-                    b.copy_(saved)
+            for p, saved in zip(params, values, strict=False):
+                if not torch.equal(p, saved):
+                    p.copy_(saved)
+            for m, saved_buffers in zip(modules, buffers, strict=True):
+                _restore_buffers(m, saved_buffers)
+        for m, saved_attributes in zip(modules, attributes, strict=False):
+            _restore_attributes(m, saved_attributes)
         _remove_hooks_added(model, hook_ids)
+
+
+def _no_log(*args: Any, **kwargs: Any) -> None:
+    """Stands in for ``LightningModule.log``/``log_dict`` while the monitor runs the model."""
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_attributes(module: nn.Module) -> tuple[set[str], dict[str, Any]]:
+    """The names of a module's instance attributes, and the values of its plain ones (flags, counters, strings)."""
+    return set(module.__dict__), {k: v for k, v in module.__dict__.items() if isinstance(v, _PLAIN)}
+
+
+def _restore_attributes(module: nn.Module, saved: tuple[set[str], dict[str, Any]]) -> None:
+    names, plain = saved
+    for name in [n for n in module.__dict__ if n not in names]:
+        del module.__dict__[name]
+    for name, value in plain.items():
+        if module.__dict__.get(name, _MISSING) is not value:
+            module.__dict__[name] = value
+
+
+_MISSING = object()
+
+
+def _restore_buffers(module: nn.Module, saved: dict[str, tuple[Any, Any]]) -> None:
+    """Put back the buffer objects a forward reassigned (``self.count = self.count + 1``) and their values; drop
+    buffers it added."""
+    for name in [n for n in module._buffers if n not in saved]:
+        del module._buffers[name]
+    for name, (buffer, value) in saved.items():
+        if module._buffers.get(name) is not buffer:
+            module._buffers[name] = buffer
+        if buffer is not None and value is not None and not torch.equal(buffer, value):
+            buffer.copy_(value)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from lightning_xai.explain.base import Explainer, Explanation
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
 from lightning_xai.explain.gradcam import GradCam
-from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
 from lightning_xai.explain.layers import auto_gradcam_layer, is_feature_map, trace_modules
 from lightning_xai.explain.run import ProbeExplanations, explanation_problem
@@ -58,6 +58,9 @@ class DryRunReport:
 
     seconds: float = 0.0
     disabled: dict[str, str] = field(default_factory=dict)
+    #: the check ran on a copy of the model (one with lazily initialised modules): it runs again on the model itself
+    #: once training has initialised them, to bind the methods to it
+    on_copy: bool = False
 
 
 def dry_run(
@@ -73,6 +76,7 @@ def dry_run(
     masks: Tensor | None = None,
     denormalize: Denormalize = None,
     warn: Warn | None = None,
+    before_training: bool = False,
 ) -> DryRunReport:
     """Run one evaluation's path on ``probes`` against ``model``; raise ``ValueError`` naming the argument, the value
     and the fix for whatever does not fit. The training state is left as found, and so are ``explainers`` (apart
@@ -82,9 +86,15 @@ def dry_run(
     ``render`` (when the run logs images): also render one probe as the monitor draws it (``denormalize``) and
     PNG-encode it, without logging it. ``denormalize=(mean, std)`` is checked against the probes' channels always
     (it also sets Integrated Gradients' default baseline).
+
+    The model is left as it was found, values included (:func:`training_state_guard` with ``restore_values``): what
+    its first forward does (data-dependent initialisation, a hook it registers once, a buffer it reassigns) happens
+    again in its first training step. A model with lazily initialised modules is checked on a copy instead
+    (``report.on_copy``), since their weights would be drawn here. ``before_training``: the check runs before the
+    first training step (said when the model cannot run then).
     """
     started = time.perf_counter()
-    report = DryRunReport()
+    report = DryRunReport(on_copy=has_lazy_modules(model))
     device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
     if not isinstance(device, torch.device):
         device = next(model.parameters(), torch.empty(0)).device
@@ -94,8 +104,13 @@ def dry_run(
             check_baseline_fits(explainer.baseline, probes.images)
     inputs = probes.images.to(device)
     example = inputs[:1]
-    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
-        logits = _prediction_pass(model, forward, inputs)
+    if report.on_copy:  # initialise the copy's lazy modules (the model's own are drawn in its first training step)
+        model = copy.deepcopy(model)
+        with isolated_rng(device), model_forward(model.eval(), output_transform, forward_fn) as forward:
+            _prediction_pass(model, forward, probes.images[:1].to(device), before_training)
+    guard = training_state_guard(model, device, restore_values=not report.on_copy)
+    with guard, model_forward(model, output_transform, forward_fn) as forward:
+        logits = _prediction_pass(model, forward, inputs, before_training)
         num_classes = int(logits.shape[1])
         check_target(target, num_classes=num_classes, num_probes=len(probes))
         if target == "label" and probes.labels is not None:
@@ -141,13 +156,30 @@ def check_baseline_fits(baseline: Any, images: Tensor) -> None:
         )
 
 
-def _prediction_pass(model: nn.Module, forward: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
+def has_lazy_modules(model: nn.Module) -> bool:
+    """Whether ``model`` holds parameters or buffers a lazy module has not initialised yet (``nn.LazyLinear``)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return any(isinstance(t, nn.parameter.UninitializedTensorMixin) for t in tensors)
+
+
+def _prediction_pass(
+    model: nn.Module, forward: Callable[[Tensor], Tensor], inputs: Tensor, before_training: bool = False
+) -> Tensor:
     try:
         with torch.no_grad():
             logits = forward(inputs.clone())
     except Exception as err:
+        name, shape = type(model).__name__, tuple(inputs.shape[1:])
+        if before_training:
+            raise ValueError(
+                f"{name} cannot run on the probes in eval mode before its first training step: its forward raised "
+                f"{type(err).__name__}: {err}. If {name} needs a training step first (e.g. statistics set by its first "
+                "training batch), initialise that state in `setup()` or `on_fit_start()`, or run it in eval mode "
+                f"without them; if the probes ({shape}, C, H, W) do not fit it, pass probes shaped like one "
+                "validation input, or `output_transform=` if its output is not logits."
+            ) from err
         raise ValueError(
-            f"`probes` of shape {tuple(inputs.shape[1:])} (C, H, W) do not fit {type(model).__name__}: its forward "
+            f"`probes` of shape {shape} (C, H, W) do not fit {name}: its forward "
             f"raised {type(err).__name__}: {err}. Pass probes shaped like one validation input, or "
             "`output_transform=` if the output is not logits."
         ) from err
@@ -328,7 +360,7 @@ def _render_one(
         ) from err
 
 
-def check_monitor(monitor: Any, model: nn.Module, renders: bool) -> DryRunReport:
+def check_monitor(monitor: Any, model: nn.Module, renders: bool, before_training: bool = False) -> DryRunReport:
     """:func:`dry_run` with an :class:`~lightning_xai.AttributionMonitor`'s settings (``renders``: the run logs
     images, so one is rendered and encoded too)."""
     media = monitor.media
@@ -344,4 +376,5 @@ def check_monitor(monitor: Any, model: nn.Module, renders: bool) -> DryRunReport
         masks=monitor.masks,
         denormalize=media.denormalize,
         warn=monitor._warn_once,
+        before_training=before_training,
     )

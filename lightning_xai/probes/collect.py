@@ -6,14 +6,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_xai.explain.guard import isolated_rng
 from lightning_xai.probes.inputs import check_images, check_labels, stack_labels
 
-ProbeSource = Tensor | tuple[Tensor, Tensor] | Dataset | DataLoader | None
+ProbeSource = Tensor | tuple[Tensor, Tensor] | Dataset | DataLoader | Iterable[Any] | None
 
 _IMAGE_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
@@ -28,6 +29,8 @@ class ProbeSet:
     labels: Tensor | None
     source: str
     note: str = ""
+    #: what the caller should say about the draw (images left out, integer images converted)
+    warnings: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -44,6 +47,8 @@ def split_example(item: Any) -> tuple[Tensor, Any]:
         >>> tuple(x.shape), int(y)
         ((1, 4, 4), 3)
     """
+    if isinstance(item, np.ndarray) and item.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(item)), None
     if isinstance(item, Tensor):
         return item, None
     if isinstance(item, Mapping):
@@ -55,8 +60,8 @@ def split_example(item: Any) -> tuple[Tensor, Any]:
                 f"{list(_IMAGE_KEYS)}. Pass `probes=(images, labels)` explicitly."
             )
         return image, label
-    if isinstance(item, (tuple, list)) and item and isinstance(item[0], Tensor):
-        return item[0], item[1] if len(item) > 1 else None
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], (Tensor, np.ndarray)):
+        return split_example(item[0])[0], item[1] if len(item) > 1 else None
     raise ValueError(
         f"`probes`: cannot read an image from an item of type {type(item).__name__}. Items must be a tensor, "
         "an (image, label) tuple or a dict with an 'image' key; or pass `probes=(images, labels)` explicitly."
@@ -97,74 +102,132 @@ def select_probes(images: Tensor, labels: Tensor | None, num_probes: int, seed: 
     return images[chosen], labels[chosen]
 
 
-Pool = tuple[Tensor, Tensor | None, str]
+#: a batch as the loader yields it -> the batch as the model receives it (Lightning's batch transfer hooks)
+Prepare = Callable[[Any], Any]
 
 
-def _dataset_pool(dataset: Dataset, num_probes: int, seed: int, max_scan: int, source: str) -> Pool:
-    """Read up to ``max_scan`` items of a map-style dataset in a seeded order."""
-    length = len(dataset)  # type: ignore[arg-type]
+@dataclass
+class Pool:
+    """The scanned candidates: images (float32 CPU), their classes (or None and why), and what was said about them."""
+
+    images: Tensor
+    labels: Tensor | None
+    note: str
+    warnings: tuple[str, ...]
+
+
+#: how many indices of a loader's sampler are read to draw from (a sampler over more items is cut there)
+MAX_INDICES = 1_000_000
+
+
+def _sampled_indices(loader: DataLoader) -> list[int]:
+    """The dataset indices the loader visits, in its sampler's order (its ``batch_sampler``'s, flattened)."""
+    sampler: Iterable[Any] = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+    indices: list[int] = []
+    for item in sampler:
+        indices.extend(int(i) for i in item) if isinstance(item, (list, tuple, Tensor)) else indices.append(int(item))
+        if len(indices) >= MAX_INDICES:
+            break
+    return indices
+
+
+def _draw_loader(
+    dataset: Dataset, indices: Sequence[int], batch_size: int, collate_fn: Callable[[list[Any]], Any] | None, seed: int
+) -> DataLoader:
+    """A loader over a seeded draw of ``indices`` of ``dataset`` that batches with ``collate_fn`` (the user's: the
+    draw goes through the same batching as validation; None: PyTorch's default), in this process."""
     generator = torch.Generator().manual_seed(seed)
-    indices = torch.randperm(length, generator=generator)[: max(max_scan, num_probes)].tolist()
-    images: list[Tensor] = []
-    labels: list[Any] = []
-    for index in indices:
-        image, label = split_example(dataset[index])
-        images.append(image)
-        labels.append(label)
-    return _stack(images, labels, source)
+    order = torch.randperm(len(indices), generator=generator).tolist()  # the same draw as reading dataset[i] did
+    return DataLoader(dataset, batch_size=batch_size, sampler=[indices[i] for i in order], collate_fn=collate_fn)
 
 
-def _loader_pool(loader: Iterable[Any], max_scan: int, source: str) -> Pool:
-    """Read batches from an iterable until ``max_scan`` examples are collected (RNG isolated by the caller)."""
+def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Prepare | None) -> Pool:
+    """Read batches (through ``prepare``, as the model receives them) until ``max_scan`` examples are collected."""
     images: list[Tensor] = []
     labels: list[Any] = []
-    seen = 0
     for batch in loader:
-        x, y = split_example(batch)
+        x, y = split_example(prepare(batch) if prepare is not None else batch)
+        if x.ndim == 3:  # an unbatched iterable: one image per item
+            x, y = x.unsqueeze(0), [y]
         batched = (isinstance(y, Tensor) and y.ndim > 0) or (isinstance(y, (list, tuple)) and len(y) == len(x))
         for i in range(x.shape[0]):
             images.append(x[i])
             labels.append(y[i] if batched else None)
-        seen += x.shape[0]
-        if seen >= max_scan:
+        if len(images) >= max_scan:
             break
-    return _stack(images, labels, source)
+    return _stack(images[:max_scan], labels[:max_scan], source)
 
 
 def _stack(images: list[Tensor], labels: list[Any], source: str) -> Pool:
-    """The images as a float32 ``(N, C, H, W)`` tensor (as the model receives them: integer images converted with
-    ``.float()``), and their classes, or None with the reason when any label is not one class."""
+    """The images as a float32 ``(N, C, H, W)`` tensor and their classes (or None with the reason when any label is
+    not one class). Images with NaN or Inf are left out and integer images converted with ``.float()``, each said."""
     if not images:
         raise ValueError(f"`probes`: the {source} is empty; pass `probes=` explicitly.")
     try:
-        stacked = torch.stack([img.detach().to("cpu", copy=True) for img in images]).float()
+        stacked = torch.stack([img.detach().to("cpu", copy=True) for img in images])
     except RuntimeError as err:
         raise ValueError(
             f"`probes`: cannot stack the images of the {source} ({err}); pass `probes=` explicitly."
         ) from None
-    stacked = check_images(stacked, "probes", f"drawn from the {source}")
+    said: list[str] = []
+    if not stacked.is_floating_point() and not stacked.is_complex():
+        said.append(
+            f"the {source} yields {stacked.dtype} images after its collate_fn and batch hooks, so the probes are them "
+            "as floats (.float(), no scaling); if your validation_step converts them (e.g. x.float() / 255), move "
+            "that into the collate_fn or `on_after_batch_transfer`, or pass `forward_fn=` or `probes=`"
+        )
+        stacked = stacked.float()
+    if stacked.is_floating_point():
+        finite = torch.isfinite(stacked).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            if not bool(finite.any()):
+                raise ValueError(f"`probes`: every image of the {source} holds NaN or Inf; pass finite images.")
+            said.append(
+                f"{int((~finite).sum())} of {len(finite)} images scanned from the {source} hold NaN or Inf "
+                "and are not used as probes"
+            )
+            stacked, labels = stacked[finite], [label for label, ok in zip(labels, finite.tolist(), strict=True) if ok]
+    stacked = check_images(stacked.float(), "probes", f"drawn from the {source}")
     classes, note = stack_labels(labels, source)
-    return stacked, classes, note
+    return Pool(stacked, classes, note, tuple(said))
 
 
 def collect_probes(
-    source: ProbeSource, num_probes: int, seed: int, max_scan: int = 0, loader_name: str = "validation dataloader"
+    source: Any,
+    num_probes: int,
+    seed: int,
+    max_scan: int = 0,
+    loader_name: str = "validation dataloader",
+    prepare: Prepare | None = None,
 ) -> ProbeSet:
-    """Build the fixed probe set from what the user gave (or from the validation dataloader).
+    """Build the fixed probe set from what the user gave, or from the validation data as the model receives it.
 
     Args:
         source: a ``(N, C, H, W)`` tensor (all of it is used), an ``(images, labels)`` pair (all used), a
-            map-style ``Dataset`` or a ``DataLoader`` (``num_probes`` drawn, class-balanced when labelled).
-        num_probes: how many to draw from a Dataset/DataLoader.
+            map-style ``Dataset`` (``num_probes`` drawn, batched by PyTorch's default collate), a ``DataLoader`` or
+            any iterable of batches (``num_probes`` drawn from what it yields, class-balanced when labelled). A
+            DataLoader over a map-style dataset is drawn from the indices its sampler visits, in a seeded order, and
+            batched with its own ``collate_fn``; any other iterable is read from its first batches.
+        num_probes: how many to draw from a Dataset/DataLoader/iterable.
         seed: makes the draw deterministic; the global RNGs are never touched.
         max_scan: how many items to scan for class balance (default ``max(64 * num_probes, 512)``).
-        loader_name: what a ``DataLoader`` source is called in messages (``ProbeSet.source``).
+        loader_name: what a loader source is called in messages (``ProbeSet.source``).
+        prepare: applied to each batch a loader yields, before the images are taken: what Lightning does to a
+            batch before the model sees it (``on_before_batch_transfer``, ``transfer_batch_to_device``,
+            ``on_after_batch_transfer``).
 
     Example::
 
         >>> probes = collect_probes((torch.rand(6, 1, 8, 8), torch.arange(6)), num_probes=4, seed=0)
         >>> len(probes), probes.labels.tolist()
         (6, [0, 1, 2, 3, 4, 5])
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.randint(0, 255, (20, 1, 4, 4), dtype=torch.uint8), torch.arange(20) % 2)
+        >>> loader = DataLoader(data, batch_size=5, collate_fn=lambda items: (
+        ...     torch.stack([x for x, _ in items]).float() / 255, torch.stack([y for _, y in items])))
+        >>> probes = collect_probes(loader, num_probes=4, seed=0)
+        >>> float(probes.images.max()) <= 1.0, probes.labels.tolist()
+        (True, [0, 1, 0, 1])
     """
     max_scan = max_scan or max(64 * num_probes, 512)
     with isolated_rng():
@@ -173,23 +236,34 @@ def collect_probes(
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Tensor):
             images = check_images(source[0])
             return ProbeSet(images, check_labels(source[1], len(images)), "tensor")
-        if isinstance(source, DataLoader):
-            dataset = source.dataset
-            if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-                pool = _dataset_pool(dataset, num_probes, seed, max_scan, loader_name)
-            else:
-                pool = _loader_pool(source, max_scan, loader_name)
-            kind = loader_name
-        elif isinstance(source, Dataset):
-            pool = _dataset_pool(source, num_probes, seed, max_scan, "dataset")
-            kind = "dataset"
+        if isinstance(source, DataLoader) and _map_style(source.dataset):
+            indices = _sampled_indices(source)
+            size = source.batch_size or getattr(source.batch_sampler, "batch_size", None) or 64
+            loader = _draw_loader(source.dataset, indices, size, source.collate_fn, seed)
+            pool, kind = _scan(loader, max_scan, loader_name, prepare), loader_name
+        elif isinstance(source, Dataset) and _map_style(source):
+            loader = _draw_loader(source, range(len(source)), 64, None, seed)  # type: ignore[arg-type]
+            pool, kind = _scan(loader, max_scan, "dataset", None), "dataset"
+        elif isinstance(source, Iterable) and not isinstance(source, (str, bytes, Mapping)):
+            pool, kind = _scan(source, max_scan, loader_name, prepare), loader_name
         else:
             raise ValueError(
-                f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels) or a torch Dataset; "
-                f"got {type(source).__name__}."
+                f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels), a torch Dataset or a "
+                f"DataLoader; got {type(source).__name__}."
             )
-        chosen, chosen_labels = select_probes(pool[0], pool[1], num_probes, seed)
-        return ProbeSet(chosen, chosen_labels, kind, pool[2])
+        chosen, chosen_labels = select_probes(pool.images, pool.labels, num_probes, seed)
+        return ProbeSet(chosen, chosen_labels, kind, pool.note, pool.warnings)
+
+
+def _map_style(dataset: Any) -> bool:
+    """A dataset read by index (not an ``IterableDataset``) whose length is known."""
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
+        return False
+    try:
+        len(dataset)
+    except TypeError:
+        return False
+    return True
 
 
 def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:
