@@ -107,10 +107,10 @@ def dry_run(
     if report.on_copy:  # initialise the copy's lazy modules (the model's own are drawn in its first training step)
         model = copy.deepcopy(model)
         with isolated_rng(device), model_forward(model.eval(), output_transform, forward_fn) as forward:
-            _prediction_pass(model, forward, probes.images[:1].to(device), before_training)
+            _prediction_pass(model, forward, probes.images[:1].to(device), before_training, probes.drawn)
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
     with guard, model_forward(model, output_transform, forward_fn) as forward:
-        logits = _prediction_pass(model, forward, inputs, before_training)
+        logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
         num_classes = int(logits.shape[1])
         check_target(target, num_classes=num_classes, num_probes=len(probes))
         if target == "label" and probes.labels is not None:
@@ -163,25 +163,28 @@ def has_lazy_modules(model: nn.Module) -> bool:
 
 
 def _prediction_pass(
-    model: nn.Module, forward: Callable[[Tensor], Tensor], inputs: Tensor, before_training: bool = False
+    model: nn.Module,
+    forward: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    before_training: bool = False,
+    drawn: bool = False,
 ) -> Tensor:
     try:
         with torch.no_grad():
             logits = forward(inputs.clone())
     except Exception as err:
         name, shape = type(model).__name__, tuple(inputs.shape[1:])
-        if before_training:
+        cause = f"its forward raised {type(err).__name__}: {err}"
+        if before_training and drawn:  # the probes are what validation gives the model: the model cannot run yet
             raise ValueError(
-                f"{name} cannot run on the probes in eval mode before its first training step: its forward raised "
-                f"{type(err).__name__}: {err}. If {name} needs a training step first (e.g. statistics set by its first "
-                "training batch), initialise that state in `setup()` or `on_fit_start()`, or run it in eval mode "
-                f"without them; if the probes ({shape}, C, H, W) do not fit it, pass probes shaped like one "
-                "validation input, or `output_transform=` if its output is not logits."
+                f"{name} cannot run on the probes in eval mode before its first training step: {cause}. If {name} "
+                "needs a training step first (e.g. statistics set by its first training batch), initialise that "
+                "state in `setup()` or `on_fit_start()`; or pass `output_transform=` if its output is not logits."
             ) from err
+        later = f" (or {name} cannot run in eval mode before its first training step)" if before_training else ""
         raise ValueError(
-            f"`probes` of shape {shape} (C, H, W) do not fit {name}: its forward "
-            f"raised {type(err).__name__}: {err}. Pass probes shaped like one validation input, or "
-            "`output_transform=` if the output is not logits."
+            f"`probes` of shape {shape} (C, H, W) do not fit {name}{later}: {cause}. Pass probes shaped like one "
+            "validation input, or `output_transform=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
         raise ValueError(

@@ -35,6 +35,11 @@ class ProbeSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def drawn(self) -> bool:
+        """Drawn from a loader (as the model receives its batches), not given as tensors or a Dataset."""
+        return self.source not in ("tensor", "dataset", "checkpoint")
+
 
 def split_example(item: Any) -> tuple[Tensor, Any]:
     """Split one dataset item or batch into ``(image_or_images, label_or_labels)`` (labels as the data gives them).

@@ -1,0 +1,205 @@
+"""Probes are what the model receives (issue 20): drawn through the validation DataLoader's own batching
+(``collate_fn``) and Lightning's batch transfer hooks, for map-style, iterable and list-like validation data; the
+setup check runs before the first training step even when Lightning sets up the val loader later."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset, SubsetRandomSampler, TensorDataset
+
+from lightning_xai import AttributionMonitor
+from lightning_xai.probes import collect_probes
+from tests.conftest import TinyCNN, make_images, trainer_kwargs
+
+
+def _uint8_data(n: int = 48) -> tuple[Tensor, Tensor]:
+    x, y = make_images(n)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
+
+
+def _scale_collate(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """A val pipeline of uint8 images whose collate_fn converts them to the floats the model receives."""
+    return torch.stack([x for x, _ in items]).float() / 255, torch.stack([y for _, y in items])
+
+
+def _fit(
+    tmp_path: Any, monitor: AttributionMonitor, val: Any, model: L.LightningModule | None = None, **kw: Any
+) -> Any:
+    x, y = make_images(32, seed=1)
+    train = DataLoader(TensorDataset(x, y), batch_size=16)
+    model = model or TinyCNN()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=kw.pop("max_epochs", 1), callbacks=[monitor], **kw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, train, val)
+    return trainer
+
+
+def test_probes_go_through_the_val_loaders_collate_fn(tmp_path: Any) -> None:
+    x8, y = _uint8_data()
+    val = DataLoader(TensorDataset(x8, y), batch_size=16, collate_fn=_scale_collate)
+    monitor = AttributionMonitor(num_probes=8, ig_steps=2, detector=None)
+    _fit(tmp_path, monitor, val)
+    assert monitor.probes is not None and len(monitor.probes) == 8
+    assert 0.0 <= float(monitor.probes.images.min()) and float(monitor.probes.images.max()) <= 1.0
+    # exactly the values the model receives for those images
+    received = torch.cat([b[0] for b in val])
+    assert all(any(torch.equal(p, r) for r in received) for p in monitor.probes.images)
+    assert not monitor.history[-1].errors
+
+
+class Normalises(TinyCNN):
+    """Normalises on the device, in ``on_after_batch_transfer`` (as GPU pipelines do), and converts uint8 first in
+    ``on_before_batch_transfer``."""
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        return (x.float() / 255 if x.dtype == torch.uint8 else x), y
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        return (x - 0.5) / 0.25, y
+
+
+def test_probes_go_through_lightnings_batch_hooks(tmp_path: Any) -> None:
+    x8, y = _uint8_data()
+    val = DataLoader(TensorDataset(x8, y), batch_size=16)
+    monitor = AttributionMonitor(num_probes=8, ig_steps=2, detector=None)
+    _fit(tmp_path, monitor, val, model=Normalises())
+    assert monitor.probes is not None
+    expected = (x8.float() / 255 - 0.5) / 0.25
+    assert all(any(torch.equal(p, e) for e in expected) for p in monitor.probes.images)
+    assert float(monitor.probes.images.min()) < 0  # normalised, not the raw 0..255
+
+
+class NumpyImages(Dataset):
+    """Items are numpy arrays, as many datasets return; the default DataLoader turns them into tensors."""
+
+    def __init__(self) -> None:
+        self.x, self.y = make_images(40)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.x[i].numpy(), int(self.y[i])
+
+
+def test_a_dataset_of_numpy_images(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    _fit(tmp_path, monitor, DataLoader(NumpyImages(), batch_size=8))
+    assert monitor.probes is not None and monitor.probes.labels is not None and len(monitor.probes) == 4
+    assert sorted(monitor.probes.labels.tolist()) == [0, 1, 2, 3]  # class-balanced
+
+
+class Stream(IterableDataset):
+    """A stream that knows its length (as many do): ``dataset[i]`` is not how to read it."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __iter__(self) -> Any:
+        x, y = make_images(40, seed=3)
+        yield from zip(x, y, strict=True)
+
+
+def test_an_iterable_dataset(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    _fit(tmp_path, monitor, DataLoader(Stream(), batch_size=8))
+    assert monitor.probes is not None and len(monitor.probes) == 4 and monitor.history
+
+
+class Batches:
+    """A val "loader" that is a plain sequence of batches (no DataLoader), as Lightning accepts any iterable."""
+
+    def __init__(self, batches: list[tuple[Tensor, Tensor]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def test_a_plain_iterable_of_batches(tmp_path: Any) -> None:
+    x, y = make_images(32, seed=4)
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    _fit(tmp_path, monitor, Batches(batches))
+    assert monitor.probes is not None and len(monitor.probes) == 4 and monitor.history
+    assert all(any(torch.equal(p, e) for e in x) for p in monitor.probes.images)
+
+
+def test_the_draw_stays_within_the_samplers_indices() -> None:
+    """A val loader that selects its images with a sampler (a shared dataset split by indices) gives probes from
+    those indices only."""
+    x, y = make_images(64)
+    marked = x.clone()
+    marked[:, :, 0, 0] = torch.arange(64, dtype=torch.float32)[:, None]  # the index, readable from the image
+    val_indices = list(range(40, 64))
+    loader = DataLoader(TensorDataset(marked, y), batch_size=8, sampler=SubsetRandomSampler(val_indices))
+    probes = collect_probes(loader, num_probes=8, seed=0)
+    assert {int(v) for v in probes.images[:, 0, 0, 0]} <= set(val_indices)
+
+
+def test_a_nan_image_in_the_pool_is_left_out_not_refused(tmp_path: Any) -> None:
+    x, y = make_images(32, seed=5)
+    x[3] = float("nan")
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    probes = collect_probes(loader, num_probes=8, seed=0)
+    assert probes.warnings == ("1 of 32 images scanned from the validation dataloader hold NaN or Inf and are not used "
+                               "as probes",)  # fmt: skip
+    assert bool(torch.isfinite(probes.images).all())
+    monitor = AttributionMonitor(num_probes=8, ig_steps=2, detector=None)
+    _fit(tmp_path, monitor, loader)  # the fit is not refused
+    assert monitor.probes is not None and bool(torch.isfinite(monitor.probes.images).all()) and monitor.history
+
+
+def test_integer_images_after_the_pipeline_are_said() -> None:
+    x8, y = _uint8_data(32)
+    probes = collect_probes(DataLoader(TensorDataset(x8, y), batch_size=8), num_probes=4, seed=0)
+    assert (
+        len(probes.warnings) == 1
+        and "yields torch.uint8 images after its collate_fn and batch hooks" in (probes.warnings[0])
+    )
+    assert probes.images.dtype == torch.float32 and float(probes.images.max()) > 1
+
+
+def test_the_setup_check_runs_before_training_when_validation_comes_later(tmp_path: Any) -> None:
+    """num_sanity_val_steps=0 and check_val_every_n_epoch=3: a wrong gradcam_layer fails at step 0, not after 9."""
+    x, y = make_images(48)
+    val = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)
+    model = TinyCNN()
+    monitor = AttributionMonitor(num_probes=4, gradcam_layer="features.99")
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=3, check_val_every_n_epoch=3, callbacks=[monitor]))
+    with pytest.raises(ValueError, match="features.99"):
+        trainer.fit(model, DataLoader(TensorDataset(x[16:], y[16:]), batch_size=8), val)
+    assert trainer.global_step == 0
+
+
+def test_setting_up_the_val_loader_early_keeps_training_bit_identical(tmp_path: Any) -> None:
+    x, y = make_images(64)
+    states = []
+    for sub, callbacks in (("a", []), ("b", [AttributionMonitor(num_probes=4, ig_steps=2, detector=None)])):
+        torch.manual_seed(0)
+        model = TinyCNN()
+        train = DataLoader(TensorDataset(x[:48], y[:48]), batch_size=8, shuffle=True)
+        val = DataLoader(TensorDataset(x[48:], y[48:]), batch_size=8)
+        trainer = L.Trainer(
+            **trainer_kwargs(tmp_path / sub, max_epochs=3, check_val_every_n_epoch=2, callbacks=callbacks)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, train, val)
+        states.append((model.state_dict(), torch.random.get_rng_state()))
+    for key, value in states[0][0].items():
+        assert torch.equal(value, states[1][0][key]), key
+    assert torch.equal(states[0][1], states[1][1])
