@@ -12,11 +12,11 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_xai import _warn
 from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
 from lightning_xai.explain.guard import isolated_rng
 from lightning_xai.explain.run import ProbeExplanations, isolated, merge_shards, to_cpu
@@ -163,14 +163,14 @@ def _collect(trainer: Trainer, pl_module: LightningModule, source: Any, num_prob
     with torch.inference_mode(False), torch.no_grad():  # validate/test: keep probes normal (autograd-able) tensors
         probes = collect_probes(source, num_probes, seed, loader_name=name, prepare=prepare)
     for warning in probes.warnings:
-        rank_zero_warn(f"AttributionMonitor: {warning}.")
+        _warn.warn(f"AttributionMonitor: {warning}.")
     if probes.note:
-        rank_zero_warn(
+        _warn.warn(
             f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
             "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly."
         )
     if not isinstance(source, Tensor | tuple) and len(probes) < num_probes:
-        rank_zero_warn(
+        _warn.warn(
             f"AttributionMonitor: `num_probes={num_probes}` but the {probes.source} holds only {len(probes)} usable "
             f"images; using those {len(probes)}."
         )
@@ -297,7 +297,7 @@ def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) ->
     run would start a new reference and history."""
     keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(prefix)]
     if keys and state_key not in keys:
-        rank_zero_warn(
+        _warn.warn(
             f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
             "its probes, reference, history and alerts start afresh. Resume with the same methods (and their layer, "
             "ig_steps, ig_baseline), probes and target to keep them."
@@ -332,7 +332,7 @@ def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int,
             if isinstance(logger, TensorBoardLogger):
                 writer.submit(add_text_job(logger.experiment, prefixed("xai/errors", name), "\n\n".join(errors), step))
     except Exception as err:  # noqa: BLE001 - reporting a failure must not fail
-        rank_zero_warn(f"AttributionMonitor: could not log xai/errors either: {type(err).__name__}: {err}")
+        _warn.warn(f"AttributionMonitor: could not log xai/errors either: {type(err).__name__}: {err}")
 
 
 def log_media(
@@ -371,7 +371,7 @@ class DriftActions:
                     self.pending = self.pending or err
                     break
             else:
-                rank_zero_warn(f"AttributionMonitor: {alert.message}")
+                _warn.warn(f"AttributionMonitor: {alert.message}")
         if self.on_drift == "stop" and trainer.strategy.reduce_boolean_decision(bool(alerts), all=False):
             if trainer.state.fn == TrainerFn.FITTING:
                 self.stop_pending = True

@@ -12,12 +12,11 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai import _trainer
+from lightning_xai import _trainer, _warn
 from lightning_xai._checks import monitor_explainers, normalize_arguments
 from lightning_xai._cost import CostReporter
 from lightning_xai._state_key import monitor_state_key
@@ -395,7 +394,7 @@ class AttributionMonitor(Callback):
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            rank_zero_warn(message)
+            _warn.warn(message)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_xai import _warn
 from lightning_xai.explain import Explainer, Explanation
 from lightning_xai.explain.forward import ModelForwardFn, model_forward, synchronize
 from lightning_xai.explain.guard import training_state_guard
@@ -86,7 +86,7 @@ def explain_probes(
         (['integrated_gradients'], [], [0, 2])
     """
     started = time.perf_counter()
-    warn = warn_once or (lambda key, message: rank_zero_warn(message))
+    warn = reporting(warn_once)
     device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
     if not isinstance(device, torch.device):
         device = next(model.parameters(), torch.empty(0)).device
@@ -211,6 +211,30 @@ def explanation_problem(explanation: Any, inputs: Tensor) -> str:
     return ""
 
 
+def reporting(warn_once: WarnOnce | None) -> WarnOnce:
+    """``warn_once`` (or a plain warning) for reporting an isolated failure: it never raises, also where warning
+    filters turn warnings into errors (``-W error``); the report then goes to the ``lightning_xai`` logger.
+
+    Example::
+
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("error")
+        ...     reporting(None)("key", "AttributionMonitor: gradcam failed")  # logged, not raised
+    """
+
+    def report(key: str, message: str) -> None:
+        try:
+            if warn_once is None:
+                _warn.warn(message, failure=True)
+            else:
+                warn_once(key, message)
+        except Warning:
+            _warn.log.warning(message)
+
+    return report
+
+
 def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T], *args: Any) -> T | None:
     """``fn(*args)``, or None after a failure, which is added to ``errors`` and warned once (``what`` names the step).
 
@@ -225,7 +249,7 @@ def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T],
     except Exception as err:  # noqa: BLE001 - what the monitor runs never kills the training run
         reason = f"{type(err).__name__}: {err}"
         errors.append(f"{what} failed: {reason}")
-        warn(f"failed_{what}_{reason}", f"AttributionMonitor: {what} failed, so it is skipped: {reason}")
+        reporting(warn)(f"failed_{what}_{reason}", f"AttributionMonitor: {what} failed, so it is skipped: {reason}")
         return None
 
 

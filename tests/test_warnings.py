@@ -1,0 +1,54 @@
+"""How the monitor speaks (issues 20 and 23): a failure it isolates is reported and skipped whatever the warning
+filters are (``-W error``), and its warnings point at the user's line, not at package-internal paths."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor
+
+from lightning_xai import AttributionMonitor
+from lightning_xai.explain import Explainer, Explanation
+from tests.conftest import TinyCNN, loaders, trainer_kwargs
+
+
+class FailsLater(Explainer):
+    """Works at the setup check (its first call), then raises at every evaluation."""
+
+    def __init__(self) -> None:
+        self.name, self.calls = "fails_later", 0
+
+    def explain(self, forward: Any, inputs: Tensor, targets: Tensor) -> Explanation:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("boom")
+        maps = torch.rand(inputs.shape[0], *inputs.shape[-2:])
+        return Explanation(maps, maps.clone())
+
+
+def test_a_method_failure_is_skipped_under_warnings_as_errors(tmp_path: Any, caplog: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", FailsLater()], ig_steps=2, detector=None)
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=2, callbacks=[monitor]))
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="lightning_xai"):
+        warnings.simplefilter("ignore")  # Lightning's own warnings about this tiny setup
+        warnings.filterwarnings("error", message="AttributionMonitor: .*(skipped|failed)")  # failure reports
+        trainer.fit(TinyCNN(), *loaders())
+    assert trainer.current_epoch == 2 and monitor.evaluations == 2
+    assert all("fails_later skipped" in " ".join(e.errors) for e in monitor.history)
+    assert "boom" in caplog.text  # reported on the logger instead of raising into training
+    assert all(any(k.startswith("xai/gradcam/") for k in e.scalars) for e in monitor.history)  # the others ran
+
+
+def test_warnings_point_at_the_users_line(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", FailsLater()], ig_steps=2, detector=None)
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TinyCNN(), *loaders())  # the line the monitor's warnings name
+    ours = [w for w in caught if "AttributionMonitor" in str(w.message)]
+    assert ours, [str(w.message) for w in caught]
+    assert {w.filename for w in ours} == {__file__}, {(w.filename, w.lineno) for w in ours}
