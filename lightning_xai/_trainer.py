@@ -5,7 +5,7 @@ every rank takes together, the keys it logs, and when ``on_drift`` acts."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -321,6 +321,23 @@ def log_epoch_scalars(
             reduce_fx="max" if distributed else "mean",
             add_dataloader_idx=False,
         )
+
+
+def with_placeholders(
+    scalars: dict[str, float], keys: Sequence[str], logged: Mapping[str, Any], name: str | None
+) -> dict[str, float]:
+    """``scalars`` plus 0.0 for each drift key (``keys``, found by the setup check) this run has not logged yet: before
+    the reference epoch or at the first evaluation there is nothing to compare with (the maps against themselves: no
+    drift), and ``ModelCheckpoint(monitor=<drift key>)``, which has no ``strict=False``, needs the key at its first
+    check. Once a key has a value, ``trainer.callback_metrics`` keeps its last one.
+
+    Example::
+
+        >>> with_placeholders({"xai/a": 1.0}, ["xai/g/drift/rank_vs_previous/median"], {}, None)
+        {'xai/g/drift/rank_vs_previous/median': 0.0, 'xai/a': 1.0}
+    """
+    missing = {k: 0.0 for k in keys if k not in scalars and prefixed(k, name) not in logged}
+    return {**missing, **scalars}
 
 
 def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:

@@ -357,7 +357,9 @@ class AttributionMonitor(Callback):
             self.evaluations += 1
             self.tracker.alerts.extend(record.alerts)
         self.cost.after_evaluation(record, self, trainer.state.fn == TrainerFn.FITTING)  # every rank: same IG steps
-        _trainer.log_epoch_scalars(trainer, pl_module, record.scalars, self.name)
+        keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
+        scalars = _trainer.with_placeholders(record.scalars, keys, trainer.callback_metrics, self.name)
+        _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
     def _explain(self, trainer: Trainer, pl_module: LightningModule, part: slice) -> ProbeExplanations:

@@ -203,3 +203,26 @@ def test_setting_up_the_val_loader_early_keeps_training_bit_identical(tmp_path: 
     for key, value in states[0][0].items():
         assert torch.equal(value, states[1][0][key]), key
     assert torch.equal(states[0][1], states[1][1])
+
+
+def test_model_checkpoint_and_early_stopping_on_a_drift_key_from_the_first_epoch(tmp_path: Any) -> None:
+    """What the README advertises: ModelCheckpoint (no strict=False) and EarlyStopping on drift keys."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    x, y = make_images(48)
+    key = "xai/gradcam/drift/rank_vs_previous/median"
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor=key, mode="max")
+    stopping = EarlyStopping(monitor="xai/gradcam/drift/rank_vs_reference/median", mode="min", patience=5)
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=1)
+    trainer = L.Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=3, callbacks=[monitor, checkpoint, stopping], enable_checkpointing=True)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(
+            TinyCNN(),
+            DataLoader(TensorDataset(x[:32], y[:32]), batch_size=8),
+            DataLoader(TensorDataset(x[32:], y[32:]), batch_size=8),
+        )
+    assert trainer.current_epoch == 3 and checkpoint.best_model_path
+    assert float(trainer.callback_metrics[key]) == monitor.history[-1].scalars[key]  # the real value once it exists

@@ -61,6 +61,8 @@ class DryRunReport:
     #: the check ran on a copy of the model (one with lazily initialised modules): it runs again on the model itself
     #: once training has initialised them, to bind the methods to it
     on_copy: bool = False
+    #: the drift keys an evaluation logs once it has something to compare with (``xai/<method>/drift/...``)
+    drift_keys: tuple[str, ...] = ()
 
 
 def dry_run(
@@ -131,7 +133,7 @@ def dry_run(
             if result is not None and bool(torch.isfinite(result.raw).all() and torch.isfinite(result.display).all()):
                 done.results[explainer.name] = result
     if measure_with is not None and done.results:
-        _measure_on_copies(done, measure_with, masks)
+        report.drift_keys = _measure_on_copies(done, measure_with, masks)
     if render is not None:
         _render_one(done, explainers, render, denormalize)
     report.seconds = time.perf_counter() - started
@@ -310,8 +312,11 @@ def gradient_message(model: nn.Module, cause: str) -> str:
     )
 
 
-def _measure_on_copies(done: ProbeExplanations, state: tuple[Any, Any, Any], masks: Tensor | None) -> None:
-    """The drift measurement twice (a reference, then a comparison) on copies of the monitor's state."""
+def _measure_on_copies(
+    done: ProbeExplanations, state: tuple[Any, Any, Any], masks: Tensor | None
+) -> tuple[str, ...]:
+    """The drift measurement twice (a reference, then a comparison) on copies of the monitor's state; the drift keys
+    the comparison logs (``xai/<method>/drift/...``)."""
     from lightning_xai.drift.measure import measure  # drift depends on explain: import here, not at module level
 
     drift, detector, tracker = copy.deepcopy(state)
@@ -319,12 +324,13 @@ def _measure_on_copies(done: ProbeExplanations, state: tuple[Any, Any, Any], mas
     device_masks = None if masks is None else masks[: len(done.inputs)].to(done.inputs.device)
     try:
         for epoch in (first, first + 1):
-            measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
+            record = measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
     except Exception as err:
         raise ValueError(
             f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "
             "(custom explainers' maps) and `probe_masks` (one (H, W) mask per probe)."
         ) from err
+    return tuple(k for k in record.scalars if "/drift/" in k)
 
 
 def _render_one(
