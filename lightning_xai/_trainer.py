@@ -120,7 +120,7 @@ def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) 
     ``on_before_batch_transfer``, ``transfer_batch_to_device`` and ``on_after_batch_transfer`` hooks of the
     LightningModule (or the datamodule's, where it overrides them), run with the trainer in the validating (testing)
     stage."""
-    datamodule = trainer.datamodule
+    datamodule = getattr(trainer, "datamodule", None)
     owner = (
         datamodule if datamodule is not None and is_overridden("on_before_batch_transfer", datamodule) else pl_module
     )

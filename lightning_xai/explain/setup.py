@@ -161,7 +161,7 @@ def check_baseline_fits(baseline: Any, images: Tensor) -> None:
 def has_lazy_modules(model: nn.Module) -> bool:
     """Whether ``model`` holds parameters or buffers a lazy module has not initialised yet (``nn.LazyLinear``)."""
     tensors = [*model.parameters(), *model.buffers()]
-    return any(isinstance(t, nn.parameter.UninitializedTensorMixin) for t in tensors)
+    return any(nn.parameter.is_lazy(t) for t in tensors)
 
 
 def _prediction_pass(
