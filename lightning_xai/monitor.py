@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai import _trainer, _warn
+from lightning_xai import _spawn, _trainer, _warn
 from lightning_xai._checks import monitor_explainers, normalize_arguments
 from lightning_xai._cost import CostReporter
 from lightning_xai._state_key import monitor_state_key
@@ -173,10 +173,11 @@ class AttributionMonitor(Callback):
         self.probe_masks = a["probe_masks"]
         self.masks: Tensor | None = None
         #: one :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint)
-        self.history: list[Evaluation] = []
+        self._history: list[Evaluation] = []
         self.cost = CostReporter(a["max_overhead"], self.explainers)
         self.setup_watch = _trainer.SetupWatch()
-        self.evaluations = 0
+        self._evaluations = 0
+        self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
         self._prepared_for: LightningModule | None = None
         #: the last setup dry run: its cost, and the methods that cannot run on this model
         self.setup_check = DryRunReport()
@@ -203,8 +204,30 @@ class AttributionMonitor(Callback):
 
     @property
     def alerts(self) -> list[DriftAlert]:
-        """Every alert of the run (kept in the checkpoint)."""
+        """Every alert of the run (kept in the checkpoint; after ``ddp_spawn``, rank 0's)."""
+        _spawn.receive(self)
         return self.tracker.alerts
+
+    @property
+    def history(self) -> list[Evaluation]:
+        """One :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint; after
+        ``ddp_spawn``, rank 0's)."""
+        _spawn.receive(self)
+        return self._history
+
+    @history.setter
+    def history(self, value: list[Evaluation]) -> None:
+        self._history = value
+
+    @property
+    def evaluations(self) -> int:
+        """How many evaluations ran (after ``ddp_spawn``, rank 0's count)."""
+        _spawn.receive(self)
+        return self._evaluations
+
+    @evaluations.setter
+    def evaluations(self, value: int) -> None:
+        self._evaluations = value
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -318,6 +341,8 @@ class AttributionMonitor(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.media.flush()
         self.media.close()
+        if stage == "fit":
+            _spawn.send(self, trainer.is_global_zero)
 
     # ------------------------------------------------------------------------------------------ machinery
     def _due(self, trainer: Trainer) -> bool:
@@ -399,6 +424,7 @@ class AttributionMonitor(Callback):
             _warn.warn(message)
 
     def __getstate__(self) -> dict[str, Any]:
+        _spawn.mark(self.__dict__)  # pickled for ddp_spawn's workers: rank 0 sends the results back
         state = self.__dict__.copy()
         state["_prepared_for"] = None
         return state

@@ -149,7 +149,7 @@ def bench_loaders(num_probes: int) -> tuple[Any, Any]:
     return train, DataLoader(TensorDataset(x[16:], y[16:]), batch_size=num_probes)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> AttributionMonitor:
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     L.seed_everything(0, verbose=False)
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> None:
         if validator.is_global_zero:
             maps = {name: t.cpu() for name, t in monitor.drift.previous.items()}
             torch.save({"maps": maps, "seconds": [h.explain_seconds for h in monitor.history]}, f"{args.out}/maps.pt")
-        return
+        return monitor
     trainer = L.Trainer(
         accelerator="cpu",
         devices=args.devices,
@@ -224,6 +224,7 @@ def run(args: argparse.Namespace) -> None:
         use_distributed_sampler=args.scenario != "bench",
     )
     trainer.fit(model, train, val)
+    return monitor
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -64,11 +64,16 @@ def run_subprocess(out: str, scenario: str) -> tuple[int, str, dict[int, dict[st
     return proc.returncode, output, read_ranks(out)
 
 
+LAST_SPAWNED: dict[str, Any] = {}
+
+
 def run_spawn(out: str, scenario: str) -> dict[int, dict[str, Any]]:
     """``strategy="ddp_spawn"`` in this process (the monitor, model and callbacks are pickled to the workers)."""
     faulthandler.dump_traceback_later(TIMEOUT, exit=True)  # a hang kills the test run with a traceback
     try:
-        ddp_run.run(ddp_run.parse(["--out", out, "--strategy", "ddp_spawn", "--scenario", scenario]))
+        LAST_SPAWNED["monitor"] = ddp_run.run(
+            ddp_run.parse(["--out", out, "--strategy", "ddp_spawn", "--scenario", scenario])
+        )
     finally:
         faulthandler.cancel_dump_traceback_later()
     return read_ranks(out)
@@ -122,6 +127,10 @@ def assert_one_writer(out: str, evaluations: int, alert_evaluations: int) -> Non
 def test_ddp_spawn_stop_action_stops_every_rank_together(tmp_path: Any) -> None:
     out = str(tmp_path)
     ranks = run_spawn(out, "stop")
+    # the main process sees rank 0's results (issue 20: they were empty after ddp_spawn)
+    main = LAST_SPAWNED["monitor"]
+    assert [e.epoch for e in main.history] == [0, 1, 2] and main.evaluations == 3
+    assert [a.message for a in main.alerts] == ranks[0]["alerts"]
     assert_ranks_agree(ranks)
     zero = ranks[0]
     # reference at epoch 0, armed from epoch 1, patience 2 -> fires at epoch 2 -> every rank stops after it
