@@ -104,7 +104,7 @@ def ready_validation(trainer: Trainer) -> None:
     the first epoch, e.g. ``num_sanity_val_steps=0`` with ``check_val_every_n_epoch=3``), as Lightning itself does
     when the first epoch validates, so that the probes and the setup check are ready before the first training step.
     The global RNGs are left as they were."""
-    if trainer.state.fn != TrainerFn.FITTING or trainer.val_dataloaders is not None or trainer.limit_val_batches == 0:
+    if trainer.state.fn != TrainerFn.FITTING or not trainer.enable_validation or trainer.val_dataloaders is not None:
         return
     stage = trainer.state.stage
     try:

@@ -30,7 +30,7 @@ from lightning_xai.explain.gradcam import GradcamReshape
 from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
 from lightning_xai.explain.setup import DryRunReport, check_monitor
 from lightning_xai.probes import ProbeSet, TargetSpec, resolve_masks, shard_target
-from lightning_xai.visualize.log import MediaLogger
+from lightning_xai.visualize.log import MediaContext, MediaLogger
 from lightning_xai.visualize.render import Denormalize
 
 __all__ = ["AttributionMonitor", "DriftDetectedError", "OnDrift"]
@@ -259,7 +259,7 @@ class AttributionMonitor(Callback):
         self.tracker.load_state_dict(state_dict.get("alerts", {}))
         self.history = [Evaluation.from_dict(e) for e in state_dict.get("history", [])]
         self.evaluations = int(state_dict.get("evaluations", 0))
-        self.media.probes_logged = bool(state_dict.get("probes_logged", False))
+        self.media.probes_logged = state_dict.get("probes_logged", [])
 
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -414,7 +414,7 @@ class AttributionMonitor(Callback):
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
         normalizations = {e.name: e.display_normalization for e in self.explainers}
-        args = (done, self.probes.labels, record, normalizations)  # what self.media.log takes after the trainer
+        args = (done, self.probes.labels, record, normalizations, MediaContext.from_monitor(self))
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)
         return self.cost.stamped(record, self.media.writer, trainer.state.fn == TrainerFn.FITTING)  # its cost
 

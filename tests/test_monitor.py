@@ -116,8 +116,10 @@ def test_event_files_hold_images_scalars_and_tables(tmp_path: Any) -> None:
             for stat in ("median", "share"):
                 tag = f"xai/{method}/drift/rank_vs_{ref}/{stat}"
                 assert tag in scalars, tag
-    assert len(acc.Scalars("xai/gradcam/drift/rank_vs_previous/median")) == 2  # epochs 1, 2
-    assert len(acc.Scalars("xai/gradcam/drift/rank_vs_reference/median")) == 2  # reference = epoch 1
+    previous = [e.value for e in acc.Scalars("xai/gradcam/drift/rank_vs_previous/median")]
+    assert len(previous) == 3 and previous[0] == 0.0  # from the first evaluation on: 0 before there is a previous
+    reference = [e.value for e in acc.Scalars("xai/gradcam/drift/rank_vs_reference/median")]
+    assert len(reference) == 3 and reference[:2] == [0.0, 0.0]  # 0 in the warm-up and at the reference (epoch 1)
     gaps = acc.Scalars("xai/integrated_gradients/completeness_gap")
     assert len(gaps) == 3 and all(np.isfinite(e.value) for e in gaps)
     texts = acc.Tags()["tensors"]
