@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import pytest
 import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
@@ -101,9 +102,12 @@ def test_detector_calibrates_then_alerts_on_a_move_and_says_where() -> None:
     state = det.state_dict()["m"]
     assert len(state["scores2"]) >= 1  # calibrated on the run's own movements over two evaluations
     assert d.score >= d.threshold > d.noise
-    top, left, bottom, right = d.region  # input pixels: 16 cells -> 8 pooled cells of 8 px
-    assert top == 0 and bottom <= 7 and left >= 56 and right == 63
+    top, left, bottom, right = d.region  # the cue: 2 of 16 cells = input pixels 0-7 (one pixel of bilinear blur)
+    assert top == 0 and bottom <= 8 and left >= 55 and right == 63
     assert d.region_share == 1.0 and d.probe_indices == tuple(range(6))
+    assert [r.box for r in d.regions] == [(top, left, bottom + 1, right + 1)]  # unlabeled: one cluster of probes
+    assert d.regions[0].label == "probes 0,1,2,3,4,5" and d.regions[0].place == "top-right"
+    assert d.evidence is not None and d.evidence.after.shape == (6, 64, 64)
 
 
 def test_detector_does_not_calibrate_on_its_alert_and_keeps_quiet_in_cooldown() -> None:
@@ -177,8 +181,12 @@ def test_alert_carries_the_evidence_and_says_it_in_one_sentence() -> None:
     alert = alerts[0]
     assert alert.region is not None and alert.region[0] >= 16 and alert.region[1] == 0
     assert alert.noise is not None and alert.value >= alert.threshold
-    assert "of the probes' relevance moved into regions they all ignored before and stayed" in alert.message
-    assert f"rows {alert.region[0]}-{alert.region[2]}" in alert.message and "100% of the probes" in alert.message
+    assert alert.message == (
+        "Attribution drift at epoch 5 (gradcam): 4/4 probes moved relevance to places all probes ignored: "
+        f"probes 0,1,2,3 bottom-left (rows 24-31, cols 0-7) (mean share moved {alert.value:.1%}, threshold "
+        f"{alert.threshold:.1%})."
+    )
+    assert alert.region == (24, 0, 31, 7) and alert.region_share == 1.0 and alert.statistic == "mean"
     assert alert.to_dict()["region"] == list(alert.region)
     assert type(alert).from_dict(alert.to_dict()) == alert
 
@@ -270,3 +278,31 @@ def test_cost_is_logged_said_once_and_warned_when_large(tmp_path: Any, monkeypat
     for h in monitor.history:  # the evaluation's time and each method's, which it contains
         methods = [h.scalars[f"xai/{m}/seconds"] for m in ("gradcam", "integrated_gradients")]
         assert min(methods) > 0 and sum(methods) < h.scalars["xai/seconds"]
+
+
+@pytest.mark.parametrize("value", [2, 2.0, np.int64(2), torch.tensor(2), torch.tensor(2.0)])
+def test_drift_rule_counts_are_converted_to_ints_and_fire_again_after_the_cooldown(value: Any) -> None:
+    rule = DriftRule(threshold=0.5, cooldown=value, patience=value)
+    assert type(rule.cooldown) is int and type(rule.patience) is int and rule.cooldown == rule.patience == 2
+    tracker = AlertTracker([DriftRule(threshold=0.5, cooldown=value)])
+    series = (0.9, 0.1, 0.9, 0.1, 0.9)  # over, under, over (in cooldown), under, over (free again)
+    assert [len(tracker.update("gradcam", {"rank_vs_reference/median": v})) for v in series] == [1, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "fix"),
+    [
+        ("cooldown", 1.5, "pass cooldown=1 or cooldown=2"),  # used to fire once and never again
+        ("patience", 2.5, "pass patience=2 or patience=3"),
+        ("patience", 0, "pass patience=1"),
+        ("cooldown", -1, "pass cooldown=0"),
+        ("cooldown", True, "pass a whole number such as cooldown=1"),
+        ("patience", "2", "pass patience=2"),
+        ("cooldown", torch.tensor(0.5), "pass cooldown=0 or cooldown=1"),
+    ],
+)
+def test_drift_rule_refuses_fractional_counts_naming_argument_value_and_fix(
+    argument: str, value: Any, fix: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"`DriftRule\.{argument}` must be a whole number .* got .*; {fix}\.$"):
+        DriftRule(**{argument: value})

@@ -115,6 +115,11 @@ def alert_to_dict(alert: Any) -> dict[str, Any]:
         value = field(alert, extra)
         if value is not None:
             out[extra] = list(value) if isinstance(value, tuple) else value
+    if field(alert, "region") is not None:
+        out["region"] = list(field(alert, "region"))
+    regions = field(alert, "regions")
+    if regions:  # one box per class (input pixels, bottom/right exclusive): the localisation of the alert
+        out["regions"] = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in regions]
     out["epoch"] = int(out["epoch"])
     for k in ("value", "threshold"):
         if out[k] is not None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from lightning_xai.drift.detector import Detection
+from lightning_xai.drift.evidence import AlertEvidence, AlertRegion
 from lightning_xai.drift.tracker import DriftResult
 from lightning_xai.explain.registry import canonical_name
 
@@ -21,59 +25,10 @@ DRIFT_METRICS: dict[str, str] = {
 }
 REFERENCES = ("reference", "previous")
 STATISTICS = ("median", "share")
+#: the message's length the alert keeps to; details live in the :class:`DriftAlert`'s fields
+MESSAGE_LIMIT = 200
 
-
-@dataclass(frozen=True)
-class AlertRegion:
-    """Where one group of probes (a class, or a cluster of probes) gained relevance.
-
-    Attributes:
-        label: how the group is named in messages and pictures, e.g. ``"class 3"``.
-        classes: the classes of the group's probes (empty when the probes are unlabeled).
-        probe_indices: the probes (grid positions) of the group that moved.
-        box: ``(top, left, bottom, right)`` in input pixels, bottom/right exclusive.
-    """
-
-    label: str
-    classes: tuple[int, ...]
-    probe_indices: tuple[int, ...]
-    box: tuple[int, int, int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "classes": list(self.classes),
-            "probe_indices": list(self.probe_indices),
-            "box": list(self.box),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AlertRegion:
-        return cls(
-            str(data["label"]),
-            tuple(int(c) for c in data["classes"]),
-            tuple(int(i) for i in data["probe_indices"]),
-            tuple(int(v) for v in data["box"]),
-        )  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class AlertEvidence:
-    """The maps that show an alert, for the probes that moved: before (the evaluation the detector compared with)
-    and at the alert, in the method that alerted, as ``(k, H, W)`` float CPU tensors at input resolution (the
-    per-probe map the drift measures, e.g. |attribution| summed over channels). Not kept in checkpoints.
-
-    Attributes:
-        probe_indices: the probes shown (grid positions), in the order of the rows of ``before``/``after``.
-        before: their maps at ``before_epoch``.
-        after: their maps at the alert.
-        before_epoch: the epoch of ``before``.
-    """
-
-    probe_indices: tuple[int, ...]
-    before: Tensor
-    after: Tensor
-    before_epoch: int
+__all__ = ["AlertEvidence", "AlertRegion", "AlertTracker", "DriftAlert", "DriftDetectedError", "DriftRule", "OnDrift"]
 
 
 @dataclass(frozen=True)
@@ -85,14 +40,16 @@ class DriftAlert:
         global_step: the trainer's global step then.
         method: attribution method (``"gradcam"``, ``"integrated_gradients"``, ...).
         metric: drift metric and reference, e.g. ``"rank_vs_reference"``.
-        statistic: ``"median"`` over probes or ``"share"`` of probes over ``probe_threshold``.
+        statistic: ``"median"`` over probes or ``"share"`` of probes over ``probe_threshold`` (fixed rules);
+            ``"mean"`` over probes (the detector's movement).
         value: the statistic's value.
         threshold: the rule's threshold.
         probe_indices: probes (grid positions) whose own drift exceeded the probe threshold.
         message: human-readable summary.
         noise: the normal level the threshold was calibrated on (detector alerts; None for fixed rules).
-        region: ``(top, left, bottom, right)`` in input pixels of the region that gained relevance, or None.
-        region_share: share of probes whose largest gain lies in ``region``.
+        region: ``(top, left, bottom, right)`` in input pixels, bottom/right inclusive, of the region that gained
+            relevance (the largest group's: ``regions[0]``), or None.
+        region_share: share of all probes whose largest gain lies in ``region``.
         regions: one :class:`AlertRegion` per class (or probe group) that moved: a shortcut whose place differs by
             class gets one box per class.
         evidence: the maps before and at the alert for the probes that moved (:class:`AlertEvidence`), for the
@@ -131,6 +88,8 @@ class DriftAlert:
         if values.get("region") is not None:
             values["region"] = tuple(int(i) for i in values["region"])
         values["regions"] = tuple(AlertRegion.from_dict(r) for r in values.get("regions", ()))
+        if values.get("metric") == "novel_relevance" and values.get("statistic") == "median":
+            values["statistic"] = "mean"  # stored by a version that mislabelled the detector's mean
         return cls(**values)
 
 
@@ -149,8 +108,10 @@ class DriftRule:
         statistic: ``"median"`` of the per-probe drift, or ``"share"`` of probes whose drift is over the
             monitor's ``probe_threshold``.
         threshold: value at which it fires.
-        patience: consecutive evaluations over the threshold needed.
-        cooldown: evaluations after an alert during which this rule stays silent for that method.
+        patience: consecutive evaluations over the threshold needed (a whole number >= 1; integer-like values such
+            as ``2.0`` or ``np.int64(2)`` are converted).
+        cooldown: evaluations after an alert during which this rule stays silent for that method (a whole number
+            >= 0, converted likewise).
         methods: restrict to these methods (None: all).
 
     Example::
@@ -171,10 +132,8 @@ class DriftRule:
         _check_choice("DriftRule.metric", self.metric, tuple(DRIFT_METRICS))
         _check_choice("DriftRule.reference", self.reference, REFERENCES)
         _check_choice("DriftRule.statistic", self.statistic, STATISTICS)
-        if self.patience < 1:
-            raise ValueError(f"`DriftRule.patience` must be >= 1, got {self.patience}.")
-        if self.cooldown < 0:
-            raise ValueError(f"`DriftRule.cooldown` must be >= 0, got {self.cooldown}.")
+        object.__setattr__(self, "patience", _whole("patience", self.patience, 1))
+        object.__setattr__(self, "cooldown", _whole("cooldown", self.cooldown, 0))
         if not (isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool)) or not math.isfinite(
             self.threshold
         ):
@@ -191,6 +150,33 @@ class DriftRule:
     def key(self) -> str:
         """The scalar this rule watches, relative to ``xai/<method>/drift/``."""
         return f"{self.metric}_vs_{self.reference}/{self.statistic}"
+
+
+def _whole(argument: str, value: object, low: int) -> int:
+    """``value`` as an int ``>= low``: ints, numpy integers, 0-d tensors and floats with a whole value are converted;
+    fractions, bools and anything else are refused (a fractional count of evaluations would never be reached)."""
+    number: int | None = None
+    shown = repr(value)
+    if isinstance(value, Tensor) and value.numel() == 1 and value.dtype != torch.bool and not value.is_complex():
+        value = value.item()
+    if not isinstance(value, (bool, np.bool_, str)):
+        try:
+            number = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            if isinstance(value, numbers.Real) and math.isfinite(float(value)) and float(value).is_integer():
+                number = int(float(value))
+    if number is None or number < low:
+        fix = f"pass a whole number such as {argument}={low + 1}"
+        if isinstance(value, str):
+            try:
+                value = float(value)  # a number in a string: suggest it
+            except ValueError:
+                pass
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value):
+            options = sorted({max(low, math.floor(float(value))), max(low, math.ceil(float(value)))})
+            fix = "pass " + " or ".join(f"{argument}={option}" for option in options)
+        raise ValueError(f"`DriftRule.{argument}` must be a whole number of evaluations >= {low}, got {shown}; {fix}.")
+    return int(number)
 
 
 def _check_choice(argument: str, value: object, allowed: Sequence[str]) -> None:
@@ -277,47 +263,74 @@ class AlertTracker:
         self.alerts = [DriftAlert.from_dict(a) for a in state.get("alerts", [])]
 
 
-_SEE = "Open the TensorBoard image xai/sheet (or xai/{method}/overlay) to see where it looks now."
-
-
 def detection_alert(method: str, epoch: int, step: int, d: Detection) -> DriftAlert:
-    """The alert for a detector that fired, with its evidence in one sentence."""
+    """The alert for a detector that fired: a message under :data:`MESSAGE_LIMIT` characters that names the classes
+    and the places; the numbers, boxes and maps are in the alert's fields."""
     assert d.threshold is not None
-    where = (
-        f" (most of it into rows {d.region[0]}-{d.region[2]}, columns {d.region[1]}-{d.region[3]} of the input, "
-        f"where {d.region_share:.0%} of the probes gained most)"
-        if d.region is not None
-        else ""
-    )
-    message = (
-        f"Attribution drift at epoch {epoch} (step {step}): {method}: {d.score:.1%} of the probes' relevance moved "
-        f"into regions they all ignored before and stayed there for two evaluations{where}; this run's threshold "
-        f"is {d.threshold:.1%} (noise "
-        f"{(d.noise or 0.0):.1%}). The model may rely on different evidence (e.g. a shortcut). "
-        + _SEE.format(method=method)
-    )
+    moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
+    head = f"Attribution drift at epoch {epoch} ({method}): {moved} probes moved relevance to places all probes ignored"
     return DriftAlert(
         epoch=epoch,
         global_step=step,
         method=method,
         metric="novel_relevance",
-        statistic="median",
+        statistic="mean",
         value=d.score,
         threshold=d.threshold,
         probe_indices=d.probe_indices,
-        message=message,
+        message=_with_places(head, d.regions, f" (mean share moved {d.score:.1%}, threshold {d.threshold:.1%})."),
         noise=d.noise,
         region=d.region,
         region_share=d.region_share,
+        regions=d.regions,
+        evidence=d.evidence,
     )
 
 
+def _with_places(head: str, regions: Sequence[AlertRegion], tail: str) -> str:
+    """``head`` + the places, each with the classes that moved there, as many as fit in :data:`MESSAGE_LIMIT` (with
+    pixel rows and columns while they fit), + ``tail`` if it fits."""
+    places: dict[str, list[AlertRegion]] = {}
+    for region in regions:
+        places.setdefault(region.place or "there", []).append(region)
+    order = sorted(places.items(), key=lambda item: -len(item[1]))
+    parts: list[tuple[str, str]] = []
+    for place, group in order:
+        classes = sorted({c for r in group for c in r.classes})
+        who = (f"class{'es' if len(classes) > 1 else ''} {_numbers(classes)}") if classes else group[0].label
+        top, left, bottom, right = group[0].box
+        parts.append(
+            (f"{who} {place}", f" (rows {top}-{bottom - 1}, cols {left}-{right - 1})" if len(group) == 1 else "")
+        )
+    for shown in range(len(parts), 0, -1):  # every place if they fit (with their pixels if those fit too)
+        for with_pixels in (True, False):
+            listed = "; ".join(text + (pixels if with_pixels else "") for text, pixels in parts[:shown])
+            more = f"; +{len(parts) - shown} more" if shown < len(parts) else ""
+            message = f"{head}: {listed}{more}"
+            if len(message) + 1 <= MESSAGE_LIMIT:
+                return message + (tail if len(message) + len(tail) <= MESSAGE_LIMIT else ".")
+    return head + (tail if len(head) + len(tail) <= MESSAGE_LIMIT else ".")
+
+
+def _numbers(values: Sequence[int]) -> str:
+    """``[0, 1, 2, 3, 7]`` -> ``"0-3,7"``."""
+    out: list[str] = []
+    start = prev = None
+    for v in [*values, None]:
+        if v is not None and prev is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None and prev is not None:
+            out.append(f"{start}-{prev}" if prev - start >= 2 else ",".join(str(x) for x in range(start, prev + 1)))
+        start = prev = v
+    return ",".join(out)
+
+
 def rule_alert(rule: DriftRule, method: str, epoch: int, step: int, value: float, over: tuple[int, ...]) -> DriftAlert:
-    """The alert for a fixed :class:`DriftRule` that fired."""
+    """The alert for a fixed :class:`DriftRule` that fired (the probes over the cut are in ``probe_indices``)."""
     message = (
-        f"Attribution drift at epoch {epoch} (step {step}): {method} {rule.key} = {value:.3f} >= {rule.threshold:.3f}; "
-        f"probes over it: {list(over) or 'none alone'}. The model may rely on different evidence (e.g. a shortcut). "
-        + _SEE.format(method=method)
+        f"Attribution drift at epoch {epoch} ({method}): {rule.key} = {value:.3f} >= {rule.threshold:.3f}, "
+        f"{len(over)} probes over it. The model may rely on different evidence (e.g. a shortcut)."
     )
     return DriftAlert(
         epoch=epoch,

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.functional.shift import gain_box, novel_relevance, quiet_regions, relevance_distribution
+from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, gain_regions, input_maps
+from lightning_xai.functional.shift import novel_relevance, quiet_regions, relevance_distribution
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,14 @@ class Detection:
         confirmation: at the evaluation after a candidate, ``(movement since before the candidate, needed)``: the
             test that decides the alert (None otherwise).
         probe_indices: probes whose own movement into the quiet regions is over the threshold.
-        region: ``(top, left, bottom, right)`` in input pixels of the quiet region that gained most (None if none).
-        region_share: share of probes whose largest gain lies in that region.
+        region: ``(top, left, bottom, right)`` in input pixels, bottom/right inclusive, of the largest group's region
+            (``regions[0]``; None if none).
+        region_share: share of all probes whose largest gain lies in that region.
+        regions: when ``fired``, one :class:`~lightning_xai.drift.evidence.AlertRegion` per class (or cluster of
+            probes) of ``probe_indices``, largest group first.
+        evidence: when ``fired``, the maps of ``probe_indices`` before and at the alert
+            (:class:`~lightning_xai.drift.evidence.AlertEvidence`).
+        num_probes: how many probes the evaluation had.
     """
 
     score: float
@@ -52,6 +59,9 @@ class Detection:
     region_share: float = 0.0
     candidate: bool = False
     confirmation: tuple[float, float] | None = None
+    regions: tuple[AlertRegion, ...] = ()
+    evidence: AlertEvidence | None = field(default=None, compare=False, repr=False)
+    num_probes: int = 0
 
 
 @dataclass
@@ -60,6 +70,8 @@ class _Candidate:
     older: Tensor | None  # and the ones before those
     threshold: float
     noise: float
+    origin_epoch: int = -1  # the epoch of `origin`
+    origin_raw: Tensor | None = None  # its raw maps, for the evidence (in memory only, not in checkpoints)
 
 
 @dataclass
@@ -72,6 +84,8 @@ class _MethodState:
     oldest: Tensor | None = None
     scores2: list[float] = field(default_factory=list)  # the run's calibrated movements over two evaluations
     armed_before: bool = False
+    previous_epoch: int = -1
+    previous_raw: Tensor | None = None  # in memory only (the evidence's "before"), not in checkpoints
 
 
 class ShiftDetector:
@@ -184,15 +198,28 @@ class ShiftDetector:
         threshold = max(self.floor, t_quantile(1 - self.alpha, probes - 1) * standard_error, self.ratio * sigma)
         return round(threshold, 6), round(noise, 6)
 
-    def update(self, method: str, maps: Tensor, input_size: tuple[int, int], armed: bool) -> Detection | None:
+    def update(
+        self,
+        method: str,
+        maps: Tensor,
+        input_size: tuple[int, int],
+        armed: bool,
+        *,
+        classes: Tensor | None = None,
+        epoch: int = -1,
+    ) -> Detection | None:
         """Feed one evaluation's raw maps ``(P, h, w)`` of ``method``; None when there is no previous map yet.
 
         ``armed`` is False during the warm-up (and when the training setup just changed): the score is measured
-        but neither calibrates nor alerts, and a pending candidate is dropped."""
+        but neither calibrates nor alerts, and a pending candidate is dropped. ``classes`` (``(P,)``, the class each
+        probe is explained for) groups the alert's regions by class; ``epoch`` dates its evidence."""
         state = self._states.setdefault(method, _MethodState())
-        current = relevance_distribution(maps.detach().float().cpu(), self.cells)
+        raw = maps.detach().float().cpu()
+        current = relevance_distribution(raw, self.cells)
         oldest, older, previous = state.oldest, state.older, state.previous
         state.oldest, state.older, state.previous = older, previous, current
+        previous_raw, previous_epoch = state.previous_raw, state.previous_epoch
+        state.previous_raw, state.previous_epoch = raw.clone(), epoch  # the caller may reuse its tensor
         armed_before, state.armed_before = state.armed_before, armed
         if previous is None or previous.shape != current.shape:
             state.candidate = None
@@ -216,13 +243,12 @@ class ShiftDetector:
             confirmation = (float(since.mean()), max(needed or 0.0, candidate.threshold))
             if confirmation[0] >= confirmation[1]:
                 state.cooldown_left = self.cooldown
-                region, share = _gain_region(current, candidate.origin, input_size)
                 over = tuple(int(i) for i in torch.nonzero(since >= confirmation[1]).flatten())
-                return Detection(*confirmation, candidate.noise, True, over, region, share, confirmation=confirmation)
+                return _fired(candidate, current, raw, over, classes, input_size, confirmation)
         if threshold is not None and score >= threshold:  # a candidate (never calibrated on) ...
             if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
                 return Detection(score, threshold, noise, confirmation=confirmation)
-            state.candidate = _Candidate(previous, older, threshold, noise or 0.0)
+            state.candidate = _Candidate(previous, older, threshold, noise or 0.0, previous_epoch, previous_raw)
             return Detection(score, threshold, noise, candidate=True)
         sigma = self.sigma(state.scores)  # the noise band: ratio x sigma, never narrower than the floor
         if threshold is None or sigma is None or score < max(self.ratio * sigma, self.floor):  # beyond: not noise
@@ -240,7 +266,7 @@ class ShiftDetector:
 
     def state_dict(self) -> dict[str, Any]:
         def candidate(c: _Candidate | None) -> dict[str, Any] | None:
-            return None if c is None else dataclasses.asdict(c)
+            return None if c is None else {k: v for k, v in dataclasses.asdict(c).items() if k != "origin_raw"}
 
         return {
             name: {
@@ -252,6 +278,7 @@ class ShiftDetector:
                 "armed_before": s.armed_before,
                 "cooldown_left": s.cooldown_left,
                 "candidate": candidate(s.candidate),
+                "previous_epoch": s.previous_epoch,
             }
             for name, s in self._states.items()
         }
@@ -260,7 +287,8 @@ class ShiftDetector:
         def candidate(c: dict[str, Any] | None) -> _Candidate | None:
             if c is None:
                 return None
-            return _Candidate(c["origin"], c.get("older"), float(c["threshold"]), float(c["noise"]))
+            epoch = int(c.get("origin_epoch", -1))
+            return _Candidate(c["origin"], c.get("older"), float(c["threshold"]), float(c["noise"]), epoch)
 
         self._states = {
             name: _MethodState(
@@ -272,6 +300,7 @@ class ShiftDetector:
                 oldest=s.get("oldest"),
                 scores2=[float(v) for v in s.get("scores2", [])],
                 armed_before=bool(s.get("armed_before", False)),
+                previous_epoch=int(s.get("previous_epoch", -1)),
             )
             for name, s in state.items()
         }
@@ -298,18 +327,49 @@ def t_quantile(p: float, dof: int) -> float:
     )
 
 
-def _gain_region(
-    current: Tensor, previous: Tensor, input_size: tuple[int, int]
-) -> tuple[tuple[int, int, int, int] | None, float]:
-    """The quiet region that gained most, in input pixels, and the share of probes whose largest gain is in it."""
-    gain = (current - previous).clamp_min(0) * quiet_regions(previous, common=True)
-    box = gain_box(gain)
-    if box is None:
-        return None, 0.0
-    top, left, bottom, right = box
-    sy, sx = input_size[0] / current.shape[1], input_size[1] / current.shape[2]
-    region = (int(top * sy), int(left * sx), math.ceil((bottom + 1) * sy) - 1, math.ceil((right + 1) * sx) - 1)
+def _fired(
+    candidate: _Candidate,
+    current: Tensor,
+    raw: Tensor,
+    over: tuple[int, ...],
+    classes: Tensor | None,
+    input_size: tuple[int, int],
+    confirmation: tuple[float, float],
+) -> Detection:
+    """The alert's detection: where each class of the probes that moved gained, and their maps before and now."""
+    if candidate.origin_raw is not None and candidate.origin_raw.shape == raw.shape:
+        before, after = input_maps(candidate.origin_raw, input_size), input_maps(raw, input_size)
+    else:  # resumed between the candidate and now: only the pooled maps were kept, show both pooled
+        before, after = input_maps(candidate.origin, input_size), input_maps(current, input_size)
+    classes = None if classes is None else classes.detach().cpu().long().flatten()
+    regions = gain_regions(current, candidate.origin, candidate.older, over, classes, (after, before), input_size)
+    region, share = None, 0.0
+    if regions:
+        top, left, bottom, right = regions[0].box
+        region = (top, left, bottom - 1, right - 1)
+        share = _share_in(current, candidate, regions[0].box, input_size)
+    evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
+    return Detection(
+        *confirmation,
+        candidate.noise,
+        True,
+        over,
+        region,
+        share,
+        confirmation=confirmation,
+        regions=regions,
+        evidence=evidence,
+        num_probes=int(current.shape[0]),
+    )
+
+
+def _share_in(current: Tensor, candidate: _Candidate, box: tuple[int, int, int, int], size: tuple[int, int]) -> float:
+    """The share of probes whose largest gain into the quiet regions lies in a cell that overlaps ``box``."""
+    gain = (current - candidate.origin).clamp_min(0) * quiet_regions(candidate.origin, True, candidate.older)
+    cells_h, cells_w = gain.shape[-2:]
     peak = gain.flatten(1).argmax(dim=1)
-    rows, cols = peak // current.shape[2], peak % current.shape[2]
-    inside = (rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right)
-    return region, float(inside.double().mean())
+    rows, cols = peak // cells_w, peak % cells_w
+    top, bottom = (rows * size[0]) // cells_h, ((rows + 1) * size[0] + cells_h - 1) // cells_h
+    left, right = (cols * size[1]) // cells_w, ((cols + 1) * size[1] + cells_w - 1) // cells_w
+    inside = (top < box[2]) & (bottom > box[0]) & (left < box[3]) & (right > box[1])
+    return float(inside.double().mean())

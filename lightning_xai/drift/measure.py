@@ -90,7 +90,8 @@ def measure(
             detection = None
             if detector is not None:
                 armed = epoch >= drift.warmup_epochs and setup_change is None
-                detection = detector.update(name, explanation.raw, input_size, armed)
+                classes = done.targets if done.targets.numel() == explanation.raw.shape[0] else None
+                detection = detector.update(name, explanation.raw, input_size, armed, classes=classes, epoch=epoch)
                 if detection is not None:
                     scalars[f"xai/{name}/alert/score"] = detection.score
                     if detection.threshold is not None:

@@ -13,7 +13,9 @@ Between two such distributions ``p`` (before) and ``q`` (after):
   With ``common=True`` the quiet regions are those of the probes' *average* map, so that only relevance moving
   into regions that all probes ignored counts (a cue shared by the data), and random per-probe jitter averages
   out;
-* :func:`gain_box` — the bounding box of the regions that gained most, across samples.
+* :func:`gain_box` — the bounding box of the regions that gained most, across samples;
+* :func:`peak_region` — the bounding box of the connected blob around the largest gain of one map (one place,
+  not a box around every place that gained).
 
 All functions are batched, work on any device and compute in float64 (float32 on MPS).
 """
@@ -29,6 +31,7 @@ from lightning_xai.functional._common import compute_dtype
 __all__ = [
     "gain_box",
     "novel_relevance",
+    "peak_region",
     "quiet_regions",
     "relevance_distribution",
     "relevance_gain",
@@ -125,4 +128,34 @@ def gain_box(gain: Tensor, level: float = 0.5) -> tuple[int, int, int, int] | No
     if not peak > 0:
         return None
     rows, cols = torch.nonzero(mean >= level * peak, as_tuple=True)
+    return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
+
+
+def peak_region(gain: Tensor, level: float = 0.5) -> tuple[int, int, int, int] | None:
+    """``(top, left, bottom, right)`` (inclusive, in cells) around the connected blob of cells whose gain is at least
+    ``level`` × the peak and that holds the peak (cells touching by an edge or a corner are connected); None when
+    nothing gained. Unlike :func:`gain_box`, two places that both gained (a cue in two corners) give the box of the
+    stronger one only.
+
+    Example::
+
+        >>> g = torch.zeros(6, 6); g[0, 0] = 0.4; g[1, 1] = 0.3; g[5, 5] = 0.35
+        >>> peak_region(g)
+        (0, 0, 1, 1)
+    """
+    if gain.ndim != 2:
+        raise ValueError(f"`gain` must have shape (h, w); got {tuple(gain.shape)}.")
+    g = torch.nan_to_num(gain.detach().to(compute_dtype(gain.device)), nan=0.0)
+    peak = float(g.max()) if g.numel() else 0.0
+    if not peak > 0:
+        return None
+    over = (g >= level * peak).to(g.dtype)[None, None]
+    blob = torch.zeros_like(over)
+    blob.view(-1)[int(g.argmax())] = 1.0
+    while True:  # grow from the peak through the cells over the level
+        grown = F.max_pool2d(blob, 3, stride=1, padding=1) * over
+        if torch.equal(grown, blob):
+            break
+        blob = grown
+    rows, cols = torch.nonzero(blob[0, 0] > 0, as_tuple=True)
     return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())

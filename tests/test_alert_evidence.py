@@ -1,0 +1,138 @@
+"""The evidence an alert carries: one region per class, the probes that moved, and their maps before and at the alert.
+
+Hand-made maps: every probe looks at its object in the centre; from epoch 4 on each class's probes also read a 4x4
+cue in a corner of their own (a different corner per class, not aligned with the detector's 4-pixel cells).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from lightning_xai.drift.alerts import AlertTracker, DriftAlert
+from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.drift.evidence import AlertRegion, gain_regions, input_maps, place_name
+from lightning_xai.drift.tracker import DriftTracker
+from lightning_xai.functional.shift import peak_region, relevance_distribution
+
+CUES = {0: (1, 1, 5, 5), 1: (1, 27, 5, 31), 2: (27, 1, 31, 5), 3: (27, 27, 31, 31)}  # (top, left, bottom, right)
+CLASSES = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+
+def _maps(epoch: int) -> torch.Tensor:
+    """(8, 32, 32): the object (rows/cols 10-21, a little different per probe), plus the class's cue from epoch 4."""
+    maps = torch.zeros(8, 32, 32)
+    for i in range(8):
+        maps[i, 10:22, 10:22] = 1.0 + 0.1 * i
+        maps[i, 12 + i % 3, 12:20] += 0.5  # a stroke that differs between probes
+        if epoch >= 4:
+            top, left, bottom, right = CUES[int(CLASSES[i])]
+            maps[i, top:bottom, left:right] = 6.0 + (0.5 if epoch == 5 else 0.0)
+    return maps
+
+
+def _alert() -> tuple[DriftAlert, dict[int, torch.Tensor]]:
+    det, tracker, drift = ShiftDetector(), AlertTracker([]), DriftTracker(warmup_epochs=0)
+    seen: dict[int, torch.Tensor] = {}
+    alerts: list[DriftAlert] = []
+    for epoch in range(6):
+        maps = seen[epoch] = _maps(epoch)
+        detection = det.update("integrated_gradients", maps, (32, 32), True, classes=CLASSES, epoch=epoch)
+        update = drift.update("integrated_gradients", epoch, maps)
+        alerts += tracker.check("integrated_gradients", epoch, 10 * epoch, update, detection, 0.4)
+    assert [a.epoch for a in alerts] == [5]  # the candidate at epoch 4, confirmed at epoch 5
+    return alerts[0], seen
+
+
+def test_one_box_per_class_on_its_own_cue() -> None:
+    alert, _ = _alert()
+    assert alert.probe_indices == tuple(range(8)) and alert.statistic == "mean"
+    assert sorted(r.label for r in alert.regions) == ["class 0", "class 1", "class 2", "class 3"]
+    for region in alert.regions:
+        (c,) = region.classes
+        assert region.box == CUES[c]  # exactly the cue: not a box around all four corners
+        assert region.probe_indices == (2 * c, 2 * c + 1)
+    assert {r.place for r in alert.regions} == {"top-left", "top-right", "bottom-left", "bottom-right"}
+    top, left, bottom, right = alert.regions[0].box
+    assert alert.region == (top, left, bottom - 1, right - 1)  # inclusive, the largest group's box
+
+
+def test_the_message_names_classes_and_places_and_stays_short() -> None:
+    alert, _ = _alert()
+    assert len(alert.message) <= 200, alert.message
+    assert alert.message.startswith(
+        "Attribution drift at epoch 5 (integrated_gradients): 8/8 probes moved relevance to places all probes ignored"
+    )
+    for c, place in ((0, "top-left"), (1, "top-right"), (2, "bottom-left"), (3, "bottom-right")):
+        assert f"class {c} {place}" in alert.message
+
+
+def test_evidence_holds_the_maps_before_and_at_the_alert() -> None:
+    alert, seen = _alert()
+    evidence = alert.evidence
+    assert evidence is not None and evidence.probe_indices == alert.probe_indices and evidence.before_epoch == 3
+    assert evidence.before.dtype == torch.float32 and evidence.before.device.type == "cpu"
+    before = seen[3] / seen[3].sum(dim=(1, 2), keepdim=True)  # |map| normalised to sum 1 per probe
+    after = seen[5] / seen[5].sum(dim=(1, 2), keepdim=True)
+    assert torch.allclose(evidence.before, before) and torch.allclose(evidence.after, after)
+    for i in range(8):  # what moved, moved onto the cue of the probe's class
+        top, left, bottom, right = CUES[int(CLASSES[i])]
+        moved = (evidence.after[i] - evidence.before[i]).clamp_min(0)
+        assert float(moved[top:bottom, left:right].sum()) == pytest.approx(float(moved.sum()), rel=1e-6)
+
+
+def test_checkpoints_keep_regions_not_maps_and_load_with_weights_only() -> None:
+    alert, _ = _alert()
+    buffer = io.BytesIO()
+    torch.save({"alert": alert.to_dict()}, buffer)
+    buffer.seek(0)
+    loaded = DriftAlert.from_dict(torch.load(buffer, weights_only=True)["alert"])
+    assert loaded == alert and loaded.regions == alert.regions and loaded.evidence is None
+    older = alert.to_dict() | {"statistic": "median", "from_a_newer_version": 1}  # older label, newer field
+    del older["regions"]
+    assert DriftAlert.from_dict(older).statistic == "mean" and DriftAlert.from_dict(older).regions == ()
+    assert (
+        AlertRegion.from_dict({"label": "class 1", "classes": [1], "probe_indices": [2], "box": [0, 0, 4, 4]}).place
+        == ""
+    )
+
+
+def test_a_pending_candidate_survives_a_checkpoint_and_still_shows_evidence() -> None:
+    det = ShiftDetector()
+    for epoch in range(5):
+        d = det.update("m", _maps(epoch), (32, 32), True, classes=CLASSES, epoch=epoch)
+    assert d is not None and d.candidate
+    buffer = io.BytesIO()
+    torch.save(det.state_dict(), buffer)  # the raw maps stay in memory: only pooled maps and primitives
+    buffer.seek(0)
+    resumed = ShiftDetector()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    d = resumed.update("m", _maps(5), (32, 32), True, classes=CLASSES, epoch=5)
+    assert d is not None and d.fired and d.evidence is not None and d.evidence.before_epoch == 3
+    cells = {0: (0, 0, 4, 4), 1: (0, 28, 4, 32), 2: (28, 0, 32, 4), 3: (28, 28, 32, 32)}  # 9 of the cue's 16 px
+    assert {r.classes[0]: r.box for r in d.regions} == cells  # only the pooled maps were kept: 4-pixel cells
+    assert d.evidence.before.shape == (8, 32, 32)
+
+
+def test_unlabeled_probes_are_grouped_by_where_they_gained() -> None:
+    current, origin = relevance_distribution(_maps(5)), relevance_distribution(_maps(3))
+    fine = (input_maps(_maps(5), (32, 32)), input_maps(_maps(3), (32, 32)))
+    regions = gain_regions(current, origin, None, tuple(range(8)), None, fine, (32, 32))
+    assert sorted((r.label, r.box) for r in regions) == [
+        ("probes 0,1", CUES[0]),
+        ("probes 2,3", CUES[1]),
+        ("probes 4,5", CUES[2]),
+        ("probes 6,7", CUES[3]),
+    ]
+    coarse = gain_regions(current, origin, None, (0, 1), CLASSES, None, (32, 32))  # no fine maps: whole cells
+    assert [r.box for r in coarse] == [(0, 0, 4, 4)]  # the cell holding 9 of the cue's 16 pixels
+
+
+def test_peak_region_keeps_one_place_and_place_names() -> None:
+    gain = torch.zeros(8, 8)
+    gain[0, 0], gain[7, 7], gain[0, 1] = 1.0, 0.9, 0.6
+    assert peak_region(gain) == (0, 0, 0, 1)  # not the box around both corners
+    assert peak_region(torch.zeros(3, 3)) is None
+    assert place_name((12, 12, 20, 20), (32, 32)) == "centre" and place_name((0, 12, 4, 20), (32, 32)) == "top"
