@@ -23,7 +23,14 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import AttributionMonitor, DriftRule
-from lightning_xai.visualize.dashboard import DETAIL_CATEGORY, SUMMARY_CATEGORY, custom_scalars_layout
+from lightning_xai.visualize.dashboard import (
+    ALERT_RUN,
+    DETAIL_CATEGORY,
+    SCORE_RUN,
+    SUMMARY_CATEGORY,
+    THRESHOLD_RUN,
+    custom_scalars_layout,
+)
 from lightning_xai.visualize.loggers import encode_png
 from lightning_xai.visualize.sheet import sheet_layout
 
@@ -96,42 +103,58 @@ def test_encode_png_round_trips_through_pillow() -> None:
     assert np.array_equal(decoded, image.permute(1, 2, 0).numpy())
 
 
+def _scalars(directory: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(directory), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
 def test_tensorboard_holds_the_sheet_the_dashboard_layout_and_the_summary_by_epoch(run: dict[str, Any]) -> None:
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     logger = run["loggers"][0]
-    acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
-    acc.Reload()
+    acc = _scalars(Path(logger.log_dir))
     sheets = acc.Images("xai/sheet")
     assert [e.step for e in sheets] == [4, 8, 12, 16]  # at the global step, one per evaluated epoch
     assert (sheets[0].width, sheets[0].height) == (sheet_layout(PROBES, 2).width, sheet_layout(PROBES, 2).height)
     # the layout: one chart per method with its watched series, threshold and alerts; read back from the event file
-    layout = layout_pb2.Layout.FromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    layouts = acc.Tensors("custom_scalars__config__")
+    assert len(layouts) == 1
+    layout = layout_pb2.Layout.FromString(layouts[0].tensor_proto.string_val[0])
     categories = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+    rules = run["monitor"].tracker.rules
     assert categories == {
         k: {t: v[1] for t, v in c.items()}
-        for k, c in custom_scalars_layout(["gradcam", "integrated_gradients"]).items()
+        for k, c in custom_scalars_layout(["gradcam", "integrated_gradients"], rules=rules).items()
     }
+    assert [c.closed for c in layout.category] == [False, True]  # the summary fills the first screen
     summary = categories[SUMMARY_CATEGORY]
-    assert summary["gradcam: watched drift, threshold, alerts"] == ["xai/summary/gradcam/.*"]
+    assert summary["gradcam: detector score, threshold, alerts"] == ["xai/summary/gradcam/detector$"]
+    assert summary["gradcam: rule series, thresholds, alerts"] == ["xai/summary/gradcam/rule_.*"]
     assert "gradcam: rank drift" in categories[DETAIL_CATEGORY]
-    import re
-
-    scalars = acc.Tags()["scalars"]
-    charted = [t for t in scalars if re.match(summary["gradcam: watched drift, threshold, alerts"][0], t)]
-    assert {"xai/summary/gradcam/watched", "xai/summary/gradcam/threshold", "xai/summary/gradcam/alert"} <= set(charted)
-    assert {"xai/summary/gradcam/rule_rank_vs_reference_median_threshold"} <= set(charted)
-    # logged against the epoch: the watched series from the 2nd evaluation, the threshold once calibrated
-    assert [e.step for e in acc.Scalars("xai/summary/seconds")] == list(range(EPOCHS))
-    assert [e.step for e in acc.Scalars("xai/summary/gradcam/watched")] == [1, 2, 3]
-    thresholds = acc.Scalars("xai/summary/gradcam/threshold")
-    assert thresholds and all(e.step <= EPOCHS - 1 for e in thresholds)
+    # score, threshold and alerts: the same tag in three runs of their own (one colour each in TensorBoard)
+    runs = {r: _scalars(Path(logger.log_dir) / r) for r in (SCORE_RUN, THRESHOLD_RUN, ALERT_RUN)}
+    tag = "xai/summary/gradcam/detector"
+    assert [e.step for e in acc.Scalars("xai/summary/seconds")] == list(range(EPOCHS))  # against the epoch
+    assert [e.step for e in runs[SCORE_RUN].Scalars(tag)] == [1, 2, 3]  # from the 2nd evaluation
+    detail = {e.step: e.value for e in acc.Scalars("xai/gradcam/alert/score")}
+    assert sorted(e.value for e in runs[SCORE_RUN].Scalars(tag)) == pytest.approx(sorted(detail.values()))
+    thresholds = runs[THRESHOLD_RUN].Scalars(tag)
     detail = {e.step: e.value for e in acc.Scalars("xai/gradcam/alert/threshold")}
-    assert sorted(detail.values()) == sorted(e.value for e in thresholds)
-    alert_epochs = sorted({a.epoch for a in run["alerts"] if a.method == "gradcam"})
-    assert alert_epochs and [e.step for e in acc.Scalars("xai/summary/gradcam/alert")] == alert_epochs
+    assert thresholds and sorted(detail.values()) == pytest.approx(sorted(e.value for e in thresholds))
+    rule = "xai/summary/gradcam/rule_rank_vs_reference_median"
+    assert {e.value for e in runs[THRESHOLD_RUN].Scalars(rule)} == {0.0}  # the rule's fixed threshold
+    assert [e.step for e in runs[SCORE_RUN].Scalars(rule)] == [1, 2, 3]
+    # the rule fires at every armed epoch: a marker at its threshold (not on the watched point), at those epochs
+    rule_alerts = sorted({a.epoch for a in run["alerts"] if a.method == "gradcam" and a.metric.startswith("rank")})
+    assert rule_alerts and [e.step for e in runs[ALERT_RUN].Scalars(rule)] == rule_alerts
+    assert {e.value for e in runs[ALERT_RUN].Scalars(rule)} == {0.0}
+    assert "xai/summary/gradcam/detector" not in acc.Tags()["scalars"]  # not in the logger's own run
     settings = acc.Tensors("xai/settings/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "| warmup_epochs | 1 |" in settings and '"tile_size": 128' in settings
+    # resolved values instead of null: the layer Grad-CAM explains, what IG's baseline is
+    assert '"layer": "features"' in settings  # the automatic choice, by its name
+    assert '"layer": null' not in settings and '"baseline": "zeros"' in settings
 
 
 def test_csv_logger_gets_png_files_beside_metrics_csv(run: dict[str, Any]) -> None:

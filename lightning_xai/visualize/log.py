@@ -1,21 +1,29 @@
 """Sends one evaluation's pictures and tables to every logger of the run that takes them (TensorBoard, CSV, W&B,
-MLflow: :mod:`lightning_xai.visualize.loggers`), through the background writer."""
+MLflow: :mod:`lightning_xai.visualize.loggers`), through the background writer.
+
+The monitor says what the pictures need to know about it in a :class:`MediaContext` (its name, its drift tracker,
+rules and settings); this module never looks the monitor up among ``trainer.callbacks``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_xai.explain.run import ProbeExplanations
-from lightning_xai.visualize.dashboard import summary_scalars
-from lightning_xai.visualize.loggers import MediaSink, sink_for, supported
+from lightning_xai.visualize.dashboard import named, summary_scalars
+from lightning_xai.visualize.display import Denormalize, black_input
+from lightning_xai.visualize.evidence import evidence_tag, render_evidence
+from lightning_xai.visualize.loggers import MediaSink, logger_key, sink_for, supported
 from lightning_xai.visualize.media import evaluation_media
-from lightning_xai.visualize.render import Denormalize
 from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE
 from lightning_xai.visualize.writer import BackgroundWriter
 
@@ -23,12 +31,49 @@ if TYPE_CHECKING:
     from lightning_xai.drift.measure import Evaluation
 
 
-class MediaLogger:
-    """Renders an evaluation (the sheet and the grids on the training device, copied to the CPU once) and queues
-    it for every logger of the trainer that takes images, on rank 0.
+@dataclass
+class MediaContext:
+    """What the pictures need from the monitor that logs them, passed to :meth:`MediaLogger.log`.
 
-    It finds the :class:`~lightning_xai.AttributionMonitor` that owns it among ``trainer.callbacks`` to caption
-    the sheet with each probe's drift against the reference maps and to describe the run's settings.
+    Attributes:
+        name: the monitor's ``name=``: every tag, file and directory becomes ``xai/<name>/...`` (None: as documented).
+        drift: the drift tracker (``reference``, ``reference_epochs``, ``distances``, ``probe_threshold``) that
+            captions the sheet with each probe's drift against the reference; None: no drift captions.
+        rules: the :class:`~lightning_xai.DriftRule` s (their series and thresholds get summary charts).
+        settings: the run's settings as primitives (:func:`monitor_settings`), written once per logger version.
+    """
+
+    name: str | None = None
+    drift: Any = None
+    rules: Sequence[Any] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_monitor(cls, monitor: Any) -> MediaContext:
+        """The context of an :class:`~lightning_xai.AttributionMonitor` (what ``monitor._measure_and_log`` passes).
+
+        Example::
+
+            >>> from lightning_xai import AttributionMonitor
+            >>> context = MediaContext.from_monitor(AttributionMonitor(name="val", warmup_epochs=1))
+            >>> context.name, context.settings["warmup_epochs"], context.settings["methods"]["gradcam"]["layer"]
+            ('val', 1, 'automatic (chosen at setup)')
+        """
+        tracker = getattr(monitor, "tracker", None)
+        return cls(
+            name=getattr(monitor, "name", None),
+            drift=getattr(monitor, "drift", None),
+            rules=tuple(getattr(tracker, "rules", ())),
+            settings=monitor_settings(monitor),
+        )
+
+
+class MediaLogger:
+    """Renders an evaluation (the sheet and the grids on the training device, copied to the CPU once; an evidence
+    image per alert that carries evidence) and queues it for every logger of the trainer that takes images, on rank 0.
+
+    The probes grid and the settings go to each logger version once: a fit resumed into a new version writes them
+    there too (:attr:`probes_logged` holds the versions that have them, kept in the checkpoint).
     """
 
     def __init__(
@@ -44,9 +89,19 @@ class MediaLogger:
         self.colormap, self.denormalize, self.log_heatmaps = colormap, denormalize, log_heatmaps
         self.tile_size = tile_size
         self.writer = BackgroundWriter(background=background)
-        #: the probes grid and the settings are logged once per run (kept in the checkpoint)
-        self.probes_logged = False
+        #: the logger versions (:func:`~lightning_xai.visualize.loggers.logger_key`) that have the probes and settings
+        self.logged_to: set[str] = set()
         self._sinks: dict[int, MediaSink] = {}
+
+    @property
+    def probes_logged(self) -> list[str]:
+        """The logger versions that hold the probes grid and the settings (primitives, for the checkpoint)."""
+        return sorted(self.logged_to)
+
+    @probes_logged.setter
+    def probes_logged(self, value: Any) -> None:
+        # a list of logger versions; an older checkpoint's bool does not say which version has them: log them again
+        self.logged_to = {str(v) for v in value} if isinstance(value, (list, tuple, set)) else set()
 
     @staticmethod
     def tensorboard_loggers(trainer: Trainer) -> list[TensorBoardLogger]:
@@ -84,10 +139,6 @@ class MediaLogger:
             out.append(sink)
         return out
 
-    def owner(self, trainer: Trainer) -> Any:
-        """The monitor among ``trainer.callbacks`` whose media logger this is (None when used on its own)."""
-        return next((cb for cb in trainer.callbacks if getattr(cb, "media", None) is self), None)  # type: ignore[attr-defined]
-
     def log(
         self,
         trainer: Trainer,
@@ -95,27 +146,30 @@ class MediaLogger:
         labels: Tensor | None,
         record: Evaluation,
         normalizations: Mapping[str, str],
+        context: MediaContext | None = None,
     ) -> None:
+        """Render and queue one evaluation for every image logger (rank 0). ``context``: what the monitor tells the
+        pictures (:meth:`MediaContext.from_monitor`); None logs without drift captions, name or run settings."""
         sinks = self.sinks(trainer) if trainer.is_global_zero else []
         if not sinks:
             return
         try:
-            self._log(trainer, sinks, done, labels, record, normalizations)
+            context = context or MediaContext()
+            self._log(sinks, done, labels, record, normalizations, context)
         except Exception as err:  # noqa: BLE001 - pictures must never stop training
             rank_zero_warn(f"AttributionMonitor: rendering the pictures failed, none logged this epoch: {err!r}")
 
     def _log(
         self,
-        trainer: Trainer,
         sinks: list[MediaSink],
         done: ProbeExplanations,
         labels: Tensor | None,
         record: Evaluation,
         normalizations: Mapping[str, str],
+        context: MediaContext,
     ) -> None:
-        owner = self.owner(trainer)
-        drift, note = probe_drift(owner, done)
-        threshold = getattr(getattr(owner, "drift", None), "probe_threshold", None)
+        drift, note = probe_drift(context.drift, done)
+        keys = [logger_key(sink.logger) for sink in sinks]
         media = evaluation_media(
             done.inputs,
             done.results,
@@ -131,22 +185,56 @@ class MediaLogger:
             colormap=self.colormap,
             denormalize=self.denormalize,
             log_heatmaps=self.log_heatmaps,
-            include_probes=not self.probes_logged,
+            include_probes=any(key not in self.logged_to for key in keys),
             tile_size=self.tile_size,
             drift=drift,
             drift_note=note,
-            probe_threshold=threshold,
+            probe_threshold=getattr(context.drift, "probe_threshold", None),
             title=f"epoch {record.epoch}   step {record.global_step}",
         )
+        media.images += self._evidence(done, labels, record.alerts)
+        name = context.name
+        media.images = [(named(tag, name), image) for tag, image in media.images]
+        media.tables = [(named(tag, name), table) for tag, table in media.tables]
+        media.texts = [(named(tag, name), text) for tag, text in media.texts]
         methods = list(normalizations)
-        rules = getattr(getattr(owner, "tracker", None), "rules", ())
-        media.summary = summary_scalars(record.scalars, record.alerts, methods, rules)
-        if not self.probes_logged:
-            media.settings = run_settings(owner, self, int(done.inputs.shape[0]))
-        self.probes_logged = True
-        for sink in sinks:
-            for job in sink.jobs(media, methods):
+        summary = summary_scalars(record.scalars, record.alerts, methods, context.rules, name)
+        settings = self.settings(context.settings, int(done.inputs.shape[0]))
+        probes_tag = named("xai/probes", name)
+        for sink, key in zip(sinks, keys, strict=True):
+            first = key not in self.logged_to
+            mine = dataclasses.replace(
+                media,
+                images=[(t, i) for t, i in media.images if first or t != probes_tag],
+                settings=settings if first else None,
+            )
+            for job in sink.jobs(mine, methods, name=name, summary=summary, rules=context.rules):
                 self.writer.submit(job)
+            self.logged_to.add(key)
+
+    def _evidence(self, done: ProbeExplanations, labels: Tensor | None, alerts: Sequence[Any]) -> list[tuple[str, Any]]:
+        """One evidence image per method that alerted with evidence (the first such alert of the evaluation)."""
+        images: list[tuple[str, Any]] = []
+        for alert in alerts:
+            tag = evidence_tag(alert.method)
+            if getattr(alert, "evidence", None) is None or any(t == tag for t, _ in images):
+                continue
+            image = render_evidence(
+                done.inputs,
+                alert,
+                denormalize=self.denormalize,
+                colormap=self.colormap,
+                tile_size=self.tile_size,
+                labels=labels,
+            )
+            if image is not None:
+                images.append((tag, image))
+        return images
+
+    def settings(self, monitor: Mapping[str, Any], num_probes: int) -> dict[str, Any]:
+        """The run's settings as written: the monitor's (``MediaContext.settings``), the number of probes and the
+        presentation (colormap, tile size)."""
+        return {**monitor, "num_probes": num_probes, "colormap": self.colormap, "tile_size": self.tile_size}
 
     def flush(self) -> None:
         """Wait for queued media; warn about any that failed to write."""
@@ -156,6 +244,8 @@ class MediaLogger:
 
     def close(self) -> None:
         self.writer.close()
+        for sink in self._sinks.values():
+            sink.close()
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: loggers are found again on each rank
         state = self.__dict__.copy()
@@ -163,10 +253,9 @@ class MediaLogger:
         return state
 
 
-def probe_drift(owner: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor | None], str]:
-    """Per method, each probe's rank drift (1 - Spearman of |A|) against the owner's reference maps (None before
+def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor | None], str]:
+    """Per method, each probe's rank drift (1 - Spearman of |A|) against the tracker's reference maps (None before
     the reference epoch, or for a map the time budget cut), and the legend line that says so."""
-    tracker = getattr(owner, "drift", None)
     reference = getattr(tracker, "reference", None)
     if tracker is None or not isinstance(reference, dict):
         return {}, ""
@@ -186,27 +275,70 @@ def probe_drift(owner: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor |
     return out, f"vs ref: rank drift (1 - Spearman of |attribution|) against epoch {shown}"
 
 
-def run_settings(owner: Any, media: MediaLogger, num_probes: int) -> dict[str, Any]:
-    """The monitor's settings as primitives (what the report shows as the run's settings)."""
-    settings: dict[str, Any] = {}
-    if owner is not None:
-        tracker, detector = getattr(owner, "drift", None), getattr(owner, "detector", None)
-        on_drift = getattr(owner, "on_drift", None)
-        settings.update(
-            {
-                "methods": {e.name: e.config() for e in getattr(owner, "explainers", [])},
-                "num_probes": num_probes,
-                "target": str(getattr(owner, "target", "")),
-                "every_n_epochs": getattr(owner, "every_n_epochs", None),
-                "warmup_epochs": getattr(tracker, "warmup_epochs", None),
-                "reference_epoch": getattr(tracker, "reference_epoch", None),
-                "probe_threshold": getattr(tracker, "probe_threshold", None),
-                "topk": getattr(tracker, "topk", None),
-                "detector": None if detector is None else detector.config(),
-                "drift_rules": [dict(vars(r)) for r in getattr(getattr(owner, "tracker", None), "rules", [])],
-                "on_drift": on_drift if isinstance(on_drift, str) else getattr(on_drift, "__name__", "callable"),
-                "max_seconds_per_epoch": getattr(owner, "max_seconds_per_epoch", None),
-            }
-        )
-    settings.update({"num_probes": num_probes, "colormap": media.colormap, "tile_size": media.tile_size})
-    return settings
+def monitor_settings(monitor: Any) -> dict[str, Any]:
+    """The monitor's settings as primitives (what the report shows as the run's settings), with what was resolved
+    at setup: Grad-CAM's layer, Integrated Gradients' baseline (:func:`resolved_method_settings`)."""
+    tracker, detector = getattr(monitor, "drift", None), getattr(monitor, "detector", None)
+    on_drift = getattr(monitor, "on_drift", None)
+    media = getattr(monitor, "media", None)
+    denormalize = getattr(media, "denormalize", None)
+    return {
+        "name": getattr(monitor, "name", None),
+        "methods": {e.name: resolved_method_settings(e, denormalize) for e in getattr(monitor, "explainers", [])},
+        "target": str(getattr(monitor, "target", "")),
+        "every_n_epochs": getattr(monitor, "every_n_epochs", None),
+        "warmup_epochs": getattr(tracker, "warmup_epochs", None),
+        "reference_epoch": getattr(tracker, "reference_epoch", None),
+        "probe_threshold": getattr(tracker, "probe_threshold", None),
+        "topk": getattr(tracker, "topk", None),
+        "detector": None if detector is None else detector.config(),
+        "drift_rules": [dict(vars(r)) for r in getattr(getattr(monitor, "tracker", None), "rules", [])],
+        "on_drift": on_drift if isinstance(on_drift, str) else getattr(on_drift, "__name__", "callable"),
+        "max_seconds_per_epoch": getattr(monitor, "max_seconds_per_epoch", None),
+    }
+
+
+def resolved_method_settings(explainer: Any, denormalize: Denormalize = None) -> dict[str, Any]:
+    """A method's ``config()`` with what it resolved: the layer Grad-CAM explains (its dotted name once set up;
+    ``"automatic (chosen at setup)"`` before) and what Integrated Gradients' baseline is in words.
+
+    Example::
+
+        >>> from lightning_xai.explain import IntegratedGradients
+        >>> resolved_method_settings(IntegratedGradients(n_steps=8))["baseline"]
+        'zeros'
+        >>> ig = IntegratedGradients(n_steps=8, baseline=black_input(([0.5], [0.25])))
+        >>> resolved_method_settings(ig, ([0.5], [0.25]))["baseline"]
+        'black (-mean/std) [-2.0]'
+    """
+    config = dict(explainer.config())
+    if "layer" in config:
+        resolved = getattr(explainer, "layer_name", None)
+        if isinstance(resolved, str) and resolved:
+            config["layer"] = resolved
+        elif config["layer"] is None:
+            config["layer"] = "automatic (chosen at setup)"
+    if "baseline" in config and hasattr(explainer, "baseline"):
+        config["baseline"] = describe_baseline(explainer.baseline, denormalize)
+    return config
+
+
+def describe_baseline(baseline: Any, denormalize: Denormalize = None) -> Any:
+    """Integrated Gradients' baseline in words: ``"zeros"``, the number, ``"black (-mean/std) [...]"`` for the input
+    that displays as black, or the tensor's shape and values (the first 8).
+
+    Example::
+
+        >>> describe_baseline(None), describe_baseline(0.5), describe_baseline(torch.zeros(3, 1, 1))
+        ('zeros', 0.5, 'tensor (3, 1, 1) [0.0, 0.0, 0.0]')
+    """
+    if baseline is None:
+        return "zeros"
+    if not isinstance(baseline, Tensor):
+        return baseline
+    values = [round(float(v), 4) for v in baseline.detach().flatten()[:8].cpu()]
+    shown = f"{values}" if baseline.numel() <= 8 else f"{values[:-1]}..."
+    black = black_input(denormalize)
+    if black is not None and black.shape == baseline.shape and torch.allclose(black, baseline.detach().cpu().float()):
+        return f"black (-mean/std) {shown}"
+    return f"tensor {tuple(baseline.shape)} {shown}"
