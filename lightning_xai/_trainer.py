@@ -333,11 +333,13 @@ def with_placeholders(
 
     Example::
 
-        >>> with_placeholders({"xai/a": 1.0}, ["xai/g/drift/rank_vs_previous/median"], {}, None)
-        {'xai/g/drift/rank_vs_previous/median': 0.0, 'xai/a': 1.0}
+        >>> keys = ["xai/g/drift/rank_vs_previous/median", "xai/ig/drift/rank_vs_previous/median"]
+        >>> with_placeholders({"xai/g/confidence_mean": 0.5}, keys, {}, None)  # ig failed: no placeholder
+        {'xai/g/drift/rank_vs_previous/median': 0.0, 'xai/g/confidence_mean': 0.5}
     """
+    explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
     missing = {k: 0.0 for k in keys if k not in scalars and prefixed(k, name) not in logged}
-    return {**missing, **scalars}
+    return {**{k: v for k, v in missing.items() if k.split("/")[1] in explained}, **scalars}
 
 
 def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:

@@ -19,6 +19,7 @@ from typing_extensions import override
 from lightning_xai import _spawn, _trainer, _warn
 from lightning_xai._checks import monitor_explainers, normalize_arguments
 from lightning_xai._cost import CostReporter
+from lightning_xai._setup_check import check_monitor
 from lightning_xai._state_key import monitor_state_key
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError, DriftRule, OnDrift
 from lightning_xai.drift.detector import ShiftDetector
@@ -28,7 +29,7 @@ from lightning_xai.explain import IntegratedGradients, check_quality
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.gradcam import GradcamReshape
 from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
-from lightning_xai.explain.setup import DryRunReport, check_monitor
+from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.probes import ProbeSet, TargetSpec, resolve_masks, shard_target
 from lightning_xai.visualize.log import MediaContext, MediaLogger
 from lightning_xai.visualize.render import Denormalize

@@ -1,7 +1,7 @@
-"""The setup dry run: before the first training step (and at the start of ``validate``/``test`` for a model not
-checked yet), one evaluation's whole path runs once at minimum cost: the prediction pass on every probe, every method
-on the first two probes (Integrated Gradients with one step), the drift measurement on a copy of the monitor's state,
-and the rendering and PNG encoding of one image, which is not logged. A probe, target, method, baseline or display
+"""The setup dry run of the explanation stage: before the first training step (and at the start of
+``validate``/``test`` for a model not checked yet), the prediction pass on every probe and every method on the first
+two probes (Integrated Gradients with one step) run once at minimum cost; the monitor then checks its later stages
+on those maps (:mod:`lightning_xai._setup_check`). A probe, target, method, baseline or display
 setting that does not fit the model then fails with a ``ValueError`` naming the argument, the value and the fix, not
 after an epoch of training.
 
@@ -29,27 +29,10 @@ from lightning_xai.explain.integrated_gradients import IntegratedGradients
 from lightning_xai.explain.layers import auto_gradcam_layer, is_feature_map, trace_modules
 from lightning_xai.explain.run import ProbeExplanations, explanation_problem
 from lightning_xai.probes import ProbeSet, TargetSpec, check_target, resolve_targets
-from lightning_xai.visualize.render import (
-    Denormalize,
-    check_display_channels,
-    make_grid,
-    render_heatmap_grid,
-    render_overlay_grid,
-    to_display_images,
-    to_uint8,
-)
 
 Warn = Callable[[str, str], None]
 #: the probes the methods run on in the dry run (the prediction pass and the target checks use all of them)
 DRY_RUN_PROBES = 2
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    """How the monitor draws its images (the dry run renders one probe with them)."""
-
-    colormap: str = "jet"
-    log_heatmaps: bool = False
 
 
 @dataclass
@@ -73,21 +56,14 @@ def dry_run(
     output_transform: Callable[[Any], Tensor] | None,
     forward_fn: ModelForwardFn | None,
     *,
-    render: RenderOptions | None = None,
-    measure_with: tuple[Any, Any, Any] | None = None,
-    masks: Tensor | None = None,
-    denormalize: Denormalize = None,
     warn: Warn | None = None,
     before_training: bool = False,
-) -> DryRunReport:
-    """Run one evaluation's path on ``probes`` against ``model``; raise ``ValueError`` naming the argument, the value
-    and the fix for whatever does not fit. The training state is left as found, and so are ``explainers`` (apart
-    from their :meth:`~Explainer.setup`) and ``measure_with`` (``(drift tracker, detector, alert tracker)``,
-    measured on copies).
-
-    ``render`` (when the run logs images): also render one probe as the monitor draws it (``denormalize``) and
-    PNG-encode it, without logging it. ``denormalize=(mean, std)`` is checked against the probes' channels always
-    (it also sets Integrated Gradients' default baseline).
+) -> tuple[DryRunReport, ProbeExplanations]:
+    """Run the explanation stage of one evaluation on ``probes`` against ``model``: the prediction pass on every
+    probe, every method on the first :data:`DRY_RUN_PROBES` (Integrated Gradients with one step); raise
+    ``ValueError`` naming the argument, the value and the fix for whatever does not fit. Returns the report and the
+    first probes' explanations (what the later stages are checked on: :mod:`lightning_xai._setup_check`). The
+    training state is left as found, and so are ``explainers`` (apart from their :meth:`~Explainer.setup`).
 
     The model is left as it was found, values included (:func:`training_state_guard` with ``restore_values``): what
     its first forward does (data-dependent initialisation, a hook it registers once, a buffer it reassigns) happens
@@ -100,7 +76,6 @@ def dry_run(
     device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
     if not isinstance(device, torch.device):
         device = next(model.parameters(), torch.empty(0)).device
-    check_display_channels(denormalize, int(probes.images.shape[1]), render=render is not None)
     for explainer in explainers:
         if isinstance(explainer, IntegratedGradients):
             check_baseline_fits(explainer.baseline, probes.images)
@@ -132,12 +107,8 @@ def dry_run(
             result = _try_method(model, explainer, forward, inputs[:k], targets[:k], logits[:k], report, warn)
             if result is not None and bool(torch.isfinite(result.raw).all() and torch.isfinite(result.display).all()):
                 done.results[explainer.name] = result
-    if measure_with is not None and done.results:
-        report.drift_keys = _measure_on_copies(done, measure_with, masks)
-    if render is not None:
-        _render_one(done, explainers, render, denormalize)
     report.seconds = time.perf_counter() - started
-    return report
+    return report, done
 
 
 def check_baseline_fits(baseline: Any, images: Tensor) -> None:
@@ -309,81 +280,4 @@ def gradient_message(model: nn.Module, cause: str) -> str:
     return (
         f"AttributionMonitor: {type(model).__name__} cannot be explained by gradient methods: {why}. The methods "
         f"that need it are skipped for this run (training is not affected). To explain it, {fix}."
-    )
-
-
-def _measure_on_copies(
-    done: ProbeExplanations, state: tuple[Any, Any, Any], masks: Tensor | None
-) -> tuple[str, ...]:
-    """The drift measurement twice (a reference, then a comparison) on copies of the monitor's state; the drift keys
-    the comparison logs (``xai/<method>/drift/...``)."""
-    from lightning_xai.drift.measure import measure  # drift depends on explain: import here, not at module level
-
-    drift, detector, tracker = copy.deepcopy(state)
-    first = max(int(drift.warmup_epochs), int(drift.reference_epoch or 0))
-    device_masks = None if masks is None else masks[: len(done.inputs)].to(done.inputs.device)
-    try:
-        for epoch in (first, first + 1):
-            record = measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
-    except Exception as err:
-        raise ValueError(
-            f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "
-            "(custom explainers' maps) and `probe_masks` (one (H, W) mask per probe)."
-        ) from err
-    return tuple(k for k in record.scalars if "/drift/" in k)
-
-
-def _render_one(
-    done: ProbeExplanations, explainers: Sequence[Explainer], options: RenderOptions, denormalize: Denormalize
-) -> None:
-    """Render the first probe as the monitor draws it (probe, overlays, heatmaps) and PNG-encode one image."""
-    from torch.utils.tensorboard.summary import image as image_summary
-
-    first = done.inputs[:1]
-    if callable(denormalize):
-        try:
-            shown = denormalize(first.clone())
-        except Exception as err:
-            raise ValueError(
-                f"`denormalize` raised {type(err).__name__}: {err} on a probe of shape {tuple(first.shape)}."
-            ) from err
-        if not isinstance(shown, Tensor) or shown.ndim != 4 or shown.shape[0] != 1 or shown.shape[1] not in (1, 3):
-            got = tuple(shown.shape) if isinstance(shown, Tensor) else type(shown).__name__
-            raise ValueError(
-                f"`denormalize` maps a batch of probes {tuple(first.shape)} to {got}; it must return an "
-                "(N, 1 or 3, H, W) tensor in [0, 1] (grey or RGB images)."
-            )
-    normalization = {e.name: e.display_normalization for e in explainers}
-    try:
-        grids = [to_uint8(make_grid(to_display_images(first, denormalize), nrow=1))]
-        for name, result in done.results.items():
-            kw: dict[str, Any] = {"colormap": options.colormap, "normalization": normalization.get(name, "max")}
-            grids.append(render_overlay_grid(first, result.display[:1], nrow=1, denormalize=denormalize, **kw))
-            if options.log_heatmaps:
-                grids.append(render_heatmap_grid(result.display[:1], nrow=1, **kw))
-        image_summary("xai/setup_check", grids[-1].cpu(), dataformats="CHW").SerializeToString()
-    except Exception as err:
-        raise ValueError(
-            f"Rendering a probe for the logger failed at setup: {type(err).__name__}: {err}. Check `denormalize` "
-            "(it must map the probes to 1 or 3 channels in [0, 1]) and `colormap`."
-        ) from err
-
-
-def check_monitor(monitor: Any, model: nn.Module, renders: bool, before_training: bool = False) -> DryRunReport:
-    """:func:`dry_run` with an :class:`~lightning_xai.AttributionMonitor`'s settings (``renders``: the run logs
-    images, so one is rendered and encoded too)."""
-    media = monitor.media
-    return dry_run(
-        model,
-        monitor.probes,
-        monitor.explainers,
-        monitor.target,
-        monitor.output_transform,
-        monitor.forward_fn,
-        render=RenderOptions(media.colormap, media.log_heatmaps) if renders else None,
-        measure_with=(monitor.drift, monitor.detector, monitor.tracker),
-        masks=monitor.masks,
-        denormalize=media.denormalize,
-        warn=monitor._warn_once,
-        before_training=before_training,
     )
