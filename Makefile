@@ -16,7 +16,9 @@ demo: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) examples/quickstart.py --logdir logs/quickstart
 
+# the suite, and the pipeline's import layers (pyproject.toml [tool.importlinter]: no stage imports a later one)
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # the documentation site (mkdocs, material theme, API reference from the docstrings) into site/; warnings fail it
@@ -27,6 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check lightning_xai tests examples benchmarks
 	$(VENV)/bin/ruff format --check lightning_xai tests examples benchmarks
 	$(VENV)/bin/mypy lightning_xai
+	$(VENV)/bin/lint-imports
 
 # the performance benchmarks (issue 4): each prints one SUMMARY line; about 40 minutes on 2 CPU cores
 bench: $(STAMP)

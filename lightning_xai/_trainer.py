@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai import _warn
 from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
-from lightning_xai.explain.guard import isolated_rng
+from lightning_xai._rng import isolated_rng
 from lightning_xai.explain.run import ProbeExplanations, isolated, merge_shards, to_cpu
 from lightning_xai.probes import ProbeSet, collect_probes
 from lightning_xai.visualize.writer import add_text_job

@@ -9,14 +9,16 @@ parameter gradients and RNG streams. It also checks that no hook was left behind
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+
+from lightning_xai._rng import isolated_rng
+
+__all__ = ["isolated_rng", "training_state_guard"]
 
 
 def _remove_hooks_added(module: nn.Module, before: list[dict[str, set[int]]]) -> None:
@@ -33,34 +35,6 @@ def _remove_hooks_added(module: nn.Module, before: list[dict[str, set[int]]]) ->
 def _hook_ids(module: nn.Module) -> list[dict[str, set[int]]]:
     names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
     return [{n: set(getattr(m, n, {}).keys()) for n in names} for m in module.modules()]
-
-
-@contextmanager
-def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
-    """Fork the torch (CPU and the given CUDA device), numpy and Python RNGs and restore them on exit.
-
-    Example::
-
-        >>> import torch
-        >>> _ = torch.manual_seed(0)
-        >>> with isolated_rng():
-        ...     _ = torch.rand(3)
-        >>> after = torch.rand(1)
-        >>> _ = torch.manual_seed(0)
-        >>> bool(torch.equal(after, torch.rand(1)))
-        True
-    """
-    devices: list[Any] = []
-    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
-        devices = [device]
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    with torch.random.fork_rng(devices=devices, enabled=True):
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
 
 
 @contextmanager

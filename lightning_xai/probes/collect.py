@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from lightning_xai.explain.guard import isolated_rng
+from lightning_xai._rng import isolated_rng
 from lightning_xai.probes.inputs import check_images, check_labels, stack_labels
 
 ProbeSource = Tensor | tuple[Tensor, Tensor] | Dataset | DataLoader | Iterable[Any] | None

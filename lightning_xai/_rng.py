@@ -1,0 +1,39 @@
+"""Random number generators left as they were: what the monitor draws never moves the training run's streams."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@contextmanager
+def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
+    """Fork the torch (CPU and the given CUDA device), numpy and Python RNGs and restore them on exit.
+
+    Example::
+
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> with isolated_rng():
+        ...     _ = torch.rand(3)
+        >>> after = torch.rand(1)
+        >>> _ = torch.manual_seed(0)
+        >>> bool(torch.equal(after, torch.rand(1)))
+        True
+    """
+    devices: list[Any] = []
+    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
+        devices = [device]
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    with torch.random.fork_rng(devices=devices, enabled=True):
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
