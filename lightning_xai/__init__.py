@@ -1,6 +1,6 @@
 """lightning_xai: explainability that watches a PyTorch Lightning model while it trains."""
 
-from lightning_xai.drift.alerts import DriftAlert, DriftRule
+from lightning_xai.drift.alerts import AlertEvidence, AlertRegion, DriftAlert, DriftRule
 from lightning_xai.drift.detector import Detection, ShiftDetector
 from lightning_xai.explain import (
     LRP,
@@ -26,6 +26,8 @@ from lightning_xai.monitor import AttributionMonitor, DriftDetectedError
 
 __all__ = [
     "AttributionMonitor",
+    "AlertEvidence",
+    "AlertRegion",
     "DriftAlert",
     "DriftDetectedError",
     "DriftRule",
