@@ -16,14 +16,16 @@ from torch import Tensor, nn
 
 from lightning_xai.drift.measure import measure
 from lightning_xai.explain.run import ProbeExplanations
-from lightning_xai.explain.setup import DryRunReport, dry_run
-from lightning_xai.visualize.media import evaluation_media
+from lightning_xai.explain.setup import DryRunReport, Warn, dry_run
 from lightning_xai.visualize.display import Denormalize, check_display_channels
+from lightning_xai.visualize.media import evaluation_media
 
 
-def check_monitor(monitor: Any, model: nn.Module, renders: bool, before_training: bool = False) -> DryRunReport:
+def check_monitor(
+    monitor: Any, model: nn.Module, renders: bool, before_training: bool = False, warn: Warn | None = None
+) -> DryRunReport:
     """The setup check with an :class:`~lightning_xai.AttributionMonitor`'s settings (``renders``: the run logs
-    images, so the sheet is rendered and encoded too)."""
+    images, so the sheet is rendered and encoded too; ``warn(key, message)``: what the check says)."""
     media = monitor.media
     check_display_channels(media.denormalize, int(monitor.probes.images.shape[1]), render=renders)
     report, done = dry_run(
@@ -33,7 +35,7 @@ def check_monitor(monitor: Any, model: nn.Module, renders: bool, before_training
         monitor.target,
         monitor.output_transform,
         monitor.forward_fn,
-        warn=monitor._warn_once,
+        warn=warn,
         before_training=before_training,
     )
     if done.results:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,19 +26,17 @@ def mark(state: dict[str, Any]) -> None:
         state["_spawn_return"] = (path, os.getpid())
 
 
-def send(monitor: Any, is_global_zero: bool) -> None:
-    """At the end of a fit in a spawned worker (rank 0): write the monitor's state for the main process."""
-    target = getattr(monitor, "_spawn_return", None)
+def send(target: tuple[str, int] | None, state: Callable[[], dict[str, Any]], is_global_zero: bool) -> None:
+    """At the end of a fit in a spawned worker (rank 0): write ``state()`` to ``target`` for the main process."""
     if target is None or not is_global_zero or os.getpid() == target[1]:
         return
-    torch.save(monitor.state_dict(), target[0])
+    torch.save(state(), target[0])
 
 
-def receive(monitor: Any) -> None:
-    """In the main process: load what rank 0 wrote, once."""
-    target = monitor.__dict__.get("_spawn_return")
+def receive(target: tuple[str, int] | None) -> dict[str, Any] | None:
+    """In the main process: the state rank 0 wrote to ``target`` (once; the file is deleted), else None."""
     if target is None or os.getpid() != target[1] or not os.path.exists(target[0]):
-        return
+        return None
     state = torch.load(target[0], weights_only=True)
     os.remove(target[0])
-    monitor.load_state_dict(state)
+    return state

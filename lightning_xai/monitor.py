@@ -206,14 +206,14 @@ class AttributionMonitor(Callback):
     @property
     def alerts(self) -> list[DriftAlert]:
         """Every alert of the run (kept in the checkpoint; after ``ddp_spawn``, rank 0's)."""
-        _spawn.receive(self)
+        self._receive()
         return self.tracker.alerts
 
     @property
     def history(self) -> list[Evaluation]:
         """One :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint; after
         ``ddp_spawn``, rank 0's)."""
-        _spawn.receive(self)
+        self._receive()
         return self._history
 
     @history.setter
@@ -223,7 +223,7 @@ class AttributionMonitor(Callback):
     @property
     def evaluations(self) -> int:
         """How many evaluations ran (after ``ddp_spawn``, rank 0's count)."""
-        _spawn.receive(self)
+        self._receive()
         return self._evaluations
 
     @evaluations.setter
@@ -283,14 +283,14 @@ class AttributionMonitor(Callback):
         if self._inactive:
             self._warn_once("no_validation", _trainer.NO_VALIDATION)
             return
-        self._ensure_ready(trainer, pl_module)
+        self.prepare(trainer, pl_module)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._inactive:
             return
         _trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up only at the first validation
-        self._ensure_ready(trainer, pl_module)
+        self.prepare(trainer, pl_module)
         self.cost.start(self.setup_check)  # the dry run is charged to the budget
         batch_size = _trainer.training_batch_size(trainer.train_dataloader)
         for explainer in self._batch_capped:
@@ -303,7 +303,7 @@ class AttributionMonitor(Callback):
     @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._ensure_ready(trainer, pl_module)
+            self.prepare(trainer, pl_module)
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -312,7 +312,7 @@ class AttributionMonitor(Callback):
 
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._ensure_ready(trainer, pl_module)
+        self.prepare(trainer, pl_module)
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -343,7 +343,7 @@ class AttributionMonitor(Callback):
         self.media.flush()
         self.media.close()
         if stage == "fit":
-            _spawn.send(self, trainer.is_global_zero)
+            _spawn.send(self._spawn_return, self.state_dict, trainer.is_global_zero)
 
     # ------------------------------------------------------------------------------------------ machinery
     def _due(self, trainer: Trainer) -> bool:
@@ -352,8 +352,11 @@ class AttributionMonitor(Callback):
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
         return due and self.cost.allows(self._warn_once, trainer.strategy.broadcast)  # rank 0's clock decides
 
-    def _ensure_ready(self, trainer: Trainer, pl_module: LightningModule) -> bool:
-        """Collect the probes (once) and validate them, the target and the methods against the model."""
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
+        """Collect the probes (once) and run the setup check of every setting against ``pl_module`` (once per model;
+        again on the model itself after a check on a copy). Called from the monitor's hooks on every rank; other
+        callbacks that need the probes (e.g. :class:`~lightning_xai.SanityCheck`) may call it. False when there are
+        no probes (no ``probes=`` and no validation or test data)."""
         if self.probes is None:
             self.probes = _trainer.trainer_probes(trainer, pl_module, self.probe_source, self.num_probes, self.seed)
             if self.probes is None:
@@ -364,7 +367,9 @@ class AttributionMonitor(Callback):
         if self._prepared_for is not pl_module:
             renders = bool(self.media.image_loggers(trainer))  # the run renders images: so does the dry run
             before = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0 and not trainer.validating
-            check = _trainer.on_every_rank(trainer, lambda: check_monitor(self, pl_module, renders, before))
+            check = _trainer.on_every_rank(
+                trainer, lambda: check_monitor(self, pl_module, renders, before, self._warn_once)
+            )
             self.setup_check = check
             self._prepared_for = None if check.on_copy else pl_module  # a copy: bound to the model at validation
         return True
@@ -372,7 +377,7 @@ class AttributionMonitor(Callback):
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Every rank explains its share of the probes; rank 0 gathers the maps, measures and logs; the record is
         broadcast so every rank logs and decides the same."""
-        if not self._ensure_ready(trainer, pl_module):
+        if not self.prepare(trainer, pl_module):
             self._warn_once("no_probes", _trainer.NO_PROBES)
             return
         explain, count = (lambda part: self._explain(trainer, pl_module, part)), len(self.probes or ())
@@ -423,6 +428,12 @@ class AttributionMonitor(Callback):
         if key not in self._warned:
             self._warned.add(key)
             _warn.warn(message)
+
+    def _receive(self) -> None:
+        """After a ``ddp_spawn`` fit, in the main process: take rank 0's state (once)."""
+        state = _spawn.receive(self.__dict__.get("_spawn_return"))
+        if state is not None:
+            self.load_state_dict(state)
 
     def __getstate__(self) -> dict[str, Any]:
         _spawn.mark(self.__dict__)  # pickled for ddp_spawn's workers: rank 0 sends the results back

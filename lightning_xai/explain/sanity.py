@@ -281,7 +281,7 @@ class SanityCheck(Callback):
     def _run(self, stage: str, trainer: Trainer, pl_module: LightningModule) -> None:
         monitor = self.monitor
         # every rank (the monitor's setup agrees across ranks), then rank 0 alone runs the check
-        if monitor.probes is None and not monitor._ensure_ready(trainer, pl_module):
+        if monitor.probes is None and not monitor.prepare(trainer, pl_module):
             rank_zero_warn(f"AttributionMonitor: no probes at {stage.replace('_', ' ')}, so no sanity check ran.")
             return
         if not trainer.is_global_zero:
