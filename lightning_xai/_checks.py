@@ -1,17 +1,15 @@
 """The monitor's input layer: every argument is checked and normalised here, once, at construction.
 
-Integer-like values (numpy integers, 0-d integer tensors) become ints, real numbers floats, numpy arrays and lists
-tensors; anything else raises a ``ValueError`` that names the argument, the value and the fix, before any training
-step. What depends on the model (shapes, classes, layers) is checked by the setup dry run
-(:func:`lightning_xai.explain.setup.dry_run`).
-"""
+Integer-like values (numpy integers, 0-d integer tensors, whole floats such as ``2.0``) become ints and real numbers
+floats, by the one helper every layer uses (:func:`~lightning_xai.explain.base.check_int`,
+:func:`~lightning_xai.explain.base.check_float`); numpy arrays and lists become tensors; anything else raises a
+``ValueError`` that names the argument, the value and the fix, before any training step. What depends on the model
+(shapes, classes, layers) is checked by the setup dry run (:func:`lightning_xai.explain.setup.dry_run`)."""
 
 from __future__ import annotations
 
 import math
 import numbers
-import operator
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,83 +20,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.drift.alerts import DriftRule
 from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.explain.base import check_float, check_int, check_name
 from lightning_xai.explain.registry import MethodOptions, build_explainers, method_names
 from lightning_xai.probes import check_target
 from lightning_xai.probes.inputs import as_tensor, check_images, check_labels, describe
 from lightning_xai.visualize.render import black_input, check_colormap, check_denormalize
 
 ON_DRIFT_ACTIONS = ("warn", "stop", "raise")
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
-
-def check_int(name: str, value: Any, low: int, allow_none: bool = False) -> int | None:
-    """An int ``>= low``; integer-like values (numpy ints, 0-d integer tensors) are converted; bools, floats and
-    strings are refused.
-
-    Example::
-
-        >>> check_int("warmup_epochs", np.int64(2), 0)
-        2
-        >>> check_int("warmup_epochs", "2", 0)
-        Traceback (most recent call last):
-        ...
-        ValueError: `warmup_epochs` must be an int >= 0, got '2' (str); pass warmup_epochs=2.
-    """
-    if allow_none and value is None:
-        return None
-    number: int | None = None
-    if not isinstance(value, (bool, np.bool_, str)):
-        try:
-            number = operator.index(value)
-        except TypeError:
-            number = None
-    if number is None or number < low:
-        expected = f"an int >= {low}{' or None' if allow_none else ''}"
-        shown = repr(value) if isinstance(value, int) and not isinstance(value, bool) else describe(value)
-        raise ValueError(f"`{name}` must be {expected}, got {shown}{_suggest(name, value)}.")
-    return int(number)
-
-
-def check_number(
-    name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False, allow_none: bool = False
-) -> float | None:
-    """A finite real number in ``[low, high]`` (``(low, high]`` with ``low_open``); numpy and 0-d tensors converted.
-
-    Example::
-
-        >>> check_number("topk", "0.1", 0, 1, low_open=True)
-        Traceback (most recent call last):
-        ...
-        ValueError: `topk` must be a number in (0, 1], got '0.1' (str); pass topk=0.1.
-    """
-    if allow_none and value is None:
-        return None
-    number: float | None = None
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
-        number = float(value)
-    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-        number = float(value)
-    if number is not None and math.isfinite(number) and (number > low if low_open else number >= low):
-        if number <= high:
-            return number
-    if math.isfinite(high):
-        bounds = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
-    else:
-        bounds = f"> {low:g}" if low_open else f">= {low:g}"
-    none = " or None" if allow_none else ""
-    raise ValueError(f"`{name}` must be {bounds}{none}, got {describe(value)}{_suggest(name, value)}.")
-
-
-def _suggest(name: str, value: Any) -> str:
-    """``"; pass name=2"`` for a string that holds a number, else ``""``."""
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return ""
-        shown = int(number) if number.is_integer() and "." not in value else number
-        return f"; pass {name}={shown}"
-    return ""
+#: integer arguments and their smallest value (``tile_size``: the sheet needs 16 px per tile); ``allow_none`` ones apart
+INT_ARGUMENTS = {"num_probes": 1, "every_n_epochs": 1, "warmup_epochs": 0, "seed": 0, "tile_size": 16}
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -194,38 +125,27 @@ def check_target_argument(target: Any) -> Any:
     return target
 
 
-def check_name(name: Any) -> str | None:
-    if name is None:
-        return None
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"`name` must be None or a short name of letters, digits, '_', '.' or '-' (it prefixes the logged keys: "
-            f"xai/<name>/...), got {describe(name)}."
-        )
-    return name
-
-
 def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """Check every argument of :class:`~lightning_xai.AttributionMonitor` that needs no model (``arguments``: its
     constructor's ``locals()``) and return them normalised. Methods are built (and checked) by the registry."""
     a = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
-    a["name"] = check_name(a.get("name"))
+    a["name"] = check_name("name", a.get("name"), allow_none=True)
     a["probes"] = check_probes(a["probes"])
-    for key, low in (("num_probes", 1), ("every_n_epochs", 1), ("warmup_epochs", 0), ("seed", 0)):
+    for key, low in INT_ARGUMENTS.items():
         a[key] = check_int(key, a[key], low)
     a["reference_epoch"] = check_int("reference_epoch", a["reference_epoch"], 0, allow_none=True)
-    a["ig_internal_batch_size"] = check_int("ig_internal_batch_size", a["ig_internal_batch_size"], 1, True)
+    a["ig_internal_batch_size"] = check_int("ig_internal_batch_size", a["ig_internal_batch_size"], 1, allow_none=True)
     steps = a["ig_steps"]
     if not (isinstance(steps, str) and steps == "auto"):
         if isinstance(steps, str):
-            raise ValueError(f"`ig_steps` must be an int >= 1 or 'auto', got {steps!r}.")
+            raise ValueError(
+                f"`ig_steps` must be an int >= 1 or 'auto', got {steps!r}; pass ig_steps='auto' or e.g. 32."
+            )
         a["ig_steps"] = check_int("ig_steps", steps, 1)
-    a["max_seconds_per_epoch"] = check_number(
-        "max_seconds_per_epoch", a["max_seconds_per_epoch"], 0.0, low_open=True, allow_none=True
-    )
-    a["max_overhead"] = check_number("max_overhead", a["max_overhead"], 0.0, low_open=True, allow_none=True)
-    a["topk"] = check_number("topk", a["topk"], 0.0, 1.0, low_open=True)
-    a["probe_threshold"] = check_number("probe_threshold", a["probe_threshold"], 0.0, 1.0)
+    for key in ("max_seconds_per_epoch", "max_overhead"):
+        a[key] = check_float(key, a[key], 0.0, low_open=True, allow_none=True)
+    a["topk"] = check_float("topk", a["topk"], 0.0, 1.0, low_open=True)
+    a["probe_threshold"] = check_float("probe_threshold", a["probe_threshold"], 0.0, 1.0)
     on_drift = a["on_drift"]
     if not (callable(on_drift) or (isinstance(on_drift, str) and on_drift in ON_DRIFT_ACTIONS)):
         raise ValueError(

@@ -17,18 +17,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai import _warn
-from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
 from lightning_xai._rng import isolated_rng
+from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
 from lightning_xai.explain.run import ProbeExplanations, isolated, merge_shards, to_cpu
 from lightning_xai.probes import ProbeSet, collect_probes
 from lightning_xai.visualize.writer import add_text_job
 
 T = TypeVar("T")
 
-NO_VALIDATION = (
-    "AttributionMonitor: `limit_val_batches=0` disables validation, so the monitor does nothing in this fit (it "
-    "explains at the end of validation epochs)."
-)
 NO_PROBES = (
     "AttributionMonitor: no probes (no `probes=` given and no validation or test dataloader found); nothing is "
     "explained."

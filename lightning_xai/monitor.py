@@ -19,6 +19,7 @@ from typing_extensions import override
 from lightning_xai import _spawn, _trainer, _warn
 from lightning_xai._checks import monitor_explainers, normalize_arguments
 from lightning_xai._cost import CostReporter
+from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
 from lightning_xai._setup_check import check_monitor
 from lightning_xai._state_key import monitor_state_key
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError, DriftRule, OnDrift
@@ -169,7 +170,9 @@ class AttributionMonitor(Callback):
         self.drift = DriftTracker(a["warmup_epochs"], a["reference_epoch"], a["topk"], a["probe_threshold"])
         self.detector = ShiftDetector() if detector == "default" else detector
         self.tracker = AlertTracker(list(drift_rules))
-        self.media = MediaLogger(a["colormap"], a["denormalize"], log_heatmaps, background_logging, tile_size)
+        self.media = MediaLogger(
+            a["colormap"], a["denormalize"], a["log_heatmaps"], a["background_logging"], a["tile_size"]
+        )
         self.probes: ProbeSet | None = None
         self.probe_masks = a["probe_masks"]
         self.masks: Tensor | None = None
@@ -280,21 +283,32 @@ class AttributionMonitor(Callback):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._inactive = trainer.limit_val_batches == 0
-        if self._inactive:
-            self._warn_once("no_validation", _trainer.NO_VALIDATION)
-            return
-        self.prepare(trainer, pl_module)
+        if not self._inactive:
+            self.prepare(trainer, pl_module)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._inactive:
-            return
-        _trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up only at the first validation
-        self.prepare(trainer, pl_module)
-        self.cost.start(self.setup_check)  # the dry run is charged to the budget
-        batch_size = _trainer.training_batch_size(trainer.train_dataloader)
-        for explainer in self._batch_capped:
-            explainer.limit_batch(batch_size)
+        if not self._inactive:
+            _trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up at the first validation
+            self.prepare(trainer, pl_module)
+            self.cost.start(self.setup_check)  # the dry run is charged to the budget
+            batch_size = _trainer.training_batch_size(trainer.train_dataloader)
+            for explainer in self._batch_capped:
+                explainer.limit_batch(batch_size)
+        self._say_schedule(trainer)  # what this fit's settings make the monitor miss, said once each
+
+    def _say_schedule(self, trainer: Trainer) -> None:
+        settings = MonitorSchedule(
+            every_n_epochs=self.every_n_epochs,
+            reference_epoch=self.drift.reference_epoch,
+            warmup_epochs=self.drift.warmup_epochs,
+            probes_given=self.probe_source is not None,
+            num_probes=None if self.probes is None else len(self.probes),
+            detector=self.detector is not None,
+            drift_rules=len(self.tracker.rules),
+        )
+        for key, message in setup_warnings(trainer_schedule(trainer), settings):
+            self._warn_once(key, message)
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -306,3 +306,14 @@ def test_drift_rule_refuses_fractional_counts_naming_argument_value_and_fix(
 ) -> None:
     with pytest.raises(ValueError, match=rf"`DriftRule\.{argument}` must be a whole number .* got .*; {fix}\.$"):
         DriftRule(**{argument: value})
+
+
+def test_fewer_than_four_probes_never_alert_even_with_identical_movements() -> None:
+    """Below 4 probes the t-test cannot pass (infinite quantile); identical movements (standard error 0) must not
+    turn that into a finite threshold (inf * 0 = nan, which max() skips)."""
+    import math
+
+    from lightning_xai.drift.detector import ShiftDetector
+
+    threshold, _ = ShiftDetector().threshold([0.01, 0.02], standard_error=0.0, probes=3, ready=True)
+    assert threshold is not None and math.isinf(threshold)

@@ -454,6 +454,23 @@ def test_ig_baseline_per_channel_for_other_channels_fails_before_training(tmp_pa
     fails_before_training(tmp_path, {"ig_baseline": rgb_black}, r"`ig_baseline` has shape \(3, 1, 1\).*\(1, 12, 12\)")
 
 
+def test_per_probe_ig_baseline_is_used_or_refused_by_name_before_training(tmp_path: Any) -> None:
+    # issue 20: a (N, C, H, W) baseline passed the baseline check, then the dry run refused it with a raw size
+    # mismatch ("The expanded size of the tensor (2) must match ...") blamed on `methods`
+    images, labels = probes_and_labels(4)
+    model = CountingCNN()
+    monitor = AttributionMonitor(
+        probes=(images, labels), methods=("integrated_gradients",), ig_steps=4, ig_baseline=torch.zeros(4, 1, 12, 12)
+    )
+    try:
+        fit(tmp_path, monitor, model)
+    except ValueError as err:
+        assert model.train_steps == 0
+        assert str(err).startswith("`ig_baseline` has shape (4, 1, 12, 12)") and "expanded size" not in str(err), err
+    else:
+        assert model.train_steps == 2 and not monitor.history[0].errors
+
+
 @pytest.mark.parametrize(
     "labels",
     [
@@ -584,13 +601,13 @@ def test_uint8_validation_data_is_explained_as_the_model_receives_it(tmp_path: A
         ({"seed": None}, r"`seed` must be an int >= 0, got None"),
         ({"probe_threshold": 5.0}, r"`probe_threshold` must be a number in \[0, 1\], got 5.0"),
         ({"probe_threshold": float("nan")}, r"`probe_threshold` must be a number in \[0, 1\], got nan"),
-        ({"num_probes": 2.0}, r"`num_probes` must be an int >= 1, got 2.0 \(float\)"),
+        ({"num_probes": 2.5}, r"`num_probes` must be an int >= 1, got 2.5; pass a whole number: num_probes=2 or"),
         ({"colormap": ["jet"]}, r"Unknown `colormap=\['jet'\]`"),
         ({"log_heatmaps": "yes"}, r"`log_heatmaps` must be True or False"),
         ({"methods": None}, r"`methods` must be a sequence of names"),
-        ({"name": "a/b"}, r"`name` must be None or a short name"),
+        ({"name": "a/b"}, r"`name` must be None or 1 to 64 ASCII letters, digits, '_' or '-'.*got 'a/b'.*'a_b'"),
     ],
-    ids=["warmup-str", "topk-str", "seed-none", "threshold-5", "threshold-nan", "int-float", "cmap-list", "bool-str",
+    ids=["warmup-str", "topk-str", "seed-none", "threshold-5", "threshold-nan", "int-fraction", "cmap-list", "bool-str",
          "methods-none", "name-slash"],
 )  # fmt: skip
 def test_wrong_types_are_refused_by_name(kwargs: dict[str, Any], match: str) -> None:
@@ -605,9 +622,10 @@ def test_integer_like_values_are_converted() -> None:
         topk=np.float32(0.25),
         seed=np.uint8(3),
         ig_steps=np.int32(2),
+        every_n_epochs=2.0,  # whole floats are integer-like too (every integer argument: tests/test_arguments.py)
     )
-    assert (monitor.num_probes, monitor.drift.warmup_epochs, monitor.seed) == (4, 1, 3)
-    assert type(monitor.num_probes) is int and type(monitor.drift.topk) is float
+    assert (monitor.num_probes, monitor.drift.warmup_epochs, monitor.seed, monitor.every_n_epochs) == (4, 1, 3, 2)
+    assert type(monitor.num_probes) is int and type(monitor.drift.topk) is float and type(monitor.every_n_epochs) is int
 
 
 def test_drift_rule_threshold_nan_is_refused() -> None:

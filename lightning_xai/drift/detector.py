@@ -195,7 +195,9 @@ class ShiftDetector:
             return None, None
         sigma = self.sigma(scores) or 0.0
         noise = max(standard_error, sigma)
-        threshold = max(self.floor, t_quantile(1 - self.alpha, probes - 1) * standard_error, self.ratio * sigma)
+        quantile = t_quantile(1 - self.alpha, probes - 1)  # infinite below 4 probes: no test can pass
+        tested = math.inf if math.isinf(quantile) else quantile * standard_error  # never inf * 0 = nan
+        threshold = max(self.floor, tested, self.ratio * sigma)
         return round(threshold, 6), round(noise, 6)
 
     def update(

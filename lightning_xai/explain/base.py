@@ -8,12 +8,20 @@ in whatever grad/eval context the caller set up (see :func:`lightning_xai.explai
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
+import numpy as np
+import torch
 from torch import Tensor, nn
+
+from lightning_xai.probes.inputs import describe
 
 ForwardFn = Callable[[Tensor], Tensor]
 
@@ -70,3 +78,287 @@ class Explainer(ABC):
         """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``.
 
         A method may also accept the keywords listed in its ``explain_keywords`` (see :data:`EXPLAIN_KEYWORDS`)."""
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+# One helper per kind of argument, for every layer (the monitor's input layer, explainers, the detector, the media
+# logger): it lives here, at the bottom of the explain layer, so that explain, drift and visualize can import it.
+
+#: a name that becomes part of tags, keys and log directories: 1 to 64 ASCII letters, digits, ``_`` and ``-``, not
+#: starting with ``-`` (no ``/``, ``.``, spaces: a slash would nest directories and ``..`` climb out of the run)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+NAME_RULE = "1 to 64 ASCII letters, digits, '_' or '-' (not starting with '-')"
+
+
+def _scalar(value: Any) -> Any:
+    """A single number as a Python value: numpy scalars and 0-d arrays/tensors unwrapped, anything else as is."""
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
+        try:
+            return value.item()
+        except (RuntimeError, ValueError):  # the meta device: no value
+            return value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _label(name: str, where: str) -> str:
+    return f"{where}({name}=...)" if where else name
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if type(value) in (int, float) else describe(value)
+
+
+@overload
+def check_int(
+    name: str,
+    value: Any,
+    minimum: int = ...,
+    maximum: int | None = ...,
+    *,
+    allow_none: Literal[False] = ...,
+    where: str = ...,
+) -> int: ...
+@overload
+def check_int(
+    name: str, value: Any, minimum: int = ..., maximum: int | None = ..., *, allow_none: Literal[True], where: str = ...
+) -> int | None: ...
+def check_int(
+    name: str, value: Any, minimum: int = 0, maximum: int | None = None, *, allow_none: bool = False, where: str = ""
+) -> int | None:
+    """``value`` as a plain ``int`` in ``[minimum, maximum]``, or a ``ValueError`` naming the argument, the value
+    and the fix.
+
+    Integer-like values are accepted everywhere alike: Python ints, numpy integers, 0-d integer arrays and tensors,
+    and whole floats (``2.0``, ``np.float32(8)``, ``torch.tensor(4.0)``: arithmetic and config files produce them;
+    labels accept them too). Refused: bools, fractional or non-finite floats, strings (even ``"2"``: the message
+    says ``pass name=2``), ``None`` unless ``allow_none``, sequences (a shape ``(1,)`` tensor is not a number).
+    ``where`` names the owner in the message (``where="ShiftDetector"`` gives ``ShiftDetector(cells=...)``).
+
+    Example::
+
+        >>> check_int("warmup_epochs", np.int64(2)), check_int("num_probes", 8.0, 1)
+        (2, 8)
+        >>> check_int("num_probes", 2.5, 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: `num_probes` must be an int >= 1, got 2.5; pass a whole number: num_probes=2 or num_probes=3.
+    """
+    if allow_none and value is None:
+        return None
+    number = _scalar(value)
+    result: int | None = None
+    fix = _type_fix(name, value, minimum, integer=True)
+    if isinstance(number, bool) or isinstance(value, str):
+        pass
+    elif isinstance(number, numbers.Integral):
+        result = int(number)
+    elif isinstance(number, numbers.Real):
+        real = float(number)
+        if math.isfinite(real) and real.is_integer():
+            result = int(real)
+        elif math.isfinite(real):
+            fix = _whole_fix(name, real, minimum, maximum)
+        else:
+            fix = f"pass a finite whole number, e.g. {name}={minimum}"
+    elif not isinstance(number, (Tensor, np.ndarray, complex)):
+        try:
+            result = operator.index(number)  # another type that says it is an integer
+        except TypeError:
+            result = None
+    if result is not None and result >= minimum and (maximum is None or result <= maximum):
+        return result
+    if result is not None:
+        fix = f"pass {name}={minimum if result < minimum else maximum}" + (" or more" if maximum is None else "")
+    expected = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+    expected += " or None" if allow_none else ""
+    raise ValueError(f"`{_label(name, where)}` must be {expected}, got {_shown(value)}; {fix}.")
+
+
+@overload
+def check_float(
+    name: str,
+    value: Any,
+    minimum: float = ...,
+    maximum: float = ...,
+    *,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    allow_none: Literal[False] = ...,
+    where: str = ...,
+) -> float: ...
+@overload
+def check_float(
+    name: str,
+    value: Any,
+    minimum: float = ...,
+    maximum: float = ...,
+    *,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    allow_none: Literal[True],
+    where: str = ...,
+) -> float | None: ...
+def check_float(
+    name: str,
+    value: Any,
+    minimum: float = -math.inf,
+    maximum: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+    where: str = "",
+) -> float | None:
+    """``value`` as a finite ``float`` in ``[minimum, maximum]`` (an end excluded with ``low_open``/``high_open``),
+    or a ``ValueError`` naming the argument, the value and the fix.
+
+    Accepted: Python and numpy reals (ints included), 0-d real arrays and tensors. Refused: bools, NaN and
+    infinities, strings (``"0.1"``: the message says ``pass name=0.1``), ``None`` unless ``allow_none``, sequences.
+
+    Example::
+
+        >>> check_float("topk", np.float32(0.25), 0, 1, low_open=True)
+        0.25
+        >>> check_float("topk", "0.1", 0, 1, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: `topk` must be a number in (0, 1], got '0.1' (str); pass topk=0.1.
+    """
+    if allow_none and value is None:
+        return None
+    number = _scalar(value)
+    if isinstance(number, numbers.Real) and not isinstance(number, bool):
+        real = float(number)
+        above = real > minimum if low_open else real >= minimum
+        below = real < maximum if high_open else real <= maximum
+        if math.isfinite(real) and above and below:
+            return real
+    if math.isfinite(minimum) and math.isfinite(maximum):
+        bounds = f"a number in {'(' if low_open else '['}{minimum:g}, {maximum:g}{')' if high_open else ']'}"
+    elif math.isfinite(minimum):
+        bounds = f"a number > {minimum:g}" if low_open else f"a number >= {minimum:g}"
+    elif math.isfinite(maximum):
+        bounds = f"a number < {maximum:g}" if high_open else f"a number <= {maximum:g}"
+    else:
+        bounds = "a finite number"
+    bounds += " or None" if allow_none else ""
+    example = _inside(minimum, maximum, low_open, high_open)
+    fix = _type_fix(name, value, example, integer=False)
+    if isinstance(number, numbers.Real) and not isinstance(number, bool):
+        real = float(number)
+        nearest = minimum if real <= minimum else maximum
+        closed = not (low_open if nearest == minimum else high_open)
+        fix = f"pass e.g. {name}={nearest:g}" if math.isfinite(nearest) and closed else f"pass {bounds}"
+        fix = fix if math.isfinite(real) else f"pass a finite number, e.g. {name}={example:g}"
+    raise ValueError(f"`{_label(name, where)}` must be {bounds}, got {_shown(value)}; {fix}.")
+
+
+def _inside(minimum: float, maximum: float, low_open: bool, high_open: bool) -> float:
+    """A value inside the bounds, for the example in a message."""
+    if math.isfinite(minimum) and not low_open:
+        return minimum
+    if math.isfinite(maximum) and not high_open:
+        return maximum
+    if math.isfinite(minimum) and math.isfinite(maximum):
+        return (minimum + maximum) / 2
+    return minimum + 1 if math.isfinite(minimum) else (maximum - 1 if math.isfinite(maximum) else 0.0)
+
+
+def _whole_fix(name: str, real: float, minimum: float, maximum: float | None) -> str:
+    """``"pass a whole number: n=2 or n=3"`` for a fraction (the whole numbers around it, within the bounds)."""
+    top = math.inf if maximum is None else maximum
+    options = sorted({int(min(max(minimum, math.floor(real)), top)), int(min(max(minimum, math.ceil(real)), top))})
+    return "pass a whole number: " + " or ".join(f"{name}={option}" for option in options)
+
+
+def _type_fix(name: str, value: Any, example: float, integer: bool) -> str:
+    """The fix for a value of the wrong kind: a string that holds a number, a bool, a sequence, anything else."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return f"pass a number, not a string, e.g. {name}={example:g}"
+        if not math.isfinite(number):
+            return f"pass a finite number, e.g. {name}={example:g}"
+        if integer and not number.is_integer():
+            return _whole_fix(name, number, example, math.inf)
+        shown = int(number) if number.is_integer() and (integer or "." not in value) else number
+        return f"pass {name}={shown}"
+    if isinstance(_scalar(value), bool):
+        return f"pass a number, not a bool, e.g. {name}={example:g}"
+    if getattr(value, "ndim", 0) or isinstance(value, (list, tuple)):
+        return f"pass a single number (e.g. `.item()` of a one-element tensor), such as {name}={example:g}"
+    return f"pass a number, e.g. {name}={example:g}"
+
+
+def check_name(argument: str, name: Any, allow_none: bool = False) -> str | None:
+    """A name that becomes part of tags, keys and log directories (an explainer's ``name``, the monitor's
+    ``name=``): :data:`NAME_RULE`, else a ``ValueError`` saying where it goes and how to fix it.
+
+    Example::
+
+        >>> check_name("name", "grad cam/v2")
+        Traceback (most recent call last):
+        ...
+        ValueError: `name` must be 1 to 64 ASCII letters, digits, '_' or '-' (not starting with '-'): it becomes \
+part of tags, keys and log directories (xai/<name>/...); got 'grad cam/v2' (str). Use e.g. 'grad_cam_v2'.
+    """
+    if name is None and allow_none:
+        return None
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
+        return name
+    none = "None or " if allow_none else ""
+    fix = f"Use e.g. {suggest_name(name, fallback='a')!r}."
+    raise ValueError(
+        f"`{argument}` must be {none}{NAME_RULE}: it becomes part of tags, keys and log directories "
+        f"(xai/<name>/...); got {describe(name)}. {fix}"
+    )
+
+
+def suggest_name(name: Any, fallback: str = "method") -> str:
+    """A name that follows :data:`NAME_RULE`, made from ``name`` (other characters become ``_``; ``fallback`` when
+    nothing is left).
+
+    Example::
+
+        >>> suggest_name("grad cam/v2"), suggest_name(".."), suggest_name(3)
+        ('grad_cam_v2', 'method', '3')
+    """
+    fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_-")[:64]
+    return fixed or fallback
+
+
+def check_baseline_shape(
+    name: str, baseline: float | Tensor | None, probe_shape: tuple[int, ...], num_probes: int | None = None
+) -> None:
+    """The one baseline-shape check: a reference input (IG's ``ig_baseline``, DeepLift's, Occlusion's, LIME's) fits
+    probes of shape ``(C, H, W)`` when it broadcasts to one probe ``(1, C, H, W)`` (a float, per-channel values
+    ``(C, 1, 1)``, one image ``(C, H, W)``), or, when ``num_probes`` is given (the method takes one reference per
+    probe), when it is 4-D and broadcasts to ``(num_probes, C, H, W)`` with ``num_probes`` rows. Else a
+    ``ValueError`` naming ``name``, both shapes and the fix.
+
+    Example::
+
+        >>> check_baseline_shape("ig_baseline", torch.zeros(3, 1, 1), (3, 8, 8))
+        >>> check_baseline_shape("ig_baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8), num_probes=4)
+        >>> check_baseline_shape("ig_baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8))
+        Traceback (most recent call last):
+        ...
+        ValueError: `ig_baseline` has shape (4, 3, 8, 8), which does not fit probes of shape (3, 8, 8) (C, H, W); \
+pass one value per channel (C, 1, 1) such as `-mean / std`, one image (C, H, W), a float, or None.
+    """
+    if not isinstance(baseline, Tensor):
+        return
+    shape, one = tuple(baseline.shape), (1, *probe_shape)
+    try:
+        joint = torch.broadcast_shapes(shape, one)
+    except RuntimeError:
+        joint = None
+    per_probe = num_probes is not None and len(shape) == 4 and shape[0] == num_probes
+    if joint == one or (per_probe and joint == (num_probes, *probe_shape)):
+        return
+    rows = f"one image per probe ({num_probes}, C, H, W), " if num_probes is not None else ""
+    raise ValueError(
+        f"`{name}` has shape {shape}, which does not fit probes of shape {tuple(probe_shape)} (C, H, W); pass one "
+        f"value per channel (C, 1, 1) such as `-mean / std`, one image (C, H, W), {rows}a float, or None."
+    )

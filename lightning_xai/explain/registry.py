@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from lightning_xai.explain.base import EXPLAIN_KEYWORDS, Explainer
+from lightning_xai.explain.base import EXPLAIN_KEYWORDS, NAME_PATTERN, NAME_RULE, Explainer, check_name, suggest_name
 from lightning_xai.explain.gradcam import GradCam, GradcamReshape
 from lightning_xai.explain.gradients import DeepLift, GradientShap, InputXGradient, Saliency, SmoothGrad
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -44,8 +44,10 @@ REGISTRY: dict[str, MethodEntry] = {}
 
 
 def register(entry: MethodEntry) -> None:
-    """Add a method to the registry (its name and aliases must be new)."""
+    """Add a method to the registry (its name and aliases must be new and follow
+    :data:`~lightning_xai.explain.base.NAME_RULE`)."""
     for key in (entry.name, *entry.aliases):
+        check_name("MethodEntry.name", key)
         if key in REGISTRY:
             raise ValueError(f"method name {key!r} is already registered")
         REGISTRY[key] = entry
@@ -114,7 +116,8 @@ def canonical_name(name: str) -> str:
 
 def build_explainers(methods: Sequence[str | Explainer] | str, options: MethodOptions) -> list[Explainer]:
     """Explainers for ``methods=`` (names, aliases or :class:`Explainer` instances), checked for unknown names,
-    unsupported ``explain_keywords`` and duplicates."""
+    names that cannot be tags and directories (:data:`~lightning_xai.explain.base.NAME_RULE`), unsupported
+    ``explain_keywords`` and duplicates."""
     if isinstance(methods, str):
         methods = (methods,)
     explainers: list[Explainer] = []
@@ -130,6 +133,12 @@ def build_explainers(methods: Sequence[str | Explainer] | str, options: MethodOp
             )
         explainers.append(entry.build(options))
     for explainer in explainers:
+        if not (isinstance(explainer.name, str) and NAME_PATTERN.fullmatch(explainer.name)):
+            raise ValueError(
+                f"`methods` contains {type(explainer).__name__} named {explainer.name!r}; an explainer's `name` must "
+                f"be {NAME_RULE}, as it becomes part of tags, keys and log directories (xai/<name>/...). Set e.g. "
+                f"name = {suggest_name(explainer.name)!r} on the class or instance."
+            )
         unknown = set(explainer.explain_keywords) - EXPLAIN_KEYWORDS
         if unknown:
             raise ValueError(
@@ -140,8 +149,3 @@ def build_explainers(methods: Sequence[str | Explainer] | str, options: MethodOp
     if len(set(names)) != len(names):
         raise ValueError(f"`methods` lists a method twice: {names}.")
     return explainers
-
-
-def describe(explainer: Explainer) -> dict[str, Any]:
-    """What identifies an explainer's maps (for checkpoints): its name, class and :meth:`Explainer.config`."""
-    return {"name": explainer.name, "class": type(explainer).__qualname__, **explainer.config()}

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation
+from lightning_xai.explain.base import Explainer, Explanation, check_baseline_shape
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
@@ -78,7 +78,7 @@ def dry_run(
         device = next(model.parameters(), torch.empty(0)).device
     for explainer in explainers:
         if isinstance(explainer, IntegratedGradients):
-            check_baseline_fits(explainer.baseline, probes.images)
+            check_baseline_shape("ig_baseline", explainer.baseline, tuple(probes.images.shape[1:]))
     inputs = probes.images.to(device)
     example = inputs[:1]
     if report.on_copy:  # initialise the copy's lazy modules (the model's own are drawn in its first training step)
@@ -109,24 +109,6 @@ def dry_run(
                 done.results[explainer.name] = result
     report.seconds = time.perf_counter() - started
     return report, done
-
-
-def check_baseline_fits(baseline: Any, images: Tensor) -> None:
-    """An ``ig_baseline`` tensor must broadcast to one probe ``(1, C, H, W)`` (or give one row per probe)."""
-    if not isinstance(baseline, Tensor):
-        return
-    num, one = int(images.shape[0]), (1, *images.shape[1:])
-    try:
-        shape = torch.broadcast_shapes(tuple(baseline.shape), one)
-    except RuntimeError:
-        shape = None
-    if shape not in (one, (num, *one[1:])):
-        raise ValueError(
-            f"`ig_baseline` has shape {tuple(baseline.shape)} (a 1-D sequence counts as one value per channel, "
-            f"(C, 1, 1)), which does not fit probes of shape {tuple(images.shape[1:])} (C, H, W); pass one value "
-            "per channel (e.g. `-mean / std`), one image (C, H, W), a float, or None for the input that displays as "
-            "black."
-        )
 
 
 def has_lazy_modules(model: nn.Module) -> bool:

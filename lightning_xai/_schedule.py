@@ -1,0 +1,283 @@
+"""What the monitor will (not) do in a fit, said once at setup: the silent no-ops of a configuration.
+
+The monitor explains at the end of validation epochs that are due (``(epoch + 1) % every_n_epochs == 0``). Some
+configurations therefore never explain, never set a reference or can never alert, without any error. The functions
+here take plain values (read from the trainer by :func:`trainer_schedule`, and the monitor's settings) and return
+``(key, message)`` pairs to warn once each; each message says what happens, why, and the fix, in at most two
+sentences.
+
+Epochs are Lightning's ``trainer.current_epoch``, counted from 0: with ``check_val_every_n_epoch=c`` Lightning
+validates after epochs ``c - 1, 2c - 1, ...``; with ``every_n_epochs=n`` the monitor explains after the epochs
+where both hold, i.e. after epochs ``k * lcm(n, c) - 1``.
+
+Example::
+
+    >>> trainer = TrainerSchedule(max_epochs=12, check_val_every_n_epoch=3)
+    >>> evaluated_epochs(trainer, every_n_epochs=2)
+    [5, 11]
+    >>> [key for key, _ in setup_warnings(trainer, MonitorSchedule(every_n_epochs=2, num_probes=3))]
+    ['every_n_epochs_skips_validations', 'few_probes']
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+#: the ShiftDetector's test across probes needs ``P - 1 >= 3`` degrees of freedom (``drift.detector.t_quantile``
+#: is infinite below that), so with fewer probes its threshold is infinite and it never alerts
+MIN_DETECTOR_PROBES = 4
+_SHOWN = 4  # epochs listed in a message before "..."
+
+
+@dataclass(frozen=True)
+class TrainerSchedule:
+    """What the trainer says about validation in this fit (plain values, see :func:`trainer_schedule`).
+
+    Attributes:
+        max_epochs: the fit's epoch limit; None or -1: none (``max_steps``/``max_time`` may end the fit earlier,
+            which is not taken into account).
+        check_val_every_n_epoch: Lightning validates after epochs where ``(epoch + 1) % it == 0``; None: by
+            training steps across epochs (``val_check_interval`` an int), so the validated epochs are not known.
+        val_check_interval: validations within an epoch (a float fraction or a batch count) or a duration.
+        validation: validation runs in this fit (``trainer.enable_validation``).
+        val_dataloader: a validation dataloader is defined; None when not known (validation is off for another
+            reason: no ``validation_step`` or ``limit_val_batches=0``).
+        validation_step: the LightningModule overrides ``validation_step``.
+        limit_val_batches: ``trainer.limit_val_batches``.
+        num_sanity_val_steps: ``trainer.num_sanity_val_steps`` (``inf`` for -1; the sanity check never explains).
+        model: the LightningModule's class name, for messages.
+    """
+
+    max_epochs: int | None = 1000
+    check_val_every_n_epoch: int | None = 1
+    val_check_interval: Any = 1.0
+    validation: bool = True
+    val_dataloader: bool | None = True
+    validation_step: bool = True
+    limit_val_batches: int | float = 1.0
+    num_sanity_val_steps: int | float = 2
+    model: str = "the model"
+
+
+@dataclass(frozen=True)
+class MonitorSchedule:
+    """The monitor's settings that decide when it explains, sets its reference and may alert.
+
+    Attributes:
+        every_n_epochs: the monitor explains after epochs where ``(epoch + 1) % every_n_epochs == 0``.
+        reference_epoch: the pinned reference epoch, or None (the first evaluated epoch ``>= warmup_epochs``).
+        warmup_epochs: epochs the detector and rules ignore.
+        probes_given: ``probes=`` was passed (not drawn from the validation data).
+        num_probes: how many probes are explained (after they are collected), or None when not known yet.
+        detector: a ShiftDetector is on.
+        drift_rules: how many fixed-threshold rules are set.
+    """
+
+    every_n_epochs: int = 1
+    reference_epoch: int | None = None
+    warmup_epochs: int = 2
+    probes_given: bool = False
+    num_probes: int | None = None
+    detector: bool = True
+    drift_rules: int = 0
+
+
+def trainer_schedule(trainer: Trainer) -> TrainerSchedule:
+    """Read a :class:`TrainerSchedule` from a trainer inside ``fit`` (from the ``setup``/``on_fit_start`` hooks on:
+    ``max_epochs`` is resolved and the model attached). Only public Trainer attributes are read."""
+    module = trainer.lightning_module
+    validation_step = is_overridden("validation_step", module)
+    limit = trainer.limit_val_batches
+    validation = bool(trainer.enable_validation)
+    val_dataloader: bool | None = True if validation else (False if validation_step and limit > 0 else None)
+    return TrainerSchedule(
+        max_epochs=trainer.max_epochs,
+        check_val_every_n_epoch=trainer.check_val_every_n_epoch,
+        val_check_interval=trainer.val_check_interval,
+        validation=validation,
+        val_dataloader=val_dataloader,
+        validation_step=validation_step,
+        limit_val_batches=limit,
+        num_sanity_val_steps=trainer.num_sanity_val_steps,
+        model=type(module).__name__,
+    )
+
+
+def _epoch_limit(trainer: TrainerSchedule) -> int | None:
+    return None if trainer.max_epochs is None or trainer.max_epochs < 0 else int(trainer.max_epochs)
+
+
+def _validation_period(trainer: TrainerSchedule) -> int | None:
+    """Lightning validates after every k-th epoch; None when that is not a fixed epoch pattern."""
+    if trainer.check_val_every_n_epoch is None or not isinstance(trainer.val_check_interval, (int, float)):
+        return None
+    return int(trainer.check_val_every_n_epoch)
+
+
+def evaluation_period(trainer: TrainerSchedule, every_n_epochs: int) -> int:
+    """The monitor explains after epochs ``k * period - 1``: ``lcm(every_n_epochs, check_val_every_n_epoch)``
+    (``every_n_epochs`` alone when the validated epochs are not a fixed pattern: then at most those epochs)."""
+    validation = _validation_period(trainer)
+    return every_n_epochs if validation is None else math.lcm(every_n_epochs, validation)
+
+
+def evaluated_epochs(trainer: TrainerSchedule, every_n_epochs: int, limit: int = 1000) -> list[int]:
+    """The epochs (from 0) after which the monitor explains, below ``max_epochs`` (and ``limit``), when validation
+    runs.
+
+    Example::
+
+        >>> evaluated_epochs(TrainerSchedule(max_epochs=12, check_val_every_n_epoch=3), every_n_epochs=2)
+        [5, 11]
+    """
+    end = _epoch_limit(trainer)
+    end = limit if end is None else min(end, limit)
+    period = evaluation_period(trainer, every_n_epochs)
+    return list(range(period - 1, end, period))
+
+
+def _listed(epochs: list[int], bounded: bool) -> str:
+    """``"5, 11, 17, ..."`` (an unbounded run), ``"5, 11, ..., 47"`` or ``"5, 11"``."""
+    if len(epochs) <= _SHOWN:
+        return ", ".join(map(str, epochs)) + ("" if bounded else ", ...")
+    head = ", ".join(str(e) for e in epochs[: _SHOWN - 1])
+    return f"{head}, ..., {epochs[-1]}" if bounded else f"{head}, ..."
+
+
+def setup_warnings(trainer: TrainerSchedule, monitor: MonitorSchedule) -> list[tuple[str, str]]:
+    """The ``(key, message)`` warnings for a fit: what the monitor will silently not do with this configuration.
+
+    Keys: ``no_validation`` / ``probes_without_validation`` (nothing is explained in this fit; alone, since the
+    rest is moot), ``never_evaluated`` (no evaluated epoch below ``max_epochs``; alone),
+    ``every_n_epochs_skips_validations`` (``every_n_epochs`` and ``check_val_every_n_epoch`` where neither divides
+    the other), ``reference_epoch_unreachable`` or ``warmup_covers_run`` (no map is ever compared with a reference),
+    ``few_probes`` (the detector cannot alert with fewer than 4 probes).
+
+    Example::
+
+        >>> setup_warnings(TrainerSchedule(validation=False, val_dataloader=False), MonitorSchedule())[0][0]
+        'no_validation'
+    """
+    if not trainer.validation:
+        return [_no_validation(trainer, monitor)]
+    never = _never_evaluated(trainer, monitor)
+    if never is not None:
+        return [never]
+    warnings = [
+        w for w in (_combination(trainer, monitor), _reference(trainer, monitor), _few_probes(monitor)) if w is not None
+    ]
+    return warnings
+
+
+def _no_validation(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str, str]:
+    if trainer.limit_val_batches == 0:
+        why = f"`limit_val_batches={trainer.limit_val_batches}` disables validation"
+        fix = "Let a few batches validate (e.g. `limit_val_batches=1`)"
+    elif not trainer.validation_step:
+        why = f"{trainer.model} has no `validation_step`, so Lightning skips validation"
+        fix = "Add a `validation_step` (computing a loss is enough) and pass validation data"
+    else:
+        why = "this fit has no validation dataloader"
+        fix = "Pass `val_dataloaders=` to `trainer.fit` (or define `val_dataloader()`; `limit_val_batches=1` is enough)"
+    fix += ", or explain after training with `trainer.validate(model, dataloaders)`."
+    if monitor.probes_given:
+        return (
+            "probes_without_validation",
+            f"AttributionMonitor: the given `probes=` are never explained in this fit: the monitor explains at the end "
+            f"of validation epochs and {why}. {fix}",
+        )
+    return (
+        "no_validation",
+        f"AttributionMonitor does nothing in this fit: it explains at the end of validation epochs and {why}. {fix}",
+    )
+
+
+def _never_evaluated(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str, str] | None:
+    end = _epoch_limit(trainer)
+    if end is None or evaluated_epochs(trainer, monitor.every_n_epochs):
+        return None
+    n, validation = monitor.every_n_epochs, _validation_period(trainer)
+    period = evaluation_period(trainer, n)
+    if validation is not None and validation > 1 and n > 1:
+        why = (
+            f"it explains after epochs where both `every_n_epochs={n}` and `check_val_every_n_epoch={validation}` "
+            f"hold (epoch + 1 a multiple of {period}, counted from 0), the first being epoch {period - 1}"
+        )
+        fix = f"Use every_n_epochs=1 (explain at every validation) and check_val_every_n_epoch <= {end}"
+    elif validation is not None and validation > 1:
+        why = f"Lightning validates first after epoch {validation - 1} (`check_val_every_n_epoch={validation}`)"
+        fix = f"Use check_val_every_n_epoch <= {end}"
+    else:
+        why = f"it explains first after epoch {n - 1} (`every_n_epochs={n}`, epochs counted from 0)"
+        fix = f"Use every_n_epochs <= {end}"
+    return (
+        "never_evaluated",
+        f"AttributionMonitor never explains in this fit: {why}, and `max_epochs={end}` ends the fit before. {fix}, "
+        "or train for more epochs.",
+    )
+
+
+def _combination(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str, str] | None:
+    n, validation = monitor.every_n_epochs, _validation_period(trainer)
+    if validation is None or n <= 1 or validation <= 1 or math.lcm(n, validation) == max(n, validation):
+        return None
+    period = math.lcm(n, validation)
+    end = _epoch_limit(trainer)
+    epochs = _listed(evaluated_epochs(trainer, n), end is not None)
+    validated = _listed(list(range(validation - 1, min(end or 1000, 1000), validation)), end is not None)
+    return (
+        "every_n_epochs_skips_validations",
+        f"AttributionMonitor: `every_n_epochs={n}` counts epochs, not validations: Lightning validates after epochs "
+        f"{validated} (`check_val_every_n_epoch={validation}`, epochs from 0) and the monitor explains only where "
+        f"both hold, after epochs {epochs} (every {period} epochs). Use every_n_epochs=1 to explain at every "
+        f"validation, or a multiple of {validation} (e.g. every_n_epochs={2 * validation}: every 2nd validation).",
+    )
+
+
+def _reference(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str, str] | None:
+    end = _epoch_limit(trainer)
+    if end is None:
+        return None
+    epochs = evaluated_epochs(trainer, monitor.every_n_epochs)
+    pinned = monitor.reference_epoch is not None
+    start = monitor.reference_epoch if monitor.reference_epoch is not None else monitor.warmup_epochs
+    later = [e for e in epochs if e >= start]
+    if len(later) > 1 or (not pinned and len(epochs) < 2):  # one evaluation in all: nothing to compare anyway
+        return None
+    shown = f"{_listed(epochs, True)}, max_epochs={end}"
+    if pinned:
+        key, setting = "reference_epoch_unreachable", f"`reference_epoch={start}`"
+        effect = "drift against the reference is never measured and no DriftRule can fire"
+        fix = f"Pin an earlier evaluated epoch (e.g. reference_epoch={epochs[-2]})" if len(epochs) > 1 else "Train"
+    else:
+        key, setting = "warmup_covers_run", f"`warmup_epochs={start}`"
+        effect = "drift against the reference is never measured and nothing can alert"
+        fix = f"Lower warmup_epochs (e.g. warmup_epochs={epochs[-2]})"
+    fix += ", or train for more epochs" if fix != "Train" else " for more epochs"
+    if later:
+        what = f"sets the reference at epoch {later[0]}, the last one the monitor explains ({shown})"
+        effect = effect.replace("never measured", "never measured after it")
+    else:
+        what = f"is after every epoch the monitor explains ({shown}), so no reference is set"
+    return key, f"AttributionMonitor: {setting} {what}: {effect}. {fix}."
+
+
+def _few_probes(monitor: MonitorSchedule) -> tuple[str, str] | None:
+    count = monitor.num_probes
+    if not monitor.detector or count is None or count >= MIN_DETECTOR_PROBES:
+        return None
+    rules = (
+        f"only the {monitor.drift_rules} drift_rules can" if monitor.drift_rules else "with no drift_rules nothing can"
+    )
+    return (
+        "few_probes",
+        f"AttributionMonitor: {count} probe{' is' if count == 1 else 's are'} too few for the ShiftDetector: its "
+        f"t-test across probes needs at least {MIN_DETECTOR_PROBES} (3 degrees of freedom) to tell a shared movement "
+        f"from noise, so it never alerts and {rules} alert. Use num_probes={MIN_DETECTOR_PROBES} or more (8 by "
+        "default; the validation data must hold that many), or detector=None to turn it off.",
+    )
