@@ -125,11 +125,36 @@ def check_target_argument(target: Any) -> Any:
     return target
 
 
+#: the first part of an unnamed monitor's tags besides method names: a monitor's name must not be one of them
+RESERVED_NAMES = ("summary", "localization", "sheet", "probes", "settings", "predictions", "alerts", "errors",
+                  "seconds", "skipped", "setup_check")  # fmt: skip
+
+
+def check_monitor_name(name: Any) -> str | None:
+    """``name=``: :func:`check_name`, and not a word an unnamed monitor's tags start with (``xai/<name>/...`` would
+    mix with ``xai/gradcam/...`` or ``xai/summary/...``).
+
+    Example::
+
+        >>> check_monitor_name("gradcam")
+        Traceback (most recent call last):
+        ...
+        ValueError: `name='gradcam'` would mix this monitor's tags (xai/gradcam/...) with an unnamed monitor's; choose another name, e.g. name='gradcam_run'.
+    """
+    checked = check_name("name", name, allow_none=True)
+    if checked is not None and (checked in RESERVED_NAMES or checked in method_names()):
+        raise ValueError(
+            f"`name={checked!r}` would mix this monitor's tags (xai/{checked}/...) with an unnamed monitor's; choose "
+            f"another name, e.g. name='{checked}_run'."
+        )
+    return checked
+
+
 def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """Check every argument of :class:`~lightning_xai.AttributionMonitor` that needs no model (``arguments``: its
     constructor's ``locals()``) and return them normalised. Methods are built (and checked) by the registry."""
     a = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
-    a["name"] = check_name("name", a.get("name"), allow_none=True)
+    a["name"] = check_monitor_name(a.get("name"))
     a["probes"] = check_probes(a["probes"])
     for key, low in INT_ARGUMENTS.items():
         a[key] = check_int(key, a[key], low)

@@ -252,3 +252,9 @@ def test_monitor_name_follows_the_same_rule(name: Any) -> None:
         AttributionMonitor(name=name)
     assert AttributionMonitor(name="run-a_1").name == "run-a_1"
     assert check_name("name", None, allow_none=True) is None
+
+
+@pytest.mark.parametrize("name", ["gradcam", "integrated_gradients", "summary", "sheet", "alerts"])
+def test_a_monitor_name_that_would_mix_with_unnamed_tags_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"`name='{name}'` would mix this monitor's tags"):
+        AttributionMonitor(name=name)
