@@ -136,10 +136,10 @@ def check_monitor_name(name: Any) -> str | None:
 
     Example::
 
-        >>> check_monitor_name("gradcam")
+        >>> check_monitor_name("gradcam")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: `name='gradcam'` would mix this monitor's tags (xai/gradcam/...) with an unnamed monitor's; choose another name, e.g. name='gradcam_run'.
+        ValueError: `name='gradcam'` would mix this monitor's tags (xai/gradcam/...) with an unnamed monitor's; ...
     """
     checked = check_name("name", name, allow_none=True)
     if checked is not None and (checked in RESERVED_NAMES or checked in method_names()):
