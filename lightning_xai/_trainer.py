@@ -1,61 +1,24 @@
-"""What the monitor reads from and does to the Trainer: whether its strategy lets one rank run the whole model, where
-probes come from when none are given, the training batch size that bounds Integrated Gradients' chunks, decisions
-every rank takes together, the keys it logs, and when ``on_drift`` acts."""
+"""What the monitor reads from and does to the Trainer besides probes (:mod:`lightning_xai.probes.from_trainer`) and
+ranks (:mod:`lightning_xai._distributed`): the training batch size that bounds Integrated Gradients' chunks, the
+keys it logs, checkpoint state of other settings, when ``on_drift`` acts, and changes to how the model trains."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import RunningStage, TrainerFn
-from lightning.pytorch.utilities.model_helpers import is_overridden
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader
 
 from lightning_xai import _warn
-from lightning_xai._rng import isolated_rng
 from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
-from lightning_xai.explain.run import ProbeExplanations, isolated, merge_shards, to_cpu
-from lightning_xai.probes import ProbeSet, collect_probes
+from lightning_xai.explain.run import isolated
+from lightning_xai.visualize.dashboard import named
 from lightning_xai.visualize.writer import add_text_job
 
 T = TypeVar("T")
-
-NO_PROBES = (
-    "AttributionMonitor: no probes (no `probes=` given and no validation or test dataloader found); nothing is "
-    "explained."
-)
-
-#: strategies whose parameters are sharded across ranks: no rank holds the whole model to explain
-SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
-
-
-def check_strategy(strategy: Any) -> None:
-    """Refuse, at setup, strategies whose parameters are sharded across ranks.
-
-    Every rank explains its share of the probes with the full model, on its own (forward and backward through
-    every layer, with hooks on one of them). Under FSDP, DeepSpeed or tensor/model parallelism no rank holds the
-    whole model and every forward is a collective of all ranks, which the per-rank shares (of different sizes,
-    with different IG step counts) would not keep in step: it would hang or explain garbage.
-
-    Example::
-
-        >>> from lightning.pytorch.strategies import SingleDeviceStrategy
-        >>> check_strategy(SingleDeviceStrategy("cpu"))
-    """
-    names = {cls.__name__ for cls in type(strategy).__mro__}
-    sharded = next((n for n in SHARDED_STRATEGIES if n in names), None)
-    if sharded is not None:
-        raise ValueError(
-            f"AttributionMonitor does not support `strategy={type(strategy).__name__}`: {sharded} shards the "
-            "parameters across ranks, so no single rank holds the whole model that Captum must run forward and "
-            "backward through, and each forward needs every rank. Train with `strategy='ddp'` (or "
-            "'ddp_spawn'/single device) to monitor, or explain saved checkpoints after training."
-        )
 
 
 def training_batch_size(loaders: Any) -> int | None:
@@ -79,190 +42,6 @@ def training_batch_size(loaders: Any) -> int | None:
     return max(sizes) if sizes else None
 
 
-def first_loader(trainer: Trainer) -> Any:
-    """The first validation dataloader (the first test dataloader under ``trainer.test``): a DataLoader or any other
-    iterable of batches Lightning accepted; None when there is none."""
-    loaders = trainer.test_dataloaders if trainer.state.fn == TrainerFn.TESTING else trainer.val_dataloaders
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
-    if isinstance(loaders, (list, tuple)) and not _is_batch(loaders):
-        loaders = loaders[0] if loaders else None
-    return loaders
-
-
-def _is_batch(value: Sequence[Any]) -> bool:
-    """A list that is itself one batch (``(images, labels)``), not a list of loaders."""
-    return bool(value) and isinstance(value[0], Tensor)
-
-
-def ready_validation(trainer: Trainer) -> None:
-    """Set up the validation dataloader now when Lightning has not yet (no sanity check and a first validation after
-    the first epoch, e.g. ``num_sanity_val_steps=0`` with ``check_val_every_n_epoch=3``), as Lightning itself does
-    when the first epoch validates, so that the probes and the setup check are ready before the first training step.
-    The global RNGs are left as they were."""
-    if trainer.state.fn != TrainerFn.FITTING or not trainer.enable_validation or trainer.val_dataloaders is not None:
-        return
-    stage = trainer.state.stage
-    try:
-        with isolated_rng():
-            trainer.validating = True
-            trainer.fit_loop.epoch_loop.val_loop.setup_data()
-    finally:
-        trainer.state.stage = stage
-
-
-def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) -> Callable[[Any], Any]:
-    """What Lightning does to a validation (test) batch before ``validation_step`` sees it: the
-    ``on_before_batch_transfer``, ``transfer_batch_to_device`` and ``on_after_batch_transfer`` hooks of the
-    LightningModule (or the datamodule's, where it overrides them), run with the trainer in the validating (testing)
-    stage."""
-    datamodule = getattr(trainer, "datamodule", None)
-    owner = (
-        datamodule if datamodule is not None and is_overridden("on_before_batch_transfer", datamodule) else pl_module
-    )
-    stage = RunningStage.TESTING if testing else RunningStage.VALIDATING
-
-    def prepare(batch: Any) -> Any:
-        previous = trainer.state.stage
-        trainer.state.stage = stage
-        try:
-            batch = owner.on_before_batch_transfer(batch, 0)
-            return trainer.strategy.batch_to_device(batch, pl_module.device, dataloader_idx=0)
-        finally:
-            trainer.state.stage = previous
-
-    return prepare
-
-
-def trainer_probes(
-    trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int
-) -> ProbeSet | None:
-    """The probes from ``source`` (``probes=``), or drawn from the first validation (test) dataloader as the model
-    receives them (its ``collate_fn`` and Lightning's batch hooks); None when there is neither. Warns when a drawn
-    set holds fewer than ``num_probes`` images, and what was left out or converted."""
-    if trainer.world_size > 1:  # every rank explains a share of the same probes: rank 0's
-        return trainer.strategy.broadcast(
-            _collect(trainer, pl_module, source, num_probes, seed) if trainer.is_global_zero else None
-        )
-    return _collect(trainer, pl_module, source, num_probes, seed)
-
-
-def _collect(trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int) -> ProbeSet | None:
-    testing = trainer.state.fn == TrainerFn.TESTING
-    drawn = source is None
-    if drawn:
-        source = first_loader(trainer)
-        if source is None:
-            return None
-    name = "test dataloader" if testing else "validation dataloader"
-    prepare = None if isinstance(source, Dataset) else batch_preparer(trainer, pl_module, testing)
-    with torch.inference_mode(False), torch.no_grad():  # validate/test: keep probes normal (autograd-able) tensors
-        probes = collect_probes(source, num_probes, seed, loader_name=name, prepare=prepare)
-    for warning in probes.warnings:
-        _warn.warn(f"AttributionMonitor: {warning}.")
-    if probes.note:
-        _warn.warn(
-            f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
-            "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly."
-        )
-    if not isinstance(source, Tensor | tuple) and len(probes) < num_probes:
-        _warn.warn(
-            f"AttributionMonitor: `num_probes={num_probes}` but the {probes.source} holds only {len(probes)} usable "
-            f"images; using those {len(probes)}."
-        )
-    return probes
-
-
-def shard(count: int, world: int, rank: int) -> slice:
-    """This rank's consecutive share of ``count`` probes (sizes within one of each other; empty when ``rank >=
-    count``).
-
-    Example::
-
-        >>> [shard(5, 2, r) for r in range(2)]
-        [slice(0, 3, None), slice(3, 5, None)]
-    """
-    base, extra = divmod(count, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (rank < extra))
-
-
-def explain_shards(
-    trainer: Trainer, count: int, explain: Callable[[slice], ProbeExplanations], device: torch.device
-) -> Callable[[], ProbeExplanations]:
-    """Every rank explains its share of the ``count`` probes (:func:`shard`); the shares travel to rank 0 through
-    the strategy's ``broadcast`` (one per rank, CPU tensors) and are merged there in probe order (None on the other
-    ranks). One process explains them all. When ``explain`` raises on any rank, every rank raises. Returns what
-    gathers the evaluation on rank 0 (call it inside :func:`on_rank_zero`, so that a failure there reaches every
-    rank too)."""
-    if trainer.world_size == 1:
-        done = explain(slice(0, count))
-        return lambda: done
-    started = time.perf_counter()
-    mine = shard(count, trainer.world_size, trainer.global_rank)
-    part, failure = _attempt(lambda: to_cpu(explain(mine))) if mine.stop > mine.start else (None, None)
-    parts = [trainer.strategy.broadcast(part, src=r) for r in range(trainer.world_size)]
-    _raise_failures(failure, dict(enumerate(parts)))
-
-    def gather() -> ProbeExplanations:
-        merged = merge_shards([p for p in parts if p is not None], device)
-        merged.seconds = time.perf_counter() - started  # this rank's wall time, waiting for the slowest included
-        return merged
-
-    return gather
-
-
-def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
-    """``fn()`` on rank 0, its result broadcast to every rank. A failure on rank 0 is broadcast too, so every rank
-    raises instead of waiting in the broadcast."""
-    result: Any
-    result, failure = _attempt(fn) if trainer.is_global_zero else (None, None)
-    if trainer.world_size > 1:
-        result = trainer.strategy.broadcast(result, src=0)
-    _raise_failures(failure, {0: result})
-    return result
-
-
-class _Failure:
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-def _attempt(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
-    """``(fn(), None)``, or ``(_Failure, the exception)`` when it raises: the failure travels to the other ranks in
-    place of the result, and the caller re-raises the exception once they were told (:func:`_raise_failures`)."""
-    try:
-        return fn(), None
-    except BaseException as err:  # noqa: BLE001 - re-raised by _raise_failures, after the other ranks were told
-        return _Failure(f"{type(err).__name__}: {err}"), err
-
-
-def _raise_failures(own: BaseException | None, received: dict[int, Any]) -> None:
-    """Re-raise this rank's own failure, else fail for the first rank whose result (``rank -> value``) is one."""
-    if own is not None:
-        raise own
-    for rank, value in received.items():
-        if isinstance(value, _Failure):
-            raise RuntimeError(f"AttributionMonitor failed on rank {rank}, so every rank stops: {value.message}")
-
-
-def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
-    """``fn()`` on every rank; when it raises on any rank, it raises on every rank (the others with a
-    ``RuntimeError`` pointing to it), so no rank trains on while another has stopped."""
-    result: Any = None
-    failure: Exception | None = None
-    try:
-        result = fn()
-    except Exception as err:  # noqa: BLE001 - re-raised below, after the ranks agreed
-        failure = err
-    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
-        if failure is None:
-            raise RuntimeError("AttributionMonitor's setup check failed on another rank; see that rank's error.")
-    if failure is not None:
-        raise failure
-    return result
-
-
 def check_unique_names(trainer: Trainer, monitor: Any) -> None:
     """Refuse a second monitor of the same ``name`` in one Trainer: both would log the same keys, and Lightning would
     average them into one value."""
@@ -273,19 +52,6 @@ def check_unique_names(trainer: Trainer, monitor: Any) -> None:
             "keys, which Lightning averages into one value. Give each its own `name=` (keys become "
             "xai/<name>/...), e.g. `AttributionMonitor(name='gradcam_run')`."
         )
-
-
-def prefixed(key: str, name: str | None) -> str:
-    """``xai/<name>/...`` for a named monitor's key; the key itself without a name.
-
-    Example::
-
-        >>> prefixed("xai/gradcam/drift/rank_vs_reference/median", "val"), prefixed("xai/seconds", None)
-        ('xai/val/gradcam/drift/rank_vs_reference/median', 'xai/seconds')
-    """
-    if name is None:
-        return key
-    return f"xai/{name}/{key[4:]}" if key.startswith("xai/") else f"{name}/{key}"
 
 
 def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> None:
@@ -309,7 +75,7 @@ def log_epoch_scalars(
     distributed = trainer.world_size > 1
     for key, value in scalars.items():
         pl_module.log(
-            prefixed(key, name),
+            named(key, name),
             value,
             on_step=False,
             on_epoch=True,
@@ -334,7 +100,7 @@ def with_placeholders(
         {'xai/g/drift/rank_vs_previous/median': 0.0, 'xai/g/confidence_mean': 0.5}
     """
     explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
-    missing = {k: 0.0 for k in keys if k not in scalars and prefixed(k, name) not in logged}
+    missing = {k: 0.0 for k in keys if k not in scalars and named(k, name) not in logged}
     return {**{k: v for k, v in missing.items() if k.split("/")[1] in explained}, **scalars}
 
 
@@ -345,7 +111,7 @@ def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int,
     try:
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                writer.submit(add_text_job(logger.experiment, prefixed("xai/errors", name), "\n\n".join(errors), step))
+                writer.submit(add_text_job(logger.experiment, named("xai/errors", name), "\n\n".join(errors), step))
     except Exception as err:  # noqa: BLE001 - reporting a failure must not fail
         _warn.warn(f"AttributionMonitor: could not log xai/errors either: {type(err).__name__}: {err}")
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai import _spawn, _trainer, _warn
+from lightning_xai import _distributed, _spawn, _trainer, _warn
 from lightning_xai._checks import monitor_explainers, normalize_arguments
 from lightning_xai._cost import CostReporter
 from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
@@ -31,7 +31,7 @@ from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.gradcam import GradcamReshape
 from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
 from lightning_xai.explain.setup import DryRunReport
-from lightning_xai.probes import ProbeSet, TargetSpec, resolve_masks, shard_target
+from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
 from lightning_xai.visualize.log import MediaContext, MediaLogger
 from lightning_xai.visualize.render import Denormalize
 
@@ -274,7 +274,7 @@ class AttributionMonitor(Callback):
     # ----------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        _trainer.check_strategy(trainer.strategy)
+        _distributed.check_strategy(trainer.strategy)
         _trainer.check_unique_names(trainer, self)
         message = self.media.missing_logger_message(trainer)
         if message:
@@ -289,7 +289,7 @@ class AttributionMonitor(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._inactive:
-            _trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up at the first validation
+            from_trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up at the first validation
             self.prepare(trainer, pl_module)
             self.cost.start(self.setup_check)  # the dry run is charged to the budget
             batch_size = _trainer.training_batch_size(trainer.train_dataloader)
@@ -372,7 +372,7 @@ class AttributionMonitor(Callback):
         callbacks that need the probes (e.g. :class:`~lightning_xai.SanityCheck`) may call it. False when there are
         no probes (no ``probes=`` and no validation or test data)."""
         if self.probes is None:
-            self.probes = _trainer.trainer_probes(trainer, pl_module, self.probe_source, self.num_probes, self.seed)
+            self.probes = from_trainer.trainer_probes(trainer, pl_module, self.probe_source, self.num_probes, self.seed)
             if self.probes is None:
                 return False
         if self.masks is None and self.probe_masks is not None:
@@ -381,7 +381,7 @@ class AttributionMonitor(Callback):
         if self._prepared_for is not pl_module:
             renders = bool(self.media.image_loggers(trainer))  # the run renders images: so does the dry run
             before = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0 and not trainer.validating
-            check = _trainer.on_every_rank(
+            check = _distributed.on_every_rank(
                 trainer, lambda: check_monitor(self, pl_module, renders, before, self._warn_once)
             )
             self.setup_check = check
@@ -392,11 +392,11 @@ class AttributionMonitor(Callback):
         """Every rank explains its share of the probes; rank 0 gathers the maps, measures and logs; the record is
         broadcast so every rank logs and decides the same."""
         if not self.prepare(trainer, pl_module):
-            self._warn_once("no_probes", _trainer.NO_PROBES)
+            self._warn_once("no_probes", from_trainer.NO_PROBES)
             return
         explain, count = (lambda part: self._explain(trainer, pl_module, part)), len(self.probes or ())
-        gather = _trainer.explain_shards(trainer, count, explain, pl_module.device)
-        record = _trainer.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, gather()))
+        gather = _distributed.explain_shards(trainer, count, explain, pl_module.device)
+        record = _distributed.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, gather()))
         if not trainer.is_global_zero:
             self.history.append(record)
             self.evaluations += 1

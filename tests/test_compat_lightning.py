@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor, DriftRule, GradCam, IntegratedGradients
-from lightning_xai._trainer import check_strategy
+from lightning_xai._distributed import check_strategy
 from lightning_xai.explain.forward import model_forward
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.probes.collect import collect_probes

@@ -205,12 +205,12 @@ def test_media_failure_outside_the_media_logger_goes_to_xai_errors(tmp_path: Any
 
 
 def test_writing_failure_is_a_warning(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from torch.utils.tensorboard import SummaryWriter
+    from lightning_xai.visualize import loggers
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(SummaryWriter, "add_image", refuse)
+    monkeypatch.setattr(loggers, "_tensorboard_image", refuse)  # writing an image event fails
     monitor = AttributionMonitor(num_probes=4, ig_steps=2)
     messages = recorded(lambda: fit(tmp_path, [monitor], logger=TensorBoardLogger(str(tmp_path))))
     assert len(monitor.history) == 2
@@ -351,7 +351,7 @@ def test_history_and_alerts_survive_validate_test_and_predict(tmp_path: Any) -> 
 
 def test_a_setup_failure_on_one_rank_stops_every_rank() -> None:
     """The dry run's outcome is agreed: a rank whose own check passed raises too, instead of training on."""
-    from lightning_xai._trainer import on_every_rank
+    from lightning_xai._distributed import on_every_rank
 
     decisions: list[bool] = []
 

@@ -1,0 +1,133 @@
+"""What distributed training asks of the monitor: whether a strategy lets one rank run the whole model, each rank's
+share of the probes, and decisions every rank takes together (a result computed on rank 0, a failure on any rank)
+through the strategy's own ``broadcast``/``reduce_boolean_decision``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from lightning.pytorch import Trainer
+
+from lightning_xai.explain.run import ProbeExplanations, merge_shards, to_cpu
+
+T = TypeVar("T")
+
+#: strategies whose parameters are sharded across ranks: no rank holds the whole model to explain
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse, at setup, strategies whose parameters are sharded across ranks.
+
+    Every rank explains its share of the probes with the full model, on its own (forward and backward through
+    every layer, with hooks on one of them). Under FSDP, DeepSpeed or tensor/model parallelism no rank holds the
+    whole model and every forward is a collective of all ranks, which the per-rank shares (of different sizes,
+    with different IG step counts) would not keep in step: it would hang or explain garbage.
+
+    Example::
+
+        >>> from lightning.pytorch.strategies import SingleDeviceStrategy
+        >>> check_strategy(SingleDeviceStrategy("cpu"))
+    """
+    names = {cls.__name__ for cls in type(strategy).__mro__}
+    sharded = next((n for n in SHARDED_STRATEGIES if n in names), None)
+    if sharded is not None:
+        raise ValueError(
+            f"AttributionMonitor does not support `strategy={type(strategy).__name__}`: {sharded} shards the "
+            "parameters across ranks, so no single rank holds the whole model that Captum must run forward and "
+            "backward through, and each forward needs every rank. Train with `strategy='ddp'` (or "
+            "'ddp_spawn'/single device) to monitor, or explain saved checkpoints after training."
+        )
+
+
+def shard(count: int, world: int, rank: int) -> slice:
+    """This rank's consecutive share of ``count`` probes (sizes within one of each other; empty when ``rank >=
+    count``).
+
+    Example::
+
+        >>> [shard(5, 2, r) for r in range(2)]
+        [slice(0, 3, None), slice(3, 5, None)]
+    """
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def explain_shards(
+    trainer: Trainer, count: int, explain: Callable[[slice], ProbeExplanations], device: torch.device
+) -> Callable[[], ProbeExplanations]:
+    """Every rank explains its share of the ``count`` probes (:func:`shard`); the shares travel to rank 0 through
+    the strategy's ``broadcast`` (one per rank, CPU tensors) and are merged there in probe order (None on the other
+    ranks). One process explains them all. When ``explain`` raises on any rank, every rank raises. Returns what
+    gathers the evaluation on rank 0 (call it inside :func:`on_rank_zero`, so that a failure there reaches every
+    rank too)."""
+    if trainer.world_size == 1:
+        done = explain(slice(0, count))
+        return lambda: done
+    started = time.perf_counter()
+    mine = shard(count, trainer.world_size, trainer.global_rank)
+    part, failure = _attempt(lambda: to_cpu(explain(mine))) if mine.stop > mine.start else (None, None)
+    parts = [trainer.strategy.broadcast(part, src=r) for r in range(trainer.world_size)]
+    _raise_failures(failure, dict(enumerate(parts)))
+
+    def gather() -> ProbeExplanations:
+        merged = merge_shards([p for p in parts if p is not None], device)
+        merged.seconds = time.perf_counter() - started  # this rank's wall time, waiting for the slowest included
+        return merged
+
+    return gather
+
+
+def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0, its result broadcast to every rank. A failure on rank 0 is broadcast too, so every rank
+    raises instead of waiting in the broadcast."""
+    result: Any
+    result, failure = _attempt(fn) if trainer.is_global_zero else (None, None)
+    if trainer.world_size > 1:
+        result = trainer.strategy.broadcast(result, src=0)
+    _raise_failures(failure, {0: result})
+    return result
+
+
+class _Failure:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _attempt(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """``(fn(), None)``, or ``(_Failure, the exception)`` when it raises: the failure travels to the other ranks in
+    place of the result, and the caller re-raises the exception once they were told (:func:`_raise_failures`)."""
+    try:
+        return fn(), None
+    except BaseException as err:  # noqa: BLE001 - re-raised by _raise_failures, after the other ranks were told
+        return _Failure(f"{type(err).__name__}: {err}"), err
+
+
+def _raise_failures(own: BaseException | None, received: dict[int, Any]) -> None:
+    """Re-raise this rank's own failure, else fail for the first rank whose result (``rank -> value``) is one."""
+    if own is not None:
+        raise own
+    for rank, value in received.items():
+        if isinstance(value, _Failure):
+            raise RuntimeError(f"AttributionMonitor failed on rank {rank}, so every rank stops: {value.message}")
+
+
+def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank; when it raises on any rank, it raises on every rank (the others with a
+    ``RuntimeError`` pointing to it), so no rank trains on while another has stopped."""
+    result: Any = None
+    failure: Exception | None = None
+    try:
+        result = fn()
+    except Exception as err:  # noqa: BLE001 - re-raised below, after the ranks agreed
+        failure = err
+    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
+        if failure is None:
+            raise RuntimeError("AttributionMonitor's setup check failed on another rank; see that rank's error.")
+    if failure is not None:
+        raise failure
+    return result

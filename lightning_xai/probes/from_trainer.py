@@ -1,0 +1,117 @@
+"""Probes from the Trainer's data, as the model receives them: the first validation (test) loader, set up before
+training when Lightning would set it up later, each batch through Lightning's batch transfer hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from lightning_xai import _warn
+from lightning_xai._rng import isolated_rng
+from lightning_xai.probes.collect import ProbeSet, collect_probes
+
+NO_PROBES = (
+    "AttributionMonitor: no probes (no `probes=` given and no validation or test dataloader found); nothing is "
+    "explained."
+)
+
+
+def first_loader(trainer: Trainer) -> Any:
+    """The first validation dataloader (the first test dataloader under ``trainer.test``): a DataLoader or any other
+    iterable of batches Lightning accepted; None when there is none."""
+    loaders = trainer.test_dataloaders if trainer.state.fn == TrainerFn.TESTING else trainer.val_dataloaders
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)) and not _is_batch(loaders):
+        loaders = loaders[0] if loaders else None
+    return loaders
+
+
+def _is_batch(value: Sequence[Any]) -> bool:
+    """A list that is itself one batch (``(images, labels)``), not a list of loaders."""
+    return bool(value) and isinstance(value[0], Tensor)
+
+
+def ready_validation(trainer: Trainer) -> None:
+    """Set up the validation dataloader now when Lightning has not yet (no sanity check and a first validation after
+    the first epoch, e.g. ``num_sanity_val_steps=0`` with ``check_val_every_n_epoch=3``), as Lightning itself does
+    when the first epoch validates, so that the probes and the setup check are ready before the first training step.
+    The global RNGs are left as they were."""
+    if trainer.state.fn != TrainerFn.FITTING or not trainer.enable_validation or trainer.val_dataloaders is not None:
+        return
+    stage = trainer.state.stage
+    try:
+        with isolated_rng():
+            trainer.validating = True
+            trainer.fit_loop.epoch_loop.val_loop.setup_data()
+    finally:
+        trainer.state.stage = stage
+
+
+def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) -> Callable[[Any], Any]:
+    """What Lightning does to a validation (test) batch before ``validation_step`` sees it: the
+    ``on_before_batch_transfer``, ``transfer_batch_to_device`` and ``on_after_batch_transfer`` hooks of the
+    LightningModule (or the datamodule's, where it overrides them), run with the trainer in the validating (testing)
+    stage."""
+    datamodule = getattr(trainer, "datamodule", None)
+    owner = (
+        datamodule if datamodule is not None and is_overridden("on_before_batch_transfer", datamodule) else pl_module
+    )
+    stage = RunningStage.TESTING if testing else RunningStage.VALIDATING
+
+    def prepare(batch: Any) -> Any:
+        previous = trainer.state.stage
+        trainer.state.stage = stage
+        try:
+            batch = owner.on_before_batch_transfer(batch, 0)
+            return trainer.strategy.batch_to_device(batch, pl_module.device, dataloader_idx=0)
+        finally:
+            trainer.state.stage = previous
+
+    return prepare
+
+
+def trainer_probes(
+    trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int
+) -> ProbeSet | None:
+    """The probes from ``source`` (``probes=``), or drawn from the first validation (test) dataloader as the model
+    receives them (its ``collate_fn`` and Lightning's batch hooks); None when there is neither. Warns when a drawn
+    set holds fewer than ``num_probes`` images, and what was left out or converted."""
+    if trainer.world_size > 1:  # every rank explains a share of the same probes: rank 0's
+        return trainer.strategy.broadcast(
+            _collect(trainer, pl_module, source, num_probes, seed) if trainer.is_global_zero else None
+        )
+    return _collect(trainer, pl_module, source, num_probes, seed)
+
+
+def _collect(trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int) -> ProbeSet | None:
+    testing = trainer.state.fn == TrainerFn.TESTING
+    drawn = source is None
+    if drawn:
+        source = first_loader(trainer)
+        if source is None:
+            return None
+    name = "test dataloader" if testing else "validation dataloader"
+    prepare = None if isinstance(source, Dataset) else batch_preparer(trainer, pl_module, testing)
+    with torch.inference_mode(False), torch.no_grad():  # validate/test: keep probes normal (autograd-able) tensors
+        probes = collect_probes(source, num_probes, seed, loader_name=name, prepare=prepare)
+    for warning in probes.warnings:
+        _warn.warn(f"AttributionMonitor: {warning}.")
+    if probes.note:
+        _warn.warn(
+            f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
+            "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly."
+        )
+    if not isinstance(source, Tensor | tuple) and len(probes) < num_probes:
+        _warn.warn(
+            f"AttributionMonitor: `num_probes={num_probes}` but the {probes.source} holds only {len(probes)} usable "
+            f"images; using those {len(probes)}."
+        )
+    return probes
