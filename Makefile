@@ -31,8 +31,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy lightning_xai
 	$(VENV)/bin/lint-imports
 
-# the performance benchmarks (issue 4): each prints one SUMMARY line; about 40 minutes on 2 CPU cores
+# the performance benchmarks: each prints one SUMMARY line; the whole monitor's cost first (fit with minus without,
+# quiet and with 2 CPU-bound neighbours, resnet18 and the demo's CNN); about 50 minutes on 2 CPU cores
 bench: $(STAMP)
+	$(PY) benchmarks/bench_monitor.py
+	$(PY) benchmarks/bench_monitor.py --neighbours 2
+	$(PY) benchmarks/bench_monitor.py --model demo
 	$(PY) benchmarks/bench_efficiency.py
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_logging.py

@@ -198,7 +198,7 @@ def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     a["colormap"] = check_colormap(a["colormap"])
     a["denormalize"] = check_denormalize(a["denormalize"])
     a["ig_baseline"] = check_baseline(a["ig_baseline"])
-    for key in ("log_heatmaps", "background_logging"):
+    for key in ("log_heatmaps", "log_grids", "background_logging"):
         a[key] = check_bool(key, a[key])
     detector = a["detector"]
     if not (

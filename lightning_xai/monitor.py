@@ -84,6 +84,8 @@ class AttributionMonitor(Callback):
         topk: fraction of most-attributed cells compared by the ``topk`` metric.
         colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
         log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
+        log_grids: also log the compact 32-px grids (``xai/probes`` once, ``xai/<method>/overlay`` per evaluation);
+            the sheet ``xai/sheet`` shows the same maps, so they are off by default.
         tile_size: pixels per tile of the explanation sheet ``xai/sheet`` (small inputs are upscaled).
         output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
         forward_fn: ``forward_fn(pl_module, x)`` calls the model on probes when ``pl_module(x)`` is not enough
@@ -140,6 +142,7 @@ class AttributionMonitor(Callback):
         topk: float = 0.1,
         colormap: str = "jet",
         log_heatmaps: bool = False,
+        log_grids: bool = False,
         tile_size: int = 128,
         output_transform: Callable[[Any], Tensor] | None = None,
         probe_masks: Tensor | Callable[[Tensor, Tensor | None], Tensor] | None = None,
@@ -171,7 +174,7 @@ class AttributionMonitor(Callback):
         self.detector = ShiftDetector() if detector == "default" else detector
         self.tracker = AlertTracker(list(drift_rules))
         self.media = MediaLogger(
-            a["colormap"], a["denormalize"], a["log_heatmaps"], a["background_logging"], a["tile_size"]
+            a["colormap"], a["denormalize"], a["log_heatmaps"], a["background_logging"], a["tile_size"], a["log_grids"]
         )
         self.probes: ProbeSet | None = None
         self.probe_masks = a["probe_masks"]

@@ -157,7 +157,12 @@ def run(args: argparse.Namespace) -> AttributionMonitor:
     stopper: EarlyStopping | None = None
     rule = DriftRule(threshold=0.0, patience=2 if args.scenario == "stop" else 1, cooldown=0)
     kwargs: dict[str, Any] = dict(
-        num_probes=args.probes, ig_steps=args.ig_steps, warmup_epochs=0, drift_rules=(rule,), detector=None
+        num_probes=args.probes,
+        ig_steps=args.ig_steps,
+        warmup_epochs=0,
+        drift_rules=(rule,),
+        detector=None,
+        log_grids=True,
     )
     if args.scenario == "stop":
         monitor = AttributionMonitor(on_drift="stop", **kwargs)

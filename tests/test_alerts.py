@@ -265,6 +265,7 @@ def test_cost_is_logged_said_once_and_warned_when_large(tmp_path: Any, monkeypat
     said: list[str] = []
     monkeypatch.setattr(_cost, "rank_zero_info", said.append)
     monkeypatch.setattr(_cost, "WARN_SHARE", 0.0)  # any cost is "large": the warning must come, once
+    monkeypatch.setattr(_cost, "WARN_SECONDS", 0.0)
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
     L.seed_everything(0, verbose=False)
     train, val = loaders()

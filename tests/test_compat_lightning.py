@@ -403,7 +403,7 @@ def test_check_val_every_n_epoch(tmp_path: Any) -> None:
 @pytest.mark.slow
 def test_val_check_interval_inside_an_epoch(tmp_path: Any) -> None:
     logdir = str(tmp_path / "logs")
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, log_grids=True)
     fit(tmp_path, [monitor], val_check_interval=0.5, max_epochs=2, logger=TensorBoardLogger(logdir, name="run"))
     assert [(h.epoch, h.global_step) for h in monitor.history] == [(0, 2), (0, 4), (1, 6), (1, 8)]
     # the second validation of an epoch is compared with the first one ("previous")

@@ -70,6 +70,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         ig_steps=4,
         drift_rules=(DriftRule(threshold=0.0, cooldown=0),),  # fires at every armed epoch: alert markers
         on_drift=alerts.append,
+        log_grids=True,  # the compact grids too: every logger gets them
     )
     L.seed_everything(0, verbose=False)
     train, val = loaders()

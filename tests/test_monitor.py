@@ -100,7 +100,7 @@ def test_explanation_leaves_grads_rng_modes_buffers_and_hooks(tmp_path: Any) -> 
 
 def test_event_files_hold_images_scalars_and_tables(tmp_path: Any) -> None:
     logdir = str(tmp_path / "logs")
-    monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=8, log_heatmaps=True)
+    monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=8, log_heatmaps=True, log_grids=True)
     fit(tmp_path, [monitor], logger=TensorBoardLogger(logdir, name="run"))
     acc = read_events(logdir)
     images = acc.Tags()["images"]

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_xai.explain.base import check_int
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.dashboard import named, summary_scalars
 from lightning_xai.visualize.display import Denormalize, black_input
@@ -83,11 +84,10 @@ class MediaLogger:
         log_heatmaps: bool,
         background: bool,
         tile_size: int = DEFAULT_TILE_SIZE,
+        grids: bool = False,
     ) -> None:
-        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 16:
-            raise ValueError(f"`tile_size` must be an int >= 16 (pixels per sheet tile), got {tile_size!r}.")
         self.colormap, self.denormalize, self.log_heatmaps = colormap, denormalize, log_heatmaps
-        self.tile_size = tile_size
+        self.tile_size, self.grids = check_int("tile_size", tile_size, 16), grids
         self.writer = BackgroundWriter(background=background)
         #: the logger versions (:func:`~lightning_xai.visualize.loggers.logger_key`) that have the probes and settings
         self.logged_to: set[str] = set()
@@ -185,6 +185,7 @@ class MediaLogger:
             colormap=self.colormap,
             denormalize=self.denormalize,
             log_heatmaps=self.log_heatmaps,
+            grids=self.grids,
             include_probes=any(key not in self.logged_to for key in keys),
             tile_size=self.tile_size,
             drift=drift,
