@@ -19,7 +19,7 @@ from typing_extensions import override
 from lightning_xai import _distributed, _spawn, _trainer, _warn
 from lightning_xai._checks import monitor_explainers, normalize_arguments
 from lightning_xai._cost import CostReporter
-from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
+from lightning_xai._schedule import monitor_schedule, setup_warnings, trainer_schedule
 from lightning_xai._setup_check import check_monitor
 from lightning_xai._state_key import monitor_state_key
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError, DriftRule, OnDrift
@@ -57,16 +57,14 @@ class AttributionMonitor(Callback):
         target: ``"label"`` (unlabeled probes: ``"predicted"``, warned), ``"predicted"``, a class, one per probe.
         gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map (for a
             torchvision/timm-style ViT: the first LayerNorm of the last encoder block).
-        gradcam_reshape: a callable mapping the Grad-CAM layer's output to ``(B, C, h, w)``. None: 4-D maps
-            are used as they are, and ``(B, tokens, C)`` transformer outputs are reshaped automatically when
-            the tokens form a patch grid (class token dropped). Must be picklable for ``ddp_spawn``.
-        ig_steps: Integrated Gradients quadrature steps, or ``"auto"`` (default): Gauss–Legendre steps whose
-            completeness gap is within 5 % (doubled from 4 on a quarter of the probes at first, lowered by
-            re-checks, ``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
+        gradcam_reshape: maps the Grad-CAM layer's output to ``(B, C, h, w)``; None: ``(B, tokens, C)`` patch grids
+            are reshaped automatically (class token dropped). Must be picklable for ``ddp_spawn``.
+        ig_steps: Integrated Gradients steps, or ``"auto"``: the fewest Gauss–Legendre steps whose completeness gap
+            is within 5 % (``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
         ig_baseline: None (the input that displays as black: ``-mean / std`` with ``denormalize=(mean, std)``,
             else zeros), a float, or a tensor broadcastable to one probe.
-        ig_internal_batch_size: samples per IG pass; None: the training batch size in whole groups of steps (so
-            IG never holds more activations than a training step).
+        ig_internal_batch_size: samples per IG pass; None: the training batch size (no more activations than a
+            training step).
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
         on_drift: ``"warn"``, ``"stop"`` (every rank stops at the end of the epoch), ``"raise"``
             (:class:`DriftDetectedError` once the epoch's scalars are logged) or a callable receiving each
@@ -75,10 +73,8 @@ class AttributionMonitor(Callback):
         seed: seed of the probe draw (the global RNGs are never used).
         warmup_epochs: epochs the detector and rules ignore; the reference is the first evaluated epoch after them.
         reference_epoch: pin the reference to this epoch (or the first evaluated one after it that has the map).
-        detector: a :class:`ShiftDetector` learns how much explanations normally move in this run (after the
-            warm-up) and alerts when relevance moves together into regions all probes ignored, saying where
-            (``xai/<method>/alert/score`` and ``.../threshold`` logged). ``"default"``: ``ShiftDetector()``; None:
-            no detector (only ``drift_rules``).
+        detector: a :class:`ShiftDetector` calibrated on this run's own movements, alerting when relevance moves
+            into regions all probes ignored (``"default"``: ``ShiftDetector()``; None: only ``drift_rules``).
         drift_rules: fixed-threshold rules checked in addition to the detector (default: none).
         probe_threshold: a probe "drifted" when its drift is above this (``share`` and ``probe_indices``).
         topk: fraction of most-attributed cells compared by the ``topk`` metric.
@@ -90,25 +86,17 @@ class AttributionMonitor(Callback):
         output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
         forward_fn: ``forward_fn(pl_module, x)`` calls the model on probes when ``pl_module(x)`` is not enough
             (extra arguments, another method); its output then goes through ``output_transform``.
-        probe_masks: ground-truth regions, one boolean ``(H, W)`` mask per probe as a ``(N, H, W)`` tensor, or a
-            callable ``(images, labels) -> masks`` (labels may be None). Adds ``xai/localization/<method>/
-            relevance_mass`` (share of |attribution| inside the mask) and ``.../pointing_game`` (share of probes
-            whose most attributed pixel lies inside it).
+        probe_masks: one boolean ``(H, W)`` ground-truth mask per probe (``(N, H, W)``, or a callable ``(images,
+            labels) -> masks``): adds ``xai/localization/<method>/relevance_mass`` and ``.../pointing_game``.
         background_logging: encode PNGs and write events on a background thread.
-        max_seconds_per_epoch: a time budget for one evaluation (prediction pass and every method, in the
-            order of ``methods``). A method that accepts a budget (Integrated Gradients) gets the time left and
-            cuts its steps to fit (``xai/<method>/budget_limited`` = 1); a method with no time left is skipped
-            for that epoch and named under ``xai/errors``. None: no budget. A map the budget cut (fewer IG steps)
-            is shown but not compared: drift is not measured and rules are not checked for it that epoch, so
-            ``xai/<method>/drift/*`` has no value then (use ``EarlyStopping(strict=False)``).
-        max_overhead: keep the monitor's cumulative cost (evaluations, rendering, dry run) within this share of
-            the rest of the run, e.g. 0.05: Integrated Gradients gets fewer steps first (never below 8), then
-            evaluations are skipped until the account allows (``xai/skipped``; said once). Skipped evaluations delay
-            alerts and log no ``xai/*`` keys (``EarlyStopping(strict=False)``). None: no budget (a warning >10 %).
-        quality: opt-in measures of every method's maps, logged as ``xai/<method>/quality/...`` per evaluation: any
-            of ``("deletion", "insertion", "sparseness", "entropy")`` (see ``docs/quality.md`` for their cost).
-        name: prefixes every logged key (``xai/<name>/...``) so that several monitors can share a Trainer (two
-            with the same name are refused at setup). None: the keys as documented.
+        max_seconds_per_epoch: a time budget for one evaluation: IG cuts its steps to fit
+            (``xai/<method>/budget_limited``; such a map is shown, not compared), a method with no time left is
+            skipped that epoch (``xai/errors``). See docs/performance.md.
+        max_overhead: keep the monitor's whole cost within this share of the rest of the run (e.g. 0.05): fewer IG
+            steps first (never below 8), then skipped evaluations (``xai/skipped``). None: no budget.
+        quality: opt-in measures of the maps (``xai/<method>/quality/...``): any of ``("deletion", "insertion",
+            "sparseness", "entropy")`` (docs/quality.md).
+        name: prefixes every tag, key and file (``xai/<name>/...``) so that several monitors share a Trainer.
 
     Example::
 
@@ -157,12 +145,8 @@ class AttributionMonitor(Callback):
         a = normalize_arguments(locals())  # the one input layer: converted (numpy, lists, integer-likes) or refused
         probes, num_probes, seed, target, self.name = (a[k] for k in ("probes", "num_probes", "seed", "target", "name"))
         self.explainers = monitor_explainers(a)  # from the registry; IG's default baseline; the rules' method names
-        #: IG explainers whose batch is neither fixed nor bounded by the user: capped at the training batch size
-        self._batch_capped = [
-            e
-            for e in self.explainers
-            if isinstance(e, IntegratedGradients) and e.internal_batch_size is None and e.max_batch is None
-        ]
+        ig = [e for e in self.explainers if isinstance(e, IntegratedGradients)]
+        self._batch_capped = [e for e in ig if e.internal_batch_size is None and e.max_batch is None]  # user: unset
         self.max_seconds_per_epoch = a["max_seconds_per_epoch"]
         self.quality = check_quality(quality)
         self.probe_source, self.num_probes, self.target = probes, num_probes, target
@@ -179,34 +163,23 @@ class AttributionMonitor(Callback):
         self.probes: ProbeSet | None = None
         self.probe_masks = a["probe_masks"]
         self.masks: Tensor | None = None
-        #: one :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint)
-        self._history: list[Evaluation] = []
+        self._history: list[Evaluation] = []  # one Evaluation per evaluation (kept in the checkpoint)
         self.cost = CostReporter(a["max_overhead"], self.explainers)
         self.setup_watch = _trainer.SetupWatch()
-        self._evaluations = 0
         self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
         self._prepared_for: LightningModule | None = None
-        #: the last setup dry run: its cost, and the methods that cannot run on this model
-        self.setup_check = DryRunReport()
+        self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
         self._inactive = False  # fit with limit_val_batches=0: nothing to do
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
-        self._state_key = monitor_state_key(
-            type(self).__qualname__ + (f"[{self.name}]" if self.name else ""),
-            self.explainers,
-            probes,
-            num_probes,
-            seed,
-            target,
-        )
+        named = type(self).__qualname__ + (f"[{self.name}]" if self.name else "")
+        self._state_key = monitor_state_key(named, self.explainers, probes, num_probes, seed, target)
 
-    # ----------------------------------------------------------------------------------------------- state
     @property
     @override
     def state_key(self) -> str:
-        """Identifies this monitor's state in a checkpoint by what the stored maps depend on: the methods and
-        their map-changing settings, the probes and the target. Rules, detector, thresholds, warm-up and
-        presentation may change when resuming without losing the reference."""
+        """What the stored maps depend on (methods and their map-changing settings, probes, target): the rest may
+        change when resuming without losing the reference."""
         return self._state_key
 
     @property
@@ -222,19 +195,10 @@ class AttributionMonitor(Callback):
         self._receive()
         return self._history
 
-    @history.setter
-    def history(self, value: list[Evaluation]) -> None:
-        self._history = value
-
     @property
     def evaluations(self) -> int:
-        """How many evaluations ran (after ``ddp_spawn``, rank 0's count)."""
-        self._receive()
-        return self._evaluations
-
-    @evaluations.setter
-    def evaluations(self, value: int) -> None:
-        self._evaluations = value
+        """How many evaluations ran (``len(history)``)."""
+        return len(self.history)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -246,7 +210,6 @@ class AttributionMonitor(Callback):
             "detector": None if self.detector is None else self.detector.state_dict(),
             "alerts": self.tracker.state_dict(),
             "history": [e.to_dict() for e in self.history],
-            "evaluations": self.evaluations,
             "probes_logged": self.media.probes_logged,
         }
 
@@ -264,8 +227,7 @@ class AttributionMonitor(Callback):
         if self.detector is not None and state_dict.get("detector") is not None:
             self.detector.load_state_dict(state_dict["detector"])
         self.tracker.load_state_dict(state_dict.get("alerts", {}))
-        self.history = [Evaluation.from_dict(e) for e in state_dict.get("history", [])]
-        self.evaluations = int(state_dict.get("evaluations", 0))
+        self._history = [Evaluation.from_dict(e) for e in state_dict.get("history", [])]
         self.media.probes_logged = state_dict.get("probes_logged", [])
 
     @override
@@ -274,7 +236,6 @@ class AttributionMonitor(Callback):
         # validate/test/predict(ckpt_path=...) restore callbacks too: this run's history, alerts and reference stay
         self._keep_run = trainer.state.fn != TrainerFn.FITTING and bool(self.history)
 
-    # ----------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         _distributed.check_strategy(trainer.strategy)
@@ -298,20 +259,8 @@ class AttributionMonitor(Callback):
             batch_size = _trainer.training_batch_size(trainer.train_dataloader)
             for explainer in self._batch_capped:
                 explainer.limit_batch(batch_size)
-        self._say_schedule(trainer)  # what this fit's settings make the monitor miss, said once each
-
-    def _say_schedule(self, trainer: Trainer) -> None:
-        settings = MonitorSchedule(
-            every_n_epochs=self.every_n_epochs,
-            reference_epoch=self.drift.reference_epoch,
-            warmup_epochs=self.drift.warmup_epochs,
-            probes_given=self.probe_source is not None,
-            num_probes=None if self.probes is None else len(self.probes),
-            detector=self.detector is not None,
-            drift_rules=len(self.tracker.rules),
-        )
-        for key, message in setup_warnings(trainer_schedule(trainer), settings):
-            self._warn_once(key, message)
+        for key, message in setup_warnings(trainer_schedule(trainer), monitor_schedule(self)):
+            self._warn_once(key, message)  # what this fit's settings make the monitor miss, said once each
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -341,10 +290,6 @@ class AttributionMonitor(Callback):
         self.actions.raise_pending()
 
     @override
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.media.flush()
-
-    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.training and not trainer.sanity_checking:
             self.media.flush()
@@ -352,17 +297,14 @@ class AttributionMonitor(Callback):
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self.media.flush()
-        self.media.close()  # the writer thread never outlives a failed run
+        self.media.close()  # flushed first; the writer thread never outlives a failed run
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.media.flush()
-        self.media.close()
+        self.media.close()  # flushed first
         if stage == "fit":
             _spawn.send(self._spawn_return, self.state_dict, trainer.is_global_zero)
 
-    # ------------------------------------------------------------------------------------------ machinery
     def _due(self, trainer: Trainer) -> bool:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain
             return True
@@ -402,7 +344,6 @@ class AttributionMonitor(Callback):
         record = _distributed.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, gather()))
         if not trainer.is_global_zero:
             self.history.append(record)
-            self.evaluations += 1
             self.tracker.alerts.extend(record.alerts)
         self.cost.after_evaluation(record, self, trainer.state.fn == TrainerFn.FITTING)  # every rank: same IG steps
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
@@ -429,7 +370,7 @@ class AttributionMonitor(Callback):
     def _measure_and_log(self, trainer: Trainer, pl_module: LightningModule, done: Any) -> Evaluation:
         """Measure drift and check alerts on the gathered maps (``ProbeExplanations``), queue the media (rank 0)."""
         assert self.probes is not None and done is not None
-        epoch, step, self.evaluations = int(trainer.current_epoch), int(trainer.global_step), self.evaluations + 1
+        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
         masks = None if self.masks is None else self.masks.to(pl_module.device)
         errors, state = list(done.errors), (self.drift, self.detector, self.tracker, masks, self._warn_once)
         change = _trainer.training_change(trainer, pl_module, self.setup_watch, self.cost)

@@ -244,6 +244,8 @@ class MediaLogger:
             rank_zero_warn(f"AttributionMonitor: logging images or tables failed: {error}")
 
     def close(self) -> None:
+        """Flush (warning about media that failed to write), stop the writer thread, close the sinks."""
+        self.flush()
         self.writer.close()
         for sink in self._sinks.values():
             sink.close()
