@@ -1,145 +1,136 @@
-"""Logging cost of the monitor: time the training thread is blocked per epoch, and event-file bytes per epoch.
+"""Cost of one evaluation's pictures, step by step, without a Trainer: what each choice of the media path costs.
 
-A short ``Trainer.fit`` (resnet18 on 3x64x64 generated images, a small training set: the logging cost does not
-depend on it) with ``AttributionMonitor()`` at defaults and a ``TensorBoardLogger``. Instrumented, per epoch:
+For P probes (default 16) of 3x64x64 with Grad-CAM-like and IG-like maps (two methods), medians over ``--repeats``
+of the CPU time of the calling thread (``time.thread_time``: robust to other processes on a shared machine) and of
+the wall time, for:
 
-- ``submit``: time inside ``BackgroundWriter.submit`` (queueing the PNG-encoding/event-writing jobs);
-- ``log_media``: the whole media step on the training thread (rendering the overlay grids on the device, the
-  one uint8 copy to the CPU, the prediction table, the submits);
-- ``explain``: the explanations themselves, for scale (``history[-1].explain_seconds``);
-- at the end of fit, the time ``on_fit_end`` waits for the background queue (once per fit, not per epoch).
+- ``render sheet`` / ``render sheet+grids``: :func:`~lightning_xai.visualize.media.evaluation_media` (the training
+  thread's part: display images, heat, the tiles as one batch, one copy to the CPU), without / with the compact
+  32-px grids (``grids=True``: ``xai/<method>/overlay``);
+- ``compose``: the sheet's page (numpy + Pillow text; the writer thread's part);
+- ``png L6`` / ``png L1``: PNG-encoding the sheet with Pillow at zlib level 6 (what ``SummaryWriter.add_image`` uses)
+  and at level 1 (:data:`~lightning_xai.visualize.media.PNG_COMPRESS_LEVEL`);
+- ``tb add_image x3``: the old TensorBoard path, ``add_image`` of the sheet and the two grids (each re-encoded);
+- ``tb encoded``: the new one, the sheet's PNG bytes written as an image summary (no encoding);
+- per evaluation: ``old`` = add_image x3 + a second encoding for a CSV logger; ``new`` = compose + one PNG at level 1
+  + the pre-encoded write, shared by every logger.
 
-Bytes: the event file is read back record by record and the records carrying ``xai/*`` tags are summed per
-epoch (the probe grid is logged once, in the first evaluated epoch, so epochs after the first are the
-steady-state figure). The first epoch is excluded from the medians of the timings (first-call costs).
-
-    python benchmarks/bench_logging.py [--device cuda] [--repeats 5] [--monitor-kwargs '{"ig_steps": 8}']
+    python benchmarks/bench_logging.py [--probes 16] [--repeats 7] [--threads 2]
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import struct
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from _common import (
-    apply_threads,
-    base_parser,
-    fmt_table,
-    lightning_module,
-    loaders,
-    pick_device,
-    print_header,
-    quiet_lightning,
-    trainer_kwargs,
-)
+import torch
+import torch.nn.functional as F
+from _common import apply_threads, base_parser, fmt_table, make_images, pick_device, print_header
 
-from lightning_xai import AttributionMonitor
+from lightning_xai.explain import Explanation
+from lightning_xai.visualize.media import Picture, encode_png, evaluation_media
+from lightning_xai.visualize.sheet import prepare_sheet
 
 
-def _timed(record: list[float], fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            record.append(time.perf_counter() - start)
+def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
+    """Median CPU time of this thread and median wall time (ms) of ``fn``, and its last result."""
+    cpu, wall, result = [], [], None
+    fn()  # warm-up
+    for _ in range(repeats):
+        c, w = time.thread_time(), time.perf_counter()
+        result = fn()
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - w)
+    return 1e3 * statistics.median(cpu), 1e3 * statistics.median(wall), result
 
-    return wrapper
 
-
-def xai_bytes_per_epoch(log_dir: Path, epoch_steps: list[int]) -> list[int]:
-    """Bytes of the event-file records carrying ``xai/*`` tags, per evaluated epoch.
-
-    A record belongs to the first evaluation whose global step is >= its step (``epoch_steps`` ascending).
-    """
-    from tensorboard.compat.proto import event_pb2
-
-    per_epoch = [0] * len(epoch_steps)
-    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            record = data[offset + 12 : offset + 12 + length]
-            size = 8 + 4 + length + 4
-            offset += size
-            event = event_pb2.Event()
-            event.ParseFromString(record)
-            if any(v.tag.startswith("xai/") for v in event.summary.value):
-                index = next((i for i, s in enumerate(epoch_steps) if event.step <= s), len(epoch_steps) - 1)
-                per_epoch[index] += size
-    return per_epoch
+def evaluation(probes: int) -> tuple[torch.Tensor, dict[str, Explanation], dict[str, Any]]:
+    images, labels = make_images(probes, (3, 64, 64), seed=1)
+    g = torch.Generator().manual_seed(0)
+    cam = F.interpolate(torch.rand(probes, 1, 4, 4, generator=g), size=(64, 64), mode="bilinear")[:, 0]
+    ig = torch.randn(probes, 3, 64, 64, generator=g)
+    results = {
+        "gradcam": Explanation(cam[:, ::16, ::16], cam),
+        "integrated_gradients": Explanation(ig.abs().sum(1), ig.abs().sum(1)),
+    }
+    kw = {
+        "predicted": labels,
+        "confidence": torch.rand(probes, generator=g),
+        "targets": labels,
+        "labels": labels,
+        "drift": {"gradcam": torch.rand(probes, generator=g), "integrated_gradients": None},
+        "drift_note": "vs ref: rank drift against epoch 2",
+        "probe_threshold": 0.4,
+        "title": "epoch 5   step 120",
+        "denormalize": ([0.5] * 3, [0.25] * 3),
+    }
+    return images, results, kw
 
 
 def main() -> None:
     parser = base_parser((__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--train-size", type=int, default=256)
-    parser.add_argument("--monitor-kwargs", default="{}", help="JSON of AttributionMonitor arguments")
+    parser.set_defaults(repeats=7)
+    parser.add_argument("--probes", type=int, default=16)
     args = parser.parse_args()
     apply_threads(args.threads)
-    quiet_lightning()
-    device = pick_device(args.device)
-    kwargs = json.loads(args.monitor_kwargs)
-    print_header(
-        f"logging: training thread blocked per epoch, event bytes per epoch; monitor {kwargs or 'defaults'}", device
-    )
-    import lightning.pytorch as L
+    device = pick_device(args.device or "cpu")
+    print_header(f"pictures of one evaluation, {args.probes} probes of 3x64x64, 2 methods", device)
+    from torch.utils.tensorboard import SummaryWriter
 
-    epochs = args.repeats + 1
+    images, results, kw = evaluation(args.probes)
+    images = images.to(device)
+    results = {k: Explanation(v.raw.to(device), v.display.to(device)) for k, v in results.items()}
+    norms = {"gradcam": "max", "integrated_gradients": "percentile"}
+    rows: list[dict[str, Any]] = []
+
+    def media(grids: bool) -> Any:
+        return evaluation_media(images, results, norms, epoch=5, step=120, grids=grids, **kw)
+
+    def row(step: str, thread: str, fn: Callable[[], Any]) -> Any:
+        cpu, wall, result = measure(fn, args.repeats)
+        rows.append({"step": step, "thread": thread, "cpu_ms": cpu, "wall_ms": wall})
+        return result
+
+    row("render sheet", "training", lambda: media(False))
+    with_grids = row("render sheet+grids", "training", lambda: media(True))
+    pictures: dict[str, Picture] = dict(with_grids.images)
+    sheet_kw = {k: v for k, v in kw.items() if k not in ("drift_note", "probe_threshold")}
+    _, compose = prepare_sheet(images, results, norms, drift_note=kw["drift_note"], **sheet_kw)
+    page = row("compose", "writer", compose)
+    png6 = row("png L6", "writer", lambda: encode_png(page, compress_level=6))
+    png1 = row("png L1", "writer", lambda: encode_png(page, compress_level=1))
+    tensors = {tag: p.tensor() for tag, p in pictures.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        monitor = AttributionMonitor(**kwargs)
-        submits: list[float] = []
-        media: list[float] = []
-        fit_end: list[float] = []
-        monitor.media.writer.submit = _timed(submits, monitor.media.writer.submit)  # type: ignore[method-assign]
-        monitor._log_media = _timed(media, monitor._log_media)  # type: ignore[method-assign]
-        monitor.on_fit_end = _timed(fit_end, monitor.on_fit_end)  # type: ignore[method-assign]
-        per_epoch_submit: list[float] = []
-        per_epoch_count: list[int] = []
+        writer = SummaryWriter(tmp)
 
-        class Split(L.Callback):
-            """Cut the submit timings into epochs (runs after the monitor's validation-epoch-end hook)."""
+        def add_image_x3() -> None:
+            for tag, image in tensors.items():
+                writer.add_image(tag, image, global_step=1, dataformats="CHW")
 
-            def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-                per_epoch_submit.append(sum(submits))
-                per_epoch_count.append(len(submits))
-                submits.clear()
+        def encoded() -> None:
+            from tensorboard.compat.proto.summary_pb2 import Summary
 
-        train, val = loaders(args.model, args.train_size, 128)
-        trainer = L.Trainer(callbacks=[monitor, Split()], **trainer_kwargs(device, epochs, tmp))
-        trainer.fit(lightning_module(args.model), train, val)
-        explain = [h["explain_seconds"] for h in monitor.history]
-        per_epoch_bytes = xai_bytes_per_epoch(Path(tmp), [h["global_step"] for h in monitor.history])
-    rows = [
-        {
-            "epoch": e,
-            "submits": per_epoch_count[e],
-            "submit_ms": 1e3 * per_epoch_submit[e],
-            "log_media_ms": 1e3 * media[e],
-            "explain_ms": 1e3 * explain[e],
-            "xai_kB": per_epoch_bytes[e] / 1e3,
-        }
-        for e in range(epochs)
-    ]
+            image = Summary.Image(height=page.shape[0], width=page.shape[1], colorspace=3, encoded_image_string=png1)
+            writer.file_writer.add_summary(Summary(value=[Summary.Value(tag="xai/sheet", image=image)]), 1)
+
+        row("tb add_image x3", "writer", add_image_x3)
+        row("tb encoded", "writer", encoded)
+        writer.close()
     print(fmt_table(rows))
-    later = rows[1:]
-    submit_ms = statistics.median(r["submit_ms"] for r in later)
-    media_ms = statistics.median(r["log_media_ms"] for r in later)
-    kb = statistics.median(r["xai_kB"] for r in later)
-    print(f"   on_fit_end waited {1e3 * sum(fit_end):.1f} ms for the background queue (once per fit)")
+    cpu = {r["step"]: r["cpu_ms"] for r in rows}
+    old_writer = cpu["tb add_image x3"] + cpu["png L6"]  # TensorBoard, then a CSV logger encoding again
+    new_writer = cpu["compose"] + cpu["png L1"] + cpu["tb encoded"]
     print(
-        f"SUMMARY logging (median of epochs 1..{epochs - 1}) on {device.type}: training thread blocked by submits "
-        f"{submit_ms:.2f} ms/epoch, whole media step (render + copy + submit) {media_ms:.2f} ms/epoch (<= 5 ms "
-        f"wanted); event file +{kb:.1f} kB/epoch of xai/* records (first epoch {rows[0]['xai_kB']:.1f} kB, with "
-        f"the probe grid); "
-        f"explain {statistics.median(r['explain_ms'] for r in later):.0f} ms/epoch for scale"
+        f"SUMMARY pictures per evaluation ({args.probes} probes, 2 methods, sheet {page.shape[1]}x{page.shape[0]} px, "
+        f"{torch.get_num_threads()} torch threads, CPU ms of the thread): training thread {cpu['render sheet']:.1f} "
+        f"(sheet only) vs {cpu['render sheet+grids']:.1f} (with the 32-px grids); writer thread new "
+        f"{new_writer:.1f} (compose {cpu['compose']:.1f} + PNG L1 {cpu['png L1']:.1f} + write "
+        f"{cpu['tb encoded']:.1f}, shared by every logger) vs old {old_writer:.1f} (add_image x3 "
+        f"{cpu['tb add_image x3']:.1f} + a second encoding per further logger {cpu['png L6']:.1f}); PNG L1 "
+        f"{len(png1) / 1e3:.0f} kB vs L6 {len(png6) / 1e3:.0f} kB"
     )
 
 

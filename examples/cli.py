@@ -2,7 +2,7 @@
 
     python -m examples.cli fit --config examples/monitor.yaml          # from the repository root
     python -m examples.cli fit --config examples/monitor.yaml --trainer.max_epochs=10
-    tensorboard --logdir logs/cli
+    tensorboard --logdir logs/cli --samples_per_plugin images=1000
 
 ``examples/monitor.yaml`` puts :class:`lightning_xai.AttributionMonitor` under ``trainer.callbacks`` with
 ``class_path``/``init_args`` (methods, a :class:`lightning_xai.DriftRule`, the sheet's tile size, ...); the model

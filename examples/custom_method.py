@@ -12,7 +12,7 @@ sanity check at the end of fit (``SanityCheck``). A small CNN learns where a bri
 synthetic 16x16 images, nothing downloaded); about 10 s on 2 CPU cores.
 
     python examples/custom_method.py --logdir logs/custom_method
-    tensorboard --logdir logs/custom_method
+    tensorboard --logdir logs/custom_method --samples_per_plugin images=1000
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> AttributionMonitor:
         ]
         verdict = "pass" if sanity[e.name].passed else "FAIL"
         print(f"{e.name:16s} {q[0]:8.3f} {q[1]:9.3f} {q[2]:7.3f} {verdict:>7s}")
-    print(f"tensorboard --logdir {args.logdir}")
+    print(f"tensorboard --logdir {args.logdir} --samples_per_plugin images=1000")
     return monitor
 
 

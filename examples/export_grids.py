@@ -24,11 +24,15 @@ DEFAULT_TAGS: dict[str, str] = {
 
 
 def latest_event_file(logdir: str | Path) -> Path:
-    """The newest ``events.out.tfevents.*`` file in ``logdir`` or below it (or ``logdir`` itself if a file)."""
+    """The newest ``events.out.tfevents.*`` file of a logger in ``logdir`` or below it (or ``logdir`` itself if a
+    file)."""
     logdir = Path(logdir)
     if logdir.is_file():
         return logdir
-    files = sorted(logdir.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    files = sorted(  # not the dashboard's summary runs (xai-score, xai-threshold, xai-alert): they hold no images
+        (f for f in logdir.rglob("events.out.tfevents.*") if not f.parent.name.startswith("xai-")),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not files:
         raise FileNotFoundError(f"no TensorBoard event file under {logdir}")
     return files[-1]

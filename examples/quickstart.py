@@ -7,7 +7,7 @@ explanations drift from epoch to epoch.
 
     python examples/quickstart.py                  # 15-30 s on 2 CPU cores (make quickstart)
     python examples/quickstart.py --export-docs    # also write the final grids to docs/images/*.png
-    tensorboard --logdir logs/quickstart           # IMAGES: xai/*, SCALARS: xai/*/drift/*, TEXT: xai/*
+    tensorboard --logdir logs/quickstart --samples_per_plugin images=1000   # every sheet, not only 10
 """
 
 from __future__ import annotations
@@ -122,7 +122,10 @@ def main() -> None:
         methods=("gradcam", "integrated_gradients"),
         denormalize=(mean, std),  # undo the normalisation so the digits are drawn as they look
         log_heatmaps=True,  # also log the bare heatmaps next to the overlays
-        ig_baseline=-mean / std,  # IG baseline = a black image (in normalised units; the default is 0)
+        log_grids=args.export_docs is not None,  # the compact grids (off by default), which --export-docs writes
+        # IG's baseline: a black image in normalised units. The default (None) is the same here, because
+        # `denormalize=(mean, std)` is given; without `denormalize` the default is zeros (the mean grey).
+        ig_baseline=-mean / std,
         on_drift="warn",  # the default; "stop" ends training, "raise" raises DriftDetectedError
     )
     logger = TensorBoardLogger(args.logdir, name="")  # -> <logdir>/version_<n>/
@@ -152,7 +155,7 @@ def main() -> None:
         for path in export_grids(logger.log_dir, args.export_docs, prefix="quickstart"):
             print(f"wrote {path}")
 
-    print(f"tensorboard --logdir {Path(args.logdir).resolve()}")
+    print(f"tensorboard --logdir {Path(args.logdir).resolve()} --samples_per_plugin images=1000")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ The table printed per epoch shows what happened without looking at any attributi
 and what the monitor saw: the share of |attribution| on the decoy patch per method (relevance mass), the
 drift against the reference epoch, and the alerts.
 
-Run:  python examples/shortcut_detection.py            (about a minute on 2 CPU cores)
-Then: tensorboard --logdir logs/shortcut
+Run:  python examples/shortcut_detection.py            (about a minute on 2 CPU cores; each run is a new
+      logs/shortcut/version_<n>, so re-runs never mix)
+Then: tensorboard --logdir logs/shortcut --samples_per_plugin images=1000   (every sheet, not only 10)
+  or: lightning-xai report logs/shortcut/version_<n> --out report.html
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ import os
 import warnings
 
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from examples.shortcut.scenario import ShortcutConfig, run_shortcut_scenario
+
+#: TensorBoard's server keeps 10 images per tag unless told otherwise; 1000 keeps every sheet of any ordinary run
+#: (``images=0`` shows none in TensorBoard 2.21's Images tab: the plugin asks its data provider for 0 samples)
+TENSORBOARD_SAMPLES = "--samples_per_plugin images=1000"
 
 COLUMNS = [
     ("gc mass", "xai/localization/gradcam/relevance_mass"),
@@ -44,20 +51,23 @@ COLUMNS = [
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", default="logs/shortcut")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--onset", type=int, default=4, help="first epoch with the predictive decoy")
     parser.add_argument("--export-docs", default=None, help="write the logged grids as PNG files here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small model: one thread is faster than two competing ones
     warnings.filterwarnings("ignore", module="lightning")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
     config = ShortcutConfig(seed=args.seed, epochs=args.epochs, onset_epoch=args.onset)
-    records, monitor = run_shortcut_scenario(config, logdir=args.logdir)
+    version = TensorBoardLogger(args.logdir, name="").version  # the next free version_<n>: a re-run never mixes
+    run_dir = os.path.join(args.logdir, f"version_{version}")
+    grids = {"log_grids": True} if args.export_docs else None  # the compact grids, which --export-docs writes
+    records, monitor = run_shortcut_scenario(config, logdir=args.logdir, monitor_kwargs=grids, version=version)
 
     header = f"{'epoch':>5} {'clean':>6} {'mism':>6} {'decoy':>6} " + " ".join(f"{n:>8}" for n, _ in COLUMNS)
     print("\n" + header + "  alert")
@@ -77,9 +87,11 @@ def main() -> None:
 
         before, after = config.onset_epoch - 1, len(records) - 1  # one image per evaluated epoch
         for index, name in ((before, "shortcut_before"), (after, "shortcut_after")):
-            for path in export_grids(args.logdir, args.export_docs, prefix=name, index=index):
+            for path in export_grids(run_dir, args.export_docs, prefix=name, index=index):
                 print(f"wrote {path}")
-    print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {os.path.abspath(args.logdir)}")
+    logdir = os.path.abspath(args.logdir)
+    print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {logdir} {TENSORBOARD_SAMPLES}")
+    print(f"or as one HTML page:\n  lightning-xai report {os.path.abspath(run_dir)} --out report.html")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""What the monitor costs, said to the user and kept within a budget: one info line after the first evaluation
-(seconds per evaluation, share of the time since the previous one, methods and steps, the Grad-CAM layer), one
-warning when the monitor takes more than 10 % of that time without a budget, and ``max_overhead``: the monitor's
-cumulative cost kept within that fraction of the rest of the run's time (fewer IG steps first, then fewer
-evaluations). The cost is all of it: the evaluation on the training thread (explanations, drift,
-alerts, preparing the pictures), the pictures rendered on the background thread (its CPU time) and the setup dry
-run."""
+"""What the monitor costs, said to the user and kept within a budget.
+
+Said once, as one info line at the first evaluation of a fit: the seconds per evaluation and their share of the time
+since the previous one, split into the explanations' passes (per method, with IG's steps and the Grad-CAM layer) and
+everything else (drift, alerts, pictures), and which settings change each. A warning comes only when the user should
+act: no budget is set and an evaluation takes more than :data:`WARN_SHARE` of the time between two evaluations and
+at least :data:`WARN_SECONDS`.
+``max_overhead`` keeps the monitor's cumulative cost within that fraction of the rest of the run's time (fewer IG
+steps first, then fewer evaluations). The cost is all of it: the evaluation on the training thread (explanations,
+drift, alerts, preparing the pictures), the pictures composed and encoded on the background thread (its CPU time)
+and the setup dry run."""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-#: share of the time between two evaluations above which the monitor warns (when no budget is set)
-WARN_SHARE = 0.10
+#: share of the time between two evaluations above which the monitor warns (when no budget is set) ...
+WARN_SHARE = 0.25
+#: ... if an evaluation also takes at least this many seconds (a small run's tenth of a second needs no action)
+WARN_SECONDS = 1.0
 
 
 class CostReporter:
@@ -54,6 +60,8 @@ class CostReporter:
         self._just_cut = False
         self._began: float | None = None  # when the current evaluation began (set by :meth:`allows`)
         self._background_seen = 0.0  # the background writer's CPU seconds already charged
+        #: the background writer's CPU seconds charged to the last stamped evaluation
+        self.last_background = 0.0
         self._setup_charged: Any = None  # the dry-run report already charged
 
     @staticmethod
@@ -121,6 +129,7 @@ class CostReporter:
         busy = float(getattr(writer, "busy_seconds", 0.0))
         seen = self._background_seen if busy >= self._background_seen else 0.0  # a new writer (ddp_spawn) starts at 0
         rendered, self._background_seen = busy - seen, busy
+        self.last_background = rendered
         record.cost_seconds = wall + rendered
         return record
 
@@ -152,20 +161,36 @@ class CostReporter:
                 self._reduce_ig(explainers, wanted / seconds if seconds > 0 else 1.0, warn_once)
         if not self.reported:
             self.reported = True
-            rank_zero_info(
-                f"AttributionMonitor: an evaluation takes {seconds:.2f} s ({explain:.2f} s of explanations), "
-                f"{share:.0%} of the time since the previous one ({interval:.1f} s); methods: "
-                f"{self.describe(explainers, scalars)}. "
-                "Logged per evaluation as `xai/seconds` (and `xai/<method>/seconds`)."
-            )
-        if budget is None and self.max_overhead is None and share > WARN_SHARE:
+            rank_zero_info(self.summary(seconds, explain, share, interval, explainers, scalars))
+        if budget is None and self.max_overhead is None and share > WARN_SHARE and seconds >= WARN_SECONDS:
             warn_once(
                 "cost_share",
                 f"AttributionMonitor: the monitor takes {seconds:.2f} s per evaluation, {share:.0%} of the time "
-                f"between two evaluations ({interval:.1f} s). Set a budget: `max_overhead=0.05` (a share of the run) "
-                "or `max_seconds_per_epoch=`; or evaluate less often (`every_n_epochs=`), use fewer probes "
-                "(`num_probes=`) or IG steps (`ig_steps=`).",
+                f"between two evaluations ({interval:.1f} s). Set a budget (`max_overhead=0.05`: a share of the run), "
+                "evaluate less often (`every_n_epochs=`) or explain fewer probes or IG steps.",
             )
+
+    def summary(
+        self, seconds: float, explain: float, share: float, interval: float, explainers: Sequence[Any], scalars: Any
+    ) -> str:
+        """The first evaluation's info line: its cost, split into the explanations' passes and everything else.
+
+        Example::
+
+            >>> CostReporter().summary(2.0, 1.5, 0.2, 10.0, [], {})  # doctest: +NORMALIZE_WHITESPACE
+            'AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since the previous one (10.0 s):
+             1.50 s of explanation passes () and 0.50 s for everything else (drift, alerts, pictures). Fewer probes,
+             IG steps or evaluations (`every_n_epochs=`) make it cheaper, `max_overhead=` caps it; logged as
+             `xai/seconds`.'
+        """
+        rest = max(0.0, seconds - explain)
+        background = f"; {self.last_background:.2f} s of it in the background" if self.last_background >= 0.005 else ""
+        return (
+            f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since the previous one "
+            f"({interval:.1f} s): {explain:.2f} s of explanation passes ({self.describe(explainers, scalars)}) and "
+            f"{rest:.2f} s for everything else (drift, alerts, pictures{background}). Fewer probes, IG steps or "
+            "evaluations (`every_n_epochs=`) make it cheaper, `max_overhead=` caps it; logged as `xai/seconds`."
+        )
 
     def _reduce_ig(self, explainers: Sequence[Any], factor: float, warn_once: Any) -> None:
         """Over the budget: fewer IG steps, about ``factor`` of the last ones, for every method that can (said

@@ -70,6 +70,44 @@ def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
     assert CostReporter().allows(monitor._warn_once)  # no budget: always
 
 
+def test_a_run_without_trouble_gets_one_info_line_that_splits_the_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_xai import _cost
+
+    clock, said, warned = _Clock(), [], []
+    monkeypatch.setattr(_cost.time, "perf_counter", clock)
+    monkeypatch.setattr(_cost, "rank_zero_info", said.append)
+
+    class _Monitor:
+        explainers: list[Any] = []
+        max_seconds_per_epoch = None
+
+        def _warn_once(self, key: str, message: str) -> None:
+            warned.append(message)
+
+    reporter = CostReporter()
+    reporter.start()
+    for epoch, (start, end) in enumerate([(10.0, 12.0), (22.0, 24.5), (34.0, 36.0)]):  # 2 s of every ~12 s: 17-21 %
+        clock.now = start
+        assert reporter.allows(_Monitor()._warn_once)
+        clock.now = end
+        record = reporter.stamped(Evaluation(epoch, 0, explain_seconds=1.5), BackgroundWriter())
+        reporter.after_evaluation(record, _Monitor())
+    assert warned == [] and len(said) == 1  # nothing wrong: one line, at the first evaluation
+    assert "an evaluation takes 2.00 s, 17% of the time since the previous one (12.0 s)" in said[0]
+    assert "1.50 s of explanation passes" in said[0] and "0.50 s for everything else" in said[0]
+    assert "`every_n_epochs=`" in said[0] and "`max_overhead=`" in said[0]  # what changes it
+    clock.now = 40.0
+    reporter.allows(_Monitor()._warn_once)
+    clock.now = 45.0  # 5 s of 9 s: the monitor takes over a quarter of the run, without a budget
+    reporter.after_evaluation(reporter.stamped(Evaluation(3, 0, explain_seconds=4.0)), _Monitor())
+    assert len(said) == 1 and len(warned) == 1 and "Set a budget" in warned[0] and "56%" in warned[0]
+    clock.now = 46.0
+    reporter.allows(_Monitor()._warn_once)
+    clock.now = 46.5  # 0.5 s of 1.5 s: a large share of a small run, nothing worth the user's action
+    reporter.after_evaluation(reporter.stamped(Evaluation(4, 0, explain_seconds=0.4)), _Monitor())
+    assert len(warned) == 1
+
+
 def test_budget_counts_the_whole_evaluation_the_background_rendering_and_the_dry_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -149,9 +187,9 @@ class _Recording(ShiftDetector):
         super().__init__()
         self.calls: list[tuple[str, bool]] = []
 
-    def update(self, method: str, maps: torch.Tensor, input_size: tuple[int, int], armed: bool) -> Any:
+    def update(self, method: str, maps: torch.Tensor, input_size: tuple[int, int], armed: bool, **kw: Any) -> Any:
         self.calls.append((method, armed))
-        return super().update(method, maps, input_size, armed)
+        return super().update(method, maps, input_size, armed, **kw)
 
 
 def test_a_tiny_budget_cuts_ig_steps_then_skips_evaluations(tmp_path: Any) -> None:

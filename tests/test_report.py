@@ -1,8 +1,10 @@
 """``lightning-xai report``: a self-contained HTML page from a real short run's event files, checked for its
-content, and opened in headless Chromium (skipped, with the reason, where Chromium is not installed)."""
+content (every evaluation, compact thumbnails, runs labelled by their path, named monitors, one evaluation, one-line
+errors), and opened in headless Chromium (skipped, with the reason, where Chromium is not installed)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import shutil
@@ -14,19 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from lightning_xai import AttributionMonitor, DriftRule
-from lightning_xai.report import find_runs, read_run, render_report
+from lightning_xai.report import find_runs, read_logdir, read_run, read_runs, render_report
 from lightning_xai.report.cli import main
+from lightning_xai.report.thumbs import FILM_TILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
 
-EPOCHS, PROBES = 4, 4
+EPOCHS, PROBES = 12, 4  # more sheets than TensorBoard's server keeps by default (10)
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def epochs_of(points: list[tuple[int, float]], epochs: int) -> bool:
+    """The points lie at the last evaluations, one per epoch: every epoch from the first or the second on (the
+    drift keys exist from the first evaluation, or from the one that has something to compare with)."""
+    found = [e for e, _ in points]
+    return found in (list(range(epochs)), list(range(1, epochs)))
 
 
 def blob_masks(images: Tensor, labels: Tensor | None) -> Tensor:
@@ -65,18 +76,24 @@ def test_the_run_is_read_back_by_epoch(run: dict[str, Any]) -> None:
     log = read_run(path)
     assert [s.epoch for s in log.sheets] == list(range(EPOCHS))
     assert log.methods == ["gradcam", "integrated_gradients"]
-    assert [e for e, _ in log.scalars["xai/gradcam/drift/rank_vs_reference/median"]] == [1, 2, 3]
+    assert epochs_of(log.scalars["xai/gradcam/drift/rank_vs_reference/median"], EPOCHS)
     assert sorted(log.predictions) == list(range(EPOCHS)) and len(log.predictions[3]) == PROBES
     assert log.predictions[3][0]["gradcam drift"] is not None and log.predictions[0][0]["gradcam drift"] is None
     monitor = run["monitor"]
     assert [e for e, _ in log.alerts] == [a.epoch for a in monitor.alerts] and monitor.alerts
     assert log.settings["warmup_epochs"] == 1 and log.settings["num_probes"] == PROBES
+    # the dashboard's summary (in the run's own event file or its summary runs) is read as part of the run
+    for method in log.methods:
+        watched = log.scalars[f"xai/summary/{method}/watched"]
+        assert watched == [(e, pytest.approx(v)) for e, v in log.scalars[f"xai/{method}/alert/score"]]
+        threshold = log.scalars[f"xai/summary/{method}/threshold"]  # once the detector has calibrated
+        assert threshold == [(e, pytest.approx(v)) for e, v in log.scalars[f"xai/{method}/alert/threshold"]]
 
 
 def test_the_page_holds_drift_curves_filmstrips_localisation_and_settings(run: dict[str, Any]) -> None:
     page, monitor = run["html"], run["monitor"]
-    assert page.startswith("<!DOCTYPE html>") and "<h1>test run: run" not in page  # the run dir is version_0
-    assert "test run: version_0" in page
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<h1>test run: run/version_0</h1>" in page  # its path under the log directory
     # drift: per method, the watched series, its threshold and the alerts in one chart
     for method in ("gradcam", "integrated_gradients"):
         assert f"{method}: watched drift, threshold, alerts" in page
@@ -89,8 +106,9 @@ def test_the_page_holds_drift_curves_filmstrips_localisation_and_settings(run: d
     # a filmstrip per probe across the epochs, cut out of the embedded sheets (each embedded once)
     for p in range(PROBES):
         assert f"probe #{p} — label" in page
-    assert page.count("data:image/png;base64,") == EPOCHS
-    assert all(f"<th>epoch {e}</th>" in page for e in range(EPOCHS))
+    assert page.count("url(data:image/webp;base64,") + page.count("url(data:image/jpeg;base64,") == EPOCHS
+    assert "data:image/png" not in page
+    assert all(page.count(f"<th>epoch {e}</th>") == PROBES for e in range(EPOCHS))  # every evaluation, every probe
     assert page.count('class="tile r0s') == PROBES * 3 * EPOCHS  # input + 2 methods per probe and epoch
     # localisation (probe_masks) and quality curves, the cost, the settings
     assert "localisation: relevance_mass" in page and "localisation: pointing_game" in page
@@ -104,6 +122,143 @@ def test_an_empty_log_dir_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 1
     assert "no TensorBoard event files" in capsys.readouterr().out
     assert "No run" in render_report([])
+
+
+def test_the_report_is_light_every_evaluation_one_compact_thumbnail_image(run: dict[str, Any]) -> None:
+    from PIL import Image
+
+    (log,) = read_logdir(run["logdir"])
+    assert len(log.sheets) == EPOCHS and [s.epoch for s in log.sheets] == log.evaluations == list(range(EPOCHS))
+    page = run["html"]
+    images = re.findall(r"url\(data:image/(webp|jpeg);base64,([A-Za-z0-9+/=]+)", page)
+    assert len(images) == EPOCHS
+    sizes = [Image.open(io.BytesIO(base64.b64decode(data))).size for _, data in images]
+    # the first holds the input column too (the probes are fixed), the others one column per method
+    assert sizes == [(3 * FILM_TILE, PROBES * FILM_TILE)] + [(2 * FILM_TILE, PROBES * FILM_TILE)] * (EPOCHS - 1)
+    pngs = sum(len(s.png) for s in log.sheets)
+    assert len(page.encode()) < 0.5 * pngs  # the logged sheets, as PNG, are more than twice the page
+
+
+def test_runs_are_labelled_by_their_path_and_one_evaluation_says_why_there_is_no_drift(tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    for _ in range(2):  # two versions of one run name, one evaluation each
+        monitor = AttributionMonitor(num_probes=PROBES, methods=("gradcam",), on_drift=lambda alert: None)
+        L.seed_everything(0, verbose=False)
+        train, val = loaders()
+        logger = TensorBoardLogger(str(logdir), name="exp")
+        L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, logger=logger, callbacks=[monitor])).fit(
+            TinyCNN(), train, val
+        )
+    runs = read_logdir(str(logdir))
+    assert [r.label for r in runs] == ["exp/version_0", "exp/version_1"]
+    page = render_report(runs, "t")
+    assert "<h1>t: exp/version_0</h1>" in page and "<h1>t: exp/version_1</h1>" in page
+    assert not re.search(r"<h1>[^<]*\d\. version_", page)  # not "1. version_0"
+    assert page.count("Only 1 evaluation so far (epoch 0): drift compares an evaluation with the previous one") == 2
+    assert "gradcam: watched drift" not in page  # no empty chart
+    # the same run read from its own directory is labelled by that directory's name
+    (one,) = read_logdir(str(logdir / "exp" / "version_1"))
+    assert one.label == "version_1"
+
+
+def test_named_monitors_are_reported_apart(tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    monitors = [
+        AttributionMonitor(num_probes=PROBES, ig_steps=4, warmup_epochs=1, name="a", on_drift=lambda alert: None),
+        AttributionMonitor(num_probes=PROBES, methods=("gradcam",), warmup_epochs=1, name="b"),
+    ]
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    logger = TensorBoardLogger(str(logdir), name="run")
+    L.Trainer(**trainer_kwargs(tmp_path, max_epochs=3, logger=logger, callbacks=monitors)).fit(TinyCNN(), train, val)
+    runs = {r.name: r for r in read_logdir(str(logdir))}
+    assert {"a", "b"} <= set(runs)
+    a, b = runs["a"], runs["b"]
+    assert epochs_of(a.scalars["xai/integrated_gradients/drift/rank_vs_previous/median"], 3)
+    assert epochs_of(b.scalars["xai/gradcam/drift/rank_vs_previous/median"], 3)
+    assert not any("integrated_gradients" in t for t in b.scalars)  # b's keys only
+    assert not any(t.startswith(("xai/a/", "xai/b/")) for t in a.scalars)  # read without the prefix
+    page = render_report(list(runs.values()), "t")
+    assert "run/version_0 (monitor a)" in page and "run/version_0 (monitor b)" in page
+    assert "integrated_gradients: rank drift (median over probes)" in page
+
+
+def test_named_sheet_settings_and_summary_tags_are_read(tmp_path: Path) -> None:
+    """``xai/<name>/sheet`` etc. (what a named monitor logs), written directly: read as that monitor's run."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lightning_xai.visualize.sheet import sheet_layout
+
+    layout = sheet_layout(2, 1, 32)
+    writer = SummaryWriter(str(tmp_path / "logs"))
+    settings = '```json\n{"methods": ["gradcam"], "num_probes": 2, "tile_size": 32, "warmup_epochs": 1}\n```'
+    writer.add_text("xai/a/settings", settings, global_step=0)
+    for epoch in range(3):
+        step = 10 * (epoch + 1)
+        writer.add_scalar("epoch", epoch, global_step=step)
+        writer.add_scalar("xai/a/summary/seconds", 0.1, global_step=epoch)
+        writer.add_scalar("xai/a/gradcam/drift/rank_vs_previous/median", 0.1 * epoch, global_step=step)
+        writer.add_image("xai/a/sheet", np.full((3, layout.height, layout.width), 200, np.uint8), global_step=step)
+    writer.add_image("xai/a/gradcam/alert/evidence", np.zeros((3, 40, 1200), np.uint8), global_step=30)
+    writer.close()
+    (log,) = read_runs(tmp_path / "logs")
+    assert log.name == "a" and log.methods == ["gradcam"] and log.settings["tile_size"] == 32
+    assert [s.epoch for s in log.sheets] == [0, 1, 2] and log.sheets[0].width == layout.width
+    page = render_report([log])
+    assert page.count("url(data:image/") == 3  # one thumbnail image per evaluation
+    assert page.count('class="tile r0s') == 2 * 2 * 3  # 2 probes x (input + gradcam) x 3 evaluations
+    # the alert's evidence image, at its epoch, re-encoded at most 900 px wide
+    assert [(m, p.epoch, p.width) for m, p in log.evidence] == [("gradcam", 2, 1200)]
+    assert "<h3>gradcam at epoch 2</h3>" in page and page.count('class="evidence"') == 1
+
+
+def test_out_into_a_missing_directory_is_created_and_a_bad_out_is_one_line(
+    run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "new" / "deeper" / "report.html"
+    assert main(["report", str(run["logdir"]), "--out", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert f"wrote {out} (" in capsys.readouterr().out
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["report", str(run["logdir"]), "--out", str(blocker / "report.html")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("lightning-xai report: cannot write ")
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.slow
+def test_tensorboard_started_with_the_printed_flag_serves_every_sheet(run: dict[str, Any]) -> None:
+    """The demo's printed command keeps every sheet: TensorBoard's server alone keeps 10 per tag."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    from examples.shortcut_detection import TENSORBOARD_SAMPLES
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run["logdir"]), "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, *TENSORBOARD_SAMPLES.split()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://localhost:{port}/data/plugin/images/images?run=run/version_0&tag=xai/sheet&sample=0"
+    try:
+        steps: list[int] = []
+        deadline = time.monotonic() + 90
+        while len(steps) < EPOCHS and time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    steps = [item["step"] for item in json.loads(answer.read())]
+            except OSError:
+                continue
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(steps) == EPOCHS == len(set(steps))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")

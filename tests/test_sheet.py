@@ -1,9 +1,4 @@
-"""The explanation sheet (``xai/sheet``) and its bitmap font.
-
-Also holds the generator of ``lightning_xai/visualize/font_data.py``; regenerate it with::
-
-    .venv/bin/python tests/test_sheet.py --regenerate-font
-"""
+"""The explanation sheet (``xai/sheet``): tiles, captions drawn with Pillow, and its pictures encoded once."""
 
 from __future__ import annotations
 
@@ -19,84 +14,37 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.explain import Explanation
-from lightning_xai.visualize import font_data
-from lightning_xai.visualize.font import GLYPH_HEIGHT, GLYPH_WIDTH, draw_text, fit_text, text_mask, wrap_text
+from lightning_xai.visualize.media import Picture, encode_png, evaluation_media
 from lightning_xai.visualize.render import to_display_images
-from lightning_xai.visualize.sheet import ALERT, render_sheet, sheet_layout
+from lightning_xai.visualize.sheet import (
+    ALERT,
+    fit_text,
+    prepare_sheet,
+    render_sheet,
+    sheet_layout,
+    text_width,
+    wrap_text,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
 
-FONT_FILE = Path(__file__).resolve().parents[1] / "lightning_xai" / "visualize" / "font_data.py"
-FONT_SIZE, FONT_TOP = 15, 2  # DejaVu Sans Mono Bold at 15 px; its glyphs use rows 2..17
 
-
-def glyph_levels() -> list[str]:
-    """Each printable ASCII glyph as GLYPH_WIDTH x GLYPH_HEIGHT hex digits (16 grey levels), via Pillow."""
-    import matplotlib
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.truetype(
-        os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSansMono-Bold.ttf"), FONT_SIZE
-    )
-    out = []
-    for code in range(32, 127):
-        img = Image.new("L", (GLYPH_WIDTH, GLYPH_HEIGHT), 0)
-        ImageDraw.Draw(img).text((0, -FONT_TOP), chr(code), fill=255, font=font, anchor="la")
-        out.append("".join(f"{round(v * 15 / 255):x}" for v in img.tobytes()))
-    return out
-
-
-def generate_font_source() -> str:
-    lines = [
-        "# Generated file - do not edit by hand.",
-        f"# Printable ASCII (32-126) rasterised from DejaVu Sans Mono Bold at {FONT_SIZE} px (Bitstream Vera / DejaVu",
-        f"# font licence: free to use and redistribute) into cells of {GLYPH_WIDTH}x{GLYPH_HEIGHT} pixels, 16 grey "
-        "levels, one hex digit per pixel,",
-        "# row-major. Regenerate with:  .venv/bin/python tests/test_sheet.py --regenerate-font",
-        '"""Bitmap glyphs of the sheet captions (see :mod:`lightning_xai.visualize.font`)."""',
-        "",
-        "from __future__ import annotations",
-        "",
-        "FIRST_CODE = 32",
-        f"GLYPH_WIDTH = {GLYPH_WIDTH}",
-        f"GLYPH_HEIGHT = {GLYPH_HEIGHT}",
-        "",
-        "GLYPHS: tuple[str, ...] = (",
-        *[f'    "{hexes}",' for hexes in glyph_levels()],
-        ")",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------------------------- font
-def test_font_covers_printable_ascii_and_matches_its_generator() -> None:
-    assert len(font_data.GLYPHS) == 95 and all(len(g) == GLYPH_WIDTH * GLYPH_HEIGHT for g in font_data.GLYPHS)
-    stored = np.array([[int(c, 16) for c in g] for g in font_data.GLYPHS])
-    fresh = np.array([[int(c, 16) for c in g] for g in glyph_levels()])
-    # FreeType versions may differ by a grey level on a few edge pixels; the shapes must be the same
-    assert (np.abs(stored - fresh) > 1).mean() < 0.01
-
-
-def test_every_visible_glyph_has_ink_and_unknown_characters_draw_a_question_mark() -> None:
-    for code in range(33, 127):
-        assert text_mask(chr(code)).max() > 0.5, chr(code)
-    assert text_mask(" ").max() == 0
-    assert torch.equal(text_mask("é"), text_mask("?"))
-    assert tuple(text_mask("abc").shape) == (GLYPH_HEIGHT, 3 * GLYPH_WIDTH)
-
-
-def test_draw_text_clips_at_the_canvas_edges() -> None:
-    canvas = torch.ones(3, 10, 20)
-    draw_text(canvas, "WWWW", 12, 5, (1.0, 0.0, 0.0))  # runs off the right and bottom edges
-    draw_text(canvas, "W", -100, -100)  # entirely outside
-    assert canvas[1:, 5:, 12:].min() < 0.5 and torch.equal(canvas[:, :5], torch.ones(3, 5, 20))
-    assert fit_text("abcdef", 6 * GLYPH_WIDTH) == "abcdef" and fit_text("abcdefgh", 5 * GLYPH_WIDTH) == "abc.."
-    assert wrap_text("a bb ccc", 4 * GLYPH_WIDTH) == ["a bb", "ccc"]
+# ------------------------------------------------------------------------------------------------------- text
+def test_text_is_cut_and_wrapped_to_the_width_in_pixels() -> None:
+    assert fit_text("abc", 100) == "abc"
+    text = "integrated_gradients integrated_gradients"
+    cut = fit_text(text, 100)
+    assert cut.endswith("..") and text_width(cut) <= 100 < text_width(text[: len(cut) - 1] + "..")  # the longest
+    assert fit_text("abc", 1) == ""
+    lines = wrap_text("heat: |attribution| / max of each map. vs ref: rank drift against epoch 2.", 120)
+    assert len(lines) > 2 and all(text_width(line) <= 120 for line in lines)
+    assert " ".join(lines) == "heat: |attribution| / max of each map. vs ref: rank drift against epoch 2."
 
 
 # ------------------------------------------------------------------------------------------------------ sheet
@@ -167,6 +115,51 @@ def test_sheet_captions_mark_wrong_predictions_and_drift_over_the_threshold_in_r
     assert [has_red(d) for d in drift_lines] == [False, True, False]
     ig_lines = [sheet[:, y + t : y + t + layout.line, layout.columns[2] :] for y in layout.rows]
     assert not any(has_red(d) for d in ig_lines) and all(d.min() < 200 for d in ig_lines)  # "vs ref -"
+    title, legend = sheet[:, : layout.rows[0] - layout.line], sheet[:, layout.rows[-1] + layout.row_height :]
+    assert title.min() < 100 and legend.min() < 100  # there is ink: column titles, the notes under the colour bar
+
+
+def test_the_page_is_composed_off_the_device_and_encoded_once_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 3
+    images, maps = torch.rand(n, 3, 20, 20), torch.rand(n, 20, 20)
+    kw: dict[str, Any] = dict(predicted=torch.zeros(n), confidence=torch.ones(n), labels=None, targets=torch.zeros(n))
+    layout, compose = prepare_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, **kw)
+    monkeypatch.setattr(torch.Tensor, "__mul__", None)  # composing uses no torch arithmetic (numpy + Pillow only)
+    page = compose()
+    monkeypatch.undo()
+    assert page.shape == (layout.height, layout.width, 3) and page.dtype == np.uint8
+    assert np.array_equal(
+        page, render_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, **kw).permute(1, 2, 0).numpy()
+    )
+    calls: list[int] = []
+    media = evaluation_media(images, {"m": Explanation(maps, maps)}, {"m": "max"}, epoch=0, step=0, grids=False, **kw)
+    ((tag, picture),) = media.images
+    original = picture._compose
+    picture._compose = lambda: calls.append(1) or original()  # type: ignore[misc, func-returns-value]
+    data = picture.png()
+    assert tag == "xai/sheet" and picture.png() is data and calls == [1] and picture.encode_seconds > 0
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decoded, page) and (picture.height, picture.width) == page.shape[:2]
+    assert encode_png(page, compress_level=6) != data and len(encode_png(page, compress_level=6)) < len(data) * 1.5
+
+
+def test_the_compact_grids_are_opt_in_and_share_the_sheets_heat() -> None:
+    n = 4
+    images, maps = torch.rand(n, 3, 8, 8), torch.rand(n, 8, 8)
+    kw: dict[str, Any] = dict(predicted=torch.zeros(n), confidence=torch.ones(n), labels=None, targets=torch.zeros(n))
+    results = {"m": Explanation(maps, maps)}
+
+    def tags(**options: bool) -> list[str]:
+        return [t for t, _ in evaluation_media(images, results, {"m": "max"}, epoch=0, step=0, **kw, **options).images]
+
+    assert tags(grids=False) == ["xai/sheet"]
+    assert tags(grids=False, log_heatmaps=True) == ["xai/sheet", "xai/m/heatmap"]
+    assert tags(grids=True, include_probes=True) == ["xai/sheet", "xai/probes", "xai/m/overlay"]
+    from lightning_xai.visualize.render import render_overlay_grid
+
+    grid = dict(evaluation_media(images, results, {"m": "max"}, epoch=0, step=0, grids=True, **kw).images)
+    assert torch.equal(grid["xai/m/overlay"].tensor(), render_overlay_grid(images, maps, nrow=4))
+    assert isinstance(grid["xai/m/overlay"], Picture)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -180,8 +173,6 @@ def test_sheet_tiles_render_on_cuda_like_on_cpu() -> None:
 
 # --------------------------------------------------------------------------------------------- in TensorBoard
 def test_the_largest_image_of_a_default_run_is_the_sheet_with_128_px_tiles(tmp_path: Any) -> None:
-    from PIL import Image
-
     logdir = str(tmp_path / "logs")
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -204,6 +195,35 @@ def test_the_largest_image_of_a_default_run_is_the_sheet_with_128_px_tiles(tmp_p
             assert tile.shape[:2] == (128, 128) and tile.std() > 1.0
 
 
+def test_each_picture_is_encoded_once_for_every_logger(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lightning_xai.visualize import media
+
+    encoded: list[tuple[int, int, int]] = []
+    real = media.encode_png
+
+    def counting(image: np.ndarray, compress_level: int = media.PNG_COMPRESS_LEVEL) -> bytes:
+        encoded.append((*image.shape[:2], compress_level))
+        return real(image, compress_level)
+
+    monkeypatch.setattr(media, "encode_png", counting)
+    train, val = loaders()
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",))
+    loggers = [TensorBoardLogger(str(tmp_path / "tb")), CSVLogger(str(tmp_path / "csv"))]
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=2, callbacks=[monitor], logger=loggers))
+    trainer.fit(TinyCNN(), train, val)
+    layout = sheet_layout(4, 1)
+    evaluations = [e for e in encoded if e[0] == layout.height]  # (the setup dry run renders a small sheet once)
+    assert evaluations == [(layout.height, layout.width, 1)] * 2  # the sheet, once per evaluation, level 1
+    files = sorted((Path(loggers[1].log_dir) / "xai" / "sheet").glob("*.png"))
+    acc = EventAccumulator(loggers[0].log_dir, size_guidance={"images": 0})
+    acc.Reload()
+    sheets = acc.Images("xai/sheet")
+    assert len(files) == len(sheets) == 2  # both loggers got both sheets, byte for byte the same PNG
+    assert [f.read_bytes() for f in files] == [e.encoded_image_string for e in sheets]
+
+
 def test_a_rendering_failure_warns_and_training_goes_on(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning_xai.visualize import log
 
@@ -219,11 +239,3 @@ def test_a_rendering_failure_warns_and_training_goes_on(tmp_path: Any, monkeypat
     with pytest.warns(UserWarning, match="rendering the pictures failed.*no pictures today"):
         trainer.fit(TinyCNN(), train, val)
     assert len(monitor.history) == 2 and trainer.current_epoch == 2
-
-
-if __name__ == "__main__":
-    if "--regenerate-font" in sys.argv:
-        FONT_FILE.write_text(generate_font_source())
-        print(f"wrote {FONT_FILE}")
-    else:
-        print(__doc__)

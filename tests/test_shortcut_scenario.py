@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -35,3 +39,27 @@ def test_scenario_records_reliance_and_localization() -> None:
         assert 0.0 <= r.scalars["xai/localization/integrated_gradients/pointing_game"] <= 1.0
     # a mismatched decoy never equals the label, so the two rates cannot sum above 1
     assert all(r.mismatched_acc + r.decoy_rate <= 1.0 + 1e-6 for r in records)
+
+
+@pytest.mark.slow
+def test_the_demo_writes_a_new_version_per_run_and_prints_the_samples_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.shortcut_detection import main
+    from lightning_xai.report import read_logdir
+
+    logdir = tmp_path / "shortcut"
+    threads, level = torch.get_num_threads(), logging.getLogger("lightning.pytorch").level
+    try:
+        with warnings.catch_warnings():  # the demo quiets Lightning's warnings and uses one thread
+            for epochs in ("2", "1"):
+                main(["--logdir", str(logdir), "--epochs", epochs, "--onset", "1"])
+    finally:
+        torch.set_num_threads(threads)
+        logging.getLogger("lightning.pytorch").setLevel(level)
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in logdir.iterdir()) == ["version_0", "version_1"]
+    assert out.count("--samples_per_plugin images=1000") == 2  # every sheet, not TensorBoard's default 10
+    assert f"lightning-xai report {logdir.resolve() / 'version_1'} --out report.html" in out
+    runs = read_logdir(str(logdir))
+    assert [(r.label, len(r.sheets)) for r in runs] == [("version_0", 2), ("version_1", 1)]  # not mixed

@@ -152,11 +152,13 @@ def run_shortcut_scenario(
     config: ShortcutConfig,
     logdir: str | None = None,
     monitor_kwargs: dict[str, Any] | None = None,
+    version: int | str | None = None,
 ) -> tuple[list[EpochRecord], AttributionMonitor]:
     """Train one run of the scenario with an :class:`AttributionMonitor` at its defaults.
 
     Only what a user would pass is given to the monitor: the probes (fixed validation images with labels),
-    their decoy masks for the localisation scalars, and how to display them.
+    their decoy masks for the localisation scalars, and how to display them. With ``logdir``, the run goes to
+    ``<logdir>/version_<n>`` (``version``; None: the next free one, so a re-run never mixes with an earlier run).
     """
     L.seed_everything(config.seed, verbose=False)
     spec = DecoySpec()
@@ -169,7 +171,7 @@ def run_shortcut_scenario(
         **(monitor_kwargs or {}),
     )
     reliance = _Reliance(val, monitor, config.seed)
-    logger: TensorBoardLogger | bool = TensorBoardLogger(logdir, name="", version="") if logdir else False
+    logger: TensorBoardLogger | bool = TensorBoardLogger(logdir, name="", version=version) if logdir else False
     trainer = L.Trainer(
         max_epochs=config.epochs,
         accelerator="cpu",

@@ -1,5 +1,5 @@
 """Render a :class:`~lightning_xai.report.read.RunLog` as one self-contained HTML page: inline CSS, SVG charts and
-the sheets as base64 PNGs, no script or file fetched from anywhere.
+the filmstrips' thumbnails as base64 WebP (JPEG where Pillow has no WebP), no script or file fetched from anywhere.
 
 Sections: a summary line, the alerts, the drift charts per method (the watched series with its threshold and the
 alerts marked, and the rank drift against the previous evaluation and the reference), a filmstrip per probe across
@@ -12,19 +12,16 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from lightning_xai.report.charts import ALERT_COLOUR, PALETTE, Series, svg_chart
 from lightning_xai.report.read import RunLog
+from lightning_xai.report.thumbs import FILM_TILE, compact, thumbnail_format, thumbnails
 from lightning_xai.visualize.sheet import SheetLayout, sheet_layout
 
-__all__ = ["Series", "render_report", "svg_chart"]
+__all__ = ["Series", "render_report", "run_label", "svg_chart", "thumbnails"]
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
-ALERT_COLOUR = "#d62728"
-FILM_TILE = 96  # pixels per filmstrip tile on the page
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1200px;
@@ -40,115 +37,10 @@ table { border-collapse: collapse; margin: 6px 0; } td, th { padding: 3px 8px; b
 .film th { font-weight: 500; font-size: 12px; color: #555; text-align: center; }
 .tile { width: 96px; height: 96px; background-repeat: no-repeat; image-rendering: auto; border-radius: 2px; }
 .cap { font-size: 11px; color: #333; } .cap.bad { color: #d62728; font-weight: 600; }
+.evidence { max-width: 100%; border: 1px solid #e3e3e3; }
+.note { background: #f6f8fa; padding: 8px 12px; border-radius: 4px; }
 code { background: #f4f4f4; padding: 1px 4px; border-radius: 3px; }
 """
-
-
-@dataclass
-class Series:
-    """One line (or marker set) of a chart."""
-
-    name: str
-    points: Sequence[tuple[float, float]]
-    colour: str = PALETTE[0]
-    dashed: bool = False
-    markers_only: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / max(1, count)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
-    return [round(k * step, 10) for k in range(first, last + 1)]
-
-
-def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width: int = 520, height: int = 240) -> str:
-    """A line chart as inline SVG: axes with ticks, a legend, dashed lines for thresholds, dots for alerts.
-
-    Example::
-
-        >>> svg = svg_chart("drift", [Series("watched", [(0, 0.1), (1, 0.3)])])
-        >>> svg.startswith("<svg") and "watched" in svg and "polyline" in svg
-        True
-    """
-    points = [p for s in series for p in s.points if math.isfinite(p[1])]
-    if not points:
-        return ""
-    left, right, top = 52, 14, 28
-    shown = [s for s in series if any(math.isfinite(p[1]) for p in s.points)]
-    legend, x_at, row = [], float(left), 0
-    for s in shown:  # legend entries, wrapped onto as many lines as they need
-        need = 30 + 6.5 * len(s.name)
-        if x_at + need > width - right and x_at > left:
-            x_at, row = float(left), row + 1
-        legend.append((s, x_at, row))
-        x_at += need
-    bottom = 44 + 16 * (row + 1)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x_lo, x_hi = min(xs), max(xs)
-    if x_hi == x_lo:
-        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
-    y_lo, y_hi = min(0.0, min(ys)), max(ys)
-    y_ticks = _ticks(y_lo, y_hi if y_hi > y_lo else y_lo + 1.0)
-    y_lo, y_hi = y_ticks[0], y_ticks[-1]
-    height += 16 * row  # room for the extra legend lines
-    pw, ph = width - left - right, height - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x_lo) / (x_hi - x_lo) * pw
-
-    def sy(y: float) -> float:
-        return top + ph - (y - y_lo) / (y_hi - y_lo) * ph
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="svgchart" role="img" '
-        f'aria-label="{html.escape(title)}">',
-        f'<text x="{left}" y="17" font-size="13" font-weight="600">{html.escape(title)}</text>',
-    ]
-    for t in y_ticks:
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" font-size="11" text-anchor="end">{t:g}</text>')
-    x_ticks = [t for t in _ticks(x_lo, x_hi, 8) if x_lo <= t <= x_hi]
-    if xlabel == "epoch":
-        x_ticks = [t for t in x_ticks if float(t).is_integer()]
-    for t in x_ticks:
-        out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 15}" font-size="11" text-anchor="middle">{t:g}</text>')
-    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#999"/>')
-    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#999"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 30}" font-size="11" text-anchor="middle">{xlabel}</text>')
-    for s, lx, row in legend:
-        pts = sorted(p for p in s.points if math.isfinite(p[1]))
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-        if s.markers_only:
-            for x, y in pts:
-                out.append(
-                    f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5.5" fill="none" stroke="{s.colour}" '
-                    f'stroke-width="2.5"><title>{html.escape(s.name)}: epoch {x:g}, {y:.3g}</title></circle>'
-                )
-        else:
-            dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-            out.append(f'<polyline points="{coords}" fill="none" stroke="{s.colour}" stroke-width="2"{dash}/>')
-            for x, y in pts:
-                out.append(
-                    f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{s.colour}">'
-                    f"<title>{html.escape(s.name)}: {xlabel} {x:g}, {y:.4g}</title></circle>"
-                )
-        ly = top + ph + 50 + 16 * row
-        mark = (
-            f'<circle cx="{lx + 8}" cy="{ly - 4}" r="4.5" fill="none" stroke="{s.colour}" stroke-width="2"/>'
-            if s.markers_only
-            else f'<line x1="{lx}" x2="{lx + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="{s.colour}" stroke-width="2"'
-            + (' stroke-dasharray="5 3"' if s.dashed else "")
-            + "/>"
-        )
-        out.append(mark)
-        out.append(f'<text x="{lx + 22}" y="{ly}" font-size="11">{html.escape(s.name)}</text>')
-    out.append("</svg>")
-    return "".join(out)
 
 
 def _chart_div(svg: str) -> str:
@@ -190,63 +82,99 @@ def _drift_section(run: RunLog) -> str:
             Series("vs reference", run.scalars.get(f"xai/{method}/drift/rank_vs_reference/median", []), PALETTE[3]),
         ]
         charts.append(_chart_div(svg_chart(f"{method}: rank drift (median over probes)", rank)))
-    parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    if any(charts) and len(run.evaluations) > 1:
+        parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    else:
+        parts.append(f'<p class="note">{html.escape(_no_drift_yet(run))}</p>')
     return "".join(parts)
 
 
+def _no_drift_yet(run: RunLog) -> str:
+    """Why a run has no drift curve yet, and from which evaluation on it will have them.
+
+    Example::
+
+        >>> from pathlib import Path
+        >>> _no_drift_yet(RunLog(Path("x"), scalars={"xai/summary/seconds": [(0, 0.1)]}))[:60]
+        'Only 1 evaluation so far (epoch 0): drift compares an evalua'
+    """
+    evaluations = run.evaluations
+    warmup = run.settings.get("warmup_epochs", "warmup_epochs")
+    reference = run.settings.get("reference_epoch")
+    start = f"epoch {reference}" if reference is not None else f"the first evaluated epoch >= {warmup}"
+    if len(evaluations) <= 1:
+        count = f"{len(evaluations)} evaluation" + ("" if len(evaluations) == 1 else "s")
+        when = f" (epoch {evaluations[0]})" if evaluations else ""
+        return (
+            f"Only {count} so far{when}: drift compares an evaluation with the previous one, so the curves start at "
+            f"the second evaluation; the reference is {start}, and the detector decides after the warm-up and its "
+            "calibration. Train longer, or see the filmstrips below."
+        )
+    return (
+        f"{len(evaluations)} evaluations (epochs {evaluations[0]}–{evaluations[-1]}) but no drift scalar was logged: "
+        "the methods may have failed at every evaluation (see the errors above), or the run logged no scalars."
+    )
+
+
 def _layout_for(run: RunLog, width: int, height: int) -> SheetLayout | None:
-    """The sheet geometry whose size matches the image (the number of methods that ran may vary)."""
+    """The sheet geometry (:func:`~lightning_xai.visualize.sheet.sheet_layout`, the renderer's own) for the run's
+    tile size and probes, with as many method columns as the image is wide (a method skipped at an evaluation is
+    not on that sheet); None when no geometry gives the image's size."""
     tile = int(run.settings.get("tile_size", 128))
     rows = [len(v) for v in run.predictions.values()]
     probes = int(run.settings.get("num_probes") or (max(rows) if rows else 0))
-    for methods in range(0, 9):
-        layout = sheet_layout(probes, methods, tile)
-        if (layout.width, layout.height) == (width, height):
-            return layout
-    return None
+    one, two = sheet_layout(probes, 1, tile), sheet_layout(probes, 2, tile)
+    step = two.width - one.width  # one more method column
+    methods = 1 + (width - one.width) // step if step > 0 and width >= one.width else 0
+    layout = sheet_layout(probes, max(0, methods), tile)
+    return layout if (layout.width, layout.height) == (width, height) else None
 
 
 def _filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[str]]:
-    """The filmstrips, the CSS rules that hold the sheets (each sheet embedded once) and their class names."""
+    """The filmstrips, the CSS rules that hold the thumbnails (one image per evaluation, each embedded once) and
+    their class names. The input column is packed once, with the first evaluation (the probes are fixed)."""
     if not run.sheets:
         return "", [], []
-    styles, usable, classes = [], [], []
+    usable: list[tuple[int, Any, SheetLayout]] = []
     for i, sheet in enumerate(run.sheets):
         layout = _layout_for(run, sheet.width, sheet.height)
-        if layout is None:
-            continue
-        data = base64.b64encode(sheet.png).decode("ascii")
-        styles.append(f".{prefix}s{i} {{ background-image: url(data:image/png;base64,{data}); }}")
-        classes.append(f"{prefix}s{i}")
-        usable.append((i, sheet, layout))
+        if layout is not None:
+            usable.append((i, sheet, layout))
     if not usable:
         return "", [], []
+    _, mime = thumbnail_format()
+    styles, classes = [], []
+    first = usable[0][0]
+    for i, sheet, layout in usable:
+        packed = list(range(len(layout.columns))) if i == first else list(range(1, len(layout.columns)))
+        data = base64.b64encode(thumbnails(sheet.png, layout, packed)).decode("ascii")
+        styles.append(f".{prefix}s{i} {{ background-image: url(data:{mime};base64,{data}); }}")
+        classes.append(f"{prefix}s{i}")
     methods = run.methods
     parts = [
         "<h2>Filmstrips</h2>",
-        '<p class="muted">Each probe across the evaluated epochs: the input, then each method\'s overlay (cut out of '
-        "the explanation sheets, <code>xai/sheet</code>), with the prediction and each map's drift against the "
-        "reference.</p>",
+        f'<p class="muted">Each probe across all {len(usable)} evaluations: the input, then each method\'s overlay '
+        "(cut out of the explanation sheets, <code>xai/sheet</code>), with the prediction and each map's drift "
+        "against the reference.</p>",
     ]
+    widest = max(len(layout.columns) for _, _, layout in usable)
+    columns = ["input"] + methods[: max(0, widest - 1)]
     probes = len(usable[-1][2].rows)
-    scale = FILM_TILE / usable[-1][2].tile
     for p in range(probes):
         last = run.predictions.get(usable[-1][1].epoch, [])
         label = last[p].get("label") if p < len(last) else None
         parts.append(f'<h3>probe #{p}{"" if label is None else f" — label {label}"}</h3><div class="film"><table>')
         parts.append("<tr><th></th>" + "".join(f"<th>epoch {s.epoch}</th>" for _, s, _ in usable) + "</tr>")
-        columns = ["input"] + [m for m in methods][: max(0, len(usable[-1][2].columns) - 1)]
         for c, name in enumerate(columns):
             cells = [f'<th style="text-align:right">{html.escape(name)}</th>']
             for i, sheet, layout in usable:
                 if c >= len(layout.columns) or p >= len(layout.rows):
                     cells.append("<td></td>")
                     continue
-                x, y = layout.columns[c] * scale, layout.rows[p] * scale
-                size = f"{layout.width * scale:.1f}px {layout.height * scale:.1f}px"
+                source = first if c == 0 else i
+                x = FILM_TILE * (c if source == first else c - 1)
                 tile = (
-                    f'<div class="tile {prefix}s{i}" style="background-size:{size};background-position:-{x:.1f}px '
-                    f'-{y:.1f}px"></div>'
+                    f'<div class="tile {prefix}s{source}" style="background-position:-{x}px -{p * FILM_TILE}px"></div>'
                 )
                 row = run.predictions.get(sheet.epoch, [])
                 info = row[p] if p < len(row) else {}
@@ -321,11 +249,28 @@ def _alerts_section(run: RunLog) -> str:
     return f"<h2>Alerts</h2><table><tr><th>epoch</th><th>message</th></tr>{rows}</table>"
 
 
+def _evidence_section(run: RunLog) -> str:
+    """Each alert's evidence image (``xai/<method>/alert/evidence``), re-encoded compactly."""
+    parts = ["<h2>Evidence of the alerts</h2>"] if run.evidence else []
+    for method, picture in run.evidence:
+        data, mime = compact(picture.png)
+        encoded = base64.b64encode(data).decode("ascii")
+        parts.append(
+            f"<h3>{html.escape(method)} at epoch {picture.epoch}</h3>"
+            '<p class="muted">The probes that moved: the input, the map before, the map at the alert and the '
+            "difference (red: relevance gained, blue: lost), with each class's region boxed "
+            f"(<code>xai/{html.escape(method)}/alert/evidence</code>).</p>"
+            f'<img class="evidence" alt="evidence of the {html.escape(method)} alert at epoch {picture.epoch}" '
+            f'src="data:{mime};base64,{encoded}">'
+        )
+    return "".join(parts)
+
+
 def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], list[str]]:
     epochs = run.epochs
     first = f", the first at epoch {run.alerts[0][0]}" if run.alerts else ""
     summary = (
-        f'<p class="summary">{len(run.sheets)} evaluations'
+        f'<p class="summary">{len(run.evaluations)} evaluation(s)'
         + (f", epochs {epochs[0]}–{epochs[-1]}" if epochs else "")
         + f", methods {', '.join(run.methods) or '–'}; "
         + (f'<span class="alert">{len(run.alerts)} alert(s){first}</span>' if run.alerts else "no alert")
@@ -334,8 +279,9 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
     )
     film, styles, classes = _filmstrip_section(run, prefix)
     body = (
-        f'<section class="run"><h1>{html.escape(name)}</h1><p class="muted"><code>{html.escape(str(run.path))}</code>'
-        f"</p>{summary}{_alerts_section(run)}{_drift_section(run)}{film}{_other_curves(run)}{_settings_section(run)}"
+        f'<section class="run" id="{prefix}"><h1>{html.escape(name)}</h1><p class="muted"><code>'
+        f"{html.escape(str(run.path))}</code></p>"
+        f"{summary}{_alerts_section(run)}{_drift_section(run)}{_evidence_section(run)}{film}{_other_curves(run)}{_settings_section(run)}"
         "</section>"
     )
     return body, styles, classes
@@ -360,6 +306,20 @@ SCRIPT = """
 """
 
 
+def run_label(run: RunLog) -> str:
+    """How the report names a run: its path under the log directory (``run.label``, else the directory's name),
+    and the monitor's name for a named monitor.
+
+    Example::
+
+        >>> from pathlib import Path
+        >>> run_label(RunLog(Path("logs/shortcut/version_1"), label="shortcut/version_1", name="a"))
+        'shortcut/version_1 (monitor a)'
+    """
+    label = run.label or run.path.name
+    return label if run.name is None else f"{label} (monitor {run.name})"
+
+
 def render_report(runs: Sequence[RunLog], title: str = "lightning-xai report") -> str:
     """The whole page for one or more runs.
 
@@ -372,9 +332,16 @@ def render_report(runs: Sequence[RunLog], title: str = "lightning-xai report") -
     bodies: list[str] = []
     styles: list[str] = []
     checks: list[str] = []
+    if len(runs) > 1:
+        items = "".join(
+            f'<li><a href="#r{i}">{html.escape(run_label(run))}</a>'
+            + (f' <span class="alert">{len(run.alerts)} alert(s)</span>' if run.alerts else "")
+            + "</li>"
+            for i, run in enumerate(runs)
+        )
+        bodies.append(f'<h1>{html.escape(title)}</h1><p>{len(runs)} runs:</p><ul class="runs">{items}</ul>')
     for i, run in enumerate(runs):
-        name = run.path.name if len(runs) == 1 else f"{i + 1}. {run.path.name}"
-        body, style, classes = _run_section(run, f"{title}: {name}", f"r{i}")
+        body, style, classes = _run_section(run, f"{title}: {run_label(run)}", f"r{i}")
         bodies.append(body)
         styles += style
         checks += [f'<div class="{c}" data-sheet hidden></div>' for c in classes]  # for the load check

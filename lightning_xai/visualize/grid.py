@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_xai.visualize.display import Denormalize, _to_float, to_display_images
-from lightning_xai.visualize.render import _check_colormap, apply_colormap, normalize_maps, overlay
+from lightning_xai.visualize.render import apply_colormap, check_colormap, normalize_maps, overlay
 
 
 def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> Tensor:
@@ -125,7 +125,7 @@ def render_overlay_grid(
         >>> grid.shape, grid.dtype
         (torch.Size([3, 70, 70]), torch.uint8)
     """
-    _check_colormap(colormap)
+    check_colormap(colormap)
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
     if maps.shape[0] != images.shape[0]:
@@ -160,6 +160,6 @@ def render_heatmap_grid(
         >>> render_heatmap_grid(torch.rand(3, 7, 7), colormap="viridis").shape
         torch.Size([3, 11, 29])
     """
-    _check_colormap(colormap)
+    check_colormap(colormap)
     heat = normalize_maps(maps, mode=normalization)
     return to_uint8(make_grid(apply_colormap(heat, colormap), nrow=nrow, padding=2, pad_value=1.0))

@@ -1,9 +1,9 @@
 """Turn attribution maps into pictures: colormaps, normalisation, overlays and image grids.
 
-Everything here is pure ``torch`` (no matplotlib / PIL / numpy / torchvision) and runs on whatever
-device the input tensors live on, so the rendering can stay on the training GPU; only the final
-``uint8`` grid needs to be copied to the CPU (e.g. for ``SummaryWriter.add_image``). No function
-here forces a host/device synchronisation.
+The maps are rendered in ``torch`` on whatever device the input tensors live on, so the rendering can stay on
+the training GPU; only the final ``uint8`` grid needs to be copied to the CPU. No function here forces a
+host/device synchronisation. The colour tables are matplotlib's (``matplotlib.colormaps``), sampled once per
+(name, device) into a 256-entry lookup table.
 
 Typical use::
 
@@ -14,13 +14,17 @@ Typical use::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import matplotlib
+import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.visualize.colormaps import COLORMAP_NAMES, LUT_HEX
 from lightning_xai.visualize.display import (  # noqa: F401 - re-exported: the input side of the pictures
     Denormalize,
+    _to_float,
     black_input,
     check_denormalize,
     check_display_channels,
@@ -34,6 +38,7 @@ __all__ = [
     "colormap_lut",
     "make_grid",
     "normalize_maps",
+    "one_torch_thread",
     "overlay",
     "render_heatmap_grid",
     "render_overlay_grid",
@@ -41,48 +46,87 @@ __all__ = [
     "to_uint8",
 ]
 
-COLORMAPS: tuple[str, ...] = tuple(COLORMAP_NAMES)
-"""Names accepted by :func:`colormap_lut` / :func:`apply_colormap` (matplotlib's 256-entry tables)."""
+COLORMAPS: tuple[str, ...] = ("jet", "viridis", "inferno", "turbo")
+"""Suggested colormaps; any name in ``matplotlib.colormaps`` is accepted (case-insensitive where unambiguous)."""
 
 NORMALIZATIONS: tuple[str, ...] = ("max", "percentile")
 """Modes accepted by :func:`normalize_maps`."""
 
 
 _LUT_CACHE: dict[tuple[str, str], Tensor] = {}
+_UINT8_CACHE: dict[str, np.ndarray] = {}
+
+
+@contextmanager
+def one_torch_thread(device: torch.device | str = "cpu") -> Iterator[None]:
+    """torch's intra-op threads set to 1 for the block on the CPU (restored after; nothing changes for a GPU device).
+
+    The pictures are many small tensor operations: on a busy machine each parallel one waits for a descheduled
+    partner thread (measured: 10-18 ms per evaluation with one thread, 60-680 ms with two while other processes held
+    the cores). ``torch.set_num_threads`` is process-wide: use it only on the training thread, inside a hook.
+    """
+    threads = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def check_colormap(name: str) -> str:
-    """Return the canonical colormap name, or raise a ValueError naming ``colormap`` and the choices."""
-    key = name.lower() if isinstance(name, str) else None
-    if key not in LUT_HEX:
-        raise ValueError(f"Unknown `colormap={name!r}`; expected one of {', '.join(COLORMAPS)}.")
-    return key
+    """Return the name as ``matplotlib.colormaps`` knows it, or raise a ValueError naming ``colormap``.
+
+    Example::
+
+        >>> check_colormap("JET"), check_colormap("RdBu")
+        ('jet', 'RdBu')
+    """
+    if isinstance(name, str):
+        if name in matplotlib.colormaps:
+            return name
+        folded = [known for known in matplotlib.colormaps if known.lower() == name.lower()]
+        if len(folded) == 1:
+            return folded[0]
+    raise ValueError(
+        f"Unknown `colormap={name!r}`; expected a name of `matplotlib.colormaps`, e.g. {', '.join(COLORMAPS)}."
+    )
 
 
-_check_colormap = check_colormap
+def lut_uint8(name: str) -> np.ndarray:
+    """``(256, 3)`` uint8 RGB table of a colormap (numpy, for pictures composed on the CPU); cached."""
+    key = check_colormap(name)
+    table = _UINT8_CACHE.get(key)
+    if table is None:
+        table = np.round(_sampled(key) * 255).astype(np.uint8)
+        table.flags.writeable = False  # shared
+        _UINT8_CACHE[key] = table
+    return table
 
 
-def _lut(name: str, device: torch.device) -> Tensor:
+def _sampled(name: str) -> np.ndarray:
+    """matplotlib's colormap sampled at 256 evenly spaced points: ``(256, 3)`` float64 RGB in ``[0, 1]``."""
+    return np.asarray(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3], dtype=np.float64)
+
+
+def device_lut(name: str, device: torch.device) -> Tensor:
     """Cached (256, 3) float32 LUT on ``device`` (shared: never modify it in place)."""
-    key = _check_colormap(name)
-    cache_key = (key, str(device))
+    cache_key = (check_colormap(name), str(device))
     lut = _LUT_CACHE.get(cache_key)
     if lut is None:
-        raw = torch.tensor(list(bytes.fromhex(LUT_HEX[key])), dtype=torch.float32).view(256, 3)
-        lut = (raw / 255.0).to(device)
-        _LUT_CACHE[cache_key] = lut
+        lut = _LUT_CACHE[cache_key] = torch.from_numpy(_sampled(cache_key[0])).float().to(device)
     return lut
 
 
 def colormap_lut(name: str, device: torch.device | str | None = None) -> Tensor:
     """Return the 256-entry RGB lookup table of a colormap.
 
-    The tables are matplotlib's (``matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3]``)
-    quantised to 8 bits, stored in :mod:`lightning_xai.visualize.colormaps`; matplotlib is not needed at run time.
+    The table is matplotlib's, ``matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3]``, in float32.
 
     Args:
-        name: One of :data:`COLORMAPS` (``"jet"``, ``"viridis"``, ``"inferno"``, ``"turbo"``),
-            case-insensitive.
+        name: A name of ``matplotlib.colormaps`` (e.g. one of :data:`COLORMAPS`).
         device: Device of the returned tensor (default CPU). Tables are cached per (name, device).
 
     Returns:
@@ -100,7 +144,7 @@ def colormap_lut(name: str, device: torch.device | str | None = None) -> Tensor:
         [68.0, 1.0, 84.0]
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    return _lut(name, dev).clone()
+    return device_lut(name, dev).clone()
 
 
 def _as_nhw(maps: Tensor, what: str) -> Tensor:
@@ -113,19 +157,15 @@ def _as_nhw(maps: Tensor, what: str) -> Tensor:
     return maps
 
 
-def _to_float(x: Tensor) -> Tensor:
-    return x if x.is_floating_point() and x.dtype in (torch.float32, torch.float64) else x.float()
-
-
 def apply_colormap(maps: Tensor, name: str = "jet") -> Tensor:
     """Colourise scalar maps with a 256-entry colormap lookup table.
 
     Values are clamped to ``[0, 1]`` (NaN counts as 0) and looked up at index ``round(v * 255)``,
-    which reproduces ``matplotlib.colormaps[name](v)`` for the same 256-level quantisation.
+    which reproduces ``matplotlib.colormaps[name](v)`` (float32) for the same 256-level quantisation.
 
     Args:
         maps: ``(N, H, W)`` (or ``(N, 1, H, W)``) float tensor, nominally in ``[0, 1]``.
-        name: Colormap name, one of :data:`COLORMAPS`.
+        name: A name of ``matplotlib.colormaps``.
 
     Returns:
         ``(N, 3, H, W)`` float32 tensor in ``[0, 1]`` on the device of ``maps``.
@@ -141,7 +181,7 @@ def apply_colormap(maps: Tensor, name: str = "jet") -> Tensor:
         >>> (rgb[0, :, 0, 0] * 255).round().tolist()  # jet starts dark blue
         [0.0, 0.0, 128.0]
     """
-    lut = _lut(name, maps.device)
+    lut = device_lut(name, maps.device)
     m = _as_nhw(maps, "maps")
     v = torch.nan_to_num(_to_float(m), nan=0.0).clamp(0.0, 1.0)
     idx = (v * 255.0).round().long()
@@ -151,15 +191,20 @@ def apply_colormap(maps: Tensor, name: str = "jet") -> Tensor:
 def _percentile_rows(x: Tensor, q: float) -> Tensor:
     """Per-row ``q``-th percentile of a 2-D tensor, numpy's default ``linear`` interpolation.
 
-    Implemented with a sort instead of ``torch.quantile`` (no 16M-element input limit).
+    Selects the two order statistics it needs with ``torch.topk`` from the nearer end (no full sort, and no
+    16M-element input limit as in ``torch.quantile``).
     """
     n = x.shape[1]
     pos = (q / 100.0) * (n - 1)
     lo = int(math.floor(pos))
     hi = min(lo + 1, n - 1)
     frac = pos - lo
-    s = torch.sort(x, dim=1).values
-    a, b = s[:, lo], s[:, hi]
+    if n - lo <= hi + 1:  # the upper end is nearer: the n - lo largest, descending
+        top = torch.topk(x, n - lo, dim=1).values
+        a, b = top[:, n - lo - 1], top[:, n - hi - 1]
+    else:  # the hi + 1 smallest, ascending
+        low = torch.topk(x, hi + 1, dim=1, largest=False).values
+        a, b = low[:, lo], low[:, hi]
     return a + (b - a) * frac
 
 

@@ -3,8 +3,9 @@
 One row per probe: a caption (probe, label, prediction and confidence), the input, then one overlay per method,
 each tile ``tile_size`` pixels (128 by default; small inputs are upscaled with nearest-neighbour so their pixels
 stay visible, large ones downscaled with area averaging), the probe's drift under each overlay, and a colour scale
-at the bottom. Tiles are rendered on the training device and copied to the CPU once; text is drawn on the CPU
-with the bitmap font of :mod:`lightning_xai.visualize.font` (pure torch, no Pillow).
+at the bottom. The tiles of all probes and methods are rendered as one batch on the training device and copied to the
+CPU once (:func:`prepare_sheet`); the page is composed with numpy and its text drawn with Pillow's default font, on
+whichever thread calls the returned function (the background writer's, see :mod:`lightning_xai.visualize.media`).
 
 Example::
 
@@ -20,33 +21,82 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from lightning_xai.explain import Explanation
-from lightning_xai.visualize.font import GLYPH_HEIGHT, draw_text, fit_text, text_width, wrap_text
 from lightning_xai.visualize.render import (
     Denormalize,
-    apply_colormap,
     check_colormap,
+    device_lut,
+    lut_uint8,
     normalize_maps,
-    overlay,
     to_display_images,
-    to_uint8,
 )
 
-__all__ = ["DEFAULT_TILE_SIZE", "METHOD_TITLES", "SheetLayout", "render_sheet", "sheet_layout"]
+__all__ = ["DEFAULT_TILE_SIZE", "METHOD_TITLES", "SheetLayout", "prepare_sheet", "render_sheet", "sheet_layout"]
 
 DEFAULT_TILE_SIZE = 128
-MARGIN, GAP, LINE = 10, 8, GLYPH_HEIGHT + 4
+FONT_SIZE = 14
+MARGIN, GAP, LINE = 10, 8, 20
 NOTE_LINES = 3
 #: column titles of the known methods (others show their name)
 METHOD_TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Int. Gradients"}
 INK, MUTED, ALERT = (0.08, 0.08, 0.08), (0.38, 0.38, 0.38), (0.80, 0.05, 0.05)
+
+Colour = tuple[float, float, float]
+
+
+@functools.cache
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font (Aileron) at :data:`FONT_SIZE` px."""
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def text_width(text: str) -> float:
+    """Width in pixels of ``text`` in the sheet's font."""
+    return float(_font().getlength(text))
+
+
+def fit_text(text: str, width: float) -> str:
+    """``text`` cut to fit ``width`` pixels, ending in ``..`` when cut.
+
+    Example::
+
+        >>> fit_text("integrated_gradients", 100)
+        'integrated_gr..'
+    """
+    if text_width(text) <= width:
+        return text
+    cut = text
+    while cut and text_width(cut + "..") > width:
+        cut = cut[:-1]
+    return cut + ".." if cut else ""
+
+
+def wrap_text(text: str, width: float) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` pixels (a longer word is cut).
+
+    Example::
+
+        >>> wrap_text("one two three four", 80)
+        ['one two', 'three four']
+    """
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_width(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(fit_text(word, width))
+    return lines
 
 
 @dataclass(frozen=True)
@@ -110,30 +160,30 @@ def _fit_tiles(images: Tensor, tile: int) -> tuple[Tensor, int, int]:
     return resized, (tile - size[0]) // 2, (tile - size[1]) // 2
 
 
-def _tiles(
-    inputs: Tensor,
-    results: Mapping[str, Explanation],
-    normalizations: Mapping[str, str],
-    tile: int,
-    colormap: str,
-    denormalize: Denormalize,
-    alpha: float,
-) -> Tensor:
-    """``(N, 1 + methods, 3, tile, tile)`` uint8 CPU tiles: the input, then each method's overlay."""
-    display = to_display_images(inputs, denormalize)
+def sheet_tiles(display: Tensor, heats: Sequence[Tensor], tile: int, colormap: str, alpha: float = 0.5) -> Tensor:
+    """The tiles of a sheet, one batch for all probes and methods: ``(N, tile, 1 + M, tile, 3)`` uint8 on the CPU
+    (channels last, the layout of a row of the page): the input, then an overlay per method
+    (``image + (colour - image) * alpha * heat``).
+
+    Args:
+        display: ``(N, 3, H, W)`` display images in ``[0, 1]`` (:func:`to_display_images`).
+        heats: per method, ``(N, H', W')`` heat in ``[0, 1]`` (:func:`normalize_maps` of its display maps).
+        tile: side of a tile in pixels.
+        colormap: a name of ``matplotlib.colormaps``.
+        alpha: the heat's opacity at its maximum.
+    """
     shown, top, left = _fit_tiles(display, tile)
-    sh, sw = int(shown.shape[-2]), int(shown.shape[-1])
-    columns = [shown]
-    for name, explanation in results.items():
-        heat = normalize_maps(explanation.display.to(display.device), mode=normalizations.get(name, "max"))
-        heat = F.interpolate(heat.unsqueeze(1), size=(sh, sw), mode="bilinear", align_corners=False)[:, 0]
-        heat = heat.clamp(0.0, 1.0)
-        columns.append(overlay(shown, apply_colormap(heat, colormap), heat, alpha=alpha))
-    stacked = to_uint8(torch.stack(columns, dim=1))  # (N, 1 + methods, 3, sh, sw)
-    if (sh, sw) == (tile, tile):
-        return stacked.cpu()
-    out = torch.full((*stacked.shape[:3], tile, tile), 255, dtype=torch.uint8, device=stacked.device)
-    out[..., top : top + sh, left : left + sw] = stacked
+    n, _, sh, sw = shown.shape
+    image = shown.permute(0, 2, 3, 1)  # (N, sh, sw, 3)
+    out = torch.full((n, tile, 1 + len(heats), tile, 3), 255, dtype=torch.uint8, device=shown.device)
+    cells = out[:, top : top + sh, :, left : left + sw]  # (N, sh, 1 + M, sw, 3)
+    cells[:, :, 0] = image.mul(255.0).add_(0.5)  # values in [0, 1]: + 0.5 then truncation rounds
+    if heats:
+        sized = [F.interpolate(h.to(shown.device).float().unsqueeze(1), size=(sh, sw), mode="bilinear") for h in heats]
+        heat = torch.nan_to_num(torch.cat(sized)[:, 0], nan=0.0).clamp_(0.0, 1.0).view(len(heats), n, sh, sw)
+        colour = device_lut(colormap, shown.device)[heat.mul(255.0).round_().long()]  # (M, N, sh, sw, 3)
+        blended = colour.sub_(image).mul_(heat.mul_(alpha).unsqueeze(-1)).add_(image)
+        cells[:, :, 1:] = blended.permute(1, 2, 0, 3, 4).mul(255.0).add_(0.5)
     return out.cpu()
 
 
@@ -141,7 +191,7 @@ def _fmt_class(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def render_sheet(
+def prepare_sheet(
     inputs: Tensor,
     results: Mapping[str, Explanation],
     normalizations: Mapping[str, str],
@@ -159,15 +209,18 @@ def render_sheet(
     colormap: str = "jet",
     denormalize: Denormalize = None,
     alpha: float = 0.5,
-) -> Tensor:
-    """Render one evaluation as a sheet (see the module docstring).
+    display: Tensor | None = None,
+    heats: Mapping[str, Tensor] | None = None,
+) -> tuple[SheetLayout, Callable[[], np.ndarray]]:
+    """The torch part of a sheet (the tiles, rendered as one batch on the inputs' device, copied to the CPU once)
+    and a function that composes the page from them: ``(H, W, 3)`` uint8 numpy, drawn with numpy and Pillow only (no
+    torch work, so it may run on a background thread without competing for torch's threads).
 
     Args:
         inputs: ``(P, C, H, W)`` probes as the model sees them.
         results: method -> :class:`~lightning_xai.explain.Explanation` (its ``display`` maps are drawn).
         normalizations: method -> ``"max"`` or ``"percentile"`` (how its maps are scaled to the colour scale).
-        predicted: ``(P,)`` predicted classes (the prediction pass).
-        confidence: ``(P,)`` their softmax probabilities.
+        predicted, confidence: ``(P,)`` predicted classes (the prediction pass) and their probabilities.
         labels: ``(P,)`` true labels, or None.
         targets: ``(P,)`` the classes the maps explain.
         drift: method -> ``(P,)`` per-probe drift (None or missing: "drift -").
@@ -176,80 +229,118 @@ def render_sheet(
         drift_note: what the drift value is, for the legend.
         title: the first line (run, epoch, step).
         tile_size: side of each tile in pixels (>= 16).
-        colormap: one of :data:`~lightning_xai.visualize.render.COLORMAPS`.
+        colormap: a name of ``matplotlib.colormaps`` (e.g. one of :data:`~lightning_xai.visualize.render.COLORMAPS`).
         denormalize: ``(mean, std)``, a callable or None (see
             :func:`~lightning_xai.visualize.render.to_display_images`).
         alpha: the heat's opacity at its maximum.
+        display, heats: ``to_display_images(inputs, denormalize)`` and method -> ``normalize_maps(display maps)``,
+            when the caller already has them.
 
     Returns:
-        ``(3, H, W)`` uint8 CPU tensor, ``(H, W) == sheet_layout(P, len(results), tile_size).size``.
+        The layout and the function that composes the page.
     """
     if int(tile_size) < 16:
         raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
-    check_colormap(colormap)
+    colormap = check_colormap(colormap)
     names = list(results)
     layout = sheet_layout(int(inputs.shape[0]), len(names), tile_size)
-    tiles = _tiles(inputs, results, normalizations, layout.tile, colormap, denormalize, alpha)
-    canvas = torch.full((3, layout.height, layout.width), 255, dtype=torch.uint8)
-    t = layout.tile
-    draw_text(canvas, fit_text(title, layout.width - 2 * MARGIN), MARGIN, MARGIN, INK)
-    heads = ["input"] + [METHOD_TITLES.get(n, n) for n in names]
-    for x, head in zip(layout.columns, heads, strict=True):
-        draw_text(canvas, fit_text(head, t), x, MARGIN + LINE, MUTED)
-    pred = [int(v) for v in predicted.cpu()]
-    conf = [float(v) for v in confidence.cpu()]
-    tgt = [int(v) for v in targets.cpu()]
-    lab = None if labels is None else [int(v) for v in labels.cpu()]
-    drifts = {n: (None if v is None else [float(x) for x in v.cpu()]) for n, v in (drift or {}).items()}
-    room = layout.width - 2 * MARGIN
-    for i, y in enumerate(layout.rows):
-        for j, x in enumerate(layout.columns):
-            canvas[:, y : y + t, x : x + t] = tiles[i, j]
-        label = None if lab is None else lab[i]
-        wrong = label is not None and pred[i] != label
-        parts: list[tuple[str, tuple[float, float, float]]] = [
-            (f"#{i}  label {_fmt_class(label)}  ", INK),
-            (f"pred {pred[i]}  conf {conf[i]:.2f}", ALERT if wrong else INK),
-        ]
-        if tgt[i] != (label if label is not None else pred[i]):
-            parts.append((f"  expl. {tgt[i]}", MUTED))
-        x = MARGIN
-        for text, colour in parts:
-            shown = fit_text(text, MARGIN + room - x)
-            draw_text(canvas, shown, x, y - LINE + 1, colour)
-            x += text_width(shown)
-        for j, name in enumerate(names):
-            values = drifts.get(name)
-            x = layout.columns[j + 1]
-            if values is None or i >= len(values):
-                draw_text(canvas, fit_text(f"{drift_name} -", t), x, y + t + 2, MUTED)
-                continue
-            over = drift_threshold is not None and values[i] > drift_threshold
-            draw_text(canvas, fit_text(f"{drift_name} {values[i]:.2f}", t), x, y + t + 2, ALERT if over else INK)
-    _draw_legend(canvas, layout, names, normalizations, colormap, drift_note, drift_threshold)
-    return canvas
-
-
-def _draw_legend(
-    canvas: Tensor,
-    layout: SheetLayout,
-    names: Sequence[str],
-    normalizations: Mapping[str, str],
-    colormap: str,
-    drift_note: str,
-    drift_threshold: float | None,
-) -> None:
-    y = (layout.rows[-1] - LINE + layout.row_height) if layout.rows else MARGIN + 2 * LINE
-    x0, x1 = MARGIN, layout.width - MARGIN
-    bar = apply_colormap(torch.linspace(0.0, 1.0, max(2, x1 - x0)).expand(12, -1).unsqueeze(0), colormap)[0]
-    canvas[:, y : y + 12, x0:x1] = to_uint8(bar)
-    draw_text(canvas, "0", x0, y + 14, INK)
-    draw_text(canvas, "max", x1 - text_width("max"), y + 14, INK)
+    if display is None:
+        display = to_display_images(inputs, denormalize)
+    if heats is None:
+        heats = {n: normalize_maps(results[n].display, mode=normalizations.get(n, "max")) for n in names}
+    tiles = sheet_tiles(display, [heats[n] for n in names], layout.tile, colormap, alpha)
+    values = {"pred": predicted, "conf": confidence, "tgt": targets, "lab": labels}
+    small = {k: None if v is None else v.detach().cpu() for k, v in values.items()}
+    drifts = {n: (None if v is None else v.detach().cpu()) for n, v in (drift or {}).items()}
     scales = sorted({normalizations.get(n, "max") for n in names})
     per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
     notes = f"heat: |attribution| / {per} of each map."
     if drift_note:
-        red = f" Red: over {drift_threshold:g}." if drift_threshold is not None else ""
-        notes += f" {drift_note}.{red}"
-    for k, line in enumerate(wrap_text(notes, x1 - x0)[:NOTE_LINES]):
-        draw_text(canvas, line, x0, y + 14 + (k + 1) * LINE, MUTED)
+        notes += f" {drift_note}." + (f" Red: over {drift_threshold:g}." if drift_threshold is not None else "")
+
+    def compose() -> np.ndarray:
+        page = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
+        _paste_tiles(page, layout, tiles.numpy())
+        bar_y = _bar_y(layout)
+        bar = lut_uint8(colormap)[np.round(np.linspace(0.0, 255.0, layout.width - 2 * MARGIN)).astype(np.int64)]
+        page[bar_y : bar_y + 12, MARGIN : layout.width - MARGIN] = bar
+        lists = {k: None if v is None else v.tolist() for k, v in small.items()}
+        listed = {n: None if v is None else v.tolist() for n, v in drifts.items()}
+        texts = _captions(layout, names, title, lists, listed, drift_name, drift_threshold)
+        texts += [(MARGIN, bar_y + 14, "0", INK), (layout.width - MARGIN - text_width("max"), bar_y + 14, "max", INK)]
+        lines = wrap_text(notes, layout.width - 2 * MARGIN)[:NOTE_LINES]
+        texts += [(MARGIN, bar_y + 14 + (k + 1) * LINE, line, MUTED) for k, line in enumerate(lines)]
+        image = Image.fromarray(page)
+        draw, font = ImageDraw.Draw(image), _font()
+        for x, y, text, colour in texts:
+            draw.text((x, y + 1), text, fill=tuple(round(c * 255) for c in colour), font=font)
+        return np.array(image)  # writable (a tensor view of it is handed out)
+
+    return layout, compose
+
+
+def render_sheet(
+    inputs: Tensor, results: Mapping[str, Explanation], normalizations: Mapping[str, str], **options: Any
+) -> Tensor:
+    """Render one evaluation as a sheet (see the module docstring), composed at once; takes the arguments of
+    :func:`prepare_sheet`.
+
+    Returns:
+        ``(3, H, W)`` uint8 CPU tensor, ``(H, W) == sheet_layout(P, len(results), tile_size).size`` (a view of the
+        channels-last page).
+    """
+    _, compose = prepare_sheet(inputs, results, normalizations, **options)
+    return torch.from_numpy(compose()).permute(2, 0, 1)
+
+
+def _paste_tiles(page: np.ndarray, layout: SheetLayout, tiles: np.ndarray) -> None:
+    """Copy ``(N, t, columns, t, 3)`` tiles into their places on the page, in one strided assignment."""
+    n, t, columns = tiles.shape[:3]
+    if n == 0:
+        return
+    y0, x0, step = layout.rows[0], layout.columns[0], t + GAP
+    band = page[y0 : y0 + n * layout.row_height].reshape(n, layout.row_height, layout.width, 3)
+    cells = band[:, :t, x0 : x0 + columns * step].reshape(n, t, columns, step, 3)
+    cells[:, :, :, :t] = tiles
+
+
+def _bar_y(layout: SheetLayout) -> int:
+    return (layout.rows[-1] - LINE + layout.row_height) if layout.rows else MARGIN + 2 * LINE
+
+
+def _captions(
+    layout: SheetLayout,
+    names: Sequence[str],
+    title: str,
+    values: Mapping[str, Any],
+    drifts: Mapping[str, list[float] | None],
+    drift_name: str,
+    threshold: float | None,
+) -> list[tuple[float, float, str, Colour]]:
+    """Where each text of the page goes: the title, column titles, each probe's caption and drift values."""
+    t, room = layout.tile, layout.width - 2 * MARGIN
+    heads = ["input"] + [METHOD_TITLES.get(n, n) for n in names]
+    out: list[tuple[float, float, str, Colour]] = [(MARGIN, MARGIN, fit_text(title, room), INK)]
+    out += [(x, MARGIN + LINE, fit_text(head, t), MUTED) for x, head in zip(layout.columns, heads, strict=True)]
+    pred, conf, tgt, lab = values["pred"], values["conf"], values["tgt"], values["lab"]
+    for i, y in enumerate(layout.rows):
+        label = None if lab is None else lab[i]
+        parts: list[tuple[str, Colour]] = [
+            (f"#{i}   label {_fmt_class(label)}   ", INK),
+            (f"pred {pred[i]}   conf {conf[i]:.2f}", ALERT if label is not None and pred[i] != label else INK),
+        ]
+        if tgt[i] != (label if label is not None else pred[i]):
+            parts.append((f"   expl. {tgt[i]}", MUTED))
+        x: float = MARGIN
+        for text, colour in parts:
+            shown = fit_text(text, MARGIN + room - x)
+            out.append((x, y - LINE, shown, colour))
+            x += text_width(shown)
+        for j, name in enumerate(names):
+            drift = drifts.get(name)
+            if drift is None or i >= len(drift):
+                out.append((layout.columns[j + 1], y + t + 1, fit_text(f"{drift_name} -", t), MUTED))
+                continue
+            colour = ALERT if threshold is not None and drift[i] > threshold else INK
+            out.append((layout.columns[j + 1], y + t + 1, fit_text(f"{drift_name} {drift[i]:.2f}", t), colour))
+    return out

@@ -1,21 +1,41 @@
-"""Write images and text to TensorBoard without blocking the training thread.
+"""Write images and text to the loggers without blocking the training thread.
 
-PNG encoding (inside ``SummaryWriter.add_image``) dominates the cost of logging an image grid; a single
-background thread with a bounded queue does it, and :meth:`BackgroundWriter.flush` waits for everything
-submitted so far (called at the end of fit/validate and on exceptions) so nothing is lost.
+Composing the sheet and encoding its PNG (:class:`~lightning_xai.visualize.media.Picture`) dominate the cost of logging
+an evaluation; a single background thread with a bounded queue does it, and :meth:`BackgroundWriter.flush` waits for
+everything submitted so far (called at the end of fit/validate and on exceptions) so nothing is lost.
+
+The thread must not compete with training for the cores: its jobs do no torch work (numpy, Pillow, protobuf and file
+writes only, each single-threaded; torch's intra-op pool and ``torch.set_num_threads`` are process-wide, so they are
+left alone), and on Linux the thread lowers its own scheduling priority (``nice`` +10, that thread only), so that
+under contention the kernel runs the training threads first and the writer in the gaps.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from torch import Tensor
-
 Job = Callable[[], None]
+
+#: how much the worker thread lowers its own priority (Linux ``nice``; 0 = as the training threads)
+NICENESS = 10
+
+
+def lower_thread_priority(niceness: int = NICENESS) -> bool:
+    """Lower the calling thread's scheduling priority by ``niceness`` (Linux, where ``setpriority`` on a thread id
+    affects that thread only); True when it did. Never raises."""
+    if not niceness or not hasattr(os, "setpriority") or not os.uname().sysname == "Linux":
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+    except OSError:
+        return False
+    return True
 
 
 class BackgroundWriter:
@@ -44,6 +64,7 @@ class BackgroundWriter:
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
+        lower_thread_priority()
         while True:
             job = self._queue.get()
             try:
@@ -92,11 +113,6 @@ class BackgroundWriter:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["background"], state["max_pending"])  # type: ignore[misc]
-
-
-def add_image_job(writer: Any, tag: str, image: Tensor, step: int) -> Job:
-    """A job logging a uint8 ``(3, H, W)`` CPU image with ``SummaryWriter.add_image``."""
-    return lambda: writer.add_image(tag, image, global_step=step, dataformats="CHW")
 
 
 def add_text_job(writer: Any, tag: str, text: str, step: int) -> Job:
