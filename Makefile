@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo quickstart test lint docs bench bench-shortcut bench-alerts clean
+.PHONY: demo quickstart test lint docs docs-images bench bench-shortcut bench-alerts clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,9 +25,14 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
+# the pictures in the docs and the README's demo table, from one real demo run (headless Chromium screenshots of
+# TensorBoard and the report; needs `apt-get install chromium`)
+docs-images: $(STAMP)
+	$(PY) tools/docs_images.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lightning_xai tests examples benchmarks
-	$(VENV)/bin/ruff format --check lightning_xai tests examples benchmarks
+	$(VENV)/bin/ruff check lightning_xai tests examples benchmarks tools
+	$(VENV)/bin/ruff format --check lightning_xai tests examples benchmarks tools
 	$(VENV)/bin/mypy lightning_xai
 	$(VENV)/bin/lint-imports
 

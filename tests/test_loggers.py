@@ -31,7 +31,7 @@ from lightning_xai.visualize.dashboard import (
     THRESHOLD_RUN,
     custom_scalars_layout,
 )
-from lightning_xai.visualize.loggers import encode_png
+from lightning_xai.visualize.media import Picture
 from lightning_xai.visualize.sheet import sheet_layout
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -96,11 +96,11 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size
 
 
-def test_encode_png_round_trips_through_pillow() -> None:
+def test_a_pictures_png_round_trips_through_pillow() -> None:
     from PIL import Image
 
     image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
-    decoded = np.asarray(Image.open(io.BytesIO(encode_png(image))).convert("RGB"))
+    decoded = np.asarray(Image.open(io.BytesIO(Picture.from_tensor(image).png())).convert("RGB"))
     assert np.array_equal(decoded, image.permute(1, 2, 0).numpy())
 
 

@@ -15,13 +15,13 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from lightning_xai.visualize.display import Denormalize, to_display_images
+from lightning_xai.visualize.render import lut_uint8
 
 __all__ = ["EVIDENCE_DIFF_COLORMAP", "evidence_tag", "render_evidence", "tile_origin"]
 
@@ -55,10 +55,6 @@ def tile_origin(row: int, column: int, tile: tuple[int, int], header: int = 0) -
     """
     top = _MARGIN + _HEADER + header + _COLUMN_TITLE
     return _MARGIN + _LABEL + column * (tile[0] + _GAP), top + row * (tile[1] + _GAP)
-
-
-def _lut(name: str) -> np.ndarray:
-    return (matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
 def _colour(values: np.ndarray, lut: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -121,7 +117,7 @@ def render_evidence(
     height, width = before.shape[-2:]
     scale = max(1, tile_size // max(height, width))
     tile_h, tile_w = height * scale, width * scale
-    lut, diverging = _lut(colormap), _lut(EVIDENCE_DIFF_COLORMAP)
+    lut, diverging = lut_uint8(colormap), lut_uint8(EVIDENCE_DIFF_COLORMAP)
     columns = (
         "input",
         f"before (epoch {evidence.before_epoch})" if evidence.before_epoch >= 0 else "before",

@@ -24,7 +24,7 @@ from lightning_xai.visualize.dashboard import named, summary_scalars
 from lightning_xai.visualize.display import Denormalize, black_input
 from lightning_xai.visualize.evidence import evidence_tag, render_evidence
 from lightning_xai.visualize.loggers import MediaSink, logger_key, sink_for, supported
-from lightning_xai.visualize.media import evaluation_media
+from lightning_xai.visualize.media import Picture, evaluation_media
 from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE
 from lightning_xai.visualize.writer import BackgroundWriter
 
@@ -229,7 +229,7 @@ class MediaLogger:
                 labels=labels,
             )
             if image is not None:
-                images.append((tag, image))
+                images.append((tag, Picture.from_tensor(image)))
         return images
 
     def settings(self, monitor: Mapping[str, Any], num_probes: int) -> dict[str, Any]:

@@ -19,44 +19,18 @@ W&B and MLflow are imported lazily (only their loggers import them); neither is 
 from __future__ import annotations
 
 import json
-import struct
 import weakref
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
-from torch import Tensor
 
 from lightning_xai.visualize.dashboard import MAIN_RUN, SUMMARY_RUNS, custom_scalars_layout, layout_summary, named
-from lightning_xai.visualize.media import EvaluationMedia
+from lightning_xai.visualize.media import EvaluationMedia, Picture
 from lightning_xai.visualize.writer import Job
 
-__all__ = ["MediaSink", "encode_png", "logger_key", "media_file_name", "sink_for", "supported"]
-
-
-def encode_png(image: Tensor) -> bytes:
-    """PNG bytes of a ``(3, H, W)`` uint8 image (8-bit RGB, no filter, zlib level 6).
-
-    Example::
-
-        >>> import torch
-        >>> data = encode_png(torch.zeros(3, 2, 4, dtype=torch.uint8))
-        >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", struct.unpack(">II", data[16:24])
-        (True, (4, 2))
-    """
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"encode_png needs a (3, H, W) uint8 image, got {tuple(image.shape)}.")
-    _, height, width = image.shape
-    rows = image.permute(1, 2, 0).contiguous().numpy().reshape(height, width * 3)
-    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+__all__ = ["MediaSink", "logger_key", "media_file_name", "sink_for", "supported"]
 
 
 def media_file_name(epoch: int, step: int, ext: str) -> str:
@@ -173,26 +147,22 @@ def _write_summary(writer: Any, summary: Any, step: int | None) -> None:
     file_writer.add_summary(summary, step)
 
 
-def _tensorboard_image(writer: Any, tag: str, image: Any, step: int) -> None:
-    """An image event from the picture's PNG bytes when it has them (encoded once for every logger), else
-    ``add_image`` of the ``(3, H, W)`` uint8 tensor."""
-    if isinstance(image, Tensor):
-        writer.add_image(tag, image, global_step=step, dataformats="CHW")
-        return
+def _tensorboard_image(writer: Any, tag: str, image: Picture, step: int) -> None:
+    """An image event from the picture's PNG bytes (encoded once for every logger)."""
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     encoded = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=image.png())
     _write_summary(writer, Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
 
-def _png(image: Any) -> bytes:
-    """PNG bytes of a ``(3, H, W)`` uint8 tensor or of a picture that encodes itself (``.png()``)."""
-    return encode_png(image) if isinstance(image, Tensor) else bytes(image.png())
+def _png(image: Picture) -> bytes:
+    """A picture's PNG bytes, encoded once for every logger."""
+    return image.png()
 
 
-def _array(image: Any) -> Any:
-    """An ``(H, W, 3)`` uint8 numpy array of a ``(3, H, W)`` tensor or of a picture (``.array()``)."""
-    return image.permute(1, 2, 0).numpy() if isinstance(image, Tensor) else image.array()
+def _array(image: Picture) -> Any:
+    """A picture's ``(H, W, 3)`` uint8 array, composed once for every logger."""
+    return image.array()
 
 
 class FileSink(MediaSink):
