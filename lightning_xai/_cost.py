@@ -138,13 +138,15 @@ class CostReporter:
         change, self.step_change = self.step_change, None
         return change
 
-    def after_evaluation(self, record: Any, monitor: Any, fitting: bool = True) -> None:
+    def after_evaluation(
+        self, record: Any, warn_once: Any, max_seconds_per_epoch: float | None = None, fitting: bool = True
+    ) -> None:
         """Call at the end of every evaluation, on every rank, with its record (``cost_seconds``, ``scalars``,
-        rank 0's) and the monitor (its ``explainers``, ``max_seconds_per_epoch`` and ``_warn_once``). Only
-        evaluations of a fit count (``validate``/``test`` have no training to compare with)."""
-        explain, scalars, explainers = record.explain_seconds, record.scalars, monitor.explainers
+        rank 0's), how to warn (``warn_once(key, message)``) and the per-evaluation budget. Only evaluations of a
+        fit count (``validate``/``test`` have no training to compare with)."""
+        explain, scalars, explainers = record.explain_seconds, record.scalars, self.explainers
         seconds = record.cost_seconds or explain  # rank 0's whole evaluation (:meth:`stamped`), else its explanations
-        budget, warn_once = monitor.max_seconds_per_epoch, monitor._warn_once
+        budget = max_seconds_per_epoch
         now = time.perf_counter()
         last, self.last_end = self.last_end, now
         if last is None or not fitting:

@@ -33,7 +33,7 @@ from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolate
 from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
 from lightning_xai.visualize.log import MediaContext, MediaLogger
-from lightning_xai.visualize.render import Denormalize
+from lightning_xai.visualize.render import Denormalize, one_torch_thread
 
 __all__ = ["AttributionMonitor", "DriftDetectedError", "OnDrift"]
 
@@ -312,10 +312,8 @@ class AttributionMonitor(Callback):
         return due and self.cost.allows(self._warn_once, trainer.strategy.broadcast)  # rank 0's clock decides
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
-        """Collect the probes (once) and run the setup check of every setting against ``pl_module`` (once per model;
-        again on the model itself after a check on a copy). Called from the monitor's hooks on every rank; other
-        callbacks that need the probes (e.g. :class:`~lightning_xai.SanityCheck`) may call it. False when there are
-        no probes (no ``probes=`` and no validation or test data)."""
+        """Collect the probes (once) and run the setup check against ``pl_module`` (once per model), on every rank;
+        other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it. False: no probes."""
         if self.probes is None:
             self.probes = from_trainer.trainer_probes(trainer, pl_module, self.probe_source, self.num_probes, self.seed)
             if self.probes is None:
@@ -345,7 +343,8 @@ class AttributionMonitor(Callback):
         if not trainer.is_global_zero:
             self.history.append(record)
             self.tracker.alerts.extend(record.alerts)
-        self.cost.after_evaluation(record, self, trainer.state.fn == TrainerFn.FITTING)  # every rank: same IG steps
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        self.cost.after_evaluation(record, self._warn_once, self.max_seconds_per_epoch, fitting)  # every rank alike
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
         scalars = _trainer.with_placeholders(record.scalars, keys, trainer.callback_metrics, self.name)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name)
@@ -374,7 +373,8 @@ class AttributionMonitor(Callback):
         masks = None if self.masks is None else self.masks.to(pl_module.device)
         errors, state = list(done.errors), (self.drift, self.detector, self.tracker, masks, self._warn_once)
         change = _trainer.training_change(trainer, pl_module, self.setup_watch, self.cost)
-        measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
+        with one_torch_thread(pl_module.device):  # many small ops: with 2 threads on busy cores they wait on each other
+            measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
         normalizations = {e.name: e.display_normalization for e in self.explainers}

@@ -61,7 +61,7 @@ def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
     monitor = _Monitor()
     clock.now = 12.0  # 10 s of training, then a 2 s evaluation: 20 % > 10 %
     assert budget.allows(monitor._warn_once)  # nothing spent yet: the first evaluation always runs
-    budget.after_evaluation(Evaluation(0, 0, explain_seconds=2.0), monitor)
+    budget.after_evaluation(Evaluation(0, 0, explain_seconds=2.0), monitor._warn_once)
     assert (budget.explained, budget.other) == (2.0, 10.0)
     clock.now = 22.0  # 20 s of training so far: 2 + 2 > 0.1 x 20
     assert not budget.allows(monitor._warn_once) and budget.skipped == 1 and warned == ["budget_skip"]
@@ -91,7 +91,7 @@ def test_a_run_without_trouble_gets_one_info_line_that_splits_the_cost(monkeypat
         assert reporter.allows(_Monitor()._warn_once)
         clock.now = end
         record = reporter.stamped(Evaluation(epoch, 0, explain_seconds=1.5), BackgroundWriter())
-        reporter.after_evaluation(record, _Monitor())
+        reporter.after_evaluation(record, _Monitor()._warn_once)
     assert warned == [] and len(said) == 1  # nothing wrong: one line, at the first evaluation
     assert "an evaluation takes 2.00 s, 17% of the time since the previous one (12.0 s)" in said[0]
     assert "1.50 s of explanation passes" in said[0] and "0.50 s for everything else" in said[0]
@@ -99,12 +99,12 @@ def test_a_run_without_trouble_gets_one_info_line_that_splits_the_cost(monkeypat
     clock.now = 40.0
     reporter.allows(_Monitor()._warn_once)
     clock.now = 45.0  # 5 s of 9 s: the monitor takes over a quarter of the run, without a budget
-    reporter.after_evaluation(reporter.stamped(Evaluation(3, 0, explain_seconds=4.0)), _Monitor())
+    reporter.after_evaluation(reporter.stamped(Evaluation(3, 0, explain_seconds=4.0)), _Monitor()._warn_once)
     assert len(said) == 1 and len(warned) == 1 and "Set a budget" in warned[0] and "56%" in warned[0]
     clock.now = 46.0
     reporter.allows(_Monitor()._warn_once)
     clock.now = 46.5  # 0.5 s of 1.5 s: a large share of a small run, nothing worth the user's action
-    reporter.after_evaluation(reporter.stamped(Evaluation(4, 0, explain_seconds=0.4)), _Monitor())
+    reporter.after_evaluation(reporter.stamped(Evaluation(4, 0, explain_seconds=0.4)), _Monitor()._warn_once)
     assert len(warned) == 1
 
 
@@ -133,7 +133,7 @@ def test_budget_counts_the_whole_evaluation_the_background_rendering_and_the_dry
     clock.now = 8.0  # 3 s on the training thread, of which 2 s of explanations
     record = budget.stamped(Evaluation(0, 0, explain_seconds=2.0), writer)
     assert record.cost_seconds == 3.25
-    budget.after_evaluation(record, _Monitor())
+    budget.after_evaluation(record, _Monitor()._warn_once)
     assert (budget.explained, budget.other, budget.last_seconds) == (4.25, 8.0 - 3.25, 3.25)
     writer.busy_seconds = 0.5
     clock.now = 20.0
