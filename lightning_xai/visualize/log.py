@@ -181,7 +181,7 @@ class MediaLogger:
             targets=done.targets,
             labels=labels,
             errors=record.errors,
-            alert_messages=[a.message for a in record.alerts],
+            alert_messages=[alert_text(a) for a in record.alerts],
             colormap=self.colormap,
             denormalize=self.denormalize,
             log_heatmaps=self.log_heatmaps,
@@ -254,6 +254,22 @@ class MediaLogger:
         state = self.__dict__.copy()
         state["_sinks"] = {}
         return state
+
+
+def alert_text(alert: Any) -> str:
+    """An alert as the ``xai/alerts`` text shows it: its message, then the value against its threshold (the
+    message is kept short for the warning; the text has room for the numbers).
+
+    Example::
+
+        >>> from lightning_xai.drift.alerts import DriftAlert
+        >>> alert_text(DriftAlert(5, 50, "gradcam", "novel_relevance", "mean", 0.052, 0.031, (1, 3), "Moved."))
+        'Moved. (score 0.052 >= threshold 0.031; probes [1, 3])'
+    """
+    return (
+        f"{alert.message} (score {alert.value:.3g} >= threshold {alert.threshold:.3g}; "
+        f"probes {list(alert.probe_indices)})"
+    )
 
 
 def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor | None], str]:
