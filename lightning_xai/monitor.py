@@ -6,7 +6,7 @@ probes (:mod:`lightning_xai.probes`) → explain (:mod:`lightning_xai.explain`) 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -49,8 +49,8 @@ class AttributionMonitor(Callback):
     self-calibrating :class:`ShiftDetector` (or a fixed :class:`DriftRule`) fires.
 
     Args:
-        probes: None (draw ``num_probes`` from the first validation dataloader), a ``(N, C, H, W)`` tensor,
-            an ``(images, labels)`` pair, or a map-style Dataset yielding ``(image, label)``.
+        probes: None (draw ``num_probes`` from the first validation dataloader, as the model receives them), a
+            ``(N, C, H, W)`` tensor, an ``(images, labels)`` pair, a Dataset, a DataLoader or an iterable of batches.
         num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
         methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
             :class:`~lightning_xai.explain.Explainer` instances.
@@ -109,7 +109,7 @@ class AttributionMonitor(Callback):
 
     def __init__(
         self,
-        probes: Tensor | tuple[Tensor, Tensor] | Dataset | None = None,
+        probes: Tensor | tuple[Tensor, Tensor] | Dataset | Iterable[Any] | None = None,
         num_probes: int = 8,
         methods: Sequence[str | Any] = ("gradcam", "integrated_gradients"),
         target: TargetSpec = "label",
@@ -170,7 +170,6 @@ class AttributionMonitor(Callback):
         self._prepared_for: LightningModule | None = None
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
-        self._inactive = False  # fit with limit_val_batches=0: nothing to do
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
         named = type(self).__qualname__ + (f"[{self.name}]" if self.name else "")
         self._state_key = monitor_state_key(named, self.explainers, probes, num_probes, seed, target)
@@ -246,13 +245,12 @@ class AttributionMonitor(Callback):
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._inactive = trainer.limit_val_batches == 0
-        if not self._inactive:
+        if trainer.limit_val_batches != 0:  # no validation: nothing to prepare (said at train start)
             self.prepare(trainer, pl_module)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._inactive:
+        if trainer.limit_val_batches != 0:
             from_trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up at the first validation
             self.prepare(trainer, pl_module)
             self.cost.start(self.setup_check)  # the dry run is charged to the budget
@@ -315,7 +313,8 @@ class AttributionMonitor(Callback):
         """Collect the probes (once) and run the setup check against ``pl_module`` (once per model), on every rank;
         other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it. False: no probes."""
         if self.probes is None:
-            self.probes = from_trainer.trainer_probes(trainer, pl_module, self.probe_source, self.num_probes, self.seed)
+            draw = (trainer, pl_module, self.probe_source, self.num_probes, self.seed)  # on rank 0, sent to every rank
+            self.probes = _distributed.on_rank_zero(trainer, lambda: from_trainer.trainer_probes(*draw))
             if self.probes is None:
                 return False
         if self.masks is None and self.probe_masks is not None:
@@ -389,11 +388,11 @@ class AttributionMonitor(Callback):
 
     def _receive(self) -> None:
         """After a ``ddp_spawn`` fit, in the main process: take rank 0's state (once)."""
-        state = _spawn.receive(self.__dict__.get("_spawn_return"))
-        if state is not None:
+        if (state := _spawn.receive(self.__dict__.get("_spawn_return"))) is not None:
             self.load_state_dict(state)
 
     def __getstate__(self) -> dict[str, Any]:
+        self._receive()  # a second ddp_spawn fit starts from the first one's results
         _spawn.mark(self.__dict__)  # pickled for ddp_spawn's workers: rank 0 sends the results back
         state = self.__dict__.copy()
         state["_prepared_for"] = None

@@ -109,6 +109,21 @@ class CountsCalls(TinyCNN):
         return super().training_step(batch, batch_idx) + 1e-3 * self.count
 
 
+class CountsInPython(TinyCNN):
+    """A plain Python counter advanced in every forward and read by the loss (an annealing step, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        return super().forward(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return super().training_step(batch, batch_idx) * (1 + 1e-3 * self.calls)
+
+
 def _fit(model: L.LightningModule, tmp_path: Any, callbacks: list[Any]) -> tuple[dict[str, Tensor], Tensor]:
     torch.manual_seed(0)
     train, val = loaders()
@@ -119,7 +134,9 @@ def _fit(model: L.LightningModule, tmp_path: Any, callbacks: list[Any]) -> tuple
     return {k: v.clone() for k, v in model.state_dict().items()}, torch.random.get_rng_state()
 
 
-@pytest.mark.parametrize("model_cls", [LazyHead, LogsInForward, HooksInFirstForward, DataInit, CountsCalls])
+@pytest.mark.parametrize(
+    "model_cls", [LazyHead, LogsInForward, HooksInFirstForward, DataInit, CountsCalls, CountsInPython]
+)
 def test_training_is_bit_identical_for_models_with_side_effects(tmp_path: Any, model_cls: type) -> None:
     torch.manual_seed(1)
     plain_state, plain_rng = _fit(model_cls(), tmp_path / "a", [])
@@ -173,3 +190,24 @@ def test_model_that_cannot_run_before_training_is_named(tmp_path: Any) -> None:
     message = str(info.value)
     assert "NeedsTraining" in message and "before its first training step" in message
     assert "my statistics are not initialised" in message
+
+
+def test_the_guard_keeps_hooks_registered_before_it_when_a_forward_adds_a_module() -> None:
+    """Hooks are matched by module: a submodule a forward creates must not shift which hooks count as new."""
+    from lightning_xai.explain.guard import training_state_guard
+
+    class Grows(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.last = nn.Sequential(nn.Linear(2, 2)), nn.Linear(2, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            if len(self.first) == 1:
+                self.first.append(nn.Identity())  # a module created in a forward, before `last` in modules()
+            return self.last(self.first(x))
+
+    net = Grows()
+    net.last.register_forward_hook(lambda m, i, o: None)
+    with training_state_guard(net):
+        net(torch.ones(1, 2))
+    assert len(net.last._forward_hooks) == 1

@@ -226,3 +226,61 @@ def test_model_checkpoint_and_early_stopping_on_a_drift_key_from_the_first_epoch
         )
     assert trainer.current_epoch == 3 and checkpoint.best_model_path
     assert float(trainer.callback_metrics[key]) == monitor.history[-1].scalars[key]  # the real value once it exists
+
+
+class Batches8(Dataset):
+    """A dataset whose items are whole batches (``DataLoader(batch_size=None)``)."""
+
+    def __init__(self) -> None:
+        self.x, self.y = make_images(32, seed=6)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.x[8 * i : 8 * i + 8], self.y[8 * i : 8 * i + 8]
+
+
+def test_a_loader_of_whole_batches() -> None:
+    probes = collect_probes(DataLoader(Batches8(), batch_size=None), num_probes=4, seed=0)
+    assert probes.images.shape == (4, 1, 12, 12) and probes.labels is not None
+
+
+def test_the_draw_leaves_a_samplers_own_generator_where_it_was() -> None:
+    from torch.utils.data import RandomSampler
+
+    x, y = make_images(32)
+    generator = torch.Generator().manual_seed(5)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, sampler=RandomSampler(range(32), generator=generator))
+    before = generator.get_state()
+    collect_probes(loader, num_probes=4, seed=0)
+    assert torch.equal(generator.get_state(), before)
+
+
+class StreamOf(IterableDataset):
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __iter__(self) -> Any:
+        return iter(zip(self.x, self.y, strict=True))
+
+
+def test_persistent_workers_of_an_iterable_val_set_keep_training_bit_identical(tmp_path: Any) -> None:
+    """The draw never iterates the user's loader: its persistent iterator is created at the first validation, as
+    without the monitor (it draws its base seed from the global RNG there)."""
+    states = []
+    x, y = make_images(32, seed=3)
+    for sub, callbacks in (("a", []), ("b", [AttributionMonitor(num_probes=4, ig_steps=2, detector=None)])):
+        torch.manual_seed(1)
+        model = TinyCNN()
+        torch.manual_seed(0)
+        xt, yt = make_images(64)
+        train = DataLoader(TensorDataset(xt, yt), batch_size=16, shuffle=True)
+        val = DataLoader(StreamOf(x, y), batch_size=16, num_workers=1, persistent_workers=True)
+        trainer = L.Trainer(**trainer_kwargs(tmp_path / sub, max_epochs=2, callbacks=callbacks))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, train, val)
+        states.append(model.state_dict())
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]), key

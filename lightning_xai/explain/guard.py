@@ -21,20 +21,24 @@ from lightning_xai._rng import isolated_rng
 __all__ = ["isolated_rng", "training_state_guard"]
 
 
-def _remove_hooks_added(module: nn.Module, before: list[dict[str, set[int]]]) -> None:
-    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    for m, known in zip(module.modules(), before, strict=False):
-        for n in names:
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _remove_hooks_added(module: nn.Module, before: dict[nn.Module, dict[str, set[int]]]) -> None:
+    """Remove the hooks registered since :func:`_hook_ids` (matched by module, so a module a forward created or
+    moved does not shift which hooks count as new)."""
+    for m in module.modules():
+        known = before.get(m)
+        for n in _HOOKS:
             hooks = getattr(m, n, None)
             if hooks is None:
                 continue
-            for key in [k for k in hooks if k not in known[n]]:
+            for key in [k for k in hooks if known is None or k not in known[n]]:
                 del hooks[key]
 
 
-def _hook_ids(module: nn.Module) -> list[dict[str, set[int]]]:
-    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return [{n: set(getattr(m, n, {}).keys()) for n in names} for m in module.modules()]
+def _hook_ids(module: nn.Module) -> dict[nn.Module, dict[str, set[int]]]:
+    return {m: {n: set(getattr(m, n, {}).keys()) for n in _HOOKS} for m in module.modules()}
 
 
 @contextmanager
@@ -50,10 +54,11 @@ def training_state_guard(
     buffers (BatchNorm running statistics, also when ``forward`` reassigned them) and RNG streams are restored, and
     any hook registered inside the block and not removed is removed.
 
-    ``restore_values`` (the setup check, which runs before training): also the parameters' values and every
-    module's plain Python attributes (flags, counters, strings) as they were, and attributes a forward added
-    removed: what a model does in its first forward (data-dependent initialisation, hooks it registers once) then
-    happens in its first training step, as without the monitor.
+    Every module's plain Python attributes (flags, counters, strings) are put back as they were and attributes a
+    forward added are removed, so a forward that counts its calls counts only the training's. ``restore_values``
+    (the setup check, which runs before training): also the parameters' values, so what a model does in its first
+    forward (data-dependent initialisation, hooks it registers once) happens in its first training step, as without
+    the monitor.
 
     Tensors created under ``torch.inference_mode`` must be cloned inside the block before they reach autograd.
 
@@ -74,8 +79,8 @@ def training_state_guard(
     grads = [p.grad for p in params]
     grad_values = [g.detach().clone() if g is not None else None for g in grads]  # None outside accumulation
     buffers = [{n: (b, None if b is None else b.detach().clone()) for n, b in m._buffers.items()} for m in modules]
-    values = [p.detach().clone() for p in params] if restore_values else []
-    attributes = [_plain_attributes(m) for m in modules] if restore_values else []
+    values = [p.detach().to("cpu", copy=True) for p in params] if restore_values else []  # no device memory spike
+    attributes = [_plain_attributes(m) for m in modules]
     hook_ids = _hook_ids(model)
     autocast_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     silenced = [m for m in modules if callable(getattr(m, "log_dict", None)) and "log" not in m.__dict__]
@@ -104,11 +109,11 @@ def training_state_guard(
                 if g is not None and value is not None and not torch.equal(g, value):
                     g.copy_(value)
             for p, saved in zip(params, values, strict=False):
-                if not torch.equal(p, saved):
+                if not torch.equal(p.detach().cpu(), saved):
                     p.copy_(saved)
             for m, saved_buffers in zip(modules, buffers, strict=True):
                 _restore_buffers(m, saved_buffers)
-        for m, saved_attributes in zip(modules, attributes, strict=False):
+        for m, saved_attributes in zip(modules, attributes, strict=True):
             _restore_attributes(m, saved_attributes)
         _remove_hooks_added(model, hook_ids)
 

@@ -82,7 +82,15 @@ def dry_run(
     inputs = probes.images.to(device)
     example = inputs[:1]
     if report.on_copy:  # initialise the copy's lazy modules (the model's own are drawn in its first training step)
-        model = copy.deepcopy(model)
+        try:
+            model = copy.deepcopy(model)
+        except Exception as err:
+            raise ValueError(
+                f"{type(model).__name__} has lazily initialised modules, so the setup check runs on a copy (its "
+                f"weights would otherwise be drawn here), but it cannot be copied: {type(err).__name__}: {err}. "
+                "Initialise the lazy modules first (one forward on a dummy batch in `__init__`/`setup()`) or make "
+                "the model deep-copyable."
+            ) from err
         with isolated_rng(device), model_forward(model.eval(), output_transform, forward_fn) as forward:
             _prediction_pass(model, forward, probes.images[:1].to(device), before_training, probes.drawn)
     guard = training_state_guard(model, device, restore_values=not report.on_copy)

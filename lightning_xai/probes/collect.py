@@ -126,18 +126,41 @@ MAX_INDICES = 1_000_000
 
 
 def _sampled_indices(loader: DataLoader) -> list[int]:
-    """The dataset indices the loader visits, in its sampler's order (its ``batch_sampler``'s, flattened)."""
+    """The dataset indices the loader visits, in its sampler's order (its ``batch_sampler``'s, flattened). A
+    sampler's own generator is left where it was (the global RNGs are the caller's to isolate)."""
     sampler: Iterable[Any] = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+    inner = [sampler, getattr(sampler, "sampler", None)]
+    generators = [g for g in (getattr(s, "generator", None) for s in inner) if isinstance(g, torch.Generator)]
+    states = [g.get_state() for g in generators]
     indices: list[int] = []
-    for item in sampler:
-        indices.extend(int(i) for i in item) if isinstance(item, (list, tuple, Tensor)) else indices.append(int(item))
-        if len(indices) >= MAX_INDICES:
-            break
+    try:
+        for item in sampler:
+            if isinstance(item, (list, tuple, Tensor)):
+                indices.extend(int(i) for i in item)
+            else:
+                indices.append(int(item))
+            if len(indices) >= MAX_INDICES:
+                break
+    finally:
+        for generator, state in zip(generators, states, strict=True):
+            generator.set_state(state)
     return indices
 
 
+def _batch_size(loader: DataLoader) -> int | None:
+    """The loader's batch size (its batch sampler's), 64 when it batches with a sampler of unknown size, None when
+    its items are whole batches already (``batch_size=None``)."""
+    if loader.batch_size is None and loader.batch_sampler is None:
+        return None
+    return loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 64
+
+
 def _draw_loader(
-    dataset: Dataset, indices: Sequence[int], batch_size: int, collate_fn: Callable[[list[Any]], Any] | None, seed: int
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int | None,
+    collate_fn: Callable[[list[Any]], Any] | None,
+    seed: int,
 ) -> DataLoader:
     """A loader over a seeded draw of ``indices`` of ``dataset`` that batches with ``collate_fn`` (the user's: the
     draw goes through the same batching as validation; None: PyTorch's default), in this process."""
@@ -243,8 +266,11 @@ def collect_probes(
             return ProbeSet(images, check_labels(source[1], len(images)), "tensor")
         if isinstance(source, DataLoader) and _map_style(source.dataset):
             indices = _sampled_indices(source)
-            size = source.batch_size or getattr(source.batch_sampler, "batch_size", None) or 64
+            size = _batch_size(source)
             loader = _draw_loader(source.dataset, indices, size, source.collate_fn, seed)
+            pool, kind = _scan(loader, max_scan, loader_name, prepare), loader_name
+        elif isinstance(source, DataLoader):  # an iterable dataset: a loader of its own, never the user's iterator
+            loader = DataLoader(source.dataset, batch_size=_batch_size(source), collate_fn=source.collate_fn)
             pool, kind = _scan(loader, max_scan, loader_name, prepare), loader_name
         elif isinstance(source, Dataset) and _map_style(source):
             loader = _draw_loader(source, range(len(source)), 64, None, seed)  # type: ignore[arg-type]

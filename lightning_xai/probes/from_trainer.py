@@ -83,15 +83,8 @@ def trainer_probes(
 ) -> ProbeSet | None:
     """The probes from ``source`` (``probes=``), or drawn from the first validation (test) dataloader as the model
     receives them (its ``collate_fn`` and Lightning's batch hooks); None when there is neither. Warns when a drawn
-    set holds fewer than ``num_probes`` images, and what was left out or converted."""
-    if trainer.world_size > 1:  # every rank explains a share of the same probes: rank 0's
-        return trainer.strategy.broadcast(
-            _collect(trainer, pl_module, source, num_probes, seed) if trainer.is_global_zero else None
-        )
-    return _collect(trainer, pl_module, source, num_probes, seed)
-
-
-def _collect(trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int) -> ProbeSet | None:
+    set holds fewer than ``num_probes`` images, and what was left out or converted. Under DDP the caller runs it on
+    rank 0 and broadcasts the result (every rank explains a share of the same probes)."""
     testing = trainer.state.fn == TrainerFn.TESTING
     drawn = source is None
     if drawn:

@@ -105,7 +105,10 @@ class BackgroundWriter:
         self._thread = None
 
     def pop_errors(self) -> list[str]:
-        errors, self.errors = self.errors, []
+        """The errors so far, taken out one by one (``list.pop`` is atomic: none the writer adds meanwhile is lost)."""
+        errors: list[str] = []
+        while self.errors:
+            errors.append(self.errors.pop(0))
         return errors
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: threads and queues are recreated
