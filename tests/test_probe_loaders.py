@@ -284,3 +284,39 @@ def test_persistent_workers_of_an_iterable_val_set_keep_training_bit_identical(t
         states.append(model.state_dict())
     for key, value in states[0].items():
         assert torch.equal(value, states[1][key]), key
+
+
+class AddsItsChannel(TinyCNN):
+    """Raw grayscale batches (B, H, W), as MNIST-style data gives them; the model adds the channel itself."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.unsqueeze(1) if x.ndim == 3 else x)
+
+
+def test_batches_without_a_channel_are_refused_naming_probes_before_training(tmp_path: Any) -> None:
+    x, y = make_images(48)
+    model = AddsItsChannel()
+    val = DataLoader(TensorDataset(x[:16, 0], y[:16]), batch_size=8)  # (B, H, W)
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[AttributionMonitor(num_probes=4)]))
+    with pytest.raises(
+        ValueError, match=r"`probes`: the validation dataloader's batches hold 3-D images \(8, 12, 12\)"
+    ):
+        trainer.fit(model, DataLoader(TensorDataset(x[16:, 0], y[16:]), batch_size=8), val)
+    assert trainer.global_step == 0
+
+
+def test_probes_are_converted_as_the_precision_plugin_converts_the_inputs(tmp_path: Any) -> None:
+    """precision="64-true": Lightning casts every batch to float64 before the batch hooks; so does the draw."""
+
+    class Normalises64(TinyCNN):
+        def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+            x, y = batch
+            return (x - 0.3) / 0.7, y
+
+    x, y = make_images(32, seed=8)
+    x16 = x.half()  # the model receives float64 of these, normalised in float64
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    _fit(tmp_path, monitor, DataLoader(TensorDataset(x16, y), batch_size=8), model=Normalises64(), precision="64-true")
+    expected = ((x16.double() - 0.3) / 0.7).float()
+    assert monitor.probes is not None
+    assert all(any(torch.equal(p, e) for e in expected) for p in monitor.probes.images)

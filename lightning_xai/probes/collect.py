@@ -175,6 +175,13 @@ def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Prepare | 
     labels: list[Any] = []
     for batch in loader:
         x, y = split_example(prepare(batch) if prepare is not None else batch)
+        if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)
+            raise ValueError(
+                f"`probes`: the {source}'s batches hold 3-D images {tuple(x.shape)} (B, H, W), but the monitor "
+                "explains (N, C, H, W) inputs. Add the channel where the batch is made (`x.unsqueeze(1)` in the "
+                "collate_fn or `on_after_batch_transfer`, not in `forward`), or pass `probes=` (N, 1, H, W) with "
+                "`forward_fn=lambda model, x: model(x[:, 0])`."
+            )
         if x.ndim == 3:  # an unbatched iterable: one image per item
             x, y = x.unsqueeze(0), [y]
         batched = (isinstance(y, Tensor) and y.ndim > 0) or (isinstance(y, (list, tuple)) and len(y) == len(x))

@@ -56,10 +56,10 @@ def ready_validation(trainer: Trainer) -> None:
 
 
 def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) -> Callable[[Any], Any]:
-    """What Lightning does to a validation (test) batch before ``validation_step`` sees it: the
-    ``on_before_batch_transfer``, ``transfer_batch_to_device`` and ``on_after_batch_transfer`` hooks of the
-    LightningModule (or the datamodule's, where it overrides them), run with the trainer in the validating (testing)
-    stage."""
+    """What Lightning does to a validation (test) batch before ``validation_step`` sees it: the precision plugin's
+    input conversion, then the ``on_before_batch_transfer``, ``transfer_batch_to_device`` and
+    ``on_after_batch_transfer`` hooks of the LightningModule (or the datamodule's, where it overrides them, as
+    Lightning's own hook selection does), run with the trainer in the validating (testing) stage."""
     datamodule = getattr(trainer, "datamodule", None)
     owner = (
         datamodule if datamodule is not None and is_overridden("on_before_batch_transfer", datamodule) else pl_module
@@ -70,6 +70,7 @@ def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) 
         previous = trainer.state.stage
         trainer.state.stage = stage
         try:
+            batch = trainer.precision_plugin.convert_input(batch)  # e.g. bf16-true casts the inputs first
             batch = owner.on_before_batch_transfer(batch, 0)
             return trainer.strategy.batch_to_device(batch, pl_module.device, dataloader_idx=0)
         finally:
