@@ -99,7 +99,8 @@ def test_malformed_explanation_is_skipped_with_one_warning_and_xai_errors(tmp_pa
 
 
 class FailsOnProbesOnce(TinyCNN):
-    """Its forward raises (like an out-of-memory) once on the probe batch, when armed."""
+    """Its forward raises (like an out-of-memory) on the probe batch while armed (the monitor puts a model's plain
+    attributes back after its passes, so the arming callback disarms it, not the forward)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,17 +108,19 @@ class FailsOnProbesOnce(TinyCNN):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.armed and not self.training:
-            self.armed = False
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return super().forward(x)
 
 
 class ArmAtFirstEvaluation(Callback):
-    """Placed before the monitor: arms the model right before the monitor's first evaluation."""
+    """Placed before the monitor: arms the model right before the monitor's first evaluation, disarms it after."""
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == 0:
             pl_module.armed = True  # type: ignore[assignment]
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.armed = False  # type: ignore[assignment]
 
 
 def test_prediction_pass_failure_skips_that_evaluation_only(tmp_path: Any) -> None:
