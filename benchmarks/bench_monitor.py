@@ -206,6 +206,7 @@ def one_fit(setting: Setting, monitored: bool, log_dir: str, stages: Stages | No
         out["evaluations"] = len(history)
         writer = getattr(getattr(monitor, "media", None), "writer", None)
         out["writer_busy"] = float(getattr(writer, "busy_seconds", 0.0))
+        out["setup"] = float(monitor.setup_check.seconds)  # the dry run, once per fit
         out["records"] = [(h, per_eval[i] if i < len(per_eval) else {}) for i, h in enumerate(history)]
     return out
 
@@ -294,6 +295,7 @@ def main() -> None:
                 "without s": fits[False]["wall"],
                 "evals": evaluations,
                 "extra s/eval": extra,
+                "setup s": fits[True]["setup"],
                 "efficiency": needed / extra if extra > 0 else float("inf"),
                 **stage,
             }

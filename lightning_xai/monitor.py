@@ -289,8 +289,8 @@ class AttributionMonitor(Callback):
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.training and not trainer.sanity_checking:
-            self.media.flush()
+        if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate: the pictures are written when it returns
+            self.media.flush()  # (in a fit the writer overlaps training; teardown flushes)
         self.actions.raise_pending()  # after Lightning logged the epoch's scalars
 
     @override
