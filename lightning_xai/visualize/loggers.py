@@ -98,15 +98,12 @@ class TensorBoardSink(MediaSink):
             layouts[name] = custom_scalars_layout(methods, name, rules)
             event = layout_summary(list(layouts.values()))
             jobs.append(lambda: _write_summary(writer, event, None))
+        texts = [(tag, table.markdown()) for tag, table in media.tables] + list(media.texts)
         if media.settings is not None:
-            markdown = settings_markdown(media.settings)
-            tag = named("xai/settings", name)
-            jobs.append(_bind(lambda t, md: writer.add_text(t, md, global_step=step), tag, markdown))
+            texts.insert(0, (named("xai/settings", name), settings_markdown(media.settings)))
         for tag, image in media.images:
             jobs.append(_bind(_tensorboard_image, writer, tag, image, step))
-        for tag, table in media.tables:
-            jobs.append(_bind(lambda t, md: writer.add_text(t, md, global_step=step), tag, table.markdown()))
-        for tag, text in media.texts:
+        for tag, text in texts:
             jobs.append(_bind(lambda t, md: writer.add_text(t, md, global_step=step), tag, text))
         points = {run: dict(values) for run, values in (summary or {}).items() if values}
         if points:
