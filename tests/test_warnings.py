@@ -52,3 +52,19 @@ def test_warnings_point_at_the_users_line(tmp_path: Any) -> None:
     ours = [w for w in caught if "AttributionMonitor" in str(w.message)]
     assert ours, [str(w.message) for w in caught]
     assert {w.filename for w in ours} == {__file__}, {(w.filename, w.lineno) for w in ours}
+
+
+def test_a_small_run_with_nothing_wrong_prints_one_line(tmp_path: Any, caplog: Any) -> None:
+    """Issue 23: one info line at the first evaluation (what it costs and where), nothing else."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    monitor = AttributionMonitor(num_probes=8)
+    kwargs = trainer_kwargs(tmp_path, max_epochs=5, callbacks=[monitor], logger=TensorBoardLogger(str(tmp_path)))
+    trainer = L.Trainer(**kwargs)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        trainer.fit(TinyCNN(), *loaders())
+    said = [r.getMessage() for r in caplog.records if "AttributionMonitor" in r.getMessage()]
+    said += [str(w.message) for w in caught if "AttributionMonitor" in str(w.message)]
+    assert len(monitor.history) == 5 and len(said) == 1, said
+    assert said[0].startswith("AttributionMonitor: an evaluation takes") and "gradcam on `features`" in said[0]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from captum import attr as captum_attr
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
@@ -134,10 +134,8 @@ class GradCam(Explainer):
         self._to_grid, self.token_layout = self._grid_function(model, trace.output_shape, example, traces)
         h, w = self.map_size(trace.output_shape)
         self.cells = (h, w)
-        size = f"{h}x{w} cells for {example.shape[-2]}x{example.shape[-1]} probes"
-        rank_zero_info(
-            f"AttributionMonitor: Grad-CAM explains layer `{self.layer_name}` ({size if h else 'reshaped'})."
-        )
+        size = f"{h}x{w} cells for {example.shape[-2]}x{example.shape[-1]} probes"  # the layer is named in the
+        # first evaluation's one info line and in the settings text (nothing more is printed when all is well)
         if 0 < h * w <= 4:
             rank_zero_warn(
                 f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {size}: it cannot "
