@@ -89,9 +89,14 @@ def main(argv: list[str] | None = None) -> None:
         for index, name in ((before, "shortcut_before"), (after, "shortcut_after")):
             for path in export_grids(run_dir, args.export_docs, prefix=name, index=index):
                 print(f"wrote {path}")
-    logdir = os.path.abspath(args.logdir)
-    print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {logdir} {TENSORBOARD_SAMPLES}")
-    print(f"or as one HTML page:\n  lightning-xai report {os.path.abspath(run_dir)} --out report.html")
+    bin_dir = os.path.dirname(sys.executable)  # the environment that ran this (make demo: .venv/bin)
+    tensorboard, report = os.path.join(bin_dir, "tensorboard"), os.path.join(bin_dir, "lightning-xai")
+    print(f"\nSee it in TensorBoard:\n  {tensorboard} --logdir {os.path.abspath(run_dir)} {TENSORBOARD_SAMPLES}")
+    print(
+        "  then open http://localhost:6006/#custom_scalars&_smoothingWeight=0 (TensorBoard smooths charts by 0.6 by "
+        "default, which hides a one-epoch crossing; untick 'Ignore outliers in chart scaling' too)"
+    )
+    print(f"or as one HTML page:\n  {report} report {os.path.abspath(run_dir)} --out report.html")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def test_a_small_run_with_nothing_wrong_prints_one_line(tmp_path: Any, caplog: A
     monitor = AttributionMonitor(num_probes=8)
     kwargs = trainer_kwargs(tmp_path, max_epochs=5, callbacks=[monitor], logger=TensorBoardLogger(str(tmp_path)))
     trainer = L.Trainer(**kwargs)
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+    info = caplog.at_level(logging.INFO, logger="lightning.pytorch")  # whatever other tests set it to
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO), info:
         warnings.simplefilter("always")
         trainer.fit(TinyCNN(), *loaders())
     said = [r.getMessage() for r in caplog.records if "AttributionMonitor" in r.getMessage()]

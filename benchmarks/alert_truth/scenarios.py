@@ -21,7 +21,8 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -212,17 +213,31 @@ class Recorder(L.Callback):
         )
 
 
-def quiet() -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Lightning's logs and every warning silenced for the block, as they were after it (tests share the process)."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    levels = [logging.getLogger(name).level for name in names]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for name, level in zip(names, levels, strict=True):
+                logging.getLogger(name).setLevel(level)
 
 
 def run(config: RunConfig, out_dir: str | Path | None = None, threads: int | None = 1) -> dict[str, Any]:
     """Train one monitored run; return its record (and save it as ``<out_dir>/<name>.pt``)."""
+    with quiet():
+        return _run(config, out_dir, threads)
+
+
+def _run(config: RunConfig, out_dir: str | Path | None, threads: int | None) -> dict[str, Any]:
     if threads is not None:
         torch.set_num_threads(threads)
-    quiet()
     start, cpu_start = time.perf_counter(), time.process_time()
     L.seed_everything(config.seed, verbose=False)
     family = FAMILIES[config.model]
