@@ -213,3 +213,24 @@ def test_mlflow_file_store_holds_the_images_and_tables(run: dict[str, Any]) -> N
     predictions = sorted((artifacts / "xai" / "predictions").glob("*.csv"))
     assert [p.name for p in predictions][0] == "epoch=0000-step=0000004.csv" and len(predictions) == EPOCHS
     assert json.loads((artifacts / "xai" / "settings.json").read_text())["warmup_epochs"] == 1
+
+
+def test_the_sheet_of_an_alert_epoch_says_which_method_alerted(tmp_path: Path, monkeypatch: Any) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_xai.visualize import log as log_module
+
+    titles: list[str] = []
+    real = log_module.evaluation_media
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        titles.append(kwargs["title"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(log_module, "evaluation_media", recording)
+    rule = DriftRule(threshold=0.0, cooldown=0, methods=("gradcam",))  # fires at every armed evaluation
+    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0, drift_rules=(rule,), detector=None)
+    kwargs = trainer_kwargs(tmp_path, max_epochs=2, logger=TensorBoardLogger(str(tmp_path)), callbacks=[monitor])
+    L.Trainer(**kwargs).fit(TinyCNN(), *loaders())
+    assert [bool(monitor.history[i].alerts) for i in range(2)] == [False, True]
+    assert "ALERT" not in titles[0] and titles[1].endswith("ALERT: gradcam (see xai/alerts)"), titles

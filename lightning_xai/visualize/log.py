@@ -191,7 +191,7 @@ class MediaLogger:
             drift=drift,
             drift_note=note,
             probe_threshold=getattr(context.drift, "probe_threshold", None),
-            title=f"epoch {record.epoch}   step {record.global_step}",
+            title=f"epoch {record.epoch}   step {record.global_step}" + _alert_title(record.alerts),
         )
         media.images += self._evidence(done, labels, record.alerts)
         name = context.name
@@ -254,6 +254,13 @@ class MediaLogger:
         state = self.__dict__.copy()
         state["_sinks"] = {}
         return state
+
+
+def _alert_title(alerts: Sequence[Any]) -> str:
+    """What the sheet's title says of this evaluation's alerts: the methods that alerted (the sheet's red "vs ref"
+    figures are each probe's rank drift, not the detector's signal)."""
+    methods = sorted({a.method for a in alerts})
+    return f"   ALERT: {', '.join(methods)} (see xai/alerts)" if methods else ""
 
 
 def alert_text(alert: Any) -> str:
