@@ -113,7 +113,7 @@ def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int,
             if isinstance(logger, TensorBoardLogger):
                 writer.submit(add_text_job(logger.experiment, named("xai/errors", name), "\n\n".join(errors), step))
     except Exception as err:  # noqa: BLE001 - reporting a failure must not fail
-        _warn.warn(f"AttributionMonitor: could not log xai/errors either: {type(err).__name__}: {err}")
+        _warn.report(f"AttributionMonitor: could not log xai/errors either: {type(err).__name__}: {err}")
 
 
 def log_media(

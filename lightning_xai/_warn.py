@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -36,14 +37,24 @@ def user_stacklevel() -> int:
     return level
 
 
-def warn(message: str, failure: bool = False) -> None:
-    """Warn once on rank 0 at the user's line. ``failure``: a failure the monitor isolated, which must not raise
-    whatever the warning filters say (then logged on ``lightning_xai``'s logger)."""
+def warn(message: str) -> None:
+    """Warn on rank 0 at the user's line."""
     if getattr(rank_zero_only, "rank", 0) != 0:
         return
+    warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
+
+
+def report(message: str, say: Callable[[str], None] | None = None) -> None:
+    """Report a failure the monitor isolated with ``say`` (default :func:`warn`); it never raises, whatever the
+    warning filters say: where they turn warnings into errors (``-W error``) it goes to ``lightning_xai``'s logger.
+
+    Example::
+
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("error")
+        ...     report("AttributionMonitor: gradcam failed")  # logged, not raised
+    """
     try:
-        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
+        (say or warn)(message)
     except Warning:
-        if not failure:
-            raise
         log.warning(message)

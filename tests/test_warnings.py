@@ -69,3 +69,24 @@ def test_a_small_run_with_nothing_wrong_prints_one_line(tmp_path: Any, caplog: A
     said += [str(w.message) for w in caught if "AttributionMonitor" in str(w.message)]
     assert len(monitor.history) == 5 and len(said) == 1, said
     assert said[0].startswith("AttributionMonitor: an evaluation takes") and "gradcam on `features`" in said[0]
+
+
+def test_failing_to_report_errors_does_not_raise_under_warnings_as_errors(caplog: Any) -> None:
+    """Writing ``xai/errors`` itself fails: said on the logger, never raised into training."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_xai._trainer import log_errors_text
+
+    class Broken:
+        def submit(self, job: Any) -> None:
+            raise OSError("disk full (simulated)")
+
+    logger = TensorBoardLogger("unused")
+    logger._experiment = object()  # no event file is opened
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[logger])
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="lightning_xai"):
+        warnings.simplefilter("error")
+        log_errors_text(trainer, Broken(), ["gradcam failed"], 0, None)  # type: ignore[arg-type]
+    assert "could not log xai/errors either: OSError: disk full" in caplog.text

@@ -73,14 +73,13 @@ def training_state_guard(
         (True, True)
     """
     modules = list(model.modules())
-    modes = [(m, m.training) for m in modules]
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     grad_values = [g.detach().clone() if g is not None else None for g in grads]  # None outside accumulation
     buffers = [{n: (b, None if b is None else b.detach().clone()) for n, b in m._buffers.items()} for m in modules]
     values = [p.detach().to("cpu", copy=True) for p in params] if restore_values else []  # no device memory spike
-    attributes = [_plain_attributes(m) for m in modules]
+    attributes = [_plain_attributes(m) for m in modules]  # train/eval flags too; `log` shadows are removed as added
     hook_ids = _hook_ids(model)
     autocast_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     silenced = [m for m in modules if callable(getattr(m, "log_dict", None)) and "log" not in m.__dict__]
@@ -95,13 +94,8 @@ def training_state_guard(
                     p.requires_grad_(False)
                 yield
     finally:
-        for m in silenced:
-            m.__dict__.pop("log", None)
-            m.__dict__.pop("log_dict", None)
         for p, flag in zip(params, requires, strict=True):
             p.requires_grad_(flag)
-        for m, flag in modes:
-            m.training = flag
         with torch.no_grad():
             for p, g, value in zip(params, grads, grad_values, strict=True):
                 if p.grad is not g:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lightning_xai.explain._batches import plan_batches as plan_batches  # re-exported
 from lightning_xai.explain._ig_run import _Result, _Run
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
 STEP_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -196,14 +196,7 @@ class IntegratedGradients(Explainer):
         return {"n_steps": self.n_steps, "baseline": baseline}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        if isinstance(self.baseline, Tensor):
-            try:
-                torch.broadcast_shapes(tuple(self.baseline.shape), tuple(example.shape))
-            except RuntimeError:
-                raise ValueError(
-                    f"`ig_baseline` has shape {tuple(self.baseline.shape)}, which does not broadcast to a probe "
-                    f"batch of shape {tuple(example.shape)}; pass one image (C, H, W), a float, or None for zeros."
-                ) from None
+        check_baseline_shape("ig_baseline", self.baseline, tuple(example.shape[1:]))
         self._reset()  # a new model (or a new fit): calibrate its steps and its cost afresh
 
     def _baselines(self, inputs: Tensor) -> tuple[Tensor, Tensor]:

@@ -224,13 +224,7 @@ def reporting(warn_once: WarnOnce | None) -> WarnOnce:
     """
 
     def report(key: str, message: str) -> None:
-        try:
-            if warn_once is None:
-                _warn.warn(message, failure=True)
-            else:
-                warn_once(key, message)
-        except Warning:
-            _warn.log.warning(message)
+        _warn.report(message, None if warn_once is None else lambda text: warn_once(key, text))
 
     return report
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation, check_baseline_shape
+from lightning_xai.explain.base import Explainer, Explanation
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
@@ -76,9 +76,6 @@ def dry_run(
     device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
     if not isinstance(device, torch.device):
         device = next(model.parameters(), torch.empty(0)).device
-    for explainer in explainers:
-        if isinstance(explainer, IntegratedGradients):
-            check_baseline_shape("ig_baseline", explainer.baseline, tuple(probes.images.shape[1:]))
     inputs = probes.images.to(device)
     example = inputs[:1]
     if report.on_copy:  # initialise the copy's lazy modules (the model's own are drawn in its first training step)
