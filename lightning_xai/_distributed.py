@@ -1,11 +1,12 @@
-"""What distributed training asks of the monitor: whether a strategy lets one rank run the whole model, each rank's
-share of the probes, and decisions every rank takes together (a result computed on rank 0, a failure on any rank)
-through the strategy's own ``broadcast``/``reduce_boolean_decision``."""
+"""Distributed training: refuse strategies that shard the model, give each rank its share of the probes, and take
+decisions on every rank together (a result computed on rank 0, a failure on any rank) through the strategy's own
+``broadcast``/``reduce_boolean_decision``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -20,12 +21,8 @@ SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrateg
 
 
 def check_strategy(strategy: Any) -> None:
-    """Refuse, at setup, strategies whose parameters are sharded across ranks.
-
-    Every rank explains its share of the probes with the full model, on its own (forward and backward through
-    every layer, with hooks on one of them). Under FSDP, DeepSpeed or tensor/model parallelism no rank holds the
-    whole model and every forward is a collective of all ranks, which the per-rank shares (of different sizes,
-    with different IG step counts) would not keep in step: it would hang or explain garbage.
+    """Refuse, at setup, strategies whose parameters are sharded across ranks: every forward there is a collective
+    of all ranks, which the per-rank probe shares (of different sizes) would not keep in step.
 
     Example::
 
@@ -44,8 +41,7 @@ def check_strategy(strategy: Any) -> None:
 
 
 def shard(count: int, world: int, rank: int) -> slice:
-    """This rank's consecutive share of ``count`` probes (sizes within one of each other; empty when ``rank >=
-    count``).
+    """This rank's consecutive share of ``count`` probes (sizes within one of each other).
 
     Example::
 
@@ -60,11 +56,9 @@ def shard(count: int, world: int, rank: int) -> slice:
 def explain_shards(
     trainer: Trainer, count: int, explain: Callable[[slice], ProbeExplanations], device: torch.device
 ) -> Callable[[], ProbeExplanations]:
-    """Every rank explains its share of the ``count`` probes (:func:`shard`); the shares travel to rank 0 through
-    the strategy's ``broadcast`` (one per rank, CPU tensors) and are merged there in probe order (None on the other
-    ranks). One process explains them all. When ``explain`` raises on any rank, every rank raises. Returns what
-    gathers the evaluation on rank 0 (call it inside :func:`on_rank_zero`, so that a failure there reaches every
-    rank too)."""
+    """Every rank explains its :func:`shard` of the ``count`` probes; the shares travel to every rank through the
+    strategy's ``broadcast`` (CPU tensors). When ``explain`` raises on any rank, every rank raises. Returns what
+    merges them in probe order (call it inside :func:`on_rank_zero`)."""
     if trainer.world_size == 1:
         done = explain(slice(0, count))
         return lambda: done
@@ -83,8 +77,7 @@ def explain_shards(
 
 
 def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
-    """``fn()`` on rank 0, its result broadcast to every rank. A failure on rank 0 is broadcast too, so every rank
-    raises instead of waiting in the broadcast."""
+    """``fn()`` on rank 0, its result (or its failure, so that every rank raises) broadcast to every rank."""
     result: Any
     result, failure = _attempt(fn) if trainer.is_global_zero else (None, None)
     if trainer.world_size > 1:
@@ -93,17 +86,27 @@ def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
     return result
 
 
+def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank; when it raises on any rank, every rank raises (the others a ``RuntimeError``)."""
+    result, failure = _attempt(fn)
+    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
+        if failure is None:
+            raise RuntimeError("AttributionMonitor's setup check failed on another rank; see that rank's error.")
+    _raise_failures(failure, {})
+    return result
+
+
+@dataclass
 class _Failure:
-    def __init__(self, message: str) -> None:
-        self.message = message
+    message: str
 
 
 def _attempt(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
-    """``(fn(), None)``, or ``(_Failure, the exception)`` when it raises: the failure travels to the other ranks in
-    place of the result, and the caller re-raises the exception once they were told (:func:`_raise_failures`)."""
+    """``(fn(), None)``, or ``(_Failure, the exception)``: the failure travels in place of the result and the caller
+    re-raises the exception once the other ranks were told (:func:`_raise_failures`)."""
     try:
         return fn(), None
-    except BaseException as err:  # noqa: BLE001 - re-raised by _raise_failures, after the other ranks were told
+    except BaseException as err:
         return _Failure(f"{type(err).__name__}: {err}"), err
 
 
@@ -114,20 +117,3 @@ def _raise_failures(own: BaseException | None, received: dict[int, Any]) -> None
     for rank, value in received.items():
         if isinstance(value, _Failure):
             raise RuntimeError(f"AttributionMonitor failed on rank {rank}, so every rank stops: {value.message}")
-
-
-def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
-    """``fn()`` on every rank; when it raises on any rank, it raises on every rank (the others with a
-    ``RuntimeError`` pointing to it), so no rank trains on while another has stopped."""
-    result: Any = None
-    failure: Exception | None = None
-    try:
-        result = fn()
-    except Exception as err:  # noqa: BLE001 - re-raised below, after the ranks agreed
-        failure = err
-    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
-        if failure is None:
-            raise RuntimeError("AttributionMonitor's setup check failed on another rank; see that rank's error.")
-    if failure is not None:
-        raise failure
-    return result

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +16,6 @@ def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
 
     Example::
 
-        >>> import torch
         >>> _ = torch.manual_seed(0)
         >>> with isolated_rng():
         ...     _ = torch.rand(3)
@@ -26,12 +24,9 @@ def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
         >>> bool(torch.equal(after, torch.rand(1)))
         True
     """
-    devices: list[Any] = []
-    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
-        devices = [device]
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    with torch.random.fork_rng(devices=devices, enabled=True):
+    cuda = device is not None and device.type == "cuda" and torch.cuda.is_initialized()
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[device] if cuda else []):
         try:
             yield
         finally:

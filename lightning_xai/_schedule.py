@@ -1,22 +1,7 @@
 """What the monitor will (not) do in a fit, said once at setup: the silent no-ops of a configuration.
 
-The monitor explains at the end of validation epochs that are due (``(epoch + 1) % every_n_epochs == 0``). Some
-configurations therefore never explain, never set a reference or can never alert, without any error. The functions
-here take plain values (read from the trainer by :func:`trainer_schedule`, and the monitor's settings) and return
-``(key, message)`` pairs to warn once each; each message says what happens, why, and the fix, in at most two
-sentences.
-
-Epochs are Lightning's ``trainer.current_epoch``, counted from 0: with ``check_val_every_n_epoch=c`` Lightning
-validates after epochs ``c - 1, 2c - 1, ...``; with ``every_n_epochs=n`` the monitor explains after the epochs
-where both hold, i.e. after epochs ``k * lcm(n, c) - 1``.
-
-Example::
-
-    >>> trainer = TrainerSchedule(max_epochs=12, check_val_every_n_epoch=3)
-    >>> evaluated_epochs(trainer, every_n_epochs=2)
-    [5, 11]
-    >>> [key for key, _ in setup_warnings(trainer, MonitorSchedule(every_n_epochs=2, num_probes=3))]
-    ['every_n_epochs_skips_validations', 'few_probes']
+The monitor explains at the end of validation epochs where ``(epoch + 1) % every_n_epochs == 0`` (epochs from 0);
+Lightning validates where ``(epoch + 1) % check_val_every_n_epoch == 0``: so after epochs ``k * lcm(n, c) - 1``.
 """
 
 from __future__ import annotations
@@ -28,61 +13,35 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-#: the ShiftDetector's test across probes needs ``P - 1 >= 3`` degrees of freedom (``drift.detector.t_quantile``
-#: is infinite below that), so with fewer probes its threshold is infinite and it never alerts
+#: the ShiftDetector's t-test across probes needs ``P - 1 >= 3`` degrees of freedom: below, it never alerts
 MIN_DETECTOR_PROBES = 4
 _SHOWN = 4  # epochs listed in a message before "..."
 
 
 @dataclass(frozen=True)
 class TrainerSchedule:
-    """What the trainer says about validation in this fit (plain values, see :func:`trainer_schedule`).
+    """What the trainer says about validation in this fit (plain values, see :func:`trainer_schedule`)."""
 
-    Attributes:
-        max_epochs: the fit's epoch limit; None or -1: none (``max_steps``/``max_time`` may end the fit earlier,
-            which is not taken into account).
-        check_val_every_n_epoch: Lightning validates after epochs where ``(epoch + 1) % it == 0``; None: by
-            training steps across epochs (``val_check_interval`` an int), so the validated epochs are not known.
-        val_check_interval: validations within an epoch (a float fraction or a batch count) or a duration.
-        validation: validation runs in this fit (``trainer.enable_validation``).
-        val_dataloader: a validation dataloader is defined; None when not known (validation is off for another
-            reason: no ``validation_step`` or ``limit_val_batches=0``).
-        validation_step: the LightningModule overrides ``validation_step``.
-        limit_val_batches: ``trainer.limit_val_batches``.
-        num_sanity_val_steps: ``trainer.num_sanity_val_steps`` (``inf`` for -1; the sanity check never explains).
-        model: the LightningModule's class name, for messages.
-    """
-
-    max_epochs: int | None = 1000
-    check_val_every_n_epoch: int | None = 1
+    max_epochs: int | None = 1000  # None or -1: no limit (max_steps/max_time are not taken into account)
+    check_val_every_n_epoch: int | None = 1  # None: validation by steps across epochs (epochs not known)
     val_check_interval: Any = 1.0
-    validation: bool = True
-    val_dataloader: bool | None = True
+    validation: bool = True  # trainer.enable_validation
+    val_dataloader: bool | None = True  # None: not known (validation is off for another reason)
     validation_step: bool = True
     limit_val_batches: int | float = 1.0
     num_sanity_val_steps: int | float = 2
-    model: str = "the model"
+    model: str = "the model"  # the LightningModule's class name, for messages
 
 
 @dataclass(frozen=True)
 class MonitorSchedule:
-    """The monitor's settings that decide when it explains, sets its reference and may alert.
-
-    Attributes:
-        every_n_epochs: the monitor explains after epochs where ``(epoch + 1) % every_n_epochs == 0``.
-        reference_epoch: the pinned reference epoch, or None (the first evaluated epoch ``>= warmup_epochs``).
-        warmup_epochs: epochs the detector and rules ignore.
-        probes_given: ``probes=`` was passed (not drawn from the validation data).
-        num_probes: how many probes are explained (after they are collected), or None when not known yet.
-        detector: a ShiftDetector is on.
-        drift_rules: how many fixed-threshold rules are set.
-    """
+    """The monitor's settings that decide when it explains, sets its reference and may alert."""
 
     every_n_epochs: int = 1
-    reference_epoch: int | None = None
+    reference_epoch: int | None = None  # None: the first evaluated epoch >= warmup_epochs
     warmup_epochs: int = 2
-    probes_given: bool = False
-    num_probes: int | None = None
+    probes_given: bool = False  # `probes=` passed, not drawn from the validation data
+    num_probes: int | None = None  # None: not collected yet
     detector: bool = True
     drift_rules: int = 0
 
@@ -101,19 +60,17 @@ def monitor_schedule(monitor: Any) -> MonitorSchedule:
 
 
 def trainer_schedule(trainer: Trainer) -> TrainerSchedule:
-    """Read a :class:`TrainerSchedule` from a trainer inside ``fit`` (from the ``setup``/``on_fit_start`` hooks on:
-    ``max_epochs`` is resolved and the model attached). Only public Trainer attributes are read."""
+    """Read a :class:`TrainerSchedule` from a trainer inside ``fit`` (from ``setup`` on), public attributes only."""
     module = trainer.lightning_module
     validation_step = is_overridden("validation_step", module)
     limit = trainer.limit_val_batches
     validation = bool(trainer.enable_validation)
-    val_dataloader: bool | None = True if validation else (False if validation_step and limit > 0 else None)
     return TrainerSchedule(
         max_epochs=trainer.max_epochs,
         check_val_every_n_epoch=trainer.check_val_every_n_epoch,
         val_check_interval=trainer.val_check_interval,
         validation=validation,
-        val_dataloader=val_dataloader,
+        val_dataloader=True if validation else (False if validation_step and limit > 0 else None),
         validation_step=validation_step,
         limit_val_batches=limit,
         num_sanity_val_steps=trainer.num_sanity_val_steps,
@@ -133,15 +90,13 @@ def _validation_period(trainer: TrainerSchedule) -> int | None:
 
 
 def evaluation_period(trainer: TrainerSchedule, every_n_epochs: int) -> int:
-    """The monitor explains after epochs ``k * period - 1``: ``lcm(every_n_epochs, check_val_every_n_epoch)``
-    (``every_n_epochs`` alone when the validated epochs are not a fixed pattern: then at most those epochs)."""
+    """The monitor explains after epochs ``k * period - 1``: ``lcm(every_n_epochs, check_val_every_n_epoch)``."""
     validation = _validation_period(trainer)
     return every_n_epochs if validation is None else math.lcm(every_n_epochs, validation)
 
 
 def evaluated_epochs(trainer: TrainerSchedule, every_n_epochs: int, limit: int = 1000) -> list[int]:
-    """The epochs (from 0) after which the monitor explains, below ``max_epochs`` (and ``limit``), when validation
-    runs.
+    """The epochs (from 0) after which the monitor explains, below ``max_epochs`` and ``limit``.
 
     Example::
 
@@ -158,33 +113,29 @@ def _listed(epochs: list[int], bounded: bool) -> str:
     """``"5, 11, 17, ..."`` (an unbounded run), ``"5, 11, ..., 47"`` or ``"5, 11"``."""
     if len(epochs) <= _SHOWN:
         return ", ".join(map(str, epochs)) + ("" if bounded else ", ...")
-    head = ", ".join(str(e) for e in epochs[: _SHOWN - 1])
+    head = ", ".join(map(str, epochs[: _SHOWN - 1]))
     return f"{head}, ..., {epochs[-1]}" if bounded else f"{head}, ..."
 
 
 def setup_warnings(trainer: TrainerSchedule, monitor: MonitorSchedule) -> list[tuple[str, str]]:
     """The ``(key, message)`` warnings for a fit: what the monitor will silently not do with this configuration.
 
-    Keys: ``no_validation`` / ``probes_without_validation`` (nothing is explained in this fit; alone, since the
-    rest is moot), ``never_evaluated`` (no evaluated epoch below ``max_epochs``; alone),
-    ``every_n_epochs_skips_validations`` (``every_n_epochs`` and ``check_val_every_n_epoch`` where neither divides
-    the other), ``reference_epoch_unreachable`` or ``warmup_covers_run`` (no map is ever compared with a reference),
-    ``few_probes`` (the detector cannot alert with fewer than 4 probes).
+    Keys: ``no_validation`` / ``probes_without_validation`` or ``never_evaluated`` (alone: the rest is moot),
+    ``every_n_epochs_skips_validations``, ``reference_epoch_unreachable`` or ``warmup_covers_run``, ``few_probes``.
 
     Example::
 
-        >>> setup_warnings(TrainerSchedule(validation=False, val_dataloader=False), MonitorSchedule())[0][0]
-        'no_validation'
+        >>> trainer = TrainerSchedule(max_epochs=12, check_val_every_n_epoch=3)
+        >>> [key for key, _ in setup_warnings(trainer, MonitorSchedule(every_n_epochs=2, num_probes=3))]
+        ['every_n_epochs_skips_validations', 'few_probes']
     """
     if not trainer.validation:
         return [_no_validation(trainer, monitor)]
     never = _never_evaluated(trainer, monitor)
     if never is not None:
         return [never]
-    warnings = [
-        w for w in (_combination(trainer, monitor), _reference(trainer, monitor), _few_probes(monitor)) if w is not None
-    ]
-    return warnings
+    found = (_combination(trainer, monitor), _reference(trainer, monitor), _few_probes(monitor))
+    return [w for w in found if w is not None]
 
 
 def _no_validation(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str, str]:
@@ -199,15 +150,10 @@ def _no_validation(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[
         fix = "Pass `val_dataloaders=` to `trainer.fit` (or define `val_dataloader()`; `limit_val_batches=1` is enough)"
     fix += ", or explain after training with `trainer.validate(model, dataloaders)`."
     if monitor.probes_given:
-        return (
-            "probes_without_validation",
-            f"AttributionMonitor: the given `probes=` are never explained in this fit: the monitor explains at the end "
-            f"of validation epochs and {why}. {fix}",
-        )
-    return (
-        "no_validation",
-        f"AttributionMonitor does nothing in this fit: it explains at the end of validation epochs and {why}. {fix}",
-    )
+        key, what = "probes_without_validation", ": the given `probes=` are never explained in this fit: the monitor"
+    else:
+        key, what = "no_validation", " does nothing in this fit: it"
+    return key, f"AttributionMonitor{what} explains at the end of validation epochs and {why}. {fix}"
 
 
 def _never_evaluated(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str, str] | None:

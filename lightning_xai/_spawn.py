@@ -1,11 +1,6 @@
-"""Results of a ``strategy="ddp_spawn"`` fit back in the process that called ``fit``.
-
-Lightning pickles the callbacks into the spawned workers and returns only the model's weights and
-``trainer.callback_metrics``: without this, ``monitor.history`` and ``monitor.alerts`` would stay empty in the main
-process. When the monitor is pickled (in the main process, as the workers are spawned) it names a file; rank 0
-writes the monitor's checkpoint state there at the end of ``fit`` (primitives and CPU tensors, as in a checkpoint);
-the main process loads it the next time the monitor's results are read, and deletes it.
-"""
+"""Results of a ``strategy="ddp_spawn"`` fit back in the process that called ``fit``: Lightning returns only the
+weights and ``callback_metrics`` from its workers, so rank 0 writes the monitor's checkpoint state to a file named
+when the monitor was pickled, and the main process loads (and deletes) it the next time the results are read."""
 
 from __future__ import annotations
 
@@ -28,9 +23,8 @@ def mark(state: dict[str, Any]) -> None:
 
 def send(target: tuple[str, int] | None, state: Callable[[], dict[str, Any]], is_global_zero: bool) -> None:
     """At the end of a fit in a spawned worker (rank 0): write ``state()`` to ``target`` for the main process."""
-    if target is None or not is_global_zero or os.getpid() == target[1]:
-        return
-    torch.save(state(), target[0])
+    if target is not None and is_global_zero and os.getpid() != target[1]:
+        torch.save(state(), target[0])
 
 
 def receive(target: tuple[str, int] | None) -> dict[str, Any] | None:

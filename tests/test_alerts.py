@@ -14,31 +14,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_xai import AttributionMonitor, DriftRule
 from lightning_xai.drift.alerts import AlertTracker
-from lightning_xai.drift.detector import ShiftDetector
-from lightning_xai.drift.tracker import DriftTracker
-from lightning_xai.functional.shift import (
-    gain_box,
-    novel_relevance,
-    relevance_distribution,
-    relevance_gain,
-    relevance_shift,
-)
+from lightning_xai.drift.detector import Detection, ShiftDetector
+from lightning_xai.drift.tracker import DriftResult, DriftTracker
+from lightning_xai.functional.shift import novel_relevance, relevance_distribution
 
 # ------------------------------------------------------------------------------------------ pure functions
-
-
-def test_relevance_shift_is_total_variation_against_a_brute_loop() -> None:
-    g = torch.Generator().manual_seed(0)
-    a = relevance_distribution(torch.rand(5, 16, 16, generator=g), cells=8)
-    b = relevance_distribution(torch.rand(5, 16, 16, generator=g), cells=8)
-    got = relevance_shift(a, b)
-    for i in range(5):
-        brute = 0.0
-        for r in range(8):
-            for c in range(8):
-                brute += abs(float(a[i, r, c]) - float(b[i, r, c]))
-        assert got[i].item() == pytest.approx(brute / 2, abs=1e-12)
-    assert torch.allclose(relevance_gain(a, b).flatten(1).sum(1), got)  # what is gained is what moved
 
 
 def test_relevance_distribution_pools_normalises_and_handles_zero_maps() -> None:
@@ -62,14 +42,6 @@ def test_novel_relevance_separates_sharpening_from_moving_elsewhere() -> None:
     moved[0, 0, 7] = 8.0  # a quiet corner takes relevance
     p, s, m = (relevance_distribution(x) for x in (before, sharpened, moved))
     assert novel_relevance(s, p).item() < 0 < novel_relevance(m, p).item()
-
-
-def test_gain_box_finds_the_region_that_gained() -> None:
-    gain = torch.zeros(3, 8, 8)
-    gain[:, 6:8, 0:2] = 0.2
-    gain[1, 2, 2] = 0.05  # small, elsewhere
-    assert gain_box(gain) == (6, 0, 7, 1)
-    assert gain_box(torch.zeros(2, 4, 4)) is None
 
 
 # ---------------------------------------------------------------------------------------------- detector
@@ -111,19 +83,20 @@ def test_detector_calibrates_then_alerts_on_a_move_and_says_where() -> None:
 
 
 def test_detector_does_not_calibrate_on_its_alert_and_keeps_quiet_in_cooldown() -> None:
-    det = ShiftDetector(cooldown=2)
+    det = ShiftDetector()
     for s in range(5):
-        d = det.update("m", _object_maps(4, 0.05, s), (16, 16), armed=True)
+        d = det.update("m", _object_maps(4, 0.05, s), (16, 16), armed=True, cooldown=2)
         assert d is None or not d.fired
     scores_before = list(det.state_dict()["m"]["scores"])
     moved = _object_maps(4, 0.05, 50)
     moved[:, 0, 0] = 40.0
-    assert det.update("m", moved, (16, 16), armed=True).candidate
+    assert det.update("m", moved, (16, 16), armed=True, cooldown=2).candidate
     moved = _object_maps(4, 0.05, 52)
     moved[:, 0, 0] = 40.0
-    assert det.update("m", moved, (16, 16), armed=True).fired
+    assert det.update("m", moved, (16, 16), armed=True, cooldown=2).fired
+    assert det.state_dict()["m"]["cooldown_left"] == 2  # the cooldown of the call
     back = _object_maps(4, 0.05, 51)
-    assert not det.update("m", back, (16, 16), armed=True).fired  # moves back: in cooldown
+    assert not det.update("m", back, (16, 16), armed=True, cooldown=2).fired  # moves back: in cooldown
     assert det.state_dict()["m"]["scores"] == scores_before
 
 
@@ -201,12 +174,12 @@ def test_drift_rule_accepts_every_alias_that_methods_accepts() -> None:
     assert monitor.tracker.rules[0].methods == ("integrated_gradients",)
     with pytest.raises(ValueError, match=r"DriftRule\(methods=\('gradcma',\)\).*not among this monitor's methods"):
         AttributionMonitor(drift_rules=(DriftRule(methods=("gradcma",)),))
-    with pytest.raises(ValueError, match="DriftRule.threshold"):
+    with pytest.raises(ValueError, match=r"DriftRule\(threshold=\.\.\.\)` must be a finite number, got nan"):
         DriftRule(threshold=float("nan"))
 
 
 def test_an_alias_rule_fires_for_its_method(tmp_path: Any) -> None:
-    rule = DriftRule(threshold=0.0, patience=1, cooldown=0, methods=("ig",))
+    rule = DriftRule(threshold=0.0, patience=1, methods=("ig",))
     monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(rule,), detector=None)
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -282,31 +255,65 @@ def test_cost_is_logged_said_once_and_warned_when_large(tmp_path: Any, monkeypat
 
 
 @pytest.mark.parametrize("value", [2, 2.0, np.int64(2), torch.tensor(2), torch.tensor(2.0)])
-def test_drift_rule_counts_are_converted_to_ints_and_fire_again_after_the_cooldown(value: Any) -> None:
-    rule = DriftRule(threshold=0.5, cooldown=value, patience=value)
-    assert type(rule.cooldown) is int and type(rule.patience) is int and rule.cooldown == rule.patience == 2
-    tracker = AlertTracker([DriftRule(threshold=0.5, cooldown=value)])
+def test_counts_are_converted_to_ints_and_a_rule_fires_again_after_the_cooldown(value: Any) -> None:
+    rule = DriftRule(threshold=0.5, patience=value)
+    assert type(rule.patience) is int and rule.patience == 2
+    tracker = AlertTracker([DriftRule(threshold=0.5)], cooldown=value)
+    assert type(tracker.cooldown) is int and tracker.cooldown == 2
     series = (0.9, 0.1, 0.9, 0.1, 0.9)  # over, under, over (in cooldown), under, over (free again)
     assert [len(tracker.update("gradcam", {"rank_vs_reference/median": v})) for v in series] == [1, 0, 0, 0, 1]
 
 
 @pytest.mark.parametrize(
-    ("argument", "value", "fix"),
+    ("owner", "argument", "value", "fix"),
     [
-        ("cooldown", 1.5, "pass cooldown=1 or cooldown=2"),  # used to fire once and never again
-        ("patience", 2.5, "pass patience=2 or patience=3"),
-        ("patience", 0, "pass patience=1"),
-        ("cooldown", -1, "pass cooldown=0"),
-        ("cooldown", True, "pass a whole number such as cooldown=1"),
-        ("patience", "2", "pass patience=2"),
-        ("cooldown", torch.tensor(0.5), "pass cooldown=0 or cooldown=1"),
+        ("AlertTracker", "cooldown", 1.5, "pass a whole number: cooldown=1 or cooldown=2"),  # would never be reached
+        ("DriftRule", "patience", 2.5, "pass a whole number: patience=2 or patience=3"),
+        ("DriftRule", "patience", 0, "pass patience=1 or more"),
+        ("AlertTracker", "cooldown", -1, "pass cooldown=0 or more"),
+        ("AlertTracker", "cooldown", True, "pass a number, not a bool, e.g. cooldown=0"),
+        ("DriftRule", "patience", "2", "pass patience=2"),
+        ("AlertTracker", "cooldown", torch.tensor(0.5), "pass a whole number: cooldown=0 or cooldown=1"),
     ],
 )
-def test_drift_rule_refuses_fractional_counts_naming_argument_value_and_fix(
-    argument: str, value: Any, fix: str
+def test_fractional_counts_are_refused_naming_argument_value_and_fix(
+    owner: str, argument: str, value: Any, fix: str
 ) -> None:
-    with pytest.raises(ValueError, match=rf"`DriftRule\.{argument}` must be a whole number .* got .*; {fix}\.$"):
-        DriftRule(**{argument: value})
+    with pytest.raises(ValueError, match=rf"`{owner}\({argument}=\.\.\.\)` must be an int >= \d, got .*; {fix}\.$"):
+        if owner == "AlertTracker":
+            AlertTracker([], cooldown=value)
+        else:
+            DriftRule(patience=value)
+
+
+def _fired() -> Detection:
+    return Detection(0.5, 0.1, 0.01, fired=True, probe_indices=(0,), num_probes=4)
+
+
+def test_one_cooldown_for_the_detector_and_every_rule_of_a_method() -> None:
+    over = DriftResult({"rank_vs_reference": torch.ones(4)}, {"rank_vs_reference/median": 1.0}, alerts_armed=True)
+    calm = DriftResult({"rank_vs_reference": torch.zeros(4)}, {"rank_vs_reference/median": 0.0}, alerts_armed=True)
+    tracker = AlertTracker([DriftRule(threshold=0.5)], cooldown=2)
+    # the detector alerts at 0; the rule's crossing at 1 is in the cooldown, and fires once it is over (at 3)
+    got = [tracker.check("m", 0, 0, calm, _fired(), 0.4)] + [
+        tracker.check("m", e, e, over, None, 0.4) for e in (1, 2, 3)
+    ]
+    assert [[a.metric for a in alerts] for alerts in got] == [["novel_relevance"], [], [], ["rank_vs_reference"]]
+    # the rule's alert silences the detector of that method for 2 evaluations, not another method's
+    assert tracker.check("m", 4, 4, calm, _fired(), 0.4) == []
+    assert len(tracker.check("other", 4, 4, calm, _fired(), 0.4)) == 1
+    assert tracker.check("m", 5, 5, calm, _fired(), 0.4) == []
+    assert [a.metric for a in tracker.check("m", 6, 6, calm, _fired(), 0.4)] == ["novel_relevance"]
+    assert len(AlertTracker([DriftRule(threshold=0.5)]).check("m", 0, 0, over, _fired(), 0.4)) == 2  # together: both
+
+
+def test_a_tracker_state_from_rules_with_their_own_cooldown_still_loads() -> None:
+    tracker = AlertTracker([DriftRule(threshold=0.5)])
+    tracker.load_state_dict({"states": {"0:gradcam": {"streak": 1, "cooldown_left": 2, "firing": False}}, "alerts": []})
+    series = (0.9, 0.9, 0.9)  # the two evaluations of cooldown left: silent; then free
+    assert [len(tracker.update("gradcam", {"rank_vs_reference/median": v})) for v in series] == [0, 0, 1]
+    assert tracker.state_dict()["states"] == {"0:gradcam": {"streak": 4, "firing": True}}
+    assert tracker.state_dict()["quiet"] == {"gradcam": 3}
 
 
 def test_fewer_than_four_probes_never_alert_even_with_identical_movements() -> None:

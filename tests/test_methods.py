@@ -125,8 +125,8 @@ def test_input_x_gradient_of_a_linear_model() -> None:
 
 def test_gradient_shap_of_a_linear_model_with_one_baseline_is_exact() -> None:
     model = linear_model()
-    x, b, t = torch.randn(3, 1, 3, 3), torch.randn(1, 3, 3), torch.tensor([0, 2, 1])
-    out = run(GradientShap(baselines=b, samples=6), model, x, t)
+    x, b, t = torch.randn(3, 1, 3, 3), torch.randn(1, 1, 3, 3), torch.tensor([0, 2, 1])
+    out = run(GradientShap(baseline=b, samples=6), model, x, t)  # a (B, C, H, W) distribution: used as is
     close(out.raw, ((x - b) * weights_of(model, t, (1, 3, 3))).sum(dim=1))
 
 
@@ -134,7 +134,9 @@ def test_gradient_shap_default_baselines_are_zeros_and_the_probes_and_draws_are_
     model = linear_model()
     x, t = torch.randn(4, 1, 3, 3), torch.tensor([0, 1, 2, 0])
     shap = GradientShap(samples=64)
-    assert torch.equal(shap._baselines(x), torch.cat([torch.zeros(1, 1, 3, 3), x]))
+    assert torch.equal(shap.references(x), torch.cat([torch.zeros(1, 1, 3, 3), x]))
+    black = torch.full((1, 1, 1), -1.0)  # one reference (the registry's black): drawn with the probes
+    assert torch.equal(GradientShap(baseline=black).references(x), torch.cat([torch.full((1, 1, 3, 3), -1.0), x]))
     out = run(shap, model, x, t)
     assert torch.equal(out.raw, run(GradientShap(samples=64), model, x, t).raw)
     # the expectation over the 5 baselines: attribution -> w * (x - mean baseline) as samples grow

@@ -24,7 +24,7 @@ from torch import Tensor
 from lightning_xai import AttributionMonitor, DriftRule
 from lightning_xai.report import find_runs, read_logdir, read_run, read_runs, render_report
 from lightning_xai.report.cli import main
-from lightning_xai.report.thumbs import FILM_TILE
+from lightning_xai.report.html import FILM_TILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402

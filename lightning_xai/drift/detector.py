@@ -1,13 +1,5 @@
-"""The default drift detector: it looks for relevance moving somewhere new, together, and calibrates on the run.
-
-A fixed threshold on "distance from an early reference" cannot tell learning from a shortcut: ordinary training
-moves explanations a lot early on and less later, by amounts that differ between models, inputs and methods.
-What a shortcut does differently is the *direction* of the change: relevance leaves the regions the model
-used to read and moves, in many probes at once, into regions all of them ignored before (a watermark, a
-corner patch, a background texture). Benign training sharpens maps where they already were, and its jitter
-points in a different direction for every probe. :class:`ShiftDetector` measures exactly that movement and
-judges it against two noise levels measured on the run itself.
-"""
+"""The default drift detector. Training moves explanations too, so a distance from a reference cannot tell learning
+from a shortcut; the direction can: a shortcut pulls many probes' relevance into the same new place."""
 
 from __future__ import annotations
 
@@ -19,7 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, gain_regions, input_maps
+from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, gain_regions, input_maps, known_fields, primitives
+from lightning_xai.explain.base import check_float, check_int
 from lightning_xai.functional.shift import novel_relevance, quiet_regions, relevance_distribution
 
 
@@ -28,25 +21,17 @@ class Detection:
     """What the detector saw at one evaluation of one method.
 
     Attributes:
-        score: the watched value: the share of the probes' relevance that moved, since the previous evaluation,
-            into regions the probes' average map had left quiet (mean over probes; negative when it left them).
-            When ``fired``: the movement over the two evaluations of the alert (since the one before the candidate).
-        threshold: the threshold of this evaluation (None while calibrating); when ``fired``, the confirmation's
-            (calibrated on the run's movements over two evaluations, at least the candidate's threshold).
-        noise: the noise level it was calibrated on: the larger of the spread of this evaluation's per-probe
-            movements (standard error) and the run's own noise σ (root mean square of its earlier positive scores).
-        fired: True when this evaluation raises an alert (it confirms the previous evaluation's candidate).
+        score: the mean share of relevance that moved into the quiet regions (when ``fired``: over two evaluations).
+        threshold: this evaluation's threshold (None while calibrating); when ``fired``, the confirmation's.
+        noise: the larger of the per-probe standard error and the run's σ.
+        fired: True when this evaluation confirms the previous evaluation's candidate: an alert.
+        probe_indices: probes whose own movement is over the threshold.
+        region: ``regions[0]``'s box, bottom/right inclusive (None if none); ``region_share``: the share of probes
+            whose largest gain lies there.
         candidate: True when the score crossed the threshold: the next evaluation confirms or drops it.
-        confirmation: at the evaluation after a candidate, ``(movement since before the candidate, needed)``: the
-            test that decides the alert (None otherwise).
-        probe_indices: probes whose own movement into the quiet regions is over the threshold.
-        region: ``(top, left, bottom, right)`` in input pixels, bottom/right inclusive, of the largest group's region
-            (``regions[0]``; None if none).
-        region_share: share of all probes whose largest gain lies in that region.
-        regions: when ``fired``, one :class:`~lightning_xai.drift.evidence.AlertRegion` per class (or cluster of
-            probes) of ``probe_indices``, largest group first.
-        evidence: when ``fired``, the maps of ``probe_indices`` before and at the alert
-            (:class:`~lightning_xai.drift.evidence.AlertEvidence`).
+        confirmation: after a candidate, ``(movement since before the candidate, needed)``.
+        regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first.
+        evidence: when ``fired``, the maps of ``probe_indices`` before and at the alert.
         num_probes: how many probes the evaluation had.
     """
 
@@ -70,8 +55,8 @@ class _Candidate:
     older: Tensor | None  # and the ones before those
     threshold: float
     noise: float
-    origin_epoch: int = -1  # the epoch of `origin`
-    origin_raw: Tensor | None = None  # its raw maps, for the evidence (in memory only, not in checkpoints)
+    origin_epoch: int = -1
+    origin_raw: Tensor | None = field(default=None, metadata={"saved": False})  # for the evidence
 
 
 @dataclass
@@ -85,37 +70,20 @@ class _MethodState:
     scores2: list[float] = field(default_factory=list)  # the run's calibrated movements over two evaluations
     armed_before: bool = False
     previous_epoch: int = -1
-    previous_raw: Tensor | None = None  # in memory only (the evidence's "before"), not in checkpoints
+    previous_raw: Tensor | None = field(default=None, metadata={"saved": False})  # the evidence's "before"
 
 
 class ShiftDetector:
     """Alert when relevance moves, in many probes at once, into regions all of them used to ignore.
 
-    Each evaluation, every probe's attribution map becomes a distribution of relevance over at most ``cells`` ×
-    ``cells`` regions. The *quiet* regions are those where the probes' average distribution was below the uniform
-    level at the previous evaluation and at the one before (so relevance returning to where it was is not new).
-    Per probe, the detector measures the share of relevance that moved into the quiet regions since the previous
-    evaluation (:func:`~lightning_xai.functional.novel_relevance`); the *score* is the mean over probes. An
-    evaluation is a *candidate* when
-
-        ``score >= threshold = max(floor, t × standard error, ratio × σ)``
-
-    where the standard error is the spread of the per-probe movements at this evaluation divided by √P (random,
-    per-probe jitter has a large spread; a shared cue moves every probe the same way), ``t`` is Student's
-    one-sided ``1 − alpha`` quantile with ``P − 1`` degrees of freedom (a t-test across probes: 3.25 for 10
-    probes at the default ``alpha``), and σ is the run's own evaluation-to-evaluation noise: the root mean square
-    of its earlier movements *into* the quiet regions after the warm-up (the positive scores; a movement out of
-    them, as maps sharpen, is not what a shortcut has to beat; at least ``calibration`` scores are needed before
-    the detector may alert), so the default ``ratio`` is a one-sided 3σ rule. Only scores inside the noise band
-    (below ``max(ratio × σ, floor)``) calibrate: a movement beyond it is not noise, whether or not it became a
-    candidate.
-
-    The alert comes at the next evaluation if the relevance *stayed*: the movement over both evaluations (from
-    the one before the candidate to now, into the same quiet regions) must pass the same test, calibrated on the
-    run's own movements over two evaluations: ``max(floor, t × its standard error, ratio × σ₂)``, and at least
-    the candidate's threshold. A blip that goes back is dropped (and so is its return). The method
-    then stays silent for ``cooldown`` evaluations. Fewer than 4 probes cannot show that a movement is shared,
-    so the detector never alerts then.
+    Maps are pooled onto at most ``cells`` × ``cells`` regions; the *quiet* ones were below the uniform level in the
+    probes' average map at the two previous evaluations. The *score* is the mean over probes of the relevance that
+    moved into them (:func:`~lightning_xai.functional.shift.novel_relevance`); a *candidate* when
+    ``score >= max(floor, t × standard error, ratio × σ)``: ``t`` Student's one-sided ``1 − alpha`` quantile with
+    ``P − 1`` degrees of freedom (a shared cue moves every probe alike, jitter does not; below 4 probes, never), σ the
+    root mean square of the run's earlier positive scores inside the noise band (at least ``calibration`` of them).
+    The alert comes at the next evaluation if the movement over both passes the same test, calibrated on the run's
+    two-evaluation movements; a blip that goes back is dropped.
 
     Args:
         calibration: evaluations after the warm-up needed before the detector may alert.
@@ -123,7 +91,6 @@ class ShiftDetector:
         ratio: how many σ (the run's own noise) the movement must be.
         floor: the smallest share of relevance that must move, whatever the noise says.
         cells: regions per side of the grid the maps are pooled onto.
-        cooldown: evaluations after an alert during which the method stays silent.
 
     Example::
 
@@ -146,59 +113,36 @@ class ShiftDetector:
     """
 
     def __init__(
-        self,
-        calibration: int = 2,
-        alpha: float = 0.005,
-        ratio: float = 3.0,
-        floor: float = 0.01,
-        cells: int = 8,
-        cooldown: int = 3,
+        self, calibration: int = 2, alpha: float = 0.005, ratio: float = 3.0, floor: float = 0.01, cells: int = 8
     ) -> None:
-        for name, value, low in (("calibration", calibration, 0), ("cells", cells, 2), ("cooldown", cooldown, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`ShiftDetector({name}=...)` must be an int >= {low}, got {value!r}.")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
-            raise ValueError(f"`ShiftDetector(alpha=...)` must be a number in (0, 0.5), got {alpha!r}.")
-        for name, number in (("ratio", ratio), ("floor", floor)):
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-                raise ValueError(f"`ShiftDetector({name}=...)` must be a finite number, got {number!r}.")
-            if number < 0:
-                raise ValueError(f"`ShiftDetector({name}=...)` must be >= 0, got {number!r}.")
-        self.calibration, self.alpha, self.ratio, self.floor = calibration, float(alpha), float(ratio), float(floor)
-        self.cells, self.cooldown = cells, cooldown
+        where = "ShiftDetector"
+        self.calibration = check_int("calibration", calibration, 0, where=where)
+        self.alpha = check_float("alpha", alpha, 0, 0.5, low_open=True, high_open=True, where=where)
+        self.ratio = check_float("ratio", ratio, 0, where=where)
+        self.floor = check_float("floor", floor, 0, where=where)
+        self.cells = check_int("cells", cells, 2, where=where)
         self._states: dict[str, _MethodState] = {}
 
     def config(self) -> dict[str, Any]:
-        return {
-            "calibration": self.calibration,
-            "alpha": self.alpha,
-            "ratio": self.ratio,
-            "floor": self.floor,
-            "cells": self.cells,
-            "cooldown": self.cooldown,
-        }
+        return {name: getattr(self, name) for name in ("calibration", "alpha", "ratio", "floor", "cells")}
 
     def threshold(
         self, scores: list[float], standard_error: float, probes: int, ready: bool = False
     ) -> tuple[float | None, float | None]:
-        """``(threshold, noise)`` for an evaluation of ``probes`` probes whose movements have ``standard_error``,
-        after the run's earlier ``scores``; ``(None, None)`` while fewer than ``calibration`` scores are known.
+        """``(threshold, noise)`` for ``probes`` probes whose movements have ``standard_error``, after the run's
+        earlier ``scores``; ``(None, None)`` while fewer than ``calibration`` scores are known (unless ``ready``).
 
         Example::
 
             >>> ShiftDetector().threshold([0.002, -0.004, 0.003], standard_error=0.005, probes=10)
             (0.016239, 0.005)
-            >>> ShiftDetector().threshold([0.02, -0.03, 0.01], standard_error=0.001, probes=10)
-            (0.03873, 0.01291)
         """
         if len(scores) < self.calibration and not ready:
             return None, None
         sigma = self.sigma(scores) or 0.0
-        noise = max(standard_error, sigma)
         quantile = t_quantile(1 - self.alpha, probes - 1)  # infinite below 4 probes: no test can pass
         tested = math.inf if math.isinf(quantile) else quantile * standard_error  # never inf * 0 = nan
-        threshold = max(self.floor, tested, self.ratio * sigma)
-        return round(threshold, 6), round(noise, 6)
+        return round(max(self.floor, tested, self.ratio * sigma), 6), round(max(standard_error, sigma), 6)
 
     def update(
         self,
@@ -209,12 +153,14 @@ class ShiftDetector:
         *,
         classes: Tensor | None = None,
         epoch: int = -1,
+        cooldown: int = 3,
     ) -> Detection | None:
         """Feed one evaluation's raw maps ``(P, h, w)`` of ``method``; None when there is no previous map yet.
 
-        ``armed`` is False during the warm-up (and when the training setup just changed): the score is measured
-        but neither calibrates nor alerts, and a pending candidate is dropped. ``classes`` (``(P,)``, the class each
-        probe is explained for) groups the alert's regions by class; ``epoch`` dates its evidence."""
+        ``armed`` is False during the warm-up (and when the training setup just changed): the score is measured but
+        neither calibrates nor alerts, and a pending candidate is dropped. ``classes`` (``(P,)``, the class each probe
+        is explained for) groups the alert's regions; ``epoch`` dates its evidence. After an alert the method neither
+        calibrates nor alerts for ``cooldown`` armed evaluations (the :class:`~lightning_xai.drift.AlertTracker`'s)."""
         state = self._states.setdefault(method, _MethodState())
         raw = maps.detach().float().cpu()
         current = relevance_distribution(raw, self.cells)
@@ -227,10 +173,8 @@ class ShiftDetector:
             state.candidate = None
             return None
         moved = novel_relevance(current, previous, common=True, older=older)
-        score = float(moved.mean())
-        count = moved.numel()
-        standard_error = float(moved.std()) / math.sqrt(count) if count > 1 else math.inf
-        threshold, noise = self.threshold(state.scores, standard_error, count)
+        score, count = float(moved.mean()), moved.numel()
+        threshold, noise = self.threshold(state.scores, _standard_error(moved), count)
         candidate, state.candidate = state.candidate, None
         if not armed:
             return Detection(score, None, None)
@@ -240,11 +184,10 @@ class ShiftDetector:
         confirmation = None
         if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
             since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
-            spread = float(since.std()) / math.sqrt(count) if count > 1 else math.inf
-            needed, _ = self.threshold(state.scores2, spread, count, ready=True)
+            needed, _ = self.threshold(state.scores2, _standard_error(since), count, ready=True)
             confirmation = (float(since.mean()), max(needed or 0.0, candidate.threshold))
             if confirmation[0] >= confirmation[1]:
-                state.cooldown_left = self.cooldown
+                state.cooldown_left = cooldown
                 over = tuple(int(i) for i in torch.nonzero(since >= confirmation[1]).flatten())
                 return _fired(candidate, current, raw, over, classes, input_size, confirmation)
         if threshold is not None and score >= threshold:  # a candidate (never calibrated on) ...
@@ -255,9 +198,8 @@ class ShiftDetector:
         sigma = self.sigma(state.scores)  # the noise band: ratio x sigma, never narrower than the floor
         if threshold is None or sigma is None or score < max(self.ratio * sigma, self.floor):  # beyond: not noise
             state.scores.append(score)
-            two_ok = armed_before and candidate is None and older is not None and older.shape == current.shape
-            if two_ok:  # and the movement over two evaluations, which the confirmation is judged against
-                assert older is not None
+            if armed_before and candidate is None and older is not None and older.shape == current.shape:
+                # and the movement over two evaluations, which the confirmation is judged against
                 state.scores2.append(float(novel_relevance(current, older, common=True, older=oldest).mean()))
         return Detection(score, threshold, noise, confirmation=confirmation)
 
@@ -267,50 +209,25 @@ class ShiftDetector:
         return math.sqrt(sum(max(s, 0.0) ** 2 for s in scores) / len(scores)) if scores else None
 
     def state_dict(self) -> dict[str, Any]:
-        def candidate(c: _Candidate | None) -> dict[str, Any] | None:
-            return None if c is None else {k: v for k, v in dataclasses.asdict(c).items() if k != "origin_raw"}
-
-        return {
-            name: {
-                "previous": s.previous,
-                "older": s.older,
-                "oldest": s.oldest,
-                "scores": list(s.scores),
-                "scores2": list(s.scores2),
-                "armed_before": s.armed_before,
-                "cooldown_left": s.cooldown_left,
-                "candidate": candidate(s.candidate),
-                "previous_epoch": s.previous_epoch,
-            }
-            for name, s in self._states.items()
-        }
+        """Pooled maps and primitives (the raw maps stay in memory), so it loads with ``weights_only=True``."""
+        return primitives(self._states)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        def candidate(c: dict[str, Any] | None) -> _Candidate | None:
-            if c is None:
-                return None
-            epoch = int(c.get("origin_epoch", -1))
-            return _Candidate(c["origin"], c.get("older"), float(c["threshold"]), float(c["noise"]), epoch)
+        self._states = {}
+        for name, saved in state.items():
+            values = known_fields(_MethodState, saved)
+            if values.get("candidate") is not None:
+                values["candidate"] = _Candidate(**known_fields(_Candidate, values["candidate"]))
+            self._states[name] = _MethodState(**values)
 
-        self._states = {
-            name: _MethodState(
-                previous=s.get("previous"),
-                scores=[float(v) for v in s.get("scores", [])],
-                cooldown_left=int(s["cooldown_left"]),
-                candidate=candidate(s.get("candidate")),
-                older=s.get("older"),
-                oldest=s.get("oldest"),
-                scores2=[float(v) for v in s.get("scores2", [])],
-                armed_before=bool(s.get("armed_before", False)),
-                previous_epoch=int(s.get("previous_epoch", -1)),
-            )
-            for name, s in state.items()
-        }
+
+def _standard_error(moved: Tensor) -> float:
+    return float(moved.std()) / math.sqrt(moved.numel()) if moved.numel() > 1 else math.inf
 
 
 def t_quantile(p: float, dof: int) -> float:
-    """Student's t quantile (Cornish–Fisher expansion around the normal quantile; within 0.5 % of the exact value
-    for ``dof >= 3``); ``inf`` below 3 degrees of freedom, where a spread of so few values says too little.
+    """Student's t quantile (Cornish–Fisher expansion around the normal quantile, within 0.5 % for ``dof >= 3``);
+    ``inf`` below 3 degrees of freedom, where a spread of so few values says too little.
 
     Example::
 
@@ -321,12 +238,8 @@ def t_quantile(p: float, dof: int) -> float:
         return math.inf
     z = float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
     n = float(dof)
-    return (
-        z
-        + (z**3 + z) / (4 * n)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
-    )
+    two_terms = z + (z**3 + z) / (4 * n) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
+    return two_terms + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
 
 
 def _fired(
@@ -349,29 +262,14 @@ def _fired(
     if regions:
         top, left, bottom, right = regions[0].box
         region = (top, left, bottom - 1, right - 1)
-        share = _share_in(current, candidate, regions[0].box, input_size)
+        # the share of probes whose largest gain into the quiet regions lies in a cell that overlaps the box
+        gain = (current - candidate.origin).clamp_min(0) * quiet_regions(candidate.origin, True, candidate.older)
+        (cells_h, cells_w), (height, width) = gain.shape[-2:], input_size
+        peak = gain.flatten(1).argmax(dim=1)
+        rows, cols = peak // cells_w, peak % cells_w
+        inside = ((rows * height) // cells_h < bottom) & (((rows + 1) * height + cells_h - 1) // cells_h > top)
+        inside &= ((cols * width) // cells_w < right) & (((cols + 1) * width + cells_w - 1) // cells_w > left)
+        share = float(inside.double().mean())
     evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
-    return Detection(
-        *confirmation,
-        candidate.noise,
-        True,
-        over,
-        region,
-        share,
-        confirmation=confirmation,
-        regions=regions,
-        evidence=evidence,
-        num_probes=int(current.shape[0]),
-    )
-
-
-def _share_in(current: Tensor, candidate: _Candidate, box: tuple[int, int, int, int], size: tuple[int, int]) -> float:
-    """The share of probes whose largest gain into the quiet regions lies in a cell that overlaps ``box``."""
-    gain = (current - candidate.origin).clamp_min(0) * quiet_regions(candidate.origin, True, candidate.older)
-    cells_h, cells_w = gain.shape[-2:]
-    peak = gain.flatten(1).argmax(dim=1)
-    rows, cols = peak // cells_w, peak % cells_w
-    top, bottom = (rows * size[0]) // cells_h, ((rows + 1) * size[0] + cells_h - 1) // cells_h
-    left, right = (cols * size[1]) // cells_w, ((cols + 1) * size[1] + cells_w - 1) // cells_w
-    inside = (top < box[2]) & (bottom > box[0]) & (left < box[3]) & (right > box[1])
-    return float(inside.double().mean())
+    detection = Detection(*confirmation, candidate.noise, True, over, region, share, confirmation=confirmation)
+    return dataclasses.replace(detection, regions=regions, evidence=evidence, num_probes=int(current.shape[0]))

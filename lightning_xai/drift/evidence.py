@@ -1,14 +1,9 @@
-"""What an alert shows: where each class (or group of probes) gained relevance, and the maps before and at the alert.
-
-A shortcut whose place differs by class (a corner patch whose corner spells the label) gets one box per class, each
-around the blob that gained most for that class's probes, not one box around every place that gained. The box is
-found on the detector's coarse grid (the quiet regions, as the detector measures them), then refined on the maps at
-input resolution inside that blob and its neighbouring cells. Drawing is the visualize layer's job: this module only
-measures (drift does not import visualize).
-"""
+"""What an alert shows: where each class (or group of probes) gained relevance (one box per class, so a cue whose
+place spells the label gets one box per place), and the maps before and at the alert. Drawing is visualize's job."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +17,26 @@ from lightning_xai.functional.shift import peak_region, quiet_regions
 Box = tuple[int, int, int, int]
 
 
+def primitives(value: Any) -> Any:
+    """Dataclasses as dicts (without the fields whose metadata says ``{"saved": False}``) and tuples as lists,
+    recursively: what a checkpoint that loads with ``torch.load(weights_only=True)`` may hold."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return {f.name: primitives(getattr(value, f.name)) for f in fields if f.metadata.get("saved", True)}
+    if isinstance(value, (list, tuple)):
+        return [primitives(v) for v in value]
+    return {k: primitives(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``data`` that are fields of the dataclass ``cls`` (a newer version's extra fields are left out)."""
+    return {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
+
+
+#: windows that gained at least this share of the best window's gain (and touch it) join its box
+NEAR_TIE = 0.9
+
+
 @dataclass(frozen=True)
 class AlertRegion:
     """Where one group of probes (a class, or a cluster of probes) gained relevance.
@@ -31,50 +46,33 @@ class AlertRegion:
         classes: the classes of the group's probes (empty when the probes are unlabeled).
         probe_indices: the probes (grid positions) of the group that moved.
         box: ``(top, left, bottom, right)`` in input pixels, bottom/right exclusive.
-        place: the box's place in words (``"top-left"``, ``"centre"``, ...; ``"most of the image"`` for a box over
-            half of it); empty for regions stored by an older version.
+        place: the box's place in words (``"top-left"``, ``"most of the image"``, ...; empty from an older version).
     """
 
     label: str
     classes: tuple[int, ...]
     probe_indices: tuple[int, ...]
-    box: tuple[int, int, int, int]
+    box: Box
     place: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "classes": list(self.classes),
-            "probe_indices": list(self.probe_indices),
-            "box": list(self.box),
-            "place": self.place,
-        }
+        return primitives(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertRegion:
-        top, left, bottom, right = (int(v) for v in data["box"])
-        return cls(
-            str(data["label"]),
-            tuple(int(c) for c in data["classes"]),
-            tuple(int(i) for i in data["probe_indices"]),
-            (top, left, bottom, right),
-            str(data.get("place", "")),
-        )
+        keys = ("classes", "probe_indices", "box")
+        classes, probes, (top, left, bottom, right) = (tuple(int(v) for v in data[key]) for key in keys)
+        return cls(str(data["label"]), classes, probes, (top, left, bottom, right), str(data.get("place", "")))
 
 
 @dataclass(frozen=True)
 class AlertEvidence:
-    """The maps that show an alert, for the probes that moved: before (the evaluation the detector compared with)
-    and at the alert, in the method that alerted, as ``(k, H, W)`` float CPU tensors at input resolution (the
-    per-probe map the drift measures, e.g. |attribution| summed over channels). Not kept in checkpoints.
-
-    Each map is ``|raw|`` brought to input resolution (bilinear from a coarser layer map, as Grad-CAM is shown) and
-    normalised to sum 1 per probe: the share of the probe's relevance per pixel, so ``after - before`` is the
-    relevance that moved.
+    """The maps of the probes that moved, before and at an alert: ``(k, H, W)`` float CPU tensors at input resolution
+    that sum to 1 per probe (:func:`input_maps`), so ``after - before`` is the relevance that moved.
 
     Attributes:
         probe_indices: the probes shown (grid positions), in the order of the rows of ``before``/``after``.
-        before: their maps at ``before_epoch``.
+        before: their maps at ``before_epoch`` (the evaluation the detector compared with).
         after: their maps at the alert.
         before_epoch: the epoch of ``before`` (-1 when unknown).
     """
@@ -104,8 +102,8 @@ def input_maps(raw: Tensor, input_size: tuple[int, int]) -> Tensor:
 
 
 def cell_span(first: int, last: int, cells: int, size: int) -> tuple[int, int]:
-    """Input pixels ``[start, end)`` covered by cells ``first..last`` of ``cells`` (as adaptive average pooling
-    splits ``size`` pixels).
+    """Input pixels ``[start, end)`` covered by cells ``first..last`` of ``cells`` (as adaptive average pooling splits
+    ``size`` pixels).
 
     Example::
 
@@ -133,9 +131,11 @@ def place_name(box: Box, input_size: tuple[int, int]) -> str:
     return "-".join(p for p in (row, col) if p) or "centre"
 
 
-def _groups(moved: list[int], classes: Tensor | None, peaks: Tensor) -> list[tuple[str, tuple[int, ...], list[int]]]:
+def _groups(moved: list[int], classes: Tensor | None, gain: Tensor) -> list[tuple[str, tuple[int, ...], list[int]]]:
     """``(label, classes, probes)`` per class of the moved probes; without classes, per cluster of probes whose
-    largest gains lie in the same or touching cells."""
+    largest ``gain`` ``(P, h, w)`` lies in the same or touching cells."""
+    peak = gain.flatten(1).argmax(1)
+    peaks = torch.stack([peak // gain.shape[-1], peak % gain.shape[-1]], 1)
     if classes is not None and classes.numel() == peaks.shape[0]:
         by_class: dict[int, list[int]] = {}
         for i in moved:
@@ -144,10 +144,8 @@ def _groups(moved: list[int], classes: Tensor | None, peaks: Tensor) -> list[tup
     clusters: list[list[int]] = []
     for i in moved:
         near = [c for c in clusters if any(int((peaks[i] - peaks[j]).abs().max()) <= 1 for j in c)]
-        merged = [i] + [j for c in near for j in c]
-        clusters = [c for c in clusters if c not in near] + [sorted(merged)]
-    clusters.sort()
-    return [("probes " + ",".join(str(i) for i in c), (), c) for c in clusters]
+        clusters = [c for c in clusters if c not in near] + [sorted([i] + [j for c in near for j in c])]
+    return [("probes " + ",".join(str(i) for i in c), (), c) for c in sorted(clusters)]
 
 
 def gain_regions(
@@ -159,31 +157,16 @@ def gain_regions(
     fine: tuple[Tensor, Tensor] | None,
     input_size: tuple[int, int],
 ) -> tuple[AlertRegion, ...]:
-    """One :class:`AlertRegion` per class (or cluster) of the ``moved`` probes, largest group first (most probes,
-    then most gain).
-
-    The box is where the group's probes gained most relevance inside the quiet regions (where the probes' average
-    map was below the uniform level before, as the detector measures): with the maps at input resolution
-    (``fine``), the window of one detector cell's size, slid pixel by pixel, that gained most, grown over the
-    touching windows that gained as much (within :data:`NEAR_TIE`: a cue larger than a cell is covered whole, a
-    small one gets one cell-sized box); without them, the connected blob of cells around the peak gain that gained
-    at least half as much.
-
-    Args:
-        current, origin: the relevance distributions ``(P, h, w)`` at the alert and at the evaluation it compares with.
-        older: the distributions before ``origin`` (the quiet regions must have been quiet there too), or None.
-        moved: the probes whose own movement passed the test.
-        classes: ``(P,)`` class per probe, or None (then probes are grouped by where they gained).
-        fine: ``(after, before)`` maps at input resolution (:func:`input_maps`), or None.
-        input_size: ``(H, W)`` of the input.
-    """
+    """One :class:`AlertRegion` per class (``classes``, ``(P,)`` or None: per cluster of where they gained) of the
+    ``moved`` probes, largest group first, boxing where the group gained most in the quiet regions of ``origin`` (and
+    ``older``) on the way to ``current`` (relevance distributions ``(P, h, w)``). With ``fine`` (``(after, before)``
+    at input resolution, :func:`input_maps`) the box covers the cell-sized windows that gained within
+    :data:`NEAR_TIE` of the best and touch it; without, the blob of cells around the peak that gained half as much."""
     quiet = quiet_regions(origin, common=True, older=older)[0]
     gain = (current - origin).clamp_min(0) * quiet
     cells_h, cells_w = gain.shape[-2:]
-    peak = gain.flatten(1).argmax(1)
-    peaks = torch.stack([peak // cells_w, peak % cells_w], dim=1)
     found: list[tuple[int, float, AlertRegion]] = []
-    for label, group_classes, probes in _groups(list(moved), classes, peaks):
+    for label, group_classes, probes in _groups(list(moved), classes, gain):
         group_gain = gain[probes].mean(dim=0)
         box = _fine_box(fine, probes, quiet, input_size) if fine is not None else None
         if box is None:
@@ -199,10 +182,6 @@ def gain_regions(
     return tuple(region for _, _, region in found)
 
 
-#: windows that gained at least this share of the best window's gain (and touch it) join its box
-NEAR_TIE = 0.9
-
-
 def _fine_box(fine: tuple[Tensor, Tensor], probes: list[int], quiet: Tensor, input_size: tuple[int, int]) -> Box | None:
     """The box, in input pixels, of the cell-sized windows inside the quiet regions that gained most for ``probes``."""
     after, before = fine
@@ -211,8 +190,5 @@ def _fine_box(fine: tuple[Tensor, Tensor], probes: list[int], quiet: Tensor, inp
     area = quiet[torch.arange(height) * cells_h // height][:, torch.arange(width) * cells_w // width]
     gain = (after[probes] - before[probes]).clamp_min(0).mean(dim=0) * area
     window = (max(1, round(height / cells_h)), max(1, round(width / cells_w)))
-    sums = F.avg_pool2d(gain[None, None].double(), window, stride=1)[0, 0]
-    blob = peak_region(sums, NEAR_TIE)
-    if blob is None:
-        return None
-    return blob[0], blob[1], blob[2] + window[0], blob[3] + window[1]
+    blob = peak_region(F.avg_pool2d(gain[None, None].double(), window, stride=1)[0, 0], NEAR_TIE)
+    return None if blob is None else (blob[0], blob[1], blob[2] + window[0], blob[3] + window[1])

@@ -1,9 +1,8 @@
-"""One evaluation's measurements: drift statistics, the detector, the alert rules and localisation, turned into the
-scalars the monitor logs and a typed :class:`Evaluation` record for ``monitor.history``."""
+"""One evaluation's measurements (drift, the detector, the alert rules, localisation) as the scalars the monitor logs
+and an :class:`Evaluation` record for ``monitor.history``."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ from torch import Tensor
 
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert
 from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.drift.tracker import DriftTracker
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.functional import pointing_game, relevance_mass
@@ -23,14 +23,12 @@ class Evaluation:
     """What one evaluation of the monitor produced (one item of ``AttributionMonitor.history``).
 
     Attributes:
-        epoch, global_step: when it ran.
+        epoch: when it ran (and ``global_step``).
         scalars: every logged ``xai/...`` scalar.
         errors: one message per method skipped or not compared (failure, NaN, time budget).
         alerts: the alerts it raised.
         explain_seconds: wall time of the explanations (prediction pass and every method).
-        cost_seconds: what the evaluation cost in all (what ``max_overhead`` counts): its wall time on the training
-            thread (explanations, drift, alerts, preparing the pictures) and the background rendering's CPU time
-            since the previous evaluation.
+        cost_seconds: what ``max_overhead`` counts: its wall time plus the background rendering's CPU time.
     """
 
     epoch: int
@@ -43,14 +41,11 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only (checkpoints load with ``weights_only=True``)."""
-        out = dataclasses.asdict(self)
-        out["alerts"] = [a.to_dict() for a in self.alerts]
-        return out
+        return primitives(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}  # a newer version's fields are left out
+        values = known_fields(cls, data)
         values["alerts"] = [DriftAlert.from_dict(a) for a in values.get("alerts", [])]
         return cls(**values)
 
@@ -68,12 +63,13 @@ def measure(
 ) -> Evaluation:
     """Measure every method's new maps against the stored ones and check the detector and the rules.
 
-    A map that the time budget cut (``budget_limited``) is a worse map, not a drift: it is shown but neither
-    measured nor stored, so it cannot raise an alert or become a reference. ``setup_change`` (what the user changed
-    in the training setup since the last evaluation) pauses the detector for this evaluation."""
+    A map the time budget cut (``budget_limited``) is a worse map, not a drift: it is shown but neither measured nor
+    stored. ``setup_change`` (what the user changed in the training setup since the last evaluation) pauses the
+    detector for this evaluation."""
     record = Evaluation(epoch, step, errors=list(done.errors), explain_seconds=done.seconds)
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
+    armed = epoch >= drift.warmup_epochs and setup_change is None
     for name, explanation in done.results.items():
         cut = explanation.diagnostics.get("budget_limited")
         if cut is not None and bool(cut.any()):
@@ -89,28 +85,23 @@ def measure(
             scalars.update({f"xai/{name}/drift/{key}": value for key, value in result.statistics.items()})
             detection = None
             if detector is not None:
-                armed = epoch >= drift.warmup_epochs and setup_change is None
                 classes = done.targets if done.targets.numel() == explanation.raw.shape[0] else None
-                detection = detector.update(name, explanation.raw, input_size, armed, classes=classes, epoch=epoch)
-                if detection is not None:
-                    scalars[f"xai/{name}/alert/score"] = detection.score
-                    if detection.threshold is not None:
-                        scalars[f"xai/{name}/alert/threshold"] = detection.threshold
-                    if detection.confirmation is not None:  # after a candidate: the test that decides the alert
-                        scalars[f"xai/{name}/alert/confirmation"] = detection.confirmation[0]
-                        scalars[f"xai/{name}/alert/confirmation_threshold"] = detection.confirmation[1]
+                detection = detector.update(
+                    name, explanation.raw, input_size, armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
+                )
+            if detection is not None:
+                found = {"score": detection.score, "threshold": detection.threshold}
+                if detection.confirmation is not None:  # after a candidate: the test that decides the alert
+                    found["confirmation"], found["confirmation_threshold"] = detection.confirmation
+                scalars.update({f"xai/{name}/alert/{k}": v for k, v in found.items() if v is not None})
             record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
         for key, values in explanation.diagnostics.items():
             scalars[f"xai/{name}/{key}"] = float(values.double().median())
         if name in done.method_seconds:  # a method's own diagnostic of that name wins
             scalars.setdefault(f"xai/{name}/seconds", done.method_seconds[name])
-        if masks is not None:
-            scalars[f"xai/localization/{name}/relevance_mass"] = float(
-                relevance_mass(explanation.display, masks).double().mean()
-            )
-            scalars[f"xai/localization/{name}/pointing_game"] = float(
-                pointing_game(explanation.display, masks).double().mean()
-            )
+        for key, score in (("relevance_mass", relevance_mass), ("pointing_game", pointing_game)):
+            if masks is not None:
+                scalars[f"xai/localization/{name}/{key}"] = float(score(explanation.display, masks).double().mean())
     if setup_change is not None and detector is not None and epoch >= drift.warmup_epochs:
         rank_zero_info(
             f"AttributionMonitor at epoch {epoch}: the training setup changed ({setup_change}); the detector "

@@ -13,33 +13,13 @@ from lightning_xai.functional import spearman_distance, topk_iou_distance
 
 @dataclass
 class DriftResult:
-    """Drift of one method at one evaluation.
-
-    Attributes:
-        per_probe: ``"<metric>_vs_<reference>"`` → ``(P,)`` CPU float tensor of per-probe drift.
-        statistics: ``"<metric>_vs_<reference>/median"`` and ``".../share"`` → float.
-        alerts_armed: True once the warm-up is over and a reference exists (alert rules apply).
+    """Drift of one method at one evaluation: ``per_probe`` (``"<metric>_vs_<reference>"`` → ``(P,)`` CPU tensor),
+    its ``statistics`` (``".../median"`` and ``".../share"``), and ``alerts_armed`` (after the reference: rules apply).
     """
 
     per_probe: dict[str, Tensor] = field(default_factory=dict)
     statistics: dict[str, float] = field(default_factory=dict)
     alerts_armed: bool = False
-
-
-def summarize(distances: Tensor, probe_threshold: float) -> dict[str, float]:
-    """Median over probes (the true median, mean of the two middle values for even counts) and the share of
-    probes whose drift exceeds ``probe_threshold``.
-
-    Example::
-
-        >>> summarize(torch.tensor([0.1, 0.2, 0.6, 0.9]), 0.5)
-        {'median': 0.4000000059604645, 'share': 0.5}
-    """
-    d = distances.detach().double().cpu()
-    return {
-        "median": float(torch.quantile(d, 0.5).float()),
-        "share": float((d > probe_threshold).double().mean()),
-    }
 
 
 class DriftTracker:
@@ -62,18 +42,11 @@ class DriftTracker:
         topk: float = 0.1,
         probe_threshold: float = 0.4,
     ) -> None:
-        self.warmup_epochs = warmup_epochs
-        self.reference_epoch = reference_epoch
-        self.topk = topk
-        self.probe_threshold = probe_threshold
+        self.warmup_epochs, self.reference_epoch = warmup_epochs, reference_epoch
+        self.topk, self.probe_threshold = topk, probe_threshold
         self.reference: dict[str, Tensor] = {}
         self.reference_epochs: dict[str, int] = {}
         self.previous: dict[str, Tensor] = {}
-
-    def _is_reference_epoch(self, epoch: int) -> bool:
-        if self.reference_epoch is not None:  # that epoch, or the first evaluated after it (a skipped method)
-            return epoch >= self.reference_epoch
-        return epoch >= self.warmup_epochs
 
     def distances(self, current: Tensor, other: Tensor) -> dict[str, Tensor]:
         """Per-probe drift of ``current`` against ``other`` for every metric."""
@@ -87,32 +60,26 @@ class DriftTracker:
         """Measure ``raw`` ``(P, h, w)`` against the stored maps, then store it as previous (and reference)."""
         result = DriftResult()
         raw = raw.detach().float()
-        stored_maps = [m for m in (self.previous.get(method), self.reference.get(method)) if m is not None]
-        if any(m.shape != raw.shape for m in stored_maps):  # the layer or the probes changed: start over
-            self.previous.pop(method, None)
-            self.reference.pop(method, None)
-            self.reference_epochs.pop(method, None)
-        for name, stored in (
-            ("previous", self.previous.get(method)),
-            ("reference", self.reference.get(method)),
-        ):
-            if stored is None:
+        stored = {"previous": self.previous, "reference": self.reference}
+        if any(method in maps and maps[method].shape != raw.shape for maps in stored.values()):
+            for maps in (self.previous, self.reference, self.reference_epochs):  # the layer or probes changed: restart
+                maps.pop(method, None)
+        for name, maps in stored.items():
+            if method not in maps:
                 continue
-            for metric, values in self.distances(raw, stored).items():
-                key = f"{metric}_vs_{name}"
+            for metric, values in self.distances(raw, maps[method]).items():
+                key, d = f"{metric}_vs_{name}", values.double()
                 result.per_probe[key] = values
-                for stat, value in summarize(values, self.probe_threshold).items():
-                    result.statistics[f"{key}/{stat}"] = value
-        if method not in self.reference and self._is_reference_epoch(epoch):
-            self.reference[method] = raw.cpu().clone()
-            self.reference_epochs[method] = epoch
+                result.statistics[f"{key}/median"] = float(torch.quantile(d, 0.5).float())  # mean of the middle two
+                result.statistics[f"{key}/share"] = float((d > self.probe_threshold).double().mean())
+        # the pinned epoch, or the first evaluated after it (a skipped method); else the end of the warm-up
+        first = self.warmup_epochs if self.reference_epoch is None else self.reference_epoch
+        if method not in self.reference and epoch >= first:
+            self.reference[method], self.reference_epochs[method] = raw.cpu().clone(), epoch
             for metric in ("rank", "topk"):  # the reference itself: zero drift, logged for continuity
-                key = f"{metric}_vs_reference"
-                result.per_probe[key] = torch.zeros(raw.shape[0])
-                result.statistics[f"{key}/median"] = 0.0
-                result.statistics[f"{key}/share"] = 0.0
-        ref_epoch = self.reference_epochs.get(method)
-        result.alerts_armed = ref_epoch is not None and epoch > ref_epoch
+                result.per_probe[f"{metric}_vs_reference"] = torch.zeros(raw.shape[0])
+                result.statistics.update({f"{metric}_vs_reference/median": 0.0, f"{metric}_vs_reference/share": 0.0})
+        result.alerts_armed = epoch > self.reference_epochs.get(method, epoch)
         self.previous[method] = raw.cpu().clone()
         return result
 

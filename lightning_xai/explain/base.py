@@ -1,13 +1,10 @@
-"""The interface every attribution method implements.
-
-An :class:`Explainer` turns a batch of probes and their targets into an :class:`Explanation`: the raw map that
-drift is measured on, a non-negative map at input resolution for display and localisation, and per-probe
-diagnostics (e.g. the Integrated Gradients completeness gap). All methods run batched, on the model's device,
-in whatever grad/eval context the caller set up (see :func:`lightning_xai.explain.guard.training_state_guard`).
-"""
+"""The interface every attribution method implements (:class:`Explainer` -> :class:`Explanation`), and the
+argument checks every layer shares (:func:`check_int`, :func:`check_float`, :func:`check_name`,
+:func:`check_baseline_shape`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
@@ -25,13 +22,9 @@ from lightning_xai.probes.inputs import describe
 
 ForwardFn = Callable[[Tensor], Tensor]
 
-#: What the monitor can hand an explainer beyond ``(forward, inputs, targets)``, when it lists the keyword in
-#: :attr:`Explainer.explain_keywords`:
-#:
-#: * ``outputs``: ``forward(inputs)`` from the prediction pass all methods share (no grad), so a method that
-#:   needs the model's outputs on the probes does not run that forward again;
-#: * ``max_seconds``: the time left in the monitor's ``max_seconds_per_epoch``; the method scales its work down
-#:   to fit and adds ``budget_limited`` (1 when it did) to its diagnostics.
+#: keywords the monitor can hand ``explain`` when listed in :attr:`Explainer.explain_keywords`: ``outputs``
+#: (``forward(inputs)`` from the shared prediction pass, no grad) and ``max_seconds`` (the time left in the
+#: budget: the method scales its work down and adds ``budget_limited`` to its diagnostics)
 EXPLAIN_KEYWORDS = frozenset({"outputs", "max_seconds"})
 
 
@@ -63,11 +56,8 @@ class Explainer(ABC):
     explain_keywords: frozenset[str] = frozenset()
 
     def config(self) -> dict[str, Any]:
-        """The settings that change this method's maps (layer, steps, baseline, ...), as short primitives.
-
-        A checkpoint's monitor state is restored only into a monitor whose methods describe themselves the same
-        way, so the stored reference maps are never compared with maps made differently. Presentation-only
-        settings do not belong here."""
+        """The settings that change this method's maps, as short primitives: a checkpoint's reference maps are
+        restored only into a monitor whose methods describe themselves the same way."""
         return {}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:  # noqa: B027
@@ -79,13 +69,15 @@ class Explainer(ABC):
 
         A method may also accept the keywords listed in its ``explain_keywords`` (see :data:`EXPLAIN_KEYWORDS`)."""
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The picklable state: the model's modules bound at setup (``_model``, ``_module``) are left out."""
+        return {k: None if k in ("_model", "_module") else v for k, v in self.__dict__.items()}
+
 
 # ------------------------------------------------------------------------------------------ argument checks
-# One helper per kind of argument, for every layer (the monitor's input layer, explainers, the detector, the media
-# logger): it lives here, at the bottom of the explain layer, so that explain, drift and visualize can import it.
+# here, at the bottom of the explain layer, so that explain, drift and visualize can all import them
 
-#: a name that becomes part of tags, keys and log directories: 1 to 64 ASCII letters, digits, ``_`` and ``-``, not
-#: starting with ``-`` (no ``/``, ``.``, spaces: a slash would nest directories and ``..`` climb out of the run)
+#: a name that becomes part of tags, keys and log directories (no ``/``, ``.``, spaces: ``..`` would climb out)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 NAME_RULE = "1 to 64 ASCII letters, digits, '_' or '-' (not starting with '-')"
 
@@ -100,12 +92,9 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _label(name: str, where: str) -> str:
-    return f"{where}({name}=...)" if where else name
-
-
-def _shown(value: Any) -> str:
-    return repr(value) if type(value) in (int, float) else describe(value)
+def _refusal(name: str, where: str, expected: str, value: Any, fix: str) -> ValueError:
+    shown = repr(value) if type(value) in (int, float) else describe(value)
+    return ValueError(f"`{f'{where}({name}=...)' if where else name}` must be {expected}, got {shown}; {fix}.")
 
 
 @overload
@@ -126,13 +115,8 @@ def check_int(
     name: str, value: Any, minimum: int = 0, maximum: int | None = None, *, allow_none: bool = False, where: str = ""
 ) -> int | None:
     """``value`` as a plain ``int`` in ``[minimum, maximum]``, or a ``ValueError`` naming the argument, the value
-    and the fix.
-
-    Integer-like values are accepted everywhere alike: Python ints, numpy integers, 0-d integer arrays and tensors,
-    and whole floats (``2.0``, ``np.float32(8)``, ``torch.tensor(4.0)``: arithmetic and config files produce them;
-    labels accept them too). Refused: bools, fractional or non-finite floats, strings (even ``"2"``: the message
-    says ``pass name=2``), ``None`` unless ``allow_none``, sequences (a shape ``(1,)`` tensor is not a number).
-    ``where`` names the owner in the message (``where="ShiftDetector"`` gives ``ShiftDetector(cells=...)``).
+    and the fix. Accepted: ints, numpy integers, 0-d integer arrays/tensors and whole floats; refused: bools,
+    fractions, strings, sequences, ``None`` unless ``allow_none``. ``where="ShiftDetector"`` names the owner.
 
     Example::
 
@@ -148,7 +132,7 @@ def check_int(
     number = _scalar(value)
     result: int | None = None
     fix = _type_fix(name, value, minimum, integer=True)
-    if isinstance(number, bool) or isinstance(value, str):
+    if isinstance(number, bool):
         pass
     elif isinstance(number, numbers.Integral):
         result = int(number)
@@ -161,17 +145,15 @@ def check_int(
         else:
             fix = f"pass a finite whole number, e.g. {name}={minimum}"
     elif not isinstance(number, (Tensor, np.ndarray, complex)):
-        try:
-            result = operator.index(number)  # another type that says it is an integer
-        except TypeError:
-            result = None
+        with contextlib.suppress(TypeError):  # another type that says it is an integer (not a string)
+            result = operator.index(number)
     if result is not None and result >= minimum and (maximum is None or result <= maximum):
         return result
     if result is not None:
         fix = f"pass {name}={minimum if result < minimum else maximum}" + (" or more" if maximum is None else "")
     expected = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
     expected += " or None" if allow_none else ""
-    raise ValueError(f"`{_label(name, where)}` must be {expected}, got {_shown(value)}; {fix}.")
+    raise _refusal(name, where, expected, value, fix)
 
 
 @overload
@@ -210,10 +192,7 @@ def check_float(
     where: str = "",
 ) -> float | None:
     """``value`` as a finite ``float`` in ``[minimum, maximum]`` (an end excluded with ``low_open``/``high_open``),
-    or a ``ValueError`` naming the argument, the value and the fix.
-
-    Accepted: Python and numpy reals (ints included), 0-d real arrays and tensors. Refused: bools, NaN and
-    infinities, strings (``"0.1"``: the message says ``pass name=0.1``), ``None`` unless ``allow_none``, sequences.
+    or a ``ValueError`` naming the argument, the value and the fix (as :func:`check_int`, for reals).
 
     Example::
 
@@ -227,11 +206,10 @@ def check_float(
     if allow_none and value is None:
         return None
     number = _scalar(value)
-    if isinstance(number, numbers.Real) and not isinstance(number, bool):
-        real = float(number)
+    real = float(number) if isinstance(number, numbers.Real) and not isinstance(number, bool) else None
+    if real is not None and math.isfinite(real):
         above = real > minimum if low_open else real >= minimum
-        below = real < maximum if high_open else real <= maximum
-        if math.isfinite(real) and above and below:
+        if above and (real < maximum if high_open else real <= maximum):
             return real
     if math.isfinite(minimum) and math.isfinite(maximum):
         bounds = f"a number in {'(' if low_open else '['}{minimum:g}, {maximum:g}{')' if high_open else ']'}"
@@ -244,13 +222,12 @@ def check_float(
     bounds += " or None" if allow_none else ""
     example = _inside(minimum, maximum, low_open, high_open)
     fix = _type_fix(name, value, example, integer=False)
-    if isinstance(number, numbers.Real) and not isinstance(number, bool):
-        real = float(number)
+    if real is not None:
         nearest = minimum if real <= minimum else maximum
         closed = not (low_open if nearest == minimum else high_open)
         fix = f"pass e.g. {name}={nearest:g}" if math.isfinite(nearest) and closed else f"pass {bounds}"
         fix = fix if math.isfinite(real) else f"pass a finite number, e.g. {name}={example:g}"
-    raise ValueError(f"`{_label(name, where)}` must be {bounds}, got {_shown(value)}; {fix}.")
+    raise _refusal(name, where, bounds, value, fix)
 
 
 def _inside(minimum: float, maximum: float, low_open: bool, high_open: bool) -> float:
@@ -292,8 +269,7 @@ def _type_fix(name: str, value: Any, example: float, integer: bool) -> str:
 
 
 def check_name(argument: str, name: Any, allow_none: bool = False) -> str | None:
-    """A name that becomes part of tags, keys and log directories (an explainer's ``name``, the monitor's
-    ``name=``): :data:`NAME_RULE`, else a ``ValueError`` saying where it goes and how to fix it.
+    """A name that becomes part of tags, keys and log directories: :data:`NAME_RULE`, else a ``ValueError``.
 
     Example::
 
@@ -316,8 +292,7 @@ part of tags, keys and log directories (xai/<name>/...); got 'grad cam/v2' (str)
 
 
 def suggest_name(name: Any, fallback: str = "method") -> str:
-    """A name that follows :data:`NAME_RULE`, made from ``name`` (other characters become ``_``; ``fallback`` when
-    nothing is left).
+    """A name that follows :data:`NAME_RULE`, made from ``name`` (``fallback`` when nothing is left).
 
     Example::
 
@@ -331,11 +306,9 @@ def suggest_name(name: Any, fallback: str = "method") -> str:
 def check_baseline_shape(
     name: str, baseline: float | Tensor | None, probe_shape: tuple[int, ...], num_probes: int | None = None
 ) -> None:
-    """The one baseline-shape check: a reference input (IG's ``ig_baseline``, DeepLift's, Occlusion's, LIME's) fits
-    probes of shape ``(C, H, W)`` when it broadcasts to one probe ``(1, C, H, W)`` (a float, per-channel values
-    ``(C, 1, 1)``, one image ``(C, H, W)``), or, when ``num_probes`` is given (the method takes one reference per
-    probe), when it is 4-D and broadcasts to ``(num_probes, C, H, W)`` with ``num_probes`` rows. Else a
-    ``ValueError`` naming ``name``, both shapes and the fix.
+    """The one baseline-shape check: a reference input fits probes ``(C, H, W)`` when it broadcasts to one probe
+    ``(1, C, H, W)``, or (with ``num_probes``: one reference per probe) is 4-D with ``num_probes`` rows that
+    broadcast to the probes. Else a ``ValueError`` naming ``name``, both shapes and the fix.
 
     Example::
 

@@ -1,15 +1,6 @@
 """Plug in any attribution: a Captum class (:class:`CaptumExplainer`) or a function (:class:`FunctionExplainer`).
-Either becomes a method of ``methods=`` like the built-in ones: it runs batched under the monitor's guard (eval
-mode, frozen parameters, RNG streams isolated and seeded), its maps are drifted, drawn and alerted on.
-
-Example::
-
-    >>> import captum.attr
-    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    >>> ablation = CaptumExplainer(captum.attr.FeatureAblation, passes_per_probe=4)
-    >>> ablation.name, tuple(ablation.explain(net, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0])).raw.shape)
-    ('feature_ablation', (3, 2, 2))
-"""
+Either becomes a method of ``methods=`` like the built-in ones: run batched under the monitor's guard, drifted,
+drawn and alerted on."""
 
 from __future__ import annotations
 
@@ -21,13 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_float, check_int, check_name
 from lightning_xai.explain.layers import auto_gradcam_layer, resolve_module, trace_modules
 from lightning_xai.explain.wrapping import (
     REDUCTIONS,
+    CaptumMethod,
     ForwardModule,
     primitive,
-    quiet_captum,
     reduce_channels,
     seeded_rng,
     to_display,
@@ -37,54 +28,42 @@ from lightning_xai.explain.wrapping import (
 AttributionFn = Callable[[ForwardFn, Tensor, Tensor], Tensor]
 
 
-def snake_case(name: str) -> str:
-    """``"FeatureAblation"`` -> ``"feature_ablation"``.
+def _common(owner: str, name: str | None, reduce: str, passes_per_probe: float, seed: int) -> tuple[float, int]:
+    check_name("name", name, allow_none=True)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"`reduce` must be one of {REDUCTIONS}, got {reduce!r}.")
+    return check_float("passes_per_probe", passes_per_probe, 0, where=owner), check_int("seed", seed, 0, where=owner)
 
-    Example::
 
-        >>> snake_case("FeatureAblation"), snake_case("LayerGradCam"), snake_case("my_fn")
-        ('feature_ablation', 'layer_grad_cam', 'my_fn')
-    """
+def _snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
-def _check_common(name: str | None, reduce: str, passes_per_probe: float, seed: int) -> None:
-    if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name)):
-        raise ValueError(f"`name` must be a non-empty tag of letters, digits, '_', '.', '-', got {name!r}.")
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"`reduce` must be one of {REDUCTIONS}, got {reduce!r}.")
-    if isinstance(passes_per_probe, bool) or not isinstance(passes_per_probe, (int, float)) or passes_per_probe < 0:
-        raise ValueError(f"`passes_per_probe` must be a number >= 0, got {passes_per_probe!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be an int >= 0, got {seed!r}.")
-
-
-def _first_argument(captum_cls: type) -> tuple[str, bool]:
-    """The name of the Captum class's first constructor argument and whether it takes a ``layer``."""
-    params = [p for p in inspect.signature(captum_cls).parameters.values() if p.name != "self"]
-    if not params:
-        raise ValueError(f"{captum_cls.__qualname__} takes no model or forward function; it is not a Captum method.")
-    return params[0].name, any(p.name == "layer" for p in params)
-
-
-class CaptumExplainer(Explainer):
-    """Any Captum attribution class as a method: ``captum_cls(forward)`` (or ``captum_cls(model)`` for the classes
-    that hook the model's layers, e.g. ``DeepLiftShap``, ``Deconvolution``; or ``captum_cls(forward, layer)`` for
-    ``Layer*`` classes), then ``.attribute(probes, target=targets, **attribute_kwargs)`` on the whole batch. The
-    attribution is reduced over its channel dimension (``reduce``) to the map drift is measured on, and shown as
-    its absolute value at the probes' size.
+class CaptumExplainer(CaptumMethod):
+    """Any Captum attribution class as a method: ``captum_cls(forward)`` (``captum_cls(model)`` for classes that hook
+    the model's layers, e.g. ``DeepLiftShap``; ``captum_cls(forward, layer)`` for ``Layer*`` classes), then
+    ``.attribute(probes, target=targets, **attribute_kwargs)`` on the batch, reduced over channels (``reduce``).
 
     Args:
-        captum_cls: a class from ``captum.attr`` (e.g. ``captum.attr.FeatureAblation``, ``captum.attr.KernelShap``,
-            ``captum.attr.LayerGradCam``).
+        captum_cls: a class from ``captum.attr`` (e.g. ``FeatureAblation``, ``KernelShap``, ``LayerGradCam``).
         name: the method's name in tags (``xai/<name>/...``); default: the class name in snake case.
         layer: for ``Layer*`` classes, a dotted module name or the module; None: Grad-CAM's automatic layer.
-        reduce: ``"sum"`` (signed sum over channels) or ``"abs_max"`` (largest magnitude).
+        reduce: one of :data:`~lightning_xai.explain.wrapping.REDUCTIONS` (``"sum"``: signed).
         passes_per_probe: the method's cost, for the docs and budgets (e.g. ``n_samples`` for sampling methods).
-        seed: seed of the random draws inside the call (the same every evaluation; the training RNG untouched).
+        seed: seed of the random draws inside the call (the training RNG untouched).
         init_kwargs: more constructor arguments (e.g. ``multiply_by_inputs=False``).
         **attribute_kwargs: passed to ``attribute`` (e.g. ``n_samples=``, ``baselines=``, ``feature_mask=``).
+
+    Example::
+
+        >>> import captum.attr
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> ablation = CaptumExplainer(captum.attr.FeatureAblation, passes_per_probe=4)
+        >>> ablation.name, tuple(ablation.explain(net, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0])).raw.shape)
+        ('feature_ablation', (3, 2, 2))
     """
+
+    display_normalization = "max"
 
     def __init__(
         self,
@@ -102,18 +81,18 @@ class CaptumExplainer(Explainer):
             raise ValueError(
                 f"`captum_cls` must be a Captum attribution class such as captum.attr.Saliency, got {captum_cls!r}."
             )
-        _check_common(name, reduce, passes_per_probe, seed)
-        self.captum_cls = captum_cls
-        self.first_argument, self.takes_layer = _first_argument(captum_cls)
-        self.name = name or snake_case(captum_cls.__name__)
-        self.layer = layer
-        self.reduce = reduce
-        self.passes_per_probe = float(passes_per_probe)
-        self.seed = seed
-        self.init_kwargs = dict(init_kwargs or {})
-        self.attribute_kwargs = attribute_kwargs
-        self._model: nn.Module | None = None
-        self._layer_module: nn.Module | None = None
+        self.passes_per_probe, self.seed = _common("CaptumExplainer", name, reduce, passes_per_probe, seed)
+        params = [p.name for p in inspect.signature(captum_cls).parameters.values() if p.name != "self"]
+        if not params:
+            raise ValueError(
+                f"{captum_cls.__qualname__} takes no model or forward function; it is not a Captum method."
+            )
+        self.captum_cls, self.first_argument, self.takes_layer = captum_cls, params[0], "layer" in params
+        self.hooks_model = self.first_argument == "model"
+        self.name = name or _snake_case(captum_cls.__name__)
+        self.layer, self.reduce = layer, reduce
+        self.init_kwargs, self.attribute_kwargs = dict(init_kwargs or {}), attribute_kwargs
+        self._module: nn.Module | None = None
 
     def config(self) -> dict[str, Any]:
         layer = self.layer if self.layer is None or isinstance(self.layer, str) else f"<{type(self.layer).__name__}>"
@@ -128,49 +107,33 @@ class CaptumExplainer(Explainer):
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         self._model = model
-        if self.takes_layer:
-            if self.layer is None:
-                chosen = auto_gradcam_layer(trace_modules(model, forward, example), model)
-                if chosen is None:
-                    raise ValueError(
-                        f"`methods` includes {self.name!r} ({self.captum_cls.__name__}) but no layer was "
-                        "given and the model has no spatial feature map; pass `layer=`."
-                    )
-                self._layer_module = dict(model.named_modules())[chosen]
-            else:
-                _, self._layer_module = resolve_module(model, self.layer)
+        if self.takes_layer and self.layer is not None:
+            _, self._module = resolve_module(model, self.layer)
+        elif self.takes_layer:
+            chosen = auto_gradcam_layer(trace_modules(model, forward, example), model)
+            if chosen is None:
+                raise ValueError(
+                    f"`methods` includes {self.name!r} ({self.captum_cls.__name__}) but no layer was given and the "
+                    "model has no spatial feature map; pass `layer=`."
+                )
+            self._module = dict(model.named_modules())[chosen]
 
-    def _instance(self, forward: ForwardFn) -> Any:
-        if self.first_argument == "model":
-            if self._model is None:
-                raise RuntimeError(f"{self.captum_cls.__name__} hooks the model: setup() must run before explain().")
-            first: Any = ForwardModule(self._model, forward)
-        else:
-            first = forward
-        if self.takes_layer:
-            if self._layer_module is None:
-                raise RuntimeError(f"{self.captum_cls.__name__} needs a layer: setup() must run before explain().")
-            return self.captum_cls(first, self._layer_module, **self.init_kwargs)
-        return self.captum_cls(first, **self.init_kwargs)
+    def build(self, forward: ForwardFn) -> Any:
+        if (self.hooks_model and self._model is None) or (self.takes_layer and self._module is None):
+            raise RuntimeError(f"{self.captum_cls.__name__} needs the model: setup() must run before explain().")
+        first = ForwardModule(self._model, forward) if self._model is not None and self.hooks_model else forward
+        layer = (self._module,) if self.takes_layer else ()
+        return self.captum_cls(first, *layer, **self.init_kwargs)
 
-    def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
-        with seeded_rng(self.seed, inputs.device), quiet_captum():
-            result = self._instance(forward).attribute(inputs, target=targets, **self.attribute_kwargs)
-        attribution = result[0] if isinstance(result, tuple) else result
-        raw = reduce_channels(attribution, self.reduce)
-        return Explanation(raw=raw, display=to_display(raw, tuple(inputs.shape[-2:])))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_model"] = state["_layer_module"] = None
-        return state
+    def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
+        result = method.attribute(inputs, target=targets, **self.attribute_kwargs)
+        return result[0] if isinstance(result, tuple) else result
 
 
 class FunctionExplainer(Explainer):
     """Your own attribution function as a method: ``fn(forward, inputs, targets)`` returns a ``(P, C, H, W)`` or
     ``(P, h, w)`` attribution of ``forward(inputs)[i, targets[i]]`` for every probe ``i``. It runs with gradients
-    enabled, the model in eval mode and frozen (differentiate with respect to ``inputs`` only), and RNG streams
-    seeded with ``seed`` and restored afterwards.
+    enabled, the model in eval mode and frozen (differentiate with respect to ``inputs``), RNG streams seeded.
 
     Args:
         fn: the attribution function (picklable, i.e. module-level, for ``strategy="ddp_spawn"``).
@@ -199,12 +162,9 @@ class FunctionExplainer(Explainer):
     ) -> None:
         if not callable(fn):
             raise ValueError(f"`fn` must be a callable (forward, inputs, targets) -> attribution, got {fn!r}.")
-        _check_common(name, reduce, passes_per_probe, seed)
-        self.fn = fn
-        self.name = name or snake_case(getattr(fn, "__name__", type(fn).__name__)).strip("_<>") or "function"
-        self.reduce = reduce
-        self.passes_per_probe = float(passes_per_probe)
-        self.seed = seed
+        self.passes_per_probe, self.seed = _common("FunctionExplainer", name, reduce, passes_per_probe, seed)
+        self.fn, self.reduce = fn, reduce
+        self.name = name or _snake_case(getattr(fn, "__name__", type(fn).__name__)).strip("_<>") or "function"
 
     def config(self) -> dict[str, Any]:
         return {"function": primitive(self.fn), "reduce": self.reduce, "seed": self.seed}
@@ -215,8 +175,8 @@ class FunctionExplainer(Explainer):
         if not isinstance(attribution, Tensor) or attribution.ndim not in (3, 4) or len(attribution) != len(inputs):
             got = tuple(attribution.shape) if isinstance(attribution, Tensor) else type(attribution).__name__
             raise ValueError(
-                f"{self.name}: the function must return a (P, C, H, W) or (P, h, w) tensor with "
-                f"P={len(inputs)}, got {got}."
+                f"{self.name}: the function must return a (P, C, H, W) or (P, h, w) tensor with P={len(inputs)}, "
+                f"got {got}."
             )
         raw = reduce_channels(attribution.to(torch.float32), self.reduce)
         return Explanation(raw=raw, display=to_display(raw, tuple(inputs.shape[-2:])))

@@ -1,5 +1,4 @@
-"""Grad-CAM with Captum's ``LayerGradCam`` (ReLU first, then bilinear upsampling), and for layers whose output is
-not a ``(B, C, h, w)`` map (ViT tokens), the same computation after a reshape to one."""
+"""Grad-CAM with Captum's ``LayerGradCam``, and the same computation after a reshape for token outputs (ViTs)."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ GradcamReshape = Callable[[Tensor], Tensor]
 
 
 def tokens_to_grid(tokens: Tensor, prefix: int, height: int, width: int) -> Tensor:
-    """``(B, prefix + height * width, C)`` tokens -> ``(B, C, height, width)``: drop the class/register tokens and
-    lay the patch tokens out row by row, as ViTs flatten their patch grid.
+    """``(B, prefix + height * width, C)`` tokens -> ``(B, C, height, width)``: the patch tokens, row by row.
 
     Example::
 
@@ -42,27 +40,18 @@ def tokens_to_grid(tokens: Tensor, prefix: int, height: int, width: int) -> Tens
 
 
 class GradCam(Explainer):
-    """Grad-CAM: the class-discriminative localisation map of a convolutional feature layer.
+    """Grad-CAM: the class-discriminative localisation map ``ReLU(sum_k alpha_k A^k)`` of a feature layer, ``alpha_k``
+    the spatial mean of the target logit's gradient with respect to channel ``A^k`` (Selvaraju et al., 2017,
+    https://arxiv.org/abs/1610.02391), with Captum's ``LayerGradCam``: ReLU, then bilinear upsampling.
 
-    Computes ``ReLU(sum_k alpha_k A^k)`` where ``A^k`` are the channels of the chosen layer's output and
-    ``alpha_k`` the spatial mean of the target logit's gradient with respect to ``A^k``
-    (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391), with Captum's ``LayerGradCam``. The ReLU is
-    applied before a bilinear upsampling to the input size (Captum's defaults are signed and nearest).
-
-    Captum averages the gradient over every dimension after the channel one, which is wrong for a transformer's
-    ``(B, tokens, C)`` output. Such layers are reshaped to ``(B, C, h, w)`` first: automatically when the tokens
-    are a patch grid with the input's aspect ratio (``T = prefix + h * w``; the prefix is 1 class token for
-    torchvision's ViT, ``num_prefix_tokens`` for timm-style ViTs, else 1 or 0, whichever makes a grid), or with
-    ``reshape``. The gradient is then taken with ``torch.autograd.grad`` through a forward hook that hands the
-    rest of the network a clone (so an in-place op after the layer cannot alter it).
+    A transformer's ``(B, tokens, C)`` output is reshaped to ``(B, C, h, w)`` first (Captum would average over
+    tokens): automatically when the tokens after the class/prefix tokens are a patch grid with the input's aspect
+    ratio, or with ``reshape``; its gradient then comes from ``torch.autograd.grad`` through a forward hook.
 
     Args:
-        layer: dotted module name, the module itself, or None: the last block's first LayerNorm for a known ViT
-            layout, otherwise the last module whose output is a spatial 4-D feature map, which runs once per
-            forward and is not a mere resampling (adaptive pool, upsample).
-        reshape: a callable mapping the layer's output to a ``(B, C, h, w)`` map (e.g.
-            ``lambda t: t.permute(0, 3, 1, 2)`` for a channels-last layer). It must be picklable for
-            ``strategy="ddp_spawn"`` (a module-level function or ``functools.partial``, not a lambda).
+        layer: dotted module name, the module itself, or None: a known ViT's last block's first LayerNorm, else the
+            last module returning a spatial 4-D map that runs once per forward and does not merely resample.
+        reshape: a picklable callable mapping the layer's output to ``(B, C, h, w)`` (e.g. ``functools.partial``).
 
     Example::
 
@@ -76,19 +65,16 @@ class GradCam(Explainer):
     """
 
     name = "gradcam"
-    passes_per_probe = 1.0
 
     def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None) -> None:
         if reshape is not None and not callable(reshape):
             raise ValueError(
-                f"`gradcam_reshape` must be a callable mapping the layer output to (B, C, h, w), got "
-                f"{type(reshape).__name__}."
+                f"`gradcam_reshape` must be a callable mapping the layer output to (B, C, h, w), got {reshape!r}."
             )
-        self.layer = layer
-        self.reshape = reshape
+        self.layer, self.reshape = layer, reshape
         self.layer_name: str | None = None
-        #: ``(prefix tokens, h, w)`` when a token output is reshaped automatically, else None
-        self.token_layout: tuple[int, int, int] | None = None
+        self.cells: tuple[int, int] | None = None
+        self.token_layout: tuple[int, int, int] | None = None  # (prefix tokens, h, w) of a token output
         self._module: nn.Module | None = None
         self._to_grid: GradcamReshape | None = None  # None: the layer already returns (B, C, h, w)
 
@@ -132,22 +118,15 @@ class GradCam(Explainer):
                 f"{gradcam_candidates(traces)[-5:]}."
             )
         self._to_grid, self.token_layout = self._grid_function(model, trace.output_shape, example, traces)
-        h, w = self.map_size(trace.output_shape)
+        h, w = map_size(trace.output_shape) if self.token_layout is None else self.token_layout[1:]
         self.cells = (h, w)
-        size = f"{h}x{w} cells for {example.shape[-2]}x{example.shape[-1]} probes"  # the layer is named in the
-        # first evaluation's one info line and in the settings text (nothing more is printed when all is well)
+        size = f"{h}x{w} cells for {example.shape[-2]}x{example.shape[-1]} probes"
         if 0 < h * w <= 4:
             rank_zero_warn(
                 f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {size}: it cannot "
                 "say where in the image the evidence is, and its drift moves in coarse steps. Pass an earlier layer "
                 f"with `gradcam_layer=` (candidates: {gradcam_candidates(traces)[-6:]}) or larger probes."
             )
-
-    def map_size(self, shape: tuple[int, ...] | None) -> tuple[int, int]:
-        """Cells of the Grad-CAM map: the token grid for transformers, else the layer's spatial size."""
-        if self.token_layout is not None:
-            return (int(self.token_layout[1]), int(self.token_layout[2]))
-        return map_size(shape)
 
     def _grid_function(
         self, model: nn.Module, shape: tuple[int, ...] | None, example: Tensor, traces: list[Any]
@@ -172,16 +151,14 @@ class GradCam(Explainer):
             return self.reshape, None
         if is_feature_map(shape):
             return None, None
-        assert self.layer_name is not None
         height, width = int(example.shape[-2]), int(example.shape[-1])
         if shape is not None and len(shape) == 3 and shape[0] == example.shape[0]:
-            known = token_prefix_count(model, self.layer_name)
+            known = token_prefix_count(model, str(name))
             for prefix in [known] if known is not None else [1, 0]:
                 grid_hw = token_grid(shape[1] - prefix, height, width)
                 if grid_hw is not None and grid_hw[0] * grid_hw[1] > 1:
-                    layout = (prefix, *grid_hw)
                     to_grid = functools.partial(tokens_to_grid, prefix=prefix, height=grid_hw[0], width=grid_hw[1])
-                    return to_grid, layout
+                    return to_grid, (prefix, *grid_hw)
             prefixes = f"the model's {known}" if known is not None else "0 or 1"
             raise ValueError(
                 f"`gradcam_layer={name!r}` returns tokens of shape {shape} (B, T, C), but T={shape[1]} minus "
@@ -237,8 +214,3 @@ class GradCam(Explainer):
             raise ValueError(f"`gradcam_reshape` returned shape {tuple(fmap.shape)}, expected (B, C, h, w)")
         alpha = gmap.mean(dim=(2, 3), keepdim=True)
         return torch.relu((alpha * fmap).sum(dim=1, keepdim=True))
-
-    def __getstate__(self) -> dict[str, Any]:  # the model is not part of the explainer's picklable state
-        state = self.__dict__.copy()
-        state["_module"] = None
-        return state

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,8 @@ class LayerTrace:
 
 
 def trace_modules(model: nn.Module, forward: Callable[[Tensor], object], example: Tensor) -> list[LayerTrace]:
-    """Run ``forward(example)`` once and record, for each submodule, its call count and output shape.
-
-    The caller is responsible for eval mode and grad mode (see ``training_state_guard``); every hook is
-    removed before returning.
+    """Run ``forward(example)`` once (under the caller's guard) and record each submodule's calls and output shape,
+    in the order of their last calls; every hook is removed before returning.
 
     Example::
 
@@ -35,37 +34,22 @@ def trace_modules(model: nn.Module, forward: Callable[[Tensor], object], example
         >>> [t.name for t in trace_modules(net, net, torch.zeros(1, 1, 5, 5))]
         ['0', '1', '2']
     """
-    names = {id(m): n for n, m in model.named_modules() if n}
-    types = {n: type(m).__name__ for n, m in model.named_modules() if n}
-    calls: dict[str, int] = {}
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    order: dict[str, int] = {}
-    counter = [0]
+    traces: dict[str, LayerTrace] = {}
+    counter = itertools.count()
 
-    def make_hook(name: str) -> Callable[[nn.Module, object, object], None]:
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            shapes[name] = tuple(output.shape) if isinstance(output, Tensor) else None
-            order[name] = counter[0]
-            counter[0] += 1
+    def record(name: str, module: nn.Module, _inputs: object, output: object) -> None:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else None
+        calls = traces[name].calls + 1 if name in traces else 1
+        traces[name] = LayerTrace(name, calls, shape, next(counter), type(module).__name__)
 
-        return hook
-
-    handles: list[RemovableHandle] = []
+    handles = [m.register_forward_hook(functools.partial(record, n)) for n, m in model.named_modules() if n]
     try:
-        for module in model.modules():
-            name = names.get(id(module))
-            if name is not None:
-                handles.append(module.register_forward_hook(make_hook(name)))
         with torch.no_grad():
             forward(example)
     finally:
         for handle in handles:
             handle.remove()
-    return sorted(
-        (LayerTrace(n, calls[n], shapes[n], order[n], types.get(n, "")) for n in calls),
-        key=lambda t: t.order,
-    )
+    return sorted(traces.values(), key=lambda t: t.order)
 
 
 def is_feature_map(shape: tuple[int, ...] | None) -> bool:
@@ -85,50 +69,29 @@ MIN_CELLS = 4
 
 
 def auto_gradcam_layer(traces: list[LayerTrace], model: nn.Module | None = None) -> str | None:
-    """The layer Grad-CAM explains when none is given.
-
-    - A known vision-transformer layout in ``model`` (torchvision ``VisionTransformer``, timm-style ``blocks`` +
-      ``cls_token``): the first LayerNorm of the last encoder block (:func:`transformer_gradcam_layer`); its
-      token output is reshaped to a grid by Grad-CAM.
-    - Otherwise the last module (by completion order) whose output is a spatial 4-D feature map of at least
-      :data:`MIN_CELLS` × :data:`MIN_CELLS` cells (any size when none is that large), which runs
-      once and does not merely resample its input (adaptive pools and upsampling are skipped: VGG's
-      ``AdaptiveAvgPool2d((7, 7))`` would otherwise win over ``features``). Modules finish after their children,
-      so when a block and its last child return the same map, the block (e.g. ``layer4`` of a ResNet, not
-      ``layer4.1.relu``) is chosen.
-    """
+    """The layer Grad-CAM explains when none is given: a known ViT's :func:`transformer_gradcam_layer`, else the
+    last module to finish (a block after its children: ``layer4``, not ``layer4.1.relu``) whose output is a spatial
+    4-D map of at least :data:`MIN_CELLS` cells a side (any size when none is), which runs once and does not merely
+    resample (VGG's ``AdaptiveAvgPool2d((7, 7))`` would otherwise win over ``features``)."""
     if model is not None:
         vit_layer = transformer_gradcam_layer(model)
         if vit_layer is not None and any(t.name == vit_layer and t.calls == 1 for t in traces):
             return vit_layer
     by_name = {t.name: t for t in traces}
     candidates = [n for n in gradcam_candidates(traces) if by_name[n].module_type not in RESAMPLING_TYPES]
-    # a map of 2x2 cells cannot say where the evidence is (and its drift moves in coarse steps): prefer the last
-    # layer whose map has at least MIN_CELLS cells per side, when the network has one
     detailed = [n for n in candidates if min(map_size(by_name[n].output_shape)) >= MIN_CELLS]
-    if detailed:
-        return detailed[-1]
-    return candidates[-1] if candidates else None
+    chosen = detailed or candidates
+    return chosen[-1] if chosen else None
 
 
 def map_size(shape: tuple[int, ...] | None) -> tuple[int, int]:
-    """``(h, w)`` of a ``(B, C, h, w)`` output shape; ``(0, 0)`` for anything else.
-
-    Example::
-
-        >>> map_size((1, 64, 4, 4)), map_size((1, 10))
-        ((4, 4), (0, 0))
-    """
-    if shape is None or len(shape) != 4:
-        return (0, 0)
-    return (int(shape[2]), int(shape[3]))
+    """``(h, w)`` of a ``(B, C, h, w)`` output shape; ``(0, 0)`` for anything else."""
+    return (int(shape[2]), int(shape[3])) if shape is not None and len(shape) == 4 else (0, 0)
 
 
 def transformer_gradcam_layer(model: nn.Module) -> str | None:
-    """Dotted name of the Grad-CAM layer of a known ViT layout inside ``model``, else None.
-
-    The first LayerNorm of the last block: its output still holds one token per patch (the final LayerNorm's
-    patch tokens get no gradient, only the class token reaches the head), as in the usual ViT Grad-CAM recipe.
+    """The Grad-CAM layer of a known ViT layout (torchvision, timm-style) in ``model``: the last block's first
+    LayerNorm, whose patch tokens still get a gradient (the final LayerNorm's reach no head); else None.
 
     Example::
 
@@ -154,8 +117,8 @@ def transformer_gradcam_layer(model: nn.Module) -> str | None:
 
 
 def token_prefix_count(model: nn.Module, layer_name: str) -> int | None:
-    """Non-patch tokens (class/register tokens) that the innermost known ViT around ``layer_name`` puts before
-    its patch tokens: ``num_prefix_tokens`` (timm) or 1 for torchvision's ``VisionTransformer``; else None."""
+    """Class/register tokens before the patch tokens in the innermost known ViT around ``layer_name``: timm's
+    ``num_prefix_tokens``, 1 for torchvision's ``VisionTransformer``; else None."""
     found: int | None = None
     for prefix, module in model.named_modules():  # parents come before their children
         if prefix and not layer_name.startswith(f"{prefix}."):
@@ -179,20 +142,12 @@ def token_grid(num_tokens: int, height: int, width: int) -> tuple[int, int] | No
         return None
     g = math.gcd(height, width)
     a, b = height // g, width // g
-    if num_tokens % (a * b):
-        return None
     k = math.isqrt(num_tokens // (a * b))
-    if k * k * a * b != num_tokens:
-        return None
-    return k * a, k * b
+    return (k * a, k * b) if k * k * a * b == num_tokens else None
 
 
 def resolve_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """Return ``(dotted_name, module)`` for a dotted name or a module of ``model``.
-
-    Raises:
-        ValueError: naming ``gradcam_layer`` when the name or module is not part of the model.
-    """
+    """``(dotted_name, module)`` for a dotted name or a module of ``model``; else a ``ValueError``."""
     named = dict(model.named_modules())
     if isinstance(layer, nn.Module):
         for name, module in named.items():

@@ -1,18 +1,7 @@
-"""Quality measures of one evaluation's maps, logged next to drift as ``xai/<method>/quality/<measure>`` (the
-median over probes): whether a map points at what the model uses (deletion and insertion AUC, which cost model
-passes) and how concentrated it is (sparseness and entropy, pure functions of the map). See ``docs/quality.md``.
-
-* ``deletion``: remove the most relevant pixels first (set them to ``baseline``) in ``steps`` steps and record the
-  softmax probability of the target after each; the area under that curve (Petsiuk et al., 2018, RISE,
-  https://arxiv.org/abs/1806.07421). Lower is better: a faithful map finds what the model needs.
-* ``insertion``: start from the baseline and put the most relevant pixels back first. Higher is better.
-* ``sparseness``: Gini index of the map (:func:`~lightning_xai.functional.sparseness`). Higher is sparser.
-* ``entropy``: normalised entropy of the map (:func:`~lightning_xai.functional.entropy`). Lower is sparser.
-
-All four read the ``display`` map (non-negative, at the probes' size). Deletion and insertion together cost
-``2 × steps`` forward passes per probe (no backward), batched; the layer views (``activations``, ``filters``) are
-not explanations of a class and are skipped.
-"""
+"""Quality measures of one evaluation's maps, logged as ``xai/<method>/quality/<measure>`` (see
+``docs/quality.md``): deletion and insertion AUC (RISE, Petsiuk et al., 2018, https://arxiv.org/abs/1806.07421;
+``2 × steps`` forward passes per probe), sparseness (Gini) and entropy of the ``display`` map. Layer views are
+skipped."""
 
 from __future__ import annotations
 
@@ -22,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_int
 from lightning_xai.explain.wrapping import expand_baseline
 from lightning_xai.functional.quality import curve_auc, entropy, sparseness
 
@@ -34,7 +23,7 @@ DEFAULT_BATCH = 256
 
 
 def check_quality(quality: Sequence[str] | str | None) -> tuple[str, ...]:
-    """The measures asked for, checked and without repeats; raises ``ValueError`` naming an unknown one.
+    """The measures asked for, without repeats; a ``ValueError`` names an unknown one.
 
     Example::
 
@@ -61,9 +50,8 @@ def perturbation_curves(
     batch_size: int = DEFAULT_BATCH,
 ) -> tuple[Tensor, Tensor]:
     """Deletion and insertion curves: ``(P, steps + 1)`` softmax probabilities of each probe's target after
-    removing (deletion) or keeping (insertion) the ``round(k / steps × H × W)`` most relevant pixels, all channels,
-    for ``k = 0 .. steps``. Removed pixels take the ``baseline`` value (None: zeros). Ties in ``relevance`` keep
-    pixel order (row by row), so the curves are deterministic.
+    removing (deletion) or keeping (insertion) the ``round(k / steps × H × W)`` most relevant pixels (all channels;
+    ties in pixel order) for ``k = 0 .. steps``. Removed pixels take the ``baseline`` value (None: zeros).
 
     Example::
 
@@ -73,8 +61,7 @@ def perturbation_curves(
         >>> deletion.round(decimals=4), insertion.round(decimals=4)
         (tensor([[1.0000, 0.5000, 0.5000, 0.5000, 0.5000]]), tensor([[0.5000, 1.0000, 1.0000, 1.0000, 1.0000]]))
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be an int >= 1, got {steps!r}.")
+    steps = check_int("steps", steps, 1)
     p, _, height, width = inputs.shape
     n = height * width
     if tuple(relevance.shape) != (p, height, width):
@@ -85,8 +72,7 @@ def perturbation_curves(
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=order.device).expand(p, n))
     rank = rank.view(p, 1, height, width)
     counts = [round(k * n / steps) for k in range(steps + 1)]
-    # every image once: deletion after k steps keeps the pixels insertion after k steps drops, so deletion_0 is the
-    # input and insertion_0 the baseline; the inner steps differ
+    # every image once: deletion_0 is the input and insertion_0 the baseline (and the other way round at the end)
     images = [inputs, base]
     for k in range(1, steps):
         removed = rank < counts[k]
@@ -116,9 +102,8 @@ def quality_diagnostics(
     steps: int = DEFAULT_STEPS,
     baseline: float | Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Per-probe quality measures of ``explanation`` as diagnostics (``quality/deletion_auc``,
-    ``quality/insertion_auc``, ``quality/sparseness``, ``quality/entropy``). Never raises: a measure that fails
-    is left out with a warning, so an explanation is never lost to its quality check.
+    """Per-probe quality measures of ``explanation`` as diagnostics (``quality/deletion_auc``, ...). Never raises: a
+    measure that fails is left out with a warning, so an explanation is never lost to its quality check.
 
     Example::
 
@@ -134,18 +119,14 @@ def quality_diagnostics(
     out: dict[str, Tensor] = {}
     relevance = explanation.display
     try:
-        if "sparseness" in measures:
-            out["quality/sparseness"] = sparseness(relevance)
-        if "entropy" in measures:
-            out["quality/entropy"] = entropy(relevance)
-        if "deletion" in measures or "insertion" in measures:
-            deletion, insertion = perturbation_curves(
-                forward, inputs, targets, relevance, steps=steps, baseline=baseline
-            )
-            if "deletion" in measures:
-                out["quality/deletion_auc"] = curve_auc(deletion)
-            if "insertion" in measures:
-                out["quality/insertion_auc"] = curve_auc(insertion)
+        for measure, gauge in (("sparseness", sparseness), ("entropy", entropy)):
+            if measure in measures:
+                out[f"quality/{measure}"] = gauge(relevance)
+        if {"deletion", "insertion"} & set(measures):
+            curves = perturbation_curves(forward, inputs, targets, relevance, steps=steps, baseline=baseline)
+            for measure, curve in zip(("deletion", "insertion"), curves, strict=True):
+                if measure in measures:
+                    out[f"quality/{measure}_auc"] = curve_auc(curve)
     except Exception as err:  # noqa: BLE001 - a quality measure never costs the explanation
         rank_zero_warn(f"AttributionMonitor: quality measures of {explainer.name} failed: {type(err).__name__}: {err}")
     return out

@@ -1,15 +1,6 @@
 """The model-randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps",
 https://arxiv.org/abs/1810.03292): a map that explains what the model learned must change when the model's top
-layers are re-initialised. Some do not (they mostly show the input: edges, bright regions), and then their drift
-says little about the model.
-
-:func:`sanity_check` explains the probes with the model and with a deep copy whose top ``layers`` parameterised
-modules are re-initialised (the trained model is never touched; the re-initialisation draws from a stream seeded
-with ``seed``, so no training RNG moves), and compares each probe's two maps by Spearman rank correlation. A
-method whose median correlation is at least ``threshold`` fails, with a warning naming it and the correlation.
-:class:`SanityCheck` runs it at fit start and/or end for an :class:`~lightning_xai.AttributionMonitor`'s probes
-and methods, and logs ``xai/sanity/<method>/rank_correlation``.
-"""
+layers are re-initialised; a method whose maps keep a median rank correlation of at least ``threshold`` fails."""
 
 from __future__ import annotations
 
@@ -23,14 +14,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer
+from lightning_xai.explain.base import Explainer, check_float, check_int
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.layers import trace_modules
 from lightning_xai.explain.registry import MethodOptions, build_explainers
 from lightning_xai.explain.run import explain_probes
 from lightning_xai.explain.wrapping import seeded_rng
-from lightning_xai.functional.drift import average_ranks
+from lightning_xai.functional.drift import average_ranks, spearman_distance
 from lightning_xai.probes import TargetSpec
 
 if TYPE_CHECKING:
@@ -42,18 +33,9 @@ DEFAULT_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class SanityResult:
-    """One method's randomisation check.
-
-    Attributes:
-        method: the method's name.
-        correlation: median over probes of the Spearman rank correlation of the signed maps (trained vs
-            randomised); NaN when the method failed on either model.
-        passed: ``correlation < threshold``.
-        threshold: the threshold it was checked against.
-        layers: the re-initialised modules.
-        per_probe: each probe's correlation.
-        error: why the method could not be checked, if it could not.
-    """
+    """One method's randomisation check: the median over probes (``per_probe``) of the rank correlation of its maps
+    with the trained and the randomised model (``layers`` re-initialised; NaN with an ``error`` when it could not
+    run), ``passed`` when below ``threshold``."""
 
     method: str
     correlation: float
@@ -68,16 +50,18 @@ class SanityResult:
         if self.error:
             return f"the sanity check could not run {self.method}: {self.error}"
         verdict = "passes" if self.passed else "FAILS"
+        advice = (
+            ""
+            if self.passed
+            else (
+                ": they barely depend on what the model learned, so do not read its drift as the model's; prefer a "
+                "method that passes (Adebayo et al. 2018)."
+            )
+        )
         return (
             f"{self.method} {verdict} the randomisation sanity check: with the top layer(s) {list(self.layers)} "
             f"re-initialised its maps keep a median rank correlation of {self.correlation:.2f} with the trained "
-            f"model's (threshold {self.threshold:g})"
-            + (
-                ""
-                if self.passed
-                else ": they barely depend on what the model learned, so do not read its drift as "
-                "the model's; prefer a method that passes (Adebayo et al. 2018)."
-            )
+            f"model's (threshold {self.threshold:g})" + advice
         )
 
 
@@ -91,15 +75,8 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
         >>> rank_correlation(x, x), rank_correlation(x, -x), rank_correlation(x, torch.zeros(1, 4))
         (tensor([1.]), tensor([-1.]), tensor([0.]))
     """
-    ra = average_ranks(a.detach().reshape(len(a), -1).double()).double()
-    rb = average_ranks(b.detach().reshape(len(b), -1).double()).double()
-    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
-    denom = (ra.square().sum(dim=1) * rb.square().sum(dim=1)).sqrt()
-    rho = (ra * rb).sum(dim=1) / denom.clamp_min(1e-300)
-    const_a, const_b = ra.abs().amax(dim=1) == 0, rb.abs().amax(dim=1) == 0
-    rho = torch.where(const_a | const_b, torch.zeros_like(rho), rho)
-    rho = torch.where(const_a & const_b, torch.ones_like(rho), rho)
-    return rho.float()
+    ranks = [average_ranks(m.detach().reshape(len(m), -1)) for m in (a, b)]  # positive: |ranks| are the ranks
+    return 1 - spearman_distance(*ranks)
 
 
 def top_layers(
@@ -121,9 +98,8 @@ def top_layers(
 
 
 def randomized_copy(model: nn.Module, layers: Sequence[str], seed: int = 0) -> nn.Module:
-    """A deep copy of ``model`` with the named modules re-initialised (``reset_parameters()``, else Gaussian
-    weights of the same standard deviation and zero biases), drawing from streams seeded with ``seed``; the trained
-    model and every training RNG stream are left as they are. A LightningModule's trainer is not copied."""
+    """A deep copy of ``model`` (not its trainer) with the named modules re-initialised (``reset_parameters()``, else
+    Gaussian weights of the same standard deviation and zero biases), drawing from streams seeded with ``seed``."""
     trainer = getattr(model, "_trainer", None)
     memo: dict[int, Any] = {id(trainer): None} if trainer is not None else {}
     clone = copy.deepcopy(model, memo)
@@ -159,13 +135,9 @@ def sanity_check(
     warn: bool = True,
 ) -> list[SanityResult]:
     """The randomisation sanity check of each method on ``probes`` ``(N, C, H, W)``: explain them with ``model``
-    and with a copy whose top ``layers`` parameterised modules are re-initialised, and compare the maps.
-
-    Both models explain the same classes (``target`` resolved on the trained model). Methods given as instances
-    are deep-copied, never changed; the layer views (``activations``, ``filters``) are skipped. Cost: the methods
-    twice on the probes, plus one copy of the model in memory.
-
-    Returns one :class:`SanityResult` per method; with ``warn``, a failing method is warned about by name.
+    and with a copy whose top ``layers`` parameterised modules are re-initialised (drawing from streams seeded with
+    ``seed``), for the same classes, and compare the maps. Instances are deep-copied, never changed; the layer
+    views are skipped. Returns one :class:`SanityResult` per method; with ``warn``, a failing method is warned about.
 
     Example::
 
@@ -173,85 +145,59 @@ def sanity_check(
         >>> [r.method for r in sanity_check(net, torch.rand(4, 1, 6, 6), ["saliency"], target=0, warn=False)]
         ['saliency']
     """
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"`layers` must be an int >= 1, got {layers!r}.")
+    layers = check_int("layers", layers, 1)
+    threshold = check_float("threshold", threshold)
     explainers = [
         e for e in build_explainers(methods, options or MethodOptions()) if getattr(e, "is_attribution", True)
     ]
-    real, randomized = copy.deepcopy(explainers), copy.deepcopy(explainers)
     images = probes.detach().cpu().float()
     labels = None if labels is None else labels.detach().cpu().long()
+    errors: list[str] = []
+
+    def explain(net: nn.Module, targets: Any) -> dict[str, Any]:
+        """Set up copies of the explainers against ``net`` (one that cannot is left out) and explain the probes."""
+        device, ready = next(net.parameters(), torch.empty(0)).device, []
+        with training_state_guard(net, device), model_forward(net, output_transform, forward_fn) as forward:
+            for explainer in copy.deepcopy(explainers):
+                try:
+                    explainer.setup(net, forward, images[:1].to(device).clone())
+                    ready.append(explainer)
+                except Exception as err:  # noqa: BLE001 - reported in the method's result
+                    errors.append(f"{explainer.name} setup failed: {type(err).__name__}: {err}")
+        done = explain_probes(
+            net, images, labels, ready, targets, output_transform=output_transform, forward_fn=forward_fn
+        )
+        errors.extend(done.errors)
+        return {"targets": done.targets.cpu(), **done.results}
+
     device = next(model.parameters(), torch.empty(0)).device
     with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
-        names = top_layers(model, images[:1].to(device), layers, forward)
-    clone = randomized_copy(model, names, seed)
-    try:
-        errors = _setup(model, real, images, output_transform, forward_fn)
-        done = explain_probes(
-            model, images, labels, real, target, output_transform=output_transform, forward_fn=forward_fn
-        )
-        targets = done.targets.cpu()
-        errors += _setup(clone, randomized, images, output_transform, forward_fn)
-        shuffled = explain_probes(
-            clone, images, labels, randomized, targets, output_transform=output_transform, forward_fn=forward_fn
-        )
-    finally:
-        del clone
-    errors += done.errors + shuffled.errors
+        names = tuple(top_layers(model, images[:1].to(device), layers, forward))
+    trained = explain(model, target)
+    shuffled = explain(randomized_copy(model, names, seed), trained["targets"])
     results = []
-    for explainer in explainers:
-        a, b = done.results.get(explainer.name), shuffled.results.get(explainer.name)
-        if a is None or b is None:
-            mine = [e for e in errors if e.startswith(explainer.name)]
-            results.append(
-                SanityResult(
-                    explainer.name, float("nan"), False, threshold, tuple(names), error="; ".join(mine) or "no map"
-                )
-            )
+    for e in explainers:
+        if e.name not in trained or e.name not in shuffled:
+            error = "; ".join(m for m in errors if m.startswith(e.name)) or "no map"
+            results.append(SanityResult(e.name, float("nan"), False, threshold, names, error=error))
             continue
-        per_probe = rank_correlation(a.raw, b.raw)
+        per_probe = rank_correlation(trained[e.name].raw, shuffled[e.name].raw)
         median = float(per_probe.median())
-        results.append(
-            SanityResult(explainer.name, median, median < threshold, threshold, tuple(names), tuple(per_probe.tolist()))
-        )
-    if warn:
-        for result in results:
-            if not result.passed:
-                rank_zero_warn(f"AttributionMonitor: {result.message}")
+        results.append(SanityResult(e.name, median, median < threshold, threshold, names, tuple(per_probe.tolist())))
+    for result in results if warn else ():
+        if not result.passed:
+            rank_zero_warn(f"AttributionMonitor: {result.message}")
     return results
 
 
-def _setup(
-    model: nn.Module,
-    explainers: list[Explainer],
-    images: Tensor,
-    output_transform: Callable[[Any], Tensor] | None,
-    forward_fn: ModelForwardFn | None,
-) -> list[str]:
-    """Set every explainer up against ``model``; one that cannot is dropped from ``explainers``, with its error."""
-    device = next(model.parameters(), torch.empty(0)).device
-    errors = []
-    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
-        for explainer in list(explainers):
-            try:
-                explainer.setup(model, forward, images[:1].to(device).clone())
-            except Exception as err:  # noqa: BLE001 - reported in the method's result
-                errors.append(f"{explainer.name} setup failed: {type(err).__name__}: {err}")
-                explainers.remove(explainer)
-    return errors
-
-
 class SanityCheck(Callback):
-    """Run :func:`sanity_check` for a monitor's probes and methods at fit start and/or end, on rank 0.
-
-    Logs ``xai/sanity/<method>/rank_correlation`` and ``.../passed`` to the trainer's loggers (at the step it
-    ran), warns about each failing method, and keeps the results in ``results[stage]`` (``"fit_start"`` or
-    ``"fit_end"``). List it after the monitor: ``callbacks=[monitor, SanityCheck(monitor)]``.
+    """Run :func:`sanity_check` for a monitor's probes and methods at fit start and/or end, on rank 0: logs
+    ``xai/sanity/<method>/rank_correlation`` and ``.../passed``, warns about each failing method and keeps the
+    results in ``results[stage]``. List it after the monitor: ``callbacks=[monitor, SanityCheck(monitor)]``.
 
     Args:
         monitor: the :class:`~lightning_xai.AttributionMonitor` whose probes, methods and target are checked.
-        at: when to run: ``"fit_start"`` (a method that already fails on the untrained network cannot explain
-            it), ``"fit_end"`` (the trained network), or both.
+        at: ``"fit_start"`` (the untrained network), ``"fit_end"`` (the trained one), or both.
         layers, threshold, seed: as for :func:`sanity_check`.
     """
 
@@ -269,8 +215,7 @@ class SanityCheck(Callback):
         self.monitor, self.at, self.layers, self.threshold, self.seed = monitor, stages, layers, threshold, seed
         self.results: dict[str, list[SanityResult]] = {}
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # the start of fit, once the dataloaders (and so the monitor's probes) exist
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # the probes exist now
         if "fit_start" in self.at:
             self._run("fit_start", trainer, pl_module)
 
@@ -287,7 +232,7 @@ class SanityCheck(Callback):
         if not trainer.is_global_zero:
             return
         assert monitor.probes is not None
-        results = sanity_check(
+        self.results[stage] = sanity_check(
             pl_module,
             monitor.probes.images,
             monitor.explainers,
@@ -300,9 +245,8 @@ class SanityCheck(Callback):
             forward_fn=monitor.forward_fn,
             warn=False,
         )
-        self.results[stage] = results
         metrics = {}
-        for r in results:
+        for r in self.results[stage]:
             if not r.passed:
                 rank_zero_warn(f"AttributionMonitor ({stage.replace('_', ' ')}): {r.message}")
             if not r.error:

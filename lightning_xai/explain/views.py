@@ -1,6 +1,5 @@
-"""Layer views from the visualisation literature, logged like the attribution maps (grid, drift) but not
-explanations of a class: what a layer responds to (:class:`Activations`) and what the first convolution looks for
-(:class:`Filters`). The quality measures skip them (``is_attribution = False``)."""
+"""Layer views, logged like the attribution maps but not explanations of a class: what a layer responds to
+(:class:`Activations`) and what the first convolution looks for (:class:`Filters`); quality measures skip them."""
 
 from __future__ import annotations
 
@@ -11,17 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_int
 from lightning_xai.explain.gradcam import GradCam, GradcamReshape
 
 
 class Activations(Explainer):
-    """Activation maximisation's simplest view: per probe, the mean of the ``channels`` channels of a layer's
-    output with the highest spatial mean activation (Zeiler & Fergus, 2014, https://arxiv.org/abs/1311.2901;
-    Erhan et al., 2009), upsampled bilinearly to the probe. Not class-specific: it shows where the layer fires.
+    """Activation maximisation's simplest view: per probe, the mean of the ``channels`` channels of a layer's output
+    with the highest spatial mean (Zeiler & Fergus, 2014, https://arxiv.org/abs/1311.2901), upsampled bilinearly.
+    Not class-specific; one forward pass per probe.
 
-    The layer is chosen as Grad-CAM chooses it (``gradcam_layer``/``gradcam_reshape``; by default the last
-    spatial feature map). Cost: one forward pass per probe, no backward.
+    Args:
+        layer, reshape: the layer, chosen as Grad-CAM chooses it (see :class:`~lightning_xai.explain.GradCam`).
+        channels: how many of the strongest channels are averaged.
 
     Example::
 
@@ -39,10 +39,8 @@ class Activations(Explainer):
     is_attribution = False
 
     def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None, channels: int = 4):
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"`channels` must be an int >= 1, got {channels!r}.")
         self.gradcam = GradCam(layer=layer, reshape=reshape)
-        self.channels = channels
+        self.channels = check_int("channels", channels, 1, where="Activations")
 
     @property
     def layer_name(self) -> str | None:
@@ -63,11 +61,11 @@ class Activations(Explainer):
             raise RuntimeError("Activations.setup() must run before explain().")
         captured: list[Tensor] = []
         handle = module.register_forward_hook(lambda _m, _a, out: captured.append(out.detach().clone()))
-        try:
-            with torch.no_grad():
+        with torch.no_grad():
+            try:
                 forward(inputs.detach())
-        finally:
-            handle.remove()
+            finally:
+                handle.remove()
         if len(captured) != 1:
             raise RuntimeError(f"the layer ran {len(captured)} times in one forward pass, expected once")
         to_grid = self.gradcam._to_grid
@@ -80,9 +78,8 @@ class Activations(Explainer):
 
 
 def filter_mosaic(weight: Tensor, gap: int = 1) -> Tensor:
-    """``(K, C, kh, kw)`` convolution weights -> one ``(rows * (kh + gap) - gap, cols * (kw + gap) - gap)`` image
-    of the K filters (summed over input channels), ``cols = ceil(sqrt(K))``, each scaled to its own largest
-    magnitude, with zero gaps.
+    """``(K, C, kh, kw)`` convolution weights -> one image of the K filters (summed over input channels, each scaled
+    to its largest magnitude) on a grid of ``ceil(sqrt(K))`` columns with zero gaps.
 
     Example::
 
@@ -107,8 +104,10 @@ def filter_mosaic(weight: Tensor, gap: int = 1) -> Tensor:
 
 class Filters(Explainer):
     """The first convolution's filters as images (Krizhevsky et al., 2012; Zeiler & Fergus, 2014): a mosaic of its
-    kernels (:func:`filter_mosaic`), the same for every probe; its drift says how much the filters changed. Shown
-    at the probes' size (nearest neighbour), best read with ``log_heatmaps=True`` (the bare map). No model pass.
+    kernels (:func:`filter_mosaic`), the same for every probe; its drift says how much the filters changed.
+
+    Args:
+        layer: the ``Conv2d``'s dotted name; None: the first one.
 
     Example::
 
@@ -126,7 +125,7 @@ class Filters(Explainer):
     def __init__(self, layer: str | None = None) -> None:
         self.layer = layer
         self.layer_name: str | None = None
-        self._conv: nn.Module | None = None
+        self._module: nn.Module | None = None
 
     def config(self) -> dict[str, Any]:
         return {"layer": self.layer}
@@ -138,19 +137,14 @@ class Filters(Explainer):
         if not convs:
             which = f"no Conv2d named {self.layer!r}" if self.layer is not None else "no Conv2d layer"
             raise ValueError(f"`methods` includes 'filters' but {type(model).__name__} has {which}.")
-        self.layer_name, self._conv = convs[0]
+        self.layer_name, self._module = convs[0]
 
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
-        if self._conv is None:
+        if self._module is None:
             raise RuntimeError("Filters.setup() must run before explain().")
-        weight = self._conv.weight
+        weight = self._module.weight
         assert isinstance(weight, Tensor)
         mosaic = filter_mosaic(weight).to(inputs.device)
         raw = mosaic.expand(len(inputs), *mosaic.shape).clone()
         display = F.interpolate(raw[:, None].abs(), size=tuple(inputs.shape[-2:]), mode="nearest")[:, 0]
         return Explanation(raw=raw, display=display)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_conv"] = None
-        return state

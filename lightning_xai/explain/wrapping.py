@@ -1,13 +1,14 @@
-"""What the thin Captum explainers share: a module around the forward function (for Captum methods that hook the
-model's layers), a seeded RNG that leaves every training stream untouched, and the reduction of an input-shaped
-attribution to the ``raw``/``display`` maps of an :class:`~lightning_xai.explain.base.Explanation`."""
+"""What the Captum explainers share: :class:`CaptumMethod` (one Captum class, called on slices of the probes and
+reduced to the ``raw``/``display`` maps), a module around the forward function for Captum classes that hook the
+model's layers, a seeded RNG that leaves every training stream untouched, and small helpers."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,18 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import ForwardFn
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape
 from lightning_xai.explain.guard import isolated_rng
 
-#: how an attribution's channels become one map: ``"sum"`` keeps the sign (Input×Gradient, IG, DeepLift, LRP),
-#: ``"abs_max"`` is the largest magnitude over channels (gradient saliency, Simonyan et al. 2014)
-REDUCTIONS = ("sum", "abs_max")
+#: how an attribution's channels become one map: ``"sum"`` keeps the sign (Input×Gradient, DeepLift, LRP),
+#: ``"abs_max"`` is the largest magnitude (gradient saliency), ``"mean"`` for maps equal over channels (occlusion)
+REDUCTIONS = ("sum", "abs_max", "mean")
 
 
 class ForwardModule(nn.Module):
-    """``forward(x)`` as an ``nn.Module`` that holds the model as its child, for Captum methods that take a
-    module and hook its layers (DeepLift, LRP, guided backpropagation): the hooks reach the model's layers, and
-    the call still goes through the monitor's forward (``output_transform``, ``forward_fn``, float32 copies).
+    """``forward(x)`` as an ``nn.Module`` holding the model as its child, for Captum classes that hook the model's
+    layers (DeepLift, LRP, guided backpropagation): the hooks reach the layers, the call goes through ``forward``.
 
     Example::
 
@@ -47,9 +47,8 @@ class ForwardModule(nn.Module):
 
 @contextmanager
 def seeded_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Inside the block, torch (CPU and ``device``), numpy and Python draw from streams seeded with ``seed``;
-    on exit every stream is back where it was, so a stochastic method (SmoothGrad's noise, GradientSHAP's and
-    LIME's samples) gives the same map for the same model every evaluation and the training run never sees it.
+    """Inside the block torch (CPU and ``device``), numpy and Python draw from streams seeded with ``seed``; on exit
+    every stream is back where it was (the same map every evaluation, the training run never sees the draws).
 
     Example::
 
@@ -72,15 +71,14 @@ def seeded_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
 
 @contextmanager
 def quiet_captum() -> Iterator[None]:
-    """Silence the ``UserWarning``s Captum emits on every call (inputs that did not require grad, hooks set on
-    nonlinearities), which would otherwise repeat in the training log every evaluation."""
+    """Silence the ``UserWarning``s Captum emits on every call (they would repeat every evaluation)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"captum(\.|$)")
         yield
 
 
 def reduce_channels(attribution: Tensor, reduce: str = "sum") -> Tensor:
-    """``(P, C, h, w)`` (or ``(P, h, w)``) attribution -> ``(P, h, w)`` float32 map.
+    """``(P, C, h, w)`` (or ``(P, h, w)``) attribution -> ``(P, h, w)`` float32 map (see :data:`REDUCTIONS`).
 
     Example::
 
@@ -91,11 +89,11 @@ def reduce_channels(attribution: Tensor, reduce: str = "sum") -> Tensor:
     if reduce not in REDUCTIONS:
         raise ValueError(f"`reduce` must be one of {REDUCTIONS}, got {reduce!r}.")
     a = attribution.detach().float()
+    if a.ndim not in (3, 4):
+        raise ValueError(f"an attribution must be (P, C, h, w) or (P, h, w), got shape {tuple(attribution.shape)}.")
     if a.ndim == 3:
         return a.abs() if reduce == "abs_max" else a
-    if a.ndim != 4:
-        raise ValueError(f"an attribution must be (P, C, h, w) or (P, h, w), got shape {tuple(attribution.shape)}.")
-    return a.abs().amax(dim=1) if reduce == "abs_max" else a.sum(dim=1)
+    return a.sum(dim=1) if reduce == "sum" else a.mean(dim=1) if reduce == "mean" else a.abs().amax(dim=1)
 
 
 def to_display(raw: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -106,44 +104,12 @@ def to_display(raw: Tensor, size: tuple[int, ...]) -> Tensor:
     return display.clamp_min(0)
 
 
-def snapshot_attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any]]]:
-    """The instance attributes of every module, to undo what a Captum method does to them (LRP sets
-    ``activations`` on layers, and deletes every layer's ``rule``, a user's own included): pass the result to
-    :func:`restore_attributes`."""
-    return [(m, dict(vars(m))) for m in model.modules()]
-
-
-def restore_attributes(snapshot: list[tuple[nn.Module, dict[str, Any]]]) -> None:
-    """Delete the instance attributes a module gained since :func:`snapshot_attributes` and put back those it lost.
-
-    Example::
-
-        >>> net = nn.Linear(1, 1)
-        >>> net.rule = "mine"
-        >>> saved = snapshot_attributes(net)
-        >>> del net.rule
-        >>> net.activations = {}
-        >>> restore_attributes(saved)
-        >>> net.rule, hasattr(net, "activations")
-        ('mine', False)
-    """
-    for module, saved in snapshot:
-        current = vars(module)
-        for name in [n for n in current if n not in saved]:
-            delattr(module, name)
-        for name, value in saved.items():
-            if name not in current:
-                setattr(module, name, value)
-
-
 def primitive(value: Any) -> Any:
     """A short primitive describing ``value`` for :meth:`~lightning_xai.explain.base.Explainer.config`."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Tensor):
-        if value.numel() == 1:
-            return float(value)
-        return f"tensor{tuple(value.shape)}:{float(value.double().sum()):.6g}"
+        return float(value) if value.numel() == 1 else f"tensor{tuple(value.shape)}:{float(value.double().sum()):.6g}"
     if isinstance(value, (tuple, list)):
         return [primitive(v) for v in value]
     return getattr(value, "__qualname__", type(value).__qualname__)
@@ -158,10 +124,8 @@ def expand_baseline(baseline: float | Tensor | None, inputs: Tensor) -> Tensor:
         >>> tuple(expand_baseline(torch.tensor([1.0, 2.0]).view(2, 1, 1), torch.zeros(3, 2, 4, 4)).shape)
         (3, 2, 4, 4)
     """
-    if baseline is None:
-        return torch.zeros_like(inputs)
-    if isinstance(baseline, (int, float)):
-        return torch.full_like(inputs, float(baseline))
+    if not isinstance(baseline, Tensor):
+        return torch.full_like(inputs, float(baseline or 0.0))
     b = baseline.detach().to(device=inputs.device, dtype=inputs.dtype)
     try:
         return torch.broadcast_to(b, inputs.shape).clone()
@@ -170,3 +134,63 @@ def expand_baseline(baseline: float | Tensor | None, inputs: Tensor) -> Tensor:
             f"the baseline of shape {tuple(b.shape)} does not broadcast to the probes {tuple(inputs.shape)}; pass a "
             "float, a tensor shaped like one probe (C, H, W), or per-channel values (C, 1, 1)."
         ) from err
+
+
+class CaptumMethod(Explainer):
+    """An explainer made of one Captum attribution class: :meth:`build` it on the forward function (on a
+    :class:`ForwardModule` when ``hooks_model``), :meth:`attribute` each slice of :meth:`probes_per_call` probes
+    (under ``no_grad`` when ``forward_only``; with RNG streams seeded with ``seed`` unless it is None), reduce the
+    channels (``reduce``) and show ``|raw|`` at the probes' size. A Captum convergence delta becomes the per-probe
+    diagnostic ``gap_name``. Subclasses that are dataclasses describe themselves (:meth:`config`) by their fields.
+    """
+
+    captum_cls: Any = None
+    reduce = "sum"
+    hooks_model = False
+    forward_only = False
+    seed: int | None = None
+    gap_name = "completeness_gap"
+    display_normalization = "percentile"
+    _model: nn.Module | None = None
+
+    def config(self) -> dict[str, Any]:
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {f.name: primitive(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "batch_size"}
+
+    def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
+        baseline = getattr(self, "baseline", None)
+        check_baseline_shape(f"{type(self).__name__}(baseline=...)", baseline, tuple(example.shape[1:]))
+        self._model = model
+
+    def build(self, forward: ForwardFn) -> Any:
+        """The Captum object for this call."""
+        if not self.hooks_model:
+            return self.captum_cls(forward)
+        if self._model is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before explain().")
+        return self.captum_cls(ForwardModule(self._model, forward))
+
+    def probes_per_call(self, num_probes: int) -> int:
+        return num_probes
+
+    def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
+        """Captum's ``attribute`` on one slice of the probes ``batch``: the attribution, or ``(attribution, delta)``."""
+        return method.attribute(inputs, target=targets)
+
+    def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
+        step = self.probes_per_call(len(inputs))
+        with ExitStack() as stack:
+            stack.enter_context(quiet_captum())
+            method = self.build(forward)
+            if self.seed is not None:
+                stack.enter_context(seeded_rng(self.seed, inputs.device))
+            if self.forward_only:
+                stack.enter_context(torch.no_grad())
+                inputs = inputs.detach()
+            slices = [slice(i, i + step) for i in range(0, len(inputs), step)]
+            parts = [self.attribute(method, inputs[s], targets[s], inputs) for s in slices]
+        deltas = [p[1] for p in parts if isinstance(p, tuple) and len(p) == 2]
+        raw = reduce_channels(torch.cat([p[0] if isinstance(p, tuple) else p for p in parts]), self.reduce)
+        gaps = {self.gap_name: torch.cat(deltas).detach().float().abs()} if deltas else {}
+        return Explanation(raw=raw, display=to_display(raw, tuple(inputs.shape[-2:])), diagnostics=gaps)

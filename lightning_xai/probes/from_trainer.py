@@ -1,9 +1,9 @@
-"""Probes from the Trainer's data, as the model receives them: the first validation (test) loader, set up before
-training when Lightning would set it up later, each batch through Lightning's batch transfer hooks."""
+"""Probes from the Trainer's data as the model receives them: the first validation (test) loader, set up early,
+each batch through Lightning's batch transfer hooks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,26 +24,18 @@ NO_PROBES = (
 
 
 def first_loader(trainer: Trainer) -> Any:
-    """The first validation dataloader (the first test dataloader under ``trainer.test``): a DataLoader or any other
-    iterable of batches Lightning accepted; None when there is none."""
+    """The first validation (under ``trainer.test``: test) dataloader or iterable of batches; None when none."""
     loaders = trainer.test_dataloaders if trainer.state.fn == TrainerFn.TESTING else trainer.val_dataloaders
     if isinstance(loaders, dict):
         loaders = list(loaders.values())
-    if isinstance(loaders, (list, tuple)) and not _is_batch(loaders):
+    if isinstance(loaders, (list, tuple)) and not (loaders and isinstance(loaders[0], Tensor)):  # not one batch
         loaders = loaders[0] if loaders else None
     return loaders
 
 
-def _is_batch(value: Sequence[Any]) -> bool:
-    """A list that is itself one batch (``(images, labels)``), not a list of loaders."""
-    return bool(value) and isinstance(value[0], Tensor)
-
-
 def ready_validation(trainer: Trainer) -> None:
-    """Set up the validation dataloader now when Lightning has not yet (no sanity check and a first validation after
-    the first epoch, e.g. ``num_sanity_val_steps=0`` with ``check_val_every_n_epoch=3``), as Lightning itself does
-    when the first epoch validates, so that the probes and the setup check are ready before the first training step.
-    The global RNGs are left as they were."""
+    """Set up the validation dataloader now when Lightning would later (e.g. ``num_sanity_val_steps=0`` with
+    ``check_val_every_n_epoch=3``), so that the probes are ready before the first training step; RNGs kept."""
     if trainer.state.fn != TrainerFn.FITTING or not trainer.enable_validation or trainer.val_dataloaders is not None:
         return
     stage = trainer.state.stage
@@ -56,10 +48,8 @@ def ready_validation(trainer: Trainer) -> None:
 
 
 def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) -> Callable[[Any], Any]:
-    """What Lightning does to a validation (test) batch before ``validation_step`` sees it: the precision plugin's
-    input conversion, then the ``on_before_batch_transfer``, ``transfer_batch_to_device`` and
-    ``on_after_batch_transfer`` hooks of the LightningModule (or the datamodule's, where it overrides them, as
-    Lightning's own hook selection does), run with the trainer in the validating (testing) stage."""
+    """What Lightning does to a validation (test) batch before ``validation_step``: the precision plugin's input
+    conversion, then the module's (or the overriding datamodule's) batch transfer hooks, in that stage."""
     datamodule = getattr(trainer, "datamodule", None)
     owner = (
         datamodule if datamodule is not None and is_overridden("on_before_batch_transfer", datamodule) else pl_module
@@ -83,15 +73,11 @@ def trainer_probes(
     trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int
 ) -> ProbeSet | None:
     """The probes from ``source`` (``probes=``), or drawn from the first validation (test) dataloader as the model
-    receives them (its ``collate_fn`` and Lightning's batch hooks); None when there is neither. Warns when a drawn
-    set holds fewer than ``num_probes`` images, and what was left out or converted. Under DDP the caller runs it on
-    rank 0 and broadcasts the result (every rank explains a share of the same probes)."""
+    receives them; None when there is neither. Warns what was left out or converted, and about a short set."""
     testing = trainer.state.fn == TrainerFn.TESTING
-    drawn = source is None
-    if drawn:
-        source = first_loader(trainer)
-        if source is None:
-            return None
+    source = first_loader(trainer) if source is None else source
+    if source is None:
+        return None
     name = "test dataloader" if testing else "validation dataloader"
     prepare = None if isinstance(source, Dataset) else batch_preparer(trainer, pl_module, testing)
     with torch.inference_mode(False), torch.no_grad():  # validate/test: keep probes normal (autograd-able) tensors

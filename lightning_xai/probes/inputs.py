@@ -1,9 +1,5 @@
-"""Probe images and labels as the user or the data gives them, checked and normalised in one place.
-
-Images become a float32 CPU ``(N, C, H, W)`` tensor; labels a ``(N,)`` int64 tensor of classes (one-hot rows and
-integral floats are converted). What cannot be converted is refused with a ``ValueError`` that names the argument,
-the value and the fix.
-"""
+"""Probe images and labels checked in one place: images become a float32 CPU ``(N, C, H, W)`` tensor, labels a
+``(N,)`` int64 tensor of classes; what cannot be converted is refused with a ``ValueError`` naming argument and fix."""
 
 from __future__ import annotations
 
@@ -32,8 +28,7 @@ def describe(value: Any) -> str:
 
 
 def as_tensor(value: Any, what: str, fix: str) -> Tensor:
-    """``value`` as a tensor: tensors as they are, numpy arrays, numbers and (nested) lists of them converted;
-    ``what`` names the argument in the error (e.g. ``"`ig_baseline`"``)."""
+    """``value`` as a tensor (arrays, numbers and nested lists converted); ``what`` names the argument in errors."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Tensor) for v in value):
@@ -53,12 +48,8 @@ def as_tensor(value: Any, what: str, fix: str) -> Tensor:
 
 
 def check_images(images: Tensor, argument: str = "probes", source: str = "") -> Tensor:
-    """A float32 CPU copy of ``(N, C, H, W)`` images, or a ``ValueError`` naming ``argument``.
-
-    Refused: another number of dimensions, no images, the meta device (no values), complex values, NaN or Inf.
-    Integer or bool images are refused too: a model sees the *converted* images (``x.float() / 255`` and its
-    normalisation), and the monitor cannot guess that conversion. Probes drawn from the validation data are
-    converted with ``.float()`` before this check, as the model receives them.
+    """A float32 CPU copy of ``(N, C, H, W)`` finite real float images, or a ``ValueError`` naming ``argument``
+    (integer images too: the monitor cannot guess the model's conversion, e.g. ``x.float() / 255``).
 
     Example::
 
@@ -67,50 +58,43 @@ def check_images(images: Tensor, argument: str = "probes", source: str = "") -> 
         ...
         ValueError: `probes` are integer images (torch.uint8); ...
     """
-    where = f" ({source})" if source else ""
+    where = f"`{argument}`" + (f" ({source})" if source else "")
     if not isinstance(images, Tensor):
-        raise ValueError(f"`{argument}`{where} must be a tensor of images (N, C, H, W), got {describe(images)}.")
+        raise ValueError(f"{where} must be a tensor of images (N, C, H, W), got {describe(images)}.")
+    shape, message = tuple(images.shape), ""
     if images.device.type == "meta":
-        raise ValueError(
-            f"`{argument}`{where} are on the meta device, so they hold no values to explain; pass real tensors "
-            "(e.g. a validation batch on the CPU)."
+        message = "are on the meta device, so they hold no values to explain; pass real tensors (e.g. on the CPU)."
+    elif images.ndim != 4:
+        message = f"must be a 4-D tensor (N, C, H, W), got shape {shape}. " + (
+            "Add a batch dimension with `probes.unsqueeze(0)` for a single image." if images.ndim == 3 else ""
         )
-    if images.ndim != 4:
-        raise ValueError(
-            f"`{argument}`{where} must be a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}. "
-            + ("Add a batch dimension with `probes.unsqueeze(0)` for a single image." if images.ndim == 3 else "")
+    elif shape[0] == 0:
+        message = f"holds no images (shape {shape}); pass at least one probe, or `probes=None` to draw from the data."
+    elif 0 in shape[1:]:
+        message = f"have an empty dimension: shape {shape} (N, C, H, W)."
+    elif images.is_complex():
+        message = f"are complex ({images.dtype}); pass real float images."
+    elif not images.is_floating_point():
+        message = (
+            f"are integer images ({images.dtype}); the model sees them converted (e.g. `images.float() / 255`, then "
+            "normalised), and the monitor cannot guess how. Pass them converted as your validation transform does, "
+            "e.g. `probes=images.float() / 255`."
         )
-    if images.shape[0] == 0:
-        raise ValueError(
-            f"`{argument}`{where} holds no images (shape {tuple(images.shape)}); pass at least one probe, or "
-            "`probes=None` to draw `num_probes` from the validation data."
-        )
-    if 0 in images.shape[1:]:
-        raise ValueError(f"`{argument}`{where} have an empty dimension: shape {tuple(images.shape)} (N, C, H, W).")
-    if images.is_complex():
-        raise ValueError(f"`{argument}`{where} are complex ({images.dtype}); pass real float images.")
-    if not images.is_floating_point():
-        raise ValueError(
-            f"`{argument}`{where} are integer images ({images.dtype}); the model sees them converted (e.g. "
-            "`images.float() / 255`, then normalised), and the monitor cannot guess how. Pass them converted as "
-            "your validation transform does, e.g. `probes=images.float() / 255`."
-        )
+    if message:
+        raise ValueError(f"{where} {message}")
     out = images.detach().to("cpu", torch.float32, copy=True)
     finite = torch.isfinite(out).flatten(1).all(dim=1)
     if not bool(finite.all()):
         bad = torch.nonzero(~finite).flatten().tolist()
         raise ValueError(
-            f"`{argument}`{where} contain NaN or Inf values (probes {bad[:5]}); every method would fail on them. "
+            f"{where} contain NaN or Inf values (probes {bad[:5]}); every method would fail on them. "
             "Pass finite images."
         )
     return out
 
 
 def one_class(label: Any) -> tuple[Tensor | None, str]:
-    """One probe's label as a 0-d int64 class, or ``(None, why not)``.
-
-    Ints, integer tensors, integral floats and one-hot vectors are classes; multi-hot or soft vectors, fractional
-    floats and anything else are not.
+    """One probe's label (an int, integral float or one-hot vector) as a 0-d int64 class, or ``(None, why not)``.
 
     Example::
 
@@ -188,10 +172,9 @@ def check_labels(labels: Any, count: int, argument: str = "probes") -> Tensor | 
 
 
 def stack_labels(labels: Sequence[Any], source: str) -> tuple[Tensor | None, str]:
-    """Classes for labels read from the data, or ``(None, why)`` when any is not one class (the probes are then
-    unlabeled, and the caller says why)."""
+    """Classes for labels read from the data, or ``(None, why)`` when any is not one class (then unlabeled)."""
     classes = [one_class(label) for label in labels]
-    missing = next((why for c, why in classes if c is None), None)
-    if missing is not None:
-        return None, f"the {source}'s labels are {missing}" if missing != "no label" else ""
+    why = next((w for c, w in classes if c is None), None)
+    if why is not None:
+        return None, f"the {source}'s labels are {why}" if why != "no label" else ""
     return torch.stack([c for c, _ in classes if c is not None]).long(), ""

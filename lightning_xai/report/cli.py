@@ -1,7 +1,4 @@
-"""The ``lightning-xai`` console script.
-
-lightning-xai report LOGDIR [--out report.html] [--title TITLE]
-"""
+"""The ``lightning-xai`` console script: ``lightning-xai report LOGDIR [--out report.html] [--title TITLE]``."""
 
 from __future__ import annotations
 
@@ -10,12 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_xai.report import write_report
+from lightning_xai.report.html import write_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status: 0, 1 when no run was found under LOGDIR, 2 when the report could not
-    be written (one line says why, no traceback).
+    """Entry point; returns 0, 1 when no run was found under LOGDIR, 2 when the report could not be written (one
+    line says why, no traceback).
 
     Example::
 
@@ -24,33 +21,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         1
     """
     parser = argparse.ArgumentParser(prog="lightning-xai", description="Tools for runs watched by AttributionMonitor.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    report = commands.add_parser(
+    report = parser.add_subparsers(dest="command", required=True).add_parser(
         "report",
         help="write a self-contained HTML report of a run from its TensorBoard event files",
         description="Drift curves with thresholds and alerts, a filmstrip per probe across every evaluation, "
         "localisation and quality curves when present, and the run's settings, in one HTML file.",
     )
     report.add_argument("logdir", help="a TensorBoard log directory (every run below it is reported)")
-    report.add_argument(
-        "--out",
-        default="report.html",
-        help="the HTML file to write (default: report.html; a missing directory is created)",
-    )
+    report.add_argument("--out", default="report.html", help="the HTML file to write (a missing directory is created)")
     report.add_argument("--title", default="lightning-xai report", help="the page title")
     args = parser.parse_args(argv)
     try:
         runs = write_report(args.logdir, args.out, args.title)
     except OSError as err:
-        reason = err.strerror or str(err)
-        where = err.filename or args.out
-        print(f"lightning-xai report: cannot write {args.out}: {reason} ({where})", file=sys.stderr)
+        why = f"{err.strerror or err} ({err.filename or args.out})"
+        print(f"lightning-xai report: cannot write {args.out}: {why}", file=sys.stderr)
         return 2
     if not runs:
         print(f"no TensorBoard event files under {args.logdir}")
         return 1
-    alerts = sum(len(r.alerts) for r in runs)
-    evaluations = sum(len(r.evaluations) for r in runs)
+    alerts, evaluations = sum(len(r.alerts) for r in runs), sum(len(r.evaluations) for r in runs)
     size = Path(args.out).stat().st_size / 1e6 if Path(args.out).is_file() else 0.0
     print(f"wrote {args.out} ({size:.2f} MB): {len(runs)} run(s), {evaluations} evaluation(s), {alerts} alert(s)")
     return 0

@@ -1,14 +1,8 @@
-"""Read what the monitor logged to TensorBoard event files back into plain Python: the scalars by epoch, the
-explanation sheets, the predictions tables (with each probe's drift), the alerts and the run's settings.
-
-A run directory may hold several monitors (``AttributionMonitor(name="a")`` logs under ``xai/a/...``): each one is
-read as its own :class:`RunLog`, its tags with the name taken out (``xai/a/sheet`` is read as ``xai/sheet``).
-
-The dashboard's summary series lie in small runs inside the run directory (``xai-score``, ``xai-threshold``,
-``xai-alert``: one colour each in TensorBoard); they are read as part of their run, under the keys
-``xai/summary/<method>/watched``, ``.../threshold`` and ``.../alert`` (the detector), ``.../rule_<key>`` and
-``.../rule_<key>_threshold`` (a rule; its alerts join ``.../alert``).
-"""
+"""Read what the monitor logged to TensorBoard event files back into plain Python, one :class:`RunLog` per monitor:
+scalars by epoch, explanation sheets, predictions tables, alerts and settings. A named monitor's tags are read with
+the name taken out (``xai/a/sheet`` as ``xai/sheet``); the dashboard's summary runs (``xai-score``, ...) inside a
+run directory are read into ``xai/summary/<method>/watched``, ``.../threshold``, ``.../alert`` and
+``.../rule_<key>[_threshold]``."""
 
 from __future__ import annotations
 
@@ -18,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog", "Sheet", "find_runs", "monitor_names", "parse_markdown_table", "read_run", "read_runs"]
+__all__ = [
+    "RunLog",
+    "Sheet",
+    "find_runs",
+    "monitor_names",
+    "parse_markdown_table",
+    "read_logdir",
+    "read_run",
+    "read_runs",
+]
 
 #: the summary runs inside a run directory (sub-directory name -> what their series are)
 SUMMARY_RUNS = {"xai-score": "score", "xai-threshold": "threshold", "xai-alert": "alert"}
@@ -30,7 +33,7 @@ _MONITOR_TAG = re.compile(
 
 @dataclass
 class Sheet:
-    """One ``xai/sheet`` image: when, its encoded bytes (PNG as logged) and size."""
+    """One logged image (``xai/sheet`` or an alert's evidence): when, its encoded bytes and size."""
 
     epoch: int
     step: int
@@ -41,40 +44,25 @@ class Sheet:
 
 @dataclass
 class RunLog:
-    """Everything the report needs from one monitor's run.
-
-    Attributes:
-        path: the directory holding the event files.
-        scalars: ``xai/*`` tag -> ``[(epoch, value), ...]`` (summary tags are logged against the epoch already;
-            the others are mapped from the global step to the epoch through Lightning's ``epoch`` scalar).
-        sheets: the explanation sheets, in order: every one in the event files.
-        predictions: epoch -> the predictions table (list of row dicts; ``None`` where unknown).
-        alerts: ``(epoch, message)``.
-        errors: ``(epoch, message)``.
-        settings: the monitor's settings (empty when the run predates them).
-        name: the monitor's ``name=`` (its tags are ``xai/<name>/...``), None for an unnamed monitor.
-        evidence: ``(method, image)``: the evidence image of each alert (``xai/<method>/alert/evidence``).
-        label: how the report names the run (its path under the log directory), empty: the directory's name.
-    """
+    """Everything the report needs from one monitor's run (the directory ``path`` holding its event files)."""
 
     path: Path
-    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    sheets: list[Sheet] = field(default_factory=list)
-    predictions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    alerts: list[tuple[int, str]] = field(default_factory=list)
-    errors: list[tuple[int, str]] = field(default_factory=list)
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # xai/* tag -> [(epoch, value)]
+    sheets: list[Sheet] = field(default_factory=list)  # the explanation sheets, in order
+    predictions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # epoch -> the table's rows
+    alerts: list[tuple[int, str]] = field(default_factory=list)  # (epoch, message)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (epoch, message)
     settings: dict[str, Any] = field(default_factory=dict)
-    name: str | None = None
-    label: str = ""
-    evidence: list[tuple[str, Sheet]] = field(default_factory=list)
+    name: str | None = None  # the monitor's name=, None for an unnamed monitor
+    label: str = ""  # how the report names the run (its path under the log directory); empty: the directory's name
+    evidence: list[tuple[str, Sheet]] = field(default_factory=list)  # (method, image) of each alert
 
     @property
     def methods(self) -> list[str]:
         """The methods, from the settings or else from the scalar tags."""
         if self.settings.get("methods"):
             return list(self.settings["methods"])
-        found = {t.split("/")[1] for t in self.scalars if re.match(r"xai/[^/]+/(drift|alert)/", t)}
-        return sorted(found)
+        return sorted({t.split("/")[1] for t in self.scalars if re.match(r"xai/[^/]+/(drift|alert)/", t)})
 
     @property
     def epochs(self) -> list[int]:
@@ -83,9 +71,7 @@ class RunLog:
     @property
     def evaluations(self) -> list[int]:
         """The evaluated epochs, in order (from the sheets, else from the cost series every evaluation logs)."""
-        if self.sheets:
-            return [s.epoch for s in self.sheets]
-        return [e for e, _ in self.scalars.get("xai/summary/seconds", [])]
+        return [s.epoch for s in self.sheets] or [e for e, _ in self.scalars.get("xai/summary/seconds", [])]
 
 
 def find_runs(logdir: str | Path) -> list[Path]:
@@ -101,6 +87,25 @@ def find_runs(logdir: str | Path) -> list[Path]:
     return sorted(p for p in found if not (p.name in SUMMARY_RUNS and p.parent in found))  # summaries: their run
 
 
+def read_logdir(logdir: str) -> list[RunLog]:
+    """Every monitor's run under ``logdir``, labelled by its path under ``logdir`` (the directory's own name when
+    the events lie in ``logdir``).
+
+    Example::
+
+        >>> read_logdir("/nonexistent")
+        []
+    """
+    root = Path(logdir)
+    runs = []
+    for path in find_runs(root):
+        relative = path.relative_to(root).as_posix()
+        for run in read_runs(path):
+            run.label = root.resolve().name if relative == "." else relative
+            runs.append(run)
+    return runs
+
+
 def monitor_names(tags: dict[str, list[str]]) -> list[str | None]:
     """The monitors that logged the tags of one run (``None``: unnamed), unnamed first then by name.
 
@@ -108,18 +113,10 @@ def monitor_names(tags: dict[str, list[str]]) -> list[str | None]:
 
         >>> monitor_names({"images": ["xai/sheet", "xai/a/sheet", "xai/a/gradcam/overlay"], "scalars": ["epoch"]})
         [None, 'a']
-        >>> monitor_names({"scalars": ["xai/gradcam/drift/rank_vs_previous/median", "xai/b/gradcam/alert/score"]})
-        [None, 'b']
     """
-    found: set[str | None] = set()
-    xai = False
-    for kind in ("images", "tensors", "scalars"):
-        for tag in tags.get(kind, []):
-            xai = xai or tag.startswith("xai/")
-            match = _MONITOR_TAG.fullmatch(tag)
-            if match:
-                found.add(match.group("name"))
-    if not found and xai:
+    all_tags = [t for kind in ("images", "tensors", "scalars") for t in tags.get(kind, [])]
+    found = {m.group("name") for m in map(_MONITOR_TAG.fullmatch, all_tags) if m}
+    if not found and any(t.startswith("xai/") for t in all_tags):
         found.add(None)  # a run that predates the summary and settings tags
     return sorted(found, key=lambda n: (n is not None, n or ""))
 
@@ -132,18 +129,9 @@ def parse_markdown_table(text: str) -> list[dict[str, Any]]:
         >>> parse_markdown_table("| probe | drift |\\n|---:|---:|\\n| 0 | 0.250 |\\n| 1 | – |")
         [{'probe': 0, 'drift': 0.25}, {'probe': 1, 'drift': None}]
     """
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip().startswith("|")]
-    if len(lines) < 2:
-        return []
-
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip("|").split("|")]
-
-    header = cells(lines[0])
-    rows = []
-    for line in lines[2:]:
-        rows.append({k: _value(v) for k, v in zip(header, cells(line), strict=False)})
-    return rows
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return [dict(zip(rows[0], map(_value, row), strict=False)) for row in rows[2:]]
 
 
 def _value(text: str) -> Any:
@@ -157,10 +145,6 @@ def _value(text: str) -> Any:
     return text
 
 
-def _text(event: Any) -> str:
-    return event.tensor_proto.string_val[0].decode("utf-8", errors="replace")
-
-
 def _load(path: str | Path) -> Any:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -172,11 +156,8 @@ def _load(path: str | Path) -> Any:
 
 def _summaries(path: str | Path) -> dict[str, Any]:
     """The summary runs inside ``path`` that hold event files, loaded: kind (``score``...) -> accumulator."""
-    return {
-        kind: _load(Path(path) / sub)
-        for sub, kind in SUMMARY_RUNS.items()
-        if any((Path(path) / sub).glob("events.out.tfevents.*"))
-    }
+    subs = {kind: Path(path) / sub for sub, kind in SUMMARY_RUNS.items()}
+    return {kind: _load(sub) for kind, sub in subs.items() if any(sub.glob("events.out.tfevents.*"))}
 
 
 def read_runs(path: str | Path) -> list[RunLog]:
@@ -186,8 +167,7 @@ def read_runs(path: str | Path) -> list[RunLog]:
 
 
 def read_run(path: str | Path, name: str | None = None) -> RunLog:
-    """Read one monitor's run (``name``: its ``name=``) from a run directory (all its event files, e.g. after a
-    resume)."""
+    """Read one monitor's run (``name``: its ``name=``) from a run directory (all its event files)."""
     return _read(_load(path), _summaries(path), Path(path), name)
 
 
@@ -196,77 +176,65 @@ def _summary_key(kind: str, key: str) -> str:
     base, _, last = key.rpartition("/")
     if last == "detector":
         return f"{base}/watched" if kind == "score" else f"{base}/{kind}"
-    if kind == "alert":
-        return f"{base}/alert"
-    return key + ("_threshold" if kind == "threshold" else "")
+    return f"{base}/alert" if kind == "alert" else key + ("_threshold" if kind == "threshold" else "")
 
 
 def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLog:
     run = RunLog(path, name=name)
     tags = acc.Tags()
     own = f"xai/{name}/" if name else "xai/"
-    others = [f"xai/{n}/" for n in monitor_names(tags) if n is not None and n != name]
+    others = tuple(f"xai/{n}/" for n in monitor_names(tags) if n is not None and n != name)
 
     def local(tag: str) -> str | None:
-        """The tag as an unnamed monitor writes it, or None when it belongs to no part of this monitor."""
-        if not tag.startswith(own) or any(tag.startswith(o) for o in others):
-            return None
-        return "xai/" + tag[len(own) :]
+        """The tag as an unnamed monitor writes it, or None when it is not this monitor's."""
+        return None if not tag.startswith(own) or tag.startswith(others) else "xai/" + tag[len(own) :]
 
     scalar_tags = set(tags.get("scalars", []))
-    epoch_marks = sorted((e.step, int(e.value)) for e in acc.Scalars("epoch")) if "epoch" in scalar_tags else []
+    marks = sorted((e.step, int(e.value)) for e in acc.Scalars("epoch")) if "epoch" in scalar_tags else []
 
     def epoch_of(step: int) -> int:
         """The epoch Lightning logged at the last step <= ``step`` (the monitor logs at the epoch's end)."""
-        found = [ep for s, ep in epoch_marks if s <= step]
-        return found[-1] if found else (epoch_marks[0][1] if epoch_marks else step)
+        found = [ep for s, ep in marks if s <= step]
+        return found[-1] if found else (marks[0][1] if marks else step)
 
     for tag in sorted(scalar_tags):
-        key = local(tag)
-        if key is None:
-            continue
-        events = acc.Scalars(tag)
-        if key.startswith("xai/summary/"):
-            run.scalars[key] = [(int(e.step), float(e.value)) for e in events]
-        else:
-            run.scalars[key] = [(epoch_of(int(e.step)), float(e.value)) for e in events]
-    for kind, sub in subs.items():  # logged against the epoch
+        if (key := local(tag)) is not None:
+            summary = key.startswith("xai/summary/")  # logged against the epoch already
+            run.scalars[key] = [(e.step if summary else epoch_of(e.step), e.value) for e in acc.Scalars(tag)]
+    for kind, sub in subs.items():
         for tag in sorted(sub.Tags().get("scalars", [])):
-            key = local(tag)
-            if key is not None and key.startswith("xai/summary/"):
+            if (key := local(tag)) is not None and key.startswith("xai/summary/"):
                 points = run.scalars.setdefault(_summary_key(kind, key), [])
-                points += [(int(e.step), float(e.value)) for e in sub.Scalars(tag)]
+                points += [(e.step, e.value) for e in sub.Scalars(tag)]
                 points.sort()
     # the i-th sheet belongs to the i-th evaluation: xai/summary/seconds holds their epochs in order
-    evaluation_epochs = [e for e, _ in run.scalars.get("xai/summary/seconds", [])]
+    evaluations = [e for e, _ in run.scalars.get("xai/summary/seconds", [])]
     images = {local(t): t for t in tags.get("images", [])}
-    if "xai/sheet" in images:
-        events = acc.Images(images["xai/sheet"])
-        for i, img in enumerate(events):
-            same = len(evaluation_epochs) == len(events)
-            epoch = evaluation_epochs[i] if same else epoch_of(int(img.step))
-            run.sheets.append(Sheet(epoch, int(img.step), img.encoded_image_string, int(img.width), int(img.height)))
+    sheets = acc.Images(images["xai/sheet"]) if "xai/sheet" in images else []
+    for i, img in enumerate(sheets):
+        epoch = evaluations[i] if len(evaluations) == len(sheets) else epoch_of(img.step)
+        run.sheets.append(Sheet(epoch, img.step, img.encoded_image_string, img.width, img.height))
     sheet_epochs = {s.step: s.epoch for s in run.sheets}
+
+    def at(step: int) -> int:
+        return sheet_epochs.get(step, epoch_of(step))
+
     for key in sorted(k for k in images if k is not None and re.fullmatch(r"xai/[^/]+/alert/evidence", k)):
         for img in acc.Images(images[key]):
-            epoch = sheet_epochs.get(int(img.step), epoch_of(int(img.step)))
-            picture = Sheet(epoch, int(img.step), img.encoded_image_string, int(img.width), int(img.height))
+            picture = Sheet(at(img.step), img.step, img.encoded_image_string, img.width, img.height)
             run.evidence.append((key.split("/")[1], picture))
     run.evidence.sort(key=lambda item: (item[1].step, item[0]))
-    texts = {local(t): t for t in tags.get("tensors", [])}
+    texts = {local(t): acc.Tensors(t) for t in tags.get("tensors", [])}
+
+    def text(event: Any) -> str:
+        return event.tensor_proto.string_val[0].decode("utf-8", errors="replace")
+
     for key, target in (("xai/alerts/text_summary", run.alerts), ("xai/errors/text_summary", run.errors)):
-        if key in texts:
-            for event in acc.Tensors(texts[key]):
-                epoch = sheet_epochs.get(int(event.step), epoch_of(int(event.step)))
-                for message in _text(event).split("\n\n"):
-                    target.append((epoch, message.replace("**ALERT** — ", "").strip()))
-    if "xai/predictions/text_summary" in texts:
-        for event in acc.Tensors(texts["xai/predictions/text_summary"]):
-            epoch = sheet_epochs.get(int(event.step), epoch_of(int(event.step)))
-            run.predictions[epoch] = parse_markdown_table(_text(event))
-    if "xai/settings/text_summary" in texts:
-        text = _text(acc.Tensors(texts["xai/settings/text_summary"])[0])
-        block = re.search(r"```json\n(.*?)\n```", text, re.S)
-        if block:
-            run.settings = json.loads(block.group(1))
+        for event in texts.get(key, []):
+            target += [(at(event.step), m.replace("**ALERT** — ", "").strip()) for m in text(event).split("\n\n")]
+    for event in texts.get("xai/predictions/text_summary", []):
+        run.predictions[at(event.step)] = parse_markdown_table(text(event))
+    if texts.get("xai/settings/text_summary"):
+        block = re.search(r"```json\n(.*?)\n```", text(texts["xai/settings/text_summary"][0]), re.S)
+        run.settings = json.loads(block.group(1)) if block else {}
     return run

@@ -1,6 +1,5 @@
-"""The input side of the pictures: how a probe, as the model sees it, becomes a displayable image (``denormalize``),
-the checks of that argument, and the model input that displays as black (Integrated Gradients' default baseline
-when ``denormalize=(mean, std)`` is given)."""
+"""The input side of the pictures: probes as the model sees them become displayable images (``denormalize``), the
+checks of that argument, and the model input that displays as black."""
 
 from __future__ import annotations
 
@@ -18,9 +17,7 @@ def _to_float(x: Tensor) -> Tensor:
 
 
 def check_denormalize(denormalize: Denormalize) -> Denormalize:
-    """``denormalize`` normalised: None, a callable, or ``(mean, std)`` as two 1-D float32 tensors (from numbers,
-    lists, tuples, numpy arrays or tensors; given as a tuple or a list). Raises a ValueError naming ``denormalize``
-    for anything else, for NaN/Inf, for a zero std, or for mean and std of different lengths (neither of them 1).
+    """``denormalize`` as None, a callable or two 1-D float32 tensors ``(mean, std)``; else a ValueError naming it.
 
     Example::
 
@@ -29,10 +26,7 @@ def check_denormalize(denormalize: Denormalize) -> Denormalize:
     """
     if denormalize is None or callable(denormalize):
         return denormalize
-    fix = (
-        "pass (mean, std) sequences (one value per channel or one for all), a callable mapping model inputs to "
-        "[0, 1] images, or None."
-    )
+    fix = "pass (mean, std) (one value per channel or one for all), a callable mapping inputs to [0, 1] images or None."
     if not isinstance(denormalize, (tuple, list)) or len(denormalize) != 2:
         raise ValueError(f"`denormalize={denormalize!r}` is not supported; {fix}")
     parts = []
@@ -61,9 +55,8 @@ def check_denormalize(denormalize: Denormalize) -> Denormalize:
 
 
 def check_display_channels(denormalize: Denormalize, channels: int, render: bool = True) -> None:
-    """Raise a ValueError naming ``denormalize`` when ``(mean, std)`` does not fit images with ``channels``
-    channels, or (``render``) when such images cannot be displayed: 1 (grey) or 3 (RGB) channels after
-    ``denormalize``. A callable is checked by calling it (see the setup dry run)."""
+    """Raise a ValueError naming ``denormalize`` when ``(mean, std)`` does not fit ``channels``, or (``render``) when
+    such images cannot be shown (1 or 3 channels after ``denormalize``; a callable is checked by the setup dry run)."""
     if isinstance(denormalize, (tuple, list)):
         for label, part in zip(("means", "stds"), denormalize, strict=True):
             count = torch.as_tensor(part).numel()
@@ -82,11 +75,7 @@ def check_display_channels(denormalize: Denormalize, channels: int, render: bool
 
 
 def black_input(denormalize: Denormalize) -> Tensor | None:
-    """The model input that displays as black, ``-mean / std`` shaped ``(C, 1, 1)``, for ``denormalize=(mean,
-    std)``; None for a callable or None (the inverse is unknown; zeros are black for unnormalised inputs).
-
-    It is Integrated Gradients' default baseline when ``denormalize`` is given: the zero input of a
-    normalised model is the *mean* image, which leaves the background with attribution of its own.
+    """The model input that displays as black, ``-mean / std`` shaped ``(C, 1, 1)``, for ``denormalize=(mean, std)``.
 
     Example::
 
@@ -95,31 +84,16 @@ def black_input(denormalize: Denormalize) -> Tensor | None:
     """
     if not isinstance(denormalize, (tuple, list)) or len(denormalize) != 2:
         return None
-    mean = torch.as_tensor(denormalize[0], dtype=torch.float32).reshape(-1, 1, 1)
-    std = torch.as_tensor(denormalize[1], dtype=torch.float32).reshape(-1, 1, 1)
+    mean, std = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in denormalize)
     return -mean / std
 
 
 def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor:
-    """Convert probe images, as the model sees them, into displayable RGB in ``[0, 1]``.
+    """``(N, C, H, W)`` probes, as the model sees them, as ``(N, 3, H, W)`` RGB in ``[0, 1]`` on their device.
 
-    1. ``denormalize=(mean, std)``: per channel ``x * std + mean`` (sequences of length ``C`` or 1);
-       a callable is applied as is; ``None`` leaves the values alone.
-    2. Single-channel images are repeated to 3 channels.
-    3. With ``denormalize=None`` and any value outside ``[0, 1]`` in the batch, each image is min-max
-       scaled independently (a constant image becomes 0.5 grey); otherwise values are clamped to
-       ``[0, 1]``. Non-finite values count as 0.
-
-    Args:
-        images: ``(N, C, H, W)`` tensor with ``C`` in ``(1, 3)`` (after ``denormalize``).
-        denormalize: ``(mean, std)``, a callable ``Tensor -> Tensor`` or ``None``.
-
-    Returns:
-        ``(N, 3, H, W)`` float tensor in ``[0, 1]`` on the device of ``images``.
-
-    Raises:
-        ValueError: If the images are not 4-D, have a channel count other than 1 or 3, or
-            ``mean``/``std`` do not match the channel count.
+    ``denormalize=(mean, std)`` computes ``x * std + mean`` per channel, a callable is applied, None leaves the values;
+    grey becomes RGB. With None and any value outside ``[0, 1]`` in the batch, each image is min-max scaled (a
+    constant one is 0.5 grey), else values are clamped; non-finite values are 0.
 
     Example::
 
@@ -128,22 +102,15 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
         >>> out.shape, out.unique().tolist()
         (torch.Size([2, 3, 4, 4]), [0.5])
     """
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
-    x = _to_float(images)
+    x, c = _to_float(images), images.shape[1]
     if isinstance(denormalize, (tuple, list)):
-        if len(denormalize) != 2:
-            raise ValueError("denormalize must be a (mean, std) pair or a callable.")
-        c = x.shape[1]
-        stats = []
-        for label, seq in zip(("mean", "std"), denormalize, strict=True):
-            t = torch.as_tensor(seq, dtype=x.dtype, device=x.device).reshape(-1)
+        mean, std = (torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1) for v in denormalize)
+        for label, t in (("mean", mean), ("std", std)):
             if t.numel() not in (1, c):
                 raise ValueError(f"denormalize {label} has {t.numel()} values but the images have {c} channels.")
-            stats.append(t.reshape(1, -1, 1, 1))
-        x = x * stats[1] + stats[0]
+        x = x * std + mean
     elif callable(denormalize):
         out = denormalize(x)
         if not isinstance(out, Tensor) or out.dim() != 4:
@@ -157,18 +124,12 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
             f"Cannot display images with {c} channels: expected 1 (grayscale) or 3 (RGB). "
             "Pass a denormalize callable that maps them to 1 or 3 channels."
         )
-    if c == 1:
-        x = x.expand(-1, 3, -1, -1)
-    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    x = torch.nan_to_num(x.expand(-1, 3, -1, -1), nan=0.0, posinf=0.0, neginf=0.0)  # grey as RGB
     if denormalize is not None or x.numel() == 0:
         return x.clamp(0.0, 1.0)
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
-    lo = flat.amin(dim=1).reshape(n, 1, 1, 1)
-    hi = flat.amax(dim=1).reshape(n, 1, 1, 1)
+    flat = x.reshape(x.shape[0], -1)
+    lo, hi = flat.amin(dim=1)[:, None, None, None], flat.amax(dim=1)[:, None, None, None]
     out_of_range = (flat.amin() < 0.0) | (flat.amax() > 1.0)  # stays a device tensor: no host sync
-    span = hi - lo
-    const = span <= 1e-12
-    scaled = (x - lo) / torch.where(const, torch.ones_like(span), span)
-    scaled = torch.where(const, torch.full_like(x, 0.5), scaled)
+    const = hi - lo <= 1e-12
+    scaled = torch.where(const, 0.5, (x - lo) / torch.where(const, 1.0, hi - lo))
     return torch.where(out_of_range, scaled, x.clamp(0.0, 1.0))

@@ -1,9 +1,5 @@
-"""Sends one evaluation's pictures and tables to every logger of the run that takes them (TensorBoard, CSV, W&B,
-MLflow: :mod:`lightning_xai.visualize.loggers`), through the background writer.
-
-The monitor says what the pictures need to know about it in a :class:`MediaContext` (its name, its drift tracker,
-rules and settings); this module never looks the monitor up among ``trainer.callbacks``.
-"""
+"""Sends one evaluation's pictures and tables, through the background writer, to every logger that takes them; what
+they need to know of the monitor comes in a :class:`MediaContext` (this module never looks in ``trainer.callbacks``)."""
 
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.dashboard import named, summary_scalars
 from lightning_xai.visualize.display import Denormalize, black_input
 from lightning_xai.visualize.evidence import evidence_tag, render_evidence
-from lightning_xai.visualize.loggers import MediaSink, logger_key, sink_for, supported
+from lightning_xai.visualize.loggers import MediaSink, logger_key, sink_for
 from lightning_xai.visualize.media import Picture, evaluation_media
 from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE
 from lightning_xai.visualize.writer import BackgroundWriter
@@ -34,15 +30,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class MediaContext:
-    """What the pictures need from the monitor that logs them, passed to :meth:`MediaLogger.log`.
-
-    Attributes:
-        name: the monitor's ``name=``: every tag, file and directory becomes ``xai/<name>/...`` (None: as documented).
-        drift: the drift tracker (``reference``, ``reference_epochs``, ``distances``, ``probe_threshold``) that
-            captions the sheet with each probe's drift against the reference; None: no drift captions.
-        rules: the :class:`~lightning_xai.DriftRule` s (their series and thresholds get summary charts).
-        settings: the run's settings as primitives (:func:`monitor_settings`), written once per logger version.
-    """
+    """What the pictures need from the monitor that logs them: its ``name`` (tags ``xai/<name>/...``), the ``drift``
+    tracker whose reference captions the sheet (None: no captions), the drift ``rules`` (summary charts) and the run's
+    ``settings`` as primitives (written once per logger version)."""
 
     name: str | None = None
     drift: Any = None
@@ -70,12 +60,8 @@ class MediaContext:
 
 
 class MediaLogger:
-    """Renders an evaluation (the sheet and the grids on the training device, copied to the CPU once; an evidence
-    image per alert that carries evidence) and queues it for every logger of the trainer that takes images, on rank 0.
-
-    The probes grid and the settings go to each logger version once: a fit resumed into a new version writes them
-    there too (:attr:`probes_logged` holds the versions that have them, kept in the checkpoint).
-    """
+    """Renders an evaluation (and an evidence image per alert with evidence) and queues it for every logger of the
+    trainer that takes images, on rank 0; the probes grid and the settings once per logger version."""
 
     def __init__(
         self,
@@ -89,8 +75,7 @@ class MediaLogger:
         self.colormap, self.denormalize, self.log_heatmaps = colormap, denormalize, log_heatmaps
         self.tile_size, self.grids = check_int("tile_size", tile_size, 16), grids
         self.writer = BackgroundWriter(background=background)
-        #: the logger versions (:func:`~lightning_xai.visualize.loggers.logger_key`) that have the probes and settings
-        self.logged_to: set[str] = set()
+        self.logged_to: set[str] = set()  # the logger versions (:func:`logger_key`) that have the probes and settings
         self._sinks: dict[int, MediaSink] = {}
 
     @property
@@ -104,17 +89,13 @@ class MediaLogger:
         self.logged_to = {str(v) for v in value} if isinstance(value, (list, tuple, set)) else set()
 
     @staticmethod
-    def tensorboard_loggers(trainer: Trainer) -> list[TensorBoardLogger]:
-        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
-    @staticmethod
     def image_loggers(trainer: Trainer) -> list[Logger]:
         """The loggers that receive the sheet, grids and tables: TensorBoard, CSV, W&B and MLflow."""
-        return [lg for lg in trainer.loggers if supported(lg)]
+        return [lg for lg in trainer.loggers if sink_for(lg) is not None]
 
     def missing_logger_message(self, trainer: Trainer) -> str | None:
         """The warning for a run without a TensorBoardLogger (None when it has one): what is and is not logged."""
-        if self.tensorboard_loggers(trainer):
+        if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
             return None
         others = [type(lg).__name__ for lg in self.image_loggers(trainer)]
         if others:
@@ -129,15 +110,12 @@ class MediaLogger:
         )
 
     def sinks(self, trainer: Trainer) -> list[MediaSink]:
-        out = []
-        for logger in self.image_loggers(trainer):
-            sink = self._sinks.get(id(logger))
-            if sink is None or sink.logger is not logger:
-                sink = sink_for(logger)
-                assert sink is not None
+        """One sink per image logger, kept while the logger is the same object."""
+        for logger in trainer.loggers:
+            kept = self._sinks.get(id(logger))
+            if (kept is None or kept.logger is not logger) and (sink := sink_for(logger)) is not None:
                 self._sinks[id(logger)] = sink
-            out.append(sink)
-        return out
+        return [self._sinks[id(logger)] for logger in self.image_loggers(trainer)]
 
     def log(
         self,
@@ -148,94 +126,64 @@ class MediaLogger:
         normalizations: Mapping[str, str],
         context: MediaContext | None = None,
     ) -> None:
-        """Render and queue one evaluation for every image logger (rank 0). ``context``: what the monitor tells the
-        pictures (:meth:`MediaContext.from_monitor`); None logs without drift captions, name or run settings."""
+        """Render and queue one evaluation for every image logger (rank 0); a rendering failure is warned about.
+        ``context``: what the monitor tells the pictures (None: no drift captions, name or run settings)."""
         sinks = self.sinks(trainer) if trainer.is_global_zero else []
         if not sinks:
             return
+        context = context or MediaContext()
         try:
-            context = context or MediaContext()
-            self._log(sinks, done, labels, record, normalizations, context)
+            drift, note = probe_drift(context.drift, done)
+            keys = [logger_key(sink.logger) for sink in sinks]
+            style: dict[str, Any] = dict(denormalize=self.denormalize, colormap=self.colormap, tile_size=self.tile_size)
+            title = f"epoch {record.epoch}   step {record.global_step}"
+            if alerted := ", ".join(sorted({a.method for a in record.alerts})):  # (the red figures are not the alert's)
+                title += f"   ALERT: {alerted} (see xai/alerts)"
+            media = evaluation_media(
+                done.inputs,
+                done.results,
+                normalizations,
+                epoch=record.epoch,
+                step=record.global_step,
+                predicted=done.predicted,
+                confidence=done.confidence,
+                targets=done.targets,
+                labels=labels,
+                errors=record.errors,
+                alert_messages=[alert_text(a) for a in record.alerts],
+                log_heatmaps=self.log_heatmaps,
+                grids=self.grids,
+                include_probes=any(key not in self.logged_to for key in keys),
+                drift=drift,
+                drift_note=note,
+                probe_threshold=getattr(context.drift, "probe_threshold", None),
+                title=title,
+                **style,
+            )
+            for alert in record.alerts:  # one evidence image per method: its first alert with evidence
+                tag = evidence_tag(alert.method)
+                if getattr(alert, "evidence", None) is None or any(t == tag for t, _ in media.images):
+                    continue
+                if (image := render_evidence(done.inputs, alert, labels=labels, **style)) is not None:
+                    media.images.append((tag, Picture.from_tensor(image)))
+            name = context.name
+            media.images = [(named(tag, name), image) for tag, image in media.images]
+            media.tables = [(named(tag, name), table) for tag, table in media.tables]
+            media.texts = [(named(tag, name), text) for tag, text in media.texts]
+            media.methods, media.name, media.rules = list(normalizations), name, context.rules
+            media.summary = summary_scalars(record.scalars, record.alerts, media.methods, context.rules, name)
+            settings = {**context.settings, "num_probes": int(done.inputs.shape[0]), "colormap": self.colormap}
+            settings["tile_size"] = self.tile_size
+            probes_tag = named("xai/probes", name)
+            for sink, key in zip(sinks, keys, strict=True):
+                first = key not in self.logged_to
+                images = [(t, i) for t, i in media.images if first or t != probes_tag]
+                mine = dataclasses.replace(media, images=images, settings=settings if first else None)
+                for job in sink.jobs(mine):
+                    self.writer.submit(job)
+                self.logged_to.add(key)
         except Exception as err:  # noqa: BLE001 - pictures must never stop training
             rank_zero_warn(f"AttributionMonitor: rendering the pictures failed, none logged this epoch: {err!r}")
-
-    def _log(
-        self,
-        sinks: list[MediaSink],
-        done: ProbeExplanations,
-        labels: Tensor | None,
-        record: Evaluation,
-        normalizations: Mapping[str, str],
-        context: MediaContext,
-    ) -> None:
-        drift, note = probe_drift(context.drift, done)
-        keys = [logger_key(sink.logger) for sink in sinks]
-        media = evaluation_media(
-            done.inputs,
-            done.results,
-            normalizations,
-            epoch=record.epoch,
-            step=record.global_step,
-            predicted=done.predicted,
-            confidence=done.confidence,
-            targets=done.targets,
-            labels=labels,
-            errors=record.errors,
-            alert_messages=[alert_text(a) for a in record.alerts],
-            colormap=self.colormap,
-            denormalize=self.denormalize,
-            log_heatmaps=self.log_heatmaps,
-            grids=self.grids,
-            include_probes=any(key not in self.logged_to for key in keys),
-            tile_size=self.tile_size,
-            drift=drift,
-            drift_note=note,
-            probe_threshold=getattr(context.drift, "probe_threshold", None),
-            title=f"epoch {record.epoch}   step {record.global_step}" + _alert_title(record.alerts),
-        )
-        media.images += self._evidence(done, labels, record.alerts)
-        name = context.name
-        media.images = [(named(tag, name), image) for tag, image in media.images]
-        media.tables = [(named(tag, name), table) for tag, table in media.tables]
-        media.texts = [(named(tag, name), text) for tag, text in media.texts]
-        methods = list(normalizations)
-        summary = summary_scalars(record.scalars, record.alerts, methods, context.rules, name)
-        settings = self.settings(context.settings, int(done.inputs.shape[0]))
-        probes_tag = named("xai/probes", name)
-        for sink, key in zip(sinks, keys, strict=True):
-            first = key not in self.logged_to
-            mine = dataclasses.replace(
-                media,
-                images=[(t, i) for t, i in media.images if first or t != probes_tag],
-                settings=settings if first else None,
-            )
-            for job in sink.jobs(mine, methods, name=name, summary=summary, rules=context.rules):
-                self.writer.submit(job)
-            self.logged_to.add(key)
-
-    def _evidence(self, done: ProbeExplanations, labels: Tensor | None, alerts: Sequence[Any]) -> list[tuple[str, Any]]:
-        """One evidence image per method that alerted with evidence (the first such alert of the evaluation)."""
-        images: list[tuple[str, Any]] = []
-        for alert in alerts:
-            tag = evidence_tag(alert.method)
-            if getattr(alert, "evidence", None) is None or any(t == tag for t, _ in images):
-                continue
-            image = render_evidence(
-                done.inputs,
-                alert,
-                denormalize=self.denormalize,
-                colormap=self.colormap,
-                tile_size=self.tile_size,
-                labels=labels,
-            )
-            if image is not None:
-                images.append((tag, Picture.from_tensor(image)))
-        return images
-
-    def settings(self, monitor: Mapping[str, Any], num_probes: int) -> dict[str, Any]:
-        """The run's settings as written: the monitor's (``MediaContext.settings``), the number of probes and the
-        presentation (colormap, tile size)."""
-        return {**monitor, "num_probes": num_probes, "colormap": self.colormap, "tile_size": self.tile_size}
 
     def flush(self) -> None:
         """Wait for queued media; warn about any that failed to write."""
@@ -251,21 +199,11 @@ class MediaLogger:
             sink.close()
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: loggers are found again on each rank
-        state = self.__dict__.copy()
-        state["_sinks"] = {}
-        return state
-
-
-def _alert_title(alerts: Sequence[Any]) -> str:
-    """What the sheet's title says of this evaluation's alerts: the methods that alerted (the sheet's red "vs ref"
-    figures are each probe's rank drift, not the detector's signal)."""
-    methods = sorted({a.method for a in alerts})
-    return f"   ALERT: {', '.join(methods)} (see xai/alerts)" if methods else ""
+        return {**self.__dict__, "_sinks": {}}
 
 
 def alert_text(alert: Any) -> str:
-    """An alert as the ``xai/alerts`` text shows it: its message, then the value against its threshold (the
-    message is kept short for the warning; the text has room for the numbers).
+    """An alert as the ``xai/alerts`` text shows it: its message, then the value against its threshold.
 
     Example::
 
@@ -273,15 +211,13 @@ def alert_text(alert: Any) -> str:
         >>> alert_text(DriftAlert(5, 50, "gradcam", "novel_relevance", "mean", 0.052, 0.031, (1, 3), "Moved."))
         'Moved. (score 0.052 >= threshold 0.031; probes [1, 3])'
     """
-    return (
-        f"{alert.message} (score {alert.value:.3g} >= threshold {alert.threshold:.3g}; "
-        f"probes {list(alert.probe_indices)})"
-    )
+    values = f"score {alert.value:.3g} >= threshold {alert.threshold:.3g}; probes {list(alert.probe_indices)}"
+    return f"{alert.message} ({values})"
 
 
 def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor | None], str]:
-    """Per method, each probe's rank drift (1 - Spearman of |A|) against the tracker's reference maps (None before
-    the reference epoch, or for a map the time budget cut), and the legend line that says so."""
+    """Per method, each probe's rank drift against the tracker's reference maps (None before the reference epoch, or
+    for a map the time budget cut), and the legend line that says so."""
     reference = getattr(tracker, "reference", None)
     if tracker is None or not isinstance(reference, dict):
         return {}, ""
@@ -350,18 +286,15 @@ def resolved_method_settings(explainer: Any, denormalize: Denormalize = None) ->
 
 
 def describe_baseline(baseline: Any, denormalize: Denormalize = None) -> Any:
-    """Integrated Gradients' baseline in words: ``"zeros"``, the number, ``"black (-mean/std) [...]"`` for the input
-    that displays as black, or the tensor's shape and values (the first 8).
+    """Integrated Gradients' baseline in words: zeros, the number, black (``-mean/std``), or a tensor's first values.
 
     Example::
 
         >>> describe_baseline(None), describe_baseline(0.5), describe_baseline(torch.zeros(3, 1, 1))
         ('zeros', 0.5, 'tensor (3, 1, 1) [0.0, 0.0, 0.0]')
     """
-    if baseline is None:
-        return "zeros"
-    if not isinstance(baseline, Tensor):
-        return baseline
+    if baseline is None or not isinstance(baseline, Tensor):
+        return "zeros" if baseline is None else baseline
     values = [round(float(v), 4) for v in baseline.detach().flatten()[:8].cpu()]
     shown = f"{values}" if baseline.numel() <= 8 else f"{values[:-1]}..."
     black = black_input(denormalize)

@@ -1,36 +1,20 @@
-"""Where one evaluation's media go, per logger in ``trainer.loggers``. A named monitor's tags, files and keys are
-``xai/<name>/...`` (``xai/<name>/sheet``, ``<log_dir>/xai/<name>/settings.json``, ...).
-
-* :class:`~lightning.pytorch.loggers.TensorBoardLogger`: images, tables as markdown text (``add_text``), the summary
-  series against the epoch (in the runs ``xai-score``, ``xai-threshold``, ``xai-alert`` inside the logger's directory,
-  one colour each: :mod:`lightning_xai.visualize.dashboard`) and, once per event file, the dashboard layout of every
-  monitor that writes to it.
-* :class:`~lightning.pytorch.loggers.CSVLogger`: PNG, CSV and markdown files beside ``metrics.csv``, in
-  ``<log_dir>/<tag>/epoch=EEEE-step=SSSSSSS.<ext>`` (e.g. ``xai/sheet/epoch=0003-step=0000120.png``,
-  ``xai/predictions/epoch=0003-step=0000120.csv``) and ``<log_dir>/xai/settings.json``.
-* :class:`~lightning.pytorch.loggers.WandbLogger`: ``log_image`` and ``log_table`` at the global step; the settings
-  go to the run's config under ``xai`` (``xai/<name>``).
-* :class:`~lightning.pytorch.loggers.MLFlowLogger`: ``log_image`` (an image series per tag, with its step),
-  ``log_text`` for tables and texts, ``log_dict`` for the settings, as artifacts under ``xai/``.
-
-W&B and MLflow are imported lazily (only their loggers import them); neither is a dependency.
-"""
+"""Where one evaluation's media go, per logger: TensorBoard (images, markdown, the dashboard), CSV (files
+``<log_dir>/<tag>/epoch=EEEE-step=SSSSSSS.<png|csv|md>``), W&B (images, tables, the config) and MLflow (image series,
+text artifacts, ``log_dict``). W&B and MLflow are imported only by their own loggers."""
 
 from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 
 from lightning_xai.visualize.dashboard import MAIN_RUN, SUMMARY_RUNS, custom_scalars_layout, layout_summary, named
 from lightning_xai.visualize.media import EvaluationMedia, Picture
 from lightning_xai.visualize.writer import Job
-
-__all__ = ["MediaSink", "logger_key", "media_file_name", "sink_for", "supported"]
 
 
 def media_file_name(epoch: int, step: int, ext: str) -> str:
@@ -45,26 +29,13 @@ def media_file_name(epoch: int, step: int, ext: str) -> str:
 
 
 class MediaSink:
-    """Turns an :class:`EvaluationMedia` into background jobs for one logger.
-
-    ``jobs`` gets the media with a named monitor's tags already prefixed (``xai/<name>/...``); ``name`` prefixes what
-    the sink names itself (settings file or key, dashboard layout), ``summary`` holds the epoch-level summary series
-    per TensorBoard run (:func:`~lightning_xai.visualize.dashboard.summary_scalars`) and ``rules`` the monitor's
-    :class:`~lightning_xai.DriftRule` s (charts of the layout).
-    """
+    """Turns an :class:`~lightning_xai.visualize.media.EvaluationMedia` (its tags already named) into background jobs
+    for one logger."""
 
     def __init__(self, logger: Logger) -> None:
         self.logger = logger
 
-    def jobs(
-        self,
-        media: EvaluationMedia,
-        methods: list[str],
-        *,
-        name: str | None = None,
-        summary: Mapping[str, Mapping[str, float]] | None = None,
-        rules: Sequence[Any] = (),
-    ) -> list[Job]:
+    def jobs(self, media: EvaluationMedia) -> list[Job]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -81,41 +52,28 @@ class TensorBoardSink(MediaSink):
         self._runs: dict[str, Any] = {}  # the summary runs' SummaryWriters (xai-score, ...), per logger directory
         self._runs_for: Any = None
 
-    def jobs(
-        self,
-        media: EvaluationMedia,
-        methods: list[str],
-        *,
-        name: str | None = None,
-        summary: Mapping[str, Mapping[str, float]] | None = None,
-        rules: Sequence[Any] = (),
-    ) -> list[Job]:
+    def jobs(self, media: EvaluationMedia) -> list[Job]:
         writer: Any = self.logger.experiment  # type: ignore[attr-defined]
-        step, epoch = media.step, media.epoch
         jobs: list[Job] = []
         layouts = _LAYOUTS.setdefault(writer, {})
-        if name not in layouts:  # a resumed run opens a new writer: the layout goes to its event file too
-            layouts[name] = custom_scalars_layout(methods, name, rules)
-            event = layout_summary(list(layouts.values()))
-            jobs.append(lambda: _write_summary(writer, event, None))
+        if media.name not in layouts:  # a resumed run opens a new writer: the layout goes to its event file too
+            layouts[media.name] = custom_scalars_layout(media.methods, media.name, media.rules)
+            jobs.append(partial(_write_summary, writer, layout_summary(list(layouts.values())), None))
         texts = [(tag, table.markdown()) for tag, table in media.tables] + list(media.texts)
         if media.settings is not None:
-            texts.insert(0, (named("xai/settings", name), settings_markdown(media.settings)))
-        for tag, image in media.images:
-            jobs.append(_bind(_tensorboard_image, writer, tag, image, step))
-        for tag, text in texts:
-            jobs.append(_bind(lambda t, md: writer.add_text(t, md, global_step=step), tag, text))
-        points = {run: dict(values) for run, values in (summary or {}).items() if values}
+            texts.insert(0, (named("xai/settings", media.name), settings_markdown(media.settings)))
+        jobs += [partial(_tensorboard_image, writer, tag, image, media.step) for tag, image in media.images]
+        jobs += [partial(writer.add_text, tag, text, global_step=media.step) for tag, text in texts]
+        points = {run: dict(values) for run, values in media.summary.items() if values}
         if points:
             # every summary run opened at once, in one order: TensorBoard colours runs by the order they started
-            # (score blue, alert red, threshold light blue with its default palette)
-            runs = {run: self._run_writer(writer, run) for run in SUMMARY_RUNS if summary and run in summary}
+            runs = {run: self._run_writer(writer, run) for run in SUMMARY_RUNS if run in media.summary}
             writers = {run: writer if run == MAIN_RUN else runs[run] for run in points}
 
             def scalars() -> None:
                 for run, values in points.items():
                     for tag, value in values.items():
-                        writers[run].add_scalar(tag, value, global_step=epoch)
+                        writers[run].add_scalar(tag, value, global_step=media.epoch)
                     if run != MAIN_RUN:
                         writers[run].flush()
 
@@ -140,8 +98,7 @@ class TensorBoardSink(MediaSink):
 
 
 def _write_summary(writer: Any, summary: Any, step: int | None) -> None:
-    file_writer = writer.file_writer if writer.file_writer is not None else writer._get_file_writer()
-    file_writer.add_summary(summary, step)
+    (writer.file_writer or writer._get_file_writer()).add_summary(summary, step)
 
 
 def _tensorboard_image(writer: Any, tag: str, image: Picture, step: int) -> None:
@@ -152,159 +109,105 @@ def _tensorboard_image(writer: Any, tag: str, image: Picture, step: int) -> None
     _write_summary(writer, Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
 
-def _png(image: Picture) -> bytes:
-    """A picture's PNG bytes, encoded once for every logger."""
-    return image.png()
-
-
-def _array(image: Picture) -> Any:
-    """A picture's ``(H, W, 3)`` uint8 array, composed once for every logger."""
-    return image.array()
+def _text_files(media: EvaluationMedia) -> list[tuple[str, str, str]]:
+    """``(tag, extension, text)`` of the tables (CSV) and texts (markdown)."""
+    return [(tag, "csv", table.csv()) for tag, table in media.tables] + [(tag, "md", x) for tag, x in media.texts]
 
 
 class FileSink(MediaSink):
     """Files under ``<log_dir>/xai/`` (the :class:`CSVLogger`'s directory, beside ``metrics.csv``)."""
 
-    def jobs(
-        self,
-        media: EvaluationMedia,
-        methods: list[str],
-        *,
-        name: str | None = None,
-        summary: Mapping[str, Mapping[str, float]] | None = None,
-        rules: Sequence[Any] = (),
-    ) -> list[Job]:
+    def jobs(self, media: EvaluationMedia) -> list[Job]:
         log_dir = Path(str(self.logger.log_dir))
-        file_name = media_file_name(media.epoch, media.step, "{ext}")
         items: list[tuple[str, str, Any]] = [(tag, "png", image) for tag, image in media.images]
-        items += [(tag, "csv", table.csv()) for tag, table in media.tables]
-        items += [(tag, "md", text) for tag, text in media.texts]
-        jobs = [_bind(_write_file, log_dir / tag / file_name.format(ext=ext), data) for tag, ext, data in items]
+        items += _text_files(media)
+        name = media_file_name(media.epoch, media.step, "{ext}")
+        jobs: list[Job] = [partial(_write_file, log_dir / tag / name.format(ext=ext), x) for tag, ext, x in items]
         if media.settings is not None:
-            path = log_dir / (named("xai/settings", name) + ".json")
-            jobs.append(_bind(_write_file, path, json.dumps(media.settings, indent=2, default=str)))
+            path = log_dir / (named("xai/settings", media.name) + ".json")
+            jobs.append(partial(_write_file, path, json.dumps(media.settings, indent=2, default=str)))
         return jobs
 
 
-def _write_file(path: Path, data: Any) -> None:
+def _write_file(path: Path, data: str | Picture) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        path.write_text(data, encoding="utf-8")
-    else:
-        path.write_bytes(_png(data))
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data.png())
 
 
 class WandbSink(MediaSink):
-    def jobs(
-        self,
-        media: EvaluationMedia,
-        methods: list[str],
-        *,
-        name: str | None = None,
-        summary: Mapping[str, Mapping[str, float]] | None = None,
-        rules: Sequence[Any] = (),
-    ) -> list[Job]:
+    def jobs(self, media: EvaluationMedia) -> list[Job]:
         logger: Any = self.logger
-        step = media.step
         jobs: list[Job] = []
         if media.settings is not None:
-            settings = json.loads(json.dumps(media.settings, default=str))
-            key = "xai" if name is None else f"xai/{name}"
-            jobs.append(lambda: logger.experiment.config.update({key: settings}, allow_val_change=True))
-        for tag, image in media.images:
-            jobs.append(_bind(lambda t, i: logger.log_image(key=t, images=[_array(i)], step=step), tag, image))
-        for tag, table in media.tables:
-            rows = [[_plain(v) for v in row] for row in table.rows]
-            jobs.append(
-                _bind(lambda t, c, r: logger.log_table(key=t, columns=c, data=r, step=step), tag, table.columns, rows)
-            )
-        for tag, text in media.texts:
-            jobs.append(
-                _bind(lambda t, x: logger.log_table(key=t, columns=["message"], data=[[x]], step=step), tag, text)
-            )
+            key = "xai" if media.name is None else f"xai/{media.name}"
+            jobs.append(partial(_wandb_config, logger, {key: json.loads(json.dumps(media.settings, default=str))}))
+        jobs += [partial(_wandb_image, logger, tag, image, media.step) for tag, image in media.images]
+        tables = [
+            (tag, t.columns, [["" if v is None else v for v in row] for row in t.rows]) for tag, t in media.tables
+        ]
+        tables += [(tag, ["message"], [[text]]) for tag, text in media.texts]
+        for tag, columns, rows in tables:
+            jobs.append(partial(logger.log_table, key=tag, columns=columns, data=rows, step=media.step))
         return jobs
 
 
-def _plain(value: Any) -> Any:
-    return "" if value is None else value
+def _wandb_config(logger: Any, settings: dict[str, Any]) -> None:
+    logger.experiment.config.update(settings, allow_val_change=True)
+
+
+def _wandb_image(logger: Any, tag: str, image: Picture, step: int) -> None:
+    logger.log_image(key=tag, images=[image.array()], step=step)
 
 
 class MlflowSink(MediaSink):
-    def jobs(
-        self,
-        media: EvaluationMedia,
-        methods: list[str],
-        *,
-        name: str | None = None,
-        summary: Mapping[str, Mapping[str, float]] | None = None,
-        rules: Sequence[Any] = (),
-    ) -> list[Job]:
+    def jobs(self, media: EvaluationMedia) -> list[Job]:
         logger: Any = self.logger
-        step, file_name = media.step, media_file_name(media.epoch, media.step, "{ext}")
+        name = media_file_name(media.epoch, media.step, "{ext}")
         jobs: list[Job] = []
         if media.settings is not None:
             settings = json.loads(json.dumps(media.settings, default=str))
-            where = named("xai/settings", name) + ".json"
-            jobs.append(_bind(lambda s, p: logger.experiment.log_dict(logger.run_id, s, p), settings, where))
-        for tag, image in media.images:
-            jobs.append(_bind(lambda t, i: _mlflow_image(logger, t, _array(i), step, file_name), tag, image))
-        for tag, table in media.tables:
-            path = f"{tag}/{file_name.format(ext='csv')}"
-            jobs.append(_bind(lambda x, p: logger.experiment.log_text(logger.run_id, x, p), table.csv(), path))
-        for tag, text in media.texts:
-            path = f"{tag}/{file_name.format(ext='md')}"
-            jobs.append(_bind(lambda x, p: logger.experiment.log_text(logger.run_id, x, p), text, path))
+            jobs.append(partial(_mlflow, logger, "log_dict", settings, named("xai/settings", media.name) + ".json"))
+        jobs += [partial(_mlflow_image, logger, tag, image, media.step, name) for tag, image in media.images]
+        for tag, ext, text in _text_files(media):
+            jobs.append(partial(_mlflow, logger, "log_text", text, f"{tag}/{name.format(ext=ext)}"))
         return jobs
 
 
-def _mlflow_image(logger: Any, tag: str, array: Any, step: int, name: str) -> None:
+def _mlflow(logger: Any, method: str, *args: Any) -> None:
+    """``MlflowClient.<method>(run_id, *args)`` (the client is made when the job runs)."""
+    getattr(logger.experiment, method)(logger.run_id, *args)
+
+
+def _mlflow_image(logger: Any, tag: str, image: Picture, step: int, name: str) -> None:
     """An image series (``key``/``step``, MLflow >= 2.12), else a plain artifact ``xai/<tag>/epoch=...png``."""
     try:
-        logger.experiment.log_image(logger.run_id, array, key=tag, step=step)
+        logger.experiment.log_image(logger.run_id, image.array(), key=tag, step=step)
     except TypeError:  # an MLflow without image series
-        logger.experiment.log_image(logger.run_id, array, artifact_file=f"{tag}/{name.format(ext='png')}")
+        logger.experiment.log_image(logger.run_id, image.array(), artifact_file=f"{tag}/{name.format(ext='png')}")
 
 
-def _bind(fn: Callable[..., None], *args: Any) -> Job:
-    return lambda: fn(*args)
+#: the sinks of the loggers that take images, by the name of the logger's class (or a base class): W&B and MLflow are
+#: matched by name, so that neither is imported here
+SINKS = dict(TensorBoardLogger=TensorBoardSink, CSVLogger=FileSink, WandbLogger=WandbSink, MLFlowLogger=MlflowSink)
 
 
-def _logger_kind(logger: Logger) -> type[MediaSink] | None:
-    if isinstance(logger, TensorBoardLogger):
-        return TensorBoardSink
-    if isinstance(logger, CSVLogger):
-        return FileSink
-    names = {cls.__name__ for cls in type(logger).__mro__}
-    if "WandbLogger" in names:  # matched by name: importing lightning's wandb module costs nothing, wandb itself is
-        return WandbSink  # only imported by the logger when it logs
-    if "MLFlowLogger" in names:
-        return MlflowSink
-    return None
+def sink_for(logger: Logger) -> MediaSink | None:
+    """A new sink for ``logger``; None for a logger that takes no images (TensorBoard, CSV, W&B and MLflow do)."""
+    kinds = [SINKS[cls.__name__] for cls in type(logger).__mro__ if cls.__name__ in SINKS]
+    return kinds[0](logger) if kinds else None
 
 
 def logger_key(logger: Logger) -> str:
-    """Which logger and which of its runs (version): its kind and directory (TensorBoard, CSV) or run id (W&B,
-    MLflow). A resumed fit that logs to a new version gets a new key.
+    """Which logger and which of its runs: its kind and directory (TensorBoard, CSV) or version (W&B, MLflow).
 
     Example::
 
+        >>> from lightning.pytorch.loggers import CSVLogger
         >>> logger_key(CSVLogger("logs", name="csv", version=3))
         'CSVLogger:logs/csv/version_3'
     """
     place = getattr(logger, "log_dir", None)
-    if place is None:
-        place = getattr(logger, "version", None)
-    return f"{type(logger).__name__}:{place}"
-
-
-def supported(logger: Logger) -> bool:
-    """True for the loggers that receive images: TensorBoard, CSV, W&B and MLflow."""
-    return _logger_kind(logger) is not None
-
-
-def sink_for(logger: Logger) -> MediaSink | None:
-    kind = _logger_kind(logger)
-    return None if kind is None else kind(logger)
+    return f"{type(logger).__name__}:{getattr(logger, 'version', None) if place is None else place}"
 
 
 def settings_markdown(settings: dict[str, Any]) -> str:

@@ -1,12 +1,6 @@
-"""What the monitor shows for one evaluation, whatever the logger: the explanation sheet (and, opt-in, the compact
-32-px grids), the predictions table, markdown texts (alerts, errors, the run's settings) and the epoch-level summary
-scalars.
-
-The training thread does the torch work (tiles rendered as one batch on the training device, one copy to the CPU);
-each image is then a :class:`Picture` that composes itself (numpy and Pillow) and encodes its PNG once, the first time
-a logger asks, on the background thread of :mod:`lightning_xai.visualize.writer`; every logger shares the same bytes.
-Where each piece goes is :mod:`lightning_xai.visualize.loggers`' business.
-"""
+"""What the monitor shows for one evaluation, whatever the logger: the sheet (and, opt-in, compact grids), the
+predictions table and markdown texts. The torch work runs on the training thread; each :class:`Picture` is composed
+and PNG-encoded once, when a logger first asks, on the background writer's thread (:mod:`.writer`)."""
 
 from __future__ import annotations
 
@@ -24,14 +18,13 @@ from PIL import Image
 from torch import Tensor
 
 from lightning_xai.explain import Explanation
+from lightning_xai.visualize.display import Denormalize, to_display_images
 from lightning_xai.visualize.render import (
-    Denormalize,
     apply_colormap,
     make_grid,
     normalize_maps,
     one_torch_thread,
     overlay,
-    to_display_images,
     to_uint8,
 )
 from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE, prepare_sheet
@@ -55,14 +48,7 @@ def encode_png(image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> b
 
 
 class Picture:
-    """One image of an evaluation, composed and PNG-encoded at most once, when first asked for (thread-safe).
-
-    Ask only inside the background writer's jobs: composing (numpy, Pillow) and encoding then run off the training
-    thread, and every logger gets the same array and the same PNG bytes.
-
-    Attributes:
-        height, width: its size in pixels (known before it is composed).
-        compose_seconds, encode_seconds: CPU time its composition and its encoding took (0 until done).
+    """An image composed and PNG-encoded once, when first asked for (thread-safe), for every logger alike.
 
     Example::
 
@@ -109,69 +95,16 @@ class Picture:
         return torch.from_numpy(self.array()).permute(2, 0, 1)
 
 
-def heat_maps(results: Mapping[str, Explanation], normalizations: Mapping[str, str], device: Any) -> dict[str, Tensor]:
-    """Per method, its display maps scaled to ``[0, 1]`` (:func:`normalize_maps`), on ``device``: what the sheet and
-    the grids colour."""
-    return {n: normalize_maps(r.display.to(device), mode=normalizations.get(n, "max")) for n, r in results.items()}
-
-
-def image_grids(
-    display: Tensor,
-    heats: Mapping[str, Tensor],
-    *,
-    colormap: str,
-    overlays: bool,
-    log_heatmaps: bool,
-    include_probes: bool,
-) -> list[tuple[str, Tensor]]:
-    """The compact grids, ``(tag, (3, H, W) uint8 CPU grid)``: ``xai/probes`` (when ``include_probes``), per method
-    ``xai/<method>/overlay`` (with ``overlays``) and ``xai/<method>/heatmap`` (with ``log_heatmaps``).
-
-    Args:
-        display: ``(N, 3, H, W)`` display images (:func:`to_display_images`).
-        heats: method -> ``(N, H', W')`` heat in ``[0, 1]`` (:func:`heat_maps`).
-
-    Example::
-
-        >>> grids = image_grids(torch.rand(3, 3, 8, 8), {"m": torch.rand(3, 8, 8)}, colormap="jet", overlays=True,
-        ...     log_heatmaps=True, include_probes=True)
-        >>> [(tag, tuple(g.shape), g.dtype) for tag, g in grids]  # doctest: +NORMALIZE_WHITESPACE
-        [('xai/probes', (3, 12, 32), torch.uint8), ('xai/m/overlay', (3, 12, 32), torch.uint8),
-         ('xai/m/heatmap', (3, 12, 32), torch.uint8)]
-    """
-    nrow = grid_columns(len(display))
-    size = tuple(display.shape[-2:])
-    grids: list[tuple[str, Tensor]] = []
-    if include_probes:
-        grids.append(("xai/probes", to_uint8(make_grid(display, nrow=nrow)).cpu()))
-    for name, heat in heats.items():
-        if overlays:
-            sized = (
-                heat if tuple(heat.shape[-2:]) == size else F.interpolate(heat[:, None], size, mode="bilinear")[:, 0]
-            )
-            blended = overlay(display, apply_colormap(sized, colormap), sized)
-            grids.append((f"xai/{name}/overlay", to_uint8(make_grid(blended, nrow=nrow)).cpu()))
-        if log_heatmaps:
-            grids.append((f"xai/{name}/heatmap", to_uint8(make_grid(apply_colormap(heat, colormap), nrow=nrow)).cpu()))
-    return grids
-
-
-def grid_columns(count: int) -> int:
-    """Images per grid row: all of them up to 8."""
-    return min(8, max(1, count))
-
-
 @dataclass
 class Table:
-    """A small table: column names and rows of primitives (``None`` where unknown)."""
+    """Column names and rows of primitives (``None`` where unknown)."""
 
     columns: list[str]
     rows: list[list[Any]] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---:|" * len(self.columns)]
-        lines += ["| " + " | ".join(_cell(v, "–") for v in row) + " |" for row in self.rows]
-        return "\n".join(lines)
+        return "\n".join(lines + ["| " + " | ".join(_cell(v, "–") for v in row) + " |" for row in self.rows])
 
     def csv(self) -> str:
         """Comma-separated, header first (no value holds a comma)."""
@@ -179,11 +112,7 @@ class Table:
 
 
 def _cell(value: Any, missing: str) -> str:
-    if value is None:
-        return missing
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    return missing if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def prediction_rows(
@@ -193,46 +122,40 @@ def prediction_rows(
     confidence: Tensor,
     drift: Mapping[str, Tensor | None] | None = None,
 ) -> Table:
-    """The predictions table as a :class:`Table`: probe, label, target, predicted, confidence (and drift per method).
+    """The predictions table: probe, label, target, predicted, confidence (and drift per method).
 
     Example::
 
-        >>> import torch
         >>> t = prediction_rows(None, torch.tensor([1]), torch.tensor([1]), torch.tensor([0.5]), {"gradcam": None})
         >>> t.columns, t.rows
         (['probe', 'label', 'target', 'predicted', 'confidence', 'gradcam drift'], [[0, None, 1, 1, 0.5, None]])
     """
     drift = dict(drift or {})
     table = Table(["probe", "label", "target", "predicted", "confidence"] + [f"{m} drift" for m in drift])
-    values = {m: (None if v is None else [float(x) for x in v.cpu()]) for m, v in drift.items()}
+    values = [None if v is None else [float(x) for x in v.cpu()] for v in drift.values()]
     for i in range(int(predicted.shape[0])):
         row: list[Any] = [i, None if labels is None else int(labels[i]), int(targets[i]), int(predicted[i])]
         row.append(float(confidence[i]))
-        row += [None if v is None or i >= len(v) else v[i] for v in values.values()]
-        table.rows.append(row)
+        table.rows.append(row + [None if v is None or i >= len(v) else v[i] for v in values])
     return table
 
 
 @dataclass
 class EvaluationMedia:
-    """Everything one evaluation shows, on the CPU, ready for any logger.
-
-    Attributes:
-        epoch, step: when (images and tables are logged at ``step``, the summary at ``epoch``).
-        images: ``(tag, Picture)``: ``xai/sheet`` first, then the compact grids (opt-in).
-        tables: ``(tag, Table)``: ``xai/predictions``.
-        texts: ``(tag, markdown)``: ``xai/alerts``, ``xai/errors`` when there are any.
-        summary: ``xai/summary/...`` scalars, logged against the epoch (see :mod:`lightning_xai.visualize.dashboard`).
-        settings: the run's settings, with the first evaluation a logger sees (else None).
-    """
+    """Everything one evaluation shows, on the CPU, ready for any logger: ``(tag, item)`` images, tables and markdown
+    texts (logged at ``step``), the run's settings (with the first evaluation a logger sees), and for the dashboard
+    the methods, the monitor's name, the summary series per run (logged at ``epoch``) and the drift rules."""
 
     epoch: int
     step: int
     images: list[tuple[str, Picture]] = field(default_factory=list)
     tables: list[tuple[str, Table]] = field(default_factory=list)
     texts: list[tuple[str, str]] = field(default_factory=list)
-    summary: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] | None = None
+    methods: list[str] = field(default_factory=list)
+    name: str | None = None
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    rules: Sequence[Any] = ()
 
 
 def evaluation_media(
@@ -259,11 +182,9 @@ def evaluation_media(
     probe_threshold: float | None = None,
     title: str = "",
 ) -> EvaluationMedia:
-    """Render one evaluation: the sheet (``xai/sheet``), with ``grids`` the compact grids of :func:`image_grids`
-    (``xai/probes`` when ``include_probes``, ``xai/<method>/overlay``), with ``log_heatmaps`` the bare heatmaps, the
-    predictions table and the alert/error texts. The display images and each method's heat are computed once and
-    shared by the sheet and the grids, rendered with one torch thread (:func:`one_torch_thread`; call this on the
-    training thread); the pictures are composed and encoded later, when a logger asks.
+    """Render one evaluation on the training thread, with one torch thread: the sheet (``xai/sheet``), with ``grids``
+    the 8-column grids ``xai/<method>/overlay`` (and ``xai/probes`` with ``include_probes`` too), with
+    ``log_heatmaps`` the bare ``xai/<method>/heatmap``, the predictions table and the alert and error texts.
 
     Example::
 
@@ -277,7 +198,9 @@ def evaluation_media(
     media = EvaluationMedia(int(epoch), int(step))
     with one_torch_thread(inputs.device):
         display = to_display_images(inputs, denormalize)
-        heats = heat_maps(results, normalizations, display.device)
+        heats = {
+            n: normalize_maps(r.display.to(display.device), normalizations.get(n, "max")) for n, r in results.items()
+        }
         layout, compose = prepare_sheet(
             inputs,
             results,
@@ -296,10 +219,18 @@ def evaluation_media(
             display=display,
             heats=heats,
         )
-        options = {"overlays": grids, "log_heatmaps": log_heatmaps, "include_probes": include_probes and grids}
-        small = image_grids(display, heats, colormap=colormap, **options)
+        size = tuple(display.shape[-2:])
+        pictures = [("xai/probes", display)] if include_probes and grids else []
+        for name, heat in heats.items():
+            if grids:
+                sized = heat if heat.shape[-2:] == size else F.interpolate(heat[:, None], size, mode="bilinear")[:, 0]
+                pictures.append((f"xai/{name}/overlay", overlay(display, apply_colormap(sized, colormap), sized)))
+            if log_heatmaps:
+                pictures.append((f"xai/{name}/heatmap", apply_colormap(heat, colormap)))
+        nrow = min(8, max(1, len(display)))
+        grid_tensors = [(tag, to_uint8(make_grid(images, nrow=nrow)).cpu()) for tag, images in pictures]
     media.images.append(("xai/sheet", Picture(compose, layout.height, layout.width)))
-    media.images += [(tag, Picture.from_tensor(grid)) for tag, grid in small]
+    media.images += [(tag, Picture.from_tensor(grid)) for tag, grid in grid_tensors]
     table = prediction_rows(labels, targets.cpu(), predicted.cpu(), confidence.cpu(), drift)
     media.tables.append(("xai/predictions", table))
     if alert_messages:

@@ -1,17 +1,9 @@
-"""Write images and text to the loggers without blocking the training thread.
-
-Composing the sheet and encoding its PNG (:class:`~lightning_xai.visualize.media.Picture`) dominate the cost of logging
-an evaluation; a single background thread with a bounded queue does it, and :meth:`BackgroundWriter.flush` waits for
-everything submitted so far (called at the end of fit/validate and on exceptions) so nothing is lost.
-
-The thread must not compete with training for the cores: its jobs do no torch work (numpy, Pillow, protobuf and file
-writes only, each single-threaded; torch's intra-op pool and ``torch.set_num_threads`` are process-wide, so they are
-left alone), and on Linux the thread lowers its own scheduling priority (``nice`` +10, that thread only), so that
-under contention the kernel runs the training threads first and the writer in the gaps.
-"""
+"""Write images and text to the loggers on one background thread. Its jobs do no torch work, and on Linux it lowers
+its own priority, so that under contention the training threads run first."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -21,21 +13,8 @@ from typing import Any
 
 Job = Callable[[], None]
 
-#: how much the worker thread lowers its own priority (Linux ``nice``; 0 = as the training threads)
+#: how much the worker thread lowers its own priority (Linux ``nice``, that thread only; 0: as the training threads)
 NICENESS = 10
-
-
-def lower_thread_priority(niceness: int = NICENESS) -> bool:
-    """Lower the calling thread's scheduling priority by ``niceness`` (Linux, where ``setpriority`` on a thread id
-    affects that thread only); True when it did. Never raises."""
-    if not niceness or not hasattr(os, "setpriority") or not os.uname().sysname == "Linux":
-        return False
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
-    except OSError:
-        return False
-    return True
 
 
 class BackgroundWriter:
@@ -64,17 +43,16 @@ class BackgroundWriter:
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        lower_thread_priority()
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                started = time.thread_time()
-                self._call(job)
-                self.busy_seconds += time.thread_time() - started
-            finally:
-                self._queue.task_done()
+        if NICENESS and hasattr(os, "setpriority") and os.uname().sysname == "Linux":
+            tid = threading.get_native_id()  # on Linux a thread id's priority is that thread's only
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICENESS))
+        while (job := self._queue.get()) is not None:
+            started = time.thread_time()
+            self._call(job)
+            self.busy_seconds += time.thread_time() - started
+            self._queue.task_done()
+        self._queue.task_done()
 
     def _call(self, job: Job) -> None:
         try:
@@ -106,10 +84,7 @@ class BackgroundWriter:
 
     def pop_errors(self) -> list[str]:
         """The errors so far, taken out one by one (``list.pop`` is atomic: none the writer adds meanwhile is lost)."""
-        errors: list[str] = []
-        while self.errors:
-            errors.append(self.errors.pop(0))
-        return errors
+        return [self.errors.pop(0) for _ in range(len(self.errors))]
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: threads and queues are recreated
         return {"background": self.background, "max_pending": self._queue.maxsize}
