@@ -33,13 +33,12 @@ def check_monitor(
         monitor.probes,
         monitor.explainers,
         monitor.target,
-        monitor.output_transform,
         monitor.forward_fn,
         warn=warn,
         before_training=before_training,
     )
     if done.results:
-        state = (monitor.drift, monitor.detector, monitor.tracker)
+        state = (monitor.drift_tracker, monitor.detector, monitor.alert_tracker)
         report.drift_keys = _measure_on_copies(done, state, monitor.masks)
     if renders:
         normalizations = {e.name: e.display_normalization for e in monitor.explainers}

@@ -61,8 +61,8 @@ def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) ->
     if keys and state_key not in keys:
         _warn.warn(
             f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
-            "its probes, reference, history and alerts start afresh. Resume with the same methods (and their layer, "
-            "ig_steps, ig_baseline), probes and target to keep them."
+            "its probes, reference, history and alerts start afresh (a new reference). Resume with the same methods "
+            "and their options, probes and target to keep them."
         )
 
 

@@ -79,11 +79,7 @@ def uncompiled(module: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def model_forward(
-    module: nn.Module,
-    output_transform: Callable[[Any], Tensor] | None = None,
-    forward_fn: ModelForwardFn | None = None,
-) -> Iterator[ForwardFn]:
+def model_forward(module: nn.Module, forward_fn: ModelForwardFn | None = None) -> Iterator[ForwardFn]:
     """Yield ``forward(x) -> (N, num_classes)`` float32 logits for explaining ``module``.
 
     - ``torch.compile``: the model runs uncompiled inside the block (see :func:`uncompiled`): Captum adds hooks
@@ -93,8 +89,8 @@ def model_forward(
       attributions are float32 and training weights stay exactly as they are. Mixed precision keeps float32
       weights and callback hooks run outside autocast (the guard also disables it), so nothing is copied there.
       Probes are cast to float32.
-    - ``forward_fn(module, x)`` replaces ``module(x)``, for a forward that needs extra arguments.
-    - ``output_transform`` picks the logits from dict/tuple outputs.
+    - ``forward_fn(module, x)`` replaces ``module(x)``: extra arguments, another method, or the logits picked from
+      dict/tuple outputs.
 
     Example::
 
@@ -122,13 +118,10 @@ def model_forward(
 
         def forward(x: Tensor) -> Tensor:
             out = call(x)
-            if output_transform is not None:
-                out = output_transform(out)
             if not isinstance(out, Tensor):
                 raise TypeError(
-                    f"the model returned {type(out).__name__}, not a logits tensor; pass `output_transform=` to "
-                    "pick the (N, num_classes) logits from the output, e.g. `output_transform=lambda out: "
-                    "out['logits']`."
+                    f"the model returned {type(out).__name__}, not a logits tensor; pass `forward_fn=` to pick the "
+                    "(N, num_classes) logits, e.g. `forward_fn=lambda module, x: module(x)['logits']`."
                 )
             return out.float()
 

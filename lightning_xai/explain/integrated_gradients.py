@@ -10,15 +10,18 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import numbers
 import time
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain._batches import plan_batches as plan_batches  # re-exported
 from lightning_xai.explain._ig_run import _Result, _Run
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape
+from lightning_xai.probes.inputs import as_tensor, describe
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
 STEP_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -30,6 +33,35 @@ DEFAULT_BATCH = 64
 SEARCH_PASS_FACTOR = 2
 #: the first automatic call searches on this share of the probes, then runs the steps found on the others
 CALIBRATION_SHARE = 0.25
+
+
+def check_baseline(baseline: Any) -> float | Tensor | None:
+    """A reference input: None, a finite number, or finite values broadcastable to one probe; a 1-D sequence holds
+    one value per channel (the natural ``-mean / std``) and becomes ``(C, 1, 1)``.
+
+    Example::
+
+        >>> tuple(check_baseline([-2.5, -2.0, -1.5]).shape)
+        (3, 1, 1)
+    """
+    fix = "Pass None (the input that displays as black), a float, or one value per channel such as `-mean / std`."
+    if baseline is None:
+        return None
+    if isinstance(baseline, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"`baseline` must be numbers, got {describe(baseline)}. {fix}")
+    if isinstance(baseline, numbers.Real):
+        if not math.isfinite(float(baseline)):
+            raise ValueError(f"`baseline` must be finite, got {baseline}. {fix}")
+        return float(baseline)
+    t = as_tensor(baseline, "`baseline`", fix)
+    if t.device.type == "meta" or t.is_complex() or t.numel() == 0 or t.ndim > 4:
+        raise ValueError(f"`baseline` must be real values broadcastable to one probe, got {describe(baseline)}.")
+    t = t.detach().to("cpu", torch.float32, copy=True)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"`baseline` contains NaN or Inf ({describe(baseline)}). {fix}")
+    if t.ndim == 0:
+        return float(t)
+    return t.reshape(-1, 1, 1) if t.ndim == 1 else t
 
 
 class IntegratedGradients(Explainer):
@@ -54,7 +86,8 @@ class IntegratedGradients(Explainer):
             failure): that is how the count comes down. A call spends at most ``max_search_passes =
             SEARCH_PASS_FACTOR × max_steps`` passes per probe (128 by default) and, with ``search_seconds``, tries
             nothing more once that time is spent; a climb stopped there resumes at the next call.
-        baseline: None (zeros), a float (constant image) or a tensor broadcastable to one probe.
+        baseline: a float (constant image), one value per channel, or a tensor broadcastable to one probe. None:
+            in a monitor, the input that displays as black (from its ``denormalize=``), else zeros.
         internal_batch_size: samples per pass, rounded down to whole probe groups (probes beyond it run in even
             slices: :func:`plan_batches`). None: ``max_batch`` (the monitor's :meth:`limit_batch`: the training
             batch size), else :data:`DEFAULT_BATCH`.
@@ -95,9 +128,9 @@ class IntegratedGradients(Explainer):
     ) -> None:
         self.auto = n_steps == "auto"
         if not self.auto and (isinstance(n_steps, bool) or not isinstance(n_steps, int)):
-            raise ValueError(f"`ig_steps` must be an int >= 1 or 'auto', got {n_steps!r}.")
+            raise ValueError(f"`IntegratedGradients.n_steps` must be an int >= 1 or 'auto', got {n_steps!r}.")
         if not self.auto and n_steps < 1:  # type: ignore[operator]
-            raise ValueError(f"`ig_steps` must be >= 1, got {n_steps}.")
+            raise ValueError(f"`IntegratedGradients.n_steps` must be >= 1, got {n_steps}.")
         if not tolerance > 0:
             raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
         if not 1 <= min_steps <= max_steps:
@@ -105,13 +138,15 @@ class IntegratedGradients(Explainer):
         if recheck_every < 1:
             raise ValueError(f"`recheck_every` must be >= 1, got {recheck_every}.")
         if internal_batch_size is not None and internal_batch_size < 1:
-            raise ValueError(f"`ig_internal_batch_size` must be >= 1 or None, got {internal_batch_size}.")
+            raise ValueError(
+                f"`IntegratedGradients.internal_batch_size` must be >= 1 or None, got {internal_batch_size}."
+            )
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"`max_batch` must be >= 1 or None, got {max_batch}.")
         if max_seconds is not None and not max_seconds > 0:
             raise ValueError(f"`max_seconds` must be > 0 or None, got {max_seconds!r}.")
         self.n_steps: int | Literal["auto"] = n_steps
-        self.baseline = baseline
+        self.baseline = check_baseline(baseline)
         self.internal_batch_size = internal_batch_size
         self.tolerance = float(tolerance)
         self.min_steps, self.max_steps = int(min_steps), int(max_steps)
@@ -196,7 +231,7 @@ class IntegratedGradients(Explainer):
         return {"n_steps": self.n_steps, "baseline": baseline}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        check_baseline_shape("ig_baseline", self.baseline, tuple(example.shape[1:]))
+        check_baseline_shape("IntegratedGradients.baseline", self.baseline, tuple(example.shape[1:]))
         self._reset()  # a new model (or a new fit): calibrate its steps and its cost afresh
 
     def _baselines(self, inputs: Tensor) -> tuple[Tensor, Tensor]:

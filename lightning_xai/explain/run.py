@@ -59,7 +59,6 @@ def explain_probes(
     explainers: Sequence[Explainer],
     target: TargetSpec = "label",
     *,
-    output_transform: Callable[[Any], Tensor] | None = None,
     forward_fn: ModelForwardFn | None = None,
     max_seconds: float | None = None,
     epoch: int = 0,
@@ -93,7 +92,7 @@ def explain_probes(
     empty = torch.empty(0, dtype=torch.long)
     done = ProbeExplanations(images, empty, empty.float(), empty)
     try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
-        with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+        with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
             outputs = _predict(done, forward, images.to(device).clone(), target, labels, epoch, warn)
             for explainer in explainers if outputs is not None else ():
                 assert outputs is not None

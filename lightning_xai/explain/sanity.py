@@ -27,7 +27,7 @@ from lightning_xai.explain.base import Explainer
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.layers import trace_modules
-from lightning_xai.explain.registry import MethodOptions, build_explainers
+from lightning_xai.explain.registry import build_explainers
 from lightning_xai.explain.run import explain_probes
 from lightning_xai.explain.wrapping import seeded_rng
 from lightning_xai.functional.drift import average_ranks
@@ -153,9 +153,7 @@ def sanity_check(
     layers: int = 1,
     threshold: float = DEFAULT_THRESHOLD,
     seed: int = 0,
-    output_transform: Callable[[Any], Tensor] | None = None,
     forward_fn: ModelForwardFn | None = None,
-    options: MethodOptions | None = None,
     warn: bool = True,
 ) -> list[SanityResult]:
     """The randomisation sanity check of each method on ``probes`` ``(N, C, H, W)``: explain them with ``model``
@@ -175,26 +173,20 @@ def sanity_check(
     """
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
         raise ValueError(f"`layers` must be an int >= 1, got {layers!r}.")
-    explainers = [
-        e for e in build_explainers(methods, options or MethodOptions()) if getattr(e, "is_attribution", True)
-    ]
+    explainers = [e for e in build_explainers(methods) if getattr(e, "is_attribution", True)]
     real, randomized = copy.deepcopy(explainers), copy.deepcopy(explainers)
     images = probes.detach().cpu().float()
     labels = None if labels is None else labels.detach().cpu().long()
     device = next(model.parameters(), torch.empty(0)).device
-    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+    with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
         names = top_layers(model, images[:1].to(device), layers, forward)
     clone = randomized_copy(model, names, seed)
     try:
-        errors = _setup(model, real, images, output_transform, forward_fn)
-        done = explain_probes(
-            model, images, labels, real, target, output_transform=output_transform, forward_fn=forward_fn
-        )
+        errors = _setup(model, real, images, forward_fn)
+        done = explain_probes(model, images, labels, real, target, forward_fn=forward_fn)
         targets = done.targets.cpu()
-        errors += _setup(clone, randomized, images, output_transform, forward_fn)
-        shuffled = explain_probes(
-            clone, images, labels, randomized, targets, output_transform=output_transform, forward_fn=forward_fn
-        )
+        errors += _setup(clone, randomized, images, forward_fn)
+        shuffled = explain_probes(clone, images, labels, randomized, targets, forward_fn=forward_fn)
     finally:
         del clone
     errors += done.errors + shuffled.errors
@@ -225,13 +217,12 @@ def _setup(
     model: nn.Module,
     explainers: list[Explainer],
     images: Tensor,
-    output_transform: Callable[[Any], Tensor] | None,
     forward_fn: ModelForwardFn | None,
 ) -> list[str]:
     """Set every explainer up against ``model``; one that cannot is dropped from ``explainers``, with its error."""
     device = next(model.parameters(), torch.empty(0)).device
     errors = []
-    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+    with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
         for explainer in list(explainers):
             try:
                 explainer.setup(model, forward, images[:1].to(device).clone())
@@ -296,7 +287,6 @@ class SanityCheck(Callback):
             layers=self.layers,
             threshold=self.threshold,
             seed=self.seed,
-            output_transform=monitor.output_transform,
             forward_fn=monitor.forward_fn,
             warn=False,
         )

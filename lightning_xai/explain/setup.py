@@ -53,7 +53,6 @@ def dry_run(
     probes: ProbeSet,
     explainers: Sequence[Explainer],
     target: TargetSpec,
-    output_transform: Callable[[Any], Tensor] | None,
     forward_fn: ModelForwardFn | None,
     *,
     warn: Warn | None = None,
@@ -88,10 +87,10 @@ def dry_run(
                 "Initialise the lazy modules first (one forward on a dummy batch in `__init__`/`setup()`) or make "
                 "the model deep-copyable."
             ) from err
-        with isolated_rng(device), model_forward(model.eval(), output_transform, forward_fn) as forward:
+        with isolated_rng(device), model_forward(model.eval(), forward_fn) as forward:
             _prediction_pass(model, forward, probes.images[:1].to(device), before_training, probes.drawn)
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
-    with guard, model_forward(model, output_transform, forward_fn) as forward:
+    with guard, model_forward(model, forward_fn) as forward:
         logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
         num_classes = int(logits.shape[1])
         check_target(target, num_classes=num_classes, num_probes=len(probes))
@@ -139,17 +138,17 @@ def _prediction_pass(
             raise ValueError(
                 f"{name} cannot run on the probes in eval mode before its first training step: {cause}. If {name} "
                 "needs a training step first (e.g. statistics set by its first training batch), initialise that "
-                "state in `setup()` or `on_fit_start()`; or pass `output_transform=` if its output is not logits."
+                "state in `setup()` or `on_fit_start()`; or pass `forward_fn=` if its output is not logits."
             ) from err
         later = f" (or {name} cannot run in eval mode before its first training step)" if before_training else ""
         raise ValueError(
             f"`probes` of shape {shape} (C, H, W) do not fit {name}{later}: {cause}. Pass probes shaped like one "
-            "validation input, or `output_transform=` if the output is not logits."
+            "validation input, or `forward_fn=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
         raise ValueError(
             f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; "
-            "AttributionMonitor needs (N, num_classes) logits. Pass `output_transform=` to select them."
+            "AttributionMonitor needs (N, num_classes) logits. Pass `forward_fn=` to select them."
         )
     return logits
 
