@@ -1,8 +1,5 @@
-"""The ``AttributionMonitor`` callback: it orchestrates the pipeline from Lightning's hooks.
-
-probes (:mod:`lightning_xai.probes`) → explain (:mod:`lightning_xai.explain`) → drift and alerts
-(:mod:`lightning_xai.drift`) → images and tables (:mod:`lightning_xai.visualize`).
-"""
+"""The ``AttributionMonitor`` callback: it runs the pipeline probes → explain → drift → visualize from Lightning's
+hooks."""
 
 from __future__ import annotations
 
@@ -17,11 +14,11 @@ from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_xai import _distributed, _spawn, _trainer, _warn
-from lightning_xai._checks import monitor_explainers, normalize_arguments
+from lightning_xai._checks import normalize_arguments
 from lightning_xai._cost import CostReporter
 from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
 from lightning_xai._setup_check import check_monitor
-from lightning_xai._state_key import explainer_key, source_key, target_key
+from lightning_xai._state_key import state_key_parts
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation, measure
@@ -41,12 +38,10 @@ __all__ = ["AttributionMonitor", "DriftDetectedError"]
 class AttributionMonitor(Callback):
     r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
 
-    At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
-    (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
-    state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs an explanation sheet, grids and
-    a prediction table to every TensorBoard, CSV, W&B and MLflow logger, drift scalars through
-    ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when the
-    self-calibrating :class:`ShiftDetector` (or a fixed :class:`DriftRule`) fires.
+    The methods (Captum) run on the training device in eval mode and float32 without touching the training state.
+    The monitor logs an explanation sheet and a prediction table to every logger, drift scalars through
+    ``pl_module.log`` (for ``EarlyStopping``/``ModelCheckpoint``), and alerts when the :class:`ShiftDetector` (or a
+    :class:`DriftRule`) fires.
 
     Args:
         probes: None (draw ``num_probes`` from the first validation dataloader, as the model receives them), a
@@ -92,30 +87,28 @@ class AttributionMonitor(Callback):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        a = normalize_arguments(locals())  # the one input layer: converted (numpy, lists, integer-likes) or refused
-        probes, num_probes, seed, target, self.name = (a[k] for k in ("probes", "num_probes", "seed", "target", "name"))
-        self.drift_policy: DriftPolicy = a["drift"]
-        self.display: Display = a["display"]
-        self.budget: Budget = a["budget"]
-        self.explainers = monitor_explainers(a)  # from the registry, with what depends on the run resolved
+        a = normalize_arguments(locals())  # every argument converted or refused here, once
+        self.name, self.probe_source, self.num_probes, self.seed = a["name"], a["probes"], a["num_probes"], a["seed"]
+        self.target, self.every_n_epochs, self.forward_fn = a["target"], a["every_n_epochs"], a["forward_fn"]
+        policy: DriftPolicy = a["drift"]
+        d: Display = a["display"]
+        self.budget: Budget
+        self.drift_policy, self.display, self.budget = policy, d, a["budget"]
+        self.explainers: list[Explainer] = a["explainers"]  # from the registry, with what depends on the run resolved
         ig = [e for e in self.explainers if isinstance(e, IntegratedGradients)]
         self._batch_capped = [e for e in ig if e.internal_batch_size is None and e.max_batch is None]  # user: unset
-        self.probe_source, self.num_probes, self.target = probes, num_probes, target
-        self.every_n_epochs, self.seed, self.forward_fn = a["every_n_epochs"], seed, a["forward_fn"]
-        policy = self.drift_policy
         self.actions = _trainer.DriftActions(policy.on_drift)
         self.drift_tracker = DriftTracker(
             policy.warmup_epochs, policy.reference_epoch, policy.topk, policy.probe_threshold
         )
         self.detector = ShiftDetector() if policy.detector == "default" else policy.detector
         self.alert_tracker = AlertTracker(list(policy.rules), cooldown=policy.cooldown)
-        d = self.display
         self.media = MediaLogger(
             d.colormap, a["denormalize"], d.log_heatmaps, d.background_logging, d.tile_size, d.log_grids
         )
         self.probes: ProbeSet | None = None
         self.masks: Tensor | None = None
-        self._history: list[Evaluation] = []  # one Evaluation per evaluation (kept in the checkpoint)
+        self._history: list[Evaluation] = []
         self.cost = CostReporter(self.budget.max_overhead, self.explainers)
         self.setup_watch = _trainer.SetupWatch()
         self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
@@ -123,29 +116,24 @@ class AttributionMonitor(Callback):
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
-        methods = [explainer_key(e) for e in self.explainers]
-        probes_key, target_name = source_key(probes, num_probes, seed), target_key(target)
-        self._state_key = self._generate_state_key(
-            name=self.name, methods=methods, probes=probes_key, target=target_name
-        )
+        parts = state_key_parts(self.explainers, a["probes"], self.num_probes, self.seed, self.target)
+        self._state_key = self._generate_state_key(name=self.name, **parts)
 
     @property
     @override
     def state_key(self) -> str:
-        """What the stored maps depend on (methods and their map-changing settings, probes, target): the rest may
-        change when resuming without losing the reference."""
+        """What the stored maps depend on (methods and settings, probes, target); the rest may change on resume."""
         return self._state_key
 
     @property
     def alerts(self) -> list[DriftAlert]:
-        """Every alert of the run (kept in the checkpoint; after ``ddp_spawn``, rank 0's)."""
+        """Every alert of the run (checkpointed; after ``ddp_spawn``, rank 0's)."""
         self._receive()
         return self.alert_tracker.alerts
 
     @property
     def history(self) -> list[Evaluation]:
-        """One :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint; after
-        ``ddp_spawn``, rank 0's)."""
+        """One :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (checkpointed; rank 0's)."""
         self._receive()
         return self._history
 
@@ -212,15 +200,9 @@ class AttributionMonitor(Callback):
             batch_size = _trainer.training_batch_size(trainer.train_dataloader)
             for explainer in self._batch_capped:
                 explainer.limit_batch(batch_size)
-        schedule = MonitorSchedule(
-            self.every_n_epochs,
-            self.drift_tracker.reference_epoch,
-            self.drift_tracker.warmup_epochs,
-            self.probe_source is not None,
-            None if self.probes is None else len(self.probes),
-            self.detector is not None,
-            len(self.alert_tracker.rules),
-        )
+        tracker, count = self.drift_tracker, None if self.probes is None else len(self.probes)
+        found = (self.probe_source is not None, count, self.detector is not None, len(self.alert_tracker.rules))
+        schedule = MonitorSchedule(self.every_n_epochs, tracker.reference_epoch, tracker.warmup_epochs, *found)
         for key, message in setup_warnings(trainer_schedule(trainer), schedule):
             self._warn_once(key, message)  # what this fit's settings make the monitor miss, said once each
 
@@ -274,8 +256,8 @@ class AttributionMonitor(Callback):
         return due and self.cost.allows(self._warn_once, trainer.strategy.broadcast)  # rank 0's clock decides
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
-        """Collect the probes (once) and run the setup check against ``pl_module`` (once per model), on every rank;
-        other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it. False: no probes."""
+        """Collect the probes (once) and run the setup check on ``pl_module`` (once per model) on every rank; False:
+        no probes. Other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it."""
         if self.probes is None:
             draw = (trainer, pl_module, self.probe_source, self.num_probes, self.seed)  # on rank 0, sent to every rank
             self.probes = _distributed.on_rank_zero(trainer, lambda: from_trainer.trainer_probes(*draw))
@@ -295,8 +277,7 @@ class AttributionMonitor(Callback):
         return True
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Every rank explains its share of the probes; rank 0 gathers the maps, measures and logs; the record is
-        broadcast so every rank logs and decides the same."""
+        """Every rank explains its share; rank 0 gathers, measures and logs; its record is broadcast to every rank."""
         if not self.prepare(trainer, pl_module):
             self._warn_once("no_probes", from_trainer.NO_PROBES)
             return
@@ -307,15 +288,13 @@ class AttributionMonitor(Callback):
             self.history.append(record)
             self.alert_tracker.alerts.extend(record.alerts)
         fitting = trainer.state.fn == TrainerFn.FITTING
-        budget = self.budget.max_seconds_per_epoch
-        self.cost.after_evaluation(record, self._warn_once, budget, fitting)  # every rank alike
+        self.cost.after_evaluation(record, self._warn_once, self.budget.max_seconds_per_epoch, fitting)  # every rank
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
         scalars = _trainer.with_placeholders(record.scalars, keys, trainer.callback_metrics, self.name)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
     def _explain(self, trainer: Trainer, pl_module: LightningModule, part: slice) -> ProbeExplanations:
-        """Explain the probes ``part`` with every method."""
         assert self.probes is not None
         labels = None if self.probes.labels is None else self.probes.labels[part]
         target, images = shard_target(self.target, part), self.probes.images[part]
@@ -330,13 +309,13 @@ class AttributionMonitor(Callback):
         )
 
     def _measure_and_log(self, trainer: Trainer, pl_module: LightningModule, done: Any) -> Evaluation:
-        """Measure drift and check alerts on the gathered maps (``ProbeExplanations``), queue the media (rank 0)."""
+        """Measure drift and alerts on the gathered ``ProbeExplanations`` and queue the media (rank 0)."""
         assert self.probes is not None and done is not None
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
         masks = None if self.masks is None else self.masks.to(pl_module.device)
         errors = list(done.errors)
         state = (self.drift_tracker, self.detector, self.alert_tracker, masks, self._warn_once)
-        change = _trainer.training_change(trainer, pl_module, self.setup_watch, self.cost)
+        change = self.setup_watch.changed(trainer, pl_module, self.cost)
         with one_torch_thread(pl_module.device):  # many small ops: with 2 threads on busy cores they wait on each other
             measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)

@@ -1,6 +1,5 @@
 """The monitor's grouped settings: what counts as drift and what to do about it (:class:`DriftPolicy`), what is
-shown (:class:`Display`) and what it may cost (:class:`Budget`). Each checks its values when it is made, so a wrong
-one raises a ``ValueError`` naming the field, the value and the fix before any training step."""
+shown (:class:`Display`) and what it may cost (:class:`Budget`), each checked when it is made."""
 
 from __future__ import annotations
 
@@ -24,12 +23,6 @@ ON_DRIFT_ACTIONS = ("warn", "stop", "raise")
 
 def _set(settings: Any, name: str, value: Any) -> None:
     object.__setattr__(settings, name, value)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise ValueError(f"`{name}` must be True or False, got {describe(value)}.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,16 +72,14 @@ class DriftPolicy:
                 "callable that receives a DriftAlert."
             )
         rules = self.rules
-        if isinstance(rules, DriftRule) or not isinstance(rules, Sequence) or isinstance(rules, str):
+        if isinstance(rules, (DriftRule, str)) or not isinstance(rules, Sequence):
             raise ValueError(f"`DriftPolicy.rules` must be a sequence of DriftRule, e.g. (DriftRule(),), got {rules!r}")
-        for rule in rules:
-            if not isinstance(rule, DriftRule):
-                raise ValueError(f"`DriftPolicy.rules` must hold DriftRule instances, got {describe(rule)}.")
+        if bad := [rule for rule in rules if not isinstance(rule, DriftRule)]:
+            raise ValueError(f"`DriftPolicy.rules` must hold DriftRule instances, got {describe(bad[0])}.")
         _set(self, "rules", tuple(rules))
-        detector = self.detector
-        if not (detector is None or isinstance(detector, ShiftDetector) or detector == "default"):
+        if not (self.detector is None or isinstance(self.detector, ShiftDetector) or self.detector == "default"):
             raise ValueError(
-                f"`DriftPolicy.detector` must be 'default', a ShiftDetector or None, got {describe(detector)}"
+                f"`DriftPolicy.detector` must be 'default', a ShiftDetector or None, got {describe(self.detector)}"
             )
 
 
@@ -126,18 +117,19 @@ class Display:
         _set(self, "colormap", check_colormap(self.colormap))
         _set(self, "tile_size", check_int("Display.tile_size", self.tile_size, 16))  # the sheet needs 16 px a tile
         for key in ("log_heatmaps", "log_grids", "background_logging"):
-            _set(self, key, check_bool(f"Display.{key}", getattr(self, key)))
+            if not isinstance(value := getattr(self, key), (bool, np.bool_)):
+                raise ValueError(f"`Display.{key}` must be True or False, got {describe(value)}.")
+            _set(self, key, bool(value))
         _set(self, "quality", check_quality(self.quality))
-        masks = self.probe_masks
-        if masks is not None and not callable(masks):
+        if self.probe_masks is not None and not callable(self.probe_masks):
             fix = "Pass one boolean (H, W) mask per probe (N, H, W)."
-            _set(self, "probe_masks", as_tensor(masks, "`Display.probe_masks`", fix))
+            _set(self, "probe_masks", as_tensor(self.probe_masks, "`Display.probe_masks`", fix))
 
 
 @dataclass(frozen=True, eq=False)
 class Budget:
-    """What the monitor may cost. Integrated Gradients' automatic step search also never spends more than the
-    training time since the last evaluation. See docs/performance.md.
+    """What the monitor may cost (docs/performance.md); IG's automatic step search also never spends more than the
+    training time since the last evaluation.
 
     Args:
         max_overhead: keep the monitor's whole cost within this share of the rest of the run (e.g. 0.05): fewer IG
@@ -179,9 +171,8 @@ def run_settings(
     num_probes: int,
     groups: Sequence[Any],
 ) -> dict[str, Any]:
-    """A monitor's settings as primitives, as the report and the ``xai/settings`` text show them: the methods with
-    what they resolved at setup (Grad-CAM's layer, the baselines in words), then the fields of each settings object
-    (their names differ, so they share one level).
+    """A monitor's settings as primitives for the report and ``xai/settings``: the methods with what they resolved
+    at setup (Grad-CAM's layer, the baselines in words), then the fields of every settings object, at one level.
 
     Example::
 
@@ -193,17 +184,8 @@ def run_settings(
     methods = {e.name: resolved_method_settings(e, denormalize) for e in explainers}
     out = {"name": name, "methods": methods, "target": str(target), "every_n_epochs": every_n_epochs}
     out["num_probes"] = num_probes
-    for group in groups:
-        out.update(settings_dict(group))
-    return out
-
-
-def settings_dict(settings: Any) -> dict[str, Any]:
-    """The fields of a settings object as primitives (callables by name, tensors by shape)."""
-    out: dict[str, Any] = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, Tensor):
+    for f, value in ((f, getattr(group, f.name)) for group in groups for f in fields(group)):
+        if isinstance(value, Tensor):  # as primitives: tensors by shape, callables by name
             value = f"tensor{tuple(value.shape)}"
         elif isinstance(value, ShiftDetector):
             value = value.config()

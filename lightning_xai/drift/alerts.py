@@ -202,7 +202,7 @@ class AlertTracker:
         [0, 1, 0, 0, 0, 1]
     """
 
-    def __init__(self, rules: Sequence[DriftRule], cooldown: int = 3) -> None:  # LOCAL STUB (drift helper)
+    def __init__(self, rules: Sequence[DriftRule]) -> None:
         self.rules = list(rules)
         self._states: dict[str, _RuleState] = {}
         self.alerts: list[DriftAlert] = []

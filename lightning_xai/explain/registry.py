@@ -1,7 +1,6 @@
-"""One registry of the methods ``methods=`` knows by name (a name is shorthand for the method's default instance),
-and the one place that resolves what depends on the run: the reference input of IG, DeepLift, Occlusion and LIME
-defaults to the input that displays as black, for names and instances alike. ``methods=`` and
-``DriftRule(methods=)`` both resolve names here, so an alias means the same everywhere."""
+"""The methods known by name (shorthand for their default instances; ``methods=`` and ``DriftRule(methods=)`` alike),
+and the one place that resolves what depends on the run: IG, DeepLift, Occlusion and LIME left at ``baseline=None``
+get the input that displays as black, names and instances alike."""
 
 from __future__ import annotations
 
@@ -90,10 +89,9 @@ def canonical_name(name: str) -> str:
 
 
 def build_explainers(methods: Sequence[str | Explainer] | str, black: Tensor | None = None) -> list[Explainer]:
-    """Explainers for ``methods=`` (names, aliases or :class:`Explainer` instances), checked for unknown names,
-    names that cannot be tags and directories (:data:`~lightning_xai.explain.base.NAME_RULE`), unsupported
-    ``explain_keywords`` and duplicates. ``black`` (the input that displays as black) becomes the reference input
-    of every :data:`BLACK_BASELINE` method left at ``baseline=None`` (a copy: the given instance is not changed).
+    """Explainers for ``methods=`` (names, aliases or instances), checked (unknown names, names that cannot be tags,
+    unsupported ``explain_keywords``, duplicates); ``black`` becomes the baseline of every :data:`BLACK_BASELINE`
+    method left at ``baseline=None`` (in a copy).
 
     Example::
 
@@ -115,9 +113,10 @@ def build_explainers(methods: Sequence[str | Explainer] | str, black: Tensor | N
                 f"(aliases {alias_names()}) or pass an Explainer instance."
             )
         explainers.append(entry.build())
-    if black is not None:
-        explainers = [_with_baseline(e, black) for e in explainers]
-    for explainer in explainers:
+    for i, explainer in enumerate(explainers):
+        if black is not None and isinstance(explainer, BLACK_BASELINE) and getattr(explainer, "baseline", None) is None:
+            explainers[i] = explainer = copy.copy(explainer)
+            explainer.baseline = black  # type: ignore[attr-defined]
         if not (isinstance(explainer.name, str) and NAME_PATTERN.fullmatch(explainer.name)):
             raise ValueError(
                 f"`methods` contains {type(explainer).__name__} named {explainer.name!r}; an explainer's `name` must "
@@ -134,11 +133,3 @@ def build_explainers(methods: Sequence[str | Explainer] | str, black: Tensor | N
     if len(set(names)) != len(names):
         raise ValueError(f"`methods` lists a method twice: {names}.")
     return explainers
-
-
-def _with_baseline(explainer: Explainer, black: Tensor) -> Explainer:
-    if not isinstance(explainer, BLACK_BASELINE) or getattr(explainer, "baseline", None) is not None:
-        return explainer
-    resolved = copy.copy(explainer)
-    resolved.baseline = black  # type: ignore[attr-defined]
-    return resolved
