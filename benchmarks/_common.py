@@ -376,3 +376,22 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def monitor_arguments(spec: dict[str, Any]) -> dict[str, Any]:
+    """``AttributionMonitor`` arguments from a JSON-able ``spec`` (``--extra``, ``--monitor-kwargs``): mappings under
+    ``drift``, ``display`` and ``budget`` become :class:`~lightning_xai.DriftPolicy`, :class:`~lightning_xai.Display`
+    and :class:`~lightning_xai.Budget`; ``{"integrated_gradients": {...}}`` in ``methods`` an ``IntegratedGradients``
+    with those options (e.g. ``{"methods": ["gradcam", {"integrated_gradients": {"n_steps": 32}}]}``)."""
+    from lightning_xai import Budget, Display, DriftPolicy, IntegratedGradients
+
+    out = dict(spec)
+    for key, kind in (("drift", DriftPolicy), ("display", Display), ("budget", Budget)):
+        if isinstance(out.get(key), dict):
+            out[key] = kind(**out[key])
+    if "methods" in out:
+        methods = [out["methods"]] if isinstance(out["methods"], (str, dict)) else out["methods"]
+        out["methods"] = [
+            IntegratedGradients(**m["integrated_gradients"]) if isinstance(m, dict) else m for m in methods
+        ]
+    return out

@@ -38,7 +38,7 @@ from _common import (
 )
 
 from examples.shortcut.scenario import DigitsCNN
-from lightning_xai.explain import MethodOptions, build_explainers, method_names
+from lightning_xai.explain import build_explainers, method_names
 from lightning_xai.explain.forward import model_forward
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.run import explain_probes
@@ -54,7 +54,7 @@ def demo_model(device: torch.device) -> torch.nn.Module:
 
 
 def setup_explainer(model: torch.nn.Module, name: str, images: torch.Tensor) -> Any:
-    explainer = build_explainers([name], MethodOptions())[0]
+    explainer = build_explainers([name])[0]
     device = next(model.parameters()).device
     with training_state_guard(model, device), model_forward(model) as forward:
         explainer.setup(model, forward, images[:1].to(device).clone())

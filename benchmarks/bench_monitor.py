@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from _common import (
     base_parser,
     lightning_module,
     make_images,
+    monitor_arguments,
     neighbours,
     pick_device,
     print_header,
@@ -60,7 +62,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ for --model demo
 
-from lightning_xai import AttributionMonitor  # noqa: E402
+from lightning_xai import AttributionMonitor, Display  # noqa: E402
 
 BATCHES = (16, 32, 64, 128)
 
@@ -105,9 +107,9 @@ class Setting:
         return train, DataLoader(self.val_set, batch_size=256)
 
     def monitor(self) -> AttributionMonitor:
-        kwargs: dict[str, Any] = {"probes": self.probes, **json.loads(self.args.monitor_kwargs)}
+        kwargs: dict[str, Any] = {"probes": self.probes, **monitor_arguments(json.loads(self.args.monitor_kwargs))}
         if self.masks is not None:
-            kwargs["probe_masks"] = self.masks
+            kwargs["display"] = replace(kwargs.get("display") or Display(), probe_masks=self.masks)
         if not self.demo and self.args.ig_steps:
             from lightning_xai.explain import IntegratedGradients
 

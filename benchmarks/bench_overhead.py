@@ -7,8 +7,10 @@ progress bar, checkpointing or sanity check in any configuration. Configurations
 - ``none``: no monitor;
 - ``default``: ``AttributionMonitor()`` at its defaults (8 probes from the validation data, Grad-CAM and
   Integrated Gradients with the automatic step count every epoch, overlay grids logged);
-- ``ig32``: ``AttributionMonitor(ig_steps=32)`` (a fixed step count: the default before 0.1.0's release);
-- any other name: ``--extra NAME='{"json": "kwargs"}'``.
+- ``ig32``: ``AttributionMonitor(methods=["gradcam", IntegratedGradients(n_steps=32)])`` (a fixed step count: the
+  default before 0.1.0's release);
+- any other name: ``--extra NAME='{"json": "kwargs"}'`` (``benchmarks._common.monitor_arguments``: e.g.
+  ``'{"budget": {"max_overhead": 0.05}}'``).
 
 Rounds interleave the configurations (rotating their order) so that load changes on a shared machine hit
 all of them; the ratio is taken within each round and the median over rounds is reported. Three figures:
@@ -39,6 +41,7 @@ from _common import (
     fmt_table,
     lightning_module,
     loaders,
+    monitor_arguments,
     neighbours,
     pick_device,
     print_header,
@@ -58,7 +61,8 @@ HOOKS = (
     "on_fit_end",
     "teardown",
 )
-PRESETS: dict[str, dict[str, Any] | None] = {"none": None, "default": {}, "ig32": {"ig_steps": 32}}
+IG32 = {"methods": ["gradcam", {"integrated_gradients": {"n_steps": 32}}]}
+PRESETS: dict[str, dict[str, Any] | None] = {"none": None, "default": {}, "ig32": IG32}
 
 
 def instrument(monitor: AttributionMonitor, spent: list[float]) -> None:
@@ -86,7 +90,7 @@ def fit_once(kwargs: dict[str, Any] | None, args: Any, device: Any, epochs: int,
     callbacks = []
     monitor = None
     if kwargs is not None:
-        monitor = AttributionMonitor(**kwargs)
+        monitor = AttributionMonitor(**monitor_arguments(kwargs))
         instrument(monitor, spent)
         callbacks.append(monitor)
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +139,9 @@ def main() -> None:
         device,
     )
     began = time.perf_counter()
-    fit_once({"ig_steps": 2}, args, device, 1, limit=2)  # warm-up: imports, kernels, thread pools
+    fit_once(
+        {"methods": ["gradcam", {"integrated_gradients": {"n_steps": 2}}]}, args, device, 1, limit=2
+    )  # warm-up: imports, kernels, thread pools
     results: dict[str, list[dict]] = {c: [] for c in configs}
     rows = []
     stack = contextlib.ExitStack()

@@ -62,11 +62,11 @@ def run_one(arm: str, seed: int, threshold: float | None = None) -> dict[str, An
 
     config = replace(ShortcutConfig(seed=seed, onset_epoch=ONSET), **ARMS[arm])
     start = time.perf_counter()
-    from lightning_xai import DriftRule
+    from lightning_xai import DriftPolicy, DriftRule
 
-    kwargs = {} if threshold is None else {"drift_rules": (DriftRule(threshold=threshold),)}
+    kwargs = {} if threshold is None else {"drift": DriftPolicy(rules=(DriftRule(threshold=threshold),))}
     records, monitor = run_shortcut_scenario(config, monitor_kwargs=kwargs)
-    warmup = monitor.drift.warmup_epochs
+    warmup = monitor.drift_tracker.warmup_epochs
     alert_epochs = sorted({a.epoch for a in monitor.alerts})
     return {
         "arm": arm,

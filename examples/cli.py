@@ -5,9 +5,11 @@
     tensorboard --logdir logs/cli --samples_per_plugin images=1000
 
 ``examples/monitor.yaml`` puts :class:`lightning_xai.AttributionMonitor` under ``trainer.callbacks`` with
-``class_path``/``init_args`` (methods, a :class:`lightning_xai.DriftRule`, the sheet's tile size, ...); the model
-and data are the quickstart's (scikit-learn's digits, nothing downloaded). Any LightningModule and DataModule work:
-name them by ``class_path`` under ``model:`` and ``data:``. Needs ``pip install 'lightning_xai[cli,examples]'``.
+``class_path``/``init_args`` (a method name and an :class:`lightning_xai.IntegratedGradients` instance with its
+options, the settings objects :class:`lightning_xai.DriftPolicy` with a :class:`lightning_xai.DriftRule`,
+:class:`lightning_xai.Display` and :class:`lightning_xai.Budget`); the model and data are the quickstart's
+(scikit-learn's digits, nothing downloaded). Any LightningModule and DataModule work: name them by ``class_path``
+under ``model:`` and ``data:``. Needs ``pip install 'lightning_xai[cli,examples]'``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor, CaptumExplainer, FunctionExplainer, SanityCheck, SmoothGrad
+from lightning_xai import (
+    AttributionMonitor,
+    CaptumExplainer,
+    Display,
+    DriftPolicy,
+    FunctionExplainer,
+    SanityCheck,
+    SmoothGrad,
+)
 
 
 def blob_images(n: int, size: int = 16, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -106,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> AttributionMonitor:
     monitor = AttributionMonitor(
         num_probes=8,
         methods=["gradcam", SmoothGrad(samples=8), ablation, FunctionExplainer(gradient_norm)],
-        quality=("deletion", "insertion", "sparseness"),
-        warmup_epochs=1,
+        drift=DriftPolicy(warmup_epochs=1),
+        display=Display(quality=("deletion", "insertion", "sparseness")),
     )
     trainer = L.Trainer(
         max_epochs=args.epochs,

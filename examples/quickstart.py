@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, Display, DriftPolicy, IntegratedGradients
 
 
 def digits_datasets(seed: int) -> tuple[TensorDataset, TensorDataset, tuple[float, float]]:
@@ -118,15 +118,11 @@ def main() -> None:
     val_loader = DataLoader(val, batch_size=256)
 
     monitor = AttributionMonitor(
-        num_probes=8,  # drawn once, class-balanced, from the validation data
-        methods=("gradcam", "integrated_gradients"),
-        denormalize=(mean, std),  # undo the normalisation so the digits are drawn as they look
-        log_heatmaps=True,  # also log the bare heatmaps next to the overlays
-        log_grids=args.export_docs is not None,  # the compact grids (off by default), which --export-docs writes
-        # IG's baseline: a black image in normalised units. The default (None) is the same here, because
-        # `denormalize=(mean, std)` is given; without `denormalize` the default is zeros (the mean grey).
-        ig_baseline=-mean / std,
-        on_drift="warn",  # the default; "stop" ends training, "raise" raises DriftDetectedError
+        num_probes=8,
+        methods=("gradcam", IntegratedGradients(baseline=-mean / std)),
+        denormalize=(mean, std),
+        drift=DriftPolicy(on_drift="warn"),
+        display=Display(log_heatmaps=True, log_grids=args.export_docs is not None),
     )
     logger = TensorBoardLogger(args.logdir, name="")  # -> <logdir>/version_<n>/
     trainer = L.Trainer(

@@ -36,6 +36,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from examples.shortcut.scenario import ShortcutConfig, run_shortcut_scenario
+from lightning_xai import Display
 
 #: TensorBoard's server keeps 10 images per tag unless told otherwise; 1000 keeps every sheet of any ordinary run
 #: (``images=0`` shows none in TensorBoard 2.21's Images tab: the plugin asks its data provider for 0 samples)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     config = ShortcutConfig(seed=args.seed, epochs=args.epochs, onset_epoch=args.onset)
     version = TensorBoardLogger(args.logdir, name="").version  # the next free version_<n>: a re-run never mixes
     run_dir = os.path.join(args.logdir, f"version_{version}")
-    grids = {"log_grids": True} if args.export_docs else None  # the compact grids, which --export-docs writes
+    grids = {"display": Display(log_grids=True)} if args.export_docs else None  # the grids --export-docs writes
     records, monitor = run_shortcut_scenario(config, logdir=args.logdir, monitor_kwargs=grids, version=version)
 
     header = f"{'epoch':>5} {'clean':>6} {'mism':>6} {'decoy':>6} " + " ".join(f"{n:>8}" for n, _ in COLUMNS)

@@ -23,9 +23,13 @@ from lightning_xai.explain import (
 )
 from lightning_xai.explain.sanity import SanityCheck, SanityResult, sanity_check
 from lightning_xai.monitor import AttributionMonitor, DriftDetectedError
+from lightning_xai.settings import Budget, Display, DriftPolicy
 
 __all__ = [
     "AttributionMonitor",
+    "DriftPolicy",
+    "Display",
+    "Budget",
     "AlertEvidence",
     "AlertRegion",
     "DriftAlert",

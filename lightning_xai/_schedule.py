@@ -46,19 +46,6 @@ class MonitorSchedule:
     drift_rules: int = 0
 
 
-def monitor_schedule(monitor: Any) -> MonitorSchedule:
-    """The :class:`MonitorSchedule` of an :class:`~lightning_xai.AttributionMonitor` (its public attributes)."""
-    return MonitorSchedule(
-        every_n_epochs=monitor.every_n_epochs,
-        reference_epoch=monitor.drift.reference_epoch,
-        warmup_epochs=monitor.drift.warmup_epochs,
-        probes_given=monitor.probe_source is not None,
-        num_probes=None if monitor.probes is None else len(monitor.probes),
-        detector=monitor.detector is not None,
-        drift_rules=len(monitor.tracker.rules),
-    )
-
-
 def trainer_schedule(trainer: Trainer) -> TrainerSchedule:
     """Read a :class:`TrainerSchedule` from a trainer inside ``fit`` (from ``setup`` on), public attributes only."""
     module = trainer.lightning_module

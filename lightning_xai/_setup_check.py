@@ -1,10 +1,7 @@
-"""The monitor's setup check: one evaluation's whole path, once, before the first training step (and at the start
-of ``validate``/``test`` for a model not checked yet), at minimum cost. The explanation stage's dry run
-(:func:`lightning_xai.explain.setup.dry_run`) runs the prediction pass and every method on the model; the later
-stages are then checked on its maps: the drift measurement on copies of the monitor's state, and, when the run logs
-images, the rendering and PNG encoding of the sheet, which is not logged. A probe, target, method, baseline, display
-or drift setting that does not fit fails here with a ``ValueError`` naming the argument, the value and the fix.
-"""
+"""The monitor's setup check: one evaluation's whole path, once per model, before the first training step, at
+minimum cost: the explanation stage's dry run (:func:`lightning_xai.explain.setup.dry_run`), then the drift
+measurement on copies of the monitor's state and, when the run logs images, the sheet rendered and PNG-encoded (not
+logged). What does not fit fails here with a ``ValueError`` naming the argument, the value and the fix."""
 
 from __future__ import annotations
 
@@ -25,43 +22,28 @@ def check_monitor(
     monitor: Any, model: nn.Module, renders: bool, before_training: bool = False, warn: Warn | None = None
 ) -> DryRunReport:
     """The setup check with an :class:`~lightning_xai.AttributionMonitor`'s settings (``renders``: the run logs
-    images, so the sheet is rendered and encoded too; ``warn(key, message)``: what the check says)."""
-    media = monitor.media
+    images; ``warn(key, message)``: what the check says)."""
+    media, masks = monitor.media, monitor.masks
     check_display_channels(media.denormalize, int(monitor.probes.images.shape[1]), render=renders)
-    report, done = dry_run(
-        model,
-        monitor.probes,
-        monitor.explainers,
-        monitor.target,
-        monitor.output_transform,
-        monitor.forward_fn,
-        warn=warn,
-        before_training=before_training,
-    )
-    if done.results:
-        state = (monitor.drift, monitor.detector, monitor.tracker)
-        report.drift_keys = _measure_on_copies(done, state, monitor.masks)
+    settings = (monitor.probes, monitor.explainers, monitor.target, monitor.forward_fn)
+    report, done = dry_run(model, *settings, warn=warn, before_training=before_training)
+    if done.results:  # measure twice (a reference, then a comparison) on copies: the drift keys the comparison logs
+        drift, detector, tracker = copy.deepcopy((monitor.drift_tracker, monitor.detector, monitor.alert_tracker))
+        first = max(int(drift.warmup_epochs), int(drift.reference_epoch or 0))
+        device_masks = None if masks is None else masks[: len(done.inputs)].to(done.inputs.device)
+        try:
+            for epoch in (first, first + 1):
+                record = measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
+        except Exception as err:
+            raise ValueError(
+                f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "
+                "(custom explainers' maps) and `probe_masks` (one (H, W) mask per probe)."
+            ) from err
+        report.drift_keys = tuple(k for k in record.scalars if "/drift/" in k)
     if renders:
         normalizations = {e.name: e.display_normalization for e in monitor.explainers}
         _render(done, normalizations, media.colormap, media.denormalize, media.tile_size)
     return report
-
-
-def _measure_on_copies(done: ProbeExplanations, state: tuple[Any, Any, Any], masks: Tensor | None) -> tuple[str, ...]:
-    """The drift measurement twice (a reference, then a comparison) on copies of the monitor's state; the drift keys
-    the comparison logs (``xai/<method>/drift/...``)."""
-    drift, detector, tracker = copy.deepcopy(state)
-    first = max(int(drift.warmup_epochs), int(drift.reference_epoch or 0))
-    device_masks = None if masks is None else masks[: len(done.inputs)].to(done.inputs.device)
-    try:
-        for epoch in (first, first + 1):
-            record = measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
-    except Exception as err:
-        raise ValueError(
-            f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "
-            "(custom explainers' maps) and `probe_masks` (one (H, W) mask per probe)."
-        ) from err
-    return tuple(k for k in record.scalars if "/drift/" in k)
 
 
 def _render(
@@ -82,22 +64,16 @@ def _render(
                 f"`denormalize` maps a batch of probes {tuple(first.shape)} to {got}; it must return an "
                 "(N, 1 or 3, H, W) tensor in [0, 1] (grey or RGB images)."
             )
+    predictions: dict[str, Any] = {
+        "predicted": done.predicted,
+        "confidence": done.confidence,
+        "targets": done.targets,
+        "labels": None,
+    }
     try:
         with torch.no_grad():
-            media = evaluation_media(
-                done.inputs,
-                done.results,
-                normalizations,
-                epoch=0,
-                step=0,
-                predicted=done.predicted,
-                confidence=done.confidence,
-                targets=done.targets,
-                labels=None,
-                colormap=colormap,
-                denormalize=denormalize,
-                tile_size=tile_size,
-            )
+            shape: dict[str, Any] = {"colormap": colormap, "denormalize": denormalize, "tile_size": tile_size}
+            media = evaluation_media(done.inputs, done.results, normalizations, epoch=0, step=0, **predictions, **shape)
             for _, picture in media.images[:1]:
                 picture.png()
     except Exception as err:

@@ -1,11 +1,10 @@
-"""What the monitor reads from and does to the Trainer besides probes (:mod:`lightning_xai.probes.from_trainer`) and
-ranks (:mod:`lightning_xai._distributed`): the training batch size that bounds Integrated Gradients' chunks, the
-keys it logs, checkpoint state of other settings, when ``on_drift`` acts, and changes to how the model trains."""
+"""What the monitor reads from and does to the Trainer besides probes and ranks: the training batch size, the keys
+it logs, other monitors' checkpoint state, what ``on_drift`` does, and changes to how the model trains."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -18,12 +17,9 @@ from lightning_xai.explain.run import isolated
 from lightning_xai.visualize.dashboard import named
 from lightning_xai.visualize.writer import add_text_job
 
-T = TypeVar("T")
-
 
 def training_batch_size(loaders: Any) -> int | None:
-    """The largest ``batch_size`` among the training dataloader(s) (a loader, or a list/dict of them); None when
-    none declares one (an iterable, or a batch sampler without ``batch_size``).
+    """The largest ``batch_size`` among the training dataloader(s) (a loader, a list or dict of them), or None.
 
     Example::
 
@@ -33,18 +29,14 @@ def training_batch_size(loaders: Any) -> int | None:
     if isinstance(loaders, DataLoader):
         size = loaders.batch_size or getattr(loaders.batch_sampler, "batch_size", None)
         return int(size) if isinstance(size, int) and size > 0 else None
-    children: list[Any] = []
-    if isinstance(loaders, dict):
-        children = list(loaders.values())
-    elif isinstance(loaders, (list, tuple)):
-        children = list(loaders)
+    children = list(loaders.values()) if isinstance(loaders, dict) else loaders
+    children = children if isinstance(children, (list, tuple)) else []
     sizes = [s for s in (training_batch_size(c) for c in children) if s is not None]
     return max(sizes) if sizes else None
 
 
 def check_unique_names(trainer: Trainer, monitor: Any) -> None:
-    """Refuse a second monitor of the same ``name`` in one Trainer: both would log the same keys, and Lightning would
-    average them into one value."""
+    """Refuse two monitors of one ``name`` in a Trainer: Lightning would average their keys into one value."""
     same = [cb for cb in trainer.callbacks if type(cb) is type(monitor) and cb.name == monitor.name]  # type: ignore[attr-defined]
     if len(same) > 1:
         raise ValueError(
@@ -55,23 +47,21 @@ def check_unique_names(trainer: Trainer, monitor: Any) -> None:
 
 
 def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> None:
-    """Say so when a checkpoint holds monitor state under other settings: Lightning would skip it silently and the
-    run would start a new reference and history."""
+    """Warn when a checkpoint holds monitor state under other settings (Lightning would skip it silently)."""
     keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(prefix)]
     if keys and state_key not in keys:
         _warn.warn(
             f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
-            "its probes, reference, history and alerts start afresh. Resume with the same methods (and their layer, "
-            "ig_steps, ig_baseline), probes and target to keep them."
+            "its probes, reference, history and alerts start afresh (a new reference). Resume with the same methods "
+            "and their options, probes and target to keep them."
         )
 
 
 def log_epoch_scalars(
     trainer: Trainer, pl_module: LightningModule, scalars: dict[str, float], name: str | None = None
 ) -> None:
-    """Log epoch-level scalars through ``pl_module.log`` (so every logger, ``EarlyStopping`` and
-    ``ModelCheckpoint`` see them), under ``xai/<name>/...`` for a named monitor. They are identical on every rank
-    already; under DDP a max-reduce keeps them exact (and is what Lightning expects of epoch-level logs)."""
+    """Log epoch-level scalars through ``pl_module.log`` (every logger, ``EarlyStopping`` and ``ModelCheckpoint``
+    see them), as ``xai/<name>/...`` for a named monitor; equal on every rank, so a DDP max-reduce keeps them exact."""
     distributed = trainer.world_size > 1
     for key, value in scalars.items():
         pl_module.log(
@@ -88,10 +78,8 @@ def log_epoch_scalars(
 def with_placeholders(
     scalars: dict[str, float], keys: Sequence[str], logged: Mapping[str, Any], name: str | None
 ) -> dict[str, float]:
-    """``scalars`` plus 0.0 for each drift key (``keys``, found by the setup check) this run has not logged yet: before
-    the reference epoch or at the first evaluation there is nothing to compare with (the maps against themselves: no
-    drift), and ``ModelCheckpoint(monitor=<drift key>)``, which has no ``strict=False``, needs the key at its first
-    check. Once a key has a value, ``trainer.callback_metrics`` keeps its last one.
+    """``scalars`` plus 0.0 (no drift yet) for each drift key of the setup check not logged yet by a method that ran:
+    ``ModelCheckpoint(monitor=<drift key>)`` has no ``strict=False`` and needs the key at its first check.
 
     Example::
 
@@ -120,23 +108,16 @@ def log_media(
     trainer: Trainer, media: Any, args: tuple[Any, ...], record: Any, name: str | None, warn: Callable[[str, str], None]
 ) -> None:
     """``media.log(trainer, *args)``, isolated: a failure is warned once, added to ``record.errors`` and written as
-    ``xai/errors`` directly; training goes on."""
+    ``xai/errors`` directly."""
     if isolated("logging images and tables", record.errors, warn, lambda: media.log(trainer, *args) or True) is None:
         log_errors_text(trainer, media.writer, record.errors, record.global_step, name)
 
 
 class DriftActions:
-    """What ``on_drift`` does with an evaluation's alerts, and when, on every rank alike.
-
-    - ``"warn"``: one warning per alert.
-    - ``"stop"``: warns; when any rank has an alert, ``trainer.should_stop`` is set at the end of the current
-      training epoch (Lightning would otherwise stop right after a mid-epoch validation, e.g. with
-      ``val_check_interval``), so training ends after this epoch, as documented.
-    - ``"raise"``: warns and raises :class:`DriftDetectedError` at the end of the validation (test) run, after
-      Lightning has logged the epoch's scalars, so the drift that raised reaches the loggers.
-    - a callable: called with each alert. If it raises, the exception ends the run the same way as ``"raise"``
-      (after the epoch's scalars are logged); it must then raise on every rank.
-    """
+    """What ``on_drift`` does with an evaluation's alerts, on every rank alike: ``"warn"`` one warning per alert;
+    ``"stop"`` warns and stops at the end of the training epoch; ``"raise"`` warns and raises
+    :class:`DriftDetectedError` at the end of the validation (test) run, once Lightning logged the epoch's scalars; a
+    callable gets each alert, and what it raises ends the run the same way."""
 
     def __init__(self, on_drift: Any) -> None:
         self.on_drift = on_drift
@@ -160,13 +141,11 @@ class DriftActions:
             self.pending = self.pending or DriftDetectedError(alerts[0])
 
     def raise_pending(self) -> None:
-        """At the end of a validation or test run: raise what ``"raise"`` or the callable left."""
         pending, self.pending = self.pending, None
         if pending is not None:
             raise pending
 
     def stop_if_pending(self, trainer: Trainer) -> None:
-        """At the end of a training epoch: stop the run when ``"stop"`` decided so during it."""
         if self.stop_pending:
             self.stop_pending = False
             trainer.should_stop = True
@@ -175,38 +154,27 @@ class DriftActions:
         return {"on_drift": self.on_drift, "stop_pending": False, "pending": None}
 
 
-def training_change(trainer: Trainer, pl_module: LightningModule, watch: SetupWatch, cost: Any) -> str | None:
-    """What changed how the model trains since the last evaluation of this fit (the trainable parameters, the
-    optimizers, or IG's steps cut by ``max_overhead``), or None; never outside ``fit``."""
-    if trainer.state.fn != TrainerFn.FITTING:
-        return None
-    setup, steps = watch.changed(trainer, pl_module), cost.take_step_change()
-    return "; ".join(c for c in (setup, steps) if c) or None
-
-
 class SetupWatch:
-    """Notices when the user changes how the model trains between two evaluations: which parameters train
-    (``requires_grad``, e.g. a backbone unfrozen by ``BackboneFinetuning``) or the optimizers and their parameter
-    groups. Explanations then move by themselves (the maps of a frozen random backbone are no baseline for a trained
-    one), so the detector measures that evaluation but neither calibrates on it nor alerts; the next evaluation is
-    compared with the new maps. The signature holds counts only, so nothing identifies a resumed run as changed."""
+    """Notices when the trainable parameters or the optimizers' parameter groups change between two evaluations (e.g.
+    ``BackboneFinetuning``): the maps then move by themselves, so the detector neither calibrates on that evaluation
+    nor alerts. Counts only, so a resumed run is not seen as changed."""
 
     def __init__(self) -> None:
         self.signature: tuple[int, ...] | None = None
 
-    @staticmethod
-    def signature_of(trainer: Trainer, pl_module: LightningModule) -> tuple[int, ...]:
-        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+    def changed(self, trainer: Trainer, pl_module: LightningModule, cost: Any) -> str | None:
+        """What changed how the model trains since the last evaluation of this fit (including IG's steps cut by
+        ``max_overhead``, taken from ``cost``), or None; never outside ``fit``."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return None
         optimizers = getattr(trainer, "optimizers", [])
         groups = [len(group["params"]) for optimizer in optimizers for group in optimizer.param_groups]
-        return (trainable, len(optimizers), *groups)
-
-    def changed(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
-        """A description of the change since the last call (None when nothing changed, or on the first call)."""
-        previous, self.signature = self.signature, self.signature_of(trainer, pl_module)
-        if previous is None or previous == self.signature:
-            return None
-        return (
-            f"trainable parameters {previous[0]:,} -> {self.signature[0]:,}, optimizer parameter groups "
-            f"{list(previous[2:])} -> {list(self.signature[2:])}"
-        )
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        previous, self.signature = self.signature, (trainable, len(optimizers), *groups)
+        setup = None
+        if previous is not None and previous != self.signature:
+            setup = (
+                f"trainable parameters {previous[0]:,} -> {self.signature[0]:,}, optimizer parameter groups "
+                f"{list(previous[2:])} -> {list(self.signature[2:])}"
+            )
+        return "; ".join(c for c in (setup, cost.take_step_change()) if c) or None

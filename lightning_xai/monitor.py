@@ -1,13 +1,10 @@
-"""The ``AttributionMonitor`` callback: it orchestrates the pipeline from Lightning's hooks.
-
-probes (:mod:`lightning_xai.probes`) → explain (:mod:`lightning_xai.explain`) → drift and alerts
-(:mod:`lightning_xai.drift`) → images and tables (:mod:`lightning_xai.visualize`).
-"""
+"""The ``AttributionMonitor`` callback: it runs the pipeline probes → explain → drift → visualize from Lightning's
+hooks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -17,85 +14,52 @@ from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_xai import _distributed, _spawn, _trainer, _warn
-from lightning_xai._checks import monitor_explainers, normalize_arguments
+from lightning_xai._checks import normalize_arguments
 from lightning_xai._cost import CostReporter
-from lightning_xai._schedule import monitor_schedule, setup_warnings, trainer_schedule
+from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
 from lightning_xai._setup_check import check_monitor
-from lightning_xai._state_key import monitor_state_key
-from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError, DriftRule, OnDrift
+from lightning_xai._state_key import state_key_parts
+from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation, measure
 from lightning_xai.drift.tracker import DriftTracker
-from lightning_xai.explain import IntegratedGradients, check_quality
+from lightning_xai.explain import Explainer, IntegratedGradients
 from lightning_xai.explain.forward import ModelForwardFn
-from lightning_xai.explain.gradcam import GradcamReshape
 from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
 from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
+from lightning_xai.settings import Budget, Display, DriftPolicy, run_settings
 from lightning_xai.visualize.log import MediaContext, MediaLogger
 from lightning_xai.visualize.render import Denormalize, one_torch_thread
 
-__all__ = ["AttributionMonitor", "DriftDetectedError", "OnDrift"]
+__all__ = ["AttributionMonitor", "DriftDetectedError"]
 
 
 class AttributionMonitor(Callback):
     r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
 
-    At the end of each evaluated validation epoch the monitor runs Grad-CAM and/or Integrated Gradients
-    (Captum) on the probes, on the training device, in eval mode and float32, without touching the training
-    state (gradients, RNG streams, mode flags, BatchNorm buffers, hooks). It logs an explanation sheet, grids and
-    a prediction table to every TensorBoard, CSV, W&B and MLflow logger, drift scalars through
-    ``pl_module.log`` (so ``EarlyStopping``/``ModelCheckpoint`` can monitor them), and raises alerts when the
-    self-calibrating :class:`ShiftDetector` (or a fixed :class:`DriftRule`) fires.
+    The methods (Captum) run on the training device in eval mode and float32 without touching the training state.
+    The monitor logs an explanation sheet and a prediction table to every logger, drift scalars through
+    ``pl_module.log`` (for ``EarlyStopping``/``ModelCheckpoint``), and alerts when the :class:`ShiftDetector` (or a
+    :class:`DriftRule`) fires.
 
     Args:
         probes: None (draw ``num_probes`` from the first validation dataloader, as the model receives them), a
             ``(N, C, H, W)`` tensor, an ``(images, labels)`` pair, a Dataset, a DataLoader or an iterable of batches.
         num_probes: how many probes to draw from a Dataset or the validation data (class-balanced).
-        methods: names from ``("gradcam", "integrated_gradients")`` (aliases ``"grad_cam"``, ``"ig"``) or
-            :class:`~lightning_xai.explain.Explainer` instances.
+        methods: method names (shorthand for their default instances; :func:`~lightning_xai.explain.method_names`)
+            or :class:`~lightning_xai.Explainer` instances with their options, e.g.
+            ``["gradcam", IntegratedGradients(n_steps=32)]``.
         target: ``"label"`` (unlabeled probes: ``"predicted"``, warned), ``"predicted"``, a class, one per probe.
-        gradcam_layer: dotted module name or module; None picks the last spatial 4-D feature map (for a
-            torchvision/timm-style ViT: the first LayerNorm of the last encoder block).
-        gradcam_reshape: maps the Grad-CAM layer's output to ``(B, C, h, w)``; None: ``(B, tokens, C)`` patch grids
-            are reshaped automatically (class token dropped). Must be picklable for ``ddp_spawn``.
-        ig_steps: Integrated Gradients steps, or ``"auto"``: the fewest Gauss–Legendre steps whose completeness gap
-            is within 5 % (``xai/integrated_gradients/n_steps``). An int fixes the cost at ``P x ig_steps`` passes.
-        ig_baseline: None (the input that displays as black: ``-mean / std`` with ``denormalize=(mean, std)``,
-            else zeros), a float, or a tensor broadcastable to one probe.
-        ig_internal_batch_size: samples per IG pass; None: the training batch size (no more activations than a
-            training step).
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
-        on_drift: ``"warn"``, ``"stop"`` (every rank stops at the end of the epoch), ``"raise"``
-            (:class:`DriftDetectedError` once the epoch's scalars are logged) or a callable receiving each
-            :class:`DriftAlert` on every rank (what it raises ends the run). See docs/failures.md.
-        denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images for display.
+        denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images, for display and for
+            the reference input of IG, DeepLift, Occlusion and LIME left at ``baseline=None`` (black).
+        forward_fn: ``forward_fn(pl_module, x)`` returns ``(N, num_classes)`` logits for probes ``x`` when
+            ``pl_module(x)`` does not (extra arguments, another method, dict/tuple outputs).
+        drift: what counts as drift and what to do about it (:class:`~lightning_xai.DriftPolicy`; None: defaults).
+        display: what is shown (:class:`~lightning_xai.Display`; None: defaults).
+        budget: what the monitor may cost (:class:`~lightning_xai.Budget`; None: no limit).
         seed: seed of the probe draw (the global RNGs are never used).
-        warmup_epochs: epochs the detector and rules ignore; the reference is the first evaluated epoch after them.
-        reference_epoch: pin the reference to this epoch (or the first evaluated one after it that has the map).
-        detector: a :class:`ShiftDetector` calibrated on this run's own movements, alerting when relevance moves
-            into regions all probes ignored (``"default"``: ``ShiftDetector()``; None: only ``drift_rules``).
-        drift_rules: fixed-threshold rules checked in addition to the detector (default: none).
-        probe_threshold: a probe "drifted" when its drift is above this (``share`` and ``probe_indices``).
-        topk: fraction of most-attributed cells compared by the ``topk`` metric.
-        colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
-        log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
-        log_grids: also log the compact 32-px grids (``xai/probes`` once, ``xai/<method>/overlay`` per evaluation);
-            the sheet ``xai/sheet`` shows the same maps, so they are off by default.
-        tile_size: pixels per tile of the explanation sheet ``xai/sheet`` (small inputs are upscaled).
-        output_transform: maps the model's output to ``(N, num_classes)`` logits (for dict/tuple outputs).
-        forward_fn: ``forward_fn(pl_module, x)`` calls the model on probes when ``pl_module(x)`` is not enough
-            (extra arguments, another method); its output then goes through ``output_transform``.
-        probe_masks: one boolean ``(H, W)`` ground-truth mask per probe (``(N, H, W)``, or a callable ``(images,
-            labels) -> masks``): adds ``xai/localization/<method>/relevance_mass`` and ``.../pointing_game``.
-        background_logging: encode PNGs and write events on a background thread.
-        max_seconds_per_epoch: a time budget for one evaluation: IG cuts its steps to fit
-            (``xai/<method>/budget_limited``; such a map is shown, not compared), a method with no time left is
-            skipped that epoch (``xai/errors``). See docs/performance.md.
-        max_overhead: keep the monitor's whole cost within this share of the rest of the run (e.g. 0.05): fewer IG
-            steps first (never below 8), then skipped evaluations (``xai/skipped``). None: no budget.
-        quality: opt-in measures of the maps (``xai/<method>/quality/...``): any of ``("deletion", "insertion",
-            "sparseness", "entropy")`` (docs/quality.md).
         name: prefixes every tag, key and file (``xai/<name>/...``) so that several monitors share a Trainer.
 
     Example::
@@ -111,86 +75,65 @@ class AttributionMonitor(Callback):
         self,
         probes: Tensor | tuple[Tensor, Tensor] | Dataset | Iterable[Any] | None = None,
         num_probes: int = 8,
-        methods: Sequence[str | Any] = ("gradcam", "integrated_gradients"),
+        methods: Sequence[str | Explainer] = ("gradcam", "integrated_gradients"),
         target: TargetSpec = "label",
-        gradcam_layer: str | torch.nn.Module | None = None,
-        gradcam_reshape: GradcamReshape | None = None,
-        ig_steps: int | Literal["auto"] = "auto",
-        ig_baseline: float | Tensor | None = None,
-        ig_internal_batch_size: int | None = None,
         every_n_epochs: int = 1,
-        on_drift: OnDrift = "warn",
         denormalize: Denormalize = None,
-        seed: int = 0,
-        warmup_epochs: int = 2,
-        reference_epoch: int | None = None,
-        detector: ShiftDetector | Literal["default"] | None = "default",
-        drift_rules: Sequence[DriftRule] = (),
-        probe_threshold: float = 0.4,
-        topk: float = 0.1,
-        colormap: str = "jet",
-        log_heatmaps: bool = False,
-        log_grids: bool = False,
-        tile_size: int = 128,
-        output_transform: Callable[[Any], Tensor] | None = None,
-        probe_masks: Tensor | Callable[[Tensor, Tensor | None], Tensor] | None = None,
-        background_logging: bool = True,
         forward_fn: ModelForwardFn | None = None,
-        max_seconds_per_epoch: float | None = None,
-        max_overhead: float | None = None,
-        quality: Sequence[str] = (),
+        drift: DriftPolicy | None = None,
+        display: Display | None = None,
+        budget: Budget | None = None,
+        seed: int = 0,
         name: str | None = None,
     ) -> None:
         super().__init__()
-        a = normalize_arguments(locals())  # the one input layer: converted (numpy, lists, integer-likes) or refused
-        probes, num_probes, seed, target, self.name = (a[k] for k in ("probes", "num_probes", "seed", "target", "name"))
-        self.explainers = monitor_explainers(a)  # from the registry; IG's default baseline; the rules' method names
+        a = normalize_arguments(locals())  # every argument converted or refused here, once
+        self.name, self.probe_source, self.num_probes, self.seed = a["name"], a["probes"], a["num_probes"], a["seed"]
+        self.target, self.every_n_epochs, self.forward_fn = a["target"], a["every_n_epochs"], a["forward_fn"]
+        policy: DriftPolicy = a["drift"]
+        d: Display = a["display"]
+        self.budget: Budget
+        self.drift_policy, self.display, self.budget = policy, d, a["budget"]
+        self.explainers: list[Explainer] = a["explainers"]  # from the registry, with what depends on the run resolved
         ig = [e for e in self.explainers if isinstance(e, IntegratedGradients)]
         self._batch_capped = [e for e in ig if e.internal_batch_size is None and e.max_batch is None]  # user: unset
-        self.max_seconds_per_epoch = a["max_seconds_per_epoch"]
-        self.quality = check_quality(quality)
-        self.probe_source, self.num_probes, self.target = probes, num_probes, target
-        self.every_n_epochs = a["every_n_epochs"]
-        self.on_drift = on_drift
-        self.actions = _trainer.DriftActions(on_drift)
-        self.seed, self.output_transform, self.forward_fn = seed, output_transform, forward_fn
-        self.drift = DriftTracker(a["warmup_epochs"], a["reference_epoch"], a["topk"], a["probe_threshold"])
-        self.detector = ShiftDetector() if detector == "default" else detector
-        self.tracker = AlertTracker(list(drift_rules))
+        self.actions = _trainer.DriftActions(policy.on_drift)
+        self.drift_tracker = DriftTracker(
+            policy.warmup_epochs, policy.reference_epoch, policy.topk, policy.probe_threshold
+        )
+        self.detector = ShiftDetector() if policy.detector == "default" else policy.detector
+        self.alert_tracker = AlertTracker(list(policy.rules), cooldown=policy.cooldown)
         self.media = MediaLogger(
-            a["colormap"], a["denormalize"], a["log_heatmaps"], a["background_logging"], a["tile_size"], a["log_grids"]
+            d.colormap, a["denormalize"], d.log_heatmaps, d.background_logging, d.tile_size, d.log_grids
         )
         self.probes: ProbeSet | None = None
-        self.probe_masks = a["probe_masks"]
         self.masks: Tensor | None = None
-        self._history: list[Evaluation] = []  # one Evaluation per evaluation (kept in the checkpoint)
-        self.cost = CostReporter(a["max_overhead"], self.explainers)
+        self._history: list[Evaluation] = []
+        self.cost = CostReporter(self.budget.max_overhead, self.explainers)
         self.setup_watch = _trainer.SetupWatch()
         self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
         self._prepared_for: LightningModule | None = None
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
-        named = type(self).__qualname__ + (f"[{self.name}]" if self.name else "")
-        self._state_key = monitor_state_key(named, self.explainers, probes, num_probes, seed, target)
+        parts = state_key_parts(self.explainers, a["probes"], self.num_probes, self.seed, self.target)
+        self._state_key = self._generate_state_key(name=self.name, **parts)
 
     @property
     @override
     def state_key(self) -> str:
-        """What the stored maps depend on (methods and their map-changing settings, probes, target): the rest may
-        change when resuming without losing the reference."""
+        """What the stored maps depend on (methods and settings, probes, target); the rest may change on resume."""
         return self._state_key
 
     @property
     def alerts(self) -> list[DriftAlert]:
-        """Every alert of the run (kept in the checkpoint; after ``ddp_spawn``, rank 0's)."""
+        """Every alert of the run (checkpointed; after ``ddp_spawn``, rank 0's)."""
         self._receive()
-        return self.tracker.alerts
+        return self.alert_tracker.alerts
 
     @property
     def history(self) -> list[Evaluation]:
-        """One :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (kept in the checkpoint; after
-        ``ddp_spawn``, rank 0's)."""
+        """One :class:`~lightning_xai.drift.measure.Evaluation` per evaluation (checkpointed; rank 0's)."""
         self._receive()
         return self._history
 
@@ -205,9 +148,9 @@ class AttributionMonitor(Callback):
             "probes": None if self.probes is None else self.probes.images.clone(),
             "labels": None if self.probes is None or self.probes.labels is None else self.probes.labels.clone(),
             "masks": None if self.masks is None else self.masks.clone(),
-            "drift": self.drift.state_dict(),
+            "drift": self.drift_tracker.state_dict(),
             "detector": None if self.detector is None else self.detector.state_dict(),
-            "alerts": self.tracker.state_dict(),
+            "alerts": self.alert_tracker.state_dict(),
             "history": [e.to_dict() for e in self.history],
             "probes_logged": self.media.probes_logged,
         }
@@ -222,10 +165,10 @@ class AttributionMonitor(Callback):
             self._prepared_for = None
         if state_dict.get("masks") is not None:
             self.masks = state_dict["masks"]
-        self.drift.load_state_dict(state_dict.get("drift", {}))
+        self.drift_tracker.load_state_dict(state_dict.get("drift", {}))
         if self.detector is not None and state_dict.get("detector") is not None:
             self.detector.load_state_dict(state_dict["detector"])
-        self.tracker.load_state_dict(state_dict.get("alerts", {}))
+        self.alert_tracker.load_state_dict(state_dict.get("alerts", {}))
         self._history = [Evaluation.from_dict(e) for e in state_dict.get("history", [])]
         self.media.probes_logged = state_dict.get("probes_logged", [])
 
@@ -257,7 +200,10 @@ class AttributionMonitor(Callback):
             batch_size = _trainer.training_batch_size(trainer.train_dataloader)
             for explainer in self._batch_capped:
                 explainer.limit_batch(batch_size)
-        for key, message in setup_warnings(trainer_schedule(trainer), monitor_schedule(self)):
+        tracker, count = self.drift_tracker, None if self.probes is None else len(self.probes)
+        found = (self.probe_source is not None, count, self.detector is not None, len(self.alert_tracker.rules))
+        schedule = MonitorSchedule(self.every_n_epochs, tracker.reference_epoch, tracker.warmup_epochs, *found)
+        for key, message in setup_warnings(trainer_schedule(trainer), schedule):
             self._warn_once(key, message)  # what this fit's settings make the monitor miss, said once each
 
     @override
@@ -310,16 +256,16 @@ class AttributionMonitor(Callback):
         return due and self.cost.allows(self._warn_once, trainer.strategy.broadcast)  # rank 0's clock decides
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
-        """Collect the probes (once) and run the setup check against ``pl_module`` (once per model), on every rank;
-        other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it. False: no probes."""
+        """Collect the probes (once) and run the setup check on ``pl_module`` (once per model) on every rank; False:
+        no probes. Other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it."""
         if self.probes is None:
             draw = (trainer, pl_module, self.probe_source, self.num_probes, self.seed)  # on rank 0, sent to every rank
             self.probes = _distributed.on_rank_zero(trainer, lambda: from_trainer.trainer_probes(*draw))
             if self.probes is None:
                 return False
-        if self.masks is None and self.probe_masks is not None:
+        if self.masks is None and self.display.probe_masks is not None:
             with torch.inference_mode(False):
-                self.masks = resolve_masks(self.probe_masks, self.probes)
+                self.masks = resolve_masks(self.display.probe_masks, self.probes)
         if self._prepared_for is not pl_module:
             renders = bool(self.media.image_loggers(trainer))  # the run renders images: so does the dry run
             before = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0 and not trainer.validating
@@ -331,8 +277,7 @@ class AttributionMonitor(Callback):
         return True
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Every rank explains its share of the probes; rank 0 gathers the maps, measures and logs; the record is
-        broadcast so every rank logs and decides the same."""
+        """Every rank explains its share; rank 0 gathers, measures and logs; its record is broadcast to every rank."""
         if not self.prepare(trainer, pl_module):
             self._warn_once("no_probes", from_trainer.NO_PROBES)
             return
@@ -341,43 +286,46 @@ class AttributionMonitor(Callback):
         record = _distributed.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, gather()))
         if not trainer.is_global_zero:
             self.history.append(record)
-            self.tracker.alerts.extend(record.alerts)
+            self.alert_tracker.alerts.extend(record.alerts)
         fitting = trainer.state.fn == TrainerFn.FITTING
-        self.cost.after_evaluation(record, self._warn_once, self.max_seconds_per_epoch, fitting)  # every rank alike
+        self.cost.after_evaluation(record, self._warn_once, self.budget.max_seconds_per_epoch, fitting)  # every rank
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
         scalars = _trainer.with_placeholders(record.scalars, keys, trainer.callback_metrics, self.name)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
     def _explain(self, trainer: Trainer, pl_module: LightningModule, part: slice) -> ProbeExplanations:
-        """Explain the probes ``part`` with every method."""
         assert self.probes is not None
         labels = None if self.probes.labels is None else self.probes.labels[part]
         target, images = shard_target(self.target, part), self.probes.images[part]
         return explain_probes(
             *(pl_module, images, labels, self.explainers, target),
-            output_transform=self.output_transform,
             forward_fn=self.forward_fn,
-            max_seconds=self.max_seconds_per_epoch,
+            max_seconds=self.budget.max_seconds_per_epoch,
             epoch=int(trainer.current_epoch),
             warn_once=self._warn_once,
             skip=self.setup_check.disabled,
-            quality=self.quality,
+            quality=self.display.quality,
         )
 
     def _measure_and_log(self, trainer: Trainer, pl_module: LightningModule, done: Any) -> Evaluation:
-        """Measure drift and check alerts on the gathered maps (``ProbeExplanations``), queue the media (rank 0)."""
+        """Measure drift and alerts on the gathered ``ProbeExplanations`` and queue the media (rank 0)."""
         assert self.probes is not None and done is not None
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
         masks = None if self.masks is None else self.masks.to(pl_module.device)
-        errors, state = list(done.errors), (self.drift, self.detector, self.tracker, masks, self._warn_once)
-        change = _trainer.training_change(trainer, pl_module, self.setup_watch, self.cost)
+        errors = list(done.errors)
+        state = (self.drift_tracker, self.detector, self.alert_tracker, masks, self._warn_once)
+        change = self.setup_watch.changed(trainer, pl_module, self.cost)
         with one_torch_thread(pl_module.device):  # many small ops: with 2 threads on busy cores they wait on each other
             measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
         normalizations = {e.name: e.display_normalization for e in self.explainers}
-        args = (done, self.probes.labels, record, normalizations, MediaContext.from_monitor(self))
+        groups = (self.drift_policy, self.display, self.budget)
+        shown = (self.name, self.explainers, self.target, self.every_n_epochs, self.media.denormalize)
+        settings = run_settings(*shown, len(self.probes), groups)
+        context = MediaContext(self.name, self.drift_tracker, tuple(self.alert_tracker.rules), settings)
+        args = (done, self.probes.labels, record, normalizations, context)
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)
         return self.cost.stamped(record, self.media.writer, trainer.state.fn == TrainerFn.FITTING)  # its cost
 

@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from lightning_xai import AttributionMonitor, DriftRule, IntegratedGradients  # noqa: E402
+from lightning_xai import AttributionMonitor, Display, DriftPolicy, DriftRule, IntegratedGradients  # noqa: E402
 
 DRIFT_KEY = "xai/gradcam/drift/rank_vs_reference/median"
 
@@ -91,7 +91,7 @@ class Recorder(Callback):
             "history": [{"epoch": h.epoch, "scalars": h.scalars, "errors": h.errors} for h in monitor.history],
             "explain_seconds": [h.explain_seconds for h in monitor.history],
             "alerts": [a.message for a in monitor.alerts],
-            "computed_here": sorted(monitor.drift.previous),  # only where the maps were computed
+            "computed_here": sorted(monitor.drift_tracker.previous),  # only where the maps were computed
             "validations": self.validations,
             "callback_metric_keys": sorted(k for k in trainer.callback_metrics if k.startswith("xai/")),
             "hook_seconds": self.hook_seconds,
@@ -155,30 +155,28 @@ def run(args: argparse.Namespace) -> AttributionMonitor:
     L.seed_everything(0, verbose=False)
     stamp = Stamp()
     stopper: EarlyStopping | None = None
-    rule = DriftRule(threshold=0.0, patience=2 if args.scenario == "stop" else 1, cooldown=0)
+    rule = DriftRule(threshold=0.0, patience=2 if args.scenario == "stop" else 1)
     kwargs: dict[str, Any] = dict(
         num_probes=args.probes,
-        ig_steps=args.ig_steps,
-        warmup_epochs=0,
-        drift_rules=(rule,),
-        detector=None,
-        log_grids=True,
+        methods=("gradcam", IntegratedGradients(n_steps=args.ig_steps)),
+        display=Display(log_grids=True),
     )
+    policy: dict[str, Any] = dict(warmup_epochs=0, rules=(rule,), detector=None, cooldown=0)
     if args.scenario == "stop":
-        monitor = AttributionMonitor(on_drift="stop", **kwargs)
+        monitor = AttributionMonitor(drift=DriftPolicy(on_drift="stop", **policy), **kwargs)
         stopper = EarlyStopping(
             monitor=DRIFT_KEY, mode="min", patience=100, strict=False, check_on_train_epoch_end=False
         )
     elif args.scenario == "earlystop":
-        monitor = AttributionMonitor(on_drift="warn", **kwargs)
+        monitor = AttributionMonitor(drift=DriftPolicy(on_drift="warn", **policy), **kwargs)
         # min_delta=1 > any drift: no value after the first counts as an improvement -> stops after patience=2
         stopper = EarlyStopping(
             monitor=DRIFT_KEY, mode="min", min_delta=1.0, patience=2, strict=False, check_on_train_epoch_end=False
         )
     elif args.scenario == "fail":
-        monitor = FailingMonitor(**kwargs)
+        monitor = FailingMonitor(drift=DriftPolicy(**policy), **kwargs)
     else:
-        monitor = AttributionMonitor(**kwargs)
+        monitor = AttributionMonitor(drift=DriftPolicy(**policy), **kwargs)
     recorder = Recorder(args.out, monitor, stamp, stopper)
     callbacks: list[Callback] = [stamp, monitor, recorder] + ([stopper] if stopper is not None else [])
     if args.scenario == "bench":
@@ -211,7 +209,7 @@ def run(args: argparse.Namespace) -> AttributionMonitor:
         with open(f"{args.out}/rank{validator.global_rank}_ig_batch.json", "w") as f:
             json.dump(ig.last_batch_size, f)  # samples per IG pass: this rank's probes x steps
         if validator.is_global_zero:
-            maps = {name: t.cpu() for name, t in monitor.drift.previous.items()}
+            maps = {name: t.cpu() for name, t in monitor.drift_tracker.previous.items()}
             torch.save({"maps": maps, "seconds": [h.explain_seconds for h in monitor.history]}, f"{args.out}/maps.pt")
         return monitor
     trainer = L.Trainer(

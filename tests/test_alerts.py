@@ -12,7 +12,7 @@ import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai import AttributionMonitor, DriftPolicy, DriftRule, IntegratedGradients
 from lightning_xai.drift.alerts import AlertTracker
 from lightning_xai.drift.detector import Detection, ShiftDetector
 from lightning_xai.drift.tracker import DriftResult, DriftTracker
@@ -170,17 +170,31 @@ def test_alert_carries_the_evidence_and_says_it_in_one_sentence() -> None:
 def test_drift_rule_accepts_every_alias_that_methods_accepts() -> None:
     assert DriftRule(methods=("ig",)).methods == ("integrated_gradients",)
     assert DriftRule(methods=("grad_cam", "integrated_gradients")).methods == ("gradcam", "integrated_gradients")
-    monitor = AttributionMonitor(methods=("ig",), drift_rules=(DriftRule(methods=("ig",)),))
-    assert monitor.tracker.rules[0].methods == ("integrated_gradients",)
+    monitor = AttributionMonitor(methods=("ig",), drift=DriftPolicy(rules=(DriftRule(methods=("ig",)),)))
+    assert monitor.alert_tracker.rules[0].methods == ("integrated_gradients",)
     with pytest.raises(ValueError, match=r"DriftRule\(methods=\('gradcma',\)\).*not among this monitor's methods"):
-        AttributionMonitor(drift_rules=(DriftRule(methods=("gradcma",)),))
+        AttributionMonitor(drift=DriftPolicy(rules=(DriftRule(methods=("gradcma",)),)))
     with pytest.raises(ValueError, match=r"DriftRule\(threshold=\.\.\.\)` must be a finite number, got nan"):
         DriftRule(threshold=float("nan"))
 
 
+@pytest.mark.parametrize(("cooldown", "fired_at"), [(0, [0, 2, 4, 6]), (1, [0, 2, 4, 6]), (3, [0, 4]), (5, [0, 6])])
+def test_the_policys_cooldown_reaches_the_alert_tracker(cooldown: int, fired_at: list[int]) -> None:
+    # one cooldown for the detector and the rules: DriftPolicy(cooldown=) is the one the monitor's AlertTracker keeps
+    rule = DriftRule(threshold=0.5, patience=1)
+    monitor = AttributionMonitor(methods=("gradcam",), drift=DriftPolicy(rules=(rule,), cooldown=cooldown))
+    series = (0.9, 0.1, 0.9, 0.1, 0.9, 0.1, 0.9)  # over the threshold every other evaluation
+    fired = [i for i, v in enumerate(series) if monitor.alert_tracker.update("gradcam", {rule.key: v})]
+    assert fired == fired_at
+
+
 def test_an_alias_rule_fires_for_its_method(tmp_path: Any) -> None:
     rule = DriftRule(threshold=0.0, patience=1, methods=("ig",))
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(rule,), detector=None)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(rule,), cooldown=0),
+    )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=2)).fit(TinyCNN(), train, val)
@@ -189,7 +203,9 @@ def test_an_alias_rule_fires_for_its_method(tmp_path: Any) -> None:
 
 def test_changing_rules_and_detector_between_fits_keeps_the_reference(tmp_path: Any) -> None:
     ckpt_dir = tmp_path / "ckpt"
-    first = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    first = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     L.Trainer(
@@ -202,18 +218,22 @@ def test_changing_rules_and_detector_between_fits_keeps_the_reference(tmp_path: 
     ).fit(TinyCNN(), train, val)
     second = AttributionMonitor(
         num_probes=4,
-        ig_steps=4,
-        warmup_epochs=1,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
         every_n_epochs=1,
-        drift_rules=(DriftRule(threshold=0.9, metric="topk"),),
-        detector=ShiftDetector(ratio=5.0),
+        drift=DriftPolicy(
+            warmup_epochs=1, detector=ShiftDetector(ratio=5.0), rules=(DriftRule(threshold=0.9, metric="topk"),)
+        ),
     )
     assert second.state_key == first.state_key
     L.Trainer(**trainer_kwargs(tmp_path, callbacks=[second], max_epochs=3)).fit(
         TinyCNN(), train, val, ckpt_path=str(ckpt_dir / "last.ckpt")
     )
-    assert second.drift.reference_epochs == first.drift.reference_epochs == {"gradcam": 0, "integrated_gradients": 0}
-    assert torch.equal(second.drift.reference["gradcam"], first.drift.reference["gradcam"])
+    assert (
+        second.drift_tracker.reference_epochs
+        == first.drift_tracker.reference_epochs
+        == {"gradcam": 0, "integrated_gradients": 0}
+    )
+    assert torch.equal(second.drift_tracker.reference["gradcam"], first.drift_tracker.reference["gradcam"])
     assert [h.epoch for h in second.history] == [0, 1, 2]
 
 
@@ -225,7 +245,7 @@ def test_ig_baseline_defaults_to_the_black_image_when_denormalize_is_given() -> 
     assert torch.allclose(torch.as_tensor(ig.baseline).flatten(), expected)
     plain = AttributionMonitor()
     assert next(e for e in plain.explainers if e.name == "integrated_gradients").baseline is None
-    given = AttributionMonitor(denormalize=(mean, std), ig_baseline=0.0)
+    given = AttributionMonitor(methods=("gradcam", IntegratedGradients(baseline=0.0)), denormalize=(mean, std))
     assert next(e for e in given.explainers if e.name == "integrated_gradients").baseline == 0.0
 
 
@@ -239,7 +259,9 @@ def test_cost_is_logged_said_once_and_warned_when_large(tmp_path: Any, monkeypat
     monkeypatch.setattr(_cost, "rank_zero_info", said.append)
     monkeypatch.setattr(_cost, "WARN_SHARE", 0.0)  # any cost is "large": the warning must come, once
     monkeypatch.setattr(_cost, "WARN_SECONDS", 0.0)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     with pytest.warns(

@@ -1,13 +1,15 @@
-"""One argument-checking helper (issues 19 and 20): every integer and real argument of the monitor is accepted and
+"""One argument-checking helper (issues 19 and 20): every integer and real setting of the monitor (its own
+arguments, the fields of DriftPolicy, Display and Budget, and the options of Integrated Gradients) is accepted and
 refused alike, and names that become tags and directories are validated.
 
 Integer-like values: Python ints, numpy integers, 0-d integer arrays and tensors, and whole floats (``2.0``) become
 plain ints; bools, fractional or non-finite floats, strings, ``None`` (unless allowed) and sequences are refused with
-a ``ValueError`` naming the argument, the value and the fix.
+a ``ValueError`` naming the argument or field, the value and the fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -18,28 +20,36 @@ import pytest
 import torch
 from torch import Tensor
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, Budget, Display, DriftPolicy
 from lightning_xai._checks import normalize_arguments
 from lightning_xai.explain import Explainer, Explanation, IntegratedGradients, MethodEntry, register
 from lightning_xai.explain.base import NAME_RULE, check_baseline_shape, check_float, check_int, check_name
 
-#: every integer argument of the monitor and its smallest value
+#: what holds each setting: the monitor itself or the object that owns the field
+OWNERS: dict[str, Any] = {
+    "DriftPolicy": DriftPolicy,
+    "Display": Display,
+    "Budget": Budget,
+    "IntegratedGradients": IntegratedGradients,
+}
+#: every integer setting ("argument" of the monitor or "Owner.field") and its smallest value
 INT_ARGUMENTS = {
     "num_probes": 1,
     "every_n_epochs": 1,
-    "warmup_epochs": 0,
     "seed": 0,
-    "reference_epoch": 0,
-    "ig_internal_batch_size": 1,
-    "ig_steps": 1,
-    "tile_size": 16,
+    "DriftPolicy.warmup_epochs": 0,
+    "DriftPolicy.reference_epoch": 0,
+    "DriftPolicy.cooldown": 0,
+    "Display.tile_size": 16,
+    "IntegratedGradients.n_steps": 1,
+    "IntegratedGradients.internal_batch_size": 1,
 }
-#: every real argument and its bounds (low, high, low_open)
+#: every real setting and its bounds (low, high, low_open)
 FLOAT_ARGUMENTS = {
-    "topk": (0.0, 1.0, True),
-    "probe_threshold": (0.0, 1.0, False),
-    "max_seconds_per_epoch": (0.0, math.inf, True),
-    "max_overhead": (0.0, math.inf, True),
+    "DriftPolicy.topk": (0.0, 1.0, True),
+    "DriftPolicy.probe_threshold": (0.0, 1.0, False),
+    "Budget.max_seconds_per_epoch": (0.0, math.inf, True),
+    "Budget.max_overhead": (0.0, math.inf, True),
 }
 
 
@@ -50,17 +60,59 @@ def defaults(**changes: Any) -> dict[str, Any]:
     return {**arguments, **changes}
 
 
+def normalized(argument: str, given: Any) -> Any:
+    """``given`` for ``argument`` as the monitor keeps it: through the input layer, or the owner's constructor."""
+    if "." not in argument:
+        return normalize_arguments(defaults(**{argument: given}))[argument]
+    owner, field = argument.split(".")
+    return getattr(OWNERS[owner](**{field: given}), field)
+
+
+def construct(argument: str, given: Any) -> AttributionMonitor:
+    """A monitor with ``given`` for ``argument``, the way a user passes it."""
+    if "." not in argument:
+        return AttributionMonitor(**{argument: given})
+    owner, field = argument.split(".")
+    made = OWNERS[owner](**{field: given})
+    if owner == "IntegratedGradients":
+        return AttributionMonitor(methods=("gradcam", made))
+    return AttributionMonitor(**{owner.lower().replace("driftpolicy", "drift"): made})
+
+
 def integer_likes(value: int) -> list[Any]:
     return [value, np.int64(value), np.uint8(value), torch.tensor(value), np.array(value), float(value),
             np.float32(value), torch.tensor(float(value))]  # fmt: skip
+
+
+def annotated(kind: type, types: tuple[str, ...]) -> set[str]:
+    return {f"{kind.__name__}.{f.name}" for f in dataclasses.fields(kind) if f.type in types}
+
+
+def test_the_tables_hold_every_integer_and_real_setting() -> None:
+    """A new integer or real field of a settings object, or a new integer argument, must be added above."""
+    params = inspect.signature(AttributionMonitor.__init__).parameters
+    top = {k for k, p in params.items() if p.annotation == "int"}
+    ints = set().union(*(annotated(k, ("int", "int | None")) for k in (DriftPolicy, Display, Budget)))
+    floats = set().union(*(annotated(k, ("float", "float | None")) for k in (DriftPolicy, Display, Budget)))
+    assert top == {"num_probes", "every_n_epochs", "seed"}
+    assert ints == {"DriftPolicy.warmup_epochs", "DriftPolicy.reference_epoch", "DriftPolicy.cooldown",
+                    "Display.tile_size"}  # fmt: skip
+    assert top | ints <= set(INT_ARGUMENTS) and floats == set(FLOAT_ARGUMENTS)
+
+
+def test_the_constructor_has_at_most_twelve_parameters() -> None:
+    params = [k for k in inspect.signature(AttributionMonitor.__init__).parameters if k != "self"]
+    assert len(params) <= 12, params
+    assert params[-5:] == ["drift", "display", "budget", "seed", "name"]
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in inspect.signature(AttributionMonitor).parameters.values())
 
 
 @pytest.mark.parametrize("argument", list(INT_ARGUMENTS))
 def test_every_integer_argument_accepts_integer_likes(argument: str) -> None:
     value = INT_ARGUMENTS[argument] + 3
     for given in integer_likes(value):
-        normalized = normalize_arguments(defaults(**{argument: given}))[argument]
-        assert type(normalized) is int and normalized == value, (argument, given)
+        kept = normalized(argument, given)
+        assert type(kept) is int and kept == value, (argument, given)
 
 
 @pytest.mark.parametrize("argument", list(INT_ARGUMENTS))
@@ -69,23 +121,23 @@ def test_every_integer_argument_accepts_integer_likes(argument: str) -> None:
     [
         (True, r"pass a number, not a bool"),
         (np.bool_(True), r"pass a number, not a bool"),
-        (2.5, r"pass a whole number: (\w+)=\d+( or \1=\d+)?\.$"),
+        (2.5, r"pass a whole number: ([\w.]+)=\d+( or \1=\d+)?\.$"),
         (float("nan"), r"pass a finite whole number"),
         (float("inf"), r"pass a finite whole number"),
-        ("24", r"pass \w+=24"),
+        ("24", r"pass [\w.]+=24"),
         ("many", r"pass a number, not a string"),
         (torch.tensor([24]), r"pass a single number"),
         ([24], r"pass a single number"),
         (torch.tensor(True), r"pass a number, not a bool"),
-        (-1, r"pass \w+=\d+ or more"),
+        (-1, r"pass [\w.]+=\d+ or more"),
     ],
     ids=["bool", "numpy-bool", "fraction", "nan", "inf", "string", "word", "tensor-1d", "list", "bool-tensor", "low"],
 )
 def test_every_integer_argument_refuses_alike(argument: str, given: Any, fix: str) -> None:
-    if argument == "ig_steps" and isinstance(given, str):
-        pytest.skip("ig_steps takes the string 'auto'; other strings are refused by test_ig_steps_string")
-    with pytest.raises(ValueError, match=rf"^`{argument}` must be an int (>=|in) ") as info:
-        AttributionMonitor(**{argument: given})
+    if argument == "IntegratedGradients.n_steps" and isinstance(given, str):
+        pytest.skip("n_steps takes the string 'auto'; other strings are refused by test_ig_steps_string")
+    with pytest.raises(ValueError, match=rf"^`{re.escape(argument)}` must be an int (>=|in) ") as info:
+        construct(argument, given)
     message = str(info.value)
     assert re.search(fix, message), message
     shown = repr(given) if type(given) in (int, float) else None
@@ -95,9 +147,9 @@ def test_every_integer_argument_refuses_alike(argument: str, given: Any, fix: st
 @pytest.mark.parametrize("argument", list(FLOAT_ARGUMENTS))
 def test_every_real_argument_accepts_real_likes(argument: str) -> None:
     for given in (0.5, np.float32(0.5), np.float64(0.5), torch.tensor(0.5), np.array(0.5)):
-        normalized = normalize_arguments(defaults(**{argument: given}))[argument]
-        assert type(normalized) is float and normalized == 0.5, (argument, given)
-    assert type(normalize_arguments(defaults(**{argument: 1}))[argument]) is float
+        kept = normalized(argument, given)
+        assert type(kept) is float and kept == 0.5, (argument, given)
+    assert type(normalized(argument, 1)) is float
 
 
 @pytest.mark.parametrize("argument", list(FLOAT_ARGUMENTS))
@@ -106,41 +158,89 @@ def test_every_real_argument_accepts_real_likes(argument: str) -> None:
     [
         (True, r"pass a number, not a bool"),
         (float("nan"), r"pass a finite number"),
-        ("0.5", r"pass \w+=0\.5"),
+        ("0.5", r"pass [\w.]+=0\.5"),
         (torch.tensor([0.5]), r"pass a single number"),
         (-1.0, r"pass"),
     ],
     ids=["bool", "nan", "string", "tensor-1d", "negative"],
 )
 def test_every_real_argument_refuses_alike(argument: str, given: Any, fix: str) -> None:
-    with pytest.raises(ValueError, match=rf"^`{argument}` must be a number ") as info:
-        AttributionMonitor(**{argument: given})
+    with pytest.raises(ValueError, match=rf"^`{re.escape(argument)}` must be a number ") as info:
+        construct(argument, given)
     assert re.search(fix, str(info.value)), str(info.value)
 
 
 def test_ig_steps_string() -> None:
-    assert normalize_arguments(defaults(ig_steps="auto"))["ig_steps"] == "auto"
-    with pytest.raises(ValueError, match=r"`ig_steps` must be an int >= 1 or 'auto', got 'many'; pass"):
-        AttributionMonitor(ig_steps="many")
+    assert IntegratedGradients(n_steps="auto").n_steps == "auto"
+    assert AttributionMonitor(methods=(IntegratedGradients(n_steps="auto"),)).explainers[0].n_steps == "auto"
+    with pytest.raises(
+        ValueError, match=r"`IntegratedGradients.n_steps` must be an int >= 1 or 'auto', got 'many'; pass"
+    ):
+        AttributionMonitor(methods=("gradcam", IntegratedGradients(n_steps="many")))
 
 
 def test_whole_floats_reach_the_objects_as_ints() -> None:
-    monitor = AttributionMonitor(num_probes=4.0, every_n_epochs=np.float32(2), seed=torch.tensor(3.0), ig_steps=8.0)
+    monitor = AttributionMonitor(
+        num_probes=4.0,
+        methods=("gradcam", IntegratedGradients(n_steps=8.0, internal_batch_size=np.int64(16))),
+        every_n_epochs=np.float32(2),
+        drift=DriftPolicy(warmup_epochs=torch.tensor(1), reference_epoch=np.float64(3), cooldown=np.uint8(2)),
+        seed=torch.tensor(3.0),
+    )
     assert (monitor.num_probes, monitor.every_n_epochs, monitor.seed) == (4, 2, 3)
     assert all(type(v) is int for v in (monitor.num_probes, monitor.every_n_epochs, monitor.seed))
     ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
     assert ig.n_steps == 8 and type(ig.n_steps) is int
+    assert ig.internal_batch_size == 16 and type(ig.internal_batch_size) is int
+    tracker = monitor.drift_tracker  # the policy's values reach the objects that use them, as plain ints
+    assert (tracker.warmup_epochs, tracker.reference_epoch) == (1, 3)
+    assert type(tracker.warmup_epochs) is int and type(tracker.reference_epoch) is int
+    assert monitor.drift_policy.cooldown == 2 and type(monitor.drift_policy.cooldown) is int
 
 
 @pytest.mark.parametrize("given", [np.int64(64), torch.tensor(64), 64.0], ids=["numpy", "tensor-0d", "float"])
 def test_tile_size_accepts_integer_likes_like_every_other_integer(given: Any) -> None:
-    monitor = AttributionMonitor(tile_size=given)
+    monitor = AttributionMonitor(display=Display(tile_size=given))
     assert monitor.media.tile_size == 64 and type(monitor.media.tile_size) is int
 
 
 def test_tile_size_below_a_readable_tile_is_refused_at_construction() -> None:
-    with pytest.raises(ValueError, match=r"`tile_size` must be an int >= 16, got 8; pass tile_size=16 or more"):
-        AttributionMonitor(tile_size=8)
+    with pytest.raises(
+        ValueError, match=r"`Display.tile_size` must be an int >= 16, got 8; pass Display.tile_size=16 or more"
+    ):
+        AttributionMonitor(display=Display(tile_size=8))
+
+
+@pytest.mark.parametrize(
+    ("argument", "given", "kind"),
+    [
+        ("drift", 3, "DriftPolicy"),
+        ("drift", {"warmup_epochs": 0}, "DriftPolicy"),
+        ("drift", Display(), "DriftPolicy"),
+        ("display", "jet", "Display"),
+        ("display", {"tile_size": 64}, "Display"),
+        ("budget", 0.05, "Budget"),
+        ("budget", DriftPolicy(), "Budget"),
+    ],
+    ids=["drift-int", "drift-dict", "drift-display", "display-str", "display-dict", "budget-float", "budget-policy"],
+)
+def test_a_wrong_type_for_a_settings_argument_says_how_to_make_one(argument: str, given: Any, kind: str) -> None:
+    with pytest.raises(ValueError) as info:
+        AttributionMonitor(**{argument: given})
+    message = str(info.value)
+    assert message.startswith(f"`{argument}` must be a {kind}, e.g. {kind}("), message  # how to make one
+    assert re.search(rf"{kind}\(\w+=\.\.\., \w+=\.\.\.\)", message), message  # with its field names
+    assert f"({type(given).__name__})" in message, message  # and what was given
+
+
+def test_settings_left_out_are_their_defaults() -> None:
+    monitor = AttributionMonitor(drift=None, display=None, budget=None)
+    for kept, kind in ((monitor.drift_policy, DriftPolicy), (monitor.display, Display), (monitor.budget, Budget)):
+        assert type(kept) is kind
+        for field in dataclasses.fields(kind):
+            assert repr(getattr(kept, field.name)) == repr(getattr(kind(), field.name)), field.name
+    policy = DriftPolicy(warmup_epochs=0)
+    assert AttributionMonitor(drift=policy).drift_policy is policy  # a settings object is used as given
 
 
 # ------------------------------------------------------------------------------------------------ the helpers
@@ -174,9 +274,9 @@ def test_check_float_bounds() -> None:
     "shape", [(), (1,), (3, 1, 1), (1, 8, 1), (3, 8, 8), (1, 3, 8, 8), (1, 1, 1, 1)], ids=lambda s: str(s)
 )
 def test_baselines_that_broadcast_to_one_probe_fit(shape: tuple[int, ...]) -> None:
-    check_baseline_shape("ig_baseline", torch.zeros(shape), (3, 8, 8))
-    check_baseline_shape("ig_baseline", torch.zeros(shape), (3, 8, 8), num_probes=5)
-    check_baseline_shape("ig_baseline", 0.5, (3, 8, 8))
+    check_baseline_shape("IntegratedGradients.baseline", torch.zeros(shape), (3, 8, 8))
+    check_baseline_shape("IntegratedGradients.baseline", torch.zeros(shape), (3, 8, 8), num_probes=5)
+    check_baseline_shape("IntegratedGradients.baseline", 0.5, (3, 8, 8))
 
 
 @pytest.mark.parametrize(
@@ -195,10 +295,12 @@ def test_baselines_that_broadcast_to_one_probe_fit(shape: tuple[int, ...]) -> No
 )
 def test_baselines_that_do_not_fit_are_refused_by_name(shape: tuple[int, ...], num_probes: Any, fits: bool) -> None:
     if fits:
-        check_baseline_shape("ig_baseline", torch.zeros(shape), (3, 8, 8), num_probes=num_probes)
+        check_baseline_shape("IntegratedGradients.baseline", torch.zeros(shape), (3, 8, 8), num_probes=num_probes)
         return
-    with pytest.raises(ValueError, match=rf"^`ig_baseline` has shape {re.escape(str(shape))}, which does not fit"):
-        check_baseline_shape("ig_baseline", torch.zeros(shape), (3, 8, 8), num_probes=num_probes)
+    with pytest.raises(
+        ValueError, match=rf"^`IntegratedGradients\.baseline` has shape {re.escape(str(shape))}, which does not fit"
+    ):
+        check_baseline_shape("IntegratedGradients.baseline", torch.zeros(shape), (3, 8, 8), num_probes=num_probes)
 
 
 # ------------------------------------------------------------------------------------------------------ names
@@ -243,7 +345,7 @@ def test_explainer_names_that_fit_are_kept(name: str) -> None:
 
 def test_registered_method_names_follow_the_same_rule() -> None:
     with pytest.raises(ValueError, match=r"`MethodEntry.name` must be 1 to 64 ASCII letters"):
-        register(MethodEntry("bad name", lambda o: Named("bad_name")))
+        register(MethodEntry("bad name", lambda: Named("bad_name")))
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", ".", "a.b", "a b", "", 3])

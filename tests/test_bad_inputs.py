@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai import AttributionMonitor, Budget, Display, DriftPolicy, DriftRule, GradCam, IntegratedGradients
 from lightning_xai.explain import Explainer, Explanation
 
 FAST = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
@@ -122,16 +122,40 @@ def test_unknown_method_lists_valid_ones() -> None:
         ({"target": "banana"}, r"`target='banana'` is not supported.*'label'.*'predicted'"),
         ({"num_probes": 0}, r"`num_probes` must be an int >= 1, got 0"),
         ({"every_n_epochs": 0}, r"`every_n_epochs` must be an int >= 1, got 0"),
-        ({"on_drift": "explode"}, r"`on_drift='explode'` is not supported.*'warn'.*'stop'.*'raise'"),
+        (
+            {"drift": {"on_drift": "explode"}},
+            r"`DriftPolicy.on_drift='explode'` is not supported.*'warn'.*'stop'.*'raise'",
+        ),
         ({"probes": torch.rand(2, 12, 12)}, r"`probes` must be a 4-D tensor .*got shape \(2, 12, 12\)"),
-        ({"ig_steps": 0}, r"`ig_steps` must be an int >= 1, got 0"),
+        ({"methods": {"n_steps": 0}}, r"`IntegratedGradients.n_steps` must be an int >= 1, got 0"),
+        ({"drift": {"cooldown": -1}}, r"`DriftPolicy.cooldown` must be an int >= 0, got -1"),
+        ({"display": {"tile_size": 8}}, r"`Display.tile_size` must be an int >= 16, got 8"),
+        ({"budget": {"max_overhead": 0}}, r"`Budget.max_overhead` must be a number > 0 or None, got 0"),
     ],
-    ids=["target-banana", "num_probes-0", "every_n_epochs-0", "on_drift-explode", "probes-3d", "ig_steps-0"],
-)
+    ids=["target-banana", "num_probes-0", "every_n_epochs-0", "on_drift-explode", "probes-3d", "ig_steps-0",
+         "cooldown-negative", "tile_size-8", "max_overhead-0"],
+)  # fmt: skip
 def test_constructor_rejects(kwargs: dict[str, Any], match: str) -> None:
-    # raised while building the callback, i.e. long before any training epoch
+    # raised while building the callback (or its settings), i.e. long before any training epoch
     with pytest.raises(ValueError, match=match):
-        AttributionMonitor(**kwargs)
+        AttributionMonitor(**built(kwargs))
+
+
+#: what makes the settings objects and method options given as dicts in the tables of this file
+SETTINGS: dict[str, Any] = {"drift": DriftPolicy, "display": Display, "budget": Budget}
+
+
+def built(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for the monitor with the dicts under ``drift``/``display``/``budget`` made into their settings
+    objects and a dict under ``methods`` into ``(IntegratedGradients(**it),)`` (inside the caller's
+    ``pytest.raises``: that is where the value is refused)."""
+    out = dict(kwargs)
+    for key, kind in SETTINGS.items():
+        if isinstance(out.get(key), dict):
+            out[key] = kind(**out[key])
+    if isinstance(out.get("methods"), dict):
+        out["methods"] = (IntegratedGradients(**out["methods"]),)
+    return out
 
 
 # ------------------------------------------------------------------ errors that need the model (in fit)
@@ -139,7 +163,7 @@ def test_constructor_rejects(kwargs: dict[str, Any], match: str) -> None:
 
 def test_gradcam_layer_not_found_lists_candidates(tmp_path: Any) -> None:
     message = fails_before_training(
-        tmp_path, {"methods": ("gradcam",), "gradcam_layer": "feature"}, r"`gradcam_layer='feature'`"
+        tmp_path, {"methods": (GradCam(layer="feature"),)}, r"`(GradCam\.)?layer='feature'`"
     )
     assert "not a module of CountingCNN" in message
     assert "'features'" in message and "'features.3'" in message
@@ -147,9 +171,7 @@ def test_gradcam_layer_not_found_lists_candidates(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize("layer", ["featurs", "conv5"])
 def test_gradcam_layer_typo_lists_candidates(tmp_path: Any, layer: str) -> None:
-    message = fails_before_training(
-        tmp_path, {"methods": ("gradcam",), "gradcam_layer": layer}, rf"`gradcam_layer='{layer}'`"
-    )
+    message = fails_before_training(tmp_path, {"methods": (GradCam(layer=layer),)}, rf"`(GradCam\.)?layer='{layer}'`")
     assert "'features'" in message, message
 
 
@@ -157,8 +179,8 @@ def test_gradcam_layer_module_not_in_model(tmp_path: Any) -> None:
     stranger = nn.Conv2d(1, 8, 3)
     fails_before_training(
         tmp_path,
-        {"methods": ("gradcam",), "gradcam_layer": stranger},
-        r"`gradcam_layer` received a module \(Conv2d\) that is not a submodule of CountingCNN",
+        {"methods": (GradCam(layer=stranger),)},
+        r"`(GradCam\.)?layer` received a module \(Conv2d\) that is not a submodule of CountingCNN",
     )
 
 
@@ -173,7 +195,7 @@ def test_gradcam_without_feature_map(tmp_path: Any) -> None:
 
 
 def test_mlp_with_integrated_gradients_only_works(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(methods=("integrated_gradients",), ig_steps=4, num_probes=4)
+    monitor = AttributionMonitor(num_probes=4, methods=(IntegratedGradients(n_steps=4),))
     model, trainer = fit(tmp_path, monitor, CountingMLP())
     assert model.train_steps == 2 and len(monitor.history) == 1 and not monitor.history[0].errors
 
@@ -181,8 +203,8 @@ def test_mlp_with_integrated_gradients_only_works(tmp_path: Any) -> None:
 def test_reused_layer_given_explicitly(tmp_path: Any) -> None:
     message = fails_before_training(
         tmp_path,
-        {"methods": ("gradcam",), "gradcam_layer": "act"},
-        r"`gradcam_layer='act'` runs 2 times per forward pass",
+        {"methods": (GradCam(layer="act"),)},
+        r"`(GradCam\.)?layer='act'` runs 2 times per forward pass",
         model=CountingSharedRelu(),
     )
     assert "'conv2'" in message  # a module that runs once is suggested
@@ -240,13 +262,13 @@ def test_probe_labels_outside_classes_advice_works(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"colormap": "bogus"}, r"colormap='bogus'"), ({"denormalize": (0.5,)}, r"denormalize")],
+    [({"display": {"colormap": "bogus"}}, r"colormap='bogus'"), ({"denormalize": (0.5,)}, r"denormalize")],
     ids=["colormap", "denormalize"],
 )
 def test_bad_rendering_option_fails_before_training(tmp_path: Any, kwargs: dict[str, Any], match: str) -> None:
     model = CountingCNN()
     with pytest.raises(ValueError, match=match):
-        monitor = AttributionMonitor(methods=("gradcam",), **kwargs)
+        monitor = AttributionMonitor(methods=("gradcam",), **built(kwargs))
         fit(tmp_path, monitor, model, logger=TensorBoardLogger(str(tmp_path)))
     assert model.train_steps == 0
 
@@ -254,8 +276,8 @@ def test_bad_rendering_option_fails_before_training(tmp_path: Any, kwargs: dict[
 def test_bad_ig_baseline_fails_before_training(tmp_path: Any) -> None:
     fails_before_training(
         tmp_path,
-        {"methods": ("integrated_gradients",), "ig_baseline": torch.zeros(3, 5, 5), "ig_steps": 4},
-        r"`ig_baseline`",
+        {"methods": (IntegratedGradients(n_steps=4, baseline=torch.zeros(3, 5, 5)),)},
+        r"`IntegratedGradients.baseline` has shape \(3, 5, 5\)",
     )
 
 
@@ -274,7 +296,7 @@ def test_fewer_validation_images_than_num_probes(tmp_path: Any) -> None:
 
 
 def test_no_tensorboard_logger_warns_once_and_still_logs_scalars(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), warmup_epochs=0)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, trainer = fit(tmp_path, monitor, max_epochs=2, logger=CSVLogger(str(tmp_path)))
@@ -297,12 +319,21 @@ def test_tensorboard_logger_present_no_warning(tmp_path: Any) -> None:
 # -------------------------------------------------------------------------------------- dict model output
 
 
-def test_dict_output_needs_output_transform(tmp_path: Any) -> None:
-    fails_before_training(tmp_path, {"num_probes": 4}, r"output_transform", model=CountingDictCNN())
+def test_dict_output_needs_forward_fn(tmp_path: Any) -> None:
+    fails_before_training(
+        tmp_path,
+        {"num_probes": 4},
+        r"pass `forward_fn=` to pick the \(N, num_classes\) logits",
+        model=CountingDictCNN(),
+    )
 
 
-def test_dict_output_works_with_output_transform(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, output_transform=lambda out: out["logits"])
+def test_dict_output_works_with_forward_fn(tmp_path: Any) -> None:
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        forward_fn=lambda module, x: module(x)["logits"],
+    )
     model, trainer = fit(tmp_path, monitor, CountingDictCNN())
     assert model.train_steps == 2
     assert len(monitor.history) == 1 and not monitor.history[0].errors
@@ -338,7 +369,9 @@ class NaNExplainer(Explainer):
 
 def test_failing_explanations_are_skipped_and_training_goes_on(tmp_path: Any) -> None:
     exploding = ExplodingExplainer()
-    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", exploding, NaNExplainer()], warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=["gradcam", exploding, NaNExplainer()], drift=DriftPolicy(warmup_epochs=0)
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model, trainer = fit(tmp_path, monitor, max_epochs=2, logger=TensorBoardLogger(str(tmp_path)))
@@ -381,10 +414,14 @@ def test_probes_that_cannot_be_displayed_fail_before_training(tmp_path: Any, cha
 
 
 def test_probes_with_four_channels_work_with_a_denormalize_callable_or_without_images(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, denormalize=first_three_channels)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), denormalize=first_three_channels
+    )
     model, _ = fit(tmp_path, monitor, CountingCNN(channels=4), data=channel_data(4), logger=tb(tmp_path))
     assert model.train_steps == 2 and not monitor.history[0].errors
-    plain = AttributionMonitor(num_probes=4, ig_steps=2)  # no logger takes images: nothing to display
+    plain = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2))
+    )  # no logger takes images: nothing to display
     model, _ = fit(tmp_path / "plain", plain, CountingCNN(channels=4), data=channel_data(4))
     assert model.train_steps == 2 and not plain.history[0].errors
 
@@ -400,7 +437,7 @@ def tb(tmp_path: Any) -> TensorBoardLogger:
 def test_denormalize_with_three_means_on_grey_probes_fails_before_training(tmp_path: Any) -> None:
     rgb = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     message = fails_before_training(tmp_path, {"denormalize": rgb}, r"`denormalize` has 3 means but the probes have 1")
-    assert "`ig_baseline`" not in message  # the default baseline comes from it, but the culprit is named
+    assert "baseline" not in message  # the default baseline comes from it, but the culprit is named
 
 
 def test_denormalize_callable_returning_3d_fails_before_training(tmp_path: Any) -> None:
@@ -420,7 +457,9 @@ def drop_channel(x: Tensor) -> Tensor:
     ids=["list-of-lists", "list", "numpy", "tensor-and-float"],
 )
 def test_denormalize_as_lists_or_arrays_is_converted(tmp_path: Any, denormalize: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, denormalize=denormalize)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), denormalize=denormalize
+    )
     model, _ = fit(tmp_path, monitor, logger=tb(tmp_path))
     assert model.train_steps == 2 and not monitor.history[0].errors
     baseline = next(e for e in monitor.explainers if e.name == "integrated_gradients").baseline
@@ -433,7 +472,7 @@ def test_denormalize_as_lists_or_arrays_is_converted(tmp_path: Any, denormalize:
     ids=["numpy-minus-mean-over-std", "list", "numpy-scalar", "tensor-from-tuples"],
 )
 def test_ig_baseline_as_numpy_or_list_is_converted(tmp_path: Any, baseline: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, methods=("integrated_gradients",), ig_steps=2, ig_baseline=baseline)
+    monitor = AttributionMonitor(num_probes=4, methods=(IntegratedGradients(n_steps=2, baseline=baseline),))
     model, _ = fit(tmp_path, monitor)
     assert model.train_steps == 2 and not monitor.history[0].errors
     assert "xai/integrated_gradients/completeness_gap" in monitor.history[0].scalars
@@ -441,17 +480,24 @@ def test_ig_baseline_as_numpy_or_list_is_converted(tmp_path: Any, baseline: Any)
 
 @pytest.mark.parametrize(
     ("baseline", "match"),
-    [("0", r"`ig_baseline` must be numbers, got '0' \(str\)"), (float("nan"), r"`ig_baseline` must be finite")],
+    [
+        ("0", r"`(IntegratedGradients\.)?baseline` must be numbers, got '0' \(str\)"),
+        (float("nan"), r"`(IntegratedGradients\.)?baseline` must be finite"),
+    ],
     ids=["string", "nan"],
 )
 def test_ig_baseline_string_or_nan_is_refused(baseline: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        AttributionMonitor(ig_baseline=baseline)
+        AttributionMonitor(methods=("gradcam", IntegratedGradients(baseline=baseline)))
 
 
 def test_ig_baseline_per_channel_for_other_channels_fails_before_training(tmp_path: Any) -> None:
     rgb_black = -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225])
-    fails_before_training(tmp_path, {"ig_baseline": rgb_black}, r"`ig_baseline` has shape \(3, 1, 1\).*\(1, 12, 12\)")
+    fails_before_training(
+        tmp_path,
+        {"methods": (IntegratedGradients(baseline=rgb_black),)},
+        r"`IntegratedGradients.baseline` has shape \(3, 1, 1\).*\(1, 12, 12\)",
+    )
 
 
 def test_per_probe_ig_baseline_is_used_or_refused_by_name_before_training(tmp_path: Any) -> None:
@@ -460,13 +506,15 @@ def test_per_probe_ig_baseline_is_used_or_refused_by_name_before_training(tmp_pa
     images, labels = probes_and_labels(4)
     model = CountingCNN()
     monitor = AttributionMonitor(
-        probes=(images, labels), methods=("integrated_gradients",), ig_steps=4, ig_baseline=torch.zeros(4, 1, 12, 12)
+        probes=(images, labels), methods=(IntegratedGradients(n_steps=4, baseline=torch.zeros(4, 1, 12, 12)),)
     )
     try:
         fit(tmp_path, monitor, model)
     except ValueError as err:
         assert model.train_steps == 0
-        assert str(err).startswith("`ig_baseline` has shape (4, 1, 12, 12)") and "expanded size" not in str(err), err
+        assert str(err).startswith(
+            "`IntegratedGradients.baseline` has shape (4, 1, 12, 12)"
+        ) and "expanded size" not in str(err), err
     else:
         assert model.train_steps == 2 and not monitor.history[0].errors
 
@@ -483,7 +531,7 @@ def test_per_probe_ig_baseline_is_used_or_refused_by_name_before_training(tmp_pa
 )
 def test_labels_are_converted_to_classes(tmp_path: Any, labels: Any) -> None:
     images, _ = probes_and_labels(4)
-    monitor = AttributionMonitor(probes=(images, labels), ig_steps=2)
+    monitor = AttributionMonitor(probes=(images, labels), methods=("gradcam", IntegratedGradients(n_steps=2)))
     model, _ = fit(tmp_path, monitor)
     assert model.train_steps == 2 and monitor.probes is not None
     assert monitor.probes.labels is not None and monitor.probes.labels.tolist() == [0, 1, 2, 3]
@@ -522,7 +570,7 @@ class OneHotDataset(torch.utils.data.Dataset):
 def test_one_hot_labels_from_the_data_are_classes(tmp_path: Any) -> None:
     train, _ = loaders(n_train=32, n_val=16)
     val = DataLoader(OneHotDataset(), batch_size=8)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)))
     messages = recorded(lambda: fit(tmp_path, monitor, data=(train, val)))
     assert monitor.probes is not None and monitor.probes.labels is not None
     assert not [m for m in messages if "no labels" in m or "unlabeled" in m]
@@ -531,7 +579,7 @@ def test_one_hot_labels_from_the_data_are_classes(tmp_path: Any) -> None:
 def test_soft_labels_from_the_data_are_named_in_the_warning(tmp_path: Any) -> None:
     train, _ = loaders(n_train=32, n_val=16)
     val = DataLoader(OneHotDataset(soft=True), batch_size=8)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)))
     messages = recorded(lambda: fit(tmp_path, monitor, data=(train, val)))
     assert monitor.probes is not None and monitor.probes.labels is None
     assert any("multi-hot or soft labels" in m and "unlabeled" in m for m in messages), messages
@@ -562,17 +610,23 @@ def test_bad_probes_are_refused_at_construction(probes: Any, match: str) -> None
 
 def test_probes_pair_with_none_labels_are_unlabeled(tmp_path: Any) -> None:
     images, _ = probes_and_labels(4)
-    monitor = AttributionMonitor(probes=(images, None), target="predicted", ig_steps=2)
+    monitor = AttributionMonitor(
+        probes=(images, None), methods=("gradcam", IntegratedGradients(n_steps=2)), target="predicted"
+    )
     model, _ = fit(tmp_path, monitor)
     assert model.train_steps == 2 and monitor.probes is not None and monitor.probes.labels is None
 
 
 def test_probes_as_numpy_or_list_are_converted(tmp_path: Any) -> None:
     images, labels = probes_and_labels(4)
-    monitor = AttributionMonitor(probes=(images.numpy(), labels.numpy()), ig_steps=2)
+    monitor = AttributionMonitor(
+        probes=(images.numpy(), labels.numpy()), methods=("gradcam", IntegratedGradients(n_steps=2))
+    )
     model, _ = fit(tmp_path, monitor)
     assert model.train_steps == 2 and monitor.probes is not None and monitor.probes.images.dtype == torch.float32
-    listed = AttributionMonitor(probes=list(images), target="predicted", ig_steps=2)
+    listed = AttributionMonitor(
+        probes=list(images), methods=("gradcam", IntegratedGradients(n_steps=2)), target="predicted"
+    )
     assert isinstance(listed.probe_source, Tensor) and tuple(listed.probe_source.shape) == (4, 1, 12, 12)
 
 
@@ -587,7 +641,7 @@ def test_uint8_validation_data_is_explained_as_the_model_receives_it(tmp_path: A
         DataLoader(TensorDataset(x8[:32], y[:32]), batch_size=16),
         DataLoader(TensorDataset(x8[32:], y[32:]), batch_size=16),
     )
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)))
     model, _ = fit(tmp_path, monitor, ScalesItself(), data=data)
     assert model.train_steps == 2 and not monitor.history[0].errors
     assert monitor.probes is not None and float(monitor.probes.images.max()) > 1  # the values the model receives
@@ -596,36 +650,45 @@ def test_uint8_validation_data_is_explained_as_the_model_receives_it(tmp_path: A
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"warmup_epochs": "2"}, r"`warmup_epochs` must be an int >= 0, got '2' \(str\); pass warmup_epochs=2"),
-        ({"topk": "0.1"}, r"`topk` must be a number in \(0, 1\], got '0.1' \(str\); pass topk=0.1"),
+        ({"drift": {"warmup_epochs": "2"}},
+         r"`DriftPolicy.warmup_epochs` must be an int >= 0, got '2' \(str\); pass DriftPolicy.warmup_epochs=2"),
+        ({"drift": {"topk": "0.1"}},
+         r"`DriftPolicy.topk` must be a number in \(0, 1\], got '0.1' \(str\); pass DriftPolicy.topk=0.1"),
         ({"seed": None}, r"`seed` must be an int >= 0, got None"),
-        ({"probe_threshold": 5.0}, r"`probe_threshold` must be a number in \[0, 1\], got 5.0"),
-        ({"probe_threshold": float("nan")}, r"`probe_threshold` must be a number in \[0, 1\], got nan"),
+        ({"drift": {"probe_threshold": 5.0}}, r"`DriftPolicy.probe_threshold` must be a number in \[0, 1\], got 5.0"),
+        ({"drift": {"probe_threshold": float("nan")}},
+         r"`DriftPolicy.probe_threshold` must be a number in \[0, 1\], got nan"),
         ({"num_probes": 2.5}, r"`num_probes` must be an int >= 1, got 2.5; pass a whole number: num_probes=2 or"),
-        ({"colormap": ["jet"]}, r"Unknown `colormap=\['jet'\]`"),
-        ({"log_heatmaps": "yes"}, r"`log_heatmaps` must be True or False"),
+        ({"display": {"colormap": ["jet"]}}, r"Unknown `colormap=\['jet'\]`"),
+        ({"display": {"log_heatmaps": "yes"}}, r"`Display.log_heatmaps` must be True or False"),
+        ({"display": {"background_logging": 1}}, r"`Display.background_logging` must be True or False, got 1"),
+        ({"drift": {"detector": "none"}}, r"`DriftPolicy.detector` must be 'default', a ShiftDetector or None"),
+        ({"drift": {"rules": DriftRule()}}, r"`DriftPolicy.rules` must be a sequence of DriftRule"),
+        ({"drift": {"rules": ("rank",)}}, r"`DriftPolicy.rules` must hold DriftRule instances, got 'rank'"),
         ({"methods": None}, r"`methods` must be a sequence of names"),
         ({"name": "a/b"}, r"`name` must be None or 1 to 64 ASCII letters, digits, '_' or '-'.*got 'a/b'.*'a_b'"),
     ],
     ids=["warmup-str", "topk-str", "seed-none", "threshold-5", "threshold-nan", "int-fraction", "cmap-list", "bool-str",
-         "methods-none", "name-slash"],
+         "bool-int", "detector-str", "rules-one", "rules-str", "methods-none", "name-slash"],
 )  # fmt: skip
 def test_wrong_types_are_refused_by_name(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        AttributionMonitor(**kwargs)
+        AttributionMonitor(**built(kwargs))
 
 
 def test_integer_like_values_are_converted() -> None:
     monitor = AttributionMonitor(
         num_probes=np.int64(4),
-        warmup_epochs=torch.tensor(1),
-        topk=np.float32(0.25),
+        methods=("gradcam", IntegratedGradients(n_steps=np.int32(2))),
+        every_n_epochs=2.0,
+        drift=DriftPolicy(warmup_epochs=torch.tensor(1), topk=np.float32(0.25)),
         seed=np.uint8(3),
-        ig_steps=np.int32(2),
-        every_n_epochs=2.0,  # whole floats are integer-like too (every integer argument: tests/test_arguments.py)
     )
-    assert (monitor.num_probes, monitor.drift.warmup_epochs, monitor.seed, monitor.every_n_epochs) == (4, 1, 3, 2)
-    assert type(monitor.num_probes) is int and type(monitor.drift.topk) is float and type(monitor.every_n_epochs) is int
+    kept = (monitor.num_probes, monitor.drift_tracker.warmup_epochs, monitor.seed, monitor.every_n_epochs)
+    assert kept == (4, 1, 3, 2) and all(type(v) is int for v in kept)
+    assert type(monitor.drift_tracker.topk) is float and monitor.drift_tracker.topk == 0.25
+    ig = monitor.explainers[1]
+    assert isinstance(ig, IntegratedGradients) and ig.n_steps == 2 and type(ig.n_steps) is int
 
 
 def test_drift_rule_threshold_nan_is_refused() -> None:
@@ -635,15 +698,19 @@ def test_drift_rule_threshold_nan_is_refused() -> None:
 
 @pytest.mark.parametrize(("alias", "method"), [("ig", "integrated_gradients"), ("grad_cam", "gradcam")])
 def test_drift_rule_aliases_fire(tmp_path: Any, alias: str, method: str) -> None:
-    rule = DriftRule(threshold=0.0, cooldown=0, methods=(alias,))
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0, detector=None, drift_rules=(rule,))
+    rule = DriftRule(threshold=0.0, methods=(alias,))
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(rule,)),
+    )
     fit(tmp_path, monitor, max_epochs=2)
     assert [a.method for a in monitor.alerts] == [method]
 
 
 def test_drift_rule_with_a_typo_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"`drift_rules` has DriftRule\(methods=\('gradcm',\)\).*not among"):
-        AttributionMonitor(drift_rules=(DriftRule(methods=("gradcm",)),))
+    with pytest.raises(ValueError, match=r"`DriftPolicy.rules` has DriftRule\(methods=\('gradcm',\)\).*not among"):
+        AttributionMonitor(drift=DriftPolicy(rules=(DriftRule(methods=("gradcm",)),)))
 
 
 class CountingReusedConv(CountingCNN):
@@ -691,7 +758,7 @@ class CountingReentrant(CountingCNN):
 def test_model_without_input_gradients_is_said_once_at_setup(
     tmp_path: Any, model_cls: type, why: str, fix: str
 ) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)))
     model = model_cls()
     messages = recorded(lambda: fit(tmp_path, monitor, model, max_epochs=3))
     said = [m for m in messages if re.search(why, m)]
@@ -706,7 +773,9 @@ def test_probe_masks_callable_that_raises_fails_before_training(tmp_path: Any) -
     def broken(images: Tensor, labels: Tensor | None) -> Tensor:
         raise KeyError("mask file")
 
-    fails_before_training(tmp_path, {"probe_masks": broken}, r"`probe_masks` raised KeyError")
+    fails_before_training(
+        tmp_path, {"display": Display(probe_masks=broken)}, r"`(Display\.)?probe_masks` raised KeyError"
+    )
 
 
 class Malformed(Explainer):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, Budget, DriftPolicy
 from lightning_xai._cost import CostReporter
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation
@@ -171,7 +171,12 @@ def test_a_history_saved_by_a_newer_version_loads() -> None:
 def test_the_monitor_stamps_each_evaluation_with_its_whole_cost(tmp_path: Any) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, max_overhead=1e9)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0),
+        budget=Budget(max_overhead=1e9),
+    )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     logger = TensorBoardLogger(str(tmp_path), name="run")
@@ -194,7 +199,12 @@ class _Recording(ShiftDetector):
 
 def test_a_tiny_budget_cuts_ig_steps_then_skips_evaluations(tmp_path: Any) -> None:
     detector = _Recording()
-    monitor = AttributionMonitor(num_probes=4, ig_steps=32, warmup_epochs=0, max_overhead=1e-9, detector=detector)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=32)),
+        drift=DriftPolicy(warmup_epochs=0, detector=detector),
+        budget=Budget(max_overhead=1e-9),
+    )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     with pytest.warns(UserWarning, match=r"max_overhead=1e-09.*fewer steps") as caught:
@@ -211,7 +221,12 @@ def test_a_tiny_budget_cuts_ig_steps_then_skips_evaluations(tmp_path: Any) -> No
 
 
 def test_a_generous_budget_changes_nothing(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=8, warmup_epochs=0, max_overhead=1e9)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=8)),
+        drift=DriftPolicy(warmup_epochs=0),
+        budget=Budget(max_overhead=1e9),
+    )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=3)).fit(TinyCNN(), train, val)
@@ -222,8 +237,8 @@ def test_a_generous_budget_changes_nothing(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize("bad", [0, -0.1, float("nan"), "5%"])
 def test_max_overhead_is_checked(bad: Any) -> None:
-    with pytest.raises(ValueError, match="max_overhead"):
-        AttributionMonitor(max_overhead=bad)
+    with pytest.raises(ValueError, match="`Budget.max_overhead` must be a number > 0 or None"):
+        AttributionMonitor(budget=Budget(max_overhead=bad))
 
 
 class _Unfreeze(L.Callback):
@@ -242,12 +257,14 @@ class _Unfreeze(L.Callback):
 
 def test_the_detector_pauses_for_the_evaluation_after_the_training_setup_changed(tmp_path: Any) -> None:
     detector = _Recording()
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=1, detector=detector, methods=("gradcam",))
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=1, detector=detector)
+    )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     L.Trainer(**trainer_kwargs(tmp_path, callbacks=[_Unfreeze(3), monitor], max_epochs=5)).fit(TinyCNN(), train, val)
     assert [armed for _, armed in detector.calls] == [False, True, True, False, True]  # warm-up; epoch 3 paused
     plain = _Recording()
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=1, detector=plain, methods=("gradcam",))
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=1, detector=plain))
     L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=5)).fit(TinyCNN(), train, val)
     assert [armed for _, armed in plain.calls] == [False, True, True, True, True]

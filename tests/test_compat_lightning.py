@@ -23,13 +23,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor, DriftRule, GradCam, IntegratedGradients
+from lightning_xai import AttributionMonitor, Budget, Display, DriftPolicy, DriftRule, GradCam, IntegratedGradients
 from lightning_xai._distributed import check_strategy
 from lightning_xai.explain.forward import model_forward
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.probes.collect import collect_probes
 
-ALWAYS = DriftRule(threshold=0.0, patience=1, cooldown=0)
+ALWAYS = DriftRule(threshold=0.0, patience=1)
 
 
 def fit(
@@ -75,7 +75,9 @@ def test_precision_bit_identical_float32_and_equal_to_float32_model(tmp_path: An
     On CPU Lightning runs "16-mixed" as bfloat16 autocast; "16-true"/"bf16-true" store half/bfloat16 weights,
     which the monitor reads through float32 copies (``model_forward``)."""
     plain, _ = fit(tmp_path / "a", [], precision=precision)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     watched, _ = fit(tmp_path / "b", [monitor], precision=precision)
     assert_same_weights(plain, watched)
     if precision.endswith("-true"):
@@ -83,7 +85,7 @@ def test_precision_bit_identical_float32_and_equal_to_float32_model(tmp_path: An
     assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
     assert all(torch.isfinite(torch.tensor(list(h.scalars.values()))).all() for h in monitor.history)
     expected = explain_final_weights(watched, monitor)
-    for name, raw in monitor.drift.previous.items():  # the last evaluation ran on the final weights
+    for name, raw in monitor.drift_tracker.previous.items():  # the last evaluation ran on the final weights
         assert raw.dtype == torch.float32 and torch.isfinite(raw).all()
         torch.testing.assert_close(raw, expected[name], rtol=1e-5, atol=1e-6)
 
@@ -112,10 +114,12 @@ def _scaled_forward(model: nn.Module, x: Tensor, factor: float) -> Tensor:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed with a GradScaler needs CUDA")
 def test_16_mixed_on_cuda(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     model, trainer = fit(tmp_path, [monitor], precision="16-mixed", accelerator="cuda", deterministic=False)
     assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
-    for raw in monitor.drift.previous.values():
+    for raw in monitor.drift_tracker.previous.values():
         assert raw.dtype == torch.float32 and torch.isfinite(raw).all()
 
 
@@ -161,7 +165,9 @@ class QuietCNN(TinyCNN):
 def test_torch_compile_uses_uncompiled_forward_without_recompiling(tmp_path: Any) -> None:
     counts = []
     models = []
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     check = CompiledForwardCheck()
     for callbacks in ([], [monitor, check]):
         torch._dynamo.reset()
@@ -177,7 +183,7 @@ def test_torch_compile_uses_uncompiled_forward_without_recompiling(tmp_path: Any
     assert_same_weights(models[0], models[1])
     assert not any(h.errors for h in monitor.history)
     expected = explain_final_weights(models[1], monitor)  # an uncompiled model with the same weights
-    for name, raw in monitor.drift.previous.items():
+    for name, raw in monitor.drift_tracker.previous.items():
         torch.testing.assert_close(raw, expected[name], rtol=1e-5, atol=1e-6)
     torch._dynamo.reset()
 
@@ -217,7 +223,7 @@ def test_compiled_submodules_run_uncompiled_inside_model_forward() -> None:
 
 
 def test_validate_and_test_explain_under_inference_mode(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))
     L.seed_everything(0, verbose=False)
     model = TinyCNN()
     _, val = loaders()
@@ -314,7 +320,9 @@ def test_training_is_bit_identical_under_training_features(tmp_path: Any, featur
         return model, torch.random.get_rng_state()
 
     plain, plain_rng = run(tmp_path / "a", None)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=0)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reentrant model is said at setup not to be explainable
         watched, watched_rng = run(tmp_path / "b", monitor)
@@ -343,7 +351,9 @@ def test_accumulated_gradients_survive_validation_mid_accumulation(tmp_path: Any
     kw: dict[str, Any] = {"accumulate_grad_batches": 4, "val_check_interval": 2}
     plain, _ = fit(tmp_path / "a", [], **kw)
     before, after = GradRecorder(), GradRecorder()
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     watched, _ = fit(tmp_path / "b", [before, monitor, after], **kw)
     assert monitor.evaluations == 4
     mid = before.grads[0]
@@ -363,7 +373,9 @@ def test_several_validation_dataloaders_probes_from_the_first(tmp_path: Any) -> 
     train, val = loaders()
     big_images, big_labels = make_images(16, size=20, seed=5)  # another size: drawing from it would show
     other = DataLoader(TensorDataset(big_images, big_labels), batch_size=8)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     L.seed_everything(0, verbose=False)
     trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=2))
     trainer.fit(TwoValLoaders(), train, [val, other])
@@ -374,7 +386,7 @@ def test_several_validation_dataloaders_probes_from_the_first(tmp_path: Any) -> 
 
 
 def test_limit_val_batches_zero_warns_once_and_does_nothing(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model, _ = fit(tmp_path, [monitor], limit_val_batches=0, max_epochs=2)
@@ -386,7 +398,7 @@ def test_limit_val_batches_zero_warns_once_and_does_nothing(tmp_path: Any) -> No
 
 
 def test_fast_dev_run_with_dummy_logger(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))
     logdir = str(tmp_path / "logs")
     _, trainer = fit(tmp_path, [monitor], fast_dev_run=True, logger=TensorBoardLogger(logdir))
     assert monitor.evaluations == 1 and not monitor.history[0].errors
@@ -394,7 +406,9 @@ def test_fast_dev_run_with_dummy_logger(tmp_path: Any) -> None:
 
 
 def test_check_val_every_n_epoch(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     fit(tmp_path, [monitor], check_val_every_n_epoch=2, max_epochs=4)
     assert [h.epoch for h in monitor.history] == [1, 3]
     assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[1].scalars
@@ -403,7 +417,12 @@ def test_check_val_every_n_epoch(tmp_path: Any) -> None:
 @pytest.mark.slow
 def test_val_check_interval_inside_an_epoch(tmp_path: Any) -> None:
     logdir = str(tmp_path / "logs")
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, log_grids=True)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0),
+        display=Display(log_grids=True),
+    )
     fit(tmp_path, [monitor], val_check_interval=0.5, max_epochs=2, logger=TensorBoardLogger(logdir, name="run"))
     assert [(h.epoch, h.global_step) for h in monitor.history] == [(0, 2), (0, 4), (1, 6), (1, 8)]
     # the second validation of an epoch is compared with the first one ("previous")
@@ -415,7 +434,9 @@ def test_val_check_interval_inside_an_epoch(tmp_path: Any) -> None:
 
 
 def test_num_sanity_val_steps_does_not_explain(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=0)
+    )
     model, _ = fit(tmp_path, [monitor], num_sanity_val_steps=2, max_epochs=2)
     assert [h.epoch for h in monitor.history] == [0, 1]
     plain, _ = fit(tmp_path / "plain", [], num_sanity_val_steps=2, max_epochs=2)
@@ -449,12 +470,21 @@ class TupleOutput(DictOutput):
 
 
 @pytest.mark.parametrize(("model_cls", "transform"), [(DictOutput, itemgetter("logits")), (TupleOutput, itemgetter(0))])
-def test_dict_and_tuple_outputs_with_output_transform(tmp_path: Any, model_cls: type, transform: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, output_transform=transform)
+def test_dict_and_tuple_outputs_with_forward_fn(tmp_path: Any, model_cls: type, transform: Any) -> None:
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        forward_fn=lambda module, x: transform(module(x)),
+        drift=DriftPolicy(warmup_epochs=0),
+    )
     fit(tmp_path, [monitor], model=model_cls())
     assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
-    with pytest.raises(ValueError, match="output_transform"):
-        fit(tmp_path / "bad", [AttributionMonitor(num_probes=4, ig_steps=4)], model=model_cls())
+    with pytest.raises(ValueError, match=r"forward_fn=lambda module, x: module\(x\)\['logits'\]"):
+        fit(
+            tmp_path / "bad",
+            [AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))],
+            model=model_cls(),
+        )
 
 
 class NeedsTemperature(TinyCNN):
@@ -476,8 +506,17 @@ def call_with_temperature(model: nn.Module, x: Tensor) -> Tensor:
 
 def test_forward_with_extra_arguments_via_forward_fn(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="forward raised TypeError"):
-        fit(tmp_path / "bad", [AttributionMonitor(num_probes=4, ig_steps=4)], model=NeedsTemperature())
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, forward_fn=call_with_temperature)
+        fit(
+            tmp_path / "bad",
+            [AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))],
+            model=NeedsTemperature(),
+        )
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        forward_fn=call_with_temperature,
+        drift=DriftPolicy(warmup_epochs=0),
+    )
     model, _ = fit(tmp_path, [monitor], model=NeedsTemperature())
     assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
     assert monitor.probes is not None and monitor.probes.labels is not None
@@ -486,7 +525,7 @@ def test_forward_with_extra_arguments_via_forward_fn(tmp_path: Any) -> None:
     with training_state_guard(model):
         cam.setup(model, functools.partial(call_with_temperature, model), x[:1].clone())
         expected = cam.explain(functools.partial(call_with_temperature, model), x.clone(), monitor.probes.labels)
-    torch.testing.assert_close(monitor.drift.previous["gradcam"], expected.raw)
+    torch.testing.assert_close(monitor.drift_tracker.previous["gradcam"], expected.raw)
     with pytest.raises(ValueError, match="forward_fn"):
         AttributionMonitor(forward_fn="forward")  # type: ignore[arg-type]
 
@@ -497,7 +536,10 @@ def test_forward_with_extra_arguments_via_forward_fn(tmp_path: Any) -> None:
 def test_pickles_without_the_model_before_and_after_fit(tmp_path: Any) -> None:
     reshape = functools.partial(torch.permute, dims=(0, 1, 2, 3))
     monitor = AttributionMonitor(
-        num_probes=4, ig_steps=4, gradcam_reshape=reshape, forward_fn=call_with_temperature, warmup_epochs=0
+        num_probes=4,
+        methods=(GradCam(reshape=reshape), IntegratedGradients(n_steps=4)),
+        forward_fn=call_with_temperature,
+        drift=DriftPolicy(warmup_epochs=0),
     )
     pickle.loads(pickle.dumps(monitor))  # what ddp_spawn does before training starts
     fit(tmp_path, [monitor], model=NeedsTemperature())
@@ -514,7 +556,10 @@ def test_checkpoint_state_loads_with_weights_only(tmp_path: Any) -> None:
     masks[:, 2:8, 2:8] = True
     x, y = loaders()[1].dataset.tensors  # type: ignore[attr-defined]
     monitor = AttributionMonitor(
-        probes=(x[:4], y[:4]), probe_masks=masks, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,)
+        probes=(x[:4], y[:4]),
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,)),
+        display=Display(probe_masks=masks),
     )
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     fit(tmp_path, [monitor, ckpt], enable_checkpointing=True)
@@ -524,7 +569,10 @@ def test_checkpoint_state_loads_with_weights_only(tmp_path: Any) -> None:
     assert torch.equal(state["masks"], masks) and len(state["history"]) == 2
     assert len(state["alerts"]["alerts"]) == len(monitor.alerts)
     restored = AttributionMonitor(
-        probes=(x[:4], y[:4]), probe_masks=masks, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,)
+        probes=(x[:4], y[:4]),
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,)),
+        display=Display(probe_masks=masks),
     )
     assert restored.state_key == monitor.state_key  # same settings, same key: resume finds the state
     restored.load_state_dict(state)
@@ -532,11 +580,12 @@ def test_checkpoint_state_loads_with_weights_only(tmp_path: Any) -> None:
 
 
 def test_state_keys_distinct_for_different_settings() -> None:
-    base: dict[str, Any] = dict(num_probes=4, ig_steps=4)
+    ig4 = IntegratedGradients(n_steps=4)
+    base: dict[str, Any] = dict(num_probes=4, methods=("gradcam", ig4))
     variants: list[dict[str, Any]] = [
         {},
-        {"ig_steps": 8},
-        {"gradcam_layer": "features.3"},
+        {"methods": ("gradcam", IntegratedGradients(n_steps=8))},
+        {"methods": (GradCam(layer="features.3"), ig4)},
         {"methods": ("gradcam",)},
         {"target": "predicted"},
         {"target": 2},
@@ -544,23 +593,31 @@ def test_state_keys_distinct_for_different_settings() -> None:
         {"num_probes": 8},
         {"probes": torch.zeros(2, 1, 12, 12)},
         {"probes": torch.ones(2, 1, 12, 12)},
-        {"ig_baseline": 0.5},
+        {"methods": ("gradcam", IntegratedGradients(n_steps=4, baseline=0.5))},
     ]
     keys = [AttributionMonitor(**{**base, **v}).state_key for v in variants]
     assert len(set(keys)) == len(keys)
     # the key describes what the stored maps depend on, not the presentation, the action or the alert settings:
     # resuming may change those without losing the reference
-    assert AttributionMonitor(**base, colormap="viridis", on_drift="stop").state_key == keys[0]
-    for other in ({"warmup_epochs": 0}, {"every_n_epochs": 2}, {"drift_rules": (ALWAYS,)}, {"detector": None}):
+    display, stop = Display(colormap="viridis"), DriftPolicy(on_drift="stop")
+    assert AttributionMonitor(**base, display=display, drift=stop).state_key == keys[0]
+    for other in (
+        {"drift": DriftPolicy(warmup_epochs=0)},
+        {"every_n_epochs": 2},
+        {"drift": DriftPolicy(rules=(ALWAYS,))},
+        {"drift": DriftPolicy(detector=None)},
+        {"drift": DriftPolicy(cooldown=0)},
+        {"budget": Budget(max_overhead=0.1)},
+    ):
         assert AttributionMonitor(**base, **other).state_key == keys[0]
-    assert len(keys[0]) < 150
+    assert len(keys[0]) < 200  # Lightning's key format (a dict of name, methods, probes, target)
     assert AttributionMonitor(**base).state_key == keys[0]
 
 
 def test_two_monitors_in_one_trainer_keep_separate_state(tmp_path: Any) -> None:
-    first = AttributionMonitor(num_probes=4, ig_steps=4, methods=("gradcam",), warmup_epochs=0)
+    first = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
     second = AttributionMonitor(
-        num_probes=4, ig_steps=8, methods=("integrated_gradients",), warmup_epochs=0, name="ig"
+        num_probes=4, methods=(IntegratedGradients(n_steps=8),), drift=DriftPolicy(warmup_epochs=0), name="ig"
     )  # two monitors in one Trainer need distinct names (keys xai/ig/...)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     fit(tmp_path, [first, second, ckpt], enable_checkpointing=True)

@@ -20,7 +20,7 @@ from conftest import trainer_kwargs
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, DriftPolicy
 from lightning_xai.explain import GradCam, IntegratedGradients
 from lightning_xai.explain.forward import model_forward
 from lightning_xai.explain.gradcam import tokens_to_grid
@@ -62,14 +62,14 @@ def assert_untouched(net: nn.Module, before: dict[str, Any]) -> None:
     assert after["hooks"] == before["hooks"]
 
 
-def explain(net: nn.Module, x: Tensor, cam: GradCam | None = None, ig_steps: int = 4) -> tuple[GradCam, Any, Any]:
+def explain(net: nn.Module, x: Tensor, cam: GradCam | None = None, n_steps: int = 4) -> tuple[GradCam, Any, Any]:
     cam = cam or GradCam()
     with training_state_guard(net), model_forward(net) as forward:
         cam.setup(net, forward, x[:1].clone())
         with torch.no_grad():
             targets = forward(x).argmax(dim=1)
         gradcam = cam.explain(forward, x.clone(), targets)
-        ig = IntegratedGradients(n_steps=ig_steps).explain(forward, x.clone(), targets)
+        ig = IntegratedGradients(n_steps=n_steps).explain(forward, x.clone(), targets)
     return cam, gradcam, ig
 
 
@@ -158,8 +158,8 @@ def test_reshape_path_equals_captum_path_on_a_4d_layer() -> None:
     net = build("resnet18").eval()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     identity = functools.partial(torch.permute, dims=(0, 1, 2, 3))
-    _, captum_path, _ = explain(net, x, GradCam("layer3"), ig_steps=1)
-    cam, hook_path, _ = explain(net, x, GradCam("layer3", reshape=identity), ig_steps=1)
+    _, captum_path, _ = explain(net, x, GradCam("layer3"), n_steps=1)
+    cam, hook_path, _ = explain(net, x, GradCam("layer3", reshape=identity), n_steps=1)
     assert cam.token_layout is None
     torch.testing.assert_close(hook_path.raw, captum_path.raw, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(hook_path.display, captum_path.display, rtol=1e-5, atol=1e-7)
@@ -214,19 +214,19 @@ def test_token_layer_reshaped_automatically_or_refused_clearly() -> None:
     torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 32)  # a 4x8 patch grid (non-square)
     net = TokenNet().eval()
-    cam, result, _ = explain(net, x, GradCam("mixer"), ig_steps=1)
+    cam, result, _ = explain(net, x, GradCam("mixer"), n_steps=1)
     assert cam.token_layout == (0, 4, 8)
     assert tuple(result.raw.shape) == (2, 4, 8)
     # three extra tokens: neither T nor T-1 is a grid with the input's aspect ratio -> clear error
     odd = TokenNet(extra_tokens=3).eval()
-    with pytest.raises(ValueError, match="gradcam_reshape"):
-        explain(odd, x, GradCam("mixer"), ig_steps=1)
+    with pytest.raises(ValueError, match=r"`(gradcam_|GradCam\.)reshape"):
+        explain(odd, x, GradCam("mixer"), n_steps=1)
     # ...which gradcam_reshape fixes
     drop3 = functools.partial(tokens_to_grid, prefix=3, height=4, width=8)
-    cam, result, _ = explain(odd, x, GradCam("mixer", reshape=drop3), ig_steps=1)
+    cam, result, _ = explain(odd, x, GradCam("mixer", reshape=drop3), n_steps=1)
     assert tuple(result.raw.shape) == (2, 4, 8) and torch.isfinite(result.raw).all()
-    with pytest.raises(ValueError, match="gradcam_reshape` maps"):
-        explain(odd, x, GradCam("mixer", reshape=torch.flatten), ig_steps=1)
+    with pytest.raises(ValueError, match=r"`(gradcam_|GradCam\.)reshape` maps"):
+        explain(odd, x, GradCam("mixer", reshape=torch.flatten), n_steps=1)
     with pytest.raises(ValueError, match="must be a callable"):
         GradCam("mixer", reshape="tokens")  # type: ignore[arg-type]
 
@@ -273,7 +273,9 @@ def zoo_fit(tmp_path: Any, name: str, size: int, callbacks: list[Any], **kwargs:
 @pytest.mark.slow
 def test_resnet18_fit_is_bit_identical_with_monitor(tmp_path: Any) -> None:
     plain = zoo_fit(tmp_path / "a", "resnet18", 32, [])
-    monitor = AttributionMonitor(num_probes=2, ig_steps=2, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=2, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=0)
+    )
     watched = zoo_fit(tmp_path / "b", "resnet18", 32, [monitor])
     assert monitor.evaluations == 2 and not any(h.errors for h in monitor.history)
     # at 32x32 layer4 is 1x1 and layer3 2x2, so the last map with 4x4 cells is layer2's
@@ -284,7 +286,9 @@ def test_resnet18_fit_is_bit_identical_with_monitor(tmp_path: Any) -> None:
 
 @pytest.mark.slow
 def test_vit_fit_with_monitor(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=2, ig_steps=2, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=2, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=0)
+    )
     zoo_fit(tmp_path, "vit_b_16", 32, [monitor], image_size=32)
     cam = monitor.explainers[0]
     assert isinstance(cam, GradCam)

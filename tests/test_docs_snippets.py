@@ -195,3 +195,87 @@ def test_the_snippet_runs(snippet: Snippet, tmp_path: Path, monkeypatch: pytest.
         runner.fit(namespace["model"], namespace["train_loader"], namespace["val_loader"])
     if isinstance(monitor, AttributionMonitor):
         assert monitor.history, "the monitor in the snippet never evaluated"
+
+
+# the 31 keyword arguments of the constructor before issue 19, in their order
+OLD_ARGUMENTS = (
+    "probes num_probes methods target gradcam_layer gradcam_reshape ig_steps ig_baseline ig_internal_batch_size "
+    "every_n_epochs on_drift denormalize seed warmup_epochs reference_epoch detector drift_rules probe_threshold topk "
+    "colormap log_heatmaps log_grids tile_size output_transform probe_masks background_logging forward_fn "
+    "max_seconds_per_epoch max_overhead quality name"
+).split()
+GONE = ("gradcam_layer", "gradcam_reshape", "ig_steps", "ig_baseline", "ig_internal_batch_size", "drift_rules")
+GONE_RE = re.compile(r"\b(" + "|".join((*GONE, "output_transform")) + r")\b")
+
+
+def _markdown(default: Any) -> str:
+    """A default as the docs' tables write it: Python's repr with double quotes."""
+    return f"`{default!r}`".replace("'", '"')
+
+
+def test_the_readme_tables_list_every_argument_and_settings_field_with_its_default() -> None:
+    """README's Arguments section: the constructor's parameters, then every field of DriftPolicy, Display and Budget,
+    each with the default the code has."""
+    import dataclasses
+    import inspect
+
+    from lightning_xai import AttributionMonitor, Budget, Display, DriftPolicy
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Arguments") : text.index("### TensorBoard tags")]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (`[^|]*`) \|", section, re.M))
+    parameters = list(inspect.signature(AttributionMonitor.__init__).parameters.values())[1:]
+    assert len(parameters) == 12
+    expected = {p.name: _markdown(p.default) for p in parameters}
+    for kind in (DriftPolicy, Display, Budget):
+        expected.update({f.name: _markdown(f.default) for f in dataclasses.fields(kind)})
+    assert {k: rows.get(k) for k in expected} == expected
+    assert set(rows) == set(expected), "a row for something the constructor and the settings do not have"
+
+
+def test_the_migration_table_names_every_old_argument_and_only_new_names_elsewhere() -> None:
+    """docs/migration.md has one row per argument of the old constructor; no other page uses the names that are
+    gone (``gradcam_layer``, ``ig_steps``, ``drift_rules``, ``output_transform``, ...), and every
+    ``AttributionMonitor(...)`` call in a snippet uses only the 12 parameters."""
+    import ast
+    import inspect
+
+    from lightning_xai import AttributionMonitor
+
+    table = (ROOT / "docs" / "migration.md").read_text(encoding="utf-8")
+    section = table[table.index("## Every old argument") : table.index("## Attributes of the monitor")]
+    firsts = [re.findall(r"`(\w+)", cell) for cell in re.findall(r"^\| ([^|]+) \|", section, re.M)[1:]]
+    assert {name for names in firsts for name in names} >= set(OLD_ARGUMENTS)
+    assert "cooldown" in section and "DriftPolicy(cooldown=C)" in section and "forward_fn=lambda module, x" in section
+    for path in FILES:
+        if path.name == "migration.md":
+            continue
+        text = path.read_text(encoding="utf-8")
+        prose = FENCE.sub(lambda m: "" if m.group("lang") in ("text", "bash") else m.group(0), text)
+        assert not GONE_RE.findall(prose), f"{path.name} still names {sorted(set(GONE_RE.findall(prose)))}"
+    parameters = set(list(inspect.signature(AttributionMonitor.__init__).parameters)[1:])
+    calls = 0
+    for snippet in SNIPPETS:
+        if snippet.skip is not None:
+            continue
+        for node in ast.walk(ast.parse(snippet.code)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "AttributionMonitor":
+                calls += 1
+                assert {k.arg for k in node.keywords} <= parameters, snippet.id
+    assert calls >= 6
+
+
+def test_the_method_options_table_has_every_constructor_argument_with_its_default() -> None:
+    """docs/methods.md's Options table: each class's row lists exactly its constructor's arguments and defaults."""
+    import inspect
+
+    import lightning_xai
+
+    text = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+    rows = [row for row in re.findall(r"^\| `(\w+)` \| (.*) \|$", text, re.M) if row[0][0].isupper()]
+    assert len(rows) >= 10
+    for name, cell in rows:
+        cls = getattr(lightning_xai, name)
+        documented = dict(re.findall(r"`(\w+)=([^`]*)`", cell))
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        assert documented == {p.name: repr(p.default).replace("'", '"') for p in parameters}, name

@@ -24,10 +24,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
 
-from lightning_xai import AttributionMonitor, DriftDetectedError, DriftRule
+from lightning_xai import AttributionMonitor, DriftDetectedError, DriftPolicy, DriftRule, IntegratedGradients
 from lightning_xai.explain import Explainer, Explanation
 
-ALWAYS = DriftRule(threshold=0.0, patience=1, cooldown=0)  # fires at the first armed evaluation
+ALWAYS = DriftRule(threshold=0.0, patience=1)  # fires at the first armed evaluation
 
 
 def fit(tmp_path: Any, callbacks: list[Callback], model: L.LightningModule | None = None, **kw: Any) -> Any:
@@ -84,7 +84,7 @@ class TurnsMalformed(Explainer):
 @pytest.mark.parametrize("bad", ["float_diagnostic", "1d_map", "fewer_maps"])
 def test_malformed_explanation_is_skipped_with_one_warning_and_xai_errors(tmp_path: Any, bad: str) -> None:
     explainer = TurnsMalformed("custom", bad)
-    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", explainer], warmup_epochs=0)
+    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", explainer], drift=DriftPolicy(warmup_epochs=0))
     logdir = tmp_path / "logs"
     messages = recorded(lambda: fit(tmp_path, [monitor], logger=TensorBoardLogger(str(logdir), name="run")))
     assert explainer.calls == 3 and len(monitor.history) == 2  # dry run + 2 epochs; both epochs trained
@@ -124,7 +124,9 @@ class ArmAtFirstEvaluation(Callback):
 
 
 def test_prediction_pass_failure_skips_that_evaluation_only(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=0)
+    )
     model = FailsOnProbesOnce()
     callbacks = [ArmAtFirstEvaluation(), monitor]
     messages = recorded(lambda: fit(tmp_path, callbacks, model=model, logger=TensorBoardLogger(str(tmp_path))))
@@ -152,7 +154,9 @@ def test_drift_measurement_failure_is_skipped(tmp_path: Any, monkeypatch: pytest
         return original(*args, **kwargs)
 
     monkeypatch.setattr(monitor_module, "measure", fails_once)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=0)
+    )
     messages = recorded(lambda: fit(tmp_path, [monitor]))
     assert len(monitor.history) == 2 and len(calls) == 2
     assert any("measuring drift failed: RuntimeError: drift exploded" in e for e in monitor.history[0].errors)
@@ -183,7 +187,12 @@ def test_rendering_failure_is_skipped_and_training_goes_on(tmp_path: Any) -> Non
     """The media logger catches its own rendering failures (a warning, nothing logged that epoch); what escapes it
     is caught by the monitor (a warning, ``history[i].errors`` and an ``xai/errors`` text)."""
     denormalize = LaterBrokenDenormalize()
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0, denormalize=denormalize)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        denormalize=denormalize,
+        drift=DriftPolicy(warmup_epochs=0),
+    )
     logger = TensorBoardLogger(str(tmp_path / "logs"), name="run")
     messages = recorded(lambda: fit(tmp_path, [monitor, Arm(denormalize)], logger=logger))
     assert len(monitor.history) == 2  # both epochs trained and evaluated
@@ -192,7 +201,9 @@ def test_rendering_failure_is_skipped_and_training_goes_on(tmp_path: Any) -> Non
 
 
 def test_media_failure_outside_the_media_logger_goes_to_xai_errors(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=0)
+    )
 
     def broken_sinks(trainer: Any) -> list[Any]:
         raise RuntimeError("no sink for you")
@@ -214,7 +225,7 @@ def test_writing_failure_is_a_warning(tmp_path: Any, monkeypatch: pytest.MonkeyP
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(loggers, "_tensorboard_image", refuse)  # writing an image event fails
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)))
     messages = recorded(lambda: fit(tmp_path, [monitor], logger=TensorBoardLogger(str(tmp_path))))
     assert len(monitor.history) == 2
     assert any("disk full" in m for m in messages), messages
@@ -237,7 +248,7 @@ def writer_threads() -> list[threading.Thread]:
 def test_writer_thread_does_not_outlive_a_failed_fit(tmp_path: Any) -> None:
     before = len(writer_threads())
     for i in range(3):
-        monitor = AttributionMonitor(num_probes=4, ig_steps=2)
+        monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)))
         with pytest.raises(RuntimeError, match="user code crashed"):
             fit(tmp_path / str(i), [monitor], model=CrashInSecondEpoch(), logger=TensorBoardLogger(str(tmp_path)))
         assert len(monitor.history) == 1
@@ -250,7 +261,9 @@ def test_writer_thread_does_not_outlive_a_failed_fit(tmp_path: Any) -> None:
 def test_raise_logs_the_epoch_drift_scalars_first(tmp_path: Any) -> None:
     logdir = tmp_path / "logs"
     monitor = AttributionMonitor(
-        num_probes=4, ig_steps=2, warmup_epochs=0, detector=None, drift_rules=(ALWAYS,), on_drift="raise"
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(ALWAYS,), on_drift="raise"),
     )
     with pytest.raises(DriftDetectedError) as info:
         fit(tmp_path, [monitor], max_epochs=5, logger=TensorBoardLogger(str(logdir), name="run"))
@@ -274,7 +287,9 @@ def test_on_drift_callable_that_raises_ends_the_run_after_logging(tmp_path: Any)
 
     logdir = tmp_path / "logs"
     monitor = AttributionMonitor(
-        num_probes=4, ig_steps=2, warmup_epochs=0, detector=None, drift_rules=(ALWAYS,), on_drift=strict
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(ALWAYS,), on_drift=strict),
     )
     with pytest.raises(Explode, match="stop the sweep"):
         fit(tmp_path, [monitor], max_epochs=5, logger=TensorBoardLogger(str(logdir), name="run"))
@@ -285,7 +300,9 @@ def test_on_drift_callable_that_raises_ends_the_run_after_logging(tmp_path: Any)
 def test_stop_with_val_check_interval_finishes_the_training_epoch(tmp_path: Any) -> None:
     # 4 training batches per epoch, validation every 2: the first armed evaluation (epoch 1, step 6) alerts
     monitor = AttributionMonitor(
-        num_probes=4, ig_steps=2, warmup_epochs=0, detector=None, drift_rules=(ALWAYS,), on_drift="stop"
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(ALWAYS,), on_drift="stop"),
     )
     _, trainer = fit(tmp_path, [monitor], max_epochs=5, val_check_interval=0.5)
     assert monitor.alerts[0].global_step == 6
@@ -295,7 +312,9 @@ def test_stop_with_val_check_interval_finishes_the_training_epoch(tmp_path: Any)
 
 def test_stop_without_val_check_interval_stops_after_the_epoch(tmp_path: Any) -> None:
     monitor = AttributionMonitor(
-        num_probes=4, ig_steps=2, warmup_epochs=0, detector=None, drift_rules=(ALWAYS,), on_drift="stop"
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(ALWAYS,), on_drift="stop"),
     )
     _, trainer = fit(tmp_path, [monitor], max_epochs=5)
     assert monitor.alerts[0].epoch == 1 and trainer.current_epoch == 2
@@ -312,15 +331,15 @@ def test_two_unnamed_monitors_are_refused_at_setup(tmp_path: Any) -> None:
 
 
 def test_named_monitors_log_apart(tmp_path: Any) -> None:
-    grad = AttributionMonitor(num_probes=4, methods=("gradcam",), warmup_epochs=0, name="a")
-    other = AttributionMonitor(num_probes=4, methods=("gradcam",), warmup_epochs=0, seed=3, name="b")
+    grad = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0), name="a")
+    other = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0), seed=3, name="b")
     _, trainer = fit(tmp_path, [grad, other])
     metrics = trainer.callback_metrics
     key = "gradcam/drift/rank_vs_previous/median"
     assert f"xai/{key}" not in metrics
     for monitor in (grad, other):
         assert float(metrics[f"xai/{monitor.name}/{key}"]) == pytest.approx(monitor.history[-1].scalars[f"xai/{key}"])
-    assert grad.state_key != other.state_key and "[a]" in grad.state_key
+    assert grad.state_key != other.state_key and "'name': 'a'" in grad.state_key
 
 
 # --------------------------------------------------------------------------- later trainer calls
@@ -332,7 +351,11 @@ class PredictingCNN(TinyCNN):
 
 
 def test_history_and_alerts_survive_validate_test_and_predict(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0, drift_rules=(ALWAYS,))
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,)),
+    )
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     model, trainer = fit(tmp_path, [monitor, ckpt], model=PredictingCNN(), enable_checkpointing=True)
     history, alerts = [h.to_dict() for h in monitor.history], list(monitor.alerts)

@@ -11,6 +11,7 @@ examples completed and which argument each refusal named.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import re
@@ -27,10 +28,18 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai import AttributionMonitor, Budget, Display, DriftPolicy, DriftRule, GradCam, IntegratedGradients
 
 EXAMPLES = int(os.environ.get("LIGHTNING_XAI_FUZZ_EXAMPLES", "200"))
+#: what an error may name: the monitor's arguments, and the objects whose fields and options are given through them
+OWNERS = {"DriftPolicy": DriftPolicy, "Display": Display, "Budget": Budget}
+METHOD_OPTIONS = {"GradCam": GradCam, "IntegratedGradients": IntegratedGradients}
 ARGUMENTS = sorted(set(inspect.signature(AttributionMonitor.__init__).parameters) - {"self"})
+#: an error names the argument: the monitor's own, an owner (``DriftPolicy.topk``) or the field the user wrote in
+#: its constructor (``Display(colormap=...)``: ```colormap='bogus'```), never a name that no longer exists
+FIELDS = {f.name for kind in OWNERS.values() for f in dataclasses.fields(kind)}
+OPTIONS = {p for kind in METHOD_OPTIONS.values() for p in inspect.signature(kind).parameters}
+NAMED = [*ARGUMENTS, *OWNERS, *METHOD_OPTIONS, "DriftRule", *sorted(FIELDS | OPTIONS)]
 SIZE, CLASSES = 8, 4
 
 
@@ -174,8 +183,8 @@ def examples(draw: Any) -> dict[str, Any]:
             [("shap",), (), None, ("gradcam", "gradcam")],
         ),
         "target": weighted(["label", "predicted", 0, 3, np.int64(1), [0, 1, 2, 3]], [7, -1, "banana", 2.5]),
-        "ig_steps": weighted(["auto", 1, 2, np.int64(2)], [0, "2", 2.0, True]),
-        "ig_baseline": weighted(
+        "IntegratedGradients.n_steps": weighted(["auto", 1, 2, np.int64(2)], [0, "2", 2.5, True]),
+        "IntegratedGradients.baseline": weighted(
             [
                 None,
                 0.0,
@@ -201,18 +210,23 @@ def examples(draw: Any) -> dict[str, Any]:
             [([0.5] * 3, [0.2] * 3), ([0.5], [0.0]), ("a", "b"), (mean,), squeeze_channel, raises, "imagenet"],
         ),
         "every_n_epochs": weighted([1, 2], [0, "1"]),
-        "warmup_epochs": weighted([0, 2], [-1, "2", None]),
-        "reference_epoch": weighted([None, 0, 3], [-1]),
+        "DriftPolicy.warmup_epochs": weighted([0, 2], [-1, "2", None]),
+        "DriftPolicy.reference_epoch": weighted([None, 0, 3], [-1]),
+        "DriftPolicy.cooldown": weighted([0, 3, np.int64(1)], [-1, "3", 0.5]),
         "seed": weighted([0, 3, np.uint8(2)], [None, -1, "0"]),
-        "topk": weighted([0.1, 1.0], [0.0, 1.5, float("nan"), "0.1"]),
-        "probe_threshold": weighted([0.4, 0.0, 1.0], [5.0, float("nan"), -0.1]),
-        "on_drift": weighted(["warn", "stop", "raise", print], ["explode", None]),
-        "colormap": weighted(["jet", "VIRIDIS"], ["bogus", ["jet"], None]),
-        "log_heatmaps": weighted([False, True, np.bool_(True)], ["yes"]),
-        "max_seconds_per_epoch": weighted([None, 30.0], [0, -1, float("nan"), "5"]),
-        "gradcam_layer": weighted([None, "features", "features.3"], ["nope", 3]),
-        "detector": weighted(["default", None], ["x"]),
-        "probe_masks": masks_for(n),
+        "DriftPolicy.topk": weighted([0.1, 1.0], [0.0, 1.5, float("nan"), "0.1"]),
+        "DriftPolicy.probe_threshold": weighted([0.4, 0.0, 1.0], [5.0, float("nan"), -0.1]),
+        "DriftPolicy.on_drift": weighted(["warn", "stop", "raise", print], ["explode", None]),
+        "Display.colormap": weighted(["jet", "VIRIDIS"], ["bogus", ["jet"], None]),
+        "Display.log_heatmaps": weighted([False, True, np.bool_(True)], ["yes"]),
+        "Display.tile_size": weighted([16, 64.0], [8, "64"]),
+        "Budget.max_seconds_per_epoch": weighted([None, 30.0], [0, -1, float("nan"), "5"]),
+        "GradCam.layer": weighted([None, "features", "features.3"], ["nope", 3]),
+        "DriftPolicy.detector": weighted(["default", None], ["x"]),
+        "Display.probe_masks": masks_for(n),
+        "drift": weighted([None, "policy"], [{"warmup_epochs": 0}, 3]),  # "policy": DriftPolicy() (made inside)
+        "display": weighted([None], ["jet", {"tile_size": 64}]),
+        "budget": weighted([None], [0.05]),
         "name": weighted([None, "run-1"], ["a/b", 3]),
     }
     keep = draw(st.lists(st.sampled_from(sorted(arguments)), min_size=0, max_size=5, unique=True))
@@ -237,9 +251,44 @@ def raised_in_lightning_xai(err: BaseException) -> bool:
 
 
 def named_argument(message: str) -> str | None:
-    """The first argument the message names in backticks (``probes``, ``DriftRule.threshold``, ...), or None."""
-    found = [(m.start(), a) for a in [*ARGUMENTS, "DriftRule"] for m in re.finditer(rf"`{a}\b", message)]
+    """The first argument the message names in backticks (``probes``, ``DriftPolicy.topk``, ``DriftRule.threshold``,
+    ...), or None."""
+    found = [(m.start(), a) for a in NAMED for m in re.finditer(rf"`{a}\b", message)]
     return min(found)[1] if found else None
+
+
+#: the classes of the names ``methods=`` may hold whose options are drawn (``GradCam.layer``, ...)
+OPTIONED = {"gradcam": GradCam, "grad_cam": GradCam, "integrated_gradients": IntegratedGradients,
+            "ig": IntegratedGradients}  # fmt: skip
+
+
+def monitor_arguments(drawn: dict[str, Any], rules: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The monitor's arguments for the drawn values (called inside the example: what the settings objects, the
+    explainers and DriftRule refuse counts as a refusal): ``Owner.field`` values go into that object, a method's
+    options into the instance that replaces its name in ``methods=`` (Integrated Gradients always runs 32 samples
+    per pass)."""
+    kwargs = {k: v for k, v in drawn.items() if "." not in k}
+    if kwargs.get("drift") == "policy":
+        kwargs["drift"] = DriftPolicy()
+    for owner, kind in OWNERS.items():
+        fields = {k.split(".")[1]: v for k, v in drawn.items() if k.startswith(f"{owner}.")}
+        if rules is not None and owner == "DriftPolicy":
+            fields["rules"] = tuple(DriftRule(**r) for r in rules)
+        if fields:
+            kwargs[owner.lower().replace("driftpolicy", "drift")] = kind(**fields)
+    options = {
+        kind: {k.split(".")[1]: v for k, v in drawn.items() if k.startswith(f"{owner}.")}
+        for owner, kind in METHOD_OPTIONS.items()
+    }
+    options[IntegratedGradients]["internal_batch_size"] = 32
+    methods = kwargs.get("methods", ("gradcam", "integrated_gradients"))
+    items = (methods,) if isinstance(methods, str) else methods
+    if isinstance(items, tuple):  # other values are the monitor's to refuse
+        kinds = [OPTIONED.get(m) if isinstance(m, str) else None for m in items]
+        kwargs["methods"] = tuple(
+            m if k is None or not options[k] else k(**options[k]) for m, k in zip(items, kinds, strict=True)
+        )
+    return kwargs
 
 
 def run_example(example: dict[str, Any], tmp_path: str) -> str:
@@ -247,10 +296,7 @@ def run_example(example: dict[str, Any], tmp_path: str) -> str:
     model = Counting(example["channels"])
     monitor: AttributionMonitor | None = None
     try:
-        kwargs = dict(example["kwargs"])
-        if example["rules"] is not None:
-            kwargs["drift_rules"] = tuple(DriftRule(**r) for r in example["rules"])
-        monitor = AttributionMonitor(ig_internal_batch_size=32, **kwargs)
+        monitor = AttributionMonitor(**monitor_arguments(example["kwargs"], example["rules"]))
         logger: Any = TensorBoardLogger(tmp_path, name="fuzz") if example["logger"] else False
         trainer = L.Trainer(
             **trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=1, limit_train_batches=1, logger=logger)

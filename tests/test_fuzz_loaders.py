@@ -47,7 +47,7 @@ from torch.utils.data import (
     default_collate,
 )
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, DriftPolicy, IntegratedGradients
 
 EXAMPLES = int(os.environ.get("LIGHTNING_XAI_FUZZ_EXAMPLES", "200"))
 SIZE, CLASSES = 8, 4
@@ -406,7 +406,7 @@ def cases(draw: Any) -> Case:
 
 # --------------------------------------------------------------------------------------------------- the property
 
-ARGUMENTS = ("probes", "num_probes", "target", "methods", "gradcam_layer", "forward_fn", "output_transform")
+ARGUMENTS = ("probes", "num_probes", "target", "methods", "GradCam", "forward_fn")
 SILENT_NO_OP = re.compile(r"does nothing|never explained|nothing is explained")
 
 
@@ -529,10 +529,8 @@ def run_case(case: Case, seed: int, tmp_path: str) -> str:
     if val is not None and case.loaders != "one":
         other = other_loader(case.channels)
         val = [val, other] if case.loaders == "list" else {"first": val, "other": other}
-    ig = case.method == "integrated_gradients"
-    monitor = AttributionMonitor(
-        num_probes=case.num_probes, methods=(case.method,), detector=None, **({"ig_steps": 2} if ig else {})
-    )
+    method = IntegratedGradients(n_steps=2) if case.method == "integrated_gradients" else case.method
+    monitor = AttributionMonitor(num_probes=case.num_probes, methods=(method,), drift=DriftPolicy(detector=None))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

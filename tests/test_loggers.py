@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai import AttributionMonitor, Display, DriftPolicy, DriftRule, IntegratedGradients
 from lightning_xai.visualize.dashboard import (
     ALERT_RUN,
     DETAIL_CATEGORY,
@@ -66,11 +66,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     alerts: list[Any] = []
     monitor = AttributionMonitor(
         num_probes=PROBES,
-        warmup_epochs=1,
-        ig_steps=4,
-        drift_rules=(DriftRule(threshold=0.0, cooldown=0),),  # fires at every armed epoch: alert markers
-        on_drift=alerts.append,
-        log_grids=True,  # the compact grids too: every logger gets them
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=1, rules=(DriftRule(threshold=0.0),), on_drift=alerts.append),
+        display=Display(log_grids=True),
     )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -123,7 +121,7 @@ def test_tensorboard_holds_the_sheet_the_dashboard_layout_and_the_summary_by_epo
     assert len(layouts) == 1
     layout = layout_pb2.Layout.FromString(layouts[0].tensor_proto.string_val[0])
     categories = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
-    rules = run["monitor"].tracker.rules
+    rules = run["monitor"].alert_tracker.rules
     assert categories == {
         k: {t: v[1] for t, v in c.items()}
         for k, c in custom_scalars_layout(["gradcam", "integrated_gradients"], rules=rules).items()
@@ -228,8 +226,12 @@ def test_the_sheet_of_an_alert_epoch_says_which_method_alerted(tmp_path: Path, m
         return real(*args, **kwargs)
 
     monkeypatch.setattr(log_module, "evaluation_media", recording)
-    rule = DriftRule(threshold=0.0, cooldown=0, methods=("gradcam",))  # fires at every armed evaluation
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=0, drift_rules=(rule,), detector=None)
+    rule = DriftRule(threshold=0.0, methods=("gradcam",))  # fires at every armed evaluation
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(rule,)),
+    )
     kwargs = trainer_kwargs(tmp_path, max_epochs=2, logger=TensorBoardLogger(str(tmp_path)), callbacks=[monitor])
     L.Trainer(**kwargs).fit(TinyCNN(), *loaders())
     assert [bool(monitor.history[i].alerts) for i in range(2)] == [False, True]

@@ -16,7 +16,7 @@ import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
 from torch import Tensor, nn
 
-from lightning_xai import AttributionMonitor, SanityCheck
+from lightning_xai import AttributionMonitor, Display, DriftPolicy, SanityCheck
 from lightning_xai.explain import (
     LRP,
     REGISTRY,
@@ -28,8 +28,8 @@ from lightning_xai.explain import (
     GradientShap,
     GuidedGradCam,
     InputXGradient,
+    IntegratedGradients,
     Lime,
-    MethodOptions,
     Occlusion,
     Saliency,
     SmoothGrad,
@@ -347,7 +347,7 @@ def test_function_explainer_shapes_and_errors() -> None:
 
 def test_every_method_is_registered_with_docs_cost_and_config() -> None:
     assert set(NEW_METHODS) <= set(method_names())
-    explainers = build_explainers(NEW_METHODS, MethodOptions())
+    explainers = build_explainers(NEW_METHODS)
     for name, explainer in zip(NEW_METHODS, explainers, strict=True):
         assert explainer.name == name
         doc = type(explainer).__doc__ or ""
@@ -356,8 +356,25 @@ def test_every_method_is_registered_with_docs_cost_and_config() -> None:
         assert all(isinstance(v, (str, int, float, bool, list, type(None))) for v in explainer.config().values())
     assert REGISTRY["ixg"].name == "input_x_gradient" and REGISTRY["smooth_grad"].name == "smoothgrad"
     baseline = torch.full((1, 1, 1), -2.0)
-    built = build_explainers(["deeplift", "occlusion", "lime"], MethodOptions(ig_baseline=baseline))
+    built = build_explainers(["deeplift", "occlusion", "lime"], black=baseline)
     assert all(e.baseline is baseline for e in built)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", [IntegratedGradients, DeepLift, Occlusion, Lime])
+def test_a_name_and_an_instance_get_the_same_black_baseline_from_denormalize(kind: type) -> None:
+    name = {IntegratedGradients: "integrated_gradients", DeepLift: "deeplift", Occlusion: "occlusion", Lime: "lime"}
+    mean, std = (0.5, 0.25, 0.0), (0.5, 0.25, 2.0)
+    given = kind()
+    by_name = AttributionMonitor(methods=[name[kind]], denormalize=(mean, std)).explainers[0]
+    by_instance = AttributionMonitor(methods=[given], denormalize=(mean, std)).explainers[0]
+    black = torch.tensor([-1.0, -1.0, 0.0]).reshape(3, 1, 1)  # -mean / std: what displays as black
+    assert type(by_name) is type(by_instance) is kind
+    torch.testing.assert_close(by_name.baseline, black, rtol=0, atol=0)  # type: ignore[attr-defined]
+    torch.testing.assert_close(by_instance.baseline, black, rtol=0, atol=0)  # type: ignore[attr-defined]
+    assert given.baseline is None and by_instance is not given  # the user's instance is copied, not changed
+    own = kind(baseline=0.25)  # a baseline the user chose is kept
+    assert AttributionMonitor(methods=[own], denormalize=(mean, std)).explainers[0].baseline == 0.25
+    assert AttributionMonitor(methods=[name[kind]]).explainers[0].baseline is None  # no denormalize: the default
 
 
 # ----------------------------------------------------------------------- every method in a training run
@@ -374,9 +391,12 @@ def fit(tmp_path: Any, callbacks: list[L.Callback]) -> TinyCNN:
 def test_training_is_bit_identical_with_every_method_quality_and_sanity_check(tmp_path: Any) -> None:
     plain = fit(tmp_path / "a", [])
     rng_after = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    methods = ["gradcam", "integrated_gradients", *NEW_METHODS[:6], Lime(samples=16), *NEW_METHODS[7:]]
+    methods = ["gradcam", IntegratedGradients(n_steps=4), *NEW_METHODS[:6], Lime(samples=16), *NEW_METHODS[7:]]
     monitor = AttributionMonitor(
-        num_probes=4, methods=methods, ig_steps=4, warmup_epochs=1, quality=("deletion", "insertion", "sparseness")
+        num_probes=4,
+        methods=methods,
+        drift=DriftPolicy(warmup_epochs=1),
+        display=Display(quality=("deletion", "insertion", "sparseness")),
     )
     check = SanityCheck(monitor)
     watched = fit(tmp_path / "b", [monitor, check])

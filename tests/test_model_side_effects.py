@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, DriftPolicy, IntegratedGradients
 from tests.conftest import TinyCNN, loaders, trainer_kwargs
 
 
@@ -141,7 +141,11 @@ def test_training_is_bit_identical_for_models_with_side_effects(tmp_path: Any, m
     torch.manual_seed(1)
     plain_state, plain_rng = _fit(model_cls(), tmp_path / "a", [])
     torch.manual_seed(1)
-    monitor = AttributionMonitor(num_probes=4, warmup_epochs=0, ig_steps=4, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, detector=None),
+    )
     watched_model = model_cls()
     watched_state, watched_rng = _fit(watched_model, tmp_path / "b", [monitor])
     assert monitor.evaluations == 2 and not monitor.history[-1].errors, monitor.history[-1].errors
@@ -155,7 +159,17 @@ def test_training_is_bit_identical_for_models_with_side_effects(tmp_path: Any, m
 def test_logging_model_keeps_its_logged_values(tmp_path: Any) -> None:
     """The monitor's forward passes are not logged by the model: the same ``self.log`` calls and logged value."""
     seen = []
-    for sub, callbacks in (("a", []), ("b", [AttributionMonitor(num_probes=4, ig_steps=4, detector=None)])):
+    for sub, callbacks in (
+        ("a", []),
+        (
+            "b",
+            [
+                AttributionMonitor(
+                    num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(detector=None)
+                )
+            ],
+        ),
+    ):
         torch.manual_seed(1)
         model = LogsInForward()
         torch.manual_seed(0)

@@ -18,9 +18,17 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import AttributionMonitor, DriftAlert, DriftDetectedError, DriftRule
+from lightning_xai import (
+    AttributionMonitor,
+    Display,
+    DriftAlert,
+    DriftDetectedError,
+    DriftPolicy,
+    DriftRule,
+    IntegratedGradients,
+)
 
-ALWAYS = DriftRule(threshold=0.0, patience=1, cooldown=0)  # fires at the first armed evaluation
+ALWAYS = DriftRule(threshold=0.0, patience=1)  # fires at the first armed evaluation
 
 
 def fit(tmp_path: Any, callbacks: list[Callback], seed: int = 0, **kw: Any) -> tuple[TinyCNN, L.Trainer]:
@@ -42,7 +50,9 @@ def read_events(logdir: str) -> EventAccumulator:
 
 def test_training_is_bit_identical_with_and_without_monitor(tmp_path: Any) -> None:
     plain, _ = fit(tmp_path / "a", [])
-    monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=8)
+    monitor = AttributionMonitor(
+        num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=8)), drift=DriftPolicy(warmup_epochs=1)
+    )
     watched, _ = fit(tmp_path / "b", [monitor], logger=TensorBoardLogger(str(tmp_path / "b" / "logs")))
     assert monitor.evaluations == 3
     for (name, p), (_, q) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=False):
@@ -93,14 +103,21 @@ def test_explanation_leaves_grads_rng_modes_buffers_and_hooks(tmp_path: Any) -> 
             pl_module.eval()
             snapshots["checked"] = True
 
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, every_n_epochs=100)  # never runs by itself
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), every_n_epochs=100
+    )  # never runs by itself
     fit(tmp_path, [monitor, Probe()], max_epochs=1)
     assert snapshots.get("checked")
 
 
 def test_event_files_hold_images_scalars_and_tables(tmp_path: Any) -> None:
     logdir = str(tmp_path / "logs")
-    monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=8, log_heatmaps=True, log_grids=True)
+    monitor = AttributionMonitor(
+        num_probes=8,
+        methods=("gradcam", IntegratedGradients(n_steps=8)),
+        drift=DriftPolicy(warmup_epochs=1),
+        display=Display(log_heatmaps=True, log_grids=True),
+    )
     fit(tmp_path, [monitor], logger=TensorBoardLogger(logdir, name="run"))
     acc = read_events(logdir)
     images = acc.Tags()["images"]
@@ -130,9 +147,11 @@ def test_event_files_hold_images_scalars_and_tables(tmp_path: Any) -> None:
 
 
 def test_probes_are_class_balanced_deterministic_and_on_cpu(tmp_path: Any) -> None:
-    first = AttributionMonitor(num_probes=8, seed=3, ig_steps=4)
-    second = AttributionMonitor(num_probes=8, seed=3, ig_steps=4)
-    other = AttributionMonitor(num_probes=8, seed=4, ig_steps=4, name="other")  # two monitors in one Trainer
+    first = AttributionMonitor(num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=4)), seed=3)
+    second = AttributionMonitor(num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=4)), seed=3)
+    other = AttributionMonitor(
+        num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=4)), seed=4, name="other"
+    )  # two monitors in one Trainer
     fit(tmp_path, [first], max_epochs=1)
     fit(tmp_path, [second, other], max_epochs=1)
     assert first.probes is not None and second.probes is not None and other.probes is not None
@@ -144,7 +163,12 @@ def test_probes_are_class_balanced_deterministic_and_on_cpu(tmp_path: Any) -> No
 
 def test_resume_restores_probes_reference_history_and_alerts(tmp_path: Any) -> None:
     ckpt_dir = tmp_path / "ckpt"
-    monitor = AttributionMonitor(num_probes=6, seed=1, warmup_epochs=0, ig_steps=4, drift_rules=(ALWAYS,))
+    monitor = AttributionMonitor(
+        num_probes=6,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,)),
+        seed=1,
+    )
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)
     fit(tmp_path, [monitor, checkpoint], max_epochs=2, enable_checkpointing=True)
     assert len(monitor.alerts) == 2  # epoch 1: one per method
@@ -152,8 +176,18 @@ def test_resume_restores_probes_reference_history_and_alerts(tmp_path: Any) -> N
     state = torch.load(path, weights_only=True)["callbacks"][monitor.state_key]
     assert torch.equal(state["probes"], monitor.probes.images)
 
-    resumed = AttributionMonitor(num_probes=6, seed=99, warmup_epochs=0, ig_steps=4, drift_rules=(ALWAYS,))
-    resumed_key_monitor = AttributionMonitor(num_probes=6, seed=1, warmup_epochs=0, ig_steps=4, drift_rules=(ALWAYS,))
+    resumed = AttributionMonitor(
+        num_probes=6,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,)),
+        seed=99,
+    )
+    resumed_key_monitor = AttributionMonitor(
+        num_probes=6,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,)),
+        seed=1,
+    )
     assert resumed.state_key != resumed_key_monitor.state_key  # different settings, distinct keys
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -161,8 +195,8 @@ def test_resume_restores_probes_reference_history_and_alerts(tmp_path: Any) -> N
     trainer.fit(TinyCNN(), train, val, ckpt_path=path)
     after = resumed_key_monitor
     assert torch.equal(after.probes.images, monitor.probes.images)
-    assert torch.equal(after.drift.reference["gradcam"], monitor.drift.reference["gradcam"])
-    assert after.drift.reference_epochs == {"gradcam": 0, "integrated_gradients": 0}
+    assert torch.equal(after.drift_tracker.reference["gradcam"], monitor.drift_tracker.reference["gradcam"])
+    assert after.drift_tracker.reference_epochs == {"gradcam": 0, "integrated_gradients": 0}
     assert [a.epoch for a in after.alerts[:2]] == [1, 1]
     assert len(after.history) == 3 and after.history[0].epoch == 0
     # cooldown=0 and threshold 0: the event continues at epoch 2, so no second alert (one event, one alert)
@@ -171,7 +205,7 @@ def test_resume_restores_probes_reference_history_and_alerts(tmp_path: Any) -> N
 
 def test_resume_with_other_settings_says_the_state_starts_afresh(tmp_path: Any) -> None:
     ckpt_dir = tmp_path / "ckpt"
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))
     fit(
         tmp_path,
         [monitor, ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)],
@@ -179,14 +213,14 @@ def test_resume_with_other_settings_says_the_state_starts_afresh(tmp_path: Any) 
         enable_checkpointing=True,
     )
     path = str(ckpt_dir / "last.ckpt")
-    other = AttributionMonitor(num_probes=4, ig_steps=8)
+    other = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=8)))
     train, val = loaders()
     with pytest.warns(UserWarning, match=r"checkpoint holds monitor state for .*n_steps=4"):
         L.Trainer(**trainer_kwargs(tmp_path, callbacks=[other], max_epochs=2)).fit(
             TinyCNN(), train, val, ckpt_path=path
         )
     assert other.history[0].epoch == 1  # nothing restored
-    same = AttributionMonitor(num_probes=4, ig_steps=4)
+    same = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*checkpoint holds monitor state.*")
         L.Trainer(**trainer_kwargs(tmp_path, callbacks=[same], max_epochs=2)).fit(TinyCNN(), train, val, ckpt_path=path)
@@ -194,7 +228,7 @@ def test_resume_with_other_settings_says_the_state_starts_afresh(tmp_path: Any) 
 
 
 def test_validate_under_inference_mode(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))
     L.seed_everything(0, verbose=False)
     model = TinyCNN()
     _, val = loaders()
@@ -209,7 +243,11 @@ def test_validate_under_inference_mode(tmp_path: Any) -> None:
 
 
 def test_stop_action_stops_training(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=1, drift_rules=(ALWAYS,), on_drift="stop")
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=1, rules=(ALWAYS,), on_drift="stop"),
+    )
     _, trainer = fit(tmp_path, [monitor], max_epochs=10)
     assert trainer.current_epoch == 3  # epochs 0-2 ran: reference at 1, alert at the end of 2 -> stop
     assert monitor.alerts and monitor.alerts[0].epoch == 2
@@ -218,7 +256,9 @@ def test_stop_action_stops_training(tmp_path: Any) -> None:
 def test_callable_receives_drift_alerts(tmp_path: Any) -> None:
     received: list[DriftAlert] = []
     monitor = AttributionMonitor(
-        num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,), on_drift=received.append
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,), on_drift=received.append),
     )
     fit(tmp_path, [monitor], max_epochs=2)
     assert len(received) == 2 and {a.method for a in received} == {"gradcam", "integrated_gradients"}
@@ -230,18 +270,30 @@ def test_callable_receives_drift_alerts(tmp_path: Any) -> None:
 
 
 def test_raise_action_and_warn_action(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,), on_drift="raise")
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,), on_drift="raise"),
+    )
     with pytest.raises(DriftDetectedError, match="Attribution drift"):
         fit(tmp_path, [monitor], max_epochs=3)
-    warn = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=0, drift_rules=(ALWAYS,))
+    warn = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=0, rules=(ALWAYS,)),
+    )
     with pytest.warns(UserWarning, match="Attribution drift"):
         fit(tmp_path / "w", [warn], max_epochs=2)
 
 
 def test_alerts_respect_warmup_patience_and_texts(tmp_path: Any) -> None:
     logdir = str(tmp_path / "logs")
-    rule = DriftRule(threshold=0.0, patience=2, cooldown=0, methods=("gradcam",))
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, warmup_epochs=2, drift_rules=(rule,))
+    rule = DriftRule(threshold=0.0, patience=2, methods=("gradcam",))
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=2, rules=(rule,)),
+    )
     fit(tmp_path, [monitor], max_epochs=5, logger=TensorBoardLogger(logdir))
     # reference at epoch 2, armed from epoch 3, patience 2 -> fires at epoch 4
     assert [(a.epoch, a.method) for a in monitor.alerts] == [(4, "gradcam")]
@@ -250,7 +302,12 @@ def test_alerts_respect_warmup_patience_and_texts(tmp_path: Any) -> None:
 
 
 def test_every_n_epochs_and_early_stopping_can_monitor_drift(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4, every_n_epochs=2, warmup_epochs=0)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        every_n_epochs=2,
+        drift=DriftPolicy(warmup_epochs=0),
+    )
     stopper = EarlyStopping(
         monitor="xai/gradcam/drift/rank_vs_reference/median",
         mode="min",
@@ -266,7 +323,7 @@ def test_every_n_epochs_and_early_stopping_can_monitor_drift(tmp_path: Any) -> N
 def test_monitor_pickles(tmp_path: Any) -> None:
     import pickle
 
-    monitor = AttributionMonitor(num_probes=4, ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)))
     fit(tmp_path, [monitor], max_epochs=1)
     clone = pickle.loads(pickle.dumps(monitor))
     assert torch.equal(clone.probes.images, monitor.probes.images)
@@ -276,11 +333,13 @@ def test_probe_masks_log_localization(tmp_path: Any) -> None:
     x, y = loaders()[1].dataset.tensors  # type: ignore[attr-defined]
     images, labels = x[:4], y[:4]
     full = torch.ones(4, 12, 12, dtype=torch.bool)
-    monitor = AttributionMonitor(probes=(images, labels), probe_masks=full, ig_steps=4)
+    monitor = AttributionMonitor(
+        probes=(images, labels), methods=("gradcam", IntegratedGradients(n_steps=4)), display=Display(probe_masks=full)
+    )
     empty = AttributionMonitor(
         probes=(images, labels),
-        probe_masks=lambda imgs, lbls: torch.zeros(len(imgs), 12, 12),
-        ig_steps=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        display=Display(probe_masks=lambda imgs, lbls: torch.zeros(len(imgs), 12, 12)),
         seed=1,
         name="empty",
     )
@@ -290,6 +349,6 @@ def test_probe_masks_log_localization(tmp_path: Any) -> None:
         assert monitor.history[0].scalars[f"xai/localization/{method}/pointing_game"] == pytest.approx(1.0)
         assert empty.history[0].scalars[f"xai/localization/{method}/relevance_mass"] == 0.0
         assert empty.history[0].scalars[f"xai/localization/{method}/pointing_game"] == 0.0
-    bad = AttributionMonitor(probes=(images, labels), probe_masks=torch.ones(3, 12, 12))
+    bad = AttributionMonitor(probes=(images, labels), display=Display(probe_masks=torch.ones(3, 12, 12)))
     with pytest.raises(ValueError, match="`probe_masks` has shape"):
         fit(tmp_path / "bad", [bad], max_epochs=1)

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai import AttributionMonitor, DriftPolicy, DriftRule, IntegratedGradients
 from lightning_xai.visualize.dashboard import ALERT_RUN, SCORE_RUN, THRESHOLD_RUN
 from lightning_xai.visualize.log import MediaLogger
 
@@ -27,8 +27,13 @@ def _tags(directory: Path) -> dict[str, list[str]]:
 
 
 def _monitor(name: str) -> AttributionMonitor:
-    rule = DriftRule(threshold=0.0, cooldown=0)  # fires at every armed epoch: alert texts and markers for both
-    return AttributionMonitor(num_probes=4, warmup_epochs=1, ig_steps=4, name=name, drift_rules=(rule,))
+    rule = DriftRule(threshold=0.0)  # fires at every armed epoch: alert texts and markers for both
+    return AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=1, rules=(rule,)),
+        name=name,
+    )
 
 
 def test_two_named_monitors_share_no_tag_file_or_directory(tmp_path: Path) -> None:

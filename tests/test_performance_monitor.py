@@ -13,7 +13,7 @@ import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
 from torch import Tensor
 
-from lightning_xai import AttributionMonitor, IntegratedGradients
+from lightning_xai import AttributionMonitor, Budget, IntegratedGradients
 
 
 class SlowCNN(TinyCNN):
@@ -33,7 +33,7 @@ def _fit(tmp_path: Any, monitor: AttributionMonitor, model: L.LightningModule | 
 
 
 def test_auto_steps_pass_through_the_monitor(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=8, ig_steps="auto")
+    monitor = AttributionMonitor(num_probes=8, methods=("gradcam", IntegratedGradients(n_steps="auto")))
     trainer = _fit(tmp_path, monitor)
     ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
     assert ig.auto
@@ -43,7 +43,7 @@ def test_auto_steps_pass_through_the_monitor(tmp_path: Any) -> None:
 
 def test_time_budget_cuts_ig_steps_and_logs_it(tmp_path: Any) -> None:
     monitor = AttributionMonitor(
-        num_probes=8, methods=("integrated_gradients",), ig_steps=64, max_seconds_per_epoch=0.05
+        num_probes=8, methods=(IntegratedGradients(n_steps=64),), budget=Budget(max_seconds_per_epoch=0.05)
     )
     trainer = _fit(tmp_path, monitor, SlowCNN())  # 8 probes x 64 steps x 0.5 ms >= 0.25 s > 0.05 s
     assert float(trainer.callback_metrics["xai/integrated_gradients/budget_limited"]) == 1.0
@@ -52,11 +52,13 @@ def test_time_budget_cuts_ig_steps_and_logs_it(tmp_path: Any) -> None:
     for entry in monitor.history:  # a cut map is shown but never compared: no drift, no reference from it
         assert [e for e in entry.errors if "cut its work" in e] == [entry.errors[0]]
         assert not any("/drift/" in key for key in entry.scalars)
-    assert monitor.drift.reference == {} and monitor.alerts == []
+    assert monitor.drift_tracker.reference == {} and monitor.alerts == []
 
 
 def test_spent_budget_skips_the_remaining_methods_and_says_so(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=8, ig_steps=4, max_seconds_per_epoch=1e-9)
+    monitor = AttributionMonitor(
+        num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=4)), budget=Budget(max_seconds_per_epoch=1e-9)
+    )
     with pytest.warns(UserWarning, match="max_seconds_per_epoch"):
         _fit(tmp_path, monitor, epochs=1)
     errors = monitor.history[-1].errors
@@ -64,8 +66,8 @@ def test_spent_budget_skips_the_remaining_methods_and_says_so(tmp_path: Any) -> 
 
 
 def test_bad_budget_is_named() -> None:
-    with pytest.raises(ValueError, match="`max_seconds_per_epoch` must be .*> 0"):
-        AttributionMonitor(max_seconds_per_epoch=0)
+    with pytest.raises(ValueError, match="`Budget.max_seconds_per_epoch` must be .*> 0"):
+        AttributionMonitor(budget=Budget(max_seconds_per_epoch=0))
 
 
 class PassRecorder(TinyCNN):
@@ -82,7 +84,7 @@ class PassRecorder(TinyCNN):
 
 
 def test_ig_batch_is_capped_at_the_training_batch_size(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=8, methods=("integrated_gradients",), ig_steps=32)
+    monitor = AttributionMonitor(num_probes=8, methods=(IntegratedGradients(n_steps=32),))
     model = PassRecorder()
     _fit(tmp_path, monitor, model)  # conftest loaders: training batch 16
     ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
@@ -93,7 +95,7 @@ def test_ig_batch_is_capped_at_the_training_batch_size(tmp_path: Any) -> None:
     model.passes.clear()
     L.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path / "again", max_epochs=1)).fit(model, smaller, val)
     assert ig.max_batch == 4 and model.passes and max(model.passes) == 4
-    explicit = AttributionMonitor(num_probes=8, methods=("integrated_gradients",), ig_internal_batch_size=64)
+    explicit = AttributionMonitor(num_probes=8, methods=(IntegratedGradients(internal_batch_size=64),))
     _fit(tmp_path / "b", explicit, epochs=1)
     ig = next(e for e in explicit.explainers if isinstance(e, IntegratedGradients))
     assert ig.max_batch is None  # an explicit batch size is left alone
@@ -109,12 +111,12 @@ def test_budget_is_shared_in_method_order(tmp_path: Any) -> None:
             time.sleep(0.15)
             return super().explain(forward, inputs, targets)
 
-    alone = AttributionMonitor(num_probes=8, methods=("integrated_gradients",), ig_steps=64, max_seconds_per_epoch=0.2)
+    alone = AttributionMonitor(
+        num_probes=8, methods=(IntegratedGradients(n_steps=64),), budget=Budget(max_seconds_per_epoch=0.2)
+    )
     _fit(tmp_path / "alone", alone, SlowCNN(), epochs=1)
     shared = AttributionMonitor(
-        num_probes=8,
-        methods=(SlowGradCam(), IntegratedGradients(64)),
-        max_seconds_per_epoch=0.2,
+        num_probes=8, methods=(SlowGradCam(), IntegratedGradients(64)), budget=Budget(max_seconds_per_epoch=0.2)
     )
     _fit(tmp_path / "shared", shared, SlowCNN(), epochs=1)
     steps_alone = alone.history[-1].scalars["xai/integrated_gradients/n_steps"]
@@ -125,7 +127,7 @@ def test_budget_is_shared_in_method_order(tmp_path: Any) -> None:
 
 
 def test_no_budget_logs_no_budget_key(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, methods=("integrated_gradients",), ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=(IntegratedGradients(n_steps=4),))
     trainer = _fit(tmp_path, monitor, epochs=1)
     assert "xai/integrated_gradients/budget_limited" not in trainer.callback_metrics
     assert float(trainer.callback_metrics["xai/integrated_gradients/n_steps"]) == 4
@@ -147,7 +149,7 @@ def test_training_batch_size_reads_every_loader_shape() -> None:
 
 
 def test_validate_alone_leaves_ig_uncapped(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, methods=("integrated_gradients",), ig_steps=4)
+    monitor = AttributionMonitor(num_probes=4, methods=(IntegratedGradients(n_steps=4),))
     _, val = loaders()
     trainer = L.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_epochs=1))
     trainer.validate(TinyCNN(), val)
@@ -156,8 +158,8 @@ def test_validate_alone_leaves_ig_uncapped(tmp_path: Any) -> None:
 
 
 def test_budget_and_keyword_arguments_are_checked() -> None:
-    with pytest.raises(ValueError, match="`max_seconds_per_epoch` must be .*> 0"):
-        AttributionMonitor(max_seconds_per_epoch=True)
+    with pytest.raises(ValueError, match="`Budget.max_seconds_per_epoch` must be .*> 0"):
+        AttributionMonitor(budget=Budget(max_seconds_per_epoch=True))
 
     class Typo(IntegratedGradients):
         explain_keywords = frozenset({"max_second"})

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SubsetRandomSampler, TensorDataset
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, DriftPolicy, GradCam, IntegratedGradients
 from lightning_xai.probes import collect_probes
 from tests.conftest import TinyCNN, make_images, trainer_kwargs
 
@@ -45,7 +45,9 @@ def _fit(
 def test_probes_go_through_the_val_loaders_collate_fn(tmp_path: Any) -> None:
     x8, y = _uint8_data()
     val = DataLoader(TensorDataset(x8, y), batch_size=16, collate_fn=_scale_collate)
-    monitor = AttributionMonitor(num_probes=8, ig_steps=2, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+    )
     _fit(tmp_path, monitor, val)
     assert monitor.probes is not None and len(monitor.probes) == 8
     assert 0.0 <= float(monitor.probes.images.min()) and float(monitor.probes.images.max()) <= 1.0
@@ -71,7 +73,9 @@ class Normalises(TinyCNN):
 def test_probes_go_through_lightnings_batch_hooks(tmp_path: Any) -> None:
     x8, y = _uint8_data()
     val = DataLoader(TensorDataset(x8, y), batch_size=16)
-    monitor = AttributionMonitor(num_probes=8, ig_steps=2, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+    )
     _fit(tmp_path, monitor, val, model=Normalises())
     assert monitor.probes is not None
     expected = (x8.float() / 255 - 0.5) / 0.25
@@ -93,7 +97,9 @@ class NumpyImages(Dataset):
 
 
 def test_a_dataset_of_numpy_images(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+    )
     _fit(tmp_path, monitor, DataLoader(NumpyImages(), batch_size=8))
     assert monitor.probes is not None and monitor.probes.labels is not None and len(monitor.probes) == 4
     assert sorted(monitor.probes.labels.tolist()) == [0, 1, 2, 3]  # class-balanced
@@ -111,7 +117,9 @@ class Stream(IterableDataset):
 
 
 def test_an_iterable_dataset(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+    )
     _fit(tmp_path, monitor, DataLoader(Stream(), batch_size=8))
     assert monitor.probes is not None and len(monitor.probes) == 4 and monitor.history
 
@@ -132,7 +140,9 @@ class Batches:
 def test_a_plain_iterable_of_batches(tmp_path: Any) -> None:
     x, y = make_images(32, seed=4)
     batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+    )
     _fit(tmp_path, monitor, Batches(batches))
     assert monitor.probes is not None and len(monitor.probes) == 4 and monitor.history
     assert all(any(torch.equal(p, e) for e in x) for p in monitor.probes.images)
@@ -158,7 +168,9 @@ def test_a_nan_image_in_the_pool_is_left_out_not_refused(tmp_path: Any) -> None:
     assert probes.warnings == ("1 of 32 images scanned from the validation dataloader hold NaN or Inf and are not used "
                                "as probes",)  # fmt: skip
     assert bool(torch.isfinite(probes.images).all())
-    monitor = AttributionMonitor(num_probes=8, ig_steps=2, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+    )
     _fit(tmp_path, monitor, loader)  # the fit is not refused
     assert monitor.probes is not None and bool(torch.isfinite(monitor.probes.images).all()) and monitor.history
 
@@ -178,7 +190,7 @@ def test_the_setup_check_runs_before_training_when_validation_comes_later(tmp_pa
     x, y = make_images(48)
     val = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)
     model = TinyCNN()
-    monitor = AttributionMonitor(num_probes=4, gradcam_layer="features.99")
+    monitor = AttributionMonitor(num_probes=4, methods=(GradCam(layer="features.99"), "integrated_gradients"))
     trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=3, check_val_every_n_epoch=3, callbacks=[monitor]))
     with pytest.raises(ValueError, match="features.99"):
         trainer.fit(model, DataLoader(TensorDataset(x[16:], y[16:]), batch_size=8), val)
@@ -188,7 +200,17 @@ def test_the_setup_check_runs_before_training_when_validation_comes_later(tmp_pa
 def test_setting_up_the_val_loader_early_keeps_training_bit_identical(tmp_path: Any) -> None:
     x, y = make_images(64)
     states = []
-    for sub, callbacks in (("a", []), ("b", [AttributionMonitor(num_probes=4, ig_steps=2, detector=None)])):
+    for sub, callbacks in (
+        ("a", []),
+        (
+            "b",
+            [
+                AttributionMonitor(
+                    num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+                )
+            ],
+        ),
+    ):
         torch.manual_seed(0)
         model = TinyCNN()
         train = DataLoader(TensorDataset(x[:48], y[:48]), batch_size=8, shuffle=True)
@@ -213,7 +235,9 @@ def test_model_checkpoint_and_early_stopping_on_a_drift_key_from_the_first_epoch
     key = "xai/gradcam/drift/rank_vs_previous/median"
     checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor=key, mode="max")
     stopping = EarlyStopping(monitor="xai/gradcam/drift/rank_vs_reference/median", mode="min", patience=5)
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, warmup_epochs=1)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=1)
+    )
     trainer = L.Trainer(
         **trainer_kwargs(tmp_path, max_epochs=3, callbacks=[monitor, checkpoint, stopping], enable_checkpointing=True)
     )
@@ -270,7 +294,17 @@ def test_persistent_workers_of_an_iterable_val_set_keep_training_bit_identical(t
     without the monitor (it draws its base seed from the global RNG there)."""
     states = []
     x, y = make_images(32, seed=3)
-    for sub, callbacks in (("a", []), ("b", [AttributionMonitor(num_probes=4, ig_steps=2, detector=None)])):
+    for sub, callbacks in (
+        ("a", []),
+        (
+            "b",
+            [
+                AttributionMonitor(
+                    num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+                )
+            ],
+        ),
+    ):
         torch.manual_seed(1)
         model = TinyCNN()
         torch.manual_seed(0)
@@ -315,7 +349,9 @@ def test_probes_are_converted_as_the_precision_plugin_converts_the_inputs(tmp_pa
 
     x, y = make_images(32, seed=8)
     x16 = x.half()  # the model receives float64 of these, normalised in float64
-    monitor = AttributionMonitor(num_probes=4, ig_steps=2, detector=None)
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(detector=None)
+    )
     _fit(tmp_path, monitor, DataLoader(TensorDataset(x16, y), batch_size=8), model=Normalises64(), precision="64-true")
     expected = ((x16.double() - 0.3) / 0.7).float()
     assert monitor.probes is not None

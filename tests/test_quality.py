@@ -13,7 +13,7 @@ import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
 from torch import Tensor, nn
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, Display, DriftPolicy, IntegratedGradients
 from lightning_xai.explain import Explanation, Filters, Saliency, check_quality
 from lightning_xai.explain.quality import perturbation_curves, quality_diagnostics
 from lightning_xai.functional import curve_auc, entropy, sparseness
@@ -133,13 +133,16 @@ def test_check_quality() -> None:
     with pytest.raises(ValueError, match=r"unknown measure\(s\) \['aopc'\]"):
         check_quality(["aopc"])
     with pytest.raises(ValueError, match="unknown measure"):
-        AttributionMonitor(quality=("deletion", "aopc"))
+        AttributionMonitor(display=Display(quality=("deletion", "aopc")))
 
 
 def test_monitor_logs_quality_per_method(tmp_path: Any) -> None:
     L.seed_everything(0, verbose=False)
     monitor = AttributionMonitor(
-        num_probes=4, ig_steps=4, warmup_epochs=1, quality=("deletion", "insertion", "sparseness", "entropy")
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=1),
+        display=Display(quality=("deletion", "insertion", "sparseness", "entropy")),
     )
     train, val = loaders()
     L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=1)).fit(TinyCNN(), train, val)

@@ -21,7 +21,7 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from lightning_xai import AttributionMonitor, DriftRule
+from lightning_xai import AttributionMonitor, Display, DriftPolicy, DriftRule, IntegratedGradients
 from lightning_xai.report import find_runs, read_logdir, read_run, read_runs, render_report
 from lightning_xai.report.cli import main
 from lightning_xai.report.html import FILM_TILE
@@ -50,11 +50,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     logdir = root / "logs"
     monitor = AttributionMonitor(
         num_probes=PROBES,
-        warmup_epochs=1,
-        ig_steps=4,
-        probe_masks=blob_masks,
-        drift_rules=(DriftRule(threshold=0.0, cooldown=1),),  # fires as soon as it is armed: alerts to mark
-        on_drift=lambda alert: None,
+        methods=("gradcam", IntegratedGradients(n_steps=4)),
+        drift=DriftPolicy(warmup_epochs=1, rules=(DriftRule(threshold=0.0),), cooldown=1, on_drift=lambda alert: None),
+        display=Display(probe_masks=blob_masks),
     )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -113,7 +111,7 @@ def test_the_page_holds_drift_curves_filmstrips_localisation_and_settings(run: d
     # localisation (probe_masks) and quality curves, the cost, the settings
     assert "localisation: relevance_mass" in page and "localisation: pointing_game" in page
     assert "integrated_gradients/completeness_gap" in page and "seconds per evaluation" in page
-    assert "<th>warmup_epochs</th>" in page and "<th>drift_rules</th>" in page
+    assert "<th>warmup_epochs</th>" in page and "<th>rules</th>" in page and "<th>cooldown</th>" in page
     # self-contained: nothing fetched from anywhere
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "url(http" not in page and "<link" not in page
 
@@ -142,7 +140,9 @@ def test_the_report_is_light_every_evaluation_one_compact_thumbnail_image(run: d
 def test_runs_are_labelled_by_their_path_and_one_evaluation_says_why_there_is_no_drift(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     for _ in range(2):  # two versions of one run name, one evaluation each
-        monitor = AttributionMonitor(num_probes=PROBES, methods=("gradcam",), on_drift=lambda alert: None)
+        monitor = AttributionMonitor(
+            num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(on_drift=lambda alert: None)
+        )
         L.seed_everything(0, verbose=False)
         train, val = loaders()
         logger = TensorBoardLogger(str(logdir), name="exp")
@@ -164,8 +164,13 @@ def test_runs_are_labelled_by_their_path_and_one_evaluation_says_why_there_is_no
 def test_named_monitors_are_reported_apart(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     monitors = [
-        AttributionMonitor(num_probes=PROBES, ig_steps=4, warmup_epochs=1, name="a", on_drift=lambda alert: None),
-        AttributionMonitor(num_probes=PROBES, methods=("gradcam",), warmup_epochs=1, name="b"),
+        AttributionMonitor(
+            num_probes=PROBES,
+            methods=("gradcam", IntegratedGradients(n_steps=4)),
+            drift=DriftPolicy(warmup_epochs=1, on_drift=lambda alert: None),
+            name="a",
+        ),
+        AttributionMonitor(num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=1), name="b"),
     ]
     L.seed_everything(0, verbose=False)
     train, val = loaders()

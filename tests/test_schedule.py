@@ -18,7 +18,7 @@ from conftest import TinyCNN, loaders, make_images, trainer_kwargs
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, DriftPolicy
 from lightning_xai._schedule import (
     MIN_DETECTOR_PROBES,
     MonitorSchedule,
@@ -175,12 +175,12 @@ class SetupWarnings(Callback):
         m = self.monitor
         settings = MonitorSchedule(
             every_n_epochs=m.every_n_epochs,
-            reference_epoch=m.drift.reference_epoch,
-            warmup_epochs=m.drift.warmup_epochs,
+            reference_epoch=m.drift_tracker.reference_epoch,
+            warmup_epochs=m.drift_tracker.warmup_epochs,
             probes_given=m.probe_source is not None,
             num_probes=None if m.probes is None else len(m.probes),
             detector=m.detector is not None,
-            drift_rules=len(m.tracker.rules),
+            drift_rules=len(m.alert_tracker.rules),
         )
         self.found = setup_warnings(trainer_schedule(trainer), settings)
         for _, message in self.found if not WIRED else ():
@@ -199,7 +199,7 @@ FIT_CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "no_validation-step": ({}, {}, {"model": NoValidationStep}),
     "never_evaluated": ({"every_n_epochs": 3}, {"max_epochs": 2}, {}),
     "every_n_epochs_skips_validations": ({"every_n_epochs": 2}, {"max_epochs": 6, "check_val_every_n_epoch": 3}, {}),
-    "reference_epoch_unreachable": ({"reference_epoch": 5}, {"max_epochs": 2}, {}),
+    "reference_epoch_unreachable": ({"drift": DriftPolicy(reference_epoch=5)}, {"max_epochs": 2}, {}),
     "warmup_covers_run": ({}, {"max_epochs": 2}, {}),
     "few_probes": ({"probes": make_images(3)}, {"max_epochs": 1}, {}),
 }
@@ -227,7 +227,7 @@ def test_each_case_is_said_once_in_a_fit(tmp_path: Any, case: str) -> None:
 
 
 def test_a_fit_without_a_silent_no_op_is_not_warned(tmp_path: Any) -> None:
-    found, messages, monitor = fit_warnings(tmp_path, {"warmup_epochs": 0}, {"max_epochs": 2}, {})
+    found, messages, monitor = fit_warnings(tmp_path, {"drift": DriftPolicy(warmup_epochs=0)}, {"max_epochs": 2}, {})
     assert found == [] and len(monitor.history) == 2
     assert not [m for m in messages if "never explain" in m or "does nothing" in m or "too few" in m], messages
 

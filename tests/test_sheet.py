@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, Display, DriftPolicy, IntegratedGradients
 from lightning_xai.explain import Explanation
 from lightning_xai.visualize.media import Picture, encode_png, evaluation_media
 from lightning_xai.visualize.render import to_display_images
@@ -94,7 +94,7 @@ def test_sheet_tile_size_is_configurable_and_large_inputs_are_downscaled() -> No
     with pytest.raises(ValueError, match="tile_size"):
         _sheet(n=1, tile=8)
     with pytest.raises(ValueError, match="tile_size"):
-        AttributionMonitor(tile_size=8)
+        AttributionMonitor(display=Display(tile_size=8))
 
 
 def test_sheet_captions_mark_wrong_predictions_and_drift_over_the_threshold_in_red() -> None:
@@ -176,7 +176,9 @@ def test_the_largest_image_of_a_default_run_is_the_sheet_with_128_px_tiles(tmp_p
     logdir = str(tmp_path / "logs")
     L.seed_everything(0, verbose=False)
     train, val = loaders()
-    monitor = AttributionMonitor(num_probes=8, warmup_epochs=1, ig_steps=4)
+    monitor = AttributionMonitor(
+        num_probes=8, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=DriftPolicy(warmup_epochs=1)
+    )
     trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], logger=TensorBoardLogger(logdir, name="run")))
     trainer.fit(TinyCNN(), train, val)
     files = glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)

@@ -11,7 +11,7 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, DriftPolicy
 from lightning_xai.explain import Explainer, Explanation
 from tests.conftest import TinyCNN, loaders, trainer_kwargs
 
@@ -31,7 +31,7 @@ class FailsLater(Explainer):
 
 
 def test_a_method_failure_is_skipped_under_warnings_as_errors(tmp_path: Any, caplog: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", FailsLater()], ig_steps=2, detector=None)
+    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", FailsLater()], drift=DriftPolicy(detector=None))
     trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=2, callbacks=[monitor]))
     with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="lightning_xai"):
         warnings.simplefilter("ignore")  # Lightning's own warnings about this tiny setup
@@ -44,7 +44,7 @@ def test_a_method_failure_is_skipped_under_warnings_as_errors(tmp_path: Any, cap
 
 
 def test_warnings_point_at_the_users_line(tmp_path: Any) -> None:
-    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", FailsLater()], ig_steps=2, detector=None)
+    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", FailsLater()], drift=DriftPolicy(detector=None))
     trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

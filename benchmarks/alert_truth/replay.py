@@ -172,9 +172,9 @@ class ShiftDetectorReplay:
 
 
 def budget_skips(record: dict[str, Any], max_overhead: float) -> set[int]:
-    """The epochs whose evaluation ``AttributionMonitor(max_overhead=...)`` would have skipped in this run, by the
-    monitor's rule (``lightning_xai._cost.CostReporter.allows``) on the recorded times: an evaluation runs when the
-    monitor's total so far plus the last evaluation's cost stays within ``max_overhead`` × the rest of the
+    """The epochs whose evaluation ``AttributionMonitor(budget=Budget(max_overhead=...))`` would have skipped in this
+    run, by the monitor's rule (``lightning_xai._cost.CostReporter.allows``) on the recorded times: an evaluation runs
+    when the monitor's total so far plus the last evaluation's cost stays within ``max_overhead`` × the rest of the
     run's time. Only the skipping is simulated (the budget's first step, fewer IG steps, changes the maps). The cost
     is the recorded ``cost_seconds`` (the whole evaluation) where the recording has it, else ``explain_seconds``
     (recordings made before the budget counted the whole evaluation: a live budget skips at least as many)."""

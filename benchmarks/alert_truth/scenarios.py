@@ -34,7 +34,6 @@ from torch.utils.data import DataLoader
 from benchmarks.alert_truth.data import CUES, DigitData, TrainSet, ValSet
 from benchmarks.alert_truth.models import FAMILIES, Classifier, Optim, backbone_parameters
 from lightning_xai import AttributionMonitor
-from lightning_xai._trainer import SetupWatch
 from lightning_xai.explain.guard import training_state_guard
 
 FORMAT_VERSION = 1
@@ -157,6 +156,15 @@ class _Schedule(L.Callback):
                 p.requires_grad_(True)
 
 
+def setup_signature(trainer: L.Trainer, pl_module: L.LightningModule) -> list[int]:
+    """What the monitor's ``SetupWatch`` compares between evaluations (``lightning_xai._trainer``): the trainable
+    parameters, the number of optimizers and the parameters of each of their groups."""
+    optimizers = getattr(trainer, "optimizers", [])
+    groups = [len(group["params"]) for optimizer in optimizers for group in optimizer.param_groups]
+    trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+    return [trainable, len(optimizers), *groups]
+
+
 class Recorder(L.Callback):
     """Placed after the monitor: copies each evaluation's scalars, new alerts and raw maps, and measures the
     behavioural truth (accuracy, and ``cue_rate`` on validation images whose cue names another class)."""
@@ -181,7 +189,7 @@ class Recorder(L.Callback):
         last = history[-1] if history else None
         evaluated = last is not None and field(last, "epoch") == epoch
         maps = {}
-        for method, tensor in self.monitor.drift.previous.items():
+        for method, tensor in self.monitor.drift_tracker.previous.items():
             if self._seen.get(method) is not tensor:  # a new map this evaluation (skipped methods keep theirs)
                 self._seen[method] = tensor  # held, so that its identity stays unique
                 maps[method] = tensor.detach().float().cpu().clone()
@@ -201,7 +209,7 @@ class Recorder(L.Callback):
                 "explain_seconds": float(field(last, "explain_seconds", math.nan)) if evaluated else math.nan,
                 "cost_seconds": float(field(last, "cost_seconds", math.nan)) if evaluated else math.nan,
                 "epoch_end_time": time.perf_counter(),
-                "setup": list(SetupWatch.signature_of(trainer, pl_module)),  # what the monitor's SetupWatch compares
+                "setup": setup_signature(trainer, pl_module),  # what the monitor's SetupWatch compares
                 "alerts": new_alerts,
                 "maps": maps,
                 "val_acc": correct / total if total else float("nan"),  # own-label cue, the validation loader
@@ -275,8 +283,8 @@ def _run(config: RunConfig, out_dir: str | Path | None, threads: int | None) -> 
         "format_version": FORMAT_VERSION,
         "config": asdict(config),
         "name": config.name,
-        "warmup_epochs": int(getattr(monitor.drift, "warmup_epochs", 2)),
-        "reference_epochs": {k: int(v) for k, v in getattr(monitor.drift, "reference_epochs", {}).items()},
+        "warmup_epochs": int(getattr(monitor.drift_tracker, "warmup_epochs", 2)),
+        "reference_epochs": {k: int(v) for k, v in getattr(monitor.drift_tracker, "reference_epochs", {}).items()},
         "gradcam_layer": getattr(gradcam, "layer_name", None),
         "probes": {
             "images": probe_images.clone(),

@@ -9,7 +9,7 @@ ground truth the monitor's alerts are judged against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightning.pytorch as L
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from examples.shortcut.decoy_digits import DecoyDigits, DecoySpec, mismatched_decoy_images
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.monitor import AttributionMonitor
+from lightning_xai.settings import Display
 
 
 @dataclass(frozen=True)
@@ -159,17 +160,16 @@ def run_shortcut_scenario(
     Only what a user would pass is given to the monitor: the probes (fixed validation images with labels),
     their decoy masks for the localisation scalars, and how to display them. With ``logdir``, the run goes to
     ``<logdir>/version_<n>`` (``version``; None: the next free one, so a re-run never mixes with an earlier run).
+    ``monitor_kwargs`` are further :class:`AttributionMonitor` arguments; the decoy masks join their ``display=``.
     """
     L.seed_everything(config.seed, verbose=False)
     spec = DecoySpec()
     train = DecoyDigits("train", spec=spec, seed=config.seed)
     val = DecoyDigits("val", spec=spec, seed=config.seed)
     idx = probe_indices(val.labels, config.num_probes_per_class, config.seed)
-    monitor = AttributionMonitor(
-        probes=(val.images[idx], val.labels[idx]),
-        probe_masks=val.masks[idx],
-        **(monitor_kwargs or {}),
-    )
+    kwargs = dict(monitor_kwargs or {})
+    display = replace(kwargs.pop("display", None) or Display(), probe_masks=val.masks[idx])
+    monitor = AttributionMonitor(probes=(val.images[idx], val.labels[idx]), display=display, **kwargs)
     reliance = _Reliance(val, monitor, config.seed)
     logger: TensorBoardLogger | bool = TensorBoardLogger(logdir, name="", version=version) if logdir else False
     trainer = L.Trainer(

@@ -16,7 +16,6 @@ from lightning_xai.explain.quality import QUALITY_MEASURES, check_quality
 from lightning_xai.explain.registry import (  # noqa: E402 - the registry builds the classes above
     REGISTRY,
     MethodEntry,
-    MethodOptions,
     build_explainers,
     canonical_name,
     method_names,
@@ -29,7 +28,6 @@ __all__ = [
     "EXPLAIN_KEYWORDS",
     "REGISTRY",
     "MethodEntry",
-    "MethodOptions",
     "build_explainers",
     "canonical_name",
     "method_names",

@@ -1,8 +1,5 @@
-"""One Integrated Gradients call: its fixed inputs and endpoints, its time budget, and the quadratures it tried.
-
-Every quadrature is Captum's ``IntegratedGradients.attribute(method="gausslegendre")``; this module only decides
-which probes go into a call, batches them (:func:`plan_batches`) and measures the completeness gap.
-"""
+"""One Integrated Gradients call: its inputs and endpoints, its time budget and the quadratures it tried (each
+Captum's ``IntegratedGradients.attribute(method="gausslegendre")``, batched by :func:`plan_batches`)."""
 
 from __future__ import annotations
 
@@ -39,8 +36,7 @@ def _relative(gap: Tensor, delta: Tensor) -> float:
 
 @dataclass
 class _Run:
-    """One ``explain`` call (or a part of its probes): the fixed inputs, the endpoints, the budget, and the
-    quadratures tried."""
+    """One ``explain`` call (or a part of its probes) and the quadratures tried."""
 
     ig: IntegratedGradients
     forward: ForwardFn
@@ -52,10 +48,8 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     results: list[_Result] = field(default_factory=list)
     limited: bool = False
-    #: passes per probe spent outside ``results`` (a calibration on part of the probes, spread over all of them)
-    extra: float = 0.0
-    #: the tries of that calibration, for ``last_info``
-    calibration: list[_Result] = field(default_factory=list)
+    extra: float = 0.0  # passes per probe spent outside ``results`` (a calibration on part of the probes)
+    calibration: list[_Result] = field(default_factory=list)  # the tries of that calibration
 
     @property
     def spent(self) -> float:
@@ -87,9 +81,8 @@ class _Run:
         return _Run(self.ig, self.forward, x, base, targets, delta, self.deadline, started=self.started)
 
     def calibration_part(self, share: float) -> tuple[_Run, Tensor] | None:
-        """The ``ceil(share × probes)`` probes with the largest ``|F(x) - F(x')|`` (they weigh most in the relative
-        gap) as a part to search the step count on, and their index; None for a single probe or under a time
-        budget (there the budget bounds the search)."""
+        """The part of the ``ceil(share × probes)`` probes with the largest ``|F(x) - F(x')|`` (they weigh most in
+        the relative gap) and their index; None when that is all of them or under a time budget."""
         num = self.x.shape[0]
         size = max(1, math.ceil(share * num))
         if size >= num or self.deadline is not None:
@@ -98,8 +91,7 @@ class _Run:
         return self.part(index), index
 
     def complete(self, part: _Run, index: Tensor, found: _Result) -> _Result:
-        """``found`` (the part's result) completed by the same quadrature on the other probes: one result for all,
-        the part's other tries counted in :attr:`spent` and kept in :attr:`calibration`."""
+        """``found`` (the part's result) completed by the same quadrature on the other probes."""
         num = self.x.shape[0]
         rest = torch.ones(num, dtype=torch.bool, device=index.device)
         rest[index] = False
@@ -112,7 +104,7 @@ class _Run:
         return self.results[-1]
 
     def integrate(self, n_steps: int) -> _Result:
-        """Attributions, per-probe gap and aggregate relative gap of Captum's ``n_steps``-point Gauss–Legendre IG."""
+        """Captum's ``n_steps``-point Gauss–Legendre IG: attributions, per-probe and relative gap."""
         x, num = self.x, self.x.shape[0]
         plan = plan_batches(num, n_steps, self.ig.batch_cap)
         sizes = [probes for probes, _ in plan]

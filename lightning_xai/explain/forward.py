@@ -16,11 +16,6 @@ from lightning_xai.explain.base import ForwardFn
 ModelForwardFn = Callable[[Any, Tensor], Any]
 
 
-def _needs_float32_copy(module: nn.Module) -> bool:
-    tensors = chain(module.parameters(), module.buffers())
-    return any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors)
-
-
 class _Call(nn.Module):
     """Wraps ``forward_fn(module, x)`` as a module so ``torch.func.functional_call`` can swap ``module``'s weights."""
 
@@ -37,64 +32,40 @@ def _call_module(module: Any, x: Tensor) -> Any:
     return module(x)
 
 
-def _setter(namespace: dict[str, Any], key: str, value: Any) -> Callable[[], None]:
-    def undo() -> None:
-        namespace[key] = value
-
-    return undo
-
-
 @contextmanager
 def uncompiled(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` and its submodules with their original Python forwards inside the block.
-
-    Undoes, until exit, the three ways a model gets compiled: a LightningModule compiled through Lightning
-    (``trainer.fit(torch.compile(model))``: the original forward is kept in ``_compiler_ctx``),
-    ``nn.Module.compile()`` in place (``_compiled_call_impl``), and ``torch.compile``d submodules
-    (``OptimizedModule``: their ``forward`` is pointed at the wrapped module). Everything is put back on exit,
-    so the compiled graphs and their guards see exactly the module they were compiled for.
-    """
-    restore: list[Callable[[], None]] = []
+    """Run ``module`` and its submodules with their original Python forwards inside the block: undoes a
+    LightningModule compiled through Lightning (``_compiler_ctx``), ``nn.Module.compile()`` (``_compiled_call_impl``)
+    and ``torch.compile``d submodules (``OptimizedModule``), and puts them back on exit."""
+    restore: list[tuple[dict[str, Any], str, Any]] = []  # (namespace, key, the compiled value)
     try:
         ctx = getattr(module, "_compiler_ctx", None)
         original = ctx.get("original_forward") if isinstance(ctx, dict) else None
         if original is not None and "forward" in module.__dict__:
             compiled = module.__dict__["forward"]
             module.forward = original  # type: ignore[method-assign]
-            restore.append(_setter(module.__dict__, "forward", compiled))
+            restore.append((module.__dict__, "forward", compiled))
         for sub in module.modules():
             impl = sub.__dict__.get("_compiled_call_impl")
             if impl is not None:
                 sub._compiled_call_impl = None
-                restore.append(_setter(sub.__dict__, "_compiled_call_impl", impl))
+                restore.append((sub.__dict__, "_compiled_call_impl", impl))
             orig_mod = sub.__dict__.get("_modules", {}).get("_orig_mod")
             if type(sub).__name__ == "OptimizedModule" and orig_mod is not None and "forward" in sub.__dict__:
                 compiled_forward = sub.__dict__["forward"]
                 sub.__dict__["forward"] = orig_mod.__call__
-                restore.append(_setter(sub.__dict__, "forward", compiled_forward))
+                restore.append((sub.__dict__, "forward", compiled_forward))
         yield
     finally:
-        for undo in reversed(restore):
-            undo()
+        for namespace, key, value in reversed(restore):
+            namespace[key] = value
 
 
 @contextmanager
-def model_forward(
-    module: nn.Module,
-    output_transform: Callable[[Any], Tensor] | None = None,
-    forward_fn: ModelForwardFn | None = None,
-) -> Iterator[ForwardFn]:
-    """Yield ``forward(x) -> (N, num_classes)`` float32 logits for explaining ``module``.
-
-    - ``torch.compile``: the model runs uncompiled inside the block (see :func:`uncompiled`): Captum adds hooks
-      per call, which compiled graphs miss or recompile for. The compiled forwards are put back on exit.
-    - Precision: parameters and buffers stored in half/bfloat16 (``precision="bf16-true"``/``"16-true"``) are
-      not touched; the forward runs through ``torch.func.functional_call`` with float32 copies of them, so
-      attributions are float32 and training weights stay exactly as they are. Mixed precision keeps float32
-      weights and callback hooks run outside autocast (the guard also disables it), so nothing is copied there.
-      Probes are cast to float32.
-    - ``forward_fn(module, x)`` replaces ``module(x)``, for a forward that needs extra arguments.
-    - ``output_transform`` picks the logits from dict/tuple outputs.
+def model_forward(module: nn.Module, forward_fn: ModelForwardFn | None = None) -> Iterator[ForwardFn]:
+    """Yield ``forward(x) -> (N, num_classes)`` float32 logits for explaining ``module``: uncompiled (Captum's
+    per-call hooks), with float32 copies of half/bfloat16 weights through ``torch.func.functional_call`` (the
+    training weights stay as they are), probes cast to float32, and ``forward_fn(module, x)`` instead of ``module(x)``.
 
     Example::
 
@@ -105,7 +76,9 @@ def model_forward(
     """
     call_fn = forward_fn or _call_module
     with uncompiled(module):
-        if _needs_float32_copy(module):
+        if any(
+            t.is_floating_point() and t.dtype != torch.float32 for t in chain(module.parameters(), module.buffers())
+        ):
             state = {
                 f"module.{name}": t.detach().float() if t.is_floating_point() else t
                 for name, t in chain(module.named_parameters(), module.named_buffers())
@@ -122,21 +95,23 @@ def model_forward(
 
         def forward(x: Tensor) -> Tensor:
             out = call(x)
-            if output_transform is not None:
-                out = output_transform(out)
             if not isinstance(out, Tensor):
                 raise TypeError(
-                    f"the model returned {type(out).__name__}, not a logits tensor; pass `output_transform=` to "
-                    "pick the (N, num_classes) logits from the output, e.g. `output_transform=lambda out: "
-                    "out['logits']`."
+                    f"the model returned {type(out).__name__}, not a logits tensor; pass `forward_fn=` to pick the "
+                    "(N, num_classes) logits, e.g. `forward_fn=lambda module, x: module(x)['logits']`."
                 )
             return out.float()
 
         yield forward
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: a LightningModule's ``device``, else its parameters'."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters(), torch.empty(0)).device
+
+
 def synchronize(device: torch.device) -> None:
-    """Wait until the kernels queued on ``device`` are done (CUDA; nothing to wait for elsewhere), before a time is
-    taken."""
+    """Wait for the kernels queued on a CUDA ``device`` (before a time is taken)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

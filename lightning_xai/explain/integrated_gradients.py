@@ -1,30 +1,29 @@
-"""Integrated Gradients: Captum's Gauss–Legendre IG behind a thin policy: batch sizes from sizes (never timings),
-an automatic step count that meets a completeness tolerance, and a per-call time budget.
-
-Cost: ``n_steps`` forward+backward passes (w.r.t. the input only) per probe, one forward per probe for ``F(x)``
-(none when the caller passes ``outputs=``, as the monitor does) and one for the shared baseline ``F(x')``.
-"""
+"""Integrated Gradients: Captum's Gauss–Legendre IG with batch sizes from sizes (never timings), an automatic step
+count that meets a completeness tolerance, and a per-call time budget. Cost: ``n_steps`` forward+backward passes per
+probe, plus one forward per probe for ``F(x)`` (none with ``outputs=``) and one for the baseline."""
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
+import numbers
 import time
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain._batches import plan_batches as plan_batches  # re-exported
 from lightning_xai.explain._ig_run import _Result, _Run
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape, check_int
+from lightning_xai.probes.inputs import as_tensor, describe
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
 STEP_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 #: where the automatic mode starts its first calibration
 AUTO_START_STEPS = 4
-#: samples per pass when nothing caps the batch (neither ``internal_batch_size``, ``max_batch`` nor ``limit_batch``)
+#: samples per pass when neither ``internal_batch_size`` nor ``max_batch`` caps the batch
 DEFAULT_BATCH = 64
 #: the automatic search spends at most this many times ``max_steps`` passes per probe in one call
 SEARCH_PASS_FACTOR = 2
@@ -32,38 +31,57 @@ SEARCH_PASS_FACTOR = 2
 CALIBRATION_SHARE = 0.25
 
 
-class IntegratedGradients(Explainer):
-    """Integrated Gradients (Sundararajan et al., 2017, https://arxiv.org/abs/1703.01365) through Captum's
-    ``IntegratedGradients(multiply_by_inputs=True)`` with ``method="gausslegendre"``, summed over channels into one
-    map per probe; ``display`` is its absolute value.
+def check_baseline(baseline: Any) -> float | Tensor | None:
+    """A reference input: None, a finite number, or finite values broadcastable to one probe; a 1-D sequence holds
+    one value per channel (the natural ``-mean / std``) and becomes ``(C, 1, 1)``.
 
-    Completeness: exact IG satisfies ``sum(attr) = F(x) - F(x')``; the quadrature misses it by the completeness
-    gap. ``diagnostics`` per call: ``completeness_gap`` (per probe, absolute), ``relative_gap``
-    (``sum_i |gap_i| / sum_i |F(x_i) - F(x'_i)|``), ``n_steps`` (of the result), ``passes_per_probe`` (spent,
-    rejected tries included) and, with a time budget, ``budget_limited`` (1 when the budget cut the steps).
+    Example::
+
+        >>> tuple(check_baseline([-2.5, -2.0, -1.5]).shape)
+        (3, 1, 1)
+    """
+    fix = "Pass None (the input that displays as black), a float, or one value per channel such as `-mean / std`."
+    if baseline is None:
+        return None
+    if isinstance(baseline, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"`baseline` must be numbers, got {describe(baseline)}. {fix}")
+    if isinstance(baseline, numbers.Real):
+        if not math.isfinite(float(baseline)):
+            raise ValueError(f"`baseline` must be finite, got {baseline}. {fix}")
+        return float(baseline)
+    t = as_tensor(baseline, "`baseline`", fix)
+    if t.device.type == "meta" or t.is_complex() or t.numel() == 0 or t.ndim > 4:
+        raise ValueError(f"`baseline` must be real values broadcastable to one probe, got {describe(baseline)}.")
+    t = t.detach().to("cpu", torch.float32, copy=True)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"`baseline` contains NaN or Inf ({describe(baseline)}). {fix}")
+    if t.ndim == 0:
+        return float(t)
+    return t.reshape(-1, 1, 1) if t.ndim == 1 else t
+
+
+class IntegratedGradients(Explainer):
+    """Integrated Gradients (Sundararajan et al., 2017, https://arxiv.org/abs/1703.01365): Captum's
+    ``IntegratedGradients(multiply_by_inputs=True)`` with ``method="gausslegendre"``, summed over channels;
+    ``display`` is its absolute value. ``diagnostics``: ``completeness_gap`` (per probe: ``sum(attr) - (F(x) -
+    F(x'))``), ``relative_gap`` (``sum |gap| / sum |F(x) - F(x')|``), ``n_steps``, ``passes_per_probe`` and, with a
+    time budget, ``budget_limited``.
 
     Args:
-        n_steps: quadrature points (passes per probe), or ``"auto"``: the fewest :data:`STEP_LADDER` steps in
-            ``[min_steps, max_steps]`` with ``relative_gap <= tolerance``. The first call starts at 4 steps and
-            climbs, doubling, until the tolerance holds, on a quarter of the probes (:data:`CALIBRATION_SHARE`:
-            those with the largest ``|F(x) - F(x')|``), then runs the steps found on the others (and climbs on all
-            if the gap of all misses): with 4 probes or more, when the steps found hold for all, it costs under
-            ``1 + share`` times the steps it ends on (never more than the plain doubling search); every call
-            checks its own gap for free and climbs when it fails; every ``recheck_every`` calls, with the gap below
-            half the tolerance, one rung lower is tried and kept if it passes (the interval doubles after a
-            failure): that is how the count comes down. A call spends at most ``max_search_passes =
-            SEARCH_PASS_FACTOR × max_steps`` passes per probe (128 by default) and, with ``search_seconds``, tries
-            nothing more once that time is spent; a climb stopped there resumes at the next call.
-        baseline: None (zeros), a float (constant image) or a tensor broadcastable to one probe.
-        internal_batch_size: samples per pass, rounded down to whole probe groups (probes beyond it run in even
-            slices: :func:`plan_batches`). None: ``max_batch`` (the monitor's :meth:`limit_batch`: the training
-            batch size), else :data:`DEFAULT_BATCH`.
-        tolerance: the relative gap ``"auto"`` must meet (5 %: the paper's check; 0.01 for near-converged maps).
+        n_steps: quadrature points, or ``"auto"``: the fewest :data:`STEP_LADDER` steps in ``[min_steps,
+            max_steps]`` with ``relative_gap <= tolerance``, searched from 4 steps up (doubling) on the quarter of the
+            probes with the largest ``|F(x) - F(x')|`` (:data:`CALIBRATION_SHARE`), then checked by every call for
+            free (it climbs when the gap fails; every ``recheck_every`` calls one rung lower is tried). A call
+            spends at most ``SEARCH_PASS_FACTOR × max_steps`` passes per probe, and no more than ``search_seconds``.
+        baseline: a float, one value per channel, or a tensor broadcastable to one probe; None: in a monitor the
+            input that displays as black (from ``denormalize=``), else zeros.
+        internal_batch_size: samples per pass, in whole probe groups (:func:`plan_batches`); None: ``max_batch``
+            (the monitor's :meth:`limit_batch`: the training batch size), else :data:`DEFAULT_BATCH`.
+        tolerance: the relative gap ``"auto"`` must meet (5 %: the paper's check).
         min_steps, max_steps, recheck_every: bounds and re-check interval of ``"auto"``.
         max_batch: at most this many samples per pass.
         max_seconds: a time budget per call (or ``explain(..., max_seconds=)``; the smaller applies): the steps
-            are cut to what the seconds per sample of earlier tries predict fits, never below 1 (without an
-            estimate yet, a 1-step try measures it).
+            are cut to what fits, never below 1.
 
     Example::
 
@@ -93,45 +111,44 @@ class IntegratedGradients(Explainer):
         max_batch: int | None = None,
         max_seconds: float | None = None,
     ) -> None:
-        self.auto = n_steps == "auto"
-        if not self.auto and (isinstance(n_steps, bool) or not isinstance(n_steps, int)):
-            raise ValueError(f"`ig_steps` must be an int >= 1 or 'auto', got {n_steps!r}.")
-        if not self.auto and n_steps < 1:  # type: ignore[operator]
-            raise ValueError(f"`ig_steps` must be >= 1, got {n_steps}.")
+        self.auto = isinstance(n_steps, str) and n_steps == "auto"
+        if isinstance(n_steps, str) and not self.auto:
+            raise ValueError(
+                f"`IntegratedGradients.n_steps` must be an int >= 1 or 'auto', got {n_steps!r}; pass n_steps='auto' "
+                "or a number of steps such as n_steps=32."
+            )
+        if not self.auto:
+            n_steps = check_int("IntegratedGradients.n_steps", n_steps, 1)
         if not tolerance > 0:
             raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
         if not 1 <= min_steps <= max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}.")
         if recheck_every < 1:
             raise ValueError(f"`recheck_every` must be >= 1, got {recheck_every}.")
-        if internal_batch_size is not None and internal_batch_size < 1:
-            raise ValueError(f"`ig_internal_batch_size` must be >= 1 or None, got {internal_batch_size}.")
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"`max_batch` must be >= 1 or None, got {max_batch}.")
+        internal_batch_size = check_int(
+            "IntegratedGradients.internal_batch_size", internal_batch_size, 1, allow_none=True
+        )
+        self.limit_batch(max_batch)
         if max_seconds is not None and not max_seconds > 0:
             raise ValueError(f"`max_seconds` must be > 0 or None, got {max_seconds!r}.")
         self.n_steps: int | Literal["auto"] = n_steps
-        self.baseline = baseline
+        self.baseline = check_baseline(baseline)
         self.internal_batch_size = internal_batch_size
         self.tolerance = float(tolerance)
         self.min_steps, self.max_steps = int(min_steps), int(max_steps)
         self.recheck_every = int(recheck_every)
         #: passes per probe the automatic search may spend in one call (any two adjacent rungs fit)
         self.max_search_passes = SEARCH_PASS_FACTOR * self.max_steps
-        self.max_batch = max_batch
         self.max_seconds = max_seconds
         ladder = [s for s in STEP_LADDER if self.min_steps <= s <= self.max_steps]
         self.ladder = tuple(sorted({*ladder, self.min_steps, self.max_steps}))
         self.passes_per_probe = float((self.max_steps if self.auto else int(n_steps)) + 1)  # type: ignore[arg-type]
-        #: at most this many steps (set by the monitor's overhead budget through :meth:`reduce_steps`)
-        self.step_cap: int | None = None
-        #: the automatic search tries no more steps once a call has spent this long (the monitor sets it to the
-        #: training time since its last evaluation, so a search never costs more than the epoch it follows)
-        self.search_seconds: float | None = None
-        #: Captum's ``internal_batch_size`` of the last pass (samples per pass), None before the first call
-        self.last_batch_size: int | None = None
-        #: details of the last call (steps tried, seconds, budget), for logs and benchmarks
-        self.last_info: dict[str, Any] = {}
+        self.step_cap: int | None = (
+            None  # at most this many steps (the monitor's overhead budget: :meth:`reduce_steps`)
+        )
+        self.search_seconds: float | None = None  # the search stops here (the monitor: the time since its last call)
+        self.last_batch_size: int | None = None  # Captum's ``internal_batch_size`` of the last pass
+        self.last_info: dict[str, Any] = {}  # the last call's tries, seconds and budget, for logs and benchmarks
         self._reset()
 
     def _reset(self) -> None:
@@ -156,17 +173,15 @@ class IntegratedGradients(Explainer):
         return min(caps) if caps else DEFAULT_BATCH
 
     def limit_batch(self, max_batch: int | None) -> None:
-        """Cap the samples per pass, e.g. at the training batch size: then IG never holds more activations
-        than one training step does (the monitor calls this when neither ``internal_batch_size`` nor
-        ``max_batch`` was given)."""
+        """Cap the samples per pass, e.g. at the training batch size (then IG never holds more activations than a
+        training step)."""
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"`max_batch` must be >= 1 or None, got {max_batch}.")
         self.max_batch = max_batch
 
     def reduce_steps(self, factor: float = 0.75, floor: int = 8) -> int | None:
-        """Cap the steps at about ``factor`` × the last ones (a rung of :data:`STEP_LADDER`, at least one lower, at
-        least ``floor``) for the monitor's overhead budget; the cap, or None at ``floor``. ``n_steps`` (and so the
-        monitor's ``state_key``) stays as configured.
+        """Cap the steps at about ``factor`` × the last ones (a lower rung of :data:`STEP_LADDER`, at least ``floor``)
+        for the monitor's overhead budget; the cap, or None at ``floor``. ``n_steps`` (the state key) stays.
 
         Example::
 
@@ -189,14 +204,10 @@ class IntegratedGradients(Explainer):
         return self.step_cap
 
     def config(self) -> dict[str, Any]:
-        baseline: Any = self.baseline
-        if isinstance(baseline, Tensor):
-            data = baseline.detach().cpu().double().contiguous()
-            baseline = f"{tuple(data.shape)}:{hashlib.sha1(data.numpy().tobytes()).hexdigest()[:8]}"
-        return {"n_steps": self.n_steps, "baseline": baseline}
+        return {"n_steps": self.n_steps, "baseline": self.baseline}  # a tensor is digested in the state key
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        check_baseline_shape("ig_baseline", self.baseline, tuple(example.shape[1:]))
+        check_baseline_shape("IntegratedGradients.baseline", self.baseline, tuple(example.shape[1:]))
         self._reset()  # a new model (or a new fit): calibrate its steps and its cost afresh
 
     def _baselines(self, inputs: Tensor) -> tuple[Tensor, Tensor]:

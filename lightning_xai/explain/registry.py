@@ -1,18 +1,17 @@
-"""One registry of the methods ``methods=`` knows by name: each name, its aliases and how to build it from the
-monitor's method arguments (``gradcam_layer=``, ``ig_steps=``, ...). ``methods=`` and ``DriftRule(methods=)``
-both resolve names here, so an alias means the same everywhere."""
+"""The methods known by name (shorthand for their default instances; ``methods=`` and ``DriftRule(methods=)`` alike),
+and the one place that resolves what depends on the run: IG, DeepLift, Occlusion and LIME left at ``baseline=None``
+get the input that displays as black, names and instances alike."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-import torch
 from torch import Tensor
 
 from lightning_xai.explain.base import EXPLAIN_KEYWORDS, NAME_PATTERN, NAME_RULE, Explainer, check_name, suggest_name
-from lightning_xai.explain.gradcam import GradCam, GradcamReshape
+from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.gradients import DeepLift, GradientShap, InputXGradient, Saliency, SmoothGrad
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
 from lightning_xai.explain.perturbation import Lime, Occlusion
@@ -21,22 +20,11 @@ from lightning_xai.explain.views import Activations, Filters
 
 
 @dataclass(frozen=True)
-class MethodOptions:
-    """The monitor's per-method arguments, handed to every builder (each reads its own)."""
-
-    gradcam_layer: str | torch.nn.Module | None = None
-    gradcam_reshape: GradcamReshape | None = None
-    ig_steps: int | Literal["auto"] = "auto"
-    ig_baseline: float | Tensor | None = None
-    ig_internal_batch_size: int | None = None
-
-
-@dataclass(frozen=True)
 class MethodEntry:
-    """A method known by name: its canonical name, aliases, and a builder from :class:`MethodOptions`."""
+    """A method known by name: its canonical name, aliases, and what builds its default instance."""
 
     name: str
-    build: Callable[[MethodOptions], Explainer]
+    build: Callable[[], Explainer]
     aliases: tuple[str, ...] = field(default=())
 
 
@@ -53,36 +41,22 @@ def register(entry: MethodEntry) -> None:
         REGISTRY[key] = entry
 
 
-register(
-    MethodEntry("gradcam", lambda o: GradCam(layer=o.gradcam_layer, reshape=o.gradcam_reshape), aliases=("grad_cam",))
-)
-register(
-    MethodEntry(
-        "integrated_gradients",
-        lambda o: IntegratedGradients(o.ig_steps, o.ig_baseline, o.ig_internal_batch_size),
-        aliases=("ig",),
-    )
-)
-# Options of the methods below beyond these (SmoothGrad's samples, LIME's superpixels, ...): pass an instance,
-# e.g. ``methods=["gradcam", SmoothGrad(samples=32)]``. The reference input of DeepLift, Occlusion and LIME is
-# Integrated Gradients' (``ig_baseline``: black with ``denormalize=``).
-register(MethodEntry("saliency", lambda o: Saliency(), aliases=("gradient", "vanilla_gradient")))
-register(MethodEntry("smoothgrad", lambda o: SmoothGrad(), aliases=("smooth_grad",)))
-register(MethodEntry("input_x_gradient", lambda o: InputXGradient(), aliases=("gradient_x_input", "ixg")))
-register(MethodEntry("gradient_shap", lambda o: GradientShap(), aliases=("gradientshap",)))
-register(MethodEntry("deeplift", lambda o: DeepLift(baseline=o.ig_baseline), aliases=("deep_lift",)))
-register(MethodEntry("occlusion", lambda o: Occlusion(baseline=o.ig_baseline)))
-register(MethodEntry("lime", lambda o: Lime(baseline=o.ig_baseline)))
-register(
-    MethodEntry(
-        "guided_gradcam",
-        lambda o: GuidedGradCam(layer=o.gradcam_layer, reshape=o.gradcam_reshape),
-        aliases=("guided_grad_cam",),
-    )
-)
-register(MethodEntry("lrp", lambda o: LRP(), aliases=("layerwise_relevance_propagation",)))
-register(MethodEntry("activations", lambda o: Activations(layer=o.gradcam_layer, reshape=o.gradcam_reshape)))
-register(MethodEntry("filters", lambda o: Filters()))
+register(MethodEntry("gradcam", GradCam, aliases=("grad_cam",)))
+register(MethodEntry("integrated_gradients", IntegratedGradients, aliases=("ig",)))
+register(MethodEntry("saliency", Saliency, aliases=("gradient", "vanilla_gradient")))
+register(MethodEntry("smoothgrad", SmoothGrad, aliases=("smooth_grad",)))
+register(MethodEntry("input_x_gradient", InputXGradient, aliases=("gradient_x_input", "ixg")))
+register(MethodEntry("gradient_shap", GradientShap, aliases=("gradientshap",)))
+register(MethodEntry("deeplift", DeepLift, aliases=("deep_lift",)))
+register(MethodEntry("occlusion", Occlusion))
+register(MethodEntry("lime", Lime))
+register(MethodEntry("guided_gradcam", GuidedGradCam, aliases=("guided_grad_cam",)))
+register(MethodEntry("lrp", LRP, aliases=("layerwise_relevance_propagation",)))
+register(MethodEntry("activations", Activations))
+register(MethodEntry("filters", Filters))
+
+#: the methods whose reference input (``baseline=None``) is the input that displays as black, when known
+BLACK_BASELINE: tuple[type[Explainer], ...] = (IntegratedGradients, DeepLift, Occlusion, Lime)
 
 
 def method_names() -> list[str]:
@@ -114,10 +88,17 @@ def canonical_name(name: str) -> str:
     return entry.name if entry is not None else name
 
 
-def build_explainers(methods: Sequence[str | Explainer] | str, options: MethodOptions) -> list[Explainer]:
-    """Explainers for ``methods=`` (names, aliases or :class:`Explainer` instances), checked for unknown names,
-    names that cannot be tags and directories (:data:`~lightning_xai.explain.base.NAME_RULE`), unsupported
-    ``explain_keywords`` and duplicates."""
+def build_explainers(methods: Sequence[str | Explainer] | str, black: Tensor | None = None) -> list[Explainer]:
+    """Explainers for ``methods=`` (names, aliases or instances), checked (unknown names, names that cannot be tags,
+    unsupported ``explain_keywords``, duplicates); ``black`` becomes the baseline of every :data:`BLACK_BASELINE`
+    method left at ``baseline=None`` (in a copy).
+
+    Example::
+
+        >>> ig, deeplift = build_explainers(["ig", DeepLift()], black=Tensor([-2.0]))
+        >>> ig.baseline.tolist(), deeplift.baseline.tolist(), ig.n_steps
+        ([-2.0], [-2.0], 'auto')
+    """
     if isinstance(methods, str):
         methods = (methods,)
     explainers: list[Explainer] = []
@@ -131,8 +112,11 @@ def build_explainers(methods: Sequence[str | Explainer] | str, options: MethodOp
                 f"`methods` contains unknown method {method!r}; choose from {method_names()} "
                 f"(aliases {alias_names()}) or pass an Explainer instance."
             )
-        explainers.append(entry.build(options))
-    for explainer in explainers:
+        explainers.append(entry.build())
+    for i, explainer in enumerate(explainers):
+        if black is not None and isinstance(explainer, BLACK_BASELINE) and getattr(explainer, "baseline", None) is None:
+            explainers[i] = explainer = copy.copy(explainer)
+            explainer.baseline = black  # type: ignore[attr-defined]
         if not (isinstance(explainer.name, str) and NAME_PATTERN.fullmatch(explainer.name)):
             raise ValueError(
                 f"`methods` contains {type(explainer).__name__} named {explainer.name!r}; an explainer's `name` must "

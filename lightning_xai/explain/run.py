@@ -1,10 +1,6 @@
 """One evaluation's explanations: the shared prediction pass and every method on the probes, under the
-training-state guard, in float32, within an optional time budget. Nothing here raises: a failing prediction pass
-skips the evaluation, a failing or malformed method is skipped, each reported (warning + ``errors``).
-
-This is the part of :class:`~lightning_xai.AttributionMonitor` that costs forward/backward passes; the
-benchmarks in ``benchmarks/`` time exactly this function.
-"""
+training-state guard, in float32, within an optional time budget. Nothing here raises: a failure skips the
+evaluation or the method and is reported (a warning and ``errors``). The benchmarks time exactly this."""
 
 from __future__ import annotations
 
@@ -18,7 +14,7 @@ from torch import Tensor, nn
 
 from lightning_xai import _warn
 from lightning_xai.explain import Explainer, Explanation
-from lightning_xai.explain.forward import ModelForwardFn, model_forward, synchronize
+from lightning_xai.explain.forward import ModelForwardFn, model_device, model_forward, synchronize
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.quality import quality_diagnostics
 from lightning_xai.probes.targets import TargetSpec, resolve_targets
@@ -29,18 +25,10 @@ T = TypeVar("T")
 
 @dataclass
 class ProbeExplanations:
-    """What one evaluation produced, on the model's device.
-
-    Attributes:
-        inputs: the probes as the model saw them.
-        predicted, confidence: ``(P,)`` arg-max class and its softmax probability, from the shared pass.
-        targets: ``(P,)`` the class each probe was explained for.
-        results: method name -> :class:`Explanation`, for the methods that succeeded.
-        errors: one message per skipped method (failure, malformed or NaN/Inf output, no time left in the budget)
-            or for a failed prediction pass (then ``predicted``, ``confidence`` and ``targets`` are empty).
-        seconds: wall time of the whole evaluation.
-        method_seconds: method name -> wall time of that method (for the methods that succeeded).
-    """
+    """What one evaluation produced, on the model's device: the probes as the model saw them, the ``(P,)`` arg-max
+    class and its softmax probability, the class each probe was explained for (all three empty when the prediction
+    pass failed), the :class:`Explanation` of each method that succeeded and its seconds, one message per failure,
+    and the whole evaluation's seconds."""
 
     inputs: Tensor
     predicted: Tensor
@@ -59,7 +47,6 @@ def explain_probes(
     explainers: Sequence[Explainer],
     target: TargetSpec = "label",
     *,
-    output_transform: Callable[[Any], Tensor] | None = None,
     forward_fn: ModelForwardFn | None = None,
     max_seconds: float | None = None,
     epoch: int = 0,
@@ -67,15 +54,12 @@ def explain_probes(
     skip: dict[str, str] | None = None,
     quality: Sequence[str] = (),
 ) -> ProbeExplanations:
-    """Run the shared prediction pass and each explainer, in order, on ``images``.
+    """Run the shared prediction pass and each explainer, in order, on ``images``, leaving the training state as found.
 
-    Each explainer receives the keywords it lists in ``explain_keywords``: ``outputs`` (the prediction pass)
-    and, with ``max_seconds``, the time left. An explainer with no time left, or that raises, or whose output is
-    malformed (:func:`explanation_problem`) or not finite, is skipped with a message in ``errors``; so is every
-    explainer when the prediction pass fails, and each one named in ``skip`` (name -> reason, not run). Each
-    distinct failure is warned once (``warn_once(key, message)``). The training state (grads, RNG, modes,
-    buffers, hooks) is left as found. ``quality`` measures (:mod:`lightning_xai.explain.quality`) are added to
-    each successful explanation's diagnostics as ``quality/...``.
+    Each explainer gets the keywords it lists in ``explain_keywords``: ``outputs`` (the prediction pass) and, with
+    ``max_seconds``, the time left. One with no time left, named in ``skip`` (name -> reason), that raises or whose
+    output is malformed or not finite is skipped with a message in ``errors`` (each distinct failure warned once by
+    ``warn_once(key, message)``). ``quality`` measures are added to each explanation's diagnostics.
 
     Example::
 
@@ -87,16 +71,22 @@ def explain_probes(
     """
     started = time.perf_counter()
     warn = reporting(warn_once)
-    device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
-    if not isinstance(device, torch.device):
-        device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(model)
     empty = torch.empty(0, dtype=torch.long)
     done = ProbeExplanations(images, empty, empty.float(), empty)
     try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
-        with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
-            outputs = _predict(done, forward, images.to(device).clone(), target, labels, epoch, warn)
-            for explainer in explainers if outputs is not None else ():
-                assert outputs is not None
+        with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
+            inputs = images.to(device).clone()
+            try:  # the shared prediction pass
+                done.inputs = inputs
+                with torch.no_grad():
+                    outputs = forward(done.inputs)
+                done.confidence, done.predicted = torch.softmax(outputs, dim=1).max(dim=1)
+                done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
+            except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
+                _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
+                explainers = ()
+            for explainer in explainers:
                 if skip and explainer.name in skip:
                     done.errors.append(f"{explainer.name} skipped at epoch {epoch}: {skip[explainer.name]}")
                     continue
@@ -107,7 +97,7 @@ def explain_probes(
                         message = (
                             f"{explainer.name} skipped at epoch {epoch}: `max_seconds_per_epoch={max_seconds:g}` was "
                             f"spent ({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or "
-                            "lower `num_probes`/`ig_steps` or evaluate less often (`every_n_epochs`)."
+                            "lower `num_probes`/IG's `n_steps` or evaluate less often (`every_n_epochs`)."
                         )
                         done.errors.append(message)
                         warn(f"budget_{explainer.name}", f"AttributionMonitor: {message}")
@@ -120,28 +110,6 @@ def explain_probes(
     return done
 
 
-def _predict(
-    done: ProbeExplanations,
-    forward: Any,
-    inputs: Tensor,
-    target: TargetSpec,
-    labels: Tensor | None,
-    epoch: int,
-    warn: WarnOnce,
-) -> Tensor | None:
-    """The shared prediction pass: fills ``done``'s predictions and targets; None (reported) when it fails."""
-    try:
-        done.inputs = inputs
-        with torch.no_grad():
-            outputs = forward(inputs)
-        done.confidence, done.predicted = torch.softmax(outputs, dim=1).max(dim=1)
-        done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
-        return outputs
-    except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
-        _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
-        return None
-
-
 def _explain_one(
     done: ProbeExplanations,
     explainer: Explainer,
@@ -151,8 +119,7 @@ def _explain_one(
     warn: WarnOnce,
     quality: Sequence[str] = (),
 ) -> None:
-    """One method on the probes: its result in ``done.results``, or its failure (raised, malformed or non-finite
-    output) in ``done.errors``."""
+    """One method on the probes: its result in ``done.results``, or its failure in ``done.errors``."""
     started = time.perf_counter()
     try:
         explanation = explainer.explain(forward, done.inputs.clone(), done.targets, **kwargs)
@@ -181,9 +148,8 @@ def _report(done: ProbeExplanations, what: str, err: BaseException, warn: WarnOn
 
 
 def explanation_problem(explanation: Any, inputs: Tensor) -> str:
-    """What is wrong with an explainer's output for ``inputs`` (P probes of H x W), or ``""``: an
-    :class:`Explanation` whose ``raw`` is a ``(P, h, w)`` float map, ``display`` a ``(P, H, W)`` float map and each
-    diagnostic a tensor of ``P`` values.
+    """What is wrong with an explainer's output for ``P`` probes of H x W, or ``""``: it must be an
+    :class:`Explanation` of ``(P, h, w)`` float ``raw``, ``(P, H, W)`` float ``display`` maps, ``(P,)`` diagnostics.
 
     Example::
 
@@ -212,16 +178,7 @@ def explanation_problem(explanation: Any, inputs: Tensor) -> str:
 
 
 def reporting(warn_once: WarnOnce | None) -> WarnOnce:
-    """``warn_once`` (or a plain warning) for reporting an isolated failure: it never raises, also where warning
-    filters turn warnings into errors (``-W error``); the report then goes to the ``lightning_xai`` logger.
-
-    Example::
-
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("error")
-        ...     reporting(None)("key", "AttributionMonitor: gradcam failed")  # logged, not raised
-    """
+    """``warn_once`` (or a plain warning) that never raises (:func:`lightning_xai._warn.report`)."""
 
     def report(key: str, message: str) -> None:
         _warn.report(message, None if warn_once is None else lambda text: warn_once(key, text))
@@ -248,9 +205,8 @@ def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T],
 
 
 def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> ProbeExplanations:
-    """One evaluation from consecutive shards of the probes (in probe order), as the ranks explained them under
-    DDP. A method is kept when every shard has it; one that failed on some rank is skipped for all probes (its
-    message says so). ``seconds`` (and each method's) is the slowest shard's.
+    """One evaluation from the ranks' consecutive shards of the probes: a method is kept when every shard has it;
+    ``seconds`` (and each method's) is the slowest shard's.
 
     Example::
 

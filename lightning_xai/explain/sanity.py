@@ -18,7 +18,7 @@ from lightning_xai.explain.base import Explainer, check_float, check_int
 from lightning_xai.explain.forward import ModelForwardFn, model_forward
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.layers import trace_modules
-from lightning_xai.explain.registry import MethodOptions, build_explainers
+from lightning_xai.explain.registry import build_explainers
 from lightning_xai.explain.run import explain_probes
 from lightning_xai.explain.wrapping import seeded_rng
 from lightning_xai.functional.drift import average_ranks, spearman_distance
@@ -129,9 +129,7 @@ def sanity_check(
     layers: int = 1,
     threshold: float = DEFAULT_THRESHOLD,
     seed: int = 0,
-    output_transform: Callable[[Any], Tensor] | None = None,
     forward_fn: ModelForwardFn | None = None,
-    options: MethodOptions | None = None,
     warn: bool = True,
 ) -> list[SanityResult]:
     """The randomisation sanity check of each method on ``probes`` ``(N, C, H, W)``: explain them with ``model``
@@ -147,9 +145,7 @@ def sanity_check(
     """
     layers = check_int("layers", layers, 1)
     threshold = check_float("threshold", threshold)
-    explainers = [
-        e for e in build_explainers(methods, options or MethodOptions()) if getattr(e, "is_attribution", True)
-    ]
+    explainers = [e for e in build_explainers(methods) if getattr(e, "is_attribution", True)]
     images = probes.detach().cpu().float()
     labels = None if labels is None else labels.detach().cpu().long()
     errors: list[str] = []
@@ -157,21 +153,19 @@ def sanity_check(
     def explain(net: nn.Module, targets: Any) -> dict[str, Any]:
         """Set up copies of the explainers against ``net`` (one that cannot is left out) and explain the probes."""
         device, ready = next(net.parameters(), torch.empty(0)).device, []
-        with training_state_guard(net, device), model_forward(net, output_transform, forward_fn) as forward:
+        with training_state_guard(net, device), model_forward(net, forward_fn) as forward:
             for explainer in copy.deepcopy(explainers):
                 try:
                     explainer.setup(net, forward, images[:1].to(device).clone())
                     ready.append(explainer)
                 except Exception as err:  # noqa: BLE001 - reported in the method's result
                     errors.append(f"{explainer.name} setup failed: {type(err).__name__}: {err}")
-        done = explain_probes(
-            net, images, labels, ready, targets, output_transform=output_transform, forward_fn=forward_fn
-        )
+        done = explain_probes(net, images, labels, ready, targets, forward_fn=forward_fn)
         errors.extend(done.errors)
         return {"targets": done.targets.cpu(), **done.results}
 
     device = next(model.parameters(), torch.empty(0)).device
-    with training_state_guard(model, device), model_forward(model, output_transform, forward_fn) as forward:
+    with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
         names = tuple(top_layers(model, images[:1].to(device), layers, forward))
     trained = explain(model, target)
     shuffled = explain(randomized_copy(model, names, seed), trained["targets"])
@@ -241,7 +235,6 @@ class SanityCheck(Callback):
             layers=self.layers,
             threshold=self.threshold,
             seed=self.seed,
-            output_transform=monitor.output_transform,
             forward_fn=monitor.forward_fn,
             warn=False,
         )

@@ -1,14 +1,7 @@
-"""The setup dry run of the explanation stage: before the first training step (and at the start of
-``validate``/``test`` for a model not checked yet), the prediction pass on every probe and every method on the first
-two probes (Integrated Gradients with one step) run once at minimum cost; the monitor then checks its later stages
-on those maps (:mod:`lightning_xai._setup_check`). A probe, target, method, baseline or display
-setting that does not fit the model then fails with a ``ValueError`` naming the argument, the value and the fix, not
-after an epoch of training.
-
-One thing is reported instead of refused: a model whose forward does not let gradients reach the probes
-(``torch.no_grad`` around a backbone, reentrant gradient checkpointing). It trains as it does without the monitor;
-the methods that need that gradient are skipped for the run, said once here with the reason and the fix.
-"""
+"""The explanation stage's setup dry run: the prediction pass on every probe and every method on the first two
+(Integrated Gradients with one step), once, so that what does not fit the model fails with a ``ValueError`` naming
+the argument, the value and the fix before training. A model whose forward keeps gradients from the probes is
+reported instead: the methods that need them are skipped for the run, said once with the reason and the fix."""
 
 from __future__ import annotations
 
@@ -21,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation
-from lightning_xai.explain.forward import ModelForwardFn, model_forward
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.forward import ModelForwardFn, model_device, model_forward
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -37,14 +30,13 @@ DRY_RUN_PROBES = 2
 
 @dataclass
 class DryRunReport:
-    """What the dry run found: its cost, and the methods that cannot run on this model (name -> reason)."""
+    """What the dry run found: its cost, the methods that cannot run on this model (name -> reason), whether it ran
+    on a copy (lazy modules: it runs again on the model once training initialised them) and the drift keys an
+    evaluation logs once it has something to compare with."""
 
     seconds: float = 0.0
     disabled: dict[str, str] = field(default_factory=dict)
-    #: the check ran on a copy of the model (one with lazily initialised modules): it runs again on the model itself
-    #: once training has initialised them, to bind the methods to it
     on_copy: bool = False
-    #: the drift keys an evaluation logs once it has something to compare with (``xai/<method>/drift/...``)
     drift_keys: tuple[str, ...] = ()
 
 
@@ -53,29 +45,19 @@ def dry_run(
     probes: ProbeSet,
     explainers: Sequence[Explainer],
     target: TargetSpec,
-    output_transform: Callable[[Any], Tensor] | None,
     forward_fn: ModelForwardFn | None,
     *,
     warn: Warn | None = None,
     before_training: bool = False,
 ) -> tuple[DryRunReport, ProbeExplanations]:
-    """Run the explanation stage of one evaluation on ``probes`` against ``model``: the prediction pass on every
-    probe, every method on the first :data:`DRY_RUN_PROBES` (Integrated Gradients with one step); raise
-    ``ValueError`` naming the argument, the value and the fix for whatever does not fit. Returns the report and the
-    first probes' explanations (what the later stages are checked on: :mod:`lightning_xai._setup_check`). The
-    training state is left as found, and so are ``explainers`` (apart from their :meth:`~Explainer.setup`).
-
-    The model is left as it was found, values included (:func:`training_state_guard` with ``restore_values``): what
-    its first forward does (data-dependent initialisation, a hook it registers once, a buffer it reassigns) happens
-    again in its first training step. A model with lazily initialised modules is checked on a copy instead
-    (``report.on_copy``), since their weights would be drawn here. ``before_training``: the check runs before the
-    first training step (said when the model cannot run then).
+    """The explanation stage of one evaluation on ``probes`` at minimum cost; the report and the first
+    :data:`DRY_RUN_PROBES` probes' explanations (for the later stages' checks). The model is left as found, values
+    included, so what its first forward does happens again in its first training step; a model with lazy modules is
+    checked on a copy (their weights would be drawn here). ``before_training``: said when the model cannot run yet.
     """
     started = time.perf_counter()
-    report = DryRunReport(on_copy=has_lazy_modules(model))
-    device = getattr(model, "device", None)  # a LightningModule knows it; a plain module: its parameters'
-    if not isinstance(device, torch.device):
-        device = next(model.parameters(), torch.empty(0)).device
+    report = DryRunReport(on_copy=any(nn.parameter.is_lazy(t) for t in [*model.parameters(), *model.buffers()]))
+    device = model_device(model)
     inputs = probes.images.to(device)
     example = inputs[:1]
     if report.on_copy:  # initialise the copy's lazy modules (the model's own are drawn in its first training step)
@@ -88,10 +70,10 @@ def dry_run(
                 "Initialise the lazy modules first (one forward on a dummy batch in `__init__`/`setup()`) or make "
                 "the model deep-copyable."
             ) from err
-        with isolated_rng(device), model_forward(model.eval(), output_transform, forward_fn) as forward:
+        with isolated_rng(device), model_forward(model.eval(), forward_fn) as forward:
             _prediction_pass(model, forward, probes.images[:1].to(device), before_training, probes.drawn)
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
-    with guard, model_forward(model, output_transform, forward_fn) as forward:
+    with guard, model_forward(model, forward_fn) as forward:
         logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
         num_classes = int(logits.shape[1])
         check_target(target, num_classes=num_classes, num_probes=len(probes))
@@ -116,18 +98,8 @@ def dry_run(
     return report, done
 
 
-def has_lazy_modules(model: nn.Module) -> bool:
-    """Whether ``model`` holds parameters or buffers a lazy module has not initialised yet (``nn.LazyLinear``)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return any(nn.parameter.is_lazy(t) for t in tensors)
-
-
 def _prediction_pass(
-    model: nn.Module,
-    forward: Callable[[Tensor], Tensor],
-    inputs: Tensor,
-    before_training: bool = False,
-    drawn: bool = False,
+    model: nn.Module, forward: ForwardFn, inputs: Tensor, before_training: bool, drawn: bool
 ) -> Tensor:
     try:
         with torch.no_grad():
@@ -139,22 +111,22 @@ def _prediction_pass(
             raise ValueError(
                 f"{name} cannot run on the probes in eval mode before its first training step: {cause}. If {name} "
                 "needs a training step first (e.g. statistics set by its first training batch), initialise that "
-                "state in `setup()` or `on_fit_start()`; or pass `output_transform=` if its output is not logits."
+                "state in `setup()` or `on_fit_start()`; or pass `forward_fn=` if its output is not logits."
             ) from err
         later = f" (or {name} cannot run in eval mode before its first training step)" if before_training else ""
         raise ValueError(
             f"`probes` of shape {shape} (C, H, W) do not fit {name}{later}: {cause}. Pass probes shaped like one "
-            "validation input, or `output_transform=` if the output is not logits."
+            "validation input, or `forward_fn=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
         raise ValueError(
             f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; "
-            "AttributionMonitor needs (N, num_classes) logits. Pass `output_transform=` to select them."
+            "AttributionMonitor needs (N, num_classes) logits. Pass `forward_fn=` to select them."
         )
     return logits
 
 
-def _setup(explainer: Explainer, model: nn.Module, forward: Callable[[Tensor], Tensor], example: Tensor) -> None:
+def _setup(explainer: Explainer, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
     try:
         explainer.setup(model, forward, example.clone())
     except ValueError:
@@ -163,7 +135,7 @@ def _setup(explainer: Explainer, model: nn.Module, forward: Callable[[Tensor], T
         raise
 
 
-def _refuse_reused_feature_maps(model: nn.Module, forward: Callable[[Tensor], Tensor], example: Tensor) -> None:
+def _refuse_reused_feature_maps(model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
     """Grad-CAM found no layer: say so precisely when the only feature maps come from modules that run twice."""
     traces = trace_modules(model, forward, example.clone())
     reused = [t for t in traces if is_feature_map(t.output_shape) and t.calls > 1]
@@ -173,7 +145,7 @@ def _refuse_reused_feature_maps(model: nn.Module, forward: Callable[[Tensor], Te
             f"`methods` includes 'gradcam' but the only modules of {type(model).__name__} that return a 4-D feature "
             f"map run more than once per forward pass: {runs}. Captum's hooks keep only a module's last call, so "
             "Grad-CAM on it would be wrong. Give each use its own module (e.g. `self.conv2 = nn.Conv2d(...)` instead "
-            "of calling `self.conv` twice), pass `gradcam_layer=` naming a module that runs once, or use "
+            "of calling `self.conv` twice), pass `GradCam(layer=...)` naming a module that runs once, or use "
             "`methods=('integrated_gradients',)`."
         ) from None
 
@@ -181,21 +153,20 @@ def _refuse_reused_feature_maps(model: nn.Module, forward: Callable[[Tensor], Te
 def _try_method(
     model: nn.Module,
     explainer: Explainer,
-    forward: Callable[[Tensor], Tensor],
+    forward: ForwardFn,
     inputs: Tensor,
     targets: Tensor,
     logits: Tensor,
     report: DryRunReport,
     warn: Warn | None,
 ) -> Explanation | None:
-    """One method on the probes at minimum cost (Integrated Gradients with one step); None when it cannot run
-    because the model's gradient does not reach the probes (recorded in ``report.disabled`` and warned)."""
+    """One method on the probes at minimum cost (IG with one step); None when the model's gradient does not reach
+    the probes (recorded in ``report.disabled`` and warned)."""
     runner: Explainer = explainer
     if isinstance(explainer, IntegratedGradients):
         runner = IntegratedGradients(1, explainer.baseline, explainer.internal_batch_size)
         runner.setup(model, forward, inputs[:1].clone())
-    offered = {"outputs": logits.clone()}
-    kwargs = {k: v for k, v in offered.items() if k in runner.explain_keywords}
+    kwargs = {"outputs": logits.clone()} if "outputs" in runner.explain_keywords else {}
     try:
         result = runner.explain(forward, inputs.clone(), targets, **kwargs)
     except Exception as err:
@@ -222,10 +193,9 @@ NO_GRAD = "its forward does not carry gradients from the logits back to the inpu
 REENTRANT = "it uses reentrant gradient checkpointing"
 
 
-def gradient_problem(forward: Callable[[Tensor], Tensor], example: Tensor) -> str:
-    """Why gradients cannot flow from the logits back to the input (``""`` when they can): a forward that cuts
-    the graph (``torch.no_grad``/``inference_mode``/``.detach()`` inside), or reentrant checkpointing, which
-    ``torch.autograd.grad`` does not support."""
+def gradient_problem(forward: ForwardFn, example: Tensor) -> str:
+    """Why gradients cannot flow from the logits back to the input (a forward that cuts the graph, or reentrant
+    checkpointing, which ``torch.autograd.grad`` does not support), or ``""``."""
     x = example.clone().requires_grad_(True)
     try:
         out = forward(x)
@@ -247,7 +217,7 @@ def gradient_problem(forward: Callable[[Tensor], Tensor], example: Tensor) -> st
 
 
 def gradient_message(model: nn.Module, cause: str) -> str:
-    """The setup warning for a model the gradient-based methods cannot explain: why, and what to do."""
+    """The setup warning for a model gradient methods cannot explain: why, and what to do."""
     if cause == REENTRANT:
         why = (
             "it uses reentrant gradient checkpointing (`torch.utils.checkpoint.checkpoint(..., use_reentrant=True)`), "

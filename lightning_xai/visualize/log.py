@@ -32,31 +32,12 @@ if TYPE_CHECKING:
 class MediaContext:
     """What the pictures need from the monitor that logs them: its ``name`` (tags ``xai/<name>/...``), the ``drift``
     tracker whose reference captions the sheet (None: no captions), the drift ``rules`` (summary charts) and the run's
-    ``settings`` as primitives (written once per logger version)."""
+    ``settings`` as primitives (``lightning_xai.settings.run_settings``, written once per logger version)."""
 
     name: str | None = None
     drift: Any = None
     rules: Sequence[Any] = ()
     settings: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_monitor(cls, monitor: Any) -> MediaContext:
-        """The context of an :class:`~lightning_xai.AttributionMonitor` (what ``monitor._measure_and_log`` passes).
-
-        Example::
-
-            >>> from lightning_xai import AttributionMonitor
-            >>> context = MediaContext.from_monitor(AttributionMonitor(name="val", warmup_epochs=1))
-            >>> context.name, context.settings["warmup_epochs"], context.settings["methods"]["gradcam"]["layer"]
-            ('val', 1, 'automatic (chosen at setup)')
-        """
-        tracker = getattr(monitor, "tracker", None)
-        return cls(
-            name=getattr(monitor, "name", None),
-            drift=getattr(monitor, "drift", None),
-            rules=tuple(getattr(tracker, "rules", ())),
-            settings=monitor_settings(monitor),
-        )
 
 
 class MediaLogger:
@@ -235,29 +216,6 @@ def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor
         return out, "vs ref: rank drift against the reference epoch (none before it)"
     shown = ", ".join(str(e) for e in sorted(e for e in epochs if e is not None))
     return out, f"vs ref: rank drift (1 - Spearman of |attribution|) against epoch {shown}"
-
-
-def monitor_settings(monitor: Any) -> dict[str, Any]:
-    """The monitor's settings as primitives (what the report shows as the run's settings), with what was resolved
-    at setup: Grad-CAM's layer, Integrated Gradients' baseline (:func:`resolved_method_settings`)."""
-    tracker, detector = getattr(monitor, "drift", None), getattr(monitor, "detector", None)
-    on_drift = getattr(monitor, "on_drift", None)
-    media = getattr(monitor, "media", None)
-    denormalize = getattr(media, "denormalize", None)
-    return {
-        "name": getattr(monitor, "name", None),
-        "methods": {e.name: resolved_method_settings(e, denormalize) for e in getattr(monitor, "explainers", [])},
-        "target": str(getattr(monitor, "target", "")),
-        "every_n_epochs": getattr(monitor, "every_n_epochs", None),
-        "warmup_epochs": getattr(tracker, "warmup_epochs", None),
-        "reference_epoch": getattr(tracker, "reference_epoch", None),
-        "probe_threshold": getattr(tracker, "probe_threshold", None),
-        "topk": getattr(tracker, "topk", None),
-        "detector": None if detector is None else detector.config(),
-        "drift_rules": [dict(vars(r)) for r in getattr(getattr(monitor, "tracker", None), "rules", [])],
-        "on_drift": on_drift if isinstance(on_drift, str) else getattr(on_drift, "__name__", "callable"),
-        "max_seconds_per_epoch": getattr(monitor, "max_seconds_per_epoch", None),
-    }
 
 
 def resolved_method_settings(explainer: Any, denormalize: Denormalize = None) -> dict[str, Any]:
