@@ -78,7 +78,7 @@ class CostReporter:
         self.skipped, self._began = self.skipped + 1, None  # no evaluation: nothing to stamp
         warn_once(
             "budget_skip",
-            f"AttributionMonitor: `max_overhead={self.max_overhead}` skips evaluations: the monitor took "
+            f"AttributionMonitor: `Budget(max_overhead={self.max_overhead})` skips evaluations: the monitor took "
             f"{self.explained:.1f} s against {other:.1f} s of the rest of the run. Evaluations resume when the "
             "budget allows; `xai/skipped` counts the skipped ones.",
         )
@@ -128,8 +128,8 @@ class CostReporter:
             warn_once(
                 "cost_share",
                 f"AttributionMonitor: the monitor takes {seconds:.2f} s per evaluation, {share:.0%} of the time "
-                f"between two evaluations ({interval:.1f} s). Set a budget (`max_overhead=0.05`: a share of the run), "
-                "evaluate less often (`every_n_epochs=`) or explain fewer probes or IG steps.",
+                f"between two evaluations ({interval:.1f} s). Set a budget (`budget=Budget(max_overhead=0.05)`: "
+                "a share of the run), evaluate less often (`every_n_epochs=`) or explain fewer probes or IG steps.",
             )
 
     def summary(
@@ -142,7 +142,7 @@ class CostReporter:
             >>> CostReporter().summary(2.0, 1.5, 0.2, 10.0, [], {})  # doctest: +NORMALIZE_WHITESPACE
             'AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since the previous one (10.0 s):
              1.50 s of explanation passes () and 0.50 s for everything else (drift, alerts, pictures). Fewer probes,
-             IG steps or evaluations (`every_n_epochs=`) make it cheaper, `max_overhead=` caps it; logged as
+             IG steps or evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as
              `xai/seconds`.'
         """
         parts = []
@@ -162,7 +162,7 @@ class CostReporter:
             f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since the previous one "
             f"({interval:.1f} s): {explain:.2f} s of explanation passes ({', '.join(parts)}) and "
             f"{rest:.2f} s for everything else (drift, alerts, pictures{background}). Fewer probes, IG steps or "
-            "evaluations (`every_n_epochs=`) make it cheaper, `max_overhead=` caps it; logged as `xai/seconds`."
+            "evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as `xai/seconds`."
         )
 
     def _reduce_ig(self, factor: float, warn_once: Any) -> None:
@@ -173,7 +173,8 @@ class CostReporter:
             self.step_change = "max_overhead cut IG's steps: " + ", ".join(f"{n} to {c}" for n, c in caps)
             warn_once(
                 "budget_steps",
-                f"AttributionMonitor: `max_overhead={self.max_overhead}`: an evaluation took more than that share of "
+                f"AttributionMonitor: `Budget(max_overhead={self.max_overhead})`: an evaluation took more than "
+                f"that share of "
                 "the time since the previous one, so Integrated Gradients runs with fewer steps ("
                 + ", ".join(f"{name}: at most {cap}" for name, cap in caps)
                 + "); `xai/<method>/n_steps` shows the steps used.",

@@ -197,13 +197,17 @@ def _reference(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str,
         return None
     shown = f"{_listed(epochs, True)}, max_epochs={end}"
     if pinned:
-        key, setting = "reference_epoch_unreachable", f"`reference_epoch={start}`"
+        key, setting = "reference_epoch_unreachable", f"`DriftPolicy(reference_epoch={start})`"
         effect = "drift against the reference is never measured and no DriftRule can fire"
-        fix = f"Pin an earlier evaluated epoch (e.g. reference_epoch={epochs[-2]})" if len(epochs) > 1 else "Train"
+        fix = (
+            f"Pin an earlier evaluated epoch (e.g. DriftPolicy(reference_epoch={epochs[-2]}))"
+            if len(epochs) > 1
+            else "Train"
+        )
     else:
-        key, setting = "warmup_covers_run", f"`warmup_epochs={start}`"
+        key, setting = "warmup_covers_run", f"`DriftPolicy(warmup_epochs={start})`"
         effect = "drift against the reference is never measured and nothing can alert"
-        fix = f"Lower warmup_epochs (e.g. warmup_epochs={epochs[-2]})"
+        fix = f"Lower the warm-up (e.g. DriftPolicy(warmup_epochs={epochs[-2]}))"
     fix += ", or train for more epochs" if fix != "Train" else " for more epochs"
     if later:
         what = f"sets the reference at epoch {later[0]}, the last one the monitor explains ({shown})"
@@ -218,12 +222,14 @@ def _few_probes(monitor: MonitorSchedule) -> tuple[str, str] | None:
     if not monitor.detector or count is None or count >= MIN_DETECTOR_PROBES:
         return None
     rules = (
-        f"only the {monitor.drift_rules} drift_rules can" if monitor.drift_rules else "with no drift_rules nothing can"
+        f"only the {monitor.drift_rules} DriftPolicy.rules can"
+        if monitor.drift_rules
+        else "with no DriftPolicy.rules nothing can"
     )
     return (
         "few_probes",
         f"AttributionMonitor: {count} probe{' is' if count == 1 else 's are'} too few for the ShiftDetector: its "
         f"t-test across probes needs at least {MIN_DETECTOR_PROBES} (3 degrees of freedom) to tell a shared movement "
         f"from noise, so it never alerts and {rules} alert. Use num_probes={MIN_DETECTOR_PROBES} or more (8 by "
-        "default; the validation data must hold that many), or detector=None to turn it off.",
+        "default; the validation data must hold that many), or DriftPolicy(detector=None) to turn it off.",
     )

@@ -37,7 +37,7 @@ def check_monitor(
         except Exception as err:
             raise ValueError(
                 f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "
-                "(custom explainers' maps) and `probe_masks` (one (H, W) mask per probe)."
+                "(custom explainers' maps) and `Display.probe_masks` (one (H, W) mask per probe)."
             ) from err
         report.drift_keys = tuple(k for k in record.scalars if "/drift/" in k)
     if renders:
@@ -79,5 +79,5 @@ def _render(
     except Exception as err:
         raise ValueError(
             f"Rendering the probes for the logger failed at setup: {type(err).__name__}: {err}. Check `denormalize` "
-            "(it must map the probes to 1 or 3 channels in [0, 1]) and `colormap`."
+            "(it must map the probes to 1 or 3 channels in [0, 1]) and `Display.colormap`."
         ) from err

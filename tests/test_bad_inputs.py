@@ -659,7 +659,7 @@ def test_uint8_validation_data_is_explained_as_the_model_receives_it(tmp_path: A
         ({"drift": {"probe_threshold": float("nan")}},
          r"`DriftPolicy.probe_threshold` must be a number in \[0, 1\], got nan"),
         ({"num_probes": 2.5}, r"`num_probes` must be an int >= 1, got 2.5; pass a whole number: num_probes=2 or"),
-        ({"display": {"colormap": ["jet"]}}, r"Unknown `colormap=\['jet'\]`"),
+        ({"display": {"colormap": ["jet"]}}, r"Unknown `Display.colormap=\['jet'\]`"),
         ({"display": {"log_heatmaps": "yes"}}, r"`Display.log_heatmaps` must be True or False"),
         ({"display": {"background_logging": 1}}, r"`Display.background_logging` must be True or False, got 1"),
         ({"drift": {"detector": "none"}}, r"`DriftPolicy.detector` must be 'default', a ShiftDetector or None"),
@@ -692,7 +692,7 @@ def test_integer_like_values_are_converted() -> None:
 
 
 def test_drift_rule_threshold_nan_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"`DriftRule.threshold` must be a finite number, got nan"):
+    with pytest.raises(ValueError, match=r"`DriftRule\(threshold=\.\.\.\)` must be a finite number, got nan"):
         DriftRule(threshold=float("nan"))
 
 

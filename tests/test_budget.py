@@ -95,7 +95,7 @@ def test_a_run_without_trouble_gets_one_info_line_that_splits_the_cost(monkeypat
     assert warned == [] and len(said) == 1  # nothing wrong: one line, at the first evaluation
     assert "an evaluation takes 2.00 s, 17% of the time since the previous one (12.0 s)" in said[0]
     assert "1.50 s of explanation passes" in said[0] and "0.50 s for everything else" in said[0]
-    assert "`every_n_epochs=`" in said[0] and "`max_overhead=`" in said[0]  # what changes it
+    assert "`every_n_epochs=`" in said[0] and "`Budget(max_overhead=)`" in said[0]  # what changes it
     clock.now = 40.0
     reporter.allows(_Monitor()._warn_once)
     clock.now = 45.0  # 5 s of 9 s: the monitor takes over a quarter of the run, without a budget

@@ -219,7 +219,7 @@ def test_token_layer_reshaped_automatically_or_refused_clearly() -> None:
     assert tuple(result.raw.shape) == (2, 4, 8)
     # three extra tokens: neither T nor T-1 is a grid with the input's aspect ratio -> clear error
     odd = TokenNet(extra_tokens=3).eval()
-    with pytest.raises(ValueError, match=r"`(gradcam_|GradCam\.)reshape"):
+    with pytest.raises(ValueError, match=r"GradCam\(reshape=|`GradCam\.reshape"):
         explain(odd, x, GradCam("mixer"), n_steps=1)
     # ...which gradcam_reshape fixes
     drop3 = functools.partial(tokens_to_grid, prefix=3, height=4, width=8)

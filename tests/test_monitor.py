@@ -350,5 +350,5 @@ def test_probe_masks_log_localization(tmp_path: Any) -> None:
         assert empty.history[0].scalars[f"xai/localization/{method}/relevance_mass"] == 0.0
         assert empty.history[0].scalars[f"xai/localization/{method}/pointing_game"] == 0.0
     bad = AttributionMonitor(probes=(images, labels), display=Display(probe_masks=torch.ones(3, 12, 12)))
-    with pytest.raises(ValueError, match="`probe_masks` has shape"):
+    with pytest.raises(ValueError, match="`Display.probe_masks` has shape"):
         fit(tmp_path / "bad", [bad], max_epochs=1)

@@ -136,7 +136,7 @@ def test_unreachable_reference(monitor: MonitorSchedule, key: str, what: str) ->
     found = setup_warnings(T(max_epochs=8), monitor)
     assert [k for k, _ in found] == [key]
     assert re.search(what, found[0][1]), found[0][1]
-    assert re.search(r"e\.g\. (reference_epoch=5|warmup_epochs=6)", found[0][1]), found[0][1]
+    assert re.search(r"e\.g\. DriftPolicy\((reference_epoch=5|warmup_epochs=6)\)", found[0][1]), found[0][1]
 
 
 def test_reachable_reference_is_silent() -> None:
@@ -156,7 +156,7 @@ def test_few_probes_minimum_is_the_detectors() -> None:
     (key, message), *_ = setup_warnings(T(), M(num_probes=3))
     assert key == "few_probes" and "3 probes are too few" in message and "nothing can alert" in message
     assert "num_probes=4" in message and "detector=None" in message
-    assert "only the 2 drift_rules can alert" in setup_warnings(T(), M(num_probes=1, drift_rules=2))[0][1]
+    assert "only the 2 DriftPolicy.rules can alert" in setup_warnings(T(), M(num_probes=1, drift_rules=2))[0][1]
 
 
 # ------------------------------------------------------------------------------------------- one fit per case

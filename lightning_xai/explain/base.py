@@ -312,13 +312,12 @@ def check_baseline_shape(
 
     Example::
 
-        >>> check_baseline_shape("ig_baseline", torch.zeros(3, 1, 1), (3, 8, 8))
-        >>> check_baseline_shape("ig_baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8), num_probes=4)
-        >>> check_baseline_shape("ig_baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8))
+        >>> check_baseline_shape("IntegratedGradients.baseline", torch.zeros(3, 1, 1), (3, 8, 8))
+        >>> check_baseline_shape("IntegratedGradients.baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8), num_probes=4)
+        >>> check_baseline_shape("IntegratedGradients.baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8))
         Traceback (most recent call last):
         ...
-        ValueError: `ig_baseline` has shape (4, 3, 8, 8), which does not fit probes of shape (3, 8, 8) (C, H, W); \
-pass one value per channel (C, 1, 1) such as `-mean / std`, one image (C, H, W), a float, or None.
+        ValueError: `IntegratedGradients.baseline` has shape (4, 3, 8, 8), which does not fit probes of shape ...
     """
     if not isinstance(baseline, Tensor):
         return

@@ -108,7 +108,7 @@ class CaptumExplainer(CaptumMethod):
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         self._model = model
         if self.takes_layer and self.layer is not None:
-            _, self._module = resolve_module(model, self.layer)
+            _, self._module = resolve_module(model, self.layer, f"{type(self).__name__}.layer")
         elif self.takes_layer:
             chosen = auto_gradcam_layer(trace_modules(model, forward, example), model)
             if chosen is None:

@@ -69,7 +69,11 @@ class GradCam(Explainer):
     def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None) -> None:
         if reshape is not None and not callable(reshape):
             raise ValueError(
-                f"`gradcam_reshape` must be a callable mapping the layer output to (B, C, h, w), got {reshape!r}."
+                f"`GradCam.reshape` must be a callable mapping the layer output to (B, C, h, w), got {reshape!r}."
+            )
+        if layer is not None and not isinstance(layer, (str, nn.Module)):
+            raise ValueError(
+                f"`{type(self).__name__}.layer` must be a dotted module name, a module or None, got {layer!r}."
             )
         self.layer, self.reshape = layer, reshape
         self.layer_name: str | None = None
@@ -94,25 +98,27 @@ class GradCam(Explainer):
                     f"`methods` includes 'gradcam' but {type(model).__name__} has no module that returns a "
                     f"4-D (B, C, H, W) feature map with H*W > 1 for probes of shape {tuple(example.shape[1:])} "
                     f"(last module outputs: {shapes}). Grad-CAM needs a convolutional feature layer: pass "
-                    "`gradcam_layer=` explicitly (with `gradcam_reshape=` if its output is not (B, C, H, W)), or "
+                    "`GradCam(layer=...)` explicitly (with `reshape=` if its output is not (B, C, H, W)), or "
                     "use `methods=('integrated_gradients',)`."
                 )
             self.layer_name = chosen
         else:
             try:
-                self.layer_name, _ = resolve_module(model, self.layer)
+                self.layer_name, _ = resolve_module(model, self.layer, f"{type(self).__name__}.layer")
             except ValueError as err:
                 raise ValueError(f"{err} Layers Grad-CAM can use: {gradcam_candidates(traces)[-10:]}.") from None
         self._module = dict(model.named_modules())[self.layer_name]
         trace = by_name.get(self.layer_name)
         if trace is None:
             raise ValueError(
-                f"`gradcam_layer={self.layer_name!r}` never ran during a forward pass of the probes, so Grad-CAM "
+                f"`{type(self).__name__}.layer={self.layer_name!r}` never ran during a forward pass of the "
+                f"probes, so Grad-CAM "
                 f"cannot use it. Candidates that run: {gradcam_candidates(traces)[-10:]}."
             )
         if trace.calls > 1:
             raise ValueError(
-                f"`gradcam_layer={self.layer_name!r}` runs {trace.calls} times per forward pass (a reused "
+                f"`{type(self).__name__}.layer={self.layer_name!r}` runs {trace.calls} times per forward pass "
+                f"(a reused "
                 "module, e.g. one ReLU shared by several blocks); Captum only keeps its last call, so Grad-CAM "
                 f"would be wrong. Choose a module that runs once, e.g. one of "
                 f"{gradcam_candidates(traces)[-5:]}."
@@ -125,7 +131,7 @@ class GradCam(Explainer):
             rank_zero_warn(
                 f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {size}: it cannot "
                 "say where in the image the evidence is, and its drift moves in coarse steps. Pass an earlier layer "
-                f"with `gradcam_layer=` (candidates: {gradcam_candidates(traces)[-6:]}) or larger probes."
+                f"with `GradCam(layer=...)` (candidates: {gradcam_candidates(traces)[-6:]}) or larger probes."
             )
 
     def _grid_function(
@@ -134,18 +140,20 @@ class GradCam(Explainer):
         name = self.layer_name
         if self.reshape is not None:
             if shape is None:
-                raise ValueError(f"`gradcam_layer={name!r}` does not return a tensor; Grad-CAM cannot use it.")
+                raise ValueError(
+                    f"`{type(self).__name__}.layer={name!r}` does not return a tensor; Grad-CAM cannot use it."
+                )
             try:
                 grid = self.reshape(torch.zeros(shape))
             except Exception as err:
                 raise ValueError(
-                    f"`gradcam_reshape` failed on the output of `{name}` (shape {shape}): {type(err).__name__}: "
+                    f"`GradCam.reshape` failed on the output of `{name}` (shape {shape}): {type(err).__name__}: "
                     f"{err}. It must map the layer output to a (B, C, h, w) map."
                 ) from err
             if not isinstance(grid, Tensor) or grid.ndim != 4 or grid.shape[0] != shape[0]:
                 got = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
                 raise ValueError(
-                    f"`gradcam_reshape` maps the output of `{name}` (shape {shape}) to {got}; Grad-CAM needs "
+                    f"`GradCam.reshape` maps the output of `{name}` (shape {shape}) to {got}; Grad-CAM needs "
                     f"(B, C, h, w) with the same batch size B={shape[0]}."
                 )
             return self.reshape, None
@@ -161,13 +169,15 @@ class GradCam(Explainer):
                     return to_grid, (prefix, *grid_hw)
             prefixes = f"the model's {known}" if known is not None else "0 or 1"
             raise ValueError(
-                f"`gradcam_layer={name!r}` returns tokens of shape {shape} (B, T, C), but T={shape[1]} minus "
+                f"`{type(self).__name__}.layer={name!r}` returns tokens of shape {shape} (B, T, C), but "
+                f"T={shape[1]} minus "
                 f"{prefixes} prefix tokens is not a patch grid with the probes' aspect ratio {height}x{width}. "
-                "Pass `gradcam_reshape=` mapping the output to (B, C, h, w)."
+                "Pass `GradCam(reshape=...)` mapping the output to (B, C, h, w)."
             )
         raise ValueError(
-            f"`gradcam_layer={name!r}` returns shape {shape}, not a 4-D (B, C, H, W) feature map with H*W > 1 "
-            f"nor (B, tokens, C) patch tokens. Pass `gradcam_reshape=` mapping it to (B, C, h, w), or choose one "
+            f"`{type(self).__name__}.layer={name!r}` returns shape {shape}, not a 4-D (B, C, H, W) feature map "
+            f"with H*W > 1 "
+            f"nor (B, tokens, C) patch tokens. Pass `GradCam(reshape=...)` mapping it to (B, C, h, w), or choose one "
             f"of {gradcam_candidates(traces)[-10:]}."
         )
 
@@ -211,6 +221,6 @@ class GradCam(Explainer):
         fmap = to_grid(activations.detach()).float()
         gmap = to_grid(grads).float()
         if fmap.ndim != 4 or fmap.shape[0] != inputs.shape[0]:
-            raise ValueError(f"`gradcam_reshape` returned shape {tuple(fmap.shape)}, expected (B, C, h, w)")
+            raise ValueError(f"`GradCam.reshape` returned shape {tuple(fmap.shape)}, expected (B, C, h, w)")
         alpha = gmap.mean(dim=(2, 3), keepdim=True)
         return torch.relu((alpha * fmap).sum(dim=1, keepdim=True))

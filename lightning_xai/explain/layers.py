@@ -146,7 +146,7 @@ def token_grid(num_tokens: int, height: int, width: int) -> tuple[int, int] | No
     return (k * a, k * b) if k * k * a * b == num_tokens else None
 
 
-def resolve_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+def resolve_module(model: nn.Module, layer: str | nn.Module, what: str = "GradCam.layer") -> tuple[str, nn.Module]:
     """``(dotted_name, module)`` for a dotted name or a module of ``model``; else a ``ValueError``."""
     named = dict(model.named_modules())
     if isinstance(layer, nn.Module):
@@ -154,7 +154,7 @@ def resolve_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mo
             if module is layer and name:
                 return name, module
         raise ValueError(
-            f"`gradcam_layer` received a module ({type(layer).__name__}) that is not a submodule of "
+            f"`{what}` received a module ({type(layer).__name__}) that is not a submodule of "
             f"{type(model).__name__}. Pass a module of the LightningModule itself or its dotted name."
         )
     if layer in named and layer:
@@ -163,7 +163,7 @@ def resolve_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mo
     close = [n for n in names if layer in n] or difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
     hint = f" Did you mean one of {close}?" if close else ""
     raise ValueError(
-        f"`gradcam_layer={layer!r}` is not a module of {type(model).__name__}.{hint} "
+        f"`{what}={layer!r}` is not a module of {type(model).__name__}.{hint} "
         "Use a dotted name from `dict(model.named_modules())`, the module itself, or None to choose "
         "the last spatial feature map automatically."
     )

@@ -95,7 +95,8 @@ def explain_probes(
                     offered["max_seconds"] = left = started + max_seconds - time.perf_counter()
                     if left <= 0:
                         message = (
-                            f"{explainer.name} skipped at epoch {epoch}: `max_seconds_per_epoch={max_seconds:g}` was "
+                            f"{explainer.name} skipped at epoch {epoch}: "
+                            f"`Budget(max_seconds_per_epoch={max_seconds:g})` was "
                             f"spent ({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or "
                             "lower `num_probes`/IG's `n_steps` or evaluate less often (`every_n_epochs`)."
                         )

@@ -251,19 +251,22 @@ def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], prob
             masks = spec(probes.images.clone(), None if probes.labels is None else probes.labels.clone())
         except Exception as err:
             raise ValueError(
-                f"`probe_masks` raised {type(err).__name__}: {err} when called with the probes (images "
+                f"`Display.probe_masks` raised {type(err).__name__}: {err} when called with the probes (images "
                 f"{tuple(probes.images.shape)}, labels {'None' if probes.labels is None else 'a (N,) tensor'})."
             ) from err
     try:
         masks = torch.as_tensor(masks).detach().cpu()
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"`probe_masks` must be a tensor of booleans (N, H, W), got {type(masks).__name__}.") from err
+        raise ValueError(
+            f"`Display.probe_masks` must be a tensor of booleans (N, H, W), got {type(masks).__name__}."
+        ) from err
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     expected = (len(probes), *probes.images.shape[-2:])
     if tuple(masks.shape) != expected:
         raise ValueError(
-            f"`probe_masks` has shape {tuple(masks.shape)} but the {len(probes)} probes need one (H, W) mask each: "
+            f"`Display.probe_masks` has shape {tuple(masks.shape)} but the {len(probes)} probes need one (H, W) "
+            f"mask each: "
             f"{expected}. With probes drawn from the validation data, pass a callable `(images, labels) -> masks`."
         )
     return masks.bool()

@@ -56,7 +56,7 @@ def check_colormap(name: str) -> str:
         if len(folded) == 1:
             return folded[0]
     raise ValueError(
-        f"Unknown `colormap={name!r}`; expected a name of `matplotlib.colormaps`, e.g. {', '.join(COLORMAPS)}."
+        f"Unknown `Display.colormap={name!r}`; expected a name of `matplotlib.colormaps`, e.g. {', '.join(COLORMAPS)}."
     )
 
 
