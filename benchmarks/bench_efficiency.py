@@ -96,7 +96,7 @@ def measure(name: str, args, device, rows: list[dict]) -> None:  # type: ignore[
     print(f"   best fwd+bwd at batch {best_fb_batch}, best forward at batch {best_f_batch}", flush=True)
     for probes in args.probes:
         images, labels = make_images(probes, shape, seed=1)
-        ig = IntegratedGradients(n_steps=args.ig_steps, max_batch=args.ig_max_batch or None)
+        ig = IntegratedGradients(n_steps=args.ig_steps, internal_batch_size=args.ig_max_batch or None)
         explainers: list[Explainer] = [GradCam(), ig]
         for explainer in explainers:
             monitor_setup(model, explainer, images)

@@ -93,7 +93,7 @@ def child(
             optimizer.zero_grad(set_to_none=True)
         return {"train_step_mb": peak.extra / MB}
     images, labels = make_images(probes, shape, seed=1)
-    explainer = IntegratedGradients(n_steps=steps, max_batch=max_batch or None)
+    explainer = IntegratedGradients(n_steps=steps, internal_batch_size=max_batch or None)
     monitor_setup(model, explainer, images)
     with Peak(device) as first:
         monitor_explain(model, explainer, images, labels)

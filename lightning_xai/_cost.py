@@ -1,6 +1,7 @@
 """What the monitor costs, said once to the user (an info line at the first evaluation of a fit) and kept within
-``max_overhead``. The cost is all of it: the evaluation on the training thread, the pictures the background thread
-encodes (its CPU time) and the setup dry run."""
+``max_overhead``; and the one controller of what each method may spend per call (IG's steps, search time, batch).
+The cost is all of it: the evaluation on the training thread, the pictures the background thread encodes (its CPU
+time) and the setup dry run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_xai.explain import Explainer, IntegratedGradients
+from lightning_xai.explain.integrated_gradients import fewer_steps
 
 #: without a budget, warn when an evaluation takes more than this share of the time between two evaluations ...
 WARN_SHARE = 0.25
@@ -20,27 +24,19 @@ class CostReporter:
     """Measures the wall time between the ends of two evaluations and the monitor's share of it, and keeps its
     cumulative cost within ``max_overhead`` of the rest: an evaluation over that share cuts IG's steps in proportion
     (never below 8); an evaluation whose predicted cost (the last one's) would take the total over it is skipped
-    (``xai/skipped``), so an expensive first evaluation is paid back by later skips.
+    (``xai/skipped``), so an expensive first evaluation is paid back by later skips. :meth:`limits` hands each
+    method its per-call limits: the step caps, the time the search may take, the training batch size."""
 
-    Example::
-
-        >>> reporter = CostReporter()
-        >>> reporter.share(2.0, interval=40.0)
-        0.05
-        >>> budget = CostReporter(max_overhead=0.05)
-        >>> budget.explained, budget.other, budget.last_seconds, budget.last_end = 3.0, 40.0, 1.0, float("inf")
-        >>> budget.allows(lambda key, message: None)  # 3 + 1 s of the monitor for 40 s of training: over 5 %
-        False
-    """
-
-    def __init__(self, max_overhead: float | None = None, explainers: Sequence[Any] = ()) -> None:
-        self.explainers = explainers
-        self.max_overhead = max_overhead
+    def __init__(self, max_overhead: float | None = None, explainers: Sequence[Explainer] = ()) -> None:
+        self.explainers, self.max_overhead = explainers, max_overhead
         self.last_end: float | None = None
         self.reported = False
         #: cumulative seconds of the monitor (evaluations, dry run) and of everything else (training, validation)
         self.explained, self.other, self.last_seconds = 0.0, 0.0, 0.0
         self.skipped = 0  # evaluations the budget skipped
+        self.step_caps: dict[str, int] = {}  # IG's steps at most, per method (cut by ``max_overhead``)
+        self.search_seconds: float | None = None  # IG's search stops here: the time since the last evaluation
+        self.max_batch: int | None = None  # samples per pass at most: the training batch size
         self.step_change: str | None = None  # what the last cut of IG's steps was, until taken
         self._just_cut = False  # the next evaluation runs (to measure the cheaper cost) and is not compared
         self._began: float | None = None  # when the current evaluation began (set by :meth:`allows`)
@@ -52,21 +48,30 @@ class CostReporter:
     def share(seconds: float, interval: float) -> float:
         return seconds / interval if interval > 0 else 0.0
 
-    def start(self, setup: Any = None) -> None:
-        """A fit's clock starts (a new account); ``setup`` (the last ``DryRunReport``) is charged to it, once."""
+    def start(self, setup: Any = None, max_batch: int | None = None) -> None:
+        """A fit's clock starts (a new account); ``setup`` (the last ``DryRunReport``) is charged to it, once;
+        ``max_batch`` (the training batch size) caps IG's passes from now on."""
         self.last_end, self.explained, self.other, self.last_seconds = time.perf_counter(), 0.0, 0.0, 0.0
+        self.max_batch = max_batch
         if setup is not None and setup is not self._setup_charged:
             self._setup_charged, self.explained = setup, float(setup.seconds)
+
+    def limits(self) -> dict[str, dict[str, Any]]:
+        """Each method's limits for the coming evaluation, as ``explain`` keywords (``explain_probes(limits=)``): its
+        step cap, the search time and, unless it sets its own ``internal_batch_size``, the training batch size."""
+        limits = {}
+        for e in self.explainers:
+            batch = self.max_batch if getattr(e, "internal_batch_size", None) is None else None
+            given = {"max_steps": self.step_caps.get(e.name), "max_batch": batch, "search_seconds": self.search_seconds}
+            limits[e.name] = {k: v for k, v in given.items() if v is not None}
+        return limits
 
     def allows(self, warn_once: Any, broadcast: Callable[[bool], Any] | None = None) -> bool:
         """Whether the next evaluation (predicted: the last one's cost) keeps the monitor within ``max_overhead`` of
         the rest of the run (rank 0's decision with ``broadcast``). Also caps IG's automatic step search of the
         coming evaluation at the time since the last one (``search_seconds``)."""
         self._began = now = time.perf_counter()
-        since = None if self.last_end is None else max(0.0, now - self.last_end)
-        for explainer in self.explainers:
-            if hasattr(explainer, "search_seconds"):
-                explainer.search_seconds = since
+        since = self.search_seconds = None if self.last_end is None else max(0.0, now - self.last_end)
         other = self.other + (since or 0.0)
         free = self.max_overhead is None or since is None or self.last_seconds == 0.0 or self._just_cut
         self._just_cut = False
@@ -100,6 +105,21 @@ class CostReporter:
         change, self.step_change = self.step_change, None
         return change
 
+    def cut_steps(self, factor: float) -> dict[str, int]:
+        """Cap each IG's steps at about ``factor`` × its last ones (:func:`fewer_steps`): the new caps (none at the
+        floor). ``n_steps`` (the state key) stays."""
+        cuts = {}
+        for e in self.explainers:
+            if isinstance(e, IntegratedGradients):
+                current = e.current_steps or e.max_steps
+                if cap := fewer_steps(min(current, self.step_caps.get(e.name, current)), factor):
+                    cuts[e.name] = cap
+        if cuts:
+            self.step_caps.update(cuts)
+            self._just_cut = True
+            self.step_change = "max_overhead cut IG's steps: " + ", ".join(f"{n} to {c}" for n, c in cuts.items())
+        return cuts
+
     def after_evaluation(
         self, record: Any, warn_once: Any, max_seconds_per_epoch: float | None = None, fitting: bool = True
     ) -> None:
@@ -118,8 +138,14 @@ class CostReporter:
         if self.max_overhead is not None:
             scalars["xai/skipped"] = float(self.skipped)
             wanted = self.max_overhead * max(interval - seconds, 0.0)  # what this evaluation could have cost
-            if seconds > wanted:
-                self._reduce_ig(wanted / seconds if seconds > 0 else 1.0, warn_once)
+            if seconds > wanted and (cuts := self.cut_steps(wanted / seconds)):
+                warn_once(
+                    "budget_steps",
+                    f"AttributionMonitor: `Budget(max_overhead={self.max_overhead})`: an evaluation took more than "
+                    "that share of the time since the previous one, so Integrated Gradients runs with fewer steps ("
+                    + ", ".join(f"{name}: at most {cap}" for name, cap in cuts.items())
+                    + "); `xai/<method>/n_steps` shows the steps used.",
+                )
         if not self.reported:
             self.reported = True
             rank_zero_info(self.summary(seconds, explain, share, interval, self.explainers, scalars))
@@ -135,16 +161,7 @@ class CostReporter:
     def summary(
         self, seconds: float, explain: float, share: float, interval: float, explainers: Sequence[Any], scalars: Any
     ) -> str:
-        """The first evaluation's info line: its cost, split into the explanations' passes and everything else.
-
-        Example::
-
-            >>> CostReporter().summary(2.0, 1.5, 0.2, 10.0, [], {})  # doctest: +NORMALIZE_WHITESPACE
-            'AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since the previous one (10.0 s):
-             1.50 s of explanation passes () and 0.50 s for everything else (drift, alerts, pictures). Fewer probes,
-             IG steps or evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as
-             `xai/seconds`.'
-        """
+        """The first evaluation's info line: its cost, split into the explanations' passes and everything else."""
         parts = []
         for e in explainers:  # each method: its layer (and cells), steps and seconds
             detail = ""
@@ -164,18 +181,3 @@ class CostReporter:
             f"{rest:.2f} s for everything else (drift, alerts, pictures{background}). Fewer probes, IG steps or "
             "evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as `xai/seconds`."
         )
-
-    def _reduce_ig(self, factor: float, warn_once: Any) -> None:
-        """Over the budget: fewer IG steps, about ``factor`` of the last ones, for every method that can."""
-        caps = [(e.name, c) for e in self.explainers if hasattr(e, "reduce_steps") and (c := e.reduce_steps(factor))]
-        if caps:
-            self._just_cut = True
-            self.step_change = "max_overhead cut IG's steps: " + ", ".join(f"{n} to {c}" for n, c in caps)
-            warn_once(
-                "budget_steps",
-                f"AttributionMonitor: `Budget(max_overhead={self.max_overhead})`: an evaluation took more than "
-                f"that share of "
-                "the time since the previous one, so Integrated Gradients runs with fewer steps ("
-                + ", ".join(f"{name}: at most {cap}" for name, cap in caps)
-                + "); `xai/<method>/n_steps` shows the steps used.",
-            )

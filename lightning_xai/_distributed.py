@@ -1,12 +1,14 @@
-"""Distributed training: refuse strategies that shard the model, give each rank its share of the probes, and take
-decisions on every rank together (a result computed on rank 0, a failure on any rank) through the strategy's own
-``broadcast``/``reduce_boolean_decision``."""
+"""Distributed training: refuse strategies that shard the model, give each rank its share of the probes, take
+decisions on every rank together through the strategy's ``broadcast``/``reduce_boolean_decision``, and bring a
+``ddp_spawn`` fit's results back to the caller of ``fit`` (Lightning returns only the weights and
+``callback_metrics``): rank 0 writes the monitor's state to a file named when the monitor was pickled."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -22,16 +24,9 @@ SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrateg
 
 def check_strategy(strategy: Any) -> None:
     """Refuse, at setup, strategies whose parameters are sharded across ranks: every forward there is a collective
-    of all ranks, which the per-rank probe shares (of different sizes) would not keep in step.
-
-    Example::
-
-        >>> from lightning.pytorch.strategies import SingleDeviceStrategy
-        >>> check_strategy(SingleDeviceStrategy("cpu"))
-    """
+    of all ranks, which the per-rank probe shares (of different sizes) would not keep in step."""
     names = {cls.__name__ for cls in type(strategy).__mro__}
-    sharded = next((n for n in SHARDED_STRATEGIES if n in names), None)
-    if sharded is not None:
+    if (sharded := next((n for n in SHARDED_STRATEGIES if n in names), None)) is not None:
         raise ValueError(
             f"AttributionMonitor does not support `strategy={type(strategy).__name__}`: {sharded} shards the "
             "parameters across ranks, so no single rank holds the whole model that Captum must run forward and "
@@ -41,13 +36,7 @@ def check_strategy(strategy: Any) -> None:
 
 
 def shard(count: int, world: int, rank: int) -> slice:
-    """This rank's consecutive share of ``count`` probes (sizes within one of each other).
-
-    Example::
-
-        >>> [shard(5, 2, r) for r in range(2)]
-        [slice(0, 3, None), slice(3, 5, None)]
-    """
+    """This rank's consecutive share of ``count`` probes (sizes within one of each other)."""
     base, extra = divmod(count, world)
     start = rank * base + min(rank, extra)
     return slice(start, start + base + (rank < extra))
@@ -96,9 +85,8 @@ def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
     return result
 
 
-@dataclass
-class _Failure:
-    message: str
+class _Failure(str):
+    """A failure's text, sent to the other ranks in place of a result."""
 
 
 def _attempt(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -116,4 +104,28 @@ def _raise_failures(own: BaseException | None, received: dict[int, Any]) -> None
         raise own
     for rank, value in received.items():
         if isinstance(value, _Failure):
-            raise RuntimeError(f"AttributionMonitor failed on rank {rank}, so every rank stops: {value.message}")
+            raise RuntimeError(f"AttributionMonitor failed on rank {rank}, so every rank stops: {value}")
+
+
+def mark_spawn_return(state: dict[str, Any]) -> None:
+    """In ``__getstate__``: name the ddp_spawn return file (once per monitor) and the process that waits for it."""
+    if state.get("_spawn_return") is None:
+        handle, path = tempfile.mkstemp(prefix="lightning_xai_", suffix=".pt")
+        os.close(handle)
+        os.remove(path)
+        state["_spawn_return"] = (path, os.getpid())
+
+
+def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[str, Any]], rank_zero: bool) -> None:
+    """At the end of a fit in a spawned worker (rank 0): write ``state()`` to ``target`` for the main process."""
+    if target is not None and rank_zero and os.getpid() != target[1]:
+        torch.save(state(), target[0])
+
+
+def receive_spawn_return(target: tuple[str, int] | None) -> dict[str, Any] | None:
+    """In the main process: the state rank 0 wrote to ``target`` (once; the file is deleted), else None."""
+    if target is None or os.getpid() != target[1] or not os.path.exists(target[0]):
+        return None
+    state = torch.load(target[0], weights_only=True)
+    os.remove(target[0])
+    return state

@@ -12,18 +12,7 @@ import torch
 
 @contextmanager
 def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
-    """Fork the torch (CPU and the given CUDA device), numpy and Python RNGs and restore them on exit.
-
-    Example::
-
-        >>> _ = torch.manual_seed(0)
-        >>> with isolated_rng():
-        ...     _ = torch.rand(3)
-        >>> after = torch.rand(1)
-        >>> _ = torch.manual_seed(0)
-        >>> bool(torch.equal(after, torch.rand(1)))
-        True
-    """
+    """Fork the torch (CPU and the given CUDA device), numpy and Python RNGs and restore them on exit."""
     cuda = device is not None and device.type == "cuda" and torch.cuda.is_initialized()
     np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[device] if cuda else []):

@@ -26,10 +26,8 @@ class TrainerSchedule:
     check_val_every_n_epoch: int | None = 1  # None: validation by steps across epochs (epochs not known)
     val_check_interval: Any = 1.0
     validation: bool = True  # trainer.enable_validation
-    val_dataloader: bool | None = True  # None: not known (validation is off for another reason)
     validation_step: bool = True
     limit_val_batches: int | float = 1.0
-    num_sanity_val_steps: int | float = 2
     model: str = "the model"  # the LightningModule's class name, for messages
 
 
@@ -49,18 +47,13 @@ class MonitorSchedule:
 def trainer_schedule(trainer: Trainer) -> TrainerSchedule:
     """Read a :class:`TrainerSchedule` from a trainer inside ``fit`` (from ``setup`` on), public attributes only."""
     module = trainer.lightning_module
-    validation_step = is_overridden("validation_step", module)
-    limit = trainer.limit_val_batches
-    validation = bool(trainer.enable_validation)
     return TrainerSchedule(
         max_epochs=trainer.max_epochs,
         check_val_every_n_epoch=trainer.check_val_every_n_epoch,
         val_check_interval=trainer.val_check_interval,
-        validation=validation,
-        val_dataloader=True if validation else (False if validation_step and limit > 0 else None),
-        validation_step=validation_step,
-        limit_val_batches=limit,
-        num_sanity_val_steps=trainer.num_sanity_val_steps,
+        validation=bool(trainer.enable_validation),
+        validation_step=is_overridden("validation_step", module),
+        limit_val_batches=trainer.limit_val_batches,
         model=type(module).__name__,
     )
 
@@ -83,43 +76,28 @@ def evaluation_period(trainer: TrainerSchedule, every_n_epochs: int) -> int:
 
 
 def evaluated_epochs(trainer: TrainerSchedule, every_n_epochs: int, limit: int = 1000) -> list[int]:
-    """The epochs (from 0) after which the monitor explains, below ``max_epochs`` and ``limit``.
-
-    Example::
-
-        >>> evaluated_epochs(TrainerSchedule(max_epochs=12, check_val_every_n_epoch=3), every_n_epochs=2)
-        [5, 11]
-    """
+    """The epochs (from 0) after which the monitor explains, below ``max_epochs`` and ``limit``."""
     end = _epoch_limit(trainer)
-    end = limit if end is None else min(end, limit)
     period = evaluation_period(trainer, every_n_epochs)
-    return list(range(period - 1, end, period))
+    return list(range(period - 1, limit if end is None else min(end, limit), period))
 
 
 def _listed(epochs: list[int], bounded: bool) -> str:
     """``"5, 11, 17, ..."`` (an unbounded run), ``"5, 11, ..., 47"`` or ``"5, 11"``."""
-    if len(epochs) <= _SHOWN:
-        return ", ".join(map(str, epochs)) + ("" if bounded else ", ...")
-    head = ", ".join(map(str, epochs[: _SHOWN - 1]))
-    return f"{head}, ..., {epochs[-1]}" if bounded else f"{head}, ..."
+    shown: list[Any] = epochs
+    if len(epochs) > _SHOWN:
+        shown = [*epochs[: _SHOWN - 1], "...", epochs[-1]] if bounded else epochs[: _SHOWN - 1]
+    return ", ".join(map(str, shown)) + ("" if bounded else ", ...")
 
 
 def setup_warnings(trainer: TrainerSchedule, monitor: MonitorSchedule) -> list[tuple[str, str]]:
     """The ``(key, message)`` warnings for a fit: what the monitor will silently not do with this configuration.
 
     Keys: ``no_validation`` / ``probes_without_validation`` or ``never_evaluated`` (alone: the rest is moot),
-    ``every_n_epochs_skips_validations``, ``reference_epoch_unreachable`` or ``warmup_covers_run``, ``few_probes``.
-
-    Example::
-
-        >>> trainer = TrainerSchedule(max_epochs=12, check_val_every_n_epoch=3)
-        >>> [key for key, _ in setup_warnings(trainer, MonitorSchedule(every_n_epochs=2, num_probes=3))]
-        ['every_n_epochs_skips_validations', 'few_probes']
-    """
+    ``every_n_epochs_skips_validations``, ``reference_epoch_unreachable`` or ``warmup_covers_run``, ``few_probes``."""
     if not trainer.validation:
         return [_no_validation(trainer, monitor)]
-    never = _never_evaluated(trainer, monitor)
-    if never is not None:
+    if (never := _never_evaluated(trainer, monitor)) is not None:
         return [never]
     found = (_combination(trainer, monitor), _reference(trainer, monitor), _few_probes(monitor))
     return [w for w in found if w is not None]
@@ -170,9 +148,8 @@ def _never_evaluated(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tupl
 
 def _combination(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str, str] | None:
     n, validation = monitor.every_n_epochs, _validation_period(trainer)
-    if validation is None or n <= 1 or validation <= 1 or math.lcm(n, validation) == max(n, validation):
+    if validation is None or (period := math.lcm(n, validation)) == max(n, validation):  # one divides the other
         return None
-    period = math.lcm(n, validation)
     end = _epoch_limit(trainer)
     epochs = _listed(evaluated_epochs(trainer, n), end is not None)
     validated = _listed(list(range(validation - 1, min(end or 1000, 1000), validation)), end is not None)
@@ -199,16 +176,14 @@ def _reference(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str,
     if pinned:
         key, setting = "reference_epoch_unreachable", f"`DriftPolicy(reference_epoch={start})`"
         effect = "drift against the reference is never measured and no DriftRule can fire"
-        fix = (
-            f"Pin an earlier evaluated epoch (e.g. DriftPolicy(reference_epoch={epochs[-2]}))"
-            if len(epochs) > 1
-            else "Train"
-        )
+        fix = "Train"
+        if len(epochs) > 1:
+            fix = f"Pin an earlier evaluated epoch (e.g. DriftPolicy(reference_epoch={epochs[-2]})), or train"
     else:
         key, setting = "warmup_covers_run", f"`DriftPolicy(warmup_epochs={start})`"
         effect = "drift against the reference is never measured and nothing can alert"
-        fix = f"Lower the warm-up (e.g. DriftPolicy(warmup_epochs={epochs[-2]}))"
-    fix += ", or train for more epochs" if fix != "Train" else " for more epochs"
+        fix = f"Lower the warm-up (e.g. DriftPolicy(warmup_epochs={epochs[-2]})), or train"
+    fix += " for more epochs"
     if later:
         what = f"sets the reference at epoch {later[0]}, the last one the monitor explains ({shown})"
         effect = effect.replace("never measured", "never measured after it")
@@ -221,11 +196,9 @@ def _few_probes(monitor: MonitorSchedule) -> tuple[str, str] | None:
     count = monitor.num_probes
     if not monitor.detector or count is None or count >= MIN_DETECTOR_PROBES:
         return None
-    rules = (
-        f"only the {monitor.drift_rules} DriftPolicy.rules can"
-        if monitor.drift_rules
-        else "with no DriftPolicy.rules nothing can"
-    )
+    rules = "with no DriftPolicy.rules nothing can"
+    if monitor.drift_rules:
+        rules = f"only the {monitor.drift_rules} DriftPolicy.rules can"
     return (
         "few_probes",
         f"AttributionMonitor: {count} probe{' is' if count == 1 else 's are'} too few for the ShiftDetector: its "

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from lightning_xai.drift.measure import measure
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.explain.setup import DryRunReport, Warn, dry_run
-from lightning_xai.visualize.display import Denormalize, check_display_channels
+from lightning_xai.visualize.display import check_display_channels
 from lightning_xai.visualize.media import evaluation_media
 
 
@@ -41,16 +41,13 @@ def check_monitor(
             ) from err
         report.drift_keys = tuple(k for k in record.scalars if "/drift/" in k)
     if renders:
-        normalizations = {e.name: e.display_normalization for e in monitor.explainers}
-        _render(done, normalizations, media.colormap, media.denormalize, media.tile_size)
+        _render(done, {e.name: e.display_normalization for e in monitor.explainers}, media)
     return report
 
 
-def _render(
-    done: ProbeExplanations, normalizations: dict[str, str], colormap: str, denormalize: Denormalize, tile_size: int
-) -> None:
-    """Render the first probes' sheet as the monitor draws it and PNG-encode it (not logged)."""
-    first = done.inputs[:1]
+def _render(done: ProbeExplanations, normalizations: dict[str, str], media: Any) -> None:
+    """Render the first probes' sheet as the monitor (its ``MediaLogger``) draws it and PNG-encode it (not logged)."""
+    first, denormalize = done.inputs[:1], media.denormalize
     if callable(denormalize):
         try:
             shown = denormalize(first.clone())
@@ -64,17 +61,14 @@ def _render(
                 f"`denormalize` maps a batch of probes {tuple(first.shape)} to {got}; it must return an "
                 "(N, 1 or 3, H, W) tensor in [0, 1] (grey or RGB images)."
             )
-    predictions: dict[str, Any] = {
-        "predicted": done.predicted,
-        "confidence": done.confidence,
-        "targets": done.targets,
-        "labels": None,
-    }
+    shown_as = {"colormap": media.colormap, "denormalize": denormalize, "tile_size": media.tile_size, "labels": None}
+    predictions = {key: getattr(done, key) for key in ("predicted", "confidence", "targets")}
     try:
         with torch.no_grad():
-            shape: dict[str, Any] = {"colormap": colormap, "denormalize": denormalize, "tile_size": tile_size}
-            media = evaluation_media(done.inputs, done.results, normalizations, epoch=0, step=0, **predictions, **shape)
-            for _, picture in media.images[:1]:
+            sheet = evaluation_media(
+                done.inputs, done.results, normalizations, epoch=0, step=0, **predictions, **shown_as
+            )
+            for _, picture in sheet.images[:1]:
                 picture.png()
     except Exception as err:
         raise ValueError(

@@ -19,20 +19,12 @@ from lightning_xai.visualize.writer import add_text_job
 
 
 def training_batch_size(loaders: Any) -> int | None:
-    """The largest ``batch_size`` among the training dataloader(s) (a loader, a list or dict of them), or None.
-
-    Example::
-
-        >>> training_batch_size({"a": DataLoader(range(10), batch_size=4), "b": [DataLoader(range(4), batch_size=2)]})
-        4
-    """
+    """The largest ``batch_size`` among the training dataloader(s) (a loader, a list or dict of them), or None."""
     if isinstance(loaders, DataLoader):
         size = loaders.batch_size or getattr(loaders.batch_sampler, "batch_size", None)
         return int(size) if isinstance(size, int) and size > 0 else None
-    children = list(loaders.values()) if isinstance(loaders, dict) else loaders
-    children = children if isinstance(children, (list, tuple)) else []
-    sizes = [s for s in (training_batch_size(c) for c in children) if s is not None]
-    return max(sizes) if sizes else None
+    children = loaders.values() if isinstance(loaders, dict) else loaders if isinstance(loaders, (list, tuple)) else ()
+    return max(filter(None, map(training_batch_size, children)), default=None)
 
 
 def check_unique_names(trainer: Trainer, monitor: Any) -> None:
@@ -62,31 +54,18 @@ def log_epoch_scalars(
 ) -> None:
     """Log epoch-level scalars through ``pl_module.log`` (every logger, ``EarlyStopping`` and ``ModelCheckpoint``
     see them), as ``xai/<name>/...`` for a named monitor; equal on every rank, so a DDP max-reduce keeps them exact."""
-    distributed = trainer.world_size > 1
-    for key, value in scalars.items():
-        pl_module.log(
-            named(key, name),
-            value,
-            on_step=False,
-            on_epoch=True,
-            sync_dist=distributed,
-            reduce_fx="max" if distributed else "mean",
-            add_dataloader_idx=False,
-        )
+    distributed, logged = trainer.world_size > 1, {named(key, name): value for key, value in scalars.items()}
+    reduce_fx = "max" if distributed else "mean"
+    pl_module.log_dict(
+        logged, on_step=False, on_epoch=True, sync_dist=distributed, reduce_fx=reduce_fx, add_dataloader_idx=False
+    )
 
 
 def with_placeholders(
     scalars: dict[str, float], keys: Sequence[str], logged: Mapping[str, Any], name: str | None
 ) -> dict[str, float]:
     """``scalars`` plus 0.0 (no drift yet) for each drift key of the setup check not logged yet by a method that ran:
-    ``ModelCheckpoint(monitor=<drift key>)`` has no ``strict=False`` and needs the key at its first check.
-
-    Example::
-
-        >>> keys = ["xai/g/drift/rank_vs_previous/median", "xai/ig/drift/rank_vs_previous/median"]
-        >>> with_placeholders({"xai/g/confidence_mean": 0.5}, keys, {}, None)  # ig failed: no placeholder
-        {'xai/g/drift/rank_vs_previous/median': 0.0, 'xai/g/confidence_mean': 0.5}
-    """
+    ``ModelCheckpoint(monitor=<drift key>)`` has no ``strict=False`` and needs the key at its first check."""
     explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
     missing = {k: 0.0 for k in keys if k not in scalars and named(k, name) not in logged}
     return {**{k: v for k, v in missing.items() if k.split("/")[1] in explained}, **scalars}
@@ -134,9 +113,8 @@ class DriftActions:
                     break
             else:
                 _warn.warn(f"AttributionMonitor: {alert.message}")
-        if self.on_drift == "stop" and trainer.strategy.reduce_boolean_decision(bool(alerts), all=False):
-            if trainer.state.fn == TrainerFn.FITTING:
-                self.stop_pending = True
+        stop = self.on_drift == "stop" and trainer.strategy.reduce_boolean_decision(bool(alerts), all=False)
+        self.stop_pending = self.stop_pending or (stop and trainer.state.fn == TrainerFn.FITTING)
         if self.on_drift == "raise" and alerts:
             self.pending = self.pending or DriftDetectedError(alerts[0])
 
@@ -170,11 +148,9 @@ class SetupWatch:
         optimizers = getattr(trainer, "optimizers", [])
         groups = [len(group["params"]) for optimizer in optimizers for group in optimizer.param_groups]
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        previous, self.signature = self.signature, (trainable, len(optimizers), *groups)
-        setup = None
-        if previous is not None and previous != self.signature:
-            setup = (
-                f"trainable parameters {previous[0]:,} -> {self.signature[0]:,}, optimizer parameter groups "
-                f"{list(previous[2:])} -> {list(self.signature[2:])}"
-            )
+        previous, now = self.signature, (trainable, len(optimizers), *groups)
+        self.signature, setup = now, None
+        if previous is not None and previous != now:
+            setup = f"trainable parameters {previous[0]:,} -> {now[0]:,}, optimizer parameter groups "
+            setup += f"{list(previous[2:])} -> {list(now[2:])}"
         return "; ".join(c for c in (setup, cost.take_step_change()) if c) or None

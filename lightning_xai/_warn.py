@@ -1,5 +1,6 @@
 """How the monitor speaks: warnings on rank 0 that point at the user's line (the first frame outside this package,
-Lightning, PyTorch and Captum), and failure reports that never raise, even under ``-W error``."""
+Lightning, PyTorch and Captum), and failure reports that never raise, even under ``-W error``. (Lightning's
+``WarningCache`` keys by text at a fixed ``stacklevel``; the monitor warns once per condition, from varying depths.)"""
 
 from __future__ import annotations
 
@@ -28,15 +29,8 @@ def warn(message: str) -> None:
 
 
 def report(message: str, say: Callable[[str], None] | None = None) -> None:
-    """Report an isolated failure with ``say`` (default :func:`warn`); where warning filters turn warnings into
-    errors it goes to the ``lightning_xai`` logger instead.
-
-    Example::
-
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("error")
-        ...     report("AttributionMonitor: gradcam failed")  # logged, not raised
-    """
+    """Report an isolated failure with ``say`` (default :func:`warn`); to the ``lightning_xai`` logger where warning
+    filters turn warnings into errors."""
     try:
         (say or warn)(message)
     except Warning:

@@ -13,22 +13,20 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai import _distributed, _spawn, _trainer, _warn
-from lightning_xai._checks import normalize_arguments
+from lightning_xai import _distributed, _trainer, _warn
 from lightning_xai._cost import CostReporter
 from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
 from lightning_xai._setup_check import check_monitor
-from lightning_xai._state_key import state_key_parts
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation, measure
 from lightning_xai.drift.tracker import DriftTracker
-from lightning_xai.explain import Explainer, IntegratedGradients
+from lightning_xai.explain import Explainer
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
 from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
-from lightning_xai.settings import Budget, Display, DriftPolicy, run_settings
+from lightning_xai.settings import Budget, Display, DriftPolicy, normalize_arguments, run_settings, state_key_parts
 from lightning_xai.visualize.log import MediaContext, MediaLogger
 from lightning_xai.visualize.render import Denormalize, one_torch_thread
 
@@ -90,19 +88,15 @@ class AttributionMonitor(Callback):
         a = normalize_arguments(locals())  # every argument converted or refused here, once
         self.name, self.probe_source, self.num_probes, self.seed = a["name"], a["probes"], a["num_probes"], a["seed"]
         self.target, self.every_n_epochs, self.forward_fn = a["target"], a["every_n_epochs"], a["forward_fn"]
-        policy: DriftPolicy = a["drift"]
+        p: DriftPolicy = a["drift"]
         d: Display = a["display"]
         self.budget: Budget
-        self.drift_policy, self.display, self.budget = policy, d, a["budget"]
+        self.drift_policy, self.display, self.budget = p, d, a["budget"]
         self.explainers: list[Explainer] = a["explainers"]  # from the registry, with what depends on the run resolved
-        ig = [e for e in self.explainers if isinstance(e, IntegratedGradients)]
-        self._batch_capped = [e for e in ig if e.internal_batch_size is None and e.max_batch is None]  # user: unset
-        self.actions = _trainer.DriftActions(policy.on_drift)
-        self.drift_tracker = DriftTracker(
-            policy.warmup_epochs, policy.reference_epoch, policy.topk, policy.probe_threshold
-        )
-        self.detector = ShiftDetector() if policy.detector == "default" else policy.detector
-        self.alert_tracker = AlertTracker(list(policy.rules), cooldown=policy.cooldown)
+        self.actions = _trainer.DriftActions(p.on_drift)
+        self.drift_tracker = DriftTracker(p.warmup_epochs, p.reference_epoch, p.topk, p.probe_threshold)
+        self.detector = ShiftDetector() if p.detector == "default" else p.detector
+        self.alert_tracker = AlertTracker(list(p.rules), cooldown=p.cooldown)
         self.media = MediaLogger(
             d.colormap, a["denormalize"], d.log_heatmaps, d.background_logging, d.tile_size, d.log_grids
         )
@@ -116,8 +110,7 @@ class AttributionMonitor(Callback):
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
-        parts = state_key_parts(self.explainers, a["probes"], self.num_probes, self.seed, self.target)
-        self._state_key = self._generate_state_key(name=self.name, **parts)
+        self._state_key = self._generate_state_key(name=self.name, **state_key_parts(a))
 
     @property
     @override
@@ -182,8 +175,7 @@ class AttributionMonitor(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         _distributed.check_strategy(trainer.strategy)
         _trainer.check_unique_names(trainer, self)
-        message = self.media.missing_logger_message(trainer)
-        if message:
+        if message := self.media.missing_logger_message(trainer):
             self._warn_once("no_tensorboard", message)
 
     @override
@@ -196,10 +188,8 @@ class AttributionMonitor(Callback):
         if trainer.limit_val_batches != 0:
             from_trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up at the first validation
             self.prepare(trainer, pl_module)
-            self.cost.start(self.setup_check)  # the dry run is charged to the budget
-            batch_size = _trainer.training_batch_size(trainer.train_dataloader)
-            for explainer in self._batch_capped:
-                explainer.limit_batch(batch_size)
+            batch_size = _trainer.training_batch_size(trainer.train_dataloader)  # caps IG's passes
+            self.cost.start(self.setup_check, batch_size)  # the dry run is charged to the budget
         tracker, count = self.drift_tracker, None if self.probes is None else len(self.probes)
         found = (self.probe_source is not None, count, self.detector is not None, len(self.alert_tracker.rules))
         schedule = MonitorSchedule(self.every_n_epochs, tracker.reference_epoch, tracker.warmup_epochs, *found)
@@ -247,7 +237,7 @@ class AttributionMonitor(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.media.close()  # flushed first
         if stage == "fit":
-            _spawn.send(self._spawn_return, self.state_dict, trainer.is_global_zero)
+            _distributed.send_spawn_return(self._spawn_return, self.state_dict, trainer.is_global_zero)
 
     def _due(self, trainer: Trainer) -> bool:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain
@@ -269,11 +259,11 @@ class AttributionMonitor(Callback):
         if self._prepared_for is not pl_module:
             renders = bool(self.media.image_loggers(trainer))  # the run renders images: so does the dry run
             before = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0 and not trainer.validating
-            check = _distributed.on_every_rank(
-                trainer, lambda: check_monitor(self, pl_module, renders, before, self._warn_once)
-            )
-            self.setup_check = check
-            self._prepared_for = None if check.on_copy else pl_module  # a copy: bound to the model at validation
+            check = (self, pl_module, renders, before, self._warn_once)
+            self.setup_check = _distributed.on_every_rank(trainer, lambda: check_monitor(*check))
+            self._prepared_for = (
+                None if self.setup_check.on_copy else pl_module
+            )  # a copy: bound to the model at validation
         return True
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -302,6 +292,7 @@ class AttributionMonitor(Callback):
             *(pl_module, images, labels, self.explainers, target),
             forward_fn=self.forward_fn,
             max_seconds=self.budget.max_seconds_per_epoch,
+            limits=self.cost.limits(),
             epoch=int(trainer.current_epoch),
             warn_once=self._warn_once,
             skip=self.setup_check.disabled,
@@ -320,11 +311,11 @@ class AttributionMonitor(Callback):
             measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
-        normalizations = {e.name: e.display_normalization for e in self.explainers}
+        run = {"name": self.name, "target": str(self.target), "every_n_epochs": self.every_n_epochs}
         groups = (self.drift_policy, self.display, self.budget)
-        shown = (self.name, self.explainers, self.target, self.every_n_epochs, self.media.denormalize)
-        settings = run_settings(*shown, len(self.probes), groups)
+        settings = run_settings(self.explainers, self.media.denormalize, groups, **run, num_probes=len(self.probes))
         context = MediaContext(self.name, self.drift_tracker, tuple(self.alert_tracker.rules), settings)
+        normalizations = {e.name: e.display_normalization for e in self.explainers}
         args = (done, self.probes.labels, record, normalizations, context)
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)
         return self.cost.stamped(record, self.media.writer, trainer.state.fn == TrainerFn.FITTING)  # its cost
@@ -336,12 +327,10 @@ class AttributionMonitor(Callback):
 
     def _receive(self) -> None:
         """After a ``ddp_spawn`` fit, in the main process: take rank 0's state (once)."""
-        if (state := _spawn.receive(self.__dict__.get("_spawn_return"))) is not None:
+        if (state := _distributed.receive_spawn_return(self.__dict__.get("_spawn_return"))) is not None:
             self.load_state_dict(state)
 
     def __getstate__(self) -> dict[str, Any]:
         self._receive()  # a second ddp_spawn fit starts from the first one's results
-        _spawn.mark(self.__dict__)  # pickled for ddp_spawn's workers: rank 0 sends the results back
-        state = self.__dict__.copy()
-        state["_prepared_for"] = None
-        return state
+        _distributed.mark_spawn_return(self.__dict__)  # pickled for ddp_spawn's workers: rank 0 sends the results back
+        return {**self.__dict__, "_prepared_for": None}

@@ -1,24 +1,34 @@
-"""The monitor's grouped settings: what counts as drift and what to do about it (:class:`DriftPolicy`), what is
-shown (:class:`Display`) and what it may cost (:class:`Budget`), each checked when it is made."""
+"""The monitor's arguments, each checked once, when it is made: the grouped settings (:class:`DriftPolicy`,
+:class:`Display`, :class:`Budget`) and every other argument that needs no model (integer-likes to ints, arrays and
+lists to tensors); a ``ValueError`` names the argument, the value and the fix. The model is checked at setup."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.drift.alerts import DriftRule, OnDrift
 from lightning_xai.drift.detector import ShiftDetector
-from lightning_xai.explain.base import check_float, check_int
+from lightning_xai.explain.base import check_float, check_int, check_name
 from lightning_xai.explain.quality import check_quality
-from lightning_xai.probes.inputs import as_tensor, describe
+from lightning_xai.explain.registry import build_explainers, method_names
+from lightning_xai.probes import check_target
+from lightning_xai.probes.inputs import as_tensor, check_images, check_labels, describe
 from lightning_xai.visualize.log import resolved_method_settings
-from lightning_xai.visualize.render import check_colormap
+from lightning_xai.visualize.render import black_input, check_colormap, check_denormalize
 
 ON_DRIFT_ACTIONS = ("warn", "stop", "raise")
+#: the first part of an unnamed monitor's tags besides method names: a monitor's name must not be one of them
+RESERVED_NAMES = ("summary", "localization", "sheet", "probes", "settings", "predictions", "alerts", "errors",
+                  "seconds", "skipped", "setup_check")  # fmt: skip
 
 
 def _set(settings: Any, name: str, value: Any) -> None:
@@ -65,13 +75,12 @@ class DriftPolicy:
         _set(self, "cooldown", check_int("DriftPolicy.cooldown", self.cooldown, 0))
         _set(self, "topk", check_float("DriftPolicy.topk", self.topk, 0.0, 1.0, low_open=True))
         _set(self, "probe_threshold", check_float("DriftPolicy.probe_threshold", self.probe_threshold, 0.0, 1.0))
-        on_drift = self.on_drift
+        on_drift, rules = self.on_drift, self.rules
         if not (callable(on_drift) or (isinstance(on_drift, str) and on_drift in ON_DRIFT_ACTIONS)):
             raise ValueError(
                 f"`DriftPolicy.on_drift={on_drift!r}` is not supported; use one of {list(ON_DRIFT_ACTIONS)} or a "
                 "callable that receives a DriftAlert."
             )
-        rules = self.rules
         if isinstance(rules, (DriftRule, str)) or not isinstance(rules, Sequence):
             raise ValueError(f"`DriftPolicy.rules` must be a sequence of DriftRule, e.g. (DriftRule(),), got {rules!r}")
         if bad := [rule for rule in rules if not isinstance(rule, DriftRule)]:
@@ -152,38 +161,124 @@ class Budget:
             _set(self, key, check_float(f"Budget.{key}", getattr(self, key), 0.0, low_open=True, allow_none=True))
 
 
-def as_settings(kind: type, value: Any, argument: str) -> Any:
-    """``value`` if it is a ``kind``, ``kind()`` for None; else a ``ValueError`` that says how to make one."""
-    if value is None:
-        return kind()
-    if isinstance(value, kind):
-        return value
-    example = ", ".join(f"{f.name}=..." for f in fields(kind)[:2])
-    raise ValueError(f"`{argument}` must be a {kind.__name__}, e.g. {kind.__name__}({example}); got {describe(value)}.")
+def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked and normalised arguments of :class:`~lightning_xai.AttributionMonitor` (its ``locals()``): the
+    settings objects made (their defaults for None) and ``"explainers"`` built by the registry (a method left at
+    ``baseline=None`` gets the input that displays as black), each rule's methods among them."""
+    a = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+    name = check_name("name", a.get("name"), allow_none=True)
+    if name is not None and (name in RESERVED_NAMES or name in method_names()):
+        raise ValueError(
+            f"`name={name!r}` would mix this monitor's tags (xai/{name}/...) with an unnamed monitor's; choose "
+            f"another name, e.g. name='{name}_run'."
+        )
+    a["name"], a["probes"] = name, _check_probes(a["probes"])
+    for key, low in (("num_probes", 1), ("every_n_epochs", 1), ("seed", 0)):
+        a[key] = check_int(key, a[key], low)
+    if a["forward_fn"] is not None and not callable(a["forward_fn"]):
+        raise ValueError(f"`forward_fn` must be a callable forward_fn(pl_module, x), got {describe(a['forward_fn'])}.")
+    methods = a["methods"]
+    if not isinstance(methods, str) and (not isinstance(methods, Sequence) or isinstance(methods, bytes)):
+        raise ValueError(
+            f"`methods` must be a sequence of names or Explainer instances, e.g. ('gradcam', 'integrated_gradients'), "
+            f"got {describe(methods)}."
+        )
+    a["methods"] = (methods,) if isinstance(methods, str) else tuple(methods)
+    a["target"], a["denormalize"] = _check_target(a["target"]), check_denormalize(a["denormalize"])
+    for key, kind in (("drift", DriftPolicy), ("display", Display), ("budget", Budget)):
+        if a[key] is None:
+            a[key] = kind()
+        elif not isinstance(a[key], kind):
+            example = ", ".join(f"{f.name}=..." for f in fields(kind)[:2])
+            raise ValueError(
+                f"`{key}` must be a {kind.__name__}, e.g. {kind.__name__}({example}); got {describe(a[key])}."
+            )
+    a["explainers"] = explainers = build_explainers(a["methods"], black_input(a["denormalize"]))
+    if not explainers:
+        raise ValueError(f"`methods` is empty; choose at least one of {method_names()}.")
+    names = [e.name for e in explainers]
+    for rule in a["drift"].rules:  # a rule naming none of the monitor's methods would never fire
+        if unknown := [m for m in rule.methods or () if m not in names]:
+            raise ValueError(
+                f"`DriftPolicy.rules` has DriftRule(methods={rule.methods!r}) but {unknown} is not among this "
+                f"monitor's methods {names}; use one of those names (aliases such as 'ig' are accepted)."
+            )
+    return a
 
 
-def run_settings(
-    name: str | None,
-    explainers: Sequence[Any],
-    target: Any,
-    every_n_epochs: int,
-    denormalize: Any,
-    num_probes: int,
-    groups: Sequence[Any],
-) -> dict[str, Any]:
-    """A monitor's settings as primitives for the report and ``xai/settings``: the methods with what they resolved
-    at setup (Grad-CAM's layer, the baselines in words), then the fields of every settings object, at one level.
+def _check_probes(probes: Any) -> Any:
+    """None, a Dataset or DataLoader as they are; images (a tensor, array or list of ``(C, H, W)`` tensors) and
+    ``(images, labels)`` pairs (labels may be None) checked and converted."""
+    if probes is None or isinstance(probes, (Dataset, DataLoader)):
+        return probes
+    fix = "Pass a (N, C, H, W) tensor, an (images, labels) pair, a Dataset, or None to draw from the validation data."
+    if isinstance(probes, tuple) or (isinstance(probes, list) and len(probes) == 2 and _is_images(probes[0])):
+        if len(probes) != 2:
+            raise ValueError(f"`probes` as a tuple must be (images, labels), got {len(probes)} items. {fix}")
+        images = check_images(as_tensor(probes[0], "`probes` images", fix))
+        labels = check_labels(probes[1], len(images))
+        return images if labels is None else (images, labels)
+    if isinstance(probes, (Tensor, np.ndarray, list)):
+        return check_images(as_tensor(probes, "`probes`", fix))
+    raise ValueError(
+        f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels), a Dataset or a DataLoader; "
+        f"got {describe(probes)}. {fix}"
+    )
 
-    Example::
 
-        >>> from lightning_xai.explain import GradCam
-        >>> s = run_settings("val", [GradCam()], "label", 1, None, 8, [DriftPolicy(warmup_epochs=1), Budget()])
-        >>> s["methods"]["gradcam"]["layer"], s["warmup_epochs"], s["detector"]["cells"], s["max_overhead"]
-        ('automatic (chosen at setup)', 1, 8, None)
-    """
+def _is_images(value: Any) -> bool:
+    """A 4-D array, or a list of 3-D ones."""
+    if isinstance(value, list):
+        return bool(value) and getattr(value[0], "ndim", None) == 3
+    return getattr(value, "ndim", None) == 4
+
+
+def _check_target(target: Any) -> Any:
+    """``target`` with numpy values converted (ints, arrays); then checked without the model."""
+    if isinstance(target, np.generic):
+        target = target.item()
+    elif isinstance(target, (np.ndarray, list, tuple)):
+        target = as_tensor(target, "`target`", "Give one class index per probe, an int, 'label' or 'predicted'.")
+    if isinstance(target, Tensor) and (target.device.type == "meta" or target.numel() == 0):
+        raise ValueError(f"`target` must hold class indices, got {describe(target)}.")
+    if not isinstance(target, (str, numbers.Integral, Tensor)):
+        raise ValueError(
+            f"`target` must be 'label', 'predicted', an int class or one class per probe, got {describe(target)}."
+        )
+    check_target(target)  # type: ignore[arg-type]  # an Integral is an int class
+    return target
+
+
+def digest(value: Any) -> str:
+    """A short content hash of a tensor (or array-like), ``"(2, 3):d3399b72"``: the package's one fingerprint."""
+    data = torch.as_tensor(value).detach().cpu().contiguous()
+    return f"{tuple(data.shape)}:{hashlib.sha1(data.numpy().tobytes()).hexdigest()[:8]}"
+
+
+def state_key_parts(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords of ``Callback._generate_state_key`` from the :func:`normalize_arguments`: what the stored maps
+    depend on (thresholds, rules and schedules may change on resume): each method as ``name(setting=value,...)`` from
+    its ``config()`` (tensors digested), the probe source (given tensors digested) and the target."""
+    probes, target = arguments["probes"], arguments["target"]
+    methods = []
+    for e in arguments["explainers"]:
+        settings = ",".join(f"{k}={digest(v) if isinstance(v, Tensor) else v}" for k, v in e.config().items())
+        methods.append(f"{e.name}({settings})")
+    if isinstance(probes, (tuple, Tensor)):  # given tensors by content: images, or (images, labels)
+        source = "+".join(map(digest, probes if isinstance(probes, tuple) else [probes]))
+    else:
+        source = "val" if probes is None else type(probes).__qualname__
+    target = str(target) if isinstance(target, (str, int)) else digest(target)
+    drawn = f"[{arguments['num_probes']},seed={arguments['seed']}]"
+    return {"methods": methods, "probes": source + drawn, "target": target}
+
+
+def run_settings(explainers: Sequence[Any], denormalize: Any, groups: Sequence[Any], **run: Any) -> dict[str, Any]:
+    """A monitor's settings as primitives for the report and ``xai/settings``: its ``name``, the methods with what
+    they resolved at setup (Grad-CAM's layer, the baselines in words), the other ``run`` values, then the fields of
+    every settings object in ``groups``, at one level."""
     methods = {e.name: resolved_method_settings(e, denormalize) for e in explainers}
-    out = {"name": name, "methods": methods, "target": str(target), "every_n_epochs": every_n_epochs}
-    out["num_probes"] = num_probes
+    out = {"name": run.pop("name"), "methods": methods, **run}
     for f, value in ((f, getattr(group, f.name)) for group in groups for f in fields(group)):
         if isinstance(value, Tensor):  # as primitives: tensors by shape, callables by name
             value = f"tensor{tuple(value.shape)}"

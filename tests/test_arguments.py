@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from lightning_xai import AttributionMonitor, Budget, Display, DriftPolicy
-from lightning_xai._checks import normalize_arguments
 from lightning_xai.explain import Explainer, Explanation, IntegratedGradients, MethodEntry, register
 from lightning_xai.explain.base import NAME_RULE, check_baseline_shape, check_float, check_int, check_name
+from lightning_xai.settings import normalize_arguments
 
 #: what holds each setting: the monitor itself or the object that owns the field
 OWNERS: dict[str, Any] = {

@@ -19,19 +19,49 @@ from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.visualize.writer import BackgroundWriter
 
 
-def test_reduce_steps_walks_down_the_ladder_to_the_floor_and_keeps_the_state_key() -> None:
+def test_cut_steps_walks_down_the_ladder_to_the_floor_and_keeps_the_state_key() -> None:
     ig = IntegratedGradients(n_steps=48)
+    budget = CostReporter(max_overhead=0.1, explainers=[ig])
     before = ig.config()
-    assert ig.reduce_steps(0.75) == 32  # the largest rung <= 0.75 x 48
-    assert ig.reduce_steps(0.99) == 24  # always at least one rung lower
-    assert ig.reduce_steps(0.01) == 8  # never below the floor
-    assert ig.reduce_steps() is None
+    assert budget.cut_steps(0.75) == {"integrated_gradients": 32}  # the largest rung <= 0.75 x 48
+    assert budget.cut_steps(0.99) == {"integrated_gradients": 24}  # always at least one rung lower
+    assert budget.cut_steps(0.01) == {"integrated_gradients": 8}  # never below the floor
+    assert budget.cut_steps(0.75) == {} and budget.step_caps == {"integrated_gradients": 8}
     assert ig.config() == before  # the configured steps (and so the monitor's state_key) do not change
     lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
-    out = ig.explain(lin, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0]))
+    out = ig.explain(lin, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0]), **budget.limits()["integrated_gradients"])
     assert out.diagnostics["n_steps"].tolist() == [8.0, 8.0, 8.0]
-    auto = IntegratedGradients(n_steps="auto", max_steps=64)
-    assert auto.reduce_steps(0.5) == 32 and max(auto.ladder) == 32  # auto mode: the search stays below the cap
+    assert ig.explain(lin, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0])).diagnostics["n_steps"][0] == 48  # no cap
+    auto = IntegratedGradients(n_steps="auto", max_steps=64, tolerance=1e-12)  # never met: climbs to the top
+    rough = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    x, y = 3 * torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 0])
+    assert auto.explain(rough, x, y).diagnostics["n_steps"][0] == 64 and auto.current_steps == 64
+    auto_budget = CostReporter(max_overhead=0.1, explainers=[auto])
+    assert auto_budget.cut_steps(0.5) == {"integrated_gradients": 32}
+    out = auto.explain(rough, x, y, **auto_budget.limits()["integrated_gradients"])
+    assert out.diagnostics["n_steps"][0] == 32 and auto.current_steps == 32  # auto mode: the search stays below
+    assert max(steps for steps, _ in auto.last_info["tries"]) == 32
+
+
+def test_the_controller_hands_each_method_its_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_xai import _cost
+
+    clock = _Clock()
+    monkeypatch.setattr(_cost.time, "perf_counter", clock)
+    auto, own = IntegratedGradients(), IntegratedGradients(8, internal_batch_size=32)
+    own.name = "ig_own_batch"
+    budget = CostReporter(explainers=[auto, own])
+    assert budget.limits() == {"integrated_gradients": {}, "ig_own_batch": {}}  # validate/test without a fit
+    budget.start(max_batch=16)  # the training batch size
+    clock.now = 7.5
+    assert budget.allows(lambda key, message: None)
+    budget.step_caps["ig_own_batch"] = 6
+    assert budget.limits() == {  # an explicit internal_batch_size is left alone
+        "integrated_gradients": {"max_batch": 16, "search_seconds": 7.5},
+        "ig_own_batch": {"max_steps": 6, "search_seconds": 7.5},
+    }
+    budget.start(max_batch=None)  # a fit whose training batch size is unknown
+    assert "max_batch" not in budget.limits()["integrated_gradients"]
 
 
 class _Clock:
@@ -40,6 +70,15 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_the_info_line_splits_the_cost_and_says_what_changes_it() -> None:
+    assert CostReporter.share(2.0, interval=40.0) == 0.05 and CostReporter.share(2.0, interval=0.0) == 0.0
+    assert CostReporter().summary(2.0, 1.5, 0.2, 10.0, [], {}) == (
+        "AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since the previous one (10.0 s): 1.50 s of "
+        "explanation passes () and 0.50 s for everything else (drift, alerts, pictures). Fewer probes, IG steps or "
+        "evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as `xai/seconds`."
+    )
 
 
 def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,8 +254,7 @@ def test_a_tiny_budget_cuts_ig_steps_then_skips_evaluations(tmp_path: Any) -> No
     assert monitor.history[1].scalars["xai/integrated_gradients/n_steps"] == 8
     assert monitor.cost.skipped == 2
     assert [armed for m, armed in detector.calls if m == "integrated_gradients"] == [True, False]  # cut: no alert
-    ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
-    assert ig.step_cap == 8
+    assert monitor.cost.step_caps == {"integrated_gradients": 8}
     assert not any("of the time between two evaluations" in str(w.message) for w in caught)  # budget set: no nag
 
 

@@ -18,8 +18,8 @@ from lightning_xai.drift.alerts import AlertEvidence, AlertRegion, DriftAlert
 from lightning_xai.drift.measure import Evaluation
 from lightning_xai.explain import Explanation
 from lightning_xai.explain.run import ProbeExplanations
-from lightning_xai.visualize.evidence import BOX_COLOURS, render_evidence, tile_origin
 from lightning_xai.visualize.log import MediaContext, MediaLogger
+from lightning_xai.visualize.sheet import BOX_COLOURS, render_evidence, tile_origin
 
 SIZE, TILE = 16, 64  # 16x16 probes shown 4x
 

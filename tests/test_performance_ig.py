@@ -73,9 +73,9 @@ def test_maps_equal_captum_called_directly(cap: int | None) -> None:
     expected = CaptumIG(model, multiply_by_inputs=True).attribute(
         x.clone(), baselines=baseline.expand_as(x), target=targets, n_steps=12, method="gausslegendre"
     )
-    ig = IntegratedGradients(n_steps=12, baseline=baseline, max_batch=cap)
+    ig = IntegratedGradients(n_steps=12, baseline=baseline)
     with training_state_guard(model):
-        got = ig.explain(model, x.clone(), targets)
+        got = ig.explain(model, x.clone(), targets, max_batch=cap)
     torch.testing.assert_close(got.raw, expected.sum(dim=1))
     assert ig.last_batch_size is not None and ig.last_batch_size <= (cap or DEFAULT_BATCH)
 
@@ -180,7 +180,7 @@ def test_passes_never_exceed_the_cap(probes: int, steps: int, cap: int | None) -
     limit = cap or DEFAULT_BATCH
     try:
         with training_state_guard(model):
-            out = IntegratedGradients(n_steps=steps, max_batch=cap).explain(model, x.clone(), targets)
+            out = IntegratedGradients(n_steps=steps).explain(model, x.clone(), targets, max_batch=cap)
     finally:
         hook.remove()
     assert max(sizes) <= limit
@@ -198,16 +198,17 @@ def test_passes_never_exceed_the_cap(probes: int, steps: int, cap: int | None) -
 def test_max_batch_bounds_every_pass() -> None:
     counting = Counting(_cnn())
     x, targets = _probes(8)
-    ig = IntegratedGradients(n_steps=32, max_batch=16)
+    ig = IntegratedGradients(n_steps=32)
     with training_state_guard(counting):
         for _ in range(3):
-            ig.explain(counting, x.clone(), targets)
+            ig.explain(counting, x.clone(), targets, max_batch=16)
     assert max(b for b, grad in counting.calls if grad) <= 16
 
 
-def test_memory_budget_is_gone() -> None:
-    with pytest.raises(TypeError, match="memory_budget"):
-        IntegratedGradients(n_steps=8, memory_budget=1 << 20)  # type: ignore[call-arg]
+@pytest.mark.parametrize("gone", ["memory_budget", "max_batch", "max_seconds"])
+def test_memory_budget_and_per_call_limits_are_not_constructor_arguments(gone: str) -> None:
+    with pytest.raises(TypeError, match=gone):
+        IntegratedGradients(n_steps=8, **{gone: 1})
 
 
 # ------------------------------------------------------------------------------------------ automatic steps
@@ -360,10 +361,8 @@ def test_auto_search_stops_when_its_time_is_spent_and_resumes_next_call() -> Non
     targets = torch.zeros(4, dtype=torch.long)
     model = Rough(freq=40.0)
     ig = IntegratedGradients(n_steps="auto", tolerance=1e-9, max_steps=64)
-    ig.search_seconds = 0.0  # no time for any try after the first
     with training_state_guard(model):
-        first = ig.explain(model, x.clone(), targets)
-        ig.search_seconds = None
+        first = ig.explain(model, x.clone(), targets, search_seconds=0.0)  # no time for any try after the first
         second = ig.explain(model, x.clone(), targets)
     assert int(first.diagnostics["passes_per_probe"][0]) == 4 and int(first.diagnostics["n_steps"][0]) == 4
     assert "budget_limited" not in first.diagnostics  # a cut search is not a cut map: drift is still measured
@@ -390,9 +389,7 @@ def test_auto_respects_max_steps() -> None:
         ({"n_steps": 0}, r"`IntegratedGradients.n_steps` must be (an int )?>= 1, got 0"),
         ({"n_steps": "auto", "tolerance": 0}, r"`tolerance` must be > 0"),
         ({"min_steps": 8, "max_steps": 4}, r"min_steps <= max_steps"),
-        ({"max_seconds": 0}, r"`max_seconds` must be > 0"),
         ({"internal_batch_size": 0}, r"`IntegratedGradients.internal_batch_size` must be (an int )?>= 1"),
-        ({"max_batch": 0}, r"`max_batch` must be >= 1"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
@@ -434,9 +431,9 @@ def test_time_budget_applies_to_auto_and_never_goes_below_one_step() -> None:
     model = Slow(Rough(freq=6.0), 0.01)
     x, _ = _probes(4)
     targets = torch.zeros(4, dtype=torch.long)
-    ig = IntegratedGradients(n_steps="auto", tolerance=1e-4, max_seconds=1e-4)
+    ig = IntegratedGradients(n_steps="auto", tolerance=1e-4)
     with training_state_guard(model):
-        out = ig.explain(model, x.clone(), targets)
+        out = ig.explain(model, x.clone(), targets, max_seconds=1e-4)
     assert int(out.diagnostics["n_steps"][0]) == 1
     assert float(out.diagnostics["budget_limited"][0]) == 1.0
 
@@ -444,9 +441,9 @@ def test_time_budget_applies_to_auto_and_never_goes_below_one_step() -> None:
 def test_generous_budget_changes_nothing() -> None:
     model = _cnn()
     x, targets = _probes(4)
-    ig = IntegratedGradients(n_steps=8, max_seconds=60.0)
+    ig = IntegratedGradients(n_steps=8)
     with training_state_guard(model):
-        out = ig.explain(model, x.clone(), targets)
+        out = ig.explain(model, x.clone(), targets, max_seconds=60.0)
     assert int(out.diagnostics["n_steps"][0]) == 8
     assert float(out.diagnostics["budget_limited"][0]) == 0.0
 
@@ -466,24 +463,25 @@ def test_monitor_with_auto_steps_logs_the_step_count(tmp_path: Any) -> None:
     assert steps in STEP_LADDER
 
 
-def test_limit_batch_caps_fixed_and_default_sizes() -> None:
+def test_max_batch_caps_fixed_and_default_sizes() -> None:
     counting = Counting(_cnn())
     x, targets = _probes(8)
     fixed = IntegratedGradients(n_steps=8, internal_batch_size=64)
-    fixed.limit_batch(16)
     default = IntegratedGradients(n_steps=32)
     with training_state_guard(counting):
-        fixed.explain(counting, x.clone(), targets)
+        fixed.explain(counting, x.clone(), targets, max_batch=16)
         assert max(b for b, grad in counting.calls if grad) == 16
         counting.calls.clear()
         default.explain(counting, x.clone(), targets)
         assert max(b for b, grad in counting.calls if grad) == DEFAULT_BATCH
-        default.limit_batch(8)
         counting.calls.clear()
-        default.explain(counting, x.clone(), targets)
-    assert {b for b, grad in counting.calls if grad} == {8}
-    with pytest.raises(ValueError, match="`max_batch` must be >= 1"):
-        default.limit_batch(0)
+        default.explain(counting, x.clone(), targets, max_batch=8)
+        assert {b for b, grad in counting.calls if grad} == {8}
+        counting.calls.clear()
+        default.explain(counting, x.clone(), targets)  # a call's limit is not kept
+    assert max(b for b, grad in counting.calls if grad) == DEFAULT_BATCH
+    with pytest.raises(ValueError, match="`max_batch` must be an int >= 1"):
+        default.explain(counting, x.clone(), targets, max_batch=0)
 
 
 def test_config_names_the_steps_and_the_baseline() -> None:

@@ -87,18 +87,17 @@ def test_ig_batch_is_capped_at_the_training_batch_size(tmp_path: Any) -> None:
     monitor = AttributionMonitor(num_probes=8, methods=(IntegratedGradients(n_steps=32),))
     model = PassRecorder()
     _fit(tmp_path, monitor, model)  # conftest loaders: training batch 16
-    ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
-    assert ig.max_batch == 16
+    assert monitor.cost.limits()["integrated_gradients"]["max_batch"] == 16
     assert model.passes and max(model.passes) == 16  # the knee ramp (8, 16, ...) stops at the cap
     train, val = loaders()  # a second fit with a smaller training batch: the cap follows it
     smaller = torch.utils.data.DataLoader(train.dataset, batch_size=4)
     model.passes.clear()
     L.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path / "again", max_epochs=1)).fit(model, smaller, val)
-    assert ig.max_batch == 4 and model.passes and max(model.passes) == 4
+    assert monitor.cost.limits()["integrated_gradients"]["max_batch"] == 4
+    assert model.passes and max(model.passes) == 4
     explicit = AttributionMonitor(num_probes=8, methods=(IntegratedGradients(internal_batch_size=64),))
     _fit(tmp_path / "b", explicit, epochs=1)
-    ig = next(e for e in explicit.explainers if isinstance(e, IntegratedGradients))
-    assert ig.max_batch is None  # an explicit batch size is left alone
+    assert "max_batch" not in explicit.cost.limits()["integrated_gradients"]  # an explicit batch size is left alone
 
 
 def test_budget_is_shared_in_method_order(tmp_path: Any) -> None:
@@ -153,8 +152,7 @@ def test_validate_alone_leaves_ig_uncapped(tmp_path: Any) -> None:
     _, val = loaders()
     trainer = L.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_epochs=1))
     trainer.validate(TinyCNN(), val)
-    ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
-    assert ig.max_batch is None and monitor.evaluations == 1
+    assert "max_batch" not in monitor.cost.limits()["integrated_gradients"] and monitor.evaluations == 1
 
 
 def test_budget_and_keyword_arguments_are_checked() -> None:
@@ -168,14 +166,15 @@ def test_budget_and_keyword_arguments_are_checked() -> None:
         AttributionMonitor(methods=(Typo(4),))
 
 
-def test_the_smaller_of_two_ig_budgets_applies() -> None:
+def test_ig_has_one_time_budget_the_call_s() -> None:
     model = SlowCNN()
     model.eval()
     images = torch.rand(8, 1, 16, 16)
-    for own, call in ((0.02, 10.0), (10.0, 0.02)):
-        ig = IntegratedGradients(64, max_seconds=own)
-        out = ig.explain(model, images, torch.zeros(8, dtype=torch.long), max_seconds=call)
-        assert float(out.diagnostics["budget_limited"][0]) == 1.0 and ig.last_info["n_steps"] < 64
+    with pytest.raises(TypeError, match="max_seconds"):
+        IntegratedGradients(64, max_seconds=0.02)  # type: ignore[call-arg]
+    ig = IntegratedGradients(64)
+    out = ig.explain(model, images, torch.zeros(8, dtype=torch.long), max_seconds=0.02)
+    assert float(out.diagnostics["budget_limited"][0]) == 1.0 and ig.last_info["n_steps"] < 64
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")

@@ -10,7 +10,8 @@ import torch
 from lightning_xai.visualize.render import (
     COLORMAPS,
     apply_colormap,
-    colormap_lut,
+    check_colormap,
+    device_lut,
     lut_uint8,
     make_grid,
     normalize_maps,
@@ -33,7 +34,7 @@ def matplotlib_lut_uint8(name: str) -> np.ndarray:
 
 @pytest.mark.parametrize("name", [*COLORMAPS, "magma", "RdBu"])
 def test_lut_is_matplotlibs_table(name: str) -> None:
-    lut = colormap_lut(name)
+    lut = device_lut(name, "cpu")
     assert lut.shape == (256, 3) and lut.dtype == torch.float32
     reference = matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3]
     np.testing.assert_allclose(lut.double().numpy(), reference, atol=1e-7)
@@ -63,16 +64,16 @@ def test_apply_colormap_matches_matplotlib_on_ramp(name: str) -> None:
 def test_apply_colormap_clamps_and_accepts_channel_dim() -> None:
     maps = torch.tensor([[[-3.0, 0.0], [1.0, 7.0]]])
     rgb = apply_colormap(maps, "viridis")
-    lut = colormap_lut("viridis")
+    lut = device_lut("viridis", "cpu")
     assert torch.equal(rgb[0, :, 0, 0], lut[0]) and torch.equal(rgb[0, :, 1, 1], lut[255])
     assert torch.equal(apply_colormap(maps.unsqueeze(1), "viridis"), rgb)
     nan = apply_colormap(torch.tensor([[[float("nan")]]]), "jet")
-    assert torch.equal(nan[0, :, 0, 0], colormap_lut("jet")[0])
+    assert torch.equal(nan[0, :, 0, 0], device_lut("jet", "cpu")[0])
 
 
 def test_bad_colormap_name_message() -> None:
     with pytest.raises(ValueError, match=r"colormap='nope'.*matplotlib.colormaps.*jet, viridis, inferno, turbo"):
-        colormap_lut("nope")
+        check_colormap("nope")
     with pytest.raises(ValueError, match="colormap='hotter'"):
         apply_colormap(torch.zeros(1, 2, 2), "hotter")
     with pytest.raises(ValueError, match="colormap"):
@@ -81,11 +82,9 @@ def test_bad_colormap_name_message() -> None:
         render_heatmap_grid(torch.rand(1, 4, 4), colormap=3)  # type: ignore[arg-type]
 
 
-def test_colormap_lut_is_a_copy_and_case_insensitive() -> None:
-    lut = colormap_lut("JET", device="cpu")
-    lut.zero_()
-    assert float(colormap_lut("jet").sum()) > 0
-    assert torch.equal(colormap_lut("rdbu"), colormap_lut("RdBu"))  # unambiguous without case
+def test_colormap_names_are_case_insensitive_where_unambiguous() -> None:
+    assert check_colormap("JET") == "jet" and torch.equal(device_lut("JET", "cpu"), device_lut("jet", "cpu"))
+    assert torch.equal(device_lut("rdbu", "cpu"), device_lut("RdBu", "cpu"))
 
 
 # --------------------------------------------------------------------------------------------- normalize

@@ -75,11 +75,11 @@ def test_defaults_warn_nothing() -> None:
 @pytest.mark.parametrize(
     ("trainer", "probes_given", "key", "why"),
     [
-        (T(validation=False, val_dataloader=False), False, "no_validation", r"this fit has no validation dataloader"),
-        (T(validation=False, val_dataloader=False), True, "probes_without_validation", r"no validation dataloader"),
-        (T(validation=False, val_dataloader=None, limit_val_batches=0), False, "no_validation", r"limit_val_batches=0"),
+        (T(validation=False), False, "no_validation", r"this fit has no validation dataloader"),
+        (T(validation=False), True, "probes_without_validation", r"no validation dataloader"),
+        (T(validation=False, limit_val_batches=0), False, "no_validation", r"limit_val_batches=0"),
         (
-            T(validation=False, val_dataloader=None, validation_step=False, model="Net"),
+            T(validation=False, validation_step=False, model="Net"),
             True,
             "probes_without_validation",
             r"Net has no `validation_step`",
@@ -261,6 +261,6 @@ def test_trainer_values_are_read_from_public_attributes(tmp_path: Any) -> None:
         trainer.fit(TinyCNN(), train, val)
     read = reader.schedule
     assert (read.max_epochs, read.check_val_every_n_epoch, read.val_check_interval) == (-1, None, 1)
-    assert read.num_sanity_val_steps == float("inf") and read.validation and read.val_dataloader
+    assert read.validation
     assert read.model == "TinyCNN" and read.validation_step
     assert setup_warnings(read, MonitorSchedule(every_n_epochs=3, reference_epoch=50)) == []  # no epoch limit

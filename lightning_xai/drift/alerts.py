@@ -26,8 +26,7 @@ class DriftAlert:
     """One alert: a drift statistic crossed its threshold.
 
     Attributes:
-        epoch: the epoch of the evaluation that fired (and its ``global_step``).
-        method: attribution method (``"gradcam"``, ``"integrated_gradients"``, ...).
+        epoch: the epoch of the evaluation that fired (and its ``global_step``); ``method``: the attribution method.
         metric: drift metric and reference, e.g. ``"rank_vs_reference"``; ``"novel_relevance"`` for the detector.
         statistic: ``"median"`` or ``"share"`` (fixed rules); ``"mean"`` over probes (the detector's movement).
         value: the statistic's value; ``threshold``: the threshold it crossed.
@@ -36,8 +35,8 @@ class DriftAlert:
         noise: the normal level the threshold was calibrated on (detector alerts; None for fixed rules).
         region: ``regions[0]``'s box, bottom/right inclusive, or None; ``region_share``: the share of all probes
             whose largest gain lies there.
-        regions: one :class:`AlertRegion` per class (or probe group) that moved.
-        evidence: the maps before and at the alert (:class:`AlertEvidence`); None when loaded from a checkpoint.
+        regions: one :class:`AlertRegion` per class (or probe group) that moved; ``evidence``: the maps before and at
+            the alert (:class:`AlertEvidence`), None when loaded from a checkpoint.
     """
 
     epoch: int
@@ -73,18 +72,15 @@ class DriftAlert:
 
 @dataclass(frozen=True)
 class DriftRule:
-    """When drift becomes an alert: a fixed threshold on a drift statistic, checked besides the detector.
-
-    After the warm-up, the rule watches ``statistic`` of ``metric`` against ``reference`` for every method. It fires
-    when the value is ``>= threshold`` for ``patience`` consecutive evaluations, and not again while the value stays
-    over the threshold (one event, one alert); the :class:`AlertTracker`'s ``cooldown`` silences the method after it.
+    """When drift becomes an alert, besides the detector: after the warm-up, a rule fires when ``statistic`` of
+    ``metric`` against ``reference`` is ``>= threshold`` for ``patience`` consecutive evaluations, and not again while
+    it stays over (one event, one alert); the :class:`AlertTracker`'s ``cooldown`` silences the method after it.
 
     Args:
         metric: ``"rank"`` (1 − Spearman of |A|) or ``"topk"`` (1 − IoU of the top-k % cells).
         reference: ``"reference"`` (the reference epoch's maps) or ``"previous"`` (last evaluation's).
         statistic: ``"median"`` of the per-probe drift, or ``"share"`` of probes over ``probe_threshold``.
-        threshold: value at which it fires.
-        patience: consecutive evaluations over the threshold needed (a whole number >= 1).
+        threshold: value at which it fires; ``patience``: consecutive evaluations over it needed (a whole number >= 1).
         methods: restrict to these methods (aliases as in ``methods=``; None: all).
 
     Example::
@@ -151,8 +147,7 @@ class AlertTracker:
         self.alerts: list[DriftAlert] = []
 
     def update(self, method: str, statistics: dict[str, float], detected: bool = False) -> list[DriftRule]:
-        """Feed one evaluation's statistics for ``method`` (``detected``: its detector alerts now); return the rules
-        that fire now (none while the method is in its cooldown)."""
+        """The rules that fire now on ``method``'s ``statistics`` (none in its cooldown; ``detected``: by detector)."""
         quiet = self._quiet.get(method, 0)
         fired: list[DriftRule] = []
         for index, rule in enumerate(self.rules):
@@ -169,18 +164,10 @@ class AlertTracker:
         return fired
 
     def check(
-        self,
-        method: str,
-        epoch: int,
-        step: int,
-        drift: DriftResult,
-        detection: Detection | None,
-        probe_threshold: float,
+        self, method: str, epoch: int, step: int, drift: DriftResult, d: Detection | None, probe_threshold: float
     ) -> list[DriftAlert]:
-        """This evaluation's alerts for ``method``: the detector's (when it fired) and every rule's that fires (once
-        the warm-up is over); each is added to :attr:`alerts`."""
+        """This evaluation's alerts for ``method`` (from the detection ``d`` and the rules), added to :attr:`alerts`."""
         new: list[DriftAlert] = []
-        d = detection
         if d is not None and d.fired and d.threshold is not None and not self._quiet.get(method, 0):
             message = _detection_message(epoch, method, d, d.threshold)
             found = (d.probe_indices, message, d.noise, d.region, d.region_share, d.regions, d.evidence)
@@ -198,11 +185,7 @@ class AlertTracker:
         return new
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "states": primitives(self._states),
-            "quiet": dict(self._quiet),
-            "alerts": [a.to_dict() for a in self.alerts],
-        }
+        return primitives({"states": self._states, "quiet": self._quiet, "alerts": self.alerts})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._states = {k: _RuleState(**known_fields(_RuleState, v)) for k, v in state.get("states", {}).items()}
@@ -214,8 +197,7 @@ class AlertTracker:
 
 
 def _detection_message(epoch: int, method: str, d: Detection, threshold: float) -> str:
-    """What moved, then the places, each with the classes that moved there, as many as fit in :data:`MESSAGE_LIMIT`
-    (with pixel rows and columns while they fit), then the score if it fits."""
+    """What moved, then as many places (with classes and pixels) and the score as fit in :data:`MESSAGE_LIMIT`."""
     moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
     head = f"Attribution drift at epoch {epoch} ({method}): {moved} probes moved relevance to places all probes ignored"
     tail = f" (mean share moved {d.score:.1%}, threshold {threshold:.1%})."

@@ -3,9 +3,8 @@ from a shortcut; the direction can: a shortcut pulls many probes' relevance into
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -24,15 +23,14 @@ class Detection:
         score: the mean share of relevance that moved into the quiet regions (when ``fired``: over two evaluations).
         threshold: this evaluation's threshold (None while calibrating); when ``fired``, the confirmation's.
         noise: the larger of the per-probe standard error and the run's σ.
-        fired: True when this evaluation confirms the previous evaluation's candidate: an alert.
+        fired: True when this evaluation confirms the previous evaluation's candidate (an alert); ``candidate``: True
+            when the score crossed the threshold (the next evaluation confirms or drops it).
         probe_indices: probes whose own movement is over the threshold.
         region: ``regions[0]``'s box, bottom/right inclusive (None if none); ``region_share``: the share of probes
             whose largest gain lies there.
-        candidate: True when the score crossed the threshold: the next evaluation confirms or drops it.
         confirmation: after a candidate, ``(movement since before the candidate, needed)``.
-        regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first.
-        evidence: when ``fired``, the maps of ``probe_indices`` before and at the alert.
-        num_probes: how many probes the evaluation had.
+        regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first;
+            ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
     """
 
     score: float
@@ -94,22 +92,13 @@ class ShiftDetector:
 
     Example::
 
-        >>> det = ShiftDetector(calibration=2)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> def maps():  # relevance on the object, with some jitter
-        ...     m = torch.rand(8, 16, 16, generator=g) * 0.3
-        ...     m[:, 5:11, 5:11] += 1.0
-        ...     return m
-        >>> for epoch in range(4):
-        ...     d = det.update("gradcam", maps(), (32, 32), armed=True)
-        >>> shortcut = maps(); shortcut[:, 0:2, 14:16] += 6.0  # every probe now also reads a corner
-        >>> d = det.update("gradcam", shortcut, (32, 32), armed=True)
-        >>> d.candidate, d.fired
-        (True, False)
-        >>> still = maps(); still[:, 0:2, 14:16] += 6.0  # and still does at the next evaluation
-        >>> d = det.update("gradcam", still, (32, 32), armed=True)
-        >>> d.fired, d.region
-        (True, (0, 28, 3, 31))
+        >>> det, g = ShiftDetector(calibration=2), torch.Generator().manual_seed(0)
+        >>> maps = torch.rand(6, 8, 16, 16, generator=g) * 0.3  # 6 evaluations of 8 probes: jitter, relevance on
+        >>> maps[:, :, 5:11, 5:11] += 1.0  # the object and, from the 5th evaluation on, on a corner in every probe
+        >>> maps[4:, :, 0:2, 14:16] += 6.0
+        >>> found = [det.update("gradcam", m, (32, 32), armed=True) for m in maps]
+        >>> [(d.candidate, d.fired) for d in found[4:]], found[5].region  # a candidate, then the alert
+        ([(True, False), (False, True)], (0, 28, 3, 31))
     """
 
     def __init__(
@@ -129,14 +118,7 @@ class ShiftDetector:
     def threshold(
         self, scores: list[float], standard_error: float, probes: int, ready: bool = False
     ) -> tuple[float | None, float | None]:
-        """``(threshold, noise)`` for ``probes`` probes whose movements have ``standard_error``, after the run's
-        earlier ``scores``; ``(None, None)`` while fewer than ``calibration`` scores are known (unless ``ready``).
-
-        Example::
-
-            >>> ShiftDetector().threshold([0.002, -0.004, 0.003], standard_error=0.005, probes=10)
-            (0.016239, 0.005)
-        """
+        """``(threshold, noise)`` after the run's ``scores``; ``(None, None)`` while calibrating (unless ``ready``)."""
         if len(scores) < self.calibration and not ready:
             return None, None
         sigma = self.sigma(scores) or 0.0
@@ -155,12 +137,10 @@ class ShiftDetector:
         epoch: int = -1,
         cooldown: int = 3,
     ) -> Detection | None:
-        """Feed one evaluation's raw maps ``(P, h, w)`` of ``method``; None when there is no previous map yet.
-
-        ``armed`` is False during the warm-up (and when the training setup just changed): the score is measured but
-        neither calibrates nor alerts, and a pending candidate is dropped. ``classes`` (``(P,)``, the class each probe
-        is explained for) groups the alert's regions; ``epoch`` dates its evidence. After an alert the method neither
-        calibrates nor alerts for ``cooldown`` armed evaluations (the :class:`~lightning_xai.drift.AlertTracker`'s)."""
+        """Feed one evaluation's raw maps ``(P, h, w)`` of ``method``; None when there is no previous map yet. Unless
+        ``armed`` (the warm-up, a changed setup), the score neither calibrates nor alerts and a candidate is dropped.
+        ``classes`` (``(P,)``) groups the alert's regions; ``epoch`` dates its evidence. After an alert the method
+        neither calibrates nor alerts for ``cooldown`` armed evaluations (the ``AlertTracker``'s)."""
         state = self._states.setdefault(method, _MethodState())
         raw = maps.detach().float().cpu()
         current = relevance_distribution(raw, self.cells)
@@ -226,18 +206,10 @@ def _standard_error(moved: Tensor) -> float:
 
 
 def t_quantile(p: float, dof: int) -> float:
-    """Student's t quantile (Cornish–Fisher expansion around the normal quantile, within 0.5 % for ``dof >= 3``);
-    ``inf`` below 3 degrees of freedom, where a spread of so few values says too little.
-
-    Example::
-
-        >>> round(t_quantile(0.995, 9), 2), t_quantile(0.995, 2)
-        (3.25, inf)
-    """
+    """Student's t quantile (Cornish–Fisher, within 0.5 % for ``dof >= 3``); ``inf`` below 3 degrees of freedom."""
     if dof < 3:
         return math.inf
-    z = float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
-    n = float(dof)
+    z, n = float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64))), float(dof)
     two_terms = z + (z**3 + z) / (4 * n) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
     return two_terms + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
 
@@ -272,4 +244,4 @@ def _fired(
         share = float(inside.double().mean())
     evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
     detection = Detection(*confirmation, candidate.noise, True, over, region, share, confirmation=confirmation)
-    return dataclasses.replace(detection, regions=regions, evidence=evidence, num_probes=int(current.shape[0]))
+    return replace(detection, regions=regions, evidence=evidence, num_probes=int(current.shape[0]))

@@ -1,5 +1,4 @@
-"""One evaluation's measurements (drift, the detector, the alert rules, localisation) as the scalars the monitor logs
-and an :class:`Evaluation` record for ``monitor.history``."""
+"""One evaluation's measurements as the scalars the monitor logs and an :class:`Evaluation` for ``monitor.history``."""
 
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ class Evaluation:
     Attributes:
         epoch: when it ran (and ``global_step``).
         scalars: every logged ``xai/...`` scalar.
-        errors: one message per method skipped or not compared (failure, NaN, time budget).
-        alerts: the alerts it raised.
+        errors: one message per method skipped or not compared (failure, NaN, time budget); ``alerts``: its alerts.
         explain_seconds: wall time of the explanations (prediction pass and every method).
         cost_seconds: what ``max_overhead`` counts: its wall time plus the background rendering's CPU time.
     """
@@ -61,11 +59,8 @@ def measure(
     warn_once: Callable[[str, str], None] | None = None,
     setup_change: str | None = None,
 ) -> Evaluation:
-    """Measure every method's new maps against the stored ones and check the detector and the rules.
-
-    A map the time budget cut (``budget_limited``) is a worse map, not a drift: it is shown but neither measured nor
-    stored. ``setup_change`` (what the user changed in the training setup since the last evaluation) pauses the
-    detector for this evaluation."""
+    """Measure every method's new maps against the stored ones and check the detector and the rules. A map the time
+    budget cut is a worse map, not a drift: neither measured nor stored; ``setup_change`` pauses the detector."""
     record = Evaluation(epoch, step, errors=list(done.errors), explain_seconds=done.seconds)
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))

@@ -1,10 +1,7 @@
-"""Attribution methods behind one small interface (:class:`Explainer`), each a thin wrapper around Captum.
-
-An :class:`Explainer` turns a batch of probes and their targets into an :class:`Explanation`: the raw map that
-drift is measured on, a non-negative map at input resolution for display and localisation, and per-probe
-diagnostics (e.g. the Integrated Gradients completeness gap). All methods run batched, on the model's device,
-in whatever grad/eval context the caller set up (see :func:`lightning_xai.explain.guard.training_state_guard`).
-"""
+"""Attribution methods behind one small interface: an :class:`Explainer` turns a batch of probes and their targets
+into an :class:`Explanation` (the raw map drift is measured on, a display map at input resolution, per-probe
+diagnostics), each a thin wrapper around Captum, batched, in the grad/eval context the caller set up
+(:func:`lightning_xai.explain.guard.training_state_guard`)."""
 
 from lightning_xai.explain.base import EXPLAIN_KEYWORDS, Explainer, Explanation, ForwardFn
 from lightning_xai.explain.custom import CaptumExplainer, FunctionExplainer
@@ -13,7 +10,7 @@ from lightning_xai.explain.gradients import DeepLift, GradientShap, InputXGradie
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
 from lightning_xai.explain.perturbation import Lime, Occlusion
 from lightning_xai.explain.quality import QUALITY_MEASURES, check_quality
-from lightning_xai.explain.registry import (  # noqa: E402 - the registry builds the classes above
+from lightning_xai.explain.registry import (
     REGISTRY,
     MethodEntry,
     build_explainers,
@@ -24,32 +21,8 @@ from lightning_xai.explain.registry import (  # noqa: E402 - the registry builds
 from lightning_xai.explain.relevance import LRP, GuidedGradCam
 from lightning_xai.explain.views import Activations, Filters
 
-__all__ = [
-    "EXPLAIN_KEYWORDS",
-    "REGISTRY",
-    "MethodEntry",
-    "build_explainers",
-    "canonical_name",
-    "method_names",
-    "register",
-    "Explainer",
-    "Explanation",
-    "ForwardFn",
-    "GradCam",
-    "IntegratedGradients",
-    "QUALITY_MEASURES",
-    "check_quality",
-    "Activations",
-    "CaptumExplainer",
-    "DeepLift",
-    "Filters",
-    "FunctionExplainer",
-    "GradientShap",
-    "GuidedGradCam",
-    "InputXGradient",
-    "LRP",
-    "Lime",
-    "Occlusion",
-    "Saliency",
-    "SmoothGrad",
-]
+__all__ = ["EXPLAIN_KEYWORDS", "REGISTRY", "MethodEntry", "build_explainers", "canonical_name", "method_names",
+           "register", "Explainer", "Explanation", "ForwardFn", "GradCam", "IntegratedGradients", "QUALITY_MEASURES",
+           "check_quality", "Activations", "CaptumExplainer", "DeepLift", "Filters", "FunctionExplainer",
+           "GradientShap", "GuidedGradCam", "InputXGradient", "LRP", "Lime", "Occlusion", "Saliency",
+           "SmoothGrad"]  # fmt: skip

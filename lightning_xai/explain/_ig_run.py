@@ -1,5 +1,5 @@
-"""One Integrated Gradients call: its inputs and endpoints, its time budget and the quadratures it tried (each
-Captum's ``IntegratedGradients.attribute(method="gausslegendre")``, batched by :func:`plan_batches`)."""
+"""One Integrated Gradients call: its inputs and endpoints, its limits and the quadratures it tried (each Captum's
+``IntegratedGradients.attribute(method="gausslegendre")``, batched by :func:`plan_batches`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,24 @@ import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from torch import Tensor
 
-from lightning_xai.explain._batches import plan_batches
 from lightning_xai.explain.base import ForwardFn
 from lightning_xai.explain.forward import synchronize
 
 if TYPE_CHECKING:
     from lightning_xai.explain.integrated_gradients import IntegratedGradients
+
+
+def plan_batches(num_probes: int, n_steps: int, cap: int) -> list[tuple[int, int]]:
+    """``(probes, Captum's internal_batch_size)`` of each Captum call, for passes of at most ``cap`` samples, from
+    sizes alone. Captum packs ``internal_batch_size // probes`` whole steps of all probes per pass and never fewer
+    than all probes, so probes beyond the cap are split into slices (sizes within one of each other), one call each.
+    The steps are spread evenly over the fewest passes (no small tail pass)."""
+    slices = math.ceil(num_probes / max(1, cap))
+    plan = []
+    for probes in (num_probes // slices + (i < num_probes % slices) for i in range(slices)):
+        steps = max(1, min(n_steps, cap // probes))
+        plan.append((probes, probes * math.ceil(n_steps / math.ceil(n_steps / steps))))
+    return plan
 
 
 @dataclass
@@ -36,7 +48,7 @@ def _relative(gap: Tensor, delta: Tensor) -> float:
 
 @dataclass
 class _Run:
-    """One ``explain`` call (or a part of its probes) and the quadratures tried."""
+    """One ``explain`` call (or a part of its probes), its ``deadline`` and ``batch`` cap, and the quadratures tried."""
 
     ig: IntegratedGradients
     forward: ForwardFn
@@ -45,6 +57,7 @@ class _Run:
     targets: Tensor
     delta: Tensor
     deadline: float | None
+    batch: int
     started: float = field(default_factory=time.perf_counter)
     results: list[_Result] = field(default_factory=list)
     limited: bool = False
@@ -76,9 +89,9 @@ class _Run:
         return self.integrate(steps)
 
     def part(self, index: Tensor) -> _Run:
-        """The same call restricted to the probes at ``index`` (same clock, same budget)."""
+        """The same call restricted to the probes at ``index`` (same clock, same limits)."""
         x, base, targets, delta = (t[index] for t in (self.x, self.base, self.targets, self.delta))
-        return _Run(self.ig, self.forward, x, base, targets, delta, self.deadline, started=self.started)
+        return _Run(self.ig, self.forward, x, base, targets, delta, self.deadline, self.batch, started=self.started)
 
     def calibration_part(self, share: float) -> tuple[_Run, Tensor] | None:
         """The part of the ``ceil(share × probes)`` probes with the largest ``|F(x) - F(x')|`` (they weigh most in
@@ -106,7 +119,7 @@ class _Run:
     def integrate(self, n_steps: int) -> _Result:
         """Captum's ``n_steps``-point Gauss–Legendre IG: attributions, per-probe and relative gap."""
         x, num = self.x, self.x.shape[0]
-        plan = plan_batches(num, n_steps, self.ig.batch_cap)
+        plan = plan_batches(num, n_steps, self.batch)
         sizes = [probes for probes, _ in plan]
         slices = zip(x.split(sizes), self.base.split(sizes), self.targets.split(sizes), plan, strict=True)
         captum = CaptumIG(self.forward, multiply_by_inputs=True)

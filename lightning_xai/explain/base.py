@@ -22,10 +22,10 @@ from lightning_xai.probes.inputs import describe
 
 ForwardFn = Callable[[Tensor], Tensor]
 
-#: keywords the monitor can hand ``explain`` when listed in :attr:`Explainer.explain_keywords`: ``outputs``
-#: (``forward(inputs)`` from the shared prediction pass, no grad) and ``max_seconds`` (the time left in the
-#: budget: the method scales its work down and adds ``budget_limited`` to its diagnostics)
-EXPLAIN_KEYWORDS = frozenset({"outputs", "max_seconds"})
+#: keywords the monitor can hand ``explain`` when listed in :attr:`Explainer.explain_keywords`: ``outputs`` (the shared
+#: prediction pass), ``max_seconds`` (the time left: the method scales its work down and adds ``budget_limited`` to its
+#: diagnostics) and the monitor's limits ``max_steps``, ``max_batch``, ``search_seconds`` (IntegratedGradients.explain)
+EXPLAIN_KEYWORDS = frozenset({"outputs", "max_seconds", "max_steps", "max_batch", "search_seconds"})
 
 
 @dataclass
@@ -35,8 +35,7 @@ class Explanation:
     Attributes:
         raw: ``(P, h, w)`` float32 attribution map drift is measured on (signs kept; drift uses ``|raw|``).
         display: ``(P, H, W)`` float32, non-negative, at the input's resolution: what is drawn and localised.
-        diagnostics: per-probe ``(P,)`` tensors, e.g. ``{"completeness_gap": ...}``.
-    """
+        diagnostics: per-probe ``(P,)`` tensors, e.g. ``{"completeness_gap": ...}``."""
 
     raw: Tensor
     display: Tensor
@@ -65,17 +64,15 @@ class Explainer(ABC):
 
     @abstractmethod
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
-        """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``.
-
-        A method may also accept the keywords listed in its ``explain_keywords`` (see :data:`EXPLAIN_KEYWORDS`)."""
+        """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``; a method may also accept the keywords
+        listed in its ``explain_keywords`` (see :data:`EXPLAIN_KEYWORDS`)."""
 
     def __getstate__(self) -> dict[str, Any]:
         """The picklable state: the model's modules bound at setup (``_model``, ``_module``) are left out."""
         return {k: None if k in ("_model", "_module") else v for k, v in self.__dict__.items()}
 
 
-# ------------------------------------------------------------------------------------------ argument checks
-# here, at the bottom of the explain layer, so that explain, drift and visualize can all import them
+# argument checks: here, at the bottom of the explain layer, so that explain, drift and visualize can import them
 
 #: a name that becomes part of tags, keys and log directories (no ``/``, ``.``, spaces: ``..`` would climb out)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -84,12 +81,10 @@ NAME_RULE = "1 to 64 ASCII letters, digits, '_' or '-' (not starting with '-')"
 
 def _scalar(value: Any) -> Any:
     """A single number as a Python value: numpy scalars and 0-d arrays/tensors unwrapped, anything else as is."""
-    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
-        try:
+    if isinstance(value, (Tensor, np.ndarray, np.generic)) and value.ndim == 0:
+        with contextlib.suppress(RuntimeError, ValueError):  # the meta device: no value
             return value.item()
-        except (RuntimeError, ValueError):  # the meta device: no value
-            return value
-    return value.item() if isinstance(value, np.generic) else value
+    return value
 
 
 def _refusal(name: str, where: str, expected: str, value: Any, fix: str) -> ValueError:
@@ -116,17 +111,7 @@ def check_int(
 ) -> int | None:
     """``value`` as a plain ``int`` in ``[minimum, maximum]``, or a ``ValueError`` naming the argument, the value
     and the fix. Accepted: ints, numpy integers, 0-d integer arrays/tensors and whole floats; refused: bools,
-    fractions, strings, sequences, ``None`` unless ``allow_none``. ``where="ShiftDetector"`` names the owner.
-
-    Example::
-
-        >>> check_int("warmup_epochs", np.int64(2)), check_int("num_probes", 8.0, 1)
-        (2, 8)
-        >>> check_int("num_probes", 2.5, 1)
-        Traceback (most recent call last):
-        ...
-        ValueError: `num_probes` must be an int >= 1, got 2.5; pass a whole number: num_probes=2 or num_probes=3.
-    """
+    fractions, strings, sequences, ``None`` unless ``allow_none``. ``where="ShiftDetector"`` names the owner."""
     if allow_none and value is None:
         return None
     number = _scalar(value)
@@ -192,17 +177,7 @@ def check_float(
     where: str = "",
 ) -> float | None:
     """``value`` as a finite ``float`` in ``[minimum, maximum]`` (an end excluded with ``low_open``/``high_open``),
-    or a ``ValueError`` naming the argument, the value and the fix (as :func:`check_int`, for reals).
-
-    Example::
-
-        >>> check_float("topk", np.float32(0.25), 0, 1, low_open=True)
-        0.25
-        >>> check_float("topk", "0.1", 0, 1, low_open=True)
-        Traceback (most recent call last):
-        ...
-        ValueError: `topk` must be a number in (0, 1], got '0.1' (str); pass topk=0.1.
-    """
+    or a ``ValueError`` naming the argument, the value and the fix (as :func:`check_int`, for reals)."""
     if allow_none and value is None:
         return None
     number = _scalar(value)
@@ -269,16 +244,7 @@ def _type_fix(name: str, value: Any, example: float, integer: bool) -> str:
 
 
 def check_name(argument: str, name: Any, allow_none: bool = False) -> str | None:
-    """A name that becomes part of tags, keys and log directories: :data:`NAME_RULE`, else a ``ValueError``.
-
-    Example::
-
-        >>> check_name("name", "grad cam/v2")
-        Traceback (most recent call last):
-        ...
-        ValueError: `name` must be 1 to 64 ASCII letters, digits, '_' or '-' (not starting with '-'): it becomes \
-part of tags, keys and log directories (xai/<name>/...); got 'grad cam/v2' (str). Use e.g. 'grad_cam_v2'.
-    """
+    """A name that becomes part of tags, keys and log directories: :data:`NAME_RULE`, else a ``ValueError``."""
     if name is None and allow_none:
         return None
     if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
@@ -292,13 +258,7 @@ part of tags, keys and log directories (xai/<name>/...); got 'grad cam/v2' (str)
 
 
 def suggest_name(name: Any, fallback: str = "method") -> str:
-    """A name that follows :data:`NAME_RULE`, made from ``name`` (``fallback`` when nothing is left).
-
-    Example::
-
-        >>> suggest_name("grad cam/v2"), suggest_name(".."), suggest_name(3)
-        ('grad_cam_v2', 'method', '3')
-    """
+    """A name that follows :data:`NAME_RULE`, made from ``name`` (``fallback`` when nothing is left)."""
     fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_-")[:64]
     return fixed or fallback
 
@@ -308,17 +268,7 @@ def check_baseline_shape(
 ) -> None:
     """The one baseline-shape check: a reference input fits probes ``(C, H, W)`` when it broadcasts to one probe
     ``(1, C, H, W)``, or (with ``num_probes``: one reference per probe) is 4-D with ``num_probes`` rows that
-    broadcast to the probes. Else a ``ValueError`` naming ``name``, both shapes and the fix.
-
-    Example::
-
-        >>> check_baseline_shape("IntegratedGradients.baseline", torch.zeros(3, 1, 1), (3, 8, 8))
-        >>> check_baseline_shape("IntegratedGradients.baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8), num_probes=4)
-        >>> check_baseline_shape("IntegratedGradients.baseline", torch.zeros(4, 3, 8, 8), (3, 8, 8))
-        Traceback (most recent call last):
-        ...
-        ValueError: `IntegratedGradients.baseline` has shape (4, 3, 8, 8), which does not fit probes of shape ...
-    """
+    broadcast to the probes. Else a ``ValueError`` naming ``name``, both shapes and the fix."""
     if not isinstance(baseline, Tensor):
         return
     shape, one = tuple(baseline.shape), (1, *probe_shape)

@@ -1,6 +1,4 @@
-"""Plug in any attribution: a Captum class (:class:`CaptumExplainer`) or a function (:class:`FunctionExplainer`).
-Either becomes a method of ``methods=`` like the built-in ones: run batched under the monitor's guard, drifted,
-drawn and alerted on."""
+"""Any attribution as a method of ``methods=``: a Captum class (:class:`CaptumExplainer`) or a function."""
 
 from __future__ import annotations
 
@@ -40,9 +38,8 @@ def _snake_case(name: str) -> str:
 
 
 class CaptumExplainer(CaptumMethod):
-    """Any Captum attribution class as a method: ``captum_cls(forward)`` (``captum_cls(model)`` for classes that hook
-    the model's layers, e.g. ``DeepLiftShap``; ``captum_cls(forward, layer)`` for ``Layer*`` classes), then
-    ``.attribute(probes, target=targets, **attribute_kwargs)`` on the batch, reduced over channels (``reduce``).
+    """Any Captum class as a method: ``captum_cls(forward)`` (``(model)`` if it hooks layers, ``(forward, layer)``
+    for ``Layer*``), then ``.attribute(probes, target=targets, **attribute_kwargs)``, reduced over channels.
 
     Args:
         captum_cls: a class from ``captum.attr`` (e.g. ``FeatureAblation``, ``KernelShap``, ``LayerGradCam``).
@@ -96,14 +93,8 @@ class CaptumExplainer(CaptumMethod):
 
     def config(self) -> dict[str, Any]:
         layer = self.layer if self.layer is None or isinstance(self.layer, str) else f"<{type(self.layer).__name__}>"
-        kwargs = {k: primitive(v) for k, v in sorted({**self.init_kwargs, **self.attribute_kwargs}.items())}
-        return {
-            "captum": self.captum_cls.__qualname__,
-            "layer": layer,
-            "reduce": self.reduce,
-            "seed": self.seed,
-            **kwargs,
-        }
+        own = {"captum": self.captum_cls.__qualname__, "layer": layer, "reduce": self.reduce, "seed": self.seed}
+        return own | {k: primitive(v) for k, v in sorted({**self.init_kwargs, **self.attribute_kwargs}.items())}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         self._model = model
@@ -126,14 +117,13 @@ class CaptumExplainer(CaptumMethod):
         return self.captum_cls(first, *layer, **self.init_kwargs)
 
     def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
-        result = method.attribute(inputs, target=targets, **self.attribute_kwargs)
+        result = super().attribute(method, inputs, targets, batch)
         return result[0] if isinstance(result, tuple) else result
 
 
 class FunctionExplainer(Explainer):
-    """Your own attribution function as a method: ``fn(forward, inputs, targets)`` returns a ``(P, C, H, W)`` or
-    ``(P, h, w)`` attribution of ``forward(inputs)[i, targets[i]]`` for every probe ``i``. It runs with gradients
-    enabled, the model in eval mode and frozen (differentiate with respect to ``inputs``), RNG streams seeded.
+    """Your function as a method: ``fn(forward, inputs, targets)`` -> ``(P, C, H, W)`` or ``(P, h, w)`` attribution
+    of ``forward(inputs)[i, targets[i]]``, run with grad on, the model in eval mode and frozen, RNG seeded.
 
     Args:
         fn: the attribution function (picklable, i.e. module-level, for ``strategy="ddp_spawn"``).

@@ -65,36 +65,15 @@ def uncompiled(module: nn.Module) -> Iterator[None]:
 def model_forward(module: nn.Module, forward_fn: ModelForwardFn | None = None) -> Iterator[ForwardFn]:
     """Yield ``forward(x) -> (N, num_classes)`` float32 logits for explaining ``module``: uncompiled (Captum's
     per-call hooks), with float32 copies of half/bfloat16 weights through ``torch.func.functional_call`` (the
-    training weights stay as they are), probes cast to float32, and ``forward_fn(module, x)`` instead of ``module(x)``.
-
-    Example::
-
-        >>> net = torch.nn.Linear(3, 2).to(torch.bfloat16)
-        >>> with model_forward(net) as forward:
-        ...     forward(torch.ones(1, 3)).dtype
-        torch.float32
-    """
-    call_fn = forward_fn or _call_module
+    training weights stay as they are), probes cast to float32, ``forward_fn(module, x)`` instead of ``module(x)``."""
+    call_fn, wrapper = forward_fn or _call_module, _Call(module, forward_fn or _call_module)
     with uncompiled(module):
-        if any(
-            t.is_floating_point() and t.dtype != torch.float32 for t in chain(module.parameters(), module.buffers())
-        ):
-            state = {
-                f"module.{name}": t.detach().float() if t.is_floating_point() else t
-                for name, t in chain(module.named_parameters(), module.named_buffers())
-            }
-            wrapper = _Call(module, call_fn)
-
-            def call(x: Tensor) -> Any:
-                return torch.func.functional_call(wrapper, state, (x.float(),))
-
-        else:
-
-            def call(x: Tensor) -> Any:
-                return call_fn(module, x.float())
+        tensors = dict(chain(module.named_parameters(), module.named_buffers()))
+        low = any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors.values())
+        state = {f"module.{n}": t.detach().float() if t.is_floating_point() else t for n, t in tensors.items() if low}
 
         def forward(x: Tensor) -> Tensor:
-            out = call(x)
+            out = torch.func.functional_call(wrapper, state, (x.float(),)) if low else call_fn(module, x.float())
             if not isinstance(out, Tensor):
                 raise TypeError(
                     f"the model returned {type(out).__name__}, not a logits tensor; pass `forward_fn=` to pick the "

@@ -27,26 +27,36 @@ GradcamReshape = Callable[[Tensor], Tensor]
 
 
 def tokens_to_grid(tokens: Tensor, prefix: int, height: int, width: int) -> Tensor:
-    """``(B, prefix + height * width, C)`` tokens -> ``(B, C, height, width)``: the patch tokens, row by row.
+    """``(B, prefix + height * width, C)`` tokens -> ``(B, C, height, width)``: the patch tokens, row by row."""
+    return tokens[:, prefix:, :].reshape(len(tokens), height, width, -1).permute(0, 3, 1, 2)
 
-    Example::
 
-        >>> tokens_to_grid(torch.arange(10.0).view(1, 5, 2), prefix=1, height=2, width=2)[0, 0]
-        tensor([[2., 4.],
-                [6., 8.]])
-    """
-    b, _, c = tokens.shape
-    return tokens[:, prefix:, :].reshape(b, height, width, c).permute(0, 3, 1, 2)
+def capture_output(module: nn.Module, forward: ForwardFn, inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """``(forward(inputs), module's output)``, the output requiring grad; the forward goes on with a clone of it."""
+    captured: list[Tensor] = []
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Tensor:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"the layer `{type(module).__name__}` returned {type(output).__name__}, not a tensor")
+        captured.append(output if output.requires_grad else output.detach().requires_grad_(True))
+        return captured[-1].clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        logits = forward(inputs)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"the layer ran {len(captured)} times in one forward pass, expected once")
+    return logits, captured[0]
 
 
 class GradCam(Explainer):
-    """Grad-CAM: the class-discriminative localisation map ``ReLU(sum_k alpha_k A^k)`` of a feature layer, ``alpha_k``
-    the spatial mean of the target logit's gradient with respect to channel ``A^k`` (Selvaraju et al., 2017,
-    https://arxiv.org/abs/1610.02391), with Captum's ``LayerGradCam``: ReLU, then bilinear upsampling.
+    """Grad-CAM ``ReLU(sum_k alpha_k A^k)`` of a feature layer, ``alpha_k`` the spatial mean of the target's gradient
+    for channel ``A^k`` (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391); Captum, bilinear upsampling.
 
-    A transformer's ``(B, tokens, C)`` output is reshaped to ``(B, C, h, w)`` first (Captum would average over
-    tokens): automatically when the tokens after the class/prefix tokens are a patch grid with the input's aspect
-    ratio, or with ``reshape``; its gradient then comes from ``torch.autograd.grad`` through a forward hook.
+    A transformer's ``(B, tokens, C)`` output is reshaped to ``(B, C, h, w)`` first (``reshape``, or automatically
+    when the tokens after the class/prefix tokens are a patch grid with the input's aspect ratio).
 
     Args:
         layer: dotted module name, the module itself, or None: a known ViT's last block's first LayerNorm, else the
@@ -55,10 +65,8 @@ class GradCam(Explainer):
 
     Example::
 
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-        ...                           torch.nn.Linear(2 * 6 * 6, 3))
-        >>> cam = GradCam()
-        >>> x = torch.rand(2, 1, 8, 8, requires_grad=True)
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+        >>> cam, x = GradCam(), torch.rand(2, 1, 8, 8, requires_grad=True)
         >>> cam.setup(net, net, x[:1])
         >>> cam.layer_name, tuple(cam.explain(net, x, torch.tensor([0, 2])).display.shape)
         ('1', (2, 8, 8))
@@ -89,10 +97,10 @@ class GradCam(Explainer):
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         traces = trace_modules(model, forward, example)
-        by_name = {t.name: t for t in traces}
+        candidates, what = gradcam_candidates(traces), f"{type(self).__name__}.layer"
         if self.layer is None:
-            chosen = auto_gradcam_layer(traces, model)
-            if chosen is None:
+            self.layer_name = auto_gradcam_layer(traces, model)
+            if self.layer_name is None:
                 shapes = {t.name: t.output_shape for t in traces[-8:]}
                 raise ValueError(
                     f"`methods` includes 'gradcam' but {type(model).__name__} has no module that returns a "
@@ -101,48 +109,43 @@ class GradCam(Explainer):
                     "`GradCam(layer=...)` explicitly (with `reshape=` if its output is not (B, C, H, W)), or "
                     "use `methods=('integrated_gradients',)`."
                 )
-            self.layer_name = chosen
         else:
             try:
-                self.layer_name, _ = resolve_module(model, self.layer, f"{type(self).__name__}.layer")
+                self.layer_name, _ = resolve_module(model, self.layer, what)
             except ValueError as err:
-                raise ValueError(f"{err} Layers Grad-CAM can use: {gradcam_candidates(traces)[-10:]}.") from None
+                raise ValueError(f"{err} Layers Grad-CAM can use: {candidates[-10:]}.") from None
         self._module = dict(model.named_modules())[self.layer_name]
-        trace = by_name.get(self.layer_name)
+        trace = next((t for t in traces if t.name == self.layer_name), None)
         if trace is None:
             raise ValueError(
-                f"`{type(self).__name__}.layer={self.layer_name!r}` never ran during a forward pass of the "
-                f"probes, so Grad-CAM "
-                f"cannot use it. Candidates that run: {gradcam_candidates(traces)[-10:]}."
+                f"`{what}={self.layer_name!r}` never ran during a forward pass of the probes, so Grad-CAM cannot use "
+                f"it. Candidates that run: {candidates[-10:]}."
             )
         if trace.calls > 1:
             raise ValueError(
-                f"`{type(self).__name__}.layer={self.layer_name!r}` runs {trace.calls} times per forward pass "
-                f"(a reused "
-                "module, e.g. one ReLU shared by several blocks); Captum only keeps its last call, so Grad-CAM "
-                f"would be wrong. Choose a module that runs once, e.g. one of "
-                f"{gradcam_candidates(traces)[-5:]}."
+                f"`{what}={self.layer_name!r}` runs {trace.calls} times per forward pass (a reused module, e.g. one "
+                "ReLU shared by several blocks); Captum only keeps its last call, so Grad-CAM would be wrong. Choose "
+                f"a module that runs once, e.g. one of {candidates[-5:]}."
             )
-        self._to_grid, self.token_layout = self._grid_function(model, trace.output_shape, example, traces)
-        h, w = map_size(trace.output_shape) if self.token_layout is None else self.token_layout[1:]
-        self.cells = (h, w)
-        size = f"{h}x{w} cells for {example.shape[-2]}x{example.shape[-1]} probes"
+        self._to_grid, self.token_layout = self._grid_function(model, trace.output_shape, example, candidates)
+        self.cells = map_size(trace.output_shape) if self.token_layout is None else self.token_layout[1:]
+        h, w = self.cells
         if 0 < h * w <= 4:
             rank_zero_warn(
-                f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {size}: it cannot "
-                "say where in the image the evidence is, and its drift moves in coarse steps. Pass an earlier layer "
-                f"with `GradCam(layer=...)` (candidates: {gradcam_candidates(traces)[-6:]}) or larger probes."
+                f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {h}x{w} cells for "
+                f"{example.shape[-2]}x{example.shape[-1]} probes: it cannot say where in the image the evidence is, "
+                "and its drift moves in coarse steps. Pass an earlier layer with `GradCam(layer=...)` (candidates: "
+                f"{candidates[-6:]}) or larger probes."
             )
 
     def _grid_function(
-        self, model: nn.Module, shape: tuple[int, ...] | None, example: Tensor, traces: list[Any]
+        self, model: nn.Module, shape: tuple[int, ...] | None, example: Tensor, candidates: list[str]
     ) -> tuple[GradcamReshape | None, tuple[int, int, int] | None]:
-        name = self.layer_name
+        """The reshape to ``(B, C, h, w)`` (None: the output already is one) and the token layout, if tokens."""
+        name, what = self.layer_name, f"`{type(self).__name__}.layer={self.layer_name!r}`"
         if self.reshape is not None:
             if shape is None:
-                raise ValueError(
-                    f"`{type(self).__name__}.layer={name!r}` does not return a tensor; Grad-CAM cannot use it."
-                )
+                raise ValueError(f"{what} does not return a tensor; Grad-CAM cannot use it.")
             try:
                 grid = self.reshape(torch.zeros(shape))
             except Exception as err:
@@ -169,58 +172,54 @@ class GradCam(Explainer):
                     return to_grid, (prefix, *grid_hw)
             prefixes = f"the model's {known}" if known is not None else "0 or 1"
             raise ValueError(
-                f"`{type(self).__name__}.layer={name!r}` returns tokens of shape {shape} (B, T, C), but "
-                f"T={shape[1]} minus "
-                f"{prefixes} prefix tokens is not a patch grid with the probes' aspect ratio {height}x{width}. "
-                "Pass `GradCam(reshape=...)` mapping the output to (B, C, h, w)."
+                f"{what} returns tokens of shape {shape} (B, T, C), but T={shape[1]} minus {prefixes} prefix tokens "
+                f"is not a patch grid with the probes' aspect ratio {height}x{width}. Pass `GradCam(reshape=...)` "
+                "mapping the output to (B, C, h, w)."
             )
         raise ValueError(
-            f"`{type(self).__name__}.layer={name!r}` returns shape {shape}, not a 4-D (B, C, H, W) feature map "
-            f"with H*W > 1 "
-            f"nor (B, tokens, C) patch tokens. Pass `GradCam(reshape=...)` mapping it to (B, C, h, w), or choose one "
-            f"of {gradcam_candidates(traces)[-10:]}."
+            f"{what} returns shape {shape}, not a 4-D (B, C, H, W) feature map with H*W > 1 nor (B, tokens, C) patch "
+            f"tokens. Pass `GradCam(reshape=...)` mapping it to (B, C, h, w), or choose one of {candidates[-10:]}."
         )
 
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
         if self._module is None:
             raise RuntimeError("GradCam.setup() must run before explain().")
         if self._to_grid is None:
-            cam = captum_attr.LayerGradCam(forward, self._module).attribute(
-                inputs, target=targets.tolist(), relu_attributions=True
-            )
-        else:
-            cam = self._reshaped_gradcam(forward, inputs, targets, self._module, self._to_grid)
+            gradcam = captum_attr.LayerGradCam(forward, self._module)
+            cam = gradcam.attribute(inputs, target=targets.tolist(), relu_attributions=True)
+        else:  # the same computation on the reshaped layer output and its gradient
+            logits, activations = capture_output(self._module, forward, inputs)
+            index = targets.to(logits.device).long().view(-1, 1)
+            score = logits.gather(1, index).sum()  # probes are independent in eval mode: d(sum)/dA_i = dy_i/dA_i
+            (grads,) = torch.autograd.grad(score, activations)
+            fmap, gmap = self._to_grid(activations.detach()).float(), self._to_grid(grads).float()
+            if fmap.ndim != 4 or fmap.shape[0] != inputs.shape[0]:
+                raise ValueError(f"`GradCam.reshape` returned shape {tuple(fmap.shape)}, expected (B, C, h, w)")
+            cam = torch.relu((gmap.mean(dim=(2, 3), keepdim=True) * fmap).sum(dim=1, keepdim=True))
         cam = cam.float()
         display = captum_attr.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
         return Explanation(raw=cam[:, 0], display=display[:, 0].clamp_min(0))
 
-    @staticmethod
-    def _reshaped_gradcam(
-        forward: ForwardFn, inputs: Tensor, targets: Tensor, module: nn.Module, to_grid: GradcamReshape
-    ) -> Tensor:
-        captured: list[Tensor] = []
 
-        def hook(_module: nn.Module, _args: Any, output: Any) -> Tensor:
-            if not isinstance(output, Tensor):
-                raise TypeError(f"the Grad-CAM layer returned {type(output).__name__}, not a tensor")
-            source = output if output.requires_grad else output.detach().requires_grad_(True)
-            captured.append(source)
-            return source.clone()  # later in-place ops change the clone, not the activations we differentiate
+class AtGradCamLayer:
+    """Mixin of a method that works at Grad-CAM's layer (``layer``, ``reshape``: see :class:`GradCam`)."""
 
-        handle = module.register_forward_hook(hook)
+    name: str
+    _model: nn.Module | None = None
+
+    def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None) -> None:
+        self.gradcam = GradCam(layer=layer, reshape=reshape)
+
+    @property
+    def layer_name(self) -> str | None:
+        return self.gradcam.layer_name
+
+    def config(self) -> dict[str, Any]:
+        return self.gradcam.config()
+
+    def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         try:
-            logits = forward(inputs)
-        finally:
-            handle.remove()
-        if len(captured) != 1:
-            raise RuntimeError(f"the Grad-CAM layer ran {len(captured)} times in one forward pass, expected once")
-        activations = captured[0]
-        index = targets.to(logits.device).long().view(-1, 1)
-        score = logits.gather(1, index).sum()  # probes are independent in eval mode: d(sum)/dA_i = dy_i/dA_i
-        (grads,) = torch.autograd.grad(score, activations)
-        fmap = to_grid(activations.detach()).float()
-        gmap = to_grid(grads).float()
-        if fmap.ndim != 4 or fmap.shape[0] != inputs.shape[0]:
-            raise ValueError(f"`GradCam.reshape` returned shape {tuple(fmap.shape)}, expected (B, C, h, w)")
-        alpha = gmap.mean(dim=(2, 3), keepdim=True)
-        return torch.relu((alpha * fmap).sum(dim=1, keepdim=True))
+            self.gradcam.setup(model, forward, example)
+        except ValueError as err:
+            raise ValueError(f"{self.name!r} uses Grad-CAM's layer: {err}") from None
+        self._model = model

@@ -1,5 +1,4 @@
-"""Gradient attributions with Captum: saliency, SmoothGrad, Input×Gradient, GradientSHAP and DeepLift (random draws
-from streams seeded with ``seed``: the same map every evaluation, no training RNG moved)."""
+"""Gradient attributions with Captum: saliency, SmoothGrad, Input×Gradient, GradientSHAP and DeepLift."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from captum import attr as captum_attr
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import ForwardFn, check_baseline_shape, check_float, check_int
+from lightning_xai.explain.base import ForwardFn, check_baseline_shape
 from lightning_xai.explain.layers import trace_modules
 from lightning_xai.explain.wrapping import CaptumMethod, expand_baseline
 
@@ -33,15 +32,12 @@ class Saliency(CaptumMethod):
     name = "saliency"
     captum_cls = captum_attr.Saliency
     reduce = "abs_max"
-
-    def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
-        return method.attribute(inputs, target=targets, abs=True)
+    attribute_kwargs = {"abs": True}
 
 
 @dataclass(eq=False)
 class SmoothGrad(CaptumMethod):
-    """SmoothGrad: saliency averaged over noisy copies of the probe (Smilkov et al., 2017,
-    https://arxiv.org/abs/1706.03825).
+    """SmoothGrad: saliency averaged over noisy copies (Smilkov et al., 2017, https://arxiv.org/abs/1706.03825).
 
     Args:
         samples: noisy copies per probe: forward+backward passes per probe.
@@ -63,13 +59,7 @@ class SmoothGrad(CaptumMethod):
     batch_size: int = DEFAULT_BATCH
     name = "smoothgrad"
     reduce = "abs_max"
-
-    def __post_init__(self) -> None:
-        self.samples = check_int("samples", self.samples, 1, where="SmoothGrad")
-        self.noise = check_float("noise", self.noise, 0.0, where="SmoothGrad")
-        self.seed = check_int("seed", self.seed, 0, where="SmoothGrad")
-        self.batch_size = check_int("batch_size", self.batch_size, 1, where="SmoothGrad")
-        self.passes_per_probe = float(self.samples)
+    minimums = {"samples": 1, "noise": 0.0, "seed": 0, "batch_size": 1}
 
     def build(self, forward: ForwardFn) -> Any:
         return captum_attr.NoiseTunnel(captum_attr.Saliency(forward))
@@ -86,8 +76,7 @@ class InputXGradient(CaptumMethod):
 
     Example::
 
-        >>> lin = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        >>> x = torch.rand(1, 1, 2, 2)
+        >>> lin, x = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(1, 1, 2, 2)
         >>> out = InputXGradient().explain(lin, x, torch.tensor([1]))
         >>> torch.allclose(out.raw.flatten(), x.flatten() * lin[1].weight[1])
         True
@@ -103,8 +92,8 @@ class GradientShap(CaptumMethod):
     distribution (Lundberg & Lee, 2017, https://arxiv.org/abs/1705.07874).
 
     Args:
-        baseline: the reference input (None: the default; a float; a tensor broadcastable to one probe), drawn
-            together with the probes themselves; or a ``(B, C, H, W)`` distribution of references, used as is.
+        baseline: the reference input (None: zeros; a float; a tensor broadcastable to one probe), drawn together
+            with the probes themselves; or a ``(B, C, H, W)`` distribution of references, used as is.
         samples: random points per probe: forward+backward passes per probe.
         stdevs: standard deviation of the noise added to the probe before each sample.
         seed: seed of the draws.
@@ -126,13 +115,7 @@ class GradientShap(CaptumMethod):
     batch_size: int = DEFAULT_BATCH
     name = "gradient_shap"
     captum_cls = captum_attr.GradientShap
-
-    def __post_init__(self) -> None:
-        self.samples = check_int("samples", self.samples, 1, where="GradientShap")
-        self.stdevs = check_float("stdevs", self.stdevs, 0.0, where="GradientShap")
-        self.seed = check_int("seed", self.seed, 0, where="GradientShap")
-        self.batch_size = check_int("batch_size", self.batch_size, 1, where="GradientShap")
-        self.passes_per_probe = float(self.samples)
+    minimums = {"samples": 1, "stdevs": 0.0, "seed": 0, "batch_size": 1}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         rows = len(self.baseline) if isinstance(self.baseline, Tensor) and self.baseline.ndim == 4 else None
@@ -156,11 +139,11 @@ class GradientShap(CaptumMethod):
 @dataclass(eq=False)
 class DeepLift(CaptumMethod):
     """DeepLift (Rescale rule): each pixel's share of ``y_t(x) - y_t(x')`` for a reference input ``x'`` (Shrikumar
-    et al., 2017, https://arxiv.org/abs/1704.02685); the miss is logged as ``completeness_gap``. Setup refuses a
-    nonlinearity module that runs more than once per forward.
+    et al., 2017, https://arxiv.org/abs/1704.02685), the miss as ``completeness_gap``; refuses reused nonlinearities.
 
     Args:
-        baseline: the reference input: None (the default), a float, or a tensor broadcastable to one probe.
+        baseline: the reference input: a float, a tensor broadcastable to one probe, or None: the input that
+            displays as black, resolved by the monitor's registry from ``denormalize=``, else zeros.
 
     Example::
 
@@ -190,5 +173,4 @@ class DeepLift(CaptumMethod):
         super().setup(model, forward, example)
 
     def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
-        baselines = expand_baseline(self.baseline, inputs)
-        return method.attribute(inputs, baselines=baselines, target=targets, return_convergence_delta=True)
+        return method.attribute(inputs, expand_baseline(self.baseline, inputs), targets, return_convergence_delta=True)

@@ -17,7 +17,6 @@ __all__ = ["isolated_rng", "restore_attributes", "snapshot_attributes", "trainin
 
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _PLAIN = (bool, int, float, str, type(None))
-_MISSING = object()
 
 AttributeSnapshot = list[tuple[nn.Module, dict[str, Any]]]
 
@@ -29,19 +28,7 @@ def snapshot_attributes(model: nn.Module) -> AttributeSnapshot:
 
 def restore_attributes(snapshot: AttributeSnapshot) -> None:
     """Remove the instance attributes a module gained since :func:`snapshot_attributes`, put back those it lost (LRP
-    deletes every layer's ``rule``, a user's own included) and the plain values (flags, counters) it changed.
-
-    Example::
-
-        >>> net = nn.Linear(1, 1)
-        >>> net.rule = "mine"
-        >>> saved = snapshot_attributes(net)
-        >>> del net.rule
-        >>> net.activations, net.training = {}, False
-        >>> restore_attributes(saved)
-        >>> net.rule, hasattr(net, "activations"), net.training
-        ('mine', False, True)
-    """
+    deletes every layer's ``rule``, a user's own included) and the plain values (flags, counters) it changed."""
     for module, saved in snapshot:
         current = vars(module)
         for name in [n for n in current if n not in saved]:
@@ -55,26 +42,12 @@ def restore_attributes(snapshot: AttributeSnapshot) -> None:
 def training_state_guard(
     model: nn.Module, device: torch.device | None = None, restore_values: bool = False
 ) -> Iterator[None]:
-    """Run code against ``model`` in eval mode with gradients enabled, then restore every training state.
-
-    Inside the block: every module is in eval mode, parameters have ``requires_grad=False``, grad mode is on even
-    under ``torch.inference_mode``/``torch.no_grad``, autocast is off, RNGs are forked, and a LightningModule's
-    ``log``/``log_dict`` do nothing. On exit (also after an exception) the ``requires_grad`` flags, parameter
-    ``.grad`` tensors, buffers (also when ``forward`` reassigned them), module attributes (:func:`restore_attributes`:
-    train/eval flags, counters) and RNG streams are restored, and hooks registered inside and left are removed.
-    ``restore_values`` (the setup check, before training): also the parameters' values, so that what a model does in
-    its first forward (data-dependent initialisation) happens in its first training step, as without the monitor.
-    Tensors created under ``torch.inference_mode`` must be cloned inside the block before they reach autograd.
-
-    Example::
-
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).train()
-        >>> with training_state_guard(net):
-        ...     x = torch.ones(3, 2, requires_grad=True)
-        ...     g, = torch.autograd.grad(net(x).sum(), x)
-        >>> net.training, net[0].weight.grad is None
-        (True, True)
-    """
+    """Run code against ``model`` in eval mode, parameters frozen, grad mode on (even under ``inference_mode``/
+    ``no_grad``), autocast off, RNGs forked and a LightningModule's ``log``/``log_dict`` silenced; on exit (also after
+    an exception) ``requires_grad`` flags, ``.grad`` tensors, buffers (also reassigned ones), module attributes
+    (:func:`restore_attributes`), RNG streams and hooks are as they were. ``restore_values`` (the setup check): also
+    the parameters' values, so that a model's first forward happens again in its first training step. Clone tensors
+    made under ``torch.inference_mode`` inside the block before they reach autograd."""
     modules, params = list(model.modules()), list(model.parameters())
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
@@ -110,8 +83,14 @@ def training_state_guard(
             for p, saved in zip(params, values, strict=False):
                 if not torch.equal(p.detach().cpu(), saved):
                     p.copy_(saved)
-            for m, saved_buffers in zip(modules, buffers, strict=True):
-                _restore_buffers(m, saved_buffers)
+            for m, kept in zip(modules, buffers, strict=True):  # the buffer objects a forward reassigned, and values
+                for name in [n for n in m._buffers if n not in kept]:
+                    del m._buffers[name]
+                for name, (buffer, value) in kept.items():
+                    if m._buffers.get(name) is not buffer:
+                        m._buffers[name] = buffer
+                    if buffer is not None and value is not None and not torch.equal(buffer, value):
+                        buffer.copy_(value)
         restore_attributes(attributes)
         for m in model.modules():  # matched by module, so a module a forward created does not shift which are new
             known = hooks.get(m)
@@ -123,14 +102,3 @@ def training_state_guard(
 
 def _no_log(*args: Any, **kwargs: Any) -> None:
     """Stands in for ``LightningModule.log``/``log_dict`` while the monitor runs the model."""
-
-
-def _restore_buffers(module: nn.Module, saved: dict[str, tuple[Any, Any]]) -> None:
-    """Put back the buffer objects a forward reassigned and their values; drop buffers it added."""
-    for name in [n for n in module._buffers if n not in saved]:
-        del module._buffers[name]
-    for name, (buffer, value) in saved.items():
-        if module._buffers.get(name) is not buffer:
-            module._buffers[name] = buffer
-        if buffer is not None and value is not None and not torch.equal(buffer, value):
-            buffer.copy_(value)

@@ -1,6 +1,6 @@
 """Integrated Gradients: Captum's Gauss–Legendre IG with batch sizes from sizes (never timings), an automatic step
-count that meets a completeness tolerance, and a per-call time budget. Cost: ``n_steps`` forward+backward passes per
-probe, plus one forward per probe for ``F(x)`` (none with ``outputs=``) and one for the baseline."""
+count that meets a completeness tolerance, and per-call limits. Cost: ``n_steps`` forward+backward passes per probe,
+plus one forward per probe for ``F(x)`` (none with ``outputs=``) and one for the baseline."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain._batches import plan_batches as plan_batches  # re-exported
 from lightning_xai.explain._ig_run import _Result, _Run
+from lightning_xai.explain._ig_run import plan_batches as plan_batches  # re-exported
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape, check_int
 from lightning_xai.probes.inputs import as_tensor, describe
 
@@ -33,13 +33,7 @@ CALIBRATION_SHARE = 0.25
 
 def check_baseline(baseline: Any) -> float | Tensor | None:
     """A reference input: None, a finite number, or finite values broadcastable to one probe; a 1-D sequence holds
-    one value per channel (the natural ``-mean / std``) and becomes ``(C, 1, 1)``.
-
-    Example::
-
-        >>> tuple(check_baseline([-2.5, -2.0, -1.5]).shape)
-        (3, 1, 1)
-    """
+    one value per channel (the natural ``-mean / std``) and becomes ``(C, 1, 1)``."""
     fix = "Pass None (the input that displays as black), a float, or one value per channel such as `-mean / std`."
     if baseline is None:
         return None
@@ -60,12 +54,20 @@ def check_baseline(baseline: Any) -> float | Tensor | None:
     return t.reshape(-1, 1, 1) if t.ndim == 1 else t
 
 
+def fewer_steps(current: int, factor: float = 0.75, floor: int = 8) -> int | None:
+    """The :data:`STEP_LADDER` rung for about ``factor`` × ``current`` steps: always lower, never below ``floor``
+    (None when ``current`` is at the floor). What the monitor's overhead budget caps IG's steps at."""
+    lower = [s for s in STEP_LADDER if floor <= s < current]
+    fitting = [s for s in lower if s <= current * factor]
+    return max(fitting) if fitting else (lower[0] if lower else None)
+
+
 class IntegratedGradients(Explainer):
     """Integrated Gradients (Sundararajan et al., 2017, https://arxiv.org/abs/1703.01365): Captum's
     ``IntegratedGradients(multiply_by_inputs=True)`` with ``method="gausslegendre"``, summed over channels;
     ``display`` is its absolute value. ``diagnostics``: ``completeness_gap`` (per probe: ``sum(attr) - (F(x) -
     F(x'))``), ``relative_gap`` (``sum |gap| / sum |F(x) - F(x')|``), ``n_steps``, ``passes_per_probe`` and, with a
-    time budget, ``budget_limited``.
+    time budget, ``budget_limited``. The limits of one call (time, steps, batch) are arguments of :meth:`explain`.
 
     Args:
         n_steps: quadrature points, or ``"auto"``: the fewest :data:`STEP_LADDER` steps in ``[min_steps,
@@ -75,13 +77,10 @@ class IntegratedGradients(Explainer):
             spends at most ``SEARCH_PASS_FACTOR × max_steps`` passes per probe, and no more than ``search_seconds``.
         baseline: a float, one value per channel, or a tensor broadcastable to one probe; None: in a monitor the
             input that displays as black (from ``denormalize=``), else zeros.
-        internal_batch_size: samples per pass, in whole probe groups (:func:`plan_batches`); None: ``max_batch``
-            (the monitor's :meth:`limit_batch`: the training batch size), else :data:`DEFAULT_BATCH`.
+        internal_batch_size: samples per pass, in whole probe groups (:func:`plan_batches`); None: the call's
+            ``max_batch`` (in a monitor: the training batch size), else :data:`DEFAULT_BATCH`.
         tolerance: the relative gap ``"auto"`` must meet (5 %: the paper's check).
         min_steps, max_steps, recheck_every: bounds and re-check interval of ``"auto"``.
-        max_batch: at most this many samples per pass.
-        max_seconds: a time budget per call (or ``explain(..., max_seconds=)``; the smaller applies): the steps
-            are cut to what fits, never below 1.
 
     Example::
 
@@ -96,7 +95,7 @@ class IntegratedGradients(Explainer):
 
     name = "integrated_gradients"
     display_normalization = "percentile"
-    explain_keywords = frozenset({"outputs", "max_seconds"})
+    explain_keywords = frozenset({"outputs", "max_seconds", "max_steps", "max_batch", "search_seconds"})
 
     def __init__(
         self,
@@ -108,8 +107,6 @@ class IntegratedGradients(Explainer):
         min_steps: int = 2,
         max_steps: int = 64,
         recheck_every: int = 5,
-        max_batch: int | None = None,
-        max_seconds: float | None = None,
     ) -> None:
         self.auto = isinstance(n_steps, str) and n_steps == "auto"
         if isinstance(n_steps, str) and not self.auto:
@@ -117,36 +114,26 @@ class IntegratedGradients(Explainer):
                 f"`IntegratedGradients.n_steps` must be an int >= 1 or 'auto', got {n_steps!r}; pass n_steps='auto' "
                 "or a number of steps such as n_steps=32."
             )
-        if not self.auto:
-            n_steps = check_int("IntegratedGradients.n_steps", n_steps, 1)
+        self.n_steps: int | Literal["auto"] = (
+            "auto" if self.auto else check_int("IntegratedGradients.n_steps", n_steps, 1)
+        )
         if not tolerance > 0:
             raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
         if not 1 <= min_steps <= max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}.")
         if recheck_every < 1:
             raise ValueError(f"`recheck_every` must be >= 1, got {recheck_every}.")
-        internal_batch_size = check_int(
+        self.baseline = check_baseline(baseline)
+        self.internal_batch_size = check_int(
             "IntegratedGradients.internal_batch_size", internal_batch_size, 1, allow_none=True
         )
-        self.limit_batch(max_batch)
-        if max_seconds is not None and not max_seconds > 0:
-            raise ValueError(f"`max_seconds` must be > 0 or None, got {max_seconds!r}.")
-        self.n_steps: int | Literal["auto"] = n_steps
-        self.baseline = check_baseline(baseline)
-        self.internal_batch_size = internal_batch_size
-        self.tolerance = float(tolerance)
+        self.tolerance, self.recheck_every = float(tolerance), int(recheck_every)
         self.min_steps, self.max_steps = int(min_steps), int(max_steps)
-        self.recheck_every = int(recheck_every)
         #: passes per probe the automatic search may spend in one call (any two adjacent rungs fit)
         self.max_search_passes = SEARCH_PASS_FACTOR * self.max_steps
-        self.max_seconds = max_seconds
         ladder = [s for s in STEP_LADDER if self.min_steps <= s <= self.max_steps]
         self.ladder = tuple(sorted({*ladder, self.min_steps, self.max_steps}))
-        self.passes_per_probe = float((self.max_steps if self.auto else int(n_steps)) + 1)  # type: ignore[arg-type]
-        self.step_cap: int | None = (
-            None  # at most this many steps (the monitor's overhead budget: :meth:`reduce_steps`)
-        )
-        self.search_seconds: float | None = None  # the search stops here (the monitor: the time since its last call)
+        self.passes_per_probe = float((self.max_steps if self.n_steps == "auto" else self.n_steps) + 1)
         self.last_batch_size: int | None = None  # Captum's ``internal_batch_size`` of the last pass
         self.last_info: dict[str, Any] = {}  # the last call's tries, seconds and budget, for logs and benchmarks
         self._reset()
@@ -162,46 +149,9 @@ class IntegratedGradients(Explainer):
     @property
     def current_steps(self) -> int | None:
         """Steps the next call starts from (None before the automatic mode has calibrated)."""
-        if not self.auto:
-            return int(self.n_steps)  # type: ignore[arg-type]
+        if self.n_steps != "auto":
+            return self.n_steps
         return None if self._rung is None else self.ladder[self._rung]
-
-    @property
-    def batch_cap(self) -> int:
-        """Samples per pass at most: the smaller of ``internal_batch_size`` and ``max_batch``, else the default."""
-        caps = [c for c in (self.internal_batch_size, self.max_batch) if c is not None]
-        return min(caps) if caps else DEFAULT_BATCH
-
-    def limit_batch(self, max_batch: int | None) -> None:
-        """Cap the samples per pass, e.g. at the training batch size (then IG never holds more activations than a
-        training step)."""
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"`max_batch` must be >= 1 or None, got {max_batch}.")
-        self.max_batch = max_batch
-
-    def reduce_steps(self, factor: float = 0.75, floor: int = 8) -> int | None:
-        """Cap the steps at about ``factor`` × the last ones (a lower rung of :data:`STEP_LADDER`, at least ``floor``)
-        for the monitor's overhead budget; the cap, or None at ``floor``. ``n_steps`` (the state key) stays.
-
-        Example::
-
-            >>> ig = IntegratedGradients(n_steps=32)
-            >>> ig.reduce_steps(), ig.reduce_steps(0.3), ig.reduce_steps(), ig.reduce_steps(floor=16)
-            (24, 8, None, None)
-        """
-        current = self.current_steps or self.max_steps
-        if self.step_cap is not None:
-            current = min(current, self.step_cap)
-        lower = [s for s in STEP_LADDER if floor <= s < current]
-        if not lower:
-            return None
-        fitting = [s for s in lower if s <= current * factor]
-        self.step_cap = max(fitting) if fitting else lower[0]
-        if self.auto:
-            self.ladder = tuple(s for s in self.ladder if s <= self.step_cap) or (self.step_cap,)
-            if self._rung is not None:
-                self._rung = min(self._rung, len(self.ladder) - 1)
-        return self.step_cap
 
     def config(self) -> dict[str, Any]:
         return {"n_steps": self.n_steps, "baseline": self.baseline}  # a tensor is digested in the state key
@@ -231,14 +181,22 @@ class IntegratedGradients(Explainer):
         *,
         outputs: Tensor | None = None,
         max_seconds: float | None = None,
+        max_steps: int | None = None,
+        max_batch: int | None = None,
+        search_seconds: float | None = None,
     ) -> Explanation:
-        """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``.
+        """Attribute ``forward(inputs)[i, targets[i]]`` for every probe ``i``, within this call's limits.
 
-        ``outputs`` (``forward(inputs)``, if the caller has it) saves the forward for ``F(x)``; ``max_seconds``
-        is a time budget for this call (the smaller of it and the instance's ``max_seconds`` applies)."""
+        Args:
+            outputs: ``forward(inputs)``, if the caller has it: saves the forward for ``F(x)``.
+            max_seconds: a time budget: the steps are cut to what fits, never below 1 (``budget_limited``).
+            max_steps: at most this many steps (a lower rung in ``"auto"``); ``n_steps`` (the state key) stays.
+            max_batch: at most this many samples per pass (the smaller of it and ``internal_batch_size``).
+            search_seconds: the automatic search tries no more steps once this time is spent."""
         start = time.perf_counter()
-        limits = [b for b in (self.max_seconds, max_seconds) if b is not None]
-        budget = min(limits) if limits else None
+        max_steps = check_int("max_steps", max_steps, 1, allow_none=True)
+        max_batch = check_int("max_batch", max_batch, 1, allow_none=True)
+        batch = min((c for c in (self.internal_batch_size, max_batch) if c), default=DEFAULT_BATCH)
         x = inputs.detach()
         num, device = x.shape[0], x.device
         targets = torch.as_tensor(targets, device=device).long().view(-1).expand(num)
@@ -251,9 +209,13 @@ class IntegratedGradients(Explainer):
             out_b = forward(base_rows)
             f_b = out_b[:, targets].diagonal() if out_b.shape[0] == num else out_b[0, targets]
         delta = (f_x.squeeze(1) - f_b).double()
-        run = _Run(self, forward, x, base, targets, delta, None if budget is None else start + float(budget))
-        fixed = None if self.auto else min(int(self.n_steps), self.step_cap or int(self.n_steps))  # type: ignore[arg-type]
-        result = self._explain_auto(run) if fixed is None else run.try_steps(fixed)
+        deadline = None if max_seconds is None else start + float(max_seconds)
+        run = _Run(self, forward, x, base, targets, delta, deadline, batch)
+        if self.n_steps == "auto":
+            cap = max_steps or self.max_steps
+            result = self._explain_auto(run, tuple(s for s in self.ladder if s <= cap) or (cap,), search_seconds)
+        else:
+            result = run.try_steps(min(self.n_steps, max_steps or self.n_steps))
         attr = result.attr.float()
         raw = attr.sum(dim=1) if attr.ndim == 4 else attr.reshape(num, *attr.shape[-2:])
         diagnostics = {
@@ -262,29 +224,30 @@ class IntegratedGradients(Explainer):
             "n_steps": torch.full((num,), float(result.n_steps), device=device),
             "passes_per_probe": torch.full((num,), float(run.spent), device=device),
         }
-        if budget is not None:
+        if max_seconds is not None:
             diagnostics["budget_limited"] = torch.full((num,), float(run.limited), device=device)
-        seconds, limited = time.perf_counter() - start, run.limited
         self.last_info = dict(
             tries=[(r.n_steps, r.relative) for r in run.calibration + run.results],
             n_steps=result.n_steps,
-            seconds=seconds,
-            budget=budget,
-            budget_limited=limited,
+            seconds=time.perf_counter() - start,
+            budget=max_seconds,
+            budget_limited=run.limited,
         )
         return Explanation(raw=raw, display=raw.abs(), diagnostics=diagnostics)
 
-    def _explain_auto(self, run: _Run) -> _Result:
-        ladder, tol, last = self.ladder, self.tolerance, len(self.ladder) - 1
+    def _explain_auto(self, run: _Run, ladder: tuple[int, ...], search: float | None) -> _Result:
+        tol, last = self.tolerance, len(ladder) - 1
 
         def fits(on: _Run, i: int, then: int = 0) -> bool:  # one more try (and ``then`` passes after) within caps
             if on.spent + ladder[i] + then > self.max_search_passes or not on.can_afford(ladder[i]):
                 return False
-            search = self.search_seconds
             return search is None or time.perf_counter() - on.started + on.predicted(ladder[i]) <= search
 
         def climb(on: _Run, i: int, result: _Result) -> tuple[int, _Result]:  # doubling: under 2x the rung found
-            while result.relative > tol and i < last and fits(on, up := _doubled(ladder, i)):
+            while result.relative > tol and i < last:
+                up = next((j for j in range(i + 1, last) if ladder[j] >= 2 * ladder[i]), last)  # twice the steps
+                if not fits(on, up):
+                    break
                 i, result = up, on.try_steps(ladder[up])
             return i, result
 
@@ -298,7 +261,8 @@ class IntegratedGradients(Explainer):
                 i, found = climb(part, i, part.try_steps(ladder[i]))
                 result = run.complete(part, index, found)
         else:  # the gap of this call's own result is the check; now and then, try one rung lower
-            i, self._since_check = self._rung, self._since_check + 1
+            i = self._rung = min(self._rung, last)  # a lower ``max_steps`` than before: its top rung
+            self._since_check += 1
             if (
                 self._since_check >= self._check_interval
                 and i > 0
@@ -308,7 +272,7 @@ class IntegratedGradients(Explainer):
                 self._since_check, lower = 0, run.try_steps(ladder[i - 1])
                 if lower.relative <= tol:
                     self._rung, self._check_interval = i - 1, self.recheck_every
-                    return self._finish_auto(lower)
+                    return self._finish_auto(lower, ladder)
                 self._check_interval = min(2 * self._check_interval, 8 * self.recheck_every)
             result = run.try_steps(ladder[i])
         if result.n_steps == ladder[i]:
@@ -316,14 +280,9 @@ class IntegratedGradients(Explainer):
             self._rung = i
         elif self._rung is None:  # the budget cut the calibration: resume climbing from below the result
             self._rung = max(0, bisect.bisect_right(ladder, result.n_steps) - 1)
-        return self._finish_auto(result)
+        return self._finish_auto(result, ladder)
 
-    def _finish_auto(self, result: _Result) -> _Result:
+    def _finish_auto(self, result: _Result, ladder: tuple[int, ...]) -> _Result:
         self._last_gap = result.relative
-        self.passes_per_probe = float(self.ladder[self._rung or 0] + 1)
+        self.passes_per_probe = float(ladder[self._rung or 0] + 1)
         return result
-
-
-def _doubled(ladder: tuple[int, ...], i: int) -> int:
-    """The index of the first rung with at least twice ``ladder[i]`` steps (the last rung if none)."""
-    return next((j for j in range(i + 1, len(ladder)) if ladder[j] >= 2 * ladder[i]), len(ladder) - 1)

@@ -25,15 +25,7 @@ class LayerTrace:
 
 
 def trace_modules(model: nn.Module, forward: Callable[[Tensor], object], example: Tensor) -> list[LayerTrace]:
-    """Run ``forward(example)`` once (under the caller's guard) and record each submodule's calls and output shape,
-    in the order of their last calls; every hook is removed before returning.
-
-    Example::
-
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
-        >>> [t.name for t in trace_modules(net, net, torch.zeros(1, 1, 5, 5))]
-        ['0', '1', '2']
-    """
+    """Each submodule's calls and output shape in one ``forward(example)``, in the order of their last calls."""
     traces: dict[str, LayerTrace] = {}
     counter = itertools.count()
 
@@ -69,10 +61,9 @@ MIN_CELLS = 4
 
 
 def auto_gradcam_layer(traces: list[LayerTrace], model: nn.Module | None = None) -> str | None:
-    """The layer Grad-CAM explains when none is given: a known ViT's :func:`transformer_gradcam_layer`, else the
-    last module to finish (a block after its children: ``layer4``, not ``layer4.1.relu``) whose output is a spatial
-    4-D map of at least :data:`MIN_CELLS` cells a side (any size when none is), which runs once and does not merely
-    resample (VGG's ``AdaptiveAvgPool2d((7, 7))`` would otherwise win over ``features``)."""
+    """Grad-CAM's default layer: a known ViT's :func:`transformer_gradcam_layer`, else the last module to finish
+    (``layer4``, not ``layer4.1.relu``) with a 4-D map of at least :data:`MIN_CELLS` cells a side (any size if none
+    is) that runs once and does not merely resample (VGG's ``AdaptiveAvgPool2d((7, 7))``)."""
     if model is not None:
         vit_layer = transformer_gradcam_layer(model)
         if vit_layer is not None and any(t.name == vit_layer and t.calls == 1 for t in traces):
@@ -89,36 +80,24 @@ def map_size(shape: tuple[int, ...] | None) -> tuple[int, int]:
     return (int(shape[2]), int(shape[3])) if shape is not None and len(shape) == 4 else (0, 0)
 
 
+#: ViT layouts as (class token attribute, path of the blocks, a block's first LayerNorm): torchvision, timm-style
+VIT_LAYOUTS = (("class_token", "encoder.layers", "ln_1"), ("cls_token", "blocks", "norm1"))
+
+
 def transformer_gradcam_layer(model: nn.Module) -> str | None:
     """The Grad-CAM layer of a known ViT layout (torchvision, timm-style) in ``model``: the last block's first
-    LayerNorm, whose patch tokens still get a gradient (the final LayerNorm's reach no head); else None.
-
-    Example::
-
-        >>> from torchvision.models import VisionTransformer
-        >>> vit = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=8)
-        >>> transformer_gradcam_layer(vit)
-        'encoder.layers.encoder_layer_1.ln_1'
-    """
+    LayerNorm, whose patch tokens still get a gradient (the final LayerNorm's reach no head); else None."""
     for prefix, module in model.named_modules():
-        dot = f"{prefix}." if prefix else ""
-        encoder = getattr(module, "encoder", None)
-        layers = getattr(encoder, "layers", None)
-        if hasattr(module, "class_token") and isinstance(layers, nn.Module):  # torchvision VisionTransformer
-            blocks = list(layers.named_children())
-            if blocks and isinstance(getattr(blocks[-1][1], "ln_1", None), nn.Module):
-                return f"{dot}encoder.layers.{blocks[-1][0]}.ln_1"
-        blocks_module = getattr(module, "blocks", None)
-        if hasattr(module, "cls_token") and isinstance(blocks_module, nn.Module):  # timm-style VisionTransformer
-            blocks = list(blocks_module.named_children())
-            if blocks and isinstance(getattr(blocks[-1][1], "norm1", None), nn.Module):
-                return f"{dot}blocks.{blocks[-1][0]}.norm1"
+        for token, path, norm in VIT_LAYOUTS:
+            container = functools.reduce(lambda parent, attr: getattr(parent, attr, None), path.split("."), module)
+            blocks = list(container.named_children()) if isinstance(container, nn.Module) else []
+            if hasattr(module, token) and blocks and isinstance(getattr(blocks[-1][1], norm, None), nn.Module):
+                return f"{prefix}.{path}.{blocks[-1][0]}.{norm}".lstrip(".")
     return None
 
 
 def token_prefix_count(model: nn.Module, layer_name: str) -> int | None:
-    """Class/register tokens before the patch tokens in the innermost known ViT around ``layer_name``: timm's
-    ``num_prefix_tokens``, 1 for torchvision's ``VisionTransformer``; else None."""
+    """Class/register tokens before the patch tokens in the innermost known ViT around ``layer_name``, else None."""
     found: int | None = None
     for prefix, module in model.named_modules():  # parents come before their children
         if prefix and not layer_name.startswith(f"{prefix}."):
@@ -131,17 +110,10 @@ def token_prefix_count(model: nn.Module, layer_name: str) -> int | None:
 
 
 def token_grid(num_tokens: int, height: int, width: int) -> tuple[int, int] | None:
-    """``(h, w)`` with ``h * w == num_tokens`` and ``h / w == height / width`` exactly, else None.
-
-    Example::
-
-        >>> token_grid(16, 64, 64), token_grid(8, 32, 64), token_grid(17, 64, 64)
-        ((4, 4), (2, 4), None)
-    """
+    """``(h, w)`` with ``h * w == num_tokens`` and ``h / w == height / width`` exactly, else None."""
     if num_tokens < 1 or height < 1 or width < 1:
         return None
-    g = math.gcd(height, width)
-    a, b = height // g, width // g
+    a, b = height // math.gcd(height, width), width // math.gcd(height, width)
     k = math.isqrt(num_tokens // (a * b))
     return (k * a, k * b) if k * k * a * b == num_tokens else None
 

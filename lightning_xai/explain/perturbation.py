@@ -12,7 +12,7 @@ from captum._utils.models.model import Model
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_xai.explain.base import ForwardFn, check_int
+from lightning_xai.explain.base import ForwardFn
 from lightning_xai.explain.wrapping import CaptumMethod, expand_baseline
 from lightning_xai.functional._common import compute_dtype
 
@@ -32,7 +32,8 @@ class Occlusion(CaptumMethod):
     Args:
         window: side of the square window in pixels; None: the probes' shorter side / :data:`OCCLUSION_CELLS`.
         stride: step between windows; None: the window.
-        baseline: what a window is set to: None (the default), a float, or a tensor broadcastable to one probe.
+        baseline: what a window is set to: a float, a tensor broadcastable to one probe, or None: the input that
+            displays as black, resolved by the monitor's registry from ``denormalize=``, else zeros.
         batch_size: at most this many occluded copies per forward pass.
 
     Example::
@@ -40,11 +41,8 @@ class Occlusion(CaptumMethod):
         >>> reads_one_pixel = lambda x: torch.stack([x[:, 0, 2, 1], -x[:, 0, 2, 1]], dim=1)
         >>> occ, x = Occlusion(window=2), torch.ones(1, 1, 4, 4)
         >>> occ.setup(nn.Identity(), reads_one_pixel, x)
-        >>> occ.explain(reads_one_pixel, x, torch.tensor([0])).raw[0]  # the window holding pixel (2, 1)
-        tensor([[0., 0., 0., 0.],
-                [0., 0., 0., 0.],
-                [1., 1., 0., 0.],
-                [1., 1., 0., 0.]])
+        >>> occ.explain(reads_one_pixel, x, torch.tensor([0])).raw[0].nonzero().tolist()  # the window with (2, 1)
+        [[2, 0], [2, 1], [3, 0], [3, 1]]
     """
 
     window: int | None = None
@@ -57,11 +55,7 @@ class Occlusion(CaptumMethod):
     reduce = "mean"  # the window spans all channels
     forward_only = True
     display_normalization = "max"
-
-    def __post_init__(self) -> None:
-        self.window = check_int("window", self.window, 1, allow_none=True, where="Occlusion")
-        self.stride = check_int("stride", self.stride, 1, allow_none=True, where="Occlusion")
-        self.batch_size = check_int("batch_size", self.batch_size, 1, where="Occlusion")
+    minimums = {"window": 1, "stride": 1, "batch_size": 1}
 
     def _geometry(self, height: int, width: int) -> tuple[int, int]:
         window = self.window or max(1, min(height, width) // OCCLUSION_CELLS)
@@ -76,29 +70,16 @@ class Occlusion(CaptumMethod):
         super().setup(model, forward, example)
 
     def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
-        channels = int(inputs.shape[1])
-        window, stride = self._geometry(int(inputs.shape[-2]), int(inputs.shape[-1]))
+        c, (window, stride) = int(inputs.shape[1]), self._geometry(int(inputs.shape[-2]), int(inputs.shape[-1]))
+        per_eval = max(1, self.batch_size // len(inputs))
+        baselines = expand_baseline(self.baseline, inputs)
         return method.attribute(
-            inputs,
-            sliding_window_shapes=(channels, window, window),
-            strides=(channels, stride, stride),
-            baselines=expand_baseline(self.baseline, inputs),
-            target=targets,
-            perturbations_per_eval=max(1, self.batch_size // len(inputs)),
+            inputs, (c, window, window), (c, stride, stride), baselines, targets, perturbations_per_eval=per_eval
         )
 
 
 def grid_segments(images: Tensor, cells: int) -> Tensor:
-    """``(P, H, W)`` superpixel labels: a ``cells × cells`` grid of near-equal rectangles, numbered row by row.
-
-    Example::
-
-        >>> grid_segments(torch.zeros(1, 3, 4, 6), cells=2)[0]
-        tensor([[0, 0, 0, 1, 1, 1],
-                [0, 0, 0, 1, 1, 1],
-                [2, 2, 2, 3, 3, 3],
-                [2, 2, 2, 3, 3, 3]])
-    """
+    """``(P, H, W)`` superpixel labels: a ``cells × cells`` grid of near-equal rectangles, numbered row by row."""
     height, width = int(images.shape[-2]), int(images.shape[-1])
     rows = torch.arange(height, device=images.device) * min(cells, height) // height
     cols = torch.arange(width, device=images.device) * min(cells, width) // width
@@ -110,9 +91,7 @@ class WeightedLeastSquares(Model):
     of Captum's ``SkLearnLasso`` whose L1 penalty shrinks every coefficient."""
 
     def __init__(self, ridge: float = 1e-6) -> None:
-        self.ridge = ridge
-        self.coef = torch.zeros(0)
-        self.intercept = torch.zeros(())
+        self.ridge, self.coef, self.intercept = ridge, torch.zeros(0), torch.zeros(())
 
     def fit(self, train_data: DataLoader, **kwargs: object) -> dict[str, float]:
         xs, ys, ws = zip(*((b[0], b[1], b[2]) for b in train_data), strict=True)
@@ -143,7 +122,8 @@ class Lime(CaptumMethod):
         cells: superpixels as a ``cells × cells`` grid (:func:`grid_segments`); ignored with ``segments``.
         segments: deterministic ``segments(images) -> (P, H, W)`` integer superpixel labels (e.g. SLIC).
         samples: perturbed copies per probe (forward passes; keep it above the ``cells² + 1`` unknowns).
-        baseline: what a superpixel is set to: None (the default), a float, or a tensor broadcastable to one probe.
+        baseline: what a superpixel is set to: a float, a tensor broadcastable to one probe, or None: the input that
+            displays as black, resolved by the monitor's registry from ``denormalize=``, else zeros.
         seed: seed of the draws.
         batch_size: at most this many copies per forward pass.
 
@@ -151,11 +131,9 @@ class Lime(CaptumMethod):
 
         >>> reads_one_pixel = lambda x: torch.stack([3 * x[:, 0, 0, 3], 0 * x[:, 0, 0, 0]], dim=1)
         >>> out = Lime(cells=2, samples=32).explain(reads_one_pixel, torch.ones(1, 1, 4, 4), torch.tensor([0]))
-        >>> out.raw[0].round(decimals=3) + 0.0  # weight 3 on the superpixel holding pixel (0, 3)
-        tensor([[0., 0., 3., 3.],
-                [0., 0., 3., 3.],
-                [0., 0., 0., 0.],
-                [0., 0., 0., 0.]])
+        >>> m = out.raw[0].round(decimals=3)  # weight 3 on the superpixel holding pixel (0, 3), 0 elsewhere
+        >>> m.nonzero().tolist(), m[:2, 2:].unique().tolist()
+        ([[0, 2], [0, 3], [1, 2], [1, 3]], [3.0])
     """
 
     cells: int = 8
@@ -168,25 +146,20 @@ class Lime(CaptumMethod):
     reduce = "mean"
     forward_only = True
     display_normalization = "max"
+    minimums = {"cells": 1, "samples": 1, "seed": 0, "batch_size": 1}
 
     def __post_init__(self) -> None:
-        self.cells = check_int("cells", self.cells, 1, where="Lime")
+        super().__post_init__()
         if self.segments is not None and not callable(self.segments):
             raise ValueError(f"`segments` must be a callable images -> (P, H, W) labels, got {self.segments!r}.")
-        self.samples = check_int("samples", self.samples, 1, where="Lime")
-        self.seed = check_int("seed", self.seed, 0, where="Lime")
-        self.batch_size = check_int("batch_size", self.batch_size, 1, where="Lime")
-        self.passes_per_probe = float(self.samples)
 
     def _labels(self, inputs: Tensor) -> Tensor:
         if self.segments is None:
             return grid_segments(inputs, self.cells)
-        labels = self.segments(inputs.detach())
-        if not isinstance(labels, Tensor) or tuple(labels.shape) != (len(inputs), *inputs.shape[-2:]):
+        labels, expected = self.segments(inputs.detach()), (len(inputs), *inputs.shape[-2:])
+        if not isinstance(labels, Tensor) or tuple(labels.shape) != expected:
             got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-            raise ValueError(
-                f"`segments` must return (P, H, W) = {(len(inputs), *inputs.shape[-2:])} labels, got {got}."
-            )
+            raise ValueError(f"`segments` must return (P, H, W) = {expected} labels, got {got}.")
         # consecutive labels 0..K-1 per probe, as Captum expects
         return torch.stack([torch.unique(row, return_inverse=True)[1] for row in labels.long()]).to(inputs.device)
 
@@ -201,11 +174,6 @@ class Lime(CaptumMethod):
         return 1
 
     def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
-        return method.attribute(
-            inputs,
-            baselines=expand_baseline(self.baseline, inputs),
-            target=targets,
-            feature_mask=self._labels(inputs)[:, None].expand(-1, inputs.shape[1], -1, -1),
-            n_samples=self.samples,
-            perturbations_per_eval=min(self.samples, self.batch_size),
-        )
+        mask = self._labels(inputs)[:, None].expand(-1, inputs.shape[1], -1, -1)
+        kwargs = {"n_samples": self.samples, "perturbations_per_eval": min(self.samples, self.batch_size)}
+        return method.attribute(inputs, expand_baseline(self.baseline, inputs), targets, feature_mask=mask, **kwargs)

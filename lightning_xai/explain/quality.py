@@ -1,7 +1,5 @@
-"""Quality measures of one evaluation's maps, logged as ``xai/<method>/quality/<measure>`` (see
-``docs/quality.md``): deletion and insertion AUC (RISE, Petsiuk et al., 2018, https://arxiv.org/abs/1806.07421;
-``2 × steps`` forward passes per probe), sparseness (Gini) and entropy of the ``display`` map. Layer views are
-skipped."""
+"""Quality measures of the maps (``xai/<method>/quality/<measure>``, ``docs/quality.md``): deletion and insertion
+AUC (RISE, https://arxiv.org/abs/1806.07421; ``2 × steps`` passes per probe), sparseness and entropy."""
 
 from __future__ import annotations
 
@@ -30,9 +28,7 @@ def check_quality(quality: Sequence[str] | str | None) -> tuple[str, ...]:
         >>> check_quality(("deletion", "entropy")), check_quality("sparseness"), check_quality(None)
         (('deletion', 'entropy'), ('sparseness',), ())
     """
-    if quality is None:
-        return ()
-    names = (quality,) if isinstance(quality, str) else tuple(quality)
+    names = () if quality is None else (quality,) if isinstance(quality, str) else tuple(quality)
     unknown = [q for q in names if q not in QUALITY_MEASURES]
     if unknown:
         raise ValueError(f"`quality` contains unknown measure(s) {unknown}; choose from {list(QUALITY_MEASURES)}.")
@@ -49,18 +45,8 @@ def perturbation_curves(
     baseline: float | Tensor | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> tuple[Tensor, Tensor]:
-    """Deletion and insertion curves: ``(P, steps + 1)`` softmax probabilities of each probe's target after
-    removing (deletion) or keeping (insertion) the ``round(k / steps × H × W)`` most relevant pixels (all channels;
-    ties in pixel order) for ``k = 0 .. steps``. Removed pixels take the ``baseline`` value (None: zeros).
-
-    Example::
-
-        >>> reads_pixel_0 = lambda x: torch.stack([10 * x[:, 0, 0, 0], torch.zeros(len(x))], dim=1)
-        >>> x, relevance = torch.ones(1, 1, 2, 2), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
-        >>> deletion, insertion = perturbation_curves(reads_pixel_0, x, torch.tensor([0]), relevance, steps=4)
-        >>> deletion.round(decimals=4), insertion.round(decimals=4)
-        (tensor([[1.0000, 0.5000, 0.5000, 0.5000, 0.5000]]), tensor([[0.5000, 1.0000, 1.0000, 1.0000, 1.0000]]))
-    """
+    """``(P, steps + 1)`` deletion and insertion curves: the target's softmax probability after removing (setting to
+    ``baseline``, None: zeros) or keeping the ``round(k / steps × H × W)`` most relevant pixels, ``k = 0 .. steps``."""
     steps = check_int("steps", steps, 1)
     p, _, height, width = inputs.shape
     n = height * width
@@ -77,9 +63,7 @@ def perturbation_curves(
     for k in range(1, steps):
         removed = rank < counts[k]
         images += [torch.where(removed, base, inputs), torch.where(removed, inputs, base)]
-    index = targets.view(-1, 1)
-    probabilities = []
-    per_pass = max(1, batch_size // p)
+    index, per_pass, probabilities = targets.view(-1, 1), max(1, batch_size // p), []
     with torch.no_grad():
         for start in range(0, len(images), per_pass):
             logits = forward(torch.cat(images[start : start + per_pass]))
@@ -98,22 +82,8 @@ def quality_diagnostics(
     targets: Tensor,
     explanation: Explanation,
     measures: Sequence[str],
-    *,
-    steps: int = DEFAULT_STEPS,
-    baseline: float | Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Per-probe quality measures of ``explanation`` as diagnostics (``quality/deletion_auc``, ...). Never raises: a
-    measure that fails is left out with a warning, so an explanation is never lost to its quality check.
-
-    Example::
-
-        >>> from lightning_xai.explain import Saliency
-        >>> lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
-        >>> x, t = torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
-        >>> e = Saliency().explain(lin, x, t)
-        >>> sorted(quality_diagnostics(Saliency(), lin, x, t, e, ("sparseness", "deletion")))
-        ['quality/deletion_auc', 'quality/sparseness']
-    """
+    """Per-probe ``quality/...`` diagnostics of ``explanation``; a measure that fails is left out with a warning."""
     if not measures or not getattr(explainer, "is_attribution", True):
         return {}
     out: dict[str, Tensor] = {}
@@ -123,7 +93,7 @@ def quality_diagnostics(
             if measure in measures:
                 out[f"quality/{measure}"] = gauge(relevance)
         if {"deletion", "insertion"} & set(measures):
-            curves = perturbation_curves(forward, inputs, targets, relevance, steps=steps, baseline=baseline)
+            curves = perturbation_curves(forward, inputs, targets, relevance)
             for measure, curve in zip(("deletion", "insertion"), curves, strict=True):
                 if measure in measures:
                     out[f"quality/{measure}_auc"] = curve_auc(curve)

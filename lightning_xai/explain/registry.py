@@ -32,8 +32,7 @@ REGISTRY: dict[str, MethodEntry] = {}
 
 
 def register(entry: MethodEntry) -> None:
-    """Add a method to the registry (its name and aliases must be new and follow
-    :data:`~lightning_xai.explain.base.NAME_RULE`)."""
+    """Add a method to the registry (its name and aliases must be new and follow :data:`NAME_RULE`)."""
     for key in (entry.name, *entry.aliases):
         check_name("MethodEntry.name", key)
         if key in REGISTRY:
@@ -71,11 +70,6 @@ def method_names() -> list[str]:
     return sorted({e.name for e in REGISTRY.values()})
 
 
-def alias_names() -> list[str]:
-    """Every accepted spelling that is not a canonical name."""
-    return sorted(k for k, e in REGISTRY.items() if k != e.name)
-
-
 def canonical_name(name: str) -> str:
     """The canonical name of a registered method or alias; other names (custom explainers) are returned as they are.
 
@@ -99,23 +93,17 @@ def build_explainers(methods: Sequence[str | Explainer] | str, black: Tensor | N
         >>> ig.baseline.tolist(), deeplift.baseline.tolist(), ig.n_steps
         ([-2.0], [-2.0], 'auto')
     """
-    if isinstance(methods, str):
-        methods = (methods,)
     explainers: list[Explainer] = []
-    for method in methods:
-        if isinstance(method, Explainer):
-            explainers.append(method)
-            continue
-        entry = REGISTRY.get(method) if isinstance(method, str) else None
-        if entry is None:
+    for method in (methods,) if isinstance(methods, str) else methods:
+        explainer = REGISTRY[method].build() if isinstance(method, str) and method in REGISTRY else method
+        if not isinstance(explainer, Explainer):
+            aliases = sorted(k for k, e in REGISTRY.items() if k != e.name)
             raise ValueError(
                 f"`methods` contains unknown method {method!r}; choose from {method_names()} "
-                f"(aliases {alias_names()}) or pass an Explainer instance."
+                f"(aliases {aliases}) or pass an Explainer instance."
             )
-        explainers.append(entry.build())
-    for i, explainer in enumerate(explainers):
         if black is not None and isinstance(explainer, BLACK_BASELINE) and getattr(explainer, "baseline", None) is None:
-            explainers[i] = explainer = copy.copy(explainer)
+            explainer = copy.copy(explainer)
             explainer.baseline = black  # type: ignore[attr-defined]
         if not (isinstance(explainer.name, str) and NAME_PATTERN.fullmatch(explainer.name)):
             raise ValueError(
@@ -129,6 +117,7 @@ def build_explainers(methods: Sequence[str | Explainer] | str, black: Tensor | N
                 f"`methods` contains {type(explainer).__name__} whose `explain_keywords` lists {sorted(unknown)}; "
                 f"the monitor offers only {sorted(EXPLAIN_KEYWORDS)}. Fix the name or drop it."
             )
+        explainers.append(explainer)
     names = [e.name for e in explainers]
     if len(set(names)) != len(names):
         raise ValueError(f"`methods` lists a method twice: {names}.")

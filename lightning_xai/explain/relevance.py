@@ -1,8 +1,8 @@
-"""Methods that change how relevance flows backwards through the layers, with Captum: Guided Grad-CAM and
-layer-wise relevance propagation (LRP). Both hook the model's modules; what Captum leaves on them is removed."""
+"""Methods that change how relevance flows backwards through the layers: Guided Grad-CAM and LRP, with Captum."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -11,10 +11,10 @@ from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LIN
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explanation, ForwardFn
-from lightning_xai.explain.gradcam import GradCam, GradcamReshape
+from lightning_xai.explain.gradcam import AtGradCamLayer
 from lightning_xai.explain.guard import restore_attributes, snapshot_attributes
 from lightning_xai.explain.layers import trace_modules
-from lightning_xai.explain.wrapping import CaptumMethod, ForwardModule
+from lightning_xai.explain.wrapping import CaptumMethod
 
 #: leaf modules that only reshape (relevance passes through them unchanged as a plain gradient)
 LRP_PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity)
@@ -22,11 +22,10 @@ LRP_PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity)
 LRP_MAX_RELATIVE_GAP = 1000.0
 
 
-class GuidedGradCam(CaptumMethod):
-    """Guided Grad-CAM: guided backpropagation (negative gradients zeroed at every ReLU, Springenberg et al., 2015,
-    https://arxiv.org/abs/1412.6806) times the upsampled Grad-CAM map (Selvaraju et al., 2017,
-    https://arxiv.org/abs/1610.02391), summed over channels: pixel detail within Grad-CAM's region. Captum's
-    ``GuidedBackprop`` (``nn.ReLU`` modules only) times :class:`~lightning_xai.explain.GradCam` on the same layer.
+class GuidedGradCam(AtGradCamLayer, CaptumMethod):
+    """Guided Grad-CAM: guided backpropagation (Captum's ``GuidedBackprop``, negative gradients zeroed at every
+    ``nn.ReLU``; Springenberg et al., 2015, https://arxiv.org/abs/1412.6806) times the upsampled
+    :class:`~lightning_xai.explain.GradCam` map, summed over channels: pixel detail within Grad-CAM's region.
 
     Args:
         layer, reshape: Grad-CAM's layer and reshape (see :class:`~lightning_xai.explain.GradCam`).
@@ -44,23 +43,6 @@ class GuidedGradCam(CaptumMethod):
     passes_per_probe = 2.0
     captum_cls = captum_attr.GuidedBackprop
     hooks_model = True
-
-    def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None) -> None:
-        self.gradcam = GradCam(layer=layer, reshape=reshape)
-
-    @property
-    def layer_name(self) -> str | None:
-        return self.gradcam.layer_name
-
-    def config(self) -> dict[str, Any]:
-        return self.gradcam.config()
-
-    def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        try:
-            self.gradcam.setup(model, forward, example)
-        except ValueError as err:
-            raise ValueError(f"'guided_gradcam' uses Grad-CAM's layer: {err}") from None
-        self._model = model
 
     def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
         cam = self.gradcam.explain(method.forward_func, inputs.detach().clone(), targets).display  # (P, H, W) >= 0
@@ -80,15 +62,13 @@ class _CaptumLRP(captum_attr.LRP):
 
 
 class LRP(CaptumMethod):
-    """Layer-wise relevance propagation: the target logit is redistributed backwards layer by layer, each neuron
-    passing relevance to its inputs in proportion to their contributions ``z_ij = x_i w_ij`` (ε-rule; Bach et al.,
-    2015, https://doi.org/10.1371/journal.pone.0130140), with Captum's ``LRP``, summed over channels (signed). The
-    per-probe miss of ``sum(R) ≈ y_t`` is logged as ``conservation_gap``.
+    """Layer-wise relevance propagation: the target logit is redistributed backwards layer by layer in proportion to
+    the contributions ``z_ij = x_i w_ij`` (ε-rule; Bach et al., 2015, https://doi.org/10.1371/journal.pone.0130140),
+    with Captum's ``LRP``, summed over channels (signed); the miss of ``sum(R) ≈ y_t`` is ``conservation_gap``.
 
-    Captum's LRP knows ``Conv2d``, ``Linear``, ``BatchNorm2d``, pooling, ``ReLU``, ``Tanh`` and ``Dropout``; another
-    rule can be set per layer (``layer.rule = GammaRule()``) and is kept across calls. Setup refuses a layer without
-    a rule, a layer that runs more than once per forward, and a model whose relevance is not conserved (relative gap
-    over :data:`LRP_MAX_RELATIVE_GAP`: residual additions or functional calls, as in torchvision's ResNets).
+    It knows ``Conv2d``, ``Linear``, ``BatchNorm2d``, pooling, ``ReLU``, ``Tanh``, ``Dropout`` and keeps a rule set on
+    a layer (``layer.rule = GammaRule()``). Setup refuses other layers, reused ones, and a relative gap over
+    :data:`LRP_MAX_RELATIVE_GAP` (residual additions or functional calls, as in torchvision's ResNets).
 
     Example::
 
@@ -101,20 +81,17 @@ class LRP(CaptumMethod):
 
     name = "lrp"
     passes_per_probe = 2.0
+    captum_cls: Any = _CaptumLRP  # with the layers to skip, at setup
     hooks_model = True
     gap_name = "conservation_gap"
-
-    def __init__(self) -> None:
-        self._skip: set[int] = set()
+    attribute_kwargs = {"return_convergence_delta": True}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
         traces = {t.name: t for t in trace_modules(model, forward, example)}
         supported = (*SUPPORTED_LAYERS_WITH_RULES, *SUPPORTED_NON_LINEAR_LAYERS)
         skip, unsupported, reused = set(), [], []
-        for name, module in model.named_modules():
+        for name, module in ((n, m) for n, m in model.named_modules() if n and next(m.children(), None) is None):
             trace = traces.get(name)
-            if not name or any(True for _ in module.children()):
-                continue
             if trace is None or isinstance(module, LRP_PASS_THROUGH):
                 skip.add(id(module))
             elif not hasattr(module, "rule") and type(module) not in supported:
@@ -133,7 +110,7 @@ class LRP(CaptumMethod):
                 f"`methods` includes 'lrp' but layer(s) {', '.join(reused[:5])} of {type(model).__name__} run more "
                 "than once per forward pass; Captum's LRP needs one module per use."
             )
-        self._model, self._skip = model, skip
+        self._model, self.captum_cls = model, functools.partial(_CaptumLRP, skip=skip)
         with torch.no_grad():
             target = forward(example.detach()).argmax(dim=1)
         gap = float(self.explain(forward, example.detach().clone(), target).diagnostics["relative_gap"].max())
@@ -146,14 +123,6 @@ class LRP(CaptumMethod):
                 "reused across blocks), as torchvision's ResNets do. Choose 'deeplift', 'integrated_gradients' or "
                 "'gradient_shap' for it."
             )
-
-    def build(self, forward: ForwardFn) -> Any:
-        if self._model is None:
-            raise RuntimeError("LRP.setup() must run before explain().")
-        return _CaptumLRP(ForwardModule(self._model, forward), self._skip)
-
-    def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
-        return method.attribute(inputs, target=targets, return_convergence_delta=True)
 
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
         saved = snapshot_attributes(self._model) if self._model is not None else []

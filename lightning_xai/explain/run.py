@@ -5,11 +5,12 @@ evaluation or the method and is reported (a warning and ``errors``). The benchma
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
 
 from lightning_xai import _warn
@@ -26,9 +27,8 @@ T = TypeVar("T")
 @dataclass
 class ProbeExplanations:
     """What one evaluation produced, on the model's device: the probes as the model saw them, the ``(P,)`` arg-max
-    class and its softmax probability, the class each probe was explained for (all three empty when the prediction
-    pass failed), the :class:`Explanation` of each method that succeeded and its seconds, one message per failure,
-    and the whole evaluation's seconds."""
+    class, its probability and the class explained (all three empty when the prediction pass failed), each method's
+    :class:`Explanation` and seconds, one message per failure, and the whole evaluation's seconds."""
 
     inputs: Tensor
     predicted: Tensor
@@ -49,6 +49,7 @@ def explain_probes(
     *,
     forward_fn: ModelForwardFn | None = None,
     max_seconds: float | None = None,
+    limits: Mapping[str, Mapping[str, Any]] | None = None,
     epoch: int = 0,
     warn_once: WarnOnce | None = None,
     skip: dict[str, str] | None = None,
@@ -59,16 +60,7 @@ def explain_probes(
     Each explainer gets the keywords it lists in ``explain_keywords``: ``outputs`` (the prediction pass) and, with
     ``max_seconds``, the time left. One with no time left, named in ``skip`` (name -> reason), that raises or whose
     output is malformed or not finite is skipped with a message in ``errors`` (each distinct failure warned once by
-    ``warn_once(key, message)``). ``quality`` measures are added to each explanation's diagnostics.
-
-    Example::
-
-        >>> from lightning_xai.explain import IntegratedGradients
-        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
-        >>> out = explain_probes(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 2]), [IntegratedGradients(4)])
-        >>> sorted(out.results), out.errors, out.targets.tolist()
-        (['integrated_gradients'], [], [0, 2])
-    """
+    ``warn_once(key, message)``). ``quality`` measures are added to each explanation's diagnostics."""
     started = time.perf_counter()
     warn = reporting(warn_once)
     device = model_device(model)
@@ -76,9 +68,8 @@ def explain_probes(
     done = ProbeExplanations(images, empty, empty.float(), empty)
     try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
         with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
-            inputs = images.to(device).clone()
+            done.inputs = inputs = images.to(device).clone()
             try:  # the shared prediction pass
-                done.inputs = inputs
                 with torch.no_grad():
                     outputs = forward(done.inputs)
                 done.confidence, done.predicted = torch.softmax(outputs, dim=1).max(dim=1)
@@ -87,56 +78,39 @@ def explain_probes(
                 _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
                 explainers = ()
             for explainer in explainers:
-                if skip and explainer.name in skip:
-                    done.errors.append(f"{explainer.name} skipped at epoch {epoch}: {skip[explainer.name]}")
+                name, offered = explainer.name, {"outputs": outputs.clone(), **(limits or {}).get(explainer.name, {})}
+                if max_seconds is not None:  # the time left
+                    offered["max_seconds"] = started + max_seconds - time.perf_counter()
+                reason = (skip or {}).get(name)
+                if reason is None and offered.get("max_seconds", 1.0) <= 0:
+                    reason = (
+                        f"`Budget(max_seconds_per_epoch={max_seconds:g})` was spent "
+                        f"({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or lower "
+                        "`num_probes`/IG's `n_steps` or evaluate less often (`every_n_epochs`)."
+                    )
+                    warn(f"budget_{name}", f"AttributionMonitor: {name} skipped at epoch {epoch}: {reason}")
+                if reason is not None:
+                    done.errors.append(f"{name} skipped at epoch {epoch}: {reason}")
                     continue
-                offered: dict[str, Any] = {"outputs": outputs.clone()}  # a method may not spoil it for the next
-                if max_seconds is not None:
-                    offered["max_seconds"] = left = started + max_seconds - time.perf_counter()
-                    if left <= 0:
-                        message = (
-                            f"{explainer.name} skipped at epoch {epoch}: "
-                            f"`Budget(max_seconds_per_epoch={max_seconds:g})` was "
-                            f"spent ({time.perf_counter() - started:.3f} s) before it could run. Raise the budget, or "
-                            "lower `num_probes`/IG's `n_steps` or evaluate less often (`every_n_epochs`)."
-                        )
-                        done.errors.append(message)
-                        warn(f"budget_{explainer.name}", f"AttributionMonitor: {message}")
-                        continue
-                kwargs = {k: v for k, v in offered.items() if k in explainer.explain_keywords}
-                _explain_one(done, explainer, forward, kwargs, epoch, warn, quality)
+                began = time.perf_counter()
+                try:  # one method: its result in ``done.results``, or its failure in ``done.errors``
+                    kwargs = {k: v for k, v in offered.items() if k in explainer.explain_keywords}
+                    explanation = explainer.explain(forward, inputs.clone(), done.targets, **kwargs)
+                    if problem := explanation_problem(explanation, inputs):
+                        raise ValueError(f"malformed Explanation: {problem}")
+                    if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
+                        raise FloatingPointError("the attribution contains NaN or Inf")
+                    if quality:  # opt-in measures of the map, as diagnostics (they never raise)
+                        q = quality_diagnostics(explainer, forward, inputs, done.targets, explanation, quality)
+                        explanation.diagnostics.update(q)
+                    synchronize(device)  # the method's kernels are done before its time is taken
+                    done.results[name], done.method_seconds[name] = explanation, time.perf_counter() - began
+                except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
+                    _report(done, f"{name} skipped at epoch {epoch}", err, warn, name)
     except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
         _report(done, f"the evaluation failed at epoch {epoch}", err, warn)
     done.seconds = time.perf_counter() - started
     return done
-
-
-def _explain_one(
-    done: ProbeExplanations,
-    explainer: Explainer,
-    forward: Any,
-    kwargs: dict[str, Any],
-    epoch: int,
-    warn: WarnOnce,
-    quality: Sequence[str] = (),
-) -> None:
-    """One method on the probes: its result in ``done.results``, or its failure in ``done.errors``."""
-    started = time.perf_counter()
-    try:
-        explanation = explainer.explain(forward, done.inputs.clone(), done.targets, **kwargs)
-        problem = explanation_problem(explanation, done.inputs)
-        if problem:
-            raise ValueError(f"malformed Explanation: {problem}")
-        if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
-            raise FloatingPointError("the attribution contains NaN or Inf")
-        if quality:  # opt-in measures of the map, as diagnostics (they never raise)
-            q = quality_diagnostics(explainer, forward, done.inputs, done.targets, explanation, quality)
-            explanation.diagnostics.update(q)
-        synchronize(done.inputs.device)  # the method's kernels are done before its time is taken
-        done.results[explainer.name] = explanation
-        done.method_seconds[explainer.name] = time.perf_counter() - started
-    except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
-        _report(done, f"{explainer.name} skipped at epoch {epoch}", err, warn, explainer.name)
 
 
 def _report(done: ProbeExplanations, what: str, err: BaseException, warn: WarnOnce, name: str = "") -> None:
@@ -150,13 +124,7 @@ def _report(done: ProbeExplanations, what: str, err: BaseException, warn: WarnOn
 
 def explanation_problem(explanation: Any, inputs: Tensor) -> str:
     """What is wrong with an explainer's output for ``P`` probes of H x W, or ``""``: it must be an
-    :class:`Explanation` of ``(P, h, w)`` float ``raw``, ``(P, H, W)`` float ``display`` maps, ``(P,)`` diagnostics.
-
-    Example::
-
-        >>> explanation_problem(Explanation(torch.zeros(2, 3), torch.zeros(2, 4, 4)), torch.zeros(2, 1, 4, 4))
-        'raw has shape (2, 3); expected (P, h, w) = (2, h, w) float maps'
-    """
+    :class:`Explanation` of ``(P, h, w)`` float ``raw``, ``(P, H, W)`` float ``display`` maps, ``(P,)`` diagnostics."""
     num, size = int(inputs.shape[0]), tuple(inputs.shape[-2:])
     if not isinstance(explanation, Explanation):
         return f"explain() returned {type(explanation).__name__}, not an Explanation"
@@ -188,14 +156,7 @@ def reporting(warn_once: WarnOnce | None) -> WarnOnce:
 
 
 def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T], *args: Any) -> T | None:
-    """``fn(*args)``, or None after a failure, which is added to ``errors`` and warned once (``what`` names the step).
-
-    Example::
-
-        >>> errors = []
-        >>> isolated("rendering", errors, lambda key, message: None, divmod, 1, 0), errors
-        (None, ['rendering failed: ZeroDivisionError: integer division or modulo by zero'])
-    """
+    """``fn(*args)``, or None after a failure, added to ``errors`` and warned once (``what`` names the step)."""
     try:
         return fn(*args)
     except Exception as err:  # noqa: BLE001 - what the monitor runs never kills the training run
@@ -207,19 +168,7 @@ def isolated(what: str, errors: list[str], warn: WarnOnce, fn: Callable[..., T],
 
 def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> ProbeExplanations:
     """One evaluation from the ranks' consecutive shards of the probes: a method is kept when every shard has it;
-    ``seconds`` (and each method's) is the slowest shard's.
-
-    Example::
-
-        >>> from lightning_xai.explain import IntegratedGradients
-        >>> model, x = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), torch.rand(4, 1, 2, 2)
-        >>> y = torch.tensor([0, 2, 1, 0])
-        >>> whole = explain_probes(model, x, y, [IntegratedGradients(4)])
-        >>> parts = [explain_probes(model, x[i : i + 2], y[i : i + 2], [IntegratedGradients(4)]) for i in (0, 2)]
-        >>> merged = merge_shards(parts, torch.device("cpu"))
-        >>> torch.allclose(merged.results["integrated_gradients"].raw, whole.results["integrated_gradients"].raw)
-        True
-    """
+    ``seconds`` (and each method's) is the slowest shard's."""
 
     def cat(tensors: Sequence[Tensor]) -> Tensor:
         return torch.cat([t.to(device) for t in tensors])
@@ -252,9 +201,4 @@ def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> Pr
 
 def to_cpu(done: ProbeExplanations) -> ProbeExplanations:
     """A copy on the CPU (to travel between ranks)."""
-    results = {
-        name: Explanation(e.raw.cpu(), e.display.cpu(), {k: v.cpu() for k, v in e.diagnostics.items()})
-        for name, e in done.results.items()
-    }
-    cpu = (done.inputs.cpu(), done.predicted.cpu(), done.confidence.cpu(), done.targets.cpu())
-    return ProbeExplanations(*cpu, results, list(done.errors), done.seconds, dict(done.method_seconds))
+    return apply_to_collection(done, Tensor, Tensor.cpu)

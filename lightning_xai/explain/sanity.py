@@ -1,6 +1,5 @@
-"""The model-randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps",
-https://arxiv.org/abs/1810.03292): a map that explains what the model learned must change when the model's top
-layers are re-initialised; a method whose maps keep a median rank correlation of at least ``threshold`` fails."""
+"""The model-randomisation sanity check (Adebayo et al., 2018, https://arxiv.org/abs/1810.03292): a map that explains
+what the model learned must change when the model's top layers are re-initialised."""
 
 from __future__ import annotations
 
@@ -33,9 +32,8 @@ DEFAULT_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class SanityResult:
-    """One method's randomisation check: the median over probes (``per_probe``) of the rank correlation of its maps
-    with the trained and the randomised model (``layers`` re-initialised; NaN with an ``error`` when it could not
-    run), ``passed`` when below ``threshold``."""
+    """One method's check: the median over probes (``per_probe``) of the rank correlation of its maps with the trained
+    and the randomised model (``layers`` re-initialised; NaN with an ``error`` if it could not run)."""
 
     method: str
     correlation: float
@@ -49,32 +47,20 @@ class SanityResult:
     def message(self) -> str:
         if self.error:
             return f"the sanity check could not run {self.method}: {self.error}"
-        verdict = "passes" if self.passed else "FAILS"
         advice = (
-            ""
-            if self.passed
-            else (
-                ": they barely depend on what the model learned, so do not read its drift as the model's; prefer a "
-                "method that passes (Adebayo et al. 2018)."
-            )
+            ": they barely depend on what the model learned, so do not read its drift as the model's; prefer a method "
+            "that passes (Adebayo et al. 2018)."
         )
         return (
-            f"{self.method} {verdict} the randomisation sanity check: with the top layer(s) {list(self.layers)} "
-            f"re-initialised its maps keep a median rank correlation of {self.correlation:.2f} with the trained "
-            f"model's (threshold {self.threshold:g})" + advice
+            f"{self.method} {'passes' if self.passed else 'FAILS'} the randomisation sanity check: with the top "
+            f"layer(s) {list(self.layers)} re-initialised its maps keep a median rank correlation of "
+            f"{self.correlation:.2f} with the trained model's (threshold {self.threshold:g})"
+            + ("" if self.passed else advice)
         )
 
 
 def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of the *signed* maps ``a`` and ``b`` ``(N, ...)`` per sample (average ranks for
-    ties); 0 when either map is constant, 1 when both are.
-
-    Example::
-
-        >>> x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-        >>> rank_correlation(x, x), rank_correlation(x, -x), rank_correlation(x, torch.zeros(1, 4))
-        (tensor([1.]), tensor([-1.]), tensor([0.]))
-    """
+    """Per-sample Spearman correlation of the signed maps ``a``, ``b`` ``(N, ...)``: 0 if one is constant, 1 if both."""
     ranks = [average_ranks(m.detach().reshape(len(m), -1)) for m in (a, b)]  # positive: |ranks| are the ranks
     return 1 - spearman_distance(*ranks)
 
@@ -82,32 +68,22 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
 def top_layers(
     model: nn.Module, example: Tensor, count: int, forward: Callable[[Tensor], Any] | None = None
 ) -> list[str]:
-    """The ``count`` modules that own parameters and run last in a forward pass on ``example`` (the output side).
-
-    Example::
-
-        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 2 * 2, 3))
-        >>> top_layers(net, torch.zeros(1, 1, 4, 4), 2)
-        ['0', '3']
-    """
+    """The ``count`` modules that own parameters and run last in a forward pass on ``example`` (the output side)."""
     owners = {n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))}
-    with torch.no_grad():
-        traces = trace_modules(model, forward or model, example)
-    ran = [t.name for t in traces if t.name in owners]
+    ran = [t.name for t in trace_modules(model, forward or model, example) if t.name in owners]
     return ran[-count:] if count > 0 else []
 
 
 def randomized_copy(model: nn.Module, layers: Sequence[str], seed: int = 0) -> nn.Module:
-    """A deep copy of ``model`` (not its trainer) with the named modules re-initialised (``reset_parameters()``, else
-    Gaussian weights of the same standard deviation and zero biases), drawing from streams seeded with ``seed``."""
+    """A deep copy of ``model`` (not its trainer), the named modules re-initialised from streams seeded with ``seed``
+    (``reset_parameters()``, else Gaussian weights of the same standard deviation and zero biases)."""
     trainer = getattr(model, "_trainer", None)
     memo: dict[int, Any] = {id(trainer): None} if trainer is not None else {}
     clone = copy.deepcopy(model, memo)
     named = dict(clone.named_modules())
     device = next(clone.parameters(), torch.empty(0)).device
     with seeded_rng(seed, device), torch.no_grad():
-        for name in layers:
-            module = named[name]
+        for module in (named[name] for name in layers):
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
@@ -132,10 +108,9 @@ def sanity_check(
     forward_fn: ModelForwardFn | None = None,
     warn: bool = True,
 ) -> list[SanityResult]:
-    """The randomisation sanity check of each method on ``probes`` ``(N, C, H, W)``: explain them with ``model``
-    and with a copy whose top ``layers`` parameterised modules are re-initialised (drawing from streams seeded with
-    ``seed``), for the same classes, and compare the maps. Instances are deep-copied, never changed; the layer
-    views are skipped. Returns one :class:`SanityResult` per method; with ``warn``, a failing method is warned about.
+    """The randomisation check of each method (layer views skipped; instances copied) on ``probes`` ``(N, C, H, W)``:
+    their maps from ``model`` and from a copy whose top ``layers`` parameterised modules are re-initialised (streams
+    seeded with ``seed``), for the same classes. One :class:`SanityResult` per method; ``warn`` warns about failures.
 
     Example::
 
@@ -178,16 +153,15 @@ def sanity_check(
         per_probe = rank_correlation(trained[e.name].raw, shuffled[e.name].raw)
         median = float(per_probe.median())
         results.append(SanityResult(e.name, median, median < threshold, threshold, names, tuple(per_probe.tolist())))
-    for result in results if warn else ():
-        if not result.passed:
-            rank_zero_warn(f"AttributionMonitor: {result.message}")
+    for result in [r for r in results if warn and not r.passed]:
+        rank_zero_warn(f"AttributionMonitor: {result.message}")
     return results
 
 
 class SanityCheck(Callback):
-    """Run :func:`sanity_check` for a monitor's probes and methods at fit start and/or end, on rank 0: logs
-    ``xai/sanity/<method>/rank_correlation`` and ``.../passed``, warns about each failing method and keeps the
-    results in ``results[stage]``. List it after the monitor: ``callbacks=[monitor, SanityCheck(monitor)]``.
+    """:func:`sanity_check` of a monitor's probes and methods at fit start and/or end on rank 0: logs ``.../passed``
+    and ``xai/sanity/<method>/rank_correlation``, warns about failures, keeps ``results[stage]``. List it after the
+    monitor: ``callbacks=[monitor, SanityCheck(monitor)]``.
 
     Args:
         monitor: the :class:`~lightning_xai.AttributionMonitor` whose probes, methods and target are checked.

@@ -1,7 +1,6 @@
-"""The explanation stage's setup dry run: the prediction pass on every probe and every method on the first two
-(Integrated Gradients with one step), once, so that what does not fit the model fails with a ``ValueError`` naming
-the argument, the value and the fix before training. A model whose forward keeps gradients from the probes is
-reported instead: the methods that need them are skipped for the run, said once with the reason and the fix."""
+"""The setup dry run: the prediction pass on every probe and every method on the first two (IG with one step), so
+that what does not fit the model fails with a ``ValueError`` (argument, value, fix) before training. A model whose
+forward keeps gradients from the probes is reported instead: the methods that need them are skipped for the run."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.base import Explainer, ForwardFn
 from lightning_xai.explain.forward import ModelForwardFn, model_device, model_forward
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
@@ -59,7 +58,6 @@ def dry_run(
     report = DryRunReport(on_copy=any(nn.parameter.is_lazy(t) for t in [*model.parameters(), *model.buffers()]))
     device = model_device(model)
     inputs = probes.images.to(device)
-    example = inputs[:1]
     if report.on_copy:  # initialise the copy's lazy modules (the model's own are drawn in its first training step)
         try:
             model = copy.deepcopy(model)
@@ -71,7 +69,7 @@ def dry_run(
                 "the model deep-copyable."
             ) from err
         with isolated_rng(device), model_forward(model.eval(), forward_fn) as forward:
-            _prediction_pass(model, forward, probes.images[:1].to(device), before_training, probes.drawn)
+            _prediction_pass(model, forward, inputs[:1], before_training, probes.drawn)
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
     with guard, model_forward(model, forward_fn) as forward:
         logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
@@ -85,15 +83,18 @@ def dry_run(
                     f"{num_classes} classes; pass labels in [0, {num_classes - 1}] or `target='predicted'`."
                 )
         for explainer in explainers:
-            _setup(explainer, model, forward, example)
+            try:
+                explainer.setup(model, forward, inputs[:1].clone())
+            except ValueError:
+                if isinstance(explainer, GradCam) and explainer.layer is None:
+                    _refuse_reused_feature_maps(model, forward, inputs[:1])
+                raise
         confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
         targets = resolve_targets(target, probes.labels, predicted, lambda key, message: None).to(device)
         k = DRY_RUN_PROBES  # the methods run on the first probes only: every check needs no more
         done = ProbeExplanations(inputs[:k], predicted[:k], confidence[:k], targets[:k])
         for explainer in explainers:
-            result = _try_method(model, explainer, forward, inputs[:k], targets[:k], logits[:k], report, warn)
-            if result is not None and bool(torch.isfinite(result.raw).all() and torch.isfinite(result.display).all()):
-                done.results[explainer.name] = result
+            _try_method(model, explainer, forward, done, logits[:k], report, warn)
     report.seconds = time.perf_counter() - started
     return report, done
 
@@ -126,15 +127,6 @@ def _prediction_pass(
     return logits
 
 
-def _setup(explainer: Explainer, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-    try:
-        explainer.setup(model, forward, example.clone())
-    except ValueError:
-        if isinstance(explainer, GradCam) and explainer.layer is None:
-            _refuse_reused_feature_maps(model, forward, example)
-        raise
-
-
 def _refuse_reused_feature_maps(model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
     """Grad-CAM found no layer: say so precisely when the only feature maps come from modules that run twice."""
     traces = trace_modules(model, forward, example.clone())
@@ -154,21 +146,21 @@ def _try_method(
     model: nn.Module,
     explainer: Explainer,
     forward: ForwardFn,
-    inputs: Tensor,
-    targets: Tensor,
+    done: ProbeExplanations,
     logits: Tensor,
     report: DryRunReport,
     warn: Warn | None,
-) -> Explanation | None:
-    """One method on the probes at minimum cost (IG with one step); None when the model's gradient does not reach
-    the probes (recorded in ``report.disabled`` and warned)."""
+) -> None:
+    """One method on ``done``'s probes at minimum cost (IG with one step), its finite result into ``done.results``;
+    a model whose gradient does not reach the probes is recorded in ``report.disabled`` and warned."""
+    inputs = done.inputs
     runner: Explainer = explainer
     if isinstance(explainer, IntegratedGradients):
         runner = IntegratedGradients(1, explainer.baseline, explainer.internal_batch_size)
         runner.setup(model, forward, inputs[:1].clone())
     kwargs = {"outputs": logits.clone()} if "outputs" in runner.explain_keywords else {}
     try:
-        result = runner.explain(forward, inputs.clone(), targets, **kwargs)
+        result = runner.explain(forward, inputs.clone(), done.targets, **kwargs)
     except Exception as err:
         cause = gradient_problem(forward, inputs[:1])
         if not cause:
@@ -179,14 +171,14 @@ def _try_method(
         report.disabled[explainer.name] = f"it cannot run on this model: {cause} (see the warning at setup)"
         if warn is not None:
             warn(f"gradient_{cause[:40]}", gradient_message(model, cause))
-        return None
-    problem = explanation_problem(result, inputs)
-    if problem:
+        return
+    if problem := explanation_problem(result, inputs):
         raise ValueError(
             f"`methods`: {explainer.name} ({type(explainer).__name__}) returned a malformed Explanation at setup: "
             f"{problem}. Fix its explain(), or remove it from `methods`."
         )
-    return result
+    if bool(torch.isfinite(result.raw).all() and torch.isfinite(result.display).all()):
+        done.results[explainer.name] = result
 
 
 NO_GRAD = "its forward does not carry gradients from the logits back to the input"

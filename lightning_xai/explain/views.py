@@ -1,5 +1,4 @@
-"""Layer views, logged like the attribution maps but not explanations of a class: what a layer responds to
-(:class:`Activations`) and what the first convolution looks for (:class:`Filters`); quality measures skip them."""
+"""Layer views, logged like attribution maps but explaining no class: :class:`Activations`, :class:`Filters`."""
 
 from __future__ import annotations
 
@@ -11,13 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_int
-from lightning_xai.explain.gradcam import GradCam, GradcamReshape
+from lightning_xai.explain.gradcam import AtGradCamLayer, GradcamReshape, capture_output
 
 
-class Activations(Explainer):
+class Activations(AtGradCamLayer, Explainer):
     """Activation maximisation's simplest view: per probe, the mean of the ``channels`` channels of a layer's output
     with the highest spatial mean (Zeiler & Fergus, 2014, https://arxiv.org/abs/1311.2901), upsampled bilinearly.
-    Not class-specific; one forward pass per probe.
 
     Args:
         layer, reshape: the layer, chosen as Grad-CAM chooses it (see :class:`~lightning_xai.explain.GradCam`).
@@ -28,9 +26,8 @@ class Activations(Explainer):
         >>> net = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
         >>> view, x = Activations(channels=1), torch.rand(2, 1, 4, 4)
         >>> view.setup(net, net, x[:1])
-        >>> out = view.explain(net, x, torch.tensor([0, 1]))
-        >>> strongest = net[1](net[0](x)).mean(dim=(2, 3)).argmax(dim=1)
-        >>> torch.allclose(out.raw, net[1](net[0](x))[torch.arange(2), strongest])
+        >>> out, fmap = view.explain(net, x, torch.tensor([0, 1])), net[1](net[0](x))
+        >>> torch.allclose(out.raw, fmap[torch.arange(2), fmap.mean(dim=(2, 3)).argmax(dim=1)])  # the strongest
         True
     """
 
@@ -39,37 +36,20 @@ class Activations(Explainer):
     is_attribution = False
 
     def __init__(self, layer: str | nn.Module | None = None, reshape: GradcamReshape | None = None, channels: int = 4):
-        self.gradcam = GradCam(layer=layer, reshape=reshape)
+        super().__init__(layer, reshape)
         self.channels = check_int("channels", channels, 1, where="Activations")
 
-    @property
-    def layer_name(self) -> str | None:
-        return self.gradcam.layer_name
-
     def config(self) -> dict[str, Any]:
-        return {**self.gradcam.config(), "channels": self.channels}
-
-    def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        try:
-            self.gradcam.setup(model, forward, example)
-        except ValueError as err:
-            raise ValueError(f"'activations' uses Grad-CAM's layer: {err}") from None
+        return {**super().config(), "channels": self.channels}
 
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
         module = self.gradcam._module
         if module is None:
             raise RuntimeError("Activations.setup() must run before explain().")
-        captured: list[Tensor] = []
-        handle = module.register_forward_hook(lambda _m, _a, out: captured.append(out.detach().clone()))
         with torch.no_grad():
-            try:
-                forward(inputs.detach())
-            finally:
-                handle.remove()
-        if len(captured) != 1:
-            raise RuntimeError(f"the layer ran {len(captured)} times in one forward pass, expected once")
+            output = capture_output(module, forward, inputs.detach())[1].detach()
         to_grid = self.gradcam._to_grid
-        fmap = (captured[0] if to_grid is None else to_grid(captured[0])).float()  # (P, K, h, w)
+        fmap = (output if to_grid is None else to_grid(output)).float()  # (P, K, h, w)
         k = min(self.channels, fmap.shape[1])
         top = fmap.mean(dim=(2, 3)).topk(k, dim=1).indices  # (P, k)
         raw = fmap.gather(1, top[:, :, None, None].expand(-1, -1, *fmap.shape[2:])).mean(dim=1)
@@ -79,17 +59,7 @@ class Activations(Explainer):
 
 def filter_mosaic(weight: Tensor, gap: int = 1) -> Tensor:
     """``(K, C, kh, kw)`` convolution weights -> one image of the K filters (summed over input channels, each scaled
-    to its largest magnitude) on a grid of ``ceil(sqrt(K))`` columns with zero gaps.
-
-    Example::
-
-        >>> filter_mosaic(torch.ones(3, 2, 2, 2))
-        tensor([[1., 1., 0., 1., 1.],
-                [1., 1., 0., 1., 1.],
-                [0., 0., 0., 0., 0.],
-                [1., 1., 0., 0., 0.],
-                [1., 1., 0., 0., 0.]])
-    """
+    to its largest magnitude) on a grid of ``ceil(sqrt(K))`` columns with zero gaps."""
     filters = weight.detach().float().sum(dim=1)  # (K, kh, kw)
     filters = filters / filters.flatten(1).abs().amax(dim=1).clamp_min(1e-12)[:, None, None]
     count, kh, kw = filters.shape
@@ -103,8 +73,8 @@ def filter_mosaic(weight: Tensor, gap: int = 1) -> Tensor:
 
 
 class Filters(Explainer):
-    """The first convolution's filters as images (Krizhevsky et al., 2012; Zeiler & Fergus, 2014): a mosaic of its
-    kernels (:func:`filter_mosaic`), the same for every probe; its drift says how much the filters changed.
+    """A convolution's kernels as one mosaic, the same for every probe (Zeiler & Fergus, 2014): its drift says how
+    much the filters changed.
 
     Args:
         layer: the ``Conv2d``'s dotted name; None: the first one.
@@ -125,15 +95,13 @@ class Filters(Explainer):
     def __init__(self, layer: str | None = None) -> None:
         self.layer = layer
         self.layer_name: str | None = None
-        self._module: nn.Module | None = None
+        self._module: nn.Conv2d | None = None
 
     def config(self) -> dict[str, Any]:
         return {"layer": self.layer}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        if self.layer is not None:
-            convs = [(n, m) for n, m in convs if n == self.layer]
+        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and self.layer in (None, n)]
         if not convs:
             which = f"no Conv2d named {self.layer!r}" if self.layer is not None else "no Conv2d layer"
             raise ValueError(f"`methods` includes 'filters' but {type(model).__name__} has {which}.")
@@ -142,9 +110,7 @@ class Filters(Explainer):
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
         if self._module is None:
             raise RuntimeError("Filters.setup() must run before explain().")
-        weight = self._module.weight
-        assert isinstance(weight, Tensor)
-        mosaic = filter_mosaic(weight).to(inputs.device)
+        mosaic = filter_mosaic(self._module.weight).to(inputs.device)
         raw = mosaic.expand(len(inputs), *mosaic.shape).clone()
         display = F.interpolate(raw[:, None].abs(), size=tuple(inputs.shape[-2:]), mode="nearest")[:, 0]
         return Explanation(raw=raw, display=display)

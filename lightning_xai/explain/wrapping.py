@@ -1,40 +1,28 @@
-"""What the Captum explainers share: :class:`CaptumMethod` (one Captum class, called on slices of the probes and
-reduced to the ``raw``/``display`` maps), a module around the forward function for Captum classes that hook the
-model's layers, a seeded RNG that leaves every training stream untouched, and small helpers."""
+"""What the Captum explainers share: :class:`CaptumMethod`, a seeded RNG that no training stream sees, helpers."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape
+from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape, check_float, check_int
 from lightning_xai.explain.guard import isolated_rng
 
-#: how an attribution's channels become one map: ``"sum"`` keeps the sign (Input×Gradient, DeepLift, LRP),
-#: ``"abs_max"`` is the largest magnitude (gradient saliency), ``"mean"`` for maps equal over channels (occlusion)
+#: how channels become one map: ``"sum"`` keeps the sign, ``"abs_max"`` the largest magnitude, ``"mean"`` averages
 REDUCTIONS = ("sum", "abs_max", "mean")
 
 
 class ForwardModule(nn.Module):
-    """``forward(x)`` as an ``nn.Module`` holding the model as its child, for Captum classes that hook the model's
-    layers (DeepLift, LRP, guided backpropagation): the hooks reach the layers, the call goes through ``forward``.
-
-    Example::
-
-        >>> net = nn.Linear(2, 3)
-        >>> wrapped = ForwardModule(net, lambda x: net(x) * 2)
-        >>> tuple(wrapped(torch.ones(1, 2)).shape), next(wrapped.children()) is net
-        ((1, 3), True)
-    """
+    """``forward(x)`` as a module holding the model as its child, for Captum classes that hook the model's layers."""
 
     def __init__(self, model: nn.Module, forward: ForwardFn) -> None:
         super().__init__()
@@ -47,18 +35,7 @@ class ForwardModule(nn.Module):
 
 @contextmanager
 def seeded_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Inside the block torch (CPU and ``device``), numpy and Python draw from streams seeded with ``seed``; on exit
-    every stream is back where it was (the same map every evaluation, the training run never sees the draws).
-
-    Example::
-
-        >>> with seeded_rng(3):
-        ...     a = torch.rand(2)
-        >>> with seeded_rng(3):
-        ...     b = torch.rand(2)
-        >>> bool(torch.equal(a, b))
-        True
-    """
+    """Torch (CPU and ``device``), numpy and Python draw from streams seeded with ``seed``, restored on exit."""
     with isolated_rng(device):
         torch.random.default_generator.manual_seed(seed)
         if device is not None and device.type == "cuda":
@@ -69,23 +46,8 @@ def seeded_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def quiet_captum() -> Iterator[None]:
-    """Silence the ``UserWarning``s Captum emits on every call (they would repeat every evaluation)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"captum(\.|$)")
-        yield
-
-
 def reduce_channels(attribution: Tensor, reduce: str = "sum") -> Tensor:
-    """``(P, C, h, w)`` (or ``(P, h, w)``) attribution -> ``(P, h, w)`` float32 map (see :data:`REDUCTIONS`).
-
-    Example::
-
-        >>> a = torch.tensor([[[[1.0]], [[-3.0]]]])  # P=1, C=2, 1x1
-        >>> reduce_channels(a, "sum").item(), reduce_channels(a, "abs_max").item()
-        (-2.0, 3.0)
-    """
+    """``(P, C, h, w)`` (or ``(P, h, w)``) attribution -> ``(P, h, w)`` float32 map (see :data:`REDUCTIONS`)."""
     if reduce not in REDUCTIONS:
         raise ValueError(f"`reduce` must be one of {REDUCTIONS}, got {reduce!r}.")
     a = attribution.detach().float()
@@ -116,14 +78,7 @@ def primitive(value: Any) -> Any:
 
 
 def expand_baseline(baseline: float | Tensor | None, inputs: Tensor) -> Tensor:
-    """One reference input per probe: None -> zeros, a float -> a constant image, a tensor broadcastable to one
-    probe (e.g. ``(C, 1, 1)`` per-channel values) or to the batch.
-
-    Example::
-
-        >>> tuple(expand_baseline(torch.tensor([1.0, 2.0]).view(2, 1, 1), torch.zeros(3, 2, 4, 4)).shape)
-        (3, 2, 4, 4)
-    """
+    """One reference input per probe from None (zeros), a float or a tensor broadcastable to one probe or the batch."""
     if not isinstance(baseline, Tensor):
         return torch.full_like(inputs, float(baseline or 0.0))
     b = baseline.detach().to(device=inputs.device, dtype=inputs.dtype)
@@ -137,11 +92,10 @@ def expand_baseline(baseline: float | Tensor | None, inputs: Tensor) -> Tensor:
 
 
 class CaptumMethod(Explainer):
-    """An explainer made of one Captum attribution class: :meth:`build` it on the forward function (on a
-    :class:`ForwardModule` when ``hooks_model``), :meth:`attribute` each slice of :meth:`probes_per_call` probes
-    (under ``no_grad`` when ``forward_only``; with RNG streams seeded with ``seed`` unless it is None), reduce the
-    channels (``reduce``) and show ``|raw|`` at the probes' size. A Captum convergence delta becomes the per-probe
-    diagnostic ``gap_name``. Subclasses that are dataclasses describe themselves (:meth:`config`) by their fields.
+    """One Captum class: :meth:`build` it on the forward function (on a :class:`ForwardModule` when ``hooks_model``),
+    :meth:`attribute` slices of :meth:`probes_per_call` probes (``no_grad`` when ``forward_only``; RNG seeded with
+    ``seed`` unless None), reduce the channels (``reduce``), show ``|raw|``; a convergence delta becomes the
+    diagnostic ``gap_name``. Dataclass subclasses check (:attr:`minimums`) and describe (:meth:`config`) their fields.
     """
 
     captum_cls: Any = None
@@ -152,6 +106,16 @@ class CaptumMethod(Explainer):
     gap_name = "completeness_gap"
     display_normalization = "percentile"
     _model: nn.Module | None = None
+    attribute_kwargs: dict[str, Any] = {}  # more keywords for Captum's ``attribute``
+    #: fields checked when made, name -> minimum (an int one wants an int; a None default allows None)
+    minimums: ClassVar[dict[str, float]] = {}
+
+    def __post_init__(self) -> None:
+        for name, low in self.minimums.items():
+            check: Callable[..., Any] = check_int if isinstance(low, int) else check_float
+            optional = getattr(type(self), name, 0) is None
+            setattr(self, name, check(name, getattr(self, name), low, allow_none=optional, where=type(self).__name__))
+        self.passes_per_probe = float(getattr(self, "samples", self.passes_per_probe))  # one pass per sample
 
     def config(self) -> dict[str, Any]:
         if not dataclasses.is_dataclass(self):
@@ -159,8 +123,7 @@ class CaptumMethod(Explainer):
         return {f.name: primitive(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "batch_size"}
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        baseline = getattr(self, "baseline", None)
-        check_baseline_shape(f"{type(self).__name__}(baseline=...)", baseline, tuple(example.shape[1:]))
+        check_baseline_shape(f"{type(self).__name__}(baseline=...)", getattr(self, "baseline", None), example.shape[1:])
         self._model = model
 
     def build(self, forward: ForwardFn) -> Any:
@@ -176,12 +139,13 @@ class CaptumMethod(Explainer):
 
     def attribute(self, method: Any, inputs: Tensor, targets: Tensor, batch: Tensor) -> Any:
         """Captum's ``attribute`` on one slice of the probes ``batch``: the attribution, or ``(attribution, delta)``."""
-        return method.attribute(inputs, target=targets)
+        return method.attribute(inputs, target=targets, **self.attribute_kwargs)
 
     def explain(self, forward: ForwardFn, inputs: Tensor, targets: Tensor) -> Explanation:
         step = self.probes_per_call(len(inputs))
         with ExitStack() as stack:
-            stack.enter_context(quiet_captum())
+            stack.enter_context(warnings.catch_warnings())  # Captum's UserWarnings would repeat every evaluation
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"captum(\.|$)")
             method = self.build(forward)
             if self.seed is not None:
                 stack.enter_context(seeded_rng(self.seed, inputs.device))

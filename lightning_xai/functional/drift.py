@@ -11,8 +11,6 @@ from torch import Tensor
 
 from lightning_xai.functional._common import check_tensor, compute_dtype, magnitudes
 
-__all__ = ["average_ranks", "spearman_distance", "topk_iou_distance"]
-
 
 def _flatten_pair(current: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
     """Validate a pair of attribution batches and return ``(|current|, |reference|)`` as (N, D) rows."""
@@ -64,10 +62,8 @@ def _finish(distance: Tensor, cur: Tensor, ref: Tensor, device: torch.device) ->
 
 def spearman_distance(current: Tensor, reference: Tensor) -> Tensor:
     """``1 - ρ`` per sample, ρ the Spearman rank correlation of ``|current|`` and ``|reference|`` (ties share their
-    mean rank, as ``scipy.stats.spearmanr``), in ``[0, 2]``.
-
-    Never NaN for constant rows: both constant gives 0 (nothing moved), one constant gives 1 (ρ treated as 0). A sample
-    whose maps hold NaN gets NaN.
+    mean rank, as ``scipy.stats.spearmanr``), in ``[0, 2]``. Never NaN for constant rows: both constant gives 0 (nothing
+    moved), one constant gives 1 (ρ treated as 0). A sample whose maps hold NaN gets NaN.
 
     Example::
 
@@ -87,16 +83,14 @@ def spearman_distance(current: Tensor, reference: Tensor) -> Tensor:
 
 
 def topk_iou_distance(current: Tensor, reference: Tensor, k: float = 0.1) -> Tensor:
-    """``1 - IoU`` per sample of the most attributed cells of ``|current|`` and ``|reference|``, in ``[0, 1]``.
-
-    A map's set holds the strictly positive cells at least as large as its ``ceil(k·D)``-th largest, ``k`` in
-    ``(0, 1]`` (ties at the boundary all join; ``k·D`` is rounded to 9 decimals first so float noise cannot add a
-    cell). Both sets empty gives 0, one empty gives 1; a sample whose maps hold NaN gets NaN.
+    """``1 - IoU`` per sample of the most attributed cells of ``|current|`` and ``|reference|``, in ``[0, 1]``. A map's
+    set holds the strictly positive cells at least as large as its ``ceil(k·D)``-th largest, ``k`` in ``(0, 1]`` (ties
+    at the boundary all join; ``k·D`` is rounded to 9 decimals first so float noise cannot add a cell). Both sets empty
+    gives 0, one empty gives 1; a sample whose maps hold NaN gets NaN.
 
     Example::
 
-        >>> a = torch.tensor([[4.0, 3.0, 2.0, 0.0, 0.0, 0.0]])
-        >>> b = torch.tensor([[0.0, 3.0, 4.0, 2.0, 0.0, 0.0]])
+        >>> a, b = torch.tensor([[4.0, 3.0, 2.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.0, 3.0, 4.0, 2.0, 0.0, 0.0]])
         >>> topk_iou_distance(a, b, k=0.5)  # {0, 1, 2} vs {1, 2, 3}: IoU = 2 / 4
         tensor([0.5000])
     """

@@ -10,25 +10,19 @@ from torch import Tensor
 
 from lightning_xai.functional._common import check_tensor, compute_dtype
 
-__all__ = ["pointing_game", "relevance_mass"]
-
 
 def _prepare(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     """Validate and return ``(|A| summed over channels, mask)`` flattened to (N, H·W) rows."""
     check_tensor("attributions", attributions)
-    if not isinstance(masks, Tensor):
-        raise TypeError(f"`masks` must be a torch.Tensor, got {type(masks).__name__}.")
+    check_tensor("masks", masks)
     a_shape, m_shape = tuple(attributions.shape), tuple(masks.shape)
     if attributions.ndim not in (3, 4):
         raise ValueError(f"`attributions` must have shape (N, H, W) or (N, C, H, W); got shape {a_shape}.")
     if not (masks.ndim == 3 or (masks.ndim == 4 and masks.shape[1] == 1)):
         raise ValueError(f"`masks` must have shape (N, H, W) or (N, 1, H, W); got shape {m_shape}.")
-    for what, same in (
-        ("batch size", a_shape[0] == m_shape[0]),
-        ("spatial shape (H, W)", a_shape[-2:] == m_shape[-2:]),
-    ):
-        if not same:
-            raise ValueError(f"`attributions` and `masks` must have the same {what}; got {a_shape} and {m_shape}.")
+    what = "batch size" if a_shape[0] != m_shape[0] else "spatial shape (H, W)" if a_shape[-2:] != m_shape[-2:] else ""
+    if what:
+        raise ValueError(f"`attributions` and `masks` must have the same {what}; got {a_shape} and {m_shape}.")
     if attributions.device != masks.device:
         raise ValueError(
             f"`attributions` and `masks` must be on the same device; got {attributions.device} and {masks.device}."
@@ -36,15 +30,11 @@ def _prepare(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     n, cells = a_shape[0], math.prod(a_shape[-2:])
     if cells == 0:
         raise ValueError(f"`attributions` must have at least one cell; got shape {a_shape}.")
-    magnitude = attributions.detach().to(compute_dtype(attributions.device)).abs()
-    if magnitude.ndim == 4:
-        magnitude = magnitude.sum(dim=1)
+    magnitude = attributions.detach().to(compute_dtype(attributions.device)).abs().reshape(n, -1, cells).sum(dim=1)
     mask = masks.detach().reshape(n, cells)
-    if mask.dtype != torch.bool:
-        if mask.is_complex() or bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError(f"`masks` must be boolean or contain only 0 and 1; got dtype {masks.dtype} with others.")
-        mask = mask != 0
-    return magnitude.reshape(n, cells), mask
+    if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError(f"`masks` must be boolean or contain only 0 and 1; got dtype {masks.dtype} with others.")
+    return magnitude, mask != 0
 
 
 def relevance_mass(attributions: Tensor, masks: Tensor) -> Tensor:
@@ -53,9 +43,7 @@ def relevance_mass(attributions: Tensor, masks: Tensor) -> Tensor:
 
     Example::
 
-        >>> attributions = torch.tensor([[[3.0, -1.0], [0.0, 0.0]]])
-        >>> masks = torch.tensor([[[True, False], [False, False]]])
-        >>> relevance_mass(attributions, masks)
+        >>> relevance_mass(torch.tensor([[[3.0, -1.0], [0.0, 0.0]]]), torch.tensor([[[True, False], [False, False]]]))
         tensor([0.7500])
     """
     magnitude, mask = _prepare(attributions, masks)

@@ -1,7 +1,5 @@
-"""How concentrated an attribution map is, and the area under a perturbation curve.
-
-Batched on ``|A|`` of each sample ``(N, ...)`` flattened to ``D`` cells, in float64 (float32 on MPS); float32 ``(N,)``.
-"""
+"""How concentrated an attribution map is, and the area under a perturbation curve. Batched on ``|A|`` of each sample
+``(N, ...)`` flattened to ``D`` cells, in float64 (float32 on MPS); float32 ``(N,)``."""
 
 from __future__ import annotations
 
@@ -11,8 +9,6 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional._common import compute_dtype, magnitudes
-
-__all__ = ["curve_auc", "entropy", "sparseness"]
 
 
 def sparseness(maps: Tensor) -> Tensor:

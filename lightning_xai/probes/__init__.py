@@ -3,12 +3,5 @@
 from lightning_xai.probes.collect import ProbeSet, collect_probes, resolve_masks
 from lightning_xai.probes.targets import TargetSpec, check_target, resolve_targets, shard_target
 
-__all__ = [
-    "ProbeSet",
-    "TargetSpec",
-    "check_target",
-    "collect_probes",
-    "resolve_masks",
-    "resolve_targets",
-    "shard_target",
-]
+__all__ = ["ProbeSet", "TargetSpec", "check_target", "collect_probes", "resolve_masks", "resolve_targets",
+           "shard_target"]  # fmt: skip

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.data import sized_len
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -20,8 +20,6 @@ _IMAGE_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
 #: how many indices of a loader's sampler are read to draw from (a sampler over more items is cut there)
 MAX_INDICES = 1_000_000
-#: a batch as the loader yields it -> the batch as the model receives it (Lightning's batch transfer hooks)
-Prepare = Callable[[Any], Any]
 
 
 @dataclass
@@ -45,14 +43,7 @@ class ProbeSet:
 
 
 def split_example(item: Any) -> tuple[Tensor, Any]:
-    """Split a dataset item or batch (a tensor, ``(x, y, ...)`` or a dict with common keys) into ``(x, y)``.
-
-    Example::
-
-        >>> x, y = split_example((torch.zeros(1, 4, 4), 3))
-        >>> tuple(x.shape), int(y)
-        ((1, 4, 4), 3)
-    """
+    """Split a dataset item or batch (a tensor, ``(x, y, ...)`` or a dict with common keys) into ``(x, y)``."""
     if isinstance(item, np.ndarray) and item.dtype.kind in "biuf":
         return torch.from_numpy(np.ascontiguousarray(item)), None
     if isinstance(item, Tensor):
@@ -74,13 +65,7 @@ def split_example(item: Any) -> tuple[Tensor, Any]:
 
 
 def balanced_order(labels: Sequence[int], count: int) -> list[int]:
-    """Pick ``count`` positions round-robin over the classes (ascending), keeping the given order per class.
-
-    Example::
-
-        >>> balanced_order([1, 1, 0, 2, 0, 1], 4)
-        [2, 0, 3, 4]
-    """
+    """Pick ``count`` positions round-robin over the classes (ascending), keeping the given order per class."""
     per_class: dict[int, list[int]] = {}
     for position, label in enumerate(labels):
         per_class.setdefault(int(label), []).append(position)
@@ -89,8 +74,7 @@ def balanced_order(labels: Sequence[int], count: int) -> list[int]:
 
 
 def _sampled_indices(loader: DataLoader) -> list[int]:
-    """The dataset indices the loader visits, in its (batch) sampler's order; a sampler's own generator is left
-    where it was (the global RNGs are the caller's to isolate)."""
+    """The dataset indices the loader visits, in its sampler's order; a sampler's own generator is left where it was."""
     sampler: Iterable[Any] = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
     generators = [getattr(s, "generator", None) for s in (sampler, getattr(sampler, "sampler", None))]
     states = [(g, g.get_state()) for g in generators if isinstance(g, torch.Generator)]
@@ -113,8 +97,8 @@ def _batch_size(loader: DataLoader) -> int | None:
     return loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 64
 
 
-def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Prepare | None) -> ProbeSet:
-    """Read batches (through ``prepare``, as the model receives them) until ``max_scan`` examples are collected."""
+def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Callable[[Any], Any] | None) -> ProbeSet:
+    """Up to ``max_scan`` examples as the model receives them; non-finite images left out, integers ``.float()``."""
     images: list[Tensor] = []
     labels: list[Any] = []
     for batch in loader:
@@ -133,12 +117,7 @@ def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Prepare | 
         labels += list(y) if batched else [None] * len(x)
         if len(images) >= max_scan:
             break
-    return _stack(images[:max_scan], labels[:max_scan], source)
-
-
-def _stack(images: list[Tensor], labels: list[Any], source: str) -> ProbeSet:
-    """The images as float32 ``(N, C, H, W)`` and their classes (or None and why). Images with NaN or Inf are left
-    out and integer images converted with ``.float()``, each said in ``warnings``."""
+    images, labels = images[:max_scan], labels[:max_scan]
     if not images:
         raise ValueError(f"`probes`: the {source} is empty; pass `probes=` explicitly.")
     try:
@@ -164,10 +143,10 @@ def _stack(images: list[Tensor], labels: list[Any], source: str) -> ProbeSet:
             "and are not used as probes"
         )
         stacked, labels = stacked[finite], [label for label, ok in zip(labels, finite.tolist(), strict=True) if ok]
-    classes, note = stack_labels(labels, source)
-    return ProbeSet(
-        check_images(stacked.float(), "probes", f"drawn from the {source}"), classes, source, note, tuple(said)
-    )
+    classes, why = stack_labels(labels)
+    note = f"the {source}'s labels are {why}" if why not in ("", "no label") else ""
+    checked = check_images(stacked.float(), "probes", f"drawn from the {source}")
+    return ProbeSet(checked, classes, source, note, tuple(said))
 
 
 def collect_probes(
@@ -176,7 +155,7 @@ def collect_probes(
     seed: int,
     max_scan: int = 0,
     loader_name: str = "validation dataloader",
-    prepare: Prepare | None = None,
+    prepare: Callable[[Any], Any] | None = None,
 ) -> ProbeSet:
     """Build the fixed probe set from what the user gave, or from the validation data as the model receives it.
 
@@ -187,21 +166,13 @@ def collect_probes(
         num_probes: how many to draw from a Dataset/DataLoader/iterable.
         seed: makes the draw deterministic; the global RNGs are never touched.
         max_scan: how many items to scan for class balance (default ``max(64 * num_probes, 512)``).
-        loader_name: what a loader source is called in messages (``ProbeSet.source``).
-        prepare: applied to each batch a loader yields (Lightning's batch transfer hooks).
+        loader_name: a loader source's name in messages (``ProbeSet.source``); ``prepare``: applied to its batches.
 
     Example::
 
         >>> probes = collect_probes((torch.rand(6, 1, 8, 8), torch.arange(6)), num_probes=4, seed=0)
         >>> len(probes), probes.labels.tolist()
         (6, [0, 1, 2, 3, 4, 5])
-        >>> from torch.utils.data import TensorDataset
-        >>> data = TensorDataset(torch.randint(0, 255, (20, 1, 4, 4), dtype=torch.uint8), torch.arange(20) % 2)
-        >>> loader = DataLoader(data, batch_size=5, collate_fn=lambda items: (
-        ...     torch.stack([x for x, _ in items]).float() / 255, torch.stack([y for _, y in items])))
-        >>> probes = collect_probes(loader, num_probes=4, seed=0)
-        >>> float(probes.images.max()) <= 1.0, probes.labels.tolist()
-        (True, [0, 1, 0, 1])
     """
     max_scan = max_scan or max(64 * num_probes, 512)
     with isolated_rng():
@@ -210,9 +181,9 @@ def collect_probes(
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Tensor):
             images = check_images(source[0])
             return ProbeSet(images, check_labels(source[1], len(images)), "tensor")
-        if isinstance(source, Dataset) and _length(source) is not None:
+        if isinstance(source, Dataset) and _indexable(source):
             source, loader_name, prepare = DataLoader(source, batch_size=64), "dataset", None
-        if isinstance(source, DataLoader) and _length(source.dataset) is not None:  # a seeded draw of its indices
+        if isinstance(source, DataLoader) and _indexable(source.dataset):  # a seeded draw of its indices
             indices = _sampled_indices(source)
             drawn = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed)).tolist()
             sampler = [indices[i] for i in drawn]
@@ -230,17 +201,13 @@ def collect_probes(
             order = order[torch.tensor(balanced_order(pool.labels[order].tolist(), num_probes), dtype=torch.long)]
         order = order[:num_probes]
         labels = None if pool.labels is None else pool.labels[order]
-        return dataclasses.replace(pool, images=pool.images[order], labels=labels)
+        return replace(pool, images=pool.images[order], labels=labels)
 
 
-def _length(dataset: Any) -> int | None:
-    """The length of a dataset read by index (not an ``IterableDataset``), None when it has none."""
-    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
-        return None
-    try:
-        return len(dataset)
-    except TypeError:
-        return None
+def _indexable(dataset: Any) -> bool:
+    """A dataset read by index (not an ``IterableDataset``) that has a length."""
+    indexed = hasattr(dataset, "__getitem__") and not isinstance(dataset, IterableDataset)
+    return indexed and sized_len(dataset) is not None
 
 
 def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:
@@ -260,13 +227,12 @@ def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], prob
         raise ValueError(
             f"`Display.probe_masks` must be a tensor of booleans (N, H, W), got {type(masks).__name__}."
         ) from err
-    if masks.ndim == 4 and masks.shape[1] == 1:
-        masks = masks[:, 0]
+    masks = masks[:, 0] if masks.ndim == 4 and masks.shape[1] == 1 else masks
     expected = (len(probes), *probes.images.shape[-2:])
     if tuple(masks.shape) != expected:
         raise ValueError(
             f"`Display.probe_masks` has shape {tuple(masks.shape)} but the {len(probes)} probes need one (H, W) "
-            f"mask each: "
-            f"{expected}. With probes drawn from the validation data, pass a callable `(images, labels) -> masks`."
+            f"mask each: {expected}. With probes drawn from the validation data, pass a callable "
+            "`(images, labels) -> masks`."
         )
     return masks.bool()

@@ -1,5 +1,4 @@
-"""Probes from the Trainer's data as the model receives them: the first validation (test) loader, set up early,
-each batch through Lightning's batch transfer hooks."""
+"""Probes from the Trainer's first validation (test) loader, set up early, as the model receives its batches."""
 
 from __future__ import annotations
 
@@ -26,16 +25,14 @@ NO_PROBES = (
 def first_loader(trainer: Trainer) -> Any:
     """The first validation (under ``trainer.test``: test) dataloader or iterable of batches; None when none."""
     loaders = trainer.test_dataloaders if trainer.state.fn == TrainerFn.TESTING else trainer.val_dataloaders
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
+    loaders = list(loaders.values()) if isinstance(loaders, dict) else loaders
     if isinstance(loaders, (list, tuple)) and not (loaders and isinstance(loaders[0], Tensor)):  # not one batch
         loaders = loaders[0] if loaders else None
     return loaders
 
 
 def ready_validation(trainer: Trainer) -> None:
-    """Set up the validation dataloader now when Lightning would later (e.g. ``num_sanity_val_steps=0`` with
-    ``check_val_every_n_epoch=3``), so that the probes are ready before the first training step; RNGs kept."""
+    """Set up the validation dataloader now when Lightning would only later (RNGs kept), for the probes."""
     if trainer.state.fn != TrainerFn.FITTING or not trainer.enable_validation or trainer.val_dataloaders is not None:
         return
     stage = trainer.state.stage
@@ -48,8 +45,7 @@ def ready_validation(trainer: Trainer) -> None:
 
 
 def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) -> Callable[[Any], Any]:
-    """What Lightning does to a validation (test) batch before ``validation_step``: the precision plugin's input
-    conversion, then the module's (or the overriding datamodule's) batch transfer hooks, in that stage."""
+    """What Lightning does to a validation (test) batch: precision conversion, then the batch transfer hooks."""
     datamodule = getattr(trainer, "datamodule", None)
     owner = (
         datamodule if datamodule is not None and is_overridden("on_before_batch_transfer", datamodule) else pl_module
@@ -57,11 +53,9 @@ def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) 
     stage = RunningStage.TESTING if testing else RunningStage.VALIDATING
 
     def prepare(batch: Any) -> Any:
-        previous = trainer.state.stage
-        trainer.state.stage = stage
-        try:
-            batch = trainer.precision_plugin.convert_input(batch)  # e.g. bf16-true casts the inputs first
-            batch = owner.on_before_batch_transfer(batch, 0)
+        previous, trainer.state.stage = trainer.state.stage, stage
+        try:  # the precision plugin first: e.g. bf16-true casts the inputs
+            batch = owner.on_before_batch_transfer(trainer.precision_plugin.convert_input(batch), 0)
             return trainer.strategy.batch_to_device(batch, pl_module.device, dataloader_idx=0)
         finally:
             trainer.state.stage = previous
@@ -72,8 +66,7 @@ def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) 
 def trainer_probes(
     trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int
 ) -> ProbeSet | None:
-    """The probes from ``source`` (``probes=``), or drawn from the first validation (test) dataloader as the model
-    receives them; None when there is neither. Warns what was left out or converted, and about a short set."""
+    """The probes from ``source`` or the first validation (test) dataloader (None: neither), warning what it says."""
     testing = trainer.state.fn == TrainerFn.TESTING
     source = first_loader(trainer) if source is None else source
     if source is None:

@@ -1,5 +1,4 @@
-"""Probe images and labels checked in one place: images become a float32 CPU ``(N, C, H, W)`` tensor, labels a
-``(N,)`` int64 tensor of classes; what cannot be converted is refused with a ``ValueError`` naming argument and fix."""
+"""Probe images and labels checked in one place: float32 CPU ``(N, C, H, W)`` images and ``(N,)`` int64 classes."""
 
 from __future__ import annotations
 
@@ -12,17 +11,10 @@ from torch import Tensor
 
 
 def describe(value: Any) -> str:
-    """A short description of a value for error messages (shape and dtype for arrays).
-
-    Example::
-
-        >>> describe(torch.zeros(2, 3, dtype=torch.uint8)), describe("2")
-        ('a tensor of shape (2, 3) and dtype torch.uint8', "'2' (str)")
-    """
-    if isinstance(value, Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
-        return f"a numpy array of shape {value.shape} and dtype {value.dtype}"
+    """A short description of a value for error messages (shape and dtype for arrays)."""
+    if isinstance(value, Tensor | np.ndarray):
+        kind = "tensor" if isinstance(value, Tensor) else "numpy array"
+        return f"a {kind} of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return f"{text[:80]}{'...' if len(text) > 80 else ''} ({type(value).__name__})"
 
@@ -36,8 +28,6 @@ def as_tensor(value: Any, what: str, fix: str) -> Tensor:
             return torch.stack([v.detach() for v in value])
         except RuntimeError as err:
             raise ValueError(f"{what}: cannot stack {len(value)} tensors ({err}). {fix}") from None
-    if isinstance(value, (str, bytes)) or value is None:
-        raise ValueError(f"{what} must be numbers, got {describe(value)}. {fix}")
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as err:
@@ -48,16 +38,7 @@ def as_tensor(value: Any, what: str, fix: str) -> Tensor:
 
 
 def check_images(images: Tensor, argument: str = "probes", source: str = "") -> Tensor:
-    """A float32 CPU copy of ``(N, C, H, W)`` finite real float images, or a ``ValueError`` naming ``argument``
-    (integer images too: the monitor cannot guess the model's conversion, e.g. ``x.float() / 255``).
-
-    Example::
-
-        >>> check_images(torch.zeros(2, 1, 4, 4, dtype=torch.uint8))  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: `probes` are integer images (torch.uint8); ...
-    """
+    """A float32 CPU copy of ``(N, C, H, W)`` finite float images, or a ``ValueError`` naming ``argument``."""
     where = f"`{argument}`" + (f" ({source})" if source else "")
     if not isinstance(images, Tensor):
         raise ValueError(f"{where} must be a tensor of images (N, C, H, W), got {describe(images)}.")
@@ -83,9 +64,8 @@ def check_images(images: Tensor, argument: str = "probes", source: str = "") -> 
     if message:
         raise ValueError(f"{where} {message}")
     out = images.detach().to("cpu", torch.float32, copy=True)
-    finite = torch.isfinite(out).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten().tolist()
+    bad = torch.nonzero(~torch.isfinite(out).flatten(1).all(dim=1)).flatten().tolist()
+    if bad:
         raise ValueError(
             f"{where} contain NaN or Inf values (probes {bad[:5]}); every method would fail on them. "
             "Pass finite images."
@@ -94,19 +74,9 @@ def check_images(images: Tensor, argument: str = "probes", source: str = "") -> 
 
 
 def one_class(label: Any) -> tuple[Tensor | None, str]:
-    """One probe's label (an int, integral float or one-hot vector) as a 0-d int64 class, or ``(None, why not)``.
-
-    Example::
-
-        >>> [one_class(v)[0].item() for v in (3, torch.tensor(2.0), torch.tensor([0, 0, 1]))]
-        [3, 2, 2]
-        >>> one_class(torch.tensor([1, 0, 1]))[1]
-        'multi-hot or soft labels (a vector with 2 non-zero entries), not one class'
-    """
+    """One probe's label (an int, integral float or one-hot vector) as a 0-d int64 class, or ``(None, why not)``."""
     if label is None:
         return None, "no label"
-    if isinstance(label, (bool, np.bool_)):
-        return torch.tensor(int(label)), ""
     try:
         t = label if isinstance(label, Tensor) else torch.as_tensor(np.asarray(label))
     except (TypeError, ValueError, RuntimeError):
@@ -114,11 +84,8 @@ def one_class(label: Any) -> tuple[Tensor | None, str]:
     t = t.detach().cpu()
     if t.is_complex():
         return None, f"{t.dtype} labels"
-    if t.dtype == torch.bool:
-        t = t.long()
+    t = t.long() if t.dtype == torch.bool else t
     if t.numel() == 1:
-        t = t.reshape(())
-    if t.ndim == 0:
         value = float(t)
         if not (np.isfinite(value) and value == int(value)):
             return None, f"a fractional label {value:g}, not a class index"
@@ -132,13 +99,7 @@ def one_class(label: Any) -> tuple[Tensor | None, str]:
 
 
 def check_labels(labels: Any, count: int, argument: str = "probes") -> Tensor | None:
-    """``(count,)`` int64 classes from integer labels, integral floats or one-hot rows; None stays None.
-
-    Example::
-
-        >>> check_labels(np.eye(3)[[2, 0]], 2).tolist()
-        [2, 0]
-    """
+    """``(count,)`` int64 classes from integer labels, integral floats or one-hot rows; None stays None."""
     if labels is None:
         return None
     fix = (
@@ -148,33 +109,26 @@ def check_labels(labels: Any, count: int, argument: str = "probes") -> Tensor | 
     t = as_tensor(labels, f"`{argument}` labels", fix)
     if t.device.type == "meta":
         raise ValueError(f"`{argument}` labels are on the meta device, so they hold no values. {fix}")
-    t = t.detach().cpu()
-    if t.ndim == 0:
-        t = t.reshape(1)
-    if t.ndim == 2 and t.shape[1] == 1:
-        t = t[:, 0]
+    t = torch.atleast_1d(t.detach().cpu())
+    t = t[:, 0] if t.ndim == 2 and t.shape[1] == 1 else t
     if t.ndim == 2 and t.shape[0] == count:
-        classes = [one_class(row) for row in t]
-        bad = next((why for c, why in classes if c is None), None)
-        if bad is not None:
+        classes, bad = stack_labels(list(t))
+        if classes is None:
             raise ValueError(f"`{argument}` labels of shape {tuple(t.shape)} are {bad}. {fix}")
-        return torch.stack([c for c, _ in classes if c is not None]).long()
+        return classes
     if t.ndim != 1:
         raise ValueError(f"`{argument}` labels have shape {tuple(t.shape)} for {count} images. {fix}")
     if t.numel() != count:
         raise ValueError(
             f"`probes=(images, labels)` has {count} images but {t.numel()} labels; pass one integer label per image."
         )
-    if t.is_floating_point():
-        if not bool((torch.isfinite(t) & (t == t.round())).all()):
-            raise ValueError(f"`{argument}` labels {describe(labels)} are fractional, not class indices. {fix}")
+    if t.is_floating_point() and not bool((torch.isfinite(t) & (t == t.round())).all()):
+        raise ValueError(f"`{argument}` labels {describe(labels)} are fractional, not class indices. {fix}")
     return t.long()
 
 
-def stack_labels(labels: Sequence[Any], source: str) -> tuple[Tensor | None, str]:
-    """Classes for labels read from the data, or ``(None, why)`` when any is not one class (then unlabeled)."""
+def stack_labels(labels: Sequence[Any]) -> tuple[Tensor | None, str]:
+    """The ``(N,)`` int64 classes of ``labels``, or ``(None, why)`` for the first that is not one class."""
     classes = [one_class(label) for label in labels]
-    why = next((w for c, w in classes if c is None), None)
-    if why is not None:
-        return None, f"the {source}'s labels are {why}" if why != "no label" else ""
-    return torch.stack([c for c, _ in classes if c is not None]).long(), ""
+    why = next((w for c, w in classes if c is None), "")
+    return (None, why) if why else (torch.stack([c for c, _ in classes if c is not None]).long(), "")

@@ -17,7 +17,6 @@ def check_target(target: TargetSpec, num_classes: int | None = None, num_probes:
 
     Example::
 
-        >>> check_target("label"); check_target(3, num_classes=10)
         >>> check_target(12, num_classes=10)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...

@@ -11,15 +11,7 @@ from lightning_xai.report.html import write_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns 0, 1 when no run was found under LOGDIR, 2 when the report could not be written (one
-    line says why, no traceback).
-
-    Example::
-
-        >>> main(["report", "/nonexistent", "--out", "/dev/null"])
-        no TensorBoard event files under /nonexistent
-        1
-    """
+    """Entry point: 0; 1 when no run is under LOGDIR; 2 when the report cannot be written (one line, no traceback)."""
     parser = argparse.ArgumentParser(prog="lightning-xai", description="Tools for runs watched by AttributionMonitor.")
     report = parser.add_subparsers(dest="command", required=True).add_parser(
         "report",

@@ -1,7 +1,6 @@
-"""One self-contained HTML page for :class:`~lightning_xai.report.read.RunLog` s: inline CSS, SVG charts and the
-filmstrips' thumbnails as base64 WebP (JPEG where Pillow has no WebP), nothing fetched from anywhere. Per run: a
-summary, the alerts, the drift charts, the alerts' evidence, a filmstrip per probe (cut out of the sheets), the
-localisation, quality and cost curves, and the settings."""
+"""One self-contained HTML page for :class:`~lightning_xai.report.read.RunLog` s, nothing fetched: inline CSS, SVG line
+charts (ticks, legend, dashed thresholds, circled alerts), thumbnails as base64 WebP (JPEG without WebP). Per run: a
+summary, the alerts, drift charts, evidence, a filmstrip per probe (cut out of the sheets), other curves, settings."""
 
 from __future__ import annotations
 
@@ -9,16 +8,97 @@ import base64
 import html
 import io
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, features
 
-from lightning_xai.report.charts import ALERT_COLOUR, PALETTE, Series, svg_chart
 from lightning_xai.report.read import RunLog, Sheet, read_logdir
-from lightning_xai.visualize.sheet import SheetLayout, sheet_layout
+from lightning_xai.visualize.sheet import GAP, SheetLayout, sheet_layout
 
-__all__ = ["FILM_TILE", "compact", "render_report", "run_label", "thumbnails", "write_report"]
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+ALERT_COLOUR = "#d62728"
+
+
+@dataclass
+class Series:
+    """One line (or, ``markers_only``, a set of circled points) of a chart."""
+
+    name: str
+    points: Sequence[tuple[float, float]]
+    colour: str = PALETTE[0]
+    dashed: bool = False
+    markers_only: bool = False
+
+
+def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / max(1, count)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    return [round(k * step, 10) for k in range(math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9) + 1)]
+
+
+def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width: int = 520, height: int = 240) -> str:
+    """A line chart as inline SVG (empty when no series has a finite point)."""
+    shown = [(s, sorted(p for p in s.points if math.isfinite(p[1]))) for s in series]
+    shown = [(s, pts) for s, pts in shown if pts]
+    if not shown:
+        return ""
+    left, right, top, ph = 52, 14, 28, height - 88
+    pw = width - left - right
+    legend, x_at, row = [], float(left), 0
+    for s, pts in shown:  # legend entries, wrapped onto as many lines as they need
+        need = 30 + 6.5 * len(s.name)
+        if x_at + need > width - right and x_at > left:
+            x_at, row = float(left), row + 1
+        legend.append((s, pts, x_at, row))
+        x_at += need
+    xs, ys = [x for _, pts in shown for x, _ in pts], [y for _, pts in shown for _, y in pts]
+    x_lo, x_hi = (min(xs), max(xs)) if max(xs) > min(xs) else (xs[0] - 0.5, xs[0] + 0.5)
+    y_ticks = _ticks(min(0.0, min(ys)), max(ys))
+    y_lo, y_hi = y_ticks[0], y_ticks[-1]
+
+    def sx(x: float) -> float:
+        return left + (x - x_lo) / (x_hi - x_lo) * pw
+
+    def sy(y: float) -> float:
+        return top + ph - (y - y_lo) / (y_hi - y_lo) * ph
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 16 * row}" class="svgchart" '
+        f'role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{left}" y="17" font-size="13" font-weight="600">{html.escape(title)}</text>',
+    ]
+    for t in y_ticks:
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" font-size="11" text-anchor="end">{t:g}</text>')
+    for t in _ticks(x_lo, x_hi, 8):
+        if x_lo <= t <= x_hi and (xlabel != "epoch" or float(t).is_integer()):
+            out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 15}" font-size="11" text-anchor="middle">{t:g}</text>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#999"/>')
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#999"/>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 30}" font-size="11" text-anchor="middle">{xlabel}</text>')
+    for s, pts, lx, row in legend:
+        name, dash = html.escape(s.name), ' stroke-dasharray="6 4"' if s.dashed else ""
+        if not s.markers_only:
+            coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+            out.append(f'<polyline points="{coords}" fill="none" stroke="{s.colour}" stroke-width="2"{dash}/>')
+        hollow = f'fill="none" stroke="{s.colour}" stroke-width="2.5"'
+        dot = f'r="5.5" {hollow}' if s.markers_only else f'r="2.5" fill="{s.colour}"'
+        for x, y in pts:
+            tip = f"<title>{name}: {xlabel} {x:g}, {y:.4g}</title>"
+            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" {dot}>{tip}</circle>')
+        ly = top + ph + 46 + 16 * row  # the legend's mark; its text 4 px lower
+        mark = f'<line x1="{lx}" x2="{lx + 18}" y1="{ly}" y2="{ly}" stroke="{s.colour}" stroke-width="2"{dash}/>'
+        ring = f'<circle cx="{lx + 8}" cy="{ly}" r="4.5" fill="none" stroke="{s.colour}" stroke-width="2"/>'
+        out += [ring if s.markers_only else mark, f'<text x="{lx + 22}" y="{ly + 4}" font-size="11">{name}</text>']
+    out.append("</svg>")
+    return "".join(out)
+
 
 FILM_TILE = 96  # pixels per filmstrip tile on the page (and in its thumbnail)
 THUMB_QUALITY = 80  # WebP/JPEG quality: the demo's 10 evaluations x 10 probes x 2 methods in about 0.4 MB
@@ -63,17 +143,7 @@ def _encode(picture: Image.Image) -> tuple[str, str]:
 
 
 def thumbnails(png: bytes, layout: SheetLayout, columns: Sequence[int], tile: int = FILM_TILE) -> Image.Image:
-    """The tiles of one sheet scaled to ``tile`` pixels in one picture: a row per probe, a column per entry of
-    ``columns`` (indices into ``layout.columns``: 0 is the input, 1.. the methods).
-
-    Example::
-
-        >>> layout = sheet_layout(2, 1, 32)
-        >>> buffer = io.BytesIO()
-        >>> Image.new("RGB", (layout.width, layout.height), "white").save(buffer, format="PNG")
-        >>> thumbnails(buffer.getvalue(), layout, [0, 1], tile=16).size
-        (32, 32)
-    """
+    """A sheet's tiles at ``tile`` px in one picture: a row per probe, a column per index into ``layout.columns``."""
     sheet = Image.open(io.BytesIO(png)).convert("RGB")
     strip = Image.new("RGB", (tile * max(1, len(columns)), tile * len(layout.rows)), "white")
     for p, y in enumerate(layout.rows):
@@ -87,9 +157,8 @@ def compact(png: bytes, max_width: int = 900) -> tuple[str, str]:
     """An image at most ``max_width`` pixels wide, encoded as :func:`_encode` does."""
     picture = Image.open(io.BytesIO(png)).convert("RGB")
     if picture.width > max_width:
-        picture = picture.resize(
-            (max_width, round(picture.height * max_width / picture.width)), Image.Resampling.LANCZOS
-        )
+        size = (max_width, round(picture.height * max_width / picture.width))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
     return _encode(picture)
 
 
@@ -148,20 +217,16 @@ def _no_drift_yet(run: RunLog) -> str:
 
 
 def _layout_for(run: RunLog, sheet: Sheet) -> SheetLayout | None:
-    """The renderer's own sheet geometry for the run's tile size and probes, with as many method columns as the
-    image is wide (a method skipped at an evaluation is not on that sheet); None when none gives its size."""
+    """The geometry of a sheet in the run's tile size with as many probes and methods as it is big (None: none)."""
     tile = int(run.settings.get("tile_size", 128))
-    probes = int(run.settings.get("num_probes") or max((len(v) for v in run.predictions.values()), default=0))
-    one, two = sheet_layout(probes, 1, tile), sheet_layout(probes, 2, tile)
-    step = two.width - one.width  # one more method column
-    methods = 1 + (sheet.width - one.width) // step if step > 0 and sheet.width >= one.width else 0
-    layout = sheet_layout(probes, methods, tile)
-    return layout if (layout.width, layout.height) == (sheet.width, sheet.height) else None
+    bare = sheet_layout(0, 0, tile)
+    probes, methods = (sheet.height - bare.height) // bare.row_height, (sheet.width - bare.width) // (tile + GAP)
+    layout = sheet_layout(max(0, probes), max(0, methods), tile)
+    return layout if layout.size == (sheet.height, sheet.width) else None
 
 
 def _filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[str]]:
-    """The filmstrips, the CSS rules that hold their thumbnails (one image per evaluation, embedded once) and their
-    class names. The input column is packed once, with the first evaluation (the probes are fixed)."""
+    """The filmstrips, the CSS rules of their thumbnails (one per evaluation) and the rules' class names."""
     usable = [(i, s, layout) for i, s in enumerate(run.sheets) if (layout := _layout_for(run, s)) is not None]
     if not usable:
         return "", [], []
@@ -222,24 +287,17 @@ def _other_curves(run: RunLog) -> str:
         if t.count("/") >= 2 and t.split("/")[1] in run.methods and t.split("/")[2] not in ("drift", "alert")
     ]
     seconds = [Series("seconds", run.scalars.get("xai/summary/seconds", []), PALETTE[6])]
-    return (
-        _charts("Localisation", localisation)
-        + _charts("Quality and cost per method", quality)
-        + _charts("Cost", [svg_chart("seconds per evaluation", seconds)])
-    )
+    cost = _charts("Cost", [svg_chart("seconds per evaluation", seconds)])
+    return _charts("Localisation", localisation) + _charts("Quality and cost per method", quality) + cost
 
 
 def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], list[str]]:
-    epochs, alerts = run.epochs, run.alerts
-    alerted = f'<span class="alert">{len(alerts)} alert(s), the first at epoch {alerts[0][0]}</span>' if alerts else ""
-    summary = (
-        f'<p class="summary">{len(run.evaluations)} evaluation(s)'
-        + (f", epochs {epochs[0]}–{epochs[-1]}" if epochs else "")
-        + f", methods {', '.join(run.methods) or '–'}; "
-        + (alerted or "no alert")
-        + (f"; {len(run.errors)} skipped or uncompared map(s)" if run.errors else "")
-        + ".</p>"
-    )
+    epochs, alerts, count = run.epochs, run.alerts, len(run.evaluations)
+    first = f"the first at epoch {alerts[0][0]}" if alerts else ""
+    alerted = f'<span class="alert">{len(alerts)} alert(s), {first}</span>' if alerts else "no alert"
+    span, methods = f", epochs {epochs[0]}–{epochs[-1]}" if epochs else "", ", ".join(run.methods) or "–"
+    skipped = f"; {len(run.errors)} skipped or uncompared map(s)" if run.errors else ""
+    summary = f'<p class="summary">{count} evaluation(s){span}, methods {methods}; {alerted}{skipped}.</p>'
     rows = "".join(f"<tr><td>{e}</td><td>{html.escape(m)}</td></tr>" for e, m in alerts)
     parts = [
         f'<section class="run" id="{prefix}"><h1>{html.escape(name)}</h1>',

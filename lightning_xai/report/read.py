@@ -1,27 +1,15 @@
-"""Read what the monitor logged to TensorBoard event files back into plain Python, one :class:`RunLog` per monitor:
-scalars by epoch, explanation sheets, predictions tables, alerts and settings. A named monitor's tags are read with
-the name taken out (``xai/a/sheet`` as ``xai/sheet``); the dashboard's summary runs (``xai-score``, ...) inside a
-run directory are read into ``xai/summary/<method>/watched``, ``.../threshold``, ``.../alert`` and
-``.../rule_<key>[_threshold]``."""
+"""Read what the monitor logged to TensorBoard event files back, one :class:`RunLog` per monitor: scalars by epoch,
+sheets, predictions, alerts and settings; a named monitor's tags without the name (``xai/a/sheet`` as ``xai/sheet``),
+the summary runs (``xai-score``, ...) as ``xai/summary/<method>/watched|threshold|alert|rule_<key>[_threshold]``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-__all__ = [
-    "RunLog",
-    "Sheet",
-    "find_runs",
-    "monitor_names",
-    "parse_markdown_table",
-    "read_logdir",
-    "read_run",
-    "read_runs",
-]
 
 #: the summary runs inside a run directory (sub-directory name -> what their series are)
 SUMMARY_RUNS = {"xai-score": "score", "xai-threshold": "threshold", "xai-alert": "alert"}
@@ -60,9 +48,8 @@ class RunLog:
     @property
     def methods(self) -> list[str]:
         """The methods, from the settings or else from the scalar tags."""
-        if self.settings.get("methods"):
-            return list(self.settings["methods"])
-        return sorted({t.split("/")[1] for t in self.scalars if re.match(r"xai/[^/]+/(drift|alert)/", t)})
+        found = sorted({t.split("/")[1] for t in self.scalars if re.match(r"xai/[^/]+/(drift|alert)/", t)})
+        return list(self.settings.get("methods") or found)
 
     @property
     def epochs(self) -> list[int]:
@@ -107,13 +94,7 @@ def read_logdir(logdir: str) -> list[RunLog]:
 
 
 def monitor_names(tags: dict[str, list[str]]) -> list[str | None]:
-    """The monitors that logged the tags of one run (``None``: unnamed), unnamed first then by name.
-
-    Example::
-
-        >>> monitor_names({"images": ["xai/sheet", "xai/a/sheet", "xai/a/gradcam/overlay"], "scalars": ["epoch"]})
-        [None, 'a']
-    """
+    """The monitors that logged the tags of one run (``None``: unnamed), unnamed first then by name."""
     all_tags = [t for kind in ("images", "tensors", "scalars") for t in tags.get(kind, [])]
     found = {m.group("name") for m in map(_MONITOR_TAG.fullmatch, all_tags) if m}
     if not found and any(t.startswith("xai/") for t in all_tags):
@@ -122,13 +103,7 @@ def monitor_names(tags: dict[str, list[str]]) -> list[str | None]:
 
 
 def parse_markdown_table(text: str) -> list[dict[str, Any]]:
-    """Rows of a markdown table as dicts; numbers become int/float, ``–``/``-``/empty become None.
-
-    Example::
-
-        >>> parse_markdown_table("| probe | drift |\\n|---:|---:|\\n| 0 | 0.250 |\\n| 1 | – |")
-        [{'probe': 0, 'drift': 0.25}, {'probe': 1, 'drift': None}]
-    """
+    """Rows of a markdown table as dicts; numbers become int/float, ``–``/``-``/empty become None."""
     lines = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     return [dict(zip(rows[0], map(_value, row), strict=False)) for row in rows[2:]]
@@ -138,10 +113,8 @@ def _value(text: str) -> Any:
     if text in ("", "–", "-"):
         return None
     for kind in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return kind(text)
-        except ValueError:
-            pass
     return text
 
 
@@ -204,9 +177,8 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
     for kind, sub in subs.items():
         for tag in sorted(sub.Tags().get("scalars", [])):
             if (key := local(tag)) is not None and key.startswith("xai/summary/"):
-                points = run.scalars.setdefault(_summary_key(kind, key), [])
-                points += [(e.step, e.value) for e in sub.Scalars(tag)]
-                points.sort()
+                k = _summary_key(kind, key)
+                run.scalars[k] = sorted(run.scalars.get(k, []) + [(e.step, e.value) for e in sub.Scalars(tag)])
     # the i-th sheet belongs to the i-th evaluation: xai/summary/seconds holds their epochs in order
     evaluations = [e for e, _ in run.scalars.get("xai/summary/seconds", [])]
     images = {local(t): t for t in tags.get("images", [])}

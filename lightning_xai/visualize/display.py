@@ -17,13 +17,7 @@ def _to_float(x: Tensor) -> Tensor:
 
 
 def check_denormalize(denormalize: Denormalize) -> Denormalize:
-    """``denormalize`` as None, a callable or two 1-D float32 tensors ``(mean, std)``; else a ValueError naming it.
-
-    Example::
-
-        >>> [t.tolist() for t in check_denormalize([[0.5, 0.5], 0.25])]
-        [[0.5, 0.5], [0.25]]
-    """
+    """``denormalize`` as None, a callable or two 1-D float32 tensors ``(mean, std)``; else a ValueError naming it."""
     if denormalize is None or callable(denormalize):
         return denormalize
     fix = "pass (mean, std) (one value per channel or one for all), a callable mapping inputs to [0, 1] images or None."
@@ -55,8 +49,8 @@ def check_denormalize(denormalize: Denormalize) -> Denormalize:
 
 
 def check_display_channels(denormalize: Denormalize, channels: int, render: bool = True) -> None:
-    """Raise a ValueError naming ``denormalize`` when ``(mean, std)`` does not fit ``channels``, or (``render``) when
-    such images cannot be shown (1 or 3 channels after ``denormalize``; a callable is checked by the setup dry run)."""
+    """A ValueError naming ``denormalize`` when ``(mean, std)`` does not fit ``channels`` or, with ``render``, no image
+    of them can be shown."""
     if isinstance(denormalize, (tuple, list)):
         for label, part in zip(("means", "stds"), denormalize, strict=True):
             count = torch.as_tensor(part).numel()
@@ -75,13 +69,7 @@ def check_display_channels(denormalize: Denormalize, channels: int, render: bool
 
 
 def black_input(denormalize: Denormalize) -> Tensor | None:
-    """The model input that displays as black, ``-mean / std`` shaped ``(C, 1, 1)``, for ``denormalize=(mean, std)``.
-
-    Example::
-
-        >>> black_input(([0.5, 0.25], [0.25, 0.5])).flatten().tolist()
-        [-2.0, -0.5]
-    """
+    """The model input that displays as black, ``-mean / std`` shaped ``(C, 1, 1)``, for ``denormalize=(mean, std)``."""
     if not isinstance(denormalize, (tuple, list)) or len(denormalize) != 2:
         return None
     mean, std = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in denormalize)
@@ -97,8 +85,7 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
 
     Example::
 
-        >>> x = torch.zeros(2, 3, 4, 4)  # normalised with mean 0.5, std 0.25
-        >>> out = to_display_images(x, denormalize=([0.5, 0.5, 0.5], [0.25, 0.25, 0.25]))
+        >>> out = to_display_images(torch.zeros(2, 1, 4, 4), denormalize=([0.5], [0.25]))  # x * std + mean, as RGB
         >>> out.shape, out.unique().tolist()
         (torch.Size([2, 3, 4, 4]), [0.5])
     """

@@ -14,14 +14,12 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_xai.explain.base import check_int
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.dashboard import named, summary_scalars
 from lightning_xai.visualize.display import Denormalize, black_input
-from lightning_xai.visualize.evidence import evidence_tag, render_evidence
 from lightning_xai.visualize.loggers import MediaSink, logger_key, sink_for
 from lightning_xai.visualize.media import Picture, evaluation_media
-from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE
+from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE, evidence_tag, render_evidence
 from lightning_xai.visualize.writer import BackgroundWriter
 
 if TYPE_CHECKING:
@@ -30,9 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class MediaContext:
-    """What the pictures need from the monitor that logs them: its ``name`` (tags ``xai/<name>/...``), the ``drift``
-    tracker whose reference captions the sheet (None: no captions), the drift ``rules`` (summary charts) and the run's
-    ``settings`` as primitives (``lightning_xai.settings.run_settings``, written once per logger version)."""
+    """What the pictures need from the monitor: name, drift tracker (captions), rules (charts) and run settings."""
 
     name: str | None = None
     drift: Any = None
@@ -41,8 +37,7 @@ class MediaContext:
 
 
 class MediaLogger:
-    """Renders an evaluation (and an evidence image per alert with evidence) and queues it for every logger of the
-    trainer that takes images, on rank 0; the probes grid and the settings once per logger version."""
+    """Renders an evaluation (and alerts' evidence) for every image logger on rank 0; probes and settings once each."""
 
     def __init__(
         self,
@@ -54,7 +49,7 @@ class MediaLogger:
         grids: bool = False,
     ) -> None:
         self.colormap, self.denormalize, self.log_heatmaps = colormap, denormalize, log_heatmaps
-        self.tile_size, self.grids = check_int("tile_size", tile_size, 16), grids
+        self.tile_size, self.grids = tile_size, grids  # (checked by Display)
         self.writer = BackgroundWriter(background=background)
         self.logged_to: set[str] = set()  # the logger versions (:func:`logger_key`) that have the probes and settings
         self._sinks: dict[int, MediaSink] = {}
@@ -107,8 +102,7 @@ class MediaLogger:
         normalizations: Mapping[str, str],
         context: MediaContext | None = None,
     ) -> None:
-        """Render and queue one evaluation for every image logger (rank 0); a rendering failure is warned about.
-        ``context``: what the monitor tells the pictures (None: no drift captions, name or run settings)."""
+        """Render and queue one evaluation for every image logger (rank 0); a rendering failure is warned about."""
         sinks = self.sinks(trainer) if trainer.is_global_zero else []
         if not sinks:
             return
@@ -117,6 +111,7 @@ class MediaLogger:
             drift, note = probe_drift(context.drift, done)
             keys = [logger_key(sink.logger) for sink in sinks]
             style: dict[str, Any] = dict(denormalize=self.denormalize, colormap=self.colormap, tile_size=self.tile_size)
+            probes: dict[str, Any] = dict(predicted=done.predicted, confidence=done.confidence, targets=done.targets)
             title = f"epoch {record.epoch}   step {record.global_step}"
             if alerted := ", ".join(sorted({a.method for a in record.alerts})):  # (the red figures are not the alert's)
                 title += f"   ALERT: {alerted} (see xai/alerts)"
@@ -126,12 +121,13 @@ class MediaLogger:
                 normalizations,
                 epoch=record.epoch,
                 step=record.global_step,
-                predicted=done.predicted,
-                confidence=done.confidence,
-                targets=done.targets,
                 labels=labels,
+                **probes,
                 errors=record.errors,
-                alert_messages=[alert_text(a) for a in record.alerts],
+                alert_messages=[
+                    f"{a.message} (score {a.value:.3g} >= threshold {a.threshold:.3g}; probes {list(a.probe_indices)})"
+                    for a in record.alerts
+                ],
                 log_heatmaps=self.log_heatmaps,
                 grids=self.grids,
                 include_probes=any(key not in self.logged_to for key in keys),
@@ -143,9 +139,8 @@ class MediaLogger:
             )
             for alert in record.alerts:  # one evidence image per method: its first alert with evidence
                 tag = evidence_tag(alert.method)
-                if getattr(alert, "evidence", None) is None or any(t == tag for t, _ in media.images):
-                    continue
-                if (image := render_evidence(done.inputs, alert, labels=labels, **style)) is not None:
+                seen = any(t == tag for t, _ in media.images)
+                if not seen and (image := render_evidence(done.inputs, alert, labels=labels, **style)) is not None:
                     media.images.append((tag, Picture.from_tensor(image)))
             name = context.name
             media.images = [(named(tag, name), image) for tag, image in media.images]
@@ -183,22 +178,8 @@ class MediaLogger:
         return {**self.__dict__, "_sinks": {}}
 
 
-def alert_text(alert: Any) -> str:
-    """An alert as the ``xai/alerts`` text shows it: its message, then the value against its threshold.
-
-    Example::
-
-        >>> from lightning_xai.drift.alerts import DriftAlert
-        >>> alert_text(DriftAlert(5, 50, "gradcam", "novel_relevance", "mean", 0.052, 0.031, (1, 3), "Moved."))
-        'Moved. (score 0.052 >= threshold 0.031; probes [1, 3])'
-    """
-    values = f"score {alert.value:.3g} >= threshold {alert.threshold:.3g}; probes {list(alert.probe_indices)}"
-    return f"{alert.message} ({values})"
-
-
 def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor | None], str]:
-    """Per method, each probe's rank drift against the tracker's reference maps (None before the reference epoch, or
-    for a map the time budget cut), and the legend line that says so."""
+    """Per method each probe's rank drift against the reference (None: no reference or cut), and the legend line."""
     reference = getattr(tracker, "reference", None)
     if tracker is None or not isinstance(reference, dict):
         return {}, ""
@@ -219,18 +200,7 @@ def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor
 
 
 def resolved_method_settings(explainer: Any, denormalize: Denormalize = None) -> dict[str, Any]:
-    """A method's ``config()`` with what it resolved: the layer Grad-CAM explains (its dotted name once set up;
-    ``"automatic (chosen at setup)"`` before) and what Integrated Gradients' baseline is in words.
-
-    Example::
-
-        >>> from lightning_xai.explain import IntegratedGradients
-        >>> resolved_method_settings(IntegratedGradients(n_steps=8))["baseline"]
-        'zeros'
-        >>> ig = IntegratedGradients(n_steps=8, baseline=black_input(([0.5], [0.25])))
-        >>> resolved_method_settings(ig, ([0.5], [0.25]))["baseline"]
-        'black (-mean/std) [-2.0]'
-    """
+    """A method's ``config()`` with its resolved layer name (or "automatic ...") and its baseline in words."""
     config = dict(explainer.config())
     if "layer" in config:
         resolved = getattr(explainer, "layer_name", None)
@@ -244,13 +214,7 @@ def resolved_method_settings(explainer: Any, denormalize: Denormalize = None) ->
 
 
 def describe_baseline(baseline: Any, denormalize: Denormalize = None) -> Any:
-    """Integrated Gradients' baseline in words: zeros, the number, black (``-mean/std``), or a tensor's first values.
-
-    Example::
-
-        >>> describe_baseline(None), describe_baseline(0.5), describe_baseline(torch.zeros(3, 1, 1))
-        ('zeros', 0.5, 'tensor (3, 1, 1) [0.0, 0.0, 0.0]')
-    """
+    """A baseline in words: zeros, the number, black (``-mean/std``), or a tensor's first values."""
     if baseline is None or not isinstance(baseline, Tensor):
         return "zeros" if baseline is None else baseline
     values = [round(float(v), 4) for v in baseline.detach().flatten()[:8].cpu()]

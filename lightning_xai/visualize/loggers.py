@@ -1,6 +1,5 @@
-"""Where one evaluation's media go, per logger: TensorBoard (images, markdown, the dashboard), CSV (files
-``<log_dir>/<tag>/epoch=EEEE-step=SSSSSSS.<png|csv|md>``), W&B (images, tables, the config) and MLflow (image series,
-text artifacts, ``log_dict``). W&B and MLflow are imported only by their own loggers."""
+"""Where one evaluation's media go: TensorBoard (images, markdown, the dashboard), CSV (files like
+``<log_dir>/<tag>/epoch=0003-step=0000120.png``), W&B (images, tables, config), MLflow (images, text, ``log_dict``)."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ def media_file_name(epoch: int, step: int, ext: str) -> str:
 
 
 class MediaSink:
-    """Turns an :class:`~lightning_xai.visualize.media.EvaluationMedia` (its tags already named) into background jobs
-    for one logger."""
+    """Turns an :class:`EvaluationMedia` (its tags already named) into background jobs for one logger."""
 
     def __init__(self, logger: Logger) -> None:
         self.logger = logger
@@ -119,8 +117,7 @@ class FileSink(MediaSink):
 
     def jobs(self, media: EvaluationMedia) -> list[Job]:
         log_dir = Path(str(self.logger.log_dir))
-        items: list[tuple[str, str, Any]] = [(tag, "png", image) for tag, image in media.images]
-        items += _text_files(media)
+        items: list[tuple[str, str, Any]] = [(tag, "png", image) for tag, image in media.images] + _text_files(media)
         name = media_file_name(media.epoch, media.step, "{ext}")
         jobs: list[Job] = [partial(_write_file, log_dir / tag / name.format(ext=ext), x) for tag, ext, x in items]
         if media.settings is not None:
@@ -146,8 +143,7 @@ class WandbSink(MediaSink):
             (tag, t.columns, [["" if v is None else v for v in row] for row in t.rows]) for tag, t in media.tables
         ]
         tables += [(tag, ["message"], [[text]]) for tag, text in media.texts]
-        for tag, columns, rows in tables:
-            jobs.append(partial(logger.log_table, key=tag, columns=columns, data=rows, step=media.step))
+        jobs += [partial(logger.log_table, key=tag, columns=c, data=r, step=media.step) for tag, c, r in tables]
         return jobs
 
 
@@ -198,32 +194,13 @@ def sink_for(logger: Logger) -> MediaSink | None:
 
 
 def logger_key(logger: Logger) -> str:
-    """Which logger and which of its runs: its kind and directory (TensorBoard, CSV) or version (W&B, MLflow).
-
-    Example::
-
-        >>> from lightning.pytorch.loggers import CSVLogger
-        >>> logger_key(CSVLogger("logs", name="csv", version=3))
-        'CSVLogger:logs/csv/version_3'
-    """
+    """Which logger and which of its runs: its kind and directory (TensorBoard, CSV) or version (W&B, MLflow)."""
     place = getattr(logger, "log_dir", None)
     return f"{type(logger).__name__}:{getattr(logger, 'version', None) if place is None else place}"
 
 
 def settings_markdown(settings: dict[str, Any]) -> str:
-    """The run's settings as a markdown table, then the whole record as a JSON block (read back by the report).
-
-    Example::
-
-        >>> print(settings_markdown({"warmup_epochs": 2}))
-        | setting | value |
-        |---|---|
-        | warmup_epochs | 2 |
-        <BLANKLINE>
-        ```json
-        {"warmup_epochs": 2}
-        ```
-    """
+    """The run's settings as a markdown table, then the whole record as a JSON block (read back by the report)."""
     lines = ["| setting | value |", "|---|---|"]
     for key, value in settings.items():
         shown = json.dumps(value, default=str) if not isinstance(value, str) else value

@@ -48,14 +48,7 @@ def encode_png(image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> b
 
 
 class Picture:
-    """An image composed and PNG-encoded once, when first asked for (thread-safe), for every logger alike.
-
-    Example::
-
-        >>> picture = Picture.from_tensor(torch.zeros(3, 2, 4, dtype=torch.uint8))
-        >>> picture.array().shape, picture.png() is picture.png(), tuple(picture.tensor().shape)
-        ((2, 4, 3), True, (3, 2, 4))
-    """
+    """An image composed and PNG-encoded once, when first asked for (thread-safe), for every logger alike."""
 
     def __init__(self, compose: Callable[[], np.ndarray], height: int, width: int) -> None:
         self.height, self.width = int(height), int(width)
@@ -122,29 +115,20 @@ def prediction_rows(
     confidence: Tensor,
     drift: Mapping[str, Tensor | None] | None = None,
 ) -> Table:
-    """The predictions table: probe, label, target, predicted, confidence (and drift per method).
-
-    Example::
-
-        >>> t = prediction_rows(None, torch.tensor([1]), torch.tensor([1]), torch.tensor([0.5]), {"gradcam": None})
-        >>> t.columns, t.rows
-        (['probe', 'label', 'target', 'predicted', 'confidence', 'gradcam drift'], [[0, None, 1, 1, 0.5, None]])
-    """
+    """The predictions table: probe, label, target, predicted, confidence (and drift per method)."""
     drift = dict(drift or {})
     table = Table(["probe", "label", "target", "predicted", "confidence"] + [f"{m} drift" for m in drift])
     values = [None if v is None else [float(x) for x in v.cpu()] for v in drift.values()]
     for i in range(int(predicted.shape[0])):
-        row: list[Any] = [i, None if labels is None else int(labels[i]), int(targets[i]), int(predicted[i])]
-        row.append(float(confidence[i]))
+        row = [i, None if labels is None else int(labels[i]), int(targets[i]), int(predicted[i]), float(confidence[i])]
         table.rows.append(row + [None if v is None or i >= len(v) else v[i] for v in values])
     return table
 
 
 @dataclass
 class EvaluationMedia:
-    """Everything one evaluation shows, on the CPU, ready for any logger: ``(tag, item)`` images, tables and markdown
-    texts (logged at ``step``), the run's settings (with the first evaluation a logger sees), and for the dashboard
-    the methods, the monitor's name, the summary series per run (logged at ``epoch``) and the drift rules."""
+    """One evaluation on the CPU for any logger: ``(tag, item)`` images, tables and texts, the settings (first time a
+    logger sees the run), and for the dashboard the methods, name, summary series per run and drift rules."""
 
     epoch: int
     step: int
@@ -182,42 +166,26 @@ def evaluation_media(
     probe_threshold: float | None = None,
     title: str = "",
 ) -> EvaluationMedia:
-    """Render one evaluation on the training thread, with one torch thread: the sheet (``xai/sheet``), with ``grids``
-    the 8-column grids ``xai/<method>/overlay`` (and ``xai/probes`` with ``include_probes`` too), with
-    ``log_heatmaps`` the bare ``xai/<method>/heatmap``, the predictions table and the alert and error texts.
-
-    Example::
-
-        >>> maps = {"m": Explanation(torch.rand(2, 2, 2), torch.rand(2, 8, 8))}
-        >>> media = evaluation_media(torch.rand(2, 1, 8, 8), maps, {"m": "max"}, epoch=3, step=30,
-        ...     predicted=torch.tensor([0, 1]), confidence=torch.tensor([0.5, 0.9]),
-        ...     targets=torch.tensor([0, 1]), labels=None, alert_messages=["drift!"], grids=False)
-        >>> [tag for tag, _ in media.images], [tag for tag, _ in media.tables], [tag for tag, _ in media.texts]
-        (['xai/sheet'], ['xai/predictions'], ['xai/alerts'])
-    """
+    """Render one evaluation with one torch thread: ``xai/sheet``, with ``grids`` ``xai/<method>/overlay`` (and with
+    ``include_probes`` ``xai/probes``), with ``log_heatmaps`` ``xai/<method>/heatmap``, the table and the texts."""
     media = EvaluationMedia(int(epoch), int(step))
     with one_torch_thread(inputs.device):
         display = to_display_images(inputs, denormalize)
         heats = {
             n: normalize_maps(r.display.to(display.device), normalizations.get(n, "max")) for n, r in results.items()
         }
+        captions: dict[str, Any] = dict(predicted=predicted, confidence=confidence, labels=labels, targets=targets)
+        looks: dict[str, Any] = dict(title=title, tile_size=tile_size, colormap=colormap, display=display, heats=heats)
         layout, compose = prepare_sheet(
             inputs,
             results,
             normalizations,
-            predicted=predicted,
-            confidence=confidence,
-            labels=labels,
-            targets=targets,
             drift=drift,
             drift_name="vs ref" if drift_note else "drift",
             drift_threshold=probe_threshold,
             drift_note=drift_note,
-            title=title,
-            tile_size=tile_size,
-            colormap=colormap,
-            display=display,
-            heats=heats,
+            **captions,
+            **looks,
         )
         size = tuple(display.shape[-2:])
         pictures = [("xai/probes", display)] if include_probes and grids else []

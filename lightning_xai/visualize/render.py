@@ -31,10 +31,8 @@ def one_torch_thread(device: torch.device | str = "cpu") -> Iterator[None]:
     # many small operations: on busy cores each waits for a descheduled partner thread (measured: 10-18 ms per
     # evaluation with one thread, 60-680 ms with two); the setting is process-wide: the training thread only
     threads = torch.get_num_threads()
-    if torch.device(device).type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -42,13 +40,7 @@ def one_torch_thread(device: torch.device | str = "cpu") -> Iterator[None]:
 
 
 def check_colormap(name: str) -> str:
-    """Return the name as ``matplotlib.colormaps`` knows it, or raise a ValueError naming ``colormap``.
-
-    Example::
-
-        >>> check_colormap("JET"), check_colormap("RdBu")
-        ('jet', 'RdBu')
-    """
+    """The name as ``matplotlib.colormaps`` knows it (case-insensitive where unambiguous), else a ValueError."""
     if isinstance(name, str):
         if name in matplotlib.colormaps:
             return name
@@ -77,18 +69,6 @@ def lut_uint8(name: str) -> np.ndarray:
 def device_lut(name: str, device: str) -> Tensor:
     """``(256, 3)`` float32 table of a colormap on ``device`` (cached and shared: never modify it in place)."""
     return torch.from_numpy(_sampled(name)).float().to(device)
-
-
-def colormap_lut(name: str, device: torch.device | str | None = None) -> Tensor:
-    """A fresh ``(256, 3)`` float32 copy of matplotlib's table of a colormap, on ``device`` (default CPU).
-
-    Example::
-
-        >>> lut = colormap_lut("viridis")
-        >>> lut.shape, lut.dtype, (lut[0] * 255).round().tolist()
-        (torch.Size([256, 3]), torch.float32, [68.0, 1.0, 84.0])
-    """
-    return device_lut(name, str(torch.device(device if device is not None else "cpu"))).clone()
 
 
 def _as_nhw(maps: Tensor, what: str) -> Tensor:
@@ -148,14 +128,7 @@ def normalize_maps(maps: Tensor, mode: str = "max", percentile: float = 99.0, ep
 
 def overlay(images: Tensor, heat_rgb: Tensor, heat: Tensor, alpha: float = 0.5) -> Tensor:
     """Blend ``(N, 3, H, W)`` coloured heatmaps onto display images of that shape, weighted by the ``(N, H, W)`` heat
-    in ``[0, 1]``: ``images * (1 - alpha * heat) + heat_rgb * alpha * heat`` (zero heat shows the image unchanged).
-
-    Example::
-
-        >>> img, heat = torch.full((1, 3, 2, 2), 0.5), torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])
-        >>> torch.equal(overlay(img, apply_colormap(heat), heat, alpha=1.0)[0, :, 0, 0], img[0, :, 0, 0])
-        True
-    """
+    in ``[0, 1]``: ``images * (1 - alpha * heat) + heat_rgb * alpha * heat`` (zero heat shows the image unchanged)."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}.")
     if images.dim() != 4 or images.shape[1] != 3:
@@ -173,14 +146,7 @@ def overlay(images: Tensor, heat_rgb: Tensor, heat: Tensor, alpha: float = 0.5) 
 
 
 def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> Tensor:
-    """Tile ``(N, C, H, W)`` images into one ``(C, GH, GW)`` image like ``torchvision.utils.make_grid`` (but a lone
-    image is padded too and one channel stays one).
-
-    Example::
-
-        >>> make_grid(torch.zeros(5, 3, 4, 4), nrow=3, padding=2).shape
-        torch.Size([3, 14, 20])
-    """
+    """``(N, C, H, W)`` images as one ``(C, GH, GW)`` grid like ``torchvision.utils.make_grid`` (a lone one padded)."""
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
     n, c, h, w = images.shape
@@ -197,13 +163,7 @@ def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float 
 
 
 def to_uint8(grid: Tensor) -> Tensor:
-    """A float image in ``[0, 1]`` as ``uint8`` (clamped, rounded; NaN becomes 0).
-
-    Example::
-
-        >>> to_uint8(torch.tensor([0.0, 0.5, 1.0, 2.0])).tolist()
-        [0, 128, 255, 255]
-    """
+    """A float image in ``[0, 1]`` as ``uint8`` (clamped, rounded; NaN becomes 0)."""
     return (torch.nan_to_num(_to_float(grid), nan=0.0).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
 
@@ -227,11 +187,9 @@ def render_overlay_grid(
         >>> grid.shape, grid.dtype
         (torch.Size([3, 70, 70]), torch.uint8)
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
+    display = to_display_images(images, denormalize)  # (checks the images' shape)
     if maps.shape[0] != images.shape[0]:
         raise ValueError(f"maps has {maps.shape[0]} entries but images has {images.shape[0]}.")
-    display = to_display_images(images, denormalize)
     if maps.dim() not in (3, 4):
         raise ValueError(f"maps must have shape (N, H, W) or (N, C, H, W), got {tuple(maps.shape)}.")
     m = _to_float(maps.to(display.device))

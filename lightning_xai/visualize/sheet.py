@@ -1,14 +1,15 @@
 """The explanation sheet, one image per evaluation: per probe a caption, the input, an overlay per method (``tile_size``
 pixels, nearest-neighbour up, area averaging down) and the probe's drift under each; a colour scale at the bottom.
+And an alert's evidence image ``xai/<method>/alert/evidence``: per probe that moved the input, the map before and at
+the alert (one colour scale per probe) and their difference (blue lost, red gained), a box per region of the alert.
 
 Example::
 
     >>> import torch
     >>> from lightning_xai.explain import Explanation
-    >>> sheet = render_sheet(
-    ...     torch.rand(2, 1, 12, 12), {"gradcam": Explanation(torch.rand(2, 3, 3), torch.rand(2, 12, 12))},
-    ...     {"gradcam": "max"}, predicted=torch.tensor([1, 0]), confidence=torch.tensor([0.9, 0.6]),
-    ...     labels=torch.tensor([1, 1]), targets=torch.tensor([1, 1]))
+    >>> maps, probes = {"gradcam": Explanation(torch.rand(2, 3, 3), torch.rand(2, 12, 12))}, torch.tensor([1, 0])
+    >>> sheet = render_sheet(torch.rand(2, 1, 12, 12), maps, {"gradcam": "max"}, predicted=probes,
+    ...     confidence=torch.tensor([0.9, 0.6]), labels=None, targets=probes)
     >>> sheet.dtype, tuple(sheet.shape) == (3, *sheet_layout(2, 1).size)
     (torch.uint8, True)
 """
@@ -16,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,13 @@ NOTE_LINES = 3
 #: column titles of the known methods (others show their name)
 METHOD_TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Int. Gradients"}
 INK, MUTED, ALERT = (0.08, 0.08, 0.08), (0.38, 0.38, 0.38), (0.80, 0.05, 0.05)
+#: the diverging colours of the difference map: blue = relevance lost, white = unchanged, red = gained
+EVIDENCE_DIFF_COLORMAP = "RdBu_r"
+#: box colours, one per region (cycled): visible on jet/viridis/inferno/turbo and on the diverging map
+BOX_COLOURS = ((255, 255, 255), (0, 255, 0), (255, 0, 255), (255, 255, 0), (0, 255, 255), (255, 128, 0))
+MAX_PROBES = 8
+#: the evidence image's margin, gap, header, column title and probe label (pixels)
+_MARGIN, _GAP, _HEADER, _COLUMN_TITLE, _LABEL = 8, 6, 44, 18, 132
 
 Colour = tuple[float, float, float]
 
@@ -52,13 +61,7 @@ def text_width(text: str) -> float:
 
 
 def fit_text(text: str, width: float) -> str:
-    """``text`` cut to fit ``width`` pixels, ending in ``..`` when cut.
-
-    Example::
-
-        >>> fit_text("integrated_gradients", 100)
-        'integrated_gr..'
-    """
+    """``text`` cut to fit ``width`` pixels, ending in ``..`` when cut."""
     if text_width(text) <= width:
         return text
     cut = text
@@ -68,13 +71,7 @@ def fit_text(text: str, width: float) -> str:
 
 
 def wrap_text(text: str, width: float) -> list[str]:
-    """``text`` broken at spaces into lines of at most ``width`` pixels (a longer word is cut).
-
-    Example::
-
-        >>> wrap_text("one two three four", 80)
-        ['one two', 'three four']
-    """
+    """``text`` broken at spaces into lines of at most ``width`` pixels (a longer word is cut)."""
     lines: list[str] = []
     for word in text.split():
         if lines and text_width(lines[-1] + " " + word) <= width:
@@ -142,15 +139,11 @@ def prepare_sheet(
     display: Tensor | None = None,
     heats: Mapping[str, Tensor] | None = None,
 ) -> tuple[SheetLayout, Callable[[], np.ndarray]]:
-    """The tiles of a sheet, rendered in one batch on the inputs' device and copied to the CPU once, and a function
-    that composes the ``(H, W, 3)`` uint8 page from them with numpy and Pillow only (fit for a background thread).
-
-    ``results`` holds each method's :class:`~lightning_xai.explain.Explanation` (its ``display`` maps are drawn,
-    scaled by ``normalizations``); ``predicted``, ``confidence``, ``labels`` (or None) and ``targets`` caption each of
-    the ``P`` probes; ``drift`` holds each method's ``(P,)`` drift (None: "drift -"), named ``drift_name``, red over
-    ``drift_threshold`` and explained by ``drift_note``; ``display`` and ``heats`` are the display images and the
-    normalised display maps, when the caller has them.
-    """
+    """The sheet's layout and a function composing its ``(H, W, 3)`` uint8 page with numpy and Pillow only (for a
+    background thread) from tiles rendered in one batch on the inputs' device. ``results``' ``display`` maps scaled by
+    ``normalizations``; captions from ``predicted``, ``confidence``, ``labels`` (or None), ``targets``; ``drift``: each
+    method's per-probe drift (None: "drift -") named ``drift_name``, red over ``drift_threshold``, explained by
+    ``drift_note``; ``display``/``heats``: the display images and normalised maps, when the caller has them."""
     if int(tile_size) < 16:
         raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
     colormap = check_colormap(colormap)
@@ -235,7 +228,90 @@ def prepare_sheet(
 def render_sheet(
     inputs: Tensor, results: Mapping[str, Explanation], normalizations: Mapping[str, str], **options: Any
 ) -> Tensor:
-    """One evaluation's sheet (see the module docstring) as a ``(3, H, W)`` uint8 CPU tensor, composed at once;
-    takes the arguments of :func:`prepare_sheet`."""
+    """One evaluation's sheet as a ``(3, H, W)`` uint8 CPU tensor; takes the arguments of :func:`prepare_sheet`."""
     _, compose = prepare_sheet(inputs, results, normalizations, **options)
     return torch.from_numpy(compose()).permute(2, 0, 1)
+
+
+def evidence_tag(method: str) -> str:
+    """The tag of a method's evidence image."""
+    return f"xai/{method}/alert/evidence"
+
+
+def tile_origin(row: int, column: int, tile: tuple[int, int], header: int = 0) -> tuple[int, int]:
+    """The top-left ``(x, y)`` of an evidence tile (``column`` 0 input .. 3 difference; ``header``: extra pixels)."""
+    top = _MARGIN + _HEADER + header + _COLUMN_TITLE
+    return _MARGIN + _LABEL + column * (tile[0] + _GAP), top + row * (tile[1] + _GAP)
+
+
+def _colour(values: np.ndarray, lut: np.ndarray, low: float, high: float) -> np.ndarray:
+    span = high - low if high > low else 1.0
+    return lut[np.clip((values - low) / span * 255.0, 0, 255).round().astype(np.int64)]
+
+
+def render_evidence(
+    inputs: Tensor,
+    alert: Any,
+    *,
+    denormalize: Denormalize = None,
+    colormap: str = "jet",
+    tile_size: int = 128,
+    labels: Tensor | None = None,
+    max_probes: int = MAX_PROBES,
+) -> Tensor | None:
+    """The evidence image of ``alert`` as a ``(3, H, W)`` uint8 CPU tensor; None when the alert carries no evidence.
+
+    Rows: the first ``max_probes`` of ``alert.evidence.probe_indices`` among all ``inputs``, with their ``labels``;
+    ``colormap`` colours the maps; a tile's long side is about ``tile_size`` (small maps scaled up by whole factors)."""
+    evidence = getattr(alert, "evidence", None)
+    if evidence is None or len(evidence.probe_indices) == 0:
+        return None
+    rows = list(evidence.probe_indices)[:max_probes]
+    before, after = (m[: len(rows)].detach().float().cpu().numpy() for m in (evidence.before, evidence.after))
+    pictures = to_display_images(inputs[torch.as_tensor(rows, device=inputs.device)].detach().float(), denormalize)
+    pictures_np = (pictures.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    height, width = before.shape[-2:]
+    scale = max(1, tile_size // max(height, width))
+    tile_h, tile_w = height * scale, width * scale
+    lut, diverging = lut_uint8(colormap), lut_uint8(EVIDENCE_DIFF_COLORMAP)
+    then = f"before (epoch {evidence.before_epoch})" if evidence.before_epoch >= 0 else "before"
+    columns = ("input", then, f"at the alert (epoch {alert.epoch})", "at the alert - before")
+    canvas_w = 2 * _MARGIN + _LABEL + 4 * tile_w + 3 * _GAP
+    boxes = "; ".join(f"{r.label} {getattr(r, 'place', '') or ''}".strip() for r in alert.regions) or "none"
+    lines = textwrap.wrap(f"the probes that moved; boxes: {boxes}", width=max(40, (canvas_w - 2 * _MARGIN) // 6))
+    extra = max(0, len(lines) - 1) * 13  # the header grows by the lines the boxes need
+    canvas_h = _MARGIN + _HEADER + extra + _COLUMN_TITLE + len(rows) * (tile_h + _GAP) + _MARGIN
+    canvas = Image.new("RGB", (canvas_w, canvas_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    big, font, small = (ImageFont.load_default(size=size) for size in (14, 11, 10))
+    heading = f"{alert.method}: alert at epoch {alert.epoch} (step {alert.global_step})"
+    draw.text((_MARGIN, _MARGIN), heading, fill=(0, 0, 0), font=big)
+    draw.multiline_text((_MARGIN, _MARGIN + 20), "\n".join(lines), fill=(60, 60, 60), font=font, spacing=2)
+    for c, title in enumerate(columns):
+        x, y = tile_origin(0, c, (tile_w, tile_h), extra)
+        draw.text((x, y - _COLUMN_TITLE), title, fill=(0, 0, 0), font=font)
+    region_colour = {id(r): BOX_COLOURS[i % len(BOX_COLOURS)] for i, r in enumerate(alert.regions)}
+    for row, probe in enumerate(rows):
+        _, y = tile_origin(row, 0, (tile_w, tile_h), extra)
+        high = float(max(before[row].max(), after[row].max(), 0.0))
+        diff = after[row] - before[row]
+        spread = float(np.abs(diff).max()) or 1.0
+        maps = [_colour(before[row], lut, 0.0, high), _colour(after[row], lut, 0.0, high)]
+        tiles = [pictures_np[row], *maps, _colour(diff, diverging, -spread, spread)]
+        mine = [r for r in alert.regions if probe in r.probe_indices]
+        for c, rgb in enumerate(tiles):
+            x, _ = tile_origin(row, c, (tile_w, tile_h), extra)
+            size = (rgb.shape[1] * scale, rgb.shape[0] * scale)
+            canvas.paste(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.NEAREST), (x, y))
+            for region in mine:  # a coloured line with a black edge, just outside the region but inside the tile
+                top, left, bottom, right = (int(v) for v in region.box)  # input pixels, bottom/right exclusive
+                if right > left and bottom > top:
+                    x0, y0 = max(x, x + left * scale - 3), max(y, y + top * scale - 3)
+                    x1, y1 = min(x + tile_w, x + right * scale + 3) - 1, min(y + tile_h, y + bottom * scale + 3) - 1
+                    draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0), width=1)
+                    draw.rectangle((x0 + 1, y0 + 1, x1 - 1, y1 - 1), outline=region_colour[id(region)], width=2)
+        known = [f"label {int(labels[probe])}"] if labels is not None and probe < len(labels) else []
+        label = "\n".join([f"probe {probe}", *known, *(region.label for region in mine)])
+        draw.multiline_text((_MARGIN, y + 2), label, fill=(0, 0, 0), font=font, spacing=2)
+        draw.text((_MARGIN, y + tile_h - 14), f"diff ±{spread:.2g}", fill=(90, 90, 90), font=small)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()

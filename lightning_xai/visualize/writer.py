@@ -18,21 +18,7 @@ NICENESS = 10
 
 
 class BackgroundWriter:
-    """Runs logging jobs in order on one daemon thread (or inline when ``background=False``).
-
-    Args:
-        background: run jobs on a worker thread; False runs them immediately in the caller.
-        max_pending: bound of the queue; ``submit`` blocks when it is full, so memory stays bounded.
-
-    Example::
-
-        >>> out = []
-        >>> writer = BackgroundWriter()
-        >>> writer.submit(lambda: out.append(1))
-        >>> writer.flush(); out
-        [1]
-        >>> writer.close()
-    """
+    """Runs jobs in order on one daemon thread (inline without ``background``); at most ``max_pending`` wait."""
 
     def __init__(self, background: bool = True, max_pending: int = 16) -> None:
         self.background = background
@@ -61,7 +47,7 @@ class BackgroundWriter:
             self.errors.append(f"{type(err).__name__}: {err}")
 
     def submit(self, job: Job) -> None:
-        """Queue ``job`` (blocks only while ``max_pending`` jobs are already waiting)."""
+        """Queue ``job`` (run it now without ``background``)."""
         if not self.background:
             self._call(job)
             return
@@ -86,11 +72,8 @@ class BackgroundWriter:
         """The errors so far, taken out one by one (``list.pop`` is atomic: none the writer adds meanwhile is lost)."""
         return [self.errors.pop(0) for _ in range(len(self.errors))]
 
-    def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: threads and queues are recreated
-        return {"background": self.background, "max_pending": self._queue.maxsize}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["background"], state["max_pending"])  # type: ignore[misc]
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable for ddp_spawn: a new writer, its thread started when needed
+        return BackgroundWriter, (self.background, self._queue.maxsize)
 
 
 def add_text_job(writer: Any, tag: str, text: str, step: int) -> Job:

@@ -1,0 +1,97 @@
+"""The monitor's internal helpers, on plain values (these were docstring examples before issue 19's second
+compression round): RNG isolation, probe shards, the ``ddp_spawn`` return file, the state key's parts, the flat
+settings text and the drift-key placeholders."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lightning_xai import Budget, DriftPolicy, GradCam
+from lightning_xai._distributed import mark_spawn_return, receive_spawn_return, send_spawn_return, shard
+from lightning_xai._rng import isolated_rng
+from lightning_xai._trainer import with_placeholders
+from lightning_xai.settings import digest, normalize_arguments, run_settings, state_key_parts
+
+
+def draw() -> tuple[float, float, float]:
+    return torch.rand(1).item(), float(np.random.rand()), random.random()
+
+
+def seed_all() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+
+
+def test_isolated_rng_leaves_torch_numpy_and_python_streams_where_they_were() -> None:
+    seed_all()
+    expected = draw()
+    seed_all()
+    with isolated_rng():
+        draw()
+    assert draw() == expected
+
+
+def test_shards_are_consecutive_cover_every_probe_and_differ_by_at_most_one() -> None:
+    assert [shard(5, 2, r) for r in range(2)] == [slice(0, 3), slice(3, 5)]
+    for count, world in ((0, 2), (3, 4), (7, 3), (8, 4)):
+        parts = [shard(count, world, r) for r in range(world)]
+        assert [i for p in parts for i in range(count)[p]] == list(range(count))
+        assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1
+
+
+def test_the_spawn_return_travels_once_from_another_process_only(tmp_path: Path) -> None:
+    state: dict = {}
+    mark_spawn_return(state)
+    path, pid = state["_spawn_return"]
+    assert pid == os.getpid() and not os.path.exists(path)
+    mark_spawn_return(state)
+    assert state["_spawn_return"] == (path, pid)  # named once per monitor
+    send_spawn_return((path, pid), lambda: {"x": 1}, rank_zero=True)
+    assert not os.path.exists(path)  # the main process itself writes nothing
+    other = (str(tmp_path / "r.pt"), os.getpid() + 1)
+    send_spawn_return(other, lambda: {"x": 1}, rank_zero=False)
+    assert not os.path.exists(other[0])  # only rank 0 sends
+    send_spawn_return(other, lambda: {"x": 1}, rank_zero=True)  # a worker: another pid than the waiting one
+    assert receive_spawn_return(other) is None  # read only in the process that waits for it
+    mine = (other[0], os.getpid())
+    assert receive_spawn_return(mine) == {"x": 1} and not os.path.exists(other[0])
+    assert receive_spawn_return(mine) is None and receive_spawn_return(None) is None
+
+
+def arguments(**given: object) -> dict:
+    defaults = dict(probes=None, num_probes=8, methods=("gradcam",), target="label", every_n_epochs=1)
+    defaults |= dict(denormalize=None, forward_fn=None, drift=None, display=None, budget=None, seed=0, name=None)
+    return normalize_arguments({**defaults, **given})
+
+
+def test_state_key_parts_name_methods_probe_source_and_target() -> None:
+    parts = state_key_parts(arguments(methods=[GradCam(layer="features")]))
+    assert parts == {"methods": ["gradcam(layer=features,reshape=None)"], "probes": "val[8,seed=0]", "target": "label"}
+    images, labels = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+    given = state_key_parts(arguments(probes=(images, labels), target=torch.tensor([1, 1, 0, 0]), seed=3))
+    assert given["probes"] == f"{digest(images)}+{digest(labels)}[8,seed=3]"
+    assert given["target"] == digest(torch.tensor([1, 1, 0, 0])) != digest(torch.tensor([1, 1, 0, 1]))
+    assert digest(torch.zeros(2, 3)) == "(2, 3):d3399b72" == digest(np.zeros((2, 3), dtype=np.float32))
+
+
+def test_run_settings_is_flat_and_primitive() -> None:
+    groups = [DriftPolicy(warmup_epochs=1), Budget()]
+    s = run_settings([GradCam()], None, groups, name="val", target="label", every_n_epochs=1, num_probes=8)
+    assert list(s)[:5] == ["name", "methods", "target", "every_n_epochs", "num_probes"]
+    assert (s["name"], s["target"], s["every_n_epochs"], s["num_probes"]) == ("val", "label", 1, 8)
+    assert s["methods"]["gradcam"]["layer"] == "automatic (chosen at setup)"
+    assert (s["warmup_epochs"], s["detector"]["cells"], s["max_overhead"], s["rules"]) == (1, 8, None, ())
+
+
+def test_placeholders_only_for_methods_that_ran_and_keys_not_logged() -> None:
+    keys = ["xai/g/drift/rank_vs_previous/median", "xai/ig/drift/rank_vs_previous/median"]
+    out = with_placeholders({"xai/g/confidence_mean": 0.5}, keys, {}, None)  # ig failed: no placeholder
+    assert out == {"xai/g/drift/rank_vs_previous/median": 0.0, "xai/g/confidence_mean": 0.5}
+    logged = {"xai/run/g/drift/rank_vs_previous/median": 0.3}
+    assert with_placeholders({"xai/g/confidence_mean": 0.5}, keys, logged, "run") == {"xai/g/confidence_mean": 0.5}

@@ -1,0 +1,143 @@
+"""The internal helpers of visualize/ and report/ (formerly docstring examples): exact values."""
+
+from __future__ import annotations
+
+import io
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
+
+from lightning_xai.explain import Explanation, IntegratedGradients
+from lightning_xai.report.cli import main
+from lightning_xai.report.html import Series, svg_chart, thumbnails
+from lightning_xai.report.read import monitor_names, parse_markdown_table
+from lightning_xai.visualize.dashboard import named
+from lightning_xai.visualize.display import black_input, check_denormalize
+from lightning_xai.visualize.log import describe_baseline, resolved_method_settings
+from lightning_xai.visualize.loggers import logger_key, settings_markdown
+from lightning_xai.visualize.media import Picture, evaluation_media, prediction_rows
+from lightning_xai.visualize.render import check_colormap, device_lut, make_grid, overlay, to_uint8
+from lightning_xai.visualize.sheet import evidence_tag, fit_text, sheet_layout, tile_origin, wrap_text
+from lightning_xai.visualize.writer import BackgroundWriter
+
+
+def test_render_helpers() -> None:
+    assert (check_colormap("JET"), check_colormap("RdBu")) == ("jet", "RdBu")
+    lut = device_lut("viridis", "cpu")
+    assert lut.shape == (256, 3) and lut.dtype == torch.float32 and (lut[0] * 255).round().tolist() == [68, 1, 84]
+    img, heat = torch.full((1, 3, 2, 2), 0.5), torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])
+    blended = overlay(img, torch.ones(1, 3, 2, 2), heat, alpha=1.0)
+    assert torch.equal(blended[0, :, 0, 0], img[0, :, 0, 0]) and blended[0, :, 0, 1].tolist() == [1.0, 1.0, 1.0]
+    assert make_grid(torch.zeros(5, 3, 4, 4), nrow=3, padding=2).shape == (3, 14, 20)
+    assert to_uint8(torch.tensor([0.0, 0.5, 1.0, 2.0, float("nan")])).tolist() == [0, 128, 255, 255, 0]
+
+
+def test_display_helpers() -> None:
+    checked = check_denormalize(([0.5, 0.5], 0.25))
+    assert isinstance(checked, tuple) and [torch.as_tensor(t).tolist() for t in checked] == [[0.5, 0.5], [0.25]]
+    black = black_input(([0.5, 0.25], [0.25, 0.5]))
+    assert black is not None and black.shape == (2, 1, 1) and black.flatten().tolist() == [-2.0, -0.5]
+    assert black_input(None) is None and black_input(lambda x: x) is None
+
+
+def test_text_fits_and_wraps() -> None:
+    assert fit_text("integrated_gradients", 100) == "integrated_gr.."
+    assert wrap_text("one two three four", 80) == ["one two", "three four"]
+
+
+def test_names_tags_and_keys() -> None:
+    assert (named("xai/sheet", "val"), named("xai/sheet", None), named("settings", "val")) == (
+        "xai/val/sheet",
+        "xai/sheet",
+        "val/settings",
+    )
+    assert evidence_tag("integrated_gradients") == "xai/integrated_gradients/alert/evidence"
+    assert tile_origin(0, 3, (64, 64)) == (350, 70) and tile_origin(1, 0, (64, 32), header=13) == (140, 121)
+    assert logger_key(CSVLogger("logs", name="csv", version=3)) == "CSVLogger:logs/csv/version_3"
+
+
+def test_settings_markdown_is_a_table_then_the_json_record() -> None:
+    text = settings_markdown({"warmup_epochs": 2, "name": "a|b", "rules": [1]})
+    assert text == (
+        "| setting | value |\n|---|---|\n| warmup_epochs | 2 |\n| name | a/b |\n| rules | [1] |\n\n"
+        '```json\n{"warmup_epochs": 2, "name": "a|b", "rules": [1]}\n```'
+    )
+
+
+def test_method_settings_say_what_was_resolved() -> None:
+    assert resolved_method_settings(IntegratedGradients(n_steps=8))["baseline"] == "zeros"
+    ig = IntegratedGradients(n_steps=8, baseline=black_input(([0.5], [0.25])))
+    assert resolved_method_settings(ig, ([0.5], [0.25]))["baseline"] == "black (-mean/std) [-2.0]"
+    assert (describe_baseline(None), describe_baseline(0.5)) == ("zeros", 0.5)
+    assert describe_baseline(torch.zeros(3, 1, 1)) == "tensor (3, 1, 1) [0.0, 0.0, 0.0]"
+    assert describe_baseline(torch.ones(9)) == "tensor (9,) [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]..."
+
+
+def test_picture_is_composed_and_encoded_once() -> None:
+    picture = Picture.from_tensor(torch.zeros(3, 2, 4, dtype=torch.uint8))
+    assert picture.array().shape == (2, 4, 3) and picture.png() is picture.png()
+    assert tuple(picture.tensor().shape) == (3, 2, 4) and Image.open(io.BytesIO(picture.png())).size == (4, 2)
+
+
+def test_prediction_rows_and_media_tags() -> None:
+    t = prediction_rows(None, torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([0.5, 0.25]), {"m": None})
+    assert t.columns == ["probe", "label", "target", "predicted", "confidence", "m drift"]
+    assert t.rows == [[0, None, 1, 1, 0.5, None], [1, None, 2, 0, 0.25, None]]
+    assert t.markdown().splitlines()[2] == "| 0 | – | 1 | 1 | 0.500 | – |"
+    assert t.csv().splitlines()[1] == "0,,1,1,0.500,"
+    maps = {"m": Explanation(torch.rand(2, 2, 2), torch.rand(2, 8, 8))}
+    media = evaluation_media(
+        torch.rand(2, 1, 8, 8),
+        maps,
+        {"m": "max"},
+        epoch=3,
+        step=30,
+        predicted=torch.tensor([0, 1]),
+        confidence=torch.tensor([0.5, 0.9]),
+        targets=torch.tensor([0, 1]),
+        labels=None,
+        alert_messages=["drift!"],
+    )
+    tags = [[tag for tag, _ in items] for items in (media.images, media.tables, media.texts)]
+    assert tags == [["xai/sheet"], ["xai/predictions"], ["xai/alerts"]] and media.texts[0][1] == "**ALERT** — drift!"
+
+
+def test_background_writer_runs_jobs_in_order_and_keeps_errors() -> None:
+    out: list[int] = []
+
+    def fail() -> None:
+        raise ZeroDivisionError("division by zero")
+
+    writer = BackgroundWriter(max_pending=2)
+    for i in range(5):
+        writer.submit(partial(out.append, i))
+    writer.submit(fail)
+    writer.flush()
+    assert out == [0, 1, 2, 3, 4] and writer.pop_errors() == ["ZeroDivisionError: division by zero"]
+    writer.close()
+    assert writer.pop_errors() == []
+
+
+def test_report_readers() -> None:
+    tags = {"images": ["xai/sheet", "xai/a/sheet", "xai/a/gradcam/overlay"], "scalars": ["epoch"]}
+    assert monitor_names(tags) == [None, "a"] and monitor_names({"scalars": ["xai/x"]}) == [None]
+    assert monitor_names({"scalars": ["epoch"]}) == []
+    rows = parse_markdown_table("| probe | drift | label |\n|---:|---:|---:|\n| 0 | 0.250 | cat |\n| 1 | – | - |")
+    assert rows == [{"probe": 0, "drift": 0.25, "label": "cat"}, {"probe": 1, "drift": None, "label": None}]
+
+
+def test_thumbnails_and_chart(capsys: pytest.CaptureFixture[str]) -> None:
+    layout = sheet_layout(2, 1, 32)
+    buffer = io.BytesIO()
+    Image.new("RGB", (layout.width, layout.height), "white").save(buffer, format="PNG")
+    strip = thumbnails(buffer.getvalue(), layout, [0, 1], tile=16)
+    assert strip.size == (32, 32) and np.asarray(strip).min() == 255
+    svg = svg_chart("drift", [Series("watched", [(0, 0.1), (1, 0.3)])])
+    assert svg.startswith("<svg") and "watched" in svg and "polyline" in svg
+    assert svg_chart("empty", [Series("nan", [(0, float("nan"))])]) == ""
+    assert main(["report", "/nonexistent", "--out", "/dev/null"]) == 1
+    assert capsys.readouterr().out == "no TensorBoard event files under /nonexistent\n"
