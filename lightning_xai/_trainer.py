@@ -42,10 +42,15 @@ def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) ->
     """Warn when a checkpoint holds monitor state under other settings (Lightning would skip it silently)."""
     keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(prefix)]
     if keys and state_key not in keys:
+        older = all(not k.startswith(f"{prefix}{{'") for k in keys)  # the key before the settings objects
+        fix = (
+            "It was written before the settings objects (DriftPolicy, Display, Budget): that is expected once"
+            if older
+            else "Resume with the same methods and their options, probes and target to keep them"
+        )
         _warn.warn(
             f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
-            "its probes, reference, history and alerts start afresh (a new reference). Resume with the same methods "
-            "and their options, probes and target to keep them."
+            f"its probes, reference, history and alerts start afresh (a new reference). {fix}."
         )
 
 

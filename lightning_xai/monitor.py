@@ -3,6 +3,7 @@ hooks."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -95,7 +96,7 @@ class AttributionMonitor(Callback):
         self.explainers: list[Explainer] = a["explainers"]  # from the registry, with what depends on the run resolved
         self.actions = _trainer.DriftActions(p.on_drift)
         self.drift_tracker = DriftTracker(p.warmup_epochs, p.reference_epoch, p.topk, p.probe_threshold)
-        self.detector = ShiftDetector() if p.detector == "default" else p.detector
+        self.detector = ShiftDetector() if p.detector == "default" else copy.deepcopy(p.detector)  # own calibration
         self.alert_tracker = AlertTracker(list(p.rules), cooldown=p.cooldown)
         self.media = MediaLogger(
             d.colormap, a["denormalize"], d.log_heatmaps, d.background_logging, d.tile_size, d.log_grids

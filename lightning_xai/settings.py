@@ -69,12 +69,14 @@ class DriftPolicy:
     topk: float = 0.1
 
     def __post_init__(self) -> None:
-        _set(self, "warmup_epochs", check_int("DriftPolicy.warmup_epochs", self.warmup_epochs, 0))
-        reference = check_int("DriftPolicy.reference_epoch", self.reference_epoch, 0, allow_none=True)
+        _set(self, "warmup_epochs", check_int("warmup_epochs", self.warmup_epochs, 0, where="DriftPolicy"))
+        reference = check_int("reference_epoch", self.reference_epoch, 0, allow_none=True, where="DriftPolicy")
         _set(self, "reference_epoch", reference)
-        _set(self, "cooldown", check_int("DriftPolicy.cooldown", self.cooldown, 0))
-        _set(self, "topk", check_float("DriftPolicy.topk", self.topk, 0.0, 1.0, low_open=True))
-        _set(self, "probe_threshold", check_float("DriftPolicy.probe_threshold", self.probe_threshold, 0.0, 1.0))
+        _set(self, "cooldown", check_int("cooldown", self.cooldown, 0, where="DriftPolicy"))
+        _set(self, "topk", check_float("topk", self.topk, 0.0, 1.0, low_open=True, where="DriftPolicy"))
+        _set(
+            self, "probe_threshold", check_float("probe_threshold", self.probe_threshold, 0.0, 1.0, where="DriftPolicy")
+        )
         on_drift, rules = self.on_drift, self.rules
         if not (callable(on_drift) or (isinstance(on_drift, str) and on_drift in ON_DRIFT_ACTIONS)):
             raise ValueError(
@@ -88,7 +90,9 @@ class DriftPolicy:
         _set(self, "rules", tuple(rules))
         if not (self.detector is None or isinstance(self.detector, ShiftDetector) or self.detector == "default"):
             raise ValueError(
-                f"`DriftPolicy.detector` must be 'default', a ShiftDetector or None, got {describe(self.detector)}"
+                f"`DriftPolicy(detector=...)` must be 'default', a ShiftDetector or None, got "
+                f"{describe(self.detector)}; "
+                "pass e.g. ShiftDetector(ratio=4.0), or None for the rules alone."
             )
 
 
@@ -124,10 +128,12 @@ class Display:
 
     def __post_init__(self) -> None:
         _set(self, "colormap", check_colormap(self.colormap))
-        _set(self, "tile_size", check_int("Display.tile_size", self.tile_size, 16))  # the sheet needs 16 px a tile
+        _set(
+            self, "tile_size", check_int("tile_size", self.tile_size, 16, where="Display")
+        )  # the sheet needs 16 px a tile
         for key in ("log_heatmaps", "log_grids", "background_logging"):
             if not isinstance(value := getattr(self, key), (bool, np.bool_)):
-                raise ValueError(f"`Display.{key}` must be True or False, got {describe(value)}.")
+                raise ValueError(f"`Display({key}=...)` must be True or False, got {describe(value)}.")
             _set(self, key, bool(value))
         _set(self, "quality", check_quality(self.quality))
         if self.probe_masks is not None and not callable(self.probe_masks):
@@ -158,7 +164,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         for key in ("max_overhead", "max_seconds_per_epoch"):
-            _set(self, key, check_float(f"Budget.{key}", getattr(self, key), 0.0, low_open=True, allow_none=True))
+            _set(self, key, check_float(key, getattr(self, key), 0.0, low_open=True, allow_none=True, where="Budget"))
 
 
 def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:

@@ -100,11 +100,15 @@ def test_shards_merge_into_the_whole_evaluation() -> None:
 
 
 def test_ig_baseline_step_rungs_and_batch_plan() -> None:
-    from lightning_xai.explain.integrated_gradients import check_baseline, fewer_steps, plan_batches
+    from lightning_xai.explain.base import check_baseline
+    from lightning_xai.explain.integrated_gradients import fewer_steps, plan_batches
 
-    per_channel = check_baseline([-2.5, -2.0, -1.5])
+    per_channel = check_baseline([-2.5, -2.0, -1.5], "IntegratedGradients")
     assert isinstance(per_channel, torch.Tensor) and tuple(per_channel.shape) == (3, 1, 1)
-    assert check_baseline(np.float64(0.5)) == 0.5 and check_baseline(None) is None
+    assert check_baseline(np.float64(0.5), "X") == 0.5 and check_baseline(None, "X") is None
+    for bad in (float("nan"), "black", [1.0, float("inf")], [[["a"]]]):
+        with pytest.raises(ValueError, match=r"`X\(baseline=\.\.\.\)` must be"):
+            check_baseline(bad, "X")
     assert (fewer_steps(32), fewer_steps(24, 0.3), fewer_steps(8), fewer_steps(24, floor=16)) == (24, 8, None, 16)
     assert (fewer_steps(48, 0.75), fewer_steps(32, 0.99), fewer_steps(24, 0.01)) == (32, 24, 8)
     assert plan_batches(8, 32, 64) == [(8, 64)]  # 8 steps of 8 probes per pass

@@ -135,8 +135,8 @@ def test_gradient_shap_default_baselines_are_zeros_and_the_probes_and_draws_are_
     x, t = torch.randn(4, 1, 3, 3), torch.tensor([0, 1, 2, 0])
     shap = GradientShap(samples=64)
     assert torch.equal(shap.references(x), torch.cat([torch.zeros(1, 1, 3, 3), x]))
-    black = torch.full((1, 1, 1), -1.0)  # one reference (the registry's black): drawn with the probes
-    assert torch.equal(GradientShap(baseline=black).references(x), torch.cat([torch.full((1, 1, 3, 3), -1.0), x]))
+    black = torch.full((1, 1, 1), -1.0)  # one given reference is used alone, as before the rename
+    assert torch.equal(GradientShap(baseline=black).references(x), torch.full((1, 1, 3, 3), -1.0))  # alone
     out = run(shap, model, x, t)
     assert torch.equal(out.raw, run(GradientShap(samples=64), model, x, t).raw)
     # the expectation over the 5 baselines: attribution -> w * (x - mean baseline) as samples grow

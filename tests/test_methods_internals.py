@@ -80,3 +80,16 @@ def test_perturbation_curves_of_a_model_that_reads_one_pixel() -> None:
     full = torch.softmax(torch.tensor([10.0, 0.0]), dim=0)[0].item()  # pixel 0 kept; 0.5 once it is removed
     assert torch.allclose(deletion, torch.tensor([[full, 0.5, 0.5, 0.5, 0.5]]))
     assert torch.allclose(insertion, torch.tensor([[0.5, full, full, full, full]]))
+
+
+def test_every_reference_input_is_checked_when_made_and_digested_in_the_state_key() -> None:
+    from lightning_xai import AttributionMonitor, DeepLift, GradientShap, Lime, Occlusion
+
+    for cls in (DeepLift, Occlusion, Lime, GradientShap):
+        assert tuple(cls(baseline=[-1.0, -1.0, -1.0]).baseline.shape) == (3, 1, 1)  # one value per channel
+        for bad in (float("nan"), "black", [1.0, float("inf")]):
+            with pytest.raises(ValueError, match=rf"`{cls.__name__}\(baseline=\.\.\.\)` must be"):
+                cls(baseline=bad)
+    same_sum = (torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 1.0]))  # once one fingerprint (shape + sum)
+    keys = {AttributionMonitor(methods=[DeepLift(baseline=b)]).state_key for b in same_sum}
+    assert len(keys) == 2

@@ -385,11 +385,12 @@ def test_auto_respects_max_steps() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_steps": "fast"}, r"`IntegratedGradients.n_steps` must be an int >= 1 or 'auto'"),
-        ({"n_steps": 0}, r"`IntegratedGradients.n_steps` must be (an int )?>= 1, got 0"),
-        ({"n_steps": "auto", "tolerance": 0}, r"`tolerance` must be > 0"),
-        ({"min_steps": 8, "max_steps": 4}, r"min_steps <= max_steps"),
-        ({"internal_batch_size": 0}, r"`IntegratedGradients.internal_batch_size` must be (an int )?>= 1"),
+        ({"n_steps": "fast"}, r"`IntegratedGradients\(n_steps=\.\.\.\)` must be an int >= 1 or 'auto'"),
+        ({"n_steps": 0}, r"`IntegratedGradients\(n_steps=\.\.\.\)` must be an int >= 1, got 0"),
+        ({"n_steps": "auto", "tolerance": 0}, r"`IntegratedGradients\(tolerance=\.\.\.\)` must be a number > 0"),
+        ({"min_steps": 8, "max_steps": 4}, r"`IntegratedGradients\(max_steps=\.\.\.\)` must be an int >= 8, got 4"),
+        ({"max_steps": "64"}, r"`IntegratedGradients\(max_steps=\.\.\.\)` must be an int"),
+        ({"internal_batch_size": 0}, r"`IntegratedGradients\(internal_batch_size=\.\.\.\)` must be an int >= 1"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:

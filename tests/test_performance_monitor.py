@@ -66,7 +66,7 @@ def test_spent_budget_skips_the_remaining_methods_and_says_so(tmp_path: Any) -> 
 
 
 def test_bad_budget_is_named() -> None:
-    with pytest.raises(ValueError, match="`Budget.max_seconds_per_epoch` must be .*> 0"):
+    with pytest.raises(ValueError, match=r"`Budget\(max_seconds_per_epoch=\.\.\.\)` must be .*> 0"):
         AttributionMonitor(budget=Budget(max_seconds_per_epoch=0))
 
 
@@ -156,7 +156,7 @@ def test_validate_alone_leaves_ig_uncapped(tmp_path: Any) -> None:
 
 
 def test_budget_and_keyword_arguments_are_checked() -> None:
-    with pytest.raises(ValueError, match="`Budget.max_seconds_per_epoch` must be .*> 0"):
+    with pytest.raises(ValueError, match=r"`Budget\(max_seconds_per_epoch=\.\.\.\)` must be .*> 0"):
         AttributionMonitor(budget=Budget(max_seconds_per_epoch=True))
 
     class Typo(IntegratedGradients):

@@ -69,7 +69,8 @@ def measure(
         cut = explanation.diagnostics.get("budget_limited")
         if cut is not None and bool(cut.any()):
             note = (
-                f"{name} at epoch {epoch}: `max_seconds_per_epoch` cut its work, so its drift is not measured "
+                f"{name} at epoch {epoch}: `Budget(max_seconds_per_epoch=...)` cut its work, so its drift is "
+                f"not measured "
                 "and its rules are not checked this epoch (the map is still shown)."
             )
             record.errors.append(note)

@@ -205,6 +205,32 @@ def check_float(
     raise _refusal(name, where, bounds, value, fix)
 
 
+def check_baseline(baseline: Any, where: str) -> float | Tensor | None:
+    """A method's reference input, checked when the method is made: None, a finite number, or finite values
+    broadcastable to one probe (a 1-D sequence holds one value per channel, the natural ``-mean / std``, and becomes
+    ``(C, 1, 1)``; a 4-D tensor is a batch of references)."""
+    fix = "pass None (the input that displays as black), a float, or one value per channel such as `-mean / std`"
+    if baseline is None:
+        return None
+    shown, number = describe(baseline), _scalar(baseline)
+    if isinstance(number, numbers.Real) and not isinstance(number, (bool, np.bool_)):
+        if not math.isfinite(float(number)):
+            raise ValueError(f"`{where}(baseline=...)` must be finite, got {shown}; {fix}.")
+        return float(number)
+    try:
+        t = torch.as_tensor(np.asarray(baseline) if isinstance(baseline, (list, tuple)) else baseline)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.device.type == "meta" or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"`{where}(baseline=...)` must be numbers, got {shown}; {fix}.")
+    if t.numel() == 0 or t.ndim > 4 or not bool(torch.isfinite(t.float()).all()):
+        raise ValueError(
+            f"`{where}(baseline=...)` must be finite values broadcastable to one probe, got {shown}; {fix}."
+        )
+    t = t.detach().to("cpu", torch.float32, copy=True)
+    return float(t) if t.ndim == 0 else t.reshape(-1, 1, 1) if t.ndim == 1 else t
+
+
 def _inside(minimum: float, maximum: float, low_open: bool, high_open: bool) -> float:
     """A value inside the bounds, for the example in a message."""
     if math.isfinite(minimum) and not low_open:

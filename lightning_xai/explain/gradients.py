@@ -92,8 +92,8 @@ class GradientShap(CaptumMethod):
     distribution (Lundberg & Lee, 2017, https://arxiv.org/abs/1705.07874).
 
     Args:
-        baseline: the reference input (None: zeros; a float; a tensor broadcastable to one probe), drawn together
-            with the probes themselves; or a ``(B, C, H, W)`` distribution of references, used as is.
+        baseline: the reference distribution: None (zeros and the probes themselves), one reference (a float or a
+            tensor broadcastable to one probe), or a ``(B, C, H, W)`` batch of references.
         samples: random points per probe: forward+backward passes per probe.
         stdevs: standard deviation of the noise added to the probe before each sample.
         seed: seed of the draws.
@@ -126,7 +126,8 @@ class GradientShap(CaptumMethod):
         if isinstance(self.baseline, Tensor) and self.baseline.ndim == 4:
             return self.baseline.detach().to(inputs)
         one = expand_baseline(self.baseline, inputs[:1].detach())
-        return torch.cat([one, inputs.detach()]) if len(inputs) > 1 else one
+        mixed = self.baseline is None and len(inputs) > 1  # the default background: zeros and the probes
+        return torch.cat([one, inputs.detach()]) if mixed else one
 
     def probes_per_call(self, num_probes: int) -> int:
         return max(1, self.batch_size // self.samples)  # each probe expands to `samples` rows

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 import time
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain._ig_run import _Result, _Run
 from lightning_xai.explain._ig_run import plan_batches as plan_batches  # re-exported
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape, check_int
-from lightning_xai.probes.inputs import as_tensor, describe
+from lightning_xai.explain.base import (
+    Explainer,
+    Explanation,
+    ForwardFn,
+    check_baseline,
+    check_baseline_shape,
+    check_float,
+    check_int,
+)
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
 STEP_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -29,29 +34,6 @@ DEFAULT_BATCH = 64
 SEARCH_PASS_FACTOR = 2
 #: the first automatic call searches on this share of the probes, then runs the steps found on the others
 CALIBRATION_SHARE = 0.25
-
-
-def check_baseline(baseline: Any) -> float | Tensor | None:
-    """A reference input: None, a finite number, or finite values broadcastable to one probe; a 1-D sequence holds
-    one value per channel (the natural ``-mean / std``) and becomes ``(C, 1, 1)``."""
-    fix = "Pass None (the input that displays as black), a float, or one value per channel such as `-mean / std`."
-    if baseline is None:
-        return None
-    if isinstance(baseline, (str, bytes, bool, np.bool_)):
-        raise ValueError(f"`baseline` must be numbers, got {describe(baseline)}. {fix}")
-    if isinstance(baseline, numbers.Real):
-        if not math.isfinite(float(baseline)):
-            raise ValueError(f"`baseline` must be finite, got {baseline}. {fix}")
-        return float(baseline)
-    t = as_tensor(baseline, "`baseline`", fix)
-    if t.device.type == "meta" or t.is_complex() or t.numel() == 0 or t.ndim > 4:
-        raise ValueError(f"`baseline` must be real values broadcastable to one probe, got {describe(baseline)}.")
-    t = t.detach().to("cpu", torch.float32, copy=True)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"`baseline` contains NaN or Inf ({describe(baseline)}). {fix}")
-    if t.ndim == 0:
-        return float(t)
-    return t.reshape(-1, 1, 1) if t.ndim == 1 else t
 
 
 def fewer_steps(current: int, factor: float = 0.75, floor: int = 8) -> int | None:
@@ -111,24 +93,20 @@ class IntegratedGradients(Explainer):
         self.auto = isinstance(n_steps, str) and n_steps == "auto"
         if isinstance(n_steps, str) and not self.auto:
             raise ValueError(
-                f"`IntegratedGradients.n_steps` must be an int >= 1 or 'auto', got {n_steps!r}; pass n_steps='auto' "
+                f"`IntegratedGradients(n_steps=...)` must be an int >= 1 or 'auto', got {n_steps!r}; pass "
+                f"n_steps='auto' "
                 "or a number of steps such as n_steps=32."
             )
-        self.n_steps: int | Literal["auto"] = (
-            "auto" if self.auto else check_int("IntegratedGradients.n_steps", n_steps, 1)
-        )
-        if not tolerance > 0:
-            raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
-        if not 1 <= min_steps <= max_steps:
-            raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}.")
-        if recheck_every < 1:
-            raise ValueError(f"`recheck_every` must be >= 1, got {recheck_every}.")
-        self.baseline = check_baseline(baseline)
+        where = "IntegratedGradients"
+        self.n_steps: int | Literal["auto"] = "auto" if self.auto else check_int("n_steps", n_steps, 1, where=where)
+        self.tolerance = check_float("tolerance", tolerance, 0.0, low_open=True, where=where)
+        self.min_steps = check_int("min_steps", min_steps, 1, where=where)
+        self.max_steps = check_int("max_steps", max_steps, self.min_steps, where=where)
+        self.recheck_every = check_int("recheck_every", recheck_every, 1, where=where)
+        self.baseline = check_baseline(baseline, where)
         self.internal_batch_size = check_int(
-            "IntegratedGradients.internal_batch_size", internal_batch_size, 1, allow_none=True
+            "internal_batch_size", internal_batch_size, 1, allow_none=True, where=where
         )
-        self.tolerance, self.recheck_every = float(tolerance), int(recheck_every)
-        self.min_steps, self.max_steps = int(min_steps), int(max_steps)
         #: passes per probe the automatic search may spend in one call (any two adjacent rungs fit)
         self.max_search_passes = SEARCH_PASS_FACTOR * self.max_steps
         ladder = [s for s in STEP_LADDER if self.min_steps <= s <= self.max_steps]
@@ -157,7 +135,7 @@ class IntegratedGradients(Explainer):
         return {"n_steps": self.n_steps, "baseline": self.baseline}  # a tensor is digested in the state key
 
     def setup(self, model: nn.Module, forward: ForwardFn, example: Tensor) -> None:
-        check_baseline_shape("IntegratedGradients.baseline", self.baseline, tuple(example.shape[1:]))
+        check_baseline_shape("IntegratedGradients(baseline=...)", self.baseline, tuple(example.shape[1:]))
         self._reset()  # a new model (or a new fit): calibrate its steps and its cost afresh
 
     def _baselines(self, inputs: Tensor) -> tuple[Tensor, Tensor]:

@@ -31,7 +31,9 @@ def check_quality(quality: Sequence[str] | str | None) -> tuple[str, ...]:
     names = () if quality is None else (quality,) if isinstance(quality, str) else tuple(quality)
     unknown = [q for q in names if q not in QUALITY_MEASURES]
     if unknown:
-        raise ValueError(f"`quality` contains unknown measure(s) {unknown}; choose from {list(QUALITY_MEASURES)}.")
+        raise ValueError(
+            f"`Display(quality=...)` contains unknown measure(s) {unknown}; choose from {list(QUALITY_MEASURES)}."
+        )
     return tuple(dict.fromkeys(names))
 
 

@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_baseline_shape, check_float, check_int
+from lightning_xai.explain.base import (
+    Explainer,
+    Explanation,
+    ForwardFn,
+    check_baseline,
+    check_baseline_shape,
+    check_float,
+    check_int,
+)
 from lightning_xai.explain.guard import isolated_rng
 
 #: how channels become one map: ``"sum"`` keeps the sign, ``"abs_max"`` the largest magnitude, ``"mean"`` averages
@@ -70,8 +78,8 @@ def primitive(value: Any) -> Any:
     """A short primitive describing ``value`` for :meth:`~lightning_xai.explain.base.Explainer.config`."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, Tensor):
-        return float(value) if value.numel() == 1 else f"tensor{tuple(value.shape)}:{float(value.double().sum()):.6g}"
+    if isinstance(value, Tensor):  # digested in the state key, described in words in the settings
+        return float(value) if value.numel() == 1 else value.detach().cpu()
     if isinstance(value, (tuple, list)):
         return [primitive(v) for v in value]
     return getattr(value, "__qualname__", type(value).__qualname__)
@@ -115,6 +123,8 @@ class CaptumMethod(Explainer):
             check: Callable[..., Any] = check_int if isinstance(low, int) else check_float
             optional = getattr(type(self), name, 0) is None
             setattr(self, name, check(name, getattr(self, name), low, allow_none=optional, where=type(self).__name__))
+        if "baseline" in vars(self):  # the reference input of DeepLift, Occlusion, LIME, GradientShap
+            vars(self)["baseline"] = check_baseline(vars(self)["baseline"], type(self).__name__)
         self.passes_per_probe = float(getattr(self, "samples", self.passes_per_probe))  # one pass per sample
 
     def config(self) -> dict[str, Any]:
