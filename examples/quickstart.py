@@ -91,8 +91,12 @@ class PrintEpoch(L.Callback):
             return
         metrics = trainer.callback_metrics  # the monitor's scalars land here, like any `self.log` value
         parts = [f"epoch {trainer.current_epoch}", f"val_acc {metrics['val_acc'].item():.3f}"]
-        for label, key in self.KEYS.items():  # drift needs a previous epoch / the reference epoch first
-            parts.append(f"{label} {metrics[key].item():.3f}" if key in metrics else f"{label} -")
+        monitor = next(c for c in trainer.callbacks if isinstance(c, AttributionMonitor))
+        for label, key in self.KEYS.items():  # 0.0 until there is something to compare with: shown as "-"
+            versus_reference = "ref" in label and trainer.current_epoch <= monitor.drift_policy.warmup_epochs
+            parts.append(
+                f"{label} -" if versus_reference or trainer.current_epoch == 0 else f"{label} {metrics[key].item():.3f}"
+            )
         print(" | ".join(parts))
 
 
@@ -119,7 +123,7 @@ def main() -> None:
 
     monitor = AttributionMonitor(
         num_probes=8,
-        methods=("gradcam", IntegratedGradients(baseline=-mean / std)),
+        methods=("gradcam", IntegratedGradients()),  # baseline: the black image, from denormalize
         denormalize=(mean, std),
         drift=DriftPolicy(on_drift="warn"),
         display=Display(log_heatmaps=True, log_grids=args.export_docs is not None),
