@@ -262,9 +262,8 @@ class AttributionMonitor(Callback):
             before = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0 and not trainer.validating
             check = (self, pl_module, renders, before, self._warn_once)
             self.setup_check = _distributed.on_every_rank(trainer, lambda: check_monitor(*check))
-            self._prepared_for = (
-                None if self.setup_check.on_copy else pl_module
-            )  # a copy: bound to the model at validation
+            # a copy: bound to the model at validation
+            self._prepared_for = None if self.setup_check.on_copy else pl_module
         return True
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -74,9 +74,8 @@ class DriftPolicy:
         _set(self, "reference_epoch", reference)
         _set(self, "cooldown", check_int("cooldown", self.cooldown, 0, where="DriftPolicy"))
         _set(self, "topk", check_float("topk", self.topk, 0.0, 1.0, low_open=True, where="DriftPolicy"))
-        _set(
-            self, "probe_threshold", check_float("probe_threshold", self.probe_threshold, 0.0, 1.0, where="DriftPolicy")
-        )
+        threshold = check_float("probe_threshold", self.probe_threshold, 0.0, 1.0, where="DriftPolicy")
+        _set(self, "probe_threshold", threshold)
         on_drift, rules = self.on_drift, self.rules
         if not (callable(on_drift) or (isinstance(on_drift, str) and on_drift in ON_DRIFT_ACTIONS)):
             raise ValueError(
@@ -90,9 +89,8 @@ class DriftPolicy:
         _set(self, "rules", tuple(rules))
         if not (self.detector is None or isinstance(self.detector, ShiftDetector) or self.detector == "default"):
             raise ValueError(
-                f"`DriftPolicy(detector=...)` must be 'default', a ShiftDetector or None, got "
-                f"{describe(self.detector)}; "
-                "pass e.g. ShiftDetector(ratio=4.0), or None for the rules alone."
+                f"`DriftPolicy(detector=...)` must be 'default', a ShiftDetector or None, got {describe(self.detector)}"
+                "; pass e.g. ShiftDetector(ratio=4.0), or None for the rules alone."
             )
 
 
@@ -128,9 +126,7 @@ class Display:
 
     def __post_init__(self) -> None:
         _set(self, "colormap", check_colormap(self.colormap))
-        _set(
-            self, "tile_size", check_int("tile_size", self.tile_size, 16, where="Display")
-        )  # the sheet needs 16 px a tile
+        _set(self, "tile_size", check_int("tile_size", self.tile_size, 16, where="Display"))  # 16 px a tile at least
         for key in ("log_heatmaps", "log_grids", "background_logging"):
             if not isinstance(value := getattr(self, key), (bool, np.bool_)):
                 raise ValueError(f"`Display({key}=...)` must be True or False, got {describe(value)}.")

@@ -15,12 +15,20 @@ from lightning_xai.explain import Explanation, IntegratedGradients
 from lightning_xai.report.cli import main
 from lightning_xai.report.html import Series, svg_chart, thumbnails
 from lightning_xai.report.read import monitor_names, parse_markdown_table
-from lightning_xai.visualize.dashboard import named
+from lightning_xai.visualize.dashboard import custom_scalars_layout, named, summary_scalars
 from lightning_xai.visualize.display import black_input, check_denormalize
 from lightning_xai.visualize.log import describe_baseline, resolved_method_settings
 from lightning_xai.visualize.loggers import logger_key, settings_markdown
 from lightning_xai.visualize.media import Picture, evaluation_media, prediction_rows
-from lightning_xai.visualize.render import check_colormap, device_lut, make_grid, overlay, to_uint8
+from lightning_xai.visualize.render import (
+    apply_colormap,
+    check_colormap,
+    device_lut,
+    make_grid,
+    normalize_maps,
+    overlay,
+    to_uint8,
+)
 from lightning_xai.visualize.sheet import evidence_tag, fit_text, sheet_layout, tile_origin, wrap_text
 from lightning_xai.visualize.writer import BackgroundWriter
 
@@ -34,6 +42,18 @@ def test_render_helpers() -> None:
     assert torch.equal(blended[0, :, 0, 0], img[0, :, 0, 0]) and blended[0, :, 0, 1].tolist() == [1.0, 1.0, 1.0]
     assert make_grid(torch.zeros(5, 3, 4, 4), nrow=3, padding=2).shape == (3, 14, 20)
     assert to_uint8(torch.tensor([0.0, 0.5, 1.0, 2.0, float("nan")])).tolist() == [0, 128, 255, 255, 0]
+
+
+def test_examples_moved_out_of_the_docstrings() -> None:
+    rgb = apply_colormap(torch.tensor([[[0.0, 1.0]]]), "jet")
+    assert rgb.shape == (1, 3, 1, 2) and (rgb[0, :, 0, 0] * 255).round().tolist() == [0.0, 0.0, 128.0]
+    assert normalize_maps(torch.tensor([[[-2.0, 1.0], [0.0, 4.0]]])).tolist() == [[[0.5, 0.25], [0.0, 1.0]]]
+    layout = sheet_layout(8, 2)
+    assert (layout.width, layout.height, layout.columns) == (420, 1562, (10, 146, 282))
+    points = summary_scalars({"xai/gradcam/alert/score": 0.2, "xai/seconds": 1.5}, [], ["gradcam"])
+    assert points["xai-score"] == {"xai/summary/gradcam/detector": 0.2}
+    charts = custom_scalars_layout(["gradcam"], name="a")["xai a: summary (x = epoch)"]
+    assert charts["seconds per evaluation"] == ["Multiline", ["xai/a/summary/seconds$"]]
 
 
 def test_display_helpers() -> None:

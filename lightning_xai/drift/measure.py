@@ -70,8 +70,7 @@ def measure(
         if cut is not None and bool(cut.any()):
             note = (
                 f"{name} at epoch {epoch}: `Budget(max_seconds_per_epoch=...)` cut its work, so its drift is "
-                f"not measured "
-                "and its rules are not checked this epoch (the map is still shown)."
+                "not measured and its rules are not checked this epoch (the map is still shown)."
             )
             record.errors.append(note)
             if warn_once is not None:

@@ -94,8 +94,7 @@ class IntegratedGradients(Explainer):
         if isinstance(n_steps, str) and not self.auto:
             raise ValueError(
                 f"`IntegratedGradients(n_steps=...)` must be an int >= 1 or 'auto', got {n_steps!r}; pass "
-                f"n_steps='auto' "
-                "or a number of steps such as n_steps=32."
+                "n_steps='auto' or a number of steps such as n_steps=32."
             )
         where = "IntegratedGradients"
         self.n_steps: int | Literal["auto"] = "auto" if self.auto else check_int("n_steps", n_steps, 1, where=where)
@@ -204,13 +203,10 @@ class IntegratedGradients(Explainer):
         }
         if max_seconds is not None:
             diagnostics["budget_limited"] = torch.full((num,), float(run.limited), device=device)
-        self.last_info = dict(
-            tries=[(r.n_steps, r.relative) for r in run.calibration + run.results],
-            n_steps=result.n_steps,
-            seconds=time.perf_counter() - start,
-            budget=max_seconds,
-            budget_limited=run.limited,
-        )
+        tries = [(r.n_steps, r.relative) for r in run.calibration + run.results]
+        seconds = time.perf_counter() - start
+        self.last_info = dict(tries=tries, n_steps=result.n_steps, seconds=seconds, budget=max_seconds)
+        self.last_info["budget_limited"] = run.limited
         return Explanation(raw=raw, display=raw.abs(), diagnostics=diagnostics)
 
     def _explain_auto(self, run: _Run, ladder: tuple[int, ...], search: float | None) -> _Result:

@@ -174,13 +174,10 @@ def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> Pr
         return torch.cat([t.to(device) for t in tensors])
 
     predicted = all(p.predicted.numel() == p.inputs.shape[0] for p in parts)  # a failed prediction pass: none
-    merged = ProbeExplanations(
-        cat([p.inputs for p in parts]),
-        cat([p.predicted for p in parts]) if predicted else parts[0].predicted[:0],
-        cat([p.confidence for p in parts]) if predicted else parts[0].confidence[:0],
-        cat([p.targets for p in parts]) if predicted else parts[0].targets[:0],
-        seconds=max((p.seconds for p in parts), default=0.0),
-    )
+    heads = [[getattr(p, key) for p in parts] for key in ("predicted", "confidence", "targets")]
+    classes, confidence, targets = (cat(head) if predicted else head[0][:0] for head in heads)
+    seconds = max((p.seconds for p in parts), default=0.0)
+    merged = ProbeExplanations(cat([p.inputs for p in parts]), classes, confidence, targets, seconds=seconds)
     for part in parts:
         merged.errors += [e for e in part.errors if e not in merged.errors]
     names = list(dict.fromkeys(name for part in parts for name in part.results))

@@ -30,13 +30,7 @@ def summary_scalars(
     rules: Sequence[Any] = (),
     name: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """The summary series of one evaluation per run (``""``: the logger's own) from its scalars, alerts and rules.
-
-    Example::
-
-        >>> summary_scalars({"xai/gradcam/alert/score": 0.2, "xai/seconds": 1.5}, [], ["gradcam"])["xai-score"]
-        {'xai/summary/gradcam/detector': 0.2}
-    """
+    """The summary series of one evaluation per run (``""``: the logger's own) from its scalars, alerts and rules."""
     out: dict[str, dict[str, float]] = {MAIN_RUN: {}, SCORE_RUN: {}, THRESHOLD_RUN: {}, ALERT_RUN: {}}
     for method in methods:
         base = named(f"{SUMMARY_PREFIX}/{method}", name)
@@ -61,13 +55,7 @@ def custom_scalars_layout(
     methods: Sequence[str], name: str | None = None, rules: Sequence[Any] = ()
 ) -> dict[str, dict[str, list[Any]]]:
     """The layout for ``SummaryWriter.add_custom_scalars``: a summary category (per method the detector's chart, the
-    rules' chart when there are rules; the cost) and a detail category; tags are regular expressions.
-
-    Example::
-
-        >>> custom_scalars_layout(["gradcam"], name="a")["xai a: summary (x = epoch)"]["seconds per evaluation"]
-        ['Multiline', ['xai/a/summary/seconds$']]
-    """
+    rules' chart when there are rules; the cost) and a detail category; tags are regular expressions."""
     summary: dict[str, list[Any]] = {}
     detail: dict[str, list[Any]] = {}
     for method in methods:

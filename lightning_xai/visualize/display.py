@@ -81,14 +81,7 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
 
     ``denormalize=(mean, std)`` computes ``x * std + mean`` per channel, a callable is applied, None leaves the values;
     grey becomes RGB. With None and any value outside ``[0, 1]`` in the batch, each image is min-max scaled (a
-    constant one is 0.5 grey), else values are clamped; non-finite values are 0.
-
-    Example::
-
-        >>> out = to_display_images(torch.zeros(2, 1, 4, 4), denormalize=([0.5], [0.25]))  # x * std + mean, as RGB
-        >>> out.shape, out.unique().tolist()
-        (torch.Size([2, 3, 4, 4]), [0.5])
-    """
+    constant one is 0.5 grey), else values are clamped; non-finite values are 0."""
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}.")
     x, c = _to_float(images), images.shape[1]

@@ -34,14 +34,7 @@ PNG_COMPRESS_LEVEL = 1
 
 
 def encode_png(image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
-    """PNG bytes of an ``(H, W, 3)`` uint8 image (Pillow; single-threaded, releases the GIL while it compresses).
-
-    Example::
-
-        >>> data = encode_png(np.zeros((2, 4, 3), dtype=np.uint8))
-        >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", Image.open(io.BytesIO(data)).size
-        (True, (4, 2))
-    """
+    """PNG bytes of an ``(H, W, 3)`` uint8 image (Pillow; single-threaded, releases the GIL while it compresses)."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "png", compress_level=compress_level)
     return buffer.getvalue()

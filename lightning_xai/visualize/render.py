@@ -80,14 +80,7 @@ def _as_nhw(maps: Tensor, what: str) -> Tensor:
 
 
 def apply_colormap(maps: Tensor, name: str = "jet") -> Tensor:
-    """Colour ``(N, H, W)`` maps in ``[0, 1]`` (clamped, NaN as 0) at matplotlib's 256 levels: ``(N, 3, H, W)``.
-
-    Example::
-
-        >>> rgb = apply_colormap(torch.tensor([[[0.0, 1.0]]]), "jet")
-        >>> rgb.shape, (rgb[0, :, 0, 0] * 255).round().tolist()  # jet starts dark blue
-        (torch.Size([1, 3, 1, 2]), [0.0, 0.0, 128.0])
-    """
+    """Colour ``(N, H, W)`` maps in ``[0, 1]`` (clamped, NaN as 0) at matplotlib's 256 levels: ``(N, 3, H, W)``."""
     v = torch.nan_to_num(_to_float(_as_nhw(maps, "maps")), nan=0.0).clamp(0.0, 1.0)
     return device_lut(name, str(maps.device))[(v * 255.0).round().long()].permute(0, 3, 1, 2).contiguous()
 
@@ -95,13 +88,7 @@ def apply_colormap(maps: Tensor, name: str = "jet") -> Tensor:
 def normalize_maps(maps: Tensor, mode: str = "max", percentile: float = 99.0, eps: float = 1e-12) -> Tensor:
     """``(N, H, W)`` or ``(N, C, H, W)`` maps as ``(N, H, W)`` in ``[0, 1]``: ``|A|`` (summed over channels;
     non-finite as 0) divided per map by its maximum (``"max"``) or, clamped, by its ``percentile``-th percentile
-    (``"percentile"``, numpy's ``linear``; the maximum where that is ``<= eps``). All-zero maps stay zero.
-
-    Example::
-
-        >>> normalize_maps(torch.tensor([[[-2.0, 1.0], [0.0, 4.0]]])).tolist()
-        [[[0.5, 0.25], [0.0, 1.0]]]
-    """
+    (``"percentile"``, numpy's ``linear``; the maximum where that is ``<= eps``). All-zero maps stay zero."""
     if mode not in NORMALIZATIONS:
         raise ValueError(f"Unknown normalization mode={mode!r}; expected one of {', '.join(NORMALIZATIONS)}.")
     if mode == "percentile" and not (0.0 < float(percentile) <= 100.0):

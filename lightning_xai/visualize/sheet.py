@@ -101,14 +101,7 @@ class SheetLayout:
 
 
 def sheet_layout(num_probes: int, num_methods: int, tile_size: int = DEFAULT_TILE_SIZE) -> SheetLayout:
-    """The geometry of a sheet of ``num_probes`` rows and ``num_methods`` overlays per row.
-
-    Example::
-
-        >>> layout = sheet_layout(8, 2)
-        >>> layout.width, layout.height, layout.columns
-        (420, 1562, (10, 146, 282))
-    """
+    """The geometry of a sheet of ``num_probes`` rows and ``num_methods`` overlays per row."""
     tile = int(tile_size)
     columns = tuple(MARGIN + i * (tile + GAP) for i in range(num_methods + 1))
     header = MARGIN + 2 * LINE  # title line, column titles
