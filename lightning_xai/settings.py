@@ -191,9 +191,13 @@ def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
         if a[key] is None:
             a[key] = kind()
         elif not isinstance(a[key], kind):
-            example = ", ".join(f"{f.name}=..." for f in fields(kind)[:2])
+            given, example = a[key], ", ".join(f"{f.name}=..." for f in fields(kind)[:2])
+            if isinstance(given, dict):  # as a config file writes it
+                example = ", ".join(f"{k}={v!r}" for k, v in given.items())
+            elif key == "drift" and isinstance(given, str) and given in ("warn", "stop", "raise"):  # an on_drift= value
+                example = f"on_drift={given!r}"
             raise ValueError(
-                f"`{key}` must be a {kind.__name__}, e.g. {kind.__name__}({example}); got {describe(a[key])}."
+                f"`{key}` must be a {kind.__name__}, e.g. {kind.__name__}({example}); got {describe(given)}."
             )
     a["explainers"] = explainers = build_explainers(a["methods"], black_input(a["denormalize"]))
     if not explainers:

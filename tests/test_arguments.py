@@ -235,7 +235,10 @@ def test_a_wrong_type_for_a_settings_argument_says_how_to_make_one(argument: str
         AttributionMonitor(**{argument: given})
     message = str(info.value)
     assert message.startswith(f"`{argument}` must be a {kind}, e.g. {kind}("), message  # how to make one
-    assert re.search(rf"{kind}\(\w+=\.\.\., \w+=\.\.\.\)", message), message  # with its field names
+    # with its field names (a dict, as a config file writes it, with its own values)
+    assert re.search(
+        rf"{kind}\(\w+=\.\.\., \w+=\.\.\.\)" if not isinstance(given, dict) else rf"{kind}\(\w+=\d+\)", message
+    )
     assert f"({type(given).__name__})" in message, message  # and what was given
 
 
@@ -366,3 +369,10 @@ def test_monitor_name_follows_the_same_rule(name: Any) -> None:
 def test_a_monitor_name_that_would_mix_with_unnamed_tags_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match=rf"`name='{name}'` would mix this monitor's tags"):
         AttributionMonitor(name=name)
+
+
+def test_a_settings_value_given_the_old_way_is_answered_with_the_object_to_write() -> None:
+    with pytest.raises(ValueError, match=re.escape("e.g. DriftPolicy(on_drift='stop'); got 'stop' (str)")):
+        AttributionMonitor(drift="stop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=re.escape("e.g. DriftPolicy(warmup_epochs=1, cooldown=0); got {")):
+        AttributionMonitor(drift={"warmup_epochs": 1, "cooldown": 0})  # type: ignore[arg-type]

@@ -65,6 +65,10 @@ def spearman_distance(current: Tensor, reference: Tensor) -> Tensor:
     mean rank, as ``scipy.stats.spearmanr``), in ``[0, 2]``. Never NaN for constant rows: both constant gives 0 (nothing
     moved), one constant gives 1 (ρ treated as 0). A sample whose maps hold NaN gets NaN.
 
+    Args:
+        current, reference: ``(N, ...)`` maps of one shape, compared per sample (flattened); a ``ValueError`` names
+            other shapes.
+
     Example::
 
         >>> a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
@@ -87,6 +91,11 @@ def topk_iou_distance(current: Tensor, reference: Tensor, k: float = 0.1) -> Ten
     set holds the strictly positive cells at least as large as its ``ceil(k·D)``-th largest, ``k`` in ``(0, 1]`` (ties
     at the boundary all join; ``k·D`` is rounded to 9 decimals first so float noise cannot add a cell). Both sets empty
     gives 0, one empty gives 1; a sample whose maps hold NaN gets NaN.
+
+    Args:
+        current, reference: ``(N, ...)`` maps of one shape, compared per sample (flattened); a ``ValueError`` names
+            other shapes.
+        k: the share of cells compared, in ``(0, 1]``.
 
     Example::
 

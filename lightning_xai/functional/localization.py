@@ -41,6 +41,12 @@ def relevance_mass(attributions: Tensor, masks: Tensor) -> Tensor:
     """Share of the attribution magnitude inside the mask, ``sum(|A|·mask) / sum(|A|)``, per sample: the relevance
     mass accuracy of Arras et al. (2022), "CLEVR-XAI". An all-zero map gets 0.0; NaN propagates.
 
+    Args:
+        attributions: ``(N, H, W)`` or ``(N, C, H, W)`` maps (channels merged by summing ``|A|``).
+        masks: ``(N, H, W)`` or ``(N, 1, H, W)``, boolean or 0/1; other shapes or values raise a ``ValueError``.
+
+    Returns a float32 ``(N,)`` tensor on the attributions' device.
+
     Example::
 
         >>> relevance_mass(torch.tensor([[[3.0, -1.0], [0.0, 0.0]]]), torch.tensor([[[True, False], [False, False]]]))
@@ -57,6 +63,12 @@ def pointing_game(attributions: Tensor, masks: Tensor) -> Tensor:
     """1.0 when the most attributed cell lies inside the mask, else 0.0, per sample: the pointing game of Zhang et al.
     (2018), "Top-down neural attention by excitation backprop". A tie at the maximum hits if any tied cell is inside;
     an all-zero map gets 0.0; NaN propagates.
+
+    Args:
+        attributions: ``(N, H, W)`` or ``(N, C, H, W)`` maps (channels merged by summing ``|A|``).
+        masks: ``(N, H, W)`` or ``(N, 1, H, W)``, boolean or 0/1; other shapes or values raise a ``ValueError``.
+
+    Returns a float32 ``(N,)`` tensor on the attributions' device.
 
     Example::
 
