@@ -173,6 +173,9 @@ class CostReporter:
             if (method_seconds := scalars.get(f"xai/{e.name}/seconds")) is not None:
                 detail += f" ({method_seconds:.2f} s)"
             parts.append(e.name + detail)
+        shared = explain - sum(scalars.get(f"xai/{e.name}/seconds", 0.0) for e in explainers)
+        if shared >= 0.005:  # what no method owns: the prediction pass, moving probes, guarding the training state
+            parts.append(f"the shared prediction pass ({shared:.2f} s)")
         rest = max(0.0, seconds - explain)
         background = f"; {self.last_background:.2f} s of it in the background" if self.last_background >= 0.005 else ""
         return (

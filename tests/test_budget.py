@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
 
-from lightning_xai import AttributionMonitor, Budget, DriftPolicy
+from lightning_xai import AttributionMonitor, Budget, DriftPolicy, GradCam
 from lightning_xai._cost import CostReporter
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.measure import Evaluation
@@ -74,11 +74,13 @@ class _Clock:
 
 def test_the_info_line_splits_the_cost_and_says_what_changes_it() -> None:
     assert CostReporter.share(2.0, interval=40.0) == 0.05 and CostReporter.share(2.0, interval=0.0) == 0.0
-    assert CostReporter().summary(2.0, 1.5, 0.2, 10.0, [], {}) == (
+    gradcam = GradCam()
+    assert CostReporter().summary(2.0, 1.5, 0.2, 10.0, [gradcam], {"xai/gradcam/seconds": 1.2}) == (
         "AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since the previous one (10.0 s): 1.50 s of "
-        "explanation passes () and 0.50 s for everything else (drift, alerts, pictures). Fewer probes, IG steps or "
-        "evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as `xai/seconds`."
-    )
+        "explanation passes (gradcam (1.20 s), the shared prediction pass (0.30 s)) and 0.50 s for everything else "
+        "(drift, alerts, pictures). Fewer probes, IG steps or evaluations (`every_n_epochs=`) make it cheaper, "
+        "`Budget(max_overhead=)` caps it; logged as `xai/seconds`."
+    )  # the parts add up to the passes
 
 
 def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
