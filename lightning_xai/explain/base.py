@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.probes.inputs import describe
+from lightning_xai.probes.inputs import as_tensor, describe
 
 ForwardFn = Callable[[Tensor], Tensor]
 
@@ -217,11 +217,8 @@ def check_baseline(baseline: Any, where: str) -> float | Tensor | None:
         if not math.isfinite(float(number)):
             raise ValueError(f"`{where}(baseline=...)` must be finite, got {shown}; {fix}.")
         return float(number)
-    try:
-        t = torch.as_tensor(np.asarray(baseline) if isinstance(baseline, (list, tuple)) else baseline)
-    except (TypeError, ValueError, RuntimeError):
-        t = None
-    if t is None or t.device.type == "meta" or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+    t = as_tensor(baseline, f"`{where}(baseline=...)`", f"P{fix[1:]}.")  # lists and arrays; refuses strings
+    if t.device.type == "meta" or t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"`{where}(baseline=...)` must be numbers, got {shown}; {fix}.")
     if t.numel() == 0 or t.ndim > 4 or not bool(torch.isfinite(t.float()).all()):
         raise ValueError(
