@@ -347,3 +347,14 @@ def test_fewer_than_four_probes_never_alert_even_with_identical_movements() -> N
 
     threshold, _ = ShiftDetector().threshold([0.01, 0.02], standard_error=0.0, probes=3, ready=True)
     assert threshold is not None and math.isinf(threshold)
+
+
+def test_an_evaluation_that_is_not_armed_does_not_count_towards_the_cooldown() -> None:
+    # the detector counts its quiet evaluations only when armed; the one cooldown counts the same ones
+    tracker = AlertTracker([DriftRule(threshold=0.5)], cooldown=2)
+    key = "rank_vs_reference/median"
+    assert tracker.update("gradcam", {key: 0.9})  # fires: two armed evaluations of quiet follow
+    assert not tracker.update("gradcam", {})  # a changed setup: not armed, not counted
+    assert not tracker.update("gradcam", {key: 0.1})  # quiet 1 of 2
+    assert not tracker.update("gradcam", {key: 0.9})  # quiet 2 of 2 (had the unarmed one counted, it fired here)
+    assert tracker.update("gradcam", {key: 0.9})  # the cooldown is over: it fires

@@ -147,7 +147,11 @@ class AlertTracker:
         self.alerts: list[DriftAlert] = []
 
     def update(self, method: str, statistics: dict[str, float], detected: bool = False) -> list[DriftRule]:
-        """The rules that fire now on ``method``'s ``statistics`` (none in its cooldown; ``detected``: by detector)."""
+        """The rules that fire now on ``method``'s ``statistics`` (none in its cooldown; ``detected``: by detector). An
+        evaluation without statistics (not armed: the warm-up, a changed setup) does not count towards the cooldown,
+        as it does not for the detector."""
+        if not statistics and not detected:
+            return []
         quiet = self._quiet.get(method, 0)
         fired: list[DriftRule] = []
         for index, rule in enumerate(self.rules):
