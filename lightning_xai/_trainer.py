@@ -145,15 +145,19 @@ class SetupWatch:
     def __init__(self) -> None:
         self.signature: tuple[int, ...] | None = None
 
+    @staticmethod
+    def signature_of(trainer: Trainer, pl_module: LightningModule) -> tuple[int, ...]:
+        """The trainable parameters, the number of optimizers and the parameters in each of their groups."""
+        optimizers = getattr(trainer, "optimizers", [])
+        groups = [len(group["params"]) for optimizer in optimizers for group in optimizer.param_groups]
+        return (sum(p.numel() for p in pl_module.parameters() if p.requires_grad), len(optimizers), *groups)
+
     def changed(self, trainer: Trainer, pl_module: LightningModule, cost: Any) -> str | None:
         """What changed how the model trains since the last evaluation of this fit (including IG's steps cut by
         ``max_overhead``, taken from ``cost``), or None; never outside ``fit``."""
         if trainer.state.fn != TrainerFn.FITTING:
             return None
-        optimizers = getattr(trainer, "optimizers", [])
-        groups = [len(group["params"]) for optimizer in optimizers for group in optimizer.param_groups]
-        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        previous, now = self.signature, (trainable, len(optimizers), *groups)
+        previous, now = self.signature, self.signature_of(trainer, pl_module)
         self.signature, setup = now, None
         if previous is not None and previous != now:
             setup = f"trainable parameters {previous[0]:,} -> {now[0]:,}, optimizer parameter groups "

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from benchmarks.alert_truth.data import CUES, DigitData, TrainSet, ValSet
 from benchmarks.alert_truth.models import FAMILIES, Classifier, Optim, backbone_parameters
 from lightning_xai import AttributionMonitor
+from lightning_xai._trainer import SetupWatch
 from lightning_xai.explain.guard import training_state_guard
 
 FORMAT_VERSION = 1
@@ -156,15 +157,6 @@ class _Schedule(L.Callback):
                 p.requires_grad_(True)
 
 
-def setup_signature(trainer: L.Trainer, pl_module: L.LightningModule) -> list[int]:
-    """What the monitor's ``SetupWatch`` compares between evaluations (``lightning_xai._trainer``): the trainable
-    parameters, the number of optimizers and the parameters of each of their groups."""
-    optimizers = getattr(trainer, "optimizers", [])
-    groups = [len(group["params"]) for optimizer in optimizers for group in optimizer.param_groups]
-    trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-    return [trainable, len(optimizers), *groups]
-
-
 class Recorder(L.Callback):
     """Placed after the monitor: copies each evaluation's scalars, new alerts and raw maps, and measures the
     behavioural truth (accuracy, and ``cue_rate`` on validation images whose cue names another class)."""
@@ -209,7 +201,7 @@ class Recorder(L.Callback):
                 "explain_seconds": float(field(last, "explain_seconds", math.nan)) if evaluated else math.nan,
                 "cost_seconds": float(field(last, "cost_seconds", math.nan)) if evaluated else math.nan,
                 "epoch_end_time": time.perf_counter(),
-                "setup": setup_signature(trainer, pl_module),  # what the monitor's SetupWatch compares
+                "setup": list(SetupWatch.signature_of(trainer, pl_module)),  # what the monitor's SetupWatch compares
                 "alerts": new_alerts,
                 "maps": maps,
                 "val_acc": correct / total if total else float("nan"),  # own-label cue, the validation loader
