@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from lightning_xai.functional import spearman_distance, topk_iou_distance
+from lightning_xai.functional._common import magnitudes
+from lightning_xai.functional.drift import _centered_ranks, _finish, _iou_distance, _spearman_from_ranks, _top_cells
+
+
+class _Prepared(NamedTuple):
+    """What comparing a map needs, computed once per map (its one sort)."""
+
+    ranks: tuple[Tensor, Tensor]  # centred ranks, constant rows
+    top: Tensor  # top-k cells
+    nan: Tensor  # rows holding NaN
 
 
 @dataclass
@@ -44,11 +53,23 @@ class DriftTracker:
         self.reference: dict[str, Tensor] = {}
         self.reference_epochs: dict[str, int] = {}
         self.previous: dict[str, Tensor] = {}
+        self._ready: dict[tuple[str, str], tuple[Tensor, _Prepared]] = {}  # a stored map and its preparation
+
+    def _prepare(self, maps: Tensor, device: torch.device) -> _Prepared:
+        """``maps`` ready for comparisons on ``device``; a stored map's preparation is reused (each is sorted once)."""
+        for source, ready in self._ready.values():
+            if source is maps and ready.nan.device == device:
+                return ready
+        rows = magnitudes("maps", maps.to(device))
+        return _Prepared(_centered_ranks(rows), _top_cells(rows, self.topk), rows.isnan().any(dim=1))
 
     def distances(self, current: Tensor, other: Tensor) -> dict[str, Tensor]:
-        """Per-probe drift of ``current`` against ``other`` for every metric."""
-        ref = other.to(current.device)
-        return {"rank": spearman_distance(current, ref).cpu(), "topk": topk_iou_distance(current, ref, self.topk).cpu()}
+        """Per-probe drift of ``current`` against ``other`` for every metric (a stored map is not sorted again)."""
+        if current.shape != other.shape:
+            raise ValueError(f"`current` {tuple(current.shape)} and `other` {tuple(other.shape)} must have one shape.")
+        cur, ref = self._prepare(current, current.device), self._prepare(other, current.device)
+        found = {"rank": _spearman_from_ranks(cur.ranks, ref.ranks), "topk": _iou_distance(cur.top, ref.top)}
+        return {metric: _finish(d, cur.nan | ref.nan, torch.device("cpu")) for metric, d in found.items()}
 
     def update(self, method: str, epoch: int, raw: Tensor) -> DriftResult:
         """Measure ``raw`` ``(P, h, w)`` against the stored maps, then store it as previous (and reference)."""
@@ -58,6 +79,7 @@ class DriftTracker:
         if any(method in maps and maps[method].shape != raw.shape for maps in stored.values()):
             for maps in (self.previous, self.reference, self.reference_epochs):  # the layer or probes changed: restart
                 maps.pop(method, None)
+        self._ready["current", method] = ready = (raw, self._prepare(raw, raw.device))
         for name, maps in stored.items():
             for metric, values in (self.distances(raw, maps[method]) if method in maps else {}).items():
                 key, d = f"{metric}_vs_{name}", values.double()
@@ -68,11 +90,13 @@ class DriftTracker:
         first = self.warmup_epochs if self.reference_epoch is None else self.reference_epoch
         if method not in self.reference and epoch >= first:
             self.reference[method], self.reference_epochs[method] = raw.cpu().clone(), epoch
+            self._ready["reference", method] = (self.reference[method], ready[1])
             for metric in ("rank", "topk"):  # the reference itself: zero drift, logged for continuity
                 result.per_probe[f"{metric}_vs_reference"] = torch.zeros(raw.shape[0])
                 result.statistics.update({f"{metric}_vs_reference/median": 0.0, f"{metric}_vs_reference/share": 0.0})
         result.alerts_armed = epoch > self.reference_epochs.get(method, epoch)
         self.previous[method] = raw.cpu().clone()
+        self._ready["previous", method] = (self.previous[method], self._ready.pop(("current", method))[1])
         return result
 
     def state_dict(self) -> dict[str, Any]:
@@ -86,3 +110,4 @@ class DriftTracker:
         self.reference = dict(state.get("reference", {}))
         self.reference_epochs = {k: int(v) for k, v in state.get("reference_epochs", {}).items()}
         self.previous = dict(state.get("previous", {}))
+        self._ready = {}  # prepared again from the loaded maps when first compared

@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from lightning_xai.functional._common import check_tensor, compute_dtype, magnitudes
 
 
-def _flatten_pair(current: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate a pair of attribution batches and return ``(|current|, |reference|)`` as (N, D) rows."""
+def _flatten_pair(current: Tensor, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate a pair of attribution batches: ``(|current|, |reference|)`` as (N, D) rows, and the NaN samples."""
     check_tensor("reference", reference)
     cur = magnitudes("current", current)
     shapes = f"{tuple(current.shape)} and {tuple(reference.shape)}"
@@ -23,13 +24,16 @@ def _flatten_pair(current: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(
             f"`current` and `reference` must be on the same device; got {current.device}, {reference.device}."
         )
-    return cur, magnitudes("reference", reference)
+    ref = magnitudes("reference", reference)
+    return cur, ref, cur.isnan().any(dim=1) | ref.isnan().any(dim=1)
 
 
 def _average_ranks(values: Tensor) -> Tensor:
     """Average (1-based) ranks of each row of a 2-D floating tensor, in the dtype of ``values``."""
     n, d = values.shape
-    sorted_values, order = values.sort(dim=1)
+    cpu = values.device.type == "cpu"  # numpy sorts 16 x 4096 float64 rows in 0.5 ms, torch in 3.1 ms (1 thread)
+    order = torch.from_numpy(np.argsort(values.numpy(), axis=1)).long() if cpu else values.argsort(dim=1)
+    sorted_values = values.gather(1, order)
     positions = torch.arange(d, device=values.device).expand(n, d)
     differs = sorted_values[:, 1:] != sorted_values[:, :-1]
     edge = torch.ones(n, 1, dtype=torch.bool, device=values.device)
@@ -37,6 +41,35 @@ def _average_ranks(values: Tensor) -> Tensor:
     last = torch.where(torch.cat([differs, edge], dim=1), positions, d - 1).flip(1).cummin(dim=1).values.flip(1)
     sorted_ranks = (first + last).to(values.dtype) / 2 + 1
     return torch.empty_like(sorted_ranks).scatter_(1, order, sorted_ranks)
+
+
+def _centered_ranks(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Average ranks of ``rows`` ``(N, D)`` minus their mean (exact: the mean of 1..D), and which rows are constant."""
+    return _average_ranks(rows) - (rows.shape[1] + 1) / 2, rows.amax(dim=1) == rows.amin(dim=1)
+
+
+def _spearman_from_ranks(cur: tuple[Tensor, Tensor], ref: tuple[Tensor, Tensor]) -> Tensor:
+    """``1 - ρ`` per row from both sides' :func:`_centered_ranks` (constant rows as :func:`spearman_distance` says)."""
+    (rank_cur, const_cur), (rank_ref, const_ref) = cur, ref
+    denom = (rank_cur.square().sum(dim=1) * rank_ref.square().sum(dim=1)).sqrt()
+    constant = const_cur | const_ref
+    distance = (1 - (rank_cur * rank_ref).sum(dim=1) / torch.where(constant, 1.0, denom)).clamp(0.0, 2.0)
+    return torch.where(constant, (~(const_cur & const_ref)).to(distance.dtype), distance)
+
+
+def _top_cells(rows: Tensor, k: float) -> Tensor:
+    """The strictly positive cells of ``rows`` ``(N, D)`` at least as large as each row's ``ceil(k·D)``-th largest."""
+    d = rows.shape[1]
+    at = d - min(d, max(1, math.ceil(round(float(k) * d, 9))))  # numpy finds topk's value 10x faster on the CPU
+    cpu = rows.device.type == "cpu"
+    kth = torch.from_numpy(np.partition(rows.numpy(), at, axis=1)[:, at, None]) if cpu else rows.topk(d - at).values
+    return (rows >= kth[:, -1:]) & (rows > 0)
+
+
+def _iou_distance(set_cur: Tensor, set_ref: Tensor) -> Tensor:
+    """``1 - IoU`` per row of two boolean ``(N, D)`` sets, 0 where both are empty, in :func:`compute_dtype`."""
+    union, dtype = (set_cur | set_ref).sum(dim=1), compute_dtype(set_cur.device)
+    return torch.where(union == 0, 0.0, 1 - (set_cur & set_ref).sum(dim=1).to(dtype) / union.clamp_min(1).to(dtype))
 
 
 def average_ranks(values: Tensor) -> Tensor:
@@ -54,9 +87,8 @@ def average_ranks(values: Tensor) -> Tensor:
     return _average_ranks(values.detach().to(compute_dtype(values.device))).to(torch.float32)
 
 
-def _finish(distance: Tensor, cur: Tensor, ref: Tensor, device: torch.device) -> Tensor:
-    """NaN for samples whose maps hold NaN; float32 on ``device``."""
-    nan = cur.isnan().any(dim=1) | ref.isnan().any(dim=1)
+def _finish(distance: Tensor, nan: Tensor, device: torch.device) -> Tensor:
+    """NaN for the ``nan`` samples (their maps hold NaN); float32 on ``device``."""
     return torch.where(nan, math.nan, distance).to(dtype=torch.float32, device=device)
 
 
@@ -75,15 +107,8 @@ def spearman_distance(current: Tensor, reference: Tensor) -> Tensor:
         >>> spearman_distance(a, a), spearman_distance(a, -a), spearman_distance(a, a.flip(1))
         (tensor([0.]), tensor([0.]), tensor([2.]))
     """
-    cur, ref = _flatten_pair(current, reference)
-    center = (cur.shape[1] + 1) / 2  # the mean of 1..D, exact for average ranks too
-    rank_cur, rank_ref = _average_ranks(cur) - center, _average_ranks(ref) - center
-    denom = (rank_cur.square().sum(dim=1) * rank_ref.square().sum(dim=1)).sqrt()
-    const_cur, const_ref = cur.amax(dim=1) == cur.amin(dim=1), ref.amax(dim=1) == ref.amin(dim=1)
-    constant = const_cur | const_ref
-    distance = (1 - (rank_cur * rank_ref).sum(dim=1) / torch.where(constant, 1.0, denom)).clamp(0.0, 2.0)
-    distance = torch.where(constant, (~(const_cur & const_ref)).to(distance.dtype), distance)
-    return _finish(distance, cur, ref, current.device)
+    cur, ref, nan = _flatten_pair(current, reference)
+    return _finish(_spearman_from_ranks(_centered_ranks(cur), _centered_ranks(ref)), nan, current.device)
 
 
 def topk_iou_distance(current: Tensor, reference: Tensor, k: float = 0.1) -> Tensor:
@@ -105,9 +130,5 @@ def topk_iou_distance(current: Tensor, reference: Tensor, k: float = 0.1) -> Ten
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k <= 1:
         raise ValueError(f"`k` must be a fraction in (0, 1]; got {k!r}.")
-    cur, ref = _flatten_pair(current, reference)
-    count = min(cur.shape[1], max(1, math.ceil(round(float(k) * cur.shape[1], 9))))
-    set_cur, set_ref = ((v >= v.topk(count, dim=1).values[:, -1:]) & (v > 0) for v in (cur, ref))
-    union = (set_cur | set_ref).sum(dim=1).to(cur.dtype)
-    distance = 1 - (set_cur & set_ref).sum(dim=1).to(cur.dtype) / union.clamp_min(1)
-    return _finish(torch.where(union == 0, 0.0, distance), cur, ref, current.device)
+    cur, ref, nan = _flatten_pair(current, reference)
+    return _finish(_iou_distance(_top_cells(cur, k), _top_cells(ref, k)), nan, current.device)
