@@ -19,11 +19,13 @@ Per round (``--rounds``, at least 3; the order of the two fits alternates):
 
 The breakdown by stage per evaluation (medians over the evaluations after the first), from the scalars the monitor
 logs (``xai/<method>/seconds``; prediction = the explanations' time minus the methods') and light instrumentation
-(wrappers around the monitor's drift step, the media step and its rendering, and the pictures' own clocks):
-training thread — prediction, each method, drift, rendering (the tiles, torch), the rest of the media step
-(tables, queueing); writer thread (CPU time, overlapping training) — composing the pictures (numpy, Pillow),
-encoding the PNGs, writing (the rest of its busy time). ``rest %``: everything besides the explanations as a share
-of the evaluation's cost (``cost_seconds``: its wall time on the training thread plus the writer's CPU time).
+(wrappers around the monitor's drift step, the media step and its rendering, the scalars it logs through
+``pl_module.log``, and the pictures' own clocks): training thread — prediction, each method, drift, rendering (the
+tiles, torch), the rest of the media step (tables, queueing), scalars; writer thread (CPU time, overlapping
+training) — composing the pictures (numpy, Pillow), encoding them, writing (the rest of its busy time).
+``rest of extra %``: everything besides the explanations (prediction pass and methods) as a share of the extra
+time the user pays, ``(extra - explain) / extra``; ``rest %``: the same share of the evaluation's own cost
+(``cost_seconds``: its wall time on the training thread plus the writer's CPU time).
 
 ``--neighbours N`` starts N CPU-bound processes for the whole measurement. Needs quiet cores for numbers worth
 quoting; one line ``SUMMARY`` at the end.
@@ -146,11 +148,13 @@ class Stages:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
+        import lightning_xai._trainer as trainer_module
         import lightning_xai.monitor as monitor_module
         import lightning_xai.visualize.log as log_module
         import lightning_xai.visualize.media as media_module
 
         self.wrap(monitor_module, "measure", "drift")
+        self.wrap(trainer_module, "log_epoch_scalars", "scalars")
         self.wrap(log_module.MediaLogger, "log", "media step")
         self.wrap(log_module, "evaluation_media", "rendering")
         picture = getattr(media_module, "Picture", None)
@@ -226,6 +230,7 @@ def stage_rows(records: list[tuple[Any, dict[str, Any]]], methods: list[str]) ->
         rendering = timed.get("rendering", float("nan"))
         row["rendering"] = rendering
         row["media rest"] = timed.get("media step", float("nan")) - rendering
+        row["scalars"] = timed.get("scalars", float("nan"))
         pictures = timed.get("_pictures", [])
         row["compose*"] = sum(p.compose_seconds for p in pictures) if pictures else float("nan")  # type: ignore[union-attr]
         row["encode*"] = sum(p.encode_seconds for p in pictures) if pictures else float("nan")  # type: ignore[union-attr]
@@ -289,6 +294,8 @@ def main() -> None:
             busy = fits[True]["writer_busy"] / max(1, evaluations)
             stage["write*"] = busy - (stage["compose*"] if stage["compose*"] == stage["compose*"] else 0.0)
             stage["write*"] -= stage["encode*"] if stage["encode*"] == stage["encode*"] else 0.0
+            # what the user pays besides the explanations (prediction pass and methods), as a share of the extra time
+            stage["rest of extra %"] = 100.0 * (extra - stage["explain"]) / extra if extra > 0 else float("nan")
             row = {
                 "round": r,
                 "best sps": best,
@@ -305,7 +312,7 @@ def main() -> None:
             print("   " + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     med = {k: statistics.median(float(r[k]) for r in results) for k in results[0] if k != "round"}
     effs = " ".join(f"{r['efficiency']:.2f}" for r in results)
-    train_thread = ["prediction", *methods, "drift", "rendering", "media rest"]
+    train_thread = ["prediction", *methods, "drift", "rendering", "media rest", "scalars"]
     writer_thread = ["compose*", "encode*", "write*"]
     setting_text = (
         "resnet18 3x64x64, P=16, IG 32 steps" if not setting.demo else f"demo digits CNN, P={probes}, IG auto"
@@ -315,7 +322,8 @@ def main() -> None:
         f"batch/epoch, {args.neighbours} neighbours, {len(results)} rounds x {args.epochs} epochs: efficiency (passes "
         f"needed / extra fit time per evaluated epoch) {med['efficiency']:.2f} (rounds: {effs}); extra "
         f"{med['extra s/eval']:.2f} s/eval vs {med['needed s']:.2f} s of passes ({med['best sps']:.0f} samples/s, "
-        f"IG {med['ig steps']:.0f} steps); rest {med['rest %']:.1f} % of an evaluation's cost | per evaluation, "
+        f"IG {med['ig steps']:.0f} steps); everything besides the explanations {med['rest of extra %']:.1f} % of the "
+        f"extra time ({med['rest %']:.1f} % of the evaluation's own cost) | per evaluation, "
         "training thread: "
         + ", ".join(f"{k} {med[k]:.3f} s" for k in train_thread)
         + " | writer thread (CPU): "

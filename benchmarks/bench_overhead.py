@@ -6,7 +6,7 @@ progress bar, checkpointing or sanity check in any configuration. Configurations
 
 - ``none``: no monitor;
 - ``default``: ``AttributionMonitor()`` at its defaults (8 probes from the validation data, Grad-CAM and
-  Integrated Gradients with the automatic step count every epoch, overlay grids logged);
+  Integrated Gradients with the automatic step count every epoch, the explanation sheet logged);
 - ``ig32``: ``AttributionMonitor(methods=["gradcam", IntegratedGradients(n_steps=32)])`` (a fixed step count: the
   default before 0.1.0's release);
 - any other name: ``--extra NAME='{"json": "kwargs"}'`` (``benchmarks._common.monitor_arguments``: e.g.
@@ -17,8 +17,9 @@ all of them; the ratio is taken within each round and the median over rounds is 
 the wall ratio (what was asked; on a shared machine other processes move it by +-20 % from fit to fit), the
 process CPU-time ratio (training thread + background writer + thread pools; far less sensitive to other
 processes, best with ``--threads 1`` where no OpenMP thread spins waiting for a descheduled partner), and
-the time inside the monitor's hooks over the unmonitored fit (the direct cost on the training thread).
-One short warm-up fit runs first. ``--max-minutes`` stops
+the time inside the monitor's hooks over the unmonitored fit (the direct cost on the training thread), split into
+the explanations (their passes: ``Evaluation.explain_seconds``) and everything else (the rest of the hooks plus the
+background writer's CPU time: drift, alerts, pictures, logging). One short warm-up fit runs first. ``--max-minutes`` stops
 adding rounds (at least ``--min-rounds``) when the next one would not fit.
 
     python benchmarks/bench_overhead.py [--rounds 3] [--epochs 3] [--configs none default ig32]
@@ -104,6 +105,7 @@ def fit_once(kwargs: dict[str, Any] | None, args: Any, device: Any, epochs: int,
     if monitor is not None:
         each = [h.explain_seconds for h in monitor.history]
         info["explain"], info["evaluations"] = sum(each), len(each)
+        info["writer_cpu"] = float(getattr(monitor.media.writer, "busy_seconds", 0.0))  # pictures, off the hooks
         info["first_eval"] = each[0] if each else 0.0
         info["steady_eval"] = statistics.median(each[len(each) // 2 :]) if len(each) > 1 else math.nan
         info["skipped"] = monitor.cost.skipped
@@ -184,10 +186,18 @@ def main() -> None:
         cpu_ratios = [r["cpu_ratio"] for r in rows if r["config"] == name]
         direct = [r["monitor"] / b["wall"] for r, b in zip(results[name], results["none"], strict=False)]
         first = [r["first_eval"] / r["steady_eval"] for r in results[name] if r.get("steady_eval", 0) > 0]
+        # the split of what the monitor adds: its explanations (the passes) vs everything else (the rest of its hooks
+        # on the training thread plus the background writer's CPU time), each a share of the unmonitored fit
+        passes = [r["explain"] / b["wall"] for r, b in zip(results[name], results["none"], strict=False)]
+        rest = [
+            (r["monitor"] - r["explain"] + r.get("writer_cpu", 0.0)) / b["wall"]
+            for r, b in zip(results[name], results["none"], strict=False)
+        ]
         parts.append(
             f"{name}: wall x{statistics.median(ratios):.3f} (rounds {', '.join(f'{x:.3f}' for x in ratios)}), "
             f"process CPU x{statistics.median(cpu_ratios):.3f}, monitor hooks {100 * statistics.median(direct):.1f} % "
-            f"of the unmonitored fit"
+            f"of the unmonitored fit: explanations {100 * statistics.median(passes):.1f} %, everything else "
+            f"{100 * statistics.median(rest):.2f} % (rounds {', '.join(f'{100 * x:.2f}' for x in rest)})"
             + (f", first evaluation {statistics.median(first):.2f}x a steady one" if first else "")
         )
     print(
