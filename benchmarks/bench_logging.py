@@ -8,11 +8,12 @@ the wall time, for:
   thread's part: display images, heat, the tiles as one batch, one copy to the CPU), without / with the compact
   32-px grids (``grids=True``: ``xai/<method>/overlay``);
 - ``compose``: the sheet's page (numpy + Pillow text; the writer thread's part);
-- ``png L6`` / ``png L1``: PNG-encoding the sheet with Pillow at zlib level 6 (what ``SummaryWriter.add_image`` uses)
-  and at level 1 (:data:`~lightning_xai.visualize.media.PNG_COMPRESS_LEVEL`);
+- ``png L6`` / ``png L1`` / ``jpeg q90``: encoding the sheet with Pillow as PNG at zlib level 6 (what
+  ``SummaryWriter.add_image`` uses), at level 1 (the monitor before 2026-12-06) and as JPEG at quality 90, 4:4:4
+  (:func:`~lightning_xai.visualize.media.encode_jpeg`, the monitor now);
 - ``tb add_image x3``: the old TensorBoard path, ``add_image`` of the sheet and the two grids (each re-encoded);
-- ``tb encoded``: the new one, the sheet's PNG bytes written as an image summary (no encoding);
-- per evaluation: ``old`` = add_image x3 + a second encoding for a CSV logger; ``new`` = compose + one PNG at level 1
+- ``tb encoded``: the new one, the sheet's JPEG bytes written as an image summary (no encoding);
+- per evaluation: ``old`` = add_image x3 + a second encoding for a CSV logger; ``new`` = compose + one JPEG
   + the pre-encoded write, shared by every logger.
 
     python benchmarks/bench_logging.py [--probes 16] [--repeats 7] [--threads 2]
@@ -20,6 +21,7 @@ the wall time, for:
 
 from __future__ import annotations
 
+import io
 import statistics
 import tempfile
 import time
@@ -29,10 +31,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from _common import apply_threads, base_parser, fmt_table, make_images, pick_device, print_header
+from PIL import Image
 
 from lightning_xai.explain import Explanation
-from lightning_xai.visualize.media import Picture, encode_png, evaluation_media
+from lightning_xai.visualize.media import Picture, encode_jpeg, evaluation_media
 from lightning_xai.visualize.sheet import prepare_sheet
+
+
+def encode_png(image: Image.Image, compress_level: int) -> bytes:
+    """The former path, for the comparison: PNG bytes at a zlib level."""
+    buffer = io.BytesIO()
+    image.save(buffer, "png", compress_level=compress_level)
+    return buffer.getvalue()
 
 
 def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
@@ -102,6 +112,7 @@ def main() -> None:
     page = row("compose", "writer", compose)
     png6 = row("png L6", "writer", lambda: encode_png(page, compress_level=6))
     png1 = row("png L1", "writer", lambda: encode_png(page, compress_level=1))
+    jpeg = row("jpeg q90", "writer", lambda: encode_jpeg(page))
     tensors = {tag: p.tensor() for tag, p in pictures.items()}
     with tempfile.TemporaryDirectory() as tmp:
         writer = SummaryWriter(tmp)
@@ -113,7 +124,7 @@ def main() -> None:
         def encoded() -> None:
             from tensorboard.compat.proto.summary_pb2 import Summary
 
-            image = Summary.Image(height=page.shape[0], width=page.shape[1], colorspace=3, encoded_image_string=png1)
+            image = Summary.Image(height=page.height, width=page.width, colorspace=3, encoded_image_string=jpeg)
             writer.file_writer.add_summary(Summary(value=[Summary.Value(tag="xai/sheet", image=image)]), 1)
 
         row("tb add_image x3", "writer", add_image_x3)
@@ -122,15 +133,16 @@ def main() -> None:
     print(fmt_table(rows))
     cpu = {r["step"]: r["cpu_ms"] for r in rows}
     old_writer = cpu["tb add_image x3"] + cpu["png L6"]  # TensorBoard, then a CSV logger encoding again
-    new_writer = cpu["compose"] + cpu["png L1"] + cpu["tb encoded"]
+    new_writer = cpu["compose"] + cpu["jpeg q90"] + cpu["tb encoded"]
     print(
-        f"SUMMARY pictures per evaluation ({args.probes} probes, 2 methods, sheet {page.shape[1]}x{page.shape[0]} px, "
+        f"SUMMARY pictures per evaluation ({args.probes} probes, 2 methods, sheet {page.width}x{page.height} px, "
         f"{torch.get_num_threads()} torch threads, CPU ms of the thread): training thread {cpu['render sheet']:.1f} "
         f"(sheet only) vs {cpu['render sheet+grids']:.1f} (with the 32-px grids); writer thread new "
-        f"{new_writer:.1f} (compose {cpu['compose']:.1f} + PNG L1 {cpu['png L1']:.1f} + write "
+        f"{new_writer:.1f} (compose {cpu['compose']:.1f} + JPEG q90 {cpu['jpeg q90']:.1f} + write "
         f"{cpu['tb encoded']:.1f}, shared by every logger) vs old {old_writer:.1f} (add_image x3 "
-        f"{cpu['tb add_image x3']:.1f} + a second encoding per further logger {cpu['png L6']:.1f}); PNG L1 "
-        f"{len(png1) / 1e3:.0f} kB vs L6 {len(png6) / 1e3:.0f} kB"
+        f"{cpu['tb add_image x3']:.1f} + a second encoding per further logger {cpu['png L6']:.1f}); JPEG "
+        f"{len(jpeg) / 1e3:.0f} kB vs PNG L1 {len(png1) / 1e3:.0f} kB (PNG L1 {cpu['png L1']:.1f} ms) and L6 "
+        f"{len(png6) / 1e3:.0f} kB"
     )
 
 

@@ -22,7 +22,7 @@ logs (``xai/<method>/seconds``; prediction = the explanations' time minus the me
 (wrappers around the monitor's drift step, the media step and its rendering, the scalars it logs through
 ``pl_module.log``, and the pictures' own clocks): training thread — prediction, each method, drift, rendering (the
 tiles, torch), the rest of the media step (tables, queueing), scalars; writer thread (CPU time, overlapping
-training) — composing the pictures (numpy, Pillow), encoding them, writing (the rest of its busy time).
+training) — composing the pictures (numpy, Pillow), encoding them (JPEG), writing (the rest of its busy time).
 ``rest of extra %``: everything besides the explanations (prediction pass and methods) as a share of the extra
 time the user pays, ``(extra - explain) / extra``; ``rest %``: the same share of the evaluation's own cost
 (``cost_seconds``: its wall time on the training thread plus the writer's CPU time).

@@ -19,8 +19,8 @@ process CPU-time ratio (training thread + background writer + thread pools; far 
 processes, best with ``--threads 1`` where no OpenMP thread spins waiting for a descheduled partner), and
 the time inside the monitor's hooks over the unmonitored fit (the direct cost on the training thread), split into
 the explanations (their passes: ``Evaluation.explain_seconds``) and everything else (the rest of the hooks plus the
-background writer's CPU time: drift, alerts, pictures, logging). One short warm-up fit runs first. ``--max-minutes`` stops
-adding rounds (at least ``--min-rounds``) when the next one would not fit.
+background writer's CPU time: drift, alerts, pictures, logging). One short warm-up fit runs first.
+``--max-minutes`` stops adding rounds (at least ``--min-rounds``) when the next one would not fit.
 
     python benchmarks/bench_overhead.py [--rounds 3] [--epochs 3] [--configs none default ig32]
 """

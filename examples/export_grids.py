@@ -1,6 +1,6 @@
 """Export the AttributionMonitor's image grids from a TensorBoard event file as PNG files.
 
-TensorBoard stores logged images already PNG-encoded, so the last event of each tag is written as is.
+TensorBoard stores logged images already encoded (the monitor's are JPEG); each is decoded and saved as PNG.
 
     python examples/export_grids.py logs/quickstart/version_0 --out docs/images --prefix quickstart
 
@@ -10,9 +10,11 @@ writes ``quickstart_probes.png``, ``quickstart_gradcam.png`` and ``quickstart_in
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
 #: TensorBoard tag -> file name suffix
@@ -63,7 +65,7 @@ def export_grids(
         images = accumulator.Images(tag)  # in step order: one per evaluated epoch
         chosen = images[index] if -len(images) <= index < len(images) else images[-1]
         path = out_dir / f"{prefix}_{suffix}.png"
-        path.write_bytes(chosen.encoded_image_string)
+        Image.open(io.BytesIO(chosen.encoded_image_string)).convert("RGB").save(path)
         written.append(path)
     return written
 

@@ -1,6 +1,6 @@
 """The monitor's setup check: one evaluation's whole path, once per model, before the first training step, at
 minimum cost: the explanation stage's dry run (:func:`lightning_xai.explain.setup.dry_run`), then the drift
-measurement on copies of the monitor's state and, when the run logs images, the sheet rendered and PNG-encoded (not
+measurement on copies of the monitor's state and, when the run logs images, the sheet rendered and encoded (not
 logged). What does not fit fails here with a ``ValueError`` naming the argument, the value and the fix."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def check_monitor(
 
 
 def _render(done: ProbeExplanations, normalizations: dict[str, str], media: Any) -> None:
-    """Render the first probes' sheet as the monitor (its ``MediaLogger``) draws it and PNG-encode it (not logged)."""
+    """Render the first probes' sheet as the monitor (its ``MediaLogger``) draws it and encode it (not logged)."""
     first, denormalize = done.inputs[:1], media.denormalize
     if callable(denormalize):
         try:
@@ -69,7 +69,7 @@ def _render(done: ProbeExplanations, normalizations: dict[str, str], media: Any)
                 done.inputs, done.results, normalizations, epoch=0, step=0, **predictions, **shown_as
             )
             for _, picture in sheet.images[:1]:
-                picture.png()
+                picture.encoded()
     except Exception as err:
         raise ValueError(
             f"Rendering the probes for the logger failed at setup: {type(err).__name__}: {err}. Check `denormalize` "

@@ -88,18 +88,23 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 os.environ[key] = value
 
 
-def _png_size(data: bytes) -> tuple[int, int]:
+def _image_size(data: bytes) -> tuple[int, int]:
     from PIL import Image
 
     return Image.open(io.BytesIO(data)).size
 
 
-def test_a_pictures_png_round_trips_through_pillow() -> None:
-    from PIL import Image
+def test_a_pictures_jpeg_round_trips_through_pillow_at_full_chroma() -> None:
+    from PIL import Image, JpegImagePlugin
 
-    image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
-    decoded = np.asarray(Image.open(io.BytesIO(Picture.from_tensor(image).png())).convert("RGB"))
-    assert np.array_equal(decoded, image.permute(1, 2, 0).numpy())
+    ramp = torch.linspace(0, 255, 40).round().to(torch.uint8)
+    image = torch.stack(
+        [ramp.view(1, -1).expand(24, 40), ramp.view(1, -1).flip(1).expand(24, 40), ramp[:24, None].expand(24, 40)]
+    )
+    decoded = Image.open(io.BytesIO(Picture.from_tensor(image).encoded()))
+    assert decoded.format == "JPEG" and JpegImagePlugin.get_sampling(decoded) == 0  # 4:4:4: crisp coloured text
+    error = np.abs(np.asarray(decoded.convert("RGB")).astype(int) - image.permute(1, 2, 0).numpy()).max()
+    assert 0 < error <= 8  # lossy, but close at quality 90
 
 
 def _scalars(directory: Path) -> EventAccumulator:
@@ -156,16 +161,16 @@ def test_tensorboard_holds_the_sheet_the_dashboard_layout_and_the_summary_by_epo
     assert '"layer": null' not in settings and '"baseline": "zeros"' in settings
 
 
-def test_csv_logger_gets_png_files_beside_metrics_csv(run: dict[str, Any]) -> None:
+def test_csv_logger_gets_jpeg_files_beside_metrics_csv(run: dict[str, Any]) -> None:
     logger = run["loggers"][1]
     root = Path(logger.log_dir)
     assert (root / "metrics.csv").exists()
-    sheets = sorted((root / "xai" / "sheet").glob("*.png"))
-    assert [p.name for p in sheets] == [f"epoch={e:04d}-step={4 * (e + 1):07d}.png" for e in range(EPOCHS)]
+    sheets = sorted((root / "xai" / "sheet").glob("*.jpg"))
+    assert [p.name for p in sheets] == [f"epoch={e:04d}-step={4 * (e + 1):07d}.jpg" for e in range(EPOCHS)]
     layout = sheet_layout(PROBES, 2)
-    assert _png_size(sheets[-1].read_bytes()) == (layout.width, layout.height)
-    assert len(list((root / "xai" / "gradcam" / "overlay").glob("*.png"))) == EPOCHS
-    assert len(list((root / "xai" / "probes").glob("*.png"))) == 1
+    assert _image_size(sheets[-1].read_bytes()) == (layout.width, layout.height)
+    assert len(list((root / "xai" / "gradcam" / "overlay").glob("*.jpg"))) == EPOCHS
+    assert len(list((root / "xai" / "probes").glob("*.jpg"))) == 1
     with open(sorted((root / "xai" / "predictions").glob("*.csv"))[-1]) as f:
         rows = list(csv.reader(f))
     assert rows[0] == [
@@ -190,7 +195,7 @@ def test_wandb_offline_run_holds_the_images_and_tables(run: dict[str, Any]) -> N
     sheets = sorted((media / "images" / "xai").glob("sheet_*.png"))
     assert len(sheets) == EPOCHS
     layout = sheet_layout(PROBES, 2)
-    assert _png_size(sheets[0].read_bytes()) == (layout.width, layout.height)
+    assert _image_size(sheets[0].read_bytes()) == (layout.width, layout.height)
     assert len(list((media / "images" / "xai" / "gradcam").glob("overlay_*.png"))) == EPOCHS
     tables = sorted((media / "table" / "xai").glob("predictions_*.table.json"))
     assert len(tables) == EPOCHS
@@ -207,7 +212,7 @@ def test_mlflow_file_store_holds_the_images_and_tables(run: dict[str, Any]) -> N
     sheets = [p for p in (artifacts / "images").glob("xai~sheet+step+*.png")]
     assert sorted(int(p.name.split("+")[2]) for p in sheets) == [4, 8, 12, 16]  # one image series, by step
     layout = sheet_layout(PROBES, 2)
-    assert _png_size(sheets[0].read_bytes()) == (layout.width, layout.height)
+    assert _image_size(sheets[0].read_bytes()) == (layout.width, layout.height)
     predictions = sorted((artifacts / "xai" / "predictions").glob("*.csv"))
     assert [p.name for p in predictions][0] == "epoch=0000-step=0000004.csv" and len(predictions) == EPOCHS
     assert json.loads((artifacts / "xai" / "settings.json").read_text())["warmup_epochs"] == 1

@@ -133,8 +133,9 @@ def test_the_report_is_light_every_evaluation_one_compact_thumbnail_image(run: d
     sizes = [Image.open(io.BytesIO(base64.b64decode(data))).size for _, data in images]
     # the first holds the input column too (the probes are fixed), the others one column per method
     assert sizes == [(3 * FILM_TILE, PROBES * FILM_TILE)] + [(2 * FILM_TILE, PROBES * FILM_TILE)] * (EPOCHS - 1)
-    pngs = sum(len(s.png) for s in log.sheets)
-    assert len(page.encode()) < 0.5 * pngs  # the logged sheets, as PNG, are more than twice the page
+    logged = sum(len(s.encoded) for s in log.sheets)
+    assert all(s.encoded[:2] == b"\xff\xd8" for s in log.sheets)  # JPEG
+    assert len(page.encode()) < 0.5 * logged  # the logged sheets are more than twice the page
 
 
 def test_runs_are_labelled_by_their_path_and_one_evaluation_says_why_there_is_no_drift(tmp_path: Path) -> None:

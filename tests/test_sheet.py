@@ -1,4 +1,4 @@
-"""The explanation sheet (``xai/sheet``): tiles, captions drawn with Pillow, and its pictures encoded once."""
+"""The explanation sheet (``xai/sheet``): tiles, captions drawn with Pillow, and its pictures JPEG-encoded once."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from PIL import Image
+from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import AttributionMonitor, Display, DriftPolicy, IntegratedGradients
 from lightning_xai.explain import Explanation
-from lightning_xai.visualize.media import Picture, encode_png, evaluation_media
-from lightning_xai.visualize.render import to_display_images
+from lightning_xai.visualize import sheet as sheet_module
+from lightning_xai.visualize.media import Picture, evaluation_media
+from lightning_xai.visualize.render import device_lut, to_display_images
 from lightning_xai.visualize.sheet import (
     ALERT,
+    INK,
     fit_text,
     prepare_sheet,
     render_sheet,
@@ -87,6 +89,56 @@ def test_sheet_rows_hold_the_upscaled_input_and_an_overlay_per_method_at_128_px(
         assert not torch.allclose(hot, tile[:, 20, 20], atol=0.05)
 
 
+def test_small_inputs_are_blended_at_their_resolution_then_scaled_up_by_whole_pixels() -> None:
+    images, maps = torch.full((2, 1, 32, 32), 0.4), torch.zeros(2, 32, 32)
+    maps[1, 5, 9] = 3.0  # one hot pixel in probe 1's map (normalised by its max: 1)
+    kw: dict[str, Any] = dict(predicted=torch.zeros(2), confidence=torch.ones(2), labels=None, targets=torch.zeros(2))
+    sheet = render_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, **kw).permute(1, 2, 0).numpy()
+    layout = sheet_layout(2, 1)
+    for y in layout.rows:
+        for x in layout.columns:
+            blocks = sheet[y : y + 128, x : x + 128].reshape(32, 4, 32, 4, 3)  # 4 x 4 blocks of one colour each
+            assert (blocks == blocks[:, :1, :, :1]).all()
+    grey = np.array([102, 102, 102])  # 0.4 * 255 + 0.5, truncated
+    expected = ((0.4 + (device_lut("jet", "cpu")[255].numpy() - 0.4) * 0.5) * 255 + 0.5).astype(np.uint8)
+    overlay = sheet[layout.rows[1] : layout.rows[1] + 128, layout.columns[1] : layout.columns[1] + 128]
+    hot = np.zeros((128, 128), dtype=bool)
+    hot[20:24, 36:40] = True  # input pixel (5, 9) at 4 x 4 tile pixels
+    assert (overlay[hot] == expected).all() and (overlay[~hot] == grey).all() and not np.array_equal(expected, grey)
+    cold = sheet[layout.rows[0] : layout.rows[0] + 128, layout.columns[0] : layout.columns[1] + 128]
+    assert (cold[:, :128] == grey).all() and (cold[:, -128:] == grey).all()  # probe 0: no heat, the input as is
+
+
+def test_the_cached_page_gives_the_pixels_of_a_fresh_compose() -> None:
+    n = 3
+    images, maps = torch.rand(n, 3, 20, 20), torch.rand(n, 20, 20)
+    results = {"gradcam": Explanation(maps, maps), "m": Explanation(maps, maps * 2)}
+    norms = {"gradcam": "max", "m": "percentile"}
+    kw: dict[str, Any] = dict(labels=torch.tensor([0, 1, 2]), targets=torch.zeros(n), drift_note="vs ref: test")
+
+    def compose(title: str, predicted: list[int], drift: float) -> np.ndarray:
+        _, make = prepare_sheet(
+            images, results, norms, title=title, predicted=torch.tensor(predicted),
+            confidence=torch.tensor([0.5, 0.25, 0.125]), drift={"gradcam": torch.full((n,), drift)}, **kw,
+        )  # fmt: skip
+        return np.asarray(make())
+
+    first = compose("epoch 0", [0, 0, 0], 0.25)
+    second = compose("epoch 1 step 40", [1, 1, 2], 0.75)
+    assert not np.array_equal(first, second)
+    for cache in (sheet_module._static_page, sheet_module._stamp, text_width):
+        cache.cache_clear()
+    assert np.array_equal(second, compose("epoch 1 step 40", [1, 1, 2], 0.75))
+    assert np.array_equal(first, compose("epoch 0", [0, 0, 0], 0.25))  # the first page untouched by the second
+    cached = sheet_module._static_page.cache_info()
+    assert cached.hits >= 1 and cached.currsize == 1
+    # the cached texts are exactly what ImageDraw.text draws at the same fractional place
+    drawn, stamped = (Image.new("RGB", (200, 30), (255, 255, 255)) for _ in range(2))
+    ImageDraw.Draw(drawn).text((10.7, 5 + 1), "pred 2   conf 0.50", fill=(20, 20, 20), font=sheet_module._font())
+    sheet_module._put(stamped, 10.7, 5, "pred 2   conf 0.50", INK)
+    assert np.array_equal(np.asarray(drawn), np.asarray(stamped)) and np.asarray(drawn).min() < 100
+
+
 def test_sheet_tile_size_is_configurable_and_large_inputs_are_downscaled() -> None:
     sheet, _ = _sheet(n=2, size=300, tile=96)
     layout = sheet_layout(2, 2, 96)
@@ -125,8 +177,9 @@ def test_the_page_is_composed_off_the_device_and_encoded_once_for_everyone(monke
     kw: dict[str, Any] = dict(predicted=torch.zeros(n), confidence=torch.ones(n), labels=None, targets=torch.zeros(n))
     layout, compose = prepare_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, **kw)
     monkeypatch.setattr(torch.Tensor, "__mul__", None)  # composing uses no torch arithmetic (numpy + Pillow only)
-    page = compose()
+    image = compose()
     monkeypatch.undo()
+    page = np.asarray(image)
     assert page.shape == (layout.height, layout.width, 3) and page.dtype == np.uint8
     assert np.array_equal(
         page, render_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, **kw).permute(1, 2, 0).numpy()
@@ -136,11 +189,12 @@ def test_the_page_is_composed_off_the_device_and_encoded_once_for_everyone(monke
     ((tag, picture),) = media.images
     original = picture._compose
     picture._compose = lambda: calls.append(1) or original()  # type: ignore[misc, func-returns-value]
-    data = picture.png()
-    assert tag == "xai/sheet" and picture.png() is data and calls == [1] and picture.encode_seconds > 0
+    data = picture.encoded()
+    assert tag == "xai/sheet" and picture.encoded() is data and calls == [1] and picture.encode_seconds > 0
     decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    assert np.array_equal(decoded, page) and (picture.height, picture.width) == page.shape[:2]
-    assert encode_png(page, compress_level=6) != data and len(encode_png(page, compress_level=6)) < len(data) * 1.5
+    assert data[:2] == b"\xff\xd8" and (picture.height, picture.width) == page.shape[:2] == decoded.shape[:2]
+    assert np.abs(decoded.astype(int) - page).mean() < 4.0  # JPEG at quality 90: close to the page (noise here)
+    assert np.array_equal(picture.array(), page) and picture.array().flags.writeable
 
 
 def test_the_compact_grids_are_opt_in_and_share_the_sheets_heat() -> None:
@@ -172,7 +226,7 @@ def test_sheet_tiles_render_on_cuda_like_on_cpu() -> None:
 
 
 # --------------------------------------------------------------------------------------------- in TensorBoard
-def test_the_largest_image_of_a_default_run_is_the_sheet_with_128_px_tiles(tmp_path: Any) -> None:
+def test_the_largest_image_of_a_default_run_is_the_sheet_as_jpeg_with_128_px_tiles(tmp_path: Any) -> None:
     logdir = str(tmp_path / "logs")
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -190,7 +244,9 @@ def test_the_largest_image_of_a_default_run_is_the_sheet_with_128_px_tiles(tmp_p
     assert tag == "xai/sheet"
     layout = sheet_layout(8, 2)
     assert (largest.width, largest.height) == (layout.width, layout.height)
+    assert all(e.encoded_image_string[:2] == b"\xff\xd8" for e in images["xai/sheet"])  # JPEG
     picture = np.asarray(Image.open(io.BytesIO(largest.encoded_image_string)).convert("RGB"))
+    assert picture.shape == (layout.height, layout.width, 3)
     for y in layout.rows:  # every probe row: the input and two overlays, each a 128 x 128 tile with content
         for x in layout.columns:
             tile = picture[y : y + 128, x : x + 128]
@@ -202,14 +258,14 @@ def test_each_picture_is_encoded_once_for_every_logger(tmp_path: Any, monkeypatc
 
     from lightning_xai.visualize import media
 
-    encoded: list[tuple[int, int, int]] = []
-    real = media.encode_png
+    encoded: list[tuple[int, int]] = []
+    real = media.encode_jpeg
 
-    def counting(image: np.ndarray, compress_level: int = media.PNG_COMPRESS_LEVEL) -> bytes:
-        encoded.append((*image.shape[:2], compress_level))
-        return real(image, compress_level)
+    def counting(image: Any) -> bytes:
+        encoded.append(np.asarray(image).shape[:2])
+        return real(image)
 
-    monkeypatch.setattr(media, "encode_png", counting)
+    monkeypatch.setattr(media, "encode_jpeg", counting)
     train, val = loaders()
     monitor = AttributionMonitor(num_probes=4, methods=("gradcam",))
     loggers = [TensorBoardLogger(str(tmp_path / "tb")), CSVLogger(str(tmp_path / "csv"))]
@@ -217,12 +273,12 @@ def test_each_picture_is_encoded_once_for_every_logger(tmp_path: Any, monkeypatc
     trainer.fit(TinyCNN(), train, val)
     layout = sheet_layout(4, 1)
     evaluations = [e for e in encoded if e[0] == layout.height]  # (the setup dry run renders a small sheet once)
-    assert evaluations == [(layout.height, layout.width, 1)] * 2  # the sheet, once per evaluation, level 1
-    files = sorted((Path(loggers[1].log_dir) / "xai" / "sheet").glob("*.png"))
+    assert evaluations == [(layout.height, layout.width)] * 2  # the sheet, once per evaluation
+    files = sorted((Path(loggers[1].log_dir) / "xai" / "sheet").glob("*.jpg"))
     acc = EventAccumulator(loggers[0].log_dir, size_guidance={"images": 0})
     acc.Reload()
     sheets = acc.Images("xai/sheet")
-    assert len(files) == len(sheets) == 2  # both loggers got both sheets, byte for byte the same PNG
+    assert len(files) == len(sheets) == 2  # both loggers got both sheets, byte for byte the same JPEG
     assert [f.read_bytes() for f in files] == [e.encoded_image_string for e in sheets]
 
 

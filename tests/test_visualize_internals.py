@@ -97,10 +97,13 @@ def test_method_settings_say_what_was_resolved() -> None:
     assert describe_baseline(torch.ones(9)) == "tensor (9,) [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]..."
 
 
-def test_picture_is_composed_and_encoded_once() -> None:
+def test_picture_is_composed_and_encoded_once_as_jpeg() -> None:
     picture = Picture.from_tensor(torch.zeros(3, 2, 4, dtype=torch.uint8))
-    assert picture.array().shape == (2, 4, 3) and picture.png() is picture.png()
-    assert tuple(picture.tensor().shape) == (3, 2, 4) and Image.open(io.BytesIO(picture.png())).size == (4, 2)
+    assert picture.array().shape == (2, 4, 3) and picture.encoded() is picture.encoded()
+    assert tuple(picture.tensor().shape) == (3, 2, 4) and Image.open(io.BytesIO(picture.encoded())).size == (4, 2)
+    assert picture.encoded()[:2] == b"\xff\xd8" and picture.extension == "jpg"
+    composed = Picture(lambda: Image.new("RGB", (5, 3), (10, 200, 30)), 3, 5)  # a composer may hand a Pillow image
+    assert composed.array().flags.writeable and composed.array()[2, 4].tolist() == [10, 200, 30]
 
 
 def test_prediction_rows_and_media_tags() -> None:

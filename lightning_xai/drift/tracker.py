@@ -99,6 +99,9 @@ class DriftTracker:
         self._ready["previous", method] = (self.previous[method], self._ready.pop(("current", method))[1])
         return result
 
+    def __getstate__(self) -> dict[str, Any]:  # pickled (ddp_spawn) without the comparison cache
+        return {**self.__dict__, "_ready": {}}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "reference": {k: v.clone() for k, v in self.reference.items()},

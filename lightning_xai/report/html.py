@@ -142,9 +142,9 @@ def _encode(picture: Image.Image) -> tuple[str, str]:
     return base64.b64encode(out.getvalue()).decode("ascii"), mime
 
 
-def thumbnails(png: bytes, layout: SheetLayout, columns: Sequence[int], tile: int = FILM_TILE) -> Image.Image:
+def thumbnails(encoded: bytes, layout: SheetLayout, columns: Sequence[int], tile: int = FILM_TILE) -> Image.Image:
     """A sheet's tiles at ``tile`` px in one picture: a row per probe, a column per index into ``layout.columns``."""
-    sheet = Image.open(io.BytesIO(png)).convert("RGB")
+    sheet = Image.open(io.BytesIO(encoded)).convert("RGB")
     strip = Image.new("RGB", (tile * max(1, len(columns)), tile * len(layout.rows)), "white")
     for p, y in enumerate(layout.rows):
         for i, c in enumerate(columns):
@@ -153,9 +153,9 @@ def thumbnails(png: bytes, layout: SheetLayout, columns: Sequence[int], tile: in
     return strip
 
 
-def compact(png: bytes, max_width: int = 900) -> tuple[str, str]:
+def compact(encoded: bytes, max_width: int = 900) -> tuple[str, str]:
     """An image at most ``max_width`` pixels wide, encoded as :func:`_encode` does."""
-    picture = Image.open(io.BytesIO(png)).convert("RGB")
+    picture = Image.open(io.BytesIO(encoded)).convert("RGB")
     if picture.width > max_width:
         size = (max_width, round(picture.height * max_width / picture.width))
         picture = picture.resize(size, Image.Resampling.LANCZOS)
@@ -232,7 +232,7 @@ def _filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[s
         return "", [], []
     styles, classes, first = [], [], usable[0][0]
     for i, sheet, layout in usable:
-        picture = thumbnails(sheet.png, layout, range(0 if i == first else 1, len(layout.columns)))
+        picture = thumbnails(sheet.encoded, layout, range(0 if i == first else 1, len(layout.columns)))
         data, mime = _encode(picture)
         styles.append(f".{prefix}s{i} {{ background-image: url(data:{mime};base64,{data}); }}")
         classes.append(f"{prefix}s{i}")
@@ -307,7 +307,7 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
         "<h2>Evidence of the alerts</h2>" if run.evidence else "",
     ]
     for method, picture in run.evidence:
-        data, mime = compact(picture.png)
+        data, mime = compact(picture.encoded)
         name, epoch = html.escape(method), picture.epoch
         parts.append(
             f'<h3>{name} at epoch {epoch}</h3><p class="muted">The probes that moved: the input, the map before, the '

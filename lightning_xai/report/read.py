@@ -25,7 +25,7 @@ class Sheet:
 
     epoch: int
     step: int
-    png: bytes
+    encoded: bytes  # as logged: JPEG (older runs: PNG); Pillow reads either
     width: int
     height: int
 

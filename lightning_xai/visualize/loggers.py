@@ -1,5 +1,5 @@
 """Where one evaluation's media go: TensorBoard (images, markdown, the dashboard), CSV (files like
-``<log_dir>/<tag>/epoch=0003-step=0000120.png``), W&B (images, tables, config), MLflow (images, text, ``log_dict``)."""
+``<log_dir>/<tag>/epoch=0003-step=0000120.jpg``), W&B (images, tables, config), MLflow (images, text, ``log_dict``)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def media_file_name(epoch: int, step: int, ext: str) -> str:
 
     Example::
 
-        >>> media_file_name(3, 120, "png")
-        'epoch=0003-step=0000120.png'
+        >>> media_file_name(3, 120, "jpg")
+        'epoch=0003-step=0000120.jpg'
     """
     return f"epoch={epoch:04d}-step={step:07d}.{ext}"
 
@@ -100,10 +100,10 @@ def _write_summary(writer: Any, summary: Any, step: int | None) -> None:
 
 
 def _tensorboard_image(writer: Any, tag: str, image: Picture, step: int) -> None:
-    """An image event from the picture's PNG bytes (encoded once for every logger)."""
+    """An image event from the picture's JPEG bytes (encoded once for every logger)."""
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    encoded = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=image.png())
+    encoded = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=image.encoded())
     _write_summary(writer, Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
 
@@ -117,7 +117,7 @@ class FileSink(MediaSink):
 
     def jobs(self, media: EvaluationMedia) -> list[Job]:
         log_dir = Path(str(self.logger.log_dir))
-        items: list[tuple[str, str, Any]] = [(tag, "png", image) for tag, image in media.images] + _text_files(media)
+        items: list[tuple[str, str, Any]] = [(t, i.extension, i) for t, i in media.images] + _text_files(media)
         name = media_file_name(media.epoch, media.step, "{ext}")
         jobs: list[Job] = [partial(_write_file, log_dir / tag / name.format(ext=ext), x) for tag, ext, x in items]
         if media.settings is not None:
@@ -128,7 +128,7 @@ class FileSink(MediaSink):
 
 def _write_file(path: Path, data: str | Picture) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data.png())
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data.encoded())
 
 
 class WandbSink(MediaSink):
@@ -175,11 +175,12 @@ def _mlflow(logger: Any, method: str, *args: Any) -> None:
 
 
 def _mlflow_image(logger: Any, tag: str, image: Picture, step: int, name: str) -> None:
-    """An image series (``key``/``step``, MLflow >= 2.12), else a plain artifact ``xai/<tag>/epoch=...png``."""
+    """An image series (``key``/``step``, MLflow >= 2.12), else a plain artifact ``xai/<tag>/epoch=...jpg``."""
     try:
         logger.experiment.log_image(logger.run_id, image.array(), key=tag, step=step)
     except TypeError:  # an MLflow without image series
-        logger.experiment.log_image(logger.run_id, image.array(), artifact_file=f"{tag}/{name.format(ext='png')}")
+        artifact = f"{tag}/{name.format(ext=image.extension)}"
+        logger.experiment.log_image(logger.run_id, image.array(), artifact_file=artifact)
 
 
 #: the sinks of the loggers that take images, by the name of the logger's class (or a base class): W&B and MLflow are

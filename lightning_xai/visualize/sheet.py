@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import math
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ BOX_COLOURS = ((255, 255, 255), (0, 255, 0), (255, 0, 255), (255, 255, 0), (0, 2
 MAX_PROBES = 8
 #: the evidence image's margin, gap, header, column title and probe label (pixels)
 _MARGIN, _GAP, _HEADER, _COLUMN_TITLE, _LABEL = 8, 6, 44, 18, 132
+_PAD = 4  # pixels around a cached text's mask
 
 Colour = tuple[float, float, float]
 
@@ -55,9 +57,26 @@ def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=FONT_SIZE)
 
 
+@functools.lru_cache(maxsize=4096)
 def text_width(text: str) -> float:
     """Width in pixels of ``text`` in the sheet's font."""
     return float(_font().getlength(text))
+
+
+@functools.lru_cache(maxsize=2048)
+def _stamp(text: str, fraction: float) -> Image.Image:
+    """``text`` as an ``L`` mask, origin ``(_PAD + fraction, _PAD)``: rasterised once, pasted as ``ImageDraw.text``."""
+    box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((_PAD + fraction, _PAD), text, font=_font())
+    mask = Image.new("L", (math.ceil(box[2]) + _PAD, math.ceil(box[3]) + _PAD))
+    ImageDraw.Draw(mask).text((_PAD + fraction, _PAD), text, fill=255, font=_font())
+    return mask
+
+
+def _put(image: Image.Image, x: float, y: int, text: str, colour: Colour) -> float:
+    """``text`` drawn on ``image`` in ``colour`` with its origin at ``(x, y + 1)``; returns the x where it ends."""
+    whole = math.floor(x)
+    image.paste(tuple(round(c * 255) for c in colour), (whole - _PAD, y + 1 - _PAD), _stamp(text, x - whole))
+    return x + text_width(text)
 
 
 def fit_text(text: str, width: float) -> str:
@@ -111,6 +130,24 @@ def sheet_layout(num_probes: int, num_methods: int, tile_size: int = DEFAULT_TIL
     return SheetLayout(columns[-1] + tile + MARGIN, height, tile, columns, rows, row_height)
 
 
+@functools.lru_cache(maxsize=16)
+def _static_page(layout: SheetLayout, heads: tuple[str, ...], colormap: str, notes: str) -> np.ndarray:
+    """The page but the title, tiles and captions: column titles, colour bar, ``notes`` (read-only; copied per use)."""
+    image = Image.new("RGB", (layout.width, layout.height), (255, 255, 255))
+    bar_y = (layout.rows[-1] - LINE + layout.row_height) if layout.rows else MARGIN + 2 * LINE
+    bar = lut_uint8(colormap)[np.round(np.linspace(0.0, 255.0, layout.width - 2 * MARGIN)).astype(np.int64)]
+    image.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(bar, (12, *bar.shape)))), (MARGIN, bar_y))
+    for x, head in zip(layout.columns, heads, strict=True):
+        _put(image, x, MARGIN + LINE, fit_text(head, layout.tile), MUTED)
+    _put(image, MARGIN, bar_y + 14, "0", INK)
+    _put(image, layout.width - MARGIN - text_width("max"), bar_y + 14, "max", INK)
+    for k, line in enumerate(wrap_text(notes, layout.width - 2 * MARGIN)[:NOTE_LINES]):
+        _put(image, MARGIN, bar_y + 14 + (k + 1) * LINE, line, MUTED)
+    page = np.array(image)
+    page.flags.writeable = False
+    return page
+
+
 def prepare_sheet(
     inputs: Tensor,
     results: Mapping[str, Explanation],
@@ -131,9 +168,9 @@ def prepare_sheet(
     alpha: float = 0.5,
     display: Tensor | None = None,
     heats: Mapping[str, Tensor] | None = None,
-) -> tuple[SheetLayout, Callable[[], np.ndarray]]:
-    """The sheet's layout and a function composing its ``(H, W, 3)`` uint8 page with numpy and Pillow only (for a
-    background thread) from tiles rendered in one batch on the inputs' device. ``results``' ``display`` maps scaled by
+) -> tuple[SheetLayout, Callable[[], Image.Image]]:
+    """The sheet's layout and a function composing its RGB page with numpy and Pillow only (for a background thread)
+    from tiles rendered in one batch on the inputs' device. ``results``' ``display`` maps scaled by
     ``normalizations``; captions from ``predicted``, ``confidence``, ``labels`` (or None), ``targets``; ``drift``: each
     method's per-probe drift (None: "drift -") named ``drift_name``, red over ``drift_threshold``, explained by
     ``drift_note``; ``display``/``heats``: the display images and normalised maps, when the caller has them."""
@@ -144,23 +181,25 @@ def prepare_sheet(
     layout = sheet_layout(int(inputs.shape[0]), len(names), tile_size)
     display = to_display_images(inputs, denormalize) if display is None else display
     heats = heats or {n: normalize_maps(results[n].display, mode=normalizations.get(n, "max")) for n in names}
-    # the tiles of all probes and methods in one batch, (P, tile, 1 + M, tile, 3) uint8: a row of the page each
+    # the tiles of all probes and methods in one batch, (P, h, 1 + M, w, 3) uint8, at the input's resolution when the
+    # tile is larger (the page scales them up by whole pixels, nearest-exact), else area-averaged down to the tile
     h, w = int(display.shape[-2]), int(display.shape[-1])
-    tile, scale = layout.tile, layout.tile / max(h, w)
+    t, scale, n = layout.tile, layout.tile / max(h, w), int(display.shape[0])
     sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-    shown = F.interpolate(display, size=(sh, sw), mode="nearest-exact" if scale >= 1 else "area")
-    top, left, n = (tile - sh) // 2, (tile - sw) // 2, shown.shape[0]
-    image = shown.permute(0, 2, 3, 1)  # (N, sh, sw, 3)
-    out = torch.full((n, tile, 1 + len(names), tile, 3), 255, dtype=torch.uint8, device=shown.device)
-    cells = out[:, top : top + sh, :, left : left + sw]  # (N, sh, 1 + M, sw, 3)
-    cells[:, :, 0] = image.mul(255.0).add_(0.5)  # values in [0, 1]: + 0.5 then truncation rounds
+    shown = display if scale >= 1 else F.interpolate(display, size=(sh, sw), mode="area")
+    rh, rw = int(shown.shape[-2]), int(shown.shape[-1])
+    image = shown.permute(0, 2, 3, 1)  # (N, rh, rw, 3)
+    out = torch.empty((n, rh, 1 + len(names), rw, 3), dtype=torch.uint8, device=shown.device)
+    out[:, :, 0] = image.mul(255.0).add_(0.5)  # values in [0, 1]: + 0.5 then truncation rounds
     if names:
-        sized = [F.interpolate(heats[m].to(shown.device).float()[:, None], (sh, sw), mode="bilinear") for m in names]
-        heat = torch.nan_to_num(torch.cat(sized)[:, 0], nan=0.0).clamp_(0.0, 1.0).view(len(names), n, sh, sw)
-        colour = device_lut(colormap, str(shown.device))[heat.mul(255.0).round_().long()]  # (M, N, sh, sw, 3)
+        sized = [F.interpolate(heats[m].to(shown.device).float()[None], (rh, rw), mode="bilinear")[0] for m in names]
+        heat = torch.nan_to_num(torch.stack(sized), nan=0.0).clamp_(0.0, 1.0)  # (M, N, rh, rw)
+        colour = device_lut(colormap, str(shown.device))[heat.mul(255.0).round_().long()]  # (M, N, rh, rw, 3)
         blended = colour.sub_(image).mul_(heat.mul_(alpha).unsqueeze(-1)).add_(image)
-        cells[:, :, 1:] = blended.permute(1, 2, 0, 3, 4).mul(255.0).add_(0.5)
-    tiles = out.cpu()
+        out[:, :, 1:] = blended.permute(1, 2, 0, 3, 4).mul(255.0).add_(0.5)
+    tiles = out.cpu().numpy()  # and the source pixel of each tile row and column (nearest-exact)
+    at = [np.minimum(((np.arange(s) + 0.5) * (r / s)).astype(int), r - 1) for s, r in ((sh, rh), (sw, rw))]
+    top, left = (t - sh) // 2, (t - sw) // 2
     pred, conf, tgt = (v.detach().cpu().tolist() for v in (predicted, confidence, targets))
     lab = None if labels is None else labels.detach().cpu().tolist()
     drifts = {n: (None if v is None else v.detach().cpu().tolist()) for n, v in (drift or {}).items()}
@@ -169,38 +208,31 @@ def prepare_sheet(
     notes = f"heat: |attribution| / {per} of each map."
     if drift_note:
         notes += f" {drift_note}." + (f" Red: over {drift_threshold:g}." if drift_threshold is not None else "")
+    heads = ("input", *(METHOD_TITLES.get(n, n) for n in names))
 
-    def compose() -> np.ndarray:
-        page = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
-        n, t, columns = tiles.shape[:3]
-        if n:  # the tiles into their places in one strided assignment
-            y0, x0, step = layout.rows[0], layout.columns[0], t + GAP
+    def compose() -> Image.Image:
+        page = _static_page(layout, heads, colormap, notes).copy()
+        if n:  # the tiles, scaled up, into their places in strided assignments (whole factors: rows broadcast)
+            wide = np.take(tiles, at[1], axis=3)
+            y0, x0, step, columns = layout.rows[0], layout.columns[0], t + GAP, len(heads)
             band = page[y0 : y0 + n * layout.row_height].reshape(n, layout.row_height, layout.width, 3)
-            band[:, :t, x0 : x0 + columns * step].reshape(n, t, columns, step, 3)[:, :, :, :t] = tiles.numpy()
-        bar_y = (layout.rows[-1] - LINE + layout.row_height) if layout.rows else MARGIN + 2 * LINE
-        bar = lut_uint8(colormap)[np.round(np.linspace(0.0, 255.0, layout.width - 2 * MARGIN)).astype(np.int64)]
-        page[bar_y : bar_y + 12, MARGIN : layout.width - MARGIN] = bar
-        image = Image.fromarray(page)
-        draw, room = ImageDraw.Draw(image), layout.width - 2 * MARGIN
-
-        def put(x: float, y: float, text: str, colour: Colour) -> float:
-            draw.text((x, y + 1), text, fill=tuple(round(c * 255) for c in colour), font=_font())
-            return x + text_width(text)
-
-        put(MARGIN, MARGIN, fit_text(title, room), INK)
-        for x, head in zip(layout.columns, ["input"] + [METHOD_TITLES.get(n, n) for n in names], strict=True):
-            put(x, MARGIN + LINE, fit_text(head, t), MUTED)
+            cells = band[:, top : top + sh, x0 : x0 + columns * step].reshape(n, sh, columns, step, 3)[..., left:, :]
+            if sh % rh == 0:
+                cells[..., :sw, :].reshape(n, rh, sh // rh, columns, sw, 3)[...] = wide[:, :, None]
+            else:
+                cells[..., :sw, :] = np.take(wide, at[0], axis=1)
+        image, room = Image.fromarray(page), layout.width - 2 * MARGIN
+        _put(image, MARGIN, MARGIN, fit_text(title, room), INK)
         for i, y in enumerate(layout.rows):  # each probe's caption above its tiles, its drift values below them
             label = None if lab is None else lab[i]
-            parts: list[tuple[str, Colour]] = [
-                (f"#{i}   label {'-' if label is None else label}   ", INK),
-                (f"pred {pred[i]}   conf {conf[i]:.2f}", ALERT if label is not None and pred[i] != label else INK),
-            ]
+            bad = ALERT if label is not None and pred[i] != label else INK  # (short texts: most are cached)
+            parts: list[tuple[str, Colour]] = [(f"#{i}   label {'-' if label is None else label}   ", INK)]
+            parts += [(f"pred {pred[i]}", bad), (f"   conf {conf[i]:.2f}", bad)]
             if tgt[i] != (label if label is not None else pred[i]):
                 parts.append((f"   expl. {tgt[i]}", MUTED))
-            left: float = MARGIN
+            x: float = MARGIN
             for text, colour in parts:
-                left = put(left, y - LINE, fit_text(text, MARGIN + room - left), colour)
+                x = _put(image, x, y - LINE, fit_text(text, MARGIN + room - x), colour)
             for x, name in zip(layout.columns[1:], names, strict=True):
                 drift = drifts.get(name)
                 if drift is None or i >= len(drift):
@@ -208,12 +240,8 @@ def prepare_sheet(
                 else:
                     text = f"{drift_name} {drift[i]:.2f}"
                     colour = ALERT if drift_threshold is not None and drift[i] > drift_threshold else INK
-                put(x, y + t + 1, fit_text(text, t), colour)
-        put(MARGIN, bar_y + 14, "0", INK)
-        put(layout.width - MARGIN - text_width("max"), bar_y + 14, "max", INK)
-        for k, line in enumerate(wrap_text(notes, room)[:NOTE_LINES]):
-            put(MARGIN, bar_y + 14 + (k + 1) * LINE, line, MUTED)
-        return np.array(image)  # writable (a tensor view of it is handed out)
+                _put(image, x, y + t + 1, fit_text(text, t), colour)
+        return image  # RGB; Picture encodes it as is and makes an array only when a logger asks
 
     return layout, compose
 
@@ -223,7 +251,7 @@ def render_sheet(
 ) -> Tensor:
     """One evaluation's sheet as a ``(3, H, W)`` uint8 CPU tensor; takes the arguments of :func:`prepare_sheet`."""
     _, compose = prepare_sheet(inputs, results, normalizations, **options)
-    return torch.from_numpy(compose()).permute(2, 0, 1)
+    return torch.from_numpy(np.array(compose())).permute(2, 0, 1)
 
 
 def evidence_tag(method: str) -> str:
