@@ -11,8 +11,8 @@ Per round (``--rounds``, at least 3; the order of the two fits alternates):
 
 - the passes needed: ``P x (steps + 2)`` samples (IG's steps, Grad-CAM's pass and the shared prediction pass, all
   valued as forward+backward with respect to the input) at the model's best measured input-gradient throughput
-  (eval mode, frozen parameters, best of batch 16/32/64/128, measured before and after the round's fits (mean),
-  under the same contention);
+  (eval mode, frozen parameters, best of batch 16/32/64/128 and of torch's threads and one thread, measured before
+  and after the round's fits (mean), under the same contention);
 - the extra time: ``(fit with the monitor - fit without) / evaluated epochs``, both fits with the same data, logger
   and epochs (the setup dry run and the final flush of the background writer included: what the user waits for);
 - efficiency = passes needed / extra time (1.0: the monitor costs exactly its passes).
@@ -217,6 +217,18 @@ def one_fit(setting: Setting, monitored: bool, log_dir: str, stages: Stages | No
     return out
 
 
+def best_throughput(model: Any, shape: Any, device: torch.device) -> float:
+    """The model's best input-gradient samples/s now: over the batch sizes, with torch's threads and with one thread
+    (on busy cores one thread is faster, and the monitor then runs its passes with one)."""
+    from lightning_xai.explain.threads import torch_threads
+
+    best = max(throughput_curve(model, shape, device, BATCHES, repeats=3).values())
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        return best
+    with torch_threads(1):
+        return max(best, *throughput_curve(model, shape, device, BATCHES, repeats=3).values())
+
+
 def stage_rows(records: list[tuple[Any, dict[str, Any]]], methods: list[str]) -> dict[str, float]:
     """Medians over the evaluations after the first: seconds per stage, and the rest's share of the cost."""
     later = records[1:] or records
@@ -271,7 +283,7 @@ def main() -> None:
     with neighbours(args.neighbours), tempfile.TemporaryDirectory() as tmp:
         one_fit(setting, True, f"{tmp}/warmup")  # imports, first-call costs
         for r in range(max(1, args.rounds)):
-            before = max(throughput_curve(throughput_model, setting.shape, device, BATCHES, repeats=3).values())
+            before = best_throughput(throughput_model, setting.shape, device)
             stages = Stages()
             fits: dict[bool, dict[str, Any]] = {}
             for monitored in (True, False) if r % 2 == 0 else (False, True):
@@ -280,7 +292,7 @@ def main() -> None:
                         fits[True] = one_fit(setting, True, f"{tmp}/r{r}-with", stages)
                 else:
                     fits[False] = one_fit(setting, False, f"{tmp}/r{r}-without")
-            after = max(throughput_curve(throughput_model, setting.shape, device, BATCHES, repeats=3).values())
+            after = best_throughput(throughput_model, setting.shape, device)
             best = (before + after) / 2  # the load may change during the round: both sides of the fits
             records = fits[True]["records"]
             keys = {k for h, _ in records for k in h.scalars}

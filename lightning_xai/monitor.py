@@ -26,6 +26,7 @@ from lightning_xai.explain import Explainer
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
 from lightning_xai.explain.setup import DryRunReport
+from lightning_xai.explain.threads import ThreadChoice
 from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
 from lightning_xai.settings import Budget, Display, DriftPolicy, normalize_arguments, run_settings, state_key_parts
 from lightning_xai.visualize.log import MediaContext, MediaLogger
@@ -105,6 +106,7 @@ class AttributionMonitor(Callback):
         self.masks: Tensor | None = None
         self._history: list[Evaluation] = []
         self.cost = CostReporter(self.budget.max_overhead, self.explainers)
+        self.threads = ThreadChoice()  # one torch thread for the passes while other processes keep the cores busy
         self.setup_watch = _trainer.SetupWatch()
         self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
         self._prepared_for: LightningModule | None = None
@@ -297,6 +299,7 @@ class AttributionMonitor(Callback):
             warn_once=self._warn_once,
             skip=self.setup_check.disabled,
             quality=self.display.quality,
+            threads=self.threads,
         )
 
     def _measure_and_log(self, trainer: Trainer, pl_module: LightningModule, done: Any) -> Evaluation:

@@ -18,6 +18,7 @@ from lightning_xai.explain import Explainer, Explanation
 from lightning_xai.explain.forward import ModelForwardFn, model_device, model_forward, synchronize
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.quality import quality_diagnostics
+from lightning_xai.explain.threads import ThreadChoice, torch_threads
 from lightning_xai.probes.targets import TargetSpec, resolve_targets
 
 WarnOnce = Callable[[str, str], None]
@@ -54,17 +55,19 @@ def explain_probes(
     warn_once: WarnOnce | None = None,
     skip: dict[str, str] | None = None,
     quality: Sequence[str] = (),
+    threads: ThreadChoice | None = None,
 ) -> ProbeExplanations:
     """Run the shared prediction pass and each explainer, in order, on ``images``, leaving the training state as found.
 
     Each explainer gets the keywords it lists in ``explain_keywords``: ``outputs`` (the prediction pass) and, with
     ``max_seconds``, the time left. One with no time left, named in ``skip`` (name -> reason), that raises or whose
     output is malformed or not finite is skipped with a message in ``errors`` (each distinct failure warned once by
-    ``warn_once(key, message)``). ``quality`` measures are added to each explanation's diagnostics."""
+    ``warn_once(key, message)``). ``quality`` measures are added to each explanation's diagnostics. ``threads`` picks
+    the methods' torch thread count on the CPU and is told their rate (:mod:`~lightning_xai.explain.threads`)."""
     started = time.perf_counter()
     warn = reporting(warn_once)
     device = model_device(model)
-    empty = torch.empty(0, dtype=torch.long)
+    empty, count, loop_began, cpu_began = torch.empty(0, dtype=torch.long), None, 0.0, 0.0
     done = ProbeExplanations(images, empty, empty.float(), empty)
     try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
         with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
@@ -77,6 +80,8 @@ def explain_probes(
             except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
                 _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
                 explainers = ()
+            count = threads.best(device) if threads else None  # one thread while the cores are contended
+            loop_began, cpu_began = time.perf_counter(), time.process_time()
             for explainer in explainers:
                 name, offered = explainer.name, {"outputs": outputs.clone(), **(limits or {}).get(explainer.name, {})}
                 if max_seconds is not None:  # the time left
@@ -95,7 +100,8 @@ def explain_probes(
                 began = time.perf_counter()
                 try:  # one method: its result in ``done.results``, or its failure in ``done.errors``
                     kwargs = {k: v for k, v in offered.items() if k in explainer.explain_keywords}
-                    explanation = explainer.explain(forward, inputs.clone(), done.targets, **kwargs)
+                    with torch_threads(count):
+                        explanation = explainer.explain(forward, inputs.clone(), done.targets, **kwargs)
                     if problem := explanation_problem(explanation, inputs):
                         raise ValueError(f"malformed Explanation: {problem}")
                     if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):
@@ -109,6 +115,10 @@ def explain_probes(
                     _report(done, f"{name} skipped at epoch {epoch}", err, warn, name)
     except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
         _report(done, f"the evaluation failed at epoch {epoch}", err, warn)
+    if threads is not None and done.results:  # the methods' rate with the count they ran with
+        one = torch.ones(1)  # a method without a pass count: one pass per probe
+        passes = sum(float(e.diagnostics.get("passes_per_probe", one).double().mean()) for e in done.results.values())
+        threads.record(count, len(images) * passes, time.perf_counter() - loop_began, time.process_time() - cpu_began)
     done.seconds = time.perf_counter() - started
     return done
 
