@@ -273,6 +273,10 @@ class AttributionMonitor(Callback):
         if not self.prepare(trainer, pl_module):
             self._warn_once("no_probes", from_trainer.NO_PROBES)
             return
+        with self.media.writer.held():  # the pictures are composed after the scalars are logged
+            self._explain_measure_log(trainer, pl_module)
+
+    def _explain_measure_log(self, trainer: Trainer, pl_module: LightningModule) -> None:
         explain, count = (lambda part: self._explain(trainer, pl_module, part)), len(self.probes or ())
         gather = _distributed.explain_shards(trainer, count, explain, pl_module.device)
         record = _distributed.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, gather()))

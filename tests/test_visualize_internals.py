@@ -164,3 +164,20 @@ def test_thumbnails_and_chart(capsys: pytest.CaptureFixture[str]) -> None:
     assert svg_chart("empty", [Series("nan", [(0, float("nan"))])]) == ""
     assert main(["report", "/nonexistent", "--out", "/dev/null"]) == 1
     assert capsys.readouterr().out == "no TensorBoard event files under /nonexistent\n"
+
+
+def test_the_writer_holds_its_jobs_until_the_block_ends_and_never_deadlocks_on_a_full_queue() -> None:
+    import threading
+
+    writer, ran = BackgroundWriter(max_pending=2), []
+    with writer.held():
+        writer.submit(lambda: ran.append(1))
+        threading.Event().wait(0.2)
+        assert ran == []  # the monitor's own work runs first
+    writer.flush()
+    assert ran == [1]
+    with writer.held():  # more jobs than the queue holds: the hold gives way instead of blocking the caller
+        for i in range(6):
+            writer.submit(lambda i=i: ran.append(i))
+    writer.close()
+    assert ran == [1, 0, 1, 2, 3, 4, 5]

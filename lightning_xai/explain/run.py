@@ -72,15 +72,15 @@ def explain_probes(
     try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
         with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
             done.inputs = inputs = images.to(device).clone()
+            count = threads.best(device) if threads else None  # one thread while the cores are contended
             try:  # the shared prediction pass
-                with torch.no_grad():
+                with torch.no_grad(), torch_threads(count):
                     outputs = forward(done.inputs)
                 done.confidence, done.predicted = torch.softmax(outputs, dim=1).max(dim=1)
                 done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
             except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
                 _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
                 explainers = ()
-            count = threads.best(device) if threads else None  # one thread while the cores are contended
             loop_began, cpu_began = time.perf_counter(), time.process_time()
             for explainer in explainers:
                 name, offered = explainer.name, {"outputs": outputs.clone(), **(limits or {}).get(explainer.name, {})}

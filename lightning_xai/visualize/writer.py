@@ -8,7 +8,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Job = Callable[[], None]
@@ -27,6 +27,8 @@ class BackgroundWriter:
         self.busy_seconds = 0.0
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
+        self._open = threading.Event()  # cleared while :meth:`held`: the worker waits before its next job
+        self._open.set()
 
     def _run(self) -> None:
         if NICENESS and hasattr(os, "setpriority") and os.uname().sysname == "Linux":
@@ -34,6 +36,7 @@ class BackgroundWriter:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICENESS))
         while (job := self._queue.get()) is not None:
+            self._open.wait()
             started = time.thread_time()
             self._call(job)
             self.busy_seconds += time.thread_time() - started
@@ -54,7 +57,19 @@ class BackgroundWriter:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="lightning_xai-writer", daemon=True)
             self._thread.start()
+        if self._queue.full():
+            self._open.set()  # never wait on a held worker
         self._queue.put(job)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Jobs wait until the block ends (they start at once when the queue is full): the monitor's own Python work
+        (drift, Lightning's ``log`` of its scalars) does not share the GIL with the writer's."""
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
 
     def flush(self) -> None:
         """Wait until every submitted job has run."""
