@@ -325,6 +325,8 @@ class AttributionMonitor(Callback):
         normalizations = {e.name: e.display_normalization for e in self.explainers}
         args = (done, self.probes.labels, record, normalizations, context)
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)
+        if not self.cost.reported:  # the info line after the first evaluation counts its pictures too
+            self.media.writer.flush()
         return self.cost.stamped(record, self.media.writer, trainer.state.fn == TrainerFn.FITTING)  # its cost
 
     def _warn_once(self, key: str, message: str) -> None:

@@ -228,6 +228,32 @@ def test_the_monitor_stamps_each_evaluation_with_its_whole_cost(tmp_path: Any) -
     assert monitor.cost.explained == pytest.approx(spent)  # what the budget counted
 
 
+def test_the_first_evaluation_counts_its_own_pictures(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer holds the pictures until the hook ends; the first evaluation (its info line) still counts them."""
+    import time as clock
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    import lightning_xai.visualize.media as media
+
+    encode = media.encode_jpeg
+
+    def slow(*args: Any, **kwargs: Any) -> bytes:
+        until = clock.thread_time() + 0.05  # 50 ms of the writer thread's CPU time per picture
+        while clock.thread_time() < until:
+            pass
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(media, "encode_jpeg", slow)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",))
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=1, logger=logger)).fit(TinyCNN(), train, val)
+    first = monitor.history[0]
+    assert first.cost_seconds - first.explain_seconds >= 0.05 and monitor.cost.last_background >= 0.05
+
+
 class _Recording(ShiftDetector):
     def __init__(self) -> None:
         super().__init__()

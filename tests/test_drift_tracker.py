@@ -81,6 +81,8 @@ def test_a_loaded_tracker_ranks_the_stored_maps_again_and_gives_the_same_drift(
     assert len(sorts) == 3  # the new map, then the loaded previous and reference, once each
     continued = running.update("gradcam", 3, _maps(7))
     assert len(sorts) == 4
+    loaded.update("gradcam", 4, _maps(8))  # the loaded reference stays ranked: one sort, the new map's
+    assert len(sorts) == 5
     assert after_load.statistics == continued.statistics
     for key, values in continued.per_probe.items():
         _assert_same(after_load.per_probe[key], values)

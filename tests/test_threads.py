@@ -72,7 +72,8 @@ def test_explain_probes_runs_the_methods_with_the_chosen_count_and_records_it(tw
     with training_state_guard(model):
         cam.setup(model, model, images[:1])
     choice = ThreadChoice()
-    choice.rates, choice.age = {2: 10.0, 1: 1e9}, {2: 0, 1: 0}  # one thread was far faster
+    choice.rates, choice.age = {2: 10.0, 1: 1e9}, {2: 0, 1: 0}  # one thread was far faster ...
+    choice.methods = ("gradcam",)  # ... for the same method (rates of another set are forgotten)
     explain_probes(model, images, labels, [cam], threads=choice)
     assert cam.seen == [1] and torch.get_num_threads() == 2 and choice.age == {2: 1, 1: 0} and not choice.busy
     assert choice.rates[1] < 1e9  # the measured rate replaced the old one
@@ -91,9 +92,12 @@ def test_a_fit_with_two_threads_is_bit_identical_with_and_without_the_monitor(tm
         return model
 
     plain = fit([], "a")
-    monitor = AttributionMonitor(num_probes=4, methods=("gradcam", "integrated_gradients"))
+    cam = CountingGradCam()
+    monitor = AttributionMonitor(num_probes=4, methods=(cam,))
+    choice = monitor.threads  # as if one thread had been far faster on busy cores: the passes switch mid-training
+    choice.rates, choice.age, choice.methods = {2: 1e-3, 1: 1e9}, {2: 0, 1: 0}, ("gradcam",)
     watched = fit([monitor], "b")
-    assert monitor.evaluations == 3 and torch.get_num_threads() == 2
+    assert monitor.evaluations == 3 and torch.get_num_threads() == 2 and cam.seen[-3:] == [1, 1, 1]
     assert set(monitor.threads.rates) <= {1, 2} and monitor.threads.rates  # the methods' rate was recorded
     for (name, p), (_, q) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=True):
         assert torch.equal(p, q), name

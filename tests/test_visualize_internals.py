@@ -179,5 +179,12 @@ def test_the_writer_holds_its_jobs_until_the_block_ends_and_never_deadlocks_on_a
     with writer.held():  # more jobs than the queue holds: the hold gives way instead of blocking the caller
         for i in range(6):
             writer.submit(lambda i=i: ran.append(i))
-    writer.close()
+    writer.flush()
     assert ran == [1, 0, 1, 2, 3, 4, 5]
+    with writer.held():  # a flush inside the block (e.g. from an ``on_drift`` callable) ends the hold
+        writer.submit(lambda: ran.append(6))
+        writer.flush()
+        assert ran[-1] == 6
+        writer.submit(lambda: ran.append(7))
+        writer.close()  # so does a close
+    assert ran[-1] == 7

@@ -80,6 +80,9 @@ class DriftTracker:
             for maps in (self.previous, self.reference, self.reference_epochs):  # the layer or probes changed: restart
                 maps.pop(method, None)
         self._ready["current", method] = ready = (raw, self._prepare(raw, raw.device))
+        for name, maps in stored.items():  # a stored map not prepared yet (after a load): prepared once, kept
+            if method in maps and self._ready.get((name, method), (None,))[0] is not maps[method]:
+                self._ready[name, method] = (maps[method], self._prepare(maps[method], raw.device))
         for name, maps in stored.items():
             for metric, values in (self.distances(raw, maps[method]) if method in maps else {}).items():
                 key, d = f"{metric}_vs_{name}", values.double()

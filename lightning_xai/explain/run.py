@@ -116,9 +116,11 @@ def explain_probes(
     except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
         _report(done, f"the evaluation failed at epoch {epoch}", err, warn)
     if threads is not None and done.results:  # the methods' rate with the count they ran with
-        one = torch.ones(1)  # a method without a pass count: one pass per probe
-        passes = sum(float(e.diagnostics.get("passes_per_probe", one).double().mean()) for e in done.results.values())
-        threads.record(count, len(images) * passes, time.perf_counter() - loop_began, time.process_time() - cpu_began)
+        cost = {e.name: torch.tensor(float(getattr(e, "passes_per_probe", 1.0))) for e in explainers}
+        used = [x.diagnostics.get("passes_per_probe", cost[n]) for n, x in done.results.items()]  # IG: the steps it ran
+        passes = sum(float(p.double().mean()) for p in used)
+        seconds = (time.perf_counter() - loop_began, time.process_time() - cpu_began)
+        threads.record(count, len(images) * passes, *seconds, methods=tuple(done.results))
     done.seconds = time.perf_counter() - started
     return done
 

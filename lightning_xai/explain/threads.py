@@ -53,6 +53,7 @@ class ThreadChoice:
         self.rates: dict[int, float] = {}
         self.age: dict[int, int] = {}
         self.busy = False  # the user's count got less than BUSY of its cores the last time it ran
+        self.methods: tuple[str, ...] = ()  # the methods the rates were measured on
 
     def best(self, device: torch.device | str) -> int | None:
         """The count for the coming evaluation's methods: 1 or None (the user's count)."""
@@ -63,12 +64,16 @@ class ThreadChoice:
             return None if self.age.get(user, RETRY_EVERY) >= RETRY_EVERY else 1
         return 1 if self.busy and self.age.get(1, RETRY_EVERY) >= RETRY_EVERY else None  # busy cores: try one
 
-    def record(self, count: int | None, samples: float, seconds: float, cpu_seconds: float) -> None:
-        """The methods ran ``samples`` forward+backward samples in ``seconds`` (``cpu_seconds`` of the process's CPU
-        time) with ``count`` threads (None: the user's)."""
+    def record(
+        self, count: int | None, samples: float, seconds: float, cpu_seconds: float, methods: tuple[str, ...] = ()
+    ) -> None:
+        """The ``methods`` ran ``samples`` forward+backward samples in ``seconds`` (``cpu_seconds`` of the process's
+        CPU time) with ``count`` threads (None: the user's); rates of another set of methods are forgotten."""
         user = torch.get_num_threads()
         if seconds <= 0 or samples <= 0 or user == 1:
             return
+        if methods != self.methods:  # a method skipped, failed or added: the rates are not comparable
+            self.rates, self.age, self.methods = {}, {}, methods
         used = user if count is None else count
         self.age = {c: a + 1 for c, a in self.age.items()}
         self.rates[used], self.age[used] = samples / seconds, 0

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_xai.explain.threads import torch_threads
 from lightning_xai.visualize.display import Denormalize, _to_float, to_display_images
 from lightning_xai.visualize.display import black_input as black_input  # re-exported, with the two checks below
 from lightning_xai.visualize.display import check_denormalize as check_denormalize
@@ -30,13 +31,8 @@ def one_torch_thread(device: torch.device | str = "cpu") -> Iterator[None]:
     """torch's intra-op threads set to 1 for the block on the CPU (restored after; nothing changes for a GPU)."""
     # many small operations: on busy cores each waits for a descheduled partner thread (measured: 10-18 ms per
     # evaluation with one thread, 60-680 ms with two); the setting is process-wide: the training thread only
-    threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    with torch_threads(1 if torch.device(device).type == "cpu" else None):
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def check_colormap(name: str) -> str:

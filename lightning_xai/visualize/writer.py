@@ -72,13 +72,15 @@ class BackgroundWriter:
             self._open.set()
 
     def flush(self) -> None:
-        """Wait until every submitted job has run."""
+        """Wait until every submitted job has run (also inside :meth:`held`, which it ends)."""
         if self._thread is not None and self._thread.is_alive():
+            self._open.set()
             self._queue.join()
 
     def close(self) -> None:
         """Flush and stop the worker thread."""
         if self._thread is not None and self._thread.is_alive():
+            self._open.set()
             self._queue.put(None)
             self._thread.join()
         self._thread = None
