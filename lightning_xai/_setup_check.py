@@ -15,7 +15,7 @@ from lightning_xai.drift.measure import measure
 from lightning_xai.explain.forward import model_device
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.explain.setup import DryRunReport, Warn, dry_run
-from lightning_xai.explain.threads import torch_threads
+from lightning_xai.explain.threads import one_torch_thread
 from lightning_xai.visualize.display import check_display_channels
 from lightning_xai.visualize.media import evaluation_media
 
@@ -28,8 +28,8 @@ def check_monitor(
     media, masks = monitor.media, monitor.masks
     check_display_channels(media.denormalize, int(monitor.probes.images.shape[1]), render=renders)
     settings = (monitor.probes, monitor.explainers, monitor.target, monitor.forward_fn)
-    with torch_threads(1 if model_device(model).type == "cpu" else None):  # tiny passes: on busy cores two threads
-        report, done = dry_run(model, *settings, warn=warn, before_training=before_training)  # wait on each other
+    with one_torch_thread(model_device(model)):  # tiny passes: on busy cores two threads wait on each other
+        report, done = dry_run(model, *settings, warn=warn, before_training=before_training)
     if done.results:  # measure twice (a reference, then a comparison) on copies: the drift keys the comparison logs
         drift, detector, tracker = copy.deepcopy((monitor.drift_tracker, monitor.detector, monitor.alert_tracker))
         first = max(int(drift.warmup_epochs), int(drift.reference_epoch or 0))

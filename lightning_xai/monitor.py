@@ -26,11 +26,11 @@ from lightning_xai.explain import Explainer
 from lightning_xai.explain.forward import ModelForwardFn
 from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolated
 from lightning_xai.explain.setup import DryRunReport
-from lightning_xai.explain.threads import ThreadChoice
+from lightning_xai.explain.threads import ThreadChoice, one_torch_thread
 from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
 from lightning_xai.settings import Budget, Display, DriftPolicy, normalize_arguments, run_settings, state_key_parts
 from lightning_xai.visualize.log import MediaContext, MediaLogger
-from lightning_xai.visualize.render import Denormalize, one_torch_thread
+from lightning_xai.visualize.render import Denormalize
 
 __all__ = ["AttributionMonitor", "DriftDetectedError"]
 

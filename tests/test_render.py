@@ -333,7 +333,7 @@ def test_render_stays_on_cuda() -> None:
 
 
 def test_one_torch_thread_for_the_pictures_and_restored_after() -> None:
-    from lightning_xai.visualize.render import one_torch_thread
+    from lightning_xai.explain.threads import one_torch_thread
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -45,6 +45,15 @@ def torch_threads(count: int | None) -> Iterator[None]:
             torch.set_num_threads(user)
 
 
+@contextmanager
+def one_torch_thread(device: torch.device | str = "cpu") -> Iterator[None]:
+    """torch's intra-op threads set to 1 for the block on the CPU (restored after; nothing changes for a GPU)."""
+    # many small operations: on busy cores each waits for a descheduled partner thread (measured: 10-18 ms per
+    # evaluation with one thread, 60-680 ms with two); the setting is process-wide: the training thread only
+    with torch_threads(1 if torch.device(device).type == "cpu" else None):
+        yield
+
+
 class ThreadChoice:
     """The thread count of an evaluation's passes: the faster of the last measured rates (see the module)."""
 

@@ -18,12 +18,12 @@ from PIL import Image
 from torch import Tensor
 
 from lightning_xai.explain import Explanation
+from lightning_xai.explain.threads import one_torch_thread
 from lightning_xai.visualize.display import Denormalize, to_display_images
 from lightning_xai.visualize.render import (
     apply_colormap,
     make_grid,
     normalize_maps,
-    one_torch_thread,
     overlay,
     to_uint8,
 )
@@ -176,9 +176,17 @@ def evaluation_media(
         }
         captions: dict[str, Any] = dict(predicted=predicted, confidence=confidence, labels=labels, targets=targets)
         looks: dict[str, Any] = dict(title=title, tile_size=tile_size, colormap=colormap, display=display, heats=heats)
-        drifts: dict[str, Any] = dict(drift=drift, drift_note=drift_note, drift_threshold=probe_threshold)
-        drifts["drift_name"] = "vs ref" if drift_note else "drift"
-        layout, compose = prepare_sheet(inputs, results, normalizations, **drifts, **captions, **looks)
+        layout, compose = prepare_sheet(
+            inputs,
+            results,
+            normalizations,
+            drift=drift,
+            drift_name="vs ref" if drift_note else "drift",
+            drift_threshold=probe_threshold,
+            drift_note=drift_note,
+            **captions,
+            **looks,
+        )
         size = tuple(display.shape[-2:])
         pictures = [("xai/probes", display)] if include_probes and grids else []
         for name, heat in heats.items():

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import matplotlib
 import numpy as np
@@ -14,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.explain.threads import torch_threads
 from lightning_xai.visualize.display import Denormalize, _to_float, to_display_images
 from lightning_xai.visualize.display import black_input as black_input  # re-exported, with the two checks below
 from lightning_xai.visualize.display import check_denormalize as check_denormalize
@@ -24,15 +21,6 @@ from lightning_xai.visualize.display import check_display_channels as check_disp
 COLORMAPS: tuple[str, ...] = ("jet", "viridis", "inferno", "turbo")
 #: the modes of :func:`normalize_maps`
 NORMALIZATIONS: tuple[str, ...] = ("max", "percentile")
-
-
-@contextmanager
-def one_torch_thread(device: torch.device | str = "cpu") -> Iterator[None]:
-    """torch's intra-op threads set to 1 for the block on the CPU (restored after; nothing changes for a GPU)."""
-    # many small operations: on busy cores each waits for a descheduled partner thread (measured: 10-18 ms per
-    # evaluation with one thread, 60-680 ms with two); the setting is process-wide: the training thread only
-    with torch_threads(1 if torch.device(device).type == "cpu" else None):
-        yield
 
 
 def check_colormap(name: str) -> str:
