@@ -239,10 +239,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _spin() -> None:  # pragma: no cover - runs in the neighbour processes
-    x = 0
+def _spin(parent: int) -> None:  # pragma: no cover - runs in the neighbour processes
+    import os
+
+    x, n = 0, 0
     while True:
-        x = (x * 1103515245 + 12345) % 2147483648
+        x, n = (x * 1103515245 + 12345) % 2147483648, n + 1
+        if n % 5_000_000 == 0 and os.getppid() != parent:  # the benchmark was killed: do not spin on as an orphan
+            return
 
 
 @contextmanager
@@ -251,7 +255,7 @@ def neighbours(count: int) -> Iterator[None]:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_spin, daemon=True) for _ in range(count)]
+    procs = [context.Process(target=_spin, args=(os.getpid(),), daemon=True) for _ in range(count)]
     for proc in procs:
         proc.start()
     if procs:

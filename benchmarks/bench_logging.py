@@ -13,6 +13,9 @@ the wall time, for:
   (:func:`~lightning_xai.visualize.media.encode_jpeg`, the monitor now);
 - ``tb add_image x3``: the old TensorBoard path, ``add_image`` of the sheet and the two grids (each re-encoded);
 - ``tb encoded``: the new one, the sheet's JPEG bytes written as an image summary (no encoding);
+- ``checksum, TensorBoard's`` / ``checksum, numpy``: the masked CRC-32C of the sheet's event record, computed by
+  TensorBoard's event writer thread without TensorFlow (pure Python) and by
+  :func:`~lightning_xai.visualize.crc.masked_crc32c` (what the monitor makes that thread use; same values);
 - per evaluation: ``old`` = add_image x3 + a second encoding for a CSV logger; ``new`` = compose + one JPEG
   + the pre-encoded write, shared by every logger.
 
@@ -36,6 +39,8 @@ from PIL import Image
 from lightning_xai.explain import Explanation
 from lightning_xai.visualize.media import Picture, encode_jpeg, evaluation_media
 from lightning_xai.visualize.sheet import prepare_sheet
+
+TB_CHECKSUM = "checksum, TensorBoard's"
 
 
 def encode_png(image: Image.Image, compress_level: int) -> bytes:
@@ -113,6 +118,12 @@ def main() -> None:
     png6 = row("png L6", "writer", lambda: encode_png(page, compress_level=6))
     png1 = row("png L1", "writer", lambda: encode_png(page, compress_level=1))
     jpeg = row("jpeg q90", "writer", lambda: encode_jpeg(page))
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboards_checksum
+
+    from lightning_xai.visualize.crc import masked_crc32c
+
+    row(TB_CHECKSUM, "TensorBoard's", lambda: tensorboards_checksum(jpeg))
+    row("checksum, numpy", "TensorBoard's", lambda: masked_crc32c(jpeg))
     tensors = {tag: p.tensor() for tag, p in pictures.items()}
     with tempfile.TemporaryDirectory() as tmp:
         writer = SummaryWriter(tmp)
@@ -142,7 +153,8 @@ def main() -> None:
         f"{cpu['tb encoded']:.1f}, shared by every logger) vs old {old_writer:.1f} (add_image x3 "
         f"{cpu['tb add_image x3']:.1f} + a second encoding per further logger {cpu['png L6']:.1f}); JPEG "
         f"{len(jpeg) / 1e3:.0f} kB vs PNG L1 {len(png1) / 1e3:.0f} kB (PNG L1 {cpu['png L1']:.1f} ms) and L6 "
-        f"{len(png6) / 1e3:.0f} kB"
+        f"{len(png6) / 1e3:.0f} kB; the record's checksum on TensorBoard's thread {cpu[TB_CHECKSUM]:.1f} "
+        f"(pure Python) vs {cpu['checksum, numpy']:.1f} (numpy)"
     )
 
 
