@@ -55,6 +55,19 @@ class _Candidate:
     noise: float
     origin_epoch: int = -1
     origin_raw: Tensor | None = field(default=None, metadata={"saved": False})  # for the evidence
+    probe_level: float | None = None  # a subset candidate: the level each of its probes passed
+    kind: str = "mean"  # which test made it: "mean" (all probes), "subset" (some probes), "gradual" (accumulated)
+
+
+@dataclass
+class _Anchor:
+    """Where an accumulating movement began: the distributions before its first step over the allowance."""
+
+    origin: Tensor
+    older: Tensor | None
+    origin_epoch: int = -1
+    origin_raw: Tensor | None = field(default=None, metadata={"saved": False})
+    steps: int = 0  # evaluations since
 
 
 @dataclass
@@ -69,6 +82,10 @@ class _MethodState:
     armed_before: bool = False
     previous_epoch: int = -1
     previous_raw: Tensor | None = field(default=None, metadata={"saved": False})  # the evidence's "before"
+    probe_squares: list[float] = field(default_factory=lambda: [0.0, 0.0])  # calibrated per-probe movements: Σ x², n
+    probe_squares2: list[float] = field(default_factory=lambda: [0.0, 0.0])  # the same over two evaluations
+    cusum: float = 0.0  # the movement accumulated since ``anchor`` beyond the allowance per evaluation
+    anchor: _Anchor | None = None
 
 
 class ShiftDetector:
@@ -102,7 +119,16 @@ class ShiftDetector:
     """
 
     def __init__(
-        self, calibration: int = 2, alpha: float = 0.005, ratio: float = 3.0, floor: float = 0.01, cells: int = 8
+        self,
+        calibration: int = 2,
+        alpha: float = 0.005,
+        ratio: float = 3.0,
+        floor: float = 0.01,
+        cells: int = 8,
+        subset: bool = True,
+        gradual: bool = True,
+        tail: float = 0.02,
+        allowance: float = 1.0,
     ) -> None:
         where = "ShiftDetector"
         self.calibration = check_int("calibration", calibration, 0, where=where)
@@ -110,10 +136,14 @@ class ShiftDetector:
         self.ratio = check_float("ratio", ratio, 0, where=where)
         self.floor = check_float("floor", floor, 0, where=where)
         self.cells = check_int("cells", cells, 2, where=where)
+        self.subset, self.gradual = bool(subset), bool(gradual)
+        self.tail = check_float("tail", tail, 0, 1, low_open=True, high_open=True, where=where)
+        self.allowance = check_float("allowance", allowance, 0, where=where)
         self._states: dict[str, _MethodState] = {}
 
     def config(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ("calibration", "alpha", "ratio", "floor", "cells")}
+        names = ("calibration", "alpha", "ratio", "floor", "cells", "subset", "gradual", "tail", "allowance")
+        return {name: getattr(self, name) for name in names}
 
     def threshold(
         self, scores: list[float], standard_error: float, probes: int, ready: bool = False
@@ -125,6 +155,20 @@ class ShiftDetector:
         quantile = t_quantile(1 - self.alpha, probes - 1)  # infinite below 4 probes: no test can pass
         tested = math.inf if math.isinf(quantile) else quantile * standard_error  # never inf * 0 = nan
         return round(max(self.floor, tested, self.ratio * sigma), 6), round(max(standard_error, sigma), 6)
+
+    def min_probes(self, probes: int) -> int:
+        """How many of ``probes`` must pass the per-probe level at once: the smallest count that ``probes``
+        independent probes, each over its level with probability ``tail`` under the run's noise, reach with a
+        probability of at most ``alpha`` (the binomial tail: the multiple-testing cost of testing every probe)."""
+        return min_binomial_count(probes, self.tail, self.alpha)
+
+    def probe_level(self, squares: list[float], samples_needed: int) -> float | None:
+        """The level one probe's movement must pass: ``ratio`` × the run's per-probe σ (the root mean square of its
+        calibrated per-probe movements, positive parts), never below the floor; None while calibrating."""
+        total, count = squares
+        if count < max(samples_needed, 1):
+            return None
+        return round(max(self.floor, self.ratio * math.sqrt(total / count)), 6)
 
     def update(
         self,
@@ -150,38 +194,109 @@ class ShiftDetector:
         state.previous_raw, state.previous_epoch = raw.clone(), epoch  # the caller may reuse its tensor
         armed_before, state.armed_before = state.armed_before, armed
         if previous is None or previous.shape != current.shape:
-            state.candidate = None
+            state.candidate, state.anchor, state.cusum = None, None, 0.0
             return None
         moved = novel_relevance(current, previous, common=True, older=older)
         score, count = float(moved.mean()), moved.numel()
         threshold, noise = self.threshold(state.scores, _standard_error(moved), count)
         candidate, state.candidate = state.candidate, None
         if not armed:
+            state.anchor, state.cusum = None, 0.0
             return Detection(score, None, None)
         if state.cooldown_left > 0:  # right after an alert: neither calibrate on it nor alert again
             state.cooldown_left -= 1
+            state.anchor, state.cusum = None, 0.0
             return Detection(score, threshold, noise)
         confirmation = None
         if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
             since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
-            needed, _ = self.threshold(state.scores2, _standard_error(since), count, ready=True)
-            confirmation = (float(since.mean()), max(needed or 0.0, candidate.threshold))
-            if confirmation[0] >= confirmation[1]:
+            confirmation, over = self._confirm(state, candidate, since, count)
+            if over:
                 state.cooldown_left = cooldown
-                over = tuple(int(i) for i in torch.nonzero(since >= confirmation[1]).flatten())
+                state.anchor, state.cusum = None, 0.0
                 return _fired(candidate, current, raw, over, classes, input_size, confirmation)
-        if threshold is not None and score >= threshold:  # a candidate (never calibrated on) ...
+        before = (previous, older, previous_epoch, previous_raw)
+        found = self._candidate(state, moved, threshold, noise, before, current, count)
+        if found is not None:  # a candidate (never calibrated on) ...
+            state.anchor, state.cusum = None, 0.0
             if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
-                return Detection(score, threshold, noise, confirmation=confirmation)
-            state.candidate = _Candidate(previous, older, threshold, noise or 0.0, previous_epoch, previous_raw)
-            return Detection(score, threshold, noise, candidate=True)
+                return Detection(score, found.threshold, noise, confirmation=confirmation)
+            state.candidate = found
+            return Detection(score, found.threshold, noise, candidate=True)
         sigma = self.sigma(state.scores)  # the noise band: ratio x sigma, never narrower than the floor
         if threshold is None or sigma is None or score < max(self.ratio * sigma, self.floor):  # beyond: not noise
             state.scores.append(score)
+            _add_squares(state.probe_squares, moved)
             if armed_before and candidate is None and older is not None and older.shape == current.shape:
                 # and the movement over two evaluations, which the confirmation is judged against
-                state.scores2.append(float(novel_relevance(current, older, common=True, older=oldest).mean()))
+                two = novel_relevance(current, older, common=True, older=oldest)
+                state.scores2.append(float(two.mean()))
+                _add_squares(state.probe_squares2, two)
         return Detection(score, threshold, noise, confirmation=confirmation)
+
+    def _candidate(
+        self,
+        state: _MethodState,
+        moved: Tensor,
+        threshold: float | None,
+        noise: float | None,
+        before: tuple[Tensor, Tensor | None, int, Tensor | None],
+        current: Tensor,
+        count: int,
+    ) -> _Candidate | None:
+        """This evaluation's candidate, by the first test that passes: the mean over all probes, a subset of probes
+        each over its own level, or the movement accumulated over several evaluations; None if none passes."""
+        if threshold is None:  # calibrating
+            return None
+        origin, older, origin_epoch, origin_raw = before
+        score = float(moved.mean())
+        if score >= threshold:
+            return _Candidate(origin, older, threshold, noise or 0.0, origin_epoch, origin_raw)
+        level = self.probe_level(state.probe_squares, self.calibration * count) if self.subset else None
+        if level is not None and int((moved >= level).sum()) >= self.min_probes(count):
+            return _Candidate(origin, older, level, noise or 0.0, origin_epoch, origin_raw, level, "subset")
+        sigma = self.sigma(state.scores)
+        if not self.gradual or not sigma:
+            return None
+        if state.anchor is None or state.anchor.origin.shape != current.shape:
+            if score <= self.allowance * sigma:
+                return None
+            state.anchor = _Anchor(origin, older, origin_epoch, origin_raw)  # the first step over the allowance
+        anchor = state.anchor
+        anchor.steps += 1
+        # the movement since the anchor into the places quiet then (telescoping: later steps count even where the
+        # first ones already made the place relevant), beyond the allowance per step
+        accumulated = novel_relevance(current, anchor.origin, common=True, older=anchor.older)
+        state.cusum = float(accumulated.mean()) - anchor.steps * self.allowance * sigma
+        if state.cusum <= 0.0:
+            state.anchor, state.cusum = None, 0.0
+            return None
+        if state.cusum < self.ratio * sigma:
+            return None
+        needed, _ = self.threshold(state.scores, _standard_error(accumulated), count)
+        if needed is None or float(accumulated.mean()) < needed:
+            return None
+        return _Candidate(
+            anchor.origin, anchor.older, needed, noise or 0.0, anchor.origin_epoch, anchor.origin_raw, None, "gradual"
+        )
+
+    def _confirm(
+        self, state: _MethodState, candidate: _Candidate, since: Tensor, count: int
+    ) -> tuple[tuple[float, float], tuple[int, ...]]:
+        """``((value, needed), probes)``: whether the candidate's movement stayed, judged against the run's movements
+        over two evaluations; ``probes`` (empty when it did not) are those whose own movement passed."""
+        needed, _ = self.threshold(state.scores2, _standard_error(since), count, ready=True)
+        confirmation = (float(since.mean()), max(needed or 0.0, candidate.threshold))
+        if confirmation[0] >= confirmation[1]:
+            return confirmation, tuple(int(i) for i in torch.nonzero(since >= confirmation[1]).flatten())
+        if candidate.probe_level is None:
+            return confirmation, ()
+        level2 = self.probe_level(state.probe_squares2, 1) or 0.0
+        level = max(candidate.probe_level, level2)
+        over = tuple(int(i) for i in torch.nonzero(since >= level).flatten())
+        if len(over) < self.min_probes(count):
+            return (float(since.mean()), confirmation[1]), ()
+        return (float(since[list(over)].mean()), level), over
 
     @staticmethod
     def sigma(scores: list[float]) -> float | None:
@@ -198,7 +313,29 @@ class ShiftDetector:
             values = known_fields(_MethodState, saved)
             if values.get("candidate") is not None:
                 values["candidate"] = _Candidate(**known_fields(_Candidate, values["candidate"]))
+            if values.get("anchor") is not None:
+                values["anchor"] = _Anchor(**known_fields(_Anchor, values["anchor"]))
             self._states[name] = _MethodState(**values)
+
+
+def _add_squares(squares: list[float], moved: Tensor) -> None:
+    squares[0] += float(moved.clamp_min(0).double().square().sum())
+    squares[1] += float(moved.numel())
+
+
+def min_binomial_count(n: int, p: float, alpha: float) -> int:
+    """The smallest ``k >= 2`` with ``P(Binomial(n, p) >= k) <= alpha`` (``n + 1``: never, when none is).
+
+    Example::
+
+        >>> min_binomial_count(10, 0.02, 0.005), min_binomial_count(64, 0.02, 0.005)
+        (3, 6)
+    """
+    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
+    for k in range(2, n + 1):
+        if sum(pmf[k:]) <= alpha:
+            return k
+    return n + 1
 
 
 def _standard_error(moved: Tensor) -> float:

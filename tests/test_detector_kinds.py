@@ -1,0 +1,86 @@
+"""The detector's subset and accumulated-evidence tests on hand-built maps: each catches the shortcut it is for, the
+detector without it does not, plain jitter never alerts, and a resume in the middle of an accumulation changes
+nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.stats import binom
+
+from lightning_xai.drift.detector import ShiftDetector, min_binomial_count
+
+
+def _jitter(seed: int, evaluations: int = 10, probes: int = 10) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.rand(evaluations, probes, 16, 16, generator=g) * 0.3  # relevance jitter everywhere ...
+    maps[:, :, 5:11, 5:11] += 1.0  # ... and on the object
+    return maps
+
+
+def _feed(detector: ShiftDetector, maps: torch.Tensor, start: int = 0) -> list:
+    return [detector.update("m", m, (32, 32), armed=start + i >= 2, epoch=start + i) for i, m in enumerate(maps)]
+
+
+def _fired(detections: list) -> list[int]:
+    return [i for i, d in enumerate(detections) if d is not None and d.fired]
+
+
+@pytest.mark.parametrize("n", [4, 10, 16, 33, 64])
+@pytest.mark.parametrize("p", [0.01, 0.02, 0.05])
+def test_min_binomial_count_is_the_binomial_tail(n: int, p: float) -> None:
+    k = min_binomial_count(n, p, 0.005)
+    assert k >= 2
+    if k <= n:
+        assert binom.sf(k - 1, n, p) <= 0.005 + 1e-12
+    if k > 2:
+        assert binom.sf(k - 2, n, p) > 0.005
+
+
+def test_a_cue_on_some_classes_is_caught_by_the_subset_test() -> None:
+    maps = _jitter(0)
+    maps[6:, :4, 0:2, 14:16] += 2.0  # 4 of 10 probes gain a corner from the 7th evaluation: the mean test misses it
+    assert _fired(_feed(ShiftDetector(subset=False), maps)) == []
+    detections = _feed(ShiftDetector(), maps)
+    assert detections[6].candidate and _fired(detections) == [7]
+    assert set(detections[7].probe_indices) <= {0, 1, 2, 3} and len(detections[7].probe_indices) >= 3
+    assert detections[7].regions[0].box == (0, 28, 4, 32)  # the corner, in input pixels
+
+
+def test_a_gradual_takeover_is_caught_by_its_accumulated_movement() -> None:
+    maps = _jitter(0)
+    for e in range(5, 10):
+        maps[e:, :, 0:2, 14:16] += 0.5  # every probe, a little more each evaluation: no single step passes
+    assert _fired(_feed(ShiftDetector(gradual=False), maps)) == []
+    detections = _feed(ShiftDetector(), maps)
+    assert _fired(detections) == [8]
+    assert detections[8].regions[0].box == (0, 28, 4, 32)
+
+
+def test_jitter_never_alerts() -> None:
+    for seed in range(12):
+        assert _fired(_feed(ShiftDetector(), _jitter(seed, evaluations=20))) == [], seed
+
+
+def test_a_resume_during_an_accumulation_changes_nothing() -> None:
+    maps = _jitter(0)
+    for e in range(5, 10):
+        maps[e:, :, 0:2, 14:16] += 0.5
+    whole = ShiftDetector()
+    expected = [(d.score, d.threshold, d.candidate, d.fired) for d in _feed(whole, maps)[1:]]
+    first = ShiftDetector()
+    _feed(first, maps[:7])
+    assert first._states["m"].anchor is not None  # in the middle of an accumulation
+    resumed = ShiftDetector()
+    resumed.load_state_dict(torch.load(_saved(first.state_dict()), weights_only=True))
+    rest = _feed(resumed, maps[7:], start=7)
+    assert [(d.score, d.threshold, d.candidate, d.fired) for d in rest] == expected[6:]
+
+
+def _saved(state: dict) -> object:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
