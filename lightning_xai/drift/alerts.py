@@ -188,6 +188,32 @@ class AlertTracker:
         self.alerts.extend(new)
         return new
 
+    def check_colour(self, method: str, epoch: int, step: int, d: Detection | None) -> list[DriftAlert]:
+        """The alert when ``method``'s relevance moved from brightness into colour (the detector fed the probes'
+        ``colour_share`` as two parts), added to :attr:`alerts`; it silences ``method`` like any alert."""
+        if d is None or not d.fired or d.threshold is None or self._quiet.get(method, 0):
+            return []
+        before, after = (None, None) if d.evidence is None else (d.evidence.before, d.evidence.after)
+        shares = (
+            ""
+            if before is None or after is None
+            else (f" rose from {float(before[..., 1].mean()):.0%} to {float(after[..., 1].mean()):.0%}")
+        )
+        moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
+        classes = sorted({c for r in d.regions for c in r.classes})
+        who = f" (class{'es' if len(classes) > 1 else ''} {_numbers(classes)})" if classes else ""
+        message = (
+            f"Attribution drift at epoch {epoch} ({method}): {moved} probes{who} moved relevance into colour: the "
+            f"share carried by differences between channels{shares}"
+        )
+        message = message[: MESSAGE_LIMIT - 1] + "."
+        alert = DriftAlert(
+            epoch, step, method, "colour_share", "mean", d.score, d.threshold, d.probe_indices, message, d.noise
+        )
+        self.update(method, {}, detected=True)
+        self.alerts.append(alert)
+        return [alert]
+
     def state_dict(self) -> dict[str, Any]:
         return primitives({"states": self._states, "quiet": self._quiet, "alerts": self.alerts})
 
@@ -211,9 +237,7 @@ def _detection_message(epoch: int, method: str, d: Detection, threshold: float) 
     parts: list[tuple[str, str]] = []
     for place, group in sorted(places.items(), key=lambda item: -len(item[1])):
         classes = sorted({c for r in group for c in r.classes})
-        runs = [[c for _, c in run] for _, run in itertools.groupby(enumerate(classes), lambda ic: ic[1] - ic[0])]
-        numbers = ",".join(f"{r[0]}-{r[-1]}" if len(r) >= 3 else ",".join(map(str, r)) for r in runs)  # 0-3,7
-        who = f"class{'es' if len(classes) > 1 else ''} {numbers}" if classes else group[0].label
+        who = f"class{'es' if len(classes) > 1 else ''} {_numbers(classes)}" if classes else group[0].label
         top, left, bottom, right = group[0].box
         pixels = f" (rows {top}-{bottom - 1}, cols {left}-{right - 1})" if len(group) == 1 else ""
         parts.append((f"{who} {place}", pixels))
@@ -225,6 +249,12 @@ def _detection_message(epoch: int, method: str, d: Detection, threshold: float) 
             if len(message) + 1 <= MESSAGE_LIMIT:
                 return message + (tail if len(message) + len(tail) <= MESSAGE_LIMIT else ".")
     return head + (tail if len(head) + len(tail) <= MESSAGE_LIMIT else ".")
+
+
+def _numbers(classes: Sequence[int]) -> str:
+    """Sorted class numbers with runs of three or more as ranges: ``0-3,7``."""
+    runs = [[c for _, c in run] for _, run in itertools.groupby(enumerate(classes), lambda ic: ic[1] - ic[0])]
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) >= 3 else ",".join(map(str, r)) for r in runs)
 
 
 class DriftDetectedError(RuntimeError):

@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert
-from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.drift.detector import Detection, ShiftDetector
 from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.drift.tracker import DriftTracker
 from lightning_xai.explain.run import ProbeExplanations
@@ -78,18 +79,22 @@ def measure(
         else:
             result = drift.update(name, epoch, explanation.raw)
             scalars.update({f"xai/{name}/drift/{key}": value for key, value in result.statistics.items()})
-            detection = None
+            detection, classes = None, None
             if detector is not None:
                 classes = done.targets if done.targets.numel() == explanation.raw.shape[0] else None
                 detection = detector.update(
                     name, explanation.raw, input_size, armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
                 )
-            if detection is not None:
-                found = {"score": detection.score, "threshold": detection.threshold}
-                if detection.confirmation is not None:  # after a candidate: the test that decides the alert
-                    found["confirmation"], found["confirmation_threshold"] = detection.confirmation
-                scalars.update({f"xai/{name}/alert/{k}": v for k, v in found.items() if v is not None})
+            scalars.update(_detection_scalars(f"xai/{name}/alert", detection))
             record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
+            share = explanation.diagnostics.get("colour_share")
+            if detector is not None and share is not None:  # what the relevance is made of: brightness vs colour
+                parts = torch.stack([1 - share, share], dim=-1).view(-1, 1, 2).detach().float().cpu()
+                colour = detector.update(
+                    f"{name}/colour", parts, (1, 2), armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
+                )
+                scalars.update(_detection_scalars(f"xai/{name}/colour/alert", colour))
+                record.alerts += tracker.check_colour(name, epoch, step, colour)
         for key, values in explanation.diagnostics.items():
             scalars[f"xai/{name}/{key}"] = float(values.double().median())
         if name in done.method_seconds:  # a method's own diagnostic of that name wins
@@ -104,3 +109,13 @@ def measure(
         )
     scalars["xai/seconds"] = done.seconds
     return record
+
+
+def _detection_scalars(prefix: str, detection: Detection | None) -> dict[str, float]:
+    """The detector's score and threshold, and after a candidate the confirmation that decides the alert."""
+    if detection is None:
+        return {}
+    found = {"score": detection.score, "threshold": detection.threshold}
+    if detection.confirmation is not None:
+        found["confirmation"], found["confirmation_threshold"] = detection.confirmation
+    return {f"{prefix}/{k}": v for k, v in found.items() if v is not None}

@@ -23,6 +23,7 @@ from lightning_xai.explain.base import (
     check_float,
     check_int,
 )
+from lightning_xai.functional.shift import colour_share
 
 #: step counts the automatic mode chooses from (about x1.5 apart)
 STEP_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -48,8 +49,10 @@ class IntegratedGradients(Explainer):
     """Integrated Gradients (Sundararajan et al., 2017, https://arxiv.org/abs/1703.01365): Captum's
     ``IntegratedGradients(multiply_by_inputs=True)`` with ``method="gausslegendre"``, summed over channels;
     ``display`` is its absolute value. ``diagnostics``: ``completeness_gap`` (per probe: ``sum(attr) - (F(x) -
-    F(x'))``), ``relative_gap`` (``sum |gap| / sum |F(x) - F(x')|``), ``n_steps``, ``passes_per_probe`` and, with a
-    time budget, ``budget_limited``. The limits of one call (time, steps, batch) are arguments of :meth:`explain`.
+    F(x'))``), ``relative_gap`` (``sum |gap| / sum |F(x) - F(x')|``), ``n_steps``, ``passes_per_probe``, for inputs
+    of several channels ``colour_share`` (:func:`~lightning_xai.functional.shift.colour_share`: the share of the
+    attribution in the differences between channels, before they are summed) and, with a time budget,
+    ``budget_limited``. The limits of one call (time, steps, batch) are arguments of :meth:`explain`.
 
     Args:
         n_steps: quadrature points, or ``"auto"``: the fewest :data:`STEP_LADDER` steps in ``[min_steps,
@@ -201,6 +204,8 @@ class IntegratedGradients(Explainer):
             "n_steps": torch.full((num,), float(result.n_steps), device=device),
             "passes_per_probe": torch.full((num,), float(run.spent), device=device),
         }
+        if attr.ndim == 4 and attr.shape[1] > 1:  # what the relevance is made of: colour vs brightness
+            diagnostics["colour_share"] = colour_share(attr).float()
         if max_seconds is not None:
             diagnostics["budget_limited"] = torch.full((num,), float(run.limited), device=device)
         tries = [(r.n_steps, r.relative) for r in run.calibration + run.results]

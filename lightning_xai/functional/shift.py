@@ -48,3 +48,24 @@ def peak_region(gain: Tensor, level: float = 0.5) -> tuple[int, int, int, int] |
         blob = grown
     rows, cols = torch.nonzero(blob[0, 0] > 0, as_tuple=True)
     return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
+
+
+def colour_share(attributions: Tensor) -> Tensor:
+    """Per sample, the share of the attribution's energy in the differences between channels (colour, for RGB):
+    ``‖A − mean_c A‖² / ‖A‖²`` of ``(N, C, H, W)`` attributions, 0 for an all-zero attribution. A model that reads
+    the brightness pattern alone gives every channel of a pixel about the same attribution (share near 0); one
+    that reads which colour a pixel has gives them different ones.
+
+    Example::
+
+        >>> grey = torch.ones(1, 3, 2, 2)  # every channel alike
+        >>> red = torch.zeros(1, 3, 2, 2); red[:, 0] = 1.0  # only the red channel
+        >>> [round(v, 4) for v in colour_share(torch.cat([grey, red])).tolist()]
+        [0.0, 0.6667]
+    """
+    if attributions.ndim != 4:
+        raise ValueError(f"`attributions` must have shape (N, C, H, W); got {tuple(attributions.shape)}.")
+    a = attributions.detach().to(compute_dtype(attributions.device))
+    total = a.square().flatten(1).sum(dim=1)
+    contrast = (a - a.mean(dim=1, keepdim=True)).square().flatten(1).sum(dim=1)
+    return torch.where(total > 0, contrast / total.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
