@@ -29,6 +29,7 @@ from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.explain.threads import ThreadChoice, one_torch_thread
 from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
 from lightning_xai.settings import Budget, Display, DriftPolicy, normalize_arguments, run_settings, state_key_parts
+from lightning_xai.visualize.display import has_colour
 from lightning_xai.visualize.log import MediaContext, MediaLogger
 from lightning_xai.visualize.render import Denormalize
 
@@ -110,6 +111,8 @@ class AttributionMonitor(Callback):
         self.setup_watch = _trainer.SetupWatch()
         self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
         self._prepared_for: LightningModule | None = None
+        self._colour_of: Any = None  # the probes ``_colour`` was found for
+        self._colour = False
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
@@ -314,8 +317,11 @@ class AttributionMonitor(Callback):
         errors = list(done.errors)
         state = (self.drift_tracker, self.detector, self.alert_tracker, masks, self._warn_once)
         change = self.setup_watch.changed(trainer, pl_module, self.cost)
+        if self._colour_of is not self.probes:  # colour_share means something only for probes with colour
+            self._colour_of, self._colour = self.probes, has_colour(self.probes.images, self.media.denormalize)
+        measuring = (done, epoch, step, *state, change, self._colour)
         with one_torch_thread(pl_module.device):  # many small ops: with 2 threads on busy cores they wait on each other
-            measured = isolated("measuring drift", errors, self._warn_once, measure, done, epoch, step, *state, change)
+            measured = isolated("measuring drift", errors, self._warn_once, measure, *measuring)
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
         run = {"name": self.name, "target": str(self.target), "every_n_epochs": self.every_n_epochs}

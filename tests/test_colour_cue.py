@@ -73,3 +73,25 @@ def test_relevance_moving_into_colour_alerts_and_says_so() -> None:
     assert "6/10 probes (classes 0-5) moved relevance into colour" in alerts[0].message
     assert "rose from 11% to 41%" in alerts[0].message
     assert len(alerts[0].message) <= 200
+
+
+def test_only_probes_with_colour_are_watched_for_it() -> None:
+    from lightning_xai.visualize.display import has_colour
+
+    grey = torch.rand(4, 1, 8, 8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    normalised = (grey.expand(-1, 3, -1, -1) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    coloured = grey.expand(-1, 3, -1, -1).clone()
+    coloured[2, 0, 3, 3] = 0.0 if coloured[2, 1, 3, 3] > 0.5 else 1.0
+    assert not has_colour(grey) and not has_colour(grey.expand(-1, 3, -1, -1))
+    assert not has_colour(normalised, (mean, std)) and has_colour(normalised)  # grey once denormalised
+    assert has_colour(coloured)
+    share = torch.full((10,), 0.1)
+    record = measure(_evaluation(share, torch.ones(10, 8, 8)), 0, 0, DriftTracker(), ShiftDetector(), AlertTracker([]))
+    assert "xai/integrated_gradients/colour_share" in record.scalars
+    detector = ShiftDetector()
+    record = measure(
+        _evaluation(share, torch.ones(10, 8, 8)), 0, 0, DriftTracker(), detector, AlertTracker([]), colour=False
+    )
+    assert "xai/integrated_gradients/colour_share" not in record.scalars
+    assert "integrated_gradients/colour" not in detector._states

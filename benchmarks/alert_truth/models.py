@@ -6,12 +6,20 @@
   (the README's recipe: the monitor gets ``denormalize=(mean, std)``); Grad-CAM picks ``layer4`` at 2x2.
 * ``vgg``: a VGG-style conv stack (two conv pairs and a conv, three max-pools) with a flatten+linear head and no
   global pooling, 1x32x32 inputs; Grad-CAM picks the last conv block at 4x4.
+* ``vit``: torchvision's ``VisionTransformer`` (32x32 images, 4x4 patches, 4 layers, 4 heads, width 64, MLP 128)
+  from scratch on 3x32x32 inputs in ``[0, 1]``; Grad-CAM picks the last block's ``ln_1`` (an 8x8 token grid).
+
+``cnn`` and ``vgg`` take 3 input channels (``rgb32``, not normalised) when the scenario's cue is a colour cue, else
+1 (``gray32``); resnet18 always takes ``rgb64`` (a colour cue's RGB image upscaled, a gray one expanded) and vit
+``rgb32``. :func:`view_for` is the one place that picks the view from (family, cue); the first layer's input
+channels follow the view.
 
 Every family is split into ``backbone`` and ``head`` so that the ``unfreeze`` scenario can freeze the backbone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,15 +27,21 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor, nn
 
+from benchmarks.alert_truth.cues import is_colour
+from benchmarks.alert_truth.data import VIEWS
 from examples.shortcut.scenario import DigitsCNN
 
 
 class GapCNN(nn.Module):
-    """The layers of the demo's ``DigitsCNN`` (32->16->8, global average pooling, linear head)."""
+    """The layers of the demo's ``DigitsCNN`` (32->16->8, global average pooling, linear head); with
+    ``in_channels != 1`` its first conv is replaced by one taking that many channels (drawn after the others)."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
         reference = DigitsCNN(num_classes=num_classes)
+        if in_channels != 1:
+            old = reference.features[0][0]
+            reference.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, padding=1)
         self.backbone = reference.features
         self.head = reference.head
 
@@ -38,14 +52,14 @@ class GapCNN(nn.Module):
 class VGGStyle(nn.Module):
     """conv-conv-pool (32), conv-conv-pool (64), conv-pool (128) -> 128x4x4 -> flatten -> 256 -> 10."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
 
         def conv(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
         self.backbone = nn.Sequential(
-            *conv(1, 32), *conv(32, 32), nn.MaxPool2d(2),
+            *conv(in_channels, 32), *conv(32, 32), nn.MaxPool2d(2),
             *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2),
             *conv(64, 128), nn.MaxPool2d(2),
         )  # fmt: skip
@@ -64,9 +78,12 @@ class VGGStyle(nn.Module):
 class ResNet18(nn.Module):
     """torchvision's resnet18, random initialisation (no download); ``head`` is its ``fc``."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         from torchvision.models import resnet18
+
+        if in_channels != 3:
+            raise ValueError(f"resnet18 takes 3 channels, not {in_channels}")
 
         self.net = resnet18(weights=None, num_classes=num_classes)
 
@@ -82,17 +99,60 @@ class ResNet18(nn.Module):
         return self.net(x)
 
 
+class ViT(nn.Module):
+    """torchvision's ``VisionTransformer`` for 3x32x32 inputs (8x8 patches of 4x4 pixels), random initialisation;
+    ``head`` is its ``heads``, the backbone everything else (patch projection, class token, encoder)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        from torchvision.models import VisionTransformer
+
+        if in_channels != 3:
+            raise ValueError(f"vit takes 3 channels, not {in_channels}")
+        self.net = VisionTransformer(
+            image_size=32, patch_size=4, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=num_classes
+        )
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net.heads
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        head = {id(p) for p in self.net.heads.parameters()}
+        return [p for p in self.net.parameters() if id(p) not in head]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
 @dataclass(frozen=True)
 class Family:
-    build: type[nn.Module]
-    view: str  # data.View kind
+    """``build(in_channels=...)`` makes the network; ``view``/``colour_view``: the data.View kind for gray and for
+    colour cues (:func:`view_for`); ``lr``: the family's own Adam learning rate (None: the suite's 1e-3)."""
+
+    build: Callable[..., nn.Module]
+    view: str
+    colour_view: str
+    lr: float | None = None
 
 
 FAMILIES: dict[str, Family] = {
-    "cnn": Family(GapCNN, "gray32"),
-    "resnet18": Family(ResNet18, "rgb64"),
-    "vgg": Family(VGGStyle, "gray32"),
+    "cnn": Family(GapCNN, "gray32", "rgb32"),
+    "resnet18": Family(ResNet18, "rgb64", "rgb64"),
+    "vgg": Family(VGGStyle, "gray32", "rgb32"),
+    "vit": Family(ViT, "rgb32", "rgb32"),
 }
+
+
+def view_for(model: str, cue: str) -> str:
+    """The view (data.View kind) family ``model`` gets for ``cue``: the one place that picks it."""
+    family = FAMILIES[model]
+    return family.colour_view if is_colour(cue) else family.view
+
+
+def build(model: str, cue: str, num_classes: int = 10) -> nn.Module:
+    """The network of family ``model`` for ``cue``, its first layer taking the view's channels."""
+    return FAMILIES[model].build(num_classes=num_classes, in_channels=VIEWS[view_for(model, cue)])
 
 
 def backbone_parameters(net: nn.Module) -> list[nn.Parameter]:

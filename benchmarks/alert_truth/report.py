@@ -104,8 +104,13 @@ def live_watched(record: dict[str, Any]) -> list[Watched]:
         s = e.get("scalars", {})
         w: Watched = {}
         for m in methods:
-            if f"xai/{m}/alert/score" in s:
-                w[m] = (float(s[f"xai/{m}/alert/score"]), float(s.get(f"xai/{m}/alert/threshold", math.nan)))
+            tests = [
+                (float(s[f"{prefix}/score"]), float(s.get(f"{prefix}/threshold", math.nan)))
+                for prefix in (f"xai/{m}/alert", f"xai/{m}/colour/alert")  # where, and what it is made of
+                if f"{prefix}/score" in s
+            ]
+            if tests:  # the test closest to (or furthest over) its threshold
+                w[m] = max(tests, key=lambda vt: vt[0] / vt[1] if vt[1] > 0 else -math.inf)
             elif FALLBACK_KEY.format(method=m) in s:
                 w[m] = (float(s[FALLBACK_KEY.format(method=m)]), FALLBACK_THRESHOLD)
         out.append(w)

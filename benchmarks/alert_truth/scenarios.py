@@ -3,12 +3,18 @@
 Shortcut scenarios (``kind="shortcut"``): the cue is in every image from the start, random in training until
 ``onset_epoch``, from which it spells the label in the training data while ``content_noise`` of the digits get
 another class's digit (so that the cue becomes the better feature). Validation images carry their own label's cue.
+``class_subset``: the cue (the background's colour) spells the label only for classes ``cue_classes`` (0-4), and
+the behavioural check swaps in the cue of another class of that subset; ``gradual``: the share of training images
+whose cue spells the label grows over the epochs from the onset (``ramp``); ``object_colour``: the digit's colour.
 
 Benign scenarios (``kind="benign"``): the cue stays random in training for the whole run; something ordinary
 happens instead (a long run, a learning-rate drop, warm restarts, augmentation switched on, a frozen backbone
 unfrozen), or ``content_noise``: the shortcut runs' data change at the same epoch (half of the digits replaced by
-another class's digit) while the cue stays random, the control that tells a shortcut from any data shift. The
-benign cue rotates with the seed (``CUES[seed % 3]``) so every cue kind appears among the controls.
+another class's digit) while the cue stays random, the control that tells a shortcut from any data shift. Benign
+data shifts at epoch 5: ``background_shift`` (80 % of the background colours from 3 of the 10, independent of the
+label), ``random_tag`` (a corner patch with a random code appears on every training image), ``brightness_contrast``
+(jitter switched on). A benign scenario without a cue of its own rotates it with the seed (``CUES[seed % 3]``) so
+every gray cue kind appears among the controls.
 
 The monitor runs at its defaults: ``AttributionMonitor(probes=(images, labels))`` with the 10 probes = the first
 validation image of each class (fixed images, carrying their own label's cue), plus ``denormalize=(mean, std)``
@@ -31,25 +37,39 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.alert_truth.data import CUES, DigitData, TrainSet, ValSet
-from benchmarks.alert_truth.models import FAMILIES, Classifier, Optim, backbone_parameters
+from benchmarks.alert_truth.data import CUES, DigitData, TrainSet, ValSet, shifted_codes
+from benchmarks.alert_truth.models import FAMILIES, Classifier, Optim, backbone_parameters, build, view_for
 from lightning_xai import AttributionMonitor
 from lightning_xai._trainer import SetupWatch
 from lightning_xai.explain.guard import training_state_guard
 
 FORMAT_VERSION = 1
+#: ``gradual``: the share of training images whose cue spells the label, per epoch from the onset
+RAMP = (0.25, 0.5, 0.75, 1.0)
 
 #: name -> settings; ``change_epoch`` is the data onset (shortcut) or the epoch of the benign change.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "corner_patch": {"kind": "shortcut", "cue": "corner_patch", "epochs": 10, "change_epoch": 5},
     "texture": {"kind": "shortcut", "cue": "texture", "epochs": 10, "change_epoch": 5},
     "position_mark": {"kind": "shortcut", "cue": "position_mark", "epochs": 10, "change_epoch": 5},
+    "class_subset": {
+        "kind": "shortcut",
+        "cue": "background_colour",
+        "epochs": 10,
+        "change_epoch": 5,
+        "cue_classes": (0, 1, 2, 3, 4),
+    },
+    "gradual": {"kind": "shortcut", "cue": "corner_patch", "epochs": 10, "change_epoch": 5, "ramp": RAMP},
+    "object_colour": {"kind": "shortcut", "cue": "object_colour", "epochs": 10, "change_epoch": 5},
     "long": {"kind": "benign", "epochs": 16, "change_epoch": None},
     "lr_drop": {"kind": "benign", "epochs": 10, "change_epoch": 5},
     "warm_restarts": {"kind": "benign", "epochs": 10, "change_epoch": None, "restart_epochs": 3},
     "augment_on": {"kind": "benign", "epochs": 10, "change_epoch": 5},
     "content_noise": {"kind": "benign", "epochs": 10, "change_epoch": 5},
     "unfreeze": {"kind": "benign", "epochs": 10, "change_epoch": 5},
+    "background_shift": {"kind": "benign", "cue": "background_colour", "epochs": 10, "change_epoch": 5},
+    "random_tag": {"kind": "benign", "cue": "corner_patch", "epochs": 10, "change_epoch": 5},
+    "brightness_contrast": {"kind": "benign", "epochs": 10, "change_epoch": 5},
 }
 SHORTCUT = tuple(k for k, v in SCENARIOS.items() if v["kind"] == "shortcut")
 BENIGN = tuple(k for k, v in SCENARIOS.items() if v["kind"] == "benign")
@@ -67,6 +87,8 @@ class RunConfig:
     onset_epoch: int | None  # data onset of a shortcut run (None for benign runs)
     change_epoch: int | None  # epoch of the change (shortcut: = onset_epoch; benign: lr drop, unfreeze, ...)
     restart_epochs: int | None = None
+    cue_classes: tuple[int, ...] | None = None  # shortcut: the classes whose cue spells the label (None: all)
+    ramp: tuple[float, ...] | None = None  # shortcut: share spelling the label per epoch from the onset (None: 1)
     content_noise: float = 0.5
     lr: float = 1e-3
     batch_size: int = 32
@@ -96,7 +118,11 @@ def make_config(scenario: str, model: str, seed: int, **overrides: Any) -> RunCo
         "onset_epoch": s["change_epoch"] if kind == "shortcut" else None,
         "change_epoch": s["change_epoch"],
         "restart_epochs": s.get("restart_epochs"),
+        "cue_classes": s.get("cue_classes"),
+        "ramp": s.get("ramp"),
     }
+    if FAMILIES[model].lr is not None:
+        values["lr"] = FAMILIES[model].lr
     values.update(overrides)
     if kind == "shortcut" and "change_epoch" in overrides and "onset_epoch" not in overrides:
         values["onset_epoch"] = values["change_epoch"]
@@ -141,11 +167,18 @@ class _Schedule(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         cfg, epoch = self.config, trainer.current_epoch
-        if epoch != cfg.change_epoch:
+        if cfg.change_epoch is None:
             return
         if cfg.kind == "shortcut":
-            self.train.set_data(predictive=True, content_noise=cfg.content_noise)
-        elif cfg.scenario == "content_noise":  # the shortcut runs' data change, without the shortcut
+            ramp = cfg.ramp or (1.0,)
+            step = epoch - cfg.change_epoch
+            if 0 <= step < len(ramp):  # the same content noise at every step
+                share = True if cfg.ramp is None else ramp[step]
+                self.train.set_data(predictive=share, content_noise=cfg.content_noise, classes=cfg.cue_classes)
+            return
+        if epoch != cfg.change_epoch:
+            return
+        if cfg.scenario == "content_noise":  # the shortcut runs' data change, without the shortcut
             self.train.set_data(predictive=False, content_noise=cfg.content_noise)
         elif cfg.scenario == "lr_drop":
             for group in trainer.optimizers[0].param_groups:
@@ -155,6 +188,12 @@ class _Schedule(L.Callback):
         elif cfg.scenario == "unfreeze":
             for p in backbone_parameters(self.net):
                 p.requires_grad_(True)
+        elif cfg.scenario == "background_shift":
+            self.train.set_codes(shifted_codes(self.train.labels, self.train.data.seed)[0])
+        elif cfg.scenario == "random_tag":
+            self.train.set_tagged(True)
+        elif cfg.scenario == "brightness_contrast":
+            self.train.jitter = True
 
 
 class Recorder(L.Callback):
@@ -185,6 +224,11 @@ class Recorder(L.Callback):
             if self._seen.get(method) is not tensor:  # a new map this evaluation (skipped methods keep theirs)
                 self._seen[method] = tensor  # held, so that its identity stays unique
                 maps[method] = tensor.detach().float().cpu().clone()
+        for key, state in getattr(self.monitor.detector, "_states", {}).items():  # what the relevance is made of
+            parts = getattr(state, "previous_raw", None)
+            if key.endswith("/colour") and parts is not None and self._seen.get(key) is not parts:
+                self._seen[key] = parts  # (P, 1, 2): brightness, colour; replayed like a method's maps
+                maps[key] = parts.detach().float().cpu().clone()
         alerts = list(self.monitor.alerts)
         new_alerts = [alert_to_dict(a) for a in alerts[self._alerts_seen :]]
         self._alerts_seen = len(alerts)
@@ -240,9 +284,10 @@ def _run(config: RunConfig, out_dir: str | Path | None, threads: int | None) -> 
         torch.set_num_threads(threads)
     start, cpu_start = time.perf_counter(), time.process_time()
     L.seed_everything(config.seed, verbose=False)
-    family = FAMILIES[config.model]
-    data = DigitData.make(config.cue, family.view, config.seed, config.n_train, config.n_val)
-    train, val = TrainSet(data), ValSet(data)
+    data = DigitData.make(
+        config.cue, view_for(config.model, config.cue), config.seed, config.n_train, config.n_val, config.cue_classes
+    )
+    train, val = TrainSet(data, tagged=config.scenario != "random_tag"), ValSet(data)
     probe_images, probe_labels, probe_masks = data.probes()
     monitor_kwargs: dict[str, Any] = {"probes": (probe_images, probe_labels)}
     if data.view.denormalize is not None:
@@ -250,7 +295,7 @@ def _run(config: RunConfig, out_dir: str | Path | None, threads: int | None) -> 
     monitor = AttributionMonitor(**monitor_kwargs)
     recorder = Recorder(monitor, data)
     torch.manual_seed(config.seed)
-    net = family.build()
+    net = build(config.model, config.cue)
     steps = -(-len(train) // config.batch_size)
     model = Classifier(net, Optim(lr=config.lr, warm_restart_epochs=config.restart_epochs, steps_per_epoch=steps))
     trainer = L.Trainer(

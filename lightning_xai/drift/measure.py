@@ -59,9 +59,11 @@ def measure(
     masks: Tensor | None = None,
     warn_once: Callable[[str, str], None] | None = None,
     setup_change: str | None = None,
+    colour: bool = True,
 ) -> Evaluation:
     """Measure every method's new maps against the stored ones and check the detector and the rules. A map the time
-    budget cut is a worse map, not a drift: neither measured nor stored; ``setup_change`` pauses the detector."""
+    budget cut is a worse map, not a drift: neither measured nor stored; ``setup_change`` pauses the detector. Unless
+    ``colour`` (the probes show colour), a method's ``colour_share`` is neither logged nor watched."""
     record = Evaluation(epoch, step, errors=list(done.errors), explain_seconds=done.seconds)
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
@@ -87,15 +89,17 @@ def measure(
                 )
             scalars.update(_detection_scalars(f"xai/{name}/alert", detection))
             record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
-            share = explanation.diagnostics.get("colour_share")
+            share = explanation.diagnostics.get("colour_share") if colour else None
             if detector is not None and share is not None:  # what the relevance is made of: brightness vs colour
                 parts = torch.stack([1 - share, share], dim=-1).view(-1, 1, 2).detach().float().cpu()
-                colour = detector.update(
+                moved = detector.update(
                     f"{name}/colour", parts, (1, 2), armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
                 )
-                scalars.update(_detection_scalars(f"xai/{name}/colour/alert", colour))
-                record.alerts += tracker.check_colour(name, epoch, step, colour)
+                scalars.update(_detection_scalars(f"xai/{name}/colour/alert", moved))
+                record.alerts += tracker.check_colour(name, epoch, step, moved)
         for key, values in explanation.diagnostics.items():
+            if key == "colour_share" and not colour:
+                continue
             scalars[f"xai/{name}/{key}"] = float(values.double().median())
         if name in done.method_seconds:  # a method's own diagnostic of that name wins
             scalars.setdefault(f"xai/{name}/seconds", done.method_seconds[name])

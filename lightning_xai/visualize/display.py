@@ -113,3 +113,13 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
     const = hi - lo <= 1e-12
     scaled = torch.where(const, 0.5, (x - lo) / torch.where(const, 1.0, hi - lo))
     return torch.where(out_of_range, scaled, x.clamp(0.0, 1.0))
+
+
+def has_colour(images: Tensor, denormalize: Denormalize = None) -> bool:
+    """Whether ``(N, C, H, W)`` probes show any colour once displayed (channels differ by more than 1/255 somewhere):
+    grey digits copied into three channels, or normalised per channel, do not, and their ``colour_share`` says
+    nothing about colour."""
+    if images.dim() != 4 or images.shape[1] == 1:
+        return False
+    x = to_display_images(images, denormalize)
+    return bool((x.amax(dim=1) - x.amin(dim=1)).max() > 1.0 / 255)
