@@ -268,3 +268,23 @@ def test_vit_builds_takes_a_batch_and_splits_head_and_backbone() -> None:
     module = Classifier(net, Optim())
     assert transformer_gradcam_layer(module) == "net.net.encoder.layers.encoder_layer_3.ln_1"
     assert make_config("corner_patch", "vit", 0).lr == (FAMILIES["vit"].lr or 1e-3)
+
+
+def test_alert_localisation_scores_each_class_box_against_its_cue() -> None:
+    from benchmarks.alert_truth.report import alert_localisation
+
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[0, 0:4, 0:4] = True  # class 0's cue: the top-left 4x4
+    masks[1, 28:32, 28:32] = True  # class 1's: the bottom-right
+    regions = [
+        {"label": "class 0", "classes": [0], "box": [0, 0, 4, 8]},  # twice the cue: IoU 0.5
+        {"label": "class 1", "classes": [1], "box": [0, 0, 4, 4]},  # the other class's corner: IoU 0
+    ]
+    record = {
+        "config": {"onset_epoch": 5},
+        "probes": {"masks": masks, "labels": torch.tensor([0, 1])},
+        "alerts": [{"epoch": 3, "regions": [regions[1]]}, {"epoch": 6, "regions": regions}],  # the first is early
+    }
+    assert alert_localisation(record) == [("class 0", 0.5, 2.0), ("class 1", 0.0, 1.0)]
+    record["probes"]["masks"] = None  # a cue spread over the image: nothing to score
+    assert alert_localisation(record) == []

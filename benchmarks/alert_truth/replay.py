@@ -106,13 +106,16 @@ class ShiftDetectorReplay:
     ``python benchmarks/alert_truth/replay.py --detector benchmarks.alert_truth.replay:ShiftDetectorReplay``
     """
 
-    def __init__(self, warmup_epochs: int = 2, input_size: tuple[int, int] = (32, 32), **kwargs: Any) -> None:
+    def __init__(
+        self, warmup_epochs: int = 2, input_size: tuple[int, int] = (32, 32), colour: bool = True, **kwargs: Any
+    ) -> None:
         try:
             from lightning_xai.drift.detector import ShiftDetector  # type: ignore[import-not-found]
         except ImportError as err:  # the code the recordings came from may predate it
             raise ImportError("this lightning_xai has no lightning_xai.drift.detector.ShiftDetector") from err
         self.factory = lambda: ShiftDetector(**kwargs)
-        self.warmup_epochs, self.input_size = warmup_epochs, input_size
+        self.warmup_epochs, self.input_size, self.cooldown = warmup_epochs, input_size, 3
+        self.colour = colour  # False: leave out the recorded colour parts (the test of what relevance is made of)
         self.kwargs = kwargs
         #: evaluations (epochs) at which the training setup changed: the monitor pauses the detector there
         self.setup_changes: set[int] = set()
@@ -127,7 +130,7 @@ class ShiftDetectorReplay:
         """A copy that pauses where the monitor's ``SetupWatch`` saw the training setup change in this run: from the
         recorded signature (``setup``) where the recording has it, else from the scenario (``unfreeze`` changes the
         trainable parameters at its change epoch; the other scenarios change none)."""
-        replay = ShiftDetectorReplay(self.warmup_epochs, self.input_size, **self.kwargs)
+        replay = ShiftDetectorReplay(self.warmup_epochs, self.input_size, self.colour, **self.kwargs)
         replay.skipped = budget_skips(record, self.max_overhead) if self.max_overhead is not None else set()
         evals = [e for e in record["evaluations"] if e.get("evaluated", True)]
         if all("setup" in e for e in evals):
@@ -142,24 +145,34 @@ class ShiftDetectorReplay:
         detector = self.factory()
         alerts: list[tuple[int, str]] = []
         watched: list[Watched] = []
+        quiet: dict[str, int] = {}  # as the AlertTracker: an alert silences its method (both tests) for `cooldown`
         for epoch, by_method in zip(epochs, maps, strict=True):
             row: Watched = {}
             if epoch in self.skipped:
                 watched.append(row)
                 continue
-            for method, current in by_method.items():
+            for key, current in by_method.items():  # "<method>" (where), then "<method>/colour" (what)
+                if key.endswith("/colour") and not self.colour:
+                    continue
                 armed = epoch >= self.warmup_epochs and epoch not in self.setup_changes
-                d = detector.update(method, current, self.input_size, armed)
+                d = detector.update(key, current, self.input_size, armed, cooldown=self.cooldown)
+                method = key.removesuffix("/colour")
                 if d is None:
                     continue
-                confirmation = getattr(d, "confirmation", None)
+                fired = bool(getattr(d, "fired", False)) and not quiet.get(method, 0)
+                if key == method and armed:  # the tracker counts an armed evaluation once per method
+                    quiet[method] = self.cooldown if fired else max(0, quiet.get(method, 0) - 1)
+                elif fired:
+                    quiet[method] = self.cooldown
+                confirmation, value = getattr(d, "confirmation", None), None
                 if confirmation is not None:  # the test that decided the alert at this evaluation
-                    row[method] = (float(confirmation[0]), float(confirmation[1]))
-                elif getattr(d, "candidate", False):
-                    pass  # a candidate is not an alert: its margin is its confirmation's, at the next evaluation
-                elif getattr(d, "threshold", None) is not None:
-                    row[method] = (float(d.score), float(d.threshold))
-                if getattr(d, "fired", False):
+                    value = (float(confirmation[0]), float(confirmation[1]))
+                elif getattr(d, "threshold", None) is not None and not getattr(d, "candidate", False):
+                    value = (float(d.score), float(d.threshold))  # (a candidate's margin is its confirmation's)
+                if value is not None and value[1] > 0:  # per method, the test closest to its threshold
+                    held = row.get(method)
+                    row[method] = value if held is None or value[0] / value[1] > held[0] / held[1] else held
+                if fired:
                     alerts.append((epoch, method))
             watched.append(row)
         return alerts, watched
