@@ -40,8 +40,8 @@ def test_min_binomial_count_is_the_binomial_tail(n: int, p: float) -> None:
 def test_a_cue_on_some_classes_is_caught_by_the_subset_test() -> None:
     maps = _jitter(0)
     maps[6:, :4, 0:2, 14:16] += 2.0  # 4 of 10 probes gain a corner from the 7th evaluation: the mean test misses it
-    assert _fired(_feed(ShiftDetector(subset=False), maps)) == []
-    detections = _feed(ShiftDetector(), maps)
+    assert _fired(_feed(ShiftDetector(), maps)) == []  # the default: the mean over all probes only
+    detections = _feed(ShiftDetector(subset=True), maps)
     assert detections[6].candidate and _fired(detections) == [7]
     assert set(detections[7].probe_indices) <= {0, 1, 2, 3} and len(detections[7].probe_indices) >= 3
     assert detections[7].regions[0].box == (0, 28, 4, 32)  # the corner, in input pixels
@@ -51,27 +51,27 @@ def test_a_gradual_takeover_is_caught_by_its_accumulated_movement() -> None:
     maps = _jitter(0)
     for e in range(5, 10):
         maps[e:, :, 0:2, 14:16] += 0.5  # every probe, a little more each evaluation: no single step passes
-    assert _fired(_feed(ShiftDetector(gradual=False), maps)) == []
-    detections = _feed(ShiftDetector(), maps)
+    assert _fired(_feed(ShiftDetector(), maps)) == []
+    detections = _feed(ShiftDetector(gradual=True), maps)
     assert _fired(detections) == [8]
     assert detections[8].regions[0].box == (0, 28, 4, 32)
 
 
 def test_jitter_never_alerts() -> None:
     for seed in range(12):
-        assert _fired(_feed(ShiftDetector(), _jitter(seed, evaluations=20))) == [], seed
+        assert _fired(_feed(ShiftDetector(subset=True, gradual=True), _jitter(seed, evaluations=20))) == [], seed
 
 
 def test_a_resume_during_an_accumulation_changes_nothing() -> None:
     maps = _jitter(0)
     for e in range(5, 10):
         maps[e:, :, 0:2, 14:16] += 0.5
-    whole = ShiftDetector()
+    whole = ShiftDetector(gradual=True)
     expected = [(d.score, d.threshold, d.candidate, d.fired) for d in _feed(whole, maps)[1:]]
-    first = ShiftDetector()
+    first = ShiftDetector(gradual=True)
     _feed(first, maps[:7])
     assert first._states["m"].anchor is not None  # in the middle of an accumulation
-    resumed = ShiftDetector()
+    resumed = ShiftDetector(gradual=True)
     resumed.load_state_dict(torch.load(_saved(first.state_dict()), weights_only=True))
     rest = _feed(resumed, maps[7:], start=7)
     assert [(d.score, d.threshold, d.candidate, d.fired) for d in rest] == expected[6:]

@@ -46,7 +46,14 @@ Detector = Callable[[MapsByEpoch, list[int]], list[tuple[int, str]]]
 def maps_by_epoch(record: dict[str, Any]) -> tuple[MapsByEpoch, list[int]]:
     """The recorded maps of every evaluation and their epochs."""
     evals = [e for e in record["evaluations"] if e.get("evaluated", True)]
-    return [dict(e["maps"]) for e in evals], [int(e["epoch"]) for e in evals]
+    maps = [dict(e["maps"]) for e in evals]
+    if int(record.get("format_version", 1)) < 2:  # colour parts recorded as (1 - share, share): per degree of freedom
+        channels = int(record["probes"]["images"].shape[1])
+        for by_key in maps:
+            for key in [k for k in by_key if k.endswith("/colour")]:
+                parts = by_key[key]
+                by_key[key] = torch.stack([parts[..., 0], parts[..., 1] / (channels - 1)], dim=-1)
+    return maps, [int(e["epoch"]) for e in evals]
 
 
 class FixedRankRule:

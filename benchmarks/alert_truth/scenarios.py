@@ -43,7 +43,7 @@ from lightning_xai import AttributionMonitor
 from lightning_xai._trainer import SetupWatch
 from lightning_xai.explain.guard import training_state_guard
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the colour parts are per degree of freedom (brightness 1, colour C - 1), as the monitor
 #: ``gradual``: the share of training images whose cue spells the label, per epoch from the onset
 RAMP = (0.25, 0.5, 0.75, 1.0)
 

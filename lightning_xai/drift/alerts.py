@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lightning_xai.drift.detector import Detection
 from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, known_fields, primitives
@@ -188,17 +189,21 @@ class AlertTracker:
         self.alerts.extend(new)
         return new
 
-    def check_colour(self, method: str, epoch: int, step: int, d: Detection | None) -> list[DriftAlert]:
+    def check_colour(
+        self, method: str, epoch: int, step: int, d: Detection | None, channels: int = 3
+    ) -> list[DriftAlert]:
         """The alert when ``method``'s relevance moved from brightness into colour (the detector fed the probes'
-        ``colour_share`` as two parts), added to :attr:`alerts`; it silences ``method`` like any alert."""
+        ``colour_share`` as two parts per degree of freedom, of ``channels``), added to :attr:`alerts`; it silences
+        ``method`` like any alert."""
         if d is None or not d.fired or d.threshold is None or self._quiet.get(method, 0):
             return []
-        before, after = (None, None) if d.evidence is None else (d.evidence.before, d.evidence.after)
-        shares = (
-            ""
-            if before is None or after is None
-            else (f" rose from {float(before[..., 1].mean()):.0%} to {float(after[..., 1].mean()):.0%}")
-        )
+
+        def share(parts: Tensor) -> float:  # the parts back to the colour share, mean over the probes that moved
+            colour = parts[..., 1].double().flatten(1).mean(dim=1) * (channels - 1)
+            return float((colour / (parts[..., 0].double().flatten(1).mean(dim=1) + colour)).mean())
+
+        evidence = d.evidence
+        shares = "" if evidence is None else f" rose from {share(evidence.before):.0%} to {share(evidence.after):.0%}"
         moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
         classes = sorted({c for r in d.regions for c in r.classes})
         who = f" (class{'es' if len(classes) > 1 else ''} {_numbers(classes)})" if classes else ""

@@ -106,6 +106,14 @@ class ShiftDetector:
         ratio: how many σ (the run's own noise) the movement must be.
         floor: the smallest share of relevance that must move, whatever the noise says.
         cells: regions per side of the grid the maps are pooled onto.
+        subset: also a candidate when enough probes (the binomial tail at ``alpha`` of ``tail``) each moved over
+            ``ratio`` × the run's per-probe σ: a cue on some classes only. Off by default: on the alert_truth suite
+            it added two detections and ten benign alerts (docs/alerts.md).
+        gradual: also a candidate when the movement accumulated since an anchor, beyond ``allowance`` × σ per
+            evaluation, reaches ``ratio`` × σ and passes the mean's test: a takeover spread over epochs. Off by
+            default: on the suite it added no detection and two benign alerts.
+        tail: the chance one probe passes its level under the run's noise, for ``subset``.
+        allowance: the σ per evaluation ``gradual`` does not accumulate.
 
     Example::
 
@@ -125,8 +133,8 @@ class ShiftDetector:
         ratio: float = 3.0,
         floor: float = 0.01,
         cells: int = 8,
-        subset: bool = True,
-        gradual: bool = True,
+        subset: bool = False,
+        gradual: bool = False,
         tail: float = 0.02,
         allowance: float = 1.0,
     ) -> None:

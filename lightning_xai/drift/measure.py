@@ -91,12 +91,15 @@ def measure(
             record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
             share = explanation.diagnostics.get("colour_share") if colour else None
             if detector is not None and share is not None:  # what the relevance is made of: brightness vs colour
-                parts = torch.stack([1 - share, share], dim=-1).view(-1, 1, 2).detach().float().cpu()
+                # per degree of freedom (1 for brightness, C - 1 for colour): an attribution with no preference
+                # between them (random channel weights give a colour share of (C - 1) / C) sits at one half
+                channels = int(done.inputs.shape[1])
+                parts = torch.stack([1 - share, share / (channels - 1)], dim=-1).view(-1, 1, 2).detach().float().cpu()
                 moved = detector.update(
                     f"{name}/colour", parts, (1, 2), armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
                 )
                 scalars.update(_detection_scalars(f"xai/{name}/colour/alert", moved))
-                record.alerts += tracker.check_colour(name, epoch, step, moved)
+                record.alerts += tracker.check_colour(name, epoch, step, moved, channels)
         for key, values in explanation.diagnostics.items():
             if key == "colour_share" and not colour:
                 continue
