@@ -271,7 +271,7 @@ def test_vit_builds_takes_a_batch_and_splits_head_and_backbone() -> None:
 
 
 def test_alert_localisation_scores_each_class_box_against_its_cue() -> None:
-    from benchmarks.alert_truth.report import alert_localisation
+    from benchmarks.alert_truth.localisation import alert_localisation
 
     masks = torch.zeros(2, 32, 32, dtype=torch.bool)
     masks[0, 0:4, 0:4] = True  # class 0's cue: the top-left 4x4

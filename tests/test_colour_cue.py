@@ -67,7 +67,7 @@ def test_relevance_moving_into_colour_alerts_and_says_so() -> None:
             share[:6] += 0.3  # ... six classes start reading colour
         record = measure(_evaluation(share, maps), epoch, epoch, drift, detector, tracker)
         alerts += record.alerts
-        assert "xai/integrated_gradients/colour/alert/score" in record.scalars or epoch == 0
+        assert "xai/integrated_gradients/alert/colour/score" in record.scalars or epoch == 0
     assert [(a.epoch, a.metric) for a in alerts] == [(7, "colour_share")]
     assert set(alerts[0].probe_indices) == set(range(6))
     assert "6/10 probes (classes 0-5) moved relevance into colour" in alerts[0].message
@@ -84,7 +84,7 @@ def test_only_probes_with_colour_are_watched_for_it() -> None:
     coloured = grey.expand(-1, 3, -1, -1).clone()
     coloured[2, 0, 3, 3] = 0.0 if coloured[2, 1, 3, 3] > 0.5 else 1.0
     assert not has_colour(grey) and not has_colour(grey.expand(-1, 3, -1, -1))
-    assert not has_colour(normalised, (mean, std)) and has_colour(normalised)  # grey once denormalised
+    assert not has_colour(normalised, (mean, std)) and not has_colour(normalised)  # per-channel copies of grey
     assert has_colour(coloured)
     share = torch.full((10,), 0.1)
     record = measure(_evaluation(share, torch.ones(10, 8, 8)), 0, 0, DriftTracker(), ShiftDetector(), AlertTracker([]))
@@ -95,3 +95,34 @@ def test_only_probes_with_colour_are_watched_for_it() -> None:
     )
     assert "xai/integrated_gradients/colour_share" not in record.scalars
     assert "integrated_gradients/colour" not in detector._states
+
+
+def test_channels_that_do_not_display_count_as_colour_when_they_differ() -> None:
+    from lightning_xai.visualize.display import has_colour
+
+    four = torch.rand(2, 1, 4, 4).expand(-1, 4, -1, -1).clone()
+    assert not has_colour(four)
+    four[0, 3] += 0.5
+    assert has_colour(four)
+
+
+def test_relevance_moving_out_of_colour_does_not_alert_as_moving_into_it() -> None:
+    g = torch.Generator().manual_seed(1)
+    detector, tracker, drift = ShiftDetector(), AlertTracker([]), DriftTracker(warmup_epochs=2)
+    alerts = []
+    for epoch in range(10):
+        maps = torch.rand(10, 8, 8, generator=g) * 0.3 + 1.0
+        share = 0.9 + 0.02 * torch.rand(10, generator=g)  # mostly colour, until ...
+        if epoch >= 6:
+            share[:6] -= 0.6  # ... six probes move to brightness (then the quiet part)
+        alerts += measure(_evaluation(share, maps), epoch, epoch, drift, detector, tracker).alerts
+    assert detector._states["integrated_gradients/colour"].cooldown_left > 0  # the two-part test did fire ...
+    assert alerts == []  # ... but into brightness, so no colour alert
+
+
+def test_an_alert_silences_the_other_test_of_the_method() -> None:
+    detector = ShiftDetector()
+    detector.update("m/colour", torch.rand(10, 1, 2), (1, 2), armed=True)
+    detector.silence("m/colour", 3)
+    assert detector._states["m/colour"].cooldown_left == 3
+    detector.silence("unknown", 3)  # nothing to silence yet

@@ -162,15 +162,21 @@ class ShiftDetectorReplay:
                 if key.endswith("/colour") and not self.colour:
                     continue
                 armed = epoch >= self.warmup_epochs and epoch not in self.setup_changes
-                d = detector.update(key, current, self.input_size, armed, cooldown=self.cooldown)
+                size = (1, 2) if key.endswith("/colour") else self.input_size  # as the monitor feeds the parts
+                d = detector.update(key, current, size, armed, cooldown=self.cooldown)
                 method = key.removesuffix("/colour")
                 if d is None:
                     continue
                 fired = bool(getattr(d, "fired", False)) and not quiet.get(method, 0)
+                evidence = getattr(d, "evidence", None)
+                if fired and key != method and evidence is not None:  # as check_colour: only a rise in colour
+                    fired = float(evidence.after[..., 1].mean()) > float(evidence.before[..., 1].mean())
                 if key == method and armed:  # the tracker counts an armed evaluation once per method
                     quiet[method] = self.cooldown if fired else max(0, quiet.get(method, 0) - 1)
                 elif fired:
                     quiet[method] = self.cooldown
+                if fired and hasattr(detector, "silence"):  # as the monitor: the method's other test is silenced
+                    detector.silence(f"{method}/colour" if key == method else method, self.cooldown)
                 confirmation, value = getattr(d, "confirmation", None), None
                 if confirmation is not None:  # the test that decided the alert at this evaluation
                     value = (float(confirmation[0]), float(confirmation[1]))

@@ -106,7 +106,7 @@ def live_watched(record: dict[str, Any]) -> list[Watched]:
         for m in methods:
             tests = [
                 (float(s[f"{prefix}/score"]), float(s.get(f"{prefix}/threshold", math.nan)))
-                for prefix in (f"xai/{m}/alert", f"xai/{m}/colour/alert")  # where, and what it is made of
+                for prefix in (f"xai/{m}/alert", f"xai/{m}/alert/colour")  # where, and what it is made of
                 if f"{prefix}/score" in s
             ]
             if tests:  # the test closest to (or furthest over) its threshold
@@ -395,60 +395,12 @@ def report(
     not_taken = [r.name for r in results if r.kind == "shortcut" and not r.taken]
     parts.append(f"{prefix}shortcut not taken: {', '.join(not_taken) if not_taken else 'none'}")
     if alerts_for is None:  # the live alerts carry their regions
+        from benchmarks.alert_truth.localisation import localisation_lines
+
         parts.extend(localisation_lines(records, markdown))
     parts.append("")
     parts.append(summary_line(results, seconds, time_text))
     return "\n".join(parts), results
-
-
-def alert_localisation(record: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """For the first live alert at/after a shortcut run's onset that has regions: per region (one per class),
-    ``(label, IoU of its box with the cue pixels of its classes' probes, box area / cue area)``; empty for runs
-    without a localised cue (no masks) or without such an alert."""
-    probes, onset = record["probes"], record["config"].get("onset_epoch")
-    masks, labels = probes.get("masks"), probes["labels"]
-    if masks is None or onset is None:
-        return []
-    first = next((a for a in record["alerts"] if int(a["epoch"]) >= int(onset) and a.get("regions")), None)
-    out = []
-    for region in [] if first is None else first["regions"]:
-        chosen = [i for i, label in enumerate(labels.tolist()) if int(label) in set(region["classes"])]
-        if not chosen:
-            continue
-        cue = masks[chosen].any(dim=0)
-        top, left, bottom, right = (int(v) for v in region["box"])
-        box = torch.zeros_like(cue)
-        box[top:bottom, left:right] = True
-        union = int((box | cue).sum())
-        out.append(
-            (
-                str(region["label"]),
-                int((box & cue).sum()) / union if union else 0.0,
-                int(box.sum()) / max(int(cue.sum()), 1),
-            )
-        )
-    return out
-
-
-def localisation_lines(records: Sequence[dict[str, Any]], markdown: bool = False) -> list[str]:
-    """Per localised-cue cell: how well the first alert after the onset names the cue, per class region."""
-    cells: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
-    for rec in records:
-        cfg = rec["config"]
-        if cfg["kind"] == "shortcut" and rec["probes"].get("masks") is not None:
-            cells.setdefault((cfg["scenario"], cfg["model"]), []).extend(alert_localisation(rec))
-    lines = []
-    for (scenario, model), regions in sorted(cells.items(), key=lambda item: _cell_order(*item[0])):
-        ious = [iou for _, iou, _ in regions]
-        text = (
-            f"{len(regions)} class regions, IoU with the cue median {_median(ious):.2f}, "
-            f"{sum(iou >= 0.3 for iou in ious)}/{len(ious)} at >= 0.3, box/cue area max "
-            f"{max(ratio for _, _, ratio in regions):.2f}"
-            if regions
-            else "no alert with regions after the onset"
-        )
-        lines.append(f"{'* ' if markdown else '  '}localisation {scenario} / {model}: {text}")
-    return lines
 
 
 def run_lines(results: Sequence[RunResult]) -> str:

@@ -203,6 +203,8 @@ class AlertTracker:
             return float((colour / (parts[..., 0].double().flatten(1).mean(dim=1) + colour)).mean())
 
         evidence = d.evidence
+        if evidence is not None and share(evidence.after) <= share(evidence.before):
+            return []  # relevance moved out of colour (into brightness, quiet before): not what this test is for
         shares = "" if evidence is None else f" rose from {share(evidence.before):.0%} to {share(evidence.after):.0%}"
         moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
         classes = sorted({c for r in d.regions for c in r.classes})

@@ -3,6 +3,7 @@ from a shortcut; the direction can: a shortcut pulls many probes' relevance into
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,7 +57,6 @@ class _Candidate:
     origin_epoch: int = -1
     origin_raw: Tensor | None = field(default=None, metadata={"saved": False})  # for the evidence
     probe_level: float | None = None  # a subset candidate: the level each of its probes passed
-    kind: str = "mean"  # which test made it: "mean" (all probes), "subset" (some probes), "gradual" (accumulated)
 
 
 @dataclass
@@ -108,10 +108,10 @@ class ShiftDetector:
         cells: regions per side of the grid the maps are pooled onto.
         subset: also a candidate when enough probes (the binomial tail at ``alpha`` of ``tail``) each moved over
             ``ratio`` × the run's per-probe σ: a cue on some classes only. Off by default: on the alert_truth suite
-            it added two detections and ten benign alerts (docs/alerts.md).
+            it added two detections and fifteen benign alerts (docs/alerts.md).
         gradual: also a candidate when the movement accumulated since an anchor, beyond ``allowance`` × σ per
             evaluation, reaches ``ratio`` × σ and passes the mean's test: a takeover spread over epochs. Off by
-            default: on the suite it added no detection and two benign alerts.
+            default: on the suite it added no detection and three benign alerts.
         tail: the chance one probe passes its level under the run's noise, for ``subset``.
         allowance: the σ per evaluation ``gradual`` does not accumulate.
 
@@ -262,7 +262,7 @@ class ShiftDetector:
             return _Candidate(origin, older, threshold, noise or 0.0, origin_epoch, origin_raw)
         level = self.probe_level(state.probe_squares, self.calibration * count) if self.subset else None
         if level is not None and int((moved >= level).sum()) >= self.min_probes(count):
-            return _Candidate(origin, older, level, noise or 0.0, origin_epoch, origin_raw, level, "subset")
+            return _Candidate(origin, older, level, noise or 0.0, origin_epoch, origin_raw, level)
         sigma = self.sigma(state.scores)
         if not self.gradual or not sigma:
             return None
@@ -284,9 +284,7 @@ class ShiftDetector:
         needed, _ = self.threshold(state.scores, _standard_error(accumulated), count)
         if needed is None or float(accumulated.mean()) < needed:
             return None
-        return _Candidate(
-            anchor.origin, anchor.older, needed, noise or 0.0, anchor.origin_epoch, anchor.origin_raw, None, "gradual"
-        )
+        return _Candidate(anchor.origin, anchor.older, needed, noise or 0.0, anchor.origin_epoch, anchor.origin_raw)
 
     def _confirm(
         self, state: _MethodState, candidate: _Candidate, since: Tensor, count: int
@@ -305,6 +303,13 @@ class ShiftDetector:
         if len(over) < self.min_probes(count):
             return (float(since.mean()), confirmation[1]), ()
         return (float(since[list(over)].mean()), level), over
+
+    def silence(self, method: str, evaluations: int) -> None:
+        """Neither calibrate nor alert on ``method`` for ``evaluations`` armed evaluations, and drop what it was
+        building (another test of the same method alerted: the ``AlertTracker`` silences the method as a whole)."""
+        if (state := self._states.get(method)) is not None:
+            state.cooldown_left = max(state.cooldown_left, evaluations)
+            state.candidate, state.anchor, state.cusum = None, None, 0.0
 
     @staticmethod
     def sigma(scores: list[float]) -> float | None:
@@ -331,19 +336,27 @@ def _add_squares(squares: list[float], moved: Tensor) -> None:
     squares[1] += float(moved.numel())
 
 
+@functools.cache
 def min_binomial_count(n: int, p: float, alpha: float) -> int:
-    """The smallest ``k >= 2`` with ``P(Binomial(n, p) >= k) <= alpha`` (``n + 1``: never, when none is).
+    """The smallest ``k >= 2`` with ``P(Binomial(n, p) >= k) <= alpha`` (``n + 1``: never, when none is); the terms
+    in log space, so any ``n`` works.
 
     Example::
 
         >>> min_binomial_count(10, 0.02, 0.005), min_binomial_count(64, 0.02, 0.005)
         (3, 6)
     """
-    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
-    for k in range(2, n + 1):
-        if sum(pmf[k:]) <= alpha:
-            return k
-    return n + 1
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_pmf = [
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+        for k in range(n + 1)
+    ]
+    tail = 0.0
+    tails = [0.0] * (n + 2)
+    for k in range(n, -1, -1):  # P(X >= k), summed from the top
+        tail += math.exp(log_pmf[k])
+        tails[k] = tail
+    return next((k for k in range(2, n + 1) if tails[k] <= alpha), n + 1)
 
 
 def _standard_error(moved: Tensor) -> float:

@@ -88,7 +88,8 @@ def measure(
                     name, explanation.raw, input_size, armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
                 )
             scalars.update(_detection_scalars(f"xai/{name}/alert", detection))
-            record.alerts += tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
+            spatial = tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
+            record.alerts += spatial
             share = explanation.diagnostics.get("colour_share") if colour else None
             if detector is not None and share is not None:  # what the relevance is made of: brightness vs colour
                 # per degree of freedom (1 for brightness, C - 1 for colour): an attribution with no preference
@@ -98,8 +99,11 @@ def measure(
                 moved = detector.update(
                     f"{name}/colour", parts, (1, 2), armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
                 )
-                scalars.update(_detection_scalars(f"xai/{name}/colour/alert", moved))
-                record.alerts += tracker.check_colour(name, epoch, step, moved, channels)
+                scalars.update(_detection_scalars(f"xai/{name}/alert/colour", moved))
+                coloured = tracker.check_colour(name, epoch, step, moved, channels)
+                record.alerts += coloured
+                if spatial or coloured:  # an alert silences the method's both tests, as the tracker does
+                    detector.silence(f"{name}/colour" if spatial else name, tracker.cooldown)
         for key, values in explanation.diagnostics.items():
             if key == "colour_share" and not colour:
                 continue

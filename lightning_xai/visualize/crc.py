@@ -124,11 +124,12 @@ def use_fast_checksum() -> bool:
     try:
         from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
         from tensorboard.summary.writer import record_writer
-    except ImportError:
+    except Exception:  # noqa: BLE001 - another TensorBoard layout: keep its own checksum
         return False
-    if record_writer.masked_crc32c is masked_crc32c:
+    current = getattr(record_writer, "masked_crc32c", None)
+    if current is masked_crc32c:
         return True
-    if record_writer.masked_crc32c is not pywrap_tensorflow.masked_crc32c:
-        return False  # someone else's choice: leave it
+    if current is None or current is not getattr(pywrap_tensorflow, "masked_crc32c", None):
+        return False  # someone else's choice, or a version that checksums elsewhere: leave it
     record_writer.masked_crc32c = masked_crc32c
     return True

@@ -116,10 +116,22 @@ def to_display_images(images: Tensor, denormalize: Denormalize = None) -> Tensor
 
 
 def has_colour(images: Tensor, denormalize: Denormalize = None) -> bool:
-    """Whether ``(N, C, H, W)`` probes show any colour once displayed (channels differ by more than 1/255 somewhere):
-    grey digits copied into three channels, or normalised per channel, do not, and their ``colour_share`` says
-    nothing about colour."""
+    """Whether ``(N, C, H, W)`` probes show any colour once displayed: False when every channel is an affine copy of
+    the first (within 1/255 of its range), as grey digits copied into three channels, or normalised per channel
+    (with or without ``denormalize``), are; their ``colour_share`` says nothing about colour."""
     if images.dim() != 4 or images.shape[1] == 1:
         return False
-    x = to_display_images(images, denormalize)
-    return bool((x.amax(dim=1) - x.amin(dim=1)).max() > 1.0 / 255)
+    try:
+        x = to_display_images(images, denormalize)
+    except Exception:  # noqa: BLE001 - channels that do not display (e.g. 4 without a callable): their raw values
+        x = _to_float(images)
+    flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    base = flat[0]
+    scale = float(base.square().sum())
+    for channel in flat[1:]:
+        fitted = channel - (float(base @ channel) / scale) * base if scale > 0 else channel
+        spread = float(channel.max() - channel.min())
+        if float(fitted.abs().max()) > max(spread, 1e-12) / 255:
+            return True
+    return False
