@@ -75,8 +75,28 @@ class VGGStyle(nn.Module):
         return self.head(self.backbone((x - 0.3) / 0.4))
 
 
-class ResNet18(nn.Module):
+class _Torchvision(nn.Module):
+    """A torchvision model in ``net``; ``head`` is its attribute ``head_name``, the backbone everything else."""
+
+    head_name = ""
+    net: nn.Module
+
+    @property
+    def head(self) -> nn.Module:
+        return getattr(self.net, self.head_name)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        head = {id(p) for p in self.head.parameters()}
+        return [p for p in self.net.parameters() if id(p) not in head]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ResNet18(_Torchvision):
     """torchvision's resnet18, random initialisation (no download); ``head`` is its ``fc``."""
+
+    head_name = "fc"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
@@ -87,21 +107,12 @@ class ResNet18(nn.Module):
 
         self.net = resnet18(weights=None, num_classes=num_classes)
 
-    @property
-    def head(self) -> nn.Module:
-        return self.net.fc
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        head = {id(p) for p in self.net.fc.parameters()}
-        return [p for p in self.net.parameters() if id(p) not in head]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class ViT(nn.Module):
+class ViT(_Torchvision):
     """torchvision's ``VisionTransformer`` for 3x32x32 inputs (8x8 patches of 4x4 pixels), random initialisation;
     ``head`` is its ``heads``, the backbone everything else (patch projection, class token, encoder)."""
+
+    head_name = "heads"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
@@ -112,17 +123,6 @@ class ViT(nn.Module):
         self.net = VisionTransformer(
             image_size=32, patch_size=4, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=num_classes
         )
-
-    @property
-    def head(self) -> nn.Module:
-        return self.net.heads
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        head = {id(p) for p in self.net.heads.parameters()}
-        return [p for p in self.net.parameters() if id(p) not in head]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
 @dataclass(frozen=True)
