@@ -53,7 +53,7 @@ bench-shortcut: $(STAMP)
 	$(PY) benchmarks/shortcut_detection.py
 
 # the alert-truth suite (shortcut vs benign scenarios x 3 models x 3 seeds): trains and records every run into
-# benchmarks/alert_truth/out/ and prints the report; about 120 CPU-minutes: an hour on 2 quiet CPU cores
+# benchmarks/alert_truth/out/ and prints the report; about 190 CPU-minutes: 1 h 40 min on 2 quiet CPU cores
 bench-alerts: $(STAMP)
 	$(PY) benchmarks/alert_truth/run.py
 

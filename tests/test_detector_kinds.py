@@ -84,3 +84,24 @@ def _saved(state: dict) -> object:
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_a_coarse_alert_places_its_boxes_on_the_finest_maps_of_the_same_evaluations() -> None:
+    import torch.nn.functional as F
+
+    fine = _jitter(0, probes=8) * 0.2
+    fine[5:, :, 0:2, 14:16] += 3.0  # a 2x2 cue in the top-right corner of a 16x16 map (4x4 of a 32x32 input)
+    coarse = F.avg_pool2d(fine, 4)  # the same relevance at 4x4 cells, as a layer map: one cell is 8x8 input pixels
+    boxes = []
+    for placed in (False, True):
+        detector = ShiftDetector()
+        for epoch in range(10):
+            if placed:
+                detector.remember("fine", epoch, fine[epoch])
+            d = detector.update("coarse", coarse[epoch], (32, 32), armed=epoch >= 2, epoch=epoch)
+            if d is not None and d.fired:
+                boxes.append(d.regions[0].box)
+                break
+    own, finest = boxes
+    assert own[2] - own[0] >= 8 and own[3] - own[1] >= 8  # a coarse cell or more
+    assert finest == (0, 28, 4, 32)  # the cue itself

@@ -1,14 +1,26 @@
-"""How well an alert's class boxes name the cue: per localised-cue cell of the suite, the first live alert after
-the onset, each class box against the cue pixels of that class's probes (IoU, box area / cue area)."""
+"""How well an alert's class boxes name the cue: per localised-cue cell of the suite, the first alert after the
+onset, each class box against the cue pixels of that class's probes (IoU, box area / cue area). From the live
+alerts (``report.py``), or with today's detector replayed on the recorded maps::
+
+    python benchmarks/alert_truth/localisation.py [--out DIR]
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from benchmarks.alert_truth.report import _cell_order, _median
+from benchmarks.alert_truth.replay import maps_by_epoch
+from benchmarks.alert_truth.report import DEFAULT_OUT, _cell_order, _median, load_records
 
 
 def alert_localisation(record: dict[str, Any]) -> list[tuple[str, float, float]]:
@@ -59,3 +71,40 @@ def localisation_lines(records: Sequence[dict[str, Any]], markdown: bool = False
         )
         lines.append(f"{'* ' if markdown else '  '}localisation {scenario} / {model}: {text}")
     return lines
+
+
+def replayed_regions(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first alert at/after the onset that has regions, from today's ``ShiftDetector`` fed the recorded maps as
+    the monitor feeds them (every method's maps remembered first), as live alerts are stored: ``[{"epoch",
+    "method", "regions"}]`` (empty without one)."""
+    from lightning_xai.drift.detector import ShiftDetector
+
+    detector, onset = ShiftDetector(), int(record["config"]["onset_epoch"])
+    size = tuple(int(v) for v in record["probes"]["images"].shape[-2:])
+    classes = record["probes"]["labels"]
+    maps, epochs = maps_by_epoch(record)
+    for epoch, by_method in zip(epochs, maps, strict=True):
+        spatial = {k: m for k, m in by_method.items() if not k.endswith("/colour")}
+        for method, current in spatial.items():
+            detector.remember(method, epoch, current)
+        for method, current in spatial.items():
+            d = detector.update(method, current, size, epoch >= 2, classes=classes, epoch=epoch)
+            if d is not None and d.fired and epoch >= onset and d.regions:
+                return [{"epoch": epoch, "method": method, "regions": [r.to_dict() for r in d.regions]}]
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="the recordings' directory")
+    args = parser.parse_args(argv)
+    records = [
+        {**rec, "alerts": replayed_regions(rec)}
+        for rec in load_records(args.out)
+        if rec["config"]["kind"] == "shortcut" and rec["probes"].get("masks") is not None
+    ]
+    print("\n".join(localisation_lines(records)))
+
+
+if __name__ == "__main__":
+    main()

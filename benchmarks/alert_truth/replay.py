@@ -158,12 +158,15 @@ class ShiftDetectorReplay:
             if epoch in self.skipped:
                 watched.append(row)
                 continue
+            for key, current in by_method.items():  # as the monitor: every method's maps before any alert
+                if not key.endswith("/colour") and hasattr(detector, "remember"):
+                    detector.remember(key, epoch, current)
             for key, current in by_method.items():  # "<method>" (where), then "<method>/colour" (what)
                 if key.endswith("/colour") and not self.colour:
                     continue
                 armed = epoch >= self.warmup_epochs and epoch not in self.setup_changes
                 size = (1, 2) if key.endswith("/colour") else self.input_size  # as the monitor feeds the parts
-                d = detector.update(key, current, size, armed, cooldown=self.cooldown)
+                d = detector.update(key, current, size, armed, epoch=epoch, cooldown=self.cooldown)
                 method = key.removesuffix("/colour")
                 if d is None:
                     continue

@@ -148,6 +148,7 @@ class ShiftDetector:
         self.tail = check_float("tail", tail, 0, 1, low_open=True, high_open=True, where=where)
         self.allowance = check_float("allowance", allowance, 0, where=where)
         self._states: dict[str, _MethodState] = {}
+        self._recent: dict[str, dict[int, Tensor]] = {}  # method -> epoch -> raw maps (in memory, the last 3)
 
     def config(self) -> dict[str, Any]:
         names = ("calibration", "alpha", "ratio", "floor", "cells", "subset", "gradual", "tail", "allowance")
@@ -195,6 +196,7 @@ class ShiftDetector:
         neither calibrates nor alerts for ``cooldown`` armed evaluations (the ``AlertTracker``'s)."""
         state = self._states.setdefault(method, _MethodState())
         raw = maps.detach().float().cpu()
+        self.remember(method, epoch, raw)
         current = relevance_distribution(raw, self.cells)
         oldest, older, previous = state.oldest, state.older, state.previous
         state.oldest, state.older, state.previous = older, previous, current
@@ -222,7 +224,12 @@ class ShiftDetector:
             if over:
                 state.cooldown_left = cooldown
                 state.anchor, state.cusum = None, 0.0
-                return _fired(candidate, current, raw, over, classes, input_size, confirmation)
+                finer = self._finer(method, raw, epoch, candidate.origin_epoch)
+                window = None
+                if finer is not None:  # one detector cell of the finer maps' grid, in input pixels
+                    cells = [min(n, self.cells) for n in finer[0].shape[-2:]]
+                    window = (max(1, round(input_size[0] / cells[0])), max(1, round(input_size[1] / cells[1])))
+                return _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
         before = (previous, older, previous_epoch, previous_raw)
         found = self._candidate(state, moved, threshold, noise, before, current, count)
         if found is not None:  # a candidate (never calibrated on) ...
@@ -304,6 +311,32 @@ class ShiftDetector:
             return (float(since.mean()), confirmation[1]), ()
         return (float(since[list(over)].mean()), level), over
 
+    def remember(self, method: str, epoch: int, maps: Tensor) -> None:
+        """Keep ``method``'s raw maps of ``epoch`` (the last 3 epochs, in memory): an alert of a coarser method
+        places its boxes on the finest maps of the same evaluations. The monitor calls it for every method before
+        feeding any, so that the finer maps of this evaluation are there."""
+        if epoch < 0:
+            return
+        recent = self._recent.setdefault(method, {})
+        recent[epoch] = maps.detach().float().cpu()
+        for old in sorted(recent)[:-3]:
+            del recent[old]
+
+    def _finer(self, method: str, raw: Tensor, epoch: int, origin_epoch: int) -> tuple[Tensor, Tensor] | None:
+        """``(after, before)``: the raw maps at ``epoch`` and ``origin_epoch`` of the method with the most cells, if
+        it has more than ``raw`` (e.g. Integrated Gradients at input resolution for a Grad-CAM alert)."""
+        if epoch < 0 or origin_epoch < 0 or origin_epoch == epoch:
+            return None
+        cells = raw.shape[-2] * raw.shape[-1]
+        best: tuple[Tensor, Tensor] | None = None
+        for other, recent in self._recent.items():
+            after, before = recent.get(epoch), recent.get(origin_epoch)
+            if other == method or after is None or before is None or after.shape != before.shape:
+                continue
+            if after.ndim == 3 and after.shape[0] == raw.shape[0] and after.shape[-2] * after.shape[-1] > cells:
+                best, cells = (after, before), after.shape[-2] * after.shape[-1]
+        return best
+
     def silence(self, method: str, evaluations: int) -> None:
         """Neither calibrate nor alert on ``method`` for ``evaluations`` armed evaluations, and drop what it was
         building (another test of the same method alerted: the ``AlertTracker`` silences the method as a whole)."""
@@ -380,14 +413,20 @@ def _fired(
     classes: Tensor | None,
     input_size: tuple[int, int],
     confirmation: tuple[float, float],
+    finer: tuple[Tensor, Tensor] | None = None,
+    window: tuple[int, int] | None = None,
 ) -> Detection:
-    """The alert's detection: where each class of the probes that moved gained, and their maps before and now."""
+    """The alert's detection: where each class of the probes that moved gained (boxes placed on the ``finer``
+    method's maps, after and before, when given), and their maps before and now in the method that alerted."""
     if candidate.origin_raw is not None and candidate.origin_raw.shape == raw.shape:
         before, after = input_maps(candidate.origin_raw, input_size), input_maps(raw, input_size)
     else:  # resumed between the candidate and now: only the pooled maps were kept, show both pooled
         before, after = input_maps(candidate.origin, input_size), input_maps(current, input_size)
     classes = None if classes is None else classes.detach().cpu().long().flatten()
-    regions = gain_regions(current, candidate.origin, candidate.older, over, classes, (after, before), input_size)
+    boxes_on = (
+        (after, before) if finer is None else (input_maps(finer[0], input_size), input_maps(finer[1], input_size))
+    )
+    regions = gain_regions(current, candidate.origin, candidate.older, over, classes, boxes_on, input_size, window)
     region, share = None, 0.0
     if regions:
         top, left, bottom, right = regions[0].box

@@ -125,16 +125,18 @@ def gain_regions(
     classes: Tensor | None,
     fine: tuple[Tensor, Tensor] | None,
     input_size: tuple[int, int],
+    window: tuple[int, int] | None = None,
 ) -> tuple[AlertRegion, ...]:
     """One :class:`AlertRegion` per class (or cluster) of the ``moved`` probes, largest first, boxing where it gained
-    most in the quiet regions: the cell-sized windows of ``fine`` (``(after, before)``) near the best, else cells."""
+    most in the quiet regions: the windows of ``fine`` (``(after, before)``) near the best, else cells. A window is
+    one cell of ``current``'s grid unless ``window`` (input pixels) is given."""
     quiet = quiet_regions(origin, common=True, older=older)[0]
     gain = (current - origin).clamp_min(0) * quiet
     cells_h, cells_w = gain.shape[-2:]
     found: list[tuple[int, float, AlertRegion]] = []
     for label, group_classes, probes in _groups(list(moved), classes, gain):
         group_gain = gain[probes].mean(dim=0)
-        box = _fine_box(fine, probes, quiet, input_size) if fine is not None else None
+        box = _fine_box(fine, probes, quiet, input_size, window) if fine is not None else None
         if box is None:
             cells = peak_region(group_gain, 0.5)
             if cells is None:
@@ -147,11 +149,18 @@ def gain_regions(
     return tuple(region for _, _, region in sorted(found, key=lambda item: (-item[0], -item[1])))
 
 
-def _fine_box(fine: tuple[Tensor, Tensor], probes: list[int], quiet: Tensor, input_size: tuple[int, int]) -> Box | None:
-    """The box, in input pixels, of the cell-sized windows inside the quiet regions that gained most for ``probes``."""
+def _fine_box(
+    fine: tuple[Tensor, Tensor],
+    probes: list[int],
+    quiet: Tensor,
+    input_size: tuple[int, int],
+    window: tuple[int, int] | None = None,
+) -> Box | None:
+    """The box, in input pixels, of the windows (a cell, or ``window``) inside the quiet regions that gained most for
+    ``probes``."""
     (after, before), (height, width), (cells_h, cells_w) = fine, input_size, quiet.shape
     area = quiet[torch.arange(height) * cells_h // height][:, torch.arange(width) * cells_w // width]
     gain = (after[probes] - before[probes]).clamp_min(0).mean(dim=0) * area
-    window = (max(1, round(height / cells_h)), max(1, round(width / cells_w)))
+    window = window or (max(1, round(height / cells_h)), max(1, round(width / cells_w)))
     blob = peak_region(F.avg_pool2d(gain[None, None].double(), window, stride=1)[0, 0], NEAR_TIE)
     return None if blob is None else (blob[0], blob[1], blob[2] + window[0], blob[3] + window[1])

@@ -68,6 +68,10 @@ def measure(
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
     armed = epoch >= drift.warmup_epochs and setup_change is None
+    for name, explanation in done.results.items():  # every method's maps first: alerts place boxes on the finest
+        cut = explanation.diagnostics.get("budget_limited")
+        if detector is not None and (cut is None or not bool(cut.any())):
+            detector.remember(name, epoch, explanation.raw)
     for name, explanation in done.results.items():
         cut = explanation.diagnostics.get("budget_limited")
         if cut is not None and bool(cut.any()):
