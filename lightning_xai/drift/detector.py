@@ -3,7 +3,6 @@ from a shortcut; the direction can: a shortcut pulls many probes' relevance into
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -11,9 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _MethodState, _standard_error
 from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, gain_regions, input_maps, known_fields, primitives
 from lightning_xai.explain.base import check_float, check_int
 from lightning_xai.functional.shift import novel_relevance, quiet_regions, relevance_distribution
+from lightning_xai.functional.stats import min_binomial_count, t_quantile
 
 
 @dataclass(frozen=True)
@@ -46,46 +47,6 @@ class Detection:
     regions: tuple[AlertRegion, ...] = ()
     evidence: AlertEvidence | None = field(default=None, compare=False, repr=False)
     num_probes: int = 0
-
-
-@dataclass
-class _Candidate:
-    origin: Tensor  # the distributions before the candidate's evaluation
-    older: Tensor | None  # and the ones before those
-    threshold: float
-    noise: float
-    origin_epoch: int = -1
-    origin_raw: Tensor | None = field(default=None, metadata={"saved": False})  # for the evidence
-    probe_level: float | None = None  # a subset candidate: the level each of its probes passed
-
-
-@dataclass
-class _Anchor:
-    """Where an accumulating movement began: the distributions before its first step over the allowance."""
-
-    origin: Tensor
-    older: Tensor | None
-    origin_epoch: int = -1
-    origin_raw: Tensor | None = field(default=None, metadata={"saved": False})
-    steps: int = 0  # evaluations since
-
-
-@dataclass
-class _MethodState:
-    previous: Tensor | None = None
-    scores: list[float] = field(default_factory=list)
-    cooldown_left: int = 0
-    candidate: _Candidate | None = None
-    older: Tensor | None = None
-    oldest: Tensor | None = None
-    scores2: list[float] = field(default_factory=list)  # the run's calibrated movements over two evaluations
-    armed_before: bool = False
-    previous_epoch: int = -1
-    previous_raw: Tensor | None = field(default=None, metadata={"saved": False})  # the evidence's "before"
-    probe_squares: list[float] = field(default_factory=lambda: [0.0, 0.0])  # calibrated per-probe movements: Σ x², n
-    probe_squares2: list[float] = field(default_factory=lambda: [0.0, 0.0])  # the same over two evaluations
-    cusum: float = 0.0  # the movement accumulated since ``anchor`` beyond the allowance per evaluation
-    anchor: _Anchor | None = None
 
 
 class ShiftDetector:
@@ -149,6 +110,9 @@ class ShiftDetector:
         self.allowance = check_float("allowance", allowance, 0, where=where)
         self._states: dict[str, _MethodState] = {}
         self._recent: dict[str, dict[int, Tensor]] = {}  # method -> epoch -> raw maps (in memory, the last 3)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_recent": {}}  # in-memory maps for the boxes: not pickled (spawn, DDP, copies)
 
     def config(self) -> dict[str, Any]:
         names = ("calibration", "alpha", "ratio", "floor", "cells", "subset", "gradual", "tail", "allowance")
@@ -364,45 +328,7 @@ class ShiftDetector:
             self._states[name] = _MethodState(**values)
 
 
-def _add_squares(squares: list[float], moved: Tensor) -> None:
-    squares[0] += float(moved.clamp_min(0).double().square().sum())
-    squares[1] += float(moved.numel())
-
-
-@functools.cache
-def min_binomial_count(n: int, p: float, alpha: float) -> int:
-    """The smallest ``k >= 2`` with ``P(Binomial(n, p) >= k) <= alpha`` (``n + 1``: never, when none is); the terms
-    in log space, so any ``n`` works.
-
-    Example::
-
-        >>> min_binomial_count(10, 0.02, 0.005), min_binomial_count(64, 0.02, 0.005)
-        (3, 6)
-    """
-    log_p, log_q = math.log(p), math.log1p(-p)
-    log_pmf = [
-        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
-        for k in range(n + 1)
-    ]
-    tail = 0.0
-    tails = [0.0] * (n + 2)
-    for k in range(n, -1, -1):  # P(X >= k), summed from the top
-        tail += math.exp(log_pmf[k])
-        tails[k] = tail
-    return next((k for k in range(2, n + 1) if tails[k] <= alpha), n + 1)
-
-
-def _standard_error(moved: Tensor) -> float:
-    return float(moved.std()) / math.sqrt(moved.numel()) if moved.numel() > 1 else math.inf
-
-
-def t_quantile(p: float, dof: int) -> float:
-    """Student's t quantile (Cornish–Fisher, within 0.5 % for ``dof >= 3``); ``inf`` below 3 degrees of freedom."""
-    if dof < 3:
-        return math.inf
-    z, n = float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64))), float(dof)
-    two_terms = z + (z**3 + z) / (4 * n) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
-    return two_terms + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
+__all__ = ["Detection", "ShiftDetector", "min_binomial_count", "t_quantile"]
 
 
 def _fired(

@@ -1,0 +1,58 @@
+"""The detector's per-method state (saved as primitives in checkpoints; raw maps stay in memory) and the small
+arithmetic its tests share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass
+class _Candidate:
+    origin: Tensor  # the distributions before the candidate's evaluation
+    older: Tensor | None  # and the ones before those
+    threshold: float
+    noise: float
+    origin_epoch: int = -1
+    origin_raw: Tensor | None = field(default=None, metadata={"saved": False})  # for the evidence
+    probe_level: float | None = None  # a subset candidate: the level each of its probes passed
+
+
+@dataclass
+class _Anchor:
+    """Where an accumulating movement began: the distributions before its first step over the allowance."""
+
+    origin: Tensor
+    older: Tensor | None
+    origin_epoch: int = -1
+    origin_raw: Tensor | None = field(default=None, metadata={"saved": False})
+    steps: int = 0  # evaluations since
+
+
+@dataclass
+class _MethodState:
+    previous: Tensor | None = None
+    scores: list[float] = field(default_factory=list)
+    cooldown_left: int = 0
+    candidate: _Candidate | None = None
+    older: Tensor | None = None
+    oldest: Tensor | None = None
+    scores2: list[float] = field(default_factory=list)  # the run's calibrated movements over two evaluations
+    armed_before: bool = False
+    previous_epoch: int = -1
+    previous_raw: Tensor | None = field(default=None, metadata={"saved": False})  # the evidence's "before"
+    probe_squares: list[float] = field(default_factory=lambda: [0.0, 0.0])  # calibrated per-probe movements: Σ x², n
+    probe_squares2: list[float] = field(default_factory=lambda: [0.0, 0.0])  # the same over two evaluations
+    cusum: float = 0.0  # the movement accumulated since ``anchor`` beyond the allowance per evaluation
+    anchor: _Anchor | None = None
+
+
+def _add_squares(squares: list[float], moved: Tensor) -> None:
+    squares[0] += float(moved.clamp_min(0).double().square().sum())
+    squares[1] += float(moved.numel())
+
+
+def _standard_error(moved: Tensor) -> float:
+    return float(moved.std()) / math.sqrt(moved.numel()) if moved.numel() > 1 else math.inf
