@@ -96,8 +96,9 @@ def test_a_coarse_alert_places_its_boxes_on_the_finest_maps_of_the_same_evaluati
     for placed in (False, True):
         detector = ShiftDetector()
         for epoch in range(10):
-            if placed:
+            if placed:  # as the monitor: every method's maps remembered before any is fed
                 detector.remember("fine", epoch, fine[epoch])
+                detector.remember("coarse", epoch, coarse[epoch])
             d = detector.update("coarse", coarse[epoch], (32, 32), armed=epoch >= 2, epoch=epoch)
             if d is not None and d.fired:
                 boxes.append(d.regions[0].box)

@@ -45,7 +45,6 @@ class _MethodState:
     previous_raw: Tensor | None = field(default=None, metadata={"saved": False})  # the evidence's "before"
     probe_squares: list[float] = field(default_factory=lambda: [0.0, 0.0])  # calibrated per-probe movements: Σ x², n
     probe_squares2: list[float] = field(default_factory=lambda: [0.0, 0.0])  # the same over two evaluations
-    cusum: float = 0.0  # the movement accumulated since ``anchor`` beyond the allowance per evaluation
     anchor: _Anchor | None = None
 
 

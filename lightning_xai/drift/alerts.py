@@ -202,10 +202,12 @@ class AlertTracker:
             colour = parts[..., 1].double().flatten(1).mean(dim=1) * (channels - 1)
             return float((colour / (parts[..., 0].double().flatten(1).mean(dim=1) + colour)).mean())
 
-        evidence = d.evidence
-        if evidence is not None and share(evidence.after) <= share(evidence.before):
-            return []  # relevance moved out of colour (into brightness, quiet before): not what this test is for
-        shares = "" if evidence is None else f" rose from {share(evidence.before):.0%} to {share(evidence.after):.0%}"
+        shares = ""
+        if d.evidence is not None:
+            before, after = share(d.evidence.before), share(d.evidence.after)
+            if after <= before:
+                return []  # relevance moved out of colour (into brightness, quiet before): not what this test is for
+            shares = f" rose from {before:.0%} to {after:.0%}"
         moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
         classes = sorted({c for r in d.regions for c in r.classes})
         who = f" (class{'es' if len(classes) > 1 else ''} {_numbers(classes)})" if classes else ""

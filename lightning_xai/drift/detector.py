@@ -160,7 +160,6 @@ class ShiftDetector:
         neither calibrates nor alerts for ``cooldown`` armed evaluations (the ``AlertTracker``'s)."""
         state = self._states.setdefault(method, _MethodState())
         raw = maps.detach().float().cpu()
-        self.remember(method, epoch, raw)
         current = relevance_distribution(raw, self.cells)
         oldest, older, previous = state.oldest, state.older, state.previous
         state.oldest, state.older, state.previous = older, previous, current
@@ -168,18 +167,18 @@ class ShiftDetector:
         state.previous_raw, state.previous_epoch = raw.clone(), epoch  # the caller may reuse its tensor
         armed_before, state.armed_before = state.armed_before, armed
         if previous is None or previous.shape != current.shape:
-            state.candidate, state.anchor, state.cusum = None, None, 0.0
+            state.candidate, state.anchor = None, None
             return None
         moved = novel_relevance(current, previous, common=True, older=older)
         score, count = float(moved.mean()), moved.numel()
         threshold, noise = self.threshold(state.scores, _standard_error(moved), count)
         candidate, state.candidate = state.candidate, None
         if not armed:
-            state.anchor, state.cusum = None, 0.0
+            state.anchor = None
             return Detection(score, None, None)
         if state.cooldown_left > 0:  # right after an alert: neither calibrate on it nor alert again
             state.cooldown_left -= 1
-            state.anchor, state.cusum = None, 0.0
+            state.anchor = None
             return Detection(score, threshold, noise)
         confirmation = None
         if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
@@ -187,17 +186,13 @@ class ShiftDetector:
             confirmation, over = self._confirm(state, candidate, since, count)
             if over:
                 state.cooldown_left = cooldown
-                state.anchor, state.cusum = None, 0.0
-                finer = self._finer(method, raw, epoch, candidate.origin_epoch)
-                window = None
-                if finer is not None:  # one detector cell of the finer maps' grid, in input pixels
-                    cells = [min(n, self.cells) for n in finer[0].shape[-2:]]
-                    window = (max(1, round(input_size[0] / cells[0])), max(1, round(input_size[1] / cells[1])))
+                state.anchor = None
+                finer, window = self._finer(method, raw, epoch, candidate.origin_epoch, input_size)
                 return _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
         before = (previous, older, previous_epoch, previous_raw)
         found = self._candidate(state, moved, threshold, noise, before, current, count)
         if found is not None:  # a candidate (never calibrated on) ...
-            state.anchor, state.cusum = None, 0.0
+            state.anchor = None
             if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
                 return Detection(score, found.threshold, noise, confirmation=confirmation)
             state.candidate = found
@@ -246,11 +241,11 @@ class ShiftDetector:
         # the movement since the anchor into the places quiet then (telescoping: later steps count even where the
         # first ones already made the place relevant), beyond the allowance per step
         accumulated = novel_relevance(current, anchor.origin, common=True, older=anchor.older)
-        state.cusum = float(accumulated.mean()) - anchor.steps * self.allowance * sigma
-        if state.cusum <= 0.0:
-            state.anchor, state.cusum = None, 0.0
+        beyond = float(accumulated.mean()) - anchor.steps * self.allowance * sigma  # the CUSUM
+        if beyond <= 0.0:
+            state.anchor = None
             return None
-        if state.cusum < self.ratio * sigma:
+        if beyond < self.ratio * sigma:
             return None
         needed, _ = self.threshold(state.scores, _standard_error(accumulated), count)
         if needed is None or float(accumulated.mean()) < needed:
@@ -276,9 +271,9 @@ class ShiftDetector:
         return (float(since[list(over)].mean()), level), over
 
     def remember(self, method: str, epoch: int, maps: Tensor) -> None:
-        """Keep ``method``'s raw maps of ``epoch`` (the last 3 epochs, in memory): an alert of a coarser method
-        places its boxes on the finest maps of the same evaluations. The monitor calls it for every method before
-        feeding any, so that the finer maps of this evaluation are there."""
+        """Keep ``method``'s raw maps of ``epoch`` (the last 3 epochs, in memory): an alert of one remembered method
+        places its boxes on the finest remembered maps of the same evaluations. The monitor remembers every method's
+        maps before feeding any, so that the finer maps of this evaluation are there."""
         if epoch < 0:
             return
         recent = self._recent.setdefault(method, {})
@@ -286,11 +281,15 @@ class ShiftDetector:
         for old in sorted(recent)[:-3]:
             del recent[old]
 
-    def _finer(self, method: str, raw: Tensor, epoch: int, origin_epoch: int) -> tuple[Tensor, Tensor] | None:
-        """``(after, before)``: the raw maps at ``epoch`` and ``origin_epoch`` of the method with the most cells, if
-        it has more than ``raw`` (e.g. Integrated Gradients at input resolution for a Grad-CAM alert)."""
-        if epoch < 0 or origin_epoch < 0 or origin_epoch == epoch:
-            return None
+    def _finer(
+        self, method: str, raw: Tensor, epoch: int, origin_epoch: int, input_size: tuple[int, int]
+    ) -> tuple[tuple[Tensor, Tensor] | None, tuple[int, int] | None]:
+        """``((after, before), window)``: the raw maps at ``epoch`` and ``origin_epoch`` of the remembered method with
+        the most cells, if it has more than ``raw`` (e.g. Integrated Gradients at input resolution for a Grad-CAM
+        alert), and one detector cell of its grid in input pixels; ``(None, None)`` when there is none, or when
+        ``method`` is not remembered itself (its maps are not of the same kind, e.g. the colour parts)."""
+        if method not in self._recent or epoch < 0 or origin_epoch < 0 or origin_epoch == epoch:
+            return None, None
         cells = raw.shape[-2] * raw.shape[-1]
         best: tuple[Tensor, Tensor] | None = None
         for other, recent in self._recent.items():
@@ -299,14 +298,17 @@ class ShiftDetector:
                 continue
             if after.ndim == 3 and after.shape[0] == raw.shape[0] and after.shape[-2] * after.shape[-1] > cells:
                 best, cells = (after, before), after.shape[-2] * after.shape[-1]
-        return best
+        if best is None:
+            return None, None
+        grid = [min(n, self.cells) for n in best[0].shape[-2:]]
+        return best, (max(1, round(input_size[0] / grid[0])), max(1, round(input_size[1] / grid[1])))
 
     def silence(self, method: str, evaluations: int) -> None:
         """Neither calibrate nor alert on ``method`` for ``evaluations`` armed evaluations, and drop what it was
         building (another test of the same method alerted: the ``AlertTracker`` silences the method as a whole)."""
         if (state := self._states.get(method)) is not None:
             state.cooldown_left = max(state.cooldown_left, evaluations)
-            state.candidate, state.anchor, state.cusum = None, None, 0.0
+            state.candidate, state.anchor = None, None
 
     @staticmethod
     def sigma(scores: list[float]) -> float | None:

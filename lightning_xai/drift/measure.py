@@ -68,13 +68,16 @@ def measure(
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
     armed = epoch >= drift.warmup_epochs and setup_change is None
+    limited = {
+        k: bool(x.diagnostics["budget_limited"].any())
+        for k, x in done.results.items()
+        if "budget_limited" in x.diagnostics
+    }
     for name, explanation in done.results.items():  # every method's maps first: alerts place boxes on the finest
-        cut = explanation.diagnostics.get("budget_limited")
-        if detector is not None and (cut is None or not bool(cut.any())):
+        if detector is not None and not limited.get(name, False):
             detector.remember(name, epoch, explanation.raw)
     for name, explanation in done.results.items():
-        cut = explanation.diagnostics.get("budget_limited")
-        if cut is not None and bool(cut.any()):
+        if limited.get(name, False):
             note = (
                 f"{name} at epoch {epoch}: `Budget(max_seconds_per_epoch=...)` cut its work, so its drift is "
                 "not measured and its rules are not checked this epoch (the map is still shown)."
@@ -99,7 +102,7 @@ def measure(
                 # per degree of freedom (1 for brightness, C - 1 for colour): an attribution with no preference
                 # between them (random channel weights give a colour share of (C - 1) / C) sits at one half
                 channels = int(done.inputs.shape[1])
-                parts = torch.stack([1 - share, share / (channels - 1)], dim=-1).view(-1, 1, 2).detach().float().cpu()
+                parts = torch.stack([1 - share, share / (channels - 1)], dim=-1).view(-1, 1, 2)
                 moved = detector.update(
                     f"{name}/colour", parts, (1, 2), armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
                 )
