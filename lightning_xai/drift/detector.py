@@ -69,10 +69,10 @@ class ShiftDetector:
         cells: regions per side of the grid the maps are pooled onto.
         subset: also a candidate when enough probes (the binomial tail at ``alpha`` of ``tail``) each moved over
             ``ratio`` × the run's per-probe σ: a cue on some classes only. Off by default: on the alert_truth suite
-            it added two detections and fifteen benign alerts (docs/alerts.md).
+            it added five detections and seventeen benign alerts (docs/alerts.md).
         gradual: also a candidate when the movement accumulated since an anchor, beyond ``allowance`` × σ per
             evaluation, reaches ``ratio`` × σ and passes the mean's test: a takeover spread over epochs. Off by
-            default: on the suite it added no detection and three benign alerts.
+            default: on the suite it added no detection and two benign alerts.
         tail: the chance one probe passes its level under the run's noise, for ``subset``.
         allowance: the σ per evaluation ``gradual`` does not accumulate.
 
