@@ -16,6 +16,7 @@ from typing_extensions import override
 
 from lightning_xai import _distributed, _trainer, _warn
 from lightning_xai._cost import CostReporter
+from lightning_xai._follow import FollowCheck
 from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
 from lightning_xai._setup_check import check_monitor
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError
@@ -100,6 +101,8 @@ class AttributionMonitor(Callback):
         self.drift_tracker = DriftTracker(p.warmup_epochs, p.reference_epoch, p.topk, p.probe_threshold)
         self.detector = ShiftDetector() if p.detector == "default" else copy.deepcopy(p.detector)  # own calibration
         self.alert_tracker = AlertTracker(list(p.rules), cooldown=p.cooldown)
+        follows = self.detector is not None and getattr(self.detector, "follow", False)
+        self.follow = FollowCheck(self.detector.alpha) if follows and self.detector is not None else None
         self.media = MediaLogger(
             d.colormap, a["denormalize"], d.log_heatmaps, d.background_logging, d.tile_size, d.log_grids
         )
@@ -319,9 +322,15 @@ class AttributionMonitor(Callback):
         change = self.setup_watch.changed(trainer, pl_module, self.cost)
         if self._colour_of is not self.probes:  # colour_share means something only for probes with colour
             self._colour_of, self._colour = self.probes, has_colour(self.probes.images, self.media.denormalize)
-        measuring = (done, epoch, step, *state, change, self._colour)
+        verify = {}
+        if self.follow is not None and self.follow.ready:  # a candidate is put to the model: what moved, its colour
+            found = (pl_module, done.inputs, done.targets, self.forward_fn, self._warn_once)
+            verify = {kind: self.follow.verifier(*found, colour=kind == "colour") for kind in ("region", "colour")}
+        measuring = (done, epoch, step, *state, change, self._colour, verify)
         with one_torch_thread(pl_module.device):  # many small ops: with 2 threads on busy cores they wait on each other
             measured = isolated("measuring drift", errors, self._warn_once, measure, *measuring)
+            if self.follow is not None:  # the reference's weights, which later candidates are compared with
+                self.follow.keep(pl_module, epoch, self.drift_tracker.reference_epochs.values())
         record = measured or Evaluation(epoch, step, errors=errors, explain_seconds=done.seconds)
         self.history.append(record)
         run = {"name": self.name, "target": str(self.target), "every_n_epochs": self.every_n_epochs}

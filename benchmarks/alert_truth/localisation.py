@@ -75,11 +75,14 @@ def localisation_lines(records: Sequence[dict[str, Any]], markdown: bool = False
 
 def replayed_regions(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The first alert at/after the onset that has regions, from today's ``ShiftDetector`` fed the recorded maps as
-    the monitor feeds them (every method's maps remembered first), as live alerts are stored: ``[{"epoch",
+    the monitor feeds them (every method's maps remembered first; candidates put to the recorded weights), as live
+    alerts are stored: ``[{"epoch",
     "method", "regions"}]`` (empty without one)."""
+    from benchmarks.alert_truth.replay import ShiftDetectorReplay
     from lightning_xai.drift.detector import ShiftDetector
 
     detector, onset = ShiftDetector(), int(record["config"]["onset_epoch"])
+    replay = ShiftDetectorReplay().for_record(record)  # the transplant test on the recorded weights, where kept
     size = tuple(int(v) for v in record["probes"]["images"].shape[-2:])
     classes = record["probes"]["labels"]
     maps, epochs = maps_by_epoch(record)
@@ -88,7 +91,8 @@ def replayed_regions(record: dict[str, Any]) -> list[dict[str, Any]]:
         for method, current in spatial.items():
             detector.remember(method, epoch, current)
         for method, current in spatial.items():
-            d = detector.update(method, current, size, epoch >= 2, classes=classes, epoch=epoch)
+            verify = replay.verifier(epoch) if epoch > replay.warmup_epochs else None  # the reference is kept
+            d = detector.update(method, current, size, epoch >= 2, classes=classes, epoch=epoch, verify=verify)
             if d is not None and d.fired and epoch >= onset and d.regions:
                 return [{"epoch": epoch, "method": method, "regions": [r.to_dict() for r in d.regions]}]
     return []

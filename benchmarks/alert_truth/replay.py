@@ -120,10 +120,15 @@ class ShiftDetectorReplay:
             from lightning_xai.drift.detector import ShiftDetector  # type: ignore[import-not-found]
         except ImportError as err:  # the code the recordings came from may predate it
             raise ImportError("this lightning_xai has no lightning_xai.drift.detector.ShiftDetector") from err
+        self.follow_alpha = float(kwargs.pop("follow_alpha", kwargs.get("alpha", 0.005)))
         self.factory = lambda: ShiftDetector(**kwargs)
         self.warmup_epochs, self.input_size, self.cooldown = warmup_epochs, input_size, 3
         self.colour = colour  # False: leave out the recorded colour parts (the test of what relevance is made of)
         self.kwargs = kwargs
+        #: the transplant test of each candidate, on the recorded weights (where the recording has them)
+        self.follow = bool(kwargs.get("follow", True))
+        self.record: dict[str, Any] | None = None
+        self._nets: dict[int, Any] = {}
         #: evaluations (epochs) at which the training setup changed: the monitor pauses the detector there
         self.setup_changes: set[int] = set()
         #: evaluations (epochs) the overhead budget would have skipped (see :func:`budget_skips`)
@@ -137,7 +142,10 @@ class ShiftDetectorReplay:
         """A copy that pauses where the monitor's ``SetupWatch`` saw the training setup change in this run: from the
         recorded signature (``setup``) where the recording has it, else from the scenario (``unfreeze`` changes the
         trainable parameters at its change epoch; the other scenarios change none)."""
-        replay = ShiftDetectorReplay(self.warmup_epochs, self.input_size, self.colour, **self.kwargs)
+        size = tuple(int(n) for n in record["probes"]["images"].shape[-2:])
+        kwargs = {**self.kwargs, "follow_alpha": self.follow_alpha}
+        replay = ShiftDetectorReplay(self.warmup_epochs, (size[0], size[1]), self.colour, **kwargs)
+        replay.record = record
         replay.skipped = budget_skips(record, self.max_overhead) if self.max_overhead is not None else set()
         evals = [e for e in record["evaluations"] if e.get("evaluated", True)]
         if all("setup" in e for e in evals):
@@ -148,8 +156,51 @@ class ShiftDetectorReplay:
             replay.setup_changes = {int(record["config"]["change_epoch"])}
         return replay
 
+    def _weights(self, epoch: int) -> dict[str, Tensor] | None:
+        if self.record is None:
+            return None
+        return next((e.get("weights") for e in self.record["evaluations"] if int(e["epoch"]) == epoch), None)
+
+    def _net(self, epoch: int) -> Any:
+        """The recorded network with its weights of ``epoch`` (None where the recording has none)."""
+        if epoch not in self._nets:
+            weights, net = self._weights(epoch), None
+            if weights is not None and self.record is not None:
+                from benchmarks.alert_truth.models import build
+
+                config = self.record["config"]
+                net = build(config["model"], config["cue"])
+                net.load_state_dict(weights)
+                net.eval()
+            self._nets[epoch] = net
+        return self._nets[epoch]
+
+    def verifier(self, epoch: int, colour: bool = False) -> Any:
+        """``verify(regions, quiet)`` for the candidates of ``epoch``, as the monitor's ``FollowCheck`` makes it: the
+        recorded network at ``epoch`` against its weights at the drift reference (the warm-up's end), on the recorded
+        probes (labels as targets); None without a recording or its weights."""
+        if not self.follow or self.record is None or self._weights(epoch) is None:
+            return None
+        from lightning_xai._follow import donor_groups
+        from lightning_xai.explain.behaviour import follow_test
+
+        probes, alpha, reference = self.record["probes"], self.follow_alpha, self.warmup_epochs
+        images, labels = probes["images"], probes["labels"]
+
+        def verify(regions: Any, quiet: Any = None) -> Any:
+            before = self._weights(reference)
+            if before is None or epoch <= reference:
+                return None
+            state = {k: v.float() for k, v in before.items() if v.is_floating_point()}
+            found = (self._net(epoch), state, reference, images, labels, donor_groups(regions, labels))
+            return follow_test(*found, alpha=alpha, colour=colour, quiet=quiet)
+
+        return verify
+
     def _run(self, maps: MapsByEpoch, epochs: list[int]) -> tuple[list[tuple[int, str]], list[Watched]]:
         detector = self.factory()
+        labels = None if self.record is None else self.record["probes"]["labels"]
+        self.follows: list[tuple[int, str, Any]] = []  # (epoch, method, FollowTest) of every test that ran
         alerts: list[tuple[int, str]] = []
         watched: list[Watched] = []
         quiet: dict[str, int] = {}  # as the AlertTracker: an alert silences its method (both tests) for `cooldown`
@@ -166,10 +217,15 @@ class ShiftDetectorReplay:
                     continue
                 armed = epoch >= self.warmup_epochs and epoch not in self.setup_changes
                 size = (1, 2) if key.endswith("/colour") else self.input_size  # as the monitor feeds the parts
-                d = detector.update(key, current, size, armed, epoch=epoch, cooldown=self.cooldown)
+                spatial = not key.endswith("/colour")
+                verify = self.verifier(epoch, not spatial) if epoch > self.warmup_epochs else None  # reference kept
+                extra = {"classes": labels, "verify": verify} if self.follow else {}
+                d = detector.update(key, current, size, armed, epoch=epoch, cooldown=self.cooldown, **extra)
                 method = key.removesuffix("/colour")
                 if d is None:
                     continue
+                if getattr(d, "follow", None) is not None:
+                    self.follows.append((epoch, key, d.follow))
                 fired = bool(getattr(d, "fired", False)) and not quiet.get(method, 0)
                 evidence = getattr(d, "evidence", None)
                 if fired and key != method and evidence is not None:  # as check_colour: only a rise in colour

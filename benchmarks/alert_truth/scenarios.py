@@ -248,6 +248,8 @@ class Recorder(L.Callback):
                 "setup": list(SetupWatch.signature_of(trainer, pl_module)),  # what the monitor's SetupWatch compares
                 "alerts": new_alerts,
                 "maps": maps,
+                # the network's weights (small families: cnn, vgg, vit): a replay can ask the model at this evaluation
+                "weights": _weights(pl_module) if evaluated else None,
                 "val_acc": correct / total if total else float("nan"),  # own-label cue, the validation loader
                 "swapped_acc": float((swapped == self.swapped_labels).float().mean()),  # the digit despite the cue
                 "cue_rate": float((swapped == self.swapped_codes).float().mean()),
@@ -255,6 +257,18 @@ class Recorder(L.Callback):
                 "train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
             }
         )
+
+
+#: networks up to this many parameters keep their weights per evaluation in the recording (resnet18 does not)
+MAX_RECORDED_PARAMETERS = 2_000_000
+
+
+def _weights(pl_module: L.LightningModule) -> dict[str, torch.Tensor] | None:
+    """The network's state (``pl_module.net``) on the CPU, for networks up to :data:`MAX_RECORDED_PARAMETERS`."""
+    net = getattr(pl_module, "net", pl_module)
+    if sum(p.numel() for p in net.parameters()) > MAX_RECORDED_PARAMETERS:
+        return None
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
 @contextmanager

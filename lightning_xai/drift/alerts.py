@@ -14,6 +14,7 @@ from lightning_xai.drift.detector import Detection
 from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, known_fields, primitives
 from lightning_xai.drift.tracker import DriftResult
 from lightning_xai.explain.base import check_float, check_int
+from lightning_xai.explain.behaviour import FollowTest
 from lightning_xai.explain.registry import canonical_name
 
 #: the message's length the alert keeps to; details live in the :class:`DriftAlert`'s fields
@@ -38,6 +39,8 @@ class DriftAlert:
             whose largest gain lies there.
         regions: one :class:`AlertRegion` per class (or probe group) that moved; ``evidence``: the maps before and at
             the alert (:class:`AlertEvidence`), None when loaded from a checkpoint.
+        follow: the transplant test that confirmed it (:class:`~lightning_xai.explain.behaviour.FollowTest`: how
+            often the prediction follows a region copied from another class's probe, now and before), if one ran.
     """
 
     epoch: int
@@ -54,6 +57,7 @@ class DriftAlert:
     region_share: float | None = None
     regions: tuple[AlertRegion, ...] = ()
     evidence: AlertEvidence | None = field(default=None, compare=False, repr=False, metadata={"saved": False})
+    follow: FollowTest | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only, without the evidence maps (checkpoints load with ``weights_only=True``)."""
@@ -66,6 +70,8 @@ class DriftAlert:
         if values.get("region") is not None:
             values["region"] = tuple(int(i) for i in values["region"])
         values["regions"] = tuple(AlertRegion.from_dict(r) for r in values.get("regions", ()))
+        if isinstance(values.get("follow"), dict):
+            values["follow"] = FollowTest(**known_fields(FollowTest, values["follow"]))
         if values.get("metric") == "novel_relevance" and values.get("statistic") == "median":
             values["statistic"] = "mean"  # stored by a version that mislabelled the detector's mean
         return cls(**values)
@@ -175,7 +181,7 @@ class AlertTracker:
         new: list[DriftAlert] = []
         if d is not None and d.fired and d.threshold is not None and not self._quiet.get(method, 0):
             message = _detection_message(epoch, method, d, d.threshold)
-            found = (d.probe_indices, message, d.noise, d.region, d.region_share, d.regions, d.evidence)
+            found = (d.probe_indices, message, d.noise, d.region, d.region_share, d.regions, d.evidence, d.follow)
             new.append(DriftAlert(epoch, step, method, "novel_relevance", "mean", d.score, d.threshold, *found))
         for rule in self.update(method, drift.statistics if drift.alerts_armed else {}, detected=bool(new)):
             metric, value = f"{rule.metric}_vs_{rule.reference}", drift.statistics[rule.key]
@@ -240,6 +246,8 @@ def _detection_message(epoch: int, method: str, d: Detection, threshold: float) 
     moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
     head = f"Attribution drift at epoch {epoch} ({method}): {moved} probes moved relevance to places all probes ignored"
     tail = f" (mean share moved {d.score:.1%}, threshold {threshold:.1%})."
+    if d.follow is not None:  # the model's own answer says more than the score
+        tail = f"; {d.follow.summary()}."
     places: dict[str, list[AlertRegion]] = {}
     for region in d.regions:
         places.setdefault(region.place or "there", []).append(region)

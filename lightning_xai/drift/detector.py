@@ -4,49 +4,18 @@ from a shortcut; the direction can: a shortcut pulls many probes' relevance into
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _MethodState, _standard_error
-from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, gain_regions, input_maps, known_fields, primitives
+from lightning_xai.drift.detection import Detection, Verify, _fired
+from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.explain.base import check_float, check_int
 from lightning_xai.functional.shift import novel_relevance, quiet_regions, relevance_distribution
 from lightning_xai.functional.stats import min_binomial_count, t_quantile
-
-
-@dataclass(frozen=True)
-class Detection:
-    """What the detector saw at one evaluation of one method.
-
-    Attributes:
-        score: the mean share of relevance that moved into the quiet regions (when ``fired``: over two evaluations).
-        threshold: this evaluation's threshold (None while calibrating); when ``fired``, the confirmation's.
-        noise: the larger of the per-probe standard error and the run's σ.
-        fired: True when this evaluation confirms the previous evaluation's candidate (an alert); ``candidate``: True
-            when the score crossed the threshold (the next evaluation confirms or drops it).
-        probe_indices: probes whose own movement is over the threshold.
-        region: ``regions[0]``'s box, bottom/right inclusive (None if none); ``region_share``: the share of probes
-            whose largest gain lies there.
-        confirmation: after a candidate, ``(movement since before the candidate, needed)``.
-        regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first;
-            ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
-    """
-
-    score: float
-    threshold: float | None
-    noise: float | None
-    fired: bool = False
-    probe_indices: tuple[int, ...] = ()
-    region: tuple[int, int, int, int] | None = None
-    region_share: float = 0.0
-    candidate: bool = False
-    confirmation: tuple[float, float] | None = None
-    regions: tuple[AlertRegion, ...] = ()
-    evidence: AlertEvidence | None = field(default=None, compare=False, repr=False)
-    num_probes: int = 0
 
 
 class ShiftDetector:
@@ -75,6 +44,12 @@ class ShiftDetector:
             default: on the suite it added no detection and two benign alerts.
         tail: the chance one probe passes its level under the run's noise, for ``subset``.
         allowance: the σ per evaluation ``gradual`` does not accumulate.
+        follow: the monitor puts each candidate to the model (:mod:`~lightning_xai.explain.behaviour`: does the
+            prediction follow what moved, copied from another class's probe, more often than with the weights of the
+            drift reference?): passed, the alert comes at once; not followed, the candidate is dropped. On the
+            alert_truth suite it removed every benign alert and added two detections (docs/alerts.md).
+        follow_ratio: the σ a candidate must be when the model will be asked (``ratio`` otherwise); the subset
+            test is on then.
 
     Example::
 
@@ -98,6 +73,8 @@ class ShiftDetector:
         gradual: bool = False,
         tail: float = 0.02,
         allowance: float = 1.0,
+        follow: bool = True,
+        follow_ratio: float = 2.0,
     ) -> None:
         where = "ShiftDetector"
         self.calibration = check_int("calibration", calibration, 0, where=where)
@@ -108,6 +85,8 @@ class ShiftDetector:
         self.subset, self.gradual = bool(subset), bool(gradual)
         self.tail = check_float("tail", tail, 0, 1, low_open=True, high_open=True, where=where)
         self.allowance = check_float("allowance", allowance, 0, where=where)
+        self.follow = bool(follow)
+        self.follow_ratio = check_float("follow_ratio", follow_ratio, 0, where=where)
         self._states: dict[str, _MethodState] = {}
         self._recent: dict[str, dict[int, Tensor]] = {}  # method -> epoch -> raw maps (in memory, the last 3)
 
@@ -115,11 +94,23 @@ class ShiftDetector:
         return {**self.__dict__, "_recent": {}}  # in-memory maps for the boxes: not pickled (spawn, DDP, copies)
 
     def config(self) -> dict[str, Any]:
-        names = ("calibration", "alpha", "ratio", "floor", "cells", "subset", "gradual", "tail", "allowance")
+        names = (
+            "calibration",
+            "alpha",
+            "ratio",
+            "floor",
+            "cells",
+            "subset",
+            "gradual",
+            "tail",
+            "allowance",
+            "follow",
+            "follow_ratio",
+        )
         return {name: getattr(self, name) for name in names}
 
     def threshold(
-        self, scores: list[float], standard_error: float, probes: int, ready: bool = False
+        self, scores: list[float], standard_error: float, probes: int, ready: bool = False, ratio: float | None = None
     ) -> tuple[float | None, float | None]:
         """``(threshold, noise)`` after the run's ``scores``; ``(None, None)`` while calibrating (unless ``ready``)."""
         if len(scores) < self.calibration and not ready:
@@ -127,7 +118,8 @@ class ShiftDetector:
         sigma = self.sigma(scores) or 0.0
         quantile = t_quantile(1 - self.alpha, probes - 1)  # infinite below 4 probes: no test can pass
         tested = math.inf if math.isinf(quantile) else quantile * standard_error  # never inf * 0 = nan
-        return round(max(self.floor, tested, self.ratio * sigma), 6), round(max(standard_error, sigma), 6)
+        ratio = self.ratio if ratio is None else ratio
+        return round(max(self.floor, tested, ratio * sigma), 6), round(max(standard_error, sigma), 6)
 
     def min_probes(self, probes: int) -> int:
         """How many of ``probes`` must pass the per-probe level at once: the smallest count that ``probes``
@@ -135,13 +127,14 @@ class ShiftDetector:
         probability of at most ``alpha`` (the binomial tail: the multiple-testing cost of testing every probe)."""
         return min_binomial_count(probes, self.tail, self.alpha)
 
-    def probe_level(self, squares: list[float], samples_needed: int) -> float | None:
+    def probe_level(self, squares: list[float], samples_needed: int, ratio: float | None = None) -> float | None:
         """The level one probe's movement must pass: ``ratio`` × the run's per-probe σ (the root mean square of its
         calibrated per-probe movements, positive parts), never below the floor; None while calibrating."""
         total, count = squares
         if count < max(samples_needed, 1):
             return None
-        return round(max(self.floor, self.ratio * math.sqrt(total / count)), 6)
+        ratio = self.ratio if ratio is None else ratio
+        return round(max(self.floor, ratio * math.sqrt(total / count)), 6)
 
     def update(
         self,
@@ -153,11 +146,18 @@ class ShiftDetector:
         classes: Tensor | None = None,
         epoch: int = -1,
         cooldown: int = 3,
+        verify: Verify | None = None,
     ) -> Detection | None:
         """Feed one evaluation's raw maps ``(P, h, w)`` of ``method``; None when there is no previous map yet. Unless
         ``armed`` (the warm-up, a changed setup), the score neither calibrates nor alerts and a candidate is dropped.
         ``classes`` (``(P,)``) groups the alert's regions; ``epoch`` dates its evidence. After an alert the method
-        neither calibrates nor alerts for ``cooldown`` armed evaluations (the ``AlertTracker``'s)."""
+        neither calibrates nor alerts for ``cooldown`` armed evaluations (the ``AlertTracker``'s).
+
+        With ``verify`` (the transplant test against the model at the drift reference), candidates are sought at
+        ``follow_ratio`` with the subset test on, and each new one is put to the model: passed, the alert comes at
+        once; not followed (no more pairs gained than lost), it is dropped; otherwise (leaning its way, or
+        untestable) it stays a candidate only if the maps alone make it one (the mean's test at ``ratio``), and at
+        its confirmation the model is asked again (failed: dropped)."""
         state = self._states.setdefault(method, _MethodState())
         raw = maps.detach().float().cpu()
         current = relevance_distribution(raw, self.cells)
@@ -171,7 +171,8 @@ class ShiftDetector:
             return None
         moved = novel_relevance(current, previous, common=True, older=older)
         score, count = float(moved.mean()), moved.numel()
-        threshold, noise = self.threshold(state.scores, _standard_error(moved), count)
+        tested = verify is not None  # the model will be asked: candidates at follow_ratio, the subset test on
+        threshold, noise = self.threshold(state.scores, _standard_error(moved), count, ratio=self._ratio(tested))
         candidate, state.candidate = state.candidate, None
         if not armed:
             state.anchor = None
@@ -185,16 +186,37 @@ class ShiftDetector:
             since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
             confirmation, over = self._confirm(state, candidate, since, count)
             if over:
-                state.cooldown_left = cooldown
-                state.anchor = None
                 finer, window = self._finer(method, raw, epoch, candidate.origin_epoch, input_size)
-                return _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
+                fired = _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
+                follow = None
+                if verify is not None and fired.regions:  # a candidate that leaned its way: asked again, a step later
+                    follow = verify(fired.regions, quiet_regions(candidate.origin, False, candidate.older))
+                if follow is None or follow.passed:
+                    state.cooldown_left = cooldown
+                    state.anchor = None
+                    return replace(fired, follow=follow)
+                return Detection(score, candidate.threshold, noise, confirmation=confirmation, follow=follow)
         before = (previous, older, previous_epoch, previous_raw)
-        found = self._candidate(state, moved, threshold, noise, before, current, count)
+        found = self._candidate(state, moved, threshold, noise, before, current, count, tested)
         if found is not None:  # a candidate (never calibrated on) ...
             state.anchor = None
             if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
                 return Detection(score, found.threshold, noise, confirmation=confirmation)
+            if verify is not None:
+                over = tuple(int(i) for i in torch.nonzero(moved >= found.threshold).flatten()) or tuple(range(count))
+                finer, window = self._finer(method, raw, epoch, found.origin_epoch, input_size)
+                fired = _fired(found, current, raw, over, classes, input_size, (score, found.threshold), finer, window)
+                quiet = quiet_regions(found.origin, False, found.older)
+                follow = verify(fired.regions, quiet) if fired.regions else None
+                if follow is not None and follow.passed:  # the model follows what moved: the alert, now
+                    state.cooldown_left = cooldown
+                    return replace(fired, follow=follow)
+                if follow is not None and follow.gained <= follow.lost:  # it does not follow: not a shortcut taken
+                    return Detection(score, found.threshold, noise, follow=follow)
+                classic = self._classic(found, score, state)  # untestable: what the maps alone would alert on
+                if classic is None:
+                    return Detection(score, threshold, noise)
+                found = classic
             state.candidate = found
             return Detection(score, found.threshold, noise, candidate=True)
         sigma = self.sigma(state.scores)  # the noise band: ratio x sigma, never narrower than the floor
@@ -217,6 +239,7 @@ class ShiftDetector:
         before: tuple[Tensor, Tensor | None, int, Tensor | None],
         current: Tensor,
         count: int,
+        tested: bool = False,
     ) -> _Candidate | None:
         """This evaluation's candidate, by the first test that passes: the mean over all probes, a subset of probes
         each over its own level, or the movement accumulated over several evaluations; None if none passes."""
@@ -226,7 +249,8 @@ class ShiftDetector:
         score = float(moved.mean())
         if score >= threshold:
             return _Candidate(origin, older, threshold, noise or 0.0, origin_epoch, origin_raw)
-        level = self.probe_level(state.probe_squares, self.calibration * count) if self.subset else None
+        subset = self.subset or tested
+        level = self.probe_level(state.probe_squares, self.calibration * count, self._ratio(tested)) if subset else None
         if level is not None and int((moved >= level).sum()) >= self.min_probes(count):
             return _Candidate(origin, older, level, noise or 0.0, origin_epoch, origin_raw, level)
         sigma = self.sigma(state.scores)
@@ -269,6 +293,18 @@ class ShiftDetector:
         if len(over) < self.min_probes(count):
             return (float(since.mean()), confirmation[1]), ()
         return (float(since[list(over)].mean()), level), over
+
+    def _ratio(self, tested: bool) -> float:
+        """The σ a candidate's movement must be: ``follow_ratio`` when the model will be asked, else ``ratio``."""
+        return min(self.ratio, self.follow_ratio) if tested else self.ratio
+
+    def _classic(self, found: _Candidate, score: float, state: _MethodState) -> _Candidate | None:
+        """``found`` (made at ``follow_ratio``) as a candidate without the transplant test, or None: the mean's test
+        at ``ratio``; the subset test only where it was asked for (``subset=True``)."""
+        if found.probe_level is not None:
+            return found if self.subset else None
+        needed = max(found.threshold, self.ratio * (self.sigma(state.scores) or 0.0))
+        return replace(found, threshold=needed) if score >= needed else None
 
     def remember(self, method: str, epoch: int, maps: Tensor) -> None:
         """Keep ``method``'s raw maps of ``epoch`` (the last 3 epochs, in memory): an alert of one remembered method
@@ -330,43 +366,4 @@ class ShiftDetector:
             self._states[name] = _MethodState(**values)
 
 
-__all__ = ["Detection", "ShiftDetector", "min_binomial_count", "t_quantile"]
-
-
-def _fired(
-    candidate: _Candidate,
-    current: Tensor,
-    raw: Tensor,
-    over: tuple[int, ...],
-    classes: Tensor | None,
-    input_size: tuple[int, int],
-    confirmation: tuple[float, float],
-    finer: tuple[Tensor, Tensor] | None = None,
-    window: tuple[int, int] | None = None,
-) -> Detection:
-    """The alert's detection: where each class of the probes that moved gained (boxes placed on the ``finer``
-    method's maps, after and before, when given), and their maps before and now in the method that alerted."""
-    if candidate.origin_raw is not None and candidate.origin_raw.shape == raw.shape:
-        before, after = input_maps(candidate.origin_raw, input_size), input_maps(raw, input_size)
-    else:  # resumed between the candidate and now: only the pooled maps were kept, show both pooled
-        before, after = input_maps(candidate.origin, input_size), input_maps(current, input_size)
-    classes = None if classes is None else classes.detach().cpu().long().flatten()
-    boxes_on = (
-        (after, before) if finer is None else (input_maps(finer[0], input_size), input_maps(finer[1], input_size))
-    )
-    regions = gain_regions(current, candidate.origin, candidate.older, over, classes, boxes_on, input_size, window)
-    region, share = None, 0.0
-    if regions:
-        top, left, bottom, right = regions[0].box
-        region = (top, left, bottom - 1, right - 1)
-        # the share of probes whose largest gain into the quiet regions lies in a cell that overlaps the box
-        gain = (current - candidate.origin).clamp_min(0) * quiet_regions(candidate.origin, True, candidate.older)
-        (cells_h, cells_w), (height, width) = gain.shape[-2:], input_size
-        peak = gain.flatten(1).argmax(dim=1)
-        rows, cols = peak // cells_w, peak % cells_w
-        inside = ((rows * height) // cells_h < bottom) & (((rows + 1) * height + cells_h - 1) // cells_h > top)
-        inside &= ((cols * width) // cells_w < right) & (((cols + 1) * width + cells_w - 1) // cells_w > left)
-        share = float(inside.double().mean())
-    evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
-    detection = Detection(*confirmation, candidate.noise, True, over, region, share, confirmation=confirmation)
-    return replace(detection, regions=regions, evidence=evidence, num_probes=int(current.shape[0]))
+__all__ = ["Detection", "ShiftDetector", "Verify", "min_binomial_count", "t_quantile"]

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert
-from lightning_xai.drift.detector import Detection, ShiftDetector
+from lightning_xai.drift.detector import Detection, ShiftDetector, Verify
 from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.drift.tracker import DriftTracker
 from lightning_xai.explain.run import ProbeExplanations
@@ -60,10 +60,14 @@ def measure(
     warn_once: Callable[[str, str], None] | None = None,
     setup_change: str | None = None,
     colour: bool = True,
+    verify: dict[str, Verify] | None = None,
 ) -> Evaluation:
     """Measure every method's new maps against the stored ones and check the detector and the rules. A map the time
     budget cut is a worse map, not a drift: neither measured nor stored; ``setup_change`` pauses the detector. Unless
-    ``colour`` (the probes show colour), a method's ``colour_share`` is neither logged nor watched."""
+    ``colour`` (the probes show colour), a method's ``colour_share`` is neither logged nor watched. ``verify`` puts a
+    candidate to the model (:class:`~lightning_xai.drift.detector.ShiftDetector`): ``"region"`` for the maps,
+    ``"colour"`` for the colour parts."""
+    verify = verify or {}
     record = Evaluation(epoch, step, errors=list(done.errors), explain_seconds=done.seconds)
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
@@ -92,7 +96,11 @@ def measure(
             if detector is not None:
                 classes = done.targets if done.targets.numel() == explanation.raw.shape[0] else None
                 detection = detector.update(
-                    name, explanation.raw, input_size, armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
+                    *(name, explanation.raw, input_size, armed),
+                    classes=classes,
+                    epoch=epoch,
+                    cooldown=tracker.cooldown,
+                    verify=verify.get("region"),
                 )
             scalars.update(_detection_scalars(f"xai/{name}/alert", detection))
             spatial = tracker.check(name, epoch, step, result, detection, drift.probe_threshold)
@@ -104,7 +112,11 @@ def measure(
                 channels = int(done.inputs.shape[1])
                 parts = torch.stack([1 - share, share / (channels - 1)], dim=-1).view(-1, 1, 2)
                 moved = detector.update(
-                    f"{name}/colour", parts, (1, 2), armed, classes=classes, epoch=epoch, cooldown=tracker.cooldown
+                    *(f"{name}/colour", parts, (1, 2), armed),
+                    classes=classes,
+                    epoch=epoch,
+                    cooldown=tracker.cooldown,
+                    verify=verify.get("colour"),
                 )
                 scalars.update(_detection_scalars(f"xai/{name}/alert/colour", moved))
                 coloured = tracker.check_colour(name, epoch, step, moved, channels)
@@ -136,4 +148,9 @@ def _detection_scalars(prefix: str, detection: Detection | None) -> dict[str, fl
     found = {"score": detection.score, "threshold": detection.threshold}
     if detection.confirmation is not None:
         found["confirmation"], found["confirmation_threshold"] = detection.confirmation
+    if detection.follow is not None:  # the transplant test: how often the prediction follows the donor, now/before
+        pairs = max(1, detection.follow.pairs)
+        found["follow"] = detection.follow.followed / pairs
+        found["follow_before"] = detection.follow.followed_before / pairs
+        found["follow_p"] = detection.follow.p_value
     return {f"{prefix}/{k}": v for k, v in found.items() if v is not None}

@@ -38,3 +38,24 @@ def min_binomial_count(n: int, p: float, alpha: float) -> int:
         tail += math.exp(log_pmf[k])
         tails[k] = tail
     return next((k for k in range(2, n + 1) if tails[k] <= alpha), n + 1)
+
+
+def binomial_tail(n: int, k: int, p: float) -> float:
+    """``P(Binomial(n, p) >= k)``, exact (terms in log space); 1.0 for ``k <= 0``.
+
+    Example::
+
+        >>> round(binomial_tail(10, 9, 0.5), 6), binomial_tail(0, 0, 0.5)
+        (0.010742, 1.0)
+    """
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_p + (n - j) * log_q
+        for j in range(k, n + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))

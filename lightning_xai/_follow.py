@@ -1,0 +1,94 @@
+"""The monitor's side of the transplant test: the model's weights at the drift reference, and each evaluation's test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from torch import Tensor, nn
+
+from lightning_xai.drift.detector import Verify
+from lightning_xai.drift.evidence import AlertRegion
+from lightning_xai.explain.behaviour import FollowTest, follow_test, snapshot
+from lightning_xai.explain.forward import ModelForwardFn
+
+
+class FollowCheck:
+    """Keeps the model's weights of the drift reference's evaluation (float32, on the CPU: one copy of the model; rank
+    0, in memory only, so a resumed run's candidates get the detector's own tests) and builds each evaluation's
+    ``verify`` for the detector (:mod:`~lightning_xai.explain.behaviour`).
+
+    Args:
+        alpha: the sign test's level (the detector's ``alpha``).
+    """
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self._reference: tuple[int, dict[str, Tensor]] | None = None
+        self.failed: str | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_reference": None}  # not pickled (ddp_spawn, copies)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the reference's weights are kept (candidates can be put to the model)."""
+        return self._reference is not None
+
+    def keep(self, module: nn.Module, epoch: int, reference_epochs: Iterable[int]) -> None:
+        """After an evaluation: keep ``module``'s weights when ``epoch`` is the drift reference's (the first
+        method's, when they differ) and none of a current reference are kept. When they cannot be copied (e.g. out
+        of memory), none are kept: candidates get the detector's own tests."""
+        references = set(reference_epochs)
+        if epoch not in references or (self._reference is not None and self._reference[0] in references):
+            return
+        try:
+            self._reference = (epoch, snapshot(module))
+        except Exception as err:  # noqa: BLE001 - never kills the run
+            self._reference, self.failed = None, f"{type(err).__name__}: {err}"
+
+    def verifier(
+        self,
+        module: nn.Module,
+        images: Tensor,
+        targets: Tensor,
+        forward_fn: ModelForwardFn | None,
+        warn_once: Callable[[str, str], None],
+        colour: bool = False,
+    ) -> Verify:
+        """``verify(regions, quiet)``: the transplant test against the reference's weights (None when the test fails:
+        it is warned once and the candidate gets the detector's own tests). A class's region takes every probe of
+        that class as a donor; a cluster of unlabeled probes, its probes."""
+
+        def verify(regions: tuple[AlertRegion, ...], quiet: Tensor) -> FollowTest | None:
+            if self._reference is None or targets.numel() != images.shape[0]:
+                return None
+            epoch, weights = self._reference
+            try:
+                return follow_test(
+                    *(module, weights, epoch, images, targets, donor_groups(regions, targets)),
+                    alpha=self.alpha,
+                    quiet=quiet,
+                    colour=colour,
+                    forward_fn=forward_fn,
+                )
+            except Exception as err:  # noqa: BLE001 - a failed test never kills the run: the detector's way instead
+                self.failed = f"{type(err).__name__}: {err}"
+                warn_once(
+                    "follow_test",
+                    f"AttributionMonitor: the transplant test of a drift candidate failed ({self.failed}); candidates "
+                    "get the detector's own tests instead.",
+                )
+                return None
+
+        return verify
+
+
+def donor_groups(
+    regions: tuple[AlertRegion, ...], targets: Tensor
+) -> list[tuple[tuple[int, int, int, int], list[int]]]:
+    """``(box, donors)`` per region: every probe of the region's classes, or a cluster's own probes."""
+    labels = [int(t) for t in targets.tolist()]
+    return [
+        (r.box, [i for i, c in enumerate(labels) if c in r.classes] if r.classes else list(r.probe_indices))
+        for r in regions
+    ]

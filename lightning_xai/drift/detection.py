@@ -1,0 +1,92 @@
+"""What the detector reports per evaluation (:class:`Detection`) and how an alert's detection is put together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from torch import Tensor
+
+from lightning_xai.drift._state import _Candidate
+from lightning_xai.drift.evidence import AlertEvidence, AlertRegion, gain_regions, input_maps
+from lightning_xai.explain.behaviour import FollowTest
+from lightning_xai.functional.shift import quiet_regions
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What the detector saw at one evaluation of one method.
+
+    Attributes:
+        score: the mean share of relevance that moved into the quiet regions (when ``fired``: over two evaluations).
+        threshold: this evaluation's threshold (None while calibrating); when ``fired``, the confirmation's.
+        noise: the larger of the per-probe standard error and the run's σ.
+        fired: True when this evaluation confirms the previous evaluation's candidate (an alert); ``candidate``: True
+            when the score crossed the threshold (the next evaluation confirms or drops it).
+        probe_indices: probes whose own movement is over the threshold.
+        region: ``regions[0]``'s box, bottom/right inclusive (None if none); ``region_share``: the share of probes
+            whose largest gain lies there.
+        confirmation: after a candidate, ``(movement since before the candidate, needed)``.
+        regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first;
+            ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
+        follow: the transplant test of the candidate's regions (:mod:`~lightning_xai.explain.behaviour`), when one
+            ran: passed, the alert comes at once; failed, the candidate is dropped.
+    """
+
+    score: float
+    threshold: float | None
+    noise: float | None
+    fired: bool = False
+    probe_indices: tuple[int, ...] = ()
+    region: tuple[int, int, int, int] | None = None
+    region_share: float = 0.0
+    candidate: bool = False
+    confirmation: tuple[float, float] | None = None
+    regions: tuple[AlertRegion, ...] = ()
+    evidence: AlertEvidence | None = field(default=None, compare=False, repr=False)
+    num_probes: int = 0
+    follow: FollowTest | None = None
+
+
+#: ``verify(regions, quiet)``: the transplant test of a candidate (``quiet``: each probe's cells it ignored before
+#: the candidate, ``(P, h, w)`` bool) against the model at the drift reference; None: it cannot be tested
+Verify = Callable[[tuple[AlertRegion, ...], Tensor], FollowTest | None]
+
+
+def _fired(
+    candidate: _Candidate,
+    current: Tensor,
+    raw: Tensor,
+    over: tuple[int, ...],
+    classes: Tensor | None,
+    input_size: tuple[int, int],
+    confirmation: tuple[float, float],
+    finer: tuple[Tensor, Tensor] | None = None,
+    window: tuple[int, int] | None = None,
+) -> Detection:
+    """The alert's detection: where each class of the probes that moved gained (boxes placed on the ``finer``
+    method's maps, after and before, when given), and their maps before and now in the method that alerted."""
+    if candidate.origin_raw is not None and candidate.origin_raw.shape == raw.shape:
+        before, after = input_maps(candidate.origin_raw, input_size), input_maps(raw, input_size)
+    else:  # resumed between the candidate and now: only the pooled maps were kept, show both pooled
+        before, after = input_maps(candidate.origin, input_size), input_maps(current, input_size)
+    classes = None if classes is None else classes.detach().cpu().long().flatten()
+    boxes_on = (
+        (after, before) if finer is None else (input_maps(finer[0], input_size), input_maps(finer[1], input_size))
+    )
+    regions = gain_regions(current, candidate.origin, candidate.older, over, classes, boxes_on, input_size, window)
+    region, share = None, 0.0
+    if regions:
+        top, left, bottom, right = regions[0].box
+        region = (top, left, bottom - 1, right - 1)
+        # the share of probes whose largest gain into the quiet regions lies in a cell that overlaps the box
+        gain = (current - candidate.origin).clamp_min(0) * quiet_regions(candidate.origin, True, candidate.older)
+        (cells_h, cells_w), (height, width) = gain.shape[-2:], input_size
+        peak = gain.flatten(1).argmax(dim=1)
+        rows, cols = peak // cells_w, peak % cells_w
+        inside = ((rows * height) // cells_h < bottom) & (((rows + 1) * height + cells_h - 1) // cells_h > top)
+        inside &= ((cols * width) // cells_w < right) & (((cols + 1) * width + cells_w - 1) // cells_w > left)
+        share = float(inside.double().mean())
+    evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
+    detection = Detection(*confirmation, candidate.noise, True, over, region, share, confirmation=confirmation)
+    return replace(detection, regions=regions, evidence=evidence, num_probes=int(current.shape[0]))

@@ -1,0 +1,193 @@
+"""Does the model *follow* what its relevance moved to? The transplant test that confirms a drift candidate.
+
+A change in the maps says where relevance went, not that the model now decides by it. The test asks the model:
+something is copied from one probe (the donor) into a probe of another class (the recipient), and the prediction
+*follows* when it becomes the donor's class. The same transplanted images are shown to the model as it is now and as
+it was at the drift reference (its weights kept on the CPU, run through ``torch.func.functional_call``: the training
+weights are never touched). A shortcut that took over makes the model follow far more often than at the reference;
+relevance that moved for a benign reason (a data shift the label does not follow, training going on) does not. The
+pairs that changed are compared with an exact one-sided sign test (McNemar's, with
+:func:`~lightning_xai.functional.stats.binomial_tail`): no threshold besides its level.
+
+What is transplanted (each at half the level, Bonferroni):
+
+- ``"region"``: the boxes of the alert's regions, all at once (a recipient loses its own class's cue where the
+  regions place one, as it gains the donor's): a localised cue (a patch, a mark);
+- ``"quiet"``: every place both probes ignored at the evaluation before the candidate (per pair, from their own
+  maps): a cue spread over the background (a texture, a background colour);
+- ``"colour"`` (for the colour test's candidates): the donor's colours, each channel matched to the donor's mean and
+  standard deviation (Reinhard et al., 2001, "Color transfer between images"): a cue in the object's colour.
+
+It cannot see a cue that only works together with the recipient's own content, nor one on the object's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai.explain.forward import ModelForwardFn, _Call, _call_module, model_device, uncompiled
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.functional.stats import binomial_tail
+
+#: a region to test: ``(box, donor probes)``; the box ``(top, left, bottom, right)`` in input pixels, bottom/right
+#: exclusive
+Region = tuple[tuple[int, int, int, int], Sequence[int]]
+
+#: at most this many donor/recipient pairs per transplant (an even spread over donors and recipients)
+MAX_PAIRS = 256
+
+#: the largest share of the image the regions' boxes may cover together: more would move the object too
+MAX_AREA = 0.5
+
+
+@dataclass(frozen=True)
+class FollowTest:
+    """The transplant test of one candidate: the transplant with the smallest p-value.
+
+    Attributes:
+        kind: what was transplanted: ``"region"``, ``"quiet"`` or ``"colour"`` (see the module).
+        pairs: donor/recipient pairs shown; ``followed``: how many predictions became the donor's class now,
+            ``followed_before``: with the weights of epoch ``before_epoch``.
+        gained: pairs followed now but not before; ``lost``: before but not now (the sign test's counts).
+        p_value: ``P(Binomial(gained + lost, 1/2) >= gained)``; ``passed``: under the test's level.
+    """
+
+    kind: str
+    pairs: int
+    followed: int
+    followed_before: int
+    gained: int
+    lost: int
+    p_value: float
+    passed: bool
+    before_epoch: int
+
+    def summary(self) -> str:
+        """``"the model follows them in 23/40 transplants (2/40 at epoch 2)"``."""
+        return (
+            f"the model follows them in {self.followed}/{self.pairs} transplants "
+            f"({self.followed_before}/{self.pairs} at epoch {self.before_epoch})"
+        )
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """The floating-point parameters and buffers of ``model`` (float32 copies on the CPU), as
+    ``torch.func.functional_call`` takes them; integer buffers (e.g. BatchNorm's counts) are not needed."""
+    named = chain(model.named_parameters(), model.named_buffers())
+    return {n: t.detach().to("cpu", torch.float32, copy=True) for n, t in named if t.is_floating_point()}
+
+
+def transplant_pairs(targets: Tensor, donors: Sequence[int], limit: int = MAX_PAIRS) -> list[tuple[int, int]]:
+    """``(donor, recipient)`` for every donor and every probe whose target differs from the donor's; at most
+    ``limit``, spread evenly (deterministic)."""
+    labels = [int(t) for t in targets.tolist()]
+    pairs = [(d, r) for d in donors for r in range(len(labels)) if labels[r] != labels[d]]
+    if len(pairs) <= limit:
+        return pairs
+    step = len(pairs) / limit
+    return [pairs[int(i * step)] for i in range(limit)]
+
+
+def transplanted(images: Tensor, masks: Tensor, pairs: Sequence[tuple[int, int]]) -> Tensor:
+    """Each pair's recipient with ``masks`` (``(H, W)``, or one per pair) copied from the donor."""
+    donor, recipient = (list(column) for column in zip(*pairs, strict=True))
+    return torch.where(masks.unsqueeze(-3), images[donor], images[recipient])
+
+
+def colour_transferred(images: Tensor, pairs: Sequence[tuple[int, int]]) -> Tensor:
+    """Each pair's recipient in its donor's colours: every channel shifted and scaled to the donor's mean and
+    standard deviation over the image. The recipient keeps its shapes; a per-channel normalisation commutes with it,
+    so it means the same on the model's inputs as on the pixels."""
+    donor, recipient = (list(column) for column in zip(*pairs, strict=True))
+    x, d = images[recipient], images[donor]
+    mean_x, std_x = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True)
+    mean_d, std_d = d.mean(dim=(2, 3), keepdim=True), d.std(dim=(2, 3), keepdim=True)
+    return (x - mean_x) / std_x.clamp_min(1e-6) * std_d + mean_d
+
+
+def box_mask(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) -> Tensor | None:
+    """The union of ``boxes`` as an ``(H, W)`` bool mask; None when it is empty or covers more than
+    :data:`MAX_AREA` of the image."""
+    mask = torch.zeros(size, dtype=torch.bool)
+    for top, left, bottom, right in boxes:
+        mask[top:bottom, left:right] = True
+    share = float(mask.double().mean())
+    return mask if 0.0 < share <= MAX_AREA else None
+
+
+def upsampled(cells: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(..., h, w)`` cells to ``(..., H, W)`` pixels, each pixel taking its cell (as adaptive pooling splits)."""
+    h, w = cells.shape[-2:]
+    return cells[..., torch.arange(size[0]) * h // size[0], :][..., torch.arange(size[1]) * w // size[1]]
+
+
+def _forward(
+    module: nn.Module, forward_fn: ModelForwardFn | None, state: dict[str, Tensor] | None
+) -> Callable[[Tensor], Tensor]:
+    """``forward(x) -> logits`` of ``module`` with its own weights (``state`` None) or with ``state`` put in their
+    place through ``torch.func.functional_call`` (names missing from ``state`` keep the module's own)."""
+    wrapper, device = _Call(module, forward_fn or _call_module), model_device(module)
+    if state is None:
+        return lambda x: wrapper(x).float()
+    swapped = {f"module.{n}": t.to(device) for n, t in state.items()}
+    return lambda x: torch.func.functional_call(wrapper, swapped, (x,), strict=False).float()
+
+
+def follow_test(
+    module: nn.Module,
+    before: dict[str, Tensor],
+    before_epoch: int,
+    images: Tensor,
+    targets: Tensor,
+    regions: Sequence[Region],
+    *,
+    alpha: float,
+    quiet: Tensor | None = None,
+    colour: bool = False,
+    forward_fn: ModelForwardFn | None = None,
+    batch_size: int = 64,
+) -> FollowTest | None:
+    """Transplant from the regions' donors into the other classes' probes and compare how often the prediction
+    follows the donor's class with ``module``'s weights now and with ``before`` (a :func:`snapshot`): the boxes
+    together and, with ``quiet`` (``(P, h, w)`` bool: each probe's ignored cells), the places both probes ignored,
+    each at ``alpha / 2``; with ``colour``, the donors' colours at ``alpha``. The result of the transplant with the
+    smallest p-value; None when nothing can be tested (no pair, boxes too large). The training state is left as
+    found (eval mode, no ``.grad``, RNGs, hooks: :func:`~lightning_xai.explain.guard.training_state_guard`)."""
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    pairs = transplant_pairs(targets, sorted({d for _, donors in regions for d in donors}))
+    if not pairs:
+        return None
+    device = model_device(module)
+    x = images.to(device).float()
+    moved: dict[str, Tensor] = {}
+    if colour:
+        moved["colour"] = colour_transferred(x, pairs)
+    else:
+        mask = box_mask([box for box, _ in regions], size)
+        if mask is not None:
+            moved["region"] = transplanted(x, mask.to(device), pairs)
+        if quiet is not None and quiet.shape[0] == images.shape[0]:
+            ignored = upsampled(quiet.bool().cpu(), size)
+            moved["quiet"] = transplanted(x, torch.stack([ignored[d] & ignored[r] for d, r in pairs]).to(device), pairs)
+    if not moved:
+        return None
+    donor_class = targets.to(device)[[d for d, _ in pairs]]
+    found: list[FollowTest] = []
+    with training_state_guard(module, device), uncompiled(module), torch.no_grad():
+        for kind, inputs in moved.items():
+            follows = []
+            for state in (None, before):
+                forward = _forward(module, forward_fn, state)
+                predicted = torch.cat([forward(part).argmax(dim=1) for part in inputs.split(batch_size)])
+                follows.append((predicted == donor_class).cpu())
+            now, then = follows
+            gained, lost = int((now & ~then).sum()), int((then & ~now).sum())
+            p_value = binomial_tail(gained + lost, gained, 0.5)
+            counts = (len(pairs), int(now.sum()), int(then.sum()), gained, lost, p_value)
+            found.append(FollowTest(kind, *counts, p_value <= alpha / len(moved), before_epoch))
+    return min(found, key=lambda test: test.p_value)

@@ -1,0 +1,184 @@
+"""The transplant test: does the model follow a region copied from another class's probe, now vs before?"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.explain.behaviour import (
+    FollowTest,
+    colour_transferred,
+    follow_test,
+    snapshot,
+    transplant_pairs,
+    transplanted,
+)
+from lightning_xai.functional.stats import binomial_tail
+
+CLASSES = 6
+
+
+class Reader(nn.Module):
+    """Decides by the mean intensity of a 4x4 patch (top-left) with weight ``w`` and of the centre with ``1 - w``:
+    class ``k`` is the intensity nearest ``(k + 1) / (CLASSES + 1)``. ``w`` 0: reads the object; 1: the patch."""
+
+    def __init__(self, w: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w))
+        self.bn = nn.BatchNorm1d(1)  # a buffer-holding layer: the guard must leave its statistics as they were
+        self.register_buffer("codes", (torch.arange(CLASSES) + 1.0) / (CLASSES + 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patch = x[:, 0, :4, :4].mean(dim=(1, 2))
+        centre = x[:, 0, 12:20, 12:20].mean(dim=(1, 2))
+        scale = self.bn(torch.ones(x.shape[0], 1)).mean() * 0 + 1  # BatchNorm runs (eval mode: no update)
+        return -scale * (
+            self.w * (patch[:, None] - self.codes) ** 2 + (1 - self.w) * (centre[:, None] - self.codes) ** 2
+        )
+
+
+def _probes() -> tuple[torch.Tensor, torch.Tensor]:
+    """One probe per class: its code in the centre (the object) and in the top-left patch (the cue)."""
+    labels = torch.arange(CLASSES)
+    images = torch.zeros(CLASSES, 1, 32, 32)
+    for k in range(CLASSES):
+        value = (k + 1) / (CLASSES + 1)
+        images[k, :, 12:20, 12:20] = value
+        images[k, :, :4, :4] = value
+    return images, labels
+
+
+@pytest.mark.parametrize(("n", "k", "p"), [(10, 9, 0.5), (40, 30, 0.5), (7, 0, 0.5), (5, 6, 0.5), (60, 5, 0.02)])
+def test_binomial_tail_is_scipys_survival_function(n: int, k: int, p: float) -> None:
+    expected = 1.0 if k <= 0 else float(stats.binom.sf(k - 1, n, p))
+    assert binomial_tail(n, k, p) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_pairs_take_every_donor_and_every_other_class_and_spread_a_cap_evenly() -> None:
+    targets = torch.tensor([0, 0, 1, 2, 3])
+    pairs = transplant_pairs(targets, [0, 1, 3])
+    assert pairs == [(0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (1, 4), (3, 0), (3, 1), (3, 2), (3, 4)]
+    assert transplant_pairs(targets, [0, 1, 3], limit=3) == [pairs[0], pairs[3], pairs[6]]
+
+
+def test_transplanted_copies_the_mask_only_and_colour_transfer_matches_the_donors_channels() -> None:
+    images, _ = _probes()
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[:4, :4] = True
+    out = transplanted(images, mask, [(5, 1)])
+    assert torch.equal(out[0, :, :4, :4], images[5, :, :4, :4])
+    assert torch.equal(out[0, :, 4:, :], images[1, :, 4:, :]) and torch.equal(out[0, :, :, 4:], images[1, :, :, 4:])
+    per_pair = torch.stack([mask, ~mask])
+    both = transplanted(images, per_pair, [(5, 1), (5, 2)])
+    assert torch.equal(both[1, :, :4, :4], images[2, :, :4, :4]) and torch.equal(
+        both[1, :, 8:, 8:], images[5, :, 8:, 8:]
+    )
+    g = torch.Generator().manual_seed(0)
+    colours = torch.rand(3, 3, 8, 8, generator=g)
+    moved = colour_transferred(colours, [(0, 1)])
+    assert torch.allclose(moved.mean(dim=(2, 3)), colours[0:1].mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(moved.std(dim=(2, 3)), colours[0:1].std(dim=(2, 3)), atol=1e-5)
+    # the shapes stay the recipient's: per channel, an increasing affine map of its values
+    ranks = moved[0].flatten(1).argsort(dim=1)
+    assert torch.equal(ranks, colours[1].flatten(1).argsort(dim=1))
+
+
+def test_a_model_that_took_the_patch_follows_it_and_one_that_did_not_never_does() -> None:
+    images, labels = _probes()
+    before, now = Reader(0.0), Reader(1.0)
+    regions = [((0, 0, 4, 4), [k]) for k in range(CLASSES)]  # every class's cue sits in the top-left patch
+    found = follow_test(now, snapshot(before), 2, images, labels, regions, alpha=0.005)
+    assert found is not None and found.kind == "region" and found.pairs == CLASSES * (CLASSES - 1)
+    assert (found.followed, found.followed_before, found.gained, found.lost) == (30, 0, 30, 0)
+    assert found.passed and found.p_value == pytest.approx(0.5**30)
+    assert found.summary() == "the model follows them in 30/30 transplants (0/30 at epoch 2)"
+    # the object's place: the model followed it at the reference (it read the object) and less now
+    centre = [((12, 12, 20, 20), [k]) for k in range(CLASSES)]
+    found = follow_test(Reader(0.5), snapshot(before), 2, images, labels, centre, alpha=0.005)
+    assert found is not None and not found.passed and found.lost > 0
+    # a place neither reads: nothing follows, nothing passes
+    corner = [((28, 28, 32, 32), [k]) for k in range(CLASSES)]
+    found = follow_test(now, snapshot(before), 2, images, labels, corner, alpha=0.005)
+    assert found is not None and (found.followed, found.followed_before, found.p_value) == (0, 0, 1.0)
+    assert not found.passed
+
+
+def test_a_cue_outside_the_boxes_is_found_where_both_probes_ignored_everything() -> None:
+    images, labels = _probes()
+    corner = [((28, 28, 32, 32), [k]) for k in range(CLASSES)]  # the boxes miss the cue ...
+    quiet = torch.ones(CLASSES, 8, 8, dtype=torch.bool)
+    quiet[:, 3:5, 3:5] = False  # ... but every probe ignored everything except its object (the centre)
+    found = follow_test(Reader(1.0), snapshot(Reader(0.0)), 2, images, labels, corner, alpha=0.005, quiet=quiet)
+    assert found is not None and found.kind == "quiet" and found.passed and (found.gained, found.lost) == (30, 0)
+
+
+def test_nothing_to_test_without_a_small_box_or_another_class() -> None:
+    images, labels = _probes()
+    whole = [((0, 0, 32, 32), [0])]  # most of the image: it would move the object too
+    assert follow_test(Reader(1.0), snapshot(Reader(0.0)), 0, images, labels, whole, alpha=0.005) is None
+    same = torch.zeros(CLASSES, dtype=torch.long)
+    patch = [((0, 0, 4, 4), [0])]
+    assert follow_test(Reader(1.0), snapshot(Reader(0.0)), 0, images, same, patch, alpha=0.005) is None
+
+
+def test_the_test_leaves_the_model_as_it_found_it() -> None:
+    images, labels = _probes()
+    model = Reader(1.0).train()
+    model.w.grad = torch.full((), 7.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    follow_test(model, snapshot(Reader(0.0)), 0, images, labels, [((0, 0, 4, 4), [1])], alpha=0.005)
+    assert model.training and model.w.requires_grad and float(model.w.grad) == 7.0
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def _maps(evaluations: int = 7, probes: int = 8, move_at: int = 5) -> torch.Tensor:
+    """The object in the centre with jitter; from ``move_at`` on, relevance on the top-right corner in every probe."""
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(evaluations, probes, 16, 16, generator=g) * 0.3
+    maps[:, :, 5:11, 5:11] += 1.0
+    maps[move_at:, :, 0:2, 14:16] += 6.0
+    return maps
+
+
+def _verdict(passed: bool, gained: int = 9, lost: int = 0) -> FollowTest:
+    p = 0.002 if passed else 0.5
+    return FollowTest("region", 10, gained, 0, gained, lost, p, passed, 2)
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_a_candidate_the_model_follows_alerts_at_once_and_one_it_does_not_is_dropped(passed: bool) -> None:
+    asked: list[tuple[int, tuple[int, ...]]] = []
+
+    def verify(regions: tuple, quiet: torch.Tensor) -> FollowTest:
+        asked.append((len(regions), tuple(quiet.shape)))
+        return _verdict(passed, 9 if passed else 1, 0 if passed else 1)
+
+    detector, classes = ShiftDetector(calibration=2), torch.arange(8) % 4
+    found = [
+        detector.update("m", m, (32, 32), True, classes=classes, epoch=e, verify=verify) for e, m in enumerate(_maps())
+    ]
+    assert asked == [(4, (8, 8, 8))]  # one question, at the candidate; one region per class, each probe's quiet cells
+    if passed:
+        assert found[5].fired and not found[5].candidate and found[5].follow == _verdict(True)
+        assert found[5].regions[0].box == (0, 28, 4, 32) and not found[6].fired  # the cooldown follows
+    else:
+        assert not any(d.fired or d.candidate for d in found[5:]) and found[5].follow is not None
+
+
+def test_a_candidate_that_leans_its_way_is_asked_again_at_its_confirmation() -> None:
+    answers = [_verdict(False, gained=3, lost=1), _verdict(True)]
+    detector = ShiftDetector(calibration=2)
+    found = [
+        detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q: answers.pop(0))
+        for e, m in enumerate(_maps())
+    ]
+    assert found[5].candidate and found[6].fired and found[6].follow == _verdict(True) and not answers
+
+
+def test_an_untestable_candidate_waits_for_its_confirmation() -> None:
+    detector = ShiftDetector(calibration=2)
+    found = [detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q: None) for e, m in enumerate(_maps())]
+    assert found[5].candidate and found[6].fired and found[6].follow is None
