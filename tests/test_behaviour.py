@@ -182,3 +182,12 @@ def test_an_untestable_candidate_waits_for_its_confirmation() -> None:
     detector = ShiftDetector(calibration=2)
     found = [detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q: None) for e, m in enumerate(_maps())]
     assert found[5].candidate and found[6].fired and found[6].follow is None
+
+
+def test_following_means_the_donors_own_prediction_even_where_its_cue_does_not_spell_its_label() -> None:
+    images, labels = _probes()
+    shuffled = images.clone()
+    shuffled[:, :, :4, :4] = images.roll(1, dims=0)[:, :, :4, :4]  # each probe's patch names the next class
+    regions = [((0, 0, 4, 4), [k]) for k in range(CLASSES)]
+    found = follow_test(Reader(1.0), snapshot(Reader(0.0)), 2, shuffled, labels, regions, alpha=0.005)
+    assert found is not None and found.passed and (found.gained, found.lost) == (30, 0)  # every pair follows

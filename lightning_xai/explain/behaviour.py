@@ -2,12 +2,13 @@
 
 A change in the maps says where relevance went, not that the model now decides by it. The test asks the model:
 something is copied from one probe (the donor) into a probe of another class (the recipient), and the prediction
-*follows* when it becomes the donor's class. The same transplanted images are shown to the model as it is now and as
-it was at the drift reference (its weights kept on the CPU, run through ``torch.func.functional_call``: the training
-weights are never touched). A shortcut that took over makes the model follow far more often than at the reference;
-relevance that moved for a benign reason (a data shift the label does not follow, training going on) does not. The
-pairs that changed are compared with an exact one-sided sign test (McNemar's, with
-:func:`~lightning_xai.functional.stats.binomial_tail`): no threshold besides its level.
+*follows* when it becomes what the model predicts for the donor itself (and did not predict for the recipient): the
+donor's cue need not spell its label, only what the model reads from it. The same transplanted images are shown to
+the model as it is now and as it was at the drift reference (its weights kept on the CPU, run through
+``torch.func.functional_call``: the training weights are never touched). A shortcut that took over makes the model
+follow far more often than at the reference; relevance that moved for a benign reason (a data shift the label does
+not follow, training going on) does not. The pairs that changed are compared with an exact one-sided sign test
+(McNemar's, with :func:`~lightning_xai.functional.stats.binomial_tail`): no threshold besides its level.
 
 What is transplanted (each at half the level, Bonferroni):
 
@@ -51,8 +52,8 @@ class FollowTest:
 
     Attributes:
         kind: what was transplanted: ``"region"``, ``"quiet"`` or ``"colour"`` (see the module).
-        pairs: donor/recipient pairs shown; ``followed``: how many predictions became the donor's class now,
-            ``followed_before``: with the weights of epoch ``before_epoch``.
+        pairs: donor/recipient pairs shown; ``followed``: how many transplants the model now predicts as it
+            predicts the donor (and not as the recipient), ``followed_before``: with the weights of ``before_epoch``.
         gained: pairs followed now but not before; ``lost``: before but not now (the sign test's counts).
         p_value: ``P(Binomial(gained + lost, 1/2) >= gained)``; ``passed``: under the test's level.
     """
@@ -152,12 +153,13 @@ def follow_test(
     forward_fn: ModelForwardFn | None = None,
     batch_size: int = 64,
 ) -> FollowTest | None:
-    """Transplant from the regions' donors into the other classes' probes and compare how often the prediction
-    follows the donor's class with ``module``'s weights now and with ``before`` (a :func:`snapshot`): the boxes
-    together and, with ``quiet`` (``(P, h, w)`` bool: each probe's ignored cells), the places both probes ignored,
-    each at ``alpha / 2``; with ``colour``, the donors' colours at ``alpha``. The result of the transplant with the
-    smallest p-value; None when nothing can be tested (no pair, boxes too large). The training state is left as
-    found (eval mode, no ``.grad``, RNGs, hooks: :func:`~lightning_xai.explain.guard.training_state_guard`)."""
+    """Transplant from the regions' donors into the other classes' probes and compare how often the prediction follows
+    the donor (becomes the donor's own prediction, which the recipient's was not) with ``module``'s weights now and
+    with ``before`` (a :func:`snapshot`): the boxes together and, with ``quiet`` (``(P, h, w)`` bool: each probe's
+    ignored cells), the places both probes ignored, each at ``alpha / 2``; with ``colour``, the donors' colours at
+    ``alpha``. The result of the transplant with the smallest p-value; None when nothing can be tested (no pair,
+    boxes too large). The training state is left as found (eval mode, no ``.grad``, RNGs, hooks:
+    :func:`~lightning_xai.explain.guard.training_state_guard`)."""
     size = (int(images.shape[-2]), int(images.shape[-1]))
     pairs = transplant_pairs(targets, sorted({d for _, donors in regions for d in donors}))
     if not pairs:
@@ -176,16 +178,22 @@ def follow_test(
             moved["quiet"] = transplanted(x, torch.stack([ignored[d] & ignored[r] for d, r in pairs]).to(device), pairs)
     if not moved:
         return None
-    donor_class = targets.to(device)[[d for d, _ in pairs]]
+    donors, recipients = [d for d, _ in pairs], [r for _, r in pairs]
     found: list[FollowTest] = []
     with training_state_guard(module, device), uncompiled(module), torch.no_grad():
-        for kind, inputs in moved.items():
-            follows = []
-            for state in (None, before):
-                forward = _forward(module, forward_fn, state)
-                predicted = torch.cat([forward(part).argmax(dim=1) for part in inputs.split(batch_size)])
-                follows.append((predicted == donor_class).cpu())
-            now, then = follows
+        answers = []  # per weight set: the probes' own predictions, then each transplant's
+        for state in (None, before):
+            forward = _forward(module, forward_fn, state)
+            own = forward(x).argmax(dim=1)
+            changed = {
+                k: torch.cat([forward(part).argmax(dim=1) for part in v.split(batch_size)]) for k, v in moved.items()
+            }
+            answers.append((own, changed))
+        for kind in moved:
+            # follows: the transplant's prediction became the donor's own, which the recipient's own was not
+            now, then = (
+                ((changed[kind] == own[donors]) & (own[recipients] != own[donors])).cpu() for own, changed in answers
+            )
             gained, lost = int((now & ~then).sum()), int((then & ~now).sum())
             p_value = binomial_tail(gained + lost, gained, 0.5)
             counts = (len(pairs), int(now.sum()), int(then.sum()), gained, lost, p_value)
