@@ -44,9 +44,9 @@ TB_CHECKSUM = "checksum, TensorBoard's"
 
 
 def encode_png(image: Image.Image, compress_level: int) -> bytes:
-    """The former path, for the comparison: PNG bytes at a zlib level."""
+    """The former path, for the comparison: PNG bytes at a zlib level (of the RGB image; the sheet is RGBX)."""
     buffer = io.BytesIO()
-    image.save(buffer, "png", compress_level=compress_level)
+    (image if image.mode == "RGB" else image.convert("RGB")).save(buffer, "png", compress_level=compress_level)
     return buffer.getvalue()
 
 

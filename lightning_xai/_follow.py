@@ -14,7 +14,7 @@ from lightning_xai.explain.forward import ModelForwardFn
 
 class FollowCheck:
     """Keeps the model's weights of the drift reference's evaluation (float32, on the CPU: one copy of the model; rank
-    0, in memory only, so a resumed run's candidates get the detector's own tests) and builds each evaluation's
+    0, in memory only: a resumed run keeps those of its first evaluation instead) and builds each evaluation's
     ``verify`` for the detector (:mod:`~lightning_xai.explain.behaviour`).
 
     Args:
@@ -35,11 +35,13 @@ class FollowCheck:
         return self._reference is not None
 
     def keep(self, module: nn.Module, epoch: int, reference_epochs: Iterable[int]) -> None:
-        """After an evaluation: keep ``module``'s weights when ``epoch`` is the drift reference's (the first
-        method's, when they differ) and none of a current reference are kept. When they cannot be copied (e.g. out
-        of memory), none are kept: candidates get the detector's own tests."""
+        """After an evaluation: keep ``module``'s weights at the drift reference's evaluation (the earliest method's),
+        or, when none from then on are kept (a resumed run, a reference set again), at the first evaluation since.
+        When they cannot be copied (e.g. out of memory), none are kept: candidates get the detector's own tests."""
         references = set(reference_epochs)
-        if epoch not in references or (self._reference is not None and self._reference[0] in references):
+        if not references or epoch < min(references):
+            return
+        if self._reference is not None and self._reference[0] >= min(references):
             return
         try:
             self._reference = (epoch, snapshot(module))

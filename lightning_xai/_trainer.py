@@ -4,10 +4,11 @@ it logs, other monitors' checkpoint state, what ``on_drift`` does, and changes t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
@@ -15,6 +16,7 @@ from lightning_xai import _warn
 from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
 from lightning_xai.explain.run import isolated
 from lightning_xai.visualize.dashboard import named
+from lightning_xai.visualize.loggers import write_summary
 from lightning_xai.visualize.writer import add_text_job
 
 
@@ -54,25 +56,78 @@ def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) ->
         )
 
 
+def monitored(key: str) -> bool:
+    """Whether ``key`` (unnamed, ``xai/<method>/...``) is one a user would monitor: a drift median or a detector's
+    score. Only these go through ``pl_module.log`` (``callback_metrics``, ``EarlyStopping``, ``ModelCheckpoint``)."""
+    return ("/drift/" in key and key.endswith("/median")) or key.endswith(("/alert/score", "/alert/colour/score"))
+
+
+#: the loggers whose ``log_metrics`` may run on the background writer (it already writes their media); any other
+#: logger (``CSVLogger``: its rows are a list that its ``save()`` empties) gets them on the training thread
+THREAD_SAFE_LOGGERS = ("TensorBoardLogger", "WandbLogger", "MLFlowLogger")
+
+
 def log_epoch_scalars(
-    trainer: Trainer, pl_module: LightningModule, scalars: dict[str, float], name: str | None = None
+    trainer: Trainer,
+    pl_module: LightningModule,
+    scalars: dict[str, float],
+    name: str | None = None,
+    writer: Any = None,
 ) -> None:
-    """Log epoch-level scalars through ``pl_module.log`` (every logger, ``EarlyStopping`` and ``ModelCheckpoint``
-    see them), as ``xai/<name>/...`` for a named monitor; equal on every rank, so a DDP max-reduce keeps them exact."""
-    distributed, logged = trainer.world_size > 1, {named(key, name): value for key, value in scalars.items()}
-    reduce_fx = "max" if distributed else "mean"
-    pl_module.log_dict(
-        logged, on_step=False, on_epoch=True, sync_dist=distributed, reduce_fx=reduce_fx, add_dataloader_idx=False
-    )
+    """Log an evaluation's scalars, as ``xai/<name>/...`` for a named monitor: the :func:`monitored` ones through
+    ``pl_module.log`` (equal on every rank, so a DDP max-reduce keeps them exact), the others straight to every logger
+    at the step Lightning logs them at (rank 0; queued on the background ``writer`` where the logger allows), as
+    Lightning's ``LearningRateMonitor`` does: ``pl_module.log`` costs about 0.2 ms a key."""
+    watched = {named(key, name): value for key, value in scalars.items() if monitored(key)}
+    if watched:
+        distributed = trainer.world_size > 1
+        reduce_fx = "max" if distributed else "mean"
+        pl_module.log_dict(
+            watched, on_step=False, on_epoch=True, sync_dist=distributed, reduce_fx=reduce_fx, add_dataloader_idx=False
+        )
+    rest = {named(key, name): float(value) for key, value in scalars.items() if not monitored(key)}
+    if rest and trainer.is_global_zero:
+        log_to_loggers(trainer, rest, writer)
+
+
+def log_to_loggers(trainer: Trainer, metrics: dict[str, float], writer: Any = None) -> None:
+    """``logger.log_metrics(metrics, step)`` for every logger of ``trainer`` at the step Lightning logs the epoch's
+    values at (``trainer.validate``/``test`` too); on ``writer`` for :data:`THREAD_SAFE_LOGGERS`. A failure is
+    warned about, never raised."""
+    step = int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))  # Lightning's
+    for logger in trainer.loggers:
+        job = partial(_log_metrics, logger, metrics, step)
+        kinds = {cls.__name__ for cls in type(logger).__mro__}
+        if writer is not None and kinds.intersection(THREAD_SAFE_LOGGERS):
+            writer.submit(job)
+        else:
+            try:
+                job()
+            except Exception as err:  # noqa: BLE001 - a logger's failure must not stop training
+                _warn.report(f"AttributionMonitor: {type(logger).__name__} could not log the scalars: {err!r}")
+
+
+def _log_metrics(logger: Logger, metrics: dict[str, float], step: int) -> None:
+    """``logger.log_metrics``; for a plain ``TensorBoardLogger`` (no prefix, its own ``log_metrics``) the same
+    values as one event instead of one per key (0.7 ms less for 21 keys)."""
+    own = type(logger).log_metrics is TensorBoardLogger.log_metrics and not getattr(logger, "_prefix", "")
+    if isinstance(logger, TensorBoardLogger) and own:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        values = [Summary.Value(tag=key, simple_value=value) for key, value in metrics.items()]
+        write_summary(logger.experiment, Summary(value=values), step)
+    else:
+        logger.log_metrics(metrics, step=step)
 
 
 def with_placeholders(
     scalars: dict[str, float], keys: Sequence[str], logged: Mapping[str, Any], name: str | None
 ) -> dict[str, float]:
-    """``scalars`` plus 0.0 (no drift yet) for each drift key of the setup check not logged yet by a method that ran:
-    ``ModelCheckpoint(monitor=<drift key>)`` has no ``strict=False`` and needs the key at its first check."""
+    """``scalars`` plus 0.0 (no drift yet) for each :func:`monitored` drift key of the setup check not logged yet by
+    a method that ran: ``ModelCheckpoint(monitor=<drift key>)`` has no ``strict=False`` and needs the key at its first
+    check."""
     explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
-    missing = {k: 0.0 for k in keys if k not in scalars and named(k, name) not in logged}
+    missing = {k: 0.0 for k in keys if monitored(k) and k not in scalars and named(k, name) not in logged}
     return {**{k: v for k, v in missing.items() if k.split("/")[1] in explained}, **scalars}
 
 

@@ -41,9 +41,10 @@ class AttributionMonitor(Callback):
     r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
 
     The methods (Captum) run on the training device in eval mode and float32 without touching the training state.
-    The monitor logs an explanation sheet and a prediction table to every logger, drift scalars through
-    ``pl_module.log`` (for ``EarlyStopping``/``ModelCheckpoint``), and alerts when the :class:`ShiftDetector` (or a
-    :class:`DriftRule`) fires.
+    The monitor logs an explanation sheet and a prediction table to every logger, the drift medians and the
+    detector's scores through ``pl_module.log`` (for ``EarlyStopping``/``ModelCheckpoint``) and its other scalars to
+    the loggers directly, and alerts when the :class:`ShiftDetector` (or a :class:`DriftRule`) fires; the detector
+    puts each candidate to the model (the transplant test) before it alerts.
 
     Args:
         probes: None (draw ``num_probes`` from the first validation dataloader, as the model receives them), a
@@ -293,7 +294,7 @@ class AttributionMonitor(Callback):
         self.cost.after_evaluation(record, self._warn_once, self.budget.max_seconds_per_epoch, fitting)  # every rank
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
         scalars = _trainer.with_placeholders(record.scalars, keys, trainer.callback_metrics, self.name)
-        _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name)
+        _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
     def _explain(self, trainer: Trainer, pl_module: LightningModule, part: slice) -> ProbeExplanations:

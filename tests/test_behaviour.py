@@ -191,3 +191,19 @@ def test_following_means_the_donors_own_prediction_even_where_its_cue_does_not_s
     regions = [((0, 0, 4, 4), [k]) for k in range(CLASSES)]
     found = follow_test(Reader(1.0), snapshot(Reader(0.0)), 2, shuffled, labels, regions, alpha=0.005)
     assert found is not None and found.passed and (found.gained, found.lost) == (30, 0)  # every pair follows
+
+
+def test_the_reference_weights_are_kept_once_and_taken_again_after_a_resume() -> None:
+    from lightning_xai._follow import FollowCheck
+
+    check, model = FollowCheck(0.005), Reader(0.25)
+    check.keep(model, 1, [])  # the warm-up: no reference yet
+    assert not check.ready
+    check.keep(model, 2, [2, 2])
+    assert check.ready and check._reference is not None and check._reference[0] == 2
+    model.w.data.fill_(0.75)
+    check.keep(model, 3, [2, 2])  # later evaluations keep the reference's weights
+    assert check._reference[0] == 2 and float(check._reference[1]["w"]) == 0.25
+    resumed = FollowCheck(0.005)  # a resumed run: the reference lies before it, its first evaluation stands in
+    resumed.keep(model, 6, [2])
+    assert resumed._reference is not None and resumed._reference[0] == 6

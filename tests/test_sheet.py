@@ -179,7 +179,7 @@ def test_the_page_is_composed_off_the_device_and_encoded_once_for_everyone(monke
     monkeypatch.setattr(torch.Tensor, "__mul__", None)  # composing uses no torch arithmetic (numpy + Pillow only)
     image = compose()
     monkeypatch.undo()
-    page = np.asarray(image)
+    page = np.asarray(image.convert("RGB"))  # (composed as RGBX: Pillow's own layout, encoded without a conversion)
     assert page.shape == (layout.height, layout.width, 3) and page.dtype == np.uint8
     assert np.array_equal(
         page, render_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, **kw).permute(1, 2, 0).numpy()

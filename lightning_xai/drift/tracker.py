@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_xai.functional import drift as functional
 from lightning_xai.functional._common import magnitudes
-from lightning_xai.functional.drift import _centered_ranks, _finish, _iou_distance, _spearman_from_ranks, _top_cells
 
 
 class _Prepared(NamedTuple):
-    """What comparing a map needs, computed once per map (its one sort)."""
+    """What comparing a map needs, computed once per map (its one sort): numpy arrays for a map on the CPU (a few
+    microseconds an operation instead of torch's tens), tensors on the map's device otherwise."""
 
-    ranks: tuple[Tensor, Tensor]  # centred ranks, constant rows
-    top: Tensor  # top-k cells
-    nan: Tensor  # rows holding NaN
+    ranks: Any  # centred ranks
+    constant: Any  # constant rows
+    top: Any  # top-k cells
+    nan: Any  # rows holding NaN
+    device: torch.device
 
 
 @dataclass
@@ -54,26 +59,30 @@ class DriftTracker:
         self.reference_epochs: dict[str, int] = {}
         self.previous: dict[str, Tensor] = {}
         self._ready: dict[tuple[str, str], tuple[Tensor, _Prepared]] = {}  # a stored map and its preparation
+        self._last: dict[str, tuple[Tensor, Tensor]] = {}  # per method: the last map measured, its rank drift vs ref
 
     def _prepare(self, maps: Tensor, device: torch.device) -> _Prepared:
         """``maps`` ready for comparisons on ``device``; a stored map's preparation is reused (each is sorted once)."""
         for source, ready in self._ready.values():
-            if source is maps and ready.nan.device == device:
+            if source is maps and ready.device == device:
                 return ready
         rows = magnitudes("maps", maps.to(device))
-        return _Prepared(_centered_ranks(rows), _top_cells(rows, self.topk), rows.isnan().any(dim=1))
+        (ranks, constant), top, nan = functional._centered_ranks(rows), functional._top_cells(rows, self.topk), None
+        if device.type == "cpu":
+            values = rows.numpy()
+            nan = np.isnan(values.sum(axis=1))  # a NaN cell makes the sum NaN (magnitudes: never -inf + inf)
+            return _Prepared(ranks.numpy(), constant.numpy(), top.numpy(), nan, device)
+        return _Prepared(ranks, constant, top, rows.isnan().any(dim=1), device)
 
     def distances(self, current: Tensor, other: Tensor) -> dict[str, Tensor]:
         """Per-probe drift of ``current`` against ``other`` for every metric (a stored map is not sorted again)."""
         if current.shape != other.shape:
             raise ValueError(f"`current` {tuple(current.shape)} and `other` {tuple(other.shape)} must have one shape.")
-        cur, ref = self._prepare(current, current.device), self._prepare(other, current.device)
-        found = {"rank": _spearman_from_ranks(cur.ranks, ref.ranks), "topk": _iou_distance(cur.top, ref.top)}
-        return {metric: _finish(d, cur.nan | ref.nan, torch.device("cpu")) for metric, d in found.items()}
+        return _compare(self._prepare(current, current.device), self._prepare(other, current.device))
 
     def update(self, method: str, epoch: int, raw: Tensor) -> DriftResult:
         """Measure ``raw`` ``(P, h, w)`` against the stored maps, then store it as previous (and reference)."""
-        result = DriftResult()
+        result, given = DriftResult(), raw
         raw = raw.detach().float()
         stored = {"previous": self.previous, "reference": self.reference}
         if any(method in maps and maps[method].shape != raw.shape for maps in stored.values()):
@@ -85,10 +94,13 @@ class DriftTracker:
                 self._ready[name, method] = (maps[method], self._prepare(maps[method], raw.device))
         for name, maps in stored.items():
             for metric, values in (self.distances(raw, maps[method]) if method in maps else {}).items():
-                key, d = f"{metric}_vs_{name}", values.double()
+                key, d = f"{metric}_vs_{name}", values.numpy().astype(np.float64)
                 result.per_probe[key] = values
-                result.statistics[f"{key}/median"] = float(torch.quantile(d, 0.5).float())  # mean of the middle two
-                result.statistics[f"{key}/share"] = float((d > self.probe_threshold).double().mean())
+                result.statistics[f"{key}/median"] = _median(d)  # torch.quantile(d, 0.5) in float32, bit for bit
+                result.statistics[f"{key}/share"] = float((d > self.probe_threshold).mean())
+        self._last.pop(method, None)
+        if "rank_vs_reference" in result.per_probe:  # the sheet's per-probe drift (not at the reference itself)
+            self._last[method] = (given, result.per_probe["rank_vs_reference"])
         # the pinned epoch, or the first evaluated after it (a skipped method); else the end of the warm-up
         first = self.warmup_epochs if self.reference_epoch is None else self.reference_epoch
         if method not in self.reference and epoch >= first:
@@ -102,8 +114,17 @@ class DriftTracker:
         self._ready["previous", method] = (self.previous[method], self._ready.pop(("current", method))[1])
         return result
 
+    def reference_drift(self, method: str, raw: Tensor) -> Tensor | None:
+        """The per-probe rank drift against the reference that :meth:`update` measured for ``raw`` (the same tensor
+        object it was given), or None (not measured: compare with :meth:`distances`)."""
+        last = self._last.get(method)
+        return last[1] if last is not None and last[0] is raw else None
+
     def __getstate__(self) -> dict[str, Any]:  # pickled (ddp_spawn) without the comparison cache
-        return {**self.__dict__, "_ready": {}}
+        return {**self.__dict__, "_ready": {}, "_last": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_last": {}, **state})
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -116,4 +137,33 @@ class DriftTracker:
         self.reference = dict(state.get("reference", {}))
         self.reference_epochs = {k: int(v) for k, v in state.get("reference_epochs", {}).items()}
         self.previous = dict(state.get("previous", {}))
-        self._ready = {}  # prepared again from the loaded maps when first compared
+        self._ready, self._last = {}, {}  # prepared again from the loaded maps when first compared
+
+
+def _compare(cur: _Prepared, ref: _Prepared) -> dict[str, Tensor]:
+    """Per-probe rank and top-k drift of two prepared maps, float32 CPU tensors (NaN where either map holds NaN)."""
+    if isinstance(cur.ranks, np.ndarray):
+        nan = cur.nan | ref.nan
+        found = {
+            "rank": functional._spearman_np(cur.ranks, cur.constant, ref.ranks, ref.constant),
+            "topk": functional._iou_np(cur.top, ref.top),
+        }
+        return {metric: torch.from_numpy(functional._finish_np(d, nan)) for metric, d in found.items()}
+    found_t = {
+        "rank": functional._spearman_from_ranks((cur.ranks, cur.constant), (ref.ranks, ref.constant)),
+        "topk": functional._iou_distance(cur.top, ref.top),
+    }
+    return {metric: functional._finish(d, cur.nan | ref.nan, torch.device("cpu")) for metric, d in found_t.items()}
+
+
+def _median(values: np.ndarray) -> float:
+    """``float(torch.quantile(torch.from_numpy(values), 0.5).float())`` of a 1-D float64 array, without torch: NaN if
+    any value is NaN, else the lower middle value lerped towards the upper one as ``torch.lerp`` does."""
+    if np.isnan(values.sum()):
+        return math.nan
+    ordered = np.sort(values)
+    rank = 0.5 * (len(ordered) - 1)
+    low, high = ordered[int(rank)], ordered[math.ceil(rank)]
+    weight = rank - int(rank)
+    value = low + weight * (high - low) if weight < 0.5 else high - (high - low) * (1 - weight)
+    return float(np.float32(value))

@@ -191,7 +191,10 @@ def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor
         if stored is None or stored.shape != explanation.raw.shape or (cut is not None and bool(cut.any())):
             out[name] = None
             continue
-        out[name] = tracker.distances(explanation.raw.detach().float(), stored)["rank"]
+        measured = getattr(tracker, "reference_drift", lambda *_: None)(name, explanation.raw)  # by ``update``
+        out[name] = (
+            measured if measured is not None else tracker.distances(explanation.raw.detach().float(), stored)["rank"]
+        )
         epochs.add(tracker.reference_epochs.get(name))
     if not epochs:
         return out, "vs ref: rank drift against the reference epoch (none before it)"

@@ -58,7 +58,7 @@ class TensorBoardSink(MediaSink):
         layouts = _LAYOUTS.setdefault(writer, {})
         if media.name not in layouts:  # a resumed run opens a new writer: the layout goes to its event file too
             layouts[media.name] = custom_scalars_layout(media.methods, media.name, media.rules)
-            jobs.append(partial(_write_summary, writer, layout_summary(list(layouts.values())), None))
+            jobs.append(partial(write_summary, writer, layout_summary(list(layouts.values())), None))
         texts = [(tag, table.markdown()) for tag, table in media.tables] + list(media.texts)
         if media.settings is not None:
             texts.insert(0, (named("xai/settings", media.name), settings_markdown(media.settings)))
@@ -97,7 +97,8 @@ class TensorBoardSink(MediaSink):
         self._runs = {}
 
 
-def _write_summary(writer: Any, summary: Any, step: int | None) -> None:
+def write_summary(writer: Any, summary: Any, step: int | None) -> None:
+    """``summary`` as one event of ``writer`` (a ``SummaryWriter``) at ``step``."""
     (writer.file_writer or writer._get_file_writer()).add_summary(summary, step)
 
 
@@ -106,7 +107,7 @@ def _tensorboard_image(writer: Any, tag: str, image: Picture, step: int) -> None
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     encoded = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=image.encoded())
-    _write_summary(writer, Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
+    write_summary(writer, Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
 
 def _text_files(media: EvaluationMedia) -> list[tuple[str, str, str]]:

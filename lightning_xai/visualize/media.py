@@ -34,14 +34,14 @@ JPEG_QUALITY = 90
 
 
 def encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    """JPEG bytes (4:4:4) of an RGB image (Pillow; releases the GIL; about 8x faster than a PNG at zlib level 1)."""
+    """JPEG bytes (4:4:4) of an RGB or RGBX image (Pillow; releases the GIL; 8x faster than a PNG at zlib level 1)."""
     buffer = io.BytesIO()
     image.save(buffer, "jpeg", quality=quality, subsampling=0)
     return buffer.getvalue()
 
 
 class Picture:
-    """An RGB image composed and JPEG-encoded once, when first asked for (thread-safe), for every logger alike."""
+    """An image composed and JPEG-encoded once, when first asked for (thread-safe), for every logger alike."""
 
     #: the file extension of :meth:`encoded`
     extension = "jpg"
@@ -60,7 +60,7 @@ class Picture:
         return cls(lambda: Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())), *image.shape[1:])
 
     def image(self) -> Image.Image:
-        """The composed image (do not modify: it is shared)."""
+        """The composed image, RGB or RGBX (do not modify: it is shared)."""
         with self._lock:
             if self._image is None:
                 assert self._compose is not None
@@ -71,7 +71,8 @@ class Picture:
 
     def array(self) -> np.ndarray:
         """``(H, W, 3)`` uint8, C-contiguous, a new copy of :meth:`image` per call."""
-        return np.array(self.image())
+        image = self.image()
+        return np.array(image if image.mode == "RGB" else image.convert("RGB"))
 
     def encoded(self) -> bytes:
         """The JPEG bytes (quality :data:`JPEG_QUALITY`), encoded once."""
@@ -118,9 +119,11 @@ def prediction_rows(
     """The predictions table: probe, label, target, predicted, confidence (and drift per method)."""
     drift = dict(drift or {})
     table = Table(["probe", "label", "target", "predicted", "confidence"] + [f"{m} drift" for m in drift])
-    values = [None if v is None else [float(x) for x in v.cpu()] for v in drift.values()]
+    values = [None if v is None else [float(x) for x in v.cpu().tolist()] for v in drift.values()]
+    known = None if labels is None else [int(x) for x in labels.cpu().tolist()]
+    columns = [[f(x) for x in t.cpu().tolist()] for f, t in ((int, targets), (int, predicted), (float, confidence))]
     for i in range(int(predicted.shape[0])):
-        row = [i, None if labels is None else int(labels[i]), int(targets[i]), int(predicted[i]), float(confidence[i])]
+        row = [i, None if known is None else known[i], columns[0][i], columns[1][i], columns[2][i]]
         table.rows.append(row + [None if v is None or i >= len(v) else v[i] for v in values])
     return table
 

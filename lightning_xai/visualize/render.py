@@ -89,8 +89,13 @@ def normalize_maps(maps: Tensor, mode: str = "max", percentile: float = 99.0, ep
         denom = peak
     else:  # numpy's "linear" percentile from the two order statistics it needs (no sort, no size limit)
         pos = float(percentile) / 100.0 * (flat.shape[1] - 1)
-        lo, hi = flat.kthvalue(math.floor(pos) + 1, dim=1).values, flat.kthvalue(math.ceil(pos) + 1, dim=1).values
-        denom = lo + (hi - lo) * (pos - math.floor(pos))
+        below, above = math.floor(pos), math.ceil(pos)
+        if flat.device.type == "cpu":  # both in one partition (torch's kthvalue: 10x slower, twice)
+            part = np.partition(flat.detach().numpy(), sorted({below, above}), axis=1)
+            lo, hi = torch.from_numpy(part[:, below]), torch.from_numpy(part[:, above])
+        else:
+            lo, hi = flat.kthvalue(below + 1, dim=1).values, flat.kthvalue(above + 1, dim=1).values
+        denom = lo + (hi - lo) * (pos - below)
     denom = torch.where(denom > eps, denom, peak)
     valid = denom > eps
     out = (flat / torch.where(valid, denom, torch.ones_like(denom))[:, None]).clamp(0.0, 1.0)

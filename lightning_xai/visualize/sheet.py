@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import math
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,9 +31,13 @@ from torch import Tensor
 from lightning_xai.explain import Explanation
 from lightning_xai.visualize.display import Denormalize, to_display_images
 from lightning_xai.visualize.render import check_colormap, device_lut, lut_uint8, normalize_maps
+from lightning_xai.visualize.text import FONT_SIZE as FONT_SIZE  # re-exported
+from lightning_xai.visualize.text import Colour, fit_text, put_all, text_width, wrap_text
+from lightning_xai.visualize.text import _font as _font
+from lightning_xai.visualize.text import _stamp as _stamp
+from lightning_xai.visualize.text import put as _put
 
 DEFAULT_TILE_SIZE = 128
-FONT_SIZE = 14
 MARGIN, GAP, LINE = 10, 8, 20
 NOTE_LINES = 3
 #: column titles of the known methods (others show their name)
@@ -47,57 +50,6 @@ BOX_COLOURS = ((255, 255, 255), (0, 255, 0), (255, 0, 255), (255, 255, 0), (0, 2
 MAX_PROBES = 8
 #: the evidence image's margin, gap, header, column title and probe label (pixels)
 _MARGIN, _GAP, _HEADER, _COLUMN_TITLE, _LABEL = 8, 6, 44, 18, 132
-_PAD = 4  # pixels around a cached text's mask
-
-Colour = tuple[float, float, float]
-
-
-@functools.cache
-def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=FONT_SIZE)
-
-
-@functools.lru_cache(maxsize=4096)
-def text_width(text: str) -> float:
-    """Width in pixels of ``text`` in the sheet's font."""
-    return float(_font().getlength(text))
-
-
-@functools.lru_cache(maxsize=2048)
-def _stamp(text: str, fraction: float) -> Image.Image:
-    """``text`` as an ``L`` mask, origin ``(_PAD + fraction, _PAD)``: rasterised once, pasted as ``ImageDraw.text``."""
-    box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((_PAD + fraction, _PAD), text, font=_font())
-    mask = Image.new("L", (math.ceil(box[2]) + _PAD, math.ceil(box[3]) + _PAD))
-    ImageDraw.Draw(mask).text((_PAD + fraction, _PAD), text, fill=255, font=_font())
-    return mask
-
-
-def _put(image: Image.Image, x: float, y: int, text: str, colour: Colour) -> float:
-    """``text`` drawn on ``image`` in ``colour`` with its origin at ``(x, y + 1)``; returns the x where it ends."""
-    whole = math.floor(x)
-    image.paste(tuple(round(c * 255) for c in colour), (whole - _PAD, y + 1 - _PAD), _stamp(text, x - whole))
-    return x + text_width(text)
-
-
-def fit_text(text: str, width: float) -> str:
-    """``text`` cut to fit ``width`` pixels, ending in ``..`` when cut."""
-    if text_width(text) <= width:
-        return text
-    cut = text
-    while cut and text_width(cut + "..") > width:
-        cut = cut[:-1]
-    return cut + ".." if cut else ""
-
-
-def wrap_text(text: str, width: float) -> list[str]:
-    """``text`` broken at spaces into lines of at most ``width`` pixels (a longer word is cut)."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and text_width(lines[-1] + " " + word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(fit_text(word, width))
-    return lines
 
 
 @dataclass(frozen=True)
@@ -143,7 +95,7 @@ def _static_page(layout: SheetLayout, heads: tuple[str, ...], colormap: str, not
     _put(image, layout.width - MARGIN - text_width("max"), bar_y + 14, "max", INK)
     for k, line in enumerate(wrap_text(notes, layout.width - 2 * MARGIN)[:NOTE_LINES]):
         _put(image, MARGIN, bar_y + 14 + (k + 1) * LINE, line, MUTED)
-    page = np.array(image)
+    page = np.array(image.convert("RGBX"))  # four bytes a pixel, as Pillow keeps RGB: no conversion per page
     page.flags.writeable = False
     return page
 
@@ -169,7 +121,7 @@ def prepare_sheet(
     display: Tensor | None = None,
     heats: Mapping[str, Tensor] | None = None,
 ) -> tuple[SheetLayout, Callable[[], Image.Image]]:
-    """The sheet's layout and a function composing its RGB page with numpy and Pillow only (for a background thread)
+    """The sheet's layout and a function composing its RGBX page with numpy and Pillow (for a background thread)
     from tiles rendered in one batch on the inputs' device. ``results``' ``display`` maps scaled by
     ``normalizations``; captions from ``predicted``, ``confidence``, ``labels`` (or None), ``targets``; ``drift``: each
     method's per-probe drift (None: "drift -") named ``drift_name``, red over ``drift_threshold``, explained by
@@ -189,15 +141,16 @@ def prepare_sheet(
     shown = display if scale >= 1 else F.interpolate(display, size=(sh, sw), mode="area")
     rh, rw = int(shown.shape[-2]), int(shown.shape[-1])
     image = shown.permute(0, 2, 3, 1)  # (N, rh, rw, 3)
-    out = torch.empty((n, rh, 1 + len(names), rw, 3), dtype=torch.uint8, device=shown.device)
-    out[:, :, 0] = image.mul(255.0).add_(0.5)  # values in [0, 1]: + 0.5 then truncation rounds
+    out = torch.full((n, rh, 1 + len(names), rw, 4), 255, dtype=torch.uint8, device=shown.device)  # RGBX
+    out[:, :, 0, :, :3] = image.mul(255.0).add_(0.5)  # values in [0, 1]: + 0.5 then truncation rounds
     if names:
-        sized = [F.interpolate(heats[m].to(shown.device).float()[None], (rh, rw), mode="bilinear")[0] for m in names]
+        sized = [heats[m].to(shown.device).float() for m in names]  # (bilinear to the same size: the same values)
+        sized = [m if m.shape[-2:] == (rh, rw) else F.interpolate(m[None], (rh, rw), mode="bilinear")[0] for m in sized]
         heat = torch.nan_to_num(torch.stack(sized), nan=0.0).clamp_(0.0, 1.0)  # (M, N, rh, rw)
         colour = device_lut(colormap, str(shown.device))[heat.mul(255.0).round_().long()]  # (M, N, rh, rw, 3)
         blended = colour.sub_(image).mul_(heat.mul_(alpha).unsqueeze(-1)).add_(image)
-        out[:, :, 1:] = blended.permute(1, 2, 0, 3, 4).mul(255.0).add_(0.5)
-    tiles = out.cpu().numpy()  # and the source pixel of each tile row and column (nearest-exact)
+        out[:, :, 1:, :, :3] = blended.permute(1, 2, 0, 3, 4).mul(255.0).add_(0.5)
+    tiles = out.cpu().numpy().view(np.uint32)[..., 0]  # RGBX as one number a pixel
     at = [np.minimum(((np.arange(s) + 0.5) * (r / s)).astype(int), r - 1) for s, r in ((sh, rh), (sw, rw))]
     top, left = (t - sh) // 2, (t - sw) // 2
     pred, conf, tgt = (v.detach().cpu().tolist() for v in (predicted, confidence, targets))
@@ -211,18 +164,19 @@ def prepare_sheet(
     heads = ("input", *(METHOD_TITLES.get(n, n) for n in names))
 
     def compose() -> Image.Image:
-        page = _static_page(layout, heads, colormap, notes).copy()
+        page = _static_page(layout, heads, colormap, notes).copy()  # RGBX
+        pixels = page.view(np.uint32)[..., 0]  # (H, W), one number a pixel: the tiles are moved as such
         if n:  # the tiles, scaled up, into their places in strided assignments (whole factors: rows broadcast)
-            wide = np.take(tiles, at[1], axis=3)
+            wide = np.repeat(tiles, sw // rw, axis=3) if sw % rw == 0 else np.take(tiles, at[1], axis=3)
             y0, x0, step, columns = layout.rows[0], layout.columns[0], t + GAP, len(heads)
-            band = page[y0 : y0 + n * layout.row_height].reshape(n, layout.row_height, layout.width, 3)
-            cells = band[:, top : top + sh, x0 : x0 + columns * step].reshape(n, sh, columns, step, 3)[..., left:, :]
+            band = pixels[y0 : y0 + n * layout.row_height].reshape(n, layout.row_height, layout.width)
+            cells = band[:, top : top + sh, x0 : x0 + columns * step].reshape(n, sh, columns, step)[..., left:]
             if sh % rh == 0:
-                cells[..., :sw, :].reshape(n, rh, sh // rh, columns, sw, 3)[...] = wide[:, :, None]
+                cells[..., :sw].reshape(n, rh, sh // rh, columns, sw)[...] = wide[:, :, None]
             else:
-                cells[..., :sw, :] = np.take(wide, at[0], axis=1)
-        image, room = Image.fromarray(page), layout.width - 2 * MARGIN
-        _put(image, MARGIN, MARGIN, fit_text(title, room), INK)
+                cells[..., :sw] = np.take(wide, at[0], axis=1)
+        room = layout.width - 2 * MARGIN
+        texts: list[tuple[float, int, str, Colour]] = [(MARGIN, MARGIN, fit_text(title, room), INK)]
         for i, y in enumerate(layout.rows):  # each probe's caption above its tiles, its drift values below them
             label = None if lab is None else lab[i]
             bad = ALERT if label is not None and pred[i] != label else INK  # (short texts: most are cached)
@@ -231,8 +185,9 @@ def prepare_sheet(
             if tgt[i] != (label if label is not None else pred[i]):
                 parts.append((f"   expl. {tgt[i]}", MUTED))
             x: float = MARGIN
-            for text, colour in parts:
-                x = _put(image, x, y - LINE, fit_text(text, MARGIN + room - x), colour)
+            for text, colour in parts:  # (each part but the first starts or follows spaces: their ink never meets)
+                texts.append((x, y - LINE, fit := fit_text(text, MARGIN + room - x), colour))
+                x += text_width(fit)
             for x, name in zip(layout.columns[1:], names, strict=True):
                 drift = drifts.get(name)
                 if drift is None or i >= len(drift):
@@ -240,8 +195,10 @@ def prepare_sheet(
                 else:
                     text = f"{drift_name} {drift[i]:.2f}"
                     colour = ALERT if drift_threshold is not None and drift[i] > drift_threshold else INK
-                _put(image, x, y + t + 1, fit_text(text, t), colour)
-        return image  # RGB; Picture encodes it as is and makes an array only when a logger asks
+                texts.append((x, y + t + 1, fit_text(text, t), colour))
+        put_all(page, texts)  # in one blend: no two texts' ink meet
+        # RGBX, sharing the array's memory (Pillow keeps RGB as RGBX: nothing converted); Picture encodes it as is
+        return Image.frombuffer("RGBX", (layout.width, layout.height), page, "raw", "RGBX", 0, 1)
 
     return layout, compose
 
@@ -251,7 +208,7 @@ def render_sheet(
 ) -> Tensor:
     """One evaluation's sheet as a ``(3, H, W)`` uint8 CPU tensor; takes the arguments of :func:`prepare_sheet`."""
     _, compose = prepare_sheet(inputs, results, normalizations, **options)
-    return torch.from_numpy(np.array(compose())).permute(2, 0, 1)
+    return torch.from_numpy(np.array(compose().convert("RGB"))).permute(2, 0, 1)
 
 
 def evidence_tag(method: str) -> str:
