@@ -40,7 +40,7 @@ from lightning_xai.functional.stats import binomial_tail
 Region = tuple[tuple[int, int, int, int], Sequence[int]]
 
 #: at most this many donor/recipient pairs per transplant (an even spread over donors and recipients)
-MAX_PAIRS = 256
+MAX_PAIRS = 128
 
 #: the largest share of the image the regions' boxes may cover together: more would move the object too
 MAX_AREA = 0.5
