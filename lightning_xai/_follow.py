@@ -10,6 +10,7 @@ from lightning_xai.drift.detector import Verify
 from lightning_xai.drift.evidence import AlertRegion
 from lightning_xai.explain.behaviour import FollowTest, follow_test, snapshot
 from lightning_xai.explain.forward import ModelForwardFn
+from lightning_xai.explain.threads import torch_threads
 
 
 class FollowCheck:
@@ -56,23 +57,26 @@ class FollowCheck:
         forward_fn: ModelForwardFn | None,
         warn_once: Callable[[str, str], None],
         colour: bool = False,
+        threads: int | None = None,
     ) -> Verify:
         """``verify(regions, quiet)``: the transplant test against the reference's weights (None when the test fails:
         it is warned once and the candidate gets the detector's own tests). A class's region takes every probe of
-        that class as a donor; a cluster of unlabeled probes, its probes."""
+        that class as a donor; a cluster of unlabeled probes, its probes. ``threads``: torch's thread count for its
+        passes (the methods' fastest; the drift step around it runs with one)."""
 
         def verify(regions: tuple[AlertRegion, ...], quiet: Tensor) -> FollowTest | None:
             if self._reference is None or targets.numel() != images.shape[0]:
                 return None
             epoch, weights = self._reference
             try:
-                return follow_test(
-                    *(module, weights, epoch, images, targets, donor_groups(regions, targets)),
-                    alpha=self.alpha,
-                    quiet=quiet,
-                    colour=colour,
-                    forward_fn=forward_fn,
-                )
+                with torch_threads(threads):
+                    return follow_test(
+                        *(module, weights, epoch, images, targets, donor_groups(regions, targets)),
+                        alpha=self.alpha,
+                        quiet=quiet,
+                        colour=colour,
+                        forward_fn=forward_fn,
+                    )
             except Exception as err:  # noqa: BLE001 - a failed test never kills the run: the detector's way instead
                 self.failed = f"{type(err).__name__}: {err}"
                 warn_once(

@@ -326,7 +326,8 @@ class AttributionMonitor(Callback):
         verify = {}
         if self.follow is not None and self.follow.ready:  # a candidate is put to the model: what moved, its colour
             found = (pl_module, done.inputs, done.targets, self.forward_fn, self._warn_once)
-            verify = {kind: self.follow.verifier(*found, colour=kind == "colour") for kind in ("region", "colour")}
+            threads = self.threads.fastest(pl_module.device)  # its passes are the model's, not drift's small ops
+            verify = {k: self.follow.verifier(*found, k == "colour", threads) for k in ("region", "colour")}
         measuring = (done, epoch, step, *state, change, self._colour, verify)
         with one_torch_thread(pl_module.device):  # many small ops: with 2 threads on busy cores they wait on each other
             measured = isolated("measuring drift", errors, self._warn_once, measure, *measuring)

@@ -73,6 +73,14 @@ class ThreadChoice:
             return None if self.age.get(user, RETRY_EVERY) >= RETRY_EVERY else 1
         return 1 if self.busy and self.age.get(1, RETRY_EVERY) >= RETRY_EVERY else None  # busy cores: try one
 
+    def fastest(self, device: torch.device | str) -> int | None:
+        """The count measured fastest so far on the CPU (the user's when nothing says otherwise); None on a GPU. For
+        other work the monitor runs with the model's passes (the transplant test)."""
+        user = torch.get_num_threads()
+        if torch.device(device).type != "cpu":
+            return None
+        return 1 if self.rates.get(1, 0.0) > self.rates.get(user, 0.0) else user
+
     def record(
         self, count: int | None, samples: float, seconds: float, cpu_seconds: float, methods: tuple[str, ...] = ()
     ) -> None:
