@@ -207,3 +207,23 @@ def test_the_reference_weights_are_kept_once_and_taken_again_after_a_resume() ->
     resumed = FollowCheck(0.005)  # a resumed run: the reference lies before it, its first evaluation stands in
     resumed.keep(model, 6, [2])
     assert resumed._reference is not None and resumed._reference[0] == 6
+
+
+def test_the_evidence_image_says_what_the_model_followed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_xai.drift.alerts import DriftAlert
+    from lightning_xai.drift.evidence import AlertEvidence, AlertRegion
+    from lightning_xai.visualize import sheet
+
+    maps = torch.full((1, 8, 8), 1 / 64)
+    region = AlertRegion("class 0", (0,), (0,), (0, 0, 2, 2), "top-left")
+    found = (None, None, None, (region,), AlertEvidence((0,), maps, maps, 2))
+    told: list[str] = []
+    wrap = sheet.textwrap.wrap
+    monkeypatch.setattr(sheet.textwrap, "wrap", lambda text, **kw: told.append(text) or wrap(text, **kw))
+    for follow in (_verdict(True), None):
+        alert = DriftAlert(4, 40, "gradcam", "novel_relevance", "mean", 0.1, 0.05, (0,), "m", *found, follow)
+        assert sheet.render_evidence(torch.zeros(1, 1, 8, 8), alert, tile_size=32) is not None
+    assert told == [
+        "the probes that moved; boxes: class 0 top-left; the model follows them in 9/10 transplants (0/10 at epoch 2)",
+        "the probes that moved; boxes: class 0 top-left",
+    ]

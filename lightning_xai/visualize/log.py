@@ -125,7 +125,8 @@ class MediaLogger:
                 **probes,
                 errors=record.errors,
                 alert_messages=[
-                    f"{a.message} (score {a.value:.3g} >= threshold {a.threshold:.3g}; probes {list(a.probe_indices)})"
+                    f"{a.message} (score {a.value:.3g} >= threshold {a.threshold:.3g}; probes {list(a.probe_indices)}"
+                    + (f"; {a.follow.summary()})" if a.follow is not None else ")")
                     for a in record.alerts
                 ],
                 log_heatmaps=self.log_heatmaps,

@@ -256,7 +256,9 @@ def render_evidence(
     columns = ("input", then, f"at the alert (epoch {alert.epoch})", "at the alert - before")
     canvas_w = 2 * _MARGIN + _LABEL + 4 * tile_w + 3 * _GAP
     boxes = "; ".join(f"{r.label} {getattr(r, 'place', '') or ''}".strip() for r in alert.regions) or "none"
-    lines = textwrap.wrap(f"the probes that moved; boxes: {boxes}", width=max(40, (canvas_w - 2 * _MARGIN) // 6))
+    follow = getattr(alert, "follow", None)  # the transplant test's answer, when the model was asked
+    told = f"; {follow.summary()}" if follow is not None else ""
+    lines = textwrap.wrap(f"the probes that moved; boxes: {boxes}{told}", width=max(40, (canvas_w - 2 * _MARGIN) // 6))
     extra = max(0, len(lines) - 1) * 13  # the header grows by the lines the boxes need
     canvas_h = _MARGIN + _HEADER + extra + _COLUMN_TITLE + len(rows) * (tile_h + _GAP) + _MARGIN
     canvas = Image.new("RGB", (canvas_w, canvas_h), (255, 255, 255))
