@@ -59,15 +59,18 @@ class FollowCheck:
         colour: bool = False,
         threads: int | None = None,
     ) -> Verify:
-        """``verify(regions, quiet)``: the transplant test against the reference's weights (None when the test fails:
-        it is warned once and the candidate gets the detector's own tests). A class's region takes every probe of
+        """``verify(regions, quiet, origin_epoch)``: the transplant test against the reference's weights (None when
+        those are newer than ``origin_epoch``, or when the test fails: it is warned once and the candidate gets the
+        detector's own tests). A class's region takes every probe of
         that class as a donor; a cluster of unlabeled probes, its probes. ``threads``: torch's thread count for its
         passes (the methods' fastest; the drift step around it runs with one)."""
 
-        def verify(regions: tuple[AlertRegion, ...], quiet: Tensor) -> FollowTest | None:
+        def verify(regions: tuple[AlertRegion, ...], quiet: Tensor, origin_epoch: int) -> FollowTest | None:
             if self._reference is None or targets.numel() != images.shape[0]:
                 return None
             epoch, weights = self._reference
+            if epoch > origin_epoch >= 0:  # weights newer than the candidate's "before" (a resume): they hold it
+                return None
             try:
                 with torch_threads(threads):
                     return follow_test(

@@ -8,6 +8,7 @@ from scipy import stats
 from torch import nn
 
 from lightning_xai.drift.detector import ShiftDetector
+from lightning_xai.drift.evidence import AlertRegion
 from lightning_xai.explain.behaviour import (
     FollowTest,
     colour_transferred,
@@ -152,7 +153,7 @@ def _verdict(passed: bool, gained: int = 9, lost: int = 0) -> FollowTest:
 def test_a_candidate_the_model_follows_alerts_at_once_and_one_it_does_not_is_dropped(passed: bool) -> None:
     asked: list[tuple[int, tuple[int, ...]]] = []
 
-    def verify(regions: tuple, quiet: torch.Tensor) -> FollowTest:
+    def verify(regions: tuple, quiet: torch.Tensor, origin: int) -> FollowTest:
         asked.append((len(regions), tuple(quiet.shape)))
         return _verdict(passed, 9 if passed else 1, 0 if passed else 1)
 
@@ -172,7 +173,7 @@ def test_a_candidate_that_leans_its_way_is_asked_again_at_its_confirmation() -> 
     answers = [_verdict(False, gained=3, lost=1), _verdict(True)]
     detector = ShiftDetector(calibration=2)
     found = [
-        detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q: answers.pop(0))
+        detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q, o: answers.pop(0))
         for e, m in enumerate(_maps())
     ]
     assert found[5].candidate and found[6].fired and found[6].follow == _verdict(True) and not answers
@@ -180,7 +181,9 @@ def test_a_candidate_that_leans_its_way_is_asked_again_at_its_confirmation() -> 
 
 def test_an_untestable_candidate_waits_for_its_confirmation() -> None:
     detector = ShiftDetector(calibration=2)
-    found = [detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q: None) for e, m in enumerate(_maps())]
+    found = [
+        detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q, o: None) for e, m in enumerate(_maps())
+    ]
     assert found[5].candidate and found[6].fired and found[6].follow is None
 
 
@@ -227,3 +230,28 @@ def test_the_evidence_image_says_what_the_model_followed(monkeypatch: pytest.Mon
         "the probes that moved; boxes: class 0 top-left; the model follows them in 9/10 transplants (0/10 at epoch 2)",
         "the probes that moved; boxes: class 0 top-left",
     ]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_a_model_in_another_precision_is_asked_in_float32_and_kept_as_it_was(dtype: torch.dtype) -> None:
+    images, labels = _probes()
+    model = Reader(1.0).to(dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    regions = [((0, 0, 4, 4), [k]) for k in range(CLASSES)]
+    found = follow_test(model, snapshot(Reader(0.0)), 2, images, labels, regions, alpha=0.005)
+    assert found is not None and found.passed and found.gained == 30
+    assert all(v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_weights_kept_after_the_candidates_before_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_xai._follow import FollowCheck
+
+    images, labels = _probes()
+    check = FollowCheck(0.005)
+    check.keep(Reader(0.0), 6, [2])  # a resumed run: the weights of epoch 6 stand in for the reference
+    verify = check.verifier(Reader(1.0), images, labels, None, lambda k, m: None)
+    region = (AlertRegion("class 0", (0,), (0,), (0, 0, 4, 4), "top-left"),)
+    quiet = torch.zeros(CLASSES, 8, 8, dtype=torch.bool)
+    assert verify(region, quiet, 5) is None  # the candidate's "before" (5) is older than the weights kept (6)
+    found = verify(region, quiet, 6)
+    assert found is not None and found.before_epoch == 6

@@ -187,7 +187,7 @@ class ShiftDetectorReplay:
         probes, alpha, reference = self.record["probes"], self.follow_alpha, self.warmup_epochs
         images, labels = probes["images"], probes["labels"]
 
-        def verify(regions: Any, quiet: Any = None) -> Any:
+        def verify(regions: Any, quiet: Any = None, origin_epoch: int = -1) -> Any:
             before = self._weights(reference)
             if before is None or epoch <= reference:
                 return None

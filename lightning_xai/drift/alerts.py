@@ -222,9 +222,8 @@ class AlertTracker:
             f"share carried by differences between channels{shares}"
         )
         message = message[: MESSAGE_LIMIT - 1] + "."
-        alert = DriftAlert(
-            epoch, step, method, "colour_share", "mean", d.score, d.threshold, d.probe_indices, message, d.noise
-        )
+        found = (d.probe_indices, message, d.noise, None, None, (), None, d.follow)
+        alert = DriftAlert(epoch, step, method, "colour_share", "mean", d.score, d.threshold, *found)
         self.update(method, {}, detected=True)
         self.alerts.append(alert)
         return [alert]

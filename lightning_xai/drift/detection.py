@@ -29,8 +29,9 @@ class Detection:
         confirmation: after a candidate, ``(movement since before the candidate, needed)``.
         regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first;
             ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
-        follow: the transplant test of the candidate's regions (:mod:`~lightning_xai.explain.behaviour`), when one
-            ran: passed, the alert comes at once; failed, the candidate is dropped.
+        follow: the transplant test of the candidate (:mod:`~lightning_xai.explain.behaviour`), when one ran:
+            passed, the alert comes at once; not followed (no more pairs gained than lost), the candidate is
+            dropped; leaning its way, it waits for its confirmation, where a failed test drops it.
     """
 
     score: float
@@ -48,9 +49,10 @@ class Detection:
     follow: FollowTest | None = None
 
 
-#: ``verify(regions, quiet)``: the transplant test of a candidate (``quiet``: each probe's cells it ignored before
-#: the candidate, ``(P, h, w)`` bool) against the model at the drift reference; None: it cannot be tested
-Verify = Callable[[tuple[AlertRegion, ...], Tensor], FollowTest | None]
+#: ``verify(regions, quiet, origin_epoch)``: the transplant test of a candidate (``quiet``: each probe's cells it
+#: ignored before the candidate, ``(P, h, w)`` bool; ``origin_epoch``: the evaluation before it) against the model at
+#: the drift reference; None: it cannot be tested (e.g. the weights kept are newer than ``origin_epoch``)
+Verify = Callable[[tuple[AlertRegion, ...], Tensor, int], FollowTest | None]
 
 
 def _fired(

@@ -190,7 +190,8 @@ class ShiftDetector:
                 fired = _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
                 follow = None
                 if verify is not None and fired.regions:  # a candidate that leaned its way: asked again, a step later
-                    follow = verify(fired.regions, quiet_regions(candidate.origin, False, candidate.older))
+                    quiet = quiet_regions(candidate.origin, False, candidate.older)
+                    follow = verify(fired.regions, quiet, candidate.origin_epoch)
                 if follow is None or follow.passed:
                     state.cooldown_left = cooldown
                     state.anchor = None
@@ -207,7 +208,7 @@ class ShiftDetector:
                 finer, window = self._finer(method, raw, epoch, found.origin_epoch, input_size)
                 fired = _fired(found, current, raw, over, classes, input_size, (score, found.threshold), finer, window)
                 quiet = quiet_regions(found.origin, False, found.older)
-                follow = verify(fired.regions, quiet) if fired.regions else None
+                follow = verify(fired.regions, quiet, found.origin_epoch) if fired.regions else None
                 if follow is not None and follow.passed:  # the model follows what moved: the alert, now
                     state.cooldown_left = cooldown
                     return replace(fired, follow=follow)

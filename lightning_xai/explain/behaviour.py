@@ -133,9 +133,12 @@ def _forward(
     """``forward(x) -> logits`` of ``module`` with its own weights (``state`` None) or with ``state`` put in their
     place through ``torch.func.functional_call`` (names missing from ``state`` keep the module's own)."""
     wrapper, device = _Call(module, forward_fn or _call_module), model_device(module)
-    if state is None:
-        return lambda x: wrapper(x).float()
-    swapped = {f"module.{n}": t.to(device) for n, t in state.items()}
+    if state is None:  # its own weights; float32 copies of half/bfloat16/float64 ones, as the explanations use
+        named = chain(module.named_parameters(), module.named_buffers())
+        state = {n: t.detach() for n, t in named if t.is_floating_point() and t.dtype != torch.float32}
+        if not state:
+            return lambda x: wrapper(x).float()
+    swapped = {f"module.{n}": t.to(device, torch.float32) for n, t in state.items()}
     return lambda x: torch.func.functional_call(wrapper, swapped, (x,), strict=False).float()
 
 
