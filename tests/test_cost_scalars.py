@@ -6,35 +6,30 @@ from __future__ import annotations
 
 import csv
 import glob
-import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import pytest
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import AttributionMonitor, DriftPolicy, DriftRule, IntegratedGradients
+from lightning_xai import AttributionMonitor, DriftPolicy
 from lightning_xai._trainer import log_epoch_scalars, monitored, with_placeholders
 
 sys.path.insert(0, str(Path(__file__).parent))
+import test_loggers  # noqa: E402
 from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
 
-EPOCHS = 3
+EPOCHS = test_loggers.EPOCHS  # the shared run's
+LAST_TWO = [4 * EPOCHS - 5, 4 * EPOCHS - 1]  # Lightning's steps at the last two validations (4 batches an epoch)
 MONITORED = "xai/gradcam/drift/rank_vs_previous/median"
 MOVED = ("xai/gradcam/drift/rank_vs_previous/share", "xai/gradcam/seconds", "xai/seconds")
 
 
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-        return True
-    except Exception:  # noqa: BLE001 - any import failure means "not installed here"
-        return False
+_have = test_loggers._have  # whether an optional logger is installed
 
 
 def test_only_drift_medians_and_detector_scores_are_monitored() -> None:
@@ -102,42 +97,8 @@ def test_the_other_keys_go_to_the_loggers_at_lightnings_step_queued_where_the_lo
         assert [(e.step, e.value) for e in acc.Scalars(f"{prefix}xai/run/gradcam/seconds")] == [(7, 0.5)]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("scalars")
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "MLFLOW_ALLOW_FILE_STORE", "WANDB_DIR")}
-    os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ALLOW_FILE_STORE": "true"})
-    os.environ["WANDB_DIR"] = str(root)
-    loggers: list[Logger] = [TensorBoardLogger(str(root), name="tb"), CSVLogger(str(root), name="csv")]
-    if _have("wandb"):
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers.append(WandbLogger(save_dir=str(root), offline=True, project="xai-test"))
-    if _have("mlflow"):
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        loggers.append(MLFlowLogger(experiment_name="xai-test", tracking_uri=f"file:{root / 'mlruns'}"))
-    monitor = AttributionMonitor(
-        num_probes=4,
-        methods=("gradcam", IntegratedGradients(n_steps=4)),
-        drift=DriftPolicy(warmup_epochs=1, rules=(DriftRule(threshold=0.0),), on_drift=lambda alert: None),
-    )
-    L.seed_everything(0, verbose=False)
-    train, val = loaders()
-    trainer = L.Trainer(**trainer_kwargs(root, max_epochs=EPOCHS, logger=loggers, callbacks=[monitor]))
-    try:
-        trainer.fit(TinyCNN(), train, val)
-        yield {"root": root, "loggers": loggers, "monitor": monitor, "trainer": trainer}
-    finally:
-        if _have("wandb"):
-            import wandb
-
-            wandb.finish()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+#: the module-scoped run of every logger (TensorBoard, CSV, W&B offline, MLflow) that tests/test_loggers.py checks
+run = test_loggers.run
 
 
 def test_monitored_keys_reach_callback_metrics_and_the_rest_does_not(run: dict[str, Any]) -> None:
@@ -152,7 +113,9 @@ def test_a_moved_key_reaches_tensorboard_at_the_step_of_the_drift_keys(run: dict
     acc = EventAccumulator(run["loggers"][0].log_dir)
     acc.Reload()
     steps = [e.step for e in acc.Scalars(MONITORED)]
-    assert steps == [3, 7, 11]  # Lightning's step at the end of each validation (a placeholder first)
+    assert steps == [
+        4 * epoch + 3 for epoch in range(EPOCHS)
+    ]  # Lightning's step at the end of each validation (a placeholder first)
     history = run["monitor"].history
     for key in MOVED:
         events = acc.Scalars(key)
@@ -165,7 +128,7 @@ def test_the_csv_logger_has_the_moved_keys_in_metrics_csv(run: dict[str, Any]) -
     with open(Path(run["loggers"][1].log_dir) / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     for key in (*MOVED, MONITORED):
-        assert sorted({int(r["step"]) for r in rows if r.get(key)})[-2:] == [7, 11], key
+        assert sorted({int(r["step"]) for r in rows if r.get(key)})[-2:] == LAST_TWO, key
 
 
 @pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
@@ -174,7 +137,7 @@ def test_mlflow_has_the_moved_keys_by_step(run: dict[str, Any]) -> None:
     metrics = Path(glob.glob(str(run["root"] / "mlruns" / "*" / logger.run_id))[0]) / "metrics"
     for key in (*MOVED, MONITORED):
         lines = (metrics / key).read_text().split()
-        assert [int(step) for step in lines[2::3]][-2:] == [7, 11], key
+        assert [int(step) for step in lines[2::3]][-2:] == LAST_TWO, key
 
 
 @pytest.mark.skipif(not _have("wandb"), reason="wandb is not installed (pip install wandb)")

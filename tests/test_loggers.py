@@ -75,7 +75,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     trainer = L.Trainer(**trainer_kwargs(root, max_epochs=EPOCHS, logger=loggers, callbacks=[monitor]))
     try:
         trainer.fit(TinyCNN(), train, val)
-        yield {"root": root, "loggers": loggers, "monitor": monitor, "alerts": alerts}
+        yield {"root": root, "loggers": loggers, "monitor": monitor, "alerts": alerts, "trainer": trainer}
     finally:
         if _have("wandb"):
             import wandb
