@@ -255,3 +255,14 @@ def test_weights_kept_after_the_candidates_before_are_not_used(monkeypatch: pyte
     assert verify(region, quiet, 5) is None  # the candidate's "before" (5) is older than the weights kept (6)
     found = verify(region, quiet, 6)
     assert found is not None and found.before_epoch == 6
+
+
+def test_a_test_in_which_no_pair_changed_drops_nothing_and_asks_again_at_the_confirmation() -> None:
+    silent = FollowTest("region", 10, 0, 0, 0, 0, 1.0, False, 2)
+    answers = [silent, _verdict(True)]
+    detector = ShiftDetector(calibration=2)
+    found = [
+        detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q, o: answers.pop(0))
+        for e, m in enumerate(_maps())
+    ]
+    assert found[5].candidate and found[6].fired and found[6].follow == _verdict(True) and not answers

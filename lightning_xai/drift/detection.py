@@ -30,8 +30,9 @@ class Detection:
         regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first;
             ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
         follow: the transplant test of the candidate (:mod:`~lightning_xai.explain.behaviour`), when one ran:
-            passed, the alert comes at once; not followed (no more pairs gained than lost), the candidate is
-            dropped; leaning its way, it waits for its confirmation, where a failed test drops it.
+            passed, the alert comes at once; not followed (no more pairs gained than lost, some changed), it is
+            dropped; leaning its way or no pair changed, it waits for its confirmation, where a failed test drops
+            it.
     """
 
     score: float

@@ -155,9 +155,9 @@ class ShiftDetector:
 
         With ``verify`` (the transplant test against the model at the drift reference), candidates are sought at
         ``follow_ratio`` with the subset test on, and each new one is put to the model: passed, the alert comes at
-        once; not followed (no more pairs gained than lost), it is dropped; otherwise (leaning its way, or
-        untestable) it stays a candidate only if the maps alone make it one (the mean's test at ``ratio``), and at
-        its confirmation the model is asked again (failed: dropped)."""
+        once; not followed (no more pairs gained than lost, and some changed), it is dropped; otherwise (leaning
+        its way, no pair changed, or untestable) it stays a candidate only if the maps alone make it one (the mean's
+        test at ``ratio``), and at its confirmation the model is asked again (failed: dropped)."""
         state = self._states.setdefault(method, _MethodState())
         raw = maps.detach().float().cpu()
         current = relevance_distribution(raw, self.cells)
@@ -212,7 +212,9 @@ class ShiftDetector:
                 if follow is not None and follow.passed:  # the model follows what moved: the alert, now
                     state.cooldown_left = cooldown
                     return replace(fired, follow=follow)
-                if follow is not None and follow.gained <= follow.lost:  # it does not follow: not a shortcut taken
+                if follow is not None and follow.lost >= follow.gained and follow.gained + follow.lost > 0:
+                    # the model does not follow (no more pairs gained than lost): not a shortcut it took. A test in
+                    # which no pair changed says nothing: the maps decide, and the model is asked again later
                     return Detection(score, found.threshold, noise, follow=follow)
                 classic = self._classic(found, score, state)  # untestable: what the maps alone would alert on
                 if classic is None:
