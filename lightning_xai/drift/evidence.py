@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from lightning_xai.functional.shift import peak_region, quiet_regions
+from lightning_xai.functional.shift import cells_to_pixels, peak_region, quiet_regions
 
 Box = tuple[int, int, int, int]
 
@@ -159,7 +159,7 @@ def _fine_box(
     """The box, in input pixels, of the windows (a cell, or ``window``) inside the quiet regions that gained most for
     ``probes``."""
     (after, before), (height, width), (cells_h, cells_w) = fine, input_size, quiet.shape
-    area = quiet[torch.arange(height) * cells_h // height][:, torch.arange(width) * cells_w // width]
+    area = cells_to_pixels(quiet, (height, width))
     gain = (after[probes] - before[probes]).clamp_min(0).mean(dim=0) * area
     window = window or (max(1, round(height / cells_h)), max(1, round(width / cells_w)))
     blob = peak_region(F.avg_pool2d(gain[None, None].double(), window, stride=1)[0, 0], NEAR_TIE)

@@ -24,15 +24,17 @@ It cannot see a cue that only works together with the recipient's own content, n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.explain.forward import ModelForwardFn, _Call, _call_module, model_device, uncompiled
+from lightning_xai.explain.base import ForwardFn
+from lightning_xai.explain.forward import ModelForwardFn, _Call, _call_module, model_device, model_forward
 from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.functional.shift import cells_to_pixels
 from lightning_xai.functional.stats import binomial_tail
 
 #: a region to test: ``(box, donor probes)``; the box ``(top, left, bottom, right)`` in input pixels, bottom/right
@@ -121,25 +123,12 @@ def box_mask(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) 
     return mask if 0.0 < share <= MAX_AREA else None
 
 
-def upsampled(cells: Tensor, size: tuple[int, int]) -> Tensor:
-    """``(..., h, w)`` cells to ``(..., H, W)`` pixels, each pixel taking its cell (as adaptive pooling splits)."""
-    h, w = cells.shape[-2:]
-    return cells[..., torch.arange(size[0]) * h // size[0], :][..., torch.arange(size[1]) * w // size[1]]
-
-
-def _forward(
-    module: nn.Module, forward_fn: ModelForwardFn | None, state: dict[str, Tensor] | None
-) -> Callable[[Tensor], Tensor]:
-    """``forward(x) -> logits`` of ``module`` with its own weights (``state`` None) or with ``state`` put in their
-    place through ``torch.func.functional_call`` (names missing from ``state`` keep the module's own)."""
+def _with_weights(module: nn.Module, forward_fn: ModelForwardFn | None, state: dict[str, Tensor]) -> ForwardFn:
+    """``forward(x) -> logits`` of ``module`` with ``state`` in place of its weights (``torch.func.functional_call``;
+    names missing from ``state`` keep the module's own), float32 as :func:`model_forward` gives them."""
     wrapper, device = _Call(module, forward_fn or _call_module), model_device(module)
-    if state is None:  # its own weights; float32 copies of half/bfloat16/float64 ones, as the explanations use
-        named = chain(module.named_parameters(), module.named_buffers())
-        state = {n: t.detach() for n, t in named if t.is_floating_point() and t.dtype != torch.float32}
-        if not state:
-            return lambda x: wrapper(x).float()
     swapped = {f"module.{n}": t.to(device, torch.float32) for n, t in state.items()}
-    return lambda x: torch.func.functional_call(wrapper, swapped, (x,), strict=False).float()
+    return lambda x: torch.func.functional_call(wrapper, swapped, (x.float(),), strict=False).float()
 
 
 def follow_test(
@@ -177,16 +166,15 @@ def follow_test(
         if mask is not None:
             moved["region"] = transplanted(x, mask.to(device), pairs)
         if quiet is not None and quiet.shape[0] == images.shape[0]:
-            ignored = upsampled(quiet.bool().cpu(), size)
+            ignored = cells_to_pixels(quiet.bool().cpu(), size)
             moved["quiet"] = transplanted(x, torch.stack([ignored[d] & ignored[r] for d, r in pairs]).to(device), pairs)
     if not moved:
         return None
     donors, recipients = [d for d, _ in pairs], [r for _, r in pairs]
     found: list[FollowTest] = []
-    with training_state_guard(module, device), uncompiled(module), torch.no_grad():
+    with training_state_guard(module, device), model_forward(module, forward_fn) as as_now, torch.no_grad():
         answers = []  # per weight set: the probes' own predictions, then each transplant's
-        for state in (None, before):
-            forward = _forward(module, forward_fn, state)
+        for forward in (as_now, _with_weights(module, forward_fn, before)):
             own = forward(x).argmax(dim=1)
             changed = {
                 k: torch.cat([forward(part).argmax(dim=1) for part in v.split(batch_size)]) for k, v in moved.items()

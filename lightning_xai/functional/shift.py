@@ -21,6 +21,13 @@ def relevance_distribution(maps: Tensor, cells: int = 8) -> Tensor:
     return torch.where(total > 0, m / total.clamp_min(torch.finfo(m.dtype).tiny), 1.0 / (m.shape[1] * m.shape[2]))
 
 
+def cells_to_pixels(cells: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(..., h, w)`` cells to ``(..., H, W)`` pixels ``size``, each pixel taking the cell it falls in (as adaptive
+    average pooling splits the pixels into cells)."""
+    h, w = cells.shape[-2:]
+    return cells[..., torch.arange(size[0]) * h // size[0], :][..., torch.arange(size[1]) * w // size[1]]
+
+
 def quiet_regions(previous: Tensor, common: bool = False, older: Tensor | None = None) -> Tensor:
     """Where relevance was below the uniform level in ``previous`` (``common``: in the mean map), and in ``older``."""
     level = 1.0 / (previous.shape[-1] * previous.shape[-2])
