@@ -1,4 +1,4 @@
-"""Statistics the detector's tests need, as pure functions: Student's t quantile and the binomial tail count."""
+"""Statistics the detector's tests need, as pure functions: Student's t quantile, the binomial tail and its count."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ def t_quantile(p: float, dof: int) -> float:
     return two_terms + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
 
 
+def _log_pmf(n: int, p: float) -> list[float]:
+    """``log P(Binomial(n, p) = k)`` for ``k = 0..n`` (log space: any ``n`` works)."""
+    log_p, log_q = math.log(p), math.log1p(-p)
+    return [
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+        for k in range(n + 1)
+    ]
+
+
 @functools.cache
 def min_binomial_count(n: int, p: float, alpha: float) -> int:
     """The smallest ``k >= 2`` with ``P(Binomial(n, p) >= k) <= alpha`` (``n + 1``: never, when none is); the terms
@@ -27,11 +36,7 @@ def min_binomial_count(n: int, p: float, alpha: float) -> int:
         >>> min_binomial_count(10, 0.02, 0.005), min_binomial_count(64, 0.02, 0.005)
         (3, 6)
     """
-    log_p, log_q = math.log(p), math.log1p(-p)
-    log_pmf = [
-        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
-        for k in range(n + 1)
-    ]
+    log_pmf = _log_pmf(n, p)
     tail = 0.0
     tails = [0.0] * (n + 2)
     for k in range(n, -1, -1):  # P(X >= k), summed from the top
@@ -52,10 +57,6 @@ def binomial_tail(n: int, k: int, p: float) -> float:
         return 1.0
     if k > n:
         return 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_p + (n - j) * log_q
-        for j in range(k, n + 1)
-    ]
+    terms = _log_pmf(n, p)[k:]
     top = max(terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
