@@ -185,18 +185,15 @@ class ShiftDetector:
         if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
             since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
             confirmation, over = self._confirm(state, candidate, since, count)
-            if over:
-                finer, window = self._finer(method, raw, epoch, candidate.origin_epoch, input_size)
-                fired = _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
-                follow = None
-                if verify is not None and fired.regions:  # a candidate that leaned its way: asked again, a step later
-                    quiet = quiet_regions(candidate.origin, False, candidate.older)
-                    follow = verify(fired.regions, quiet, candidate.origin_epoch)
-                if follow is None or follow.passed:
+            if over:  # with verify, a candidate that leaned its way is asked again, a step later
+                fired = self._fire(
+                    method, epoch, candidate, (current, raw, over, classes), input_size, confirmation, verify
+                )
+                if fired.follow is None or fired.follow.passed:
                     state.cooldown_left = cooldown
                     state.anchor = None
-                    return replace(fired, follow=follow)
-                return Detection(score, candidate.threshold, noise, confirmation=confirmation, follow=follow)
+                    return fired
+                return Detection(score, candidate.threshold, noise, confirmation=confirmation, follow=fired.follow)
         before = (previous, older, previous_epoch, previous_raw)
         found = self._candidate(state, moved, threshold, noise, before, current, count, tested)
         if found is not None:  # a candidate (never calibrated on) ...
@@ -205,13 +202,12 @@ class ShiftDetector:
                 return Detection(score, found.threshold, noise, confirmation=confirmation)
             if verify is not None:
                 over = tuple(int(i) for i in torch.nonzero(moved >= found.threshold).flatten()) or tuple(range(count))
-                finer, window = self._finer(method, raw, epoch, found.origin_epoch, input_size)
-                fired = _fired(found, current, raw, over, classes, input_size, (score, found.threshold), finer, window)
-                quiet = quiet_regions(found.origin, False, found.older)
-                follow = verify(fired.regions, quiet, found.origin_epoch) if fired.regions else None
+                found_at = (current, raw, over, classes)
+                fired = self._fire(method, epoch, found, found_at, input_size, (score, found.threshold), verify)
+                follow = fired.follow
                 if follow is not None and follow.passed:  # the model follows what moved: the alert, now
                     state.cooldown_left = cooldown
-                    return replace(fired, follow=follow)
+                    return fired
                 if follow is not None and follow.lost >= follow.gained and follow.gained + follow.lost > 0:
                     # the model does not follow (no more pairs gained than lost): not a shortcut it took. A test in
                     # which no pair changed says nothing: the maps decide, and the model is asked again later
@@ -296,6 +292,27 @@ class ShiftDetector:
         if len(over) < self.min_probes(count):
             return (float(since.mean()), confirmation[1]), ()
         return (float(since[list(over)].mean()), level), over
+
+    def _fire(
+        self,
+        method: str,
+        epoch: int,
+        candidate: _Candidate,
+        now: tuple[Tensor, Tensor, tuple[int, ...], Tensor | None],
+        input_size: tuple[int, int],
+        confirmation: tuple[float, float],
+        verify: Verify | None,
+    ) -> Detection:
+        """The alert's detection for ``candidate`` at ``epoch`` (``now``: pooled and raw maps, the probes that
+        moved, their classes; boxes on the finest remembered maps) and, with ``verify``, the model's answer in its
+        ``follow`` (None when it has no regions or cannot be asked)."""
+        current, raw, over, classes = now
+        finer, window = self._finer(method, raw, epoch, candidate.origin_epoch, input_size)
+        fired = _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
+        if verify is None or not fired.regions:
+            return fired
+        quiet = quiet_regions(candidate.origin, False, candidate.older)
+        return replace(fired, follow=verify(fired.regions, quiet, candidate.origin_epoch))
 
     def _ratio(self, tested: bool) -> float:
         """The σ a candidate's movement must be: ``follow_ratio`` when the model will be asked, else ``ratio``."""
