@@ -25,7 +25,6 @@ class FollowCheck:
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
         self._reference: tuple[int, dict[str, Tensor]] | None = None
-        self.failed: str | None = None
 
     def __getstate__(self) -> dict[str, object]:
         return {**self.__dict__, "_reference": None}  # not pickled (ddp_spawn, copies)
@@ -46,8 +45,8 @@ class FollowCheck:
             return
         try:
             self._reference = (epoch, snapshot(module))
-        except Exception as err:  # noqa: BLE001 - never kills the run
-            self._reference, self.failed = None, f"{type(err).__name__}: {err}"
+        except Exception:  # noqa: BLE001 - never kills the run
+            self._reference = None
 
     def verifier(
         self,
@@ -81,11 +80,10 @@ class FollowCheck:
                         forward_fn=forward_fn,
                     )
             except Exception as err:  # noqa: BLE001 - a failed test never kills the run: the detector's way instead
-                self.failed = f"{type(err).__name__}: {err}"
                 warn_once(
                     "follow_test",
-                    f"AttributionMonitor: the transplant test of a drift candidate failed ({self.failed}); candidates "
-                    "get the detector's own tests instead.",
+                    f"AttributionMonitor: the transplant test of a drift candidate failed ({type(err).__name__}: "
+                    f"{err}); candidates get the detector's own tests instead.",
                 )
                 return None
 
