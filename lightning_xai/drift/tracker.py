@@ -15,14 +15,12 @@ from lightning_xai.functional._common import magnitudes
 
 
 class _Prepared(NamedTuple):
-    """What comparing a map needs, computed once per map (its one sort): numpy arrays for a map on the CPU (a few
-    microseconds an operation instead of torch's tens), tensors on the map's device otherwise."""
+    """What comparing a map needs, computed once per map (its one sort)."""
 
-    ranks: Any  # centred ranks
-    constant: Any  # constant rows
-    top: Any  # top-k cells
-    nan: Any  # rows holding NaN
-    device: torch.device
+    ranks: Tensor  # centred ranks
+    constant: Tensor  # constant rows
+    top: Tensor  # top-k cells
+    nan: Tensor  # rows holding NaN
 
 
 @dataclass
@@ -64,15 +62,11 @@ class DriftTracker:
     def _prepare(self, maps: Tensor, device: torch.device) -> _Prepared:
         """``maps`` ready for comparisons on ``device``; a stored map's preparation is reused (each is sorted once)."""
         for source, ready in self._ready.values():
-            if source is maps and ready.device == device:
+            if source is maps and ready.nan.device == device:
                 return ready
         rows = magnitudes("maps", maps.to(device))
-        (ranks, constant), top, nan = functional._centered_ranks(rows), functional._top_cells(rows, self.topk), None
-        if device.type == "cpu":
-            values = rows.numpy()
-            nan = np.isnan(values.sum(axis=1))  # a NaN cell makes the sum NaN (magnitudes: never -inf + inf)
-            return _Prepared(ranks.numpy(), constant.numpy(), top.numpy(), nan, device)
-        return _Prepared(ranks, constant, top, rows.isnan().any(dim=1), device)
+        ranks, constant = functional._centered_ranks(rows)  # numpy underneath on the CPU (functional.drift)
+        return _Prepared(ranks, constant, functional._top_cells(rows, self.topk), rows.isnan().any(dim=1))
 
     def distances(self, current: Tensor, other: Tensor) -> dict[str, Tensor]:
         """Per-probe drift of ``current`` against ``other`` for every metric (a stored map is not sorted again)."""
@@ -142,18 +136,11 @@ class DriftTracker:
 
 def _compare(cur: _Prepared, ref: _Prepared) -> dict[str, Tensor]:
     """Per-probe rank and top-k drift of two prepared maps, float32 CPU tensors (NaN where either map holds NaN)."""
-    if isinstance(cur.ranks, np.ndarray):
-        nan = cur.nan | ref.nan
-        found = {
-            "rank": functional._spearman_np(cur.ranks, cur.constant, ref.ranks, ref.constant),
-            "topk": functional._iou_np(cur.top, ref.top),
-        }
-        return {metric: torch.from_numpy(functional._finish_np(d, nan)) for metric, d in found.items()}
-    found_t = {
+    found = {
         "rank": functional._spearman_from_ranks((cur.ranks, cur.constant), (ref.ranks, ref.constant)),
         "topk": functional._iou_distance(cur.top, ref.top),
     }
-    return {metric: functional._finish(d, cur.nan | ref.nan, torch.device("cpu")) for metric, d in found_t.items()}
+    return {metric: functional._finish(d, cur.nan | ref.nan, torch.device("cpu")) for metric, d in found.items()}
 
 
 def _median(values: np.ndarray) -> float:
