@@ -58,13 +58,13 @@ class FollowCheck:
         colour: bool = False,
         threads: int | None = None,
     ) -> Verify:
-        """``verify(regions, quiet, origin_epoch)``: the transplant test against the reference's weights (None when
+        """``verify(regions, ignored, origin_epoch)``: the transplant test against the reference's weights (None when
         those are newer than ``origin_epoch``, or when the test fails: it is warned once and the candidate gets the
         detector's own tests). A class's region takes every probe of
         that class as a donor; a cluster of unlabeled probes, its probes. ``threads``: torch's thread count for its
         passes (the methods' fastest; the drift step around it runs with one)."""
 
-        def verify(regions: tuple[AlertRegion, ...], quiet: Tensor, origin_epoch: int) -> FollowTest | None:
+        def verify(regions: tuple[AlertRegion, ...], ignored: Tensor, origin_epoch: int) -> FollowTest | None:
             if self._reference is None or targets.numel() != images.shape[0]:
                 return None
             epoch, weights = self._reference
@@ -75,7 +75,7 @@ class FollowCheck:
                     return follow_test(
                         *(module, weights, epoch, images, targets, donor_groups(regions, targets)),
                         alpha=self.alpha,
-                        quiet=quiet,
+                        ignored=ignored,
                         colour=colour,
                         forward_fn=forward_fn,
                     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from scipy import stats
@@ -13,10 +15,12 @@ from lightning_xai.explain.behaviour import (
     FollowTest,
     colour_transferred,
     follow_test,
+    quiet_masks,
     snapshot,
     transplant_pairs,
     transplanted,
 )
+from lightning_xai.functional.shift import ignored_relevance
 from lightning_xai.functional.stats import binomial_tail
 
 CLASSES = 6
@@ -110,10 +114,29 @@ def test_a_model_that_took_the_patch_follows_it_and_one_that_did_not_never_does(
 def test_a_cue_outside_the_boxes_is_found_where_both_probes_ignored_everything() -> None:
     images, labels = _probes()
     corner = [((28, 28, 32, 32), [k]) for k in range(CLASSES)]  # the boxes miss the cue ...
-    quiet = torch.ones(CLASSES, 8, 8, dtype=torch.bool)
-    quiet[:, 3:5, 3:5] = False  # ... but every probe ignored everything except its object (the centre)
-    found = follow_test(Reader(1.0), snapshot(Reader(0.0)), 2, images, labels, corner, alpha=0.005, quiet=quiet)
+    relevance = torch.full((CLASSES, 8, 8), 0.01)
+    relevance[:, 3:5, 3:5] = 0.2  # ... but every probe looked at its object (the centre) only, least at the patch
+    relevance[:, 0, 0] = 0.001
+    ignored = ignored_relevance(relevance)
+    found = follow_test(Reader(1.0), snapshot(Reader(0.0)), 2, images, labels, corner, alpha=0.005, ignored=ignored)
     assert found is not None and found.kind == "quiet" and found.passed and (found.gained, found.lost) == (30, 0)
+
+
+def test_the_ignored_places_copied_are_at_most_half_the_image_the_least_relevant_first() -> None:
+    relevance = torch.full((2, 4, 4), 0.05)
+    relevance[:, :, 0] = 0.01  # both ignored the first column most; probe 1 alone its last row
+    relevance[1, 3, :] = 0.001
+    relevance[:, 1:3, 1:3] = 0.1  # the centre: above the uniform level (1/16) in both, never copied
+    ignored = ignored_relevance(relevance)
+    assert torch.equal(ignored.isinf()[0], relevance[0] >= 1 / 16)
+    masks = quiet_masks(ignored, [(0, 1)], (8, 8))
+    assert masks.shape == (1, 8, 8) and int(masks.sum()) == 8 * 8 // 2  # 12 ignored cells, 8 copied
+    cells = masks[0, ::2, ::2]  # one pixel per cell
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[:, 0] = True  # the least relevant to either probe (the larger of the two: 0.01) ...
+    expected[0, 1:] = expected[1, 3] = True  # ... then 0.05 (the last row too: probe 0 looked there), in order
+    assert torch.equal(cells, expected)
+    assert not (masks[0, 2:6, 2:6]).any()
 
 
 def test_nothing_to_test_without_a_small_box_or_another_class() -> None:
@@ -149,19 +172,28 @@ def _verdict(passed: bool, gained: int = 9, lost: int = 0) -> FollowTest:
     return FollowTest("region", 10, gained, 0, gained, lost, p, passed, 2)
 
 
+def _answering(answers: list[FollowTest]) -> Callable[[tuple, torch.Tensor, int], FollowTest]:
+    """``verify`` giving ``answers`` in turn to the movement of :func:`_maps` (from evaluation 4 on); the jitter's own
+    candidates before it (at 1.5 sigma there are some) are not followed."""
+    return lambda regions, ignored, origin: answers.pop(0) if origin >= 4 else _verdict(False, 0, 2)
+
+
 @pytest.mark.parametrize("passed", [True, False])
 def test_a_candidate_the_model_follows_alerts_at_once_and_one_it_does_not_is_dropped(passed: bool) -> None:
     asked: list[tuple[int, tuple[int, ...]]] = []
 
-    def verify(regions: tuple, quiet: torch.Tensor, origin: int) -> FollowTest:
-        asked.append((len(regions), tuple(quiet.shape)))
+    def verify(regions: tuple, ignored: torch.Tensor, origin: int) -> FollowTest:
+        asked.append((origin, len(regions), tuple(ignored.shape)))
+        if origin < 4:  # the jitter's own candidates at 1.5 sigma: the model does not follow them
+            return _verdict(False, 0, 2)
         return _verdict(passed, 9 if passed else 1, 0 if passed else 1)
 
     detector, classes = ShiftDetector(calibration=2), torch.arange(8) % 4
     found = [
         detector.update("m", m, (32, 32), True, classes=classes, epoch=e, verify=verify) for e, m in enumerate(_maps())
     ]
-    assert asked == [(4, (8, 8, 8))]  # one question, at the candidate; one region per class, each probe's quiet cells
+    # the movement's candidate asked once (one region per class, each probe's ignored cells) after the jitter's
+    assert asked[-1] == (4, 4, (8, 8, 8)) and all(origin < 4 for origin, *_ in asked[:-1])
     if passed:
         assert found[5].fired and not found[5].candidate and found[5].follow == _verdict(True)
         assert found[5].regions[0].box == (0, 28, 4, 32) and not found[6].fired  # the cooldown follows
@@ -173,8 +205,7 @@ def test_a_candidate_that_leans_its_way_is_asked_again_at_its_confirmation() -> 
     answers = [_verdict(False, gained=3, lost=1), _verdict(True)]
     detector = ShiftDetector(calibration=2)
     found = [
-        detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q, o: answers.pop(0))
-        for e, m in enumerate(_maps())
+        detector.update("m", m, (32, 32), True, epoch=e, verify=_answering(answers)) for e, m in enumerate(_maps())
     ]
     assert found[5].candidate and found[6].fired and found[6].follow == _verdict(True) and not answers
 
@@ -262,7 +293,6 @@ def test_a_test_in_which_no_pair_changed_drops_nothing_and_asks_again_at_the_con
     answers = [silent, _verdict(True)]
     detector = ShiftDetector(calibration=2)
     found = [
-        detector.update("m", m, (32, 32), True, epoch=e, verify=lambda r, q, o: answers.pop(0))
-        for e, m in enumerate(_maps())
+        detector.update("m", m, (32, 32), True, epoch=e, verify=_answering(answers)) for e, m in enumerate(_maps())
     ]
     assert found[5].candidate and found[6].fired and found[6].follow == _verdict(True) and not answers

@@ -187,13 +187,13 @@ class ShiftDetectorReplay:
         probes, alpha, reference = self.record["probes"], self.follow_alpha, self.warmup_epochs
         images, labels = probes["images"], probes["labels"]
 
-        def verify(regions: Any, quiet: Any = None, origin_epoch: int = -1) -> Any:
+        def verify(regions: Any, ignored: Any = None, origin_epoch: int = -1) -> Any:
             before = self._weights(reference)
             if before is None or epoch <= reference:
                 return None
             state = {k: v.float() for k, v in before.items() if v.is_floating_point()}
             found = (self._net(epoch), state, reference, images, labels, donor_groups(regions, labels))
-            return follow_test(*found, alpha=alpha, colour=colour, quiet=quiet)
+            return follow_test(*found, alpha=alpha, colour=colour, ignored=ignored)
 
         return verify
 

@@ -50,8 +50,9 @@ class Detection:
     follow: FollowTest | None = None
 
 
-#: ``verify(regions, quiet, origin_epoch)``: the transplant test of a candidate (``quiet``: each probe's cells it
-#: ignored before the candidate, ``(P, h, w)`` bool; ``origin_epoch``: the evaluation before it) against the model at
+#: ``verify(regions, ignored, origin_epoch)``: the transplant test of a candidate (``ignored``: each probe's
+#: :func:`~lightning_xai.functional.shift.ignored_relevance` before the candidate, ``(P, h, w)``; ``origin_epoch``:
+#: the evaluation before it) against the model at
 #: the drift reference; None: it cannot be tested (e.g. the weights kept are newer than ``origin_epoch``)
 Verify = Callable[[tuple[AlertRegion, ...], Tensor, int], FollowTest | None]
 

@@ -14,7 +14,7 @@ from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _Metho
 from lightning_xai.drift.detection import Detection, Verify, _fired
 from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.explain.base import check_float, check_int
-from lightning_xai.functional.shift import novel_relevance, quiet_regions, relevance_distribution
+from lightning_xai.functional.shift import ignored_relevance, novel_relevance, relevance_distribution
 from lightning_xai.functional.stats import min_binomial_count, t_quantile
 
 
@@ -74,7 +74,7 @@ class ShiftDetector:
         tail: float = 0.02,
         allowance: float = 1.0,
         follow: bool = True,
-        follow_ratio: float = 2.0,
+        follow_ratio: float = 1.5,
     ) -> None:
         where = "ShiftDetector"
         self.calibration = check_int("calibration", calibration, 0, where=where)
@@ -311,8 +311,8 @@ class ShiftDetector:
         fired = _fired(candidate, current, raw, over, classes, input_size, confirmation, finer, window)
         if verify is None or not fired.regions:
             return fired
-        quiet = quiet_regions(candidate.origin, False, candidate.older)
-        return replace(fired, follow=verify(fired.regions, quiet, candidate.origin_epoch))
+        ignored = ignored_relevance(candidate.origin, candidate.older)
+        return replace(fired, follow=verify(fired.regions, ignored, candidate.origin_epoch))
 
     def _ratio(self, tested: bool) -> float:
         """The σ a candidate's movement must be: ``follow_ratio`` when the model will be asked, else ``ratio``."""

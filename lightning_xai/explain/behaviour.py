@@ -14,8 +14,10 @@ What is transplanted (each at half the level, Bonferroni):
 
 - ``"region"``: the boxes of the alert's regions, all at once (a recipient loses its own class's cue where the
   regions place one, as it gains the donor's): a localised cue (a patch, a mark);
-- ``"quiet"``: every place both probes ignored at the evaluation before the candidate (per pair, from their own
-  maps): a cue spread over the background (a texture, a background colour);
+- ``"quiet"``: the places both probes ignored at the evaluation before the candidate (per pair, from their own
+  maps), at most :data:`MAX_AREA` of the image, the least relevant first: a cue spread over the background (a
+  texture, a background colour). Beyond that share the copy would carry the donor's object too, which a model that
+  learned it follows for a benign reason;
 - ``"colour"`` (for the colour test's candidates): the donor's colours, each channel matched to the donor's mean and
   standard deviation (Reinhard et al., 2001, "Color transfer between images"): a cue in the object's colour.
 
@@ -123,6 +125,18 @@ def box_mask(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) 
     return mask if 0.0 < share <= MAX_AREA else None
 
 
+def quiet_masks(ignored: Tensor, pairs: Sequence[tuple[int, int]], size: tuple[int, int]) -> Tensor:
+    """Per pair, the ``(H, W)`` mask of the places both probes ignored (``ignored``: :func:`~lightning_xai.functional.
+    shift.ignored_relevance`, ``(P, h, w)``), at most :data:`MAX_AREA` of the cells, the least relevant to either
+    probe first."""
+    donor, recipient = (list(column) for column in zip(*pairs, strict=True))
+    both = torch.maximum(ignored[donor], ignored[recipient]).flatten(1)  # inf where either probe looked
+    keep = int(MAX_AREA * both.shape[1])
+    masks = torch.zeros_like(both, dtype=torch.bool)
+    masks.scatter_(1, both.argsort(dim=1, stable=True)[:, :keep], True)
+    return cells_to_pixels((masks & both.isfinite()).view(-1, *ignored.shape[-2:]), size)
+
+
 def _with_weights(module: nn.Module, forward_fn: ModelForwardFn | None, state: dict[str, Tensor]) -> ForwardFn:
     """``forward(x) -> logits`` of ``module`` with ``state`` in place of its weights (``torch.func.functional_call``;
     names missing from ``state`` keep the module's own), float32 as :func:`model_forward` gives them."""
@@ -140,15 +154,16 @@ def follow_test(
     regions: Sequence[Region],
     *,
     alpha: float,
-    quiet: Tensor | None = None,
+    ignored: Tensor | None = None,
     colour: bool = False,
     forward_fn: ModelForwardFn | None = None,
     batch_size: int = 64,
 ) -> FollowTest | None:
     """Transplant from the regions' donors into the other classes' probes and compare how often the prediction follows
     the donor (becomes the donor's own prediction, which the recipient's was not) with ``module``'s weights now and
-    with ``before`` (a :func:`snapshot`): the boxes together and, with ``quiet`` (``(P, h, w)`` bool: each probe's
-    ignored cells), the places both probes ignored, each at ``alpha / 2``; with ``colour``, the donors' colours at
+    with ``before`` (a :func:`snapshot`): the boxes together and, with ``ignored`` (``(P, h, w)``: each probe's
+    :func:`~lightning_xai.functional.shift.ignored_relevance`), the places both probes ignored (:func:`quiet_masks`),
+    each at ``alpha / 2``; with ``colour``, the donors' colours at
     ``alpha``. The result of the transplant with the smallest p-value; None when nothing can be tested (no pair,
     boxes too large). The training state is left as found (eval mode, no ``.grad``, RNGs, hooks:
     :func:`~lightning_xai.explain.guard.training_state_guard`)."""
@@ -165,9 +180,8 @@ def follow_test(
         mask = box_mask([box for box, _ in regions], size)
         if mask is not None:
             moved["region"] = transplanted(x, mask.to(device), pairs)
-        if quiet is not None and quiet.shape[0] == images.shape[0]:
-            ignored = cells_to_pixels(quiet.bool().cpu(), size)
-            moved["quiet"] = transplanted(x, torch.stack([ignored[d] & ignored[r] for d, r in pairs]).to(device), pairs)
+        if ignored is not None and ignored.shape[0] == images.shape[0]:
+            moved["quiet"] = transplanted(x, quiet_masks(ignored.float().cpu(), pairs, size).to(device), pairs)
     if not moved:
         return None
     donors, recipients = [d for d, _ in pairs], [r for _, r in pairs]

@@ -37,6 +37,13 @@ def quiet_regions(previous: Tensor, common: bool = False, older: Tensor | None =
     return quiet
 
 
+def ignored_relevance(previous: Tensor, older: Tensor | None = None) -> Tensor:
+    """Per sample and cell, the relevance where :func:`quiet_regions` (per sample) finds the place ignored (the larger
+    of ``previous`` and ``older``), ``inf`` where it was not: the least relevant ignored places sort first."""
+    level = previous if older is None or older.shape != previous.shape else torch.maximum(previous, older)
+    return level.masked_fill(~quiet_regions(previous, False, older), float("inf"))
+
+
 def novel_relevance(current: Tensor, previous: Tensor, common: bool = False, older: Tensor | None = None) -> Tensor:
     """Per sample, ``Σ (current − previous)`` over the :func:`quiet_regions`: relevance moved to ignored places."""
     return ((current - previous) * quiet_regions(previous, common, older)).flatten(1).sum(dim=1)
