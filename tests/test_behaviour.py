@@ -132,11 +132,28 @@ def test_the_ignored_places_copied_are_at_most_half_the_image_the_least_relevant
     masks = quiet_masks(ignored, [(0, 1)], (8, 8))
     assert masks.shape == (1, 8, 8) and int(masks.sum()) == 8 * 8 // 2  # 12 ignored cells, 8 copied
     cells = masks[0, ::2, ::2]  # one pixel per cell
-    expected = torch.zeros(4, 4, dtype=torch.bool)
-    expected[:, 0] = True  # the least relevant to either probe (the larger of the two: 0.01) ...
-    expected[0, 1:] = expected[1, 3] = True  # ... then 0.05 (the last row too: probe 0 looked there), in order
-    assert torch.equal(cells, expected)
-    assert not (masks[0, 2:6, 2:6]).any()
+    assert cells[:, 0].all()  # the least relevant to either probe (the larger of the two: 0.01) ...
+    assert int(cells[:, 1:].sum()) == 4  # ... then 4 of the 8 places at 0.05 (the last row too: probe 0 looked there)
+    assert not cells[1:3, 1:3].any()  # never the centre
+
+
+@pytest.mark.parametrize(
+    ("size", "cells"), [((28, 28), (8, 8)), ((10, 10), (8, 8)), ((5, 5), (3, 3)), ((32, 24), (8, 5))]
+)
+def test_the_cap_counts_pixels_where_cells_are_unequal_and_ties_take_no_side_first(
+    size: tuple[int, int], cells: tuple[int, int]
+) -> None:
+    g = torch.Generator().manual_seed(1)
+    relevance = torch.rand(2, *cells, generator=g) * 1e-3
+    relevance[:, :, : cells[1] // 2] = 0.0  # the left half ignored most (its cells the wider ones at some sizes)
+    masks = quiet_masks(ignored_relevance(relevance), [(0, 1)], size)
+    assert 0 < int(masks.sum()) <= size[0] * size[1] // 2
+    tied = quiet_masks(ignored_relevance(torch.zeros(1, 8, 8)), [(0, 0)], (32, 32))[0]  # every place ignored alike
+    assert int(tied.sum()) == 32 * 32 // 2
+    assert tied[:16].any() and tied[16:].any() and tied[:, :16].any() and tied[:, 16:].any()
+    quiet = torch.zeros(2, 8, 8, dtype=torch.bool)  # a bool mask: True where ignored, all alike
+    quiet[:, 4:] = True
+    assert torch.equal(quiet_masks(quiet, [(0, 1)], (8, 8))[0], quiet[0])
 
 
 def test_nothing_to_test_without_a_small_box_or_another_class() -> None:
@@ -282,7 +299,7 @@ def test_weights_kept_after_the_candidates_before_are_not_used(monkeypatch: pyte
     check.keep(Reader(0.0), 6, [2])  # a resumed run: the weights of epoch 6 stand in for the reference
     verify = check.verifier(Reader(1.0), images, labels, None, lambda k, m: None)
     region = (AlertRegion("class 0", (0,), (0,), (0, 0, 4, 4), "top-left"),)
-    quiet = torch.zeros(CLASSES, 8, 8, dtype=torch.bool)
+    quiet = torch.zeros(CLASSES, 8, 8, dtype=torch.bool)  # nothing ignored: the boxes only
     assert verify(region, quiet, 5) is None  # the candidate's "before" (5) is older than the weights kept (6)
     found = verify(region, quiet, 6)
     assert found is not None and found.before_epoch == 6

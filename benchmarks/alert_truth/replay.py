@@ -176,9 +176,9 @@ class ShiftDetectorReplay:
         return self._nets[epoch]
 
     def verifier(self, epoch: int, colour: bool = False) -> Any:
-        """``verify(regions, quiet)`` for the candidates of ``epoch``, as the monitor's ``FollowCheck`` makes it: the
-        recorded network at ``epoch`` against its weights at the drift reference (the warm-up's end), on the recorded
-        probes (labels as targets); None without a recording or its weights."""
+        """``verify(regions, ignored, origin_epoch)`` for the candidates of ``epoch``, as the monitor's ``FollowCheck``
+        makes it: the recorded network at ``epoch`` against its weights at the drift reference (the warm-up's end), on
+        the recorded probes (labels as targets); None without a recording or its weights."""
         if not self.follow or self.record is None or self._weights(epoch) is None:
             return None
         from lightning_xai._follow import donor_groups

@@ -46,7 +46,8 @@ Region = tuple[tuple[int, int, int, int], Sequence[int]]
 #: at most this many donor/recipient pairs per transplant (an even spread over donors and recipients)
 MAX_PAIRS = 128
 
-#: the largest share of the image the regions' boxes may cover together: more would move the object too
+#: the largest share of the image a transplant copies (the regions' boxes together, the ignored places of a pair):
+#: more would move the donor's object too
 MAX_AREA = 0.5
 
 
@@ -127,14 +128,22 @@ def box_mask(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) 
 
 def quiet_masks(ignored: Tensor, pairs: Sequence[tuple[int, int]], size: tuple[int, int]) -> Tensor:
     """Per pair, the ``(H, W)`` mask of the places both probes ignored (``ignored``: :func:`~lightning_xai.functional.
-    shift.ignored_relevance`, ``(P, h, w)``), at most :data:`MAX_AREA` of the cells, the least relevant to either
-    probe first."""
+    shift.ignored_relevance`, ``(P, h, w)``; a bool mask, True where ignored, counts every such place alike), at most
+    :data:`MAX_AREA` of the image's pixels, the least relevant to either probe first; equally relevant places in a
+    fixed shuffled order (no side of the image first)."""
+    if ignored.dtype == torch.bool:
+        ignored = torch.zeros(ignored.shape).masked_fill(~ignored, float("inf"))
     donor, recipient = (list(column) for column in zip(*pairs, strict=True))
+    (h, w), (height, width) = ignored.shape[-2:], size
     both = torch.maximum(ignored[donor], ignored[recipient]).flatten(1)  # inf where either probe looked
-    keep = int(MAX_AREA * both.shape[1])
-    masks = torch.zeros_like(both, dtype=torch.bool)
-    masks.scatter_(1, both.argsort(dim=1, stable=True)[:, :keep], True)
-    return cells_to_pixels((masks & both.isfinite()).view(-1, *ignored.shape[-2:]), size)
+    rows = torch.bincount(torch.arange(height) * h // height, minlength=h)  # each cell's pixels, as cells_to_pixels
+    cols = torch.bincount(torch.arange(width) * w // width, minlength=w)
+    pixels = (rows[:, None] * cols[None, :]).flatten()
+    shuffle = torch.randperm(h * w, generator=torch.Generator().manual_seed(0))
+    order = shuffle[both[:, shuffle].argsort(dim=1, stable=True)]
+    taken = pixels[order].cumsum(dim=1) <= MAX_AREA * height * width
+    masks = torch.zeros_like(both, dtype=torch.bool).scatter_(1, order, taken)
+    return cells_to_pixels((masks & both.isfinite()).view(-1, h, w), size)
 
 
 def _with_weights(module: nn.Module, forward_fn: ModelForwardFn | None, state: dict[str, Tensor]) -> ForwardFn:
@@ -181,7 +190,9 @@ def follow_test(
         if mask is not None:
             moved["region"] = transplanted(x, mask.to(device), pairs)
         if ignored is not None and ignored.shape[0] == images.shape[0]:
-            moved["quiet"] = transplanted(x, quiet_masks(ignored.float().cpu(), pairs, size).to(device), pairs)
+            masks = quiet_masks(ignored.cpu(), pairs, size)
+            if masks.any():  # nothing both ignored: no transplant (nor its share of the level)
+                moved["quiet"] = transplanted(x, masks.to(device), pairs)
     if not moved:
         return None
     donors, recipients = [d for d, _ in pairs], [r for _, r in pairs]
