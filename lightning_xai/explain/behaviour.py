@@ -99,9 +99,14 @@ def transplant_pairs(targets: Tensor, donors: Sequence[int], limit: int = MAX_PA
     return [pairs[int(i * step)] for i in range(limit)]
 
 
+def _columns(pairs: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """The donors and the recipients of ``pairs``, each in the pairs' order."""
+    return [d for d, _ in pairs], [r for _, r in pairs]
+
+
 def transplanted(images: Tensor, masks: Tensor, pairs: Sequence[tuple[int, int]]) -> Tensor:
     """Each pair's recipient with ``masks`` (``(H, W)``, or one per pair) copied from the donor."""
-    donor, recipient = (list(column) for column in zip(*pairs, strict=True))
+    donor, recipient = _columns(pairs)
     return torch.where(masks.unsqueeze(-3), images[donor], images[recipient])
 
 
@@ -109,7 +114,7 @@ def colour_transferred(images: Tensor, pairs: Sequence[tuple[int, int]]) -> Tens
     """Each pair's recipient in its donor's colours: every channel shifted and scaled to the donor's mean and
     standard deviation over the image. The recipient keeps its shapes; a per-channel normalisation commutes with it,
     so it means the same on the model's inputs as on the pixels."""
-    donor, recipient = (list(column) for column in zip(*pairs, strict=True))
+    donor, recipient = _columns(pairs)
     x, d = images[recipient], images[donor]
     mean_x, std_x = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True)
     mean_d, std_d = d.mean(dim=(2, 3), keepdim=True), d.std(dim=(2, 3), keepdim=True)
@@ -133,12 +138,10 @@ def quiet_masks(ignored: Tensor, pairs: Sequence[tuple[int, int]], size: tuple[i
     fixed shuffled order (no side of the image first)."""
     if ignored.dtype == torch.bool:
         ignored = torch.zeros(ignored.shape).masked_fill(~ignored, float("inf"))
-    donor, recipient = (list(column) for column in zip(*pairs, strict=True))
+    donor, recipient = _columns(pairs)
     (h, w), (height, width) = ignored.shape[-2:], size
     both = torch.maximum(ignored[donor], ignored[recipient]).flatten(1)  # inf where either probe looked
-    rows = torch.bincount(torch.arange(height) * h // height, minlength=h)  # each cell's pixels, as cells_to_pixels
-    cols = torch.bincount(torch.arange(width) * w // width, minlength=w)
-    pixels = (rows[:, None] * cols[None, :]).flatten()
+    pixels = cells_to_pixels(torch.arange(h * w).view(h, w), size).flatten().bincount(minlength=h * w)  # per cell
     shuffle = torch.randperm(h * w, generator=torch.Generator().manual_seed(0))
     order = shuffle[both[:, shuffle].argsort(dim=1, stable=True)]
     taken = pixels[order].cumsum(dim=1) <= MAX_AREA * height * width
@@ -195,7 +198,7 @@ def follow_test(
                 moved["quiet"] = transplanted(x, masks.to(device), pairs)
     if not moved:
         return None
-    donors, recipients = [d for d, _ in pairs], [r for _, r in pairs]
+    donors, recipients = _columns(pairs)
     found: list[FollowTest] = []
     with training_state_guard(module, device), model_forward(module, forward_fn) as as_now, torch.no_grad():
         answers = []  # per weight set: the probes' own predictions, then each transplant's
