@@ -222,8 +222,8 @@ class AlertTracker:
             f"share carried by differences between channels{shares}"
         )
         message = message[: MESSAGE_LIMIT - 1] + "."
-        found = (d.probe_indices, message, d.noise, None, None, (), None, d.follow)
-        alert = DriftAlert(epoch, step, method, "colour_share", "mean", d.score, d.threshold, *found)
+        found = (d.probe_indices, message, d.noise)
+        alert = DriftAlert(epoch, step, method, "colour_share", "mean", d.score, d.threshold, *found, follow=d.follow)
         self.update(method, {}, detected=True)
         self.alerts.append(alert)
         return [alert]
