@@ -93,9 +93,10 @@ class FollowCheck:
 def donor_groups(
     regions: tuple[AlertRegion, ...], targets: Tensor
 ) -> list[tuple[tuple[int, int, int, int], list[int]]]:
-    """``(box, donors)`` per region: every probe of the region's classes, or a cluster's own probes."""
+    """``(box, donors)`` per region (its whole windows, where it has them): every probe of the region's classes, or a
+    cluster's own probes."""
     labels = [int(t) for t in targets.tolist()]
-    return [
-        (r.box, [i for i, c in enumerate(labels) if c in r.classes] if r.classes else list(r.probe_indices))
-        for r in regions
+    donors = [
+        [i for i, c in enumerate(labels) if c in r.classes] if r.classes else list(r.probe_indices) for r in regions
     ]
+    return [(r.windows or r.box, d) for r, d in zip(regions, donors, strict=True)]

@@ -11,11 +11,12 @@ import io
 import pytest
 import torch
 
+from lightning_xai._follow import donor_groups
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.evidence import AlertRegion, gain_regions, input_maps, place_name
 from lightning_xai.drift.tracker import DriftTracker
-from lightning_xai.functional.shift import peak_region, relevance_distribution
+from lightning_xai.functional.shift import peak_region, relevance_distribution, smallest_box
 
 CUES = {0: (1, 1, 5, 5), 1: (1, 27, 5, 31), 2: (27, 1, 31, 5), 3: (27, 27, 31, 31)}  # (top, left, bottom, right)
 CLASSES = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
@@ -136,3 +137,56 @@ def test_peak_region_keeps_one_place_and_place_names() -> None:
     assert peak_region(gain) == (0, 0, 0, 1)  # not the box around both corners
     assert peak_region(torch.zeros(3, 3)) is None
     assert place_name((12, 12, 20, 20), (32, 32)) == "centre" and place_name((0, 12, 4, 20), (32, 32)) == "top"
+
+
+def _brute_smallest_box(gain: torch.Tensor, share: float) -> tuple[int, int, int, int] | None:
+    """Every box of ``gain`` in a plain loop: the smallest holding ``share`` of the total, then the most, then first."""
+    g, best = gain.double().clamp_min(0), None
+    total = float(g.sum())
+    if total <= 0:
+        return None
+    rows, cols = g.shape
+    for top in range(rows):
+        for left in range(cols):
+            for bottom in range(top + 1, rows + 1):
+                for right in range(left + 1, cols + 1):
+                    held = float(g[top:bottom, left:right].sum())
+                    key = ((bottom - top) * (right - left), -held, top, left)
+                    if held >= share * total * (1 - 1e-9) and (best is None or key < best[0]):
+                        best = (key, (top, left, bottom, right))
+    return None if best is None else best[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("share", [0.5, 0.9, 1.0])
+def test_smallest_box_matches_a_plain_search_over_every_box(seed: int, share: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    gain = torch.randn(5 + seed % 3, 6, generator=gen)  # negatives count as nothing gained
+    gain[gain < 0.8] = torch.where(gain[gain < 0.8] > 0, 0.0, gain[gain < 0.8])  # sparse, like a difference map
+    gain[seed % 5, 2] = 3.0
+    found = smallest_box(gain, share)
+    assert found == _brute_smallest_box(gain, share)
+    assert smallest_box(-gain.abs(), share) is None and smallest_box(torch.zeros(3, 3), share) is None
+
+
+def test_a_mark_smaller_than_a_window_is_boxed_to_its_pixels_and_the_test_copies_the_windows() -> None:
+    """A 3x3 mark (smaller than the 4-pixel windows): the box shown is the mark, the windows around it (5x5: the
+    four windows holding all of it tie) are what the transplant test copies."""
+    mark = (5, 21, 8, 24)  # rows 5-7, cols 21-23: across two cells both ways
+
+    def maps(epoch: int) -> torch.Tensor:
+        m = torch.zeros(8, 32, 32)
+        m[:, 10:22, 10:22] = 1.0 + 0.1 * torch.arange(8).view(8, 1, 1)
+        if epoch >= 4:
+            m[:, mark[0] : mark[2], mark[1] : mark[3]] = 8.0 + (0.5 if epoch == 5 else 0.0)
+        return m
+
+    det, found = ShiftDetector(), []
+    for epoch in range(6):
+        d = det.update("integrated_gradients", maps(epoch), (32, 32), True, classes=torch.zeros(8), epoch=epoch)
+        found += [d] if d is not None and d.fired else []
+    (region,) = found[0].regions
+    assert region.box == mark and region.windows == (4, 20, 9, 25)
+    assert donor_groups(found[0].regions, torch.zeros(8)) == [((4, 20, 9, 25), list(range(8)))]
+    assert AlertRegion.from_dict(region.to_dict()) == region  # kept by checkpoints
+    assert AlertRegion.from_dict(region.to_dict() | {"windows": None}).windows is None  # an older version's

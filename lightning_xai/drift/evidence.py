@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from lightning_xai.functional.shift import cells_to_pixels, peak_region, quiet_regions
+from lightning_xai.functional.shift import cells_to_pixels, peak_region, quiet_regions, smallest_box
 
 Box = tuple[int, int, int, int]
 
@@ -32,6 +32,8 @@ def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 #: windows that gained at least this share of the best window's gain (and touch it) join its box
 NEAR_TIE = 0.9
+#: the box shown is the smallest inside those windows that holds this share of their gain
+BOX_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,11 @@ class AlertRegion:
     Attributes:
         label: how the group is named in messages and pictures, e.g. ``"class 3"``.
         classes: the classes of the group's probes (empty when unlabeled); ``probe_indices``: those that moved.
-        box: ``(top, left, bottom, right)`` in input pixels, bottom/right exclusive.
+        box: ``(top, left, bottom, right)`` in input pixels, bottom/right exclusive: the smallest box that holds
+            :data:`BOX_SHARE` of the gain of the windows where it gained most.
         place: the box's place in words (``"top-left"``, ``"most of the image"``, ...; empty from an older version).
+        windows: those whole windows (each one cell of the detector's grid), what the transplant test copies; None
+            when they are the box itself (or from an older version).
     """
 
     label: str
@@ -50,6 +55,7 @@ class AlertRegion:
     probe_indices: tuple[int, ...]
     box: Box
     place: str = ""
+    windows: Box | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return primitives(self)
@@ -58,7 +64,9 @@ class AlertRegion:
     def from_dict(cls, data: dict[str, Any]) -> AlertRegion:
         keys = ("classes", "probe_indices", "box")
         classes, probes, (top, left, bottom, right) = (tuple(int(v) for v in data[key]) for key in keys)
-        return cls(str(data["label"]), classes, probes, (top, left, bottom, right), str(data.get("place", "")))
+        windows = data.get("windows")
+        found = None if windows is None else (int(windows[0]), int(windows[1]), int(windows[2]), int(windows[3]))
+        return cls(str(data["label"]), classes, probes, (top, left, bottom, right), str(data.get("place", "")), found)
 
 
 @dataclass(frozen=True)
@@ -128,23 +136,25 @@ def gain_regions(
     window: tuple[int, int] | None = None,
 ) -> tuple[AlertRegion, ...]:
     """One :class:`AlertRegion` per class (or cluster) of the ``moved`` probes, largest first, boxing where it gained
-    most in the quiet regions: the windows of ``fine`` (``(after, before)``) near the best, else cells. A window is
-    one cell of ``current``'s grid unless ``window`` (input pixels) is given."""
+    most in the quiet regions: the windows of ``fine`` (``(after, before)``) near the best, and inside them the
+    smallest box that holds :data:`BOX_SHARE` of their gain; else cells. A window is one cell of ``current``'s grid
+    unless ``window`` (input pixels) is given."""
     quiet = quiet_regions(origin, common=True, older=older)[0]
     gain = (current - origin).clamp_min(0) * quiet
     cells_h, cells_w = gain.shape[-2:]
     found: list[tuple[int, float, AlertRegion]] = []
     for label, group_classes, probes in _groups(list(moved), classes, gain):
         group_gain = gain[probes].mean(dim=0)
-        box = _fine_box(fine, probes, quiet, input_size, window) if fine is not None else None
-        if box is None:
+        boxes = _fine_box(fine, probes, quiet, input_size, window) if fine is not None else None
+        if boxes is None:
             cells = peak_region(group_gain, 0.5)
             if cells is None:
                 continue
             top, bottom = cell_span(cells[0], cells[2], cells_h, input_size[0])
             left, right = cell_span(cells[1], cells[3], cells_w, input_size[1])
-            box = (top, left, bottom, right)
-        region = AlertRegion(label, group_classes, tuple(probes), box, place_name(box, input_size))
+            boxes = (top, left, bottom, right), None
+        box, windows = boxes
+        region = AlertRegion(label, group_classes, tuple(probes), box, place_name(box, input_size), windows)
         found.append((len(probes), float(group_gain.sum()), region))
     return tuple(region for _, _, region in sorted(found, key=lambda item: (-item[0], -item[1])))
 
@@ -155,12 +165,20 @@ def _fine_box(
     quiet: Tensor,
     input_size: tuple[int, int],
     window: tuple[int, int] | None = None,
-) -> Box | None:
-    """The box, in input pixels, of the windows (a cell, or ``window``) inside the quiet regions that gained most for
-    ``probes``."""
+) -> tuple[Box, Box | None] | None:
+    """``(box, windows)`` in input pixels: the box of the windows (a cell, or ``window``) inside the quiet regions
+    that gained most for ``probes``, and inside it the smallest box holding :data:`BOX_SHARE` of their gain
+    (``windows`` None when that is the whole of it)."""
     (after, before), (height, width), (cells_h, cells_w) = fine, input_size, quiet.shape
     area = cells_to_pixels(quiet, (height, width))
     gain = (after[probes] - before[probes]).clamp_min(0).mean(dim=0) * area
     window = window or (max(1, round(height / cells_h)), max(1, round(width / cells_w)))
     blob = peak_region(F.avg_pool2d(gain[None, None].double(), window, stride=1)[0, 0], NEAR_TIE)
-    return None if blob is None else (blob[0], blob[1], blob[2] + window[0], blob[3] + window[1])
+    if blob is None:
+        return None
+    windows = (blob[0], blob[1], blob[2] + window[0], blob[3] + window[1])
+    inner = smallest_box(gain[windows[0] : windows[2], windows[1] : windows[3]], BOX_SHARE)
+    if inner is None:
+        return windows, None
+    box = (windows[0] + inner[0], windows[1] + inner[1], windows[0] + inner[2], windows[1] + inner[3])
+    return (box, None) if box == windows else (box, windows)

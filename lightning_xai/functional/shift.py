@@ -64,6 +64,37 @@ def peak_region(gain: Tensor, level: float = 0.5) -> tuple[int, int, int, int] |
     return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
 
 
+def smallest_box(gain: Tensor, share: float) -> tuple[int, int, int, int] | None:
+    """The smallest box ``(top, left, bottom, right)`` (bottom/right exclusive) of the 2-D ``gain`` (negatives count
+    as 0) holding at least ``share`` of its total; of equal areas the one holding most, then the first in row order.
+    None if nothing gained.
+
+    Example::
+
+        >>> gain = torch.zeros(5, 5); gain[1:4, 2:4] = 1.0; gain[0, 0] = 0.1  # a 3x2 blob and a speck
+        >>> smallest_box(gain, 0.9), smallest_box(gain, 1.0)
+        ((1, 2, 4, 4), (0, 0, 4, 4))
+    """
+    if gain.ndim != 2:
+        raise ValueError(f"`gain` must have shape (H, W); got {tuple(gain.shape)}.")
+    g = torch.nan_to_num(gain.detach().double().cpu(), nan=0.0, posinf=0.0).clamp_min(0)
+    total = float(g.sum())
+    if not total > 0:
+        return None
+    sums = F.pad(g.cumsum(0).cumsum(1), (1, 0, 1, 0))  # sums[i, j]: the gain above row i and left of column j
+    needed, (rows, cols), best = share * total * (1 - 1e-9), g.shape, None
+    for h in range(1, rows + 1):
+        for w in range(1, cols + 1):
+            if best is not None and h * w > best[0]:
+                break
+            held = sums[h:, w:] - sums[:-h, w:] - sums[h:, :-w] + sums[:-h, :-w]  # every h x w box at once
+            most = float(held.max())
+            if most >= needed and (best is None or (h * w, -most) < (best[0], -best[1])):
+                top, left = divmod(int(held.flatten().argmax()), held.shape[1])
+                best = (h * w, most, (top, left, top + h, left + w))
+    return None if best is None else best[2]
+
+
 def colour_share(attributions: Tensor) -> Tensor:
     """Per sample, the share of the attribution's energy in the differences between channels (colour, for RGB):
     ``‖A − mean_c A‖² / ‖A‖²`` of ``(N, C, H, W)`` attributions, 0 for an all-zero attribution. A model that reads
