@@ -64,7 +64,7 @@ class FollowCheck:
         that class as a donor; a cluster of unlabeled probes, its probes. ``threads``: torch's thread count for its
         passes (the methods' fastest; the drift step around it runs with one)."""
 
-        def verify(regions: tuple[AlertRegion, ...], ignored: Tensor, origin_epoch: int) -> FollowTest | None:
+        def verify(regions: tuple[AlertRegion, ...], ignored: Tensor | None, origin_epoch: int) -> FollowTest | None:
             if self._reference is None or targets.numel() != images.shape[0]:
                 return None
             epoch, weights = self._reference

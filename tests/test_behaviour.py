@@ -9,6 +9,8 @@ import torch
 from scipy import stats
 from torch import nn
 
+from lightning_xai._follow import donor_groups
+from lightning_xai.drift.detection import followed_regions
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.drift.evidence import AlertRegion
 from lightning_xai.explain.behaviour import (
@@ -189,17 +191,28 @@ def _verdict(passed: bool, gained: int = 9, lost: int = 0) -> FollowTest:
     return FollowTest("region", 10, gained, 0, gained, lost, p, passed, 2)
 
 
-def _answering(answers: list[FollowTest]) -> Callable[[tuple, torch.Tensor, int], FollowTest]:
+def _answering(answers: list[FollowTest]) -> Callable[[tuple, torch.Tensor | None, int], FollowTest]:
     """``verify`` giving ``answers`` in turn to the movement of :func:`_maps` (from evaluation 4 on); the jitter's own
-    candidates before it (at 1.5 sigma there are some) are not followed."""
-    return lambda regions, ignored, origin: answers.pop(0) if origin >= 4 else _verdict(False, 0, 2)
+    candidates before it (at 1.5 sigma there are some) are not followed; each region alone (after a passed test,
+    without ``ignored``) is followed."""
+
+    def verify(regions: tuple, ignored: torch.Tensor | None, origin: int) -> FollowTest:
+        if ignored is None:
+            return _verdict(True)
+        return answers.pop(0) if origin >= 4 else _verdict(False, 0, 2)
+
+    return verify
 
 
 @pytest.mark.parametrize("passed", [True, False])
 def test_a_candidate_the_model_follows_alerts_at_once_and_one_it_does_not_is_dropped(passed: bool) -> None:
-    asked: list[tuple[int, tuple[int, ...]]] = []
+    asked: list[tuple[int, int, tuple[int, ...]]] = []
+    alone: list[tuple[int, ...]] = []
 
-    def verify(regions: tuple, ignored: torch.Tensor, origin: int) -> FollowTest:
+    def verify(regions: tuple, ignored: torch.Tensor | None, origin: int) -> FollowTest:
+        if ignored is None:  # after a passed test, each region alone: the model follows classes 1 and 3 only
+            alone.append(regions[0].classes)
+            return _verdict(False, 2, 0) if regions[0].classes[0] % 2 else _verdict(False, 1, 1)
         asked.append((origin, len(regions), tuple(ignored.shape)))
         if origin < 4:  # the jitter's own candidates at 1.5 sigma: the model does not follow them
             return _verdict(False, 0, 2)
@@ -213,9 +226,16 @@ def test_a_candidate_the_model_follows_alerts_at_once_and_one_it_does_not_is_dro
     assert asked[-1] == (4, 4, (8, 8, 8)) and all(origin < 4 for origin, *_ in asked[:-1])
     if passed:
         assert found[5].fired and not found[5].candidate and found[5].follow == _verdict(True)
+        assert sorted(alone) == [(0,), (1,), (2,), (3,)]  # every class's region asked alone, once
+        # the alert names the regions the model follows alone, each with its own answer
+        assert [(r.classes, r.follow) for r in found[5].regions] == [
+            ((1,), _verdict(False, 2, 0)),
+            ((3,), _verdict(False, 2, 0)),
+        ]
         assert found[5].regions[0].box == (0, 28, 4, 32) and not found[6].fired  # the cooldown follows
+        assert found[5].region == (0, 28, 3, 31)
     else:
-        assert not any(d.fired or d.candidate for d in found[5:]) and found[5].follow is not None
+        assert not any(d.fired or d.candidate for d in found[5:]) and found[5].follow is not None and not alone
 
 
 def test_a_candidate_that_leans_its_way_is_asked_again_at_its_confirmation() -> None:
@@ -313,3 +333,24 @@ def test_a_test_in_which_no_pair_changed_drops_nothing_and_asks_again_at_the_con
         detector.update("m", m, (32, 32), True, epoch=e, verify=_answering(answers)) for e, m in enumerate(_maps())
     ]
     assert found[5].candidate and found[6].fired and found[6].follow == _verdict(True) and not answers
+
+
+def test_an_alert_names_the_regions_the_model_follows_alone() -> None:
+    """A model that reads the top-left patch: of two classes' regions, the one on the patch is followed when copied
+    alone (every other class follows it), the one on an empty corner is not, and only the first is named."""
+    images, labels = _probes()
+    now, before = Reader(1.0), snapshot(Reader(0.0))
+
+    def verify(regions: tuple, ignored: torch.Tensor | None, origin: int) -> FollowTest | None:
+        groups = donor_groups(regions, labels)
+        return follow_test(now, before, 2, images, labels, groups, alpha=0.005, ignored=ignored)
+
+    on_cue = AlertRegion("class 1", (1,), (1,), (0, 0, 4, 4), "top-left")
+    elsewhere = AlertRegion("class 4", (4,), (4,), (28, 28, 32, 32), "bottom-right", windows=(27, 27, 32, 32))
+    (named,) = followed_regions((elsewhere, on_cue), verify, 2)
+    assert named.classes == (1,) and named.follow is not None and named.follow.kind == "region"
+    assert (named.follow.pairs, named.follow.gained, named.follow.lost) == (CLASSES - 1, CLASSES - 1, 0)
+    assert AlertRegion.from_dict(named.to_dict()) == named  # its answer is kept by checkpoints
+    # a model that follows neither region alone: every region stays named, each with its answer
+    regions = followed_regions((elsewhere,), verify, 2)
+    assert regions[0].classes == (4,) and regions[0].follow is not None and regions[0].follow.followed == 0

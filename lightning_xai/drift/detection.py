@@ -27,7 +27,8 @@ class Detection:
         region: ``regions[0]``'s box, bottom/right inclusive (None if none); ``region_share``: the share of probes
             whose largest gain lies there.
         confirmation: after a candidate, ``(movement since before the candidate, needed)``.
-        regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first;
+        regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first; after a
+            passed transplant test, only those the model follows alone (:func:`followed_regions`), where it follows any;
             ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
         follow: the transplant test of the candidate (:mod:`~lightning_xai.explain.behaviour`), when one ran:
             passed, the alert comes at once; not followed (no more pairs gained than lost, some changed), it is
@@ -51,10 +52,10 @@ class Detection:
 
 
 #: ``verify(regions, ignored, origin_epoch)``: the transplant test of a candidate (``ignored``: each probe's
-#: :func:`~lightning_xai.functional.shift.ignored_relevance` before the candidate, ``(P, h, w)``; ``origin_epoch``:
-#: the evaluation before it) against the model at
-#: the drift reference; None: it cannot be tested (e.g. the weights kept are newer than ``origin_epoch``)
-Verify = Callable[[tuple[AlertRegion, ...], Tensor, int], FollowTest | None]
+#: :func:`~lightning_xai.functional.shift.ignored_relevance` before the candidate, ``(P, h, w)``, None to test the
+#: regions' boxes only; ``origin_epoch``: the evaluation before it) against the model at the drift reference; None: it
+#: cannot be tested (e.g. the weights kept are newer than ``origin_epoch``)
+Verify = Callable[[tuple[AlertRegion, ...], Tensor | None, int], FollowTest | None]
 
 
 def _fired(
@@ -79,11 +80,25 @@ def _fired(
         (after, before) if finer is None else (input_maps(finer[0], input_size), input_maps(finer[1], input_size))
     )
     regions = gain_regions(current, candidate.origin, candidate.older, over, classes, boxes_on, input_size, window)
+    evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
+    detection = Detection(*confirmation, candidate.noise, True, over, confirmation=confirmation)
+    detection = replace(detection, evidence=evidence, num_probes=int(current.shape[0]))
+    return with_regions(detection, regions, current, candidate, input_size)
+
+
+def with_regions(
+    detection: Detection,
+    regions: tuple[AlertRegion, ...],
+    current: Tensor,
+    candidate: _Candidate,
+    input_size: tuple[int, int],
+) -> Detection:
+    """``detection`` naming ``regions``: its ``region`` (the first one's box, bottom/right inclusive) and
+    ``region_share`` (the share of probes whose largest gain into the quiet regions lies in a cell overlapping it)."""
     region, share = None, 0.0
     if regions:
         top, left, bottom, right = regions[0].box
         region = (top, left, bottom - 1, right - 1)
-        # the share of probes whose largest gain into the quiet regions lies in a cell that overlaps the box
         gain = (current - candidate.origin).clamp_min(0) * quiet_regions(candidate.origin, True, candidate.older)
         (cells_h, cells_w), (height, width) = gain.shape[-2:], input_size
         peak = gain.flatten(1).argmax(dim=1)
@@ -91,6 +106,13 @@ def _fired(
         inside = ((rows * height) // cells_h < bottom) & (((rows + 1) * height + cells_h - 1) // cells_h > top)
         inside &= ((cols * width) // cells_w < right) & (((cols + 1) * width + cells_w - 1) // cells_w > left)
         share = float(inside.double().mean())
-    evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
-    detection = Detection(*confirmation, candidate.noise, True, over, region, share, confirmation=confirmation)
-    return replace(detection, regions=regions, evidence=evidence, num_probes=int(current.shape[0]))
+    return replace(detection, regions=regions, region=region, region_share=share)
+
+
+def followed_regions(regions: tuple[AlertRegion, ...], verify: Verify, origin_epoch: int) -> tuple[AlertRegion, ...]:
+    """Each region put to the model alone (its box copied from its own donors; ``verify`` without the ignored places),
+    its answer kept in its ``follow``: the regions the model follows (more pairs gained than lost), in their order;
+    all of them when it follows none (e.g. an alert the ignored places' transplant confirmed)."""
+    tested = tuple(replace(r, follow=verify((r,), None, origin_epoch)) for r in regions)
+    followed = tuple(r for r in tested if r.follow is not None and r.follow.gained > r.follow.lost)
+    return followed or tested

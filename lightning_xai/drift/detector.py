@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _MethodState, _standard_error
-from lightning_xai.drift.detection import Detection, Verify, _fired
+from lightning_xai.drift.detection import Detection, Verify, _fired, followed_regions, with_regions
 from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.explain.base import check_float, check_int
 from lightning_xai.functional.shift import ignored_relevance, novel_relevance, relevance_distribution
@@ -312,7 +312,11 @@ class ShiftDetector:
         if verify is None or not fired.regions:
             return fired
         ignored = ignored_relevance(candidate.origin, candidate.older)
-        return replace(fired, follow=verify(fired.regions, ignored, candidate.origin_epoch))
+        follow = verify(fired.regions, ignored, candidate.origin_epoch)
+        if follow is None or not follow.passed:
+            return replace(fired, follow=follow)
+        named = followed_regions(fired.regions, verify, candidate.origin_epoch)  # the alert names what it follows
+        return replace(with_regions(fired, named, current, candidate, input_size), follow=follow)
 
     def _ratio(self, tested: bool) -> float:
         """The σ a candidate's movement must be: ``follow_ratio`` when the model will be asked, else ``ratio``."""

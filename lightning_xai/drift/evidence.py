@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from lightning_xai.explain.behaviour import FollowTest
 from lightning_xai.functional.shift import cells_to_pixels, peak_region, quiet_regions, smallest_box
 
 Box = tuple[int, int, int, int]
@@ -48,6 +49,8 @@ class AlertRegion:
         place: the box's place in words (``"top-left"``, ``"most of the image"``, ...; empty from an older version).
         windows: those whole windows (each one cell of the detector's grid), what the transplant test copies; None
             when they are the box itself (or from an older version).
+        follow: after a passed transplant test, this region's own (its windows copied from its donors alone): how
+            often the model follows it now and at the reference; None when it was not asked.
     """
 
     label: str
@@ -56,6 +59,7 @@ class AlertRegion:
     box: Box
     place: str = ""
     windows: Box | None = None
+    follow: FollowTest | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return primitives(self)
@@ -64,9 +68,11 @@ class AlertRegion:
     def from_dict(cls, data: dict[str, Any]) -> AlertRegion:
         keys = ("classes", "probe_indices", "box")
         classes, probes, (top, left, bottom, right) = (tuple(int(v) for v in data[key]) for key in keys)
-        windows = data.get("windows")
+        windows, follow = data.get("windows"), data.get("follow")
         found = None if windows is None else (int(windows[0]), int(windows[1]), int(windows[2]), int(windows[3]))
-        return cls(str(data["label"]), classes, probes, (top, left, bottom, right), str(data.get("place", "")), found)
+        test = FollowTest(**known_fields(FollowTest, follow)) if isinstance(follow, dict) else None
+        box, place = (top, left, bottom, right), str(data.get("place", ""))
+        return cls(str(data["label"]), classes, probes, box, place, found, test)
 
 
 @dataclass(frozen=True)
