@@ -354,3 +354,17 @@ def test_an_alert_names_the_regions_the_model_follows_alone() -> None:
     # a model that follows neither region alone: every region stays named, each with its answer
     regions = followed_regions((elsewhere,), verify, 2)
     assert regions[0].classes == (4,) and regions[0].follow is not None and regions[0].follow.followed == 0
+
+
+def test_at_most_max_asked_regions_are_put_to_the_model_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lightning_xai.drift.detection.MAX_ASKED", 2)
+    regions = tuple(AlertRegion(f"class {c}", (c,), (c,), (0, 0, 4, 4)) for c in range(4))
+    asked: list[int] = []
+
+    def verify(regions: tuple, ignored: torch.Tensor | None, origin: int) -> FollowTest:
+        asked.append(regions[0].classes[0])
+        return _verdict(False, 0, 0)  # followed by none: every region stays named, the untested without an answer
+
+    named = followed_regions(regions, verify, 2)
+    assert asked == [0, 1] and [r.classes for r in named] == [(0,), (1,), (2,), (3,)]
+    assert [r.follow is None for r in named] == [False, False, True, True]

@@ -117,3 +117,16 @@ def test_an_alert_without_evidence_logs_no_evidence_image(tmp_path: Path) -> Non
     acc.Reload()
     assert "xai/sheet" in acc.Tags()["images"]
     assert not [t for t in acc.Tags()["images"] if t.endswith("/evidence")]
+
+
+def test_the_probes_of_the_named_regions_come_first() -> None:
+    """Only class 1 (probe 1) is named: its row comes first, then the other probes that moved, in their order."""
+    alert = _alert()
+    alert = DriftAlert(**{**alert.__dict__, "regions": alert.regions[1:]})
+    inputs = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, SIZE, SIZE) / 4  # a grey per probe
+    image = render_evidence(inputs, alert, tile_size=TILE, max_probes=2).permute(1, 2, 0).numpy()
+    greys = []
+    for row in range(2):
+        left, top = tile_origin(row, 0, (TILE, TILE))  # the input tile
+        greys.append(int(image[top + TILE // 2, left + TILE // 2, 0]))
+    assert greys == [round(255 * 1 / 4), 0]  # probe 1, then probe 0 (probe 2 left out by max_probes)

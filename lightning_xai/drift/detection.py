@@ -109,10 +109,15 @@ def with_regions(
     return replace(detection, regions=regions, region=region, region_share=share)
 
 
+#: at most this many regions (the largest groups first) are put to the model alone at an alert
+MAX_ASKED = 16
+
+
 def followed_regions(regions: tuple[AlertRegion, ...], verify: Verify, origin_epoch: int) -> tuple[AlertRegion, ...]:
-    """Each region put to the model alone (its box copied from its own donors; ``verify`` without the ignored places),
-    its answer kept in its ``follow``: the regions the model follows (more pairs gained than lost), in their order;
-    all of them when it follows none (e.g. an alert the ignored places' transplant confirmed)."""
-    tested = tuple(replace(r, follow=verify((r,), None, origin_epoch)) for r in regions)
+    """Each region (the first :data:`MAX_ASKED`) put to the model alone (its box copied from its own donors; ``verify``
+    without the ignored places), its answer kept in its ``follow``: the regions the model follows (more pairs gained
+    than lost), in their order; all of them when it follows none (e.g. an alert the ignored places' transplant
+    confirmed)."""
+    tested = tuple(replace(r, follow=verify((r,), None, origin_epoch)) for r in regions[:MAX_ASKED])
     followed = tuple(r for r in tested if r.follow is not None and r.follow.gained > r.follow.lost)
-    return followed or tested
+    return followed or tested + regions[MAX_ASKED:]

@@ -239,13 +239,17 @@ def render_evidence(
 ) -> Tensor | None:
     """The evidence image of ``alert`` as a ``(3, H, W)`` uint8 CPU tensor; None when the alert carries no evidence.
 
-    Rows: the first ``max_probes`` of ``alert.evidence.probe_indices`` among all ``inputs``, with their ``labels``;
+    Rows: the first ``max_probes`` of ``alert.evidence.probe_indices`` (those of the named regions first) among all
+    ``inputs``, with their ``labels``;
     ``colormap`` colours the maps; a tile's long side is about ``tile_size`` (small maps scaled up by whole factors)."""
     evidence = getattr(alert, "evidence", None)
     if evidence is None or len(evidence.probe_indices) == 0:
         return None
-    rows = list(evidence.probe_indices)[:max_probes]
-    before, after = (m[: len(rows)].detach().float().cpu().numpy() for m in (evidence.before, evidence.after))
+    named = {p for r in alert.regions for p in r.probe_indices}  # the named regions' probes first
+    order = sorted(range(len(evidence.probe_indices)), key=lambda i: evidence.probe_indices[i] not in named)
+    order = order[:max_probes]
+    rows = [evidence.probe_indices[i] for i in order]
+    before, after = (m[order].detach().float().cpu().numpy() for m in (evidence.before, evidence.after))
     pictures = to_display_images(inputs[torch.as_tensor(rows, device=inputs.device)].detach().float(), denormalize)
     pictures_np = (pictures.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     height, width = before.shape[-2:]
@@ -255,7 +259,7 @@ def render_evidence(
     then = f"before (epoch {evidence.before_epoch})" if evidence.before_epoch >= 0 else "before"
     columns = ("input", then, f"at the alert (epoch {alert.epoch})", "at the alert - before")
     canvas_w = 2 * _MARGIN + _LABEL + 4 * tile_w + 3 * _GAP
-    boxes = "; ".join(f"{r.label} {getattr(r, 'place', '') or ''}".strip() for r in alert.regions) or "none"
+    boxes = "; ".join(_region_text(r) for r in alert.regions) or "none"
     follow = getattr(alert, "follow", None)  # the transplant test's answer, when the model was asked
     told = f"; {follow.summary()}" if follow is not None else ""
     lines = textwrap.wrap(f"the probes that moved; boxes: {boxes}{told}", width=max(40, (canvas_w - 2 * _MARGIN) // 6))
@@ -295,3 +299,10 @@ def render_evidence(
         draw.multiline_text((_MARGIN, y + 2), label, fill=(0, 0, 0), font=font, spacing=2)
         draw.text((_MARGIN, y + tile_h - 14), f"diff ±{spread:.2g}", fill=(90, 90, 90), font=small)
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
+
+
+def _region_text(region: Any) -> str:
+    """``"class 3 top-left"``, with ``" (followed 5/9)"`` when the region was put to the model alone."""
+    text = f"{region.label} {getattr(region, 'place', '') or ''}".strip()
+    follow = getattr(region, "follow", None)
+    return f"{text} (followed {follow.followed}/{follow.pairs})" if follow is not None else text
