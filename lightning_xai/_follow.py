@@ -60,7 +60,8 @@ class FollowCheck:
     ) -> Verify:
         """``verify(regions, ignored, origin_epoch)``: the transplant test against the reference's weights (None when
         those are newer than ``origin_epoch``, or when the test fails: it is warned once and the candidate gets the
-        detector's own tests). A class's region takes every probe of
+        detector's own tests; ``ignored`` None: the regions' windows only, as an alert asks about each region alone,
+        whose failure leaves that region named). A class's region takes every probe of
         that class as a donor; a cluster of unlabeled probes, its probes. ``threads``: torch's thread count for its
         passes (the methods' fastest; the drift step around it runs with one)."""
 
@@ -80,10 +81,16 @@ class FollowCheck:
                         forward_fn=forward_fn,
                     )
             except Exception as err:  # noqa: BLE001 - a failed test never kills the run: the detector's way instead
+                alone = ignored is None and not colour  # an alert's region asked about alone
                 warn_once(
-                    "follow_test",
-                    f"AttributionMonitor: the transplant test of a drift candidate failed ({type(err).__name__}: "
-                    f"{err}); candidates get the detector's own tests instead.",
+                    "follow_test_region" if alone else "follow_test",
+                    f"AttributionMonitor: the transplant test of "
+                    f"{'an alert region' if alone else 'a drift candidate'} failed ({type(err).__name__}: {err}); "
+                    + (
+                        "the alert names that region without it."
+                        if alone
+                        else "candidates get the detector's own tests instead."
+                    ),
                 )
                 return None
 

@@ -368,3 +368,24 @@ def test_at_most_max_asked_regions_are_put_to_the_model_alone(monkeypatch: pytes
     named = followed_regions(regions, verify, 2)
     assert asked == [0, 1] and [r.classes for r in named] == [(0,), (1,), (2,), (3,)]
     assert [r.follow is None for r in named] == [False, False, True, True]
+    # the model follows class 1 alone: class 0 (asked, not followed) is not named; 2 and 3 (never asked) still are
+    answers = {0: _verdict(False, 0, 0), 1: _verdict(False, 3, 0)}
+    named = followed_regions(regions, lambda r, q, o: answers[r[0].classes[0]], 2)
+    assert [(r.classes, r.follow) for r in named] == [((1,), answers[1]), ((2,), None), ((3,), None)]
+
+
+def test_a_region_whose_own_test_fails_stays_named_and_the_alert_still_comes() -> None:
+    def verify(regions: tuple, ignored: torch.Tensor | None, origin: int) -> FollowTest:
+        if ignored is None:
+            if regions[0].classes == (0,):
+                raise RuntimeError("out of memory (a region alone)")
+            return _verdict(False, 2, 0)
+        return _verdict(True) if origin >= 4 else _verdict(False, 0, 2)
+
+    detector, classes = ShiftDetector(calibration=2), torch.arange(8) % 4
+    found = [
+        detector.update("m", m, (32, 32), True, classes=classes, epoch=e, verify=verify) for e, m in enumerate(_maps())
+    ]
+    assert found[5].fired and found[5].follow == _verdict(True)
+    named = {r.classes: r.follow for r in found[5].regions}
+    assert named == {(0,): None, (1,): _verdict(False, 2, 0), (2,): _verdict(False, 2, 0), (3,): _verdict(False, 2, 0)}

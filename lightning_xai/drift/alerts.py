@@ -40,7 +40,8 @@ class DriftAlert:
         regions: one :class:`AlertRegion` per class (or probe group) that moved; ``evidence``: the maps before and at
             the alert (:class:`AlertEvidence`), None when loaded from a checkpoint.
         follow: the transplant test that confirmed it (:class:`~lightning_xai.explain.behaviour.FollowTest`: how
-            often the prediction follows a region copied from another class's probe, now and before), if one ran.
+            often the prediction follows a region copied from another class's probe, now and before), if one ran:
+            of every region found, together; each named region's own answer is in its ``follow``.
     """
 
     epoch: int

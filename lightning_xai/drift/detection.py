@@ -114,10 +114,19 @@ MAX_ASKED = 16
 
 
 def followed_regions(regions: tuple[AlertRegion, ...], verify: Verify, origin_epoch: int) -> tuple[AlertRegion, ...]:
-    """Each region (the first :data:`MAX_ASKED`) put to the model alone (its box copied from its own donors; ``verify``
-    without the ignored places), its answer kept in its ``follow``: the regions the model follows (more pairs gained
-    than lost), in their order; all of them when it follows none (e.g. an alert the ignored places' transplant
-    confirmed)."""
-    tested = tuple(replace(r, follow=verify((r,), None, origin_epoch)) for r in regions[:MAX_ASKED])
-    followed = tuple(r for r in tested if r.follow is not None and r.follow.gained > r.follow.lost)
-    return followed or tested + regions[MAX_ASKED:]
+    """Each region (the first :data:`MAX_ASKED`) put to the model alone (its windows copied from its own donors:
+    ``verify`` without the ignored places), its answer kept in its ``follow``; the regions named: those the model
+    follows (more pairs gained than lost) and those it could not be asked about (untestable, a failed test, beyond
+    :data:`MAX_ASKED`), in their order; all of them when it follows none (e.g. an alert the ignored places'
+    transplant confirmed). A region it was asked about and does not follow more than at the reference is not named:
+    naming a place takes the model's own answer."""
+    asked = []
+    for region in regions[:MAX_ASKED]:
+        try:
+            asked.append(replace(region, follow=verify((region,), None, origin_epoch)))
+        except Exception:  # noqa: BLE001 - the alert has passed its test: a region's own test cannot take it away
+            asked.append(region)
+    tested = tuple(asked) + regions[MAX_ASKED:]
+    if not any(r.follow is not None and r.follow.gained > r.follow.lost for r in tested):
+        return tested
+    return tuple(r for r in tested if r.follow is None or r.follow.gained > r.follow.lost)

@@ -313,7 +313,7 @@ class ShiftDetector:
             return fired
         ignored = ignored_relevance(candidate.origin, candidate.older)
         follow = verify(fired.regions, ignored, candidate.origin_epoch)
-        if follow is None or not follow.passed:
+        if follow is None or not follow.passed or follow.kind == "colour":  # a colour alert names every class
             return replace(fired, follow=follow)
         named = followed_regions(fired.regions, verify, candidate.origin_epoch)  # the alert names what it follows
         return replace(with_regions(fired, named, current, candidate, input_size), follow=follow)

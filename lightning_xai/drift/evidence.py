@@ -45,7 +45,8 @@ class AlertRegion:
         label: how the group is named in messages and pictures, e.g. ``"class 3"``.
         classes: the classes of the group's probes (empty when unlabeled); ``probe_indices``: those that moved.
         box: ``(top, left, bottom, right)`` in input pixels, bottom/right exclusive: the smallest box that holds
-            :data:`BOX_SHARE` of the gain of the windows where it gained most.
+            :data:`BOX_SHARE` of the gain of the windows where it gained most (whole cells where there are no maps
+            at input resolution).
         place: the box's place in words (``"top-left"``, ``"most of the image"``, ...; empty from an older version).
         windows: those whole windows (each one cell of the detector's grid), what the transplant test copies; None
             when they are the box itself (or from an older version).

@@ -12,8 +12,8 @@ not follow, training going on) does not. The pairs that changed are compared wit
 
 What is transplanted (each at half the level, Bonferroni):
 
-- ``"region"``: the boxes of the alert's regions, all at once (a recipient loses its own class's cue where the
-  regions place one, as it gains the donor's): a localised cue (a patch, a mark);
+- ``"region"``: the alert's regions (the whole windows each was found in), all at once (a recipient loses its own
+  class's cue where the regions place one, as it gains the donor's): a localised cue (a patch, a mark);
 - ``"quiet"``: the places both probes ignored at the evaluation before the candidate (per pair, from their own
   maps), at most :data:`MAX_AREA` of the image, the least relevant first: a cue spread over the background (a
   texture, a background colour). Beyond that share the copy would carry the donor's object too, which a model that

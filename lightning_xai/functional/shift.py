@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -66,8 +68,9 @@ def peak_region(gain: Tensor, level: float = 0.5) -> tuple[int, int, int, int] |
 
 def smallest_box(gain: Tensor, share: float) -> tuple[int, int, int, int] | None:
     """The smallest box ``(top, left, bottom, right)`` (bottom/right exclusive) of the 2-D ``gain`` (negatives count
-    as 0) holding at least ``share`` of its total; of equal areas the one holding most, then the first in row order.
-    None if nothing gained.
+    as 0) holding at least ``share`` (in ``(0, 1]``) of its total; of equal areas the one holding most, then the first
+    in row order. None if nothing gained. One vectorised search per box height (the gain is non-negative, so each
+    band's running sums are sorted and the narrowest box from every left edge is one ``searchsorted``).
 
     Example::
 
@@ -77,22 +80,34 @@ def smallest_box(gain: Tensor, share: float) -> tuple[int, int, int, int] | None
     """
     if gain.ndim != 2:
         raise ValueError(f"`gain` must have shape (H, W); got {tuple(gain.shape)}.")
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"`share` must be in (0, 1]; got {share!r}.")
     g = torch.nan_to_num(gain.detach().double().cpu(), nan=0.0, posinf=0.0).clamp_min(0)
     total = float(g.sum())
     if not total > 0:
         return None
-    sums = F.pad(g.cumsum(0).cumsum(1), (1, 0, 1, 0))  # sums[i, j]: the gain above row i and left of column j
-    needed, (rows, cols), best = share * total * (1 - 1e-9), g.shape, None
+    (rows, cols), needed = g.shape, share * total * (1 - 1e-9)
+    above = F.pad(g.cumsum(0), (0, 0, 1, 0))  # above[i, j]: column j's gain above row i
+    lefts = torch.arange(cols)
+    best: tuple[int, float, int, int, int, int] | None = None  # (area, -held, top, left, height, width)
     for h in range(1, rows + 1):
-        for w in range(1, cols + 1):
-            if best is not None and h * w > best[0]:
-                break
-            held = sums[h:, w:] - sums[:-h, w:] - sums[h:, :-w] + sums[:-h, :-w]  # every h x w box at once
-            most = float(held.max())
-            if most >= needed and (best is None or (h * w, -most) < (best[0], -best[1])):
-                top, left = divmod(int(held.flatten().argmax()), held.shape[1])
-                best = (h * w, most, (top, left, top + h, left + w))
-    return None if best is None else best[2]
+        if best is not None and h > best[0]:  # every box this high is larger than the best
+            break
+        prefix = F.pad((above[h:] - above[:-h]).cumsum(1), (1, 0))  # per band of h rows: gain left of column j
+        right = torch.searchsorted(prefix, prefix[:, :-1] + needed)  # the narrowest box from each left edge
+        width = torch.where(right <= cols, right - lefts, cols + 1)
+        narrowest = int(width.min())
+        if narrowest > cols or (best is not None and h * narrowest > best[0]):
+            continue
+        ends = (lefts + narrowest).clamp(max=cols).expand_as(width)
+        held = (prefix.gather(1, ends) - prefix[:, :-1]).masked_fill(width != narrowest, -math.inf)
+        top, left = divmod(int(held.flatten().argmax()), cols)  # the most held, the first in row order
+        key = (h * narrowest, -float(held[top, left]), top, left, h, narrowest)
+        best = key if best is None or key[:4] < best[:4] else best
+    if best is None:
+        return None
+    _, _, top, left, h, w = best
+    return top, left, top + h, left + w
 
 
 def colour_share(attributions: Tensor) -> Tensor:

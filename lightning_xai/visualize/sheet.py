@@ -246,7 +246,8 @@ def render_evidence(
     if evidence is None or len(evidence.probe_indices) == 0:
         return None
     named = {p for r in alert.regions for p in r.probe_indices}  # the named regions' probes first
-    order = sorted(range(len(evidence.probe_indices)), key=lambda i: evidence.probe_indices[i] not in named)
+    shown = min(len(evidence.probe_indices), len(evidence.before), len(evidence.after))
+    order = sorted(range(shown), key=lambda i: evidence.probe_indices[i] not in named)
     order = order[:max_probes]
     rows = [evidence.probe_indices[i] for i in order]
     before, after = (m[order].detach().float().cpu().numpy() for m in (evidence.before, evidence.after))
@@ -302,7 +303,9 @@ def render_evidence(
 
 
 def _region_text(region: Any) -> str:
-    """``"class 3 top-left"``, with ``" (followed 5/9)"`` when the region was put to the model alone."""
+    """``"class 3 top-left"``, with ``" (followed 5/9, 0 before)"`` when the region was put to the model alone."""
     text = f"{region.label} {getattr(region, 'place', '') or ''}".strip()
     follow = getattr(region, "follow", None)
-    return f"{text} (followed {follow.followed}/{follow.pairs})" if follow is not None else text
+    if follow is None:
+        return text
+    return f"{text} (followed {follow.followed}/{follow.pairs}, {follow.followed_before} before)"
