@@ -17,9 +17,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lightning_xai.drift.alerts import AlertEvidence, AlertRegion, DriftAlert
 from lightning_xai.drift.measure import Evaluation
 from lightning_xai.explain import Explanation
+from lightning_xai.explain.behaviour import FollowTest
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.log import MediaContext, MediaLogger
-from lightning_xai.visualize.sheet import BOX_COLOURS, render_evidence, tile_origin
+from lightning_xai.visualize.sheet import BOX_COLOURS, _region_text, render_evidence, tile_origin
 
 SIZE, TILE = 16, 64  # 16x16 probes shown 4x
 
@@ -130,3 +131,18 @@ def test_the_probes_of_the_named_regions_come_first() -> None:
         left, top = tile_origin(row, 0, (TILE, TILE))  # the input tile
         greys.append(int(image[top + TILE // 2, left + TILE // 2, 0]))
     assert greys == [round(255 * 1 / 4), 0]  # probe 1, then probe 0 (probe 2 left out by max_probes)
+
+
+def test_evidence_shorter_than_its_probes_shows_what_it_has_and_a_region_says_its_answer() -> None:
+    alert = _alert()
+    evidence = alert.evidence
+    assert evidence is not None
+    short = AlertEvidence(evidence.probe_indices, evidence.before[:1], evidence.after[:1], 3)
+    image = render_evidence(torch.zeros(4, 1, SIZE, SIZE), DriftAlert(**{**alert.__dict__, "evidence": short}))
+    assert image is not None and image.shape[0] == 3  # one row: the probe whose maps it holds
+    empty = AlertEvidence(evidence.probe_indices, evidence.before[:0], evidence.after[:0], 3)
+    assert render_evidence(torch.zeros(4, 1, SIZE, SIZE), DriftAlert(**{**alert.__dict__, "evidence": empty})) is None
+    follow = FollowTest("region", 9, 3, 0, 3, 0, 0.125, False, 2)
+    region = AlertRegion("class 9", (9,), (1,), (0, 28, 4, 32), "top-right", follow=follow)
+    assert _region_text(region) == "class 9 top-right (followed 3/9, 0 before)"
+    assert _region_text(alert.regions[0]) == "class 0"

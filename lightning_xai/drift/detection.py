@@ -28,7 +28,8 @@ class Detection:
             whose largest gain lies there.
         confirmation: after a candidate, ``(movement since before the candidate, needed)``.
         regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first; after a
-            passed transplant test, only those the model follows alone (:func:`followed_regions`), where it follows any;
+            passed transplant test (not a colour one), those the model follows alone and those it could not be asked
+            about (:func:`followed_regions`), where it follows any;
             ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
         follow: the transplant test of the candidate (:mod:`~lightning_xai.explain.behaviour`), when one ran:
             passed, the alert comes at once; not followed (no more pairs gained than lost, some changed), it is
@@ -53,7 +54,7 @@ class Detection:
 
 #: ``verify(regions, ignored, origin_epoch)``: the transplant test of a candidate (``ignored``: each probe's
 #: :func:`~lightning_xai.functional.shift.ignored_relevance` before the candidate, ``(P, h, w)``, None to test the
-#: regions' boxes only; ``origin_epoch``: the evaluation before it) against the model at the drift reference; None: it
+#: regions' windows only; ``origin_epoch``: the evaluation before it) against the model at the drift reference; None: it
 #: cannot be tested (e.g. the weights kept are newer than ``origin_epoch``)
 Verify = Callable[[tuple[AlertRegion, ...], Tensor | None, int], FollowTest | None]
 

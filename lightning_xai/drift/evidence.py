@@ -51,7 +51,8 @@ class AlertRegion:
         windows: those whole windows (each one cell of the detector's grid), what the transplant test copies; None
             when they are the box itself (or from an older version).
         follow: after a passed transplant test, this region's own (its windows copied from its donors alone): how
-            often the model follows it now and at the reference; None when it was not asked.
+            often the model follows it now and at the reference; None when it was not asked, could not be tested
+            or its test failed.
     """
 
     label: str

@@ -247,6 +247,8 @@ def render_evidence(
         return None
     named = {p for r in alert.regions for p in r.probe_indices}  # the named regions' probes first
     shown = min(len(evidence.probe_indices), len(evidence.before), len(evidence.after))
+    if shown == 0:
+        return None
     order = sorted(range(shown), key=lambda i: evidence.probe_indices[i] not in named)
     order = order[:max_probes]
     rows = [evidence.probe_indices[i] for i in order]
