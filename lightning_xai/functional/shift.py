@@ -69,8 +69,9 @@ def peak_region(gain: Tensor, level: float = 0.5) -> tuple[int, int, int, int] |
 def smallest_box(gain: Tensor, share: float) -> tuple[int, int, int, int] | None:
     """The smallest box ``(top, left, bottom, right)`` (bottom/right exclusive) of the 2-D ``gain`` (negatives count
     as 0) holding at least ``share`` (in ``(0, 1]``) of its total; of equal areas the one holding most, then the first
-    in row order. None if nothing gained. One vectorised search per box height (the gain is non-negative, so each
-    band's running sums are sorted and the narrowest box from every left edge is one ``searchsorted``).
+    in row order (at one corner, the shorter). None if nothing gained. One vectorised search per box height (the
+    gain is non-negative, so each band's running sums are sorted and the narrowest box from every left edge is one
+    ``searchsorted``).
 
     Example::
 
