@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from benchmarks.alert_truth.analysis import behavioural_onset, load_records
 from benchmarks.alert_truth.data import CUES, DigitData, PositionMark, TrainSet
 from benchmarks.alert_truth.replay import (
     FixedRankRule,
@@ -17,7 +18,7 @@ from benchmarks.alert_truth.replay import (
     maps_by_epoch,
     replay,
 )
-from benchmarks.alert_truth.report import behavioural_onset, load_records, report
+from benchmarks.alert_truth.report import report
 from benchmarks.alert_truth.scenarios import field, make_config, run
 from lightning_xai.functional import spearman_distance
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from benchmarks.alert_truth.analysis import DEFAULT_OUT, load_records
 from benchmarks.alert_truth.replay import maps_by_epoch
-from benchmarks.alert_truth.report import DEFAULT_OUT, _cell_order, _median, load_records
+from benchmarks.alert_truth.report import _cell_order, _median
 
 
 def alert_localisation(record: dict[str, Any]) -> list[tuple[str, float, float]]:

@@ -29,14 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmarks.alert_truth.report import (
-    DEFAULT_OUT,
-    Alert,
-    Watched,
-    live_alerts,
-    load_records,
-    report,
-)
+from benchmarks.alert_truth.analysis import DEFAULT_OUT, Alert, Watched, live_alerts, load_records
+from benchmarks.alert_truth.report import report
 from lightning_xai.functional import spearman_distance
 
 MapsByEpoch = list[dict[str, Tensor]]

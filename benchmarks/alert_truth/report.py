@@ -19,39 +19,15 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.alert_truth.analysis import (  # noqa: E402 - after the path set-up above
-    CUE_LEVEL,
+from benchmarks.alert_truth.analysis import (
     DEFAULT_OUT,
     Alert,
     RunResult,
     Watched,
     analyse_run,
-    behavioural_onset,
-    evaluated,
-    live_alerts,
-    live_watched,
     load_records,
     load_suite_info,
-    methods_of,
 )
-
-__all__ = [
-    "CUE_LEVEL",
-    "DEFAULT_OUT",
-    "Alert",
-    "RunResult",
-    "Watched",
-    "analyse_run",
-    "behavioural_onset",
-    "evaluated",
-    "live_alerts",
-    "live_watched",
-    "load_records",
-    "load_suite_info",
-    "methods_of",
-    "report",
-]
-
 
 # ---------------------------------------------------------------------------------------------- table
 

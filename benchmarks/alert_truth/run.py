@@ -33,7 +33,8 @@ from dataclasses import asdict
 from typing import Any
 
 import lightning_xai
-from benchmarks.alert_truth.report import DEFAULT_OUT, load_records, report
+from benchmarks.alert_truth.analysis import DEFAULT_OUT, load_records
+from benchmarks.alert_truth.report import report
 from benchmarks.alert_truth.scenarios import MODELS, SCENARIOS, RunConfig, make_config, run
 
 #: rough relative cost per epoch, to start the longest runs first
