@@ -82,15 +82,14 @@ class FollowCheck:
                     )
             except Exception as err:  # noqa: BLE001 - a failed test never kills the run: the detector's way instead
                 alone = ignored is None and not colour  # an alert's region asked about alone
+                key, what, then = (
+                    ("follow_test_region", "an alert region", "the alert names that region without it")
+                    if alone
+                    else ("follow_test", "a drift candidate", "candidates get the detector's own tests instead")
+                )
                 warn_once(
-                    "follow_test_region" if alone else "follow_test",
-                    f"AttributionMonitor: the transplant test of "
-                    f"{'an alert region' if alone else 'a drift candidate'} failed ({type(err).__name__}: {err}); "
-                    + (
-                        "the alert names that region without it."
-                        if alone
-                        else "candidates get the detector's own tests instead."
-                    ),
+                    key,
+                    f"AttributionMonitor: the transplant test of {what} failed ({type(err).__name__}: {err}); {then}.",
                 )
                 return None
 
