@@ -83,6 +83,30 @@ def test_probes_go_through_lightnings_batch_hooks(tmp_path: Any) -> None:
     assert float(monitor.probes.images.min()) < 0  # normalised, not the raw 0..255
 
 
+def test_a_dataset_passed_as_probes_goes_through_the_batch_hooks_too(tmp_path: Any) -> None:
+    """A ``Dataset`` holds data as the loaders do: its batches get the same hooks, not raw 0..255 values."""
+    x8, y = _uint8_data()
+    monitor = AttributionMonitor(
+        probes=TensorDataset(x8, y), num_probes=8, methods=("gradcam",), drift=DriftPolicy(detector=None)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(tmp_path, monitor, DataLoader(TensorDataset(x8, y), batch_size=16), model=Normalises())
+    assert monitor.probes is not None and monitor.probes.source == "dataset" and len(monitor.probes) == 8
+    expected = (x8.float() / 255 - 0.5) / 0.25
+    assert all(any(torch.equal(p, e) for e in expected) for p in monitor.probes.images)
+    assert not [w for w in caught if "uint8" in str(w.message)]  # floats after the hooks: nothing to say
+    assert not monitor.history[-1].errors
+
+
+def test_a_uint8_dataset_without_hooks_is_said_with_the_dataset_fix() -> None:
+    x8, y = _uint8_data(8)
+    probes = collect_probes(TensorDataset(x8, y), num_probes=4, seed=0, prepare=lambda batch: batch)
+    assert probes.images.dtype == torch.float32 and float(probes.images.max()) > 1.0
+    (said,) = probes.warnings
+    assert "after PyTorch's default collate and the batch hooks" in said and "float `probes=` tensors" in said
+
+
 class NumpyImages(Dataset):
     """Items are numpy arrays, as many datasets return; the default DataLoader turns them into tensors."""
 
@@ -180,7 +204,7 @@ def test_integer_images_after_the_pipeline_are_said() -> None:
     probes = collect_probes(DataLoader(TensorDataset(x8, y), batch_size=8), num_probes=4, seed=0)
     assert (
         len(probes.warnings) == 1
-        and "yields torch.uint8 images after its collate_fn and batch hooks" in (probes.warnings[0])
+        and "yields torch.uint8 images after its collate_fn and the batch hooks" in (probes.warnings[0])
     )
     assert probes.images.dtype == torch.float32 and float(probes.images.max()) > 1
 

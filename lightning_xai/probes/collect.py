@@ -38,8 +38,8 @@ class ProbeSet:
 
     @property
     def drawn(self) -> bool:
-        """Drawn from a loader (as the model receives its batches), not given as tensors or a Dataset."""
-        return self.source not in ("tensor", "dataset", "checkpoint")
+        """Drawn from a loader or a Dataset (as the model receives its batches), not given as tensors."""
+        return self.source not in ("tensor", "checkpoint")
 
 
 def split_example(item: Any) -> tuple[Tensor, Any]:
@@ -127,11 +127,13 @@ def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Callable[[
             f"`probes`: cannot stack the images of the {source} ({err}); pass `probes=` explicitly."
         ) from None
     said: list[str] = []
+    collate = "PyTorch's default collate" if source == "dataset" else "its collate_fn"
     if not stacked.is_floating_point() and not stacked.is_complex():
         said.append(
-            f"the {source} yields {stacked.dtype} images after its collate_fn and batch hooks, so the probes are them "
-            "as floats (.float(), no scaling); if your validation_step converts them (e.g. x.float() / 255), move "
-            "that into the collate_fn or `on_after_batch_transfer`, or pass `forward_fn=` or `probes=`"
+            f"the {source} yields {stacked.dtype} images after {collate} and the batch hooks, so the probes are "
+            "them as floats (.float(), no scaling); if your validation_step converts them (e.g. x.float() / 255), "
+            "move that into the collate_fn or `on_after_batch_transfer`, or pass float `probes=` tensors (or "
+            "`forward_fn=`)"
         )
         stacked = stacked.float()
     finite = torch.isfinite(stacked).flatten(1).all(dim=1)
@@ -160,13 +162,15 @@ def collect_probes(
     """Build the fixed probe set from what the user gave, or from the validation data as the model receives it.
 
     Args:
-        source: ``(N, C, H, W)`` images or ``(images, labels)`` (all used); a map-style Dataset, a DataLoader or
-            any iterable of batches (``num_probes`` drawn, class-balanced when labelled; a DataLoader over a
-            map-style dataset from its sampler's indices, in a seeded order, batched with its ``collate_fn``).
+        source: ``(N, C, H, W)`` images or ``(images, labels)`` (all used); a map-style Dataset (batched with
+            PyTorch's default collate), a DataLoader or any iterable of batches (``num_probes`` drawn, class-balanced
+            when labelled; a DataLoader over a map-style dataset from its sampler's indices, in a seeded order,
+            batched with its ``collate_fn``).
         num_probes: how many to draw from a Dataset/DataLoader/iterable.
         seed: makes the draw deterministic; the global RNGs are never touched.
         max_scan: how many items to scan for class balance (default ``max(64 * num_probes, 512)``).
-        loader_name: a loader source's name in messages (``ProbeSet.source``); ``prepare``: applied to its batches.
+        loader_name: a loader source's name in messages (``ProbeSet.source``); ``prepare``: applied to the batches of a
+            Dataset, DataLoader or iterable (the batch hooks: what the model receives).
 
     Example::
 
@@ -182,7 +186,7 @@ def collect_probes(
             images = check_images(source[0])
             return ProbeSet(images, check_labels(source[1], len(images)), "tensor")
         if isinstance(source, Dataset) and _indexable(source):
-            source, loader_name, prepare = DataLoader(source, batch_size=64), "dataset", None
+            source, loader_name = DataLoader(source, batch_size=64), "dataset"  # PyTorch's default collate
         if isinstance(source, DataLoader) and _indexable(source.dataset):  # a seeded draw of its indices
             indices = _sampled_indices(source)
             drawn = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed)).tolist()

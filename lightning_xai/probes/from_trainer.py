@@ -10,7 +10,6 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from lightning_xai import _warn
 from lightning_xai._rng import isolated_rng
@@ -72,7 +71,7 @@ def trainer_probes(
     if source is None:
         return None
     name = "test dataloader" if testing else "validation dataloader"
-    prepare = None if isinstance(source, Dataset) else batch_preparer(trainer, pl_module, testing)
+    prepare = batch_preparer(trainer, pl_module, testing)  # a Dataset's batches too: what the model would receive
     with torch.inference_mode(False), torch.no_grad():  # validate/test: keep probes normal (autograd-able) tensors
         probes = collect_probes(source, num_probes, seed, loader_name=name, prepare=prepare)
     for warning in probes.warnings:
