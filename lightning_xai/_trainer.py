@@ -3,7 +3,7 @@ it logs, other monitors' checkpoint state, what ``on_drift`` does, and changes t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -120,15 +120,14 @@ def _log_metrics(logger: Logger, metrics: dict[str, float], step: int) -> None:
         logger.log_metrics(metrics, step=step)
 
 
-def with_placeholders(
-    scalars: dict[str, float], keys: Sequence[str], logged: Mapping[str, Any], name: str | None
-) -> dict[str, float]:
-    """``scalars`` plus 0.0 (no drift yet) for each :func:`monitored` drift key of the setup check not logged yet by
-    a method that ran: ``ModelCheckpoint(monitor=<drift key>)`` has no ``strict=False`` and needs the key at its first
-    check."""
+def with_placeholders(scalars: dict[str, float], keys: Sequence[str]) -> dict[str, float]:
+    """``scalars`` plus 0.0 (no drift yet) for each :func:`monitored` drift key of the setup check that a method that
+    ran did not measure (no previous evaluation or reference yet), at every such evaluation: the loggers get the
+    value ``callback_metrics`` holds, and ``ModelCheckpoint(monitor=<drift key>)``, which has no ``strict=False``,
+    finds the key at its first check."""
     explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
-    missing = {k: 0.0 for k in keys if monitored(k) and k not in scalars and named(k, name) not in logged}
-    return {**{k: v for k, v in missing.items() if k.split("/")[1] in explained}, **scalars}
+    missing = {k: 0.0 for k in keys if monitored(k) and k not in scalars and k.split("/")[1] in explained}
+    return {**missing, **scalars}
 
 
 def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:

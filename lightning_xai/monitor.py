@@ -293,7 +293,7 @@ class AttributionMonitor(Callback):
         fitting = trainer.state.fn == TrainerFn.FITTING
         self.cost.after_evaluation(record, self._warn_once, self.budget.max_seconds_per_epoch, fitting)  # every rank
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
-        scalars = _trainer.with_placeholders(record.scalars, keys, trainer.callback_metrics, self.name)
+        scalars = _trainer.with_placeholders(record.scalars, keys)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 

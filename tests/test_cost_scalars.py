@@ -38,7 +38,7 @@ def test_only_drift_medians_and_detector_scores_are_monitored() -> None:
     for key in (*MOVED, "xai/ig/n_steps", "xai/localization/ig/relevance_mass", "xai/ig/alert/confirmation"):
         assert not monitored(key), key
     keys = ["xai/g/drift/rank_vs_previous/median", "xai/g/drift/rank_vs_previous/share"]
-    assert with_placeholders({"xai/g/seconds": 0.1}, keys, {}, None) == {keys[0]: 0.0, "xai/g/seconds": 0.1}
+    assert with_placeholders({"xai/g/seconds": 0.1}, keys) == {keys[0]: 0.0, "xai/g/seconds": 0.1}
 
 
 class _Writer:
@@ -167,3 +167,23 @@ def test_under_validate_the_moved_keys_share_the_step_lightning_logs_at(tmp_path
     acc.Reload()
     assert [e.step for e in acc.Scalars("xai/gradcam/seconds")] == [e.step for e in acc.Scalars("val_loss")] == [0, 0]
     assert [e.step for e in acc.Scalars(MONITORED)] == [0, 0]
+
+
+def test_a_drift_median_is_logged_at_every_evaluation_before_its_reference(tmp_path: Path) -> None:
+    """0.0 at each evaluation before the reference (warm-up of 2 epochs: epochs 0 and 1), not only at the first:
+    the loggers show what ``callback_metrics`` holds, with no gap at epoch 1."""
+    key = "xai/gradcam/drift/rank_vs_reference/median"
+    logger = TensorBoardLogger(str(tmp_path), name="gap")
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=2, detector=None))
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=4, logger=logger, callbacks=[monitor]))
+    trainer.fit(TinyCNN(), train, val)
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    events = acc.Scalars(key)
+    steps = [e.step for e in acc.Scalars("xai/gradcam/drift/rank_vs_previous/median")]
+    assert [e.step for e in events] == steps and len(steps) == 4  # every evaluation
+    assert [e.value for e in events[:3]] == [0.0, 0.0, 0.0]  # epochs 0, 1 (nothing yet) and 2 (the reference)
+    assert events[3].value == pytest.approx(monitor.history[3].scalars[key]) and events[3].value > 0
+    assert float(trainer.callback_metrics[key]) == pytest.approx(events[3].value)

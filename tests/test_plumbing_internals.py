@@ -89,9 +89,9 @@ def test_run_settings_is_flat_and_primitive() -> None:
     assert (s["warmup_epochs"], s["detector"]["cells"], s["max_overhead"], s["rules"]) == (1, 8, None, ())
 
 
-def test_placeholders_only_for_methods_that_ran_and_keys_not_logged() -> None:
+def test_placeholders_only_for_methods_that_ran_and_keys_not_measured() -> None:
     keys = ["xai/g/drift/rank_vs_previous/median", "xai/ig/drift/rank_vs_previous/median"]
-    out = with_placeholders({"xai/g/confidence_mean": 0.5}, keys, {}, None)  # ig failed: no placeholder
+    out = with_placeholders({"xai/g/confidence_mean": 0.5}, keys)  # ig failed: no placeholder
     assert out == {"xai/g/drift/rank_vs_previous/median": 0.0, "xai/g/confidence_mean": 0.5}
-    logged = {"xai/run/g/drift/rank_vs_previous/median": 0.3}
-    assert with_placeholders({"xai/g/confidence_mean": 0.5}, keys, logged, "run") == {"xai/g/confidence_mean": 0.5}
+    measured = {"xai/g/confidence_mean": 0.5, "xai/g/drift/rank_vs_previous/median": 0.3}
+    assert with_placeholders(measured, keys) == measured
