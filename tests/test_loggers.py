@@ -187,6 +187,33 @@ def test_csv_logger_gets_jpeg_files_beside_metrics_csv(run: dict[str, Any]) -> N
     assert json.loads((root / "xai" / "settings.json").read_text())["num_probes"] == PROBES
 
 
+def test_two_validations_at_one_step_keep_both_evaluations_files(tmp_path: Path) -> None:
+    """``validate`` twice after ``fit`` (the same epoch and step): the second's files get ``_v1``, none is overwritten,
+    and a resumed process (a new sink) does not overwrite them either."""
+    logger = CSVLogger(str(tmp_path), name="csv")
+    monitor = AttributionMonitor(num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(detector=None))
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, logger=logger, callbacks=[monitor]))
+    model = TinyCNN()
+    trainer.fit(model, train, val)
+    for restarted in (False, False, True):
+        with torch.no_grad():
+            model.features[0].weight.add_(0.5)  # another model each time: other pictures
+        if restarted:
+            monitor.media.writer.flush()
+            monitor.media._sinks.clear()  # as after a restart: only the files on disk tell what is taken
+        trainer.validate(model, val, verbose=False)
+    monitor.media.writer.flush()
+    root = Path(logger.log_dir) / "xai"
+    stem = "epoch=0001-step=0000004"  # validate after the fit's one epoch (the fit's own: epoch=0000-step=0000004)
+    names = [p.name for p in sorted((root / "sheet").glob("*.jpg"))]
+    assert names == ["epoch=0000-step=0000004.jpg", f"{stem}.jpg", f"{stem}_v1.jpg", f"{stem}_v2.jpg"]
+    tables = [p.read_text() for p in sorted((root / "predictions").glob("*.csv"))]
+    assert len(tables) == 4  # each evaluation its own table
+    assert len({p.read_bytes() for p in (root / "sheet").glob("*.jpg")}) == 4
+
+
 @pytest.mark.skipif(not _have("wandb"), reason="wandb is not installed (pip install wandb)")
 def test_wandb_offline_run_holds_the_images_and_tables(run: dict[str, Any]) -> None:
     runs = glob.glob(str(run["root"] / "wandb" / "offline-run-*"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,32 @@ from lightning_xai.visualize.media import EvaluationMedia, Picture
 from lightning_xai.visualize.writer import Job
 
 
-def media_file_name(epoch: int, step: int, ext: str) -> str:
-    """The file name of one evaluation's item, sortable by name.
+def media_file_name(epoch: int, step: int, ext: str, version: int = 0) -> str:
+    """The file name of one evaluation's item, sortable by name; ``version`` ``k > 0`` adds ``_vk`` (an evaluation
+    at the ``epoch`` and ``step`` of an earlier one, e.g. a second ``trainer.validate``: sorted after it).
 
     Example::
 
-        >>> media_file_name(3, 120, "jpg")
-        'epoch=0003-step=0000120.jpg'
+        >>> media_file_name(3, 120, "jpg"), media_file_name(3, 120, "csv", version=1)
+        ('epoch=0003-step=0000120.jpg', 'epoch=0003-step=0000120_v1.csv')
     """
-    return f"epoch={epoch:04d}-step={step:07d}.{ext}"
+    return f"epoch={epoch:04d}-step={step:07d}{f'_v{version}' if version else ''}.{ext}"
+
+
+class UniqueNames:
+    """Each evaluation's file name (``{ext}`` left to fill), never one given before or ``taken`` (already on disk,
+    e.g. by the run this one resumes): two evaluations at one epoch and step get ``_v1``, ``_v2``, ... instead of
+    overwriting each other's files."""
+
+    def __init__(self) -> None:
+        self._given: set[str] = set()
+
+    def name(self, epoch: int, step: int, taken: Callable[[str], bool] = lambda name: False) -> str:
+        version = 0
+        while (name := media_file_name(epoch, step, "{ext}", version)) in self._given or taken(name):
+            version += 1
+        self._given.add(name)
+        return name
 
 
 class MediaSink:
@@ -116,12 +134,21 @@ def _text_files(media: EvaluationMedia) -> list[tuple[str, str, str]]:
 
 
 class FileSink(MediaSink):
-    """Files under ``<log_dir>/xai/`` (the :class:`CSVLogger`'s directory, beside ``metrics.csv``)."""
+    """Files under ``<log_dir>/xai/`` (the :class:`CSVLogger`'s directory, beside ``metrics.csv``), one name per
+    evaluation (:class:`UniqueNames`)."""
+
+    def __init__(self, logger: Logger) -> None:
+        super().__init__(logger)
+        self.names = UniqueNames()
 
     def jobs(self, media: EvaluationMedia) -> list[Job]:
         log_dir = Path(str(self.logger.log_dir))
         items: list[tuple[str, str, Any]] = [(t, i.extension, i) for t, i in media.images] + _text_files(media)
-        name = media_file_name(media.epoch, media.step, "{ext}")
+
+        def on_disk(name: str) -> bool:
+            return any((log_dir / tag / name.format(ext=ext)).exists() for tag, ext, _ in items)
+
+        name = self.names.name(media.epoch, media.step, on_disk)
         jobs: list[Job] = [partial(_write_file, log_dir / tag / name.format(ext=ext), x) for tag, ext, x in items]
         if media.settings is not None:
             path = log_dir / (named("xai/settings", media.name) + ".json")
@@ -159,9 +186,13 @@ def _wandb_image(logger: Any, tag: str, image: Picture, step: int) -> None:
 
 
 class MlflowSink(MediaSink):
+    def __init__(self, logger: Logger) -> None:
+        super().__init__(logger)
+        self.names = UniqueNames()  # the artifacts' names, one per evaluation
+
     def jobs(self, media: EvaluationMedia) -> list[Job]:
         logger: Any = self.logger
-        name = media_file_name(media.epoch, media.step, "{ext}")
+        name = self.names.name(media.epoch, media.step)
         jobs: list[Job] = []
         if media.settings is not None:
             settings = json.loads(json.dumps(media.settings, default=str))
