@@ -20,7 +20,9 @@ About 5 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,8 +39,10 @@ from _common import (
     timed,
 )
 
-from examples.shortcut.scenario import DigitsCNN
-from lightning_xai.explain import build_explainers, method_names
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ (the demo's CNN), from any directory
+
+from examples.shortcut.scenario import DigitsCNN  # noqa: E402
+from lightning_xai.explain import build_explainers, method_names  # noqa: E402
 from lightning_xai.explain.forward import model_forward
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.run import explain_probes

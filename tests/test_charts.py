@@ -55,6 +55,12 @@ def test_no_alert_no_marker_and_no_rule_chart_without_rules() -> None:
     ]
 
 
+def test_the_localisation_chart_only_with_probe_masks() -> None:
+    assert "localisation" not in custom_scalars_layout(["gradcam"])["xai detail (x = global step)"]
+    detail = custom_scalars_layout(["gradcam"], name="b", localised=True)["xai b: detail (x = global step)"]
+    assert detail["localisation"] == ["Multiline", ["xai/b/localization/.*"]]
+
+
 def test_the_layout_of_two_monitors_in_one_event_file_keeps_both_with_the_details_closed() -> None:
     summary = layout_summary([custom_scalars_layout(["gradcam"]), custom_scalars_layout(["gradcam"], name="b")])
     layout = layout_pb2.Layout.FromString(summary.value[0].tensor.string_val[0])

@@ -268,3 +268,23 @@ def test_the_sheet_of_an_alert_epoch_says_which_method_alerted(tmp_path: Path, m
     L.Trainer(**kwargs).fit(TinyCNN(), *loaders())
     assert [bool(monitor.history[i].alerts) for i in range(2)] == [False, True]
     assert "ALERT" not in titles[0] and titles[1].endswith("ALERT: gradcam (see xai/alerts)"), titles
+
+
+def test_the_dashboard_has_a_localisation_chart_with_probe_masks(tmp_path: Path) -> None:
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    masks = torch.zeros(PROBES, 12, 12, dtype=torch.bool)
+    masks[:, :4, :4] = True
+    monitor = AttributionMonitor(
+        num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(detector=None), display=Display(probe_masks=masks)
+    )
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, logger=logger, callbacks=[monitor]))
+    trainer.fit(TinyCNN(), train, val)
+    acc = _scalars(Path(logger.log_dir))
+    layout = layout_pb2.Layout.FromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    detail = {chart.title: list(chart.multiline.tag) for chart in layout.category[1].chart}
+    assert detail["localisation"] == ["xai/localization/.*"]
+    assert any(tag.startswith("xai/localization/") for tag in acc.Tags()["scalars"])

@@ -52,10 +52,11 @@ def summary_scalars(
 
 
 def custom_scalars_layout(
-    methods: Sequence[str], name: str | None = None, rules: Sequence[Any] = ()
+    methods: Sequence[str], name: str | None = None, rules: Sequence[Any] = (), localised: bool = False
 ) -> dict[str, dict[str, list[Any]]]:
     """The layout for ``SummaryWriter.add_custom_scalars``: a summary category (per method the detector's chart, the
-    rules' chart when there are rules; the cost) and a detail category; tags are regular expressions."""
+    rules' chart when there are rules; the cost) and a detail category (the localisation chart when ``localised``:
+    with ``Display.probe_masks``); tags are regular expressions."""
     summary: dict[str, list[Any]] = {}
     detail: dict[str, list[Any]] = {}
     for method in methods:
@@ -69,7 +70,8 @@ def custom_scalars_layout(
         detail[f"{method}: detector score and threshold"] = ["Multiline", [f"{m}/alert/(score|threshold)$"]]
         detail[f"{method}: quality and cost"] = ["Multiline", [f"{m}/(?!drift/|alert/).*"]]
     summary["seconds per evaluation"] = ["Multiline", [re.escape(named(f"{SUMMARY_PREFIX}/seconds", name)) + "$"]]
-    detail["localisation (with probe_masks)"] = ["Multiline", [re.escape(named("xai/localization", name)) + "/.*"]]
+    if localised:
+        detail["localisation"] = ["Multiline", [re.escape(named("xai/localization", name)) + "/.*"]]
     prefix = "xai " if name is None else f"xai {name}: "
     return {SUMMARY_CATEGORY.replace("xai ", prefix, 1): summary, DETAIL_CATEGORY.replace("xai ", prefix, 1): detail}
 

@@ -148,6 +148,7 @@ class MediaLogger:
             media.tables = [(named(tag, name), table) for tag, table in media.tables]
             media.texts = [(named(tag, name), text) for tag, text in media.texts]
             media.methods, media.name, media.rules = list(normalizations), name, context.rules
+            media.localised = any(k.startswith("xai/localization/") for k in record.scalars)  # probe masks given
             media.summary = summary_scalars(record.scalars, record.alerts, media.methods, context.rules, name)
             settings = {**context.settings, "num_probes": int(done.inputs.shape[0]), "colormap": self.colormap}
             settings["tile_size"] = self.tile_size

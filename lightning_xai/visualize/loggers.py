@@ -75,7 +75,7 @@ class TensorBoardSink(MediaSink):
         jobs: list[Job] = []
         layouts = _LAYOUTS.setdefault(writer, {})
         if media.name not in layouts:  # a resumed run opens a new writer: the layout goes to its event file too
-            layouts[media.name] = custom_scalars_layout(media.methods, media.name, media.rules)
+            layouts[media.name] = custom_scalars_layout(media.methods, media.name, media.rules, media.localised)
             jobs.append(partial(write_summary, writer, layout_summary(list(layouts.values())), None))
         texts = [(tag, table.markdown()) for tag, table in media.tables] + list(media.texts)
         if media.settings is not None:

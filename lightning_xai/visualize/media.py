@@ -131,7 +131,8 @@ def prediction_rows(
 @dataclass
 class EvaluationMedia:
     """One evaluation on the CPU for any logger: ``(tag, item)`` images, tables and texts, the settings (first time a
-    logger sees the run), and for the dashboard the methods, name, summary series per run and drift rules."""
+    logger sees the run), and for the dashboard the methods, name, summary series per run, drift rules and whether
+    the evaluation has localisation scalars (``Display.probe_masks``)."""
 
     epoch: int
     step: int
@@ -143,6 +144,7 @@ class EvaluationMedia:
     name: str | None = None
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
     rules: Sequence[Any] = ()
+    localised: bool = False
 
 
 def evaluation_media(
