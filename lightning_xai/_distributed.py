@@ -6,9 +6,11 @@ decisions on every rank together through the strategy's ``broadcast``/``reduce_b
 from __future__ import annotations
 
 import os
+import pickle
+import reprlib
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
@@ -114,6 +116,29 @@ def mark_spawn_return(state: dict[str, Any]) -> None:
         os.close(handle)
         os.remove(path)
         state["_spawn_return"] = (path, os.getpid())
+
+
+def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
+    """In ``__getstate__``, while multiprocessing pickles for a process it spawns (``ddp_spawn``): a named error for an
+    argument that its standard pickler cannot send (a lambda, a function defined inside another), before any training
+    step, instead of multiprocessing's own. Other picklers (``copy.deepcopy``, cloudpickle) are left alone."""
+    from multiprocessing import context
+    from multiprocessing.reduction import ForkingPickler
+
+    if context.get_spawning_popen() is None:
+        return
+    shown = reprlib.Repr()
+    shown.maxother = 160
+    for argument, value in arguments.items():
+        try:
+            ForkingPickler.dumps(value)
+        except Exception as err:  # noqa: BLE001 - any failure to pickle is the same error to the user
+            raise pickle.PicklingError(
+                f"AttributionMonitor: `{argument}={shown.repr(value)}` cannot be sent to the processes a spawn-based "
+                f"strategy (`ddp_spawn`) starts, which pickle the callback ({type(err).__name__}: {err}). Define it "
+                "as a module-level function or class (a `def` at the top of a module, not a lambda or a function "
+                "inside another), or use `strategy='ddp'`."
+            ) from err
 
 
 def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[str, Any]], rank_zero: bool) -> None:

@@ -357,6 +357,8 @@ class AttributionMonitor(Callback):
             self.load_state_dict(state)
 
     def __getstate__(self) -> dict[str, Any]:
+        user = {"forward_fn": self.forward_fn, "denormalize": self.media.denormalize, "methods": self.explainers}
+        _distributed.check_spawn_arguments({**user, "drift": self.drift_policy, "display": self.display})
         self._receive()  # a second ddp_spawn fit starts from the first one's results
         _distributed.mark_spawn_return(self.__dict__)  # pickled for ddp_spawn's workers: rank 0 sends the results back
         return {**self.__dict__, "_prepared_for": None}

@@ -185,3 +185,26 @@ def test_ddp_ranks_explain_their_share_and_the_maps_equal_one_process(tmp_path: 
     for name in want:
         assert got[name].shape[0] == 5
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_spawn_with_a_lambda_is_refused_naming_the_argument_before_training(tmp_path: Any) -> None:
+    """multiprocessing's own error would say "Can't pickle local object"; the monitor names its argument and the fix,
+    in the main process, before any worker starts. ``copy.deepcopy`` of the same monitor still works."""
+    import copy
+    import pickle
+
+    import lightning.pytorch as L
+    from conftest import TinyCNN, loaders, trainer_kwargs
+
+    from lightning_xai import AttributionMonitor
+
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), forward_fn=lambda module, x: module(x))
+    assert copy.deepcopy(monitor).forward_fn is monitor.forward_fn  # not pickled: left alone
+    model = TinyCNN()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor], strategy="ddp_spawn", devices=2))
+    train, val = loaders()
+    with pytest.raises(
+        pickle.PicklingError, match=r"`forward_fn=<function .*<lambda>.*` cannot be sent .*`ddp_spawn`.*module-level"
+    ):
+        trainer.fit(model, train, val)
+    assert model.global_step == 0
