@@ -493,7 +493,7 @@ def check_completed(case: Case, model: Recording, monitor: AttributionMonitor, s
         "unlabeled": case.labels in ("soft", "names"),
     }
     patterns = {
-        "converted": "images after its collate_fn and batch hooks",
+        "converted": "images after its collate_fn and the batch hooks",
         "left out": "hold NaN or Inf and are not used",
         "too few": "usable images",
         "unlabeled": "probes are unlabeled",
