@@ -9,6 +9,7 @@ import os
 import pickle
 import reprlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -125,20 +126,35 @@ def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
     from multiprocessing import context
     from multiprocessing.reduction import ForkingPickler
 
-    if context.get_spawning_popen() is None:
+    if context.get_spawning_popen() is None or getattr(_CHECKING, "on", False):  # (an argument holding the monitor)
         return
     shown = reprlib.Repr()
     shown.maxother = 160
-    for argument, value in arguments.items():
-        try:
-            ForkingPickler.dumps(value)
-        except Exception as err:  # noqa: BLE001 - any failure to pickle is the same error to the user
-            raise pickle.PicklingError(
-                f"AttributionMonitor: `{argument}={shown.repr(value)}` cannot be sent to the processes a spawn-based "
-                f"strategy (`ddp_spawn`) starts, which pickle the callback ({type(err).__name__}: {err}). Define it "
-                "as a module-level function or class (a `def` at the top of a module, not a lambda or a function "
-                "inside another), or use `strategy='ddp'`."
-            ) from err
+    _CHECKING.on = True
+    try:
+        for argument, value in arguments.items():
+            try:
+                ForkingPickler.dumps(value)
+            except RecursionError:  # too deep to tell here: multiprocessing's own pickling will say
+                continue
+            except Exception as err:  # noqa: BLE001 - any failure to pickle is the same error to the user
+                raise _unpicklable(argument, shown.repr(value), err) from err
+    finally:
+        _CHECKING.on = False
+
+
+#: set while :func:`check_spawn_arguments` pickles: an argument that holds the monitor (or the trainer) reaches the
+#: monitor's ``__getstate__`` again, which must not check again (pickle's memo breaks that cycle only within one call)
+_CHECKING = threading.local()
+
+
+def _unpicklable(argument: str, value: str, err: BaseException) -> pickle.PicklingError:
+    return pickle.PicklingError(
+        f"AttributionMonitor: `{argument}={value}` cannot be sent to the processes a spawn-based strategy "
+        f"(`ddp_spawn`) starts, which pickle the callback ({type(err).__name__}: {err}). Define it as a module-level "
+        "function or class (a `def` at the top of a module, not a lambda or a function inside another), or use "
+        "`strategy='ddp'`."
+    )
 
 
 def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[str, Any]], rank_zero: bool) -> None:

@@ -120,13 +120,15 @@ def _log_metrics(logger: Logger, metrics: dict[str, float], step: int) -> None:
         logger.log_metrics(metrics, step=step)
 
 
-def with_placeholders(scalars: dict[str, float], keys: Sequence[str]) -> dict[str, float]:
+def with_placeholders(scalars: dict[str, float], keys: Sequence[str], measured: set[str]) -> dict[str, float]:
     """``scalars`` plus 0.0 (no drift yet) for each :func:`monitored` drift key of the setup check that a method that
-    ran did not measure (no previous evaluation or reference yet), at every such evaluation: the loggers get the
-    value ``callback_metrics`` holds, and ``ModelCheckpoint(monitor=<drift key>)``, which has no ``strict=False``,
-    finds the key at its first check."""
+    ran has not measured yet in this run (``measured``, updated here: no previous evaluation or reference so far),
+    at every such evaluation: the loggers get the value ``callback_metrics`` holds, and
+    ``ModelCheckpoint(monitor=<drift key>)``, which has no ``strict=False``, finds the key at its first check. A key
+    measured before and not now (e.g. the budget cut the method's drift) gets no placeholder: it was not 0."""
+    measured.update(k for k in scalars if monitored(k))
     explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
-    missing = {k: 0.0 for k in keys if monitored(k) and k not in scalars and k.split("/")[1] in explained}
+    missing = {k: 0.0 for k in keys if monitored(k) and k not in measured and k.split("/")[1] in explained}
     return {**missing, **scalars}
 
 

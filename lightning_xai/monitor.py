@@ -119,6 +119,7 @@ class AttributionMonitor(Callback):
         self._colour = False
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
+        self._measured_keys: set[str] = set()  # the monitored keys measured in this run (no placeholder for them)
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
         self._state_key = self._generate_state_key(name=self.name, **state_key_parts(a))
 
@@ -293,7 +294,7 @@ class AttributionMonitor(Callback):
         fitting = trainer.state.fn == TrainerFn.FITTING
         self.cost.after_evaluation(record, self._warn_once, self.budget.max_seconds_per_epoch, fitting)  # every rank
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
-        scalars = _trainer.with_placeholders(record.scalars, keys)
+        scalars = _trainer.with_placeholders(record.scalars, keys, self._measured_keys)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
@@ -338,7 +339,8 @@ class AttributionMonitor(Callback):
         run = {"name": self.name, "target": str(self.target), "every_n_epochs": self.every_n_epochs}
         groups = (self.drift_policy, self.display, self.budget)
         settings = run_settings(self.explainers, self.media.denormalize, groups, **run, num_probes=len(self.probes))
-        context = MediaContext(self.name, self.drift_tracker, tuple(self.alert_tracker.rules), settings)
+        rules, localised = tuple(self.alert_tracker.rules), self.display.probe_masks is not None
+        context = MediaContext(self.name, self.drift_tracker, rules, settings, localised)
         normalizations = {e.name: e.display_normalization for e in self.explainers}
         args = (done, self.probes.labels, record, normalizations, context)
         _trainer.log_media(trainer, self.media, args, record, self.name, self._warn_once)

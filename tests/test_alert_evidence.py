@@ -60,6 +60,25 @@ def test_one_box_per_class_on_its_own_cue() -> None:
     assert alert.region == (top, left, bottom - 1, right - 1)  # inclusive, the largest group's box
 
 
+def test_a_map_with_no_relevance_is_drawn_empty_and_gains_nowhere() -> None:
+    """A Grad-CAM map can become all zero (every cell negative before its ReLU): it shows no relevance, so the
+    evidence draws it empty and its class's box comes from the probes whose relevance did move (not the whole
+    quiet area a uniform map would fill)."""
+    det, tracker, drift = ShiftDetector(), AlertTracker([]), DriftTracker(warmup_epochs=0)
+    alerts: list[DriftAlert] = []
+    for epoch in range(6):
+        maps = _maps(epoch)
+        if epoch >= 4:
+            maps[7] = 0.0  # class 3's second probe: nothing at all
+        detection = det.update("integrated_gradients", maps, (32, 32), True, classes=CLASSES, epoch=epoch)
+        update = drift.update("integrated_gradients", epoch, maps)
+        alerts += tracker.check("integrated_gradients", epoch, 10 * epoch, update, detection, 0.4)
+    (alert,) = alerts
+    assert {r.classes[0]: r.box for r in alert.regions}[3] == CUES[3]
+    assert alert.evidence is not None and 7 in alert.evidence.probe_indices
+    assert float(alert.evidence.after[alert.evidence.probe_indices.index(7)].abs().sum()) == 0.0
+
+
 def test_the_message_names_classes_and_places_and_stays_short() -> None:
     alert, _ = _alert()
     assert len(alert.message) <= 200, alert.message

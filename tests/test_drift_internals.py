@@ -16,7 +16,7 @@ from lightning_xai.probes.inputs import check_images, check_labels, describe, on
 def test_input_maps_take_magnitudes_and_sum_to_one_per_probe() -> None:
     maps = input_maps(torch.tensor([[[0.0, -2.0], [0.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]]]), (2, 2))
     assert maps.dtype == torch.float32
-    assert maps.tolist() == [[[0.0, 0.5], [0.0, 0.5]], [[0.25, 0.25], [0.25, 0.25]]]  # all-zero: uniform
+    assert maps.tolist() == [[[0.0, 0.5], [0.0, 0.5]], [[0.0, 0.0], [0.0, 0.0]]]  # all-zero: no relevance anywhere
     assert input_maps(torch.rand(3, 4, 4), (8, 12)).shape == (3, 8, 12)  # resized to the input
 
 

@@ -288,3 +288,24 @@ def test_the_dashboard_has_a_localisation_chart_with_probe_masks(tmp_path: Path)
     detail = {chart.title: list(chart.multiline.tag) for chart in layout.category[1].chart}
     assert detail["localisation"] == ["xai/localization/.*"]
     assert any(tag.startswith("xai/localization/") for tag in acc.Tags()["scalars"])
+
+
+@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+def test_mlflow_text_artifacts_of_a_repeated_step_are_kept_across_logger_objects(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Two trainers (as two processes would) validate into one MLflow run at epoch 0, step 0: the run's own
+    artifacts count as taken, so the second table is ``_v1``, not written over the first."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    run_id = None
+    for _ in range(2):
+        logger = MLFlowLogger(experiment_name="x", tracking_uri=f"file:{tmp_path / 'mlruns'}", run_id=run_id)
+        monitor = AttributionMonitor(num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(detector=None))
+        trainer = L.Trainer(**trainer_kwargs(tmp_path, logger=logger, callbacks=[monitor]))
+        trainer.validate(TinyCNN(), loaders()[1], verbose=False)
+        monitor.media.writer.flush()
+        run_id = logger.run_id
+    names = sorted(Path(p).name for p in glob.glob(str(tmp_path / "mlruns/**/xai/predictions/*"), recursive=True))
+    assert names == ["epoch=0000-step=0000000.csv", "epoch=0000-step=0000000_v1.csv"]

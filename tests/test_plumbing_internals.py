@@ -91,7 +91,10 @@ def test_run_settings_is_flat_and_primitive() -> None:
 
 def test_placeholders_only_for_methods_that_ran_and_keys_not_measured() -> None:
     keys = ["xai/g/drift/rank_vs_previous/median", "xai/ig/drift/rank_vs_previous/median"]
-    out = with_placeholders({"xai/g/confidence_mean": 0.5}, keys)  # ig failed: no placeholder
+    seen: set[str] = set()
+    out = with_placeholders({"xai/g/confidence_mean": 0.5}, keys, seen)  # ig failed: no placeholder
     assert out == {"xai/g/drift/rank_vs_previous/median": 0.0, "xai/g/confidence_mean": 0.5}
     measured = {"xai/g/confidence_mean": 0.5, "xai/g/drift/rank_vs_previous/median": 0.3}
-    assert with_placeholders(measured, keys) == measured
+    assert with_placeholders(measured, keys, seen) == measured
+    # measured once, then not (the budget cut the method's drift): no 0.0 in between, the key just is not logged
+    assert with_placeholders({"xai/g/confidence_mean": 0.5}, keys, seen) == {"xai/g/confidence_mean": 0.5}

@@ -29,6 +29,10 @@ def _scale_collate(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return torch.stack([x for x, _ in items]).float() / 255, torch.stack([y for _, y in items])
 
 
+def loaders_of(x: Tensor, y: Tensor) -> tuple[DataLoader, DataLoader]:
+    return DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(x, y), batch_size=8)
+
+
 def _fit(
     tmp_path: Any, monitor: AttributionMonitor, val: Any, model: L.LightningModule | None = None, **kw: Any
 ) -> Any:
@@ -105,6 +109,40 @@ def test_a_uint8_dataset_without_hooks_is_said_with_the_dataset_fix() -> None:
     assert probes.images.dtype == torch.float32 and float(probes.images.max()) > 1.0
     (said,) = probes.warnings
     assert "after PyTorch's default collate and the batch hooks" in said and "float `probes=` tensors" in said
+    assert "move that into the Dataset or `on_after_batch_transfer`" in said  # not a collate_fn it does not use
+
+
+def _dict_collate(items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    return {"image": torch.stack([x for x, _ in items]), "label": torch.stack([y for _, y in items])}
+
+
+class ReadsDicts(TinyCNN):
+    """Hooks written for the val loader's dict batches."""
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch["image"] * 2.0, batch["label"]
+
+
+def test_a_dataset_whose_batches_the_hooks_cannot_take_is_refused_naming_probes(tmp_path: Any) -> None:
+    x, y = make_images(32)
+    val = DataLoader(TensorDataset(x, y), batch_size=8, collate_fn=_dict_collate)
+    monitor = AttributionMonitor(probes=TensorDataset(x, y), num_probes=4, methods=("gradcam",))
+    train = DataLoader(TensorDataset(x, y), batch_size=8, collate_fn=_dict_collate)
+    model = ReadsDicts()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"`probes`: the batch hooks .* probe Dataset") as e:
+        warnings.simplefilter("ignore")
+        trainer.fit(model, train, val)
+    assert "probes=val_loader" in str(e.value) and model.global_step == 0
+
+
+def test_a_dataset_of_the_wrong_shape_is_blamed_on_the_probes(tmp_path: Any) -> None:
+    x, y = make_images(32)
+    monitor = AttributionMonitor(probes=TensorDataset(x.expand(-1, 3, -1, -1), y), num_probes=4, methods=("gradcam",))
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"`probes` of shape \(3, 12, 12\) .* do not fit"):
+        warnings.simplefilter("ignore")
+        trainer.fit(TinyCNN(), *loaders_of(x, y))
 
 
 class NumpyImages(Dataset):

@@ -95,12 +95,13 @@ class AlertEvidence:
 
 
 def input_maps(raw: Tensor, input_size: tuple[int, int]) -> Tensor:
-    """``|raw|`` ``(P, h, w)`` resized (bilinear) to ``input_size``, summing to 1 per probe; float32 on the CPU."""
+    """``|raw|`` ``(P, h, w)`` resized (bilinear) to ``input_size``, summing to 1 per probe (0 everywhere for a map
+    with no relevance: it gained nowhere, and is drawn empty); float32 on the CPU."""
     m = torch.nan_to_num(raw.detach().float().cpu().abs(), nan=0.0, posinf=0.0)
     if tuple(m.shape[-2:]) != tuple(input_size):
         m = F.interpolate(m.unsqueeze(1), size=input_size, mode="bilinear", align_corners=False).squeeze(1)
     total = m.sum(dim=(1, 2), keepdim=True)
-    return torch.where(total > 0, m / total.clamp_min(torch.finfo(m.dtype).tiny), 1.0 / max(1, m.shape[1] * m.shape[2]))
+    return torch.where(total > 0, m / total.clamp_min(torch.finfo(m.dtype).tiny), 0.0)
 
 
 def cell_span(first: int, last: int, cells: int, size: int) -> tuple[int, int]:

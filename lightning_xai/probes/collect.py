@@ -38,8 +38,9 @@ class ProbeSet:
 
     @property
     def drawn(self) -> bool:
-        """Drawn from a loader or a Dataset (as the model receives its batches), not given as tensors."""
-        return self.source not in ("tensor", "checkpoint")
+        """Drawn from the validation (test) data or a loader given as ``probes=``, not given as tensors or a Dataset
+        (a Dataset's batches go through the hooks too, but its items are the user's own choice)."""
+        return self.source not in ("tensor", "dataset", "checkpoint")
 
 
 def split_example(item: Any) -> tuple[Tensor, Any]:
@@ -102,7 +103,18 @@ def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Callable[[
     images: list[Tensor] = []
     labels: list[Any] = []
     for batch in loader:
-        x, y = split_example(prepare(batch) if prepare is not None else batch)
+        try:
+            prepared = prepare(batch) if prepare is not None else batch
+        except Exception as err:
+            if source != "dataset":  # the validation data's own pipeline: Lightning would fail the same way
+                raise
+            raise ValueError(
+                "`probes`: the batch hooks (`on_before_batch_transfer`, `on_after_batch_transfer`) failed on a "
+                f"batch of the probe Dataset, which is collated with PyTorch's default collate ({type(err).__name__}: "
+                f"{err}). Pass the DataLoader that gives the model its batches (e.g. `probes=val_loader`, with its "
+                "collate_fn), or tensors as the model receives them."
+            ) from err
+        x, y = split_example(prepared)
         if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)
             raise ValueError(
                 f"`probes`: the {source}'s batches hold 3-D images {tuple(x.shape)} (B, H, W), but the monitor "
@@ -127,12 +139,14 @@ def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Callable[[
             f"`probes`: cannot stack the images of the {source} ({err}); pass `probes=` explicitly."
         ) from None
     said: list[str] = []
-    collate = "PyTorch's default collate" if source == "dataset" else "its collate_fn"
+    collate, where = (
+        ("PyTorch's default collate", "the Dataset") if source == "dataset" else ("its collate_fn", "the collate_fn")
+    )
     if not stacked.is_floating_point() and not stacked.is_complex():
         said.append(
             f"the {source} yields {stacked.dtype} images after {collate} and the batch hooks, so the probes are "
             "them as floats (.float(), no scaling); if your validation_step converts them (e.g. x.float() / 255), "
-            "move that into the collate_fn or `on_after_batch_transfer`, or pass float `probes=` tensors (or "
+            f"move that into {where} or `on_after_batch_transfer`, or pass float `probes=` tensors (or "
             "`forward_fn=`)"
         )
         stacked = stacked.float()

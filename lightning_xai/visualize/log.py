@@ -28,12 +28,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class MediaContext:
-    """What the pictures need from the monitor: name, drift tracker (captions), rules (charts) and run settings."""
+    """What the pictures need from the monitor: name, drift tracker (captions), rules (charts), run settings and
+    whether the run has localisation scalars (``Display.probe_masks``: the dashboard's localisation chart)."""
 
     name: str | None = None
     drift: Any = None
     rules: Sequence[Any] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    localised: bool = False
 
 
 class MediaLogger:
@@ -148,7 +150,7 @@ class MediaLogger:
             media.tables = [(named(tag, name), table) for tag, table in media.tables]
             media.texts = [(named(tag, name), text) for tag, text in media.texts]
             media.methods, media.name, media.rules = list(normalizations), name, context.rules
-            media.localised = any(k.startswith("xai/localization/") for k in record.scalars)  # probe masks given
+            media.localised = context.localised
             media.summary = summary_scalars(record.scalars, record.alerts, media.methods, context.rules, name)
             settings = {**context.settings, "num_probes": int(done.inputs.shape[0]), "colormap": self.colormap}
             settings["tile_size"] = self.tile_size

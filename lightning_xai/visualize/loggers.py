@@ -188,19 +188,39 @@ def _wandb_image(logger: Any, tag: str, image: Picture, step: int) -> None:
 class MlflowSink(MediaSink):
     def __init__(self, logger: Logger) -> None:
         super().__init__(logger)
-        self.names = UniqueNames()  # the artifacts' names, one per evaluation
+        self.names = UniqueNames()  # the text artifacts' names, one per evaluation
+        self._stored: dict[str, set[str]] = {}  # per tag, the artifact names the run holds (listed once, then kept)
 
     def jobs(self, media: EvaluationMedia) -> list[Job]:
         logger: Any = self.logger
-        name = self.names.name(media.epoch, media.step)
+        name = media_file_name(media.epoch, media.step, "{ext}")  # (only an MLflow without image series uses it)
         jobs: list[Job] = []
         if media.settings is not None:
             settings = json.loads(json.dumps(media.settings, default=str))
             jobs.append(partial(_mlflow, logger, "log_dict", settings, named("xai/settings", media.name) + ".json"))
         jobs += [partial(_mlflow_image, logger, tag, image, media.step, name) for tag, image in media.images]
-        for tag, ext, text in _text_files(media):
-            jobs.append(partial(_mlflow, logger, "log_text", text, f"{tag}/{name.format(ext=ext)}"))
+        if texts := _text_files(media):
+            jobs.append(partial(self._log_texts, texts, media.epoch, media.step))
         return jobs
+
+    def _log_texts(self, texts: list[tuple[str, str, str]], epoch: int, step: int) -> None:
+        """The evaluation's tables and texts as ``<tag>/<name>.<ext>`` artifacts, named on the writer thread so that
+        the run's own artifacts (a resumed run, another logger object) count as taken."""
+        logger: Any = self.logger
+
+        def stored(tag: str) -> set[str]:
+            if tag not in self._stored:
+                try:
+                    listed = logger.experiment.list_artifacts(logger.run_id, tag)
+                    self._stored[tag] = {Path(str(item.path)).name for item in listed}
+                except Exception:  # noqa: BLE001 - unknown: only this process's own names count
+                    self._stored[tag] = set()
+            return self._stored[tag]
+
+        name = self.names.name(epoch, step, lambda n: any(n.format(ext=ext) in stored(tag) for tag, ext, _ in texts))
+        for tag, ext, text in texts:
+            _mlflow(logger, "log_text", text, f"{tag}/{name.format(ext=ext)}")
+            stored(tag).add(name.format(ext=ext))
 
 
 def _mlflow(logger: Any, method: str, *args: Any) -> None:
