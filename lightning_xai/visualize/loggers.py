@@ -20,7 +20,8 @@ from lightning_xai.visualize.writer import Job
 
 def media_file_name(epoch: int, step: int, ext: str, version: int = 0) -> str:
     """The file name of one evaluation's item, sortable by name; ``version`` ``k > 0`` adds ``_vk`` (an evaluation
-    at the ``epoch`` and ``step`` of an earlier one, e.g. a second ``trainer.validate``: sorted after it).
+    at the ``epoch`` and ``step`` of an earlier one, e.g. a second ``trainer.validate``: sorted after it; name order
+    holds up to ``_v9``, as Lightning's ``-v1`` checkpoints do).
 
     Example::
 
