@@ -5,18 +5,21 @@ decisions on every rank together through the strategy's ``broadcast``/``reduce_b
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import pickle
 import reprlib
 import tempfile
-import threading
 import time
+import types
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
 from lightning.pytorch import Trainer
 
+from lightning_xai.explain.base import Explainer
 from lightning_xai.explain.run import ProbeExplanations, merge_shards, to_cpu
 
 T = TypeVar("T")
@@ -120,41 +123,46 @@ def mark_spawn_return(state: dict[str, Any]) -> None:
 
 
 def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
-    """In ``__getstate__``, while multiprocessing pickles for a process it spawns (``ddp_spawn``): a named error for an
-    argument that its standard pickler cannot send (a lambda, a function defined inside another), before any training
-    step, instead of multiprocessing's own. Other picklers (``copy.deepcopy``, cloudpickle) are left alone."""
+    """In ``__getstate__``, while multiprocessing pickles for a process it spawns (``ddp_spawn``): a named error for a
+    function among the arguments (or a callable's ``func``/``__func__``, a settings object's fields) that pickle
+    cannot find by its name (a lambda, a function defined inside another), before any training step, instead of
+    multiprocessing's own. Only functions are pickled here, by reference (never a tensor or the model); other
+    picklers (``copy.deepcopy``, cloudpickle) are left alone."""
     from multiprocessing import context
-    from multiprocessing.reduction import ForkingPickler
 
-    if context.get_spawning_popen() is None or getattr(_CHECKING, "on", False):  # (an argument holding the monitor)
+    if context.get_spawning_popen() is None:
         return
     shown = reprlib.Repr()
     shown.maxother = 160
-    _CHECKING.on = True
-    try:
-        for argument, value in arguments.items():
+    for argument, value in arguments.items():
+        for function in _functions(value):
             try:
-                ForkingPickler.dumps(value)
-            except RecursionError:  # too deep to tell here: multiprocessing's own pickling will say
-                continue
+                pickle.dumps(function)  # a function is pickled as its module and qualified name
             except Exception as err:  # noqa: BLE001 - any failure to pickle is the same error to the user
-                raise _unpicklable(argument, shown.repr(value), err) from err
-    finally:
-        _CHECKING.on = False
+                raise pickle.PicklingError(
+                    f"AttributionMonitor: `{argument}={shown.repr(value)}` cannot be sent to the processes a "
+                    f"spawn-based strategy (`ddp_spawn`) starts, which pickle the callback ({type(err).__name__}: "
+                    f"{err}). Define it as a module-level function or class (a `def` at the top of a module, not a "
+                    "lambda or a function inside another), or use `strategy='ddp'`."
+                ) from err
 
 
-#: set while :func:`check_spawn_arguments` pickles: an argument that holds the monitor (or the trainer) reaches the
-#: monitor's ``__getstate__`` again, which must not check again (pickle's memo breaks that cycle only within one call)
-_CHECKING = threading.local()
-
-
-def _unpicklable(argument: str, value: str, err: BaseException) -> pickle.PicklingError:
-    return pickle.PicklingError(
-        f"AttributionMonitor: `{argument}={value}` cannot be sent to the processes a spawn-based strategy "
-        f"(`ddp_spawn`) starts, which pickle the callback ({type(err).__name__}: {err}). Define it as a module-level "
-        "function or class (a `def` at the top of a module, not a lambda or a function inside another), or use "
-        "`strategy='ddp'`."
-    )
+def _functions(value: Any) -> list[types.FunctionType]:
+    """The plain functions ``value`` is or holds directly: itself, a bound method's or ``partial``'s function, the
+    items of a list or tuple, and the fields of a dataclass (the settings objects)."""
+    if isinstance(value, types.FunctionType):
+        return [value]
+    if isinstance(value, types.MethodType):
+        return _functions(value.__func__)
+    if isinstance(value, functools.partial):
+        return _functions(value.func)
+    if isinstance(value, (list, tuple)):
+        return [f for item in value for f in _functions(item)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [f for field in dataclasses.fields(value) for f in _functions(getattr(value, field.name))]
+    if isinstance(value, Explainer):  # a method's own callables (e.g. a custom explainer's function)
+        return [f for item in vars(value).values() if callable(item) for f in _functions(item)]
+    return []
 
 
 def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[str, Any]], rank_zero: bool) -> None:

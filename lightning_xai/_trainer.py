@@ -3,7 +3,7 @@ it logs, other monitors' checkpoint state, what ``on_drift`` does, and changes t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -120,16 +120,29 @@ def _log_metrics(logger: Logger, metrics: dict[str, float], step: int) -> None:
         logger.log_metrics(metrics, step=step)
 
 
-def with_placeholders(scalars: dict[str, float], keys: Sequence[str], measured: set[str]) -> dict[str, float]:
-    """``scalars`` plus 0.0 (no drift yet) for each :func:`monitored` drift key of the setup check that a method that
-    ran has not measured yet in this run (``measured``, updated here: no previous evaluation or reference so far),
-    at every such evaluation: the loggers get the value ``callback_metrics`` holds, and
-    ``ModelCheckpoint(monitor=<drift key>)``, which has no ``strict=False``, finds the key at its first check. A key
-    measured before and not now (e.g. the budget cut the method's drift) gets no placeholder: it was not 0."""
-    measured.update(k for k in scalars if monitored(k))
+def with_placeholders(
+    scalars: dict[str, float],
+    keys: Sequence[str],
+    history: Sequence[Mapping[str, float]],
+    logged: Mapping[str, Any],
+    name: str | None = None,
+) -> dict[str, float]:
+    """``scalars`` plus, for each :func:`monitored` drift key of the setup check that a method that ran did not
+    measure now: 0.0 while the run has never measured it (``history``: the earlier evaluations' scalars; no previous
+    evaluation or reference yet), at every such evaluation; else its last measured value when the current Trainer's
+    ``callback_metrics`` (``logged``) lacks it (a resumed run, a new Trainer: ``ModelCheckpoint(monitor=<drift key>)``
+    has no ``strict=False``), and nothing when ``logged`` holds it (it keeps its last value, as Lightning's do)."""
     explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
-    missing = {k: 0.0 for k in keys if monitored(k) and k not in measured and k.split("/")[1] in explained}
-    return {**missing, **scalars}
+    added: dict[str, float] = {}
+    for key in keys:
+        if not monitored(key) or key in scalars or key.split("/")[1] not in explained:
+            continue
+        last = next((h[key] for h in reversed(history) if key in h), None)
+        if last is None:
+            added[key] = 0.0
+        elif named(key, name) not in logged:
+            added[key] = float(last)
+    return {**added, **scalars}
 
 
 def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:

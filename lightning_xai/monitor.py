@@ -119,7 +119,6 @@ class AttributionMonitor(Callback):
         self._colour = False
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
-        self._measured_keys: set[str] = set()  # the monitored keys measured in this run (no placeholder for them)
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
         self._state_key = self._generate_state_key(name=self.name, **state_key_parts(a))
 
@@ -294,7 +293,8 @@ class AttributionMonitor(Callback):
         fitting = trainer.state.fn == TrainerFn.FITTING
         self.cost.after_evaluation(record, self._warn_once, self.budget.max_seconds_per_epoch, fitting)  # every rank
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
-        scalars = _trainer.with_placeholders(record.scalars, keys, self._measured_keys)
+        earlier = [h.scalars for h in self._history]
+        scalars = _trainer.with_placeholders(record.scalars, keys, earlier, trainer.callback_metrics, self.name)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer)
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 

@@ -79,6 +79,24 @@ def test_a_map_with_no_relevance_is_drawn_empty_and_gains_nowhere() -> None:
     assert float(alert.evidence.after[alert.evidence.probe_indices.index(7)].abs().sum()) == 0.0
 
 
+def test_a_class_whose_only_moved_probe_lost_all_relevance_gets_no_box() -> None:
+    """Class 3: probe 6 keeps its map, probe 7's map becomes all zero. Nothing of class 3 went anywhere, so the alert
+    (on the other classes' cues) names no region of class 3, not "most of the image"."""
+    det, tracker, drift = ShiftDetector(), AlertTracker([]), DriftTracker(warmup_epochs=0)
+    alerts: list[DriftAlert] = []
+    for epoch in range(6):
+        maps = _maps(epoch)
+        if epoch >= 4:
+            maps[6] = _maps(3)[6]  # no cue: unchanged
+            maps[7] = 0.0
+        detection = det.update("integrated_gradients", maps, (32, 32), True, classes=CLASSES, epoch=epoch)
+        update = drift.update("integrated_gradients", epoch, maps)
+        alerts += tracker.check("integrated_gradients", epoch, 10 * epoch, update, detection, 0.4)
+    (alert,) = alerts
+    assert sorted(r.classes[0] for r in alert.regions) == [0, 1, 2]
+    assert all(r.box == CUES[r.classes[0]] for r in alert.regions)
+
+
 def test_the_message_names_classes_and_places_and_stays_short() -> None:
     alert, _ = _alert()
     assert len(alert.message) <= 200, alert.message

@@ -208,3 +208,35 @@ def test_ddp_spawn_with_a_lambda_is_refused_naming_the_argument_before_training(
     ):
         trainer.fit(model, train, val)
     assert model.global_step == 0
+
+
+class _Alerts:
+    """A module-level class whose bound method is the ``on_drift`` callable (picklable by reference)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def take(self, alert: Any) -> None:
+        self.seen.append(alert)
+
+
+def test_ddp_spawn_with_tensor_settings_and_a_bound_method_runs(tmp_path: Any) -> None:
+    """The spawn check pickles functions only (by name): a tensor in ``Display(probe_masks=)`` and a bound method as
+    ``on_drift`` reach the workers as Lightning sends them (a check that pickled them while multiprocessing was
+    spawning broke the start: "bad value(s) in fds_to_keep")."""
+    import lightning.pytorch as L
+    from conftest import TinyCNN, loaders, trainer_kwargs
+
+    from lightning_xai import AttributionMonitor, Display, DriftPolicy
+
+    masks = torch.zeros(4, 12, 12, dtype=torch.bool)
+    masks[:, :4, :4] = True
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam",),
+        drift=DriftPolicy(detector=None, on_drift=_Alerts().take),
+        display=Display(probe_masks=masks),
+    )
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor], strategy="ddp_spawn", devices=2))
+    trainer.fit(TinyCNN(), *loaders())
+    assert len(monitor.history) == 1 and "xai/localization/gradcam/relevance_mass" in monitor.history[0].scalars

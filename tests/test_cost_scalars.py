@@ -38,7 +38,7 @@ def test_only_drift_medians_and_detector_scores_are_monitored() -> None:
     for key in (*MOVED, "xai/ig/n_steps", "xai/localization/ig/relevance_mass", "xai/ig/alert/confirmation"):
         assert not monitored(key), key
     keys = ["xai/g/drift/rank_vs_previous/median", "xai/g/drift/rank_vs_previous/share"]
-    assert with_placeholders({"xai/g/seconds": 0.1}, keys, set()) == {keys[0]: 0.0, "xai/g/seconds": 0.1}
+    assert with_placeholders({"xai/g/seconds": 0.1}, keys, [], {}) == {keys[0]: 0.0, "xai/g/seconds": 0.1}
 
 
 class _Writer:

@@ -91,10 +91,14 @@ def test_run_settings_is_flat_and_primitive() -> None:
 
 def test_placeholders_only_for_methods_that_ran_and_keys_not_measured() -> None:
     keys = ["xai/g/drift/rank_vs_previous/median", "xai/ig/drift/rank_vs_previous/median"]
-    seen: set[str] = set()
-    out = with_placeholders({"xai/g/confidence_mean": 0.5}, keys, seen)  # ig failed: no placeholder
-    assert out == {"xai/g/drift/rank_vs_previous/median": 0.0, "xai/g/confidence_mean": 0.5}
-    measured = {"xai/g/confidence_mean": 0.5, "xai/g/drift/rank_vs_previous/median": 0.3}
-    assert with_placeholders(measured, keys, seen) == measured
-    # measured once, then not (the budget cut the method's drift): no 0.0 in between, the key just is not logged
-    assert with_placeholders({"xai/g/confidence_mean": 0.5}, keys, seen) == {"xai/g/confidence_mean": 0.5}
+    key = keys[0]
+    out = with_placeholders({"xai/g/confidence_mean": 0.5}, keys, [], {})  # ig failed: no placeholder
+    assert out == {key: 0.0, "xai/g/confidence_mean": 0.5}
+    measured = {"xai/g/confidence_mean": 0.5, key: 0.3}
+    assert with_placeholders(measured, keys, [], {}) == measured
+    # measured once, then not (the budget cut the method's drift): not 0.0; nothing while callback_metrics holds the
+    # key, its last value when it does not (a resumed run, a new Trainer), named as the monitor logs it
+    later = {"xai/g/confidence_mean": 0.5}
+    assert with_placeholders(later, keys, [measured, later], {key: 0.3}) == later
+    assert with_placeholders(later, keys, [measured], {}, None) == {key: 0.3, **later}
+    assert with_placeholders(later, keys, [measured], {"xai/run/g/drift/rank_vs_previous/median": 0.3}, "run") == later

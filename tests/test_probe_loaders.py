@@ -123,14 +123,17 @@ class ReadsDicts(TinyCNN):
         return batch["image"] * 2.0, batch["label"]
 
 
-def test_a_dataset_whose_batches_the_hooks_cannot_take_is_refused_naming_probes(tmp_path: Any) -> None:
+@pytest.mark.parametrize("kind", ["dataset", "loader"])
+def test_probes_whose_batches_the_hooks_cannot_take_are_refused_naming_probes(tmp_path: Any, kind: str) -> None:
     x, y = make_images(32)
     val = DataLoader(TensorDataset(x, y), batch_size=8, collate_fn=_dict_collate)
-    monitor = AttributionMonitor(probes=TensorDataset(x, y), num_probes=4, methods=("gradcam",))
+    given = TensorDataset(x, y) if kind == "dataset" else DataLoader(TensorDataset(x, y), batch_size=8)
+    monitor = AttributionMonitor(probes=given, num_probes=4, methods=("gradcam",))
     train = DataLoader(TensorDataset(x, y), batch_size=8, collate_fn=_dict_collate)
     model = ReadsDicts()
     trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
-    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"`probes`: the batch hooks .* probe Dataset") as e:
+    what = "probe Dataset" if kind == "dataset" else "`probes=` loader"
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=rf"`probes`: the batch hooks .* {what}") as e:
         warnings.simplefilter("ignore")
         trainer.fit(model, train, val)
     assert "probes=val_loader" in str(e.value) and model.global_step == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import torch
 from torch import Tensor
 
 from lightning_xai.drift._state import _Candidate
@@ -80,6 +81,9 @@ def _fired(
     boxes_on = (
         (after, before) if finer is None else (input_maps(finer[0], input_size), input_maps(finer[1], input_size))
     )
+    if candidate.origin.shape == current.shape:  # a map with no relevance at all gained nowhere: no box from it
+        empty = ~(torch.nan_to_num(raw.detach().abs(), nan=0.0, posinf=0.0).flatten(1).sum(dim=1) > 0)
+        current = torch.where(empty.cpu()[:, None, None], candidate.origin, current)
     regions = gain_regions(current, candidate.origin, candidate.older, over, classes, boxes_on, input_size, window)
     evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
     detection = Detection(*confirmation, candidate.noise, True, over, confirmation=confirmation)

@@ -80,7 +80,8 @@ class AlertRegion:
 @dataclass(frozen=True)
 class AlertEvidence:
     """The maps of the probes that moved, before and at an alert: ``(k, H, W)`` float CPU tensors at input resolution
-    that sum to 1 per probe (:func:`input_maps`), so ``after - before`` is the relevance that moved.
+    that sum to 1 per probe (0 everywhere for a map with no relevance; :func:`input_maps`), so ``after - before`` is
+    the relevance that moved.
 
     Attributes:
         probe_indices: the probes shown (grid positions), in the order of the rows of ``before``/``after``.

@@ -98,7 +98,9 @@ def _batch_size(loader: DataLoader) -> int | None:
     return loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 64
 
 
-def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Callable[[Any], Any] | None) -> ProbeSet:
+def _scan(
+    loader: Iterable[Any], max_scan: int, source: str, prepare: Callable[[Any], Any] | None, given: bool = False
+) -> ProbeSet:
     """Up to ``max_scan`` examples as the model receives them; non-finite images left out, integers ``.float()``."""
     images: list[Tensor] = []
     labels: list[Any] = []
@@ -106,13 +108,18 @@ def _scan(loader: Iterable[Any], max_scan: int, source: str, prepare: Callable[[
         try:
             prepared = prepare(batch) if prepare is not None else batch
         except Exception as err:
-            if source != "dataset":  # the validation data's own pipeline: Lightning would fail the same way
+            if not given and source != "dataset":  # the validation data's own pipeline: Lightning fails the same way
                 raise
+            what = (
+                "the probe Dataset, which is collated with PyTorch's default collate"
+                if source == "dataset"
+                else "the `probes=` loader"
+            )
             raise ValueError(
-                "`probes`: the batch hooks (`on_before_batch_transfer`, `on_after_batch_transfer`) failed on a "
-                f"batch of the probe Dataset, which is collated with PyTorch's default collate ({type(err).__name__}: "
-                f"{err}). Pass the DataLoader that gives the model its batches (e.g. `probes=val_loader`, with its "
-                "collate_fn), or tensors as the model receives them."
+                "`probes`: the batch hooks (`on_before_batch_transfer`, `on_after_batch_transfer`) or the move to "
+                f"the device failed on a batch of {what} ({type(err).__name__}: {err}). Pass the DataLoader that "
+                "gives the model its batches (e.g. `probes=val_loader`, with its collate_fn), or tensors as the "
+                "model receives them."
             ) from err
         x, y = split_example(prepared)
         if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)
@@ -172,6 +179,7 @@ def collect_probes(
     max_scan: int = 0,
     loader_name: str = "validation dataloader",
     prepare: Callable[[Any], Any] | None = None,
+    given: bool = False,
 ) -> ProbeSet:
     """Build the fixed probe set from what the user gave, or from the validation data as the model receives it.
 
@@ -184,7 +192,8 @@ def collect_probes(
         seed: makes the draw deterministic; the global RNGs are never touched.
         max_scan: how many items to scan for class balance (default ``max(64 * num_probes, 512)``).
         loader_name: a loader source's name in messages (``ProbeSet.source``); ``prepare``: applied to the batches of a
-            Dataset, DataLoader or iterable (the batch hooks: what the model receives).
+            Dataset, DataLoader or iterable (the batch hooks: what the model receives); ``given``: the source is
+            the user's ``probes=`` (a failing ``prepare`` is then a named ``ValueError``).
 
     Example::
 
@@ -213,7 +222,7 @@ def collect_probes(
                 f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels), a torch Dataset or a "
                 f"DataLoader; got {type(source).__name__}."
             )
-        pool = _scan(source, max_scan, loader_name, prepare)
+        pool = _scan(source, max_scan, loader_name, prepare, given)
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
         if pool.labels is not None:  # class-balanced
             order = order[torch.tensor(balanced_order(pool.labels[order].tolist(), num_probes), dtype=torch.long)]

@@ -66,14 +66,14 @@ def trainer_probes(
     trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int
 ) -> ProbeSet | None:
     """The probes from ``source`` or the first validation (test) dataloader (None: neither), warning what it says."""
-    testing = trainer.state.fn == TrainerFn.TESTING
+    testing, given = trainer.state.fn == TrainerFn.TESTING, source is not None
     source = first_loader(trainer) if source is None else source
     if source is None:
         return None
     name = "test dataloader" if testing else "validation dataloader"
     prepare = batch_preparer(trainer, pl_module, testing)  # a Dataset's batches too: what the model would receive
     with torch.inference_mode(False), torch.no_grad():  # validate/test: keep probes normal (autograd-able) tensors
-        probes = collect_probes(source, num_probes, seed, loader_name=name, prepare=prepare)
+        probes = collect_probes(source, num_probes, seed, loader_name=name, prepare=prepare, given=given)
     for warning in probes.warnings:
         _warn.warn(f"AttributionMonitor: {warning}.")
     if probes.note:

@@ -194,19 +194,17 @@ class MlflowSink(MediaSink):
 
     def jobs(self, media: EvaluationMedia) -> list[Job]:
         logger: Any = self.logger
-        name = media_file_name(media.epoch, media.step, "{ext}")  # (only an MLflow without image series uses it)
         jobs: list[Job] = []
         if media.settings is not None:
             settings = json.loads(json.dumps(media.settings, default=str))
             jobs.append(partial(_mlflow, logger, "log_dict", settings, named("xai/settings", media.name) + ".json"))
-        jobs += [partial(_mlflow_image, logger, tag, image, media.step, name) for tag, image in media.images]
-        if texts := _text_files(media):
-            jobs.append(partial(self._log_texts, texts, media.epoch, media.step))
+        jobs.append(partial(self._log, list(media.images), _text_files(media), media.epoch, media.step))
         return jobs
 
-    def _log_texts(self, texts: list[tuple[str, str, str]], epoch: int, step: int) -> None:
-        """The evaluation's tables and texts as ``<tag>/<name>.<ext>`` artifacts, named on the writer thread so that
-        the run's own artifacts (a resumed run, another logger object) count as taken."""
+    def _log(self, images: list[tuple[str, Picture]], texts: list[tuple[str, str, str]], epoch: int, step: int) -> None:
+        """The evaluation's images (series by step) and its tables and texts as ``<tag>/<name>.<ext>`` artifacts,
+        named on the writer thread so that the run's own artifacts (a resumed run, another logger object) count as
+        taken."""
         logger: Any = self.logger
 
         def stored(tag: str) -> set[str]:
@@ -219,6 +217,8 @@ class MlflowSink(MediaSink):
             return self._stored[tag]
 
         name = self.names.name(epoch, step, lambda n: any(n.format(ext=ext) in stored(tag) for tag, ext, _ in texts))
+        for tag, image in images:  # (the name only for an MLflow without image series)
+            _mlflow_image(logger, tag, image, step, name)
         for tag, ext, text in texts:
             _mlflow(logger, "log_text", text, f"{tag}/{name.format(ext=ext)}")
             stored(tag).add(name.format(ext=ext))
