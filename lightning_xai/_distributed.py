@@ -5,7 +5,6 @@ decisions on every rank together through the strategy's ``broadcast``/``reduce_b
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import pickle
@@ -19,7 +18,6 @@ from typing import Any, TypeVar
 import torch
 from lightning.pytorch import Trainer
 
-from lightning_xai.explain.base import Explainer
 from lightning_xai.explain.run import ProbeExplanations, merge_shards, to_cpu
 
 T = TypeVar("T")
@@ -123,11 +121,11 @@ def mark_spawn_return(state: dict[str, Any]) -> None:
 
 
 def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
-    """In ``__getstate__``, while multiprocessing pickles for a process it spawns (``ddp_spawn``): a named error for a
-    function among the arguments (or a callable's ``func``/``__func__``, a settings object's fields) that pickle
-    cannot find by its name (a lambda, a function defined inside another), before any training step, instead of
-    multiprocessing's own. Only functions are pickled here, by reference (never a tensor or the model); other
-    picklers (``copy.deepcopy``, cloudpickle) are left alone."""
+    """In ``__getstate__``, while multiprocessing pickles for a process it spawns (``ddp_spawn``): a named error for an
+    argument that holds (itself, or within a few attributes, items or fields) a function pickle cannot find by its
+    name (a lambda, a function defined inside another) or an object of a class defined inside a function, before any
+    training step, instead of multiprocessing's own. Only those functions and classes are pickled here, by reference
+    (never a tensor or the model); other picklers (``copy.deepcopy``, cloudpickle) are left alone."""
     from multiprocessing import context
 
     if context.get_spawning_popen() is None:
@@ -135,9 +133,9 @@ def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
     shown = reprlib.Repr()
     shown.maxother = 160
     for argument, value in arguments.items():
-        for function in _functions(value):
+        for part in _by_name(value, 0, set()):
             try:
-                pickle.dumps(function)  # a function is pickled as its module and qualified name
+                pickle.dumps(part)  # a function or class is pickled as its module and qualified name
             except Exception as err:  # noqa: BLE001 - any failure to pickle is the same error to the user
                 raise pickle.PicklingError(
                     f"AttributionMonitor: `{argument}={shown.repr(value)}` cannot be sent to the processes a "
@@ -147,22 +145,34 @@ def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
                 ) from err
 
 
-def _functions(value: Any) -> list[types.FunctionType]:
-    """The plain functions ``value`` is or holds directly: itself, a bound method's or ``partial``'s function, the
-    items of a list or tuple, and the fields of a dataclass (the settings objects)."""
+#: how deep :func:`_by_name` looks into attributes, items and fields (the settings objects, methods, callables)
+_DEPTH = 4
+_OPAQUE = (torch.Tensor, torch.nn.Module, str, bytes, int, float, complex, bool, type(None), type)
+
+
+def _by_name(value: Any, depth: int, seen: set[int]) -> list[Any]:
+    """What pickle stores by name in ``value``: functions (a bound method's, a ``partial``'s), and the classes of
+    objects pickled the default way; found in ``value`` and its attributes, items and fields up to :data:`_DEPTH`
+    levels, never inside tensors or modules (the model)."""
+    if depth > _DEPTH or id(value) in seen or isinstance(value, _OPAQUE):
+        return []
+    seen.add(id(value))
     if isinstance(value, types.FunctionType):
         return [value]
     if isinstance(value, types.MethodType):
-        return _functions(value.__func__)
+        return _by_name(value.__func__, depth, seen) + _by_name(value.__self__, depth + 1, seen)
     if isinstance(value, functools.partial):
-        return _functions(value.func)
-    if isinstance(value, (list, tuple)):
-        return [f for item in value for f in _functions(item)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [f for field in dataclasses.fields(value) for f in _functions(getattr(value, field.name))]
-    if isinstance(value, Explainer):  # a method's own callables (e.g. a custom explainer's function)
-        return [f for item in vars(value).values() if callable(item) for f in _functions(item)]
-    return []
+        children = [value.func, *value.args, *value.keywords.values()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        children = list(value)
+    elif isinstance(value, dict):
+        children = list(value.values())
+    else:
+        default = type(value).__reduce_ex__ is object.__reduce_ex__ and type(value).__reduce__ is object.__reduce__
+        own = [type(value)] if default and "<locals>" in type(value).__qualname__ else []
+        state = getattr(value, "__dict__", None)
+        return own + [p for child in (state or {}).values() for p in _by_name(child, depth + 1, seen)]
+    return [p for child in children for p in _by_name(child, depth + 1, seen)]
 
 
 def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[str, Any]], rank_zero: bool) -> None:

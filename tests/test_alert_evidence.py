@@ -7,6 +7,7 @@ cue in a corner of their own (a different corner per class, not aligned with the
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 import torch
@@ -241,3 +242,28 @@ def test_a_mark_smaller_than_a_window_is_boxed_to_its_pixels_and_the_test_copies
     assert AlertRegion.from_dict(torch.load(buffer, weights_only=True)) == region  # kept by checkpoints
     older = {k: v for k, v in region.to_dict().items() if k not in ("windows", "follow")}  # an older version's
     assert AlertRegion.from_dict(older) == AlertRegion("class 0", (0,), tuple(range(8)), mark, region.place)
+
+
+def test_a_candidate_whose_moved_probes_all_lost_their_relevance_is_still_put_to_the_model() -> None:
+    """Probes 2-7 become all zero (read as spread evenly, so they "moved"): with no other probe to place boxes on, the
+    regions come from them as before, the model is asked, and its "not followed" drops the candidate."""
+    from lightning_xai.explain.behaviour import FollowTest
+
+    asked: list[list[str]] = []
+
+    def verify(regions: Any, ignored: Any, origin_epoch: int) -> FollowTest:
+        asked.append([r.label for r in regions])
+        return FollowTest("region", 8, 0, 0, 0, 4, 0.9, False, origin_epoch)  # 4 lost, none gained
+
+    det, tracker, drift = ShiftDetector(), AlertTracker([]), DriftTracker(warmup_epochs=0)
+    alerts: list[DriftAlert] = []
+    for epoch in range(8):
+        maps = _maps(0) + 0.01 * torch.rand(8, 32, 32, generator=torch.Generator().manual_seed(epoch))
+        if epoch >= 4:
+            maps[2:] = 0.0
+        detection = det.update(
+            "integrated_gradients", maps, (32, 32), True, classes=CLASSES, epoch=epoch, verify=verify
+        )
+        update = drift.update("integrated_gradients", epoch, maps)
+        alerts += tracker.check("integrated_gradients", epoch, 10 * epoch, update, detection, 0.4)
+    assert asked and not alerts

@@ -208,6 +208,24 @@ def test_ddp_spawn_with_a_lambda_is_refused_naming_the_argument_before_training(
     ):
         trainer.fit(model, train, val)
     assert model.global_step == 0
+    # deeper: an object of a class defined here as `on_drift`, a lambda inside a method's own Grad-CAM
+    from lightning_xai import DriftPolicy
+    from lightning_xai.explain.views import Activations
+
+    class Notify:
+        def __call__(self, alert: Any) -> None:
+            pass
+
+    for argument, kwargs in (
+        ("drift", {"drift": DriftPolicy(on_drift=Notify())}),
+        ("methods", {"methods": (Activations(reshape=lambda t: t),)}),
+    ):
+        monitor = AttributionMonitor(num_probes=4, **kwargs)
+        trainer = L.Trainer(
+            **trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor], strategy="ddp_spawn", devices=2)
+        )
+        with pytest.raises(pickle.PicklingError, match=rf"`{argument}=.*` cannot be sent .*`ddp_spawn`"):
+            trainer.fit(TinyCNN(), train, val)
 
 
 class _Alerts:

@@ -309,3 +309,24 @@ def test_mlflow_text_artifacts_of_a_repeated_step_are_kept_across_logger_objects
         run_id = logger.run_id
     names = sorted(Path(p).name for p in glob.glob(str(tmp_path / "mlruns/**/xai/predictions/*"), recursive=True))
     assert names == ["epoch=0000-step=0000000.csv", "epoch=0000-step=0000000_v1.csv"]
+
+
+@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+def test_a_failing_mlflow_image_upload_does_not_lose_the_tables(tmp_path: Path, monkeypatch: Any) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    logger = MLFlowLogger(experiment_name="x", tracking_uri=f"file:{tmp_path / 'mlruns'}")
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("HTTP 503 from the tracking server")
+
+    monkeypatch.setattr(logger.experiment, "log_image", refuse)
+    monitor = AttributionMonitor(num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(detector=None))
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, logger=logger, callbacks=[monitor]))
+    with pytest.warns(UserWarning, match="HTTP 503"):
+        trainer.validate(TinyCNN(), loaders()[1], verbose=False)
+        monitor.media.writer.flush()
+        trainer.validate(TinyCNN(), loaders()[1], verbose=False)  # the failure is reported after the next evaluation
+    names = sorted(Path(p).name for p in glob.glob(str(tmp_path / "mlruns/**/xai/predictions/*"), recursive=True))
+    assert names == ["epoch=0000-step=0000000.csv", "epoch=0000-step=0000000_v1.csv"]

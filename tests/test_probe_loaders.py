@@ -136,7 +136,7 @@ def test_probes_whose_batches_the_hooks_cannot_take_are_refused_naming_probes(tm
     with warnings.catch_warnings(), pytest.raises(ValueError, match=rf"`probes`: the batch hooks .* {what}") as e:
         warnings.simplefilter("ignore")
         trainer.fit(model, train, val)
-    assert "probes=val_loader" in str(e.value) and model.global_step == 0
+    assert "same hooks as validation batches" in str(e.value) and model.global_step == 0
 
 
 def test_a_dataset_of_the_wrong_shape_is_blamed_on_the_probes(tmp_path: Any) -> None:

@@ -81,10 +81,11 @@ def _fired(
     boxes_on = (
         (after, before) if finer is None else (input_maps(finer[0], input_size), input_maps(finer[1], input_size))
     )
-    if candidate.origin.shape == current.shape:  # a map with no relevance at all gained nowhere: no box from it
-        empty = ~(torch.nan_to_num(raw.detach().abs(), nan=0.0, posinf=0.0).flatten(1).sum(dim=1) > 0)
-        current = torch.where(empty.cpu()[:, None, None], candidate.origin, current)
-    regions = gain_regions(current, candidate.origin, candidate.older, over, classes, boxes_on, input_size, window)
+    # a map with no relevance at all (read as spread evenly) gained nowhere: the regions come from the other probes
+    # that moved; when every one of them is empty, from all of them, so that the model is still asked
+    empty = ~(torch.nan_to_num(raw.detach().abs(), nan=0.0, posinf=0.0).flatten(1).sum(dim=1) > 0).cpu()
+    placed = tuple(i for i in over if not bool(empty[i])) or over
+    regions = gain_regions(current, candidate.origin, candidate.older, placed, classes, boxes_on, input_size, window)
     evidence = AlertEvidence(over, before[list(over)], after[list(over)], candidate.origin_epoch)
     detection = Detection(*confirmation, candidate.noise, True, over, confirmation=confirmation)
     detection = replace(detection, evidence=evidence, num_probes=int(current.shape[0]))

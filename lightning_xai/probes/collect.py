@@ -110,16 +110,22 @@ def _scan(
         except Exception as err:
             if not given and source != "dataset":  # the validation data's own pipeline: Lightning fails the same way
                 raise
-            what = (
-                "the probe Dataset, which is collated with PyTorch's default collate"
+            what, fix = (
+                (
+                    "the probe Dataset, which is collated with PyTorch's default collate",
+                    "a DataLoader with your collate_fn (e.g. `probes=val_loader`)",
+                )
                 if source == "dataset"
-                else "the `probes=` loader"
+                else (
+                    "the `probes=` loader",
+                    "a loader whose batches are like the validation loader's (if it is that loader, the error is in "
+                    "the hooks themselves: see the error above)",
+                )
             )
             raise ValueError(
                 "`probes`: the batch hooks (`on_before_batch_transfer`, `on_after_batch_transfer`) or the move to "
-                f"the device failed on a batch of {what} ({type(err).__name__}: {err}). Pass the DataLoader that "
-                "gives the model its batches (e.g. `probes=val_loader`, with its collate_fn), or tensors as the "
-                "model receives them."
+                f"the device failed on a batch of {what} ({type(err).__name__}: {err}); the probes go through the "
+                f"same hooks as validation batches. Pass {fix}, or tensors as the model receives them."
             ) from err
         x, y = split_example(prepared)
         if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)

@@ -217,11 +217,20 @@ class MlflowSink(MediaSink):
             return self._stored[tag]
 
         name = self.names.name(epoch, step, lambda n: any(n.format(ext=ext) in stored(tag) for tag, ext, _ in texts))
+        failed: Exception | None = None  # one failing upload does not lose the others: the first is raised after
         for tag, image in images:  # (the name only for an MLflow without image series)
-            _mlflow_image(logger, tag, image, step, name)
+            try:
+                _mlflow_image(logger, tag, image, step, name)
+            except Exception as err:  # noqa: BLE001 - re-raised below, for the writer to report
+                failed = failed or err
         for tag, ext, text in texts:
-            _mlflow(logger, "log_text", text, f"{tag}/{name.format(ext=ext)}")
-            stored(tag).add(name.format(ext=ext))
+            try:
+                _mlflow(logger, "log_text", text, f"{tag}/{name.format(ext=ext)}")
+                stored(tag).add(name.format(ext=ext))
+            except Exception as err:  # noqa: BLE001 - re-raised below, for the writer to report
+                failed = failed or err
+        if failed is not None:
+            raise failed
 
 
 def _mlflow(logger: Any, method: str, *args: Any) -> None:
