@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 
 from lightning_xai.explain.run import ProbeExplanations, merge_shards, to_cpu
 
@@ -147,7 +147,7 @@ def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
 
 #: how deep :func:`_by_name` looks into attributes, items and fields (the settings objects, methods, callables)
 _DEPTH = 4
-_OPAQUE = (torch.Tensor, torch.nn.Module, str, bytes, int, float, complex, bool, type(None), type)
+_OPAQUE = (torch.Tensor, torch.nn.Module, Trainer, Callback, str, bytes, int, float, complex, bool, type(None), type)
 
 
 def _by_name(value: Any, depth: int, seen: set[int]) -> list[Any]:
@@ -168,10 +168,19 @@ def _by_name(value: Any, depth: int, seen: set[int]) -> list[Any]:
     elif isinstance(value, dict):
         children = list(value.values())
     else:
-        default = type(value).__reduce_ex__ is object.__reduce_ex__ and type(value).__reduce__ is object.__reduce__
-        own = [type(value)] if default and "<locals>" in type(value).__qualname__ else []
-        state = getattr(value, "__dict__", None)
-        return own + [p for child in (state or {}).values() for p in _by_name(child, depth + 1, seen)]
+        cls = type(value)
+        if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
+            return []  # pickled its own way: not looked into
+        own = [cls] if "<locals>" in cls.__qualname__ else []
+        try:  # what pickle takes from it: its own __getstate__ (which may leave attributes out), else its __dict__
+            custom = getattr(cls, "__getstate__", None)  # (object has one from Python 3.11 on)
+            state = value.__getstate__() if custom not in (None, getattr(object, "__getstate__", None)) else vars(value)
+        except Exception:  # noqa: BLE001 - no state to look into (slots, a failing __getstate__): pickle will tell
+            return own
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        values = state.values() if isinstance(state, dict) else []
+        return own + [p for child in values for p in _by_name(child, depth + 1, seen)]
     return [p for child in children for p in _by_name(child, depth + 1, seen)]
 
 
