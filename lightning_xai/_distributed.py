@@ -5,6 +5,7 @@ decisions on every rank together through the strategy's ``broadcast``/``reduce_b
 
 from __future__ import annotations
 
+import copyreg
 import functools
 import os
 import pickle
@@ -171,6 +172,8 @@ def _by_name(value: Any, depth: int, seen: set[int]) -> list[Any]:
         cls = type(value)
         if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
             return []  # pickled its own way: not looked into
+        if cls in copyreg.dispatch_table:  # (copyreg.pickle registered its own way)
+            return []
         own = [cls] if "<locals>" in cls.__qualname__ else []
         try:  # what pickle takes from it: its own __getstate__ (which may leave attributes out), else its __dict__
             custom = getattr(cls, "__getstate__", None)  # (object has one from Python 3.11 on)

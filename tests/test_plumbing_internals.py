@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,3 +103,51 @@ def test_placeholders_only_for_methods_that_ran_and_keys_not_measured() -> None:
     assert with_placeholders(later, keys, [measured, later], {key: 0.3}) == later
     assert with_placeholders(later, keys, [measured], {}, None) == {key: 0.3, **later}
     assert with_placeholders(later, keys, [measured], {"xai/run/g/drift/rank_vs_previous/median": 0.3}, "run") == later
+
+
+class _DropsItsLambda:
+    """Picklable: its __getstate__ leaves the lambda out (rebuilt on load)."""
+
+    def __init__(self) -> None:
+        self.fn = lambda alert: alert
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.fn = lambda alert: alert
+
+
+class _HoldsALambda:
+    def __init__(self) -> None:
+        self.fn = lambda alert: alert
+
+
+def test_the_spawn_check_finds_what_pickle_cannot_send_by_name_and_nothing_else() -> None:
+    """``_by_name`` lists what pickle stores by name; every listed item must pickle, or the check names the argument.
+    What pickles fine (a __getstate__ dropping a lambda, numpy functions, cached functions, tensors) lists nothing
+    that fails; a lambda one attribute down, or an object of a local class, is found."""
+    import functools
+    import pickle
+
+    import numpy as np
+
+    from lightning_xai._distributed import _by_name
+
+    def fails(value: Any) -> list[Any]:
+        out = []
+        for part in _by_name(value, 0, set()):
+            try:
+                pickle.dumps(part)
+            except Exception:  # noqa: BLE001 - what the check would refuse
+                out.append(part)
+        return out
+
+    class Local:
+        pass
+
+    cached = functools.lru_cache(maxsize=None)(np.abs)
+    for fine in (_DropsItsLambda(), np.mean, functools.partial(np.clip, a_min=0), cached, torch.zeros(3), [np.sum]):
+        assert fails(fine) == [], fine
+    assert len(fails(_HoldsALambda())) == 1 and len(fails(Local())) == 1
+    assert len(fails({"deep": [functools.partial(lambda x: x, 1)]})) == 1
