@@ -108,7 +108,7 @@ def _scan(
         try:
             prepared = prepare(batch) if prepare is not None else batch
         except Exception as err:
-            if not given and source != "dataset":  # the validation data's own pipeline: Lightning fails the same way
+            if not given:  # the validation data's own pipeline: Lightning fails the same way
                 raise
             what, fix = (
                 (
@@ -215,7 +215,7 @@ def collect_probes(
             images = check_images(source[0])
             return ProbeSet(images, check_labels(source[1], len(images)), "tensor")
         if isinstance(source, Dataset) and _indexable(source):
-            source, loader_name = DataLoader(source, batch_size=64), "dataset"  # PyTorch's default collate
+            source, loader_name, given = DataLoader(source, batch_size=64), "dataset", True  # the default collate
         if isinstance(source, DataLoader) and _indexable(source.dataset):  # a seeded draw of its indices
             indices = _sampled_indices(source)
             drawn = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed)).tolist()

@@ -190,7 +190,7 @@ class MlflowSink(MediaSink):
     def __init__(self, logger: Logger) -> None:
         super().__init__(logger)
         self.names = UniqueNames()  # the text artifacts' names, one per evaluation
-        self._stored: dict[str, set[str]] = {}  # per tag, the artifact names the run holds (listed once, then kept)
+        self._stored_names: dict[str, set[str]] = {}  # per tag, the artifact names the run holds (see _stored)
 
     def jobs(self, media: EvaluationMedia) -> list[Job]:
         logger: Any = self.logger
@@ -198,39 +198,39 @@ class MlflowSink(MediaSink):
         if media.settings is not None:
             settings = json.loads(json.dumps(media.settings, default=str))
             jobs.append(partial(_mlflow, logger, "log_dict", settings, named("xai/settings", media.name) + ".json"))
-        jobs.append(partial(self._log, list(media.images), _text_files(media), media.epoch, media.step))
-        return jobs
+        texts = _text_files(media)
+        name: list[str] = []  # the evaluation's name, chosen by the first job on the writer thread, used by the rest
+        jobs.append(lambda: name.append(self._name(texts, media.epoch, media.step)))
+        jobs += [partial(self._log_image, tag, image, media.step, name) for tag, image in media.images]
+        jobs += [partial(self._log_text, tag, ext, text, name) for tag, ext, text in texts]
+        return jobs  # one job per upload: the writer reports a failing one and runs the others
 
-    def _log(self, images: list[tuple[str, Picture]], texts: list[tuple[str, str, str]], epoch: int, step: int) -> None:
-        """The evaluation's images (series by step) and its tables and texts as ``<tag>/<name>.<ext>`` artifacts,
-        named on the writer thread so that the run's own artifacts (a resumed run, another logger object) count as
-        taken."""
-        logger: Any = self.logger
-
-        def stored(tag: str) -> set[str]:
-            if tag not in self._stored:
-                try:
-                    listed = logger.experiment.list_artifacts(logger.run_id, tag)
-                    self._stored[tag] = {Path(str(item.path)).name for item in listed}
-                except Exception:  # noqa: BLE001 - unknown: only this process's own names count
-                    self._stored[tag] = set()
-            return self._stored[tag]
-
-        name = self.names.name(epoch, step, lambda n: any(n.format(ext=ext) in stored(tag) for tag, ext, _ in texts))
-        failed: Exception | None = None  # one failing upload does not lose the others: the first is raised after
-        for tag, image in images:  # (the name only for an MLflow without image series)
+    def _stored(self, tag: str) -> set[str]:
+        """The artifact names the run holds under ``tag`` (listed once, then kept up to date)."""
+        if tag not in self._stored_names:
+            logger: Any = self.logger
             try:
-                _mlflow_image(logger, tag, image, step, name)
-            except Exception as err:  # noqa: BLE001 - re-raised below, for the writer to report
-                failed = failed or err
-        for tag, ext, text in texts:
-            try:
-                _mlflow(logger, "log_text", text, f"{tag}/{name.format(ext=ext)}")
-                stored(tag).add(name.format(ext=ext))
-            except Exception as err:  # noqa: BLE001 - re-raised below, for the writer to report
-                failed = failed or err
-        if failed is not None:
-            raise failed
+                listed = logger.experiment.list_artifacts(logger.run_id, tag)
+                self._stored_names[tag] = {Path(str(item.path)).name for item in listed}
+            except Exception:  # noqa: BLE001 - unknown: only this process's own names count
+                self._stored_names[tag] = set()
+        return self._stored_names[tag]
+
+    def _name(self, texts: list[tuple[str, str, str]], epoch: int, step: int) -> str:
+        """The evaluation's artifact name, on the writer thread: the run's own artifacts (a resumed run, another
+        logger object) count as taken."""
+        return self.names.name(
+            epoch, step, lambda n: any(n.format(ext=ext) in self._stored(tag) for tag, ext, _ in texts)
+        )
+
+    def _log_image(self, tag: str, image: Picture, step: int, name: list[str]) -> None:
+        """An image series (the name only for an MLflow without image series)."""
+        _mlflow_image(self.logger, tag, image, step, name[0])
+
+    def _log_text(self, tag: str, ext: str, text: str, name: list[str]) -> None:
+        """A table or text as the artifact ``<tag>/<name>.<ext>``."""
+        _mlflow(self.logger, "log_text", text, f"{tag}/{name[0].format(ext=ext)}")
+        self._stored(tag).add(name[0].format(ext=ext))
 
 
 def _mlflow(logger: Any, method: str, *args: Any) -> None:
