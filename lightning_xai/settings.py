@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.drift.alerts import DriftRule, OnDrift
 from lightning_xai.drift.detector import ShiftDetector
-from lightning_xai.explain.base import check_float, check_int, check_name
+from lightning_xai.explain.base import check_bool, check_float, check_int, check_name
 from lightning_xai.explain.quality import check_quality
 from lightning_xai.explain.registry import build_explainers, method_names
 from lightning_xai.probes import check_target
@@ -128,9 +128,7 @@ class Display:
         _set(self, "colormap", check_colormap(self.colormap))
         _set(self, "tile_size", check_int("tile_size", self.tile_size, 16, where="Display"))  # 16 px a tile at least
         for key in ("log_heatmaps", "log_grids", "background_logging"):
-            if not isinstance(value := getattr(self, key), (bool, np.bool_)):
-                raise ValueError(f"`Display({key}=...)` must be True or False, got {describe(value)}.")
-            _set(self, key, bool(value))
+            _set(self, key, check_bool(key, getattr(self, key), where="Display"))
         _set(self, "quality", check_quality(self.quality))
         if self.probe_masks is not None and not callable(self.probe_masks):
             fix = "Pass one boolean (H, W) mask per probe (N, H, W)."

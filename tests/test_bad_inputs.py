@@ -717,6 +717,61 @@ def test_drift_rule_with_a_typo_is_refused() -> None:
         AttributionMonitor(drift=DriftPolicy(rules=(DriftRule(methods=("gradcm",)),)))
 
 
+@pytest.mark.parametrize(
+    ("rule", "match"),
+    [
+        ({"metric": "topk", "threshold": 1.5}, r"`DriftRule\(threshold=1.5\)` is out of range: the median of 'topk' "
+         r"drift lies in \[0, 1\], so the rule would never fire; choose a threshold in \[0, 1\]"),
+        ({"threshold": 2.5}, r"the median of 'rank' drift lies in \[0, 2\], so the rule would never fire"),
+        ({"statistic": "share", "threshold": 1.2}, r"the share of 'rank' drift lies in \[0, 1\]"),
+        ({"threshold": -0.5}, r"so the rule would fire always; choose a threshold in \[0, 2\]"),
+        ({"methods": ()}, r"`DriftRule\(methods=\.\.\.\)` must be a non-empty tuple of method names.*got \(\)"),
+    ],
+    ids=["topk-1.5", "rank-2.5", "share-1.2", "negative", "no-methods"],
+)  # fmt: skip
+def test_a_drift_rule_that_could_never_or_always_fire_is_refused(rule: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DriftRule(**rule)
+
+
+def test_drift_rule_thresholds_at_the_ends_of_the_range_are_kept() -> None:
+    kept = [DriftRule(threshold=2.0), DriftRule(metric="topk", threshold=1.0), DriftRule(threshold=0)]
+    assert [r.threshold for r in kept] == [2.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("key", ["follow", "subset", "gradual"])
+def test_shift_detector_switches_are_true_or_false(key: str) -> None:
+    from lightning_xai import ShiftDetector
+
+    with pytest.raises(ValueError, match=rf"`ShiftDetector\({key}=\.\.\.\)` must be True or False, got 'no'"):
+        ShiftDetector(**{key: "no"})
+    assert getattr(ShiftDetector(**{key: np.bool_(False)}), key) is False
+
+
+def test_a_negative_denormalize_std_is_refused_before_training(tmp_path: Any) -> None:
+    fails_before_training(
+        tmp_path, {"methods": ("gradcam",), "denormalize": (0.3, -0.3)}, r"`denormalize` std must be positive.*-0.3"
+    )
+
+
+def test_soft_probe_masks_are_refused_and_zero_one_masks_are_kept(tmp_path: Any) -> None:
+    x, y = probes_and_labels(4)
+    region = torch.zeros(4, 12, 12)
+    region[:, :6] = 1.0
+    soft = torch.where(region.bool(), 1.0, 0.1)
+    message = fails_before_training(
+        tmp_path, {"probes": (x, y), "methods": ("gradcam",), "display": Display(probe_masks=soft)},
+        r"`Display.probe_masks` must be boolean \(or 0/1\) masks, got a torch.float32 value 0.1",
+    )  # fmt: skip
+    assert "probe_masks=masks > 0.5" in message
+    scores = []
+    for masks in (region, region.bool()):
+        monitor = AttributionMonitor(probes=(x, y), methods=("gradcam",), display=Display(probe_masks=masks))
+        fit(tmp_path, monitor)
+        scores.append(monitor.history[0].scalars["xai/localization/gradcam/relevance_mass"])
+    assert scores[0] == scores[1] < 1.0
+
+
 class CountingReusedConv(CountingCNN):
     """Its only convolution runs twice per forward."""
 

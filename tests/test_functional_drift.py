@@ -264,3 +264,16 @@ def test_pinned_reference_falls_to_the_next_evaluated_epoch() -> None:
     assert tracker.reference_epochs == {"m": 3}
     tracker.update("m", 4, torch.rand(3, 4, 4))
     assert tracker.reference_epochs == {"m": 3}
+
+
+def test_a_pinned_reference_inside_the_warm_up_arms_the_rules_only_after_it() -> None:
+    from lightning_xai.drift.tracker import DriftTracker
+
+    tracker = DriftTracker(warmup_epochs=3, reference_epoch=0)
+    armed = [tracker.update("m", epoch, torch.rand(3, 4, 4)).alerts_armed for epoch in range(5)]
+    assert tracker.reference_epochs == {"m": 0}
+    assert armed == [False, False, False, True, True]  # warmup_epochs: "epochs the detector and rules ignore"
+    tracker = DriftTracker(warmup_epochs=1, reference_epoch=2)
+    assert [tracker.update("m", epoch, torch.rand(3, 4, 4)).alerts_armed for epoch in range(4)] == [
+        False, False, False, True
+    ]  # fmt: skip

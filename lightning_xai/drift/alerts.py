@@ -111,11 +111,23 @@ class DriftRule:
                 shown = f"`DriftRule({name}={getattr(self, name)!r})`"
                 raise ValueError(f"{shown} is not supported; choose one of {list(allowed)}.")
         object.__setattr__(self, "patience", check_int("patience", self.patience, 1, where="DriftRule"))
-        object.__setattr__(self, "threshold", check_float("threshold", self.threshold, where="DriftRule"))
+        # what the watched value can reach (1 - Spearman: [0, 2]; 1 - IoU and a share: [0, 1]): a threshold above
+        # it could never fire
+        highest = 2.0 if (self.metric, self.statistic) == ("rank", "median") else 1.0
+        threshold = check_float("threshold", self.threshold, where="DriftRule")
+        if not 0.0 <= threshold <= highest:
+            raise ValueError(
+                f"`DriftRule(threshold={threshold!r})` is out of range: the {self.statistic} of {self.metric!r} drift "
+                f"lies in [0, {highest:g}], so the rule would {'never fire' if threshold > highest else 'fire always'}"
+                f"; choose a threshold in [0, {highest:g}] (e.g. the default 0.4)."
+            )
+        object.__setattr__(self, "threshold", threshold)
         if self.methods is not None:
-            if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
+            names = self.methods
+            if isinstance(names, str) or not names or not all(isinstance(m, str) for m in names):
                 raise ValueError(
-                    f"`DriftRule(methods=...)` must be a tuple of method names like ('gradcam',), got {self.methods!r}."
+                    f"`DriftRule(methods=...)` must be a non-empty tuple of method names like ('gradcam',) (None: "
+                    f"every method), got {names!r}."
                 )
             object.__setattr__(self, "methods", tuple(canonical_name(m) for m in self.methods))
 

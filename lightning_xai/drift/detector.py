@@ -13,7 +13,7 @@ from torch import Tensor
 from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _MethodState, _standard_error
 from lightning_xai.drift.detection import Detection, Verify, _fired, followed_regions, with_regions
 from lightning_xai.drift.evidence import known_fields, primitives
-from lightning_xai.explain.base import check_float, check_int
+from lightning_xai.explain.base import check_bool, check_float, check_int
 from lightning_xai.functional.shift import ignored_relevance, novel_relevance, relevance_distribution
 from lightning_xai.functional.stats import min_binomial_count, t_quantile
 
@@ -82,10 +82,10 @@ class ShiftDetector:
         self.ratio = check_float("ratio", ratio, 0, where=where)
         self.floor = check_float("floor", floor, 0, where=where)
         self.cells = check_int("cells", cells, 2, where=where)
-        self.subset, self.gradual = bool(subset), bool(gradual)
+        self.subset, self.gradual = check_bool("subset", subset, where), check_bool("gradual", gradual, where)
         self.tail = check_float("tail", tail, 0, 1, low_open=True, high_open=True, where=where)
         self.allowance = check_float("allowance", allowance, 0, where=where)
-        self.follow = bool(follow)
+        self.follow = check_bool("follow", follow, where)
         self.follow_ratio = check_float("follow_ratio", follow_ratio, 0, where=where)
         self._states: dict[str, _MethodState] = {}
         self._recent: dict[str, dict[int, Tensor]] = {}  # method -> epoch -> raw maps (in memory, the last 3)

@@ -26,7 +26,8 @@ class _Prepared(NamedTuple):
 @dataclass
 class DriftResult:
     """Drift of one method at one evaluation: ``per_probe`` (``"<metric>_vs_<reference>"`` → ``(P,)`` CPU tensor), its
-    ``statistics`` (``".../median"`` and ``".../share"``), ``alerts_armed`` (after the reference: rules apply)."""
+    ``statistics`` (``".../median"`` and ``".../share"``), ``alerts_armed`` (after the reference and the warm-up:
+    rules apply)."""
 
     per_probe: dict[str, Tensor] = field(default_factory=dict)
     statistics: dict[str, float] = field(default_factory=dict)
@@ -103,7 +104,8 @@ class DriftTracker:
             for metric in ("rank", "topk"):  # the reference itself: zero drift, logged for continuity
                 result.per_probe[f"{metric}_vs_reference"] = torch.zeros(raw.shape[0])
                 result.statistics.update({f"{metric}_vs_reference/median": 0.0, f"{metric}_vs_reference/share": 0.0})
-        result.alerts_armed = epoch > self.reference_epochs.get(method, epoch)
+        # rules apply after the reference and never inside the warm-up (a pinned reference_epoch may lie in it)
+        result.alerts_armed = epoch >= self.warmup_epochs and epoch > self.reference_epochs.get(method, epoch)
         self.previous[method] = raw.cpu().clone()
         self._ready["previous", method] = (self.previous[method], self._ready.pop(("current", method))[1])
         return result

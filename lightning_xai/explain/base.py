@@ -141,6 +141,15 @@ def check_int(
     raise _refusal(name, where, expected, value, fix)
 
 
+def check_bool(name: str, value: Any, where: str = "") -> bool:
+    """``value`` as a plain ``bool`` (``True``/``False``, numpy's, a 0-d boolean array or tensor), or a ``ValueError``
+    naming the argument and the value: a string such as ``"no"`` is not read as a truth value."""
+    flag = _scalar(value)
+    if isinstance(flag, (bool, np.bool_)):
+        return bool(flag)
+    raise _refusal(name, where, "True or False", value, f"pass {name}=True or {name}=False")
+
+
 @overload
 def check_float(
     name: str,

@@ -268,4 +268,10 @@ def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], prob
             f"mask each: {expected}. With probes drawn from the validation data, pass a callable "
             "`(images, labels) -> masks`."
         )
+    if masks.dtype != torch.bool and bool(((masks != 0) & (masks != 1)).any()):  # a soft mask is not a region
+        odd = masks[(masks != 0) & (masks != 1)].flatten()[0].item()
+        raise ValueError(
+            f"`Display.probe_masks` must be boolean (or 0/1) masks, got a {masks.dtype} value {odd!r}: a soft or "
+            "weighted mask has no inside and outside; threshold it yourself, e.g. `probe_masks=masks > 0.5`."
+        )
     return masks.bool()

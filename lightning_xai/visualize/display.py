@@ -38,8 +38,11 @@ def check_denormalize(denormalize: Denormalize) -> Denormalize:
             raise ValueError(f"`denormalize` {label} must be finite numbers, got {part!r}; {fix}")
         parts.append(t)
     mean, std = parts
-    if bool((std == 0).any()):
-        raise ValueError(f"`denormalize` std must be non-zero (the inputs are divided by it), got {std.tolist()}.")
+    if bool((std <= 0).any()):
+        raise ValueError(
+            f"`denormalize` std must be positive (a standard deviation; the inputs are divided by it), got "
+            f"{std.tolist()}; pass the std your transform divides by, e.g. (0.229, 0.224, 0.225)."
+        )
     if mean.numel() != std.numel() and 1 not in (mean.numel(), std.numel()):
         raise ValueError(
             f"`denormalize` has {mean.numel()} means but {std.numel()} stds; give one of each per channel (or one "
