@@ -172,6 +172,8 @@ def _reference(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str,
     later = [e for e in epochs if e >= start]
     if len(later) > 1 or (not pinned and len(epochs) < 2):  # one evaluation in all: nothing to compare anyway
         return None
+    if later and _several_per_epoch(trainer):  # the reference's epoch validates again after it
+        return None
     shown = f"{_listed(epochs, True)}, max_epochs={end}"
     if pinned:
         key, setting = "reference_epoch_unreachable", f"`DriftPolicy(reference_epoch={start})`"
@@ -190,6 +192,13 @@ def _reference(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str,
     else:
         what = f"is after every epoch the monitor explains ({shown}), so no reference is set"
     return key, f"AttributionMonitor: {setting} {what}: {effect}. {fix}."
+
+
+def _several_per_epoch(trainer: TrainerSchedule) -> bool:
+    """Whether an epoch may hold several validations: ``val_check_interval`` a fraction under 1, or a number of
+    batches (the epoch's length is not known here)."""
+    interval = trainer.val_check_interval
+    return not (isinstance(interval, float) and interval >= 1.0)
 
 
 def _few_probes(monitor: MonitorSchedule) -> tuple[str, str] | None:

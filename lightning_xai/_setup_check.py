@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.drift.measure import measure
+from lightning_xai.drift.measure import measure, monitored
 from lightning_xai.explain.forward import model_device
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.explain.setup import DryRunReport, Warn, dry_run
@@ -42,7 +42,7 @@ def check_monitor(
                 f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "
                 "(custom explainers' maps) and `Display.probe_masks` (one (H, W) mask per probe)."
             ) from err
-        report.drift_keys = tuple(k for k in record.scalars if "/drift/" in k)
+        report.drift_keys = tuple(k for k in record.scalars if "/drift/" in k or monitored(k))  # scores too
     if renders:
         _render(done, {e.name: e.display_normalization for e in monitor.explainers}, media)
     return report

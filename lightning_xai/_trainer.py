@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from lightning_xai import _warn
 from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
+from lightning_xai.drift.measure import monitored
 from lightning_xai.explain.run import isolated
 from lightning_xai.visualize.dashboard import named
 from lightning_xai.visualize.loggers import write_summary
@@ -54,12 +56,6 @@ def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) ->
             f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
             f"its probes, reference, history and alerts start afresh (a new reference). {fix}."
         )
-
-
-def monitored(key: str) -> bool:
-    """Whether ``key`` (unnamed, ``xai/<method>/...``) is one a user would monitor: a drift median or a detector's
-    score. Only these go through ``pl_module.log`` (``callback_metrics``, ``EarlyStopping``, ``ModelCheckpoint``)."""
-    return ("/drift/" in key and key.endswith("/median")) or key.endswith(("/alert/score", "/alert/colour/score"))
 
 
 #: the loggers whose ``log_metrics`` may run on the background writer (it already writes their media); any other
@@ -143,6 +139,20 @@ def with_placeholders(
         elif named(key, name) not in logged:
             added[key] = float(last)
     return {**added, **scalars}
+
+
+def hold_places(
+    trainer: Trainer, keys: Sequence[str], history: Sequence[Mapping[str, float]], name: str | None = None
+) -> None:
+    """At a validation the monitor does not explain (``every_n_epochs``, a budget skip): each :func:`monitored` key
+    of the setup check that the Trainer's ``callback_metrics`` lacks gets its last measured value (``history``), else
+    0.0, there only (no logger gets a point it did not measure), so ``EarlyStopping``/``ModelCheckpoint`` watching it
+    find it at every validation, as they find it later (Lightning keeps ``callback_metrics`` through a fit)."""
+    metrics = trainer.callback_metrics  # Lightning's own dict: what the callbacks read
+    for key in filter(monitored, keys):
+        if named(key, name) not in metrics:
+            last = next((h[key] for h in reversed(history) if key in h), 0.0)
+            metrics[named(key, name)] = torch.tensor(float(last))
 
 
 def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:

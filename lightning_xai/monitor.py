@@ -217,8 +217,12 @@ class AttributionMonitor(Callback):
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking and self._due(trainer):
+        if trainer.sanity_checking:
+            return
+        if self._due(trainer):
             self._evaluate(trainer, pl_module)
+        elif self.probes is not None:  # set up: the keys callbacks may watch exist at every validation
+            _trainer.hold_places(trainer, self.setup_check.drift_keys, [h.scalars for h in self._history], self.name)
 
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

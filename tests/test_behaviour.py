@@ -374,6 +374,22 @@ def test_at_most_max_asked_regions_are_put_to_the_model_alone(monkeypatch: pytes
     assert [(r.classes, r.follow) for r in named] == [((1,), answers[1]), ((2,), None), ((3,), None)]
 
 
+def test_the_regions_named_are_followed_by_more_than_a_coin_flip_and_the_surest_come_first() -> None:
+    """One pair gained and none lost is a coin flip (p = 1/2): not named while other regions are followed; the named
+    ones are ordered by their own p-value (the alert's ``region`` and its message's first place), ties kept in order."""
+    regions = tuple(AlertRegion(f"class {c}", (c,), (c,), (0, 0, 4, 4)) for c in range(4))
+    answers = {
+        0: FollowTest("region", 9, 1, 0, 1, 0, 0.5, False, 2),  # 1 gained: a coin flip
+        1: FollowTest("region", 9, 2, 0, 2, 0, 0.25, False, 2),
+        2: FollowTest("region", 9, 5, 0, 5, 0, 0.03125, False, 2),
+        3: FollowTest("region", 9, 2, 0, 2, 0, 0.25, False, 2),
+    }
+    named = followed_regions(regions, lambda r, q, o: answers[r[0].classes[0]], 2)
+    assert [r.classes for r in named] == [(2,), (1,), (3,)]
+    only_flips = followed_regions(regions[:1], lambda r, q, o: answers[0], 2)  # none followed: all named, answered
+    assert [(r.classes, r.follow) for r in only_flips] == [((0,), answers[0])]
+
+
 def test_a_region_whose_own_test_fails_stays_named_and_the_alert_still_comes() -> None:
     def verify(regions: tuple, ignored: torch.Tensor | None, origin: int) -> FollowTest:
         if ignored is None:

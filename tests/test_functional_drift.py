@@ -277,3 +277,14 @@ def test_a_pinned_reference_inside_the_warm_up_arms_the_rules_only_after_it() ->
     assert [tracker.update("m", epoch, torch.rand(3, 4, 4)).alerts_armed for epoch in range(4)] == [
         False, False, False, True
     ]  # fmt: skip
+
+
+def test_the_rules_are_armed_from_the_evaluation_after_the_reference_in_the_same_epoch() -> None:
+    """``val_check_interval=0.5``: two evaluations per epoch; the second of the reference's epoch is compared with it
+    and armed (it was not: the arming compared epochs, so a one-epoch run could never alert)."""
+    from lightning_xai.drift.tracker import DriftTracker
+
+    tracker = DriftTracker(warmup_epochs=0)
+    first, second = (tracker.update("m", 0, torch.rand(3, 4, 4)) for _ in range(2))
+    assert tracker.reference_epochs == {"m": 0} and not first.alerts_armed
+    assert second.alerts_armed and second.statistics["rank_vs_reference/median"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import glob
 import os
@@ -318,6 +319,29 @@ def test_every_n_epochs_and_early_stopping_can_monitor_drift(tmp_path: Any) -> N
     fit(tmp_path, [monitor, stopper], max_epochs=4)
     assert [h.epoch for h in monitor.history] == [1, 3]
     assert stopper.best_score is not None and torch.isfinite(stopper.best_score)
+
+
+def test_callbacks_find_the_monitored_keys_at_every_validation_but_loggers_get_only_measured_points(
+    tmp_path: Any,
+) -> None:
+    """``every_n_epochs=2``: Lightning validates after epoch 0 too, where the monitor does not explain; a strict
+    ``EarlyStopping`` on a drift median and a ``ModelCheckpoint`` on the detector's score (first measured at the
+    second evaluation) raised "metric not available" there, after training steps. Now both run; the logger's points
+    are the evaluations' own."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    drift = DriftPolicy(warmup_epochs=0)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), every_n_epochs=2, drift=drift)
+    key = "xai/gradcam/drift/rank_vs_reference/median"
+    stopper = EarlyStopping(monitor=key, mode="max", patience=100)
+    keeper = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="xai/gradcam/alert/score", mode="max")
+    kw = {"max_epochs": 4, "logger": CSVLogger(str(tmp_path)), "enable_checkpointing": True}
+    _, trainer = fit(tmp_path, [monitor, stopper, keeper], **kw)
+    assert [h.epoch for h in monitor.history] == [1, 3] and trainer.current_epoch == 4  # ran to the end
+    assert keeper.best_model_path and stopper.best_score is not None
+    with open(os.path.join(str(trainer.log_dir), "metrics.csv")) as sheet:
+        rows = list(csv.DictReader(sheet))
+    assert [int(r["epoch"]) for r in rows if r.get(key)] == [1, 3]  # no point at the epochs it did not explain
 
 
 def test_monitor_pickles(tmp_path: Any) -> None:

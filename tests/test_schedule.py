@@ -264,3 +264,12 @@ def test_trainer_values_are_read_from_public_attributes(tmp_path: Any) -> None:
     assert read.validation
     assert read.model == "TinyCNN" and read.validation_step
     assert setup_warnings(read, MonitorSchedule(every_n_epochs=3, reference_epoch=50)) == []  # no epoch limit
+
+
+def test_a_reference_in_the_last_epoch_is_compared_when_that_epoch_validates_again() -> None:
+    """``val_check_interval=0.5`` validates twice an epoch: the reference set at the last epoch's first validation is
+    compared at its second, so ``warmup_covers_run`` would be false; said once a validation per epoch."""
+    assert keys(T(max_epochs=3), M()) == ["warmup_covers_run"]
+    assert keys(T(max_epochs=3, val_check_interval=0.5), M()) == []
+    assert keys(T(max_epochs=3, val_check_interval=0.5), M(reference_epoch=2)) == []
+    assert keys(T(max_epochs=2, val_check_interval=0.5), M()) == ["warmup_covers_run"]  # no reference at all

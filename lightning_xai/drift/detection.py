@@ -29,8 +29,8 @@ class Detection:
             whose largest gain lies there.
         confirmation: after a candidate, ``(movement since before the candidate, needed)``.
         regions: when ``fired``, one :class:`AlertRegion` per class (or cluster) that moved, largest first; after a
-            passed transplant test (not a colour one), those the model follows alone and those it could not be asked
-            about (:func:`followed_regions`), where it follows any;
+            passed transplant test (not a colour one), those the model follows alone (the surest first) and those it
+            could not be asked about (:func:`followed_regions`), where it follows any;
             ``evidence``: the maps of ``probe_indices`` before and at the alert; ``num_probes``: how many there were.
         follow: the transplant test of the candidate (:mod:`~lightning_xai.explain.behaviour`), when one ran:
             passed, the alert comes at once; not followed (no more pairs gained than lost, some changed), it is
@@ -121,11 +121,11 @@ MAX_ASKED = 16
 
 def followed_regions(regions: tuple[AlertRegion, ...], verify: Verify, origin_epoch: int) -> tuple[AlertRegion, ...]:
     """Each region (the first :data:`MAX_ASKED`) put to the model alone (its windows copied from its own donors:
-    ``verify`` without the ignored places), its answer kept in its ``follow``; the regions named: those the model
-    follows (more pairs gained than lost) and those it could not be asked about (untestable, a failed test, beyond
-    :data:`MAX_ASKED`), in their order; all of them when it follows none (e.g. an alert the ignored places'
-    transplant confirmed). A region it was asked about and does not follow more than at the reference is not named:
-    naming a place takes the model's own answer."""
+    ``verify`` without the ignored places), its answer kept in its ``follow``. The regions named: those the model
+    follows (:func:`follows`), the surest first (smallest p-value, then their order), then those it could not be asked
+    about (untestable, a failed test, beyond :data:`MAX_ASKED`) in their order; all of them, in their order, when it
+    follows none (e.g. an alert the ignored places' transplant confirmed). A region it was asked about and does not
+    follow is not named: naming a place takes the model's own answer."""
     asked = []
     for region in regions[:MAX_ASKED]:
         try:
@@ -133,6 +133,13 @@ def followed_regions(regions: tuple[AlertRegion, ...], verify: Verify, origin_ep
         except Exception:  # noqa: BLE001 - the alert has passed its test: a region's own test cannot take it away
             asked.append(region)
     tested = tuple(asked) + regions[MAX_ASKED:]
-    if not any(r.follow is not None and r.follow.gained > r.follow.lost for r in tested):
+    followed = sorted((r for r in tested if follows(r)), key=lambda r: r.follow.p_value if r.follow else 1.0)
+    if not followed:
         return tested
-    return tuple(r for r in tested if r.follow is None or r.follow.gained > r.follow.lost)
+    return (*followed, *(r for r in tested if r.follow is None))
+
+
+def follows(region: AlertRegion) -> bool:
+    """Whether the model follows ``region`` alone: at least two more transplants gained than lost (its own sign
+    test's p-value under 1/2; a difference of one pair is a coin flip, p = 1/2)."""
+    return region.follow is not None and region.follow.gained >= region.follow.lost + 2

@@ -141,6 +141,12 @@ def measure(
     return record
 
 
+def monitored(key: str) -> bool:
+    """Whether ``key`` (unnamed, ``xai/<method>/...``) is one a user would monitor: a drift median or a detector's
+    score. Only these go through ``pl_module.log`` (``callback_metrics``, ``EarlyStopping``, ``ModelCheckpoint``)."""
+    return ("/drift/" in key and key.endswith("/median")) or key.endswith(("/alert/score", "/alert/colour/score"))
+
+
 def _detection_scalars(prefix: str, detection: Detection | None) -> dict[str, float]:
     """The detector's score and threshold, and after a candidate the confirmation that decides the alert."""
     if detection is None:

@@ -98,14 +98,17 @@ class DriftTracker:
             self._last[method] = (given, result.per_probe["rank_vs_reference"])
         # the pinned epoch, or the first evaluated after it (a skipped method); else the end of the warm-up
         first = self.warmup_epochs if self.reference_epoch is None else self.reference_epoch
-        if method not in self.reference and epoch >= first:
+        compared = method in self.reference  # measured against a reference stored at an earlier evaluation
+        if not compared and epoch >= first:
             self.reference[method], self.reference_epochs[method] = raw.cpu().clone(), epoch
             self._ready["reference", method] = (self.reference[method], ready[1])
             for metric in ("rank", "topk"):  # the reference itself: zero drift, logged for continuity
                 result.per_probe[f"{metric}_vs_reference"] = torch.zeros(raw.shape[0])
                 result.statistics.update({f"{metric}_vs_reference/median": 0.0, f"{metric}_vs_reference/share": 0.0})
-        # rules apply after the reference and never inside the warm-up (a pinned reference_epoch may lie in it)
-        result.alerts_armed = epoch >= self.warmup_epochs and epoch > self.reference_epochs.get(method, epoch)
+        # rules apply from the evaluation after the reference's (the same epoch's next one with val_check_interval),
+        # never inside the warm-up (a pinned reference_epoch may lie in it)
+        after = compared and epoch >= self.reference_epochs.get(method, epoch)
+        result.alerts_armed = after and epoch >= self.warmup_epochs
         self.previous[method] = raw.cpu().clone()
         self._ready["previous", method] = (self.previous[method], self._ready.pop(("current", method))[1])
         return result

@@ -30,8 +30,8 @@ DRY_RUN_PROBES = 2
 @dataclass
 class DryRunReport:
     """What the dry run found: its cost, the methods that cannot run on this model (name -> reason), whether it ran
-    on a copy (lazy modules: it runs again on the model once training initialised them) and the drift keys an
-    evaluation logs once it has something to compare with."""
+    on a copy (lazy modules: it runs again on the model once training initialised them) and the drift keys (and the
+    detector's scores) an evaluation logs once it has something to compare with."""
 
     seconds: float = 0.0
     disabled: dict[str, str] = field(default_factory=dict)
