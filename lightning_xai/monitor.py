@@ -196,8 +196,8 @@ class AttributionMonitor(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.limit_val_batches != 0:
-            from_trainer.ready_validation(trainer)  # the val loader, when Lightning sets it up at the first validation
-            self.prepare(trainer, pl_module)
+            with from_trainer.early_validation(trainer):  # the val loader, when Lightning sets it up only later
+                self.prepare(trainer, pl_module)
             batch_size = _trainer.training_batch_size(trainer.train_dataloader)  # caps IG's passes
             self.cost.start(self.setup_check, batch_size)  # the dry run is charged to the budget
         tracker, count = self.drift_tracker, None if self.probes is None else len(self.probes)

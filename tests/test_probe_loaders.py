@@ -292,6 +292,41 @@ def test_setting_up_the_val_loader_early_keeps_training_bit_identical(tmp_path: 
     assert torch.equal(states[0][1], states[1][1])
 
 
+class _DrawsItsValidation(TinyCNN):
+    """``val_dataloader()`` draws its data from the global RNG when Lightning calls it (as Lightning's BoringModel)."""
+
+    calls: list[int]
+
+    def val_dataloader(self) -> DataLoader:
+        self.calls.append(self.trainer.current_epoch)
+        x = torch.randn(16, 1, 12, 12)
+        return DataLoader(TensorDataset(x, torch.arange(16) % 4), batch_size=8)
+
+
+@pytest.mark.parametrize("reload", [0, 1])
+def test_the_early_val_loader_leaves_lightning_its_own_call_of_val_dataloader(tmp_path: Any, reload: int) -> None:
+    """No sanity check, validation after epoch 1: the monitor sets the val loader up at train start for its probes;
+    Lightning used to keep that set-up, so the plain run's ``val_dataloader()`` at epoch 1 (a draw from the RNG) never
+    came and training differed. Now Lightning calls it when it would (the monitor's own call is one more)."""
+    x, y = make_images(48)
+    states, calls = [], []
+    for sub, callbacks in (("a", []), ("b", [AttributionMonitor(num_probes=4, methods=("gradcam",))])):
+        torch.manual_seed(0)
+        model = _DrawsItsValidation()
+        model.calls = []
+        train = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+        kw = {"max_epochs": 4, "check_val_every_n_epoch": 2, "reload_dataloaders_every_n_epochs": reload}
+        trainer = L.Trainer(**trainer_kwargs(tmp_path / sub, callbacks=callbacks, **kw))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, train)
+        states.append((model.state_dict(), torch.random.get_rng_state()))
+        calls.append(model.calls)
+    assert all(torch.equal(value, states[1][0][key]) for key, value in states[0][0].items())
+    assert torch.equal(states[0][1], states[1][1])
+    assert calls[1] == [0, *calls[0]] and calls[0] == ([1, 3] if reload else [1])
+
+
 def test_model_checkpoint_and_early_stopping_on_a_drift_key_from_the_first_epoch(tmp_path: Any) -> None:
     """What the README advertises: ModelCheckpoint (no strict=False) and EarlyStopping on drift keys."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -30,17 +31,33 @@ def first_loader(trainer: Trainer) -> Any:
     return loaders
 
 
-def ready_validation(trainer: Trainer) -> None:
-    """Set up the validation dataloader now when Lightning would only later (RNGs kept), for the probes."""
+#: what ``_EvaluationLoop.setup_data`` sets: put back after the probes are drawn
+_SETUP_STATE = ("_combined_loader", "_max_batches", "_last_val_dl_reload_epoch", "_seen_batches_per_dataloader")
+
+
+@contextmanager
+def early_validation(trainer: Trainer) -> Iterator[None]:
+    """The validation dataloader set up now (RNGs kept), for the probes, when Lightning would only at the first
+    validation; afterwards its loop is put back as it was, so Lightning sets it up at its own time: its
+    ``val_dataloader()`` call (and what it draws from the RNGs) and ``reload_dataloaders_every_n_epochs``'s count are
+    as without the monitor. The user's ``val_dataloader()`` runs once more, here."""
     if trainer.state.fn != TrainerFn.FITTING or not trainer.enable_validation or trainer.val_dataloaders is not None:
+        yield
         return
+    loop = trainer.fit_loop.epoch_loop.val_loop
+    kept = {key: getattr(loop, key) for key in _SETUP_STATE if hasattr(loop, key)}
     stage = trainer.state.stage
     try:
         with isolated_rng():
             trainer.validating = True
-            trainer.fit_loop.epoch_loop.val_loop.setup_data()
+            loop.setup_data()
     finally:
         trainer.state.stage = stage
+    try:
+        yield
+    finally:
+        for key, value in kept.items():
+            setattr(loop, key, value)
 
 
 def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) -> Callable[[Any], Any]:
