@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -75,10 +76,14 @@ def test_the_run_is_read_back_by_epoch(run: dict[str, Any]) -> None:
     assert [s.epoch for s in log.sheets] == list(range(EPOCHS))
     assert log.methods == ["gradcam", "integrated_gradients"]
     assert epochs_of(log.scalars["xai/gradcam/drift/rank_vs_reference/median"], EPOCHS)
-    assert sorted(log.predictions) == list(range(EPOCHS)) and len(log.predictions[3]) == PROBES
-    assert log.predictions[3][0]["gradcam drift"] is not None and log.predictions[0][0]["gradcam drift"] is None
+    keys = [s.key for s in log.sheets]  # (step, repeat): one table per evaluation, keyed like its sheet
+    assert sorted(log.predictions) == keys and len(log.predictions[keys[3]]) == PROBES
+    assert (
+        log.predictions[keys[3]][0]["gradcam drift"] is not None
+        and log.predictions[keys[0]][0]["gradcam drift"] is None
+    )
     monitor = run["monitor"]
-    assert [e for e, _ in log.alerts] == [a.epoch for a in monitor.alerts] and monitor.alerts
+    assert [(e, s) for e, s, _ in log.alerts] == [(a.epoch, a.global_step) for a in monitor.alerts] and monitor.alerts
     assert log.settings["warmup_epochs"] == 1 and log.settings["num_probes"] == PROBES
     # the dashboard's summary (in the run's own event file or its summary runs) is read as part of the run
     for method in log.methods:
@@ -160,6 +165,48 @@ def test_runs_are_labelled_by_their_path_and_one_evaluation_says_why_there_is_no
     # the same run read from its own directory is labelled by that directory's name
     (one,) = read_logdir(str(logdir / "exp" / "version_1"))
     assert one.label == "version_1"
+
+
+def test_several_evaluations_an_epoch_are_kept_apart_each_sheet_captioned_by_its_own_table(tmp_path: Path) -> None:
+    """``validate`` before ``fit`` and ``val_check_interval=0.5``: five evaluations in two epochs (steps 0, 2, 4, 6,
+    8), each sheet captioned by its own step's prediction table (was: the epoch's last table for every sheet), the
+    curves one point per evaluation, the page naming each evaluation by its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_xai.report.read import parse_markdown_table
+
+    monitor = AttributionMonitor(num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="vci")
+    kwargs = trainer_kwargs(tmp_path, max_epochs=2, logger=logger, callbacks=[monitor], val_check_interval=0.5)
+    trainer, model = L.Trainer(**kwargs), TinyCNN(lr=0.5)  # a large step: the predictions move between evaluations
+    trainer.validate(model, val, verbose=False)
+    trainer.fit(model, train, val)
+    (log,) = read_logdir(str(tmp_path / "logs"))
+    assert [(s.epoch, s.step) for s in log.sheets] == [(0, 0), (0, 2), (0, 4), (1, 6), (1, 8)]
+    acc = EventAccumulator(str(log.path), size_guidance={"tensors": 0})
+    acc.Reload()
+    logged = {
+        e.step: parse_markdown_table(e.tensor_proto.string_val[0].decode())
+        for e in acc.Tensors("xai/predictions/text_summary")
+    }
+    assert len({json.dumps(rows) for rows in logged.values()}) == 5  # five different tables
+    page = render_report([log])
+    film = page[page.index("<h2>Filmstrips</h2>") :]
+    captions = re.findall(r'<div class="cap[^"]*">([^<]*)</div>', film.split("</table>")[0])  # probe #0's strip
+    assert captions[:5] == [
+        f"pred {rows[0]['predicted']} ({rows[0]['confidence']:.2f})" for rows in (logged[s] for s in (0, 2, 4, 6, 8))
+    ]
+    drift = [rows[0]["gradcam drift"] for rows in logged.values()]
+    assert captions[5:10] == ["drift –" if d is None else f"drift {d:.2f}" for d in drift]
+    heads = re.findall(r"<th>(epoch [^<]*)</th>", film)[:5]
+    assert heads == ["epoch 0, step 0", "epoch 0, step 2", "epoch 0, step 4", "epoch 1, step 6", "epoch 1, step 8"]
+    assert {step: rows for (step, _), rows in log.predictions.items()} == logged
+    # one point per evaluation: an epoch's n evaluations at epoch + k / n, in order
+    positions = pytest.approx([0, 1 / 3, 2 / 3, 1, 1.5])
+    assert [x for x, _ in log.scalars["xai/summary/seconds"]] == positions
+    assert [x for x, _ in log.scalars["xai/gradcam/drift/rank_vs_previous/median"]] == positions
 
 
 def test_named_monitors_are_reported_apart(tmp_path: Path) -> None:

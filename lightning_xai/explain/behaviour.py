@@ -38,6 +38,7 @@ from lightning_xai.explain.forward import ModelForwardFn, _Call, _call_module, m
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.functional.shift import cells_to_pixels
 from lightning_xai.functional.stats import binomial_tail
+from lightning_xai.probes import predict
 
 #: a region to test: ``(box, donor probes)``; the box ``(top, left, bottom, right)`` in input pixels, bottom/right
 #: exclusive
@@ -203,9 +204,9 @@ def follow_test(
     with training_state_guard(module, device), model_forward(module, forward_fn) as as_now, torch.no_grad():
         answers = []  # per weight set: the probes' own predictions, then each transplant's
         for forward in (as_now, _with_weights(module, forward_fn, before)):
-            own = forward(x).argmax(dim=1)
+            own = predict(forward(x))[1]  # one logit: sigmoid > 0.5, not the argmax of one column
             changed = {
-                k: torch.cat([forward(part).argmax(dim=1) for part in v.split(batch_size)]) for k, v in moved.items()
+                k: torch.cat([predict(forward(part))[1] for part in v.split(batch_size)]) for k, v in moved.items()
             }
             answers.append((own, changed))
         for kind in moved:

@@ -12,6 +12,7 @@ from torch import Tensor
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_int
 from lightning_xai.explain.wrapping import expand_baseline
 from lightning_xai.functional.quality import curve_auc, entropy, sparseness
+from lightning_xai.probes import probabilities as class_probabilities
 
 QUALITY_MEASURES = ("deletion", "insertion", "sparseness", "entropy")
 #: perturbation steps of deletion and insertion (11 points on each curve)
@@ -47,8 +48,9 @@ def perturbation_curves(
     baseline: float | Tensor | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> tuple[Tensor, Tensor]:
-    """``(P, steps + 1)`` deletion and insertion curves: the target's softmax probability after removing (setting to
-    ``baseline``, None: zeros) or keeping the ``round(k / steps × H × W)`` most relevant pixels, ``k = 0 .. steps``."""
+    """``(P, steps + 1)`` deletion and insertion curves: the target class's probability (softmax; a single logit's
+    sigmoid for class 1, one minus it for class 0) after removing (setting to ``baseline``, None: zeros) or keeping
+    the ``round(k / steps × H × W)`` most relevant pixels, ``k = 0 .. steps``."""
     steps = check_int("steps", steps, 1)
     p, _, height, width = inputs.shape
     n = height * width
@@ -69,7 +71,8 @@ def perturbation_curves(
     with torch.no_grad():
         for start in range(0, len(images), per_pass):
             logits = forward(torch.cat(images[start : start + per_pass]))
-            probs = torch.softmax(logits.float(), dim=1).view(-1, p, logits.shape[1])
+            probs = class_probabilities(logits.float())  # one logit: [1 - p, p]
+            probs = probs.view(-1, p, probs.shape[1])
             probabilities += [q.gather(1, index)[:, 0] for q in probs]
     full, empty = probabilities[0], probabilities[1]
     deletion = torch.stack([full, *probabilities[2::2], empty], dim=1)

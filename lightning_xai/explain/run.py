@@ -19,7 +19,7 @@ from lightning_xai.explain.forward import ModelForwardFn, model_device, model_fo
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.quality import quality_diagnostics
 from lightning_xai.explain.threads import ThreadChoice, torch_threads
-from lightning_xai.probes.targets import TargetSpec, resolve_targets
+from lightning_xai.probes.targets import TargetSpec, output_index, predict, resolve_targets
 
 WarnOnce = Callable[[str, str], None]
 T = TypeVar("T")
@@ -76,7 +76,7 @@ def explain_probes(
             try:  # the shared prediction pass
                 with torch.no_grad(), torch_threads(count):
                     outputs = forward(done.inputs)
-                done.confidence, done.predicted = torch.softmax(outputs, dim=1).max(dim=1)
+                done.confidence, done.predicted = predict(outputs)  # one logit: sigmoid > 0.5
                 done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
             except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
                 _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
@@ -101,7 +101,8 @@ def explain_probes(
                 try:  # one method: its result in ``done.results``, or its failure in ``done.errors``
                     kwargs = {k: v for k, v in offered.items() if k in explainer.explain_keywords}
                     with torch_threads(count):
-                        explanation = explainer.explain(forward, inputs.clone(), done.targets, **kwargs)
+                        explained = output_index(done.targets, outputs)  # one logit: that logit
+                        explanation = explainer.explain(forward, inputs.clone(), explained, **kwargs)
                     if problem := explanation_problem(explanation, inputs):
                         raise ValueError(f"malformed Explanation: {problem}")
                     if not (torch.isfinite(explanation.raw).all() and torch.isfinite(explanation.display).all()):

@@ -20,7 +20,7 @@ from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
 from lightning_xai.explain.layers import auto_gradcam_layer, is_feature_map, trace_modules
 from lightning_xai.explain.run import ProbeExplanations, explanation_problem
-from lightning_xai.probes import ProbeSet, TargetSpec, check_target, resolve_targets
+from lightning_xai.probes import ProbeSet, TargetSpec, check_target, classes_of, output_index, predict, resolve_targets
 
 Warn = Callable[[str, str], None]
 #: the probes the methods run on in the dry run (the prediction pass and the target checks use all of them)
@@ -73,13 +73,20 @@ def dry_run(
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
     with guard, model_forward(model, forward_fn) as forward:
         logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
-        num_classes = int(logits.shape[1])
+        num_classes = classes_of(int(logits.shape[1]))  # one logit: a binary classifier's classes 0 and 1
         check_target(target, num_classes=num_classes, num_probes=len(probes))
         if target == "label" and probes.labels is not None:
             bad = probes.labels[(probes.labels < 0) | (probes.labels >= num_classes)]
             if bad.numel():
+                shown = sorted(set(bad.tolist()))[:5]
+                if logits.shape[1] == 1:
+                    raise ValueError(
+                        f"`probes` labels {shown} are not 0 or 1, but {type(model).__name__} returns one logit (a "
+                        "binary classifier: class 1 where sigmoid(logit) > 0.5); pass 0/1 labels, or "
+                        "`target='predicted'`, or `forward_fn=` returning one logit per class."
+                    )
                 raise ValueError(
-                    f"`probes` labels {sorted(set(bad.tolist()))[:5]} are outside the model's "
+                    f"`probes` labels {shown} are outside the model's "
                     f"{num_classes} classes; pass labels in [0, {num_classes - 1}] or `target='predicted'`."
                 )
         for explainer in explainers:
@@ -89,12 +96,13 @@ def dry_run(
                 if isinstance(explainer, GradCam) and explainer.layer is None:
                     _refuse_reused_feature_maps(model, forward, inputs[:1])
                 raise
-        confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
+        confidence, predicted = predict(logits)
         targets = resolve_targets(target, probes.labels, predicted, lambda key, message: None).to(device)
         k = DRY_RUN_PROBES  # the methods run on the first probes only: every check needs no more
-        done = ProbeExplanations(inputs[:k], predicted[:k], confidence[:k], targets[:k])
+        done = ProbeExplanations(inputs[:k], predicted[:k], confidence[:k], output_index(targets[:k], logits))
         for explainer in explainers:
             _try_method(model, explainer, forward, done, logits[:k], report, warn)
+        done.targets = targets[:k]  # the classes (the methods attribute the output column)
     report.seconds = time.perf_counter() - started
     return report, done
 

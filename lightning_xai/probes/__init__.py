@@ -1,7 +1,16 @@
 """Stage 1 of the pipeline: the fixed probe images and the classes they are explained for."""
 
 from lightning_xai.probes.collect import ProbeSet, collect_probes, resolve_masks
-from lightning_xai.probes.targets import TargetSpec, check_target, resolve_targets, shard_target
+from lightning_xai.probes.targets import (
+    TargetSpec,
+    check_target,
+    classes_of,
+    output_index,
+    predict,
+    probabilities,
+    resolve_targets,
+    shard_target,
+)
 
-__all__ = ["ProbeSet", "TargetSpec", "check_target", "collect_probes", "resolve_masks", "resolve_targets",
-           "shard_target"]  # fmt: skip
+__all__ = ["ProbeSet", "TargetSpec", "check_target", "classes_of", "collect_probes", "output_index", "predict",
+           "probabilities", "resolve_masks", "resolve_targets", "shard_target"]  # fmt: skip

@@ -1,4 +1,10 @@
-"""Which class each probe is explained for."""
+"""Which class each probe is explained for, and what the model predicts for it.
+
+A model with one output column (a binary classifier trained with ``BCEWithLogitsLoss``) has two classes: its logit
+is class 1's, so the prediction is class 1 where ``sigmoid(logit) > 0.5`` (else 0), with confidence
+``max(p, 1 - p)``. The probes' classes (their ``target``: ``'label'``, ``'predicted'``, or 0/1) are 0 or 1, and every
+method explains the one logit (:func:`output_index`): its attribution is evidence for class 1 and against class 0,
+whichever class the probe is explained for."""
 
 from __future__ import annotations
 
@@ -10,6 +16,59 @@ from torch import Tensor
 
 TargetSpec = str | int | Sequence[int] | Tensor
 TARGET_MODES = ("label", "predicted")
+
+
+def classes_of(width: int) -> int:
+    """How many classes a model with ``width`` output columns tells apart: a single logit is a binary classifier's.
+
+    Example::
+
+        >>> classes_of(1), classes_of(10)
+        (2, 10)
+    """
+    return 2 if width == 1 else width
+
+
+def predict(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``(confidence, predicted class)`` per row of ``(N, C)`` logits: softmax over ``C >= 2`` classes; a single
+    logit is class 1's (``sigmoid(logit) > 0.5``), its confidence ``max(p, 1 - p)``.
+
+    Example::
+
+        >>> confidence, predicted = predict(torch.tensor([[0.056], [-2.0]]))
+        >>> predicted.tolist(), [round(c, 3) for c in confidence.tolist()]
+        ([1, 0], [0.514, 0.881])
+    """
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        predicted = (p > 0.5).long()
+        return torch.where(predicted.bool(), p, 1 - p), predicted
+    return torch.softmax(logits, dim=1).max(dim=1)
+
+
+def probabilities(logits: Tensor) -> Tensor:
+    """``(N, classes)`` class probabilities of ``(N, C)`` logits: softmax; a single logit's ``[1 - p, p]``.
+
+    Example::
+
+        >>> probabilities(torch.tensor([[0.0]])).tolist()
+        [[0.5, 0.5]]
+    """
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def output_index(targets: Tensor, logits: Tensor) -> Tensor:
+    """The output column each probe's explanation attributes: its class, or for a single logit that logit (0).
+
+    Example::
+
+        >>> output_index(torch.tensor([1, 0]), torch.zeros(2, 1)).tolist()
+        [0, 0]
+    """
+    return torch.zeros_like(targets) if logits.shape[1] == 1 else targets
 
 
 def check_target(target: TargetSpec, num_classes: int | None = None, num_probes: int | None = None) -> None:

@@ -44,7 +44,7 @@ def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width: int = 520, height: int = 240) -> str:
     """A line chart as inline SVG (empty when no series has a finite point)."""
-    shown = [(s, sorted(p for p in s.points if math.isfinite(p[1]))) for s in series]
+    shown = [(s, sorted((p for p in s.points if math.isfinite(p[1])), key=lambda p: p[0])) for s in series]
     shown = [(s, pts) for s, pts in shown if pts]
     if not shown:
         return ""
@@ -168,6 +168,7 @@ def _charts(title: str, charts: Sequence[str], intro: str = "") -> str:
 
 
 def _drift_section(run: RunLog) -> str:
+    several = len(set(run.evaluations)) < len(run.evaluations)
     charts = []
     for method in run.methods:
         base = f"xai/summary/{method}"
@@ -189,7 +190,9 @@ def _drift_section(run: RunLog) -> str:
     intro = (
         '<p class="muted">Per method: the series the alerting watches, its threshold (dashed) and the epochs that '
         'raised an alert (<span class="alert">circles</span>); then the median rank drift (1 − Spearman of |A| over '
-        "the probes) against the previous evaluation and against the reference epoch.</p>"
+        "the probes) against the previous evaluation and against the reference epoch."
+        + (" An epoch's n evaluations lie at fractions k/n of it (epoch 0 and 0.5 for two)." if several else "")
+        + "</p>"
     )
     shown = _charts("Drift", charts, intro) if len(run.evaluations) > 1 else ""
     return shown or f'<h2>Drift</h2><p class="note">{html.escape(_no_drift_yet(run))}</p>'
@@ -244,11 +247,11 @@ def _filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[s
     ]
     columns = ["input"] + run.methods[: max(len(layout.columns) for _, _, layout in usable) - 1]
     threshold = run.settings.get("probe_threshold")
-    last = run.predictions.get(usable[-1][1].epoch, [])
+    last = run.predictions.get(usable[-1][1].key, [])
     for p in range(len(usable[-1][2].rows)):
         label = last[p].get("label") if p < len(last) else None
         parts.append(f'<h3>probe #{p}{"" if label is None else f" — label {label}"}</h3><div class="film"><table>')
-        parts.append("<tr><th></th>" + "".join(f"<th>epoch {s.epoch}</th>" for _, s, _ in usable) + "</tr>")
+        parts.append("<tr><th></th>" + "".join(f"<th>{run.when(s.epoch, *s.key)}</th>" for _, s, _ in usable) + "</tr>")
         for c, name in enumerate(columns):
             cells = [f'<th style="text-align:right">{html.escape(name)}</th>']
             for i, sheet, layout in usable:
@@ -258,7 +261,7 @@ def _filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[s
                 source = first if c == 0 else i  # the input column is only in the first thumbnail
                 x = FILM_TILE * (c if source == first else c - 1)
                 tile = f'<div class="tile {prefix}s{source}" style="background-position:-{x}px -{p * FILM_TILE}px">'
-                row = run.predictions.get(sheet.epoch, [])
+                row = run.predictions.get(sheet.key, [])  # this evaluation's, never its epoch's
                 info = row[p] if p < len(row) else {}
                 if c == 0:
                     bad = info.get("label") is not None and info.get("predicted") != info.get("label")
@@ -293,27 +296,29 @@ def _other_curves(run: RunLog) -> str:
 
 def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], list[str]]:
     epochs, alerts, count = run.epochs, run.alerts, len(run.evaluations)
-    first = f"the first at epoch {alerts[0][0]}" if alerts else ""
+    first = f"the first at {run.when(*alerts[0][:2])}" if alerts else ""
     alerted = f'<span class="alert">{len(alerts)} alert(s), {first}</span>' if alerts else "no alert"
     span, methods = f", epochs {epochs[0]}–{epochs[-1]}" if epochs else "", ", ".join(run.methods) or "–"
     skipped = f"; {len(run.errors)} skipped or uncompared map(s)" if run.errors else ""
     summary = f'<p class="summary">{count} evaluation(s){span}, methods {methods}; {alerted}{skipped}.</p>'
-    rows = "".join(f"<tr><td>{e}</td><td>{html.escape(m)}</td></tr>" for e, m in alerts)
+    rows = "".join(f"<tr><td>{run.when(e, s)}</td><td>{html.escape(m)}</td></tr>" for e, s, m in alerts)
     parts = [
         f'<section class="run" id="{prefix}"><h1>{html.escape(name)}</h1>',
         f'<p class="muted"><code>{html.escape(str(run.path))}</code></p>{summary}<h2>Alerts</h2>',
-        f"<table><tr><th>epoch</th><th>message</th></tr>{rows}</table>" if alerts else "<p>No alert in this run.</p>",
+        f"<table><tr><th>evaluation</th><th>message</th></tr>{rows}</table>"
+        if alerts
+        else "<p>No alert in this run.</p>",
         _drift_section(run),
         "<h2>Evidence of the alerts</h2>" if run.evidence else "",
     ]
     for method, picture in run.evidence:
         data, mime = compact(picture.encoded)
-        name, epoch = html.escape(method), picture.epoch
+        name, epoch = html.escape(method), run.when(picture.epoch, *picture.key)
         parts.append(
-            f'<h3>{name} at epoch {epoch}</h3><p class="muted">The probes that moved: the input, the map before, the '
+            f'<h3>{name} at {epoch}</h3><p class="muted">The probes that moved: the input, the map before, the '
             "map at the alert and the difference (red: relevance gained, blue: lost), with each class's region boxed "
             f'(<code>xai/{name}/alert/evidence</code>).</p><img class="evidence" '
-            f'alt="evidence of the {name} alert at epoch {epoch}" src="data:{mime};base64,{data}">'
+            f'alt="evidence of the {name} alert at {epoch}" src="data:{mime};base64,{data}">'
         )
     film, styles, classes = _filmstrip_section(run, prefix)
     settings = "".join(

@@ -1,12 +1,17 @@
 """Read what the monitor logged to TensorBoard event files back, one :class:`RunLog` per monitor: scalars by epoch,
 sheets, predictions, alerts and settings; a named monitor's tags without the name (``xai/a/sheet`` as ``xai/sheet``),
-the summary runs (``xai-score``, ...) as ``xai/summary/<method>/watched|threshold|alert|rule_<key>[_threshold]``."""
+the summary runs (``xai-score``, ...) as ``xai/summary/<method>/watched|threshold|alert|rule_<key>[_threshold]``.
+
+Everything is kept per evaluation, never merged per epoch: an epoch can hold several (``val_check_interval < 1``,
+``validate`` before ``fit``), told apart by the step TensorBoard records (and, for evaluations logged at the same step,
+such as two ``validate`` calls before training, by their order: :attr:`Sheet.key`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,12 @@ class Sheet:
     encoded: bytes  # as logged: JPEG (older runs: PNG); Pillow reads either
     width: int
     height: int
+    repeat: int = 0  # how many earlier evaluations logged at the same step (two `validate` calls before training)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """The evaluation it belongs to, ``(step, repeat)``: unique in a run, even where an epoch has several."""
+        return self.step, self.repeat
 
 
 @dataclass
@@ -35,11 +46,12 @@ class RunLog:
     """Everything the report needs from one monitor's run (the directory ``path`` holding its event files)."""
 
     path: Path
-    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # xai/* tag -> [(epoch, value)]
+    # xai/* tag -> [(epoch, value)]; an epoch's n > 1 evaluations at epoch + k / n (k = 0 .. n - 1), in order
+    scalars: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     sheets: list[Sheet] = field(default_factory=list)  # the explanation sheets, in order
-    predictions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # epoch -> the table's rows
-    alerts: list[tuple[int, str]] = field(default_factory=list)  # (epoch, message)
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (epoch, message)
+    predictions: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)  # Sheet.key -> rows
+    alerts: list[tuple[int, int, str]] = field(default_factory=list)  # (epoch, step, message)
+    errors: list[tuple[int, int, str]] = field(default_factory=list)  # (epoch, step, message)
     settings: dict[str, Any] = field(default_factory=dict)
     name: str | None = None  # the monitor's name=, None for an unnamed monitor
     label: str = ""  # how the report names the run (its path under the log directory); empty: the directory's name
@@ -53,12 +65,27 @@ class RunLog:
 
     @property
     def epochs(self) -> list[int]:
-        return sorted({s.epoch for s in self.sheets} | {e for v in self.scalars.values() for e, _ in v})
+        return sorted({s.epoch for s in self.sheets} | {int(e) for v in self.scalars.values() for e, _ in v})
 
     @property
     def evaluations(self) -> list[int]:
         """The evaluated epochs, in order (from the sheets, else from the cost series every evaluation logs)."""
-        return [s.epoch for s in self.sheets] or [e for e, _ in self.scalars.get("xai/summary/seconds", [])]
+        return [s.epoch for s in self.sheets] or [int(e) for e, _ in self.scalars.get("xai/summary/seconds", [])]
+
+    def when(self, epoch: int, step: int, repeat: int = 0) -> str:
+        """How the page names an evaluation: ``epoch 3``; with the step where the epoch has several evaluations
+        (``epoch 0, step 4``), and which one where several share the step too (``epoch 0, step 0 (#2)``).
+
+        Example::
+
+            >>> sheets = [Sheet(0, 4, b"", 0, 0), Sheet(0, 8, b"", 0, 0), Sheet(1, 12, b"", 0, 0)]
+            >>> run = RunLog(Path("."), sheets=sheets)
+            >>> run.when(0, 8), run.when(1, 12)
+            ('epoch 0, step 8', 'epoch 1')
+        """
+        if self.evaluations.count(epoch) < 2:
+            return f"epoch {epoch}"
+        return f"epoch {epoch}, step {step}" + (f" (#{repeat + 1})" if repeat else "")
 
 
 def find_runs(logdir: str | Path) -> list[Path]:
@@ -170,32 +197,43 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
         found = [ep for s, ep in marks if s <= step]
         return found[-1] if found else (marks[0][1] if marks else step)
 
+    events: dict[str, list[tuple[bool, Any]]] = {}  # key -> [(logged against the epoch, event)]
     for tag in sorted(scalar_tags):
-        if (key := local(tag)) is not None:
-            summary = key.startswith("xai/summary/")  # logged against the epoch already
-            run.scalars[key] = [(e.step if summary else epoch_of(e.step), e.value) for e in acc.Scalars(tag)]
+        if (key := local(tag)) is not None:  # the summary tags are logged against the epoch, the rest at the step
+            events[key] = [(key.startswith("xai/summary/"), e) for e in acc.Scalars(tag)]
     for kind, sub in subs.items():
         for tag in sorted(sub.Tags().get("scalars", [])):
             if (key := local(tag)) is not None and key.startswith("xai/summary/"):
                 k = _summary_key(kind, key)
-                run.scalars[k] = sorted(run.scalars.get(k, []) + [(e.step, e.value) for e in sub.Scalars(tag)])
+                merged = events.get(k, []) + [(True, e) for e in sub.Scalars(tag)]
+                events[k] = sorted(merged, key=lambda item: (item[1].step, item[1].wall_time))
     # the i-th sheet belongs to the i-th evaluation: xai/summary/seconds holds their epochs in order
-    evaluations = [e for e, _ in run.scalars.get("xai/summary/seconds", [])]
+    seconds = [e for _, e in events.get("xai/summary/seconds", [])]
     images = {local(t): t for t in tags.get("images", [])}
     sheets = acc.Images(images["xai/sheet"]) if "xai/sheet" in images else []
     for i, img in enumerate(sheets):
-        epoch = evaluations[i] if len(evaluations) == len(sheets) else epoch_of(img.step)
-        run.sheets.append(Sheet(epoch, img.step, img.encoded_image_string, img.width, img.height))
+        epoch = seconds[i].step if len(seconds) == len(sheets) else epoch_of(img.step)
+        repeat = sum(s.step == img.step for s in run.sheets)
+        run.sheets.append(Sheet(epoch, img.step, img.encoded_image_string, img.width, img.height, repeat))
+    place = _placer(
+        [s.epoch for s in run.sheets] or [e.step for e in seconds],
+        seconds,
+        [e.step for _, e in events.get("xai/seconds", [])],
+        epoch_of,
+    )
+    for key, logged in events.items():
+        run.scalars[key] = [(place(on_epoch, e, logged[:i]), e.value) for i, (on_epoch, e) in enumerate(logged)]
     sheet_epochs = {s.step: s.epoch for s in run.sheets}
 
     def at(step: int) -> int:
         return sheet_epochs.get(step, epoch_of(step))
 
     for key in sorted(k for k in images if k is not None and re.fullmatch(r"xai/[^/]+/alert/evidence", k)):
-        for img in acc.Images(images[key]):
-            picture = Sheet(at(img.step), img.step, img.encoded_image_string, img.width, img.height)
+        for i, img in enumerate(shown := acc.Images(images[key])):
+            repeat = sum(earlier.step == img.step for earlier in shown[:i])
+            picture = Sheet(at(img.step), img.step, img.encoded_image_string, img.width, img.height, repeat)
             run.evidence.append((key.split("/")[1], picture))
-    run.evidence.sort(key=lambda item: (item[1].step, item[0]))
+    run.evidence.sort(key=lambda item: (item[1].key, item[0]))
     texts = {local(t): acc.Tensors(t) for t in tags.get("tensors", [])}
 
     def text(event: Any) -> str:
@@ -203,10 +241,39 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
 
     for key, target in (("xai/alerts/text_summary", run.alerts), ("xai/errors/text_summary", run.errors)):
         for event in texts.get(key, []):
-            target += [(at(event.step), m.replace("**ALERT** — ", "").strip()) for m in text(event).split("\n\n")]
-    for event in texts.get("xai/predictions/text_summary", []):
-        run.predictions[at(event.step)] = parse_markdown_table(text(event))
+            messages = [m.replace("**ALERT** — ", "").strip() for m in text(event).split("\n\n")]
+            target += [(at(event.step), event.step, m) for m in messages]
+    tables = texts.get("xai/predictions/text_summary", [])
+    for i, event in enumerate(tables):  # keyed like the sheet of the same evaluation (Sheet.key)
+        repeat = sum(earlier.step == event.step for earlier in tables[:i])
+        run.predictions[event.step, repeat] = parse_markdown_table(text(event))
     if texts.get("xai/settings/text_summary"):
         block = re.search(r"```json\n(.*?)\n```", text(texts["xai/settings/text_summary"][0]), re.S)
         run.settings = json.loads(block.group(1)) if block else {}
     return run
+
+
+def _placer(
+    evaluations: list[int], seconds: list[Any], steps: list[int], epoch_of: Callable[[int], int]
+) -> Callable[[bool, Any, list[tuple[bool, Any]]], float]:
+    """Where a scalar event goes on the epoch axis: the epoch of its evaluation, where the epoch has ``n > 1``
+    evaluations ``epoch + k / n`` for its ``k``-th. The evaluation of an event logged against the epoch (the summary
+    series) is the last of that epoch whose ``xai/summary/seconds`` was logged before it (the same job logs them in
+    that order); of one logged at Lightning's step, the evaluation that logged ``xai/seconds`` at that step."""
+    position = [e + sum(x == e for x in evaluations[:i]) / evaluations.count(e) for i, e in enumerate(evaluations)]
+    walls = [e.wall_time for e in seconds] if len(seconds) == len(evaluations) else []
+    steps = steps if len(steps) == len(evaluations) else []
+
+    def place(on_epoch: bool, event: Any, earlier: list[tuple[bool, Any]]) -> float:
+        epoch = event.step if on_epoch else epoch_of(event.step)
+        found = [] if on_epoch or not steps else [i for i, s in enumerate(steps) if s == event.step]
+        found = found or [i for i, e in enumerate(evaluations) if e == epoch]
+        if not found:
+            return float(epoch)
+        before = [i for i in found if walls and walls[i] <= event.wall_time]
+        if len(found) > 1 and before:
+            return position[before[-1]]
+        same = sum(e.step == event.step for _, e in earlier)  # no wall times: the k-th event at the step
+        return position[found[min(same, len(found) - 1)]]
+
+    return place
