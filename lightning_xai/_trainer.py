@@ -131,7 +131,7 @@ def with_placeholders(
     explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
     added: dict[str, float] = {}
     for key in keys:
-        if not monitored(key) or key in scalars or key.split("/")[1] not in explained:
+        if "/drift/" not in key or not monitored(key) or key in scalars or key.split("/")[1] not in explained:
             continue
         last = next((h[key] for h in reversed(history) if key in h), None)
         if last is None:
@@ -144,10 +144,11 @@ def with_placeholders(
 def hold_places(
     trainer: Trainer, keys: Sequence[str], history: Sequence[Mapping[str, float]], name: str | None = None
 ) -> None:
-    """At a validation the monitor does not explain (``every_n_epochs``, a budget skip): each :func:`monitored` key
-    of the setup check that the Trainer's ``callback_metrics`` lacks gets its last measured value (``history``), else
-    0.0, there only (no logger gets a point it did not measure), so ``EarlyStopping``/``ModelCheckpoint`` watching it
-    find it at every validation, as they find it later (Lightning keeps ``callback_metrics`` through a fit)."""
+    """Each :func:`monitored` key of the setup check that the Trainer's ``callback_metrics`` lacks gets its last
+    measured value (``history``), else 0.0, there only (no logger gets a point it did not measure): at a validation
+    the monitor does not explain (``every_n_epochs``, a budget skip), and for a detector's score before it is first
+    measured. So ``EarlyStopping``/``ModelCheckpoint`` watching it find it at every validation, as they find it later
+    (Lightning keeps ``callback_metrics`` through a fit)."""
     metrics = trainer.callback_metrics  # Lightning's own dict: what the callbacks read
     for key in filter(monitored, keys):
         if named(key, name) not in metrics:

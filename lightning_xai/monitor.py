@@ -300,6 +300,7 @@ class AttributionMonitor(Callback):
         earlier = [h.scalars for h in self._history]
         scalars = _trainer.with_placeholders(record.scalars, keys, earlier, trainer.callback_metrics, self.name)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer)
+        _trainer.hold_places(trainer, keys, [*earlier, scalars], self.name)  # a score not measured yet: 0.0, no point
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
     def _explain(self, trainer: Trainer, pl_module: LightningModule, part: slice) -> ProbeExplanations:

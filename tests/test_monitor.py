@@ -342,6 +342,9 @@ def test_callbacks_find_the_monitored_keys_at_every_validation_but_loggers_get_o
     with open(os.path.join(str(trainer.log_dir), "metrics.csv")) as sheet:
         rows = list(csv.DictReader(sheet))
     assert [int(r["epoch"]) for r in rows if r.get(key)] == [1, 3]  # no point at the epochs it did not explain
+    score = "xai/gradcam/alert/score"  # first measured at the second evaluation: no placeholder point before
+    measured = [h.epoch for h in monitor.history if score in h.scalars]
+    assert [int(r["epoch"]) for r in rows if r.get(score)] == measured == [3]
 
 
 def test_monitor_pickles(tmp_path: Any) -> None:
