@@ -29,6 +29,7 @@ class TrainerSchedule:
     validation_step: bool = True
     limit_val_batches: int | float = 1.0
     model: str = "the model"  # the LightningModule's class name, for messages
+    batches_per_epoch: float | None = None  # trainer.num_training_batches (inf: an iterable; None: not known)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def trainer_schedule(trainer: Trainer) -> TrainerSchedule:
         validation_step=is_overridden("validation_step", module),
         limit_val_batches=trainer.limit_val_batches,
         model=type(module).__name__,
+        batches_per_epoch=getattr(trainer, "num_training_batches", None),
     )
 
 
@@ -170,9 +172,14 @@ def _reference(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str,
     pinned = monitor.reference_epoch is not None
     start = monitor.reference_epoch if monitor.reference_epoch is not None else monitor.warmup_epochs
     later = [e for e in epochs if e >= start]
+    several = _several_per_epoch(trainer)  # the reference's epoch validates again after it
+    if pinned and (len(later) > 1 or (later and several)):  # compared with the reference: armed after the warm-up?
+        return _warmup_after_reference(
+            later, several, monitor.warmup_epochs, f"{_listed(epochs, True)}, max_epochs={end}"
+        )
     if len(later) > 1 or (not pinned and len(epochs) < 2):  # one evaluation in all: nothing to compare anyway
         return None
-    if later and _several_per_epoch(trainer):  # the reference's epoch validates again after it
+    if later and several:
         return None
     shown = f"{_listed(epochs, True)}, max_epochs={end}"
     if pinned:
@@ -194,11 +201,28 @@ def _reference(trainer: TrainerSchedule, monitor: MonitorSchedule) -> tuple[str,
     return key, f"AttributionMonitor: {setting} {what}: {effect}. {fix}."
 
 
+def _warmup_after_reference(later: list[int], several: bool, warmup: int, shown: str) -> tuple[str, str] | None:
+    """A reference pinned inside the warm-up: compared with, but alerting waits for ``warmup``; said when no evaluation
+    after the reference's (``later[0]``) reaches it."""
+    compared = later[1:] + (later[:1] if several else [])
+    if any(epoch >= warmup for epoch in compared):
+        return None
+    return (
+        "warmup_covers_run",
+        f"AttributionMonitor: `DriftPolicy(warmup_epochs={warmup})` covers every epoch the monitor explains after the "
+        f"pinned reference (epoch {later[0]}; it explains {shown}): drift against the reference is measured, but the "
+        f"detector and the rules ignore the warm-up, so nothing can alert. Lower the warm-up (e.g. "
+        f"DriftPolicy(warmup_epochs={later[-1]})), or train for more epochs.",
+    )
+
+
 def _several_per_epoch(trainer: TrainerSchedule) -> bool:
     """Whether an epoch may hold several validations: ``val_check_interval`` a fraction under 1, or a number of
-    batches (the epoch's length is not known here)."""
-    interval = trainer.val_check_interval
-    return not (isinstance(interval, float) and interval >= 1.0)
+    batches under the epoch's (unknown: assumed so)."""
+    interval, batches = trainer.val_check_interval, trainer.batches_per_epoch
+    if isinstance(interval, float):
+        return interval < 1.0
+    return batches is None or interval < batches
 
 
 def _few_probes(monitor: MonitorSchedule) -> tuple[str, str] | None:

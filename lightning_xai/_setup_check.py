@@ -16,7 +16,7 @@ from lightning_xai.explain.forward import model_device
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.explain.setup import DryRunReport, Warn, dry_run
 from lightning_xai.explain.threads import one_torch_thread
-from lightning_xai.visualize.display import check_display_channels
+from lightning_xai.visualize.display import check_display_channels, has_colour
 from lightning_xai.visualize.media import evaluation_media
 
 
@@ -30,13 +30,14 @@ def check_monitor(
     settings = (monitor.probes, monitor.explainers, monitor.target, monitor.forward_fn)
     with one_torch_thread(model_device(model)):  # tiny passes: on busy cores two threads wait on each other
         report, done = dry_run(model, *settings, warn=warn, before_training=before_training)
+    colour = has_colour(monitor.probes.images, media.denormalize)  # as the monitor measures: grey probes, no colour
     if done.results:  # measure twice (a reference, then a comparison) on copies: the drift keys the comparison logs
         drift, detector, tracker = copy.deepcopy((monitor.drift_tracker, monitor.detector, monitor.alert_tracker))
         first = max(int(drift.warmup_epochs), int(drift.reference_epoch or 0))
         device_masks = None if masks is None else masks[: len(done.inputs)].to(done.inputs.device)
         try:
             for epoch in (first, first + 1):
-                record = measure(done, epoch, 0, drift, detector, tracker, device_masks, lambda key, message: None)
+                record = measure(done, epoch, 0, drift, detector, tracker, device_masks, None, colour=colour)
         except Exception as err:
             raise ValueError(
                 f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "

@@ -145,15 +145,26 @@ def hold_places(
     trainer: Trainer, keys: Sequence[str], history: Sequence[Mapping[str, float]], name: str | None = None
 ) -> None:
     """Each :func:`monitored` key of the setup check that the Trainer's ``callback_metrics`` lacks gets its last
-    measured value (``history``), else 0.0, there only (no logger gets a point it did not measure): at a validation
-    the monitor does not explain (``every_n_epochs``, a budget skip), and for a detector's score before it is first
-    measured. So ``EarlyStopping``/``ModelCheckpoint`` watching it find it at every validation, as they find it later
-    (Lightning keeps ``callback_metrics`` through a fit)."""
+    measured value (``history``), else :func:`placeholder`, there only (no logger gets a point it did not measure): at
+    a validation the monitor does not explain (``every_n_epochs``, a budget skip, a method that failed), and for a
+    detector's score before it is first measured. So ``EarlyStopping``/``ModelCheckpoint`` watching it find it at
+    every validation, as they find it later (Lightning keeps ``callback_metrics`` through a fit)."""
     metrics = trainer.callback_metrics  # Lightning's own dict: what the callbacks read
     for key in filter(monitored, keys):
-        if named(key, name) not in metrics:
-            last = next((h[key] for h in reversed(history) if key in h), 0.0)
-            metrics[named(key, name)] = torch.tensor(float(last))
+        if (shown := named(key, name)) not in metrics:
+            last = next((h[key] for h in reversed(history) if key in h), None)
+            metrics[shown] = torch.tensor(placeholder(trainer, key, shown) if last is None else float(last))
+
+
+def placeholder(trainer: Trainer, key: str, shown: str) -> float:
+    """What stands for a monitored ``key`` (``shown`` as logged) never measured: the worst value it can take for the
+    callbacks watching it (``mode="max"``: its lowest, ``"min"``: its highest), so it never wins a checkpoint or an
+    improvement; 0.0 when none watches it or they disagree. A rank drift lies in [0, 2], a top-k drift in [0, 1], a
+    detector's score (a mean share of moved relevance) in [-1, 1]."""
+    low, high = (-1.0, 1.0) if "/alert/" in key else (0.0, 2.0 if "/rank_vs_" in key else 1.0)
+    callbacks: list[Any] = getattr(trainer, "callbacks", [])
+    modes = {str(getattr(cb, "mode", "")) for cb in callbacks if getattr(cb, "monitor", None) == shown}
+    return {"max": low, "min": high}.get(modes.pop(), 0.0) if len(modes) == 1 else 0.0
 
 
 def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:

@@ -87,6 +87,13 @@ class DriftPolicy:
         if bad := [rule for rule in rules if not isinstance(rule, DriftRule)]:
             raise ValueError(f"`DriftPolicy.rules` must hold DriftRule instances, got {describe(bad[0])}.")
         _set(self, "rules", tuple(rules))
+        for rule in self.rules:  # a share counts probes whose drift is over probe_threshold: a top-k drift is <= 1
+            if (rule.metric, rule.statistic) == ("topk", "share") and self.probe_threshold >= 1.0:
+                raise ValueError(
+                    f"`DriftPolicy(probe_threshold={self.probe_threshold})` leaves DriftRule(metric='topk', "
+                    "statistic='share') nothing to count: a top-k drift is at most 1, never over it, so the rule "
+                    "could never fire; lower probe_threshold (e.g. the default 0.4) or watch the median."
+                )
         if not (self.detector is None or isinstance(self.detector, ShiftDetector) or self.detector == "default"):
             raise ValueError(
                 f"`DriftPolicy(detector=...)` must be 'default', a ShiftDetector or None, got {describe(self.detector)}"

@@ -298,11 +298,14 @@ def test_on_drift_callable_that_raises_ends_the_run_after_logging(tmp_path: Any)
 
 
 def test_stop_with_val_check_interval_finishes_the_training_epoch(tmp_path: Any) -> None:
-    # 4 training batches per epoch, validation every 2: the first armed evaluation (epoch 1, step 6) alerts
+    # 4 training batches per epoch, validation every 2: the reference at step 2, armed from step 4; a patience of 2
+    # fires mid-epoch 1 (step 6), so the rest of epoch 1 trains before the fit stops
     monitor = AttributionMonitor(
         num_probes=4,
         methods=("gradcam", IntegratedGradients(n_steps=2)),
-        drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(ALWAYS,), on_drift="stop"),
+        drift=DriftPolicy(
+            warmup_epochs=0, detector=None, rules=(DriftRule(threshold=0.0, patience=2),), on_drift="stop"
+        ),
     )
     _, trainer = fit(tmp_path, [monitor], max_epochs=5, val_check_interval=0.5)
     assert monitor.alerts[0].global_step == 6

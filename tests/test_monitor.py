@@ -18,6 +18,7 @@ from conftest import TinyCNN, loaders, trainer_kwargs
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import (
     AttributionMonitor,
@@ -345,6 +346,32 @@ def test_callbacks_find_the_monitored_keys_at_every_validation_but_loggers_get_o
     score = "xai/gradcam/alert/score"  # first measured at the second evaluation: no placeholder point before
     measured = [h.epoch for h in monitor.history if score in h.scalars]
     assert [int(r["epoch"]) for r in rows if r.get(score)] == measured == [3]
+
+
+def test_a_placeholder_never_wins_a_checkpoint_and_grey_probes_hold_no_colour_score(tmp_path: Any) -> None:
+    """A score before its first measurement stands as the worst value for the callbacks watching it: with
+    ``mode="max"`` the detector's -1 (scores are often negative: a 0.0 placeholder was the "best" checkpoint). Grey
+    images in three channels have no colour: no colour score key at all (the setup check listed one)."""
+    from lightning_xai._trainer import placeholder
+
+    x, y = loaders()[1].dataset.tensors  # type: ignore[attr-defined]
+    grey = TensorDataset(x.repeat(1, 3, 1, 1), y)
+    score = "xai/integrated_gradients/alert/score"
+    keeper = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor=score, mode="max")
+    monitor = AttributionMonitor(
+        num_probes=4, methods=(IntegratedGradients(n_steps=2),), drift=DriftPolicy(warmup_epochs=0)
+    )
+    L.seed_everything(0, verbose=False)
+    kw = trainer_kwargs(tmp_path, callbacks=[monitor, keeper], max_epochs=3, enable_checkpointing=True)
+    trainer = L.Trainer(**kw)
+    trainer.fit(TinyCNN(channels=3), DataLoader(grey, batch_size=8), DataLoader(grey, batch_size=8))
+    measured = {h.epoch: h.scalars[score] for h in monitor.history if score in h.scalars}
+    assert 0 not in measured and measured  # the score's first value comes at the second evaluation
+    assert f"epoch={max(measured, key=measured.__getitem__)}-" in keeper.best_model_path
+    assert not [k for k in monitor.setup_check.drift_keys if "colour" in k]
+    assert (placeholder(trainer, score, score), placeholder(trainer, "xai/m/drift/rank_vs_reference/median", "k")) == (
+        -1.0, 0.0
+    )  # fmt: skip
 
 
 def test_monitor_pickles(tmp_path: Any) -> None:

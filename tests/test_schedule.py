@@ -273,3 +273,19 @@ def test_a_reference_in_the_last_epoch_is_compared_when_that_epoch_validates_aga
     assert keys(T(max_epochs=3, val_check_interval=0.5), M()) == []
     assert keys(T(max_epochs=3, val_check_interval=0.5), M(reference_epoch=2)) == []
     assert keys(T(max_epochs=2, val_check_interval=0.5), M()) == ["warmup_covers_run"]  # no reference at all
+
+
+def test_a_reference_pinned_inside_a_warm_up_that_outlasts_the_fit_is_said() -> None:
+    """``reference_epoch=0`` is compared with, but the rules and the detector wait for ``warmup_epochs=5``: with
+    ``max_epochs=3`` nothing can alert, which the unpinned warm-up already said."""
+    assert keys(T(max_epochs=3), M(warmup_epochs=5, reference_epoch=0)) == ["warmup_covers_run"]
+    message = dict(setup_warnings(T(max_epochs=3), M(warmup_epochs=5, reference_epoch=0)))["warmup_covers_run"]
+    assert "pinned reference (epoch 0" in message and "DriftPolicy(warmup_epochs=2)" in message
+    assert keys(T(max_epochs=6), M(warmup_epochs=5, reference_epoch=0)) == []
+    assert keys(T(max_epochs=3, val_check_interval=0.5), M(warmup_epochs=2, reference_epoch=2)) == []
+
+
+def test_a_whole_number_interval_validates_once_an_epoch_when_it_is_the_epochs_length() -> None:
+    assert keys(T(max_epochs=3, val_check_interval=4, batches_per_epoch=4), M()) == ["warmup_covers_run"]
+    assert keys(T(max_epochs=3, val_check_interval=2, batches_per_epoch=4), M()) == []
+    assert keys(T(max_epochs=3, val_check_interval=4), M()) == []  # the epoch's length not known: not claimed

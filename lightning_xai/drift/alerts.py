@@ -118,8 +118,9 @@ class DriftRule:
         if not 0.0 <= threshold <= highest:
             raise ValueError(
                 f"`DriftRule(threshold={threshold!r})` is out of range: the {self.statistic} of {self.metric!r} drift "
-                f"lies in [0, {highest:g}], so the rule would {'never fire' if threshold > highest else 'fire always'}"
-                f"; choose a threshold in [0, {highest:g}] (e.g. the default 0.4)."
+                f"lies in [0, {highest:g}], so the rule would "
+                f"{'never fire' if threshold > highest else 'fire at every evaluation, as threshold=0 does'}; "
+                f"choose a threshold in [0, {highest:g}] (e.g. the default 0.4)."
             )
         object.__setattr__(self, "threshold", threshold)
         if self.methods is not None:

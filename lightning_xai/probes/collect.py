@@ -271,7 +271,8 @@ def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], prob
     if masks.dtype != torch.bool and bool(((masks != 0) & (masks != 1)).any()):  # a soft mask is not a region
         odd = masks[(masks != 0) & (masks != 1)].flatten()[0].item()
         raise ValueError(
-            f"`Display.probe_masks` must be boolean (or 0/1) masks, got a {masks.dtype} value {odd!r}: a soft or "
-            "weighted mask has no inside and outside; threshold it yourself, e.g. `probe_masks=masks > 0.5`."
+            f"`Display.probe_masks` must be boolean (or 0/1) masks, got a {masks.dtype} value {odd!r}: a mask marks "
+            "each pixel in or out; threshold yours, e.g. `probe_masks=masks > 0.5` (a soft mask) or "
+            "`probe_masks=masks > 0` (a 0/255 image)."
         )
     return masks.bool()
