@@ -131,7 +131,7 @@ def _refuse_reused_feature_maps(model: nn.Module, forward: ForwardFn, example: T
     """Grad-CAM found no layer: say so precisely when the only feature maps come from modules that run twice."""
     traces = trace_modules(model, forward, example.clone())
     reused = [t for t in traces if is_feature_map(t.output_shape) and t.calls > 1]
-    if auto_gradcam_layer(traces, model) is None and reused:
+    if auto_gradcam_layer(traces, model, (int(example.shape[-2]), int(example.shape[-1]))) is None and reused:
         runs = ", ".join(f"`{t.name}` ({t.module_type}) runs {t.calls} times" for t in reused[-4:])
         raise ValueError(
             f"`methods` includes 'gradcam' but the only modules of {type(model).__name__} that return a 4-D feature "
