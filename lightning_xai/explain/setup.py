@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, ForwardFn
-from lightning_xai.explain.forward import ModelForwardFn, model_device, model_forward
+from lightning_xai.explain.forward import ModelForwardFn, NotLogitsError, model_device, model_forward
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -105,6 +105,14 @@ def _prediction_pass(
     try:
         with torch.no_grad():
             logits = forward(inputs.clone())
+    except NotLogitsError as err:  # the monitor's own check of the output: not a reason to doubt the probes
+        name = type(model).__name__
+        raise ValueError(
+            f"{name}'s forward returns {err.description}, not a logits tensor, so the monitor cannot read its "
+            "predictions on the probes: pass `forward_fn=` to pick the (N, num_classes) logits, e.g. "
+            f"`AttributionMonitor(..., {err.fix})` (a module-level function or `functools.partial` for "
+            "`strategy='ddp_spawn'`)."
+        ) from err
     except Exception as err:
         name, shape = type(model).__name__, tuple(inputs.shape[1:])
         cause = f"its forward raised {type(err).__name__}: {err}"
