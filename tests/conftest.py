@@ -91,3 +91,25 @@ def trainer_kwargs(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def tiny_data() -> tuple[DataLoader, DataLoader]:
     return loaders()
+
+
+def gradient_left(net: nn.Module, layer: str, x: Tensor) -> float:
+    """Share of the input gradient's L1 mass (predicted class) left when ``layer``'s output is detached."""
+
+    def mass(hooked: bool) -> float:
+        xi = x.clone().requires_grad_(True)
+        module = dict(net.named_modules())[layer]
+        handle = module.register_forward_hook(lambda m, a, o: o.detach().clone()) if hooked else None
+        try:
+            out = net(xi)
+        finally:
+            if handle is not None:
+                handle.remove()
+        score = out.gather(1, net(x).argmax(dim=1, keepdim=True)).sum()
+        if not score.requires_grad:
+            return 0.0
+        (grad,) = torch.autograd.grad(score, xi, allow_unused=True)
+        return 0.0 if grad is None else float(grad.abs().sum())
+
+    with torch.enable_grad():
+        return mass(True) / mass(False)

@@ -329,6 +329,40 @@ def test_dict_output_needs_forward_fn(tmp_path: Any) -> None:
     )
 
 
+class CountingTupleCNN(CountingDictCNN):
+    """forward returns ``(logits, features)``."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        out = super().forward(x)
+        return out["logits"], out["features"]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.train_steps += 1
+        x, y = batch
+        return nn.functional.cross_entropy(self(x)[0], y)
+
+
+@pytest.mark.parametrize(
+    ("model_cls", "output", "fix"),
+    [
+        (CountingTupleCNN, r"a tuple of 2: \(Tensor \(4, 4\), Tensor \(4, 8\)\)", r"module\(x\)\[0\]"),
+        (CountingDictCNN, r"a dict with keys \{'logits': Tensor \(4, 4\), 'features'", r"module\(x\)\['logits'\]"),
+    ],
+)
+def test_tuple_or_dict_output_error_says_what_it_was_and_gives_forward_fn_first(
+    tmp_path: Any, model_cls: type, output: str, fix: str
+) -> None:
+    """The monitor's own output check failed: not "cannot run before its first training step" (the trial's
+    message), but what the output was and `forward_fn=` first."""
+    message = fails_before_training(
+        tmp_path, {"num_probes": 4}, rf"^{model_cls.__name__}'s forward returns {output}", model_cls()
+    )
+    opening = message.split(" (a module-level")[0]  # what the output was, then the fix, nothing in between
+    assert re.fullmatch(rf".*, not a logits tensor[^.]*: pass `forward_fn=` to pick the .*e\.g\. .*{fix}\)`", opening)
+    assert "first training step" not in message and "setup()" not in message
+    assert not re.search(r"(?<!\.)\.\.(?!\.)", message)  # no doubled full stop ("..." in the example is fine)
+
+
 def test_dict_output_works_with_forward_fn(tmp_path: Any) -> None:
     monitor = AttributionMonitor(
         num_probes=4,

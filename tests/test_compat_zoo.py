@@ -16,7 +16,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import trainer_kwargs
+from conftest import gradient_left, trainer_kwargs
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -81,6 +81,11 @@ ZOO = [  # the last map with at least 4x4 cells at 64x64 (the last block's 2x2 m
     ("efficientnet_b0", "features.6.0.block.0", (4, 4)),
     ("convnext_tiny", "features.6.0", (4, 4)),
     ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1", (4, 4)),  # not "conv_proj", the patch embedding
+    # two-path blocks: not a layer on one branch (`block4-0.f.a`, `stage4.0.branch2.2`), which the other bypasses
+    ("regnet_y_400mf", "trunk_output.block3", (4, 4)),
+    ("shufflenet_v2_x0_5", "stage3", (4, 4)),
+    # channels-last stages (B, h, w, C) are not read as (B, C, h, w); `permute` (the last map) is 2x2 at 64x64
+    ("swin_t", "features.0.0", (16, 16)),
 ]
 
 
@@ -103,6 +108,8 @@ def test_zoo_layer_choice_gradcam_ig_and_state(name: str, layer: str, grid: tupl
     assert_untouched(net, before)
     if name == "vit_b_16":
         assert cam.token_layout == (1, *grid)  # class token dropped, 16 patch tokens on a 4x4 grid
+    else:  # every path from the input to the logits passes through the layer (a ViT's ln_1 is a branch by design)
+        assert gradient_left(net.eval(), layer, x) < 0.01
 
 
 def _densenet_reference(net: nn.Module, x: Tensor, targets: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn, check_float, check_int, check_name
-from lightning_xai.explain.layers import auto_gradcam_layer, resolve_module, trace_modules
+from lightning_xai.explain.layer_choice import choose_gradcam_layer
+from lightning_xai.explain.layers import resolve_module, trace_modules
 from lightning_xai.explain.wrapping import (
     REDUCTIONS,
     CaptumMethod,
@@ -101,11 +102,20 @@ class CaptumExplainer(CaptumMethod):
         if self.takes_layer and self.layer is not None:
             _, self._module = resolve_module(model, self.layer, f"{type(self).__name__}.layer")
         elif self.takes_layer:
-            chosen = auto_gradcam_layer(trace_modules(model, forward, example), model)
+            choice = choose_gradcam_layer(model, forward, example, trace_modules(model, forward, example))
+            chosen = choice.name
             if chosen is None:
+                why = (
+                    "none of its spatial feature maps is a layer every path from the input to the logits passes "
+                    "through (the share of the input gradient left with its output detached: "
+                    + ", ".join(f"`{n}` {share:.1%}" for n, share in list(choice.shares.items())[:4])
+                    + ")"
+                    if choice.shares
+                    else "the model has no spatial feature map with the probes' layout"
+                )
                 raise ValueError(
-                    f"`methods` includes {self.name!r} ({self.captum_cls.__name__}) but no layer was given and the "
-                    "model has no spatial feature map; pass `layer=`."
+                    f"`methods` includes {self.name!r} ({self.captum_cls.__name__}) but no layer was given and "
+                    f"{why}; pass `layer=`."
                 )
             self._module = dict(model.named_modules())[chosen]
 

@@ -28,6 +28,49 @@ class _Call(nn.Module):
         return self.forward_fn(self.module, x)
 
 
+class NotLogitsError(TypeError):
+    """The model's forward returned something other than a logits tensor (a tuple, a dict, ...) and no
+    ``forward_fn=`` picks the logits out of it.
+
+    Attributes:
+        description: what the output was, e.g. ``"a tuple of 2: (Tensor (6, 10), Tensor (6, 16))"``.
+        fix: the ``forward_fn=`` that picks the logits, e.g. ``"forward_fn=lambda module, x: module(x)[0]"``.
+    """
+
+    def __init__(self, output: Any, batch: int) -> None:
+        self.description, pick = describe_output(output, batch)
+        self.fix = f"forward_fn=lambda module, x: module(x){pick}"
+        super().__init__(
+            f"the model returned {self.description}, not a logits tensor; pass `forward_fn=` to pick the "
+            f"(N, num_classes) logits, e.g. `{self.fix}`."
+        )
+
+
+def describe_output(output: Any, batch: int) -> tuple[str, str]:
+    """What a forward returned, in words, and how to pick its logits from it (``"[0]"``, ``"['logits']"``): the first
+    ``(batch, K)`` tensor in it, else its first item."""
+
+    def what(value: Any) -> str:
+        return f"Tensor {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+
+    def logits_like(value: Any) -> bool:
+        return isinstance(value, Tensor) and value.ndim == 2 and value.shape[0] == batch
+
+    kind = type(output).__name__
+    if isinstance(output, dict):
+        first = next(iter(output), "logits")
+        best = next((k for k in ["logits", *output] if k in output and logits_like(output[k])), first)
+        items = ", ".join(f"{k!r}: {what(v)}" for k, v in list(output.items())[:6])
+        return f"a {kind} with keys {{{items}}}", f"[{best!r}]"
+    if isinstance(output, (tuple, list)):
+        index = next((i for i, v in enumerate(output) if logits_like(v)), 0)
+        items = ", ".join(what(v) for v in output[:6])
+        return f"a {kind} of {len(output)}: ({items})", f"[{index}]"
+    if logits_like(getattr(output, "logits", None)):
+        return f"a {kind} (with a `logits` attribute)", ".logits"
+    return ("None" if output is None else f"a {kind}"), "['logits']"
+
+
 def _call_module(module: Any, x: Tensor) -> Any:
     return module(x)
 
@@ -75,10 +118,7 @@ def model_forward(module: nn.Module, forward_fn: ModelForwardFn | None = None) -
         def forward(x: Tensor) -> Tensor:
             out = torch.func.functional_call(wrapper, state, (x.float(),)) if low else call_fn(module, x.float())
             if not isinstance(out, Tensor):
-                raise TypeError(
-                    f"the model returned {type(out).__name__}, not a logits tensor; pass `forward_fn=` to pick the "
-                    "(N, num_classes) logits, e.g. `forward_fn=lambda module, x: module(x)['logits']`."
-                )
+                raise NotLogitsError(out, len(x))
             return out.float()
 
         yield forward

@@ -12,8 +12,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, Explanation, ForwardFn
+from lightning_xai.explain.layer_choice import LayerChoice, choose_gradcam_layer, logits_reach
 from lightning_xai.explain.layers import (
-    auto_gradcam_layer,
+    LayerTrace,
+    consistent_map,
     gradcam_candidates,
     is_feature_map,
     map_size,
@@ -60,7 +62,9 @@ class GradCam(Explainer):
 
     Args:
         layer: dotted module name, the module itself, or None: a known ViT's last block's first LayerNorm, else the
-            last module returning a spatial 4-D map that runs once per forward and does not merely resample.
+            last module (at least 4x4 cells preferred) returning a (B, C, h, w) map with the input's layout that runs
+            once per forward, does not merely resample, and passes the cut test: every path from the input to the
+            logits passes through it (:func:`~lightning_xai.explain.layer_choice.choose_gradcam_layer`).
         reshape: a picklable callable mapping the layer's output to ``(B, C, h, w)`` (e.g. ``functools.partial``).
 
     Example::
@@ -87,6 +91,7 @@ class GradCam(Explainer):
         self.layer_name: str | None = None
         self.cells: tuple[int, int] | None = None
         self.token_layout: tuple[int, int, int] | None = None  # (prefix tokens, h, w) of a token output
+        self.layer_choice: LayerChoice | None = None  # how the automatic layer was chosen
         self._module: nn.Module | None = None
         self._to_grid: GradcamReshape | None = None  # None: the layer already returns (B, C, h, w)
 
@@ -99,16 +104,10 @@ class GradCam(Explainer):
         traces = trace_modules(model, forward, example)
         candidates, what = gradcam_candidates(traces), f"{type(self).__name__}.layer"
         if self.layer is None:
-            self.layer_name = auto_gradcam_layer(traces, model)
+            self.layer_choice = choose_gradcam_layer(model, forward, example, traces)
+            self.layer_name = self.layer_choice.name
             if self.layer_name is None:
-                shapes = {t.name: t.output_shape for t in traces[-8:]}
-                raise ValueError(
-                    f"`methods` includes 'gradcam' but {type(model).__name__} has no module that returns a "
-                    f"4-D (B, C, H, W) feature map with H*W > 1 for probes of shape {tuple(example.shape[1:])} "
-                    f"(last module outputs: {shapes}). Grad-CAM needs a convolutional feature layer: pass "
-                    "`GradCam(layer=...)` explicitly (with `reshape=` if its output is not (B, C, H, W)), or "
-                    "use `methods=('integrated_gradients',)`."
-                )
+                raise ValueError(_no_layer_message(model, traces, example, self.layer_choice))
         else:
             try:
                 self.layer_name, _ = resolve_module(model, self.layer, what)
@@ -127,9 +126,11 @@ class GradCam(Explainer):
                 "ReLU shared by several blocks); Captum only keeps its last call, so Grad-CAM would be wrong. Choose "
                 f"a module that runs once, e.g. one of {candidates[-5:]}."
             )
-        self._to_grid, self.token_layout = self._grid_function(model, trace.output_shape, example, candidates)
-        self.cells = map_size(trace.output_shape) if self.token_layout is None else self.token_layout[1:]
-        h, w = self.cells
+        grid = self._grid_function(model, trace.output_shape, example, candidates)
+        self._to_grid, self.token_layout, self.cells = grid
+        if self.layer is not None:
+            self._check_given_layer(model, forward, example, trace.output_shape)
+        h, w = grid[2]
         if 0 < h * w <= 4:
             rank_zero_warn(
                 f"AttributionMonitor: Grad-CAM's layer `{self.layer_name}` gives a map of only {h}x{w} cells for "
@@ -138,10 +139,35 @@ class GradCam(Explainer):
                 f"{candidates[-6:]}) or larger probes."
             )
 
+    def _check_given_layer(
+        self, model: nn.Module, forward: ForwardFn, example: Tensor, shape: tuple[int, ...] | None
+    ) -> None:
+        """A given layer is used as given: refused only when the logits do not use it at all (Grad-CAM's gradient
+        would never reach it); a warning when its 4-D output does not read as ``(B, C, h, w)`` of the probes. A
+        layer on one branch is accepted quietly: it can be what the user means (a ViT's ``ln_1`` is one)."""
+        name, module = str(self.layer_name), dict(model.named_modules())[str(self.layer_name)]
+        if logits_reach(model, forward, module, example) is False:
+            raise ValueError(
+                f"`{type(self).__name__}.layer={name!r}`: the logits of {type(model).__name__} do not depend on "
+                f"this layer (its output is computed, e.g. for an auxiliary loss, but no gradient from the logits "
+                "reaches it), so Grad-CAM on it would be empty. Pass a layer on the way to the logits, or "
+                "`layer=None` to choose one automatically."
+            )
+        hw = (int(example.shape[-2]), int(example.shape[-1]))
+        if self.reshape is None and is_feature_map(shape) and not consistent_map(shape, hw):
+            h, w = map_size(shape)
+            rank_zero_warn(
+                f"AttributionMonitor: Grad-CAM's layer `{name}` returns {shape}, read as (B, C, h, w): a {h}x{w} map "
+                f"for {hw[0]}x{hw[1]} probes, not the input's layout (a channels-last (B, h, w, C) output? attention "
+                "weights?). Pass `GradCam(reshape=...)` mapping it to (B, C, h, w), e.g. "
+                "`functools.partial(torch.permute, dims=(0, 3, 1, 2))` for channels-last."
+            )
+
     def _grid_function(
         self, model: nn.Module, shape: tuple[int, ...] | None, example: Tensor, candidates: list[str]
-    ) -> tuple[GradcamReshape | None, tuple[int, int, int] | None]:
-        """The reshape to ``(B, C, h, w)`` (None: the output already is one) and the token layout, if tokens."""
+    ) -> tuple[GradcamReshape | None, tuple[int, int, int] | None, tuple[int, int]]:
+        """The reshape to ``(B, C, h, w)`` (None: the output already is one), the token layout if tokens, and the
+        ``(h, w)`` cells of the map Grad-CAM computes (after the reshape)."""
         name, what = self.layer_name, f"`{type(self).__name__}.layer={self.layer_name!r}`"
         if self.reshape is not None:
             if shape is None:
@@ -159,9 +185,9 @@ class GradCam(Explainer):
                     f"`GradCam.reshape` maps the output of `{name}` (shape {shape}) to {got}; Grad-CAM needs "
                     f"(B, C, h, w) with the same batch size B={shape[0]}."
                 )
-            return self.reshape, None
+            return self.reshape, None, map_size(tuple(grid.shape))
         if is_feature_map(shape):
-            return None, None
+            return None, None, map_size(shape)
         height, width = int(example.shape[-2]), int(example.shape[-1])
         if shape is not None and len(shape) == 3 and shape[0] == example.shape[0]:
             known = token_prefix_count(model, str(name))
@@ -169,7 +195,7 @@ class GradCam(Explainer):
                 grid_hw = token_grid(shape[1] - prefix, height, width)
                 if grid_hw is not None and grid_hw[0] * grid_hw[1] > 1:
                     to_grid = functools.partial(tokens_to_grid, prefix=prefix, height=grid_hw[0], width=grid_hw[1])
-                    return to_grid, (prefix, *grid_hw)
+                    return to_grid, (prefix, *grid_hw), grid_hw
             prefixes = f"the model's {known}" if known is not None else "0 or 1"
             raise ValueError(
                 f"{what} returns tokens of shape {shape} (B, T, C), but T={shape[1]} minus {prefixes} prefix tokens "
@@ -223,3 +249,35 @@ class AtGradCamLayer:
         except ValueError as err:
             raise ValueError(f"{self.name!r} uses Grad-CAM's layer: {err}") from None
         self._model = model
+
+
+def _no_layer_message(model: nn.Module, traces: list[LayerTrace], example: Tensor, choice: LayerChoice) -> str:
+    """Why Grad-CAM found no automatic layer: no feature map with the input's layout, or none passed the cut test."""
+    name, hw = type(model).__name__, (int(example.shape[-2]), int(example.shape[-1]))
+    fix = (
+        "Pass `GradCam(layer=...)` naming the layer to explain (with `reshape=` if its output is not (B, C, h, w); "
+        "a layer you name is used as given), or use `methods=('integrated_gradients',)`."
+    )
+    if choice.shares:
+        tested = ", ".join(f"`{n}` leaves {share:.1%}" for n, share in list(choice.shares.items())[:6])
+        more = f" and {len(choice.shares) - 6} more" if len(choice.shares) > 6 else ""
+        return (
+            f"`methods` includes 'gradcam' but none of the {len(choice.shares)} last feature maps of {name} is a layer "
+            "every path from the input to the logits passes through, so Grad-CAM on any of them would miss the "
+            "evidence that flows past it: with a layer's output detached, the input gradient of the predicted "
+            f"logit keeps this share of its L1 mass (1% at most passes): {tested}{more}. {fix}"
+        )
+    skipped = {t.name: t.output_shape for t in traces if is_feature_map(t.output_shape) and t.calls == 1}
+    skipped = {n: s for n, s in skipped.items() if not consistent_map(s, hw)}
+    left_out = (
+        f" 4-D outputs left out because (h, w) is not the probes' layout (channels-last, attention weights): "
+        f"{dict(list(skipped.items())[-4:])}."
+        if skipped
+        else ""
+    )
+    return (
+        f"`methods` includes 'gradcam' but {name} has no module that returns a 4-D (B, C, h, w) feature map with "
+        f"h*w > 1 downsampled alike in both axes from probes of shape {tuple(example.shape[1:])} (last module "
+        f"outputs: { {t.name: t.output_shape for t in traces[-8:]} }).{left_out} Grad-CAM needs a convolutional "
+        f"feature layer. {fix}"
+    )

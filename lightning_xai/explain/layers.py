@@ -58,21 +58,58 @@ def gradcam_candidates(traces: list[LayerTrace]) -> list[str]:
 RESAMPLING_TYPES = ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d")
 #: Grad-CAM's automatic layer has at least this many cells per side of its map when the network offers one
 MIN_CELLS = 4
+#: how far apart the two axes' downsampling factors of an automatic layer may be, once either side of the map may be
+#: one cell off (see :func:`consistent_map`)
+SCALE_TOLERANCE = 1.5
 
 
-def auto_gradcam_layer(traces: list[LayerTrace], model: nn.Module | None = None) -> str | None:
-    """Grad-CAM's default layer: a known ViT's :func:`transformer_gradcam_layer`, else the last module to finish
-    (``layer4``, not ``layer4.1.relu``) with a 4-D map of at least :data:`MIN_CELLS` cells a side (any size if none
-    is) that runs once and does not merely resample (VGG's ``AdaptiveAvgPool2d((7, 7))``)."""
+def consistent_map(shape: tuple[int, ...] | None, input_hw: tuple[int, int] | None) -> bool:
+    """Whether a 4-D output reads as a ``(B, C, h, w)`` map of an ``input_hw`` image: a feature map with ``h <= H``,
+    ``w <= W`` and one downsampling factor for both axes: ``H / h`` and ``W / w`` within :data:`SCALE_TOLERANCE` of
+    each other when either side may be one cell off. Strided layers round each side by less than a cell (the factors
+    then agree exactly, whatever the aspect ratio); the tolerance leaves room for the few border cells unpadded
+    convolutions lose on a non-square input. What it refuses: a channels-last ``(B, h, w, C)`` map, read as ``w = C``
+    (swin_t at 64x64: ``(B, 4, 4, 384)`` is 384 cells wide; at 224x224 its ``(B, 56, 56, 96)`` has factors 4 and
+    2.3), and a ``(B, heads, T, T)`` attention matrix with more tokens than the input has rows. ``input_hw`` None:
+    any feature map."""
+    if not is_feature_map(shape):
+        return False
+    if input_hw is None:
+        return True
+    (h, w), (height, width) = map_size(shape), input_hw
+    if h > height or w > width:
+        return False
+    low_h, high_h = height / (h + 1), height / max(h - 1, 1)  # the factor's range when h may be one cell off
+    low_w, high_w = width / (w + 1), width / max(w - 1, 1)
+    return max(low_h / high_w, low_w / high_h) <= SCALE_TOLERANCE
+
+
+def ordered_candidates(traces: list[LayerTrace], input_hw: tuple[int, int] | None = None) -> list[str]:
+    """Grad-CAM's candidate layers, most preferred first: modules that run once, do not merely resample (VGG's
+    ``AdaptiveAvgPool2d((7, 7))``) and return a map :func:`consistent_map` with the input; the last to finish first
+    (``layer4``, not ``layer4.1.relu``), those with at least :data:`MIN_CELLS` cells a side before the others."""
+    by_name = {t.name: t for t in traces}
+    candidates = [
+        n
+        for n in gradcam_candidates(traces)
+        if by_name[n].module_type not in RESAMPLING_TYPES and consistent_map(by_name[n].output_shape, input_hw)
+    ]
+    detailed = [n for n in candidates if min(map_size(by_name[n].output_shape)) >= MIN_CELLS]
+    return [*reversed(detailed), *reversed([n for n in candidates if n not in detailed])]
+
+
+def auto_gradcam_layer(
+    traces: list[LayerTrace], model: nn.Module | None = None, input_hw: tuple[int, int] | None = None
+) -> str | None:
+    """Grad-CAM's preferred layer by shape alone: a known ViT's :func:`transformer_gradcam_layer`, else the first of
+    :func:`ordered_candidates`. :func:`~lightning_xai.explain.layer_choice.choose_gradcam_layer` also puts it to the
+    cut test (every path from the input to the logits passes through it) and walks on if it fails."""
     if model is not None:
         vit_layer = transformer_gradcam_layer(model)
         if vit_layer is not None and any(t.name == vit_layer and t.calls == 1 for t in traces):
             return vit_layer
-    by_name = {t.name: t for t in traces}
-    candidates = [n for n in gradcam_candidates(traces) if by_name[n].module_type not in RESAMPLING_TYPES]
-    detailed = [n for n in candidates if min(map_size(by_name[n].output_shape)) >= MIN_CELLS]
-    chosen = detailed or candidates
-    return chosen[-1] if chosen else None
+    ordered = ordered_candidates(traces, input_hw)
+    return ordered[0] if ordered else None
 
 
 def map_size(shape: tuple[int, ...] | None) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, ForwardFn
-from lightning_xai.explain.forward import ModelForwardFn, model_device, model_forward
+from lightning_xai.explain.forward import ModelForwardFn, NotLogitsError, model_device, model_forward
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -113,6 +113,14 @@ def _prediction_pass(
     try:
         with torch.no_grad():
             logits = forward(inputs.clone())
+    except NotLogitsError as err:  # the monitor's own check of the output: not a reason to doubt the probes
+        name = type(model).__name__
+        raise ValueError(
+            f"{name}'s forward returns {err.description}, not a logits tensor, so the monitor cannot read its "
+            "predictions on the probes: pass `forward_fn=` to pick the (N, num_classes) logits, e.g. "
+            f"`AttributionMonitor(..., {err.fix})` (a module-level function or `functools.partial` for "
+            "`strategy='ddp_spawn'`)."
+        ) from err
     except Exception as err:
         name, shape = type(model).__name__, tuple(inputs.shape[1:])
         cause = f"its forward raised {type(err).__name__}: {err}"
@@ -139,7 +147,7 @@ def _refuse_reused_feature_maps(model: nn.Module, forward: ForwardFn, example: T
     """Grad-CAM found no layer: say so precisely when the only feature maps come from modules that run twice."""
     traces = trace_modules(model, forward, example.clone())
     reused = [t for t in traces if is_feature_map(t.output_shape) and t.calls > 1]
-    if auto_gradcam_layer(traces, model) is None and reused:
+    if auto_gradcam_layer(traces, model, (int(example.shape[-2]), int(example.shape[-1]))) is None and reused:
         runs = ", ".join(f"`{t.name}` ({t.module_type}) runs {t.calls} times" for t in reused[-4:])
         raise ValueError(
             f"`methods` includes 'gradcam' but the only modules of {type(model).__name__} that return a 4-D feature "

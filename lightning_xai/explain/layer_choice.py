@@ -1,0 +1,135 @@
+"""Grad-CAM's automatic layer, checked against the model: a candidate from :func:`ordered_candidates` is taken only
+if it passes the *cut test*, i.e. every path from the input to the logits passes through it. With the candidate's
+output replaced by its ``.detach()``, the gradient of the target logit with respect to the input must (nearly)
+vanish. A layer on one branch of a two-path block (RegNet's ``f.a``, ShuffleNet's ``branch2``) leaves the other
+path's gradient; a layer the logits do not use at all (an auxiliary decoder) leaves all of it. Grad-CAM on either
+would miss the evidence that flows past it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai.explain.base import ForwardFn
+from lightning_xai.explain.forward import model_device
+from lightning_xai.explain.guard import training_state_guard
+from lightning_xai.explain.layers import LayerTrace, auto_gradcam_layer, ordered_candidates, transformer_gradcam_layer
+
+#: a candidate passes the cut test when detaching its output leaves less than this share of the input gradient's L1
+#: mass. An exact cut leaves exactly 0 (the only path is severed, nothing is approximated); the margin accepts a side
+#: path that carries a negligible share (a near-zero-initialised skip), where Grad-CAM still sees 99 % of the evidence
+CUT_SHARE = 0.01
+#: at most this many candidates are put to the test (one forward and backward pass on one probe each)
+MAX_CUT_TESTS = 64
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """What :func:`choose_gradcam_layer` decided.
+
+    Attributes:
+        name: the chosen layer, or None when no candidate passed (``shares`` says why) or none exists.
+        shares: each tested candidate -> share of the input gradient left with its output detached, in test order.
+        tested: False when the cut test could not run (no gradient reaches the input, reentrant checkpointing): the
+            shape-based choice (the setup check then reports why gradient methods cannot run).
+        seconds: what the choice cost (tracing excluded).
+    """
+
+    name: str | None
+    shares: dict[str, float] = field(default_factory=dict)
+    tested: bool = True
+    seconds: float = 0.0
+
+
+def choose_gradcam_layer(
+    model: nn.Module, forward: ForwardFn, example: Tensor, traces: list[LayerTrace]
+) -> LayerChoice:
+    """Grad-CAM's automatic layer for ``model``: a known ViT's :func:`transformer_gradcam_layer` (its last block's
+    first LayerNorm is a branch by design: the patch tokens' gradient flows there), else the first candidate of
+    :func:`ordered_candidates` (last to first, :data:`MIN_CELLS` cells a side preferred) that passes the cut test on
+    ``example`` for its predicted class. Runs inside :func:`training_state_guard`: no ``.grad``, mode, buffer, hook or
+    RNG stream of the training run is touched (only ``torch.autograd.grad`` with respect to a copy of the input)."""
+    started = time.perf_counter()
+    vit_layer = transformer_gradcam_layer(model)
+    if vit_layer is not None and auto_gradcam_layer(traces, model) == vit_layer:
+        return LayerChoice(vit_layer, tested=False)
+    ordered = ordered_candidates(traces, (int(example.shape[-2]), int(example.shape[-1])))
+    if not ordered:
+        return LayerChoice(None, tested=False)
+    named, shares = dict(model.named_modules()), {}
+    with training_state_guard(model, model_device(model)):
+        try:
+            full, targets = gradient_mass(forward, example)
+        except Exception:  # noqa: BLE001 - e.g. reentrant checkpointing: the setup check reports it on its own
+            full, targets = 0.0, example.new_zeros(0)
+        if not full > 0:  # no gradient reaches the input (no_grad, reentrant checkpointing, dead): cannot tell
+            return LayerChoice(ordered[0], tested=False, seconds=time.perf_counter() - started)
+        for name in ordered[:MAX_CUT_TESTS]:
+            try:
+                left, _ = gradient_mass(forward, example, targets, named[name])
+            except Exception:  # noqa: BLE001 - a forward that cannot run with this output detached fails the test
+                left = float("nan")
+            shares[name] = left / full
+            if shares[name] < CUT_SHARE:
+                return LayerChoice(name, shares, seconds=time.perf_counter() - started)
+    return LayerChoice(None, shares, seconds=time.perf_counter() - started)
+
+
+def gradient_mass(
+    forward: ForwardFn, example: Tensor, targets: Tensor | None = None, detach: nn.Module | None = None
+) -> tuple[float, Tensor]:
+    """L1 mass of the gradient of ``forward(example)[i, targets[i]]`` (summed over ``i``; default: the predicted
+    classes) with respect to ``example``, with ``detach``'s output replaced by its detached copy; and the targets."""
+    x = example.detach().clone().requires_grad_(True)
+    handle = None if detach is None else detach.register_forward_hook(_detached)
+    try:
+        logits = forward(x)
+    finally:
+        if handle is not None:
+            handle.remove()
+    targets = logits.detach().argmax(dim=1) if targets is None else targets
+    score = logits.gather(1, targets.view(-1, 1)).sum()
+    if not score.requires_grad:
+        return 0.0, targets
+    (grad,) = torch.autograd.grad(score, x, allow_unused=True)
+    return (0.0 if grad is None else float(grad.detach().abs().sum())), targets
+
+
+def logits_reach(model: nn.Module, forward: ForwardFn, module: nn.Module, example: Tensor) -> bool | None:
+    """Whether the logits' gradient reaches ``module``'s output on ``example``: True, False (the logits do not use
+    it, e.g. an auxiliary decoder), or None when no gradient reaches the input either (a forward under ``no_grad``:
+    the setup check reports that case on its own)."""
+    probe: list[Tensor] = []
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if not isinstance(output, Tensor) or not output.is_floating_point():
+            return output
+        probe.append(torch.zeros_like(output, requires_grad=True))
+        return output + probe[-1]  # the same values; the gradient with respect to probe is the output's
+
+    with training_state_guard(model, model_device(model)):
+        x = example.detach().clone().requires_grad_(True)
+        handle = module.register_forward_hook(hook)
+        try:
+            logits = forward(x)
+        finally:
+            handle.remove()
+        score = logits.gather(1, logits.detach().argmax(dim=1).view(-1, 1)).sum()
+        if not probe or not score.requires_grad:
+            return None
+        try:
+            grads = torch.autograd.grad(score, [x, *probe], allow_unused=True)
+        except RuntimeError:  # reentrant checkpointing: the setup check reports it on its own
+            return None
+    if all(g is None for g in grads[1:]):
+        return None if grads[0] is None else False
+    return True
+
+
+def _detached(_module: nn.Module, _args: Any, output: Any) -> Any:
+    """Forward hook: the module's output cut from the graph (a copy, so in-place ops after it change nothing)."""
+    return output.detach().clone() if isinstance(output, Tensor) else output
