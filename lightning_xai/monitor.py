@@ -300,7 +300,8 @@ class AttributionMonitor(Callback):
         earlier = [h.scalars for h in self._history]
         scalars = _trainer.with_placeholders(record.scalars, keys, earlier, trainer.callback_metrics, self.name)
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer)
-        _trainer.hold_places(trainer, keys, [*earlier, scalars], self.name)  # a score not measured yet: 0.0, no point
+        if missing := [key for key in keys if key not in scalars]:  # a score not measured yet, a failed method
+            _trainer.hold_places(trainer, missing, [*earlier, scalars], self.name)  # in callback_metrics, no point
         self.actions.act(trainer, record.alerts)  # warn / stop / raise / callable, as docs/failures.md says
 
     def _explain(self, trainer: Trainer, pl_module: LightningModule, part: slice) -> ProbeExplanations:
