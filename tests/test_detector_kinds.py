@@ -106,3 +106,21 @@ def test_a_coarse_alert_places_its_boxes_on_the_finest_maps_of_the_same_evaluati
     own, finest = boxes
     assert own[2] - own[0] >= 8 and own[3] - own[1] >= 8  # a coarse cell or more
     assert finest == (0, 28, 4, 32)  # the cue itself
+
+
+def test_an_alert_from_the_subset_test_shows_the_value_that_passed_its_threshold() -> None:
+    """With the transplant test (``verify``) the subset test runs too and a passed answer alerts at once: its value
+    was the mean over all probes, under the per-probe level it reported as the threshold ("score 0.063 >= threshold
+    0.079"); now the mean of the probes past that level, as a confirmed subset candidate reports."""
+    from lightning_xai.explain.behaviour import FollowTest
+
+    maps = _jitter(1)  # jitter whose subset test passes at evaluation 4 (the mean's does not) ...
+    answer = FollowTest("region", 10, 9, 0, 9, 0, 0.002, True, 2)  # ... and a model that always follows
+    detector = ShiftDetector()
+    found = [
+        detector.update("m", m, (32, 32), armed=i >= 2, epoch=i, verify=lambda r, q, o: answer)
+        for i, m in enumerate(maps)
+    ]
+    fired = [d for d in found if d is not None and d.fired]
+    assert [i for i, d in enumerate(found) if d is not None and d.fired] == [4, 8]
+    assert all(d.threshold is not None and d.score >= d.threshold for d in fired)

@@ -30,8 +30,9 @@ class DriftAlert:
     Attributes:
         epoch: the epoch of the evaluation that fired (and its ``global_step``); ``method``: the attribution method.
         metric: drift metric and reference, e.g. ``"rank_vs_reference"``; ``"novel_relevance"`` for the detector.
-        statistic: ``"median"`` or ``"share"`` (fixed rules); ``"mean"`` over probes (the detector's movement).
-        value: the statistic's value; ``threshold``: the threshold it crossed.
+        statistic: ``"median"`` or ``"share"`` (fixed rules); ``"mean"`` over probes (the detector's movement: over
+            all probes, or over those past the per-probe level when the detector's subset test passed).
+        value: the statistic's value; ``threshold``: the threshold it crossed (``value >= threshold``).
         probe_indices: probes (grid positions) whose own drift exceeded the probe threshold.
         message: human-readable summary, at most :data:`MESSAGE_LIMIT` characters.
         noise: the normal level the threshold was calibrated on (detector alerts; None for fixed rules).

@@ -203,7 +203,10 @@ class ShiftDetector:
             if verify is not None:
                 over = tuple(int(i) for i in torch.nonzero(moved >= found.threshold).flatten()) or tuple(range(count))
                 found_at = (current, raw, over, classes)
-                fired = self._fire(method, epoch, found, found_at, input_size, (score, found.threshold), verify)
+                # the value of the test that passed: the subset test's is the mean of the probes past its level (as
+                # when a candidate is confirmed), so the alert never shows a score under its threshold
+                value = float(moved[list(over)].mean()) if found.probe_level is not None else score
+                fired = self._fire(method, epoch, found, found_at, input_size, (value, found.threshold), verify)
                 follow = fired.follow
                 if follow is not None and follow.passed:  # the model follows what moved: the alert, now
                     state.cooldown_left = cooldown
