@@ -26,6 +26,7 @@ from lightning_xai.explain.layers import trace_modules
 #: the cut test's bound (lightning_xai.explain.layer_choice.CUT_SHARE), written out so that this file also runs against
 #: the code before it (where every test of a behaviour fails on its assertion, not on an import)
 CUT_SHARE = 0.01
+FALLBACK_SHARE = 0.5  # lightning_xai.explain.layer_choice.FALLBACK_SHARE
 
 
 def setup_cam(net: nn.Module, x: Tensor, cam: GradCam | None = None) -> GradCam:
@@ -208,14 +209,15 @@ def test_auxiliary_decoder_is_not_chosen_and_naming_it_is_refused_clearly() -> N
 class GlobalSkip(nn.Module):
     """Every feature map is bypassed: the logits also read the input's mean directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight: float = 10.0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 8, 3, padding=1)
         self.head = nn.Linear(8 + 1, 3)
+        self.weight = weight
 
     def forward(self, x: Tensor) -> Tensor:
         f = torch.relu(self.conv(x)).mean(dim=(2, 3))
-        return self.head(torch.cat([f, 10 * x.mean(dim=(1, 2, 3))[:, None]], dim=1))
+        return self.head(torch.cat([f, self.weight * x.mean(dim=(1, 2, 3))[:, None]], dim=1))
 
 
 def test_no_candidate_passes_the_cut_test_is_a_named_error() -> None:
@@ -225,6 +227,18 @@ def test_no_candidate_passes_the_cut_test_is_a_named_error() -> None:
     assert "`conv` leaves" in str(info.value) and "GradCam(layer=...)" in str(info.value)
     cam = setup_cam(GlobalSkip().eval(), torch.rand(2, 1, 16, 16), GradCam("conv"))  # named: used as given
     assert cam.layer_name == "conv"
+
+
+def test_a_small_path_around_every_candidate_takes_the_closest_to_a_cut_with_a_warning() -> None:
+    """A little of the gradient around the whole network (a global shortcut to the logits) made every candidate fail
+    the 1 % cut test and Grad-CAM refuse the model; the candidate leaving the least is taken when that is under half,
+    and the warning says how much flows around it."""
+    torch.manual_seed(0)
+    net, x = GlobalSkip(weight=0.05).eval(), torch.rand(2, 1, 16, 16)
+    with pytest.warns(UserWarning, match=r"automatic layer `conv` is the closest to a cut .* of the input gradient"):
+        cam = setup_cam(net, x)
+    assert cam.layer_choice is not None and CUT_SHARE <= cam.layer_choice.bypassed < FALLBACK_SHARE
+    assert cam.layer_choice.bypassed == pytest.approx(gradient_left(net, "conv", x[:1]), rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------- training untouched

@@ -25,6 +25,10 @@ from lightning_xai.explain.layers import LayerTrace, auto_gradcam_layer, ordered
 CUT_SHARE = 0.01
 #: at most this many candidates are put to the test (one forward and backward pass on one probe each)
 MAX_CUT_TESTS = 64
+#: when no candidate is a cut, the one leaving the least is taken (with a warning) if that is under this share: most of
+#: the evidence still flows through it (a small side path around the whole network, e.g. a global-average shortcut
+#: to the logits); a model where every candidate leaves more gets the refusal
+FALLBACK_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,15 @@ class LayerChoice:
         tested: False when the cut test could not run (no gradient reaches the input, reentrant checkpointing): the
             shape-based choice (the setup check then reports why gradient methods cannot run).
         seconds: what the choice cost (tracing excluded).
+        bypassed: the share of the input gradient that flows around the chosen layer when no candidate was a cut
+            (the least any left, under :data:`FALLBACK_SHARE`); 0.0 for a cut.
     """
 
     name: str | None
     shares: dict[str, float] = field(default_factory=dict)
     tested: bool = True
     seconds: float = 0.0
+    bypassed: float = 0.0
 
 
 def choose_gradcam_layer(
@@ -68,7 +75,12 @@ def choose_gradcam_layer(
             full, targets = 0.0, example.new_zeros(0)
         if not full > 0:  # no gradient reaches the input (no_grad, reentrant checkpointing, dead): cannot tell
             return LayerChoice(ordered[0], tested=False, seconds=time.perf_counter() - started)
-        for name in ordered[:MAX_CUT_TESTS]:
+        failed: list[str] = []
+        for name in ordered:
+            if len(shares) >= MAX_CUT_TESTS:
+                break
+            if any(name.startswith(f"{outer}.") for outer in failed):  # inside a block bypassed: bypassed too
+                continue
             try:
                 left, _ = gradient_mass(forward, example, targets, named[name])
             except Exception:  # noqa: BLE001 - a forward that cannot run with this output detached fails the test
@@ -76,7 +88,13 @@ def choose_gradcam_layer(
             shares[name] = left / full
             if shares[name] < CUT_SHARE:
                 return LayerChoice(name, shares, seconds=time.perf_counter() - started)
-    return LayerChoice(None, shares, seconds=time.perf_counter() - started)
+            failed.append(name)
+    seconds = time.perf_counter() - started
+    finite = {name: share for name, share in shares.items() if share == share}  # not NaN
+    best = min(finite, key=finite.__getitem__, default=None)
+    if best is not None and finite[best] < FALLBACK_SHARE:
+        return LayerChoice(best, shares, seconds=seconds, bypassed=finite[best])
+    return LayerChoice(None, shares, seconds=seconds)
 
 
 def gradient_mass(
