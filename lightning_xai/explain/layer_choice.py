@@ -67,7 +67,7 @@ def choose_gradcam_layer(
     ordered = ordered_candidates(traces, (int(example.shape[-2]), int(example.shape[-1])))
     if not ordered:
         return LayerChoice(None, tested=False)
-    named, shares = dict(model.named_modules()), {}
+    named, shares = dict(model.named_modules()), dict[str, float]()
     with training_state_guard(model, model_device(model)):
         try:
             full, targets = gradient_mass(forward, example)
