@@ -209,6 +209,29 @@ def test_several_evaluations_an_epoch_are_kept_apart_each_sheet_captioned_by_its
     assert [x for x, _ in log.scalars["xai/gradcam/drift/rank_vs_previous/median"]] == positions
 
 
+def test_evaluations_are_read_in_the_order_they_were_written_not_by_file_name(tmp_path: Path) -> None:
+    """Each Trainer call writes its own event file; started within one second they differ only in a counter, and
+    TensorBoard reads them in name order (``.11`` before ``.7``). The report orders by wall time: here the files'
+    names are swapped so that name order is the reverse of time order, and the sheets, tables and curves stay put."""
+    monitor = AttributionMonitor(num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="calls")
+    trainer, model = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, logger=logger, callbacks=[monitor])), TinyCNN()
+    trainer.validate(model, val, verbose=False)
+    trainer.fit(model, train, val)
+    (before,) = read_logdir(str(tmp_path / "logs"))
+    files = sorted(p for p in Path(before.path).iterdir() if "tfevents" in p.name)
+    assert len(files) == 2
+    temporary = [f.rename(f.with_name(f"tmp{i}")) for i, f in enumerate(files)]
+    for source, name in zip(temporary, reversed([f.name for f in files]), strict=True):
+        source.rename(source.with_name(name))  # the first file written now sorts last
+    (after,) = read_logdir(str(tmp_path / "logs"))
+    assert [(s.epoch, s.step) for s in after.sheets] == [(s.epoch, s.step) for s in before.sheets] == [(0, 0), (0, 4)]
+    assert after.predictions == before.predictions
+    assert after.scalars["xai/summary/seconds"] == before.scalars["xai/summary/seconds"]
+
+
 def test_named_monitors_are_reported_apart(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     monitors = [

@@ -200,7 +200,7 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
     events: dict[str, list[tuple[bool, Any]]] = {}  # key -> [(logged against the epoch, event)]
     for tag in sorted(scalar_tags):
         if (key := local(tag)) is not None:  # the summary tags are logged against the epoch, the rest at the step
-            events[key] = [(key.startswith("xai/summary/"), e) for e in acc.Scalars(tag)]
+            events[key] = [(key.startswith("xai/summary/"), e) for e in _in_time(acc.Scalars(tag))]
     for kind, sub in subs.items():
         for tag in sorted(sub.Tags().get("scalars", [])):
             if (key := local(tag)) is not None and key.startswith("xai/summary/"):
@@ -210,7 +210,7 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
     # the i-th sheet belongs to the i-th evaluation: xai/summary/seconds holds their epochs in order
     seconds = [e for _, e in events.get("xai/summary/seconds", [])]
     images = {local(t): t for t in tags.get("images", [])}
-    sheets = acc.Images(images["xai/sheet"]) if "xai/sheet" in images else []
+    sheets = _in_time(acc.Images(images["xai/sheet"])) if "xai/sheet" in images else []
     for i, img in enumerate(sheets):
         epoch = seconds[i].step if len(seconds) == len(sheets) else epoch_of(img.step)
         repeat = sum(s.step == img.step for s in run.sheets)
@@ -229,12 +229,12 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
         return sheet_epochs.get(step, epoch_of(step))
 
     for key in sorted(k for k in images if k is not None and re.fullmatch(r"xai/[^/]+/alert/evidence", k)):
-        for i, img in enumerate(shown := acc.Images(images[key])):
+        for i, img in enumerate(shown := _in_time(acc.Images(images[key]))):
             repeat = sum(earlier.step == img.step for earlier in shown[:i])
             picture = Sheet(at(img.step), img.step, img.encoded_image_string, img.width, img.height, repeat)
             run.evidence.append((key.split("/")[1], picture))
     run.evidence.sort(key=lambda item: (item[1].key, item[0]))
-    texts = {local(t): acc.Tensors(t) for t in tags.get("tensors", [])}
+    texts = {local(t): _in_time(acc.Tensors(t)) for t in tags.get("tensors", [])}
 
     def text(event: Any) -> str:
         return event.tensor_proto.string_val[0].decode("utf-8", errors="replace")
@@ -251,6 +251,12 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
         block = re.search(r"```json\n(.*?)\n```", text(texts["xai/settings/text_summary"][0]), re.S)
         run.settings = json.loads(block.group(1)) if block else {}
     return run
+
+
+def _in_time(events: list[Any]) -> list[Any]:
+    """``events`` in the order they were written: TensorBoard reads a run's event files in name order, and files a
+    run's Trainer calls start within one second differ only in a counter (``.11`` sorts before ``.7``)."""
+    return sorted(events, key=lambda event: event.wall_time)
 
 
 def _placer(
