@@ -3,7 +3,7 @@ it logs, other monitors' checkpoint state, what ``on_drift`` does, and changes t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -69,19 +69,21 @@ def log_epoch_scalars(
     scalars: dict[str, float],
     name: str | None = None,
     writer: Any = None,
+    direct: Collection[str] = (),
 ) -> None:
     """Log an evaluation's scalars, as ``xai/<name>/...`` for a named monitor: the :func:`monitored` ones through
-    ``pl_module.log`` (equal on every rank, so a DDP max-reduce keeps them exact), the others straight to every logger
-    at the step Lightning logs them at (rank 0; queued on the background ``writer`` where the logger allows), as
-    Lightning's ``LearningRateMonitor`` does: ``pl_module.log`` costs about 0.2 ms a key."""
-    watched = {named(key, name): value for key, value in scalars.items() if monitored(key)}
+    ``pl_module.log`` (equal on every rank, so a DDP max-reduce keeps them exact), the others and those in ``direct``
+    (placeholders: the callbacks get theirs from :func:`hold_places`) straight to every logger at the step Lightning
+    logs them at (rank 0; queued on the background ``writer`` where the logger allows), as Lightning's
+    ``LearningRateMonitor`` does: ``pl_module.log`` costs about 0.2 ms a key."""
+    watched = {named(key, name): value for key, value in scalars.items() if monitored(key) and key not in direct}
     if watched:
         distributed = trainer.world_size > 1
         reduce_fx = "max" if distributed else "mean"
         pl_module.log_dict(
             watched, on_step=False, on_epoch=True, sync_dist=distributed, reduce_fx=reduce_fx, add_dataloader_idx=False
         )
-    rest = {named(key, name): float(value) for key, value in scalars.items() if not monitored(key)}
+    rest = {named(key, name): float(value) for key, value in scalars.items() if not monitored(key) or key in direct}
     if rest and trainer.is_global_zero:
         log_to_loggers(trainer, rest, writer)
 

@@ -374,6 +374,24 @@ def test_a_placeholder_never_wins_a_checkpoint_and_grey_probes_hold_no_colour_sc
     )  # fmt: skip
 
 
+def test_a_drift_placeholder_is_drawn_as_0_but_never_wins_a_min_checkpoint(tmp_path: Any) -> None:
+    """Before a previous evaluation exists, ``rank_vs_previous`` is logged as 0.0 (the curves' documented first
+    point), but ``callback_metrics`` holds the worst value for the callbacks watching it: with ``mode="min"`` the
+    unmeasured 0.0 was the best checkpoint (and stopped an EarlyStopping)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    key = "xai/gradcam/drift/rank_vs_previous/median"
+    keeper = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor=key, mode="min")
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
+    kw = {"max_epochs": 3, "logger": CSVLogger(str(tmp_path)), "enable_checkpointing": True}
+    _, trainer = fit(tmp_path, [monitor, keeper], **kw)
+    measured = {h.epoch: h.scalars[key] for h in monitor.history if key in h.scalars}
+    assert 0 not in measured and f"epoch={min(measured, key=measured.__getitem__)}-" in keeper.best_model_path
+    with open(os.path.join(str(trainer.log_dir), "metrics.csv")) as sheet:
+        logged = [float(r[key]) for r in csv.DictReader(sheet) if r.get(key)]
+    assert logged[0] == 0.0 and logged[1:] == [measured[1], measured[2]]  # the placeholder is still drawn first
+
+
 def test_monitor_pickles(tmp_path: Any) -> None:
     import pickle
 
