@@ -159,14 +159,29 @@ def hold_places(
 
 
 def placeholder(trainer: Trainer, key: str, shown: str) -> float:
-    """What stands for a monitored ``key`` (``shown`` as logged) never measured: the worst value it can take for the
-    callbacks watching it (``mode="max"``: its lowest, ``"min"``: its highest), so it never wins a checkpoint or an
-    improvement; 0.0 when none watches it or they disagree. A rank drift lies in [0, 2], a top-k drift in [0, 1], a
-    detector's score (a mean share of moved relevance) in [-1, 1]."""
+    """What stands for a monitored ``key`` (``shown`` as logged) never measured: for what watches it (callbacks with
+    a ``monitor`` and a ``mode``, ``ReduceLROnPlateau`` schedulers), the worst value it can take (``mode="max"``: its
+    lowest, ``"min"``: its highest) short of an ``EarlyStopping``'s ``divergence_threshold``, so it neither wins a
+    checkpoint or an improvement nor stops the run; 0.0 when nothing watches it or the watchers disagree. A rank
+    drift lies in [0, 2], a top-k drift in [0, 1], a detector's score (a mean share of moved relevance) in [-1, 1]."""
     low, high = (-1.0, 1.0) if "/alert/" in key else (0.0, 2.0 if "/rank_vs_" in key else 1.0)
-    callbacks: list[Any] = getattr(trainer, "callbacks", [])
-    modes = {str(getattr(cb, "mode", "")) for cb in callbacks if getattr(cb, "monitor", None) == shown}
-    return {"max": low, "min": high}.get(modes.pop(), 0.0) if len(modes) == 1 else 0.0
+    callbacks = [cb for cb in getattr(trainer, "callbacks", []) if _is(getattr(cb, "monitor", None), shown)]
+    configs = getattr(trainer, "lr_scheduler_configs", [])
+    schedulers = [getattr(c, "scheduler", None) for c in configs if _is(getattr(c, "monitor", None), shown)]
+    watching = [w for w in (*callbacks, *schedulers) if hasattr(w, "mode")]
+    modes = {str(getattr(w, "mode", "")) for w in watching}
+    if len(modes) != 1 or (mode := modes.pop()) not in ("min", "max"):
+        return 0.0
+    value = high if mode == "min" else low
+    for limit in (getattr(w, "divergence_threshold", None) for w in watching):
+        if isinstance(limit, (int, float)):  # at the limit: not over it, so no divergence stop
+            value = min(value, float(limit)) if mode == "min" else max(value, float(limit))
+    return value
+
+
+def _is(monitor: Any, shown: str) -> bool:
+    """``monitor`` (any object a callback holds) names ``shown``."""
+    return isinstance(monitor, str) and monitor == shown
 
 
 def log_errors_text(trainer: Trainer, writer: Any, errors: list[str], step: int, name: str | None) -> None:

@@ -392,6 +392,37 @@ def test_a_drift_placeholder_is_drawn_as_0_but_never_wins_a_min_checkpoint(tmp_p
     assert logged[0] == 0.0 and logged[1:] == [measured[1], measured[2]]  # the placeholder is still drawn first
 
 
+def test_a_stand_in_never_stops_the_run_and_reads_what_watches_it() -> None:
+    """The stand-in sits at an EarlyStopping's ``divergence_threshold`` (the worst value, 2.0, was over it: the run
+    stopped at epoch 0 with nothing measured); a ReduceLROnPlateau scheduler watching the key counts by its mode; a
+    callback whose ``monitor`` is not a string (a numpy array) is not a watcher (comparing it crashed ``fit``)."""
+    from types import SimpleNamespace
+
+    from lightning_xai._trainer import placeholder
+
+    key = "xai/gradcam/drift/rank_vs_reference/median"
+    stop = EarlyStopping(monitor=key, mode="min", divergence_threshold=1.5)
+    odd = SimpleNamespace(monitor=np.array([1, 2]), mode="min")
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(torch.optim.SGD([torch.zeros(1, requires_grad=True)]))
+    cases = [
+        ([stop, odd], [], 1.5),
+        ([odd], [], 0.0),
+        ([], [SimpleNamespace(monitor=key, scheduler=plateau)], 2.0),  # its default mode is "min"
+        ([EarlyStopping(monitor=key, mode="max", divergence_threshold=0.1)], [], 0.1),
+    ]
+    for callbacks, configs, expected in cases:
+        trainer = SimpleNamespace(callbacks=callbacks, lr_scheduler_configs=configs)
+        assert placeholder(trainer, key, key) == expected  # type: ignore[arg-type]
+
+
+def test_early_stopping_on_divergence_runs_past_the_unmeasured_epochs(tmp_path: Any) -> None:
+    key = "xai/gradcam/drift/rank_vs_reference/median"
+    stop = EarlyStopping(monitor=key, mode="min", divergence_threshold=1.5, patience=100)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=1))
+    _, trainer = fit(tmp_path, [monitor, stop], max_epochs=3)
+    assert trainer.current_epoch == 3 and stop.stopped_epoch == 0 and len(monitor.history) == 3
+
+
 def test_monitor_pickles(tmp_path: Any) -> None:
     import pickle
 
