@@ -135,12 +135,17 @@ def with_placeholders(
     for key in keys:
         if "/drift/" not in key or not monitored(key) or key in scalars or key.split("/")[1] not in explained:
             continue
-        last = next((h[key] for h in reversed(history) if key in h), None)
+        last = last_measured(history, key)
         if last is None:
             added[key] = 0.0
         elif named(key, name) not in logged:
             added[key] = float(last)
     return {**added, **scalars}
+
+
+def last_measured(history: Sequence[Mapping[str, float]], key: str) -> float | None:
+    """``key``'s value at the last evaluation of ``history`` that measured it, or None (never measured)."""
+    return next((float(h[key]) for h in reversed(history) if key in h), None)
 
 
 def hold_places(
@@ -154,7 +159,7 @@ def hold_places(
     metrics = trainer.callback_metrics  # Lightning's own dict: what the callbacks read
     for key in filter(monitored, keys):
         if (shown := named(key, name)) not in metrics:
-            last = next((h[key] for h in reversed(history) if key in h), None)
+            last = last_measured(history, key)
             metrics[shown] = torch.tensor(placeholder(trainer, key, shown) if last is None else float(last))
 
 

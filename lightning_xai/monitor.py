@@ -299,7 +299,7 @@ class AttributionMonitor(Callback):
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
         earlier = [h.scalars for h in self._history]
         scalars = _trainer.with_placeholders(record.scalars, keys, earlier, trainer.callback_metrics, self.name)
-        never = {key for key in scalars if key not in record.scalars and not any(key in h for h in earlier)}
+        never = {key for key in scalars if key not in record.scalars and _trainer.last_measured(earlier, key) is None}
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer, direct=never)
         if missing := [key for key in keys if key not in record.scalars]:  # never measured, a score, a failed method
             _trainer.hold_places(trainer, missing, earlier, self.name)  # callback_metrics: a value that never wins

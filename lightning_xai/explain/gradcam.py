@@ -108,13 +108,6 @@ class GradCam(Explainer):
             self.layer_name = self.layer_choice.name
             if self.layer_name is None:
                 raise ValueError(_no_layer_message(model, traces, example, self.layer_choice))
-            if self.layer_choice.bypassed:
-                rank_zero_warn(
-                    f"Grad-CAM's automatic layer `{self.layer_name}` is the closest to a cut this model has: "
-                    f"{self.layer_choice.bypassed:.1%} of the input gradient flows around it (a path around every "
-                    "candidate, e.g. a global shortcut to the logits), so its maps miss that part of the evidence. "
-                    "Choose another with `GradCam(layer=...)` if that part matters."
-                )
         else:
             try:
                 self.layer_name, _ = resolve_module(model, self.layer, what)

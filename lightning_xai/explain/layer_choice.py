@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import ForwardFn
@@ -92,9 +93,14 @@ def choose_gradcam_layer(
     seconds = time.perf_counter() - started
     finite = {name: share for name, share in shares.items() if share == share}  # not NaN
     best = min(finite, key=finite.__getitem__, default=None)
-    if best is not None and finite[best] < FALLBACK_SHARE:
-        return LayerChoice(best, shares, seconds=seconds, bypassed=finite[best])
-    return LayerChoice(None, shares, seconds=seconds)
+    if best is None or finite[best] >= FALLBACK_SHARE:
+        return LayerChoice(None, shares, seconds=seconds)
+    rank_zero_warn(
+        f"AttributionMonitor: the automatic layer `{best}` is the closest to a cut this model has: {finite[best]:.1%} "
+        "of the input gradient flows around it (a path around every candidate, e.g. a global shortcut to the "
+        "logits), so maps on it miss that part of the evidence. Choose another with `layer=...` if that part matters."
+    )
+    return LayerChoice(best, shares, seconds=seconds, bypassed=finite[best])
 
 
 def gradient_mass(

@@ -39,11 +39,7 @@ def predict(logits: Tensor) -> tuple[Tensor, Tensor]:
         >>> predicted.tolist(), [round(c, 3) for c in confidence.tolist()]
         ([1, 0], [0.514, 0.881])
     """
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits[:, 0])
-        predicted = (p > 0.5).long()
-        return torch.where(predicted.bool(), p, 1 - p), predicted
-    return torch.softmax(logits, dim=1).max(dim=1)
+    return probabilities(logits).max(dim=1)  # one logit: [1 - p, p], class 1 only where p > 0.5
 
 
 def probabilities(logits: Tensor) -> Tensor:
