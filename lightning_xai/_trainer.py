@@ -71,28 +71,37 @@ def log_epoch_scalars(
     writer: Any = None,
     direct: Collection[str] = (),
 ) -> None:
-    """Log an evaluation's scalars, as ``xai/<name>/...`` for a named monitor: the :func:`monitored` ones through
-    ``pl_module.log`` (equal on every rank, so a DDP max-reduce keeps them exact), the others and those in ``direct``
-    (placeholders: the callbacks get theirs from :func:`hold_places`) straight to every logger at the step Lightning
-    logs them at (rank 0; queued on the background ``writer`` where the logger allows), as Lightning's
-    ``LearningRateMonitor`` does: ``pl_module.log`` costs about 0.2 ms a key."""
+    """Log an evaluation's scalars, as ``xai/<name>/...`` for a named monitor. The :func:`monitored` ones (what
+    ``EarlyStopping``/``ModelCheckpoint`` may watch) reach ``trainer.callback_metrics``, which those callbacks read:
+    through ``pl_module.log`` in ``validate``/``test`` (so the call returns them) and on several processes (equal on
+    every rank, so a DDP max-reduce keeps them exact and every rank's decision the same); inside a fit on one process
+    straight into that dict, as Lightning would put them there, and to the loggers with the rest (``pl_module.log``
+    costs about 0.27 ms a key, Lightning's own bookkeeping). The others and those in ``direct`` (placeholders: the
+    callbacks get theirs from :func:`hold_places`) go straight to every logger at the step Lightning logs them at
+    (rank 0; queued on the background ``writer`` where the logger allows), as Lightning's ``LearningRateMonitor``
+    does."""
     watched = {named(key, name): value for key, value in scalars.items() if monitored(key) and key not in direct}
-    if watched:
-        distributed = trainer.world_size > 1
+    rest = {named(key, name): float(value) for key, value in scalars.items() if not monitored(key) or key in direct}
+    distributed = trainer.world_size > 1
+    if watched and (distributed or trainer.state.fn != TrainerFn.FITTING):
         reduce_fx = "max" if distributed else "mean"
         pl_module.log_dict(
             watched, on_step=False, on_epoch=True, sync_dist=distributed, reduce_fx=reduce_fx, add_dataloader_idx=False
         )
-    rest = {named(key, name): float(value) for key, value in scalars.items() if not monitored(key) or key in direct}
+    elif watched:
+        metrics = trainer.callback_metrics  # Lightning's own dict (kept through the fit, as its logged values are)
+        metrics.update({key: torch.tensor(float(value)) for key, value in watched.items()})
+        rest = {**{key: float(value) for key, value in watched.items()}, **rest}
     if rest and trainer.is_global_zero:
         log_to_loggers(trainer, rest, writer)
 
 
 def log_to_loggers(trainer: Trainer, metrics: dict[str, float], writer: Any = None) -> None:
     """``logger.log_metrics(metrics, step)`` for every logger of ``trainer`` at the step Lightning logs the epoch's
-    values at (``trainer.validate``/``test`` too); on ``writer`` for :data:`THREAD_SAFE_LOGGERS`. A failure is
-    warned about, never raised."""
+    values at (``trainer.validate``/``test`` too), with its ``epoch`` as Lightning adds to them (a ``CSVLogger``'s
+    rows); on ``writer`` for :data:`THREAD_SAFE_LOGGERS`. A failure is warned about, never raised."""
     step = int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))  # Lightning's
+    metrics = {**metrics, "epoch": trainer.current_epoch}
     for logger in trainer.loggers:
         job = partial(_log_metrics, logger, metrics, step)
         kinds = {cls.__name__ for cls in type(logger).__mro__}

@@ -41,9 +41,9 @@ class AttributionMonitor(Callback):
     r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
 
     The methods (Captum) run on the training device in eval mode and float32 without touching the training state.
-    The monitor logs an explanation sheet and a prediction table to every logger, the drift medians and the
-    detector's scores through ``pl_module.log`` (for ``EarlyStopping``/``ModelCheckpoint``) and its other scalars to
-    the loggers directly, and alerts when the :class:`ShiftDetector` (or a :class:`DriftRule`) fires; the detector
+    The monitor logs an explanation sheet, a prediction table and its scalars to every logger, puts the drift
+    medians and the detector's scores into ``trainer.callback_metrics`` (for ``EarlyStopping``/``ModelCheckpoint``),
+    and alerts when the :class:`ShiftDetector` (or a :class:`DriftRule`) fires; the detector
     puts each candidate to the model (the transplant test) before it alerts.
 
     Args:
