@@ -456,3 +456,39 @@ def test_probes_are_converted_as_the_precision_plugin_converts_the_inputs(tmp_pa
     expected = ((x16.double() - 0.3) / 0.7).float()
     assert monitor.probes is not None
     assert all(any(torch.equal(p, e) for e in expected) for p in monitor.probes.images)
+
+
+class _OpenedInWorkers(Dataset):
+    """The HDF5/LMDB pattern: the storage is opened by ``worker_init_fn``; the main process cannot read it."""
+
+    def __init__(self, x: Tensor, y: Tensor, opens: bool = True) -> None:
+        self.data, self.opens, self.storage = (x, y), opens, None
+
+    def __len__(self) -> int:
+        return len(self.data[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if self.storage is None:
+            raise RuntimeError("storage not opened: worker_init_fn must run first")
+        return self.storage[0][i], self.storage[1][i]
+
+
+def _open_storage(_: int) -> None:
+    dataset = torch.utils.data.get_worker_info().dataset  # type: ignore[union-attr]
+    if dataset.opens:
+        dataset.storage = dataset.data
+
+
+def test_a_dataset_read_only_in_the_loaders_workers_gives_probes_through_one_worker(tmp_path: Any) -> None:
+    """A dataset whose ``worker_init_fn`` opens its storage crashed the fit before training with the user's own
+    error (the probes were read in this process only): now they are read through one worker of the loader's kind,
+    the same examples the model receives; a dataset no worker can read either is a named ``ValueError``."""
+    x, y = make_images(32, seed=3)
+    val = DataLoader(_OpenedInWorkers(x, y), batch_size=8, num_workers=1, worker_init_fn=_open_storage)
+    monitor = AttributionMonitor(num_probes=6, methods=("gradcam",), drift=DriftPolicy(detector=None))
+    _fit(tmp_path, monitor, val)
+    assert monitor.probes is not None and len(monitor.probes) == 6 and monitor.evaluations == 1
+    assert all(any(torch.equal(p, r) for r in x) for p in monitor.probes.images)
+    broken = DataLoader(_OpenedInWorkers(x, y, opens=False), batch_size=8, num_workers=1, worker_init_fn=_open_storage)
+    with pytest.raises(ValueError, match=r"`probes`: .*neither in this process .*probes=\(images, labels\)"):
+        collect_probes(broken, num_probes=4, seed=0)

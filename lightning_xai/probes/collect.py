@@ -216,25 +216,64 @@ def collect_probes(
             return ProbeSet(images, check_labels(source[1], len(images)), "tensor")
         if isinstance(source, Dataset) and _indexable(source):
             source, loader_name, given = DataLoader(source, batch_size=64), "dataset", True  # the default collate
+        sampler: list[Any] | None = None
         if isinstance(source, DataLoader) and _indexable(source.dataset):  # a seeded draw of its indices
             indices = _sampled_indices(source)
             drawn = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed)).tolist()
             sampler = [indices[i] for i in drawn]
-            source = DataLoader(source.dataset, _batch_size(source), sampler=sampler, collate_fn=source.collate_fn)
-        elif isinstance(source, DataLoader):  # an iterable dataset: a loader of its own, never the user's iterator
-            source = DataLoader(source.dataset, batch_size=_batch_size(source), collate_fn=source.collate_fn)
         elif not isinstance(source, Iterable) or isinstance(source, (str, bytes, Mapping)):
             raise ValueError(
                 f"`probes` must be None, a Tensor (N, C, H, W), a tuple (images, labels), a torch Dataset or a "
                 f"DataLoader; got {type(source).__name__}."
             )
-        pool = _scan(source, max_scan, loader_name, prepare, given)
+        if isinstance(source, DataLoader):  # a loader of its own (an iterable dataset: never the user's iterator)
+            pool = _scan_loader(source, sampler, max_scan, loader_name, prepare, given)
+        else:
+            pool = _scan(source, max_scan, loader_name, prepare, given)
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
         if pool.labels is not None:  # class-balanced
             order = order[torch.tensor(balanced_order(pool.labels[order].tolist(), num_probes), dtype=torch.long)]
         order = order[:num_probes]
         labels = None if pool.labels is None else pool.labels[order]
         return replace(pool, images=pool.images[order], labels=labels)
+
+
+def _scan_loader(
+    loader: DataLoader,
+    sampler: list[Any] | None,
+    max_scan: int,
+    source: str,
+    prepare: Callable[[Any], Any] | None,
+    given: bool,
+) -> ProbeSet:
+    """:func:`_scan` of ``loader``'s dataset, batched with its ``collate_fn`` (from ``sampler``'s indices), read in this
+    process; where that fails and ``loader`` has workers (a dataset that opens its storage in ``worker_init_fn``),
+    read again through one worker of the loader's own kind (its ``worker_init_fn`` and start method), else a named
+    ``ValueError``."""
+    kwargs: dict[str, Any] = {"batch_size": _batch_size(loader), "sampler": sampler, "collate_fn": loader.collate_fn}
+    try:
+        return _scan(DataLoader(loader.dataset, **kwargs), max_scan, source, prepare, given)
+    except Exception as err:
+        if not loader.num_workers:
+            raise
+        first = err
+    workers = {
+        "num_workers": 1,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "generator": torch.Generator().manual_seed(0),  # the workers' seeds: never the global RNG
+    }
+    try:
+        return _scan(DataLoader(loader.dataset, **kwargs, **workers), max_scan, source, prepare, given)
+    except Exception as err:
+        said = (str(err).strip().splitlines() or [""])[-1]  # a worker's error holds its traceback: its last line
+        raise ValueError(
+            f"`probes`: the {source}'s examples could not be read for the probes, neither in this process "
+            f"({type(first).__name__}: {first}) nor in one worker of the loader's kind ({said}). "
+            "The monitor reads its probes once, before training, with the loader's dataset, collate_fn and "
+            "worker_init_fn. Pass them as tensors as the model receives them, `probes=(images, labels)`, or a "
+            "`Dataset` that can be read in the main process."
+        ) from err
 
 
 def _indexable(dataset: Any) -> bool:
