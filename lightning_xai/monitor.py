@@ -55,8 +55,9 @@ class AttributionMonitor(Callback):
             ``["gradcam", IntegratedGradients(n_steps=32)]``.
         target: ``"label"`` (unlabeled probes: ``"predicted"``, warned), ``"predicted"``, a class, one per probe.
         every_n_epochs: explain every n-th epoch (``(epoch + 1) % n == 0``).
-        denormalize: ``(mean, std)`` or a callable mapping model inputs back to [0, 1] images, for display and for
-            the reference input of IG, DeepLift, Occlusion and LIME left at ``baseline=None`` (black).
+        denormalize: ``(mean, std)`` (or the ``Normalize`` transform that holds them) or a callable mapping model
+            inputs back to [0, 1] images, for display and for the reference input of IG, DeepLift, Occlusion and
+            LIME left at ``baseline=None`` (black).
         forward_fn: ``forward_fn(pl_module, x)`` returns ``(N, num_classes)`` logits for probes ``x`` when
             ``pl_module(x)`` does not (extra arguments, another method, dict/tuple outputs).
         drift: what counts as drift and what to do about it (:class:`~lightning_xai.DriftPolicy`; None: defaults).

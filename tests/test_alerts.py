@@ -17,6 +17,7 @@ from lightning_xai.drift.alerts import AlertTracker
 from lightning_xai.drift.detector import Detection, ShiftDetector
 from lightning_xai.drift.tracker import DriftResult, DriftTracker
 from lightning_xai.functional.shift import novel_relevance, relevance_distribution
+from lightning_xai.visualize.display import to_display_images
 
 # ------------------------------------------------------------------------------------------ pure functions
 
@@ -248,6 +249,22 @@ def test_ig_baseline_defaults_to_the_black_image_when_denormalize_is_given() -> 
     assert next(e for e in plain.explainers if e.name == "integrated_gradients").baseline is None
     given = AttributionMonitor(methods=("gradcam", IntegratedGradients(baseline=0.0)), denormalize=(mean, std))
     assert next(e for e in given.explainers if e.name == "integrated_gradients").baseline == 0.0
+
+
+def test_the_normalize_transform_itself_stands_for_its_mean_and_std() -> None:
+    """The README says ``denormalize=`` is "the Normalize() of your transforms": the transform object was taken as a
+    callable and normalised the probes a second time (92 % of the shown pixels clamped), with IG's black baseline
+    lost. Now it means its ``(mean, std)``."""
+    transforms = pytest.importorskip("torchvision.transforms")
+    v2 = pytest.importorskip("torchvision.transforms.v2")
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for transform in (transforms.Normalize(mean, std), v2.Normalize(mean, std)):
+        monitor = AttributionMonitor(denormalize=transform)
+        ig = next(e for e in monitor.explainers if e.name == "integrated_gradients")
+        assert torch.allclose(torch.as_tensor(ig.baseline).flatten(), -torch.tensor(mean) / torch.tensor(std))
+        images = torch.rand(2, 3, 4, 4)
+        shown = to_display_images(transform(images), monitor.media.denormalize)
+        assert torch.allclose(shown, images, atol=1e-6)  # the probes as they were before the transform
 
 
 # ------------------------------------------------------------------------------------------------ cost

@@ -17,7 +17,11 @@ def _to_float(x: Tensor) -> Tensor:
 
 
 def check_denormalize(denormalize: Denormalize) -> Denormalize:
-    """``denormalize`` as None, a callable or two 1-D float32 tensors ``(mean, std)``; else a ValueError naming it."""
+    """``denormalize`` as None, a callable or two 1-D float32 tensors ``(mean, std)``; else a ValueError naming it. The
+    ``Normalize`` transform itself (torchvision's, albumentations') stands for its ``(mean, std)``: called, it would
+    normalise the probes a second time."""
+    if _is_normalize(denormalize):
+        denormalize = (denormalize.mean, denormalize.std)  # type: ignore[union-attr]
     if denormalize is None or callable(denormalize):
         return denormalize
     fix = "pass (mean, std) (one value per channel or one for all), a callable mapping inputs to [0, 1] images or None."
@@ -49,6 +53,12 @@ def check_denormalize(denormalize: Denormalize) -> Denormalize:
             "for all)."
         )
     return (mean, std)  # type: ignore[return-value]  # tensors are sequences of floats here
+
+
+def _is_normalize(denormalize: object) -> bool:
+    """A normalising transform (a class named ``Normalize`` holding its ``mean`` and ``std``), not its inverse."""
+    named = any(cls.__name__ == "Normalize" for cls in type(denormalize).__mro__)
+    return named and hasattr(denormalize, "mean") and hasattr(denormalize, "std")
 
 
 def check_display_channels(denormalize: Denormalize, channels: int, render: bool = True) -> None:
