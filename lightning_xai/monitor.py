@@ -251,8 +251,7 @@ class AttributionMonitor(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.media.close()  # flushed first
-        if stage == "fit":
-            _distributed.send_spawn_return(self._spawn_return, self.state_dict, trainer.is_global_zero)
+        _distributed.send_spawn_return(self._spawn_return, self.state_dict, trainer.is_global_zero)  # fit, test, ...
 
     def _due(self, trainer: Trainer) -> bool:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain

@@ -241,7 +241,8 @@ class _Alerts:
 def test_ddp_spawn_with_tensor_settings_and_a_bound_method_runs(tmp_path: Any) -> None:
     """The spawn check pickles functions only (by name): a tensor in ``Display(probe_masks=)`` and a bound method as
     ``on_drift`` reach the workers as Lightning sends them (a check that pickled them while multiprocessing was
-    spawning broke the start: "bad value(s) in fds_to_keep")."""
+    spawning broke the start: "bad value(s) in fds_to_keep"). A ``test`` after the fit reaches the caller's history
+    too (only a fit's results came back)."""
     import lightning.pytorch as L
     from conftest import TinyCNN, loaders, trainer_kwargs
 
@@ -256,5 +257,8 @@ def test_ddp_spawn_with_tensor_settings_and_a_bound_method_runs(tmp_path: Any) -
         display=Display(probe_masks=masks),
     )
     trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor], strategy="ddp_spawn", devices=2))
-    trainer.fit(TinyCNN(), *loaders())
+    model = TinyCNN()
+    trainer.fit(model, *loaders())
     assert len(monitor.history) == 1 and "xai/localization/gradcam/relevance_mass" in monitor.history[0].scalars
+    trainer.test(model, loaders()[1])
+    assert len(monitor.history) == 2 and "xai/gradcam/seconds" in monitor.history[1].scalars
