@@ -33,6 +33,7 @@ from lightning_xai.settings import Budget, Display, DriftPolicy, normalize_argum
 from lightning_xai.visualize.display import has_colour
 from lightning_xai.visualize.log import MediaContext, MediaLogger
 from lightning_xai.visualize.render import Denormalize
+from lightning_xai.visualize.restart import mark_fit_start
 
 __all__ = ["AttributionMonitor", "DriftDetectedError"]
 
@@ -196,6 +197,7 @@ class AttributionMonitor(Callback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        mark_fit_start(trainer, self.name)  # a resumed fit: the report leaves out the evaluations it does again
         if trainer.limit_val_batches != 0:
             with from_trainer.early_validation(trainer):  # the val loader, when Lightning sets it up only later
                 self.prepare(trainer, pl_module)

@@ -300,6 +300,9 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
     alerted = f'<span class="alert">{len(alerts)} alert(s), {first}</span>' if alerts else "no alert"
     span, methods = f", epochs {epochs[0]}–{epochs[-1]}" if epochs else "", ", ".join(run.methods) or "–"
     skipped = f"; {len(run.errors)} skipped or uncompared map(s)" if run.errors else ""
+    if run.restarts:  # what TensorBoard still shows (report/restarts.py)
+        where = " and at ".join(f"step {s} (epoch {e})" for e, s in run.restarts)
+        skipped += f"; resumed from a checkpoint at {where}: the abandoned run's later evaluations are left out"
     summary = f'<p class="summary">{count} evaluation(s){span}, methods {methods}; {alerted}{skipped}.</p>'
     rows = "".join(f"<tr><td>{run.when(e, s)}</td><td>{html.escape(m)}</td></tr>" for e, s, m in alerts)
     parts = [

@@ -4,7 +4,9 @@ the summary runs (``xai-score``, ...) as ``xai/summary/<method>/watched|threshol
 
 Everything is kept per evaluation, never merged per epoch: an epoch can hold several (``val_check_interval < 1``,
 ``validate`` before ``fit``), told apart by the step TensorBoard records (and, for evaluations logged at the same step,
-such as two ``validate`` calls before training, by their order: :attr:`Sheet.key`)."""
+such as two ``validate`` calls before training, by their order: :attr:`Sheet.key`). A fit resumed from a checkpoint into
+the same directory replaces the evaluations an abandoned run logged at the steps it does again
+(:mod:`lightning_xai.report.restarts`)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_xai.report.restarts import without_redone
+
 #: the summary runs inside a run directory (sub-directory name -> what their series are)
 SUMMARY_RUNS = {"xai-score": "score", "xai-threshold": "threshold", "xai-alert": "alert"}
 #: the tags that say a monitor logged here, with its name (None: an unnamed monitor)
 _MONITOR_TAG = re.compile(
-    r"xai/(?:(?P<name>[^/]+)/)?(?:sheet|settings/text_summary|summary/.+|[^/]+/(?:drift|alert)/.+)"
+    r"xai/(?:(?P<name>[^/]+)/)?(?:sheet|settings/text_summary|fit_start|summary/.+|[^/]+/(?:drift|alert)/.+)"
 )
 
 
@@ -56,6 +60,8 @@ class RunLog:
     name: str | None = None  # the monitor's name=, None for an unnamed monitor
     label: str = ""  # how the report names the run (its path under the log directory); empty: the directory's name
     evidence: list[tuple[str, Sheet]] = field(default_factory=list)  # (method, image) of each alert
+    # (epoch, step) where a fit resumed from a checkpoint did again what an abandoned run had evaluated (its own kept)
+    restarts: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def methods(self) -> list[str]:
@@ -189,6 +195,8 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
         """The tag as an unnamed monitor writes it, or None when it is not this monitor's."""
         return None if not tag.startswith(own) or tag.startswith(others) else "xai/" + tag[len(own) :]
 
+    acc, subs, found = without_redone(acc, subs, local)  # a resumed fit's evaluations replace the abandoned run's
+    run.restarts = [(r.epoch, r.global_step) for r in found if r.replaces]
     scalar_tags = set(tags.get("scalars", []))
     marks = sorted((e.step, int(e.value)) for e in acc.Scalars("epoch")) if "epoch" in scalar_tags else []
 
