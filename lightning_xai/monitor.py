@@ -4,12 +4,14 @@ hooks."""
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
@@ -36,6 +38,13 @@ from lightning_xai.visualize.render import Denormalize
 from lightning_xai.visualize.restart import mark_fit_start
 
 __all__ = ["AttributionMonitor", "DriftDetectedError"]
+
+NEW_RUN = (
+    "AttributionMonitor: a new model is trained from its first step, so the monitor starts a run of its own: probes "
+    "drawn again from this fit's validation data, a new drift reference; `monitor.history` and `monitor.alerts` now "
+    "hold this run only. Keep one monitor per run to keep the earlier ones; to continue the earlier run, resume it "
+    "with `trainer.fit(..., ckpt_path=...)`."
+)
 
 
 class AttributionMonitor(Callback):
@@ -101,28 +110,35 @@ class AttributionMonitor(Callback):
         self.drift_policy, self.display, self.budget = p, d, a["budget"]
         self.explainers: list[Explainer] = a["explainers"]  # from the registry, with what depends on the run resolved
         self.actions = _trainer.DriftActions(p.on_drift)
-        self.drift_tracker = DriftTracker(p.warmup_epochs, p.reference_epoch, p.topk, p.probe_threshold)
-        self.detector = ShiftDetector() if p.detector == "default" else copy.deepcopy(p.detector)  # own calibration
-        self.alert_tracker = AlertTracker(list(p.rules), cooldown=p.cooldown)
-        follows = self.detector is not None and getattr(self.detector, "follow", False)
-        self.follow = FollowCheck(self.detector.alpha) if follows and self.detector is not None else None
         self.media = MediaLogger(
             d.colormap, a["denormalize"], d.log_heatmaps, d.background_logging, d.tile_size, d.log_grids
         )
-        self.probes: ProbeSet | None = None
-        self.masks: Tensor | None = None
-        self._history: list[Evaluation] = []
-        self.cost = CostReporter(self.budget.max_overhead, self.explainers)
+        self._start_run()
         self.threads = ThreadChoice()  # one torch thread for the passes while other processes keep the cores busy
         self.setup_watch = _trainer.SetupWatch()
         self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
-        self._prepared_for: LightningModule | None = None
         self._colour_of: Any = None  # the probes ``_colour`` was found for
         self._colour = False
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
         self._state_key = self._generate_state_key(name=self.name, **state_key_parts(a))
+
+    def _start_run(self) -> None:
+        """The state of one training run, as a new monitor has it: no probes drawn, reference or history yet."""
+        p = self.drift_policy
+        self.drift_tracker = DriftTracker(p.warmup_epochs, p.reference_epoch, p.topk, p.probe_threshold)
+        self.detector = ShiftDetector() if p.detector == "default" else copy.deepcopy(p.detector)  # own calibration
+        self.alert_tracker = AlertTracker(list(p.rules), cooldown=p.cooldown)
+        follows = self.detector is not None and getattr(self.detector, "follow", False)
+        self.follow = FollowCheck(self.detector.alpha) if follows and self.detector is not None else None
+        self.probes: ProbeSet | None = None
+        self.masks: Tensor | None = None
+        self._history: list[Evaluation] = []
+        self.media.probes_logged = []
+        self.cost = CostReporter(self.budget.max_overhead, self.explainers)
+        self._run_of: weakref.ref[LightningModule] | None = None  # the model this run's history is of
+        self._prepared_for: LightningModule | None = None
 
     @property
     @override
@@ -192,6 +208,11 @@ class AttributionMonitor(Callback):
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        run_of = self._run_of() if self._run_of is not None else None
+        if run_of is not None and run_of is not pl_module and trainer.ckpt_path is None and trainer.global_step == 0:
+            self._start_run()  # another model trained afresh (a k-fold or sweep loop): a run of its own
+            rank_zero_info(NEW_RUN)
+        self._run_of = weakref.ref(pl_module)
         if trainer.limit_val_batches != 0:  # no validation: nothing to prepare (said at train start)
             self.prepare(trainer, pl_module)
 
@@ -372,4 +393,4 @@ class AttributionMonitor(Callback):
         _distributed.check_spawn_arguments({**user, "drift": self.drift_policy, "display": self.display})
         self._receive()  # a second ddp_spawn fit starts from the first one's results
         _distributed.mark_spawn_return(self.__dict__)  # pickled for ddp_spawn's workers: rank 0 sends the results back
-        return {**self.__dict__, "_prepared_for": None}
+        return {**self.__dict__, "_prepared_for": None, "_run_of": None}

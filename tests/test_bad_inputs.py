@@ -908,3 +908,43 @@ class Malformed(Explainer):
 )
 def test_custom_explainer_broken_from_the_start_fails_before_training(tmp_path: Any, bad: str, match: str) -> None:
     fails_before_training(tmp_path, {"num_probes": 4, "methods": ["gradcam", Malformed(bad)]}, rf"`methods`.*{match}")
+
+
+class CountingScaled(CountingCNN):
+    """A forward that needs an argument besides the images."""
+
+    def forward(self, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        return super().forward(x) * scale
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.train_steps += 1
+        return torch.nn.functional.cross_entropy(self(batch[0], 1.0), batch[1])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self(batch[0], 1.0)
+
+
+def test_a_forward_that_needs_more_than_the_images_is_told_to_use_forward_fn(tmp_path: Any) -> None:
+    """``forward(x, scale)`` was refused with advice about state set by a first training step; the cause is the
+    missing argument, and the fix is ``forward_fn=``."""
+    kwargs = {"num_probes": 4, "methods": ("gradcam",)}
+    message = fails_before_training(tmp_path, kwargs, r"forward takes more than the images", CountingScaled())
+    assert "(x: 'Tensor', scale: 'float')" in message and "forward_fn=lambda model, x: model(x, ...)" in message
+    monitor = AttributionMonitor(**kwargs, forward_fn=_scaled_forward)
+    model, _ = fit(tmp_path / "fixed", monitor, CountingScaled())
+    assert model.train_steps == 2 and not monitor.history[0].errors
+
+
+def _scaled_forward(model: Any, x: Tensor) -> Tensor:
+    return model(x, 1.0)
+
+
+def test_channels_last_probes_are_said_as_such_before_training(tmp_path: Any) -> None:
+    """(N, H, W, C) probes were refused as "16 channels: pass denormalize= a callable, e.g. x[:, :3]", a fix for
+    another problem."""
+    kwargs = {"probes": (torch.rand(4, 16, 16, 1), torch.arange(4)), "methods": ("gradcam",)}
+    message = fails_before_training(tmp_path, kwargs, r"look channels-last \(H, W, C\)")  # no logger: no picture
+    assert "x.permute(0, 3, 1, 2)" in message
+    with pytest.raises(ValueError, match=r"look channels-last \(N, H, W, C\)") as info:
+        fit(tmp_path / "shown", AttributionMonitor(**kwargs), logger=tb(tmp_path))
+    assert "x.permute(0, 3, 1, 2)" in str(info.value) and "denormalize" not in str(info.value)

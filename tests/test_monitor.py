@@ -455,3 +455,41 @@ def test_probe_masks_log_localization(tmp_path: Any) -> None:
     bad = AttributionMonitor(probes=(images, labels), display=Display(probe_masks=torch.ones(3, 12, 12)))
     with pytest.raises(ValueError, match="`Display.probe_masks` has shape"):
         fit(tmp_path / "bad", [bad], max_epochs=1)
+
+
+def test_a_monitor_reused_for_another_model_trained_afresh_starts_a_run_of_its_own(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A k-fold loop with one monitor: fold 1 kept fold 0's probes (in fold 1's training data), measured its first
+    maps against fold 0's model as "previous" and "reference" and mixed both runs in ``history``, silently. A new
+    model trained from its first step without a checkpoint now starts a run of its own, said once; the same model
+    fit again by a new Trainer continues its run, as before."""
+    import lightning_xai.monitor as monitor_module
+
+    said: list[str] = []
+    monkeypatch.setattr(monitor_module, "rank_zero_info", said.append, raising=False)
+    x, y = loaders(n_train=48, n_val=48)[1].dataset.tensors  # type: ignore[attr-defined]
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
+    seen = []
+    for fold in range(2):
+        val = slice(fold * 24, (fold + 1) * 24)
+        train = torch.ones(48, dtype=torch.bool)
+        train[val] = False
+        model = TinyCNN()
+        trainer = L.Trainer(**trainer_kwargs(tmp_path / str(fold), callbacks=[monitor], max_epochs=2))
+        trainer.fit(
+            model,
+            DataLoader(TensorDataset(x[train], y[train]), batch_size=8),
+            DataLoader(TensorDataset(x[val], y[val]), batch_size=8),
+        )
+        assert monitor.probes is not None
+        assert all(any(torch.equal(p, v) for v in x[val]) for p in monitor.probes.images)  # this fold's own
+        seen.append([(h.epoch, h.scalars.get("xai/gradcam/drift/rank_vs_reference/median")) for h in monitor.history])
+    assert [[epoch for epoch, _ in run] for run in seen] == [[0, 1], [0, 1]]
+    assert seen[1][0][1] == 0.0  # its first maps are its own reference, not compared with fold 0's model
+    assert len([m for m in said if "starts a run of its own" in m]) == 1
+    again = L.Trainer(**trainer_kwargs(tmp_path / "again", callbacks=[monitor], max_epochs=1))
+    again.fit(
+        model, DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(x[:24], y[:24]), batch_size=8)
+    )
+    assert [h.epoch for h in monitor.history] == [0, 1, 0] and len(said) == 1  # the same model: its run goes on

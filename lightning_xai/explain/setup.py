@@ -5,6 +5,7 @@ forward keeps gradients from the probes is reported instead: the methods that ne
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,13 @@ def _prediction_pass(
     except Exception as err:
         name, shape = type(model).__name__, tuple(inputs.shape[1:])
         cause = f"its forward raised {type(err).__name__}: {err}"
+        if _needs_arguments(model, err):  # forward(x, extra) called as forward(x)
+            raise ValueError(
+                f"{name}.forward takes more than the images {inspect.signature(model.forward)}, and the monitor calls "
+                f"`{name}(x)`: {cause}. Pass `forward_fn=` to call it with the rest, e.g. "
+                "`AttributionMonitor(..., forward_fn=lambda model, x: model(x, ...))` (a module-level function or "
+                "`functools.partial` for `strategy='ddp_spawn'`)."
+            ) from err
         if before_training and drawn:  # the probes are what validation gives the model: the model cannot run yet
             raise ValueError(
                 f"{name} cannot run on the probes in eval mode before its first training step: {cause}. If {name} "
@@ -131,8 +139,10 @@ def _prediction_pass(
                 "state in `setup()` or `on_fit_start()`; or pass `forward_fn=` if its output is not logits."
             ) from err
         later = f" (or {name} cannot run in eval mode before its first training step)" if before_training else ""
+        last = inputs.ndim == 4 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
+        hint = " They look channels-last (H, W, C): make them (C, H, W) (`x.permute(0, 3, 1, 2)`)." if last else ""
         raise ValueError(
-            f"`probes` of shape {shape} (C, H, W) do not fit {name}{later}: {cause}. Pass probes shaped like one "
+            f"`probes` of shape {shape} (C, H, W) do not fit {name}{later}: {cause}.{hint} Pass probes shaped like one "
             "validation input, or `forward_fn=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
@@ -141,6 +151,19 @@ def _prediction_pass(
             "AttributionMonitor needs (N, num_classes) logits. Pass `forward_fn=` to select them."
         )
     return logits
+
+
+def _needs_arguments(model: nn.Module, err: Exception) -> bool:
+    """``err`` is the ``TypeError`` of calling ``model.forward`` with the images alone (it needs more arguments)."""
+    if not isinstance(err, TypeError) or "argument" not in str(err):
+        return False
+    try:
+        inspect.signature(model.forward).bind(object())
+    except TypeError:
+        return True
+    except ValueError:  # no signature to read
+        return False
+    return False
 
 
 def _refuse_reused_feature_maps(model: nn.Module, forward: ForwardFn, example: Tensor) -> None:

@@ -61,9 +61,18 @@ def _is_normalize(denormalize: object) -> bool:
     return named and hasattr(denormalize, "mean") and hasattr(denormalize, "std")
 
 
-def check_display_channels(denormalize: Denormalize, channels: int, render: bool = True) -> None:
-    """A ValueError naming ``denormalize`` when ``(mean, std)`` does not fit ``channels`` or, with ``render``, no image
-    of them can be shown."""
+def check_display_channels(denormalize: Denormalize, shape: Sequence[int], render: bool = True) -> None:
+    """A ValueError naming ``denormalize`` when ``(mean, std)`` does not fit the channels of probes of ``shape``
+    ``(N, C, H, W)`` or, with ``render``, no image of them can be shown (channels-last probes: said as such)."""
+    channels = int(shape[1])
+    if render and denormalize is None and channels not in (1, 3) and len(shape) == 4 and shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"The probes {tuple(shape)} look channels-last (N, H, W, C), but the monitor reads images as (N, C, H, W) "
+            f"(these would have {channels} channels). Make the batches (N, C, H, W) where they are made "
+            "(`x.permute(0, 3, 1, 2)` in the collate_fn or `on_after_batch_transfer`); if your model takes "
+            "channels-last input, give it that from (N, C, H, W) probes with "
+            "`forward_fn=lambda model, x: model(x.permute(0, 2, 3, 1))` (a module-level function for ddp_spawn)."
+        )
     if isinstance(denormalize, (tuple, list)):
         for label, part in zip(("means", "stds"), denormalize, strict=True):
             count = torch.as_tensor(part).numel()
