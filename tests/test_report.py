@@ -83,7 +83,8 @@ def test_the_run_is_read_back_by_epoch(run: dict[str, Any]) -> None:
         and log.predictions[keys[0]][0]["gradcam drift"] is None
     )
     monitor = run["monitor"]
-    assert [(e, s) for e, s, _ in log.alerts] == [(a.epoch, a.global_step) for a in monitor.alerts] and monitor.alerts
+    alerts = [(a.epoch, a.global_step) for a in monitor.alerts]
+    assert [(e, s) for e, s, _, _ in log.alerts] == alerts and monitor.alerts
     assert log.settings["warmup_epochs"] == 1 and log.settings["num_probes"] == PROBES
     # the dashboard's summary (in the run's own event file or its summary runs) is read as part of the run
     for method in log.methods:
@@ -230,6 +231,30 @@ def test_evaluations_are_read_in_the_order_they_were_written_not_by_file_name(tm
     assert [(s.epoch, s.step) for s in after.sheets] == [(s.epoch, s.step) for s in before.sheets] == [(0, 0), (0, 4)]
     assert after.predictions == before.predictions
     assert after.scalars["xai/summary/seconds"] == before.scalars["xai/summary/seconds"]
+
+
+def test_an_alert_at_the_second_evaluation_of_a_step_is_named_as_that_one(tmp_path: Path) -> None:
+    """Two ``validate`` calls at one step, the weights moved in between: the alert comes at the second, and the
+    alerts table and summary named it ``epoch 0, step 0`` without its ``(#2)``, as if the first had alerted."""
+    import torch
+
+    rule = DriftRule(metric="rank", reference="previous", threshold=0.01)
+    monitor = AttributionMonitor(
+        num_probes=PROBES, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0, detector=None, rules=(rule,))
+    )
+    L.seed_everything(0, verbose=False)
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="calls")
+    trainer, model = L.Trainer(**trainer_kwargs(tmp_path, logger=logger, callbacks=[monitor])), TinyCNN()
+    trainer.validate(model, loaders()[1], verbose=False)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    trainer.validate(model, loaders()[1], verbose=False)
+    assert [a.global_step for a in monitor.alerts] == [0] and len(monitor.history) == 2
+    (log,) = read_logdir(str(tmp_path / "logs"))
+    assert [(e, s, r) for e, s, r, _ in log.alerts] == [(0, 0, 1)]
+    page = render_report([log])
+    assert "<tr><td>epoch 0, step 0 (#2)</td>" in page and "the first at epoch 0, step 0 (#2)" in page
 
 
 def test_named_monitors_are_reported_apart(tmp_path: Path) -> None:

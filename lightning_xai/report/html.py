@@ -296,7 +296,7 @@ def _other_curves(run: RunLog) -> str:
 
 def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], list[str]]:
     epochs, alerts, count = run.epochs, run.alerts, len(run.evaluations)
-    first = f"the first at {run.when(*alerts[0][:2])}" if alerts else ""
+    first = f"the first at {run.when(*alerts[0][:3])}" if alerts else ""
     alerted = f'<span class="alert">{len(alerts)} alert(s), {first}</span>' if alerts else "no alert"
     span, methods = f", epochs {epochs[0]}–{epochs[-1]}" if epochs else "", ", ".join(run.methods) or "–"
     skipped = f"; {len(run.errors)} skipped or uncompared map(s)" if run.errors else ""
@@ -304,7 +304,7 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
         where = " and at ".join(f"step {s} (epoch {e})" for e, s in run.restarts)
         skipped += f"; resumed from a checkpoint at {where}: the abandoned run's later evaluations are left out"
     summary = f'<p class="summary">{count} evaluation(s){span}, methods {methods}; {alerted}{skipped}.</p>'
-    rows = "".join(f"<tr><td>{run.when(e, s)}</td><td>{html.escape(m)}</td></tr>" for e, s, m in alerts)
+    rows = "".join(f"<tr><td>{run.when(e, s, r)}</td><td>{html.escape(m)}</td></tr>" for e, s, r, m in alerts)
     parts = [
         f'<section class="run" id="{prefix}"><h1>{html.escape(name)}</h1>',
         f'<p class="muted"><code>{html.escape(str(run.path))}</code></p>{summary}<h2>Alerts</h2>',

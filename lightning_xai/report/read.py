@@ -54,7 +54,7 @@ class RunLog:
     scalars: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     sheets: list[Sheet] = field(default_factory=list)  # the explanation sheets, in order
     predictions: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)  # Sheet.key -> rows
-    alerts: list[tuple[int, int, str]] = field(default_factory=list)  # (epoch, step, message)
+    alerts: list[tuple[int, int, int, str]] = field(default_factory=list)  # (epoch, *Sheet.key, message)
     errors: list[tuple[int, int, str]] = field(default_factory=list)  # (epoch, step, message)
     settings: dict[str, Any] = field(default_factory=dict)
     name: str | None = None  # the monitor's name=, None for an unnamed monitor
@@ -247,11 +247,18 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
     def text(event: Any) -> str:
         return event.tensor_proto.string_val[0].decode("utf-8", errors="replace")
 
-    for key, target in (("xai/alerts/text_summary", run.alerts), ("xai/errors/text_summary", run.errors)):
-        for event in texts.get(key, []):
-            messages = [m.replace("**ALERT** — ", "").strip() for m in text(event).split("\n\n")]
-            target += [(at(event.step), event.step, m) for m in messages]
     tables = texts.get("xai/predictions/text_summary", [])
+
+    def repeat(event: Any) -> int:  # the evaluation at its step it belongs to: its table is written just before it
+        return max(sum(t.step == event.step and t.wall_time <= event.wall_time for t in tables) - 1, 0)
+
+    def messages(event: Any) -> list[str]:
+        return [m.replace("**ALERT** — ", "").strip() for m in text(event).split("\n\n")]
+
+    for event in texts.get("xai/alerts/text_summary", []):
+        run.alerts += [(at(event.step), event.step, repeat(event), m) for m in messages(event)]
+    for event in texts.get("xai/errors/text_summary", []):
+        run.errors += [(at(event.step), event.step, m) for m in messages(event)]
     for i, event in enumerate(tables):  # keyed like the sheet of the same evaluation (Sheet.key)
         repeat = sum(earlier.step == event.step for earlier in tables[:i])
         run.predictions[event.step, repeat] = parse_markdown_table(text(event))
