@@ -249,14 +249,14 @@ def _read(acc: Any, subs: dict[str, Any], path: Path, name: str | None) -> RunLo
 
     tables = texts.get("xai/predictions/text_summary", [])
 
-    def repeat(event: Any) -> int:  # the evaluation at its step it belongs to: its table is written just before it
+    def repeat_of(event: Any) -> int:  # the evaluation at its step it belongs to: its table is written just before it
         return max(sum(t.step == event.step and t.wall_time <= event.wall_time for t in tables) - 1, 0)
 
     def messages(event: Any) -> list[str]:
         return [m.replace("**ALERT** — ", "").strip() for m in text(event).split("\n\n")]
 
     for event in texts.get("xai/alerts/text_summary", []):
-        run.alerts += [(at(event.step), event.step, repeat(event), m) for m in messages(event)]
+        run.alerts += [(at(event.step), event.step, repeat_of(event), m) for m in messages(event)]
     for event in texts.get("xai/errors/text_summary", []):
         run.errors += [(at(event.step), event.step, m) for m in messages(event)]
     for i, event in enumerate(tables):  # keyed like the sheet of the same evaluation (Sheet.key)
