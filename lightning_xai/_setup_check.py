@@ -37,7 +37,8 @@ def check_monitor(
         device_masks = None if masks is None else masks[: len(done.inputs)].to(done.inputs.device)
         try:
             for epoch in (first, first + 1):
-                record = measure(done, epoch, 0, drift, detector, tracker, device_masks, None, colour=colour)
+                found = (done, epoch, 0, drift, detector, tracker, device_masks)
+                record = measure(*found, colour=colour, measure_empty=True)  # every key a measurement logs
         except Exception as err:
             raise ValueError(
                 f"Measuring drift on the probes' maps failed at setup: {type(err).__name__}: {err}. Check `methods` "

@@ -948,3 +948,38 @@ def test_channels_last_probes_are_said_as_such_before_training(tmp_path: Any) ->
     with pytest.raises(ValueError, match=r"look channels-last \(N, H, W, C\)") as info:
         fit(tmp_path / "shown", AttributionMonitor(**kwargs), logger=tb(tmp_path))
     assert "x.permute(0, 3, 1, 2)" in str(info.value) and "denormalize" not in str(info.value)
+
+
+class BlankAfterSetup(Explainer):
+    """Maps with relevance in the setup dry run, then zero on every probe (Grad-CAM whose layer's weighted evidence
+    is negative everywhere: its ReLU leaves nothing), from the second evaluation on."""
+
+    name = "blank"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def explain(self, forward: Any, inputs: Tensor, targets: Tensor) -> Explanation:
+        self.calls += 1
+        g = torch.Generator().manual_seed(self.calls)
+        maps = torch.rand(inputs.shape[0], *inputs.shape[-2:], generator=g) * (self.calls < 3)
+        return Explanation(raw=maps, display=maps.clone())
+
+
+def test_maps_zero_on_every_probe_are_said_and_not_read_as_no_drift(tmp_path: Any) -> None:
+    """A method whose maps were zero on every probe was measured as "nothing moved" (drift 0.00 on every tile and
+    curve), silently. Now those maps are not compared (said once, in ``xai/errors``); the last maps with relevance
+    stay the previous ones; the keys stay in ``callback_metrics``."""
+    blank = BlankAfterSetup()
+    monitor = AttributionMonitor(num_probes=4, methods=[blank], drift=DriftPolicy(warmup_epochs=0))
+    key = "xai/blank/drift/rank_vs_reference/median"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, trainer = fit(tmp_path, monitor, max_epochs=3)
+    assert model.train_steps == 6 and blank.calls == 4  # the dry run, then three evaluations
+    said = [str(w.message) for w in caught if "every probe's map is zero" in str(w.message)]
+    assert len(said) == 1 and "blank at epoch 1" in said[0], said
+    assert [key in h.scalars for h in monitor.history] == [True, False, False]
+    assert [bool(h.errors) for h in monitor.history] == [False, True, True]
+    assert key in trainer.callback_metrics and float(trainer.callback_metrics[key]) == 0.0
+    assert monitor.drift_tracker.previous["blank"].abs().amax() > 0  # epoch 0's maps: the last with relevance

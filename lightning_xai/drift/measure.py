@@ -49,6 +49,15 @@ class Evaluation:
         return cls(**values)
 
 
+#: why a method whose maps are zero on every probe is not compared
+EMPTY = (
+    "every probe's map is zero, so there is no relevance to compare: its drift is not measured and its rules are not "
+    "checked (the sheet shows no heat; a drift of 0 would read as 'nothing moved'). Grad-CAM's map is zero where the "
+    "layer's weighted evidence for the target is negative everywhere (its ReLU keeps the positive part): choose "
+    "another layer with `GradCam(layer=...)`, or rely on the other methods."
+)
+
+
 def measure(
     done: ProbeExplanations,
     epoch: int,
@@ -61,9 +70,12 @@ def measure(
     setup_change: str | None = None,
     colour: bool = True,
     verify: dict[str, Verify] | None = None,
+    measure_empty: bool = False,
 ) -> Evaluation:
     """Measure every method's new maps against the stored ones and check the detector and the rules. A map the time
-    budget cut is a worse map, not a drift: neither measured nor stored; ``setup_change`` pauses the detector. Unless
+    budget cut is a worse map, not a drift: neither measured nor stored; nor are a method's maps that are zero on
+    every probe (no relevance to compare: "no drift" would be false), unless ``measure_empty`` (the setup check: the
+    keys a measurement logs); ``setup_change`` pauses the detector. Unless
     ``colour`` (the probes show colour), a method's ``colour_share`` is neither logged nor watched. ``verify`` puts a
     candidate to the model (:class:`~lightning_xai.drift.detector.ShiftDetector`): ``"region"`` for the maps,
     ``"colour"`` for the colour parts."""
@@ -77,11 +89,14 @@ def measure(
         for k, x in done.results.items()
         if "budget_limited" in x.diagnostics
     }
-    for name, explanation in done.results.items():  # every method's maps first: alerts place boxes on the finest
-        if detector is not None and not limited.get(name, False):
-            detector.remember(name, epoch, explanation.raw)
-    for name, explanation in done.results.items():
-        if limited.get(name, False):
+    for name, explanation in done.results.items():  # no relevance anywhere: nothing to compare
+        if not measure_empty and not limited.get(name, False) and not bool(explanation.raw.abs().amax()):
+            limited[name] = True
+            note = f"{name} at epoch {epoch}: {EMPTY.format(name=name)}"
+            record.errors.append(note)
+            if warn_once is not None:
+                warn_once(f"empty_{name}", f"AttributionMonitor: {note}")
+        elif limited.get(name, False):
             note = (
                 f"{name} at epoch {epoch}: `Budget(max_seconds_per_epoch=...)` cut its work, so its drift is "
                 "not measured and its rules are not checked this epoch (the map is still shown)."
@@ -89,7 +104,11 @@ def measure(
             record.errors.append(note)
             if warn_once is not None:
                 warn_once(f"budget_cut_{name}", f"AttributionMonitor: {note}")
-        else:
+    for name, explanation in done.results.items():  # every method's maps first: alerts place boxes on the finest
+        if detector is not None and not limited.get(name, False):
+            detector.remember(name, epoch, explanation.raw)
+    for name, explanation in done.results.items():
+        if not limited.get(name, False):
             result = drift.update(name, epoch, explanation.raw)
             scalars.update({f"xai/{name}/drift/{key}": value for key, value in result.statistics.items()})
             detection, classes = None, None
