@@ -115,7 +115,7 @@ class MediaLogger:
             style: dict[str, Any] = dict(denormalize=self.denormalize, colormap=self.colormap, tile_size=self.tile_size)
             probes: dict[str, Any] = dict(predicted=done.predicted, confidence=done.confidence, targets=done.targets)
             title = f"epoch {record.epoch}   step {record.global_step}"
-            if alerted := ", ".join(sorted({a.method for a in record.alerts})):  # (the red figures are not the alert's)
+            if alerted := ", ".join(sorted({a.method for a in record.alerts})):  # its moved probes' figures in red
                 title += f"   ALERT: {alerted} (see xai/alerts)"
             media = evaluation_media(
                 done.inputs,
@@ -136,7 +136,7 @@ class MediaLogger:
                 include_probes=any(key not in self.logged_to for key in keys),
                 drift=drift,
                 drift_note=note,
-                probe_threshold=getattr(context.drift, "probe_threshold", None),
+                moved={m: {i for a in record.alerts if a.method == m for i in a.probe_indices} for m in done.results},
                 title=title,
                 **style,
             )
@@ -183,7 +183,8 @@ class MediaLogger:
 
 
 def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor | None], str]:
-    """Per method each probe's rank drift against the reference (None: no reference or cut), and the legend line."""
+    """Per method each probe's rank drift against the reference (None: no reference, cut or no relevance), and the
+    legend line."""
     reference = getattr(tracker, "reference", None)
     if tracker is None or not isinstance(reference, dict):
         return {}, ""
@@ -192,7 +193,8 @@ def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor
     for name, explanation in done.results.items():
         stored = reference.get(name)
         cut = explanation.diagnostics.get("budget_limited")
-        if stored is None or stored.shape != explanation.raw.shape or (cut is not None and bool(cut.any())):
+        empty = not bool(explanation.raw.abs().amax())  # no relevance anywhere: not compared (drift.measure)
+        if stored is None or stored.shape != explanation.raw.shape or (cut is not None and bool(cut.any())) or empty:
             out[name] = None
             continue
         measured = getattr(tracker, "reference_drift", lambda *_: None)(name, explanation.raw)  # by ``update``

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +168,7 @@ def evaluation_media(
     tile_size: int = DEFAULT_TILE_SIZE,
     drift: Mapping[str, Tensor | None] | None = None,
     drift_note: str = "",
-    probe_threshold: float | None = None,
+    moved: Mapping[str, Collection[int]] | None = None,
     title: str = "",
 ) -> EvaluationMedia:
     """Render one evaluation with one torch thread: ``xai/sheet``, with ``grids`` ``xai/<method>/overlay`` (and with
@@ -187,7 +187,7 @@ def evaluation_media(
             normalizations,
             drift=drift,
             drift_name="vs ref" if drift_note else "drift",
-            drift_threshold=probe_threshold,
+            moved=moved,
             drift_note=drift_note,
             **captions,
             **looks,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +111,7 @@ def prepare_sheet(
     targets: Tensor,
     drift: Mapping[str, Tensor | None] | None = None,
     drift_name: str = "drift",
-    drift_threshold: float | None = None,
+    moved: Mapping[str, Collection[int]] | None = None,
     drift_note: str = "",
     title: str = "",
     tile_size: int = DEFAULT_TILE_SIZE,
@@ -124,8 +124,9 @@ def prepare_sheet(
     """The sheet's layout and a function composing its RGBX page with numpy and Pillow (for a background thread)
     from tiles rendered in one batch on the inputs' device. ``results``' ``display`` maps scaled by
     ``normalizations``; captions from ``predicted``, ``confidence``, ``labels`` (or None), ``targets``; ``drift``: each
-    method's per-probe drift (None: "drift -") named ``drift_name``, red over ``drift_threshold``, explained by
-    ``drift_note``; ``display``/``heats``: the display images and normalised maps, when the caller has them."""
+    method's per-probe drift (None: "drift -") named ``drift_name``, explained by ``drift_note``, red for the probes
+    ``moved`` names (per method: those its alert at this evaluation says moved, so red means what the alert means);
+    ``display``/``heats``: the display images and normalised maps, when the caller has them."""
     if int(tile_size) < 16:
         raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
     colormap = check_colormap(colormap)
@@ -156,11 +157,12 @@ def prepare_sheet(
     pred, conf, tgt = (v.detach().cpu().tolist() for v in (predicted, confidence, targets))
     lab = None if labels is None else labels.detach().cpu().tolist()
     drifts = {n: (None if v is None else v.detach().cpu().tolist()) for n, v in (drift or {}).items()}
+    moved = {n: set(indices) for n, indices in (moved or {}).items()}
     scales = sorted({normalizations.get(n, "max") for n in names})
     per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
     notes = f"heat: |attribution| / {per} of each map."
     if drift_note:
-        notes += f" {drift_note}." + (f" Red: over {drift_threshold:g}." if drift_threshold is not None else "")
+        notes += f" {drift_note}." + (" Red: the probes an alert says moved." if any(moved.values()) else "")
     heads = ("input", *(METHOD_TITLES.get(n, n) for n in names))
 
     def compose() -> Image.Image:
@@ -194,7 +196,7 @@ def prepare_sheet(
                     text, colour = f"{drift_name} -", MUTED
                 else:
                     text = f"{drift_name} {drift[i]:.2f}"
-                    colour = ALERT if drift_threshold is not None and drift[i] > drift_threshold else INK
+                    colour = ALERT if i in moved.get(name, ()) else INK
                 texts.append((x, y + t + 1, fit_text(text, t), colour))
         put_all(page, texts)  # in one blend: no two texts' ink meet
         # RGBX, sharing the array's memory (Pillow keeps RGB as RGBX: nothing converted); Picture encodes it as is
