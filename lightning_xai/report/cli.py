@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_xai.report.html import write_report
+from lightning_xai.report.read import read_logdir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,15 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--out", default="report.html", help="the HTML file to write (a missing directory is created)")
     report.add_argument("--title", default="lightning-xai report", help="the page title")
     args = parser.parse_args(argv)
+    runs = read_logdir(args.logdir)
+    if not runs:  # no page: a page saying "no run" would pass for a report
+        where = "no such directory" if not Path(args.logdir).exists() else "the report reads a TensorBoardLogger's"
+        print(f"no TensorBoard event files under {args.logdir} ({where}); nothing written")
+        return 1
     try:
-        runs = write_report(args.logdir, args.out, args.title)
+        write_report(args.logdir, args.out, args.title, runs)
     except OSError as err:
         why = f"{err.strerror or err} ({err.filename or args.out})"
         print(f"lightning-xai report: cannot write {args.out}: {why}", file=sys.stderr)
         return 2
-    if not runs:
-        print(f"no TensorBoard event files under {args.logdir}")
-        return 1
     alerts, evaluations = sum(len(r.alerts) for r in runs), sum(len(r.evaluations) for r in runs)
     size = Path(args.out).stat().st_size / 1e6 if Path(args.out).is_file() else 0.0
     print(f"wrote {args.out} ({size:.2f} MB): {len(runs)} run(s), {evaluations} evaluation(s), {alerts} alert(s)")

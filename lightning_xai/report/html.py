@@ -374,9 +374,12 @@ def render_report(runs: Sequence[RunLog], title: str = "lightning-xai report") -
     return head + css + "".join(bodies) + "".join(checks) + SCRIPT + "</body></html>\n"
 
 
-def write_report(logdir: str, out: str, title: str = "lightning-xai report") -> list[RunLog]:
-    """Read every run under ``logdir`` and write the page to ``out`` (its directory created); returns the runs."""
-    runs = read_logdir(logdir)
+def write_report(
+    logdir: str, out: str, title: str = "lightning-xai report", runs: list[RunLog] | None = None
+) -> list[RunLog]:
+    """Read every run under ``logdir`` (unless given its ``runs``) and write the page to ``out`` (its directory
+    created); returns the runs."""
+    runs = read_logdir(logdir) if runs is None else runs
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(render_report(runs, title), encoding="utf-8")
     return runs
