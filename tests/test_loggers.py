@@ -254,7 +254,7 @@ def test_the_sheet_of_an_alert_epoch_says_which_method_alerted(tmp_path: Path, m
     real = log_module.evaluation_media
 
     def recording(*args: Any, **kwargs: Any) -> Any:
-        titles.append(kwargs["title"])
+        titles.append(kwargs["title"] + kwargs["alert"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(log_module, "evaluation_media", recording)
@@ -267,7 +267,7 @@ def test_the_sheet_of_an_alert_epoch_says_which_method_alerted(tmp_path: Path, m
     kwargs = trainer_kwargs(tmp_path, max_epochs=2, logger=TensorBoardLogger(str(tmp_path)), callbacks=[monitor])
     L.Trainer(**kwargs).fit(TinyCNN(), *loaders())
     assert [bool(monitor.history[i].alerts) for i in range(2)] == [False, True]
-    assert "ALERT" not in titles[0] and titles[1].endswith("ALERT: gradcam (see xai/alerts)"), titles
+    assert "ALERT" not in titles[0] and titles[1].endswith("ALERT: Grad-CAM"), titles
 
 
 def test_the_dashboard_has_a_localisation_chart_with_probe_masks(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from lightning_xai.visualize.dashboard import named, summary_scalars
 from lightning_xai.visualize.display import Denormalize, black_input
 from lightning_xai.visualize.loggers import MediaSink, logger_key, sink_for
 from lightning_xai.visualize.media import Picture, evaluation_media
-from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE, evidence_tag, render_evidence
+from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE, METHOD_TITLES, evidence_tag, render_evidence
 from lightning_xai.visualize.writer import BackgroundWriter
 
 if TYPE_CHECKING:
@@ -115,8 +115,8 @@ class MediaLogger:
             style: dict[str, Any] = dict(denormalize=self.denormalize, colormap=self.colormap, tile_size=self.tile_size)
             probes: dict[str, Any] = dict(predicted=done.predicted, confidence=done.confidence, targets=done.targets)
             title = f"epoch {record.epoch}   step {record.global_step}"
-            if alerted := ", ".join(sorted({a.method for a in record.alerts})):  # its moved probes' figures in red
-                title += f"   ALERT: {alerted} (see xai/alerts)"
+            alerted = ", ".join(METHOD_TITLES.get(m, m) for m in sorted({a.method for a in record.alerts}))
+            pointer = f"   ALERT: {alerted}" if alerted else ""  # (its text: xai/alerts) its moved probes in red
             media = evaluation_media(
                 done.inputs,
                 done.results,
@@ -138,6 +138,7 @@ class MediaLogger:
                 drift_note=note,
                 moved={m: {i for a in record.alerts if a.method == m for i in a.probe_indices} for m in done.results},
                 title=title,
+                alert=pointer,
                 **style,
             )
             for alert in record.alerts:  # one evidence image per method: its first alert with evidence

@@ -170,6 +170,7 @@ def evaluation_media(
     drift_note: str = "",
     moved: Mapping[str, Collection[int]] | None = None,
     title: str = "",
+    alert: str = "",
 ) -> EvaluationMedia:
     """Render one evaluation with one torch thread: ``xai/sheet``, with ``grids`` ``xai/<method>/overlay`` (and with
     ``include_probes`` ``xai/probes``), with ``log_heatmaps`` ``xai/<method>/heatmap``, the table and the texts."""
@@ -180,7 +181,8 @@ def evaluation_media(
             n: normalize_maps(r.display.to(display.device), normalizations.get(n, "max")) for n, r in results.items()
         }
         captions: dict[str, Any] = dict(predicted=predicted, confidence=confidence, labels=labels, targets=targets)
-        looks: dict[str, Any] = dict(title=title, tile_size=tile_size, colormap=colormap, display=display, heats=heats)
+        looks: dict[str, Any] = dict(title=title, alert=alert, tile_size=tile_size, colormap=colormap)
+        looks.update(display=display, heats=heats)
         layout, compose = prepare_sheet(
             inputs,
             results,

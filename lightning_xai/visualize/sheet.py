@@ -114,6 +114,7 @@ def prepare_sheet(
     moved: Mapping[str, Collection[int]] | None = None,
     drift_note: str = "",
     title: str = "",
+    alert: str = "",
     tile_size: int = DEFAULT_TILE_SIZE,
     colormap: str = "jet",
     denormalize: Denormalize = None,
@@ -126,7 +127,8 @@ def prepare_sheet(
     ``normalizations``; captions from ``predicted``, ``confidence``, ``labels`` (or None), ``targets``; ``drift``: each
     method's per-probe drift (None: "drift -") named ``drift_name``, explained by ``drift_note``, red for the probes
     ``moved`` names (per method: those its alert at this evaluation says moved, so red means what the alert means);
-    ``display``/``heats``: the display images and normalised maps, when the caller has them."""
+    ``alert``: what follows the ``title`` in red; ``display``/``heats``: the display images and normalised maps, when
+    the caller has them."""
     if int(tile_size) < 16:
         raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
     colormap = check_colormap(colormap)
@@ -179,6 +181,8 @@ def prepare_sheet(
                 cells[..., :sw] = np.take(wide, at[0], axis=1)
         room = layout.width - 2 * MARGIN
         texts: list[tuple[float, int, str, Colour]] = [(MARGIN, MARGIN, fit_text(title, room), INK)]
+        if alert and (free := room - text_width(title)) > 0:  # after the title, in the alert's colour
+            texts.append((MARGIN + text_width(title), MARGIN, fit_text(alert, free), ALERT))
         for i, y in enumerate(layout.rows):  # each probe's caption above its tiles, its drift values below them
             label = None if lab is None else lab[i]
             bad = ALERT if label is not None and pred[i] != label else INK  # (short texts: most are cached)
