@@ -492,3 +492,20 @@ def test_a_dataset_read_only_in_the_loaders_workers_gives_probes_through_one_wor
     broken = DataLoader(_OpenedInWorkers(x, y, opens=False), batch_size=8, num_workers=1, worker_init_fn=_open_storage)
     with pytest.raises(ValueError, match=r"`probes`: .*neither in this process .*probes=\(images, labels\)"):
         collect_probes(broken, num_probes=4, seed=0)
+
+
+def test_with_workers_a_failing_hook_or_check_is_said_as_itself_not_as_an_unreadable_dataset() -> None:
+    """The worker retry caught every failure: a batch hook's own error or the monitor's 3-D check came back as "the
+    examples could not be read" (and started a worker for nothing)."""
+    x, y = make_images(16, seed=4)
+    val = DataLoader(TensorDataset(x, y), batch_size=8, num_workers=1)
+
+    def broken(batch: Any) -> Any:
+        raise KeyError("my_hook_bug")
+
+    with pytest.raises(KeyError, match="my_hook_bug"):
+        collect_probes(val, num_probes=4, seed=0, prepare=broken)
+    flat = DataLoader(TensorDataset(x[:, 0], y), batch_size=8, num_workers=1)
+    with pytest.raises(ValueError, match=r"3-D images .*\(B, H, W\)") as info:
+        collect_probes(flat, num_probes=4, seed=0)
+    assert "could not be read" not in str(info.value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -238,6 +238,30 @@ def collect_probes(
         return replace(pool, images=pool.images[order], labels=labels)
 
 
+class _ReadError(Exception):
+    """Reading a batch failed (the dataset, its collate_fn or a worker): ``err``."""
+
+    def __init__(self, err: Exception) -> None:
+        super().__init__(str(err))
+        self.err = err
+
+
+class _Reading(DataLoader):
+    """A DataLoader whose failures while reading are :class:`_ReadError`, told apart from the batch hooks' failures
+    and the checks of what it read."""
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as err:
+                raise _ReadError(err) from err
+            yield batch
+
+
 def _scan_loader(
     loader: DataLoader,
     sampler: list[Any] | None,
@@ -252,11 +276,11 @@ def _scan_loader(
     ``ValueError``."""
     kwargs: dict[str, Any] = {"batch_size": _batch_size(loader), "sampler": sampler, "collate_fn": loader.collate_fn}
     try:
-        return _scan(DataLoader(loader.dataset, **kwargs), max_scan, source, prepare, given)
-    except Exception as err:
+        return _scan(_Reading(loader.dataset, **kwargs), max_scan, source, prepare, given)
+    except _ReadError as read:  # the dataset or collate_fn failed (not the hooks, not the checks of what it gave)
         if not loader.num_workers:
-            raise
-        first = err
+            raise read.err from None
+        first = read.err
     workers = {
         "num_workers": 1,
         "worker_init_fn": loader.worker_init_fn,
@@ -264,8 +288,9 @@ def _scan_loader(
         "generator": torch.Generator().manual_seed(0),  # the workers' seeds: never the global RNG
     }
     try:
-        return _scan(DataLoader(loader.dataset, **kwargs, **workers), max_scan, source, prepare, given)
-    except Exception as err:
+        return _scan(_Reading(loader.dataset, **kwargs, **workers), max_scan, source, prepare, given)
+    except _ReadError as read:
+        err = read.err
         said = (str(err).strip().splitlines() or [""])[-1]  # a worker's error holds its traceback: its last line
         raise ValueError(
             f"`probes`: the {source}'s examples could not be read for the probes, neither in this process "
