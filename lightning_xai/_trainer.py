@@ -31,6 +31,14 @@ def training_batch_size(loaders: Any) -> int | None:
     return max(filter(None, map(training_batch_size, children)), default=None)
 
 
+def resuming(trainer: Trainer) -> bool:
+    """This fit restores a checkpoint (``fit(ckpt_path=...)``: loaded before ``on_fit_start``, its loops restored
+    after it). A tuner's own restore (``BatchSizeFinder``, ``LearningRateFinder``) leaves ``trainer.ckpt_path`` set
+    but nothing loaded: not a resume."""
+    loaded = getattr(getattr(trainer, "_checkpoint_connector", None), "_loaded_checkpoint", None)  # Lightning's
+    return bool(loaded) if isinstance(loaded, dict) else trainer.ckpt_path is not None
+
+
 def check_unique_names(trainer: Trainer, monitor: Any) -> None:
     """Refuse two monitors of one ``name`` in a Trainer: Lightning would average their keys into one value."""
     same = [cb for cb in trainer.callbacks if type(cb) is type(monitor) and cb.name == monitor.name]  # type: ignore[attr-defined]

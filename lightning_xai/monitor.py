@@ -40,10 +40,11 @@ from lightning_xai.visualize.restart import mark_fit_start
 __all__ = ["AttributionMonitor", "DriftDetectedError"]
 
 NEW_RUN = (
-    "AttributionMonitor: a new model is trained from its first step, so the monitor starts a run of its own: probes "
-    "drawn again from this fit's validation data, a new drift reference; `monitor.history` and `monitor.alerts` now "
-    "hold this run only. Keep one monitor per run to keep the earlier ones; to continue the earlier run, resume it "
-    "with `trainer.fit(..., ckpt_path=...)`."
+    "AttributionMonitor: this fit trains another LightningModule than the one the monitor's run is of, without "
+    "`ckpt_path`, so the monitor starts a run of its own: probes drawn again from this fit's validation data, a new "
+    "drift reference; `monitor.history` and `monitor.alerts` now hold this run only. Keep one monitor per run to keep "
+    "the earlier ones; to continue the earlier run (e.g. with a model from `load_from_checkpoint`), resume it with "
+    "`trainer.fit(model, ckpt_path=...)`, which restores the monitor's state too."
 )
 
 
@@ -115,7 +116,6 @@ class AttributionMonitor(Callback):
         )
         self._start_run()
         self.threads = ThreadChoice()  # one torch thread for the passes while other processes keep the cores busy
-        self.setup_watch = _trainer.SetupWatch()
         self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
         self._colour_of: Any = None  # the probes ``_colour`` was found for
         self._colour = False
@@ -138,6 +138,7 @@ class AttributionMonitor(Callback):
         self.media.probes_logged = []
         self.cost = CostReporter(self.budget.max_overhead, self.explainers)
         self._run_of: weakref.ref[LightningModule] | None = None  # the model this run's history is of
+        self.setup_watch = _trainer.SetupWatch()  # a new model's parameters are not a change of this run's setup
         self._prepared_for: LightningModule | None = None
 
     @property
@@ -209,7 +210,7 @@ class AttributionMonitor(Callback):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         run_of = self._run_of() if self._run_of is not None else None
-        if run_of is not None and run_of is not pl_module and trainer.ckpt_path is None and trainer.global_step == 0:
+        if run_of is not None and run_of is not pl_module and not _trainer.resuming(trainer):
             self._start_run()  # another model trained afresh (a k-fold or sweep loop): a run of its own
             rank_zero_info(NEW_RUN)
         self._run_of = weakref.ref(pl_module)

@@ -493,3 +493,37 @@ def test_a_monitor_reused_for_another_model_trained_afresh_starts_a_run_of_its_o
         model, DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(x[:24], y[:24]), batch_size=8)
     )
     assert [h.epoch for h in monitor.history] == [0, 1, 0] and len(said) == 1  # the same model: its run goes on
+
+
+def test_a_new_run_is_told_from_a_resume_and_from_a_tuners_own_restore(tmp_path: Any) -> None:
+    """A tuner callback (``BatchSizeFinder``) restores its own checkpoint before the monitor's ``on_fit_start``,
+    leaving ``trainer.ckpt_path`` set: a k-fold loop with one then kept fold 0's run (review). A fit resumed with
+    ``ckpt_path`` continues the run, with whichever model object it restores into."""
+    from lightning.pytorch.callbacks import BatchSizeFinder
+
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
+
+    class Data(L.LightningDataModule):
+        def __init__(self, seed: int) -> None:
+            super().__init__()
+            self.batch_size, (self.train, self.val) = 8, loaders(n_train=32, n_val=16)
+            x, y = self.val.dataset.tensors  # type: ignore[attr-defined]
+            self.val = DataLoader(TensorDataset(x + seed, y), batch_size=8)  # each fold its own validation images
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(self.train.dataset, batch_size=self.batch_size)
+
+        def val_dataloader(self) -> DataLoader:
+            return self.val
+
+    for fold in range(2):
+        finder = BatchSizeFinder(max_trials=1, steps_per_trial=1)
+        kw = trainer_kwargs(tmp_path / str(fold), callbacks=[monitor, finder], max_epochs=2, enable_checkpointing=True)
+        data = Data(fold)
+        L.Trainer(**kw).fit(TinyCNN(), datamodule=data)
+        assert monitor.probes is not None and [h.epoch for h in monitor.history] == [0, 1]
+        assert all(any(torch.equal(p, v) for v in data.val.dataset.tensors[0]) for p in monitor.probes.images)
+    (checkpoint,) = glob.glob(str(tmp_path / "1" / "**" / "*.ckpt"), recursive=True)
+    kw = trainer_kwargs(tmp_path / "resumed", callbacks=[monitor], max_epochs=3)
+    L.Trainer(**kw).fit(TinyCNN(), datamodule=Data(1), ckpt_path=checkpoint)  # another object, the same run
+    assert [h.epoch for h in monitor.history] == [0, 1, 2]

@@ -22,7 +22,7 @@ def fit_start(trainer: Trainer) -> dict[str, int] | None:
     """Where a fit resumed from a checkpoint starts, once Lightning restored its loops (``on_train_start``): the
     global step (images and texts are logged at it), Lightning's logging step (scalars) and the epoch (the summary
     series); None for a fit that starts afresh."""
-    if getattr(trainer, "ckpt_path", None) is None:
+    if getattr(trainer, "ckpt_path", None) is None or trainer.global_step == 0:  # a tuner's restore: step 0
         return None
     step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)  # Lightning's
     return {"global_step": int(trainer.global_step), "step": int(step), "epoch": int(trainer.current_epoch)}
