@@ -97,6 +97,7 @@ def test_the_other_keys_go_to_the_loggers_at_lightnings_step_queued_where_the_lo
         acc.Reload()
         assert [(e.step, e.value) for e in acc.Scalars(f"{prefix}xai/run/seconds")] == [(7, 1.0)]
         assert [(e.step, e.value) for e in acc.Scalars(f"{prefix}xai/run/gradcam/seconds")] == [(7, 0.5)]
+        assert f"{prefix}epoch" not in acc.Tags()["scalars"]  # Lightning's own point at the step: not twice
 
 
 def test_inside_a_fit_the_monitored_keys_skip_lightnings_log_for_callback_metrics_and_the_loggers(
