@@ -464,7 +464,8 @@ def class_of(kind: str, label: Any) -> int | None:
 
 def check_completed(case: Case, model: Recording, monitor: AttributionMonitor, said: list[str]) -> str:
     assert model.train_steps == steps(case) and monitor.evaluations == 1, (model.train_steps, monitor.evaluations)
-    assert not monitor.history[-1].errors, monitor.history[-1].errors
+    errors = [e for e in monitor.history[-1].errors if "every probe's map is zero" not in e]  # said, not a failure
+    assert not errors, errors
     probes = monitor.probes
     assert probes is not None and probes.images.dtype == torch.float32
     assert bool(torch.isfinite(probes.images).all())
