@@ -509,3 +509,23 @@ def test_with_workers_a_failing_hook_or_check_is_said_as_itself_not_as_an_unread
     with pytest.raises(ValueError, match=r"3-D images .*\(B, H, W\)") as info:
         collect_probes(flat, num_probes=4, seed=0)
     assert "could not be read" not in str(info.value)
+
+
+class _StreamInWorkers(IterableDataset):
+    """A streaming dataset whose shard reader opens in the loader's workers only (iter() fails in the main process)."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.items = list(zip(x, y, strict=True))
+
+    def __iter__(self) -> Any:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            raise OSError("the shard reader opens in the workers only")
+        return iter(self.items[info.id :: info.num_workers])
+
+
+def test_an_iterable_dataset_read_only_in_workers_gives_probes_through_one_worker() -> None:
+    """Its iter() runs where the loader starts (outside the batches' reading): the worker retry missed it (review)."""
+    x, y = make_images(32, seed=5)
+    probes = collect_probes(DataLoader(_StreamInWorkers(x, y), batch_size=8, num_workers=2), num_probes=4, seed=0)
+    assert len(probes) == 4 and all(any(torch.equal(p, r) for r in x) for p in probes.images)

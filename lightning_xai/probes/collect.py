@@ -251,7 +251,10 @@ class _Reading(DataLoader):
     and the checks of what it read."""
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        batches = super().__iter__()
+        try:  # an iterable dataset is opened here (its iter() runs in the fetcher), workers are started here
+            batches = super().__iter__()
+        except Exception as err:
+            raise _ReadError(err) from err
         while True:
             try:
                 batch = next(batches)
