@@ -143,13 +143,16 @@ def with_placeholders(
     history: Sequence[Mapping[str, float]],
     logged: Mapping[str, Any],
     name: str | None = None,
+    uncompared: Collection[str] = (),
 ) -> dict[str, float]:
     """``scalars`` plus, for each :func:`monitored` drift key of the setup check that a method that ran did not
     measure now: 0.0 while the run has never measured it (``history``: the earlier evaluations' scalars; no previous
     evaluation or reference yet), at every such evaluation; else its last measured value when the current Trainer's
     ``callback_metrics`` (``logged``) lacks it (a resumed run, a new Trainer: ``ModelCheckpoint(monitor=<drift key>)``
-    has no ``strict=False``), and nothing when ``logged`` holds it (it keeps its last value, as Lightning's do)."""
-    explained = {k.split("/")[1] for k in scalars if k.count("/") > 1}  # a method that failed gets none
+    has no ``strict=False``), and nothing when ``logged`` holds it (it keeps its last value, as Lightning's do). A
+    method in ``uncompared`` (its maps were explained but not compared) gets none either: a point would read as a
+    measurement (``callback_metrics`` gets its stand-in from :func:`hold_places`)."""
+    explained = {k.split("/")[1] for k in scalars if k.count("/") > 1} - set(uncompared)  # a failed method: none
     added: dict[str, float] = {}
     for key in keys:
         if "/drift/" not in key or not monitored(key) or key in scalars or key.split("/")[1] not in explained:

@@ -322,7 +322,8 @@ class AttributionMonitor(Callback):
         self.cost.after_evaluation(record, self._warn_once, self.budget.max_seconds_per_epoch, fitting)  # every rank
         keys = self.setup_check.drift_keys  # every documented drift key exists from the first evaluation on
         earlier = [h.scalars for h in self._history]
-        scalars = _trainer.with_placeholders(record.scalars, keys, earlier, trainer.callback_metrics, self.name)
+        logged = trainer.callback_metrics
+        scalars = _trainer.with_placeholders(record.scalars, keys, earlier, logged, self.name, record.uncompared)
         never = {key for key in scalars if key not in record.scalars and _trainer.last_measured(earlier, key) is None}
         _trainer.log_epoch_scalars(trainer, pl_module, scalars, self.name, self.media.writer, direct=never)
         if missing := [key for key in keys if key not in record.scalars]:  # never measured, a score, a failed method

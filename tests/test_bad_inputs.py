@@ -983,3 +983,31 @@ def test_maps_zero_on_every_probe_are_said_and_not_read_as_no_drift(tmp_path: An
     assert [bool(h.errors) for h in monitor.history] == [False, True, True]
     assert key in trainer.callback_metrics and float(trainer.callback_metrics[key]) == 0.0
     assert monitor.drift_tracker.previous["blank"].abs().amax() > 0  # epoch 0's maps: the last with relevance
+
+
+class AlwaysBlank(Explainer):
+    """No relevance on any probe at any evaluation."""
+
+    name = "void"
+
+    def explain(self, forward: Any, inputs: Tensor, targets: Tensor) -> Explanation:
+        maps = torch.zeros(inputs.shape[0], *inputs.shape[-2:])
+        return Explanation(raw=maps, display=maps.clone())
+
+
+def test_a_method_never_compared_gets_no_drift_point_in_the_loggers(tmp_path: Any) -> None:
+    """Its drift medians were logged as 0.0 at every evaluation (the placeholder of a key not measured yet): the flat
+    'nothing moved' curve the skip is there to avoid (review). Now no logger gets a point; ``callback_metrics`` holds
+    the stand-in a watching callback needs; ``validate`` returns none."""
+    import csv
+
+    monitor = AttributionMonitor(num_probes=4, methods=["gradcam", AlwaysBlank()], drift=DriftPolicy(warmup_epochs=0))
+    key = "xai/void/drift/rank_vs_reference/median"
+    model, trainer = fit(tmp_path, monitor, max_epochs=2, logger=CSVLogger(str(tmp_path)))
+    assert [h.uncompared for h in monitor.history] == [["void"], ["void"]]
+    with open(f"{trainer.log_dir}/metrics.csv") as sheet:
+        rows = list(csv.DictReader(sheet))
+    assert not [r for r in rows if r.get(key)] and [r for r in rows if r.get("xai/gradcam/seconds")]
+    assert key in trainer.callback_metrics
+    (returned,) = trainer.validate(model, loaders(n_train=32, n_val=16)[1], verbose=False)
+    assert key not in returned and "xai/gradcam/drift/rank_vs_reference/median" in returned

@@ -26,6 +26,7 @@ class Evaluation:
         epoch: when it ran (and ``global_step``).
         scalars: every logged ``xai/...`` scalar.
         errors: one message per method skipped or not compared (failure, NaN, time budget); ``alerts``: its alerts.
+        uncompared: the methods whose maps were not compared (the time budget cut them, no relevance on any probe).
         explain_seconds: wall time of the explanations (prediction pass and every method).
         cost_seconds: what ``max_overhead`` counts: its wall time plus the background rendering's CPU time.
     """
@@ -37,6 +38,7 @@ class Evaluation:
     alerts: list[DriftAlert] = field(default_factory=list)
     explain_seconds: float = 0.0
     cost_seconds: float = 0.0
+    uncompared: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only (checkpoints load with ``weights_only=True``)."""
@@ -104,6 +106,7 @@ def measure(
             record.errors.append(note)
             if warn_once is not None:
                 warn_once(f"budget_cut_{name}", f"AttributionMonitor: {note}")
+    record.uncompared = [name for name in done.results if limited.get(name, False)]
     for name, explanation in done.results.items():  # every method's maps first: alerts place boxes on the finest
         if detector is not None and not limited.get(name, False):
             detector.remember(name, epoch, explanation.raw)
