@@ -126,7 +126,7 @@ def _log_metrics(logger: Logger, metrics: dict[str, float], step: int) -> None:
     """``logger.log_metrics``; for a plain ``TensorBoardLogger`` (no prefix, its own ``log_metrics``) the same
     values as one event instead of one per key (0.7 ms less for 21 keys); TensorBoard without the ``epoch``."""
     own = type(logger).log_metrics is TensorBoardLogger.log_metrics and not getattr(logger, "_prefix", "")
-    if isinstance(logger, TensorBoardLogger):  # its `epoch` chart has Lightning's point at this step already
+    if isinstance(logger, TensorBoardLogger):  # `epoch` is Lightning's chart (its validation values bring it)
         metrics = {key: value for key, value in metrics.items() if key != "epoch"}
     if isinstance(logger, TensorBoardLogger) and own:
         from tensorboard.compat.proto.summary_pb2 import Summary

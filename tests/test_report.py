@@ -127,6 +127,13 @@ def test_an_empty_log_dir_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[
     said = capsys.readouterr().out
     assert "no TensorBoard event files" in said and "TensorBoardLogger" in said and "nothing written" in said
     assert not (tmp_path / "r.html").exists()  # a page saying "no run" was written, though the command failed
+    logger = TensorBoardLogger(str(tmp_path / "plain"))  # a run without the monitor: files, no `xai/` tags
+    logger.log_metrics({"val_loss": 1.0}, step=0)
+    logger.experiment.flush()
+    (events,) = Path(logger.log_dir).glob("events.out.tfevents.*")
+    for path, said in ((tmp_path / "plain", "hold no AttributionMonitor run"), (events, "is a file: give the dir")):
+        assert main(["report", str(path), "--out", str(tmp_path / "r.html")]) == 1
+        assert said in capsys.readouterr().out and not (tmp_path / "r.html").exists()
     assert "No run" in render_report([])
 
 

@@ -175,17 +175,17 @@ def test_sheet_captions_mark_wrong_predictions_and_the_probes_an_alert_says_move
 
 def test_an_alert_in_the_title_is_red_and_fits_a_two_method_sheet() -> None:
     """The title of an alerting evaluation was cut at 420 px ("ALERT: gradcam, integrated_gradients (s.."); now the
-    methods' short titles fit, in the alert's red after the black title."""
+    methods' short titles fit, in the alert's red after the black title; on small tiles the alert comes first."""
     from lightning_xai.visualize.text import text_width
 
     title, alert = "epoch 400   step 11000", "   ALERT: Grad-CAM, Int. Gradients"
     layout = sheet_layout(3, 2)
     assert text_width(title + alert) <= layout.width - 2 * 10
     red = torch.tensor([round(v * 255) for v in ALERT]).view(3, 1, 1)
-    for given, expected in (("", False), (alert, True)):
-        sheet, _ = _sheet(n=3, title=title, alert=given)
-        band = sheet[:, : layout.rows[0] - 2 * layout.line]  # the title line
-        assert bool(((band.int() - red).abs().sum(dim=0) < 60).any()) == expected
+    for given, expected, tile in (("", False, 128), (alert, True, 128), (alert, True, 32)):
+        sheet, _ = _sheet(n=3, title=title, alert=given, tile=tile)
+        band = sheet[:, : sheet_layout(3, 2, tile).rows[0] - 2 * layout.line]  # the title line
+        assert bool(((band.int() - red).abs().sum(dim=0) < 60).any()) == expected  # 32 px: the alert first
 
 
 def test_the_page_is_composed_off_the_device_and_encoded_once_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,9 +54,9 @@ class Evaluation:
 #: why a method whose maps are zero on every probe is not compared
 EMPTY = (
     "every probe's map is zero, so there is no relevance to compare: its drift is not measured and its rules are not "
-    "checked (the sheet shows no heat; a drift of 0 would read as 'nothing moved'). Grad-CAM's map is zero where the "
-    "layer's weighted evidence for the target is negative everywhere (its ReLU keeps the positive part): choose "
-    "another layer with `GradCam(layer=...)`, or rely on the other methods."
+    "checked (the sheet shows no heat; a drift of 0 would read as 'nothing moved'). For Grad-CAM: its map is zero "
+    "where the layer's weighted evidence for the target is negative everywhere (its ReLU keeps the positive part): "
+    "choose another layer with `GradCam(layer=...)`, or rely on the other methods."
 )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_xai.report.html import write_report
-from lightning_xai.report.read import read_logdir
+from lightning_xai.report.read import find_runs, read_logdir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,8 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = read_logdir(args.logdir)
     if not runs:  # no page: a page saying "no run" would pass for a report
-        where = "no such directory" if not Path(args.logdir).exists() else "the report reads a TensorBoardLogger's"
-        print(f"no TensorBoard event files under {args.logdir} ({where}); nothing written")
+        print(f"{_why_none(Path(args.logdir))}; nothing written")
         return 1
     try:
         write_report(args.logdir, args.out, args.title, runs)
@@ -39,6 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = Path(args.out).stat().st_size / 1e6 if Path(args.out).is_file() else 0.0
     print(f"wrote {args.out} ({size:.2f} MB): {len(runs)} run(s), {evaluations} evaluation(s), {alerts} alert(s)")
     return 0
+
+
+def _why_none(logdir: Path) -> str:
+    """Why no run was found under ``logdir``, in words."""
+    if not logdir.exists():
+        return f"no TensorBoard event files under {logdir} (no such directory)"
+    if logdir.is_file():
+        return f"{logdir} is a file: give the directory of a TensorBoardLogger's run (or a parent of it)"
+    if find_runs(logdir):
+        return f"the TensorBoard event files under {logdir} hold no AttributionMonitor run (no `xai/` tags)"
+    return f"no TensorBoard event files under {logdir} (the report reads a TensorBoardLogger's)"
 
 
 if __name__ == "__main__":

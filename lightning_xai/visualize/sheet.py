@@ -164,7 +164,8 @@ def prepare_sheet(
     per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
     notes = f"heat: |attribution| / {per} of each map."
     if drift_note:
-        notes += f" {drift_note}." + (" Red: the probes an alert says moved." if any(moved.values()) else "")
+        red = " Red: the probes an alert says moved (by the alert's own measure)." if any(moved.values()) else ""
+        notes += f" {drift_note}.{red}"
     heads = ("input", *(METHOD_TITLES.get(n, n) for n in names))
 
     def compose() -> Image.Image:
@@ -180,9 +181,16 @@ def prepare_sheet(
             else:
                 cells[..., :sw] = np.take(wide, at[0], axis=1)
         room = layout.width - 2 * MARGIN
-        texts: list[tuple[float, int, str, Colour]] = [(MARGIN, MARGIN, fit_text(title, room), INK)]
-        if alert and (free := room - text_width(title)) > 0:  # after the title, in the alert's colour
-            texts.append((MARGIN + text_width(title), MARGIN, fit_text(alert, free), ALERT))
+        heading = [(title, INK), (alert, ALERT)]  # the alert after the title, in the alert's colour
+        if alert and text_width(title + alert) > room:  # too narrow for both (small tiles): the alert first
+            heading = [(alert.lstrip(), ALERT), ("   " + title, INK)]
+        texts: list[tuple[float, int, str, Colour]] = []
+        at_x: float = MARGIN
+        for text, colour in heading:
+            if text and (free := MARGIN + room - at_x) > 0:
+                fitted = fit_text(text, free)
+                texts.append((at_x, MARGIN, fitted, colour))
+                at_x += text_width(fitted)
         for i, y in enumerate(layout.rows):  # each probe's caption above its tiles, its drift values below them
             label = None if lab is None else lab[i]
             bad = ALERT if label is not None and pred[i] != label else INK  # (short texts: most are cached)
