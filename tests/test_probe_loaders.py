@@ -529,3 +529,14 @@ def test_an_iterable_dataset_read_only_in_workers_gives_probes_through_one_worke
     x, y = make_images(32, seed=5)
     probes = collect_probes(DataLoader(_StreamInWorkers(x, y), batch_size=8, num_workers=2), num_probes=4, seed=0)
     assert len(probes) == 4 and all(any(torch.equal(p, r) for r in x) for p in probes.images)
+
+
+class _NoShards(IterableDataset):
+    def __iter__(self) -> Any:
+        return next(iter([]))  # raises StopIteration when opened
+
+
+def test_a_dataset_whose_iter_raises_stopiteration_is_not_a_bare_stopiteration() -> None:
+    """A bare StopIteration out of ``fit`` (empty message) would also end a caller's own loop silently (review)."""
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        collect_probes(DataLoader(_NoShards(), batch_size=4), num_probes=4, seed=0)

@@ -175,7 +175,8 @@ def test_sheet_captions_mark_wrong_predictions_and_the_probes_an_alert_says_move
 
 def test_an_alert_in_the_title_is_red_and_fits_a_two_method_sheet() -> None:
     """The title of an alerting evaluation was cut at 420 px ("ALERT: gradcam, integrated_gradients (s.."); now the
-    methods' short titles fit, in the alert's red after the black title; on small tiles the alert comes first."""
+    methods' short titles fit, in the alert's red after the black title (a long alert is cut, the epoch and step
+    stay); where not even "ALERT" fits after the title (small tiles), "ALERT" comes first."""
     from lightning_xai.visualize.text import text_width
 
     title, alert = "epoch 400   step 11000", "   ALERT: Grad-CAM, Int. Gradients"
@@ -186,6 +187,10 @@ def test_an_alert_in_the_title_is_red_and_fits_a_two_method_sheet() -> None:
         sheet, _ = _sheet(n=3, title=title, alert=given, tile=tile)
         band = sheet[:, : sheet_layout(3, 2, tile).rows[0] - 2 * layout.line]  # the title line
         assert bool(((band.int() - red).abs().sum(dim=0) < 60).any()) == expected  # 32 px: the alert first
+    sheet, _ = _sheet(n=3, title=title, alert="   ALERT: " + "a_long_custom_method_name " * 4)  # cut, title first
+    band = sheet[:, : layout.rows[0] - 2 * layout.line]
+    reds = ((band.int() - red).abs().sum(dim=0) < 60).nonzero()[:, 1]
+    assert len(reds) and int(reds.min()) > text_width(title) and band[:, :, :40].min() < 60  # the epoch in black
 
 
 def test_the_page_is_composed_off_the_device_and_encoded_once_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:

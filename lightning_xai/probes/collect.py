@@ -253,6 +253,8 @@ class _Reading(DataLoader):
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         try:  # an iterable dataset is opened here (its iter() runs in the fetcher), workers are started here
             batches = super().__iter__()
+        except StopIteration as err:  # never a bare StopIteration out of the monitor (it would end a caller's loop)
+            raise _ReadError(RuntimeError(f"the dataset's iter() raised StopIteration {err!r}")) from err
         except Exception as err:
             raise _ReadError(err) from err
         while True:

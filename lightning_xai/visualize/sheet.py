@@ -181,9 +181,9 @@ def prepare_sheet(
             else:
                 cells[..., :sw] = np.take(wide, at[0], axis=1)
         room = layout.width - 2 * MARGIN
-        heading = [(title, INK), (alert, ALERT)]  # the alert after the title, in the alert's colour
-        if alert and text_width(title + alert) > room:  # too narrow for both (small tiles): the alert first
-            heading = [(alert.lstrip(), ALERT), ("   " + title, INK)]
+        heading = [(title, INK), (alert, ALERT)]  # the alert after the title, in the alert's colour, cut to fit
+        if alert and text_width(title + "   ALERT") > room:  # too narrow for the title and "ALERT": "ALERT" first
+            heading = [("ALERT", ALERT), ("   " + title, INK)]
         texts: list[tuple[float, int, str, Colour]] = []
         at_x: float = MARGIN
         for text, colour in heading:
