@@ -300,7 +300,9 @@ def test_alerts_respect_warmup_patience_and_texts(tmp_path: Any) -> None:
     # reference at epoch 2, armed from epoch 3, patience 2 -> fires at epoch 4
     assert [(a.epoch, a.method) for a in monitor.alerts] == [(4, "gradcam")]
     acc = read_events(logdir)
-    assert len(acc.Tensors("xai/alerts/text_summary")) == 1
+    (text,) = acc.Tensors("xai/alerts/text_summary")
+    # a score over its threshold in the next evaluations without an alert is the cooldown: the text says so
+    assert "then silent for 3 evaluations, `DriftPolicy(cooldown=)`)" in text.tensor_proto.string_val[0].decode()
 
 
 def test_every_n_epochs_and_early_stopping_can_monitor_drift(tmp_path: Any) -> None:

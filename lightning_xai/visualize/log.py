@@ -116,6 +116,8 @@ class MediaLogger:
             probes: dict[str, Any] = dict(predicted=done.predicted, confidence=done.confidence, targets=done.targets)
             title = f"epoch {record.epoch}   step {record.global_step}"
             alerted = ", ".join(METHOD_TITLES.get(m, m) for m in sorted({a.method for a in record.alerts}))
+            cooldown = int(context.settings.get("cooldown") or 0)  # why a score over its threshold may not alert
+            silent = f"; then silent for {cooldown} evaluations, `DriftPolicy(cooldown=)`" if cooldown else ""
             pointer = f"   ALERT: {alerted}" if alerted else ""  # (its text: xai/alerts) its moved probes in red
             media = evaluation_media(
                 done.inputs,
@@ -128,7 +130,9 @@ class MediaLogger:
                 errors=record.errors,
                 alert_messages=[
                     f"{a.message} (score {a.value:.3g} >= threshold {a.threshold:.3g}; probes {list(a.probe_indices)}"
-                    + (f"; {a.follow.summary()})" if a.follow is not None else ")")
+                    + (f"; {a.follow.summary()}" if a.follow is not None else "")
+                    + silent
+                    + ")"
                     for a in record.alerts
                 ],
                 log_heatmaps=self.log_heatmaps,
