@@ -62,7 +62,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     trainer.fit(TinyCNN(), train, val)
     out = root / "report.html"
     assert main(["report", str(logdir), "--out", str(out), "--title", "test run"]) == 0
-    yield {"root": root, "logdir": logdir, "out": out, "html": out.read_text(), "monitor": monitor}
+    yield {"root": root, "logdir": logdir, "out": out, "html": out.read_text(), "monitor": monitor, "logger": logger}
 
 
 def test_the_console_script_is_declared() -> None:
@@ -120,6 +120,17 @@ def test_the_page_holds_drift_curves_filmstrips_localisation_and_settings(run: d
     assert "<th>warmup_epochs</th>" in page and "<th>rules</th>" in page and "<th>cooldown</th>" in page
     # self-contained: nothing fetched from anywhere
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "url(http" not in page and "<link" not in page
+
+
+def test_a_summary_sub_directory_is_said_not_reported_as_an_empty_run(
+    run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lightning-xai report version_0/xai-score`` wrote a page of 0 evaluations and exited 0 (review)."""
+    summary = Path(run["logger"].log_dir) / "xai-score"
+    assert any(summary.glob("events.out.tfevents.*"))
+    assert main(["report", str(summary), "--out", str(tmp_path / "r.html")]) == 1
+    assert "summary sub-directory of a monitor's run: give its parent" in capsys.readouterr().out
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_an_empty_log_dir_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_xai.report.html import write_report
-from lightning_xai.report.read import find_runs, read_logdir
+from lightning_xai.report.read import SUMMARY_RUNS, find_runs, read_logdir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--title", default="lightning-xai report", help="the page title")
     args = parser.parse_args(argv)
     runs = read_logdir(args.logdir)
+    if Path(args.logdir).name in SUMMARY_RUNS:  # one of a run's summary sub-directories: charts only, no evaluation
+        print(f"{args.logdir} is a summary sub-directory of a monitor's run: give its parent; nothing written")
+        return 1
     if not runs:  # no page: a page saying "no run" would pass for a report
         print(f"{_why_none(Path(args.logdir))}; nothing written")
         return 1
