@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,18 @@ def _static_page(layout: SheetLayout, heads: tuple[str, ...], colormap: str, not
     page = np.array(image.convert("RGBX"))  # four bytes a pixel, as Pillow keeps RGB: no conversion per page
     page.flags.writeable = False
     return page
+
+
+def _side_by_side(parts: Sequence[tuple[str, Colour]], y: int, right: float) -> list[tuple[float, int, str, Colour]]:
+    """``parts`` (text, colour) in one line at ``y`` from the left margin, each cut to what is left before ``right``
+    (each part but the first starts or follows spaces: their ink never meets)."""
+    placed: list[tuple[float, int, str, Colour]] = []
+    x: float = MARGIN
+    for text, colour in parts:
+        if text and x < right:
+            placed.append((x, y, fitted := fit_text(text, right - x), colour))
+            x += text_width(fitted)
+    return placed
 
 
 def prepare_sheet(
@@ -184,13 +196,7 @@ def prepare_sheet(
         heading = [(title, INK), (alert, ALERT)]  # the alert after the title, in the alert's colour, cut to fit
         if alert and text_width(title + "   ALERT") > room:  # too narrow for the title and "ALERT": "ALERT" first
             heading = [("ALERT", ALERT), ("   " + title, INK)]
-        texts: list[tuple[float, int, str, Colour]] = []
-        at_x: float = MARGIN
-        for text, colour in heading:
-            if text and (free := MARGIN + room - at_x) > 0:
-                fitted = fit_text(text, free)
-                texts.append((at_x, MARGIN, fitted, colour))
-                at_x += text_width(fitted)
+        texts = _side_by_side(heading, MARGIN, MARGIN + room)
         for i, y in enumerate(layout.rows):  # each probe's caption above its tiles, its drift values below them
             label = None if lab is None else lab[i]
             bad = ALERT if label is not None and pred[i] != label else INK  # (short texts: most are cached)
@@ -198,10 +204,7 @@ def prepare_sheet(
             parts += [(f"pred {pred[i]}", bad), (f"   conf {conf[i]:.2f}", bad)]
             if tgt[i] != (label if label is not None else pred[i]):
                 parts.append((f"   expl. {tgt[i]}", MUTED))
-            x: float = MARGIN
-            for text, colour in parts:  # (each part but the first starts or follows spaces: their ink never meets)
-                texts.append((x, y - LINE, fit := fit_text(text, MARGIN + room - x), colour))
-                x += text_width(fit)
+            texts += _side_by_side(parts, y - LINE, MARGIN + room)
             for x, name in zip(layout.columns[1:], names, strict=True):
                 drift = drifts.get(name)
                 if drift is None or i >= len(drift):
