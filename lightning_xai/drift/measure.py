@@ -51,13 +51,31 @@ class Evaluation:
         return cls(**values)
 
 
-#: why a method whose maps are zero on every probe is not compared
-EMPTY = (
-    "every probe's map is zero, so there is no relevance to compare: its drift is not measured and its rules are not "
-    "checked (the sheet shows no heat; a drift of 0 would read as 'nothing moved'). For Grad-CAM: its map is zero "
-    "where the layer's weighted evidence for the target is negative everywhere (its ReLU keeps the positive part): "
-    "choose another layer with `GradCam(layer=...)`, or rely on the other methods."
-)
+#: why a method's maps are shown but not compared (:func:`not_compared`): the warning's key and what it says
+NOT_COMPARED = {
+    "budget": (
+        "budget_cut",
+        "`Budget(max_seconds_per_epoch=...)` cut its work, so its drift is not measured and its rules are not checked "
+        "this epoch (the map is still shown).",
+    ),
+    "empty": (
+        "empty",
+        "every probe's map is zero, so there is no relevance to compare: its drift is not measured and its rules are "
+        "not checked (the sheet shows no heat; a drift of 0 would read as 'nothing moved'). For Grad-CAM: its map is "
+        "zero where the layer's weighted evidence for the target is negative everywhere (its ReLU keeps the positive "
+        "part): choose another layer with `GradCam(layer=...)`, or rely on the other methods.",
+    ),
+}
+
+
+def not_compared(explanation: Any, empty: bool = True) -> str:
+    """Why a method's maps are shown but neither compared nor stored, or ``""``: ``"budget"`` (the time budget cut
+    its work: a worse map, not a drift) or, with ``empty``, ``"empty"`` (no relevance on any probe: "no drift" would
+    be false). One rule for the measurement and the sheet's per-probe figures."""
+    cut = explanation.diagnostics.get("budget_limited")
+    if cut is not None and bool(cut.any()):
+        return "budget"
+    return "empty" if empty and not bool(explanation.raw.abs().amax()) else ""
 
 
 def measure(
@@ -86,32 +104,20 @@ def measure(
     scalars = record.scalars
     input_size = (int(done.inputs.shape[-2]), int(done.inputs.shape[-1]))
     armed = epoch >= drift.warmup_epochs and setup_change is None
-    limited = {
-        k: bool(x.diagnostics["budget_limited"].any())
-        for k, x in done.results.items()
-        if "budget_limited" in x.diagnostics
-    }
-    for name, explanation in done.results.items():  # no relevance anywhere: nothing to compare
-        if not measure_empty and not limited.get(name, False) and not bool(explanation.raw.abs().amax()):
-            limited[name] = True
-            note = f"{name} at epoch {epoch}: {EMPTY.format(name=name)}"
+    reasons = {name: not_compared(x, empty=not measure_empty) for name, x in done.results.items()}
+    for name, reason in reasons.items():
+        if reason:
+            key, why = NOT_COMPARED[reason]
+            note = f"{name} at epoch {epoch}: {why}"
             record.errors.append(note)
             if warn_once is not None:
-                warn_once(f"empty_{name}", f"AttributionMonitor: {note}")
-        elif limited.get(name, False):
-            note = (
-                f"{name} at epoch {epoch}: `Budget(max_seconds_per_epoch=...)` cut its work, so its drift is "
-                "not measured and its rules are not checked this epoch (the map is still shown)."
-            )
-            record.errors.append(note)
-            if warn_once is not None:
-                warn_once(f"budget_cut_{name}", f"AttributionMonitor: {note}")
-    record.uncompared = [name for name in done.results if limited.get(name, False)]
+                warn_once(f"{key}_{name}", f"AttributionMonitor: {note}")
+    record.uncompared = [name for name, reason in reasons.items() if reason]
     for name, explanation in done.results.items():  # every method's maps first: alerts place boxes on the finest
-        if detector is not None and not limited.get(name, False):
+        if detector is not None and not reasons[name]:
             detector.remember(name, epoch, explanation.raw)
     for name, explanation in done.results.items():
-        if not limited.get(name, False):
+        if not reasons[name]:
             result = drift.update(name, epoch, explanation.raw)
             scalars.update({f"xai/{name}/drift/{key}": value for key, value in result.statistics.items()})
             detection, classes = None, None

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_xai.drift.measure import not_compared
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.dashboard import named, summary_scalars
 from lightning_xai.visualize.display import Denormalize, black_input
@@ -197,9 +198,7 @@ def probe_drift(tracker: Any, done: ProbeExplanations) -> tuple[dict[str, Tensor
     epochs = set()
     for name, explanation in done.results.items():
         stored = reference.get(name)
-        cut = explanation.diagnostics.get("budget_limited")
-        empty = not bool(explanation.raw.abs().amax())  # no relevance anywhere: not compared (drift.measure)
-        if stored is None or stored.shape != explanation.raw.shape or (cut is not None and bool(cut.any())) or empty:
+        if stored is None or stored.shape != explanation.raw.shape or not_compared(explanation):
             out[name] = None
             continue
         measured = getattr(tracker, "reference_drift", lambda *_: None)(name, explanation.raw)  # by ``update``
