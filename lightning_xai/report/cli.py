@@ -24,10 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--out", default="report.html", help="the HTML file to write (a missing directory is created)")
     report.add_argument("--title", default="lightning-xai report", help="the page title")
     args = parser.parse_args(argv)
-    runs = read_logdir(args.logdir)
     if Path(args.logdir).name in SUMMARY_RUNS:  # one of a run's summary sub-directories: charts only, no evaluation
         print(f"{args.logdir} is a summary sub-directory of a monitor's run: give its parent; nothing written")
         return 1
+    runs = read_logdir(args.logdir)
     if not runs:  # no page: a page saying "no run" would pass for a report
         print(f"{_why_none(Path(args.logdir))}; nothing written")
         return 1
