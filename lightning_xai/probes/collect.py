@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -49,11 +50,13 @@ def split_example(item: Any) -> tuple[Tensor, Any]:
         return torch.from_numpy(np.ascontiguousarray(item)), None
     if isinstance(item, Tensor):
         return item, None
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):  # Lightning moves dataclass batches too
+        item = {field.name: getattr(item, field.name) for field in dataclasses.fields(item)}
     if isinstance(item, Mapping):
         image = next((item[k] for k in _IMAGE_KEYS if k in item), None)
         if not isinstance(image, Tensor):
             raise ValueError(
-                f"`probes`: cannot find the image in a dict with keys {sorted(item)}; expected one of "
+                f"`probes`: cannot find the image in a dict (or dataclass) with keys {sorted(item)}; expected one of "
                 f"{list(_IMAGE_KEYS)}. Pass `probes=(images, labels)` explicitly."
             )
         return image, next((item[k] for k in _LABEL_KEYS if k in item), None)
@@ -61,7 +64,8 @@ def split_example(item: Any) -> tuple[Tensor, Any]:
         return split_example(item[0])[0], item[1] if len(item) > 1 else None
     raise ValueError(
         f"`probes`: cannot read an image from an item of type {type(item).__name__}. Items must be a tensor, "
-        "an (image, label) tuple or a dict with an 'image' key; or pass `probes=(images, labels)` explicitly."
+        "an (image, label) tuple or a dict (or dataclass) with an 'image' key; or pass `probes=(images, labels)` "
+        "explicitly."
     )
 
 
