@@ -9,7 +9,7 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_xai import AttributionMonitor, DriftPolicy, IntegratedGradients
 from tests.conftest import TinyCNN, make_images, trainer_kwargs
@@ -61,3 +61,56 @@ def test_dataclass_batches_give_labelled_probes(tmp_path: Any) -> None:
     assert monitor.probes is not None and monitor.probes.labels is not None
     assert sorted(monitor.probes.labels.tolist()) == [0, 1, 2, 3]
     assert all(any(torch.equal(p, v) for v in x[32:]) for p in monitor.probes.images)
+
+
+# ------------------------------------------------------------------------------------ (image, mask, label) batches
+
+
+class WithMasks(Dataset):
+    """Segmentation-style items: (image, mask, label)."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.x[i], self.x[i, 0] > 0.5, self.y[i]
+
+
+class MaskModel(TinyCNN):
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return super().training_step((batch[0], batch[2]), batch_idx)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        super().validation_step((batch[0], batch[2]), batch_idx)
+
+
+def test_image_mask_label_batches_take_the_label_not_the_mask(tmp_path: Any) -> None:
+    """The mask in second place was read as the labels: the probes became unlabeled, the predicted class was
+    explained instead of the label, and the warning called the user's masks 'labels of shape (12, 12)'."""
+    x, y = make_images(48)
+    train = DataLoader(WithMasks(x[:32], y[:32]), batch_size=8)
+    val = DataLoader(WithMasks(x[32:], y[32:]), batch_size=8)
+    monitor = _monitor()
+    said = _fit(tmp_path, MaskModel(), train, val, monitor)
+    assert monitor.probes is not None and monitor.probes.labels is not None, said
+    for image, label in zip(monitor.probes.images, monitor.probes.labels, strict=True):
+        index = next(i for i, v in enumerate(x) if torch.equal(v, image))
+        assert int(label) == int(y[index])
+    assert not any("unlabeled" in s or "no labels" in s for s in said), said
+
+
+def test_split_example_keeps_the_second_item_when_it_is_the_label() -> None:
+    from lightning_xai.probes.collect import split_example
+
+    x, y, idx = torch.rand(4, 1, 8, 8), torch.arange(4), torch.arange(10, 14)
+    assert split_example((x, y, idx))[1] is y  # (image, label, index): the label is still the second item
+    onehot = torch.eye(4)
+    assert split_example((x, onehot, torch.rand(4, 8, 8)))[1] is onehot  # one-hot labels are labels
+    masks = torch.rand(4, 8, 8) > 0.5
+    assert split_example((x, masks, y))[1] is y  # batched (image, mask, label)
+    one = y[0]
+    assert split_example((x[0], masks[0], one))[1] is one  # one unbatched item
+    assert split_example((x, masks))[1] is masks  # nothing else: as before (said as not one class each)

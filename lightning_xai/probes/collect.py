@@ -61,12 +61,25 @@ def split_example(item: Any) -> tuple[Tensor, Any]:
             )
         return image, next((item[k] for k in _LABEL_KEYS if k in item), None)
     if isinstance(item, (tuple, list)) and item and isinstance(item[0], (Tensor, np.ndarray)):
-        return split_example(item[0])[0], item[1] if len(item) > 1 else None
+        image = split_example(item[0])[0]
+        return image, _label_of(image, item[1:])
     raise ValueError(
         f"`probes`: cannot read an image from an item of type {type(item).__name__}. Items must be a tensor, "
         "an (image, label) tuple or a dict (or dataclass) with an 'image' key; or pass `probes=(images, labels)` "
         "explicitly."
     )
+
+
+def _label_of(image: Tensor, rest: Sequence[Any]) -> Any:
+    """The label among what follows the image in a tuple: the second item, unless it is per pixel (a mask, as in
+    ``(image, mask, label)``) and a later item is not; None when nothing follows."""
+    if not rest:
+        return None
+
+    def per_pixel(value: Any) -> bool:  # a mask or another image: as many dims as one image (or more), never a label
+        return isinstance(value, (Tensor, np.ndarray)) and value.ndim >= image.ndim - 1
+
+    return next((value for value in rest if not per_pixel(value)), rest[0])
 
 
 def balanced_order(labels: Sequence[int], count: int) -> list[int]:
