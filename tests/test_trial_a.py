@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as L
+import pytest
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -114,3 +115,47 @@ def test_split_example_keeps_the_second_item_when_it_is_the_label() -> None:
     one = y[0]
     assert split_example((x[0], masks[0], one))[1] is one  # one unbatched item
     assert split_example((x, masks))[1] is masks  # nothing else: as before (said as not one class each)
+
+
+# --------------------------------------------------------------------------- a binary head squeezed to (N,) logits
+
+
+class SqueezedBinary(TinyCNN):
+    """A BCEWithLogitsLoss classifier whose forward squeezes its one logit to shape (N,)."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).squeeze(1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch
+        return torch.nn.functional.binary_cross_entropy_with_logits(self(x), y.float())
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", self.training_step(batch, batch_idx))
+
+
+def test_squeezed_one_logit_output_is_refused_with_the_reshape_that_fixes_it(tmp_path: Any) -> None:
+    """The refusal said 'Pass `forward_fn=` to select them': there is nothing to select in (N,) logits."""
+    x, y = make_images(32)
+    y = y % 2
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[_monitor()]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"returns shape \(\d+,\).*module\(x\)\.unsqueeze\(1\)"):
+            trainer.fit(SqueezedBinary(), loader, loader)
+    monitor = AttributionMonitor(
+        num_probes=4,
+        methods=("gradcam", IntegratedGradients(n_steps=2)),
+        forward_fn=_unsqueezed,
+        drift=DriftPolicy(warmup_epochs=0),
+    )
+    _fit(tmp_path / "fixed", SqueezedBinary(), loader, loader, monitor)  # the fix the message gives works
+    assert monitor.evaluations == 1 and not monitor.history[0].errors
+
+
+def _unsqueezed(module: Any, x: Tensor) -> Tensor:
+    return module(x).unsqueeze(1)

@@ -146,9 +146,16 @@ def _prediction_pass(
             "validation input, or `forward_fn=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
+        one = logits.ndim == 1 and logits.shape[0] == inputs.shape[0]  # a binary head squeezed to (N,)
+        fix = (
+            "Pass `forward_fn=lambda module, x: module(x).unsqueeze(1)`: one logit per probe, (N, 1), is read as a "
+            "binary classifier (class 1 where sigmoid(logit) > 0.5)"
+            if one
+            else "Pass `forward_fn=` to select them"
+        )
         raise ValueError(
             f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; "
-            "AttributionMonitor needs (N, num_classes) logits. Pass `forward_fn=` to select them."
+            f"AttributionMonitor needs (N, num_classes) logits. {fix}."
         )
     return logits
 
