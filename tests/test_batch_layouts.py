@@ -1,4 +1,4 @@
-"""Trial A: ordinary Lightning setups a new user has, each found wrong or unclear before its fix."""
+"""Batches as users build them: dataclass batches, (image, mask, label) tuples, a binary head squeezed to (N,) logits."""
 
 from __future__ import annotations
 
