@@ -1,4 +1,4 @@
-"""Batches as users build them: dataclass batches, (image, mask, label) tuples, a binary head squeezed to (N,) logits."""
+"""Batches as users build them: dataclass batches, (image, mask, label) tuples, a binary head squeezed to (N,)."""
 
 from __future__ import annotations
 
