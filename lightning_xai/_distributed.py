@@ -193,6 +193,13 @@ def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[s
         torch.save(state(), target[0])
 
 
+def hand_back(monitor: Any, trainer: Trainer) -> None:
+    """Before ``on_drift`` raises: write the pictures and send the results to the caller of a ``ddp_spawn`` fit, which
+    a spawned worker would lose (it ends with the exception, without Lightning's ``on_exception``/``teardown``)."""
+    monitor.media.flush()
+    send_spawn_return(monitor._spawn_return, monitor.state_dict, trainer.is_global_zero)
+
+
 def receive_spawn_return(target: tuple[str, int] | None) -> dict[str, Any] | None:
     """In the main process: the state rank 0 wrote to ``target`` (once; the file is deleted), else None."""
     if target is None or os.getpid() != target[1] or not os.path.exists(target[0]):

@@ -1,0 +1,69 @@
+"""Trial C: 2-process CPU DDP launched by spawn (``ddp_spawn``) with ``on_drift="raise"``: what the monitor
+recorded reaches the logs and the process that called ``fit``."""
+
+from __future__ import annotations
+
+import faulthandler
+import glob
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from conftest import TinyCNN, loaders, trainer_kwargs
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_xai import AttributionMonitor, DriftPolicy, DriftRule, IntegratedGradients
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
+]
+TIMEOUT = 240
+
+
+def _monitor(on_drift: str = "warn") -> AttributionMonitor:
+    rule = DriftRule(threshold=0.0, patience=1)  # fires at the first evaluation after the reference (epoch 1)
+    policy = DriftPolicy(warmup_epochs=0, rules=(rule,), detector=None, cooldown=0, on_drift=on_drift)
+    return AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=policy)
+
+
+def _fit(tmp_path: Any, monitor: AttributionMonitor, strategy: str, epochs: int) -> tuple[L.Trainer, TinyCNN]:
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="run")
+    kwargs = trainer_kwargs(tmp_path, max_epochs=epochs, callbacks=[monitor], logger=logger)
+    trainer = L.Trainer(**{**kwargs, "strategy": strategy, "devices": 2})
+    model = TinyCNN()
+    faulthandler.dump_traceback_later(TIMEOUT, exit=True)  # a hang kills the test run with a traceback
+    try:
+        trainer.fit(model, *loaders())
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    return trainer, model
+
+
+def _tags(tmp_path: Any) -> dict[str, list[int]]:
+    steps: dict[str, list[int]] = {}
+    for path in glob.glob(str(tmp_path / "logs" / "run" / "version_0" / "events.out.tfevents.*")):
+        acc = EventAccumulator(path, size_guidance={"images": 0, "tensors": 0})
+        acc.Reload()
+        for tag in acc.Tags()["images"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Images(tag))
+        for tag in acc.Tags()["tensors"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Tensors(tag))
+    return steps
+
+
+def test_ddp_spawn_raise_keeps_the_alert_epoch_in_the_logs_and_the_callers_monitor(tmp_path: Any) -> None:
+    """``on_drift="raise"`` under ``ddp_spawn``: the worker dies with the exception without Lightning's
+    ``on_exception``/``teardown`` there, so the alert epoch's sheet and alert text (queued on the background writer)
+    were never written, and ``monitor.alerts``/``history`` stayed empty in the caller, the only place left to read
+    the alert (the caller gets torch's ``ProcessRaisedException``, not ``DriftDetectedError``)."""
+    monitor = _monitor("raise")
+    with pytest.raises(Exception, match="DriftDetectedError"):
+        _fit(tmp_path, monitor, "ddp_spawn", epochs=4)
+    assert [e.epoch for e in monitor.history] == [0, 1]
+    assert [a.epoch for a in monitor.alerts] == [1, 1]
+    steps = _tags(tmp_path)
+    assert steps["xai/sheet"] == [2, 4]
+    assert steps["xai/alerts/text_summary"] == [4]
