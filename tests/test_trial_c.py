@@ -1,10 +1,11 @@
-"""Trial C: 2-process CPU DDP launched by spawn (``ddp_spawn``) with ``on_drift="raise"``: what the monitor
-recorded reaches the logs and the process that called ``fit``."""
+"""Trial C: 2-process CPU DDP launched by fork (``ddp_notebook``) and by spawn (``ddp_spawn``) with
+``on_drift="raise"``: what the monitor recorded reaches the process that called ``fit``."""
 
 from __future__ import annotations
 
 import faulthandler
 import glob
+import os
 from typing import Any
 
 import lightning.pytorch as L
@@ -52,6 +53,24 @@ def _tags(tmp_path: Any) -> dict[str, list[int]]:
         for tag in acc.Tags()["tensors"]:
             steps.setdefault(tag, []).extend(e.step for e in acc.Tensors(tag))
     return steps
+
+
+@pytest.mark.skipif(os.name != "posix", reason="fork")
+def test_ddp_notebook_history_and_alerts_reach_the_caller_and_a_later_validate_continues(tmp_path: Any) -> None:
+    """``strategy="ddp_notebook"`` (fork, the multi-device strategy of notebooks): the workers are forked, nothing is
+    pickled, so the results came back empty (history [], alerts []), and a later ``validate`` drew new probes and set
+    a new reference instead of comparing with the fit's last maps."""
+    monitor = _monitor()
+    trainer, model = _fit(tmp_path, monitor, "ddp_notebook", epochs=2)
+    assert [e.epoch for e in monitor.history] == [0, 1]
+    assert [a.epoch for a in monitor.alerts] == [1, 1]
+    faulthandler.dump_traceback_later(TIMEOUT, exit=True)
+    try:
+        trainer.validate(model, loaders()[1], verbose=False)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert len(monitor.history) == 3
+    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[-1].scalars  # compared with the fit's
 
 
 def test_ddp_spawn_raise_keeps_the_alert_epoch_in_the_logs_and_the_callers_monitor(tmp_path: Any) -> None:
