@@ -204,6 +204,8 @@ def hand_back(monitor: Any, trainer: Trainer) -> None:
     a spawned worker would lose (it ends with the exception, without Lightning's ``on_exception``/``teardown``)."""
     monitor.media.flush()
     send_results(monitor, trainer)
+    if trainer.world_size > 1:  # every rank raises: the first to end makes torch end the others, rank 0 included
+        trainer.strategy.barrier()
 
 
 def _launched_by_multiprocessing(trainer: Trainer) -> bool:
