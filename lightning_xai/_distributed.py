@@ -112,13 +112,19 @@ def _raise_failures(own: BaseException | None, received: dict[int, Any]) -> None
             raise RuntimeError(f"AttributionMonitor failed on rank {rank}, so every rank stops: {value}")
 
 
+def return_target() -> tuple[str, int]:
+    """A file name for rank 0 to send the results back to the caller of ``fit`` through, and the caller's process:
+    named when the monitor is made, so that workers forked by ``ddp_notebook`` (which pickle nothing) have it too."""
+    handle, path = tempfile.mkstemp(prefix="lightning_xai_", suffix=".pt")
+    os.close(handle)
+    os.remove(path)
+    return path, os.getpid()
+
+
 def mark_spawn_return(state: dict[str, Any]) -> None:
     """In ``__getstate__``: name the ddp_spawn return file (once per monitor) and the process that waits for it."""
     if state.get("_spawn_return") is None:
-        handle, path = tempfile.mkstemp(prefix="lightning_xai_", suffix=".pt")
-        os.close(handle)
-        os.remove(path)
-        state["_spawn_return"] = (path, os.getpid())
+        state["_spawn_return"] = return_target()
 
 
 def check_spawn_arguments(arguments: Mapping[str, Any]) -> None:
@@ -193,10 +199,42 @@ def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[s
         torch.save(state(), target[0])
 
 
-def receive_spawn_return(target: tuple[str, int] | None) -> dict[str, Any] | None:
-    """In the main process: the state rank 0 wrote to ``target`` (once; the file is deleted), else None."""
-    if target is None or os.getpid() != target[1] or not os.path.exists(target[0]):
+def hand_back(monitor: Any, trainer: Trainer) -> None:
+    """Before ``on_drift`` raises: write the pictures and send the results to the caller of a ``ddp_spawn`` fit, which
+    a spawned worker would lose (it ends with the exception, without Lightning's ``on_exception``/``teardown``)."""
+    monitor.media.flush()
+    send_results(monitor, trainer)
+    if trainer.world_size > 1:  # every rank raises: the first to end makes torch end the others, rank 0 included
+        trainer.strategy.barrier()
+
+
+def _launched_by_multiprocessing(trainer: Trainer) -> bool:
+    """The ranks are processes Lightning spawned or forked from the caller's (``ddp_spawn``, ``ddp_notebook``)."""
+    return type(getattr(trainer.strategy, "launcher", None)).__name__ == "_MultiProcessingLauncher"
+
+
+def send_results(monitor: Any, trainer: Trainer) -> None:
+    """In rank 0 of a ``ddp_spawn``/``ddp_notebook`` run: the monitor's state, for the caller
+    (:func:`send_spawn_return`; not from processes the user started, e.g. a sweep's forked workers)."""
+    rank_zero = trainer.is_global_zero and _launched_by_multiprocessing(trainer)
+    send_spawn_return(monitor._spawn_return, monitor.state_dict, rank_zero)
+
+
+def receive_in_worker(monitor: Any, trainer: Trainer) -> None:
+    """At setup in a worker forked by ``ddp_notebook``: the results of the caller's earlier fit that the caller has not
+    read yet (a spawned worker got them pickled), so that a ``validate`` after the fit continues it."""
+    if _launched_by_multiprocessing(trainer):
+        if (state := receive_spawn_return(monitor._spawn_return, worker=True)) is not None:
+            monitor.load_state_dict(state)
+
+
+def receive_spawn_return(target: tuple[str, int] | None, worker: bool = False) -> dict[str, Any] | None:
+    """In the main process: the state rank 0 wrote to ``target`` (once; the file is deleted), else None. In a
+    ``worker`` (a process forked from the main one before it read the file): the same state, the file left for the
+    main process."""
+    if target is None or (os.getpid() != target[1]) != worker or not os.path.exists(target[0]):
         return None
     state = torch.load(target[0], weights_only=True)
-    os.remove(target[0])
+    if not worker:
+        os.remove(target[0])
     return state

@@ -256,9 +256,14 @@ class DriftActions:
         if self.on_drift == "raise" and alerts:
             self.pending = self.pending or DriftDetectedError(alerts[0])
 
-    def raise_pending(self) -> None:
+    def raise_pending(self, before: Callable[[], None] = lambda: None) -> None:
+        """Raise what is pending, after ``before()`` (whose own failure would hide it: warned instead)."""
         pending, self.pending = self.pending, None
         if pending is not None:
+            try:
+                before()
+            except Exception as err:  # noqa: BLE001 - the drift error is what the user must get
+                _warn.report(f"AttributionMonitor: could not hand back the results before raising: {err!r}")
             raise pending
 
     def stop_if_pending(self, trainer: Trainer) -> None:

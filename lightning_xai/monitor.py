@@ -116,7 +116,7 @@ class AttributionMonitor(Callback):
         )
         self._start_run()
         self.threads = ThreadChoice()  # one torch thread for the passes while other processes keep the cores busy
-        self._spawn_return: tuple[str, int] | None = None  # ddp_spawn: where rank 0 sends the results back
+        self._spawn_return = _distributed.return_target()  # ddp_spawn, ddp_notebook: where rank 0 sends the results
         self._colour_of: Any = None  # the probes ``_colour`` was found for
         self._colour = False
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
@@ -203,6 +203,7 @@ class AttributionMonitor(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         _distributed.check_strategy(trainer.strategy)
+        _distributed.receive_in_worker(self, trainer)  # ddp_notebook: the results of the caller's earlier calls
         _trainer.check_unique_names(trainer, self)
         if message := self.media.missing_logger_message(trainer):
             self._warn_once("no_tensorboard", message)
@@ -260,13 +261,13 @@ class AttributionMonitor(Callback):
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.media.flush()
-        self.actions.raise_pending()
+        self.actions.raise_pending(lambda: _distributed.hand_back(self, trainer))
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate: the pictures are written when it returns
             self.media.flush()  # (in a fit the writer overlaps training; teardown flushes)
-        self.actions.raise_pending()  # after Lightning logged the epoch's scalars
+        self.actions.raise_pending(lambda: _distributed.hand_back(self, trainer))  # after Lightning's logging
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -275,7 +276,7 @@ class AttributionMonitor(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.media.close()  # flushed first
-        _distributed.send_spawn_return(self._spawn_return, self.state_dict, trainer.is_global_zero)  # fit, test, ...
+        _distributed.send_results(self, trainer)  # fit, test, ...
 
     def _due(self, trainer: Trainer) -> bool:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain
@@ -386,7 +387,7 @@ class AttributionMonitor(Callback):
             _warn.warn(message)
 
     def _receive(self) -> None:
-        """After a ``ddp_spawn`` fit, in the main process: take rank 0's state (once)."""
+        """After a ``ddp_spawn``/``ddp_notebook`` fit, in the main process: take rank 0's state (once)."""
         if (state := _distributed.receive_spawn_return(self.__dict__.get("_spawn_return"))) is not None:
             self.load_state_dict(state)
 

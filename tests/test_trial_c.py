@@ -1,0 +1,120 @@
+"""Trial C: 2-process CPU DDP launched by fork (``ddp_notebook``) and by spawn (``ddp_spawn``) with
+``on_drift="raise"``: what the monitor recorded reaches the process that called ``fit``."""
+
+from __future__ import annotations
+
+import faulthandler
+import glob
+import os
+import time
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from conftest import TinyCNN, loaders, trainer_kwargs
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_xai import AttributionMonitor, DriftPolicy, DriftRule, IntegratedGradients
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
+]
+TIMEOUT = 240
+
+
+def _monitor(on_drift: str = "warn") -> AttributionMonitor:
+    rule = DriftRule(threshold=0.0, patience=1)  # fires at the first evaluation after the reference (epoch 1)
+    policy = DriftPolicy(warmup_epochs=0, rules=(rule,), detector=None, cooldown=0, on_drift=on_drift)
+    return AttributionMonitor(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=policy)
+
+
+def _fit(tmp_path: Any, monitor: AttributionMonitor, strategy: str, epochs: int) -> tuple[L.Trainer, TinyCNN]:
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="run")
+    kwargs = trainer_kwargs(tmp_path, max_epochs=epochs, callbacks=[monitor], logger=logger)
+    trainer = L.Trainer(**{**kwargs, "strategy": strategy, "devices": 2})
+    model = TinyCNN()
+    faulthandler.dump_traceback_later(TIMEOUT, exit=True)  # a hang kills the test run with a traceback
+    try:
+        trainer.fit(model, *loaders())
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    return trainer, model
+
+
+def _tags(tmp_path: Any) -> dict[str, list[int]]:
+    steps: dict[str, list[int]] = {}
+    for path in glob.glob(str(tmp_path / "logs" / "run" / "version_0" / "events.out.tfevents.*")):
+        acc = EventAccumulator(path, size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["images"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Images(tag))
+        for tag in acc.Tags()["tensors"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Tensors(tag))
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    return steps
+
+
+@pytest.mark.skipif(os.name != "posix", reason="fork")
+def test_ddp_notebook_history_and_alerts_reach_the_caller_and_a_later_validate_continues(tmp_path: Any) -> None:
+    """``strategy="ddp_notebook"`` (fork, the multi-device strategy of notebooks): the workers are forked, nothing is
+    pickled, so the results came back empty (history [], alerts []), and a later ``validate`` drew new probes and set
+    a new reference instead of comparing with the fit's last maps."""
+    monitor = _monitor()
+    trainer, model = _fit(tmp_path, monitor, "ddp_notebook", epochs=2)
+    assert [e.epoch for e in monitor.history] == [0, 1]
+    assert [a.epoch for a in monitor.alerts] == [1, 1]
+    faulthandler.dump_traceback_later(TIMEOUT, exit=True)
+    try:
+        trainer.validate(model, loaders()[1], verbose=False)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert len(monitor.history) == 3
+    assert "xai/gradcam/drift/rank_vs_previous/median" in monitor.history[-1].scalars  # compared with the fit's
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_notebook"])
+def test_ddp_raise_keeps_the_alert_epoch_in_the_logs_and_the_callers_monitor(tmp_path: Any, strategy: str) -> None:
+    """``on_drift="raise"`` under ``ddp_spawn``: the worker dies with the exception without Lightning's
+    ``on_exception``/``teardown`` there, so the alert epoch's sheet and alert text (queued on the background writer)
+    were never written, and ``monitor.alerts``/``history`` stayed empty in the caller, the only place left to read
+    the alert (the caller gets torch's ``ProcessRaisedException``, not ``DriftDetectedError``). Every rank raises, and
+    torch ends the other workers as soon as one fails: rank 0 must not be ended before it wrote them."""
+    if strategy == "ddp_notebook" and os.name != "posix":
+        pytest.skip("fork")
+    monitor = _monitor("raise")
+    with pytest.raises(Exception, match="DriftDetectedError"):
+        _fit(tmp_path, monitor, strategy, epochs=4)
+    assert [e.epoch for e in monitor.history] == [0, 1]
+    assert [a.epoch for a in monitor.alerts] == [1, 1]
+    steps = _tags(tmp_path)
+    assert steps["xai/sheet"] == [2, 4]
+    assert steps["xai/alerts/text_summary"] == [4]
+    assert steps["xai/seconds"] == [1, 3]  # the scalars the monitor writes to the loggers itself
+
+
+class _SlowRankZero(AttributionMonitor):
+    """Rank 0 reaches the end of the validation a moment after the others, as when it has many pictures to write."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            time.sleep(2.0)
+        super().on_validation_end(trainer, pl_module)
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_notebook"])
+def test_ddp_raise_waits_for_rank_zero_to_hand_back_before_the_workers_end(tmp_path: Any, strategy: str) -> None:
+    """Every rank raises; torch ends every other worker as soon as one has failed. When rank 1 raised first, rank 0 was
+    ended before it sent the results back: ``monitor.alerts`` stayed empty in the caller."""
+    if strategy == "ddp_notebook" and os.name != "posix":
+        pytest.skip("fork")
+    rule = DriftRule(threshold=0.0, patience=1)
+    policy = DriftPolicy(warmup_epochs=0, rules=(rule,), detector=None, cooldown=0, on_drift="raise")
+    monitor = _SlowRankZero(num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=4)), drift=policy)
+    with pytest.raises(Exception, match="DriftDetectedError"):
+        _fit(tmp_path, monitor, strategy, epochs=4)
+    assert [a.epoch for a in monitor.alerts] == [1, 1]
+    assert _tags(tmp_path)["xai/seconds"] == [1, 3]
