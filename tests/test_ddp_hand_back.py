@@ -1,4 +1,4 @@
-"""Trial C: 2-process CPU DDP launched by fork (``ddp_notebook``) and by spawn (``ddp_spawn``) with
+"""2-process CPU DDP launched by fork (``ddp_notebook``) and by spawn (``ddp_spawn``) with
 ``on_drift="raise"``: what the monitor recorded reaches the process that called ``fit``."""
 
 from __future__ import annotations
