@@ -244,6 +244,27 @@ def test_a_mark_smaller_than_a_window_is_boxed_to_its_pixels_and_the_test_copies
     assert AlertRegion.from_dict(older) == AlertRegion("class 0", (0,), tuple(range(8)), mark, region.place)
 
 
+def test_a_mark_across_a_cell_edge_into_the_objects_cell_is_boxed_whole() -> None:
+    """A 4x4 mark at columns 10-13, across the edge of the object's cells (columns 4-11, not quiet) and a quiet cell
+    (12-15): its box is the whole mark. Tightened on the quiet cells' gain alone it was the 2-pixel sliver on the
+    quiet side (IoU 0.5; the trial's unaligned patches got 1-pixel boxes)."""
+    mark = (0, 10, 4, 14)
+
+    def maps(epoch: int) -> torch.Tensor:
+        m = torch.full((8, 32, 32), 0.05)
+        m[:, 0:28, 4:12] = 1.0 + 0.1 * torch.arange(8).view(8, 1, 1)  # the object, in cell columns 1-2
+        if epoch >= 4:
+            m[:, mark[0] : mark[2], mark[1] : mark[3]] = 8.0 + (0.5 if epoch == 5 else 0.0)
+        return m
+
+    det, found = ShiftDetector(), []
+    for epoch in range(6):
+        d = det.update("integrated_gradients", maps(epoch), (32, 32), True, classes=torch.zeros(8), epoch=epoch)
+        found += [d] if d is not None and d.fired else []
+    (region,) = found[0].regions
+    assert region.box == mark
+
+
 def test_a_candidate_whose_moved_probes_all_lost_their_relevance_is_still_put_to_the_model() -> None:
     """Probes 2-7 become all zero (read as spread evenly, so they "moved"): with no other probe to place boxes on, the
     regions come from them as before, the model is asked, and its "not followed" drops the candidate."""

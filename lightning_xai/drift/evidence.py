@@ -180,14 +180,16 @@ def _fine_box(
     that gained most for ``probes``, and inside it the smallest box holding :data:`BOX_SHARE` of their gain
     (``windows`` None when that is the whole of it)."""
     (after, before), (height, width), (cells_h, cells_w) = fine, input_size, quiet.shape
-    area = cells_to_pixels(quiet, (height, width))
-    gain = (after[probes] - before[probes]).clamp_min(0).mean(dim=0) * area
+    gained = (after[probes] - before[probes]).clamp_min(0).mean(dim=0)
+    gain = gained * cells_to_pixels(quiet, (height, width))  # where: in the quiet regions only
     window = window or (max(1, round(height / cells_h)), max(1, round(width / cells_w)))
     blob = peak_region(F.avg_pool2d(gain[None, None].double(), window, stride=1)[0, 0], NEAR_TIE)
     if blob is None:
         return None
     windows = (blob[0], blob[1], blob[2] + window[0], blob[3] + window[1])
-    inner = smallest_box(gain[windows[0] : windows[2], windows[1] : windows[3]], BOX_SHARE)
+    # the box inside the windows on all that gained there: a cue across a cell edge into a cell that is not quiet
+    # keeps its part there (the quiet mask alone would cut it to the sliver on the quiet side)
+    inner = smallest_box(gained[windows[0] : windows[2], windows[1] : windows[3]], BOX_SHARE)
     if inner is None:
         return windows, None
     box = (windows[0] + inner[0], windows[1] + inner[1], windows[0] + inner[2], windows[1] + inner[3])
