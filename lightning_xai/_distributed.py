@@ -200,9 +200,13 @@ def send_spawn_return(target: tuple[str, int] | None, state: Callable[[], dict[s
 
 
 def hand_back(monitor: Any, trainer: Trainer) -> None:
-    """Before ``on_drift`` raises: write the pictures and send the results to the caller of a ``ddp_spawn`` fit, which
-    a spawned worker would lose (it ends with the exception, without Lightning's ``on_exception``/``teardown``)."""
+    """Before ``on_drift`` raises: write the pictures, flush the loggers and send the results to the caller of a
+    ``ddp_spawn`` fit, which a spawned worker would lose (it ends with the exception, without Lightning's
+    ``on_exception``/``teardown``, and a forked one without Python's exit handlers)."""
     monitor.media.flush()
+    if trainer.is_global_zero:  # and the loggers' own buffers (TensorBoard's event queue): a worker ends unflushed
+        for logger in trainer.loggers:
+            logger.save()
     send_results(monitor, trainer)
     if trainer.world_size > 1:  # every rank raises: the first to end makes torch end the others, rank 0 included
         trainer.strategy.barrier()

@@ -118,3 +118,29 @@ def test_ddp_raise_waits_for_rank_zero_to_hand_back_before_the_workers_end(tmp_p
         _fit(tmp_path, monitor, strategy, epochs=4)
     assert [a.epoch for a in monitor.alerts] == [1, 1]
     assert _tags(tmp_path)["xai/seconds"] == [1, 3]
+
+
+def test_hand_back_flushes_the_loggers_before_the_worker_ends(tmp_path: Any) -> None:
+    """A forked ``ddp_notebook`` worker ends with ``os._exit`` (no exit handlers), so what TensorBoard's event writer
+    still queued was lost at random (the alert epoch's ``xai/seconds`` missing, its sheet there): ``hand_back`` asks
+    every logger of rank 0 to save its buffers, as Lightning does after logging, before the error is raised."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lightning_xai import _distributed
+
+    saved: list[str] = []
+
+    class Recording(CSVLogger):
+        def save(self) -> None:
+            saved.append(self.name)
+            super().save()
+
+    loggers = [Recording(tmp_path, name="a"), Recording(tmp_path, name="b")]
+    monitor = SimpleNamespace(
+        media=SimpleNamespace(flush=lambda: saved.append("media")), _spawn_return=None, state_dict=dict
+    )
+    trainer = SimpleNamespace(is_global_zero=True, loggers=loggers, world_size=1, strategy=None)
+    _distributed.hand_back(monitor, trainer)  # type: ignore[arg-type]
+    assert saved == ["media", "a", "b"]  # the pictures queued first, then each logger's buffers
