@@ -249,8 +249,11 @@ class DriftActions:
                 except Exception as err:  # noqa: BLE001 - re-raised at the end of the validation run
                     self.pending = self.pending or err
                     break
-            else:
-                _warn.warn(f"AttributionMonitor: {alert.message}")
+            else:  # with the model's own answer, when it was asked: the evidence a glance at the console needs
+                asked, text = alert.follow, alert.message
+                if asked is not None and asked.passed:
+                    text = f"{text.rstrip('.')}; {asked.summary()}."
+                _warn.warn(f"AttributionMonitor: {text}")
         stop = self.on_drift == "stop" and trainer.strategy.reduce_boolean_decision(bool(alerts), all=False)
         self.stop_pending = self.stop_pending or (stop and trainer.state.fn == TrainerFn.FITTING)
         if self.on_drift == "raise" and alerts:

@@ -376,3 +376,26 @@ def test_an_evaluation_that_is_not_armed_does_not_count_towards_the_cooldown() -
     assert not tracker.update("gradcam", {key: 0.1})  # quiet 1 of 2
     assert not tracker.update("gradcam", {key: 0.9})  # quiet 2 of 2 (had the unarmed one counted, it fired here)
     assert tracker.update("gradcam", {key: 0.9})  # the cooldown is over: it fires
+
+
+def test_the_console_warning_carries_the_models_answer_when_it_was_asked() -> None:
+    """``on_drift="warn"``: the console said only the message, while ``xai/alerts`` also said that the model follows
+    what moved (the evidence that tells a shortcut from noise at a glance); now the warning ends with it, and an
+    alert the model was not asked about (a fixed rule) warns with its message alone."""
+    from types import SimpleNamespace
+
+    from lightning_xai._trainer import DriftActions
+    from lightning_xai.drift.alerts import DriftAlert
+    from lightning_xai.explain.behaviour import FollowTest
+
+    follow = FollowTest("region", 42, 39, 0, 39, 0, 1e-12, True, 2)
+    asked = DriftAlert(4, 40, "gradcam", "novel_relevance", "mean", 0.2, 0.01, (0, 1), "moved.", follow=follow)
+    rule = DriftAlert(4, 40, "gradcam", "rank_vs_reference", "median", 0.5, 0.4, (0,), "over.")
+    trainer = SimpleNamespace(strategy=None, state=None)
+    with pytest.warns(UserWarning) as record:
+        DriftActions("warn").act(trainer, [asked, rule])  # type: ignore[arg-type]
+    said = [str(w.message) for w in record if "AttributionMonitor" in str(w.message)]
+    assert said == [
+        "AttributionMonitor: moved; the model follows them in 39/42 transplants (0/42 at epoch 2).",
+        "AttributionMonitor: over.",
+    ]
