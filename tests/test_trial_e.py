@@ -57,3 +57,46 @@ def test_a_method_drawing_between_forward_calls_still_gets_fresh_numbers() -> No
     model = TinyCNN()
     done = explain_probes(model, torch.rand(2, 1, 12, 12), torch.tensor([0, 1]), [FunctionExplainer(sampling)])
     assert not done.errors and not torch.equal(draws[0], draws[1])
+
+
+class TwoTokenViT(torch.nn.Module):
+    """timm-style layout (``cls_token``, ``blocks[-1].norm1``) with a class and a distillation token (DeiT) and no
+    ``num_prefix_tokens`` attribute: T - 2 tokens form the grid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = torch.nn.Conv2d(1, 8, 3, 3)
+        self.cls_token = torch.nn.Parameter(torch.zeros(1, 1, 8))
+        self.dist_token = torch.nn.Parameter(torch.zeros(1, 1, 8))
+        block = torch.nn.Module()
+        block.norm1 = torch.nn.LayerNorm(8)
+        self.blocks = torch.nn.ModuleList([block])
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.patch_embed(x).flatten(2).transpose(1, 2)
+        prefix = torch.cat([self.cls_token, self.dist_token], 1).expand(len(t), -1, -1)
+        t = self.blocks[0].norm1(torch.cat([prefix, t], 1))
+        return self.head(t[:, 0] + t[:, 2:].mean(1))
+
+
+def test_an_automatic_layer_that_cannot_be_reshaped_is_not_reported_as_the_users_choice(tmp_path: Any) -> None:
+    """At the defaults the error said "`GradCam.layer='blocks.0.norm1'` returns tokens ...", as if the user had named
+    that layer; it is the automatic choice, and the error says so and how to pick another."""
+    import pytest
+
+    class Module(TinyCNN):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = TwoTokenViT()
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.net(x)
+
+    train, val = loaders()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=[AttributionMonitor(num_probes=4)], max_epochs=1))
+    with pytest.raises(ValueError, match="tokens") as err:
+        trainer.fit(Module(), train, val)
+    message = str(err.value)
+    assert "GradCam.layer='net.blocks.0.norm1'" not in message
+    assert "automatic" in message and "GradCam(layer=" in message
