@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -21,3 +25,33 @@ def isolated_rng(device: torch.device | None = None) -> Iterator[None]:
         finally:
             np.random.set_state(np_state)
             random.setstate(py_state)
+
+
+#: the seed of the streams a model's own randomness draws from while it is explained (inside :func:`isolated_rng`)
+EXPLAIN_SEED = 0
+
+
+def seed_streams(device: torch.device | None = None, seed: int = EXPLAIN_SEED) -> None:
+    """Seed the torch (CPU and the given CUDA device), numpy and Python RNGs; only inside :func:`isolated_rng`, which
+    puts them back."""
+    torch.default_generator.manual_seed(seed)
+    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():  # the stream isolated_rng forks
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def seeded_calls(fn: Callable[..., T], device: torch.device | None = None) -> Callable[..., T]:
+    """``fn`` run on streams forked and seeded (:func:`seed_streams`) at every call. A forward that draws random
+    numbers in eval mode (MC dropout, noise injection) then draws the same ones for the same batch whenever it runs,
+    so the same weights give the same maps at every evaluation (and whatever the methods or IG's step search ran
+    before), instead of a drift that is noise alone."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> T:
+        with isolated_rng(device):  # the caller's streams go on as they were (a sampling method draws between calls)
+            seed_streams(device)
+            return fn(*args, **kwargs)
+
+    return call

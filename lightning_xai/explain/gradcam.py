@@ -169,6 +169,10 @@ class GradCam(Explainer):
         """The reshape to ``(B, C, h, w)`` (None: the output already is one), the token layout if tokens, and the
         ``(h, w)`` cells of the map Grad-CAM computes (after the reshape)."""
         name, what = self.layer_name, f"`{type(self).__name__}.layer={self.layer_name!r}`"
+        other = ""
+        if self.layer is None:  # not the user's choice: say so, and how to make one
+            what = f"Grad-CAM's automatic layer `{name}` (the last block's first LayerNorm of a ViT layout)"
+            other = f", or name a layer with `GradCam(layer=...)` (4-D candidates: {candidates[-6:]})"
         if self.reshape is not None:
             if shape is None:
                 raise ValueError(f"{what} does not return a tensor; Grad-CAM cannot use it.")
@@ -200,7 +204,7 @@ class GradCam(Explainer):
             raise ValueError(
                 f"{what} returns tokens of shape {shape} (B, T, C), but T={shape[1]} minus {prefixes} prefix tokens "
                 f"is not a patch grid with the probes' aspect ratio {height}x{width}. Pass `GradCam(reshape=...)` "
-                "mapping the output to (B, C, h, w)."
+                f"mapping the output to (B, C, h, w){other}."
             )
         raise ValueError(
             f"{what} returns shape {shape}, not a 4-D (B, C, H, W) feature map with H*W > 1 nor (B, tokens, C) patch "

@@ -14,6 +14,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
 
 from lightning_xai import _warn
+from lightning_xai._rng import seeded_calls
 from lightning_xai.explain import Explainer, Explanation
 from lightning_xai.explain.forward import ModelForwardFn, model_device, model_forward, synchronize
 from lightning_xai.explain.guard import training_state_guard
@@ -70,7 +71,8 @@ def explain_probes(
     empty, count, loop_began, cpu_began = torch.empty(0, dtype=torch.long), None, 0.0, 0.0
     done = ProbeExplanations(images, empty, empty.float(), empty)
     try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
-        with training_state_guard(model, device), model_forward(model, forward_fn) as forward:
+        with training_state_guard(model, device), model_forward(model, forward_fn) as unseeded:
+            forward = seeded_calls(unseeded, device)  # a model's own randomness: the same numbers at every evaluation
             done.inputs = inputs = images.to(device).clone()
             count = threads.best(device) if threads else None  # one thread while the cores are contended
             try:  # the shared prediction pass

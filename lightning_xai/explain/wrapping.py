@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_xai._rng import isolated_rng, seed_streams
 from lightning_xai.explain.base import (
     Explainer,
     Explanation,
@@ -23,7 +22,6 @@ from lightning_xai.explain.base import (
     check_float,
     check_int,
 )
-from lightning_xai.explain.guard import isolated_rng
 
 #: how channels become one map: ``"sum"`` keeps the sign, ``"abs_max"`` the largest magnitude, ``"mean"`` averages
 REDUCTIONS = ("sum", "abs_max", "mean")
@@ -45,12 +43,7 @@ class ForwardModule(nn.Module):
 def seeded_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """Torch (CPU and ``device``), numpy and Python draw from streams seeded with ``seed``, restored on exit."""
     with isolated_rng(device):
-        torch.random.default_generator.manual_seed(seed)
-        if device is not None and device.type == "cuda":
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)  # this device only (isolated_rng restores it)
-        np.random.seed(seed)
-        random.seed(seed)
+        seed_streams(device, seed)  # this CUDA device only (isolated_rng restores it)
         yield
 
 
