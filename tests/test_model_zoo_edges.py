@@ -1,4 +1,4 @@
-"""Trial E: the monitor at its defaults on models the defaults were not tuned on."""
+"""The monitor at its defaults on models it was not tuned on: randomness in eval mode, a ViT with two prefix tokens."""
 
 from __future__ import annotations
 
