@@ -76,7 +76,7 @@ def test_the_info_line_splits_the_cost_and_says_what_changes_it() -> None:
     assert CostReporter.share(2.0, interval=40.0) == 0.05 and CostReporter.share(2.0, interval=0.0) == 0.0
     gradcam = GradCam()
     assert CostReporter().summary(2.0, 1.5, 0.2, 10.0, [gradcam], {"xai/gradcam/seconds": 1.2}) == (
-        "AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since the previous one (10.0 s): 1.50 s of "
+        "AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since training started (10.0 s): 1.50 s of "
         "explanation passes (gradcam (1.20 s), the shared prediction pass (0.30 s)) and 0.50 s for everything else "
         "(drift, alerts, pictures). Fewer probes, IG steps or evaluations (`every_n_epochs=`) make it cheaper, "
         "`Budget(max_overhead=)` caps it; logged as `xai/seconds`."
@@ -134,7 +134,7 @@ def test_a_run_without_trouble_gets_one_info_line_that_splits_the_cost(monkeypat
         record = reporter.stamped(Evaluation(epoch, 0, explain_seconds=1.5), BackgroundWriter())
         reporter.after_evaluation(record, _Monitor()._warn_once)
     assert warned == [] and len(said) == 1  # nothing wrong: one line, at the first evaluation
-    assert "an evaluation takes 2.00 s, 17% of the time since the previous one (12.0 s)" in said[0]
+    assert "an evaluation takes 2.00 s, 17% of the time since training started (12.0 s)" in said[0]
     assert "1.50 s of explanation passes" in said[0] and "0.50 s for everything else" in said[0]
     assert "`every_n_epochs=`" in said[0] and "`Budget(max_overhead=)`" in said[0]  # what changes it
     clock.now = 40.0
