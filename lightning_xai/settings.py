@@ -106,11 +106,12 @@ class Display:
     """What is shown: the pictures and the extra measures of the maps.
 
     Args:
-        colormap: ``"jet"``, ``"viridis"``, ``"inferno"`` or ``"turbo"``.
+        colormap: any name of ``matplotlib.colormaps`` (e.g. ``"jet"``, ``"viridis"``, ``"inferno"``, ``"turbo"``),
+            case-insensitive where that is unambiguous.
         tile_size: pixels per tile of the explanation sheet ``xai/sheet`` (small inputs are upscaled).
         log_heatmaps: also log the bare heatmaps (``xai/<method>/heatmap``).
-        log_grids: also log the compact 32-px grids (``xai/probes`` once, ``xai/<method>/overlay`` per evaluation);
-            the sheet shows the same maps, so they are off by default.
+        log_grids: also log the compact grids, one tile per probe at the input's resolution (``xai/probes`` once,
+            ``xai/<method>/overlay`` per evaluation); the sheet shows the same maps, so they are off by default.
         background_logging: encode the pictures and write events on a background thread.
         quality: measures of the maps (``xai/<method>/quality/...``): any of ``("deletion", "insertion",
             "sparseness", "entropy")`` (docs/quality.md).
