@@ -217,14 +217,12 @@ def test_smallest_box_breaks_ties_in_row_order_and_checks_its_share() -> None:
         smallest_box(gain, 1.5)
 
 
-def test_a_mark_smaller_than_a_window_is_boxed_to_its_pixels_and_the_test_copies_the_windows() -> None:
-    """A 3x3 mark (smaller than the 4-pixel windows): the box shown is the mark, the windows around it (5x5: the
-    four windows holding all of it tie) are what the transplant test copies."""
-    mark = (5, 21, 8, 24)  # rows 5-7, cols 21-23: across two cells both ways
+def _first_alert_of_a_mark(background: torch.Tensor, mark: tuple[int, int, int, int]) -> Any:
+    """The detector's first alert on 8 probes of ``background`` ``(32, 32)`` (probe i scaled by 1 + 0.1 i) where a
+    mark appears at epoch 4 (``(top, left, bottom, right)``, bottom/right exclusive), a little stronger at epoch 5."""
 
     def maps(epoch: int) -> torch.Tensor:
-        m = torch.zeros(8, 32, 32)
-        m[:, 10:22, 10:22] = 1.0 + 0.1 * torch.arange(8).view(8, 1, 1)
+        m = background * (1.0 + 0.1 * torch.arange(8).view(8, 1, 1))
         if epoch >= 4:
             m[:, mark[0] : mark[2], mark[1] : mark[3]] = 8.0 + (0.5 if epoch == 5 else 0.0)
         return m
@@ -233,9 +231,19 @@ def test_a_mark_smaller_than_a_window_is_boxed_to_its_pixels_and_the_test_copies
     for epoch in range(6):
         d = det.update("integrated_gradients", maps(epoch), (32, 32), True, classes=torch.zeros(8), epoch=epoch)
         found += [d] if d is not None and d.fired else []
-    (region,) = found[0].regions
+    return found[0]
+
+
+def test_a_mark_smaller_than_a_window_is_boxed_to_its_pixels_and_the_test_copies_the_windows() -> None:
+    """A 3x3 mark (smaller than the 4-pixel windows): the box shown is the mark, the windows around it (5x5: the
+    four windows holding all of it tie) are what the transplant test copies."""
+    mark = (5, 21, 8, 24)  # rows 5-7, cols 21-23: across two cells both ways
+    background = torch.zeros(32, 32)
+    background[10:22, 10:22] = 1.0
+    fired = _first_alert_of_a_mark(background, mark)
+    (region,) = fired.regions
     assert region.box == mark and region.windows == (4, 20, 9, 25)
-    assert donor_groups(found[0].regions, torch.zeros(8)) == [((4, 20, 9, 25), list(range(8)))]
+    assert donor_groups(fired.regions, torch.zeros(8)) == [((4, 20, 9, 25), list(range(8)))]
     buffer = io.BytesIO()
     torch.save(region.to_dict(), buffer)
     buffer.seek(0)
@@ -249,19 +257,9 @@ def test_a_mark_across_a_cell_edge_into_the_objects_cell_is_boxed_whole() -> Non
     (12-15): its box is the whole mark. Tightened on the quiet cells' gain alone it was the 2-pixel sliver on the
     quiet side (IoU 0.5; the trial's unaligned patches got 1-pixel boxes)."""
     mark = (0, 10, 4, 14)
-
-    def maps(epoch: int) -> torch.Tensor:
-        m = torch.full((8, 32, 32), 0.05)
-        m[:, 0:28, 4:12] = 1.0 + 0.1 * torch.arange(8).view(8, 1, 1)  # the object, in cell columns 1-2
-        if epoch >= 4:
-            m[:, mark[0] : mark[2], mark[1] : mark[3]] = 8.0 + (0.5 if epoch == 5 else 0.0)
-        return m
-
-    det, found = ShiftDetector(), []
-    for epoch in range(6):
-        d = det.update("integrated_gradients", maps(epoch), (32, 32), True, classes=torch.zeros(8), epoch=epoch)
-        found += [d] if d is not None and d.fired else []
-    (region,) = found[0].regions
+    background = torch.full((32, 32), 0.05)
+    background[0:28, 4:12] = 1.0  # the object, in cell columns 1-2
+    (region,) = _first_alert_of_a_mark(background, mark).regions
     assert region.box == mark
 
 
