@@ -259,15 +259,23 @@ class DriftActions:
         if self.on_drift == "raise" and alerts:
             self.pending = self.pending or DriftDetectedError(alerts[0])
 
-    def raise_pending(self, before: Callable[[], None] = lambda: None) -> None:
-        """Raise what is pending, after ``before()`` (whose own failure would hide it: warned instead)."""
+    def raise_pending(self, trainer: Trainer, before: Callable[[], None] = lambda: None) -> None:
+        """Raise what is pending, after ``before()`` (whose own failure would hide it: warned instead). With several
+        ranks they first agree whether any rank raises (a callable may raise on one rank only, e.g. a
+        ``rank_zero_only`` notifier that failed): then every rank runs ``before()`` (its barrier) and raises, instead
+        of one rank waiting in the barrier while the others train on."""
         pending, self.pending = self.pending, None
-        if pending is not None:
+        raised = pending is not None
+        if trainer.world_size > 1 and (self.on_drift == "raise" or callable(self.on_drift)):  # same on every rank
+            raised = trainer.strategy.reduce_boolean_decision(raised, all=False)
+        if raised:
             try:
                 before()
             except Exception as err:  # noqa: BLE001 - the drift error is what the user must get
                 _warn.report(f"AttributionMonitor: could not hand back the results before raising: {err!r}")
-            raise pending
+            raise pending or RuntimeError(
+                "AttributionMonitor: `on_drift` raised on another rank, so every rank stops; see that rank's error."
+            )
 
     def stop_if_pending(self, trainer: Trainer) -> None:
         if self.stop_pending:

@@ -261,13 +261,13 @@ class AttributionMonitor(Callback):
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.media.flush()
-        self.actions.raise_pending(lambda: _distributed.hand_back(self, trainer))
+        self.actions.raise_pending(trainer, lambda: _distributed.hand_back(self, trainer))
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate: the pictures are written when it returns
             self.media.flush()  # (in a fit the writer overlaps training; teardown flushes)
-        self.actions.raise_pending(lambda: _distributed.hand_back(self, trainer))  # after Lightning's logging
+        self.actions.raise_pending(trainer, lambda: _distributed.hand_back(self, trainer))  # after Lightning's logging
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:

@@ -144,3 +144,30 @@ def test_hand_back_flushes_the_loggers_before_the_worker_ends(tmp_path: Any) -> 
     trainer = SimpleNamespace(is_global_zero=True, loggers=loggers, world_size=1, strategy=None)
     _distributed.hand_back(monitor, trainer)  # type: ignore[arg-type]
     assert saved == ["media", "a", "b"]  # the pictures queued first, then each logger's buffers
+
+
+class _NotifyFailed(Exception):
+    """A notifier that failed (e.g. a ``rank_zero_only`` message that could not be sent)."""
+
+
+def _raise_on_rank_zero(alert: Any) -> None:
+    if torch.distributed.get_rank() == 0:
+        raise _NotifyFailed(f"could not send {alert.epoch}")
+
+
+def _raise_on_rank_one(alert: Any) -> None:
+    if torch.distributed.get_rank() == 1:
+        raise _NotifyFailed(f"could not send {alert.epoch}")
+
+
+@pytest.mark.parametrize("on_drift", [_raise_on_rank_zero, _raise_on_rank_one], ids=["rank0", "rank1"])
+def test_ddp_an_on_drift_callable_raising_on_one_rank_ends_every_rank(tmp_path: Any, on_drift: Any) -> None:
+    """A callable that raises on one rank only (a ``rank_zero_only`` notifier that failed): that rank waited in the
+    hand-back's barrier while the others went on training, so the fit hung in mismatched collectives (before the
+    barrier, torch ended the other workers at once)."""
+    rule = DriftRule(threshold=0.0, patience=1)
+    policy = DriftPolicy(warmup_epochs=0, rules=(rule,), detector=None, cooldown=0, on_drift=on_drift)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=policy)
+    with pytest.raises(Exception, match="_NotifyFailed|raised on another rank"):
+        _fit(tmp_path, monitor, "ddp_spawn", epochs=4)
+    assert [a.epoch for a in monitor.alerts] == [1]
