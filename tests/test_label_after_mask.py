@@ -6,7 +6,7 @@ import warnings
 from typing import Any
 
 import lightning.pytorch as L
-import pytest
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -35,18 +35,26 @@ class IgnoresTheRest(TinyCNN):
         self.log("val_loss", self.training_step(batch, batch_idx))
 
 
-@pytest.mark.xfail(strict=True, reason="the index after a mask is read as the class label (review finding)")
-def test_an_index_after_a_mask_is_not_read_as_the_label(tmp_path: Any) -> None:
-    """Before 38ad58d these probes were unlabeled (the mask in second place is not a class): the predicted class was
-    explained. The index in third place is now read as the label: the "class-balanced" draw takes the items with
-    the smallest indices (0, 1, 2, 3, one per "class") and explains class 0, 1, 2, 3 of them, whatever they show
-    (with more probes than classes, the fit is refused: labels outside the model's classes)."""
+def test_an_index_after_a_mask_is_read_as_the_label_and_said(tmp_path: Any) -> None:
+    """``(image, mask, label)`` and ``(image, mask, index)`` cannot be told apart by shape: the item after a mask is
+    read as the label (before 38ad58d the mask was, so such probes were unlabeled). What is read is said once, with
+    the fix for an index or a weight, instead of silently explaining class 0, 1, 2, 3 of items 0, 1, 2, 3."""
     x, _ = make_images(48)
     loader = DataLoader(MaskAndIndex(x), batch_size=8)
     monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
     trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         trainer.fit(IgnoresTheRest(), loader, loader)
-    assert monitor.evaluations == 1
-    assert monitor.probes is not None and monitor.probes.labels is None, monitor.probes.labels
+    said = [str(w.message) for w in caught if "second item is per pixel" in str(w.message)]
+    assert len(said) == 1 and "labels are item 2" in said[0] and "`target='predicted'`" in said[0], said
+    assert monitor.evaluations == 1 and monitor.probes is not None and monitor.probes.labels is not None
+
+
+def test_the_plain_layouts_say_nothing_of_where_the_label_is() -> None:
+    """``(image, label)``, ``(image, label, index)`` and ``(image, mask)`` read as before, with nothing said."""
+    from lightning_xai.probes.collect import label_past_a_mask
+
+    x, y, mask = make_images(4)[0], torch.arange(4), torch.zeros(4, 16, 16, dtype=torch.bool)
+    assert [label_past_a_mask(b) for b in ((x, y), (x, y, y), (x, mask), x)] == [None, None, None, None]
+    assert label_past_a_mask((x, mask, y)) == 2

@@ -82,6 +82,15 @@ def _label_of(image: Tensor, rest: Sequence[Any]) -> Any:
     return next((value for value in rest if not per_pixel(value)), rest[0])
 
 
+def label_past_a_mask(item: Any) -> int | None:
+    """The position in a tuple batch of the label :func:`split_example` reads when it is not the second item (that
+    one is per pixel: a mask), else None."""
+    if not isinstance(item, (tuple, list)) or len(item) < 3 or not isinstance(item[0], (Tensor, np.ndarray)):
+        return None
+    label = _label_of(split_example(item[0])[0], item[1:])
+    return None if label is item[1] else next((i for i, value in enumerate(item) if value is label), None)
+
+
 def balanced_order(labels: Sequence[int], count: int) -> list[int]:
     """Pick ``count`` positions round-robin over the classes (ascending), keeping the given order per class."""
     per_class: dict[int, list[int]] = {}
@@ -121,6 +130,7 @@ def _scan(
     """Up to ``max_scan`` examples as the model receives them; non-finite images left out, integers ``.float()``."""
     images: list[Tensor] = []
     labels: list[Any] = []
+    past: int | None = None  # where the label was read when an item per pixel (a mask) comes before it
     for batch in loader:
         try:
             prepared = prepare(batch) if prepare is not None else batch
@@ -145,6 +155,7 @@ def _scan(
                 f"same hooks as validation batches. Pass {fix}, or tensors as the model receives them."
             ) from err
         x, y = split_example(prepared)
+        past = past if past is not None else label_past_a_mask(prepared)
         if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)
             raise ValueError(
                 f"`probes`: the {source}'s batches hold 3-D images {tuple(x.shape)} (B, H, W), but the monitor "
@@ -191,6 +202,12 @@ def _scan(
         stacked, labels = stacked[finite], [label for label, ok in zip(labels, finite.tolist(), strict=True) if ok]
     classes, why = stack_labels(labels)
     note = f"the {source}'s labels are {why}" if why not in ("", "no label") else ""
+    if past is not None and classes is not None:  # an index or a weight after a mask looks like a label too
+        said.append(
+            f"the {source}'s batches are tuples whose second item is per pixel (a mask), so the probes' labels are "
+            f"item {past} (the image is item 0); if that is not each image's class (an index, a weight), pass "
+            "`probes=(images, labels)` or `target='predicted'`"
+        )
     checked = check_images(stacked.float(), "probes", f"drawn from the {source}")
     return ProbeSet(checked, classes, source, note, tuple(said))
 
