@@ -179,9 +179,10 @@ class CostReporter:
             parts.append(f"the shared prediction pass ({shared:.2f} s)")
         rest = max(0.0, seconds - explain)
         background = f"; {self.last_background:.2f} s of it in the background" if self.last_background >= 0.005 else ""
+        since = f"{interval:.{1 if interval >= 0.1 else 2}f} s"  # a tiny epoch: not "0.0 s"
         return (
-            f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since training "
-            f"started ({interval:.{1 if interval >= 0.1 else 2}f} s): {explain:.2f} s of explanation passes ({', '.join(parts)}) and "
+            f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since training started "
+            f"({since}): {explain:.2f} s of explanation passes ({', '.join(parts)}) and "
             f"{rest:.2f} s for everything else (drift, alerts, pictures{background}). Fewer probes, IG steps or "
             "evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as `xai/seconds`."
         )
