@@ -122,8 +122,11 @@ def return_target() -> tuple[str, int]:
 
 
 def mark_spawn_return(state: dict[str, Any]) -> None:
-    """In ``__getstate__``: name the ddp_spawn return file (once per monitor) and the process that waits for it."""
-    if state.get("_spawn_return") is None:
+    """In ``__getstate__``: name the ddp_spawn return file and the process that waits for it, unless this process
+    already waits for one (a monitor made in another process, e.g. a sweep's forked worker calling ``fit``, gets a
+    file of its own: the results go to the process that launched the fit)."""
+    target = state.get("_spawn_return")
+    if target is None or target[1] != os.getpid():
         state["_spawn_return"] = return_target()
 
 
@@ -214,7 +217,8 @@ def hand_back(monitor: Any, trainer: Trainer) -> None:
 
 def _launched_by_multiprocessing(trainer: Trainer) -> bool:
     """The ranks are processes Lightning spawned or forked from the caller's (``ddp_spawn``, ``ddp_notebook``)."""
-    return type(getattr(trainer.strategy, "launcher", None)).__name__ == "_MultiProcessingLauncher"
+    kinds = type(getattr(trainer.strategy, "launcher", None)).__mro__  # its subclasses too (XLA's launcher)
+    return any(kind.__name__ == "_MultiProcessingLauncher" for kind in kinds)
 
 
 def send_results(monitor: Any, trainer: Trainer) -> None:

@@ -171,3 +171,28 @@ def test_ddp_an_on_drift_callable_raising_on_one_rank_ends_every_rank(tmp_path: 
     with pytest.raises(Exception, match="_NotifyFailed|raised on another rank"):
         _fit(tmp_path, monitor, "ddp_spawn", epochs=4)
     assert [a.epoch for a in monitor.alerts] == [1]
+
+
+def test_a_monitor_made_in_another_process_sends_the_results_to_the_one_that_launches_the_fit() -> None:
+    """The return file was named with the process that made the monitor, so a forked sweep worker that called
+    ``fit(strategy="ddp_spawn")`` never read its results (its ``history`` stayed empty) and the parent could read
+    them later into its own copy. Pickled for the workers, the monitor now names a file for the pickling process;
+    in that process a second pickle keeps it. A launcher subclassing Lightning's multiprocessing one counts too."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    from lightning_xai import _distributed
+
+    monitor = _monitor()
+    made_in_another = ("/tmp/lightning_xai_elsewhere.pt", os.getpid() + 1)
+    monitor._spawn_return = made_in_another
+    state = monitor.__getstate__()
+    assert state["_spawn_return"][1] == os.getpid() and state["_spawn_return"][0] != made_in_another[0]
+    assert monitor.__getstate__()["_spawn_return"] == state["_spawn_return"]  # kept in the launching process
+
+    class _Subclass(_MultiProcessingLauncher):
+        pass
+
+    launched = SimpleNamespace(strategy=SimpleNamespace(launcher=_Subclass.__new__(_Subclass)))
+    assert _distributed._launched_by_multiprocessing(launched)  # type: ignore[arg-type]
