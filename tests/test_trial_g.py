@@ -1,0 +1,61 @@
+"""Trial G: failures injected into the monitor's own work (writer thread, media, checkpoint state, teardown) never
+hang, kill or hide the user's run. See docs/failures.md."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import lightning.pytorch as L
+from conftest import TinyCNN, loaders, trainer_kwargs
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_xai import AttributionMonitor, DriftPolicy, IntegratedGradients
+
+
+def monitor() -> AttributionMonitor:
+    return AttributionMonitor(
+        num_probes=4, methods=("gradcam", IntegratedGradients(n_steps=2)), drift=DriftPolicy(warmup_epochs=0)
+    )
+
+
+def fit(tmp_path: Any, callbacks: list[Any], model: L.LightningModule | None = None, **kw: Any) -> L.Trainer:
+    L.seed_everything(0, verbose=False)
+    kw.setdefault("max_epochs", 2)
+    kw.setdefault("logger", TensorBoardLogger(str(tmp_path / "logs"), name="run"))
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=callbacks, **kw))
+    trainer.fit(model if model is not None else TinyCNN(), *loaders())
+    return trainer
+
+
+def recorded(fn: Any) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    return [str(w.message) for w in caught]
+
+
+class ExitsOnTheWriter(TensorBoardLogger):
+    """A logger whose ``log_metrics`` raises ``SystemExit`` once, on the monitor's writer thread only."""
+
+    exits = 1
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if threading.current_thread().name == "lightning_xai-writer" and self.exits:
+            self.exits -= 1
+            raise SystemExit("a logger job exits")
+        super().log_metrics(metrics, step)
+
+
+def test_a_writer_job_raising_systemexit_neither_hangs_the_fit_nor_kills_it(tmp_path: Any) -> None:
+    """The job's SystemExit ended the writer thread without marking the job done: the next thread took the later jobs
+    and the flush at teardown waited on the queue forever."""
+    result: list[Any] = []
+    logger = ExitsOnTheWriter(str(tmp_path / "logs"), name="run")
+    worker = threading.Thread(target=lambda: result.append(recorded(lambda: fit(tmp_path, [monitor()], logger=logger))))
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the fit hangs in the monitor's flush"
+    assert any("SystemExit: a logger job exits" in m for m in result[0]), result
