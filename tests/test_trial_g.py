@@ -59,3 +59,25 @@ def test_a_writer_job_raising_systemexit_neither_hangs_the_fit_nor_kills_it(tmp_
     worker.join(timeout=30)
     assert not worker.is_alive(), "the fit hangs in the monitor's flush"
     assert any("SystemExit: a logger job exits" in m for m in result[0]), result
+
+
+def disk_full(*args: Any, **kwargs: Any) -> None:
+    raise OSError(28, "No space left on device (simulated)")
+
+
+def test_a_writing_failure_is_warned_once_and_never_raised_under_warnings_as_errors(
+    tmp_path: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    """Writing failures were warned with ``rank_zero_warn`` at the flush: once per image per epoch, and under
+    ``-W error`` the warning ended a fit that had trained to the end (docs: a failure report never raises)."""
+    from lightning_xai.visualize import loggers
+
+    monkeypatch.setattr(loggers, "_tensorboard_image", disk_full)
+    messages = recorded(lambda: fit(tmp_path / "a", [monitor()], max_epochs=3))
+    assert len([m for m in messages if "No space left on device" in m]) == 1, messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("error", message="AttributionMonitor: .*(skipped|failed)")
+        trainer = fit(tmp_path / "b", [monitor()])
+    assert trainer.current_epoch == 2
+    assert any("No space left on device" in r.getMessage() for r in caplog.records)

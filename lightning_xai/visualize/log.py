@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_xai import _warn
 from lightning_xai.drift.measure import not_compared
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.dashboard import named, summary_scalars
@@ -56,6 +57,7 @@ class MediaLogger:
         self.writer = BackgroundWriter(background=background)
         self.logged_to: set[str] = set()  # the logger versions (:func:`logger_key`) that have the probes and settings
         self._sinks: dict[int, MediaSink] = {}
+        self._said: set[str] = set()  # the writing failures warned about
 
     @property
     def probes_logged(self) -> list[str]:
@@ -174,8 +176,10 @@ class MediaLogger:
     def flush(self) -> None:
         """Wait for queued media; warn about any that failed to write."""
         self.writer.flush()
-        for error in self.writer.pop_errors():
-            rank_zero_warn(f"AttributionMonitor: logging images or tables failed: {error}")
+        for error in self.writer.pop_errors():  # each distinct failure once; never raised, whatever the filters
+            if error not in self._said:
+                self._said.add(error)
+                _warn.report(f"AttributionMonitor: logging images or tables failed: {error}")
 
     def close(self) -> None:
         """Flush (warning about media that failed to write), stop the writer thread, close the sinks."""
