@@ -81,3 +81,35 @@ def test_a_writing_failure_is_warned_once_and_never_raised_under_warnings_as_err
         trainer = fit(tmp_path / "b", [monitor()])
     assert trainer.current_epoch == 2
     assert any("No space left on device" in r.getMessage() for r in caplog.records)
+
+
+def test_a_rendering_failure_is_warned_once_and_goes_to_history_and_xai_errors(tmp_path: Any, monkeypatch: Any) -> None:
+    """A colormap that fails at run time: the media logger warned every epoch and the failure was in neither
+    ``history[i].errors`` nor ``xai/errors`` (docs: warned once, in ``xai/errors`` every epoch it happens)."""
+    from test_failure_isolation import events, texts
+
+    from lightning_xai.visualize import sheet
+
+    original = sheet.device_lut
+
+    def vanished(name: str, device: str) -> Any:
+        if armed:
+            raise KeyError(f"colormap {name} vanished")
+        return original(name, device)
+
+    armed = False
+
+    class Arm(L.Callback):
+        def on_train_start(self, *args: Any) -> None:
+            nonlocal armed
+            armed = True
+
+    monkeypatch.setattr(sheet, "device_lut", vanished)
+    watched = monitor()
+    messages = recorded(lambda: fit(tmp_path, [watched, Arm()], max_epochs=3))
+    assert len([m for m in messages if "colormap jet vanished" in m]) == 1, messages
+    assert all(any("rendering the pictures failed" in e for e in h.errors) for h in watched.history), [
+        h.errors for h in watched.history
+    ]
+    errors = texts(events(tmp_path / "logs"), "xai/errors")
+    assert len(errors) == 3 and "colormap jet vanished" in errors[0]

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_xai import _warn
@@ -107,7 +106,7 @@ class MediaLogger:
         normalizations: Mapping[str, str],
         context: MediaContext | None = None,
     ) -> None:
-        """Render and queue one evaluation for every image logger (rank 0); a rendering failure is warned about."""
+        """Render and queue one evaluation for every image logger (rank 0); a rendering failure raises, named."""
         sinks = self.sinks(trainer) if trainer.is_global_zero else []
         if not sinks:
             return
@@ -170,8 +169,8 @@ class MediaLogger:
                 for job in sink.jobs(mine):
                     self.writer.submit(job)
                 self.logged_to.add(key)
-        except Exception as err:  # noqa: BLE001 - pictures must never stop training
-            rank_zero_warn(f"AttributionMonitor: rendering the pictures failed, none logged this epoch: {err!r}")
+        except Exception as err:  # the monitor isolates it: warned once, in ``record.errors`` and ``xai/errors``
+            raise RuntimeError(f"rendering the pictures failed, none logged this epoch: {err!r}") from err
 
     def flush(self) -> None:
         """Wait for queued media; warn about any that failed to write."""
