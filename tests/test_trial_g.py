@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import lightning.pytorch as L
+import pytest
 from conftest import TinyCNN, loaders, trainer_kwargs
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -113,3 +114,29 @@ def test_a_rendering_failure_is_warned_once_and_goes_to_history_and_xai_errors(t
     ]
     errors = texts(events(tmp_path / "logs"), "xai/errors")
     assert len(errors) == 3 and "colormap jet vanished" in errors[0]
+
+
+class UserBug(Exception):
+    pass
+
+
+class CrashesInSecondEpoch(TinyCNN):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        if self.current_epoch == 1:
+            raise UserBug("the user's own crash")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_failure_closing_the_media_never_replaces_the_users_exception(tmp_path: Any, monkeypatch: Any) -> None:
+    """``on_exception`` closes the media: a sink whose close raised (its summary writers on a vanished log directory)
+    replaced the user's own exception with the monitor's, and a clean fit ended in that error at teardown."""
+    from lightning_xai.visualize.loggers import TensorBoardSink
+
+    def broken_close(self: Any) -> None:
+        raise OSError("the summary writer could not close")
+
+    monkeypatch.setattr(TensorBoardSink, "close", broken_close)
+    with pytest.raises(UserBug, match="the user's own crash"):
+        fit(tmp_path / "a", [monitor()], model=CrashesInSecondEpoch())
+    messages = recorded(lambda: fit(tmp_path / "b", [monitor()]))
+    assert any("could not close" in m for m in messages), messages

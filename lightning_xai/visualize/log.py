@@ -181,11 +181,17 @@ class MediaLogger:
                 _warn.report(f"AttributionMonitor: logging images or tables failed: {error}")
 
     def close(self) -> None:
-        """Flush (warning about media that failed to write), stop the writer thread, close the sinks."""
-        self.flush()
-        self.writer.close()
+        """Flush (warning about media that failed to write), stop the writer thread, close the sinks. Never raises: on
+        an exception path (``on_exception``) a failure here would replace the user's own exception."""
+        try:
+            self.flush()
+        finally:
+            self.writer.close()
         for sink in self._sinks.values():
-            sink.close()
+            try:
+                sink.close()
+            except Exception as err:  # noqa: BLE001 - warned, never raised
+                _warn.report(f"AttributionMonitor: closing the {type(sink.logger).__name__}'s media failed: {err!r}")
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: loggers are found again on each rank
         return {**self.__dict__, "_sinks": {}}
