@@ -140,3 +140,25 @@ def test_a_failure_closing_the_media_never_replaces_the_users_exception(tmp_path
         fit(tmp_path / "a", [monitor()], model=CrashesInSecondEpoch())
     messages = recorded(lambda: fit(tmp_path / "b", [monitor()]))
     assert any("could not close" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("corrupt", ["history", "probes"])
+def test_a_corrupted_monitor_state_in_a_checkpoint_does_not_stop_the_resume(tmp_path: Any, corrupt: str) -> None:
+    """A checkpoint whose monitor state is corrupted (a hand-edited or truncated ``history``, probes that are not
+    images) stopped ``fit(ckpt_path=...)`` with a raw TypeError/AttributeError naming neither the monitor nor the
+    checkpoint; now it is said once and the monitor's run starts afresh, as for another monitor's state."""
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    fit(tmp_path / "a", [monitor(), checkpoint], enable_checkpointing=True)
+    path = str(tmp_path / "ckpt" / "last.ckpt")
+    saved = torch.load(path, weights_only=False)
+    (key,) = [k for k in saved["callbacks"] if k.startswith("AttributionMonitor")]
+    saved["callbacks"][key][corrupt] = [{"foo": 1}] if corrupt == "history" else "corrupted"
+    torch.save(saved, path)
+    resumed = monitor()
+    trainer = L.Trainer(**trainer_kwargs(tmp_path / "b", callbacks=[resumed], max_epochs=3))
+    messages = recorded(lambda: trainer.fit(TinyCNN(), *loaders(), ckpt_path=path))
+    assert trainer.current_epoch == 3 and len(resumed.history) == 1  # epoch 2 trained and explained
+    assert len([m for m in messages if "monitor state could not be read" in m]) == 1, messages
