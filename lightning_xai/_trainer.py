@@ -21,6 +21,30 @@ from lightning_xai.visualize.dashboard import named
 from lightning_xai.visualize.loggers import write_summary
 from lightning_xai.visualize.writer import add_text_job
 
+NEW_RUN = (
+    "AttributionMonitor: this fit trains another LightningModule than the one the monitor's run is of, without "
+    "`ckpt_path`, so the monitor starts a run of its own: probes drawn again from this fit's validation data, a new "
+    "drift reference; `monitor.history` and `monitor.alerts` now hold this run only. Keep one monitor per run to keep "
+    "the earlier ones; to continue the earlier run (e.g. with a model from `load_from_checkpoint`), resume it with "
+    "`trainer.fit(model, ckpt_path=...)`, which restores the monitor's state too."
+)
+
+
+def unreadable_state(err: Exception) -> str:
+    """The warning for a checkpoint whose monitor state cannot be read (corrupted, or hand-edited)."""
+    return (
+        f"AttributionMonitor: the checkpoint's monitor state could not be read ({type(err).__name__}: {err}), so "
+        "its probes, reference, history and alerts start afresh (a new reference); training resumes as saved."
+    )
+
+
+def checked_probes(images: Any) -> Any:
+    """A checkpoint's probe images, refused (``TypeError``) unless an ``(N, C, H, W)`` float tensor."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        shown = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"its probes are {shown}, not (N, C, H, W) float images")
+    return images
+
 
 def training_batch_size(loaders: Any) -> int | None:
     """The largest ``batch_size`` among the training dataloader(s) (a loader, a list or dict of them), or None."""

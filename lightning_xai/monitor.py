@@ -39,14 +39,6 @@ from lightning_xai.visualize.restart import mark_fit_start
 
 __all__ = ["AttributionMonitor", "DriftDetectedError"]
 
-NEW_RUN = (
-    "AttributionMonitor: this fit trains another LightningModule than the one the monitor's run is of, without "
-    "`ckpt_path`, so the monitor starts a run of its own: probes drawn again from this fit's validation data, a new "
-    "drift reference; `monitor.history` and `monitor.alerts` now hold this run only. Keep one monitor per run to keep "
-    "the earlier ones; to continue the earlier run (e.g. with a model from `load_from_checkpoint`), resume it with "
-    "`trainer.fit(model, ckpt_path=...)`, which restores the monitor's state too."
-)
-
 
 class AttributionMonitor(Callback):
     r"""Explain a fixed set of probe images every validation epoch and watch the explanations drift.
@@ -182,8 +174,16 @@ class AttributionMonitor(Callback):
         if self._keep_run:
             self._keep_run = False
             return
+        try:  # a corrupted state: said once, the run starts afresh (as for another monitor's state)
+            self._load(state_dict)
+        except Exception as err:  # noqa: BLE001 - the monitor's own state never stops the user's resume
+            self._start_run()
+            self._warn_once("unreadable_state", _trainer.unreadable_state(err))
+
+    def _load(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probes") is not None:
-            self.probes = ProbeSet(state_dict["probes"], state_dict.get("labels"), "checkpoint")
+            probes = _trainer.checked_probes(state_dict["probes"])
+            self.probes = ProbeSet(probes, state_dict.get("labels"), "checkpoint")
             self._prepared_for = None
         if state_dict.get("masks") is not None:
             self.masks = state_dict["masks"]
@@ -213,7 +213,7 @@ class AttributionMonitor(Callback):
         run_of = self._run_of() if self._run_of is not None else None
         if run_of is not None and run_of is not pl_module and not _trainer.resuming(trainer):
             self._start_run()  # another model trained afresh (a k-fold or sweep loop): a run of its own
-            rank_zero_info(NEW_RUN)
+            rank_zero_info(_trainer.NEW_RUN)
         self._run_of = weakref.ref(pl_module)
         if trainer.limit_val_batches != 0:  # no validation: nothing to prepare (said at train start)
             self.prepare(trainer, pl_module)

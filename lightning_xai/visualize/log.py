@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_xai import _warn
 from lightning_xai.drift.measure import not_compared
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.dashboard import named, summary_scalars
@@ -56,6 +56,7 @@ class MediaLogger:
         self.writer = BackgroundWriter(background=background)
         self.logged_to: set[str] = set()  # the logger versions (:func:`logger_key`) that have the probes and settings
         self._sinks: dict[int, MediaSink] = {}
+        self._said: set[str] = set()  # the writing failures warned about
 
     @property
     def probes_logged(self) -> list[str]:
@@ -105,7 +106,7 @@ class MediaLogger:
         normalizations: Mapping[str, str],
         context: MediaContext | None = None,
     ) -> None:
-        """Render and queue one evaluation for every image logger (rank 0); a rendering failure is warned about."""
+        """Render and queue one evaluation for every image logger (rank 0); a rendering failure raises, named."""
         sinks = self.sinks(trainer) if trainer.is_global_zero else []
         if not sinks:
             return
@@ -168,21 +169,29 @@ class MediaLogger:
                 for job in sink.jobs(mine):
                     self.writer.submit(job)
                 self.logged_to.add(key)
-        except Exception as err:  # noqa: BLE001 - pictures must never stop training
-            rank_zero_warn(f"AttributionMonitor: rendering the pictures failed, none logged this epoch: {err!r}")
+        except Exception as err:  # the monitor isolates it: warned once, in ``record.errors`` and ``xai/errors``
+            raise RuntimeError(f"rendering the pictures failed, none logged this epoch: {err!r}") from err
 
     def flush(self) -> None:
         """Wait for queued media; warn about any that failed to write."""
         self.writer.flush()
-        for error in self.writer.pop_errors():
-            rank_zero_warn(f"AttributionMonitor: logging images or tables failed: {error}")
+        for error in self.writer.pop_errors():  # each distinct failure once; never raised, whatever the filters
+            if error not in self._said:
+                self._said.add(error)
+                _warn.report(f"AttributionMonitor: logging images or tables failed: {error}")
 
     def close(self) -> None:
-        """Flush (warning about media that failed to write), stop the writer thread, close the sinks."""
-        self.flush()
-        self.writer.close()
+        """Flush (warning about media that failed to write), stop the writer thread, close the sinks. Never raises: on
+        an exception path (``on_exception``) a failure here would replace the user's own exception."""
+        try:
+            self.flush()
+        finally:
+            self.writer.close()
         for sink in self._sinks.values():
-            sink.close()
+            try:
+                sink.close()
+            except Exception as err:  # noqa: BLE001 - warned, never raised
+                _warn.report(f"AttributionMonitor: closing the {type(sink.logger).__name__}'s media failed: {err!r}")
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: loggers are found again on each rank
         return {**self.__dict__, "_sinks": {}}

@@ -38,9 +38,13 @@ class BackgroundWriter:
         while (job := self._queue.get()) is not None:
             self._open.wait()
             started = time.thread_time()
-            self._call(job)
-            self.busy_seconds += time.thread_time() - started
-            self._queue.task_done()
+            try:  # a job's SystemExit or other BaseException is its failure too: the thread goes on, flush never hangs
+                self._call(job)
+            except BaseException as err:  # noqa: BLE001 - on this thread nothing is the training's to propagate
+                self.errors.append(f"{type(err).__name__}: {err}")
+            finally:
+                self.busy_seconds += time.thread_time() - started
+                self._queue.task_done()
         self._queue.task_done()
 
     def _call(self, job: Job) -> None:
