@@ -1,4 +1,4 @@
-"""Trial G: failures injected into the monitor's own work (writer thread, media, checkpoint state, teardown) never
+"""failures injected into the monitor's own work (writer thread, media, checkpoint state, teardown) never
 hang, kill or hide the user's run. See docs/failures.md."""
 
 from __future__ import annotations
