@@ -1,4 +1,4 @@
-"""failures injected into the monitor's own work (writer thread, media, checkpoint state, teardown) never
+"""Failures injected into the monitor's own work (writer thread, media, checkpoint state, teardown) never
 hang, kill or hide the user's run. See docs/failures.md."""
 
 from __future__ import annotations
