@@ -4,6 +4,7 @@ setup check runs before the first training step even when Lightning sets up the 
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -538,5 +539,33 @@ class _NoShards(IterableDataset):
 
 def test_a_dataset_whose_iter_raises_stopiteration_is_not_a_bare_stopiteration() -> None:
     """A bare StopIteration out of ``fit`` (empty message) would also end a caller's own loop silently (review)."""
-    with pytest.raises(RuntimeError, match="StopIteration"):
+    with pytest.raises(ValueError, match="`probes`.*StopIteration"):  # named, the cause said
         collect_probes(DataLoader(_NoShards(), batch_size=4), num_probes=4, seed=0)
+
+
+class _BadItems(Dataset):
+    """Images whose items 5 and 6 cannot be read (a corrupted file), as validation with ``limit_val_batches`` never
+    reads them."""
+
+    def __init__(self, bad: tuple[int, ...] = (5, 6)) -> None:
+        self.x, self.y = make_images(40)
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if i in self.bad:
+            raise OSError(f"image {i} is truncated")
+        return self.x[i], self.y[i]
+
+
+def test_a_few_unreadable_items_are_skipped_and_said_and_an_unreadable_dataset_is_named() -> None:
+    """The draw reads items that validation may never read; a bad one stopped the fit before training with the
+    dataset's own error (not naming `probes`). The batches that cannot be read are now left out, said once; a
+    dataset that cannot be read at all is a named ValueError."""
+    pool = collect_probes(DataLoader(_BadItems(), batch_size=4), num_probes=8, seed=0)
+    said = [w for w in pool.warnings if "could not be read and are not used as probes" in w]
+    assert len(pool) == 8 and len(said) == 1 and re.search(r"^[12] batch\(es\).*image [56] is truncated", said[0])
+    with pytest.raises(ValueError, match=r"`probes`.*\(OSError: image \d+ is truncated\)"):
+        collect_probes(DataLoader(_BadItems(tuple(range(40))), batch_size=4), num_probes=8, seed=0)

@@ -1,6 +1,7 @@
 """Stage 1 of the pipeline: the fixed probe images and the classes they are explained for."""
 
-from lightning_xai.probes.collect import ProbeSet, collect_probes, resolve_masks
+from lightning_xai.probes.collect import ProbeSet, collect_probes
+from lightning_xai.probes.masks import resolve_masks
 from lightning_xai.probes.targets import (
     TargetSpec,
     check_target,

@@ -282,22 +282,38 @@ class _ReadError(Exception):
 
 class _Reading(DataLoader):
     """A DataLoader whose failures while reading are :class:`_ReadError`, told apart from the batch hooks' failures
-    and the checks of what it read."""
+    and the checks of what it read. A batch that cannot be read is skipped (``skipped``: their errors) once another
+    was read, or until :attr:`TRIES` in a row failed: a few bad items that validation may never read (its
+    ``limit_val_batches``, a flaky read) do not stop the run; a dataset that cannot be read here at all fails."""
+
+    #: batches in a row that may fail before the reading fails (before any batch was read, or to end it after)
+    TRIES = 3
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self.skipped: list[Exception] = []
         try:  # an iterable dataset is opened here (its iter() runs in the fetcher), workers are started here
             batches = super().__iter__()
         except StopIteration as err:  # never a bare StopIteration out of the monitor (it would end a caller's loop)
             raise _ReadError(RuntimeError(f"the dataset's iter() raised StopIteration {err!r}")) from err
         except Exception as err:
             raise _ReadError(err) from err
+        read, failing = False, 0
         while True:
             try:
                 batch = next(batches)
             except StopIteration:
+                if not read and self.skipped:
+                    raise _ReadError(self.skipped[0]) from None
                 return
             except Exception as err:
-                raise _ReadError(err) from err
+                self.skipped.append(err)
+                failing += 1
+                if failing < self.TRIES:
+                    continue
+                if read:  # enough read around them: the probes come from those
+                    return
+                raise _ReadError(self.skipped[0]) from err
+            read, failing = True, 0
             yield batch
 
 
@@ -315,11 +331,15 @@ def _scan_loader(
     ``ValueError``."""
     kwargs: dict[str, Any] = {"batch_size": _batch_size(loader), "sampler": sampler, "collate_fn": loader.collate_fn}
     try:
-        return _scan(_Reading(loader.dataset, **kwargs), max_scan, source, prepare, given)
+        return _skipped(_Reading(loader.dataset, **kwargs), max_scan, source, prepare, given)
     except _ReadError as read:  # the dataset or collate_fn failed (not the hooks, not the checks of what it gave)
-        if not loader.num_workers:
-            raise read.err from None
         first = read.err
+        if not loader.num_workers:
+            raise ValueError(
+                f"`probes`: the {source}'s examples could not be read for the probes ({type(first).__name__}: "
+                f"{first}). The monitor reads its probes once, before training, with the loader's dataset and "
+                "collate_fn. Pass them as tensors as the model receives them, `probes=(images, labels)`."
+            ) from first
     workers = {
         "num_workers": 1,
         "worker_init_fn": loader.worker_init_fn,
@@ -327,7 +347,7 @@ def _scan_loader(
         "generator": torch.Generator().manual_seed(0),  # the workers' seeds: never the global RNG
     }
     try:
-        return _scan(_Reading(loader.dataset, **kwargs, **workers), max_scan, source, prepare, given)
+        return _skipped(_Reading(loader.dataset, **kwargs, **workers), max_scan, source, prepare, given)
     except _ReadError as read:
         err = read.err
         said = (str(err).strip().splitlines() or [""])[-1]  # a worker's error holds its traceback: its last line
@@ -340,42 +360,19 @@ def _scan_loader(
         ) from err
 
 
+def _skipped(reading: _Reading, max_scan: int, source: str, prepare: Any, given: bool) -> ProbeSet:
+    """:func:`_scan` of ``reading``, saying once how many batches it skipped (and the first error)."""
+    pool = _scan(reading, max_scan, source, prepare, given)
+    if reading.skipped:
+        first = reading.skipped[0]
+        said = f"{len(reading.skipped)} batch(es) of the {source} could not be read and are not used as probes " + (
+            f"(the first: {type(first).__name__}: {(str(first).strip().splitlines() or [''])[-1]})"
+        )
+        pool = replace(pool, warnings=(*pool.warnings, said))
+    return pool
+
+
 def _indexable(dataset: Any) -> bool:
     """A dataset read by index (not an ``IterableDataset``) that has a length."""
     indexed = hasattr(dataset, "__getitem__") and not isinstance(dataset, IterableDataset)
     return indexed and sized_len(dataset) is not None
-
-
-def resolve_masks(spec: Tensor | Callable[[Tensor, Tensor | None], Tensor], probes: ProbeSet) -> Tensor:
-    """One boolean ``(H, W)`` mask per probe, from a tensor (or array) or a callable ``(images, labels) -> masks``."""
-    masks: Any = spec
-    if callable(spec):
-        try:
-            masks = spec(probes.images.clone(), None if probes.labels is None else probes.labels.clone())
-        except Exception as err:
-            raise ValueError(
-                f"`Display.probe_masks` raised {type(err).__name__}: {err} when called with the probes (images "
-                f"{tuple(probes.images.shape)}, labels {'None' if probes.labels is None else 'a (N,) tensor'})."
-            ) from err
-    try:
-        masks = torch.as_tensor(masks).detach().cpu()
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(
-            f"`Display.probe_masks` must be a tensor of booleans (N, H, W), got {type(masks).__name__}."
-        ) from err
-    masks = masks[:, 0] if masks.ndim == 4 and masks.shape[1] == 1 else masks
-    expected = (len(probes), *probes.images.shape[-2:])
-    if tuple(masks.shape) != expected:
-        raise ValueError(
-            f"`Display.probe_masks` has shape {tuple(masks.shape)} but the {len(probes)} probes need one (H, W) "
-            f"mask each: {expected}. With probes drawn from the validation data, pass a callable "
-            "`(images, labels) -> masks`."
-        )
-    if masks.dtype != torch.bool and bool(((masks != 0) & (masks != 1)).any()):  # a soft mask is not a region
-        odd = masks[(masks != 0) & (masks != 1)].flatten()[0].item()
-        raise ValueError(
-            f"`Display.probe_masks` must be boolean (or 0/1) masks, got a {masks.dtype} value {odd!r}: a mask marks "
-            "each pixel in or out; threshold yours, e.g. `probe_masks=masks > 0.5` (a soft mask) or "
-            "`probe_masks=masks > 0` (a 0/255 image)."
-        )
-    return masks.bool()
