@@ -319,3 +319,32 @@ def test_a_rendering_failure_warns_and_training_goes_on(tmp_path: Any, monkeypat
     with pytest.warns(UserWarning, match="rendering the pictures failed.*no pictures today"):
         trainer.fit(TinyCNN(), train, val)
     assert len(monitor.history) == 2 and trainer.current_epoch == 2
+
+
+def test_a_sheet_of_more_probes_than_a_jpeg_holds_shows_those_that_fit_and_says_so() -> None:
+    """At 128-pixel tiles a row is 176 px: 400 probes made a sheet 70,548 px tall, and JPEG holds at most 65,535, so
+    every sheet failed to write (failure-injection trial). The sheet now shows the first probes that fit and says so
+    in its notes; the JPEG encodes."""
+    from lightning_xai.visualize.media import encode_jpeg
+    from lightning_xai.visualize.sheet import MAX_HEIGHT, prepare_sheet, sheet_layout
+
+    n, g = 400, torch.Generator().manual_seed(0)
+    images, raw, shown_maps = torch.rand(n, 1, 8, 8, generator=g), torch.rand(n, 2, 2), torch.rand(n, 8, 8)
+    probes, confidence = torch.arange(n) % 4, torch.rand(n, generator=g)
+
+    def sheet(k: int) -> tuple[Any, Any]:
+        maps = {"gradcam": Explanation(raw[:k], shown_maps[:k])}
+        return prepare_sheet(
+            images[:k], maps, {"gradcam": "max"}, predicted=probes[:k], confidence=confidence[:k], labels=None,
+            targets=probes[:k],
+        )  # fmt: skip
+
+    layout, compose = sheet(n)
+    shown = (layout.height - sheet_layout(0, 1).height) // layout.row_height
+    assert layout.height <= MAX_HEIGHT < sheet_layout(n, 1).height and 300 < shown < n
+    page = compose()
+    assert encode_jpeg(page)[:2] == b"\xff\xd8"  # a JPEG (it raised "broken data stream" before)
+    alone = np.asarray(sheet(shown)[1]())  # the same probes, all of them shown: the same page but for the notes
+    cut = np.asarray(page)
+    notes = layout.height - 3 * layout.line - 10
+    assert (cut[:notes] == alone[:notes]).all() and (cut[notes:] != alone[notes:]).any()

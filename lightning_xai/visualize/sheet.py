@@ -48,6 +48,8 @@ EVIDENCE_DIFF_COLORMAP = "RdBu_r"
 #: box colours, one per region (cycled): visible on jet/viridis/inferno/turbo and on the diverging map
 BOX_COLOURS = ((255, 255, 255), (0, 255, 0), (255, 0, 255), (255, 255, 0), (0, 255, 255), (255, 128, 0))
 MAX_PROBES = 8
+#: the tallest picture a JPEG holds: a sheet shows the probes that fit (about 370 at 128-pixel tiles)
+MAX_HEIGHT = 65_535
 #: the evidence image's margin, gap, header, column title and probe label (pixels)
 _MARGIN, _GAP, _HEADER, _COLUMN_TITLE, _LABEL = 8, 6, 44, 18, 132
 
@@ -144,10 +146,13 @@ def prepare_sheet(
     if int(tile_size) < 16:
         raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
     colormap = check_colormap(colormap)
-    names = list(results)
-    layout = sheet_layout(int(inputs.shape[0]), len(names), tile_size)
-    display = to_display_images(inputs, denormalize) if display is None else display
+    names, total = list(results), int(inputs.shape[0])
+    bare = sheet_layout(0, len(names), tile_size)
+    rows = min(total, max(1, (MAX_HEIGHT - bare.height) // bare.row_height))  # as many probes as a JPEG can hold
+    layout = sheet_layout(rows, len(names), tile_size)
+    display = (to_display_images(inputs, denormalize) if display is None else display)[:rows]
     heats = heats or {n: normalize_maps(results[n].display, mode=normalizations.get(n, "max")) for n in names}
+    heats = {n: heat[:rows] for n, heat in heats.items()}
     # the tiles of all probes and methods in one batch, (P, h, 1 + M, w, 3) uint8, at the input's resolution when the
     # tile is larger (the page scales them up by whole pixels, nearest-exact), else area-averaged down to the tile
     h, w = int(display.shape[-2]), int(display.shape[-1])
@@ -175,6 +180,8 @@ def prepare_sheet(
     scales = sorted({normalizations.get(n, "max") for n in names})
     per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
     notes = f"heat: |attribution| / {per} of each map."
+    if rows < total:  # said first: the notes are cut at NOTE_LINES lines
+        notes = f"The first {rows} of {total} probes (a JPEG is at most {MAX_HEIGHT} px tall). {notes}"
     if drift_note:
         red = " Red: the probes an alert says moved (by the alert's own measure)." if any(moved.values()) else ""
         notes += f" {drift_note}.{red}"
