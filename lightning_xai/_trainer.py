@@ -38,6 +38,21 @@ def unreadable_state(err: Exception) -> str:
     )
 
 
+def saved_state(build: Callable[[], dict[str, Any]], warn: Callable[[str, str], None]) -> dict[str, Any]:
+    """``build()``: the monitor's checkpoint state; if building it fails, said once and an empty state (a resume
+    from it starts the monitor's run afresh), so that the monitor's own state never stops the user's checkpoint."""
+    try:
+        return build()
+    except Exception as err:  # noqa: BLE001 - a checkpoint of the user's training must still be written
+        warn(
+            "unsaved_state",
+            f"AttributionMonitor: its state could not be saved with the checkpoint ({type(err).__name__}: {err}), so "
+            "a resume from this checkpoint starts the monitor's run afresh (new probes and reference); the training "
+            "state is saved as usual.",
+        )
+        return {}
+
+
 def checked_probes(images: Any) -> Any:
     """A checkpoint's probe images, refused (``TypeError``) unless an ``(N, C, H, W)`` float tensor."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():

@@ -158,6 +158,9 @@ class AttributionMonitor(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
+        return _trainer.saved_state(self._state, self._warn_once)  # its failure never stops the user's checkpoint
+
+    def _state(self) -> dict[str, Any]:
         return {
             "probes": None if self.probes is None else self.probes.images.clone(),
             "labels": None if self.probes is None or self.probes.labels is None else self.probes.labels.clone(),
@@ -337,15 +340,10 @@ class AttributionMonitor(Callback):
         target, images = shard_target(self.target, part), self.probes.images[part]
         return explain_probes(
             *(pl_module, images, labels, self.explainers, target),
-            forward_fn=self.forward_fn,
-            max_seconds=self.budget.max_seconds_per_epoch,
-            limits=self.cost.limits(),
-            epoch=int(trainer.current_epoch),
-            warn_once=self._warn_once,
-            skip=self.setup_check.disabled,
-            quality=self.display.quality,
-            threads=self.threads,
-        )
+            forward_fn=self.forward_fn, max_seconds=self.budget.max_seconds_per_epoch, limits=self.cost.limits(),
+            epoch=int(trainer.current_epoch), warn_once=self._warn_once, skip=self.setup_check.disabled,
+            quality=self.display.quality, threads=self.threads,
+        )  # fmt: skip
 
     def _measure_and_log(self, trainer: Trainer, pl_module: LightningModule, done: Any) -> Evaluation:
         """Measure drift and alerts on the gathered ``ProbeExplanations`` and queue the media (rank 0)."""

@@ -162,3 +162,24 @@ def test_a_corrupted_monitor_state_in_a_checkpoint_does_not_stop_the_resume(tmp_
     messages = recorded(lambda: trainer.fit(TinyCNN(), *loaders(), ckpt_path=path))
     assert trainer.current_epoch == 3 and len(resumed.history) == 1  # epoch 2 trained and explained
     assert len([m for m in messages if "monitor state could not be read" in m]) == 1, messages
+
+
+def test_a_monitor_state_that_cannot_be_built_never_stops_the_checkpoint(tmp_path: Any, monkeypatch: Any) -> None:
+    """Building the monitor's checkpoint state raised (a bug in a tracker's ``state_dict``): Lightning's checkpoint
+    save, and with it the fit, stopped. Now it is said once, the checkpoint holds the training state with an empty
+    monitor state, and a resume from it starts the monitor's run afresh."""
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_xai.drift.tracker import DriftTracker
+
+    def broken(self: Any) -> dict[str, Any]:
+        raise RuntimeError("tracker state broken")
+
+    monkeypatch.setattr(DriftTracker, "state_dict", broken)
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    messages = recorded(lambda: fit(tmp_path / "a", [monitor(), checkpoint], enable_checkpointing=True))
+    assert len([m for m in messages if "could not be saved with the checkpoint" in m]) == 1, messages
+    saved = torch.load(str(tmp_path / "ckpt" / "last.ckpt"), weights_only=True)
+    mine = [state for key, state in saved["callbacks"].items() if key.startswith("AttributionMonitor")]
+    assert not any(mine) and saved["state_dict"]  # no monitor state (Lightning leaves an empty one out); the weights
