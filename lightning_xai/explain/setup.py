@@ -74,6 +74,8 @@ def dry_run(
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
     with guard, model_forward(model, forward_fn) as forward:
         logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
+        if warn is not None:
+            _check_batch_independent(model, forward, inputs, logits, warn)
         num_classes = classes_of(int(logits.shape[1]))  # one logit: a binary classifier's classes 0 and 1
         check_target(target, num_classes=num_classes, num_probes=len(probes))
         if target == "label" and probes.labels is not None:
@@ -106,6 +108,31 @@ def dry_run(
         done.targets = targets[:k]  # the classes (the methods attribute the output column)
     report.seconds = time.perf_counter() - started
     return report, done
+
+
+def _check_batch_independent(model: nn.Module, forward: ForwardFn, inputs: Tensor, logits: Tensor, warn: Warn) -> None:
+    """Say when a probe's output depends on the other images of its batch in eval mode (BatchNorm without running
+    statistics, statistics over the batch in ``forward``): each probe's map then mixes in the other probes, and
+    Integrated Gradients' passes mix points of different probes' paths. The test is exact: the gradient of the
+    first probe's logits with respect to the other probes is zero unless the batch couples them."""
+    if inputs.shape[0] < 2:
+        return
+    try:
+        with torch.enable_grad():
+            x = inputs.detach().clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(forward(x)[0].float().sum(), x)
+    except Exception:  # noqa: BLE001 - a model the gradient methods cannot run on is said by their own checks
+        return
+    own, others = float(grad[0].abs().max()), float(grad[1:].abs().max())
+    if others > 1e-6 * max(own, 1e-12):
+        warn(
+            "batch_dependent",
+            f"AttributionMonitor: {type(model).__name__}'s output for a probe depends on the other images of its "
+            "batch in eval mode (the gradient of one probe's logits reaches the other probes), e.g. BatchNorm with "
+            "`track_running_stats=False` or statistics over the batch in `forward`. Each probe's explanation then "
+            "mixes in the other probes, and Integrated Gradients' passes mix points of different probes (its "
+            "completeness gap shows it). Keep running statistics for eval mode.",
+        )
 
 
 def _prediction_pass(
