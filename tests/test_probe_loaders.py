@@ -569,3 +569,24 @@ def test_a_few_unreadable_items_are_skipped_and_said_and_an_unreadable_dataset_i
     assert len(pool) == 8 and len(said) == 1 and re.search(r"^[12] batch\(es\).*image [56] is truncated", said[0])
     with pytest.raises(ValueError, match=r"`probes`.*\(OSError: image \d+ is truncated\)"):
         collect_probes(DataLoader(_BadItems(tuple(range(40))), batch_size=4), num_probes=8, seed=0)
+
+
+def test_fewer_probes_than_classes_names_the_classes_without_a_probe(tmp_path: Any, caplog: Any) -> None:
+    """8 probes (the default) on 10 classes left classes 8 and 9 without a probe, said nowhere, while the alert sees
+    a cue only where a probe shows it (new-user trial). The draw now says which classes have none and the
+    ``num_probes`` that covers them; with a probe per class nothing is said."""
+    import logging
+
+    x, y = make_images(80, num_classes=10)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    for probes, said in ((8, True), (10, False)):
+        caplog.clear()
+        monitor = AttributionMonitor(num_probes=probes, methods=("gradcam",))
+        trainer = L.Trainer(**trainer_kwargs(tmp_path / str(probes), max_epochs=1, callbacks=[monitor]))
+        with caplog.at_level(logging.INFO), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(TinyCNN(num_classes=10), loader, loader)
+        found = [r.getMessage() for r in caplog.records if "have no probe" in r.getMessage()]
+        assert found == (["AttributionMonitor: the 8 probes cover 8 classes of the validation dataloader; classes 8, 9 "
+                          "have no probe, so what the model learns for them is not watched. `num_probes=10` gives "
+                          "every class one."] if said else []), found  # fmt: skip

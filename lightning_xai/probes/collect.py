@@ -33,6 +33,7 @@ class ProbeSet:
     source: str
     note: str = ""
     warnings: tuple[str, ...] = ()
+    uncovered: tuple[int, ...] = ()  # classes of the data that no probe has (drawn with fewer probes than classes)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -269,7 +270,14 @@ def collect_probes(
             order = order[torch.tensor(balanced_order(pool.labels[order].tolist(), num_probes), dtype=torch.long)]
         order = order[:num_probes]
         labels = None if pool.labels is None else pool.labels[order]
-        return replace(pool, images=pool.images[order], labels=labels)
+        return replace(pool, images=pool.images[order], labels=labels, uncovered=_uncovered(pool.labels, labels))
+
+
+def _uncovered(seen: Tensor | None, chosen: Tensor | None) -> tuple[int, ...]:
+    """The classes of the scanned examples that no probe has (more classes than probes)."""
+    if seen is None or chosen is None:
+        return ()
+    return tuple(sorted(set(seen.tolist()) - set(chosen.tolist())))
 
 
 class _ReadError(Exception):

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 
@@ -93,6 +94,14 @@ def trainer_probes(
         probes = collect_probes(source, num_probes, seed, loader_name=name, prepare=prepare, given=given)
     for warning in probes.warnings:
         _warn.warn(f"AttributionMonitor: {warning}.")
+    if (missing := probes.uncovered) and probes.labels is not None:  # the alert sees a cue only where a probe shows it
+        covered = len(set(probes.labels.tolist()))
+        shown = ", ".join(str(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        rank_zero_info(
+            f"AttributionMonitor: the {len(probes)} probes cover {covered} classes of the {name}; classes {shown} "
+            f"have no probe, so what the model learns for them is not watched. `num_probes={covered + len(missing)}` "
+            "gives every class one."
+        )
     if probes.note:
         _warn.warn(
             f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
