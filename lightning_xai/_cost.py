@@ -170,7 +170,7 @@ class CostReporter:
                 cells = getattr(e, "cells", None)
                 detail = f" on `{e.layer_name}`" + (f" ({cells[0]}x{cells[1]} cells)" if cells else "")
             if (steps := scalars.get(f"xai/{e.name}/n_steps")) is not None:
-                detail += f" with {int(steps)} steps"
+                detail += f" with {int(steps)} step{'' if int(steps) == 1 else 's'}"
             if (method_seconds := scalars.get(f"xai/{e.name}/seconds")) is not None:
                 detail += f" ({method_seconds:.2f} s)"
             parts.append(e.name + detail)

@@ -337,3 +337,12 @@ def test_the_detector_pauses_for_the_evaluation_after_the_training_setup_changed
     monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=1, detector=plain))
     L.Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor], max_epochs=5)).fit(TinyCNN(), train, val)
     assert [armed for _, armed in monitor.detector.calls] == [False, True, True, True, True]
+
+
+def test_the_info_line_counts_one_step_in_the_singular() -> None:
+    """A tiny budget cuts IG to one step: the line said "with 1 steps" (new-user trial)."""
+    ig = IntegratedGradients()
+    line = CostReporter().summary(1.0, 0.5, 0.1, 10.0, [ig], {"xai/integrated_gradients/n_steps": 1.0})
+    assert "integrated_gradients with 1 step," in line and "1 steps" not in line
+    line = CostReporter().summary(1.0, 0.5, 0.1, 10.0, [ig], {"xai/integrated_gradients/n_steps": 16.0})
+    assert "integrated_gradients with 16 steps" in line

@@ -56,7 +56,8 @@ NOT_COMPARED = {
     "budget": (
         "budget_cut",
         "`Budget(max_seconds_per_epoch=...)` cut its work, so its drift is not measured and its rules are not checked "
-        "this epoch (the map is still shown).",
+        "at this evaluation, nor at any later one the budget cuts (the map is still shown; said once: see "
+        "`history[i].errors`). Give the evaluation more time, or explain fewer probes.",
     ),
     "empty": (
         "empty",
