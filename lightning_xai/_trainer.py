@@ -53,14 +53,6 @@ def saved_state(build: Callable[[], dict[str, Any]], warn: Callable[[str, str], 
         return {}
 
 
-def checked_probes(images: Any) -> Any:
-    """A checkpoint's probe images, refused (``TypeError``) unless an ``(N, C, H, W)`` float tensor."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        shown = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"its probes are {shown}, not (N, C, H, W) float images")
-    return images
-
-
 def training_batch_size(loaders: Any) -> int | None:
     """The largest ``batch_size`` among the training dataloader(s) (a loader, a list or dict of them), or None."""
     if isinstance(loaders, DataLoader):
@@ -298,7 +290,7 @@ class DriftActions:
         if self.on_drift == "raise" and alerts:
             self.pending = self.pending or DriftDetectedError(alerts[0])
 
-    def raise_pending(self, trainer: Trainer, before: Callable[[], None] = lambda: None) -> None:
+    def raise_pending(self, trainer: Trainer, before: Callable[[], None]) -> None:
         """Raise what is pending, after ``before()`` (whose own failure would hide it: warned instead). With several
         ranks they first agree whether any rank raises (a callable may raise on one rank only, e.g. a
         ``rank_zero_only`` notifier that failed): then every rank runs ``before()`` (its barrier) and raises, instead

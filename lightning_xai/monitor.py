@@ -31,6 +31,7 @@ from lightning_xai.explain.run import ProbeExplanations, explain_probes, isolate
 from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.explain.threads import ThreadChoice, one_torch_thread
 from lightning_xai.probes import ProbeSet, TargetSpec, from_trainer, resolve_masks, shard_target
+from lightning_xai.probes.inputs import check_images
 from lightning_xai.settings import Budget, Display, DriftPolicy, normalize_arguments, run_settings, state_key_parts
 from lightning_xai.visualize.display import has_colour
 from lightning_xai.visualize.log import MediaContext, MediaLogger
@@ -185,7 +186,7 @@ class AttributionMonitor(Callback):
 
     def _load(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probes") is not None:
-            probes = _trainer.checked_probes(state_dict["probes"])
+            probes = check_images(state_dict["probes"], "probes", "from the checkpoint")
             self.probes = ProbeSet(probes, state_dict.get("labels"), "checkpoint")
             self._prepared_for = None
         if state_dict.get("masks") is not None:

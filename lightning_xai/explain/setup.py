@@ -75,7 +75,7 @@ def dry_run(
     with guard, model_forward(model, forward_fn) as forward:
         logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
         if warn is not None:
-            _check_batch_independent(model, forward, inputs, logits, warn)
+            _check_batch_independent(model, forward, inputs[:2], warn)
         num_classes = classes_of(int(logits.shape[1]))  # one logit: a binary classifier's classes 0 and 1
         check_target(target, num_classes=num_classes, num_probes=len(probes))
         if target == "label" and probes.labels is not None:
@@ -110,11 +110,12 @@ def dry_run(
     return report, done
 
 
-def _check_batch_independent(model: nn.Module, forward: ForwardFn, inputs: Tensor, logits: Tensor, warn: Warn) -> None:
+def _check_batch_independent(model: nn.Module, forward: ForwardFn, inputs: Tensor, warn: Warn) -> None:
     """Say when a probe's output depends on the other images of its batch in eval mode (BatchNorm without running
     statistics, statistics over the batch in ``forward``): each probe's map then mixes in the other probes, and
-    Integrated Gradients' passes mix points of different probes' paths. The test is exact: the gradient of the
-    first probe's logits with respect to the other probes is zero unless the batch couples them."""
+    Integrated Gradients' passes mix points of different probes' paths. The test is exact, on two probes (any batch
+    couples them): the gradient of the first probe's logits with respect to the second is zero unless the batch
+    couples them."""
     if inputs.shape[0] < 2:
         return
     try:

@@ -358,10 +358,9 @@ def _scan_loader(
         return _skipped(_Reading(loader.dataset, **kwargs, **workers), max_scan, source, prepare, given)
     except _ReadError as read:
         err = read.err
-        said = (str(err).strip().splitlines() or [""])[-1]  # a worker's error holds its traceback: its last line
         raise ValueError(
             f"`probes`: the {source}'s examples could not be read for the probes, neither in this process "
-            f"({type(first).__name__}: {first}) nor in one worker of the loader's kind ({said}). "
+            f"({type(first).__name__}: {first}) nor in one worker of the loader's kind ({_last_line(err)}). "
             "The monitor reads its probes once, before training, with the loader's dataset, collate_fn and "
             "worker_init_fn. Pass them as tensors as the model receives them, `probes=(images, labels)`, or a "
             "`Dataset` that can be read in the main process."
@@ -374,10 +373,15 @@ def _skipped(reading: _Reading, max_scan: int, source: str, prepare: Any, given:
     if reading.skipped:
         first = reading.skipped[0]
         said = f"{len(reading.skipped)} batch(es) of the {source} could not be read and are not used as probes " + (
-            f"(the first: {type(first).__name__}: {(str(first).strip().splitlines() or [''])[-1]})"
+            f"(the first: {type(first).__name__}: {_last_line(first)})"
         )
         pool = replace(pool, warnings=(*pool.warnings, said))
     return pool
+
+
+def _last_line(err: BaseException) -> str:
+    """The last line of an error's text (a worker's error holds its traceback)."""
+    return (str(err).strip().splitlines() or [""])[-1]
 
 
 def _indexable(dataset: Any) -> bool:
