@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_xai._warn import warn
 from lightning_xai.drift.alerts import DriftRule, OnDrift
 from lightning_xai.drift.detector import ShiftDetector
 from lightning_xai.explain.base import check_bool, check_float, check_int, check_name
@@ -149,8 +150,8 @@ class Budget:
     training time since the last evaluation.
 
     Args:
-        max_overhead: keep the monitor's whole cost within this share of the rest of the run (e.g. 0.05): fewer IG
-            steps first (never below 8), then skipped evaluations (``xai/skipped``).
+        max_overhead: keep the monitor's whole cost within this share of the rest of the run (e.g. 0.05; above 1 is
+            warned: 5 means 500 %): fewer IG steps first (never below 8), then skipped evaluations (``xai/skipped``).
         max_seconds_per_epoch: a time limit for one evaluation: IG cuts its steps to fit (``xai/<method>/
             budget_limited``; such a map is shown, not compared), a method with no time left is skipped that epoch
             (``xai/errors``).
@@ -167,6 +168,11 @@ class Budget:
     def __post_init__(self) -> None:
         for key in ("max_overhead", "max_seconds_per_epoch"):
             _set(self, key, check_float(key, getattr(self, key), 0.0, low_open=True, allow_none=True, where="Budget"))
+        if self.max_overhead is not None and self.max_overhead > 1:  # a share: 5 is 500 %, not 5 %
+            warn(
+                f"`Budget(max_overhead={self.max_overhead:g})` lets the monitor cost up to {self.max_overhead:g} times "
+                f"the rest of the run ({self.max_overhead:.0%}); it is a share of the run's time: 5 % is max_overhead=0.05."
+            )
 
 
 def normalize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ changes (a backbone unfrozen, an optimizer's parameter groups changed)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning.pytorch as L
@@ -17,6 +18,10 @@ from lightning_xai.drift.measure import Evaluation
 from lightning_xai.explain import IntegratedGradients
 from lightning_xai.explain.setup import DryRunReport
 from lightning_xai.visualize.writer import BackgroundWriter
+
+with warnings.catch_warnings():  # a budget that never cuts (said as 1e11 %: a share above 1 is warned)
+    warnings.simplefilter("ignore")
+    _GENEROUS = Budget(max_overhead=1e9)
 
 
 def test_cut_steps_walks_down_the_ladder_to_the_floor_and_keeps_the_state_key() -> None:
@@ -216,7 +221,7 @@ def test_the_monitor_stamps_each_evaluation_with_its_whole_cost(tmp_path: Any) -
         num_probes=4,
         methods=("gradcam", IntegratedGradients(n_steps=4)),
         drift=DriftPolicy(warmup_epochs=0),
-        budget=Budget(max_overhead=1e9),
+        budget=_GENEROUS,
     )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -294,7 +299,7 @@ def test_a_generous_budget_changes_nothing(tmp_path: Any) -> None:
         num_probes=4,
         methods=("gradcam", IntegratedGradients(n_steps=8)),
         drift=DriftPolicy(warmup_epochs=0),
-        budget=Budget(max_overhead=1e9),
+        budget=_GENEROUS,
     )
     L.seed_everything(0, verbose=False)
     train, val = loaders()
@@ -308,6 +313,14 @@ def test_a_generous_budget_changes_nothing(tmp_path: Any) -> None:
 def test_max_overhead_is_checked(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"`Budget\(max_overhead=\.\.\.\)` must be a number > 0 or None"):
         AttributionMonitor(budget=Budget(max_overhead=bad))
+
+
+def test_a_max_overhead_above_one_is_said_as_a_share() -> None:
+    with pytest.warns(UserWarning, match=r"max_overhead=5\)` lets the monitor cost up to 5 times .*\(500%\).*0\.05"):
+        Budget(max_overhead=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Budget(max_overhead=1).max_overhead == 1.0  # as much as the rest of the run: a share, not said
 
 
 class _Unfreeze(L.Callback):
