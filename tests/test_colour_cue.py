@@ -126,3 +126,26 @@ def test_an_alert_silences_the_other_test_of_the_method() -> None:
     detector.silence("m/colour", 3)
     assert detector._states["m/colour"].cooldown_left == 3
     detector.silence("unknown", 3)  # nothing to silence yet
+
+
+def test_a_colour_alert_never_says_a_share_rose_to_itself() -> None:
+    from lightning_xai.drift.detection import Detection
+    from lightning_xai.drift.evidence import AlertEvidence
+
+    def parts(share: float) -> torch.Tensor:  # (1, 2, 2, 2): brightness 1, colour per degree of freedom (3 channels)
+        return torch.stack([torch.ones(1, 2, 2), torch.full((1, 2, 2), share / (2 * (1 - share)))], dim=-1)
+
+    evidence = AlertEvidence((0,), parts(0.5912), parts(0.5949), 1)
+    d = Detection(0.5, 0.1, 0.01, fired=True, probe_indices=(0,), num_probes=1, evidence=evidence)
+    (alert,) = AlertTracker(()).check_colour("integrated_gradients", 3, 30, d)
+    assert "rose from 59.1% to 59.5%" in alert.message
+    d = Detection(
+        0.5,
+        0.1,
+        0.01,
+        fired=True,
+        probe_indices=(0,),
+        num_probes=1,
+        evidence=AlertEvidence((0,), parts(0.11), parts(0.41), 1),
+    )
+    assert "rose from 11% to 41%" in AlertTracker(()).check_colour("integrated_gradients", 3, 30, d)[0].message
