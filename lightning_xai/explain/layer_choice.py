@@ -98,7 +98,8 @@ def choose_gradcam_layer(
     rank_zero_warn(
         f"AttributionMonitor: the automatic layer `{best}` is the closest to a cut this model has: {finite[best]:.1%} "
         "of the input gradient flows around it (a path around every candidate, e.g. a global shortcut to the "
-        "logits), so maps on it miss that part of the evidence. Choose another with `layer=...` if that part matters."
+        "logits), so maps on it miss that part of the evidence (every other candidate misses more). "
+        "Integrated Gradients (on the input) sees all of it; `layer=...` chooses the layer yourself and silences this."
     )
     return LayerChoice(best, shares, seconds=seconds, bypassed=finite[best])
 
