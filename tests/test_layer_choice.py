@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import warnings
 
 import numpy as np
@@ -235,12 +236,42 @@ def test_a_small_path_around_every_candidate_takes_the_closest_to_a_cut_with_a_w
     and the warning says how much flows around it."""
     torch.manual_seed(0)
     net, x = GlobalSkip(weight=0.05).eval(), torch.rand(2, 1, 16, 16)
-    with pytest.warns(UserWarning, match=r"automatic layer `conv` is the closest to a cut .* of the input gradient") as caught:
+    with pytest.warns(
+        UserWarning, match=r"automatic layer `conv` is the closest to a cut .* of the input gradient"
+    ) as caught:
         cam = setup_cam(net, x)
     said = str(caught[0].message)  # no layer= can do better: what can, and how to silence it
     assert "every other candidate misses more" in said and "Integrated Gradients (on the input) sees all" in said
     assert cam.layer_choice is not None and CUT_SHARE <= cam.layer_choice.bypassed < FALLBACK_SHARE
     assert cam.layer_choice.bypassed == pytest.approx(gradient_left(net, "conv", x[:1]), rel=1e-4)
+
+
+class InlinedResidual(nn.Module):
+    """A stem, then a residual stage whose addition is not a module (as in an fx-traced ResNet): no module at the
+    stage's 4x4 resolution carries every path, the stem's 8x8 ReLU does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.act = nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU()
+        self.down, self.conv = nn.Conv2d(8, 8, 1, stride=2), nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.act(self.stem(x))
+        return self.head(torch.relu(self.conv(s) + self.down(s)).mean(dim=(2, 3)))
+
+
+def test_an_early_cut_below_bypassed_deeper_layers_is_said() -> None:
+    """Grad-CAM fell back to the stem of an fx-traced backbone without a word (the zoo trial)."""
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"automatic layer is `act` \(8x8 cells\), early in the model") as caught:
+        cam = setup_cam(InlinedResidual().eval(), torch.rand(2, 1, 16, 16))
+    assert cam.layer_name == "act" and re.search(
+        r"\(`(conv|down)`, 4x4: \d+% of the input gradient", str(caught[0].message)
+    )
+    with warnings.catch_warnings():  # a cut at the deepest resolution (a block that is a module): nothing to say
+        warnings.simplefilter("error")
+        assert setup_cam(GlobalSkip(weight=0.0).eval(), torch.rand(2, 1, 16, 16)).layer_name == "conv"
 
 
 # ---------------------------------------------------------------------------------------- training untouched

@@ -18,7 +18,13 @@ from torch import Tensor, nn
 from lightning_xai.explain.base import ForwardFn
 from lightning_xai.explain.forward import model_device
 from lightning_xai.explain.guard import training_state_guard
-from lightning_xai.explain.layers import LayerTrace, auto_gradcam_layer, ordered_candidates, transformer_gradcam_layer
+from lightning_xai.explain.layers import (
+    LayerTrace,
+    auto_gradcam_layer,
+    map_size,
+    ordered_candidates,
+    transformer_gradcam_layer,
+)
 
 #: a candidate passes the cut test when detaching its output leaves less than this share of the input gradient's L1
 #: mass. An exact cut leaves exactly 0 (the only path is severed, nothing is approximated); the margin accepts a side
@@ -88,6 +94,7 @@ def choose_gradcam_layer(
                 left = float("nan")
             shares[name] = left / full
             if shares[name] < CUT_SHARE:
+                _say_if_shallow(name, failed, shares, traces)
                 return LayerChoice(name, shares, seconds=time.perf_counter() - started)
             failed.append(name)
     seconds = time.perf_counter() - started
@@ -102,6 +109,25 @@ def choose_gradcam_layer(
         "Integrated Gradients (on the input) sees all of it; `layer=...` chooses the layer yourself and silences this."
     )
     return LayerChoice(best, shares, seconds=seconds, bypassed=finite[best])
+
+
+def _say_if_shallow(name: str, failed: list[str], shares: dict[str, float], traces: list[LayerTrace]) -> None:
+    """Warn when the cut ``name`` has a finer map than candidates that failed the test: the model's deeper feature
+    layers are each bypassed (its blocks are not modules, e.g. fx-traced with the residual additions inlined), so
+    Grad-CAM falls back to an early layer, whose maps stay close to the input gradient."""
+    cells = {t.name: map_size(t.output_shape) for t in traces}
+    deeper = [n for n in failed if cells[n][0] * cells[n][1] < cells[name][0] * cells[name][1]]
+    if not deeper:
+        return
+    deepest = min(deeper, key=lambda n: cells[n][0] * cells[n][1])
+    (h, w), (dh, dw) = cells[name], cells[deepest]
+    rank_zero_warn(
+        f"AttributionMonitor: Grad-CAM's automatic layer is `{name}` ({h}x{w} cells), early in the model: every deeper "
+        f"feature layer tested lets part of the evidence flow around it (`{deepest}`, {dh}x{dw}: {shares[deepest]:.0%} "
+        "of the input gradient), e.g. a traced model whose blocks' additions are not modules. Maps this early show "
+        "the input's edges more than what the class is read from; wrap each block in a module to give Grad-CAM a "
+        "deeper layer, or rely on Integrated Gradients. `layer=...` chooses the layer yourself and silences this."
+    )
 
 
 def gradient_mass(
