@@ -124,3 +124,21 @@ def test_an_alert_from_the_subset_test_shows_the_value_that_passed_its_threshold
     fired = [d for d in found if d is not None and d.fired]
     assert [i for i, d in enumerate(found) if d is not None and d.fired] == [4, 8]
     assert all(d.threshold is not None and d.score >= d.threshold for d in fired)
+
+
+def test_a_map_with_no_relevance_does_not_move() -> None:
+    """An all-zero map (a Grad-CAM whose ReLU cuts every cell: 445 of the suite's ViT evaluations had one) was read as
+    uniform, i.e. as relevance spreading into every quiet region; now it keeps the probe's previous place."""
+    from lightning_xai.functional.shift import blank_maps
+
+    blob = torch.zeros(4, 8, 8)
+    blob[:, 2:5, 2:5] = 1.0
+    dead = blob.clone()
+    dead[0] = 0.0
+    assert blank_maps(dead).tolist() == [True, False, False, False]
+    detector = ShiftDetector()
+    assert detector.update("m", blob, (32, 32), armed=True, epoch=1) is None  # nothing to compare with yet
+    died = detector.update("m", dead, (32, 32), armed=True, epoch=2)
+    assert died is not None and died.score == 0.0  # before: 0.21, the dead probe "spread" into every quiet cell
+    back = detector.update("m", blob, (32, 32), armed=True, epoch=3)
+    assert back is not None and back.score == 0.0  # and coming back to its place is no movement either

@@ -14,7 +14,7 @@ from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _Metho
 from lightning_xai.drift.detection import Detection, Verify, _fired, followed_regions, with_regions
 from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.explain.base import check_bool, check_float, check_int
-from lightning_xai.functional.shift import ignored_relevance, novel_relevance, relevance_distribution
+from lightning_xai.functional.shift import blank_maps, ignored_relevance, novel_relevance, relevance_distribution
 from lightning_xai.functional.stats import min_binomial_count, t_quantile
 
 
@@ -162,6 +162,8 @@ class ShiftDetector:
         raw = maps.detach().float().cpu()
         current = relevance_distribution(raw, self.cells)
         oldest, older, previous = state.oldest, state.older, state.previous
+        if previous is not None and previous.shape == current.shape:  # a map with no relevance says nowhere: as before
+            current = torch.where(blank_maps(raw)[:, None, None], previous, current)
         state.oldest, state.older, state.previous = older, previous, current
         previous_raw, previous_epoch = state.previous_raw, state.previous_epoch
         state.previous_raw, state.previous_epoch = raw.clone(), epoch  # the caller may reuse its tensor

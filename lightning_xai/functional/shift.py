@@ -23,6 +23,13 @@ def relevance_distribution(maps: Tensor, cells: int = 8) -> Tensor:
     return torch.where(total > 0, m / total.clamp_min(torch.finfo(m.dtype).tiny), 1.0 / (m.shape[1] * m.shape[2]))
 
 
+def blank_maps(maps: Tensor) -> Tensor:
+    """``(N,)``: which maps ``(N, ...)`` hold no finite relevance (all zero: a Grad-CAM whose ReLU cuts every cell,
+    common in ViTs and at initialisation). :func:`relevance_distribution` reads them as uniform; a detector that
+    compares distributions should treat them as saying nowhere (the ``ShiftDetector`` keeps the previous one)."""
+    return ~(torch.nan_to_num(maps.detach().abs(), nan=0.0, posinf=0.0).flatten(1).sum(dim=1) > 0)
+
+
 def cells_to_pixels(cells: Tensor, size: tuple[int, int]) -> Tensor:
     """``(..., h, w)`` cells to ``(..., H, W)`` pixels ``size``, each pixel taking the cell it falls in (as adaptive
     average pooling splits the pixels into cells)."""
