@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lightning_xai import _warn
@@ -79,6 +80,34 @@ def check_unique_names(trainer: Trainer, monitor: Any) -> None:
             "keys, which Lightning averages into one value. Give each its own `name=` (keys become "
             "xai/<name>/...), e.g. `AttributionMonitor(name='gradcam_run')`."
         )
+
+
+def before_weight_swaps(trainer: Trainer, monitor: Any) -> None:
+    """Move ``monitor`` before the first ``WeightAveraging`` callback (``EMAWeightAveraging``, Lightning >= 2.6) in
+    ``trainer.callbacks``: such a callback validates with the averaged weights, swapped in at
+    ``on_validation_epoch_start`` and back at ``on_validation_epoch_end``, where the monitor explains; after it, the
+    monitor would explain the training weights while validation (``val_loss``) measured the averaged ones. A new list:
+    Lightning's loop over the old one (``setup``) calls every callback once."""
+    callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
+    swaps = [i for i, cb in enumerate(callbacks) if isinstance(cb, _swapping())]
+    mine = next((i for i, cb in enumerate(callbacks) if cb is monitor), None)
+    if not swaps or mine is None or mine < swaps[0]:
+        return
+    order = [cb for cb in callbacks if cb is not monitor]
+    order.insert(swaps[0], monitor)
+    trainer.callbacks = order  # type: ignore[attr-defined]
+    rank_zero_info(
+        f"AttributionMonitor: runs before {type(callbacks[swaps[0]]).__name__} in the callbacks, so it explains the "
+        "averaged weights that validation uses (after it, it would explain the training weights)."
+    )
+
+
+def _swapping() -> tuple[type, ...]:
+    try:
+        from lightning.pytorch.callbacks import WeightAveraging  # Lightning >= 2.6
+    except ImportError:
+        return ()
+    return (WeightAveraging,)
 
 
 def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> None:

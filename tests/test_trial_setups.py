@@ -1,0 +1,63 @@
+"""Ordinary Lightning setups found in a new-user trial: weight averaging, ... (each test: a defect it caught)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from conftest import TinyCNN, loaders, trainer_kwargs
+from torch import Tensor
+
+from lightning_xai import AttributionMonitor
+
+callbacks = pytest.importorskip("lightning.pytorch.callbacks")
+
+
+class _Fingerprinted(TinyCNN):
+    """Records a fingerprint of the weights each validation ran with and each monitor forward explained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, list[float]] = {"validation": [], "explained": []}
+
+    def fingerprint(self) -> float:
+        return float(self.features[0].weight.detach().sum())  # the head's sum is invariant under cross-entropy
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self.seen["validation"].append(self.fingerprint())
+        super().validation_step(batch, batch_idx)
+
+
+def _explained(module: Any, x: Tensor) -> Tensor:
+    module.seen["explained"].append(module.fingerprint())
+    return module(x)
+
+
+@pytest.mark.skipif(not hasattr(callbacks, "EMAWeightAveraging"), reason="Lightning < 2.6")
+@pytest.mark.parametrize("monitor_first", [True, False])
+def test_ema_weight_averaging_explains_the_weights_validation_used_whatever_the_callback_order(
+    tmp_path: Any, monitor_first: bool
+) -> None:
+    """EMAWeightAveraging swaps the averaged weights in at ``on_validation_epoch_start`` and back at
+    ``on_validation_epoch_end``, where the monitor explains: listed after it, the monitor explained the training
+    weights while validation (and ``val_loss``) used the averaged ones; listed before, the averaged ones."""
+
+    def run(with_monitor: bool) -> tuple[_Fingerprinted, AttributionMonitor]:
+        L.seed_everything(0, verbose=False)
+        model, (train, val) = _Fingerprinted(), loaders()
+        ema = callbacks.EMAWeightAveraging(decay=0.5)
+        monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), forward_fn=_explained)
+        cbs = ([monitor, ema] if monitor_first else [ema, monitor]) if with_monitor else [ema]
+        L.Trainer(**trainer_kwargs(tmp_path, max_epochs=2, callbacks=cbs)).fit(model, train, val)
+        return model, monitor
+
+    model, monitor = run(True)
+    initial = model.seen["explained"][0]  # the setup check at fit start, on the initial weights
+    assert len(monitor.history) == 2
+    assert set(model.seen["explained"]) - {initial} == set(model.seen["validation"])
+    plain, _ = run(False)
+    for (name, p), q in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
