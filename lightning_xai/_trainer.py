@@ -83,31 +83,32 @@ def check_unique_names(trainer: Trainer, monitor: Any) -> None:
 
 
 def before_weight_swaps(trainer: Trainer, monitor: Any) -> None:
-    """Move ``monitor`` before the first ``WeightAveraging`` callback (``EMAWeightAveraging``, Lightning >= 2.6) in
-    ``trainer.callbacks``: such a callback validates with the averaged weights, swapped in at
-    ``on_validation_epoch_start`` and back at ``on_validation_epoch_end``, where the monitor explains; after it, the
-    monitor would explain the training weights while validation (``val_loss``) measured the averaged ones. A new list:
-    Lightning's loop over the old one (``setup``) calls every callback once."""
+    """Move ``monitor`` before the first callback in ``trainer.callbacks`` that changes the weights at
+    ``on_validation_epoch_end``, where the monitor explains: a ``WeightAveraging`` callback (``EMAWeightAveraging``,
+    Lightning >= 2.6) validates with the averaged weights and swaps the training ones back there; ``ModelPruning(
+    prune_on_train_epoch_end=False)`` prunes there. After them, the monitor would explain weights that validation
+    (``val_loss``) did not use. A new list: Lightning's loop over the old one (``setup``) calls every callback once."""
     callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
-    swaps = [i for i, cb in enumerate(callbacks) if isinstance(cb, _swapping())]
+    changes = [i for i, cb in enumerate(callbacks) if _changes_weights_after_validation(cb)]
     mine = next((i for i, cb in enumerate(callbacks) if cb is monitor), None)
-    if not swaps or mine is None or mine < swaps[0]:
+    if not changes or mine is None or mine < changes[0]:
         return
     order = [cb for cb in callbacks if cb is not monitor]
-    order.insert(swaps[0], monitor)
+    order.insert(changes[0], monitor)
     trainer.callbacks = order  # type: ignore[attr-defined]
     rank_zero_info(
-        f"AttributionMonitor: runs before {type(callbacks[swaps[0]]).__name__} in the callbacks, so it explains the "
-        "averaged weights that validation uses (after it, it would explain the training weights)."
+        f"AttributionMonitor: runs before {type(callbacks[changes[0]]).__name__} in the callbacks, so it explains "
+        "the weights validation used (that callback changes them at the end of validation, where the monitor explains)."
     )
 
 
-def _swapping() -> tuple[type, ...]:
-    try:
-        from lightning.pytorch.callbacks import WeightAveraging  # Lightning >= 2.6
-    except ImportError:
-        return ()
-    return (WeightAveraging,)
+def _changes_weights_after_validation(callback: Any) -> bool:
+    from lightning.pytorch import callbacks
+
+    averaging = getattr(callbacks, "WeightAveraging", None)  # Lightning >= 2.6
+    if averaging is not None and isinstance(callback, averaging):
+        return True
+    return isinstance(callback, callbacks.ModelPruning) and not getattr(callback, "_prune_on_train_epoch_end", True)
 
 
 def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> None:

@@ -61,3 +61,23 @@ def test_ema_weight_averaging_explains_the_weights_validation_used_whatever_the_
     plain, _ = run(False)
     for (name, p), q in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
+
+
+class _Pruned(_Fingerprinted):
+    def fingerprint(self) -> float:  # ``weight`` is recomputed by the pruning pre-hook only at the next forward
+        conv = self.features[0]
+        weight = conv.weight_orig * conv.weight_mask if hasattr(conv, "weight_mask") else conv.weight
+        return float(weight.detach().sum())
+
+
+def test_pruning_at_validation_end_explains_the_weights_validation_used(tmp_path: Any) -> None:
+    """``ModelPruning(prune_on_train_epoch_end=False)`` prunes at ``on_validation_epoch_end``: listed before the
+    monitor, the monitor explained weights pruned after the validation, which no validation had used."""
+    L.seed_everything(0, verbose=False)
+    model, (train, val) = _Pruned(), loaders()
+    pruning = callbacks.ModelPruning("l1_unstructured", amount=0.3, prune_on_train_epoch_end=False, verbose=0)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), forward_fn=_explained)
+    L.Trainer(**trainer_kwargs(tmp_path, max_epochs=2, callbacks=[pruning, monitor])).fit(model, train, val)
+    initial = model.seen["explained"][0]
+    assert len(monitor.history) == 2
+    assert set(model.seen["explained"]) - {initial} == set(model.seen["validation"])
