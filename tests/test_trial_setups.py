@@ -81,3 +81,15 @@ def test_pruning_at_validation_end_explains_the_weights_validation_used(tmp_path
     initial = model.seen["explained"][0]
     assert len(monitor.history) == 2
     assert set(model.seen["explained"]) - {initial} == set(model.seen["validation"])
+
+
+def test_barebones_is_not_told_to_add_a_logger_it_refuses(tmp_path: Any) -> None:
+    """``Trainer(barebones=True)`` refuses any logger; the warning told the user to add one."""
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",))
+    trainer = L.Trainer(barebones=True, max_epochs=1, accelerator="cpu", callbacks=[monitor])
+    with pytest.warns(UserWarning, match=r"barebones=True\)` has no logger") as record:
+        trainer.fit(TinyCNN(), train, val)
+    assert not any("Add `logger=" in str(w.message) for w in record)
+    assert len(monitor.history) == 1
