@@ -93,3 +93,28 @@ def test_barebones_is_not_told_to_add_a_logger_it_refuses(tmp_path: Any) -> None
         trainer.fit(TinyCNN(), train, val)
     assert not any("Add `logger=" in str(w.message) for w in record)
     assert len(monitor.history) == 1
+
+
+def test_four_channel_probes_with_mean_and_std_get_the_channel_error_before_training(tmp_path: Any) -> None:
+    """RGBA probes with ``denormalize=(mean, std)`` (four of each) got the rendering path's nested error ('Rendering
+    the probes for the logger failed at setup: ValueError: Cannot display ...') instead of the channel check's."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    L.seed_everything(0, verbose=False)
+    x = torch.rand(32, 4, 12, 12)
+    y = torch.arange(32) % 4
+    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), denormalize=([0.5] * 4, [0.25] * 4))
+    stepped: list[int] = []
+
+    class Counted(TinyCNN):
+        def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+            stepped.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    logger = TensorBoardLogger(str(tmp_path))
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor], logger=logger))
+    with pytest.raises(ValueError, match=r"4 channels and images are shown with 1 \(grey\) or 3") as err:
+        trainer.fit(Counted(channels=4), train, train)
+    assert "Rendering the probes" not in str(err.value) and "(x * std + mean)[:, :3]" in str(err.value)
+    assert stepped == []
