@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lightning_xai import _warn
@@ -79,6 +80,35 @@ def check_unique_names(trainer: Trainer, monitor: Any) -> None:
             "keys, which Lightning averages into one value. Give each its own `name=` (keys become "
             "xai/<name>/...), e.g. `AttributionMonitor(name='gradcam_run')`."
         )
+
+
+def before_weight_swaps(trainer: Trainer, monitor: Any) -> None:
+    """Move ``monitor`` before the first callback in ``trainer.callbacks`` that changes the weights at
+    ``on_validation_epoch_end``, where the monitor explains: a ``WeightAveraging`` callback (``EMAWeightAveraging``,
+    Lightning >= 2.6) validates with the averaged weights and swaps the training ones back there; ``ModelPruning(
+    prune_on_train_epoch_end=False)`` prunes there. After them, the monitor would explain weights that validation
+    (``val_loss``) did not use. A new list: Lightning's loop over the old one (``setup``) calls every callback once."""
+    callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
+    changes = [i for i, cb in enumerate(callbacks) if _changes_weights_after_validation(cb)]
+    mine = next((i for i, cb in enumerate(callbacks) if cb is monitor), None)
+    if not changes or mine is None or mine < changes[0]:
+        return
+    order = [cb for cb in callbacks if cb is not monitor]
+    order.insert(changes[0], monitor)
+    trainer.callbacks = order  # type: ignore[attr-defined]
+    rank_zero_info(
+        f"AttributionMonitor: runs before {type(callbacks[changes[0]]).__name__} in the callbacks, so it explains "
+        "the weights validation used (that callback changes them at the end of validation, where the monitor explains)."
+    )
+
+
+def _changes_weights_after_validation(callback: Any) -> bool:
+    from lightning.pytorch import callbacks
+
+    averaging = getattr(callbacks, "WeightAveraging", None)  # Lightning >= 2.6
+    if averaging is not None and isinstance(callback, averaging):
+        return True
+    return isinstance(callback, callbacks.ModelPruning) and not getattr(callback, "_prune_on_train_epoch_end", True)
 
 
 def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> None:

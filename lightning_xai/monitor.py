@@ -209,6 +209,7 @@ class AttributionMonitor(Callback):
         _distributed.check_strategy(trainer.strategy)
         _distributed.receive_in_worker(self, trainer)  # ddp_notebook: the results of the caller's earlier calls
         _trainer.check_unique_names(trainer, self)
+        _trainer.before_weight_swaps(trainer, self)  # explain the weights validation uses
         if message := self.media.missing_logger_message(trainer):
             self._warn_once("no_tensorboard", message)
 

@@ -82,11 +82,13 @@ def check_display_channels(denormalize: Denormalize, shape: Sequence[int], rende
                     f"{'s' if channels != 1 else ''}; give one per channel (or one for all), e.g. the mean and std "
                     "of the `Normalize` in your validation transform."
                 )
-    if render and denormalize is None and channels not in (1, 3):
+    if render and not callable(denormalize) and channels not in (1, 3):  # (mean, std) keeps the channels
+        example = "lambda x: x[:, :3]" if denormalize is None else "lambda x: (x * std + mean)[:, :3]"
         raise ValueError(
             f"The probes have {channels} channels and images are shown with 1 (grey) or 3 (RGB): pass "
-            "`denormalize=` a callable that maps the probes to 1 or 3 channels in [0, 1], e.g. "
-            "`denormalize=lambda x: x[:, :3]`."
+            f"`denormalize=` a callable that maps the probes to 1 or 3 channels in [0, 1], e.g. `denormalize={example}`"
+            + ("" if denormalize is None else " (with your (C, 1, 1) mean and std tensors) instead of (mean, std)")
+            + "."
         )
 
 

@@ -83,6 +83,12 @@ class MediaLogger:
                 f"AttributionMonitor: no TensorBoardLogger in `Trainer(logger=...)`, so the TensorBoard dashboard is "
                 f"not written; the explanation sheet, grids and tables go to {', '.join(others)}."
             )
+        if getattr(trainer, "barebones", False):  # it refuses every logger: adding one is no fix
+            return (
+                "AttributionMonitor: `Trainer(barebones=True)` has no logger, so the explanation sheet, grids, tables "
+                "and scalars are not logged; drift, alerts and scalars are still computed, in `monitor.history` and "
+                "`monitor.alerts`. To see them, train without `barebones=True`, with `logger=TensorBoardLogger(...)`."
+            )
         return (
             "AttributionMonitor: no TensorBoardLogger (nor CSV, W&B or MLflow logger) in `Trainer(logger=...)`, so "
             "the explanation sheet, grids and tables are not logged; drift scalars, alerts and history are still "
