@@ -170,8 +170,9 @@ class Budget:
             _set(self, key, check_float(key, getattr(self, key), 0.0, low_open=True, allow_none=True, where="Budget"))
         if self.max_overhead is not None and self.max_overhead > 1:  # a share: 5 is 500 %, not 5 %
             warn(
-                f"`Budget(max_overhead={self.max_overhead:g})` lets the monitor cost up to {self.max_overhead:g} times "
-                f"the rest of the run ({self.max_overhead:.0%}); it is a share of the run's time: 5 % is max_overhead=0.05."
+                f"`Budget(max_overhead={self.max_overhead:g})` lets the monitor cost up to {self.max_overhead:g} "
+                f"times the rest of the run ({self.max_overhead:.0%}); it is a share of the run's time: 5 % is "
+                "max_overhead=0.05."
             )
 
 
