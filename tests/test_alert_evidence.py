@@ -263,9 +263,10 @@ def test_a_mark_across_a_cell_edge_into_the_objects_cell_is_boxed_whole() -> Non
     assert region.box == mark
 
 
-def test_a_candidate_whose_moved_probes_all_lost_their_relevance_is_still_put_to_the_model() -> None:
-    """Probes 2-7 become all zero (read as spread evenly, so they "moved"): with no other probe to place boxes on, the
-    regions come from them as before, the model is asked, and its "not followed" drops the candidate."""
+def test_probes_that_all_lose_their_relevance_make_no_candidate() -> None:
+    """Probes 2-7 become all zero. They were read as spread evenly, so they "moved" into every quiet region, made a
+    candidate, and the model had to be asked (its "not followed" dropped it); a map with no relevance says nowhere,
+    so now nothing moved: no candidate, the model is not asked, no alert."""
     from lightning_xai.explain.behaviour import FollowTest
 
     asked: list[list[str]] = []
@@ -285,4 +286,5 @@ def test_a_candidate_whose_moved_probes_all_lost_their_relevance_is_still_put_to
         )
         update = drift.update("integrated_gradients", epoch, maps)
         alerts += tracker.check("integrated_gradients", epoch, 10 * epoch, update, detection, 0.4)
-    assert asked and not alerts
+        assert detection is None or (detection.score < 0.01 and not detection.candidate)
+    assert not asked and not alerts

@@ -128,7 +128,7 @@ def test_an_alert_from_the_subset_test_shows_the_value_that_passed_its_threshold
 
 def test_a_map_with_no_relevance_does_not_move() -> None:
     """An all-zero map (a Grad-CAM whose ReLU cuts every cell: 445 of the suite's ViT evaluations had one) was read as
-    uniform, i.e. as relevance spreading into every quiet region; now it keeps the probe's previous place."""
+    uniform, i.e. as relevance spreading into every quiet region; now such a probe did not move (then, nor after)."""
     from lightning_xai.functional.shift import blank_maps
 
     blob = torch.zeros(4, 8, 8)

@@ -162,8 +162,6 @@ class ShiftDetector:
         raw = maps.detach().float().cpu()
         current = relevance_distribution(raw, self.cells)
         oldest, older, previous = state.oldest, state.older, state.previous
-        if previous is not None and previous.shape == current.shape:  # a map with no relevance says nowhere: as before
-            current = torch.where(blank_maps(raw)[:, None, None], previous, current)
         state.oldest, state.older, state.previous = older, previous, current
         previous_raw, previous_epoch = state.previous_raw, state.previous_epoch
         state.previous_raw, state.previous_epoch = raw.clone(), epoch  # the caller may reuse its tensor
@@ -172,6 +170,8 @@ class ShiftDetector:
             state.candidate, state.anchor = None, None
             return None
         moved = novel_relevance(current, previous, common=True, older=older)
+        if previous_raw is not None and previous_raw.shape == raw.shape:  # no relevance now or before: no movement
+            moved = torch.where(blank_maps(raw) | blank_maps(previous_raw), 0.0, moved)
         score, count = float(moved.mean()), moved.numel()
         tested = verify is not None  # the model will be asked: candidates at follow_ratio, the subset test on
         threshold, noise = self.threshold(state.scores, _standard_error(moved), count, ratio=self._ratio(tested))

@@ -26,7 +26,7 @@ def relevance_distribution(maps: Tensor, cells: int = 8) -> Tensor:
 def blank_maps(maps: Tensor) -> Tensor:
     """``(N,)``: which maps ``(N, ...)`` hold no finite relevance (all zero: a Grad-CAM whose ReLU cuts every cell,
     common in ViTs and at initialisation). :func:`relevance_distribution` reads them as uniform; a detector that
-    compares distributions should treat them as saying nowhere (the ``ShiftDetector`` keeps the previous one)."""
+    compares distributions should treat them as saying nowhere (the ``ShiftDetector``: such a probe did not move)."""
     return ~(torch.nan_to_num(maps.detach().abs(), nan=0.0, posinf=0.0).flatten(1).sum(dim=1) > 0)
 
 
