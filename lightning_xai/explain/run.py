@@ -20,7 +20,14 @@ from lightning_xai.explain.forward import ModelForwardFn, model_device, model_fo
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.quality import quality_diagnostics
 from lightning_xai.explain.threads import ThreadChoice, torch_threads
-from lightning_xai.probes.targets import TargetSpec, output_index, predict, resolve_targets
+from lightning_xai.probes.targets import (
+    TargetSpec,
+    are_probabilities,
+    output_index,
+    predict,
+    probabilities_note,
+    resolve_targets,
+)
 
 WarnOnce = Callable[[str, str], None]
 T = TypeVar("T")
@@ -79,6 +86,8 @@ def explain_probes(
                 with torch.no_grad(), torch_threads(count):
                     outputs = forward(done.inputs)
                 done.confidence, done.predicted = predict(outputs)  # one logit: sigmoid > 0.5
+                if are_probabilities(outputs):  # a forward that ends in softmax: its outputs are the probabilities
+                    warn("outputs_are_probabilities", probabilities_note(type(model).__name__))
                 done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
             except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
                 _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)

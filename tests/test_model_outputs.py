@@ -1,0 +1,115 @@
+"""Model output conventions: what the sheet, the predictions table and the quality curves say for a forward that ends in
+``softmax`` (its outputs are the probabilities: used as they are, said once; was: a softmax of the probabilities,
+"conf 0.55" for a 94 %-sure prediction), in ``log_softmax`` (a softmax of log-probabilities is the probabilities) or
+in ``sigmoid`` on one column (read as a logit, as documented: said once where every output looks like a probability)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_xai import AttributionMonitor, IntegratedGradients
+from lightning_xai.explain.quality import perturbation_curves
+from lightning_xai.probes import predict, probabilities
+from lightning_xai.report import read_logdir
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import trainer_kwargs  # noqa: E402
+
+#: each probe is a constant image ``v``; the hand-built model's logits are ``v * WEIGHTS``
+VALUES = (1.0, -1.0, 2.0, 0.5)
+WEIGHTS = (3.0, 0.5, -1.0)
+LABELS = (0, 2, 0, 1)
+
+
+def _logits() -> Tensor:
+    return torch.tensor(VALUES)[:, None] * torch.tensor(WEIGHTS)
+
+
+class Scaled(L.LightningModule):
+    """Logits ``mean(x) * WEIGHTS``: a 1x1 convolution (Grad-CAM's feature map), pooled, a linear layer; ``post``:
+    what the forward ends in (``"softmax"``, ``"log_softmax"``, ``"sigmoid"``; one column for ``"sigmoid"``)."""
+
+    def __init__(self, post: str = "") -> None:
+        super().__init__()
+        weights = torch.tensor(WEIGHTS[:1] if post == "sigmoid" else WEIGHTS)
+        self.post, self.conv, self.head = post, nn.Conv2d(1, 1, 1), nn.Linear(1, len(weights))
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.conv.bias.zero_()
+            self.head.weight.copy_(weights[:, None])
+            self.head.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.head(self.conv(x).mean(dim=(2, 3)))
+        if self.post == "sigmoid":
+            return torch.sigmoid(z)
+        return getattr(torch, self.post)(z, dim=1) if self.post else z
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self(batch[0]).sum() * 0.0
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _probes(labels: tuple[int, ...] = LABELS) -> tuple[Tensor, Tensor]:
+    return torch.tensor(VALUES).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone(), torch.tensor(labels)
+
+
+def _validate(tmp_path: Path, model: nn.Module, labels: tuple[int, ...] = LABELS) -> tuple[list[Any], list[str]]:
+    """The evaluation's predictions table rows and the monitor's warnings."""
+    probes = _probes(labels)
+    monitor = AttributionMonitor(probes=probes, methods=("gradcam", IntegratedGradients(n_steps=4)))
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="outputs")
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, logger=logger, callbacks=[monitor]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(model, DataLoader(TensorDataset(*probes), batch_size=4), verbose=False)
+    (run,) = read_logdir(str(tmp_path / "logs"))
+    (rows,) = run.predictions.values()
+    said = [str(w.message) for w in caught if str(w.message).startswith("AttributionMonitor")]
+    return rows, said
+
+
+def test_rows_that_are_probabilities_are_used_as_they_are() -> None:
+    p = _logits().softmax(dim=1)
+    assert torch.equal(probabilities(p), p)
+    confidence, predicted = predict(p)
+    assert predicted.tolist() == [0, 2, 0, 0] and confidence.tolist() == pytest.approx(p.max(dim=1).values.tolist())
+    logits = torch.tensor([[0.2, 0.8], [0.7, 0.3], [1.5, -0.5]])  # one row is not a probability vector: logits
+    assert torch.equal(probabilities(logits), logits.softmax(dim=1))
+
+
+@pytest.mark.parametrize("post", ["softmax", "log_softmax"])
+def test_the_table_shows_the_probabilities_of_a_softmax_or_log_softmax_forward(tmp_path: Path, post: str) -> None:
+    rows, said = _validate(tmp_path, Scaled(post))
+    p = _logits().softmax(dim=1)
+    confidence, predicted = p.max(dim=1)
+    expected = [(t, c, round(q, 3)) for t, c, q in zip(LABELS, predicted.tolist(), confidence.tolist(), strict=True)]
+    assert [(r["target"], r["predicted"], r["confidence"]) for r in rows] == expected  # softmax was: 0.553 for 0.936
+    notes = [m for m in said if "already probabilities" in m]
+    if post == "softmax":  # said once (the setup check and the evaluation both see it)
+        assert len(notes) == 1 and "Scaled" in notes[0] and "forward_fn=" in notes[0]
+    else:
+        assert not notes
+
+
+def test_quality_curves_of_a_softmax_forward_are_its_probabilities() -> None:
+    images, labels = _probes()
+    relevance = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0))
+    curves = [perturbation_curves(Scaled(post).eval(), images, labels, relevance, steps=2) for post in ("", "softmax")]
+    for of_logits, of_probabilities in zip(*curves, strict=True):
+        assert of_probabilities.flatten().tolist() == pytest.approx(of_logits.flatten().tolist(), abs=1e-6)
