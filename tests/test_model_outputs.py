@@ -69,10 +69,12 @@ def _probes(labels: tuple[int, ...] = LABELS) -> tuple[Tensor, Tensor]:
     return torch.tensor(VALUES).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone(), torch.tensor(labels)
 
 
-def _validate(tmp_path: Path, model: nn.Module, labels: tuple[int, ...] = LABELS) -> tuple[list[Any], list[str]]:
+def _validate(
+    tmp_path: Path, model: nn.Module, labels: tuple[int, ...] = LABELS, **options: Any
+) -> tuple[list[Any], list[str]]:
     """The evaluation's predictions table rows and the monitor's warnings."""
     probes = _probes(labels)
-    monitor = AttributionMonitor(probes=probes, methods=("gradcam", IntegratedGradients(n_steps=4)))
+    monitor = AttributionMonitor(probes=probes, methods=("gradcam", IntegratedGradients(n_steps=4)), **options)
     logger = TensorBoardLogger(str(tmp_path / "logs"), name="outputs")
     trainer = L.Trainer(**trainer_kwargs(tmp_path, logger=logger, callbacks=[monitor]))
     with warnings.catch_warnings(record=True) as caught:
@@ -113,3 +115,21 @@ def test_quality_curves_of_a_softmax_forward_are_its_probabilities() -> None:
     curves = [perturbation_curves(Scaled(post).eval(), images, labels, relevance, steps=2) for post in ("", "softmax")]
     for of_logits, of_probabilities in zip(*curves, strict=True):
         assert of_probabilities.flatten().tolist() == pytest.approx(of_logits.flatten().tolist(), abs=1e-6)
+
+
+def _from_logit(module: nn.Module, x: Tensor) -> Tensor:
+    return torch.logit(module(x), eps=1e-6)
+
+
+def test_one_column_that_looks_like_a_probability_is_read_as_a_logit_and_said_once(tmp_path: Path) -> None:
+    labels = (1, 0, 1, 1)
+    rows, said = _validate(tmp_path / "sigmoid", Scaled("sigmoid"), labels)
+    p = torch.sigmoid(3.0 * torch.tensor(VALUES))  # 0.95, 0.05, 1.00, 0.82: the forward's probabilities
+    read = torch.sigmoid(p)  # read as logits, as documented: every probe class 1, at most 0.73 sure
+    assert [(r["predicted"], r["confidence"]) for r in rows] == [(1, round(q, 3)) for q in read.tolist()]
+    notes = [m for m in said if "every value on the probes is in [0, 1]" in m]
+    assert len(notes) == 1 and "Scaled returns one column" in notes[0] and "torch.logit(module(x)" in notes[0]
+    rows, said = _validate(tmp_path / "fixed", Scaled("sigmoid"), labels, forward_fn=_from_logit)  # the fix it gives
+    expected = [(int(q > 0.5), round(max(q, 1 - q), 3)) for q in p.tolist()]
+    assert [(r["predicted"], r["confidence"]) for r in rows] == expected
+    assert not [m for m in said if "every value on the probes is in [0, 1]" in m]

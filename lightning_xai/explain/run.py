@@ -23,6 +23,8 @@ from lightning_xai.explain.threads import ThreadChoice, torch_threads
 from lightning_xai.probes.targets import (
     TargetSpec,
     are_probabilities,
+    one_column_in_unit_range,
+    one_column_note,
     output_index,
     predict,
     probabilities_note,
@@ -88,6 +90,8 @@ def explain_probes(
                 done.confidence, done.predicted = predict(outputs)  # one logit: sigmoid > 0.5
                 if are_probabilities(outputs):  # a forward that ends in softmax: its outputs are the probabilities
                     warn("outputs_are_probabilities", probabilities_note(type(model).__name__))
+                if one_column_in_unit_range(outputs):  # a logit, or a probability (a forward that ends in sigmoid)?
+                    warn("one_column_in_unit_range", one_column_note(type(model).__name__))
                 done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
             except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
                 _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)

@@ -8,7 +8,9 @@ whichever class the probe is explained for.
 
 A model whose forward ends in ``softmax`` returns probabilities, not logits: where every row is already a probability
 vector (:func:`are_probabilities`), the rows are the probabilities as they are (a softmax of them would flatten a
-0.94 into a 0.55); ``log_softmax`` outputs need nothing (their softmax is the probabilities)."""
+0.94 into a 0.55); ``log_softmax`` outputs need nothing (their softmax is the probabilities). One column that
+ends in ``sigmoid`` cannot be told from a logit: it is read as a logit, said once where every value is in [0, 1]
+(:func:`one_column_note`)."""
 
 from __future__ import annotations
 
@@ -80,6 +82,34 @@ def are_probabilities(outputs: Tensor) -> bool:
         return False
     x = outputs.detach().float()
     return bool(((x >= 0) & (x <= 1)).all() and ((x.sum(dim=1) - 1).abs() <= PROBABILITY_TOLERANCE).all())
+
+
+def one_column_in_unit_range(outputs: Tensor) -> bool:
+    """Whether ``(N, 1)`` outputs of two probes or more are all in [0, 1]: read as logits, every probe is class 1; a
+    forward that ends in sigmoid returns such outputs (the monitor cannot tell; :func:`one_column_note` says so).
+
+    Example::
+
+        >>> one_column_in_unit_range(torch.tensor([[0.9], [0.1]]))
+        True
+        >>> one_column_in_unit_range(torch.tensor([[2.0], [0.1]]))
+        False
+    """
+    if outputs.ndim != 2 or outputs.shape[1] != 1 or outputs.shape[0] < 2:
+        return False
+    x = outputs.detach().float()
+    return bool(((x >= 0) & (x <= 1)).all())
+
+
+def one_column_note(model: str) -> str:
+    """What the monitor says, once, when ``model``'s one column is in [0, 1] on every probe."""
+    return (
+        f"AttributionMonitor: {model} returns one column and every value on the probes is in [0, 1]; it is read as a "
+        "logit (class 1 where sigmoid(logit) > 0.5), so every probe is predicted class 1. If its forward ends in "
+        "sigmoid (the column is class 1's probability), the predictions and confidences are wrong (a sigmoid of a "
+        "probability is between 0.5 and 0.73): return the logit (and train with `BCEWithLogitsLoss`), or pass "
+        "`forward_fn=lambda module, x: torch.logit(module(x), eps=1e-6)`."
+    )
 
 
 def probabilities_note(model: str) -> str:
