@@ -133,3 +133,30 @@ def test_one_column_that_looks_like_a_probability_is_read_as_a_logit_and_said_on
     expected = [(int(q > 0.5), round(max(q, 1 - q), 3)) for q in p.tolist()]
     assert [(r["predicted"], r["confidence"]) for r in rows] == expected
     assert not [m for m in said if "every value on the probes is in [0, 1]" in m]
+
+
+class NotFinite(Scaled):
+    """Its eval-mode outputs are NaN (as a diverged model's) on the probes below 0.75 (#1 and #3)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = super().forward(x)
+        low = x.mean(dim=(1, 2, 3))[:, None] < 0.75
+        return z if self.training else torch.where(low, torch.tensor(float("nan")), z)
+
+
+def test_outputs_that_are_not_finite_skip_the_evaluation_and_say_where(tmp_path: Path) -> None:
+    probes = _probes()
+    monitor = AttributionMonitor(probes=probes, methods=("gradcam", IntegratedGradients(n_steps=4)))
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="outputs")
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, logger=logger, callbacks=[monitor]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(NotFinite(), DataLoader(TensorDataset(*probes), batch_size=4), verbose=False)
+    said = [str(w.message) for w in caught if str(w.message).startswith("AttributionMonitor")]
+    (record,) = monitor.history
+    reason = "NotFinite's outputs are NaN or Inf on 2 of 4 probes (#1, #3)"
+    assert any("prediction pass failed at epoch 0" in e and reason in e for e in record.errors), record.errors
+    assert len([m for m in said if reason in m]) == 1  # was: 'pred 0, conf nan' rows and 'the attribution contains NaN'
+    assert not [m for m in said if "the attribution contains NaN" in m]
+    (run,) = read_logdir(str(tmp_path / "logs"))
+    assert not [r for rows in run.predictions.values() for r in rows if r["confidence"] != r["confidence"]]

@@ -87,6 +87,8 @@ def explain_probes(
             try:  # the shared prediction pass
                 with torch.no_grad(), torch_threads(count):
                     outputs = forward(done.inputs)
+                if not torch.isfinite(outputs).all():  # a diverged model: its predictions and maps mean nothing
+                    raise FloatingPointError(not_finite(type(model).__name__, outputs))
                 done.confidence, done.predicted = predict(outputs)  # one logit: sigmoid > 0.5
                 if are_probabilities(outputs):  # a forward that ends in softmax: its outputs are the probabilities
                     warn("outputs_are_probabilities", probabilities_note(type(model).__name__))
@@ -139,6 +141,17 @@ def explain_probes(
         threads.record(count, len(images) * passes, *seconds, methods=tuple(done.results))
     done.seconds = time.perf_counter() - started
     return done
+
+
+def not_finite(model: str, outputs: Tensor) -> str:
+    """Why the prediction pass stops when ``model``'s ``outputs`` hold NaN or Inf: on which probes, and the causes."""
+    bad = (~torch.isfinite(outputs)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+    shown = ", ".join(f"#{i}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
+    return (
+        f"{model}'s outputs are NaN or Inf on {len(bad)} of {len(outputs)} probes ({shown}): its predictions and "
+        "maps would mean nothing. The model has diverged (a NaN loss; lower the learning rate, clip gradients) or "
+        "its outputs overflow their dtype (float16 logits above 65504)."
+    )
 
 
 def _report(done: ProbeExplanations, what: str, err: BaseException, warn: WarnOnce, name: str = "") -> None:
