@@ -37,11 +37,12 @@ def _logits() -> Tensor:
 
 class Scaled(L.LightningModule):
     """Logits ``mean(x) * WEIGHTS``: a 1x1 convolution (Grad-CAM's feature map), pooled, a linear layer; ``post``:
-    what the forward ends in (``"softmax"``, ``"log_softmax"``, ``"sigmoid"``; one column for ``"sigmoid"``)."""
+    what the forward ends in (``"softmax"``, ``"log_softmax"``, ``"sigmoid"``; one column for ``"sigmoid"``); ``scale``
+    multiplies the weights (1e4: a saturated softmax)."""
 
-    def __init__(self, post: str = "") -> None:
+    def __init__(self, post: str = "", scale: float = 1.0) -> None:
         super().__init__()
-        weights = torch.tensor(WEIGHTS[:1] if post == "sigmoid" else WEIGHTS)
+        weights = scale * torch.tensor(WEIGHTS[:1] if post == "sigmoid" else WEIGHTS)
         self.post, self.conv, self.head = post, nn.Conv2d(1, 1, 1), nn.Linear(1, len(weights))
         with torch.no_grad():
             self.conv.weight.fill_(1.0)
@@ -160,3 +161,11 @@ def test_outputs_that_are_not_finite_skip_the_evaluation_and_say_where(tmp_path:
     assert not [m for m in said if "the attribution contains NaN" in m]
     (run,) = read_logdir(str(tmp_path / "logs"))
     assert not [r for rows in run.predictions.values() for r in rows if r["confidence"] != r["confidence"]]
+
+
+def test_empty_maps_of_a_saturated_softmax_say_so(tmp_path: Path) -> None:
+    rows, said = _validate(tmp_path, Scaled("softmax", scale=1e4))
+    assert [r["confidence"] for r in rows] == [1.0] * 4
+    empty = [m for m in said if "every probe's map is zero" in m]
+    assert len(empty) == 2  # both methods: the gradient of a saturated probability is zero
+    assert all("saturated" in m and "forward_fn=" in m for m in empty)  # was: only Grad-CAM's ReLU, for IG too
