@@ -65,7 +65,9 @@ NOT_COMPARED = {
         "every probe's map is zero, so there is no relevance to compare: its drift is not measured and its rules are "
         "not checked (the sheet shows no heat; a drift of 0 would read as 'nothing moved'). For Grad-CAM: its map is "
         "zero where the layer's weighted evidence for the target is negative everywhere (its ReLU keeps the positive "
-        "part): choose another layer with `GradCam(layer=...)`, or rely on the other methods.",
+        "part): choose another layer with `GradCam(layer=...)`, or rely on the other methods. For any method: a "
+        "forward that ends in softmax or sigmoid and is saturated on the probes (probabilities of 0 or 1) has no "
+        "gradient to attribute: explain the logits (`forward_fn=` returning the outputs before the softmax).",
     ),
 }
 

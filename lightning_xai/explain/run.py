@@ -20,7 +20,16 @@ from lightning_xai.explain.forward import ModelForwardFn, model_device, model_fo
 from lightning_xai.explain.guard import training_state_guard
 from lightning_xai.explain.quality import quality_diagnostics
 from lightning_xai.explain.threads import ThreadChoice, torch_threads
-from lightning_xai.probes.targets import TargetSpec, output_index, predict, resolve_targets
+from lightning_xai.probes.targets import (
+    TargetSpec,
+    are_probabilities,
+    one_column_in_unit_range,
+    one_column_note,
+    output_index,
+    predict,
+    probabilities_note,
+    resolve_targets,
+)
 
 WarnOnce = Callable[[str, str], None]
 T = TypeVar("T")
@@ -78,7 +87,13 @@ def explain_probes(
             try:  # the shared prediction pass
                 with torch.no_grad(), torch_threads(count):
                     outputs = forward(done.inputs)
+                if not torch.isfinite(outputs).all():  # a diverged model: its predictions and maps mean nothing
+                    raise FloatingPointError(not_finite(type(model).__name__, outputs))
                 done.confidence, done.predicted = predict(outputs)  # one logit: sigmoid > 0.5
+                if are_probabilities(outputs):  # a forward that ends in softmax: its outputs are the probabilities
+                    warn("outputs_are_probabilities", probabilities_note(type(model).__name__))
+                if one_column_in_unit_range(outputs):  # a logit, or a probability (a forward that ends in sigmoid)?
+                    warn("one_column_in_unit_range", one_column_note(type(model).__name__))
                 done.targets = resolve_targets(target, labels, done.predicted, warn).to(inputs.device)
             except Exception as err:  # noqa: BLE001 - an explanation never kills the training run
                 _report(done, f"the prediction pass failed at epoch {epoch}, so every method is skipped", err, warn)
@@ -126,6 +141,17 @@ def explain_probes(
         threads.record(count, len(images) * passes, *seconds, methods=tuple(done.results))
     done.seconds = time.perf_counter() - started
     return done
+
+
+def not_finite(model: str, outputs: Tensor) -> str:
+    """Why the prediction pass stops when ``model``'s ``outputs`` hold NaN or Inf: on which probes, and the causes."""
+    bad = (~torch.isfinite(outputs)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+    shown = ", ".join(f"#{i}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
+    return (
+        f"{model}'s outputs are NaN or Inf on {len(bad)} of {len(outputs)} probes ({shown}): its predictions and "
+        "maps would mean nothing. The model has diverged (a NaN loss; lower the learning rate, clip gradients) or "
+        "its outputs overflow their dtype (float16 logits above 65504)."
+    )
 
 
 def _report(done: ProbeExplanations, what: str, err: BaseException, warn: WarnOnce, name: str = "") -> None:

@@ -21,7 +21,17 @@ from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
 from lightning_xai.explain.layers import auto_gradcam_layer, is_feature_map, trace_modules
 from lightning_xai.explain.run import ProbeExplanations, explanation_problem
-from lightning_xai.probes import ProbeSet, TargetSpec, check_target, classes_of, output_index, predict, resolve_targets
+from lightning_xai.probes import (
+    ProbeSet,
+    TargetSpec,
+    are_probabilities,
+    check_target,
+    classes_of,
+    output_index,
+    predict,
+    probabilities_note,
+    resolve_targets,
+)
 
 Warn = Callable[[str, str], None]
 #: the probes the methods run on in the dry run (the prediction pass and the target checks use all of them)
@@ -100,6 +110,8 @@ def dry_run(
                     _refuse_reused_feature_maps(model, forward, inputs[:1])
                 raise
         confidence, predicted = predict(logits)
+        if warn is not None and are_probabilities(logits):  # said before training (the evaluations say it too)
+            warn("outputs_are_probabilities", probabilities_note(type(model).__name__))
         targets = resolve_targets(target, probes.labels, predicted, lambda key, message: None).to(device)
         k = DRY_RUN_PROBES  # the methods run on the first probes only: every check needs no more
         done = ProbeExplanations(inputs[:k], predicted[:k], confidence[:k], output_index(targets[:k], logits))

@@ -4,7 +4,13 @@ A model with one output column (a binary classifier trained with ``BCEWithLogits
 is class 1's, so the prediction is class 1 where ``sigmoid(logit) > 0.5`` (else 0), with confidence
 ``max(p, 1 - p)``. The probes' classes (their ``target``: ``'label'``, ``'predicted'``, or 0/1) are 0 or 1, and every
 method explains the one logit (:func:`output_index`): its attribution is evidence for class 1 and against class 0,
-whichever class the probe is explained for."""
+whichever class the probe is explained for.
+
+A model whose forward ends in ``softmax`` returns probabilities, not logits: where every row is already a probability
+vector (:func:`are_probabilities`), the rows are the probabilities as they are (a softmax of them would flatten a
+0.94 into a 0.55); ``log_softmax`` outputs need nothing (their softmax is the probabilities). One column that
+ends in ``sigmoid`` cannot be told from a logit: it is read as a logit, said once where every value is in [0, 1]
+(:func:`one_column_note`)."""
 
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ from torch import Tensor
 
 TargetSpec = str | int | Sequence[int] | Tensor
 TARGET_MODES = ("label", "predicted")
+#: how far a row may sum from 1 and still be read as probabilities (a float32 softmax is off by ~1e-7, a bfloat16 one
+#: by a few 1e-3)
+PROBABILITY_TOLERANCE = 1e-2
 
 
 def classes_of(width: int) -> int:
@@ -43,17 +52,75 @@ def predict(logits: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def probabilities(logits: Tensor) -> Tensor:
-    """``(N, classes)`` class probabilities of ``(N, C)`` logits: softmax; a single logit's ``[1 - p, p]``.
+    """``(N, classes)`` class probabilities of ``(N, C)`` logits: softmax; a single logit's ``[1 - p, p]``; outputs
+    that are already probabilities (:func:`are_probabilities`: a forward that ends in softmax) as they are.
 
     Example::
 
         >>> probabilities(torch.tensor([[0.0]])).tolist()
         [[0.5, 0.5]]
+        >>> probabilities(torch.tensor([[0.75, 0.25]])).tolist()
+        [[0.75, 0.25]]
     """
     if logits.shape[1] == 1:
         p = torch.sigmoid(logits)
         return torch.cat([1 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
+    return logits if are_probabilities(logits) else torch.softmax(logits, dim=1)
+
+
+def are_probabilities(outputs: Tensor) -> bool:
+    """Whether ``(N, C >= 2)`` outputs are already class probabilities: every value in [0, 1] and every row summing to
+    1 (within :data:`PROBABILITY_TOLERANCE`), as a forward that ends in softmax returns. Logits almost never are (all
+    in [0, 1] and each row summing to 1, for every probe).
+
+    Example::
+
+        >>> are_probabilities(torch.tensor([[0.9, 0.1], [0.2, 0.8]])), are_probabilities(torch.tensor([[2.0, -1.0]]))
+        (True, False)
+    """
+    if outputs.ndim != 2 or outputs.shape[1] < 2 or not outputs.numel():
+        return False
+    x = outputs.detach().float()
+    return bool(((x >= 0) & (x <= 1)).all() and ((x.sum(dim=1) - 1).abs() <= PROBABILITY_TOLERANCE).all())
+
+
+def one_column_in_unit_range(outputs: Tensor) -> bool:
+    """Whether ``(N, 1)`` outputs of two probes or more are all in [0, 1]: read as logits, every probe is class 1; a
+    forward that ends in sigmoid returns such outputs (the monitor cannot tell; :func:`one_column_note` says so).
+
+    Example::
+
+        >>> one_column_in_unit_range(torch.tensor([[0.9], [0.1]]))
+        True
+        >>> one_column_in_unit_range(torch.tensor([[2.0], [0.1]]))
+        False
+    """
+    if outputs.ndim != 2 or outputs.shape[1] != 1 or outputs.shape[0] < 2:
+        return False
+    x = outputs.detach().float()
+    return bool(((x >= 0) & (x <= 1)).all())
+
+
+def one_column_note(model: str) -> str:
+    """What the monitor says, once, when ``model``'s one column is in [0, 1] on every probe."""
+    return (
+        f"AttributionMonitor: {model} returns one column and every value on the probes is in [0, 1]; it is read as a "
+        "logit (class 1 where sigmoid(logit) > 0.5), so every probe is predicted class 1. If its forward ends in "
+        "sigmoid (the column is class 1's probability), the predictions and confidences are wrong (a sigmoid of a "
+        "probability is between 0.5 and 0.73): return the logit (and train with `BCEWithLogitsLoss`), or pass "
+        "`forward_fn=lambda module, x: torch.logit(module(x), eps=1e-6)`."
+    )
+
+
+def probabilities_note(model: str) -> str:
+    """What the monitor says, once, when ``model``'s outputs are already probabilities (:func:`are_probabilities`)."""
+    return (
+        f"AttributionMonitor: {model}'s outputs on the probes are already probabilities (every value in [0, 1], each "
+        "row summing to 1: a forward that ends in softmax), so the confidences (sheet, predictions table, quality "
+        "curves) are these values as they are, not a softmax of them. The maps explain the probabilities, whose "
+        "gradients vanish where the softmax saturates (a confident probe's map can be empty): to explain the logits "
+        "instead, pass `forward_fn=` returning the outputs before the softmax (or `log_softmax` of them)."
+    )
 
 
 def output_index(targets: Tensor, logits: Tensor) -> Tensor:
