@@ -142,3 +142,46 @@ def test_a_map_with_no_relevance_does_not_move() -> None:
     assert died is not None and died.score == 0.0  # before: 0.21, the dead probe "spread" into every quiet cell
     back = detector.update("m", blob, (32, 32), armed=True, epoch=3)
     assert back is not None and back.score == 0.0  # and coming back to its place is no movement either
+
+
+def test_a_map_with_no_relevance_does_not_move_after_a_resume_nor_confirm_a_candidate() -> None:
+    """The blank check used the previous raw maps, which a checkpoint does not hold: after a resume a dead probe
+    moved again (score 0.21). And it zeroed the one-step score only: a candidate whose movement went back, with most
+    probes' maps blank at its confirmation, was confirmed by their uniform reading (a false alert)."""
+    import io
+
+    blob = torch.zeros(4, 8, 8)
+    blob[:, 2:5, 2:5] = 1.0
+    dead = blob.clone()
+    dead[0] = 0.0
+    for resume_after in (1, 2):  # resumed before the blank evaluation, and between it and the next
+        detector, scores = ShiftDetector(), []
+        for epoch, maps in enumerate((blob, dead, blob), start=1):
+            if epoch == resume_after + 1:
+                buffer = io.BytesIO()
+                torch.save(detector.state_dict(), buffer)
+                buffer.seek(0)
+                detector = ShiftDetector()
+                detector.load_state_dict(torch.load(buffer, weights_only=True))
+            found = detector.update("m", maps, (32, 32), armed=True, epoch=epoch)
+            scores.append(None if found is None else found.score)
+        assert scores == [None, 0.0, 0.0], resume_after
+
+    g = torch.Generator().manual_seed(0)
+
+    def still() -> torch.Tensor:
+        maps = torch.zeros(8, 16, 16)
+        maps[:, 4:8, 4:8] = 1.0
+        return maps + 0.02 * torch.rand(8, 16, 16, generator=g)
+
+    detector = ShiftDetector(calibration=4)
+    for epoch in range(8):
+        detector.update("m", still(), (64, 64), armed=True, epoch=epoch)
+    moved = still()
+    moved[:, 10:14, 10:14] += 1.5  # relevance moves into a quiet corner: a candidate
+    found = detector.update("m", moved, (64, 64), armed=True, epoch=8)
+    assert found is not None and found.candidate
+    back = still()  # and goes back (a blip), while 6 of the 8 probes' maps are blank
+    back[:6] = 0.0
+    confirmed = detector.update("m", back, (64, 64), armed=True, epoch=9)
+    assert confirmed is not None and not confirmed.fired  # was: fired, at 0.61 (the blank probes read as uniform)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 
@@ -46,11 +47,21 @@ class _MethodState:
     probe_squares: list[float] = field(default_factory=lambda: [0.0, 0.0])  # calibrated per-probe movements: Σ x², n
     probe_squares2: list[float] = field(default_factory=lambda: [0.0, 0.0])  # the same over two evaluations
     anchor: _Anchor | None = None
+    previous_blank: Tensor | None = None  # ``(P,)``: which of the previous maps had no relevance (saved: a resume)
 
 
 def _add_squares(squares: list[float], moved: Tensor) -> None:
     squares[0] += float(moved.clamp_min(0).double().square().sum())
     squares[1] += float(moved.numel())
+
+
+def _still(moved: Tensor, *blank: Tensor | None) -> Tensor:
+    """``moved`` ``(P,)`` with 0 for the probes marked in any ``blank`` ``(P,)``: a map with no relevance says nowhere,
+    so such a probe did not move (read as uniform, it would spread into every quiet region)."""
+    for marked in blank:
+        if marked is not None and marked.shape == moved.shape:
+            moved = torch.where(marked, 0.0, moved)
+    return moved
 
 
 def _standard_error(moved: Tensor) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _MethodState, _standard_error
+from lightning_xai.drift._state import _add_squares, _Anchor, _Candidate, _MethodState, _standard_error, _still
 from lightning_xai.drift.detection import Detection, Verify, _fired, followed_regions, with_regions
 from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.explain.base import check_bool, check_float, check_int
@@ -160,7 +160,8 @@ class ShiftDetector:
         test at ``ratio``), and at its confirmation the model is asked again (failed: dropped)."""
         state = self._states.setdefault(method, _MethodState())
         raw = maps.detach().float().cpu()
-        current = relevance_distribution(raw, self.cells)
+        current, blank, previous_blank = relevance_distribution(raw, self.cells), blank_maps(raw), state.previous_blank
+        state.previous_blank = blank  # no relevance now or before: no movement (at this evaluation and the next)
         oldest, older, previous = state.oldest, state.older, state.previous
         state.oldest, state.older, state.previous = older, previous, current
         previous_raw, previous_epoch = state.previous_raw, state.previous_epoch
@@ -169,9 +170,7 @@ class ShiftDetector:
         if previous is None or previous.shape != current.shape:
             state.candidate, state.anchor = None, None
             return None
-        moved = novel_relevance(current, previous, common=True, older=older)
-        if previous_raw is not None and previous_raw.shape == raw.shape:  # no relevance now or before: no movement
-            moved = torch.where(blank_maps(raw) | blank_maps(previous_raw), 0.0, moved)
+        moved = _still(novel_relevance(current, previous, common=True, older=older), blank, previous_blank)
         score, count = float(moved.mean()), moved.numel()
         tested = verify is not None  # the model will be asked: candidates at follow_ratio, the subset test on
         threshold, noise = self.threshold(state.scores, _standard_error(moved), count, ratio=self._ratio(tested))
@@ -185,7 +184,7 @@ class ShiftDetector:
             return Detection(score, threshold, noise)
         confirmation = None
         if candidate is not None and candidate.origin.shape == current.shape:  # did the movement stay?
-            since = novel_relevance(current, candidate.origin, common=True, older=candidate.older)
+            since = _still(novel_relevance(current, candidate.origin, common=True, older=candidate.older), blank)
             confirmation, over = self._confirm(state, candidate, since, count)
             if over:  # with verify, a candidate that leaned its way is asked again, a step later
                 fired = self._fire(
@@ -197,7 +196,7 @@ class ShiftDetector:
                     return fired
                 return Detection(score, candidate.threshold, noise, confirmation=confirmation, follow=fired.follow)
         before = (previous, older, previous_epoch, previous_raw)
-        found = self._candidate(state, moved, threshold, noise, before, current, count, tested)
+        found = self._candidate(state, moved, threshold, noise, before, current, count, tested, blank)
         if found is not None:  # a candidate (never calibrated on) ...
             state.anchor = None
             if candidate is not None:  # ... unless it undoes a candidate that did not last (a blip returning)
@@ -229,7 +228,7 @@ class ShiftDetector:
             _add_squares(state.probe_squares, moved)
             if armed_before and candidate is None and older is not None and older.shape == current.shape:
                 # and the movement over two evaluations, which the confirmation is judged against
-                two = novel_relevance(current, older, common=True, older=oldest)
+                two = _still(novel_relevance(current, older, common=True, older=oldest), blank)
                 state.scores2.append(float(two.mean()))
                 _add_squares(state.probe_squares2, two)
         return Detection(score, threshold, noise, confirmation=confirmation)
@@ -244,6 +243,7 @@ class ShiftDetector:
         current: Tensor,
         count: int,
         tested: bool = False,
+        blank: Tensor | None = None,
     ) -> _Candidate | None:
         """This evaluation's candidate, by the first test that passes: the mean over all probes, a subset of probes
         each over its own level, or the movement accumulated over several evaluations; None if none passes."""
@@ -268,7 +268,7 @@ class ShiftDetector:
         anchor.steps += 1
         # the movement since the anchor into the places quiet then (telescoping: later steps count even where the
         # first ones already made the place relevant), beyond the allowance per step
-        accumulated = novel_relevance(current, anchor.origin, common=True, older=anchor.older)
+        accumulated = _still(novel_relevance(current, anchor.origin, common=True, older=anchor.older), blank)
         beyond = float(accumulated.mean()) - anchor.steps * self.allowance * sigma  # the CUSUM
         if beyond <= 0.0:
             state.anchor = None
