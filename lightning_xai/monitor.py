@@ -344,7 +344,7 @@ class AttributionMonitor(Callback):
             *(pl_module, images, labels, self.explainers, target),
             forward_fn=self.forward_fn, max_seconds=self.budget.max_seconds_per_epoch, limits=self.cost.limits(),
             epoch=int(trainer.current_epoch), warn_once=self._warn_once, skip=self.setup_check.disabled,
-            quality=self.display.quality, threads=self.threads,
+            quality=self.display.quality, threads=self.threads, first=part.start,
         )  # fmt: skip
 
     def _measure_and_log(self, trainer: Trainer, pl_module: LightningModule, done: Any) -> Evaluation:

@@ -169,3 +169,13 @@ def test_empty_maps_of_a_saturated_softmax_say_so(tmp_path: Path) -> None:
     empty = [m for m in said if "every probe's map is zero" in m]
     assert len(empty) == 2  # both methods: the gradient of a saturated probability is zero
     assert all("saturated" in m and "forward_fn=" in m for m in empty)  # was: only Grad-CAM's ReLU, for IG too
+
+
+def test_outputs_that_are_not_finite_are_named_by_their_position_among_all_probes() -> None:
+    """Under DDP each rank explains its share (``monitor._explain``: ``first=part.start``); the message named the
+    probes by their position in the share (#1 for probe #5 on the rank that explains probes 4 to 7)."""
+    from lightning_xai.explain.run import explain_probes
+
+    images, labels = _probes()
+    done = explain_probes(NotFinite().eval(), images, labels, [], first=4)  # probes 4-7: #5 and #7 are NaN
+    assert any("NaN or Inf on 2 of 4 probes (#5, #7)" in e for e in done.errors), done.errors

@@ -66,6 +66,7 @@ def explain_probes(
     skip: dict[str, str] | None = None,
     quality: Sequence[str] = (),
     threads: ThreadChoice | None = None,
+    first: int = 0,
 ) -> ProbeExplanations:
     """Run the shared prediction pass and each explainer, in order, on ``images``, leaving the training state as found.
 
@@ -73,7 +74,8 @@ def explain_probes(
     ``max_seconds``, the time left. One with no time left, named in ``skip`` (name -> reason), that raises or whose
     output is malformed or not finite is skipped with a message in ``errors`` (each distinct failure warned once by
     ``warn_once(key, message)``). ``quality`` measures are added to each explanation's diagnostics. ``threads`` picks
-    the methods' torch thread count on the CPU and is told their rate (:mod:`~lightning_xai.explain.threads`)."""
+    the methods' torch thread count on the CPU and is told their rate (:mod:`~lightning_xai.explain.threads`).
+    ``first``: the position of ``images[0]`` among the probes (a rank's share under DDP), for messages."""
     started = time.perf_counter()
     warn = reporting(warn_once)
     device = model_device(model)
@@ -88,7 +90,7 @@ def explain_probes(
                 with torch.no_grad(), torch_threads(count):
                     outputs = forward(done.inputs)
                 if not torch.isfinite(outputs).all():  # a diverged model: its predictions and maps mean nothing
-                    raise FloatingPointError(not_finite(type(model).__name__, outputs))
+                    raise FloatingPointError(not_finite(type(model).__name__, outputs, first))
                 done.confidence, done.predicted = predict(outputs)  # one logit: sigmoid > 0.5
                 if are_probabilities(outputs):  # a forward that ends in softmax: its outputs are the probabilities
                     warn("outputs_are_probabilities", probabilities_note(type(model).__name__))
@@ -143,10 +145,10 @@ def explain_probes(
     return done
 
 
-def not_finite(model: str, outputs: Tensor) -> str:
+def not_finite(model: str, outputs: Tensor, first: int = 0) -> str:
     """Why the prediction pass stops when ``model``'s ``outputs`` hold NaN or Inf: on which probes, and the causes."""
     bad = (~torch.isfinite(outputs)).flatten(1).any(dim=1).nonzero().flatten().tolist()
-    shown = ", ".join(f"#{i}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
+    shown = ", ".join(f"#{first + i}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
     return (
         f"{model}'s outputs are NaN or Inf on {len(bad)} of {len(outputs)} probes ({shown}): its predictions and "
         "maps would mean nothing. The model has diverged (a NaN loss; lower the learning rate, clip gradients) or "
