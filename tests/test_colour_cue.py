@@ -149,3 +149,7 @@ def test_a_colour_alert_never_says_a_share_rose_to_itself() -> None:
         evidence=AlertEvidence((0,), parts(0.11), parts(0.41), 1),
     )
     assert "rose from 11% to 41%" in AlertTracker(()).check_colour("integrated_gradients", 3, 30, d)[0].message
+    same = AlertEvidence((0,), parts(0.59), parts(0.5900004), 1)  # equal at every precision shown: no figures
+    d = Detection(0.5, 0.1, 0.01, fired=True, probe_indices=(0,), num_probes=1, evidence=same)
+    message = AlertTracker(()).check_colour("integrated_gradients", 3, 30, d)[0].message
+    assert "rose from" not in message and message.endswith("differences between channels.")

@@ -228,8 +228,8 @@ class AlertTracker:
             before, after = share(d.evidence.before), share(d.evidence.after)
             if after <= before:
                 return []  # relevance moved out of colour (into brightness, quiet before): not what this test is for
-            digits = next((k for k in range(3) if f"{before:.{k}%}" != f"{after:.{k}%}"), 3)  # never "59% to 59%"
-            shares = f" rose from {before:.{digits}%} to {after:.{digits}%}"
+            digits = next((k for k in range(3) if f"{before:.{k}%}" != f"{after:.{k}%}"), None)  # never "59% to 59%"
+            shares = "" if digits is None else f" rose from {before:.{digits}%} to {after:.{digits}%}"
         moved = f"{len(d.probe_indices)}/{d.num_probes}" if d.num_probes else f"{len(d.probe_indices)}"
         classes = sorted({c for r in d.regions for c in r.classes})
         who = f" (class{'es' if len(classes) > 1 else ''} {_numbers(classes)})" if classes else ""

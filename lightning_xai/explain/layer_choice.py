@@ -116,7 +116,9 @@ def _say_if_shallow(name: str, failed: list[str], shares: dict[str, float], trac
     layers are each bypassed (its blocks are not modules, e.g. fx-traced with the residual additions inlined), so
     Grad-CAM falls back to an early layer, whose maps stay close to the input gradient."""
     cells = {t.name: map_size(t.output_shape) for t in traces}
-    deeper = [n for n in failed if cells[n][0] * cells[n][1] < cells[name][0] * cells[name][1]]
+    deeper = [
+        n for n in failed if cells[n][0] * cells[n][1] < cells[name][0] * cells[name][1] and shares[n] == shares[n]
+    ]
     if not deeper:
         return
     deepest = min(deeper, key=lambda n: cells[n][0] * cells[n][1])
