@@ -179,3 +179,21 @@ def test_outputs_that_are_not_finite_are_named_by_their_position_among_all_probe
     images, labels = _probes()
     done = explain_probes(NotFinite().eval(), images, labels, [], first=4)  # probes 4-7: #5 and #7 are NaN
     assert any("NaN or Inf on 2 of 4 probes (#5, #7)" in e for e in done.errors), done.errors
+
+
+def test_perturbation_curves_read_a_models_outputs_one_way_for_every_chunk() -> None:
+    """The quality curves ran the model in chunks and decided per chunk whether its outputs were probabilities: a
+    logit model whose outputs looked like probabilities on some chunks (the review) got a softmax on the others."""
+    from lightning_xai.explain.quality import perturbation_curves
+
+    def forward(x: torch.Tensor) -> torch.Tensor:  # logits: [m, 1 - m] (a probability vector) or [2m, -m]
+        m = x.flatten(1).mean(dim=1)
+        return torch.where((m > 0.5)[:, None], torch.stack([2 * m, -m], 1), torch.stack([m, 1 - m], 1))
+
+    inputs = torch.stack([torch.full((1, 4, 4), 0.25), torch.full((1, 4, 4), 0.9)])
+    relevance = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    deletion, _ = perturbation_curves(forward, inputs, torch.tensor([0, 0]), relevance, steps=4, batch_size=2)
+    expected = torch.softmax(forward(torch.zeros(2, 1, 4, 4)), dim=1)[0, 0]  # all removed: [0, 1] as logits
+    assert deletion[0, -1].item() == pytest.approx(expected.item()) and expected.item() == pytest.approx(
+        0.2689, abs=1e-4
+    )

@@ -67,13 +67,13 @@ def perturbation_curves(
     for k in range(1, steps):
         removed = rank < counts[k]
         images += [torch.where(removed, base, inputs), torch.where(removed, inputs, base)]
-    index, per_pass, probabilities = targets.view(-1, 1), max(1, batch_size // p), []
+    index, per_pass = targets.view(-1, 1), max(1, batch_size // p)
     with torch.no_grad():
-        for start in range(0, len(images), per_pass):
-            logits = forward(torch.cat(images[start : start + per_pass]))
-            probs = class_probabilities(logits.float())  # one logit: [1 - p, p]
-            probs = probs.view(-1, p, probs.shape[1])
-            probabilities += [q.gather(1, index)[:, 0] for q in probs]
+        outputs = [
+            forward(torch.cat(images[start : start + per_pass])).float() for start in range(0, len(images), per_pass)
+        ]
+    probs = class_probabilities(torch.cat(outputs))  # one logit: [1 - p, p]; read as probabilities or not, once
+    probabilities = [q.gather(1, index)[:, 0] for q in probs.view(-1, p, probs.shape[1])]
     full, empty = probabilities[0], probabilities[1]
     deletion = torch.stack([full, *probabilities[2::2], empty], dim=1)
     insertion = torch.stack([empty, *probabilities[3::2], full], dim=1)
