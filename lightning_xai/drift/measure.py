@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,14 @@ class Evaluation:
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
         values = known_fields(cls, data)
         values["alerts"] = [DriftAlert.from_dict(a) for a in values.get("alerts", [])]
+        values["scalars"] = shared_keys(values.get("scalars", {}))
         return cls(**values)
+
+
+def shared_keys(scalars: dict[str, float]) -> dict[str, float]:
+    """``scalars`` keyed by interned strings: every evaluation's record shares its key names with the others, so a
+    long run's history holds (and its checkpoint pickles) each name once, not once per evaluation."""
+    return {sys.intern(str(key)): value for key, value in scalars.items()}
 
 
 class SavedHistory:
@@ -187,6 +195,7 @@ def measure(
             "measures this evaluation but does not alert on it or calibrate on it."
         )
     scalars["xai/seconds"] = done.seconds
+    record.scalars = shared_keys(scalars)
     return record
 
 
