@@ -23,7 +23,7 @@ from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_sch
 from lightning_xai._setup_check import check_monitor
 from lightning_xai.drift.alerts import AlertTracker, DriftAlert, DriftDetectedError
 from lightning_xai.drift.detector import ShiftDetector
-from lightning_xai.drift.measure import Evaluation, measure
+from lightning_xai.drift.measure import Evaluation, SavedHistory, measure
 from lightning_xai.drift.tracker import DriftTracker
 from lightning_xai.explain import Explainer
 from lightning_xai.explain.forward import ModelForwardFn
@@ -115,6 +115,7 @@ class AttributionMonitor(Callback):
         self.setup_check = DryRunReport()  # the last setup check: its cost, methods that cannot run, drift keys
         self._warned: set[str] = set()
         self._keep_run = False  # a checkpoint loaded by validate/test/predict does not replace this run's state
+        self._saved_history = SavedHistory()
         self._state_key = self._generate_state_key(name=self.name, **state_key_parts(a))
 
     def _start_run(self) -> None:
@@ -169,7 +170,7 @@ class AttributionMonitor(Callback):
             "drift": self.drift_tracker.state_dict(),
             "detector": None if self.detector is None else self.detector.state_dict(),
             "alerts": self.alert_tracker.state_dict(),
-            "history": [e.to_dict() for e in self.history],
+            "history": self._saved_history(self.history),  # each evaluation converted once
             "probes_logged": self.media.probes_logged,
         }
 

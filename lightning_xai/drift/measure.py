@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,34 @@ class Evaluation:
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
         values = known_fields(cls, data)
         values["alerts"] = [DriftAlert.from_dict(a) for a in values.get("alerts", [])]
+        values["scalars"] = shared_keys(values.get("scalars", {}))
         return cls(**values)
+
+
+def shared_keys(scalars: dict[str, float]) -> dict[str, float]:
+    """``scalars`` keyed by interned strings: every evaluation's record shares its key names with the others, so a
+    long run's history holds (and its checkpoint pickles) each name once, not once per evaluation."""
+    return {sys.intern(str(key)): value for key, value in scalars.items()}
+
+
+class SavedHistory:
+    """``history`` as the checkpoint stores it (each :meth:`Evaluation.to_dict`), each record converted once: a
+    checkpoint converts the evaluations since the previous one, not the whole run (``ModelCheckpoint`` saves every
+    epoch, twice with ``save_last``). The newest record is converted again at each save: its evaluation may still
+    complete it. The dicts are shared between saves: read them, never change them."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[Evaluation, dict[str, Any]]] = []
+
+    def __call__(self, history: Sequence[Evaluation]) -> list[dict[str, Any]]:
+        kept, limit = 0, min(len(self._saved), len(history) - 1)
+        while kept < limit and self._saved[kept][0] is history[kept]:
+            kept += 1
+        self._saved = self._saved[:kept] + [(e, e.to_dict()) for e in history[kept:]]
+        return [saved for _, saved in self._saved]
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled with the monitor (ddp_spawn): converted again there
+        return {"_saved": []}
 
 
 #: why a method's maps are shown but not compared (:func:`not_compared`): the warning's key and what it says
@@ -183,6 +211,7 @@ def measure(
             "measures this evaluation but does not alert on it or calibrate on it."
         )
     scalars["xai/seconds"] = done.seconds
+    record.scalars = shared_keys(scalars)
     return record
 
 
