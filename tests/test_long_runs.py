@@ -40,6 +40,8 @@ def test_a_checkpoint_converts_only_the_evaluations_since_the_last_one(monkeypat
     converted.clear()
     again = monitor.state_dict()["history"]
     assert len(converted) <= 2 and again[-1] == original(monitor._history[-1]) and again[:-1] == first
+    monitor._history[10].errors.append("gradcam: a failure said later")  # an older record changed: converted again
+    assert monitor.state_dict()["history"][10] == original(monitor._history[10])
     monitor._history = [_record(e) for e in range(3)]  # a new run (or a loaded state): its own records
     assert monitor.state_dict()["history"] == [original(r) for r in monitor._history]
 

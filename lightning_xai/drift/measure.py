@@ -67,17 +67,22 @@ class SavedHistory:
     complete it. The dicts are shared between saves: read them, never change them."""
 
     def __init__(self) -> None:
-        self._saved: list[tuple[Evaluation, dict[str, Any]]] = []
+        self._saved: list[tuple[Evaluation, tuple[Any, ...], dict[str, Any]]] = []
 
     def __call__(self, history: Sequence[Evaluation]) -> list[dict[str, Any]]:
         kept, limit = 0, min(len(self._saved), len(history) - 1)
-        while kept < limit and self._saved[kept][0] is history[kept]:
+        while kept < limit and self._saved[kept][0] is history[kept] and self._saved[kept][1] == _looks(history[kept]):
             kept += 1
-        self._saved = self._saved[:kept] + [(e, e.to_dict()) for e in history[kept:]]
-        return [saved for _, saved in self._saved]
+        self._saved = self._saved[:kept] + [(e, _looks(e), e.to_dict()) for e in history[kept:]]
+        return [saved for *_, saved in self._saved]
 
     def __getstate__(self) -> dict[str, Any]:  # pickled with the monitor (ddp_spawn): converted again there
         return {"_saved": []}
+
+
+def _looks(e: Evaluation) -> tuple[Any, ...]:
+    """What would tell a changed record (an error, an alert or a cost added later) from the one converted."""
+    return len(e.scalars), len(e.errors), len(e.alerts), len(e.uncompared), e.cost_seconds, e.explain_seconds
 
 
 #: why a method's maps are shown but not compared (:func:`not_compared`): the warning's key and what it says
