@@ -348,3 +348,20 @@ def test_a_sheet_of_more_probes_than_a_jpeg_holds_shows_those_that_fit_and_says_
     cut = np.asarray(page)
     notes = layout.height - 3 * layout.line - 10
     assert (cut[:notes] == alone[:notes]).all() and (cut[notes:] != alone[notes:]).any()
+
+
+def test_titles_that_name_their_epoch_do_not_fill_the_text_caches() -> None:
+    """Each sheet's title ("epoch N   step M") never comes again, yet it was cached (about 14 kB each, up to 4096): a
+    long run's memory grew with the epoch count (the long-run trial). Captions repeat and stay cached."""
+    from lightning_xai.visualize import text
+
+    images, maps = torch.full((2, 1, 32, 32), 0.4), torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0))
+    kw: dict[str, Any] = dict(predicted=torch.zeros(2), confidence=torch.ones(2), labels=None, targets=torch.zeros(2))
+    render_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, title="epoch 0   step 0", **kw)
+    before = text._ink_pixels.cache_info().currsize
+    for epoch in range(1, 6):
+        sheet = render_sheet(
+            images, {"m": Explanation(maps, maps)}, {"m": "max"}, title=f"epoch {epoch}   step 9", **kw
+        )
+    assert text._ink_pixels.cache_info().currsize == before
+    assert (sheet[:, 4:16, 8:60] < 128).any()  # the title is still drawn

@@ -204,6 +204,7 @@ def prepare_sheet(
         if alert and text_width(title + "   ALERT") > room:  # too narrow for the title and "ALERT": "ALERT" first
             heading = [("ALERT", ALERT), ("   " + title, INK)]
         texts = _side_by_side(heading, MARGIN, MARGIN + room)
+        titles = len(texts)  # they name the epoch: never drawn again, so not cached
         for i, y in enumerate(layout.rows):  # each probe's caption above its tiles, its drift values below them
             label = None if lab is None else lab[i]
             bad = ALERT if label is not None and pred[i] != label else INK  # (short texts: most are cached)
@@ -220,7 +221,7 @@ def prepare_sheet(
                     text = f"{drift_name} {drift[i]:.2f}"
                     colour = ALERT if i in moved.get(name, ()) else INK
                 texts.append((x, y + t + 1, fit_text(text, t), colour))
-        put_all(page, texts)  # in one blend: no two texts' ink meet
+        put_all(page, texts, once=titles)  # in one blend: no two texts' ink meet
         # RGBX, sharing the array's memory (Pillow keeps RGB as RGBX: nothing converted); Picture encodes it as is
         return Image.frombuffer("RGBX", (layout.width, layout.height), page, "raw", "RGBX", 0, 1)
 

@@ -107,7 +107,10 @@ def _ink_pixels(text: str, fraction: float, colour: Colour, width: int) -> tuple
     """Where ``text`` puts ink on a page ``width`` pixels wide, relative to its origin: rows, columns, flat offsets,
     ``255 - m`` ``(k, 1)`` and ``ink * m + 128`` ``(k, 4)`` (RGBX, X 255; uint16: at most 255 * 255 + 128), and the
     ink's box ``(x0, y0, x1, y1)`` (inclusive; None without ink)."""
-    mask = np.asarray(_stamp(text, fraction))
+    return _ink_of(np.asarray(_stamp(text, fraction)), colour, width)
+
+
+def _ink_of(mask: np.ndarray, colour: Colour, width: int) -> tuple[Any, ...]:
     ys, xs = np.nonzero(mask)
     m = mask[ys, xs].astype(np.uint16)[:, None]
     ys, xs = ys - _PAD, xs - _PAD
@@ -118,18 +121,23 @@ def _ink_pixels(text: str, fraction: float, colour: Colour, width: int) -> tuple
     return (*found, box)
 
 
-def put_all(page: np.ndarray, texts: Sequence[tuple[float, int, str, Colour]]) -> None:
+def put_all(page: np.ndarray, texts: Sequence[tuple[float, int, str, Colour]], once: int = 0) -> None:
     """Each ``(x, y, text, colour)`` as :func:`put` draws it on an image, on an RGBX page (a C-contiguous
     ``(H, W, 4)`` uint8 array), in one blend: pixel for pixel what Pillow's paste of a colour through the text's mask
     gives, ``DIV255(page * (255 - m) + ink * m)`` (X stays 255). The texts' ink must not overlap (each blends with
-    the page as it was, not over another text); ink off the page is dropped, as Pillow clips."""
+    the page as it was, not over another text); ink off the page is dropped, as Pillow clips. The first ``once``
+    texts are drawn without the caches (a title that names its epoch never comes again: cached, a long run's
+    titles would fill them)."""
     if page.ndim != 3 or page.shape[2] != 4 or page.dtype != np.uint8 or not page.flags.c_contiguous:
         raise ValueError(f"`page` must be a C-contiguous (H, W, 4) uint8 array, got {page.shape} {page.dtype}.")
     height, width = page.shape[:2]
     offsets, inverse, inked = [], [], []
-    for x, y, text, colour in texts:
+    for i, (x, y, text, colour) in enumerate(texts):
         whole = math.floor(x)
-        ys, xs, flat, inv, ink, box = _ink_pixels(text, x - whole, colour, width)
+        if i < once:
+            ys, xs, flat, inv, ink, box = _ink_of(np.asarray(_stamp.__wrapped__(text, x - whole)), colour, width)
+        else:
+            ys, xs, flat, inv, ink, box = _ink_pixels(text, x - whole, colour, width)
         if box is None:
             continue
         if whole + box[0] < 0 or y + 1 + box[1] < 0 or whole + box[2] >= width or y + 1 + box[3] >= height:
