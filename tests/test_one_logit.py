@@ -89,9 +89,9 @@ def test_the_table_and_the_sheet_captions_say_what_the_logit_predicts(
     written: list[str] = []
     put_all = sheet.put_all
 
-    def recording(page: Any, texts: Any) -> None:
+    def recording(page: Any, texts: Any, once: int = 0) -> None:
         written.extend(text for _, _, text, _ in texts)
-        put_all(page, texts)
+        put_all(page, texts, once)
 
     monkeypatch.setattr(sheet, "put_all", recording)
     monitor = AttributionMonitor(
