@@ -17,7 +17,6 @@ from lightning_xai.drift.evidence import known_fields, primitives
 from lightning_xai.drift.tracker import DriftTracker
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.functional import pointing_game, relevance_mass
-from lightning_xai.functional.shift import blank_maps
 
 
 @dataclass
@@ -105,15 +104,6 @@ NOT_COMPARED = {
 }
 
 
-def _blank_note(name: str, epoch: int, blank: int, probes: int) -> str:
-    return (
-        f"AttributionMonitor: {name} at epoch {epoch}: {blank} of {probes} probes have a map with no relevance (for "
-        "Grad-CAM: the layer's weighted evidence for their target is negative everywhere, and its ReLU keeps the "
-        "positive part). Their tiles show no heat, their rank drift against a map with relevance is 1.0, and the "
-        "alert detector counts them as not moved. Said once; common for ViTs (another `GradCam(layer=...)` may help)."
-    )
-
-
 def not_compared(explanation: Any, empty: bool = True) -> str:
     """Why a method's maps are shown but neither compared nor stored, or ``""``: ``"budget"`` (the time budget cut
     its work: a worse map, not a drift) or, with ``empty``, ``"empty"`` (no relevance on any probe: "no drift" would
@@ -159,10 +149,6 @@ def measure(
             if warn_once is not None:
                 warn_once(f"{key}_{name}", f"AttributionMonitor: {note}")
     record.uncompared = [name for name, reason in reasons.items() if reason]
-    for name, explanation in done.results.items():  # some probes' maps empty (all of them: "empty" above)
-        blank = 0 if reasons[name] or epoch < drift.warmup_epochs else int(blank_maps(explanation.raw).sum())
-        if blank and warn_once is not None:
-            warn_once(f"blank_{name}", _blank_note(name, epoch, blank, int(explanation.raw.shape[0])))
     for name, explanation in done.results.items():  # every method's maps first: alerts place boxes on the finest
         if detector is not None and not reasons[name]:
             detector.remember(name, epoch, explanation.raw)

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from lightning_xai.explain import Explanation
+from lightning_xai.functional.shift import blank_maps
 from lightning_xai.visualize.display import Denormalize, to_display_images
 from lightning_xai.visualize.render import check_colormap, device_lut, lut_uint8, normalize_maps
 from lightning_xai.visualize.text import FONT_SIZE as FONT_SIZE  # re-exported
@@ -82,6 +83,10 @@ def sheet_layout(num_probes: int, num_methods: int, tile_size: int = DEFAULT_TIL
     rows = tuple(header + LINE + i * row_height for i in range(num_probes))
     height = header + num_probes * row_height + 14 + LINE + NOTE_LINES * LINE + MARGIN  # + colour bar, labels, notes
     return SheetLayout(columns[-1] + tile + MARGIN, height, tile, columns, rows, row_height)
+
+
+#: a tile's caption when its map holds no relevance (its drift against a map with relevance would read 1.00)
+NO_RELEVANCE = "no relevance"
 
 
 @functools.lru_cache(maxsize=16)
@@ -176,6 +181,7 @@ def prepare_sheet(
     pred, conf, tgt = (v.detach().cpu().tolist() for v in (predicted, confidence, targets))
     lab = None if labels is None else labels.detach().cpu().tolist()
     drifts = {n: (None if v is None else v.detach().cpu().tolist()) for n, v in (drift or {}).items()}
+    blank = {n: blank_maps(results[n].raw[:rows]).tolist() for n in names}  # no relevance: said on the tile
     moved = {n: set(indices) for n, indices in (moved or {}).items()}
     scales = sorted({normalizations.get(n, "max") for n in names})
     per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
@@ -215,7 +221,9 @@ def prepare_sheet(
             texts += _side_by_side(parts, y - LINE, MARGIN + room)
             for x, name in zip(layout.columns[1:], names, strict=True):
                 drift = drifts.get(name)
-                if drift is None or i >= len(drift):
+                if blank[name][i]:
+                    text, colour = NO_RELEVANCE, MUTED
+                elif drift is None or i >= len(drift):
                     text, colour = f"{drift_name} -", MUTED
                 else:
                     text = f"{drift_name} {drift[i]:.2f}"
