@@ -70,27 +70,3 @@ def test_probe_inputs_are_described_converted_and_refused() -> None:
     assert check_labels(np.eye(3)[[2, 0]], 2).tolist() == [2, 0]
     with pytest.raises(ValueError, match=r"`probes` are integer images \(torch.uint8\)"):
         check_images(torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
-
-
-def test_maps_with_no_relevance_on_some_probes_are_said_once_after_the_warm_up() -> None:
-    """A third of a ViT's Grad-CAM maps were all zero: blank tiles, rank drift 1.0, and nothing said why."""
-    from lightning_xai.drift.alerts import AlertTracker
-    from lightning_xai.drift.measure import measure
-    from lightning_xai.drift.tracker import DriftTracker
-    from lightning_xai.explain import Explanation
-    from lightning_xai.explain.run import ProbeExplanations
-
-    said: list[tuple[str, str]] = []
-    drift, tracker = DriftTracker(warmup_epochs=2), AlertTracker([])
-    for epoch in range(5):
-        maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(epoch))
-        maps[1:3] = 0.0
-        targets = torch.arange(4)
-        done = ProbeExplanations(
-            torch.zeros(4, 1, 16, 16), targets, torch.ones(4), targets, {"gradcam": Explanation(maps, maps, {})}
-        )
-        record = measure(done, epoch, epoch, drift, None, tracker, warn_once=lambda k, m: said.append((k, m)))
-        assert not record.uncompared  # two probes still have relevance: measured
-    keys = [k for k, _ in said]
-    assert keys == ["blank_gradcam"] * 3  # at epochs 2, 3 and 4: the monitor's warn_once says the first only
-    assert "gradcam at epoch 2: 2 of 4 probes have a map with no relevance" in said[0][1]
