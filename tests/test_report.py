@@ -406,3 +406,19 @@ def test_the_report_renders_in_headless_chromium(run: dict[str, Any]) -> None:
     assert picture.size == (1280, 1600)
     colours = picture.resize((128, 160)).getcolors(maxcolors=128 * 160)
     assert colours is not None and len(colours) > 50  # text, charts and tiles, not a blank page
+
+
+def test_a_long_runs_filmstrips_show_forty_evaluations_alerts_kept() -> None:
+    """1,500 evaluations made a 30 MB page (every evaluation in every filmstrip, the long-run trial); a strip now
+    shows at most MAX_FILM of them: the first, the last, every alert's, evenly spaced between."""
+    from lightning_xai.report.film import MAX_FILM, _shown
+    from lightning_xai.report.read import RunLog, Sheet
+
+    sheets = [Sheet(e, 10 * e, b"", 1, 1) for e in range(300)]
+    run = RunLog(Path("."), sheets=sheets, alerts=[(123, 1230, 0, "drift"), (124, 1240, 0, "drift")])
+    usable = [(i, s, None) for i, s in enumerate(sheets)]
+    shown = [s.epoch for _, s, _ in _shown(usable, run)]
+    assert len(shown) <= MAX_FILM and shown[0] == 0 and shown[-1] == 299 and {123, 124} <= set(shown)
+    gaps = [b - a for a, b in zip(shown, shown[1:], strict=False) if {a, b}.isdisjoint({123, 124})]
+    assert max(gaps) - min(gaps) <= 1  # evenly spaced
+    assert _shown(usable[:MAX_FILM], run) == usable[:MAX_FILM]  # a short run: every evaluation

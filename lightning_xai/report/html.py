@@ -4,19 +4,17 @@ summary, the alerts, drift charts, evidence, a filmstrip per probe (cut out of t
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, features
-
-from lightning_xai.report.read import RunLog, Sheet, read_logdir
-from lightning_xai.visualize.sheet import GAP, SheetLayout, sheet_layout
+from lightning_xai.report.film import FILM_TILE as FILM_TILE  # re-exported
+from lightning_xai.report.film import compact, filmstrip_section
+from lightning_xai.report.film import thumbnails as thumbnails  # re-exported
+from lightning_xai.report.read import RunLog, read_logdir
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 ALERT_COLOUR = "#d62728"
@@ -100,8 +98,6 @@ def svg_chart(title: str, series: Sequence[Series], xlabel: str = "epoch", width
     return "".join(out)
 
 
-FILM_TILE = 96  # pixels per filmstrip tile on the page (and in its thumbnail)
-THUMB_QUALITY = 80  # WebP/JPEG quality: the demo's 10 evaluations x 10 probes x 2 methods in about 0.4 MB
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1200px;
        color: #1a1a1a; padding: 0 16px; }
@@ -132,34 +128,6 @@ shown.forEach(function (el) {
 });
 </script>
 """
-
-
-def _encode(picture: Image.Image) -> tuple[str, str]:
-    """``(base64 text, MIME type)`` of ``picture`` as WebP where Pillow has it, else JPEG."""
-    fmt, mime = ("WEBP", "image/webp") if features.check("webp") else ("JPEG", "image/jpeg")
-    out = io.BytesIO()
-    picture.save(out, format=fmt, quality=THUMB_QUALITY)
-    return base64.b64encode(out.getvalue()).decode("ascii"), mime
-
-
-def thumbnails(encoded: bytes, layout: SheetLayout, columns: Sequence[int], tile: int = FILM_TILE) -> Image.Image:
-    """A sheet's tiles at ``tile`` px in one picture: a row per probe, a column per index into ``layout.columns``."""
-    sheet = Image.open(io.BytesIO(encoded)).convert("RGB")
-    strip = Image.new("RGB", (tile * max(1, len(columns)), tile * len(layout.rows)), "white")
-    for p, y in enumerate(layout.rows):
-        for i, c in enumerate(columns):
-            crop = sheet.crop((layout.columns[c], y, layout.columns[c] + layout.tile, y + layout.tile))
-            strip.paste(crop.resize((tile, tile), Image.Resampling.LANCZOS), (i * tile, p * tile))
-    return strip
-
-
-def compact(encoded: bytes, max_width: int = 900) -> tuple[str, str]:
-    """An image at most ``max_width`` pixels wide, encoded as :func:`_encode` does."""
-    picture = Image.open(io.BytesIO(encoded)).convert("RGB")
-    if picture.width > max_width:
-        size = (max_width, round(picture.height * max_width / picture.width))
-        picture = picture.resize(size, Image.Resampling.LANCZOS)
-    return _encode(picture)
 
 
 def _charts(title: str, charts: Sequence[str], intro: str = "") -> str:
@@ -219,64 +187,6 @@ def _no_drift_yet(run: RunLog) -> str:
     )
 
 
-def _layout_for(run: RunLog, sheet: Sheet) -> SheetLayout | None:
-    """The geometry of a sheet in the run's tile size with as many probes and methods as it is big (None: none)."""
-    tile = int(run.settings.get("tile_size", 128))
-    bare = sheet_layout(0, 0, tile)
-    probes, methods = (sheet.height - bare.height) // bare.row_height, (sheet.width - bare.width) // (tile + GAP)
-    layout = sheet_layout(max(0, probes), max(0, methods), tile)
-    return layout if layout.size == (sheet.height, sheet.width) else None
-
-
-def _filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[str]]:
-    """The filmstrips, the CSS rules of their thumbnails (one per evaluation) and the rules' class names."""
-    usable = [(i, s, layout) for i, s in enumerate(run.sheets) if (layout := _layout_for(run, s)) is not None]
-    if not usable:
-        return "", [], []
-    styles, classes, first = [], [], usable[0][0]
-    for i, sheet, layout in usable:
-        picture = thumbnails(sheet.encoded, layout, range(0 if i == first else 1, len(layout.columns)))
-        data, mime = _encode(picture)
-        styles.append(f".{prefix}s{i} {{ background-image: url(data:{mime};base64,{data}); }}")
-        classes.append(f"{prefix}s{i}")
-    parts = [
-        "<h2>Filmstrips</h2>",
-        f'<p class="muted">Each probe across all {len(usable)} evaluations: the input, then each method\'s overlay '
-        "(cut out of the explanation sheets, <code>xai/sheet</code>), with the prediction and each map's drift "
-        "against the reference.</p>",
-    ]
-    columns = ["input"] + run.methods[: max(len(layout.columns) for _, _, layout in usable) - 1]
-    threshold = run.settings.get("probe_threshold")
-    last = run.predictions.get(usable[-1][1].key, [])
-    for p in range(len(usable[-1][2].rows)):
-        label = last[p].get("label") if p < len(last) else None
-        parts.append(f'<h3>probe #{p}{"" if label is None else f" — label {label}"}</h3><div class="film"><table>')
-        parts.append("<tr><th></th>" + "".join(f"<th>{run.when(s.epoch, *s.key)}</th>" for _, s, _ in usable) + "</tr>")
-        for c, name in enumerate(columns):
-            cells = [f'<th style="text-align:right">{html.escape(name)}</th>']
-            for i, sheet, layout in usable:
-                if c >= len(layout.columns) or p >= len(layout.rows):
-                    cells.append("<td></td>")
-                    continue
-                source = first if c == 0 else i  # the input column is only in the first thumbnail
-                x = FILM_TILE * (c if source == first else c - 1)
-                tile = f'<div class="tile {prefix}s{source}" style="background-position:-{x}px -{p * FILM_TILE}px">'
-                row = run.predictions.get(sheet.key, [])  # this evaluation's, never its epoch's
-                info = row[p] if p < len(row) else {}
-                if c == 0:
-                    bad = info.get("label") is not None and info.get("predicted") != info.get("label")
-                    conf = info.get("confidence")
-                    text = f"pred {info.get('predicted', '?')}" + ("" if conf is None else f" ({conf:.2f})")
-                else:
-                    drift = info.get(f"{name} drift")
-                    bad = drift is not None and threshold is not None and drift > threshold
-                    text = f"drift {'–' if drift is None else f'{drift:.2f}'}"
-                cells.append(f'<td>{tile}</div><div class="cap{" bad" if bad else ""}">{text}</div></td>')
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</table></div>")
-    return "".join(parts), styles, classes
-
-
 def _other_curves(run: RunLog) -> str:
     loc = sorted(t for t in run.scalars if t.startswith("xai/localization/"))
     localisation = []
@@ -323,7 +233,7 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
             f'(<code>xai/{name}/alert/evidence</code>).</p><img class="evidence" '
             f'alt="evidence of the {name} alert at {epoch}" src="data:{mime};base64,{data}">'
         )
-    film, styles, classes = _filmstrip_section(run, prefix)
+    film, styles, classes = filmstrip_section(run, prefix)
     settings = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(json.dumps(v, default=str))}</code></td></tr>"
         for k, v in run.settings.items()
