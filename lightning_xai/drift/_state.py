@@ -49,6 +49,19 @@ class _MethodState:
     anchor: _Anchor | None = None
     previous_blank: Tensor | None = None  # ``(P,)``: which of the previous maps had no relevance (saved: a resume)
 
+    def __post_init__(self) -> None:
+        if self.previous_blank is None and self.previous is not None:  # a checkpoint from before it was saved
+            self.previous_blank = _uniform_rows(self.previous)
+
+
+def _uniform_rows(distributions: Tensor) -> Tensor | None:
+    """``(P,)``: which of the pooled maps ``(P, h, w)`` are exactly uniform, as :func:`relevance_distribution` gives
+    a map with no relevance (a map with relevance almost never is); None for another shape."""
+    if distributions.ndim != 3 or not distributions.numel():
+        return None
+    uniform = 1.0 / (distributions.shape[1] * distributions.shape[2])
+    return (distributions == uniform).flatten(1).all(dim=1)
+
 
 def _add_squares(squares: list[float], moved: Tensor) -> None:
     squares[0] += float(moved.clamp_min(0).double().square().sum())
