@@ -418,7 +418,7 @@ def test_a_long_runs_filmstrips_show_forty_evaluations_alerts_kept() -> None:
     run = RunLog(Path("."), sheets=sheets, alerts=[(123, 1230, 0, "drift"), (124, 1240, 0, "drift")])
     usable = [(i, s, None) for i, s in enumerate(sheets)]
     shown = [s.epoch for _, s, _ in _shown(usable, run)]
-    assert len(shown) <= MAX_FILM and shown[0] == 0 and shown[-1] == 299 and {123, 124} <= set(shown)
+    assert len(shown) == MAX_FILM and shown[0] == 0 and shown[-1] == 299 and {123, 124} <= set(shown)
     gaps = [b - a for a, b in zip(shown, shown[1:], strict=False) if {a, b}.isdisjoint({123, 124})]
     assert max(gaps) - min(gaps) <= 1  # evenly spaced
     assert _shown(usable[:MAX_FILM], run) == usable[:MAX_FILM]  # a short run: every evaluation

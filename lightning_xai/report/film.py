@@ -65,9 +65,10 @@ def _shown(usable: list[Any], run: RunLog) -> list[Any]:
     if len(usable) <= MAX_FILM:
         return usable
     alerted = {(epoch, step, repeat) for epoch, step, repeat, _ in run.alerts}
-    keep = {0, len(usable) - 1} | {k for k, (_, s, _) in enumerate(usable) if (s.epoch, *s.key) in alerted}
-    room = max(0, MAX_FILM - len(keep))
-    keep |= {round(j * (len(usable) - 1) / max(1, room - 1)) for j in range(room)}
+    last = len(usable) - 1
+    keep = {k for k, (_, s, _) in enumerate(usable) if (s.epoch, *s.key) in alerted and 0 < k < last}
+    room = max(2, MAX_FILM - len(keep))  # evenly spaced, the first and the last among them
+    keep |= {round(j * last / (room - 1)) for j in range(room)}
     return [u for k, u in enumerate(usable) if k in keep]
 
 
