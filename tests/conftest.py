@@ -113,3 +113,18 @@ def gradient_left(net: nn.Module, layer: str, x: Tensor) -> float:
 
     with torch.enable_grad():
         return mass(True) / mass(False)
+
+
+def record_sheet_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the explanation sheets put on their pages from now on (the page is still drawn), in order."""
+    import lightning_xai.visualize.sheet as sheet
+
+    written: list[str] = []
+    put_all = sheet.put_all
+
+    def recording(page: Any, texts: Any, once: int = 0) -> None:
+        written.extend(text for _, _, text, _ in texts)
+        put_all(page, texts, once)
+
+    monkeypatch.setattr(sheet, "put_all", recording)
+    return written

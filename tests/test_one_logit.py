@@ -23,7 +23,7 @@ from lightning_xai.explain.quality import perturbation_curves
 from lightning_xai.report import read_logdir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import trainer_kwargs  # noqa: E402
+from conftest import record_sheet_texts, trainer_kwargs  # noqa: E402
 
 #: each probe is a constant image: the hand-built model's logit is that constant
 LOGITS = (0.056, -2.0, 1.0, -0.3)
@@ -84,16 +84,7 @@ def test_predict_is_the_sigmoid_of_one_logit_and_the_softmax_of_several() -> Non
 def test_the_table_and_the_sheet_captions_say_what_the_logit_predicts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_xai.visualize.sheet as sheet
-
-    written: list[str] = []
-    put_all = sheet.put_all
-
-    def recording(page: Any, texts: Any, once: int = 0) -> None:
-        written.extend(text for _, _, text, _ in texts)
-        put_all(page, texts, once)
-
-    monkeypatch.setattr(sheet, "put_all", recording)
+    written = record_sheet_texts(monkeypatch)
     monitor = AttributionMonitor(
         probes=_probes(), target="label", methods=("gradcam", IntegratedGradients(n_steps=4))
     )  # 0/1 labels on a one-logit model: accepted (was refused: "outside the model's 1 classes")

@@ -34,7 +34,7 @@ from lightning_xai.visualize.sheet import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
+from conftest import TinyCNN, loaders, record_sheet_texts, trainer_kwargs  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------------- text
@@ -370,16 +370,7 @@ def test_titles_that_name_their_epoch_do_not_fill_the_text_caches() -> None:
 def test_a_tile_whose_map_holds_no_relevance_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """A third of a ViT's Grad-CAM maps were all zero in the alert suite: blank tiles captioned "vs ref 1.00" (one
     constant map against one with relevance) and nothing said why; the tile now says "no relevance"."""
-    from lightning_xai.visualize import sheet as sheet_module
-
-    written: list[str] = []
-    original = sheet_module.put_all
-
-    def recording(page: Any, texts: Any, once: int = 0) -> None:
-        written.extend(text for _, _, text, _ in texts)
-        original(page, texts, once)
-
-    monkeypatch.setattr(sheet_module, "put_all", recording)
+    written = record_sheet_texts(monkeypatch)
     images, maps = torch.full((2, 1, 32, 32), 0.4), torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0))
     maps[1] = 0.0
     kw: dict[str, Any] = dict(predicted=torch.zeros(2), confidence=torch.ones(2), labels=None, targets=torch.zeros(2))
