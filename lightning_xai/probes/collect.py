@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.fabric.utilities.data import sized_len
 from torch import Tensor
@@ -106,6 +107,8 @@ def _scan(
                 f"same hooks as validation batches. Pass {fix}, or tensors as the model receives them."
             ) from err
         x, y = split_example(prepared)
+        if isinstance(y, np.ndarray) and y.ndim and y.dtype.kind in "biuf":  # a collate_fn's labels as an array
+            y = torch.from_numpy(np.ascontiguousarray(y))
         past = past if past is not None else label_past_a_mask(prepared)
         if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)
             raise ValueError(
