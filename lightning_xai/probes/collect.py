@@ -206,7 +206,7 @@ def collect_probes(
             source, loader_name, given = DataLoader(source, batch_size=64), "dataset", True  # the default collate
         sampler: list[Any] | None = None
         if isinstance(source, DataLoader) and _indexable(source.dataset):  # a seeded draw of its indices
-            indices = _sampled_indices(source)
+            indices = sorted(_sampled_indices(source))  # which it visits, not its order (a shuffle's: global RNG)
             drawn = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed)).tolist()
             sampler = [indices[i] for i in drawn]
         elif not isinstance(source, Iterable) or isinstance(source, (str, bytes, Mapping)):
