@@ -26,7 +26,8 @@ def check_monitor(
     """The setup check with an :class:`~lightning_xai.AttributionMonitor`'s settings (``renders``: the run logs
     images; ``warn(key, message)``: what the check says)."""
     media, masks = monitor.media, monitor.masks
-    check_display_channels(media.denormalize, tuple(monitor.probes.images.shape), render=renders)
+    shape = tuple(monitor.probes.images.shape)
+    check_display_channels(media.denormalize, shape, render=renders, drawn=monitor.probes.drawn)
     settings = (monitor.probes, monitor.explainers, monitor.target, monitor.forward_fn)
     with one_torch_thread(model_device(model)):  # tiny passes: on busy cores two threads wait on each other
         report, done = dry_run(model, *settings, warn=warn, before_training=before_training)

@@ -61,11 +61,15 @@ def _is_normalize(denormalize: object) -> bool:
     return named and hasattr(denormalize, "mean") and hasattr(denormalize, "std")
 
 
-def check_display_channels(denormalize: Denormalize, shape: Sequence[int], render: bool = True) -> None:
+def check_display_channels(
+    denormalize: Denormalize, shape: Sequence[int], render: bool = True, drawn: bool = False
+) -> None:
     """A ValueError naming ``denormalize`` when ``(mean, std)`` does not fit the channels of probes of ``shape``
-    ``(N, C, H, W)`` or, with ``render``, no image of them can be shown (channels-last probes: said as such)."""
+    ``(N, C, H, W)`` or, with ``render``, no image of them can be shown; channels-last probes, with ``render`` or
+    ``drawn`` (from the user's data, whose layout every method reads as (N, C, H, W) too), said as such."""
     channels = int(shape[1])
-    if render and denormalize is None and channels not in (1, 3) and len(shape) == 4 and shape[-1] in (1, 3, 4):
+    last = len(shape) == 4 and channels not in (1, 3) and shape[-1] in (1, 3, 4)
+    if (render or drawn) and not callable(denormalize) and last:
         raise ValueError(
             f"The probes {tuple(shape)} look channels-last (N, H, W, C), but the monitor reads images as (N, C, H, W) "
             f"(these would have {channels} channels). Make the batches (N, C, H, W) where they are made "
