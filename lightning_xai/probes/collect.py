@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_xai._rng import isolated_rng
 from lightning_xai.probes.inputs import check_images, check_labels, stack_labels
-from lightning_xai.probes.layout import label_past_a_mask, split_example
+from lightning_xai.probes.layout import label_past_a_mask as label_past_a_mask  # where it was
+from lightning_xai.probes.layout import layout_note, split_example, unlabeled_keys
 
 #: how many indices of a loader's sampler are read to draw from (a sampler over more items is cut there)
 MAX_INDICES = 1_000_000
@@ -82,7 +83,8 @@ def _scan(
     """Up to ``max_scan`` examples as the model receives them; non-finite images left out, integers ``.float()``."""
     images: list[Tensor] = []
     labels: list[Any] = []
-    past: int | None = None  # where the label was read when an item per pixel (a mask) comes before it
+    layout: str | None = None  # what reading the first batch assumed (where the label is, ...)
+    keys = ""  # the keys of dict batches without a label key
     for batch in loader:
         try:
             prepared = prepare(batch) if prepare is not None else batch
@@ -109,7 +111,8 @@ def _scan(
         x, y = split_example(prepared)
         if isinstance(y, np.ndarray) and y.ndim and y.dtype.kind in "biuf":  # a collate_fn's labels as an array
             y = torch.from_numpy(np.ascontiguousarray(y))
-        past = past if past is not None else label_past_a_mask(prepared)
+        if layout is None:
+            layout, keys = layout_note(prepared, source), unlabeled_keys(prepared)
         if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)
             raise ValueError(
                 f"`probes`: the {source}'s batches hold 3-D images {tuple(x.shape)} (B, H, W), but the monitor "
@@ -156,12 +159,9 @@ def _scan(
         stacked, labels = stacked[finite], [label for label, ok in zip(labels, finite.tolist(), strict=True) if ok]
     classes, why = stack_labels(labels)
     note = f"the {source}'s labels are {why}" if why not in ("", "no label") else ""
-    if past is not None and classes is not None:  # an index or a weight after a mask looks like a label too
-        said.append(
-            f"the {source}'s batches are tuples whose second item is per pixel (a mask), so the probes' labels are "
-            f"item {past} (the image is item 0); if that is not each image's class (an index, a weight), pass "
-            "`probes=(images, labels)` or `target='predicted'`"
-        )
+    note = f"the {source}'s batches are {keys}" if why == "no label" and keys else note
+    if layout:
+        said.append(layout)
     checked = check_images(stacked.float(), "probes", f"drawn from the {source}")
     return ProbeSet(checked, classes, source, note, tuple(said))
 
