@@ -621,6 +621,7 @@ def test_soft_labels_from_the_data_are_named_in_the_warning(tmp_path: Any) -> No
     messages = recorded(lambda: fit(tmp_path, monitor, data=(train, val)))
     assert monitor.probes is not None and monitor.probes.labels is None
     assert any("multi-hot or soft labels" in m and "unlabeled" in m for m in messages), messages
+    assert not any("probes have no labels" in m for m in messages)  # said once, not again by the generic fallback
 
 
 def recorded(fn: Any) -> list[str]:

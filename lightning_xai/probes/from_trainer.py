@@ -81,9 +81,10 @@ def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) 
 
 
 def trainer_probes(
-    trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int
+    trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int, said: set[str] | None = None
 ) -> ProbeSet | None:
-    """The probes from ``source`` or the first validation (test) dataloader (None: neither), warning what it says."""
+    """The probes from ``source`` or the first validation (test) dataloader (None: neither), warning what it says;
+    ``said``: the monitor's keys of what it said once (why the probes are unlabeled, said here, is not said again)."""
     testing, given = trainer.state.fn == TrainerFn.TESTING, source is not None
     source = first_loader(trainer) if source is None else source
     if source is None:
@@ -103,6 +104,8 @@ def trainer_probes(
             "gives every class one."
         )
     if probes.note:
+        if said is not None:  # the generic "target='label' but no labels" would repeat it
+            said.add("target_fallback")
         _warn.warn(
             f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
             "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly."
