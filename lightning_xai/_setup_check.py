@@ -16,7 +16,7 @@ from lightning_xai.explain.forward import model_device
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.explain.setup import DryRunReport, Warn, dry_run
 from lightning_xai.explain.threads import one_torch_thread
-from lightning_xai.visualize.display import check_display_channels, has_colour
+from lightning_xai.visualize.display import check_display_channels, has_colour, looks_channels_last
 from lightning_xai.visualize.media import evaluation_media
 
 
@@ -28,6 +28,13 @@ def check_monitor(
     media, masks = monitor.media, monitor.masks
     shape = tuple(monitor.probes.images.shape)
     check_display_channels(media.denormalize, shape, render=renders, drawn=monitor.probes.drawn)
+    if monitor.probes.drawn and looks_channels_last(shape) == "maybe" and warn is not None:  # not refused: said
+        warn(
+            "channels_last",
+            f"AttributionMonitor: the probes {shape} may be channels-last (N, H, W, C), which every method would read "
+            f"as {shape[1]} channels of {shape[2]}x{shape[3]}; if so, make the batches (N, C, H, W) where they are "
+            "made and give the model channels-last input with `forward_fn=`.",
+        )
     settings = (monitor.probes, monitor.explainers, monitor.target, monitor.forward_fn)
     with one_torch_thread(model_device(model)):  # tiny passes: on busy cores two threads wait on each other
         report, done = dry_run(model, *settings, warn=warn, before_training=before_training)

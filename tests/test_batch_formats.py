@@ -136,3 +136,45 @@ def test_a_list_of_images_of_different_sizes_is_refused_by_name() -> None:
     loader = DataLoader(list(zip(sized, y.tolist(), strict=True)), batch_size=8, collate_fn=collate)
     with pytest.raises(ValueError, match=r"`probes`.*different sizes.*probes=\(images, labels\)"):
         collect_probes(loader, 4, seed=0)
+
+
+def test_a_scalar_after_the_label_is_not_a_crash() -> None:
+    x, y = make_images(16)
+
+    def collate(items: list[Any]) -> tuple[Tensor, Tensor, Tensor]:  # a batch-wide weight (a temperature, a step)
+        return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items]), torch.tensor(0.5)
+
+    probes = collect_probes(DataLoader(TensorDataset(x, y), batch_size=8, collate_fn=collate), 4, seed=0)
+    assert probes.labels is not None and probes.labels.tolist() == _true_labels(probes.images, x, y)
+
+
+class _Signal(L.LightningModule):
+    """A 6-channel signal as (N, C, T, 1), convolved along T (a sensor recording, not a channels-last image)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(6, 8, (3, 1), padding=(1, 0)), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(4)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", torch.nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_a_signal_of_width_one_is_not_refused_as_channels_last(tmp_path: Any) -> None:
+    x, y = torch.randn(32, 6, 32, 1, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 4
+    train, val = DataLoader(TensorDataset(x, y), batch_size=16), DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)
+    monitor = AttributionMonitor(num_probes=4, methods=("saliency",))
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
+    with pytest.warns(UserWarning, match=r"channels-last"):  # said, not refused: (N, H, W, C) would be 6x32 images
+        trainer.fit(_Signal(), train, val)
+    assert monitor.probes is not None and monitor.probes.images.shape[1:] == (6, 32, 1)

@@ -84,8 +84,8 @@ def _classes(value: Any, image: Tensor) -> bool:
         return one_class(value)[0] is not None
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         value = torch.from_numpy(np.ascontiguousarray(value))
-    if not isinstance(value, (Tensor, list, tuple)) or len(value) != len(image):
-        return False
+    if not isinstance(value, (Tensor, list, tuple)) or getattr(value, "ndim", 1) == 0 or len(value) != len(image):
+        return False  # a 0-d tensor (one value for the batch) has no len()
     return stack_labels(list(value))[0] is not None
 
 

@@ -61,15 +61,26 @@ def _is_normalize(denormalize: object) -> bool:
     return named and hasattr(denormalize, "mean") and hasattr(denormalize, "std")
 
 
+def looks_channels_last(shape: Sequence[int]) -> str:
+    """Whether ``(N, C, H, W)`` probes of ``shape`` may be channels-last ``(N, H, W, C)``: 'image' when their ``C, H``
+    read as an image's height and width too (both over 4, within 2x: (N, 28, 28, 1)), 'maybe' when not (a signal
+    (N, 6, 128, 1), a small (N, 4, 4, 4): other data look so too), else ''."""
+    if len(shape) != 4 or int(shape[1]) in (1, 3) or int(shape[-1]) not in (1, 3, 4):
+        return ""
+    short, long = sorted((int(shape[1]), int(shape[2])))
+    return "image" if short > 4 and long <= 2 * short else "maybe"
+
+
 def check_display_channels(
     denormalize: Denormalize, shape: Sequence[int], render: bool = True, drawn: bool = False
 ) -> None:
     """A ValueError naming ``denormalize`` when ``(mean, std)`` does not fit the channels of probes of ``shape``
     ``(N, C, H, W)`` or, with ``render``, no image of them can be shown; channels-last probes, with ``render`` or
-    ``drawn`` (from the user's data, whose layout every method reads as (N, C, H, W) too), said as such."""
+    ``drawn`` (from the user's data, whose layout every method reads as (N, C, H, W) too) when they read as an image
+    channels-last (:func:`looks_channels_last`), said as such."""
     channels = int(shape[1])
-    last = len(shape) == 4 and channels not in (1, 3) and shape[-1] in (1, 3, 4)
-    if (render or drawn) and not callable(denormalize) and last:
+    seen = looks_channels_last(shape)  # drawn, not rendered, (N, 6, 128, 1) is a signal as often: said at setup
+    if seen and (render or (drawn and seen == "image")) and not callable(denormalize):
         raise ValueError(
             f"The probes {tuple(shape)} look channels-last (N, H, W, C), but the monitor reads images as (N, C, H, W) "
             f"(these would have {channels} channels). Make the batches (N, C, H, W) where they are made "
