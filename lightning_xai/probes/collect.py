@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.fabric.utilities.data import sized_len
 from torch import Tensor
@@ -15,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_xai._rng import isolated_rng
 from lightning_xai.probes.inputs import check_images, check_labels, stack_labels
-from lightning_xai.probes.layout import label_past_a_mask as label_past_a_mask  # where it was
 from lightning_xai.probes.layout import layout_note, split_example, unlabeled_keys
 
 #: how many indices of a loader's sampler are read to draw from (a sampler over more items is cut there)
@@ -108,9 +106,7 @@ def _scan(
                 f"the device failed on a batch of {what} ({type(err).__name__}: {err}); the probes go through the "
                 f"same hooks as validation batches. Pass {fix}, or tensors as the model receives them."
             ) from err
-        x, y = split_example(prepared)
-        if isinstance(y, np.ndarray) and y.ndim and y.dtype.kind in "biuf":  # a collate_fn's labels as an array
-            y = torch.from_numpy(np.ascontiguousarray(y))
+        x, y = split_example(prepared)  # a collate_fn's labels as an array: a tensor
         if layout is None:
             layout, keys = layout_note(prepared, source), unlabeled_keys(prepared)
         if x.ndim == 3 and isinstance(loader, DataLoader) and loader.batch_sampler is not None:  # batched: (B, H, W)

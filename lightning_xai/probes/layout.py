@@ -16,8 +16,16 @@ IMAGE_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
 
 
+def _numeric(value: Any) -> Any:
+    """A numeric numpy array (not 0-d) as a tensor (a collate_fn's images or labels), else ``value`` as it is."""
+    if isinstance(value, np.ndarray) and value.ndim and value.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
 def split_example(item: Any) -> tuple[Tensor, Any]:
-    """Split a dataset item or batch (a tensor, ``(x, y, ...)`` or a dict with common keys) into ``(x, y)``."""
+    """Split a dataset item or batch (a tensor, ``(x, y, ...)`` or a dict with common keys) into ``(x, y)``; numeric
+    arrays come back as tensors."""
     if isinstance(item, np.ndarray) and item.dtype.kind in "biuf":
         return torch.from_numpy(np.ascontiguousarray(item)), None
     if isinstance(item, Tensor):
@@ -31,10 +39,10 @@ def split_example(item: Any) -> tuple[Tensor, Any]:
                 f"`probes`: cannot find the image in a dict (or dataclass) with keys {sorted(item)}; expected one of "
                 f"{list(IMAGE_KEYS)}. Pass `probes=(images, labels)` explicitly."
             )
-        return image, next((item[k] for k in LABEL_KEYS if k in item), None)
+        return image, _numeric(next((item[k] for k in LABEL_KEYS if k in item), None))
     if isinstance(item, (tuple, list)) and item and _inputs(item[0]):
         image = _image_of(item[0])
-        return image, _label_of(image, item[1:])
+        return image, _numeric(_label_of(image, item[1:]))
     raise ValueError(
         f"`probes`: cannot read an image from an item of type {type(item).__name__}. Items must be a tensor, "
         "an (image, label) tuple or a dict (or dataclass) with an 'image' key; or pass `probes=(images, labels)` "
@@ -82,8 +90,7 @@ def _classes(value: Any, image: Tensor) -> bool:
         return False
     if image.ndim < 4:  # one example
         return one_class(value)[0] is not None
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        value = torch.from_numpy(np.ascontiguousarray(value))
+    value = _numeric(value)
     if not isinstance(value, (Tensor, list, tuple)) or getattr(value, "ndim", 1) == 0 or len(value) != len(image):
         return False  # a 0-d tensor (one value for the batch) has no len()
     return stack_labels(list(value))[0] is not None
@@ -104,13 +111,20 @@ def _label_of(image: Tensor, rest: Sequence[Any]) -> Any:
     return next((value for value in rest if not _not_a_label(value, image)), rest[0])
 
 
+def _label_at(item: Any) -> int | None:
+    """The position in a tuple batch of the label :func:`split_example` reads (None: not a tuple batch, or nothing
+    after the image)."""
+    if not isinstance(item, (tuple, list)) or len(item) < 2 or not _inputs(item[0]):
+        return None
+    label = _label_of(_image_of(item[0]), item[1:])
+    return next((i for i, value in enumerate(item) if i and value is label), None)
+
+
 def label_past_a_mask(item: Any) -> int | None:
     """The position in a tuple batch of the label :func:`split_example` reads when it is not the second item (that
     one is per pixel, a mask, or metadata), else None."""
-    if not isinstance(item, (tuple, list)) or len(item) < 3 or not _inputs(item[0]):
-        return None
-    label = _label_of(_image_of(item[0]), item[1:])
-    return None if label is item[1] else next((i for i, value in enumerate(item) if value is label), None)
+    at = _label_at(item)
+    return None if at == 1 else at
 
 
 def layout_note(item: Any, source: str) -> str:
@@ -130,10 +144,8 @@ def layout_note(item: Any, source: str) -> str:
             "(the image) and the model is called with it alone; pass `forward_fn=` to give it the other inputs (the "
             "probes' own are not kept)"
         )
-    image = _image_of(first)
-    label = _label_of(image, item[1:])
-    at = next((i for i, value in enumerate(item) if i and value is label), None)
-    if at is None or not _classes(label, image):
+    image, at = _image_of(first), _label_at(item)
+    if at is None or not _classes(item[at], image):
         return "; ".join(said)
     others = [str(i) for i, value in enumerate(item) if i and i != at and _classes(value, image)]
     if at != 1 or others:
