@@ -294,7 +294,7 @@ class AttributionMonitor(Callback):
         """Collect the probes (once) and run the setup check on ``pl_module`` (once per model) on every rank; False:
         no probes. Other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it."""
         if self.probes is None:
-            draw = (trainer, pl_module, self.probe_source, self.num_probes, self.seed, self._warned)  # rank 0 draws
+            draw = (trainer, pl_module, self.probe_source, self.num_probes, self.seed, self._warn_once)  # rank 0 draws
             self.probes = _distributed.on_rank_zero(trainer, lambda: from_trainer.trainer_probes(*draw))
             if self.probes is None:
                 return False

@@ -81,10 +81,16 @@ def batch_preparer(trainer: Trainer, pl_module: LightningModule, testing: bool) 
 
 
 def trainer_probes(
-    trainer: Trainer, pl_module: LightningModule, source: Any, num_probes: int, seed: int, said: set[str] | None = None
+    trainer: Trainer,
+    pl_module: LightningModule,
+    source: Any,
+    num_probes: int,
+    seed: int,
+    warn_once: Callable[[str, str], None] | None = None,
 ) -> ProbeSet | None:
     """The probes from ``source`` or the first validation (test) dataloader (None: neither), warning what it says;
-    ``said``: the monitor's keys of what it said once (why the probes are unlabeled, said here, is not said again)."""
+    why the probes are unlabeled through ``warn_once(key, message)`` under the key of the generic "no labels" note
+    (:func:`~lightning_xai.probes.targets.resolve_targets`), which it replaces."""
     testing, given = trainer.state.fn == TrainerFn.TESTING, source is not None
     source = first_loader(trainer) if source is None else source
     if source is None:
@@ -104,11 +110,10 @@ def trainer_probes(
             "gives every class one."
         )
     if probes.note:
-        if said is not None:  # the generic "target='label' but no labels" would repeat it
-            said.add("target_fallback")
-        _warn.warn(
+        (warn_once or (lambda _key, message: _warn.warn(message)))(
+            "target_fallback",
             f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
-            "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly."
+            "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly.",
         )
     if not isinstance(source, Tensor | tuple) and len(probes) < num_probes:
         _warn.warn(
