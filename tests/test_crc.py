@@ -21,7 +21,7 @@ def test_crc32c_equals_tensorboards(data: bytes) -> None:
     assert crc.masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data)
 
 
-@pytest.mark.parametrize("size", [4, 5, 31, 32, 33, 2047, 2048, 2049, 65_536, 250_001])
+@pytest.mark.parametrize("size", [4, 5, 31, 32, 33, 96, 2047, 2048, 2049, 65_536, 100_000, 250_001])
 def test_crc32c_at_lane_and_size_edges(size: int) -> None:
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert crc.crc32c(data) == pywrap_tensorflow.crc32c(data)

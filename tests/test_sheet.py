@@ -219,6 +219,32 @@ def test_the_page_is_composed_off_the_device_and_encoded_once_for_everyone(monke
     assert np.array_equal(picture.array(), page) and picture.array().flags.writeable
 
 
+@pytest.mark.parametrize(
+    "height, width, tile, half",
+    [(8, 8, 128, True), (32, 32, 128, True), (12, 13, 130, False), (64, 64, 128, False), (128, 128, 128, False)]
+    + [(20, 20, 128, False), (32, 32, 96, False)],  # whole factors 16, 4, 10 at an odd offset, 2, 1; 6.4; 3 (odd)
+)
+def test_the_sheet_halves_jpeg_chroma_only_where_every_tile_cell_is_an_even_block(
+    height: int, width: int, tile: int, half: bool
+) -> None:
+    from PIL import JpegImagePlugin
+
+    n = 2
+    images, maps = torch.rand(n, 3, height, width), torch.rand(n, height, width)  # a colour per cell: speckles
+    kw: dict[str, Any] = dict(predicted=torch.zeros(n), confidence=torch.ones(n), labels=None, targets=torch.zeros(n))
+    results = {"m": Explanation(maps, maps)}
+    ((_, picture),) = evaluation_media(images, results, {"m": "max"}, epoch=0, step=0, tile_size=tile, **kw).images
+    decoded = Image.open(io.BytesIO(picture.encoded()))
+    assert JpegImagePlugin.get_sampling(decoded) == (2 if half else 0)  # 4:2:0 or 4:4:4
+    page = picture.array().astype(int)
+    layout = sheet_layout(n, 1, tile)
+    x, y = layout.columns[1], layout.rows[0]
+    step = max(1, tile // max(height, width))
+    centres = (slice(y + step // 2, y + tile, step), slice(x + step // 2, x + tile, step))  # the overlay's cells
+    error = np.abs(np.asarray(decoded.convert("RGB")).astype(int)[centres] - page[centres]).mean()
+    assert error < 8.0  # each cell keeps its colour (under 4:2:0, two-pixel cells take their neighbours': about 23)
+
+
 def test_the_compact_grids_are_opt_in_and_share_the_sheets_heat() -> None:
     n = 4
     images, maps = torch.rand(n, 3, 8, 8), torch.rand(n, 8, 8)
@@ -283,9 +309,9 @@ def test_each_picture_is_encoded_once_for_every_logger(tmp_path: Any, monkeypatc
     encoded: list[tuple[int, int]] = []
     real = media.encode_jpeg
 
-    def counting(image: Any) -> bytes:
+    def counting(image: Any, **options: Any) -> bytes:
         encoded.append(np.asarray(image).shape[:2])
-        return real(image)
+        return real(image, **options)
 
     monkeypatch.setattr(media, "encode_jpeg", counting)
     train, val = loaders()

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import textwrap
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -67,6 +68,9 @@ class SheetLayout:
     rows: tuple[int, ...]
     row_height: int
     line: int = LINE
+    #: every tile cell is an even block of at least 4x4 pixels at even coordinates: under JPEG's 4:2:0 chroma each
+    #: cell keeps its colour (its edges soften by about a pixel; two-pixel cells would take their neighbours' hues)
+    even_cells: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -178,6 +182,9 @@ def prepare_sheet(
     tiles = out.cpu().numpy().view(np.uint32)[..., 0]  # RGBX as one number a pixel
     at = [np.minimum(((np.arange(s) + 0.5) * (r / s)).astype(int), r - 1) for s, r in ((sh, rh), (sw, rw))]
     top, left = (t - sh) // 2, (t - sw) // 2
+    origins = (*layout.columns, *layout.rows, layout.row_height, top, left)
+    even = sh % rh == 0 and sw % rw == 0 and all(f % 2 == 0 and f >= 4 for f in (sh // rh, sw // rw))
+    layout = dataclasses.replace(layout, even_cells=even and all(v % 2 == 0 for v in origins))
     pred, conf, tgt = (v.detach().cpu().tolist() for v in (predicted, confidence, targets))
     lab = None if labels is None else labels.detach().cpu().tolist()
     drifts = {n: (None if v is None else v.detach().cpu().tolist()) for n, v in (drift or {}).items()}
