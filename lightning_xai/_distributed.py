@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from lightning_xai.explain.run import ProbeExplanations, merge_shards, to_cpu
+from lightning_xai.explain.run import ProbeExplanations, merge_shards, say_notes, to_cpu
 
 T = TypeVar("T")
 
@@ -48,11 +48,16 @@ def shard(count: int, world: int, rank: int) -> slice:
 
 
 def explain_shards(
-    trainer: Trainer, count: int, explain: Callable[[slice], ProbeExplanations], device: torch.device
+    trainer: Trainer,
+    count: int,
+    explain: Callable[[slice], ProbeExplanations],
+    device: torch.device,
+    warn_once: Callable[[str, str], None] | None = None,
 ) -> Callable[[], ProbeExplanations]:
     """Every rank explains its :func:`shard` of the ``count`` probes; the shares travel to every rank through the
     strategy's ``broadcast`` (CPU tensors). When ``explain`` raises on any rank, every rank raises. Returns what
-    merges them in probe order (call it inside :func:`on_rank_zero`)."""
+    merges them in probe order and says the other ranks' warnings with ``warn_once`` (call it inside
+    :func:`on_rank_zero`)."""
     if trainer.world_size == 1:
         done = explain(slice(0, count))
         return lambda: done
@@ -63,6 +68,8 @@ def explain_shards(
     _raise_failures(failure, dict(enumerate(parts)))
 
     def gather() -> ProbeExplanations:
+        if warn_once is not None:
+            say_notes(parts, trainer.global_rank, warn_once)
         merged = merge_shards([p for p in parts if p is not None], device)
         merged.seconds = time.perf_counter() - started  # this rank's wall time, waiting for the slowest included
         return merged

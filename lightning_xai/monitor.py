@@ -320,7 +320,7 @@ class AttributionMonitor(Callback):
 
     def _explain_measure_log(self, trainer: Trainer, pl_module: LightningModule) -> None:
         explain, count = (lambda part: self._explain(trainer, pl_module, part)), len(self.probes or ())
-        gather = _distributed.explain_shards(trainer, count, explain, pl_module.device)
+        gather = _distributed.explain_shards(trainer, count, explain, pl_module.device, self._warn_once)
         record = _distributed.on_rank_zero(trainer, lambda: self._measure_and_log(trainer, pl_module, gather()))
         if not trainer.is_global_zero:
             self.history.append(record)

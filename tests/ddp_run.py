@@ -11,6 +11,8 @@ as ``python tests/ddp_run.py --out DIR --strategy ddp --scenario stop`` in a sub
   wall seconds of the validation-end hooks, the monitor's ``explain_seconds``); run it with ``--devices 1`` and ``2``.
 - ``validate``: ``trainer.validate`` of a fixed model; rank 0 saves the maps it measured to ``<out>/maps.pt`` (also
   with ``--devices 1``: the maps of one process, to compare).
+- ``rankfail``: Integrated Gradients fails on rank 1 only, at every evaluation (after the setup check); each rank
+  records the monitor's warnings it showed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +39,38 @@ from torch import Tensor, nn  # noqa: E402
 from lightning_xai import AttributionMonitor, Display, DriftPolicy, DriftRule, IntegratedGradients  # noqa: E402
 
 DRIFT_KEY = "xai/gradcam/drift/rank_vs_reference/median"
+SHOWN: list[str] = []  # the monitor's warnings this rank showed (scenario rankfail)
+
+
+class RankOneFails(IntegratedGradients):
+    """Integrated Gradients that raises on rank 1 once :class:`ArmFailure` has armed it (after the setup check)."""
+
+    armed = False
+
+    def explain(self, *args: Any, **kwargs: Any) -> Any:
+        if RankOneFails.armed and torch.distributed.is_initialized() and torch.distributed.get_rank() == 1:
+            raise RuntimeError("injected failure on rank 1")
+        return super().explain(*args, **kwargs)
+
+
+class ArmFailure(Callback):
+    """Placed after the monitor: arms :class:`RankOneFails` once the monitor's setup check has run."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        RankOneFails.armed = True
+
+
+def keep_warnings() -> None:
+    """Show every warning (the test's environment ignores them) and keep the monitor's in :data:`SHOWN`."""
+    warnings.simplefilter("always")
+    shown = warnings.showwarning
+
+    def keep(message: Any, *args: Any, **kwargs: Any) -> None:
+        if str(message).startswith("AttributionMonitor"):
+            SHOWN.append(str(message))
+        shown(message, *args, **kwargs)
+
+    warnings.showwarning = keep
 
 
 class Stamp(Callback):
@@ -96,6 +131,7 @@ class Recorder(Callback):
             "callback_metric_keys": sorted(k for k in trainer.callback_metrics if k.startswith("xai/")),
             "hook_seconds": self.hook_seconds,
             "hook_cpu_seconds": self.hook_cpu_seconds,
+            "warnings": SHOWN,
             "early_stopping": None
             if self.stopper is None
             else {
@@ -175,10 +211,15 @@ def run(args: argparse.Namespace) -> AttributionMonitor:
         )
     elif args.scenario == "fail":
         monitor = FailingMonitor(drift=DriftPolicy(**policy), **kwargs)
+    elif args.scenario == "rankfail":
+        keep_warnings()
+        kwargs["methods"] = ("gradcam", RankOneFails(n_steps=args.ig_steps))
+        monitor = AttributionMonitor(drift=DriftPolicy(**policy), **kwargs)
     else:
         monitor = AttributionMonitor(drift=DriftPolicy(**policy), **kwargs)
     recorder = Recorder(args.out, monitor, stamp, stopper)
     callbacks: list[Callback] = [stamp, monitor, recorder] + ([stopper] if stopper is not None else [])
+    callbacks += [ArmFailure()] if args.scenario == "rankfail" else []
     if args.scenario == "bench":
         model: L.LightningModule = ResNetModule()
         train, val = bench_loaders(args.probes)
@@ -234,7 +275,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--strategy", default="ddp", choices=["ddp", "ddp_spawn"])
-    parser.add_argument("--scenario", default="stop", choices=["stop", "earlystop", "fail", "bench", "validate"])
+    parser.add_argument(
+        "--scenario", default="stop", choices=["stop", "earlystop", "fail", "bench", "validate", "rankfail"]
+    )
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--probes", type=int, default=4)

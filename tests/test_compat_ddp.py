@@ -165,6 +165,21 @@ def test_ddp_failure_on_rank_zero_stops_every_rank_without_hanging(tmp_path: Any
     assert ranks[0]["current_epoch"] == ranks[1]["current_epoch"] == 1
 
 
+def test_ddp_a_method_failing_on_another_rank_is_said_once_on_rank_zero(tmp_path: Any) -> None:
+    """Warnings are silent on ranks other than 0: a method that failed only on rank 1 was recorded in the history's
+    errors but never said, so the console of a DDP run showed nothing. Rank 0 now says it, once, naming the rank."""
+    out = str(tmp_path)
+    returncode, output, ranks = run_subprocess(out, "rankfail")
+    assert returncode == 0, output[-4000:]
+    zero, one = ranks[0], ranks[1]
+    said = [w for w in zero["warnings"] if "injected failure on rank 1" in w]
+    assert len(said) == 1 and said[0].startswith("AttributionMonitor (on rank 1): integrated_gradients skipped")
+    assert one["warnings"] == []  # rank 1 shows nothing itself (Lightning's rank-zero convention)
+    errors = zero["history"][-1]["errors"]
+    assert any("injected failure on rank 1" in e for e in errors) and len(zero["history"]) == 6
+    assert any("failed on another rank" in e for e in errors)
+
+
 def test_ddp_ranks_explain_their_share_and_the_maps_equal_one_process(tmp_path: Any) -> None:
     """Sharded explanation: 2 gloo processes each explain their share of 5 probes (3 and 2); rank 0 gathers the
     maps through the strategy's broadcast. They equal the maps one process computes for the same model."""

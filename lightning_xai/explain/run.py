@@ -39,7 +39,8 @@ T = TypeVar("T")
 class ProbeExplanations:
     """What one evaluation produced, on the model's device: the probes as the model saw them, the ``(P,)`` arg-max
     class, its probability and the class explained (all three empty when the prediction pass failed), each method's
-    :class:`Explanation` and seconds, one message per failure, and the whole evaluation's seconds."""
+    :class:`Explanation` and seconds, one message per failure, the whole evaluation's seconds, and every warning said
+    while explaining, ``(key, message)`` (under DDP another rank's are silent: rank 0 says them, :func:`say_notes`)."""
 
     inputs: Tensor
     predicted: Tensor
@@ -49,6 +50,7 @@ class ProbeExplanations:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     method_seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def explain_probes(
@@ -77,10 +79,15 @@ def explain_probes(
     the methods' torch thread count on the CPU and is told their rate (:mod:`~lightning_xai.explain.threads`).
     ``first``: the position of ``images[0]`` among the probes (a rank's share under DDP), for messages."""
     started = time.perf_counter()
-    warn = reporting(warn_once)
+    said = reporting(warn_once)
     device = model_device(model)
     empty, count, loop_began, cpu_began = torch.empty(0, dtype=torch.long), None, 0.0, 0.0
     done = ProbeExplanations(images, empty, empty.float(), empty)
+
+    def warn(key: str, message: str) -> None:  # said here, and noted for rank 0 (another rank's warnings are silent)
+        done.notes.append((key, message))
+        said(key, message)
+
     try:  # the guard or the forward wrapper could fail too (e.g. out of memory for float32 weight copies)
         with training_state_guard(model, device), model_forward(model, forward_fn) as unseeded:
             forward = seeded_calls(unseeded, device)  # a model's own randomness: the same numbers at every evaluation
@@ -226,7 +233,7 @@ def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> Pr
     names = list(dict.fromkeys(name for part in parts for name in part.results))
     for name in names:
         if not all(name in part.results for part in parts):
-            merged.errors.append(f"{name} skipped: it failed on another rank (see that rank's message)")
+            merged.errors.append(f"{name} skipped: it failed on another rank (that rank's error is listed too)")
             continue
         results = [part.results[name] for part in parts]
         keys = [k for k in results[0].diagnostics if all(k in r.diagnostics for r in results)]
@@ -237,6 +244,16 @@ def merge_shards(parts: Sequence[ProbeExplanations], device: torch.device) -> Pr
         )
         merged.method_seconds[name] = max(part.method_seconds.get(name, 0.0) for part in parts)
     return merged
+
+
+def say_notes(parts: Sequence[ProbeExplanations | None], rank: int, warn_once: WarnOnce) -> None:
+    """Say on ``rank`` (rank 0) the warnings the other ranks' ``parts`` noted, each once by its key, naming the rank
+    (warnings are silent on ranks other than 0)."""
+    head = "AttributionMonitor: "
+    for other, part in enumerate(parts):
+        for key, message in part.notes if part is not None and other != rank else ():
+            text = message[len(head) :] if message.startswith(head) else message
+            warn_once(key, f"AttributionMonitor (on rank {other}): {text}")
 
 
 def to_cpu(done: ProbeExplanations) -> ProbeExplanations:
