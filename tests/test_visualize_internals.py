@@ -129,6 +129,29 @@ def test_prediction_rows_and_media_tags() -> None:
     assert tags == [["xai/sheet"], ["xai/predictions"], ["xai/alerts"]] and media.texts[0][1] == "**ALERT** — drift!"
 
 
+def test_a_map_with_no_relevance_has_no_drift_in_the_table_as_on_the_sheet() -> None:
+    # probe 1's Grad-CAM is zero everywhere: the sheet says "no relevance"; a drift of 1.00 (or 0.00 against a blank
+    # reference) in the table, the CSV files and the report's filmstrip would read as a measurement
+    raw = torch.rand(2, 4, 4)
+    raw[1] = 0.0
+    media = evaluation_media(
+        torch.rand(2, 1, 8, 8),
+        {"gradcam": Explanation(raw, torch.rand(2, 8, 8))},
+        {"gradcam": "max"},
+        epoch=3,
+        step=30,
+        predicted=torch.tensor([0, 1]),
+        confidence=torch.tensor([0.5, 0.9]),
+        targets=torch.tensor([0, 1]),
+        labels=None,
+        drift={"gradcam": torch.tensor([0.25, 1.0])},
+        drift_note="vs ref: rank drift",
+    )
+    table = media.tables[0][1]
+    assert [row[-1] for row in table.rows] == [0.25, None]
+    assert table.markdown().splitlines()[3].endswith("| – |")
+
+
 def test_background_writer_runs_jobs_in_order_and_keeps_errors() -> None:
     out: list[int] = []
 
