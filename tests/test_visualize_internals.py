@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,6 +151,37 @@ def test_a_map_with_no_relevance_has_no_drift_in_the_table_as_on_the_sheet() -> 
     table = media.tables[0][1]
     assert [row[-1] for row in table.rows] == [0.25, None]
     assert table.markdown().splitlines()[3].endswith("| – |")
+
+
+def test_the_filmstrips_red_drift_is_the_alerts_moved_probes_as_on_the_sheet() -> None:
+    # the sheet reds the probes an alert says moved; the report's filmstrip redded every drift over probe_threshold
+    # (0.4), so the two disagreed on one evaluation and a healthy run's filmstrips were full of red
+    from lightning_xai.report.film import filmstrip_section
+    from lightning_xai.report.read import RunLog, Sheet
+
+    media = evaluation_media(
+        torch.rand(2, 1, 8, 8),
+        {"gradcam": Explanation(torch.rand(2, 4, 4), torch.rand(2, 8, 8))},
+        {"gradcam": "max"},
+        epoch=3,
+        step=30,
+        predicted=torch.tensor([0, 1]),
+        confidence=torch.tensor([0.5, 0.9]),
+        targets=torch.tensor([0, 1]),
+        labels=torch.tensor([0, 1]),
+    )
+    picture = media.images[0][1]
+    rows = [{"label": p, "predicted": p, "confidence": 0.5, "gradcam drift": d} for p, d in ((0, 0.9), (1, 0.1))]
+    message = "Attribution drift at epoch 3 (gradcam): 1/2 probes moved (score 0.2 >= threshold 0.1; probes [1])"
+    run = RunLog(
+        Path("."),
+        sheets=[Sheet(3, 30, picture.encoded(), picture.width, picture.height)],
+        predictions={(30, 0): rows},
+        alerts=[(3, 30, 0, message)],
+        settings={"methods": ["gradcam"], "probe_threshold": 0.4, "tile_size": 128},
+    )
+    page = filmstrip_section(run, "r0")[0]
+    assert '<div class="cap">drift 0.90</div>' in page and '<div class="cap bad">drift 0.10</div>' in page
 
 
 def test_background_writer_runs_jobs_in_order_and_keeps_errors() -> None:
