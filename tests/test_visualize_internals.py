@@ -109,7 +109,7 @@ def test_picture_is_composed_and_encoded_once_as_jpeg() -> None:
 
 def test_prediction_rows_and_media_tags() -> None:
     t = prediction_rows(None, torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([0.5, 0.25]), {"m": None})
-    assert t.columns == ["probe", "label", "target", "predicted", "confidence", "m drift"]
+    assert t.columns == ["probe", "label", "target", "predicted", "confidence", "m rank drift vs ref"]
     assert t.rows == [[0, None, 1, 1, 0.5, None], [1, None, 2, 0, 0.25, None]]
     assert t.markdown().splitlines()[2] == "| 0 | – | 1 | 1 | 0.500 | – |"
     assert t.csv().splitlines()[1] == "0,,1,1,0.500,"
@@ -128,6 +128,15 @@ def test_prediction_rows_and_media_tags() -> None:
     )
     tags = [[tag for tag, _ in items] for items in (media.images, media.tables, media.texts)]
     assert tags == [["xai/sheet"], ["xai/predictions"], ["xai/alerts"]] and media.texts[0][1] == "**ALERT** — drift!"
+
+
+def test_the_tables_drift_column_says_which_drift() -> None:
+    # "gradcam drift" said neither the measure nor against what (rank drift or top-k, previous or reference); the
+    # sheet writes the same number as "vs ref" under the tile
+    t = prediction_rows(
+        None, torch.tensor([1]), torch.tensor([1]), torch.tensor([0.5]), {"gradcam": torch.tensor([0.25])}
+    )
+    assert t.columns[-1] == "gradcam rank drift vs ref" and t.rows == [[0, None, 1, 1, 0.5, 0.25]]
 
 
 def test_a_map_with_no_relevance_has_no_drift_in_the_table_as_on_the_sheet() -> None:
@@ -171,17 +180,18 @@ def test_the_filmstrips_red_drift_is_the_alerts_moved_probes_as_on_the_sheet() -
         labels=torch.tensor([0, 1]),
     )
     picture = media.images[0][1]
-    rows = [{"label": p, "predicted": p, "confidence": 0.5, "gradcam drift": d} for p, d in ((0, 0.9), (1, 0.1))]
     message = "Attribution drift at epoch 3 (gradcam): 1/2 probes moved (score 0.2 >= threshold 0.1; probes [1])"
-    run = RunLog(
-        Path("."),
-        sheets=[Sheet(3, 30, picture.encoded(), picture.width, picture.height)],
-        predictions={(30, 0): rows},
-        alerts=[(3, 30, 0, message)],
-        settings={"methods": ["gradcam"], "probe_threshold": 0.4, "tile_size": 128},
-    )
-    page = filmstrip_section(run, "r0")[0]
-    assert '<div class="cap">drift 0.90</div>' in page and '<div class="cap bad">drift 0.10</div>' in page
+    for column in ("gradcam rank drift vs ref", "gradcam drift"):  # the table's column, and its name in older runs
+        rows = [{"label": p, "predicted": p, "confidence": 0.5, column: d} for p, d in ((0, 0.9), (1, 0.1))]
+        run = RunLog(
+            Path("."),
+            sheets=[Sheet(3, 30, picture.encoded(), picture.width, picture.height)],
+            predictions={(30, 0): rows},
+            alerts=[(3, 30, 0, message)],
+            settings={"methods": ["gradcam"], "probe_threshold": 0.4, "tile_size": 128},
+        )
+        page = filmstrip_section(run, "r0")[0]
+        assert '<div class="cap">drift 0.90</div>' in page and '<div class="cap bad">drift 0.10</div>' in page
 
 
 def test_background_writer_runs_jobs_in_order_and_keeps_errors() -> None:

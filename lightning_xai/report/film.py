@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image, features
 
 from lightning_xai.report.read import RunLog, Sheet
+from lightning_xai.visualize.media import drift_column
 from lightning_xai.visualize.sheet import GAP, SheetLayout, sheet_layout
 
 FILM_TILE = 96  # pixels per filmstrip tile on the page (and in its thumbnail)
@@ -115,7 +116,7 @@ def filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[st
                     conf = info.get("confidence")
                     text = f"pred {info.get('predicted', '?')}" + ("" if conf is None else f" ({conf:.2f})")
                 else:
-                    drift = info.get(f"{name} drift")
+                    drift = info.get(drift_column(name), info.get(f"{name} drift"))  # (older runs: "<method> drift")
                     bad = drift is not None and p in moved.get((*sheet.key, name), ())
                     text = f"drift {'–' if drift is None else f'{drift:.2f}'}"
                 cells.append(f'<td>{tile}</div><div class="cap{" bad" if bad else ""}">{text}</div></td>')

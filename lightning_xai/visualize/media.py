@@ -115,6 +115,11 @@ def _cell(value: Any, missing: str) -> str:
     return missing if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def drift_column(method: str) -> str:
+    """The predictions table's column of ``method``'s drift: what the sheet writes under a tile as ``vs ref``."""
+    return f"{method} rank drift vs ref"
+
+
 def prediction_rows(
     labels: Tensor | None,
     targets: Tensor,
@@ -126,7 +131,7 @@ def prediction_rows(
     """The predictions table: probe, label, target, predicted, confidence (and drift per method; none for a map with
     no relevance, ``blank``, whose drift would read 1.00 against any map with relevance: the sheet's 'no relevance')."""
     drift, blank = dict(drift or {}), dict(blank or {})
-    table = Table(["probe", "label", "target", "predicted", "confidence"] + [f"{m} drift" for m in drift])
+    table = Table(["probe", "label", "target", "predicted", "confidence"] + [drift_column(m) for m in drift])
     values = [None if v is None else [float(x) for x in v.cpu().tolist()] for v in drift.values()]
     known = None if labels is None else [int(x) for x in labels.cpu().tolist()]
     columns = [[f(x) for x in t.cpu().tolist()] for f, t in ((int, targets), (int, predicted), (float, confidence))]
