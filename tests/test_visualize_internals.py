@@ -194,6 +194,18 @@ def test_the_filmstrips_red_drift_is_the_alerts_moved_probes_as_on_the_sheet() -
         assert '<div class="cap">drift 0.90</div>' in page and '<div class="cap bad">drift 0.10</div>' in page
 
 
+def test_the_report_shows_the_skipped_maps_it_counts() -> None:
+    # the summary said "1 skipped or uncompared map(s)" and the no-drift note "see the errors above", but the page
+    # showed none of the messages (xai/errors): which method, why, what to do
+    from lightning_xai.report.html import render_report
+    from lightning_xai.report.read import RunLog, Sheet
+
+    why = "gradcam at epoch 1 was skipped: the time budget (`Budget(max_seconds_per_epoch=)`) was spent"
+    sheets = [Sheet(e, 10 * e, b"", 1, 1) for e in range(3)]
+    page = render_report([RunLog(Path("."), sheets=sheets, errors=[(1, 10, why)])])
+    assert "1 skipped or uncompared map(s)" in page and "was skipped: the time budget" in page
+
+
 def test_background_writer_runs_jobs_in_order_and_keeps_errors() -> None:
     out: list[int] = []
 

@@ -215,12 +215,17 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
         skipped += f"; resumed from a checkpoint at {where}: the abandoned run's later evaluations are left out"
     summary = f'<p class="summary">{count} evaluation(s){span}, methods {methods}; {alerted}{skipped}.</p>'
     rows = "".join(f"<tr><td>{run.when(e, s, r)}</td><td>{html.escape(m)}</td></tr>" for e, s, r, m in alerts)
+    errors = "".join(f"<tr><td>{run.when(e, s)}</td><td>{html.escape(m)}</td></tr>" for e, s, m in run.errors)
     parts = [
         f'<section class="run" id="{prefix}"><h1>{html.escape(name)}</h1>',
         f'<p class="muted"><code>{html.escape(str(run.path))}</code></p>{summary}<h2>Alerts</h2>',
         f"<table><tr><th>evaluation</th><th>message</th></tr>{rows}</table>"
         if alerts
         else "<p>No alert in this run.</p>",
+        "<h2>Skipped or uncompared maps</h2><table><tr><th>evaluation</th><th>message</th></tr>"  # xai/errors
+        f"{errors}</table>"
+        if errors
+        else "",
         _drift_section(run),
         "<h2>Evidence of the alerts</h2>" if run.evidence else "",
     ]
