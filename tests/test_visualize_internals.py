@@ -206,6 +206,19 @@ def test_the_report_shows_the_skipped_maps_it_counts() -> None:
     assert "1 skipped or uncompared map(s)" in page and "was skipped: the time budget" in page
 
 
+def test_the_reports_messages_show_code_not_backticks() -> None:
+    # TensorBoard renders the alert and error texts as markdown; the report printed their backticks as they are
+    from lightning_xai.report.html import render_report
+    from lightning_xai.report.read import RunLog, Sheet
+
+    alert = "Attribution drift at epoch 2 (gradcam): 3/8 probes moved (then silent, `DriftPolicy(cooldown=)`)"
+    why = "gradcam was skipped: `Budget(max_seconds_per_epoch=)` was spent"
+    sheets = [Sheet(e, 10 * e, b"", 1, 1) for e in range(3)]
+    page = render_report([RunLog(Path("."), sheets=sheets, alerts=[(2, 20, 0, alert)], errors=[(1, 10, why)])])
+    assert "<code>DriftPolicy(cooldown=)</code>" in page and "<code>Budget(max_seconds_per_epoch=)</code>" in page
+    assert "`" not in page.split("<h2>Alerts</h2>")[1].split("<h2>Drift")[0]
+
+
 def test_background_writer_runs_jobs_in_order_and_keeps_errors() -> None:
     out: list[int] = []
 
