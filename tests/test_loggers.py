@@ -179,8 +179,8 @@ def test_csv_logger_gets_jpeg_files_beside_metrics_csv(run: dict[str, Any]) -> N
         "target",
         "predicted",
         "confidence",
-        "gradcam drift",
-        "integrated_gradients drift",
+        "gradcam rank drift vs ref",
+        "integrated_gradients rank drift vs ref",
     ]
     assert len(rows) == 1 + PROBES and all(r[5] != "" for r in rows[1:])  # the reference exists from epoch 1
     assert len(list((root / "xai" / "alerts").glob("*.md"))) >= 1

@@ -79,8 +79,8 @@ def test_the_run_is_read_back_by_epoch(run: dict[str, Any]) -> None:
     keys = [s.key for s in log.sheets]  # (step, repeat): one table per evaluation, keyed like its sheet
     assert sorted(log.predictions) == keys and len(log.predictions[keys[3]]) == PROBES
     assert (
-        log.predictions[keys[3]][0]["gradcam drift"] is not None
-        and log.predictions[keys[0]][0]["gradcam drift"] is None
+        log.predictions[keys[3]][0]["gradcam rank drift vs ref"] is not None
+        and log.predictions[keys[0]][0]["gradcam rank drift vs ref"] is None
     )
     monitor = run["monitor"]
     alerts = [(a.epoch, a.global_step) for a in monitor.alerts]
@@ -219,7 +219,7 @@ def test_several_evaluations_an_epoch_are_kept_apart_each_sheet_captioned_by_its
     assert captions[:5] == [
         f"pred {rows[0]['predicted']} ({rows[0]['confidence']:.2f})" for rows in (logged[s] for s in (0, 2, 4, 6, 8))
     ]
-    drift = [rows[0]["gradcam drift"] for rows in logged.values()]
+    drift = [rows[0]["gradcam rank drift vs ref"] for rows in logged.values()]
     assert captions[5:10] == ["drift –" if d is None else f"drift {d:.2f}" for d in drift]
     heads = re.findall(r"<th>(epoch [^<]*)</th>", film)[:5]
     assert heads == ["epoch 0, step 0", "epoch 0, step 2", "epoch 0, step 4", "epoch 1, step 6", "epoch 1, step 8"]

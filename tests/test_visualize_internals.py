@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,7 +109,7 @@ def test_picture_is_composed_and_encoded_once_as_jpeg() -> None:
 
 def test_prediction_rows_and_media_tags() -> None:
     t = prediction_rows(None, torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([0.5, 0.25]), {"m": None})
-    assert t.columns == ["probe", "label", "target", "predicted", "confidence", "m drift"]
+    assert t.columns == ["probe", "label", "target", "predicted", "confidence", "m rank drift vs ref"]
     assert t.rows == [[0, None, 1, 1, 0.5, None], [1, None, 2, 0, 0.25, None]]
     assert t.markdown().splitlines()[2] == "| 0 | – | 1 | 1 | 0.500 | – |"
     assert t.csv().splitlines()[1] == "0,,1,1,0.500,"
@@ -127,6 +128,95 @@ def test_prediction_rows_and_media_tags() -> None:
     )
     tags = [[tag for tag, _ in items] for items in (media.images, media.tables, media.texts)]
     assert tags == [["xai/sheet"], ["xai/predictions"], ["xai/alerts"]] and media.texts[0][1] == "**ALERT** — drift!"
+
+
+def test_the_tables_drift_column_says_which_drift() -> None:
+    # "gradcam drift" said neither the measure nor against what (rank drift or top-k, previous or reference); the
+    # sheet writes the same number as "vs ref" under the tile
+    t = prediction_rows(
+        None, torch.tensor([1]), torch.tensor([1]), torch.tensor([0.5]), {"gradcam": torch.tensor([0.25])}
+    )
+    assert t.columns[-1] == "gradcam rank drift vs ref" and t.rows == [[0, None, 1, 1, 0.5, 0.25]]
+
+
+def test_a_map_with_no_relevance_has_no_drift_in_the_table_as_on_the_sheet() -> None:
+    # probe 1's Grad-CAM is zero everywhere: the sheet says "no relevance"; a drift of 1.00 (or 0.00 against a blank
+    # reference) in the table, the CSV files and the report's filmstrip would read as a measurement
+    raw = torch.rand(2, 4, 4)
+    raw[1] = 0.0
+    media = evaluation_media(
+        torch.rand(2, 1, 8, 8),
+        {"gradcam": Explanation(raw, torch.rand(2, 8, 8))},
+        {"gradcam": "max"},
+        epoch=3,
+        step=30,
+        predicted=torch.tensor([0, 1]),
+        confidence=torch.tensor([0.5, 0.9]),
+        targets=torch.tensor([0, 1]),
+        labels=None,
+        drift={"gradcam": torch.tensor([0.25, 1.0])},
+        drift_note="vs ref: rank drift",
+    )
+    table = media.tables[0][1]
+    assert [row[-1] for row in table.rows] == [0.25, None]
+    assert table.markdown().splitlines()[3].endswith("| – |")
+
+
+def test_the_filmstrips_red_drift_is_the_alerts_moved_probes_as_on_the_sheet() -> None:
+    # the sheet reds the probes an alert says moved; the report's filmstrip redded every drift over probe_threshold
+    # (0.4), so the two disagreed on one evaluation and a healthy run's filmstrips were full of red
+    from lightning_xai.report.film import filmstrip_section
+    from lightning_xai.report.read import RunLog, Sheet
+
+    media = evaluation_media(
+        torch.rand(2, 1, 8, 8),
+        {"gradcam": Explanation(torch.rand(2, 4, 4), torch.rand(2, 8, 8))},
+        {"gradcam": "max"},
+        epoch=3,
+        step=30,
+        predicted=torch.tensor([0, 1]),
+        confidence=torch.tensor([0.5, 0.9]),
+        targets=torch.tensor([0, 1]),
+        labels=torch.tensor([0, 1]),
+    )
+    picture = media.images[0][1]
+    message = "Attribution drift at epoch 3 (gradcam): 1/2 probes moved (score 0.2 >= threshold 0.1; probes [1])"
+    for column in ("gradcam rank drift vs ref", "gradcam drift"):  # the table's column, and its name in older runs
+        rows = [{"label": p, "predicted": p, "confidence": 0.5, column: d} for p, d in ((0, 0.9), (1, 0.1))]
+        run = RunLog(
+            Path("."),
+            sheets=[Sheet(3, 30, picture.encoded(), picture.width, picture.height)],
+            predictions={(30, 0): rows},
+            alerts=[(3, 30, 0, message)],
+            settings={"methods": ["gradcam"], "probe_threshold": 0.4, "tile_size": 128},
+        )
+        page = filmstrip_section(run, "r0")[0]
+        assert '<div class="cap">drift 0.90</div>' in page and '<div class="cap bad">drift 0.10</div>' in page
+
+
+def test_the_report_shows_the_skipped_maps_it_counts() -> None:
+    # the summary said "1 skipped or uncompared map(s)" and the no-drift note "see the errors above", but the page
+    # showed none of the messages (xai/errors): which method, why, what to do
+    from lightning_xai.report.html import render_report
+    from lightning_xai.report.read import RunLog, Sheet
+
+    why = "gradcam at epoch 1 was skipped: the time budget (`Budget(max_seconds_per_epoch=)`) was spent"
+    sheets = [Sheet(e, 10 * e, b"", 1, 1) for e in range(3)]
+    page = render_report([RunLog(Path("."), sheets=sheets, errors=[(1, 10, why)])])
+    assert "1 skipped or uncompared map(s)" in page and "was skipped: the time budget" in page
+
+
+def test_the_reports_messages_show_code_not_backticks() -> None:
+    # TensorBoard renders the alert and error texts as markdown; the report printed their backticks as they are
+    from lightning_xai.report.html import render_report
+    from lightning_xai.report.read import RunLog, Sheet
+
+    alert = "Attribution drift at epoch 2 (gradcam): 3/8 probes moved (then silent, `DriftPolicy(cooldown=)`)"
+    why = "gradcam was skipped: `Budget(max_seconds_per_epoch=)` was spent"
+    sheets = [Sheet(e, 10 * e, b"", 1, 1) for e in range(3)]
+    page = render_report([RunLog(Path("."), sheets=sheets, alerts=[(2, 20, 0, alert)], errors=[(1, 10, why)])])
+    assert "<code>DriftPolicy(cooldown=)</code>" in page and "<code>Budget(max_seconds_per_epoch=)</code>" in page
+    assert "`" not in page.split("<h2>Alerts</h2>")[1].split("<h2>Drift")[0]
 
 
 def test_background_writer_runs_jobs_in_order_and_keeps_errors() -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, features
 
 from lightning_xai.report.read import RunLog, Sheet
+from lightning_xai.visualize.media import drift_column
 from lightning_xai.visualize.sheet import GAP, SheetLayout, sheet_layout
 
 FILM_TILE = 96  # pixels per filmstrip tile on the page (and in its thumbnail)
@@ -88,10 +90,11 @@ def filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[st
         "<h2>Filmstrips</h2>",
         f'<p class="muted">Each probe across {_across(len(usable), len(found))}: the input, then each method\'s '
         "overlay (cut out of the explanation sheets, <code>xai/sheet</code>), with the prediction and each map's drift "
-        "against the reference.</p>",
+        "against the reference; in red a wrong prediction, and the drift of the probes an alert at that evaluation "
+        "says moved (as on the sheet).</p>",
     ]
     columns = ["input"] + run.methods[: max(len(layout.columns) for _, _, layout in usable) - 1]
-    threshold = run.settings.get("probe_threshold")
+    moved = alerted_probes(run.alerts)
     last = run.predictions.get(usable[-1][1].key, [])
     for p in range(len(usable[-1][2].rows)):
         label = last[p].get("label") if p < len(last) else None
@@ -113,13 +116,26 @@ def filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[st
                     conf = info.get("confidence")
                     text = f"pred {info.get('predicted', '?')}" + ("" if conf is None else f" ({conf:.2f})")
                 else:
-                    drift = info.get(f"{name} drift")
-                    bad = drift is not None and threshold is not None and drift > threshold
+                    drift = info.get(drift_column(name), info.get(f"{name} drift"))  # (older runs: "<method> drift")
+                    bad = drift is not None and p in moved.get((*sheet.key, name), ())
                     text = f"drift {'–' if drift is None else f'{drift:.2f}'}"
                 cells.append(f'<td>{tile}</div><div class="cap{" bad" if bad else ""}">{text}</div></td>')
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table></div>")
     return "".join(parts), styles, classes
+
+
+def alerted_probes(alerts: Sequence[tuple[int, int, int, str]]) -> dict[tuple[int, int, str], set[int]]:
+    """Per evaluation (``Sheet.key``) and method, the probes its alerts say moved (their messages' ``probes [...]``):
+    red in the filmstrips as on the sheet, never by a fixed cut (rank drift of 0.5 is common in healthy runs)."""
+    found: dict[tuple[int, int, str], set[int]] = {}
+    for _, step, repeat, message in alerts:
+        method = re.match(r"Attribution drift at epoch \d+ \((.+?)\):", message)
+        probes = re.search(r"; probes \[([\d, ]*)\]", message)
+        if method and probes:
+            named = {int(p) for p in probes.group(1).split(",") if p.strip()}
+            found.setdefault((step, repeat, method.group(1)), set()).update(named)
+    return found
 
 
 def _across(shown: int, found: int) -> str:

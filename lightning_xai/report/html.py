@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,11 @@ def _other_curves(run: RunLog) -> str:
     return _charts("Localisation", localisation) + _charts("Quality and cost per method", quality) + cost
 
 
+def _markdown(message: str) -> str:
+    """A message as logged for TensorBoard's markdown, in HTML: escaped, its `code` spans as code (no backticks)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(message))
+
+
 def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], list[str]]:
     epochs, alerts, count = run.epochs, run.alerts, len(run.evaluations)
     first = f"the first at {run.when(*alerts[0][:3])}" if alerts else ""
@@ -214,13 +220,18 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
         where = " and at ".join(f"step {s} (epoch {e})" for e, s in run.restarts)
         skipped += f"; resumed from a checkpoint at {where}: the abandoned run's later evaluations are left out"
     summary = f'<p class="summary">{count} evaluation(s){span}, methods {methods}; {alerted}{skipped}.</p>'
-    rows = "".join(f"<tr><td>{run.when(e, s, r)}</td><td>{html.escape(m)}</td></tr>" for e, s, r, m in alerts)
+    rows = "".join(f"<tr><td>{run.when(e, s, r)}</td><td>{_markdown(m)}</td></tr>" for e, s, r, m in alerts)
+    errors = "".join(f"<tr><td>{run.when(e, s)}</td><td>{_markdown(m)}</td></tr>" for e, s, m in run.errors)
     parts = [
         f'<section class="run" id="{prefix}"><h1>{html.escape(name)}</h1>',
         f'<p class="muted"><code>{html.escape(str(run.path))}</code></p>{summary}<h2>Alerts</h2>',
         f"<table><tr><th>evaluation</th><th>message</th></tr>{rows}</table>"
         if alerts
         else "<p>No alert in this run.</p>",
+        "<h2>Skipped or uncompared maps</h2><table><tr><th>evaluation</th><th>message</th></tr>"  # xai/errors
+        f"{errors}</table>"
+        if errors
+        else "",
         _drift_section(run),
         "<h2>Evidence of the alerts</h2>" if run.evidence else "",
     ]

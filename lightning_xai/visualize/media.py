@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lightning_xai.explain import Explanation
 from lightning_xai.explain.threads import one_torch_thread
+from lightning_xai.functional.shift import blank_maps
 from lightning_xai.visualize.display import Denormalize, to_display_images
 from lightning_xai.visualize.render import (
     apply_colormap,
@@ -114,22 +115,31 @@ def _cell(value: Any, missing: str) -> str:
     return missing if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def drift_column(method: str) -> str:
+    """The predictions table's column of ``method``'s drift: what the sheet writes under a tile as ``vs ref``."""
+    return f"{method} rank drift vs ref"
+
+
 def prediction_rows(
     labels: Tensor | None,
     targets: Tensor,
     predicted: Tensor,
     confidence: Tensor,
     drift: Mapping[str, Tensor | None] | None = None,
+    blank: Mapping[str, Sequence[bool]] | None = None,
 ) -> Table:
-    """The predictions table: probe, label, target, predicted, confidence (and drift per method)."""
-    drift = dict(drift or {})
-    table = Table(["probe", "label", "target", "predicted", "confidence"] + [f"{m} drift" for m in drift])
+    """The predictions table: probe, label, target, predicted, confidence (and drift per method; none for a map with
+    no relevance, ``blank``, whose drift would read 1.00 against any map with relevance: the sheet's 'no relevance')."""
+    drift, blank = dict(drift or {}), dict(blank or {})
+    table = Table(["probe", "label", "target", "predicted", "confidence"] + [drift_column(m) for m in drift])
     values = [None if v is None else [float(x) for x in v.cpu().tolist()] for v in drift.values()]
     known = None if labels is None else [int(x) for x in labels.cpu().tolist()]
     columns = [[f(x) for x in t.cpu().tolist()] for f, t in ((int, targets), (int, predicted), (float, confidence))]
     for i in range(int(predicted.shape[0])):
         row = [i, None if known is None else known[i], columns[0][i], columns[1][i], columns[2][i]]
-        table.rows.append(row + [None if v is None or i >= len(v) else v[i] for v in values])
+        empty = [i < len(blank.get(m, ())) and blank[m][i] for m in drift]
+        shown = zip(values, empty, strict=True)
+        table.rows.append(row + [None if v is None or i >= len(v) or e else v[i] for v, e in shown])
     return table
 
 
@@ -214,7 +224,8 @@ def evaluation_media(
     chroma = HALF_CHROMA if layout.even_cells else FULL_CHROMA
     media.images.append(("xai/sheet", Picture(compose, layout.height, layout.width, chroma)))
     media.images += [(tag, Picture.from_tensor(grid)) for tag, grid in grid_tensors]
-    table = prediction_rows(labels, targets.cpu(), predicted.cpu(), confidence.cpu(), drift)
+    blank = {n: blank_maps(r.raw).tolist() for n, r in results.items()}  # the sheet says "no relevance" there
+    table = prediction_rows(labels, targets.cpu(), predicted.cpu(), confidence.cpu(), drift, blank)
     media.tables.append(("xai/predictions", table))
     if alert_messages:
         media.texts.append(("xai/alerts", "\n\n".join(f"**ALERT** — {m}" for m in alert_messages)))
