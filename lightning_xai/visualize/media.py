@@ -197,7 +197,8 @@ def evaluation_media(
         }
         captions: dict[str, Any] = dict(predicted=predicted, confidence=confidence, labels=labels, targets=targets)
         looks: dict[str, Any] = dict(title=title, alert=alert, tile_size=tile_size, colormap=colormap)
-        looks.update(display=display, heats=heats)
+        blank = {n: blank_maps(r.raw).tolist() for n, r in results.items()}  # no relevance: no drift on sheet, table
+        looks.update(display=display, heats=heats, blank=blank)
         layout, compose = prepare_sheet(
             inputs,
             results,
@@ -224,7 +225,6 @@ def evaluation_media(
     chroma = HALF_CHROMA if layout.even_cells else FULL_CHROMA
     media.images.append(("xai/sheet", Picture(compose, layout.height, layout.width, chroma)))
     media.images += [(tag, Picture.from_tensor(grid)) for tag, grid in grid_tensors]
-    blank = {n: blank_maps(r.raw).tolist() for n, r in results.items()}  # the sheet says "no relevance" there
     table = prediction_rows(labels, targets.cpu(), predicted.cpu(), confidence.cpu(), drift, blank)
     media.tables.append(("xai/predictions", table))
     if alert_messages:

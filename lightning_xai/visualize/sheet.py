@@ -144,14 +144,15 @@ def prepare_sheet(
     alpha: float = 0.5,
     display: Tensor | None = None,
     heats: Mapping[str, Tensor] | None = None,
+    blank: Mapping[str, Sequence[bool]] | None = None,
 ) -> tuple[SheetLayout, Callable[[], Image.Image]]:
     """The sheet's layout and a function composing its RGBX page with numpy and Pillow (for a background thread)
     from tiles rendered in one batch on the inputs' device. ``results``' ``display`` maps scaled by
     ``normalizations``; captions from ``predicted``, ``confidence``, ``labels`` (or None), ``targets``; ``drift``: each
     method's per-probe drift (None: "drift -") named ``drift_name``, explained by ``drift_note``, red for the probes
     ``moved`` names (per method: those its alert at this evaluation says moved, so red means what the alert means);
-    ``alert``: what follows the ``title`` in red; ``display``/``heats``: the display images and normalised maps, when
-    the caller has them."""
+    ``alert``: what follows the ``title`` in red; ``display``/``heats``/``blank``: the display images, normalised maps
+    and which maps hold no relevance (:func:`~lightning_xai.functional.shift.blank_maps`), when the caller has them."""
     if int(tile_size) < 16:
         raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
     colormap = check_colormap(colormap)
@@ -188,7 +189,7 @@ def prepare_sheet(
     pred, conf, tgt = (v.detach().cpu().tolist() for v in (predicted, confidence, targets))
     lab = None if labels is None else labels.detach().cpu().tolist()
     drifts = {n: (None if v is None else v.detach().cpu().tolist()) for n, v in (drift or {}).items()}
-    blank = {n: blank_maps(results[n].raw[:rows]).tolist() for n in names}  # no relevance: said on the tile
+    blank = {n: list(blank[n][:rows]) if blank else blank_maps(results[n].raw[:rows]).tolist() for n in names}
     moved = {n: set(indices) for n, indices in (moved or {}).items()}
     scales = sorted({normalizations.get(n, "max") for n in names})
     per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
