@@ -220,7 +220,7 @@ class AttributionMonitor(Callback):
         if run_of is not None and run_of is not pl_module and not _trainer.resuming(trainer):
             self._start_run()  # another model trained afresh (a k-fold or sweep loop): a run of its own
             rank_zero_info(_trainer.NEW_RUN)
-        self._run_of = weakref.ref(pl_module)
+        self._run_of, self._prepared_for = weakref.ref(pl_module), None  # a setup check per fit: the model may change
         if trainer.limit_val_batches != 0:  # no validation: nothing to prepare (said at train start)
             self.prepare(trainer, pl_module)
 
@@ -291,7 +291,7 @@ class AttributionMonitor(Callback):
         return due and self.cost.allows(self._warn_once, trainer.strategy.broadcast)  # rank 0's clock decides
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
-        """Collect the probes (once) and run the setup check on ``pl_module`` (once per model) on every rank; False:
+        """Collect the probes (once) and run the setup check on ``pl_module`` (once per fit) on every rank; False:
         no probes. Other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it."""
         if self.probes is None:
             draw = (trainer, pl_module, self.probe_source, self.num_probes, self.seed, self._warn_once)  # rank 0 draws

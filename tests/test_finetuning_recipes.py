@@ -3,6 +3,7 @@ two fits, resumes (each test: a defect it caught)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning.pytorch as L
@@ -56,3 +57,39 @@ def test_a_resume_sees_the_backbone_unfrozen_at_its_first_epoch_as_the_uninterru
     assert fit(3).calls == [(0, True), (1, True), (2, False)]  # uninterrupted: epoch 2 paused
     fit(2)
     assert fit(3, ckpt_path="last").calls == [(2, False)]
+
+
+class _FrozenUnderNoGrad(TinyCNN):
+    """The features run without gradients while ``frozen`` (the Lightning docs' transfer-learning recipe)."""
+
+    frozen = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            h = self.pool(self.features(x)).flatten(1)
+        return self.head(self.dropout(h))
+
+
+def test_a_second_fit_that_unfreezes_the_backbone_is_explained(tmp_path: Any) -> None:
+    """Phase 1 trains the head over a backbone run under ``no_grad`` (said once: no gradient method can run); phase 2
+    fits the same model again with the backbone trainable. The setup check ran once per model object, so every
+    evaluation of phase 2 still skipped every method ("cannot run on this model"), with nothing said."""
+    L.seed_everything(0, verbose=False)
+    model, (train, val) = _FrozenUnderNoGrad(), loaders()
+    monitor = AttributionMonitor(
+        num_probes=4, methods=("gradcam", "integrated_gradients"), drift=DriftPolicy(warmup_epochs=0)
+    )
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        trainer.fit(model, train, val)
+    assert [str(w.message) for w in said if "cannot be explained by gradient methods" in str(w.message)]
+    assert len(monitor.history[0].errors) == 2
+    model.frozen = False
+    trainer.fit_loop.max_epochs = 2
+    trainer.fit(model, train, val)
+    assert [h.epoch for h in monitor.history] == [0, 1]
+    assert monitor.history[1].errors == []
+    assert {"xai/gradcam/drift/rank_vs_reference/median", "xai/integrated_gradients/seconds"} <= set(
+        monitor.history[1].scalars
+    )
