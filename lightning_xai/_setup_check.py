@@ -1,4 +1,4 @@
-"""The monitor's setup check: one evaluation's whole path, once per model, before the first training step, at
+"""The monitor's setup check: one evaluation's whole path, once per fit, before its first training step, at
 minimum cost: the explanation stage's dry run (:func:`lightning_xai.explain.setup.dry_run`), then the drift
 measurement on copies of the monitor's state and, when the run logs images, the sheet rendered and encoded (not
 logged). What does not fit fails here with a ``ValueError`` naming the argument, the value and the fix."""

@@ -350,10 +350,18 @@ class DriftActions:
 class SetupWatch:
     """Notices when the trainable parameters or the optimizers' parameter groups change between two evaluations (e.g.
     ``BackboneFinetuning``): the maps then move by themselves, so the detector neither calibrates on that evaluation
-    nor alerts. Counts only, so a resumed run is not seen as changed."""
+    nor alerts. Counts only, so a resumed run is not seen as changed; checkpointed, so a resume sees a change at its
+    first evaluation (``BackboneFinetuning`` unfreezing at the epoch it resumes at) as the uninterrupted run does."""
 
     def __init__(self) -> None:
         self.signature: tuple[int, ...] | None = None
+
+    def state_dict(self) -> list[int] | None:
+        return None if self.signature is None else list(self.signature)
+
+    def load_state_dict(self, state: Any) -> None:
+        """``state`` from :meth:`state_dict`; None (a checkpoint from before it was saved): unknown, as a new run's."""
+        self.signature = None if state is None else tuple(int(count) for count in state)
 
     @staticmethod
     def signature_of(trainer: Trainer, pl_module: LightningModule) -> tuple[int, ...]:

@@ -172,6 +172,7 @@ class AttributionMonitor(Callback):
             "alerts": self.alert_tracker.state_dict(),
             "history": self._saved_history(self.history),  # each evaluation converted once
             "probes_logged": self.media.probes_logged,
+            "setup": self.setup_watch.state_dict(),  # how the model trained at the last evaluation
         }
 
     @override
@@ -188,16 +189,15 @@ class AttributionMonitor(Callback):
     def _load(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probes") is not None:
             probes = check_images(state_dict["probes"], "probes", "from the checkpoint")
-            self.probes = ProbeSet(probes, state_dict.get("labels"), "checkpoint")
-            self._prepared_for = None
-        if state_dict.get("masks") is not None:
-            self.masks = state_dict["masks"]
+            self.probes, self._prepared_for = ProbeSet(probes, state_dict.get("labels"), "checkpoint"), None
+        self.masks = state_dict["masks"] if state_dict.get("masks") is not None else self.masks
         self.drift_tracker.load_state_dict(state_dict.get("drift", {}))
         if self.detector is not None and state_dict.get("detector") is not None:
             self.detector.load_state_dict(state_dict["detector"])
         self.alert_tracker.load_state_dict(state_dict.get("alerts", {}))
         self._history = [Evaluation.from_dict(e) for e in state_dict.get("history", [])]
         self.media.probes_logged = state_dict.get("probes_logged", [])
+        self.setup_watch.load_state_dict(state_dict.get("setup"))
 
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -220,7 +220,7 @@ class AttributionMonitor(Callback):
         if run_of is not None and run_of is not pl_module and not _trainer.resuming(trainer):
             self._start_run()  # another model trained afresh (a k-fold or sweep loop): a run of its own
             rank_zero_info(_trainer.NEW_RUN)
-        self._run_of = weakref.ref(pl_module)
+        self._run_of, self._prepared_for = weakref.ref(pl_module), None  # a setup check per fit: the model may change
         if trainer.limit_val_batches != 0:  # no validation: nothing to prepare (said at train start)
             self.prepare(trainer, pl_module)
 
@@ -291,7 +291,7 @@ class AttributionMonitor(Callback):
         return due and self.cost.allows(self._warn_once, trainer.strategy.broadcast)  # rank 0's clock decides
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
-        """Collect the probes (once) and run the setup check on ``pl_module`` (once per model) on every rank; False:
+        """Collect the probes (once) and run the setup check on ``pl_module`` (once per fit) on every rank; False:
         no probes. Other callbacks that need the probes (:class:`~lightning_xai.SanityCheck`) may call it."""
         if self.probes is None:
             draw = (trainer, pl_module, self.probe_source, self.num_probes, self.seed, self._warn_once)  # rank 0 draws

@@ -314,5 +314,5 @@ def gradient_message(model: nn.Module, cause: str) -> str:
         )
     return (
         f"AttributionMonitor: {type(model).__name__} cannot be explained by gradient methods: {why}. The methods "
-        f"that need it are skipped for this run (training is not affected). To explain it, {fix}."
+        f"that need it are skipped for this fit (training is not affected). To explain it, {fix}."
     )
