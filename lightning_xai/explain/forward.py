@@ -61,7 +61,9 @@ def describe_output(output: Any, batch: int) -> tuple[str, str]:
         first = next(iter(output), "logits")
         best = next((k for k in ["logits", *output] if k in output and logits_like(output[k])), first)
         items = ", ".join(f"{k!r}: {what(v)}" for k, v in list(output.items())[:6])
-        return f"a {kind} with keys {{{items}}}", f"[{best!r}]"
+        pool = pooled(output.get(best), batch)
+        per_pixel = f" (its {best!r}: per-pixel outputs, e.g. a segmentation model's)" if pool else ""
+        return f"a {kind} with keys {{{items}}}{per_pixel}", f"[{best!r}]{pool}"
     if isinstance(output, (tuple, list)):
         index = next((i for i, v in enumerate(output) if logits_like(v)), 0)
         items = ", ".join(what(v) for v in output[:6])
@@ -69,6 +71,33 @@ def describe_output(output: Any, batch: int) -> tuple[str, str]:
     if logits_like(getattr(output, "logits", None)):
         return f"a {kind} (with a `logits` attribute)", ".logits"
     return ("None" if output is None else f"a {kind}"), "['logits']"
+
+
+def pooled(value: Any, batch: int) -> str:
+    """How to pool per-pixel outputs to one score per class and image: ``".mean(dim=(2, 3))"`` for a
+    ``(batch, C, H, W)`` tensor (a segmentation model's), ``""`` for anything else."""
+    if not isinstance(value, Tensor) or value.ndim < 4 or value.shape[0] != batch:
+        return ""
+    return f".mean(dim={tuple(range(2, value.ndim))})"
+
+
+def shape_fix(shape: tuple[int, ...], batch: int) -> str:
+    """What to do about a forward that returns a tensor of ``shape`` for ``batch`` probes, not ``(N, num_classes)``
+    logits: a one-column ``.unsqueeze(1)``, per-pixel outputs pooled, else select them."""
+    if len(shape) == 1 and shape[0] == batch:  # a binary head squeezed to (N,)
+        return (
+            "Pass `forward_fn=lambda module, x: module(x).unsqueeze(1)`: one logit per probe, (N, 1), is read as a "
+            "binary classifier (class 1 where sigmoid(logit) > 0.5)"
+        )
+    pool = pooled(torch.empty(shape, device="meta"), batch)
+    if pool:
+        return (
+            f"These are per-pixel outputs (C={shape[1]} maps of {'x'.join(map(str, shape[2:]))}, e.g. a segmentation "
+            "model's), and the monitor explains one score per class and image: pool them, e.g. "
+            f"`forward_fn=lambda module, x: module(x){pool}` (each class's mean score over the image; or its score "
+            "over the region you care about)"
+        )
+    return "Pass `forward_fn=` to select them"
 
 
 def _call_module(module: Any, x: Tensor) -> Any:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, ForwardFn
-from lightning_xai.explain.forward import ModelForwardFn, NotLogitsError, model_device, model_forward
+from lightning_xai.explain.forward import ModelForwardFn, NotLogitsError, model_device, model_forward, shape_fix
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -186,16 +186,9 @@ def _prediction_pass(
             "validation input, or `forward_fn=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
-        one = logits.ndim == 1 and logits.shape[0] == inputs.shape[0]  # a binary head squeezed to (N,)
-        fix = (
-            "Pass `forward_fn=lambda module, x: module(x).unsqueeze(1)`: one logit per probe, (N, 1), is read as a "
-            "binary classifier (class 1 where sigmoid(logit) > 0.5)"
-            if one
-            else "Pass `forward_fn=` to select them"
-        )
         raise ValueError(
             f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; "
-            f"AttributionMonitor needs (N, num_classes) logits. {fix}."
+            f"AttributionMonitor needs (N, num_classes) logits. {shape_fix(tuple(logits.shape), len(inputs))}."
         )
     return logits
 

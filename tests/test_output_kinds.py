@@ -1,0 +1,116 @@
+"""Models whose outputs are not plain ``(N, num_classes)`` logits, in a real ``Trainer.fit`` with the monitor at its
+defaults: a segmentation model's ``(N, C, H, W)`` maps (plain or in a dict, as torchvision's ``fcn_resnet50``
+returns them) are refused before the first training step with the ``forward_fn=`` that pools them (was: "Pass
+`forward_fn=` to select them", and for the dict ``module(x)['out']``, which fails the same way), and with that
+``forward_fn`` the fit is explained and bit-identical."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_xai import AttributionMonitor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import trainer_kwargs  # noqa: E402
+
+FAST = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+
+
+class Tiny(L.LightningModule):
+    """Two 3x3 convolutions; ``head`` maps their (N, 6, H, W) features to what the model returns; ``loss(out, y)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()
+        )
+        self.train_steps = 0
+
+    def head(self, f: Tensor) -> Any:
+        raise NotImplementedError
+
+    def loss(self, out: Any, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Any:
+        return self.head(self.features(x))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.train_steps += 1
+        return self.loss(self(batch[0]), batch[-1])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", self.loss(self(batch[0]), batch[-1]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+class Segmenter(Tiny):
+    """(N, 3, H, W) class maps, per-pixel cross-entropy; ``key``: returned as ``{key: maps}`` (torchvision's)."""
+
+    def __init__(self, key: str | None = None) -> None:
+        super().__init__()
+        self.classifier, self.key = nn.Conv2d(6, 3, 1), key
+
+    def head(self, f: Tensor) -> Any:
+        maps = self.classifier(f)
+        return maps if self.key is None else {self.key: maps}
+
+    def loss(self, out: Any, y: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(out if self.key is None else out[self.key], y)
+
+
+def segmentation_data() -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 3, 8, 8, generator=g)
+    masks = (x[:, 0] * 3).long().clamp(max=2)  # (N, H, W) class per pixel
+    return (
+        DataLoader(TensorDataset(x[:16], masks[:16]), batch_size=8, shuffle=True),
+        DataLoader(TensorDataset(x[16:], masks[16:]), batch_size=8),
+    )
+
+
+def fit(tmp_path: Path, model: L.LightningModule, data: Any, monitor: AttributionMonitor | None) -> L.LightningModule:
+    L.seed_everything(0, verbose=False)
+    callbacks = [] if monitor is None else [monitor]
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=callbacks, **FAST))
+    trainer.fit(model, *data())
+    return model
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Bit-identical parameters and buffers."""
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
+
+
+def pool_out(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x)["out"].mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("key", [None, "out"], ids=["tensor", "dict"])
+def test_a_segmentation_model_is_refused_with_the_forward_fn_that_pools_its_maps(tmp_path: Path, key: Any) -> None:
+    model = Segmenter(key)
+    pick = "" if key is None else r"\['out'\]"
+    with pytest.raises(
+        ValueError, match=rf"segmentation.*forward_fn=lambda module, x: module\(x\){pick}\.mean\(dim=\(2, 3\)\)"
+    ):
+        fit(tmp_path, model, segmentation_data, AttributionMonitor())
+    assert model.train_steps == 0
+    if key is None:
+        return
+    monitor = AttributionMonitor(forward_fn=pool_out)  # the fix the message gives
+    explained = fit(tmp_path / "fixed", Segmenter(key), segmentation_data, monitor)
+    assert monitor.evaluations == 1 and not monitor.history[-1].errors
+    alone = fit(tmp_path / "alone", Segmenter(key), segmentation_data, None)
+    assert same_weights(explained, alone)
