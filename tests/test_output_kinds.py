@@ -114,3 +114,62 @@ def test_a_segmentation_model_is_refused_with_the_forward_fn_that_pools_its_maps
     assert monitor.evaluations == 1 and not monitor.history[-1].errors
     alone = fit(tmp_path / "alone", Segmenter(key), segmentation_data, None)
     assert same_weights(explained, alone)
+
+
+class Detector(Tiny):
+    """In training, a dict of losses (``forward(x, labels)``); in eval, one dict of ``boxes``, ``labels`` and
+    ``scores`` per image (its 3 best cells), as torchvision's detection models return them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classes, self.boxes = nn.Conv2d(6, 3, 1), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Any:
+        f = self.features(x)
+        scores, boxes = self.classes(f).flatten(2), self.boxes(f).flatten(2)
+        if self.training:
+            assert labels is not None
+            return {"classes": nn.functional.cross_entropy(scores.mean(dim=2), labels), "boxes": boxes.pow(2).mean()}
+        found = []
+        for s, b in zip(scores.softmax(dim=1), boxes, strict=True):
+            best = s.amax(dim=0).topk(3).indices
+            found.append({"boxes": b[:, best].T, "labels": s[:, best].argmax(dim=0), "scores": s.amax(dim=0)[best]})
+        return found
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.train_steps += 1
+        return sum(self(*batch).values())
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self(batch[0])
+
+
+def classified_data() -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(24, 3, 8, 8, generator=g), torch.arange(24) % 3
+    return (
+        DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8, shuffle=True),
+        DataLoader(TensorDataset(x[16:], y[16:]), batch_size=8),
+    )
+
+
+def best_detection_per_class(module: nn.Module, x: Tensor) -> Tensor:
+    """The refusal's ``forward_fn``, with ``num_classes=3``."""
+    found = module(x)
+    return torch.stack([d["scores"].new_zeros(3).scatter_reduce(0, d["labels"], d["scores"], "amax") for d in found])
+
+
+def test_a_detection_models_per_image_dicts_are_refused_with_a_forward_fn_that_scores_each_class(
+    tmp_path: Path,
+) -> None:
+    """Was: `forward_fn=lambda module, x: module(x)[0]`, the first image's dict (then `module(x)[0]['boxes']`)."""
+    model = Detector()
+    with pytest.raises(
+        ValueError, match=r"one per probe.*detection.*scatter_reduce\(0, d\['labels'\], d\['scores'\]"
+    ) as e:
+        fit(tmp_path, model, classified_data, AttributionMonitor())
+    assert "module(x)[0]" not in str(e.value) and model.train_steps == 0
+    monitor = AttributionMonitor(forward_fn=best_detection_per_class)
+    explained = fit(tmp_path / "fixed", Detector(), classified_data, monitor)
+    assert monitor.evaluations == 1 and not monitor.history[-1].errors
+    assert same_weights(explained, fit(tmp_path / "alone", Detector(), classified_data, None))

@@ -38,8 +38,8 @@ class NotLogitsError(TypeError):
     """
 
     def __init__(self, output: Any, batch: int) -> None:
-        self.description, pick = describe_output(output, batch)
-        self.fix = f"forward_fn=lambda module, x: module(x){pick}"
+        self.description, body = describe_output(output, batch)
+        self.fix = f"forward_fn=lambda module, x: {body}"
         super().__init__(
             f"the model returned {self.description}, not a logits tensor; pass `forward_fn=` to pick the "
             f"(N, num_classes) logits, e.g. `{self.fix}`."
@@ -47,8 +47,9 @@ class NotLogitsError(TypeError):
 
 
 def describe_output(output: Any, batch: int) -> tuple[str, str]:
-    """What a forward returned, in words, and how to pick its logits from it (``"[0]"``, ``"['logits']"``): the first
-    ``(batch, K)`` tensor in it, else its first item."""
+    """What a forward returned, in words, and the expression that picks its logits from ``module(x)``
+    (``"module(x)[0]"``, ``"module(x)['logits']"``): the first ``(batch, K)`` tensor in it, else its first item;
+    per-pixel maps pooled; one dict per probe (a detection model's) made one score per class and image."""
 
     def what(value: Any) -> str:
         return f"Tensor {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
@@ -63,14 +64,34 @@ def describe_output(output: Any, batch: int) -> tuple[str, str]:
         items = ", ".join(f"{k!r}: {what(v)}" for k, v in list(output.items())[:6])
         pool = pooled(output.get(best), batch)
         per_pixel = f" (its {best!r}: per-pixel outputs, e.g. a segmentation model's)" if pool else ""
-        return f"a {kind} with keys {{{items}}}{per_pixel}", f"[{best!r}]{pool}"
+        return f"a {kind} with keys {{{items}}}{per_pixel}", f"module(x)[{best!r}]{pool}"
+    if isinstance(output, (tuple, list)) and len(output) == batch and all(isinstance(v, dict) for v in output):
+        return per_probe_dicts(output)
     if isinstance(output, (tuple, list)):
         index = next((i for i, v in enumerate(output) if logits_like(v)), 0)
         items = ", ".join(what(v) for v in output[:6])
-        return f"a {kind} of {len(output)}: ({items})", f"[{index}]"
+        return f"a {kind} of {len(output)}: ({items})", f"module(x)[{index}]"
     if logits_like(getattr(output, "logits", None)):
-        return f"a {kind} (with a `logits` attribute)", ".logits"
-    return ("None" if output is None else f"a {kind}"), "['logits']"
+        return f"a {kind} (with a `logits` attribute)", "module(x).logits"
+    return ("None" if output is None else f"a {kind}"), "module(x)['logits']"
+
+
+def per_probe_dicts(output: list[Any] | tuple[Any, ...]) -> tuple[str, str]:
+    """:func:`describe_output` for one dict per probe: a detection model's (``labels`` and ``scores``) as each class's
+    highest detection score per image, else the first key's values stacked."""
+    keys = list(output[0]) if output else []
+    said = f"a {type(output).__name__} of {len(output)} dicts, one per probe, with keys {keys[:6]}"
+    if all("labels" in d and "scores" in d for d in output):
+        return (
+            f"{said} (a detection model's detections; the monitor explains one score per class and image: below, "
+            "each class's highest detection score, with `num_classes` your model's)",
+            "torch.stack([d['scores'].new_zeros(num_classes).scatter_reduce(0, d['labels'], d['scores'], 'amax') "
+            "for d in module(x)])",
+        )
+    first = keys[0] if keys else "logits"
+    return f"{said} (the monitor explains one (N, num_classes) tensor for the batch)", (
+        f"torch.stack([d[{first!r}] for d in module(x)])"
+    )
 
 
 def pooled(value: Any, batch: int) -> str:
