@@ -173,3 +173,41 @@ def test_a_detection_models_per_image_dicts_are_refused_with_a_forward_fn_that_s
     explained = fit(tmp_path / "fixed", Detector(), classified_data, monitor)
     assert monitor.evaluations == 1 and not monitor.history[-1].errors
     assert same_weights(explained, fit(tmp_path / "alone", Detector(), classified_data, None))
+
+
+def maps_only(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x)["out"]
+
+
+def first_image(module: nn.Module, x: Tensor) -> Any:
+    return module(x)[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "forward_fn", "said"),
+    [
+        (
+            lambda: Segmenter("out"),
+            maps_only,
+            r"`forward_fn` returns shape \(8, 3, 8, 8\) .*`out\.mean\(dim=\(2, 3\)\)`",
+        ),
+        (
+            Detector,
+            first_image,
+            r"`forward_fn` returns a dict with keys \{'boxes'.*make it return the \(N, num_classes\)",
+        ),
+    ],
+    ids=["per-pixel", "dict"],
+)
+def test_a_forward_fn_that_returns_no_logits_is_named_as_the_one_to_change(
+    tmp_path: Path, model: Any, forward_fn: Any, said: str
+) -> None:
+    """Was: "Segmenter's forward returns ...: pass `forward_fn=`", to someone who had passed it."""
+    with pytest.raises(ValueError, match=said) as e:
+        fit(
+            tmp_path,
+            model(),
+            segmentation_data if forward_fn is maps_only else classified_data,
+            AttributionMonitor(forward_fn=forward_fn),
+        )
+    assert "'s forward returns" not in str(e.value) and "pass `forward_fn=" not in str(e.value)

@@ -34,12 +34,13 @@ class NotLogitsError(TypeError):
 
     Attributes:
         description: what the output was, e.g. ``"a tuple of 2: (Tensor (6, 10), Tensor (6, 16))"``.
+        body: the expression that picks the logits from the output, e.g. ``"module(x)[0]"``.
         fix: the ``forward_fn=`` that picks the logits, e.g. ``"forward_fn=lambda module, x: module(x)[0]"``.
     """
 
     def __init__(self, output: Any, batch: int) -> None:
-        self.description, body = describe_output(output, batch)
-        self.fix = f"forward_fn=lambda module, x: {body}"
+        self.description, self.body = describe_output(output, batch)
+        self.fix = f"forward_fn=lambda module, x: {self.body}"
         super().__init__(
             f"the model returned {self.description}, not a logits tensor; pass `forward_fn=` to pick the "
             f"(N, num_classes) logits, e.g. `{self.fix}`."
@@ -102,23 +103,45 @@ def pooled(value: Any, batch: int) -> str:
     return f".mean(dim={tuple(range(2, value.ndim))})"
 
 
-def shape_fix(shape: tuple[int, ...], batch: int) -> str:
-    """What to do about a forward that returns a tensor of ``shape`` for ``batch`` probes, not ``(N, num_classes)``
-    logits: a one-column ``.unsqueeze(1)``, per-pixel outputs pooled, else select them."""
+def shape_fix(shape: tuple[int, ...], batch: int, custom: bool = False) -> str:
+    """What to do about a forward (``custom``: the user's ``forward_fn``) that returns a tensor of ``shape`` for
+    ``batch`` probes, not ``(N, num_classes)`` logits: a one-column ``.unsqueeze(1)``, per-pixel outputs pooled, else
+    select them."""
+
+    def use(expression: str) -> str:
+        if custom:
+            return f"make `forward_fn` return `out{expression}`, with `out` what it returns now"
+        return f"pass `forward_fn=lambda module, x: module(x){expression}`"
+
     if len(shape) == 1 and shape[0] == batch:  # a binary head squeezed to (N,)
         return (
-            "Pass `forward_fn=lambda module, x: module(x).unsqueeze(1)`: one logit per probe, (N, 1), is read as a "
-            "binary classifier (class 1 where sigmoid(logit) > 0.5)"
+            "One logit per probe, (N, 1), is read as a binary classifier (class 1 where sigmoid(logit) > 0.5): "
+            f"{use('.unsqueeze(1)')}"
         )
     pool = pooled(torch.empty(shape, device="meta"), batch)
     if pool:
         return (
             f"These are per-pixel outputs (C={shape[1]} maps of {'x'.join(map(str, shape[2:]))}, e.g. a segmentation "
-            "model's), and the monitor explains one score per class and image: pool them, e.g. "
-            f"`forward_fn=lambda module, x: module(x){pool}` (each class's mean score over the image; or its score "
-            "over the region you care about)"
+            "model's), and the monitor explains one score per class and image: to explain each class's mean score "
+            f"over the image, {use(pool)} (or pool the region you care about)"
         )
-    return "Pass `forward_fn=` to select them"
+    return "Make `forward_fn` return them" if custom else "Pass `forward_fn=` to select them"
+
+
+def not_logits_message(model: str, err: NotLogitsError, custom: bool) -> str:
+    """The setup refusal of a forward (``custom``: the user's ``forward_fn``) that returns no tensor."""
+    if custom:
+        return (
+            f"`forward_fn` returns {err.description}, not a logits tensor, so the monitor cannot read {model}'s "
+            "predictions on the probes: make it return the (N, num_classes) logits, e.g. "
+            f"`{err.body.replace('module(x)', 'out')}`, with `out` what it returns now."
+        )
+    return (
+        f"{model}'s forward returns {err.description}, not a logits tensor, so the monitor cannot read its "
+        "predictions on the probes: pass `forward_fn=` to pick the (N, num_classes) logits, e.g. "
+        f"`AttributionMonitor(..., {err.fix})` (a module-level function or `functools.partial` for "
+        "`strategy='ddp_spawn'`)."
+    )
 
 
 def _call_module(module: Any, x: Tensor) -> Any:

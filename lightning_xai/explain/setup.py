@@ -15,7 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, ForwardFn
-from lightning_xai.explain.forward import ModelForwardFn, NotLogitsError, model_device, model_forward, shape_fix
+from lightning_xai.explain.forward import (
+    ModelForwardFn,
+    NotLogitsError,
+    model_device,
+    model_forward,
+    not_logits_message,
+    shape_fix,
+)
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -80,10 +87,10 @@ def dry_run(
                 "the model deep-copyable."
             ) from err
         with isolated_rng(device), model_forward(model.eval(), forward_fn) as forward:
-            _prediction_pass(model, forward, inputs[:1], before_training, probes.drawn)
+            _prediction_pass(model, forward, inputs[:1], before_training, probes.drawn, forward_fn is not None)
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
     with guard, model_forward(model, forward_fn) as forward:
-        logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
+        logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn, forward_fn is not None)
         if warn is not None:
             _check_batch_independent(model, forward, inputs[:2], warn)
         num_classes = classes_of(int(logits.shape[1]))  # one logit: a binary classifier's classes 0 and 1
@@ -149,23 +156,19 @@ def _check_batch_independent(model: nn.Module, forward: ForwardFn, inputs: Tenso
 
 
 def _prediction_pass(
-    model: nn.Module, forward: ForwardFn, inputs: Tensor, before_training: bool, drawn: bool
+    model: nn.Module, forward: ForwardFn, inputs: Tensor, before_training: bool, drawn: bool, custom: bool
 ) -> Tensor:
+    """The model's outputs on the probes (``custom``: through the user's ``forward_fn``), refused where they are not
+    (N, num_classes) logits or the forward raised, naming what to change."""
     try:
         with torch.no_grad():
             logits = forward(inputs.clone())
     except NotLogitsError as err:  # the monitor's own check of the output: not a reason to doubt the probes
-        name = type(model).__name__
-        raise ValueError(
-            f"{name}'s forward returns {err.description}, not a logits tensor, so the monitor cannot read its "
-            "predictions on the probes: pass `forward_fn=` to pick the (N, num_classes) logits, e.g. "
-            f"`AttributionMonitor(..., {err.fix})` (a module-level function or `functools.partial` for "
-            "`strategy='ddp_spawn'`)."
-        ) from err
+        raise ValueError(not_logits_message(type(model).__name__, err, custom)) from err
     except Exception as err:
         name, shape = type(model).__name__, tuple(inputs.shape[1:])
-        cause = f"its forward raised {type(err).__name__}: {err}"
-        if _needs_arguments(model, err):  # forward(x, extra) called as forward(x)
+        cause = f"{'`forward_fn`' if custom else 'its forward'} raised {type(err).__name__}: {err}"
+        if not custom and _needs_arguments(model, err):  # forward(x, extra) called as forward(x)
             raise ValueError(
                 f"{name}.forward takes more than the images {inspect.signature(model.forward)}, and the monitor calls "
                 f"`{name}(x)`: {cause}. Pass `forward_fn=` to call it with the rest, e.g. "
@@ -186,9 +189,10 @@ def _prediction_pass(
             "validation input, or `forward_fn=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
+        who = "`forward_fn`" if custom else f"{type(model).__name__}'s forward"
         raise ValueError(
-            f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; "
-            f"AttributionMonitor needs (N, num_classes) logits. {shape_fix(tuple(logits.shape), len(inputs))}."
+            f"{who} returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; AttributionMonitor needs "
+            f"(N, num_classes) logits. {shape_fix(tuple(logits.shape), len(inputs), custom)}."
         )
     return logits
 
