@@ -1,8 +1,10 @@
 """Models whose outputs are not plain ``(N, num_classes)`` logits, in a real ``Trainer.fit`` with the monitor at its
-defaults: a segmentation model's ``(N, C, H, W)`` maps (plain or in a dict, as torchvision's ``fcn_resnet50``
-returns them) are refused before the first training step with the ``forward_fn=`` that pools them (was: "Pass
-`forward_fn=` to select them", and for the dict ``module(x)['out']``, which fails the same way), and with that
-``forward_fn`` the fit is explained and bit-identical."""
+defaults: each is refused before the first training step with a ``forward_fn=`` (or ``probes=``) that works, and with
+it the fit is explained and bit-identical. A segmentation model's ``(N, C, H, W)`` maps, bare or in torchvision's
+``{'out': maps}``: the ``forward_fn`` that pools them (was: "select them", or ``module(x)['out']``); a detection model's
+one dict per image: each class's highest score (was: ``module(x)[0]``, the first image's dict); a ``forward_fn`` that
+returns no logits: named as what to change (was: the model's forward, "pass `forward_fn=`"); ``forward(x1, x2)`` of two
+images: both given as the probes' channels (was: ``model(x, ...)``, which cannot get each probe's ``x2``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import lightning.pytorch as L
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -80,10 +83,12 @@ def segmentation_data() -> tuple[DataLoader, DataLoader]:
     )
 
 
-def fit(tmp_path: Path, model: L.LightningModule, data: Any, monitor: AttributionMonitor | None) -> L.LightningModule:
+def fit(
+    tmp_path: Path, model: L.LightningModule, data: Any, monitor: AttributionMonitor | None, logger: Any = False
+) -> L.LightningModule:
     L.seed_everything(0, verbose=False)
     callbacks = [] if monitor is None else [monitor]
-    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=callbacks, **FAST))
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, callbacks=callbacks, logger=logger, **FAST))
     trainer.fit(model, *data())
     return model
 
@@ -211,3 +216,62 @@ def test_a_forward_fn_that_returns_no_logits_is_named_as_the_one_to_change(
             AttributionMonitor(forward_fn=forward_fn),
         )
     assert "'s forward returns" not in str(e.value) and "pass `forward_fn=" not in str(e.value)
+
+
+class TwoImages(Tiny):
+    """``forward(x1, x2)``: a branch per image, batches ``(x1, x2, y)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.other, self.out = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()), nn.Linear(12, 3)
+
+    def forward(self, x1: Tensor, x2: Tensor) -> Tensor:  # type: ignore[override]
+        return self.out(torch.cat([self.features(x1).mean(dim=(2, 3)), self.other(x2).mean(dim=(2, 3))], dim=1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.train_steps += 1
+        x1, x2, y = batch
+        return nn.functional.cross_entropy(self(x1, x2), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x1, x2, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self(x1, x2), y))
+
+
+def pairs() -> tuple[Tensor, Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(24, 3, 8, 8, generator=g), torch.rand(24, 3, 8, 8, generator=g), torch.arange(24) % 3
+
+
+def pair_data() -> tuple[DataLoader, DataLoader]:
+    x1, x2, y = pairs()
+    return (
+        DataLoader(TensorDataset(x1[:16], x2[:16], y[:16]), batch_size=8, shuffle=True),
+        DataLoader(TensorDataset(x1[16:], x2[16:], y[16:]), batch_size=8),
+    )
+
+
+def split_pair(model: nn.Module, x: Tensor) -> Tensor:
+    return model(x[:, :3], x[:, 3:])
+
+
+def first_of_pair(x: Tensor) -> Tensor:
+    return x[:, :3]
+
+
+def test_a_forward_of_two_images_is_told_how_to_give_the_probes_both(tmp_path: Path) -> None:
+    """Was only `forward_fn=lambda model, x: model(x, ...)`, which cannot get each probe's second image (the probes
+    hold the first alone): the refusal now gives the probes both, as channels, and a forward_fn that splits them."""
+    model = TwoImages()
+    with pytest.raises(
+        ValueError, match=r"`probes=\(torch\.cat\(\[x1, x2\], dim=1\), labels\)` and `forward_fn=lambda"
+    ):
+        fit(tmp_path, model, pair_data, AttributionMonitor())
+    assert model.train_steps == 0
+    x1, x2, y = pairs()
+    probes = (torch.cat([x1[16:], x2[16:]], dim=1), y[16:])  # the fix the message gives, with C = 3
+    monitor = AttributionMonitor(probes=probes, forward_fn=split_pair, denormalize=first_of_pair)
+    logger = TensorBoardLogger(str(tmp_path / "logs"))  # the sheet shows x1 (`denormalize`): 6 channels are refused
+    explained = fit(tmp_path / "fixed", TwoImages(), pair_data, monitor, logger)
+    assert monitor.evaluations == 1 and not monitor.history[-1].errors
+    assert same_weights(explained, fit(tmp_path / "alone", TwoImages(), pair_data, None))

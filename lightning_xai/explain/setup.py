@@ -173,7 +173,7 @@ def _prediction_pass(
                 f"{name}.forward takes more than the images {inspect.signature(model.forward)}, and the monitor calls "
                 f"`{name}(x)`: {cause}. Pass `forward_fn=` to call it with the rest, e.g. "
                 "`AttributionMonitor(..., forward_fn=lambda model, x: model(x, ...))` (a module-level function or "
-                "`functools.partial` for `strategy='ddp_spawn'`)."
+                f"`functools.partial` for `strategy='ddp_spawn'`).{_per_example_inputs(model)}"
             ) from err
         if before_training and drawn:  # the probes are what validation gives the model: the model cannot run yet
             raise ValueError(
@@ -195,6 +195,27 @@ def _prediction_pass(
             f"(N, num_classes) logits. {shape_fix(tuple(logits.shape), len(inputs), custom)}."
         )
     return logits
+
+
+def _per_example_inputs(model: nn.Module) -> str:
+    """For a forward with two required inputs (``forward(x1, x2)``, the second a tensor or not annotated): how to
+    explain it when the second is a tensor of each example (a second image), which a ``forward_fn`` cannot get from the
+    probes; else ``""``."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
+    if len(required) < 2 or required[1].annotation not in (inspect.Parameter.empty, Tensor, "Tensor", "torch.Tensor"):
+        return ""  # not annotated as a tensor (``scale: float``): the extra-arguments fix covers it
+    a, b = (p.name for p in required[:2])
+    return (
+        f" If `{b}` is a tensor of each example (a second image, batches `({a}, {b}, y)`), `forward_fn` cannot get it: "
+        f"the probes hold `{a}` alone. Give the probes both as channels and split them: "
+        f"`probes=(torch.cat([{a}, {b}], dim=1), labels)` and `forward_fn=lambda model, x: model(x[:, :C], x[:, C:])` "
+        f"with C the channels of `{a}` (and `denormalize=lambda x: x[:, :C]` to show `{a}`)."
+    )
 
 
 def _needs_arguments(model: nn.Module, err: Exception) -> bool:
