@@ -34,12 +34,13 @@ class NotLogitsError(TypeError):
 
     Attributes:
         description: what the output was, e.g. ``"a tuple of 2: (Tensor (6, 10), Tensor (6, 16))"``.
+        body: the expression that picks the logits from the output, e.g. ``"module(x)[0]"``.
         fix: the ``forward_fn=`` that picks the logits, e.g. ``"forward_fn=lambda module, x: module(x)[0]"``.
     """
 
     def __init__(self, output: Any, batch: int) -> None:
-        self.description, pick = describe_output(output, batch)
-        self.fix = f"forward_fn=lambda module, x: module(x){pick}"
+        self.description, self.body = describe_output(output, batch)
+        self.fix = f"forward_fn=lambda module, x: {self.body}"
         super().__init__(
             f"the model returned {self.description}, not a logits tensor; pass `forward_fn=` to pick the "
             f"(N, num_classes) logits, e.g. `{self.fix}`."
@@ -47,8 +48,9 @@ class NotLogitsError(TypeError):
 
 
 def describe_output(output: Any, batch: int) -> tuple[str, str]:
-    """What a forward returned, in words, and how to pick its logits from it (``"[0]"``, ``"['logits']"``): the first
-    ``(batch, K)`` tensor in it, else its first item."""
+    """What a forward returned, in words, and the expression that picks its logits from ``module(x)``
+    (``"module(x)[0]"``, ``"module(x)['logits']"``): the first ``(batch, K)`` tensor in it, else its first item;
+    per-pixel maps pooled; one dict per probe (a detection model's) made one score per class and image."""
 
     def what(value: Any) -> str:
         return f"Tensor {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
@@ -61,14 +63,85 @@ def describe_output(output: Any, batch: int) -> tuple[str, str]:
         first = next(iter(output), "logits")
         best = next((k for k in ["logits", *output] if k in output and logits_like(output[k])), first)
         items = ", ".join(f"{k!r}: {what(v)}" for k, v in list(output.items())[:6])
-        return f"a {kind} with keys {{{items}}}", f"[{best!r}]"
+        pool = pooled(output.get(best), batch)
+        per_pixel = f" (its {best!r}: per-pixel outputs, e.g. a segmentation model's)" if pool else ""
+        return f"a {kind} with keys {{{items}}}{per_pixel}", f"module(x)[{best!r}]{pool}"
+    if isinstance(output, (tuple, list)) and len(output) == batch and all(isinstance(v, dict) for v in output):
+        return per_probe_dicts(output)
     if isinstance(output, (tuple, list)):
         index = next((i for i, v in enumerate(output) if logits_like(v)), 0)
         items = ", ".join(what(v) for v in output[:6])
-        return f"a {kind} of {len(output)}: ({items})", f"[{index}]"
+        return f"a {kind} of {len(output)}: ({items})", f"module(x)[{index}]"
     if logits_like(getattr(output, "logits", None)):
-        return f"a {kind} (with a `logits` attribute)", ".logits"
-    return ("None" if output is None else f"a {kind}"), "['logits']"
+        return f"a {kind} (with a `logits` attribute)", "module(x).logits"
+    return ("None" if output is None else f"a {kind}"), "module(x)['logits']"
+
+
+def per_probe_dicts(output: list[Any] | tuple[Any, ...]) -> tuple[str, str]:
+    """:func:`describe_output` for one dict per probe: a detection model's (``labels`` and ``scores``) as each class's
+    highest detection score per image, else the first key's values stacked."""
+    keys = list(output[0]) if output else []
+    said = f"a {type(output).__name__} of {len(output)} dicts, one per probe, with keys {keys[:6]}"
+    if all("labels" in d and "scores" in d for d in output):
+        return (
+            f"{said} (a detection model's detections; the monitor explains one score per class and image: below, "
+            "each class's highest detection score, with `num_classes` your model's)",
+            "torch.stack([d['scores'].new_zeros(num_classes).scatter_reduce(0, d['labels'], d['scores'], 'amax') "
+            "for d in module(x)])",
+        )
+    first = keys[0] if keys else "logits"
+    return f"{said} (the monitor explains one (N, num_classes) tensor for the batch)", (
+        f"torch.stack([d[{first!r}] for d in module(x)])"
+    )
+
+
+def pooled(value: Any, batch: int) -> str:
+    """How to pool per-pixel outputs to one score per class and image: ``".mean(dim=(2, 3))"`` for a
+    ``(batch, C, H, W)`` tensor (a segmentation model's), ``""`` for anything else."""
+    if not isinstance(value, Tensor) or value.ndim < 4 or value.shape[0] != batch:
+        return ""
+    return f".mean(dim={tuple(range(2, value.ndim))})"
+
+
+def shape_fix(shape: tuple[int, ...], batch: int, custom: bool = False) -> str:
+    """What to do about a forward (``custom``: the user's ``forward_fn``) that returns a tensor of ``shape`` for
+    ``batch`` probes, not ``(N, num_classes)`` logits: a one-column ``.unsqueeze(1)``, per-pixel outputs pooled, else
+    select them."""
+
+    def use(expression: str) -> str:
+        if custom:
+            return f"make `forward_fn` return `out{expression}`, with `out` what it returns now"
+        return f"pass `forward_fn=lambda module, x: module(x){expression}`"
+
+    if len(shape) == 1 and shape[0] == batch:  # a binary head squeezed to (N,)
+        return (
+            "One logit per probe, (N, 1), is read as a binary classifier (class 1 where sigmoid(logit) > 0.5): "
+            f"{use('.unsqueeze(1)')}"
+        )
+    pool = pooled(torch.empty(shape, device="meta"), batch)
+    if pool:
+        return (
+            f"These are per-pixel outputs (C={shape[1]} maps of {'x'.join(map(str, shape[2:]))}, e.g. a segmentation "
+            "model's), and the monitor explains one score per class and image: to explain each class's mean score "
+            f"over the image, {use(pool)} (or pool the region you care about)"
+        )
+    return "Make `forward_fn` return them" if custom else "Pass `forward_fn=` to select them"
+
+
+def not_logits_message(model: str, err: NotLogitsError, custom: bool) -> str:
+    """The setup refusal of a forward (``custom``: the user's ``forward_fn``) that returns no tensor."""
+    if custom:
+        return (
+            f"`forward_fn` returns {err.description}, not a logits tensor, so the monitor cannot read {model}'s "
+            "predictions on the probes: make it return the (N, num_classes) logits, e.g. "
+            f"`{err.body.replace('module(x)', 'out')}`, with `out` what it returns now."
+        )
+    return (
+        f"{model}'s forward returns {err.description}, not a logits tensor, so the monitor cannot read its "
+        "predictions on the probes: pass `forward_fn=` to pick the (N, num_classes) logits, e.g. "
+        f"`AttributionMonitor(..., {err.fix})` (a module-level function or `functools.partial` for "
+        "`strategy='ddp_spawn'`)."
+    )
 
 
 def _call_module(module: Any, x: Tensor) -> Any:

@@ -15,7 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.explain.base import Explainer, ForwardFn
-from lightning_xai.explain.forward import ModelForwardFn, NotLogitsError, model_device, model_forward
+from lightning_xai.explain.forward import (
+    ModelForwardFn,
+    NotLogitsError,
+    model_device,
+    model_forward,
+    not_logits_message,
+    shape_fix,
+)
 from lightning_xai.explain.gradcam import GradCam
 from lightning_xai.explain.guard import isolated_rng, training_state_guard
 from lightning_xai.explain.integrated_gradients import IntegratedGradients
@@ -80,10 +87,10 @@ def dry_run(
                 "the model deep-copyable."
             ) from err
         with isolated_rng(device), model_forward(model.eval(), forward_fn) as forward:
-            _prediction_pass(model, forward, inputs[:1], before_training, probes.drawn)
+            _prediction_pass(model, forward, inputs[:1], before_training, probes.drawn, forward_fn is not None)
     guard = training_state_guard(model, device, restore_values=not report.on_copy)
     with guard, model_forward(model, forward_fn) as forward:
-        logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn)
+        logits = _prediction_pass(model, forward, inputs, before_training, probes.drawn, forward_fn is not None)
         if warn is not None:
             _check_batch_independent(model, forward, inputs[:2], warn)
         num_classes = classes_of(int(logits.shape[1]))  # one logit: a binary classifier's classes 0 and 1
@@ -149,28 +156,24 @@ def _check_batch_independent(model: nn.Module, forward: ForwardFn, inputs: Tenso
 
 
 def _prediction_pass(
-    model: nn.Module, forward: ForwardFn, inputs: Tensor, before_training: bool, drawn: bool
+    model: nn.Module, forward: ForwardFn, inputs: Tensor, before_training: bool, drawn: bool, custom: bool
 ) -> Tensor:
+    """The model's outputs on the probes (``custom``: through the user's ``forward_fn``), refused where they are not
+    (N, num_classes) logits or the forward raised, naming what to change."""
     try:
         with torch.no_grad():
             logits = forward(inputs.clone())
     except NotLogitsError as err:  # the monitor's own check of the output: not a reason to doubt the probes
-        name = type(model).__name__
-        raise ValueError(
-            f"{name}'s forward returns {err.description}, not a logits tensor, so the monitor cannot read its "
-            "predictions on the probes: pass `forward_fn=` to pick the (N, num_classes) logits, e.g. "
-            f"`AttributionMonitor(..., {err.fix})` (a module-level function or `functools.partial` for "
-            "`strategy='ddp_spawn'`)."
-        ) from err
+        raise ValueError(not_logits_message(type(model).__name__, err, custom)) from err
     except Exception as err:
         name, shape = type(model).__name__, tuple(inputs.shape[1:])
-        cause = f"its forward raised {type(err).__name__}: {err}"
-        if _needs_arguments(model, err):  # forward(x, extra) called as forward(x)
+        cause = f"{'`forward_fn`' if custom else 'its forward'} raised {type(err).__name__}: {err}"
+        if not custom and _needs_arguments(model, err):  # forward(x, extra) called as forward(x)
             raise ValueError(
                 f"{name}.forward takes more than the images {inspect.signature(model.forward)}, and the monitor calls "
                 f"`{name}(x)`: {cause}. Pass `forward_fn=` to call it with the rest, e.g. "
                 "`AttributionMonitor(..., forward_fn=lambda model, x: model(x, ...))` (a module-level function or "
-                "`functools.partial` for `strategy='ddp_spawn'`)."
+                f"`functools.partial` for `strategy='ddp_spawn'`).{_per_example_inputs(model)}"
             ) from err
         if before_training and drawn:  # the probes are what validation gives the model: the model cannot run yet
             raise ValueError(
@@ -186,18 +189,33 @@ def _prediction_pass(
             "validation input, or `forward_fn=` if the output is not logits."
         ) from err
     if logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
-        one = logits.ndim == 1 and logits.shape[0] == inputs.shape[0]  # a binary head squeezed to (N,)
-        fix = (
-            "Pass `forward_fn=lambda module, x: module(x).unsqueeze(1)`: one logit per probe, (N, 1), is read as a "
-            "binary classifier (class 1 where sigmoid(logit) > 0.5)"
-            if one
-            else "Pass `forward_fn=` to select them"
-        )
+        who = "`forward_fn`" if custom else f"{type(model).__name__}'s forward"
         raise ValueError(
-            f"{type(model).__name__}'s forward returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; "
-            f"AttributionMonitor needs (N, num_classes) logits. {fix}."
+            f"{who} returns shape {tuple(logits.shape)} for {inputs.shape[0]} probes; AttributionMonitor needs "
+            f"(N, num_classes) logits. {shape_fix(tuple(logits.shape), len(inputs), custom)}."
         )
     return logits
+
+
+def _per_example_inputs(model: nn.Module) -> str:
+    """For a forward with two required inputs (``forward(x1, x2)``, the second a tensor or not annotated): how to
+    explain it when the second is a tensor of each example (a second image), which a ``forward_fn`` cannot get from the
+    probes; else ``""``."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
+    if len(required) < 2 or required[1].annotation not in (inspect.Parameter.empty, Tensor, "Tensor", "torch.Tensor"):
+        return ""  # not annotated as a tensor (``scale: float``): the extra-arguments fix covers it
+    a, b = (p.name for p in required[:2])
+    return (
+        f" If `{b}` is a tensor of each example (a second image, batches `({a}, {b}, y)`), `forward_fn` cannot get it: "
+        f"the probes hold `{a}` alone. Give the probes both as channels and split them: "
+        f"`probes=(torch.cat([{a}, {b}], dim=1), labels)` and `forward_fn=lambda model, x: model(x[:, :C], x[:, C:])` "
+        f"with C the channels of `{a}` (and `denormalize=lambda x: x[:, :C]` to show `{a}`)."
+    )
 
 
 def _needs_arguments(model: nn.Module, err: Exception) -> bool:
