@@ -275,3 +275,15 @@ def test_a_forward_of_two_images_is_told_how_to_give_the_probes_both(tmp_path: P
     explained = fit(tmp_path / "fixed", TwoImages(), pair_data, monitor, logger)
     assert monitor.evaluations == 1 and not monitor.history[-1].errors
     assert same_weights(explained, fit(tmp_path / "alone", TwoImages(), pair_data, None))
+
+
+def test_an_output_type_starting_with_a_vowel_is_named_with_an() -> None:
+    from collections import OrderedDict
+
+    from lightning_xai.explain.forward import describe_output
+
+    class Out:
+        pass
+
+    assert describe_output(OrderedDict(x=torch.zeros(2, 5, 4, 4)), 2)[0].startswith("an OrderedDict with keys")
+    assert describe_output(Out(), 2)[0] == "an Out" and describe_output([torch.zeros(2, 3)], 2)[0].startswith("a list")

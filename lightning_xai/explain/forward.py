@@ -59,22 +59,23 @@ def describe_output(output: Any, batch: int) -> tuple[str, str]:
         return isinstance(value, Tensor) and value.ndim == 2 and value.shape[0] == batch
 
     kind = type(output).__name__
+    a = "an" if kind[:1].lower() in "aeiou" else "a"  # "an OrderedDict"
     if isinstance(output, dict):
         first = next(iter(output), "logits")
         best = next((k for k in ["logits", *output] if k in output and logits_like(output[k])), first)
         items = ", ".join(f"{k!r}: {what(v)}" for k, v in list(output.items())[:6])
         pool = pooled(output.get(best), batch)
         per_pixel = f" (its {best!r}: per-pixel outputs, e.g. a segmentation model's)" if pool else ""
-        return f"a {kind} with keys {{{items}}}{per_pixel}", f"module(x)[{best!r}]{pool}"
+        return f"{a} {kind} with keys {{{items}}}{per_pixel}", f"module(x)[{best!r}]{pool}"
     if isinstance(output, (tuple, list)) and len(output) == batch and all(isinstance(v, dict) for v in output):
         return per_probe_dicts(output)
     if isinstance(output, (tuple, list)):
         index = next((i for i, v in enumerate(output) if logits_like(v)), 0)
         items = ", ".join(what(v) for v in output[:6])
-        return f"a {kind} of {len(output)}: ({items})", f"module(x)[{index}]"
+        return f"{a} {kind} of {len(output)}: ({items})", f"module(x)[{index}]"
     if logits_like(getattr(output, "logits", None)):
-        return f"a {kind} (with a `logits` attribute)", "module(x).logits"
-    return ("None" if output is None else f"a {kind}"), "module(x)['logits']"
+        return f"{a} {kind} (with a `logits` attribute)", "module(x).logits"
+    return ("None" if output is None else f"{a} {kind}"), "module(x)['logits']"
 
 
 def per_probe_dicts(output: list[Any] | tuple[Any, ...]) -> tuple[str, str]:
