@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,25 +108,22 @@ def test_picture_is_composed_and_encoded_once_as_jpeg() -> None:
     assert composed.array().flags.writeable and composed.array()[2, 4].tolist() == [10, 200, 30]
 
 
+def _two_probes(results: dict[str, Explanation], **options: Any) -> Any:
+    """The media of one evaluation of two 8x8 probes (predicted 0 and 1, unlabeled) at epoch 3, step 30."""
+    kw: dict[str, Any] = dict(predicted=torch.tensor([0, 1]), confidence=torch.tensor([0.5, 0.9]), labels=None)
+    names = {name: "max" for name in results}
+    return evaluation_media(
+        torch.rand(2, 1, 8, 8), results, names, epoch=3, step=30, targets=torch.tensor([0, 1]), **kw, **options
+    )
+
+
 def test_prediction_rows_and_media_tags() -> None:
     t = prediction_rows(None, torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([0.5, 0.25]), {"m": None})
     assert t.columns == ["probe", "label", "target", "predicted", "confidence", "m rank drift vs ref"]
     assert t.rows == [[0, None, 1, 1, 0.5, None], [1, None, 2, 0, 0.25, None]]
     assert t.markdown().splitlines()[2] == "| 0 | – | 1 | 1 | 0.500 | – |"
     assert t.csv().splitlines()[1] == "0,,1,1,0.500,"
-    maps = {"m": Explanation(torch.rand(2, 2, 2), torch.rand(2, 8, 8))}
-    media = evaluation_media(
-        torch.rand(2, 1, 8, 8),
-        maps,
-        {"m": "max"},
-        epoch=3,
-        step=30,
-        predicted=torch.tensor([0, 1]),
-        confidence=torch.tensor([0.5, 0.9]),
-        targets=torch.tensor([0, 1]),
-        labels=None,
-        alert_messages=["drift!"],
-    )
+    media = _two_probes({"m": Explanation(torch.rand(2, 2, 2), torch.rand(2, 8, 8))}, alert_messages=["drift!"])
     tags = [[tag for tag, _ in items] for items in (media.images, media.tables, media.texts)]
     assert tags == [["xai/sheet"], ["xai/predictions"], ["xai/alerts"]] and media.texts[0][1] == "**ALERT** — drift!"
 
@@ -144,16 +142,8 @@ def test_a_map_with_no_relevance_has_no_drift_in_the_table_as_on_the_sheet() -> 
     # reference) in the table, the CSV files and the report's filmstrip would read as a measurement
     raw = torch.rand(2, 4, 4)
     raw[1] = 0.0
-    media = evaluation_media(
-        torch.rand(2, 1, 8, 8),
+    media = _two_probes(
         {"gradcam": Explanation(raw, torch.rand(2, 8, 8))},
-        {"gradcam": "max"},
-        epoch=3,
-        step=30,
-        predicted=torch.tensor([0, 1]),
-        confidence=torch.tensor([0.5, 0.9]),
-        targets=torch.tensor([0, 1]),
-        labels=None,
         drift={"gradcam": torch.tensor([0.25, 1.0])},
         drift_note="vs ref: rank drift",
     )
