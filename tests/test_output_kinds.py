@@ -287,3 +287,35 @@ def test_an_output_type_starting_with_a_vowel_is_named_with_an() -> None:
 
     assert describe_output(OrderedDict(x=torch.zeros(2, 5, 4, 4)), 2)[0].startswith("an OrderedDict with keys")
     assert describe_output(Out(), 2)[0] == "an Out" and describe_output([torch.zeros(2, 3)], 2)[0].startswith("a list")
+
+
+class Regressor(Tiny):
+    """Four continuous outputs per image, mean squared error against (N, 4) float targets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = nn.Linear(6, 4)
+
+    def head(self, f: Tensor) -> Any:
+        return self.out(f.mean(dim=(2, 3)))
+
+    def loss(self, out: Any, y: Tensor) -> Tensor:
+        return nn.functional.mse_loss(out, y)
+
+
+def regression_data() -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(24, 3, 8, 8, generator=g), torch.rand(24, 4, generator=g)
+    train, val = TensorDataset(x[:16], y[:16]), TensorDataset(x[16:], y[16:])
+    return DataLoader(train, batch_size=8), DataLoader(val, batch_size=8)
+
+
+def test_a_regression_models_targets_point_to_the_output_to_explain(tmp_path: Path) -> None:
+    # continuous targets are not classes: the probes are unlabeled and the largest output is explained, which may
+    # change from epoch to epoch and read as drift; the note says which argument fixes it (was: "or `target=`")
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path, Regressor(), regression_data, AttributionMonitor(num_probes=4))
+    notes = [str(w.message) for w in said if "so the probes are unlabeled" in str(w.message)]
+    assert len(notes) == 1 and "regression" in notes[0] and "`target=0`" in notes[0]
+    explained = fit(tmp_path, Regressor(), regression_data, AttributionMonitor(num_probes=4, target=0))
+    assert same_weights(explained, fit(tmp_path, Regressor(), regression_data, None))

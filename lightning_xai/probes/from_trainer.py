@@ -113,7 +113,9 @@ def trainer_probes(
         (warn_once or (lambda _key, message: _warn.warn(message)))(
             "target_fallback",
             f"AttributionMonitor: {probes.note}, so the probes are unlabeled (`target='label'` explains the predicted "
-            "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly.",
+            "class). Pass `probes=(images, labels)` with one class per image, or `target=` explicitly (for a "
+            "regression or multi-label model, the output to explain, e.g. `target=0`: the largest output may change "
+            "from epoch to epoch, which reads as drift).",
         )
     if not isinstance(source, Tensor | tuple) and len(probes) < num_probes:
         _warn.warn(
