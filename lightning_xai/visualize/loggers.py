@@ -170,9 +170,8 @@ class WandbSink(MediaSink):
             key = "xai" if media.name is None else f"xai/{media.name}"
             jobs.append(partial(_wandb_config, logger, {key: json.loads(json.dumps(media.settings, default=str))}))
         jobs += [partial(_wandb_image, logger, tag, image, media.step) for tag, image in media.images]
-        tables = [
-            (tag, t.columns, [["" if v is None else v for v in row] for row in t.rows]) for tag, t in media.tables
-        ]
+        # None stays None (W&B's column of numbers takes None, refuses ""): a map without relevance has no drift
+        tables = [(tag, t.columns, [list(row) for row in t.rows]) for tag, t in media.tables]
         tables += [(tag, ["message"], [[text]]) for tag, text in media.texts]
         jobs += [partial(logger.log_table, key=tag, columns=c, data=r, step=media.step) for tag, c, r in tables]
         return jobs
