@@ -77,3 +77,21 @@ def test_a_wandb_predictions_table_with_a_probe_of_no_relevance_is_logged(
     data = json.loads(tables[-1].read_text())
     column = data["columns"].index("gradcam rank drift vs ref")
     assert data["data"][0][column] is None and isinstance(data["data"][1][column], float)
+
+
+@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+def test_mlflow_epoch_series_is_the_same_with_and_without_the_monitor(offline: Path) -> None:
+    """MLflow keeps each metric as its own series: the monitor's scalars carrying `epoch` added a second point at each
+    validation step to Lightning's own `epoch` series (as TensorBoard, MLflow gets the scalars alone)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    uri = f"file:{offline / 'mlruns'}"
+    logger = MLFlowLogger(experiment_name="trial", tracking_uri=uri)
+    _fit(offline, logger)
+    client = MlflowClient(tracking_uri=uri)
+    epochs = [(m.step, m.value) for m in client.get_metric_history(logger.run_id, "epoch")]
+    val_loss = [m.step for m in client.get_metric_history(logger.run_id, "val_loss")]
+    seconds = [m.step for m in client.get_metric_history(logger.run_id, "xai/seconds")]
+    assert seconds == val_loss == [4 * e + 3 for e in range(EPOCHS)]  # the scalars at Lightning's validation steps
+    assert sorted(epochs) == [(4 * e + 3, float(e)) for e in range(EPOCHS)]  # once a step, as Lightning logs it
