@@ -50,7 +50,8 @@ def _fit(root: Path, logger: Any, **overrides: Any) -> list[str]:
     monitor = AttributionMonitor(drift=DriftPolicy(rules=(DriftRule(threshold=0.0),), warmup_epochs=0))
     L.seed_everything(0, verbose=False)
     train, val = loaders()
-    trainer = L.Trainer(**trainer_kwargs(root, max_epochs=EPOCHS, logger=logger, callbacks=[monitor], **overrides))
+    kwargs: dict[str, Any] = {"max_epochs": EPOCHS, "logger": logger, "callbacks": [monitor], **overrides}
+    trainer = L.Trainer(**trainer_kwargs(root, **kwargs))
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         trainer.fit(TinyCNN(), train, val)
@@ -95,3 +96,15 @@ def test_mlflow_epoch_series_is_the_same_with_and_without_the_monitor(offline: P
     seconds = [m.step for m in client.get_metric_history(logger.run_id, "xai/seconds")]
     assert seconds == val_loss == [4 * e + 3 for e in range(EPOCHS)]  # the scalars at Lightning's validation steps
     assert sorted(epochs) == [(4 * e + 3, float(e)) for e in range(EPOCHS)]  # once a step, as Lightning logs it
+
+
+def test_without_tensorboard_the_warning_says_where_the_sheet_is_and_only_what_is_logged(tmp_path: Path) -> None:
+    """A CSVLogger-only run is told where its sheets are (the directory), and not of grids it does not log."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(str(tmp_path), name="csv")
+    said = [s for s in _fit(tmp_path, logger, max_epochs=1) if "no TensorBoardLogger" in s]
+    assert len(said) == 1
+    assert f"CSVLogger (files under {Path(logger.log_dir) / 'xai'})" in said[0]
+    assert "grids" not in said[0]  # Display(log_grids=False): none logged
+    assert list((Path(logger.log_dir) / "xai" / "sheet").glob("*.jpg"))

@@ -257,6 +257,19 @@ def sink_for(logger: Logger) -> MediaSink | None:
     return kinds[0](logger) if kinds else None
 
 
+def media_place(logger: Logger) -> str:
+    """Where ``logger`` keeps the sheet and tables, in words: ``CSVLogger (files under <log_dir>/xai/)``."""
+    kind = type(logger).__name__
+    kinds = {cls.__name__ for cls in type(logger).__mro__}
+    if "CSVLogger" in kinds:
+        return f"{kind} (files under {Path(str(logger.log_dir)) / 'xai'})"
+    if "WandbLogger" in kinds:
+        return f"{kind} (the run's images and tables, under xai/)"
+    if "MLFlowLogger" in kinds:
+        return f"{kind} (the run's images and artifacts, under xai/)"
+    return kind
+
+
 def logger_key(logger: Logger) -> str:
     """Which logger and which of its runs: its kind and directory (TensorBoard, CSV) or version (W&B, MLflow)."""
     place = getattr(logger, "log_dir", None)
