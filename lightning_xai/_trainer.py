@@ -130,6 +130,8 @@ def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) ->
 #: the loggers whose ``log_metrics`` may run on the background writer (it already writes their media); any other
 #: logger (``CSVLogger``: its rows are a list that its ``save()`` empties) gets them on the training thread
 THREAD_SAFE_LOGGERS = ("TensorBoardLogger", "WandbLogger", "MLFlowLogger")
+#: the loggers that keep each key as its own series: their `epoch` is Lightning's (a second point at a step otherwise)
+SERIES_LOGGERS = ("TensorBoardLogger", "MLFlowLogger")
 
 
 def log_epoch_scalars(
@@ -168,12 +170,13 @@ def log_epoch_scalars(
 def log_to_loggers(trainer: Trainer, metrics: dict[str, float], writer: Any = None) -> None:
     """``logger.log_metrics(metrics, step)`` for every logger of ``trainer`` at the step Lightning logs the epoch's
     values at (``trainer.validate``/``test`` too), with its ``epoch`` as Lightning adds to them (a ``CSVLogger``'s
-    rows; not TensorBoard's); on ``writer`` for :data:`THREAD_SAFE_LOGGERS`. A failure is warned about, never raised."""
+    rows, W&B's; not for :data:`SERIES_LOGGERS`); on ``writer`` for :data:`THREAD_SAFE_LOGGERS`. A failure is warned
+    about, never raised."""
     step = int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))  # Lightning's
     with_epoch = {**metrics, "epoch": trainer.current_epoch}
-    for logger in trainer.loggers:  # TensorBoard: `epoch` is Lightning's chart (its validation values bring it)
-        job = partial(_log_metrics, logger, metrics if isinstance(logger, TensorBoardLogger) else with_epoch, step)
+    for logger in trainer.loggers:  # TensorBoard, MLflow: `epoch` is Lightning's (its validation values bring it)
         kinds = {cls.__name__ for cls in type(logger).__mro__}
+        job = partial(_log_metrics, logger, metrics if kinds.intersection(SERIES_LOGGERS) else with_epoch, step)
         if writer is not None and kinds.intersection(THREAD_SAFE_LOGGERS):
             writer.submit(job)
         else:

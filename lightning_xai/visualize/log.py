@@ -18,7 +18,7 @@ from lightning_xai.drift.measure import not_compared
 from lightning_xai.explain.run import ProbeExplanations
 from lightning_xai.visualize.dashboard import named, summary_scalars
 from lightning_xai.visualize.display import Denormalize, black_input
-from lightning_xai.visualize.loggers import MediaSink, logger_key, sink_for
+from lightning_xai.visualize.loggers import MediaSink, logger_key, media_place, sink_for
 from lightning_xai.visualize.media import Picture, evaluation_media
 from lightning_xai.visualize.sheet import DEFAULT_TILE_SIZE, METHOD_TITLES, evidence_tag, render_evidence
 from lightning_xai.visualize.writer import BackgroundWriter
@@ -77,11 +77,12 @@ class MediaLogger:
         """The warning for a run without a TensorBoardLogger (None when it has one): what is and is not logged."""
         if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
             return None
-        others = [type(lg).__name__ for lg in self.image_loggers(trainer)]
+        others = [media_place(lg) for lg in self.image_loggers(trainer)]
         if others:
+            shown = "the explanation sheet, grids and tables" if self.grids else "the explanation sheet and tables"
             return (
                 f"AttributionMonitor: no TensorBoardLogger in `Trainer(logger=...)`, so the TensorBoard dashboard is "
-                f"not written; the explanation sheet, grids and tables go to {', '.join(others)}."
+                f"not written; {shown} go to {', '.join(others)}."
             )
         if getattr(trainer, "barebones", False):  # it refuses every logger: adding one is no fix
             return (

@@ -170,9 +170,8 @@ class WandbSink(MediaSink):
             key = "xai" if media.name is None else f"xai/{media.name}"
             jobs.append(partial(_wandb_config, logger, {key: json.loads(json.dumps(media.settings, default=str))}))
         jobs += [partial(_wandb_image, logger, tag, image, media.step) for tag, image in media.images]
-        tables = [
-            (tag, t.columns, [["" if v is None else v for v in row] for row in t.rows]) for tag, t in media.tables
-        ]
+        # None stays None (W&B's column of numbers takes None, refuses ""): a map without relevance has no drift
+        tables = [(tag, t.columns, [list(row) for row in t.rows]) for tag, t in media.tables]
         tables += [(tag, ["message"], [[text]]) for tag, text in media.texts]
         jobs += [partial(logger.log_table, key=tag, columns=c, data=r, step=media.step) for tag, c, r in tables]
         return jobs
@@ -256,6 +255,19 @@ def sink_for(logger: Logger) -> MediaSink | None:
     """A new sink for ``logger``; None for a logger that takes no images (TensorBoard, CSV, W&B and MLflow do)."""
     kinds = [SINKS[cls.__name__] for cls in type(logger).__mro__ if cls.__name__ in SINKS]
     return kinds[0](logger) if kinds else None
+
+
+def media_place(logger: Logger) -> str:
+    """Where ``logger`` keeps the sheet and tables, in words: ``CSVLogger (files under <log_dir>/xai/)``."""
+    kind = type(logger).__name__
+    kinds = {cls.__name__ for cls in type(logger).__mro__}
+    if "CSVLogger" in kinds:
+        return f"{kind} (files under {Path(str(logger.log_dir)) / 'xai'})"
+    if "WandbLogger" in kinds:
+        return f"{kind} (the run's images and tables, under xai/)"
+    if "MLFlowLogger" in kinds:
+        return f"{kind} (the run's images and artifacts, under xai/)"
+    return kind
 
 
 def logger_key(logger: Logger) -> str:
