@@ -338,6 +338,10 @@ class DriftActions:
                 "AttributionMonitor: `on_drift` raised on another rank, so every rank stops; see that rank's error."
             )
 
+    def abandon(self) -> None:
+        """The run ended in an exception (or Ctrl+C): a stop or raise pending for it is not the next fit's."""
+        self.stop_pending, self.pending = False, None
+
     def stop_if_pending(self, trainer: Trainer) -> None:
         if self.stop_pending:
             self.stop_pending = False
