@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai import _distributed, _trainer, _warn
+from lightning_xai import _distributed, _runs, _trainer, _warn
 from lightning_xai._cost import CostReporter
 from lightning_xai._follow import FollowCheck
 from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
@@ -201,8 +201,8 @@ class AttributionMonitor(Callback):
 
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        _trainer.warn_other_state(checkpoint, type(self).__name__, self.state_key)
-        self._keep_run = trainer.state.fn != TrainerFn.FITTING and bool(self.history)  # validate/test(ckpt_path=)
+        # validate/test/predict(ckpt_path=...) keep this run; a resume without this monitor's state starts one
+        _runs.restore_or_start(self, trainer, checkpoint)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 from conftest import TinyCNN, loaders, trainer_kwargs
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_xai import AttributionMonitor, DriftPolicy, DriftRule
 
@@ -68,3 +69,49 @@ def test_a_stop_or_raise_pending_when_a_fit_is_interrupted_is_not_the_next_fits(
     assert again.global_step == 8 and again.current_epoch == 2  # both epochs trained
     for p, q in zip(plain.parameters(), watched.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def _checkpoint(tmp_path: Any, kind: str) -> str:
+    """``last.ckpt`` of a 2-epoch fit: by a monitor of other settings, without a monitor, or with its entry deleted."""
+    other = [AttributionMonitor(num_probes=6, methods=("gradcam",))] if kind == "other settings" else []
+    mine = [AttributionMonitor(num_probes=4, methods=("gradcam",))] if kind == "entry deleted" else []
+    saver = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    kw = trainer_kwargs(tmp_path, max_epochs=2, enable_checkpointing=True)
+    L.seed_everything(2, verbose=False)
+    L.Trainer(**kw, callbacks=[*other, *mine, saver]).fit(TinyCNN(), *loaders())
+    path = str(tmp_path / "ckpt" / "last.ckpt")
+    if mine:
+        checkpoint = torch.load(path, weights_only=True)
+        del checkpoint["callbacks"][mine[0].state_key]
+        torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["other settings", "no monitor", "entry deleted"])
+def test_a_resume_from_a_checkpoint_without_this_monitors_state_starts_a_run_of_its_own(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A monitor that had run a fit of its own, resumed from a checkpoint that holds none of its state (another
+    monitor's settings, written without the monitor, the user's edit): it went on with its earlier run, another
+    training's, measuring the resumed model against that run's reference (rank drift 1.0) with both in ``history``;
+    with other settings while saying that the state starts afresh. Now the resumed fit is a run of its own, said
+    once."""
+    import lightning_xai._runs as runs_module
+
+    said: list[str] = []
+    monkeypatch.setattr(runs_module, "rank_zero_info", said.append, raising=False)
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=0))
+    L.seed_everything(1, verbose=False)
+    L.Trainer(**trainer_kwargs(tmp_path / "earlier", callbacks=[monitor], max_epochs=2)).fit(TinyCNN(), *loaders())
+    assert [h.epoch for h in monitor.history] == [0, 1]
+    path = _checkpoint(tmp_path / "written", kind)
+    resumed = L.Trainer(**trainer_kwargs(tmp_path / "resumed", callbacks=[monitor], max_epochs=3))
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        resumed.fit(TinyCNN(), *loaders(), ckpt_path=path)
+    assert [h.epoch for h in monitor.history] == [2]  # the resumed training's own run
+    assert monitor.drift_tracker.reference_epochs == {"gradcam": 2}
+    assert monitor.history[0].scalars["xai/gradcam/drift/rank_vs_reference/median"] == 0.0
+    afresh = [str(w.message) for w in warned if "start afresh" in str(w.message)]
+    told = [m for m in said if "holds no state of this monitor" in m]
+    assert (len(afresh), len(told)) == ((1, 0) if kind == "other settings" else (0, 1))
