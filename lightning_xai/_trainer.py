@@ -111,22 +111,6 @@ def _changes_weights_after_validation(callback: Any) -> bool:
     return isinstance(callback, callbacks.ModelPruning) and not getattr(callback, "_prune_on_train_epoch_end", True)
 
 
-def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> None:
-    """Warn when a checkpoint holds monitor state under other settings (Lightning would skip it silently)."""
-    keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(prefix)]
-    if keys and state_key not in keys:
-        older = all(not k.startswith(f"{prefix}{{'") for k in keys)  # the key before the settings objects
-        fix = (
-            "It was written before the settings objects (DriftPolicy, Display, Budget): that is expected once"
-            if older
-            else "Resume with the same methods and their options, probes and target to keep them"
-        )
-        _warn.warn(
-            f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
-            f"its probes, reference, history and alerts start afresh (a new reference). {fix}."
-        )
-
-
 #: the loggers whose ``log_metrics`` may run on the background writer (it already writes their media); any other
 #: logger (``CSVLogger``: its rows are a list that its ``save()`` empties) gets them on the training thread
 THREAD_SAFE_LOGGERS = ("TensorBoardLogger", "WandbLogger", "MLFlowLogger")
@@ -340,6 +324,10 @@ class DriftActions:
             raise pending or RuntimeError(
                 "AttributionMonitor: `on_drift` raised on another rank, so every rank stops; see that rank's error."
             )
+
+    def abandon(self) -> None:
+        """The run ended in an exception (or Ctrl+C): a stop or raise pending for it is not the next fit's."""
+        self.stop_pending, self.pending = False, None
 
     def stop_if_pending(self, trainer: Trainer) -> None:
         if self.stop_pending:

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_xai import _distributed, _trainer, _warn
+from lightning_xai import _distributed, _runs, _trainer, _warn
 from lightning_xai._cost import CostReporter
 from lightning_xai._follow import FollowCheck
 from lightning_xai._schedule import MonitorSchedule, setup_warnings, trainer_schedule
@@ -201,9 +201,8 @@ class AttributionMonitor(Callback):
 
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        _trainer.warn_other_state(checkpoint, type(self).__name__, self.state_key)
-        # validate/test/predict(ckpt_path=...) restore callbacks too: this run's history, alerts and reference stay
-        self._keep_run = trainer.state.fn != TrainerFn.FITTING and bool(self.history)
+        # validate/test/predict(ckpt_path=...) keep this run; a resume without this monitor's state starts one
+        _runs.restore_or_start(self, trainer, checkpoint)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -278,6 +277,7 @@ class AttributionMonitor(Callback):
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.media.close()  # flushed first; the writer thread never outlives a failed run
+        self.actions.abandon()  # a stop or raise pending at Ctrl+C would end the next fit of the model
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
