@@ -128,3 +128,12 @@ def record_sheet_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(sheet, "put_all", recording)
     return written
+
+
+def have(module: str) -> bool:
+    """Whether ``module`` (an optional logger's package) imports here."""
+    try:
+        __import__(module)
+        return True
+    except Exception:  # noqa: BLE001 - any import failure means "not installed here"
+        return False

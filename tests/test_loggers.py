@@ -35,17 +35,9 @@ from lightning_xai.visualize.media import Picture
 from lightning_xai.visualize.sheet import sheet_layout
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
+from conftest import TinyCNN, have, loaders, trainer_kwargs  # noqa: E402
 
 EPOCHS, PROBES = 4, 4
-
-
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-        return True
-    except Exception:  # noqa: BLE001 - any import failure means "not installed here"
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +47,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ALLOW_FILE_STORE": "true"})
     os.environ["WANDB_DIR"] = str(root)
     loggers: list[Logger] = [TensorBoardLogger(str(root), name="tb"), CSVLogger(str(root), name="csv")]
-    if _have("wandb"):
+    if have("wandb"):
         from lightning.pytorch.loggers import WandbLogger
 
         loggers.append(WandbLogger(save_dir=str(root), offline=True, project="xai-test"))
-    if _have("mlflow"):
+    if have("mlflow"):
         from lightning.pytorch.loggers import MLFlowLogger
 
         loggers.append(MLFlowLogger(experiment_name="xai-test", tracking_uri=f"file:{root / 'mlruns'}"))
@@ -77,7 +69,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         trainer.fit(TinyCNN(), train, val)
         yield {"root": root, "loggers": loggers, "monitor": monitor, "alerts": alerts, "trainer": trainer}
     finally:
-        if _have("wandb"):
+        if have("wandb"):
             import wandb
 
             wandb.finish()
@@ -214,7 +206,7 @@ def test_two_validations_at_one_step_keep_both_evaluations_files(tmp_path: Path)
     assert len({p.read_bytes() for p in (root / "sheet").glob("*.jpg")}) == 4
 
 
-@pytest.mark.skipif(not _have("wandb"), reason="wandb is not installed (pip install wandb)")
+@pytest.mark.skipif(not have("wandb"), reason="wandb is not installed (pip install wandb)")
 def test_wandb_offline_run_holds_the_images_and_tables(run: dict[str, Any]) -> None:
     runs = glob.glob(str(run["root"] / "wandb" / "offline-run-*"))
     assert len(runs) == 1
@@ -232,7 +224,7 @@ def test_wandb_offline_run_holds_the_images_and_tables(run: dict[str, Any]) -> N
     assert list((media / "table" / "xai").glob("alerts_*.table.json"))
 
 
-@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+@pytest.mark.skipif(not have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
 def test_mlflow_file_store_holds_the_images_and_tables(run: dict[str, Any]) -> None:
     logger = run["loggers"][-1]
     artifacts = Path(glob.glob(str(run["root"] / "mlruns" / "*" / logger.run_id))[0]) / "artifacts"
@@ -290,7 +282,7 @@ def test_the_dashboard_has_a_localisation_chart_with_probe_masks(tmp_path: Path)
     assert any(tag.startswith("xai/localization/") for tag in acc.Tags()["scalars"])
 
 
-@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+@pytest.mark.skipif(not have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
 def test_mlflow_text_artifacts_of_a_repeated_step_are_kept_across_logger_objects(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -311,7 +303,7 @@ def test_mlflow_text_artifacts_of_a_repeated_step_are_kept_across_logger_objects
     assert names == ["epoch=0000-step=0000000.csv", "epoch=0000-step=0000000_v1.csv"]
 
 
-@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+@pytest.mark.skipif(not have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
 def test_a_failing_mlflow_image_upload_does_not_lose_the_tables(tmp_path: Path, monkeypatch: Any) -> None:
     from lightning.pytorch.loggers import MLFlowLogger
 

@@ -18,17 +18,9 @@ import torch
 from lightning_xai import AttributionMonitor, DriftPolicy, DriftRule
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
+from conftest import TinyCNN, have, loaders, trainer_kwargs  # noqa: E402
 
 EPOCHS = 3
-
-
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-        return True
-    except Exception:  # noqa: BLE001 - any import failure means "not installed here"
-        return False
 
 
 @pytest.fixture
@@ -39,7 +31,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     yield tmp_path
-    if _have("wandb"):
+    if have("wandb"):
         import wandb
 
         wandb.finish()
@@ -58,7 +50,7 @@ def _fit(root: Path, logger: Any, **overrides: Any) -> list[str]:
     return [str(w.message) for w in said]
 
 
-@pytest.mark.skipif(not _have("wandb"), reason="wandb is not installed (pip install wandb)")
+@pytest.mark.skipif(not have("wandb"), reason="wandb is not installed (pip install wandb)")
 def test_a_wandb_predictions_table_with_a_probe_of_no_relevance_is_logged(
     offline: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,7 +72,7 @@ def test_a_wandb_predictions_table_with_a_probe_of_no_relevance_is_logged(
     assert data["data"][0][column] is None and isinstance(data["data"][1][column], float)
 
 
-@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+@pytest.mark.skipif(not have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
 def test_mlflow_epoch_series_is_the_same_with_and_without_the_monitor(offline: Path) -> None:
     """MLflow keeps each metric as its own series: the monitor's scalars carrying `epoch` added a second point at each
     validation step to Lightning's own `epoch` series (as TensorBoard, MLflow gets the scalars alone)."""
