@@ -23,15 +23,12 @@ from lightning_xai._trainer import log_epoch_scalars, monitored, with_placeholde
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_loggers  # noqa: E402
-from conftest import TinyCNN, loaders, trainer_kwargs  # noqa: E402
+from conftest import TinyCNN, have, loaders, trainer_kwargs  # noqa: E402
 
 EPOCHS = test_loggers.EPOCHS  # the shared run's
 LAST_TWO = [4 * EPOCHS - 5, 4 * EPOCHS - 1]  # Lightning's steps at the last two validations (4 batches an epoch)
 MONITORED = "xai/gradcam/drift/rank_vs_previous/median"
 MOVED = ("xai/gradcam/drift/rank_vs_previous/share", "xai/gradcam/seconds", "xai/seconds")
-
-
-_have = test_loggers._have  # whether an optional logger is installed
 
 
 def test_only_drift_medians_and_detector_scores_are_monitored() -> None:
@@ -163,7 +160,7 @@ def test_the_csv_logger_has_the_moved_keys_in_metrics_csv(run: dict[str, Any]) -
         assert sorted({int(r["step"]) for r in rows if r.get(key)})[-2:] == LAST_TWO, key
 
 
-@pytest.mark.skipif(not _have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
+@pytest.mark.skipif(not have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")
 def test_mlflow_has_the_moved_keys_by_step(run: dict[str, Any]) -> None:
     logger = run["loggers"][-1]
     metrics = Path(glob.glob(str(run["root"] / "mlruns" / "*" / logger.run_id))[0]) / "metrics"
@@ -172,7 +169,7 @@ def test_mlflow_has_the_moved_keys_by_step(run: dict[str, Any]) -> None:
         assert [int(step) for step in lines[2::3]][-2:] == LAST_TWO, key
 
 
-@pytest.mark.skipif(not _have("wandb"), reason="wandb is not installed (pip install wandb)")
+@pytest.mark.skipif(not have("wandb"), reason="wandb is not installed (pip install wandb)")
 def test_wandb_offline_run_has_the_moved_keys(run: dict[str, Any]) -> None:
     import wandb
 
