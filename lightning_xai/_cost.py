@@ -184,5 +184,6 @@ class CostReporter:
             f"AttributionMonitor: an evaluation takes {seconds:.2f} s, {share:.0%} of the time since training started "
             f"({since}): {explain:.2f} s of explanation passes ({', '.join(parts)}) and "
             f"{rest:.2f} s for everything else (drift, alerts, pictures{background}). Fewer probes, IG steps or "
-            "evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; logged as `xai/seconds`."
+            "evaluations (`every_n_epochs=`) make it cheaper, `Budget(max_overhead=)` caps it; each evaluation's is "
+            "`xai/seconds` (logged, and in `monitor.history[i].scalars` with or without a logger)."
         )

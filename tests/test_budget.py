@@ -84,8 +84,9 @@ def test_the_info_line_splits_the_cost_and_says_what_changes_it() -> None:
         "AttributionMonitor: an evaluation takes 2.00 s, 20% of the time since training started (10.0 s): 1.50 s of "
         "explanation passes (gradcam (1.20 s), the shared prediction pass (0.30 s)) and 0.50 s for everything else "
         "(drift, alerts, pictures). Fewer probes, IG steps or evaluations (`every_n_epochs=`) make it cheaper, "
-        "`Budget(max_overhead=)` caps it; logged as `xai/seconds`."
-    )  # the parts add up to the passes
+        "`Budget(max_overhead=)` caps it; each evaluation's is `xai/seconds` (logged, and in "
+        "`monitor.history[i].scalars` with or without a logger)."
+    )  # the parts add up to the passes (logger=False: nothing is logged, the history still has it)
 
 
 def test_budget_account_is_cumulative(monkeypatch: pytest.MonkeyPatch) -> None:
