@@ -36,7 +36,8 @@ def restore_or_start(monitor: Any, trainer: Trainer, checkpoint: dict[str, Any])
 def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) -> bool:
     """Warn when a checkpoint holds monitor state under other settings (Lightning would skip it silently); warned?"""
     keys = [str(k) for k in checkpoint.get("callbacks", {}) if str(k).startswith(prefix)]
-    if keys and state_key not in keys:
+    other = bool(keys) and state_key not in keys
+    if other:
         older = all(not k.startswith(f"{prefix}{{'") for k in keys)  # the key before the settings objects
         fix = (
             "It was written before the settings objects (DriftPolicy, Display, Budget): that is expected once"
@@ -47,4 +48,4 @@ def warn_other_state(checkpoint: dict[str, Any], prefix: str, state_key: str) ->
             f"AttributionMonitor: the checkpoint holds monitor state for {keys} but this monitor is {state_key}, so "
             f"its probes, reference, history and alerts start afresh (a new reference). {fix}."
         )
-    return bool(keys) and state_key not in keys
+    return other

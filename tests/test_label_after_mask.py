@@ -53,7 +53,11 @@ def test_an_index_after_a_mask_is_read_as_the_label_and_said(tmp_path: Any) -> N
 
 def test_the_plain_layouts_say_nothing_of_where_the_label_is() -> None:
     """``(image, label)``, ``(image, label, index)`` and ``(image, mask)`` read as before, with nothing said."""
-    from lightning_xai.probes.layout import label_past_a_mask
+    from lightning_xai.probes.layout import _label_at
+
+    def label_past_a_mask(item: Any) -> int | None:  # the label's position when it is not the second item
+        at = _label_at(item)
+        return None if at == 1 else at
 
     x, y, mask = make_images(4)[0], torch.arange(4), torch.zeros(4, 16, 16, dtype=torch.bool)
     assert [label_past_a_mask(b) for b in ((x, y), (x, y, y), (x, mask), x)] == [None, None, None, None]

@@ -120,13 +120,6 @@ def _label_at(item: Any) -> int | None:
     return next((i for i, value in enumerate(item) if i and value is label), None)
 
 
-def label_past_a_mask(item: Any) -> int | None:
-    """The position in a tuple batch of the label :func:`split_example` reads when it is not the second item (that
-    one is per pixel, a mask, or metadata), else None."""
-    at = _label_at(item)
-    return None if at == 1 else at
-
-
 def layout_note(item: Any, source: str) -> str:
     """What reading ``item`` (a batch of ``source``) assumed, to say once: a list of images stacked, the model's other
     inputs left out, the label's position when it is not the second item or another item could be it too."""
