@@ -1,5 +1,5 @@
 """Distributed training: refuse strategies that shard the model, give each rank its share of the probes, take
-decisions on every rank together through the strategy's ``broadcast``/``reduce_boolean_decision``, and bring a
+decisions on every rank together through the strategy's ``broadcast``/``reduce`` (:func:`any_rank`), and bring a
 ``ddp_spawn`` fit's results back to the caller of ``fit`` (Lightning returns only the weights and
 ``callback_metrics``): rank 0 writes the monitor's state to a file named when the monitor was pickled."""
 
@@ -87,10 +87,27 @@ def on_rank_zero(trainer: Trainer, fn: Callable[[], T]) -> T:
     return result
 
 
+#: the tensor of the last :func:`any_rank`, kept until the next one (see there)
+_last_decision: list[torch.Tensor] = []
+
+
+def any_rank(trainer: Trainer, flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank: a sum through the strategy's ``reduce`` (as ``reduce_boolean_decision``).
+
+    The summed tensor is kept until the next call. With gloo, the process group's worker thread drops its reference to
+    the tensor after ``all_reduce`` returns; when Python's reference is gone by then, that thread must take the GIL to
+    free the tensor's Python object, and if the interpreter is already exiting (a decision just before a ``ddp_spawn``
+    worker ends), the process aborts ("terminate called without an active exception"). A kept tensor is freed by
+    Python, on the main thread."""
+    decision = torch.tensor(int(flag), device=trainer.strategy.root_device)
+    _last_decision[:] = [decision]
+    return bool(trainer.strategy.reduce(decision, reduce_op="sum"))
+
+
 def on_every_rank(trainer: Trainer, fn: Callable[[], T]) -> T:
     """``fn()`` on every rank; when it raises on any rank, every rank raises (the others a ``RuntimeError``)."""
     result, failure = _attempt(fn)
-    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
+    if trainer.world_size > 1 and any_rank(trainer, failure is not None):
         if failure is None:
             raise RuntimeError("AttributionMonitor's setup check failed on another rank; see that rank's error.")
     _raise_failures(failure, {})

@@ -14,7 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from lightning_xai import _warn
+from lightning_xai import _distributed, _warn
 from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
 from lightning_xai.drift.measure import monitored
 from lightning_xai.explain.run import isolated
@@ -288,8 +288,12 @@ class DriftActions:
         self.on_drift = on_drift
         self.stop_pending = False
         self.pending: Exception | None = None
+        self.delivered = False  # a callable got an alert since the last ``raise_pending``: it may have raised
 
     def act(self, trainer: Trainer, alerts: list[DriftAlert]) -> None:
+        """Every rank gets rank 0's ``alerts`` (its record is broadcast), so what they ask is the same on every rank:
+        only a callable's own failure can differ between ranks (:meth:`raise_pending` asks the ranks then)."""
+        self.delivered = self.delivered or (callable(self.on_drift) and bool(alerts))
         for alert in alerts:
             if callable(self.on_drift):
                 try:
@@ -302,7 +306,7 @@ class DriftActions:
                 if asked is not None and asked.passed:
                     text = f"{text.rstrip('.')}; {asked.summary()}."
                 _warn.warn(f"AttributionMonitor: {text}")
-        stop = self.on_drift == "stop" and trainer.strategy.reduce_boolean_decision(bool(alerts), all=False)
+        stop = self.on_drift == "stop" and bool(alerts)
         self.stop_pending = self.stop_pending or (stop and trainer.state.fn == TrainerFn.FITTING)
         if self.on_drift == "raise" and alerts:
             self.pending = self.pending or DriftDetectedError(alerts[0])
@@ -311,11 +315,13 @@ class DriftActions:
         """Raise what is pending, after ``before()`` (whose own failure would hide it: warned instead). With several
         ranks they first agree whether any rank raises (a callable may raise on one rank only, e.g. a
         ``rank_zero_only`` notifier that failed): then every rank runs ``before()`` (its barrier) and raises, instead
-        of one rank waiting in the barrier while the others train on."""
+        of one rank waiting in the barrier while the others train on. They ask only when a callable got an alert: the
+        same on every rank (a collective nobody needs, at the end of a ``ddp_spawn`` test, can abort the worker as it
+        exits: :func:`~lightning_xai._distributed.any_rank`)."""
         pending, self.pending = self.pending, None
-        raised = pending is not None
-        if trainer.world_size > 1 and (self.on_drift == "raise" or callable(self.on_drift)):  # same on every rank
-            raised = trainer.strategy.reduce_boolean_decision(raised, all=False)
+        raised, delivered, self.delivered = pending is not None, self.delivered, False
+        if trainer.world_size > 1 and delivered:
+            raised = _distributed.any_rank(trainer, raised)
         if raised:
             try:
                 before()
@@ -327,7 +333,7 @@ class DriftActions:
 
     def abandon(self) -> None:
         """The run ended in an exception (or Ctrl+C): a stop or raise pending for it is not the next fit's."""
-        self.stop_pending, self.pending = False, None
+        self.stop_pending, self.pending, self.delivered = False, None, False
 
     def stop_if_pending(self, trainer: Trainer) -> None:
         if self.stop_pending:
@@ -335,7 +341,7 @@ class DriftActions:
             trainer.should_stop = True
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn (a pending exception is not state)
-        return {"on_drift": self.on_drift, "stop_pending": False, "pending": None}
+        return {"on_drift": self.on_drift, "stop_pending": False, "pending": None, "delivered": False}
 
 
 class SetupWatch:

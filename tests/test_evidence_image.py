@@ -79,6 +79,19 @@ def test_render_evidence_shows_the_gain_in_red_inside_each_class_box() -> None:
         assert not np.array_equal(image[y, before_x + x0 * 4 + 8], image[y, after_x + x0 * 4 + 8])
 
 
+def test_the_evidence_title_names_the_method_as_the_sheet_does() -> None:
+    """The title said the method's key ("gradcam: alert at epoch 5"); it says what the sheet's column says,
+    "Grad-CAM": the page drawn for the key is the page drawn for "Grad-CAM" (a name without a title of its own)."""
+    from dataclasses import replace
+
+    inputs = torch.zeros(4, 1, SIZE, SIZE)
+    keyed = render_evidence(inputs, _alert(), tile_size=TILE)
+    titled = render_evidence(inputs, replace(_alert(), method="Grad-CAM"), tile_size=TILE)
+    other = render_evidence(inputs, replace(_alert(), method="Grad-CAN"), tile_size=TILE)
+    assert keyed is not None and titled is not None and other is not None
+    assert torch.equal(keyed, titled) and not torch.equal(keyed, other)
+
+
 def test_no_evidence_no_image() -> None:
     assert render_evidence(torch.zeros(3, 1, SIZE, SIZE), _alert(evidence=False)) is None
 

@@ -384,13 +384,55 @@ def test_a_setup_failure_on_one_rank_stops_every_rank() -> None:
 
     decisions: list[bool] = []
 
-    def other_rank_failed(local: bool, all: bool = True) -> bool:  # noqa: A002 - Lightning's keyword
-        decisions.append(local)
-        return True
+    def other_rank_failed(local: torch.Tensor, reduce_op: str) -> torch.Tensor:  # the other rank adds its 1
+        decisions.append(bool(local))
+        return local + 1 if reduce_op == "sum" else local
 
-    trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(reduce_boolean_decision=other_rank_failed))
+    strategy = SimpleNamespace(reduce=other_rank_failed, root_device=torch.device("cpu"))
+    trainer = SimpleNamespace(world_size=2, strategy=strategy)
     with pytest.raises(RuntimeError, match="failed on another rank"):
         on_every_rank(trainer, lambda: "fine here")  # type: ignore[arg-type]
     assert decisions == [False]
     with pytest.raises(ValueError, match="mine"):
         on_every_rank(trainer, lambda: (_ for _ in ()).throw(ValueError("mine")))  # type: ignore[arg-type]
+
+
+def test_ranks_agree_on_raising_only_when_a_callable_got_an_alert() -> None:
+    """Every rank acts on rank 0's broadcast alerts, so "stop", "raise" and a callable without alerts decide alike on
+    every rank: no collective. Each one was an ``all_reduce`` at the end of every validation and test; the one at the
+    end of a ``ddp_spawn`` test could abort the worker as it exited (gloo's thread freed the tensor after the
+    interpreter began to exit). A callable that got an alert may have raised on one rank only: then the ranks ask."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from lightning_xai._trainer import DriftActions
+    from lightning_xai.drift.alerts import DriftAlert, DriftDetectedError
+
+    asked: list[bool] = []
+
+    def reduce(local: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        asked.append(bool(local))
+        return local + 1  # another rank's callable raised
+
+    state = SimpleNamespace(fn=TrainerFn.FITTING)
+    trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(reduce=reduce, root_device="cpu"), state=state)
+    alert = DriftAlert(4, 40, "gradcam", "novel_relevance", "mean", 0.2, 0.01, (0, 1), "moved.")
+    quiet = DriftActions(lambda a: None)
+    quiet.act(trainer, [])  # type: ignore[arg-type]
+    quiet.raise_pending(trainer, lambda: None)  # type: ignore[arg-type]
+    stop = DriftActions("stop")
+    with pytest.warns(UserWarning, match="moved"):
+        stop.act(trainer, [alert])  # type: ignore[arg-type]
+    assert stop.stop_pending and asked == []
+    raising = DriftActions("raise")
+    with pytest.warns(UserWarning, match="moved"):
+        raising.act(trainer, [alert])  # type: ignore[arg-type]
+    with pytest.raises(DriftDetectedError):
+        raising.raise_pending(trainer, lambda: None)  # type: ignore[arg-type]
+    assert asked == []
+    told = DriftActions(lambda a: None)  # fine here, raised on the other rank
+    told.act(trainer, [alert])  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="raised on another rank"):
+        told.raise_pending(trainer, lambda: None)  # type: ignore[arg-type]
+    assert asked == [False]
+    told.raise_pending(trainer, lambda: None)  # type: ignore[arg-type]  # asked once per delivery
+    assert asked == [False]

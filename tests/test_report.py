@@ -70,6 +70,16 @@ def test_the_console_script_is_declared() -> None:
     assert scripts.get("lightning-xai") == "lightning_xai.report.cli:main"
 
 
+def test_python_dash_m_runs_the_console_script(run: dict[str, Any]) -> None:
+    """``python -m lightning_xai report``: the same command where the environment's scripts are not on PATH (it said
+    "No module named lightning_xai.__main__")."""
+    out = run["root"] / "by_module.html"
+    command = [sys.executable, "-m", "lightning_xai", "report", str(run["logdir"]), "--out", str(out)]
+    done = subprocess.run([*command, "--title", "test run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out}") and out.read_text() == run["html"]
+
+
 def test_the_run_is_read_back_by_epoch(run: dict[str, Any]) -> None:
     (path,) = find_runs(run["logdir"])
     log = read_run(path)

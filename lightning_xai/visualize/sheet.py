@@ -312,7 +312,8 @@ def render_evidence(
     canvas = Image.new("RGB", (canvas_w, canvas_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     big, font, small = (ImageFont.load_default(size=size) for size in (14, 11, 10))
-    heading = f"{alert.method}: alert at epoch {alert.epoch} (step {alert.global_step})"
+    method = METHOD_TITLES.get(alert.method, alert.method)  # as the sheet's column says it
+    heading = f"{method}: alert at epoch {alert.epoch} (step {alert.global_step})"
     draw.text((_MARGIN, _MARGIN), heading, fill=(0, 0, 0), font=big)
     draw.multiline_text((_MARGIN, _MARGIN + 20), "\n".join(lines), fill=(60, 60, 60), font=font, spacing=2)
     for c, title in enumerate(columns):
