@@ -221,7 +221,9 @@ def test_wandb_offline_run_holds_the_images_and_tables(run: dict[str, Any]) -> N
     table = json.loads(tables[0].read_text())
     assert table["columns"][:5] == ["probe", "label", "target", "predicted", "confidence"]
     assert len(table["data"]) == PROBES
-    assert list((media / "table" / "xai").glob("alerts_*.table.json"))
+    (alerts, *_) = sorted((media / "table" / "xai").glob("alerts_*.table.json"))
+    rows = json.loads(alerts.read_text())["data"]  # a row per alert, plain text (markdown showed as "**ALERT**")
+    assert rows and all(row[0].startswith("ALERT — ") and "**" not in row[0] and "`" not in row[0] for row in rows)
 
 
 @pytest.mark.skipif(not have("mlflow"), reason="mlflow is not installed (pip install mlflow-skinny)")

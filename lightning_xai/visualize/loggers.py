@@ -172,9 +172,14 @@ class WandbSink(MediaSink):
         jobs += [partial(_wandb_image, logger, tag, image, media.step) for tag, image in media.images]
         # None stays None (W&B's column of numbers takes None, refuses ""): a map without relevance has no drift
         tables = [(tag, t.columns, [list(row) for row in t.rows]) for tag, t in media.tables]
-        tables += [(tag, ["message"], [[text]]) for tag, text in media.texts]
+        tables += [(tag, ["message"], [[_plain(part)] for part in text.split("\n\n")]) for tag, text in media.texts]
         jobs += [partial(logger.log_table, key=tag, columns=c, data=r, step=media.step) for tag, c, r in tables]
         return jobs
+
+
+def _plain(markdown: str) -> str:
+    """A paragraph of the texts' markdown as W&B's table shows it, a cell of plain text: no ``**`` or backticks."""
+    return markdown.replace("**", "").replace("`", "")
 
 
 def _wandb_config(logger: Any, settings: dict[str, Any]) -> None:
