@@ -113,3 +113,25 @@ def test_what_the_readme_says_comes_every_evaluated_epoch_does(logged: set[str])
     concrete = {tag.replace("<method>", method) for tag in every for method in METHODS}
     assert len(concrete) >= 10 and not any("<" in tag or "..." in tag for tag in concrete), concrete
     assert sorted(concrete - logged) == []
+
+
+@pytest.mark.parametrize(
+    ("cells", "cue", "box"),
+    [(32, (slice(1, 3), slice(1, 3)), (1, 1, 3, 3)), (4, (slice(0, 1), slice(0, 1)), (0, 0, 8, 9))],
+)
+def test_a_cue_smaller_than_a_detector_cell_gets_a_box_as_fine_as_the_maps(
+    cells: int, cue: tuple[slice, slice], box: tuple[int, ...]
+) -> None:
+    """docs/alerts.md, blind spots: a 2×2 cue in a 32×32 image gets a 2×2 box on maps at input resolution (IG's), but
+    about one layer cell (8×8 px) on a 4×4 Grad-CAM map (it said: a detector cell's 4×4 box in every case)."""
+    from lightning_xai.drift.evidence import gain_regions, input_maps
+    from lightning_xai.functional.shift import relevance_distribution
+
+    before = torch.zeros(8, cells, cells)
+    before[:, cells // 4 : 3 * cells // 4, cells // 4 : 3 * cells // 4] = 1.0  # the probes look at the centre
+    after = before.clone()
+    after[(slice(None), *cue)] += 40.0 / cells  # then at the top-left corner: the 2×2 cue, or the layer cell holding it
+    current, origin = relevance_distribution(after), relevance_distribution(before)
+    fine = (input_maps(after, (32, 32)), input_maps(before, (32, 32)))
+    (region,) = gain_regions(current, origin, origin, tuple(range(8)), None, fine, (32, 32))
+    assert region.box == box
