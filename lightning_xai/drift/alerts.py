@@ -200,8 +200,9 @@ class AlertTracker:
             new.append(DriftAlert(epoch, step, method, "novel_relevance", "mean", d.score, d.threshold, *found))
         for rule in self.update(method, drift.statistics if drift.alerts_armed else {}, detected=bool(new)):
             metric, value = f"{rule.metric}_vs_{rule.reference}", drift.statistics[rule.key]
-            cut = rule.threshold if rule.statistic == "median" else probe_threshold
-            over = tuple(int(i) for i in torch.nonzero(drift.per_probe[metric] >= cut).flatten())
+            per_probe = drift.per_probe[metric]  # a median rule's probes at or over it; a share's drifted ones
+            over_cut = per_probe >= rule.threshold if rule.statistic == "median" else per_probe > probe_threshold
+            over = tuple(int(i) for i in torch.nonzero(over_cut).flatten())
             message = (
                 f"Attribution drift at epoch {epoch} ({method}): {rule.key} = {value:.3f} >= {rule.threshold:.3f}, "
                 f"{len(over)} probes over it. The model may rely on different evidence (e.g. a shortcut)."
