@@ -33,7 +33,9 @@ class DriftAlert:
         statistic: ``"median"`` or ``"share"`` (fixed rules); ``"mean"`` over probes (the detector's movement: over
             all probes, or over those past the per-probe level when the detector's subset test passed).
         value: the statistic's value; ``threshold``: the threshold it crossed (``value >= threshold``).
-        probe_indices: probes (grid positions) whose own drift exceeded the probe threshold.
+        probe_indices: probes (grid positions) that moved: a detector alert's, those whose own movement passed the
+            threshold; a ``share`` rule's, those whose drift is over ``probe_threshold`` (the probes its share
+            counts); a ``median`` rule's, those at or over the rule's threshold.
         message: human-readable summary, at most :data:`MESSAGE_LIMIT` characters.
         noise: the normal level the threshold was calibrated on (detector alerts; None for fixed rules).
         region: ``regions[0]``'s box, bottom/right inclusive, or None; ``region_share``: the share of all probes
