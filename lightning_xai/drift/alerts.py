@@ -85,7 +85,7 @@ class DriftAlert:
 class DriftRule:
     """When drift becomes an alert, besides the detector: after the warm-up, a rule fires when ``statistic`` of
     ``metric`` against ``reference`` is ``>= threshold`` for ``patience`` consecutive evaluations, and not again while
-    it stays over (one event, one alert); the :class:`AlertTracker`'s ``cooldown`` silences the method after it.
+    it stays over (one event, one alert); ``DriftPolicy.cooldown`` then silences the method (detector and rules).
 
     Args:
         metric: ``"rank"`` (1 − Spearman of |A|) or ``"topk"`` (1 − IoU of the top-k % cells).
