@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import lightning.pytorch as L
@@ -399,3 +400,23 @@ def test_the_console_warning_carries_the_models_answer_when_it_was_asked() -> No
         "AttributionMonitor: moved; the model follows them in 39/42 transplants (0/42 at epoch 2).",
         "AttributionMonitor: over.",
     ]
+
+
+def test_a_share_rule_lists_the_probes_its_share_counts_those_over_probe_threshold_not_at_it() -> None:
+    """README: a probe counts as drifted when its drift is *above* ``DriftPolicy.probe_threshold``, for the ``share``
+    statistics and for a share rule's ``DriftAlert.probe_indices``. A top-k drift often sits exactly at the threshold
+    (1 − IoU = 0.5): the share left those probes out while the alert listed them."""
+    tracker = DriftTracker(topk=0.25, probe_threshold=0.5)
+    before, after = torch.zeros(4, 2, 2), torch.zeros(4, 2, 2)
+    before[:, 0, 0], before[:, 0, 1] = 2.0, 1.0  # the top quarter of each map: cell (0, 0)
+    after[:, 0, 0], after[:, 0, 1] = 2.0, 1.0
+    after[2:, 0, 0], after[2:, 1, 1] = 0.0, 2.0  # probes 2, 3 moved their top cell away: 1 − IoU = 1.0
+    after[1, 1, 1] = 2.0  # probe 1 kept its top cell and a tie joined it: 1 − IoU = 0.5, at the threshold
+    tracker.update("gradcam", 0, before)
+    drift = tracker.update("gradcam", 1, after)
+    per_probe, share = drift.per_probe["topk_vs_previous"], drift.statistics["topk_vs_previous/share"]
+    assert per_probe.tolist() == [0.0, 0.5, 1.0, 1.0] and share == 0.5
+    rule = DriftRule(metric="topk", reference="previous", statistic="share", threshold=0.5)
+    alerts = AlertTracker([rule], cooldown=0).check("gradcam", 1, 8, replace(drift, alerts_armed=True), None, 0.5)
+    assert [a.probe_indices for a in alerts] == [(2, 3)]
+    assert "2 probes over it" in alerts[0].message

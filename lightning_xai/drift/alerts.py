@@ -33,7 +33,9 @@ class DriftAlert:
         statistic: ``"median"`` or ``"share"`` (fixed rules); ``"mean"`` over probes (the detector's movement: over
             all probes, or over those past the per-probe level when the detector's subset test passed).
         value: the statistic's value; ``threshold``: the threshold it crossed (``value >= threshold``).
-        probe_indices: probes (grid positions) whose own drift exceeded the probe threshold.
+        probe_indices: probes (grid positions) that moved: a detector alert's, those whose own movement passed the
+            threshold; a ``share`` rule's, those whose drift is over ``probe_threshold`` (the probes its share
+            counts); a ``median`` rule's, those at or over the rule's threshold.
         message: human-readable summary, at most :data:`MESSAGE_LIMIT` characters.
         noise: the normal level the threshold was calibrated on (detector alerts; None for fixed rules).
         region: ``regions[0]``'s box, bottom/right inclusive, or None; ``region_share``: the share of all probes
@@ -83,7 +85,7 @@ class DriftAlert:
 class DriftRule:
     """When drift becomes an alert, besides the detector: after the warm-up, a rule fires when ``statistic`` of
     ``metric`` against ``reference`` is ``>= threshold`` for ``patience`` consecutive evaluations, and not again while
-    it stays over (one event, one alert); the :class:`AlertTracker`'s ``cooldown`` silences the method after it.
+    it stays over (one event, one alert); ``DriftPolicy.cooldown`` then silences the method (detector and rules).
 
     Args:
         metric: ``"rank"`` (1 − Spearman of |A|) or ``"topk"`` (1 − IoU of the top-k % cells).
@@ -200,8 +202,9 @@ class AlertTracker:
             new.append(DriftAlert(epoch, step, method, "novel_relevance", "mean", d.score, d.threshold, *found))
         for rule in self.update(method, drift.statistics if drift.alerts_armed else {}, detected=bool(new)):
             metric, value = f"{rule.metric}_vs_{rule.reference}", drift.statistics[rule.key]
-            cut = rule.threshold if rule.statistic == "median" else probe_threshold
-            over = tuple(int(i) for i in torch.nonzero(drift.per_probe[metric] >= cut).flatten())
+            per_probe = drift.per_probe[metric]  # a median rule's probes at or over it; a share's drifted ones
+            over_cut = per_probe >= rule.threshold if rule.statistic == "median" else per_probe > probe_threshold
+            over = tuple(int(i) for i in torch.nonzero(over_cut).flatten())
             message = (
                 f"Attribution drift at epoch {epoch} ({method}): {rule.key} = {value:.3f} >= {rule.threshold:.3f}, "
                 f"{len(over)} probes over it. The model may rely on different evidence (e.g. a shortcut)."
