@@ -3,6 +3,8 @@ it logs, other monitors' checkpoint state, what ``on_drift`` does, and changes t
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -12,6 +14,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader
 
 from lightning_xai import _distributed, _warn
@@ -111,6 +114,10 @@ def _changes_weights_after_validation(callback: Any) -> bool:
     return isinstance(callback, callbacks.ModelPruning) and not getattr(callback, "_prune_on_train_epoch_end", True)
 
 
+#: Lightning's advice, at the end of an evaluation on several ranks, to reduce a value logged without ``sync_dist``
+#: (a pattern: ``{}`` is the keys' start)
+SYNC_ADVICE = r"It is recommended to use `self\.log\('{}"
+
 #: the loggers whose ``log_metrics`` may run on the background writer (it already writes their media); any other
 #: logger (``CSVLogger``: its rows are a list that its ``save()`` empties) gets them on the training thread
 THREAD_SAFE_LOGGERS = ("TensorBoardLogger", "WandbLogger", "MLFlowLogger")
@@ -128,21 +135,19 @@ def log_epoch_scalars(
 ) -> None:
     """Log an evaluation's scalars, as ``xai/<name>/...`` for a named monitor. The :func:`monitored` ones (what
     ``EarlyStopping``/``ModelCheckpoint`` may watch) reach ``trainer.callback_metrics``, which those callbacks read:
-    through ``pl_module.log`` in ``validate``/``test`` (so the call returns them) and on several processes (equal on
-    every rank, so a DDP max-reduce keeps them exact and every rank's decision the same); inside a fit on one process
-    straight into that dict, as Lightning would put them there, and to the loggers with the rest (``pl_module.log``
-    costs about 0.27 ms a key, Lightning's own bookkeeping). The others and those in ``direct`` (placeholders: the
-    callbacks get theirs from :func:`hold_places`) go straight to every logger at the step Lightning logs them at
-    (rank 0; queued on the background ``writer`` where the logger allows), as Lightning's ``LearningRateMonitor``
-    does."""
+    through ``pl_module.log`` in ``validate``/``test`` (so the call returns them); inside a fit straight into that
+    dict, as Lightning would put them there, and to the loggers with the rest (``pl_module.log`` costs about 0.27 ms a
+    key, Lightning's own bookkeeping). Every rank logs rank 0's values, so none is reduced across ranks (each
+    reduction was an ``all_reduce``; at the end of a ``ddp_spawn`` test one could abort the worker as it exited, see
+    :func:`~lightning_xai._distributed.any_rank`). The others and those in ``direct`` (placeholders: the callbacks get
+    theirs from :func:`hold_places`) go straight to every logger at the step Lightning logs them at (rank 0; queued on
+    the background ``writer`` where the logger allows), as Lightning's ``LearningRateMonitor`` does."""
     watched = {named(key, name): value for key, value in scalars.items() if monitored(key) and key not in direct}
     rest = {named(key, name): float(value) for key, value in scalars.items() if not monitored(key) or key in direct}
-    distributed = trainer.world_size > 1
-    if watched and (distributed or trainer.state.fn != TrainerFn.FITTING):
-        reduce_fx = "max" if distributed else "mean"
-        pl_module.log_dict(
-            watched, on_step=False, on_epoch=True, sync_dist=distributed, reduce_fx=reduce_fx, add_dataloader_idx=False
-        )
+    if watched and trainer.state.fn != TrainerFn.FITTING:
+        if trainer.world_size > 1:  # the same on every rank: Lightning's advice to reduce them does not apply
+            warnings.filterwarnings("ignore", SYNC_ADVICE.format(re.escape(named("xai/", name))), PossibleUserWarning)
+        pl_module.log_dict(watched, on_step=False, on_epoch=True, add_dataloader_idx=False)
     elif watched:
         metrics = trainer.callback_metrics  # Lightning's own dict (kept through the fit, as its logged values are)
         metrics.update({key: torch.tensor(float(value)) for key, value in watched.items()})

@@ -10,7 +10,9 @@ as ``python tests/ddp_run.py --out DIR --strategy ddp --scenario stop`` in a sub
 - ``bench``: timings for docs/performance.md: the monitor's sharded explanation on resnet18 (per rank: the CPU and
   wall seconds of the validation-end hooks, the monitor's ``explain_seconds``); run it with ``--devices 1`` and ``2``.
 - ``validate``: ``trainer.validate`` of a fixed model; rank 0 saves the maps it measured to ``<out>/maps.pt`` (also
-  with ``--devices 1``: the maps of one process, to compare).
+  with ``--devices 1``: the maps of one process, to compare); every rank what ``validate`` returned, how many
+  ``all_reduce`` calls it made from the epoch-end hooks on (reducing logged values) and Lightning's advice to log the
+  monitor's keys with ``sync_dist``, if any.
 - ``rankfail``: Integrated Gradients fails on rank 1 only, at every evaluation (after the setup check); each rank
   records the monitor's warnings it showed.
 """
@@ -185,6 +187,29 @@ def bench_loaders(num_probes: int) -> tuple[Any, Any]:
     return train, DataLoader(TensorDataset(x[16:], y[16:]), batch_size=num_probes)
 
 
+def count_all_reduce() -> list[int]:
+    """From now on, one entry per ``torch.distributed.all_reduce`` call in this process (the list returned)."""
+    calls: list[int] = []
+    original = torch.distributed.all_reduce
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    torch.distributed.all_reduce = counted  # type: ignore[assignment]
+    return calls
+
+
+class EpochEnd(Callback):
+    """Placed before the monitor: how many ``all_reduce`` calls there were when the epoch-end hooks began."""
+
+    def __init__(self, calls: list[int]) -> None:
+        self.calls, self.at = calls, None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.at = len(self.calls)
+
+
 def run(args: argparse.Namespace) -> AttributionMonitor:
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
@@ -235,17 +260,26 @@ def run(args: argparse.Namespace) -> AttributionMonitor:
     if args.scenario == "validate":
         torch.manual_seed(0)
         model, (_, val) = TinyCNN(), loaders()
+        reduced = count_all_reduce()
+        mark = EpochEnd(reduced)
         validator = L.Trainer(
             accelerator="cpu",
             devices=args.devices,
             strategy=strategy,
             logger=False,
-            callbacks=callbacks,
+            callbacks=[mark, *callbacks],
             enable_progress_bar=False,
             enable_model_summary=False,
             use_distributed_sampler=False,
         )
-        validator.validate(model, val, verbose=False)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            (returned,) = validator.validate(model, val, verbose=False)
+        told = [str(w.message) for w in said if "sync_dist" in str(w.message) and "xai/" in str(w.message)]
+        after = len(reduced) - (mark.at or 0)  # from the epoch-end hooks on: the monitor logs, Lightning reduces
+        seen = {"all_reduce": after, "returned": {k: v for k, v in returned.items() if k.startswith("xai/")}}
+        with open(f"{args.out}/rank{validator.global_rank}_validate.json", "w") as f:
+            json.dump({**seen, "sync_advice": told}, f)
         ig = next(e for e in monitor.explainers if isinstance(e, IntegratedGradients))
         with open(f"{args.out}/rank{validator.global_rank}_ig_batch.json", "w") as f:
             json.dump(ig.last_batch_size, f)  # samples per IG pass: this rank's probes x steps

@@ -194,6 +194,11 @@ def test_ddp_ranks_explain_their_share_and_the_maps_equal_one_process(tmp_path: 
     batches = [json.loads((sharded / f"rank{r}_ig_batch.json").read_text()) for r in (0, 1)]
     assert batches == [3 * 4, 2 * 4]  # each rank ran IG (4 steps) on its own share: 3 and 2 probes
     assert json.loads((single / "rank0_ig_batch.json").read_text()) == 5 * 4
+    # rank 0's values on every rank, returned by validate, without a reduction across ranks (no all_reduce: one at
+    # the end of a ddp_spawn test could abort the worker as it exited) and without Lightning's advice to reduce
+    seen = [json.loads((sharded / f"rank{r}_validate.json").read_text()) for r in (0, 1)]
+    assert seen[0]["returned"] == seen[1]["returned"] and ddp_run.DRIFT_KEY in seen[0]["returned"]
+    assert [s["all_reduce"] for s in seen] == [0, 0] and seen[0]["sync_advice"] == []
     got = torch.load(sharded / "maps.pt", weights_only=True)["maps"]
     want = torch.load(single / "maps.pt", weights_only=True)["maps"]
     assert sorted(got) == sorted(want) == ["gradcam", "integrated_gradients"]
