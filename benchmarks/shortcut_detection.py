@@ -1,7 +1,7 @@
 """Detection benchmark: does the monitor, at its defaults, alert when a model learns a shortcut — and only then?
 
 Arms (each over several seeds, see ``examples.shortcut.scenario``):
-  shortcut     the decoy becomes predictive at the onset epoch while 30 % of the digits stop matching labels;
+  shortcut     the decoy becomes predictive at the onset epoch while half of the digits stop matching labels;
   noise        control: the same data change at the onset, but the decoy stays random (never predictive);
   clean        control: the data never change;
   lr_drop      control: the data never change, the learning rate drops 10x mid-run.

@@ -185,3 +185,24 @@ def test_a_map_with_no_relevance_does_not_move_after_a_resume_nor_confirm_a_cand
     back[:6] = 0.0
     confirmed = detector.update("m", back, (64, 64), armed=True, epoch=9)
     assert confirmed is not None and not confirmed.fired  # was: fired, at 0.61 (the blank probes read as uniform)
+
+
+@pytest.mark.parametrize("kind", ["follow", "subset"])
+def test_fewer_than_four_probes_never_alert(kind: str) -> None:
+    """docs/index.md and the setup warning: fewer than 4 probes cannot show that a movement is shared, so the detector
+    never alerts. The mean's t-test is infinite then, but the subset test (on with ``subset=True`` and whenever the
+    model can be asked) alerted all the same: 2 of 3 probes gaining a corner fired."""
+    from lightning_xai.explain.behaviour import FollowTest
+
+    answer = FollowTest("region", 6, 5, 0, 5, 0, 0.03, True, 2)  # a model that always follows
+    maps = _jitter(0, probes=3)
+    maps[5:, :2, 0:2, 14:16] += 6.0  # 2 of the 3 probes gain a corner
+    detector = ShiftDetector(subset=kind == "subset")
+    verify = (lambda r, q, o: answer) if kind == "follow" else None
+    found = [detector.update("m", m, (32, 32), armed=i >= 2, epoch=i, verify=verify) for i, m in enumerate(maps)]
+    assert not [i for i, d in enumerate(found) if d is not None and (d.fired or d.candidate)]
+    with_four = _jitter(0, probes=4)  # the same cue with 4 probes is caught: the test can fail
+    with_four[5:, :2, 0:2, 14:16] += 6.0
+    detector, verify = ShiftDetector(subset=True), (lambda r, q, o: answer)
+    found = [detector.update("m", m, (32, 32), armed=i >= 2, epoch=i, verify=verify) for i, m in enumerate(with_four)]
+    assert [i for i, d in enumerate(found) if d is not None and d.fired]

@@ -303,3 +303,18 @@ def test_the_architecture_page_lists_every_module_of_the_package() -> None:
         documented.update(folder + name for name in re.findall(r"^\| `(\w+\.py)` \|", line))
     existing = {path.relative_to(package).as_posix() for path in package.rglob("*.py")}
     assert documented == existing, (sorted(existing - documented), sorted(documented - existing))
+
+
+def test_the_architecture_layers_table_is_the_import_contract() -> None:
+    """docs/architecture.md's layers table names, layer by layer, the modules of pyproject.toml's import-linter
+    contract (which ``lint-imports`` enforces), so a module added to a layer there is added on the page too."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11's TOML reader")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = config["tool"]["importlinter"]["contracts"]
+    layers = [re.split("[:|]", layer) for layer in contract["layers"]]
+    enforced = [{name.strip().removeprefix("lightning_xai.") for name in layer} for layer in layers]
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text[text.index("## The layers contract") : text.index("## Every module")]
+    rows = re.findall(r"^\| (\d) \| (.*) \|$", section, re.M)
+    assert [int(n) for n, _ in rows] == list(range(1, len(enforced) + 1))
+    assert [set(re.findall(r"`(\w+)`", cell)) for _, cell in rows] == enforced

@@ -247,7 +247,7 @@ class ShiftDetector:
     ) -> _Candidate | None:
         """This evaluation's candidate, by the first test that passes: the mean over all probes, a subset of probes
         each over its own level, or the movement accumulated over several evaluations; None if none passes."""
-        if threshold is None:  # calibrating
+        if threshold is None or math.isinf(threshold):  # calibrating, or too few probes to show a shared movement
             return None
         origin, older, origin_epoch, origin_raw = before
         score = float(moved.mean())
