@@ -62,3 +62,19 @@ def test_a_method_that_stops_working_is_not_named_on_another_methods_tiles(tmp_p
     assert all('class="tile' not in cell and "skipped" in cell for cell in rows["broken"][1:])
     drifts = [run.predictions[s.key][0]["gradcam rank drift vs ref"] for s in run.sheets]
     assert [f"drift {d:.2f}" in cell for d, cell in zip(drifts[1:], rows["gradcam"][1:], strict=True)] == [True] * 2
+
+
+def test_the_drift_curves_start_where_there_is_something_to_compare_with(tmp_path: Path) -> None:
+    """The monitor logs the drift medians as 0.0 before there is a previous map or a reference (a placeholder for
+    EarlyStopping, docs/index.md); the report drew them as measured: "vs previous" 0 at epoch 0, "vs reference" 0
+    before the reference epoch. A median is measured where its share is logged."""
+    monitor = AttributionMonitor(num_probes=4, methods=("gradcam",), drift=DriftPolicy(warmup_epochs=1))
+    L.seed_everything(0, verbose=False)
+    train, val = loaders()
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="run")
+    L.Trainer(**trainer_kwargs(tmp_path, max_epochs=3, logger=logger, callbacks=[monitor])).fit(TinyCNN(), train, val)
+    (run,) = read_logdir(str(tmp_path / "logs"))
+    assert [e for e, _ in run.scalars["xai/gradcam/drift/rank_vs_previous/median"]] == [0, 1, 2]  # as logged
+    page = render_report([run], "t")
+    points = re.findall(r"<title>(vs (?:previous|reference)): epoch (\d+), ", page)
+    assert sorted(points) == [("vs previous", "1"), ("vs previous", "2"), ("vs reference", "1"), ("vs reference", "2")]
