@@ -93,7 +93,9 @@ def filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[st
         "against the reference; in red a wrong prediction, and the drift of the probes an alert at that evaluation "
         "says moved (as on the sheet).</p>",
     ]
-    columns = ["input"] + run.methods[: max(len(layout.columns) for _, _, layout in usable) - 1]
+    shown = {i: sheet_methods(run, sheet, layout) for i, sheet, layout in usable}  # a failed method leaves a sheet
+    named = [m for m in run.methods if any(m in on for on in shown.values())]
+    columns = ["input", *named, *dict.fromkeys(m for on in shown.values() for m in on if m not in named)]
     moved = alerted_probes(run.alerts)
     last = run.predictions.get(usable[-1][1].key, [])
     for p in range(len(usable[-1][2].rows)):
@@ -103,11 +105,12 @@ def filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[st
         for c, name in enumerate(columns):
             cells = [f'<th style="text-align:right">{html.escape(name)}</th>']
             for i, sheet, layout in usable:
-                if c >= len(layout.columns) or p >= len(layout.rows):
-                    cells.append("<td></td>")
+                k = 0 if c == 0 else shown[i].index(name) + 1 if name in shown[i] else None  # its column there
+                if k is None or p >= len(layout.rows):
+                    cells.append('<td><div class="cap">skipped</div></td>' if k is None else "<td></td>")
                     continue
                 source = first if c == 0 else i  # the input column is only in the first thumbnail
-                x = FILM_TILE * (c if source == first else c - 1)
+                x = FILM_TILE * (k if source == first else k - 1)
                 tile = f'<div class="tile {prefix}s{source}" style="background-position:-{x}px -{p * FILM_TILE}px">'
                 row = run.predictions.get(sheet.key, [])  # this evaluation's, never its epoch's
                 info = row[p] if p < len(row) else {}
@@ -123,6 +126,18 @@ def filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[st
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table></div>")
     return "".join(parts), styles, classes
+
+
+#: a prediction table's drift column (:func:`drift_column`; older runs: ``"<method> drift"``)
+_DRIFT_COLUMN = re.compile(r"(.+?) (?:rank drift vs ref|drift)")
+
+
+def sheet_methods(run: RunLog, sheet: Sheet, layout: SheetLayout) -> list[str]:
+    """The methods of a sheet's columns, in order: its prediction table's drift columns (a method skipped at that
+    evaluation has neither), else the run's methods."""
+    row = (run.predictions.get(sheet.key) or [{}])[0]
+    found = [m.group(1) for m in map(_DRIFT_COLUMN.fullmatch, row) if m]
+    return found if len(found) == len(layout.columns) - 1 else run.methods[: len(layout.columns) - 1]
 
 
 def alerted_probes(alerts: Sequence[tuple[int, int, int, str]]) -> dict[tuple[int, int, str], set[int]]:

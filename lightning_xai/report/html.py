@@ -152,19 +152,26 @@ def _drift_section(run: RunLog) -> str:
         series.append(Series("alert", run.scalars.get(f"{base}/alert", []), ALERT_COLOUR, markers_only=True))
         charts.append(svg_chart(f"{method}: watched drift, threshold, alerts", series))
         rank = [
-            Series(f"vs {versus}", run.scalars.get(f"xai/{method}/drift/rank_vs_{versus}/median", []), PALETTE[c])
+            Series(f"vs {versus}", _measured(run, f"xai/{method}/drift/rank_vs_{versus}"), PALETTE[c])
             for versus, c in (("previous", 2), ("reference", 3))
         ]
         charts.append(svg_chart(f"{method}: rank drift (median over probes)", rank))
     intro = (
         '<p class="muted">Per method: the series the alerting watches, its threshold (dashed) and the epochs that '
         'raised an alert (<span class="alert">circles</span>); then the median rank drift (1 − Spearman of |A| over '
-        "the probes) against the previous evaluation and against the reference epoch."
+        "the probes) against the previous evaluation and against the reference epoch, from where there is one."
         + (" An epoch's n evaluations lie at fractions k/n of it (epoch 0 and 0.5 for two)." if several else "")
         + "</p>"
     )
     shown = _charts("Drift", charts, intro) if len(run.evaluations) > 1 else ""
     return shown or f'<h2>Drift</h2><p class="note">{html.escape(_no_drift_yet(run))}</p>'
+
+
+def _measured(run: RunLog, base: str) -> list[tuple[float, float]]:
+    """A drift median's points where it was measured: before there is a previous map or a reference the monitor logs
+    0.0 in its place (for ``EarlyStopping``), and the median's ``share`` only with a measurement."""
+    measured = {x for x, _ in run.scalars.get(f"{base}/share", [])}
+    return [(x, y) for x, y in run.scalars.get(f"{base}/median", []) if x in measured]
 
 
 def _no_drift_yet(run: RunLog) -> str:
