@@ -403,3 +403,31 @@ def test_a_tile_whose_map_holds_no_relevance_says_so(monkeypatch: pytest.MonkeyP
     drift = {"m": torch.tensor([0.25, 1.0])}
     render_sheet(images, {"m": Explanation(maps, maps)}, {"m": "max"}, drift=drift, drift_name="vs ref", **kw)
     assert "vs ref 0.25" in written and "no relevance" in written and "vs ref 1.00" not in written
+
+
+def test_a_method_without_maps_at_an_evaluation_is_named_in_the_sheets_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method that failed (or was skipped) at an evaluation has no column on that evaluation's sheet, and nothing on
+    the sheet said so: the column was simply gone (report trial). The notes now name it first."""
+    import lightning_xai.visualize.sheet as sheet
+    from lightning_xai.visualize.media import evaluation_media
+
+    drawn: list[str] = []
+    put = sheet._put
+
+    def recording(image: Any, x: float, y: int, text: str, colour: Any) -> float:
+        drawn.append(text)
+        return put(image, x, y, text, colour)
+
+    monkeypatch.setattr(sheet, "_put", recording)
+    sheet._static_page.cache_clear()  # the notes are drawn once per layout and text
+    images, maps = torch.rand(2, 1, 16, 16), torch.rand(2, 16, 16)
+    kw: dict[str, Any] = dict(predicted=torch.zeros(2), confidence=torch.ones(2), labels=None, targets=torch.zeros(2))
+    normalizations = {"gradcam": "max", "integrated_gradients": "percentile"}
+    media = evaluation_media(images, {"gradcam": Explanation(maps, maps)}, normalizations, epoch=3, step=9, **kw)
+    media.images[0][1].image()  # composed
+    notes = " ".join(drawn)
+    assert "Not shown: Int. Gradients (no maps at this evaluation; xai/errors says why)." in notes, drawn
+    drawn.clear()
+    both = {"gradcam": Explanation(maps, maps), "integrated_gradients": Explanation(maps, maps)}
+    evaluation_media(images, both, normalizations, epoch=4, step=12, **kw).images[0][1].image()
+    assert drawn and "Not shown" not in " ".join(drawn)

@@ -198,7 +198,7 @@ def evaluation_media(
         captions: dict[str, Any] = dict(predicted=predicted, confidence=confidence, labels=labels, targets=targets)
         looks: dict[str, Any] = dict(title=title, alert=alert, tile_size=tile_size, colormap=colormap)
         blank = {n: blank_maps(r.raw).tolist() for n, r in results.items()}  # no relevance: no drift on sheet, table
-        looks.update(display=display, heats=heats, blank=blank)
+        looks.update(display=display, heats=heats, blank=blank, skipped=[n for n in normalizations if n not in results])
         layout, compose = prepare_sheet(
             inputs,
             results,

@@ -145,6 +145,7 @@ def prepare_sheet(
     display: Tensor | None = None,
     heats: Mapping[str, Tensor] | None = None,
     blank: Mapping[str, Sequence[bool]] | None = None,
+    skipped: Sequence[str] = (),
 ) -> tuple[SheetLayout, Callable[[], Image.Image]]:
     """The sheet's layout and a function composing its RGBX page with numpy and Pillow (for a background thread)
     from tiles rendered in one batch on the inputs' device. ``results``' ``display`` maps scaled by
@@ -152,7 +153,8 @@ def prepare_sheet(
     method's per-probe drift (None: "drift -") named ``drift_name``, explained by ``drift_note``, red for the probes
     ``moved`` names (per method: those its alert at this evaluation says moved, so red means what the alert means);
     ``alert``: what follows the ``title`` in red; ``display``/``heats``/``blank``: the display images, normalised maps
-    and which maps hold no relevance (:func:`~lightning_xai.functional.shift.blank_maps`), when the caller has them."""
+    and which maps hold no relevance (:func:`~lightning_xai.functional.shift.blank_maps`), when the caller has them;
+    ``skipped``: the methods without maps at this evaluation (no column: the notes name them first)."""
     if int(tile_size) < 16:
         raise ValueError(f"`tile_size` must be at least 16 pixels, got {tile_size!r}.")
     colormap = check_colormap(colormap)
@@ -194,6 +196,9 @@ def prepare_sheet(
     scales = sorted({normalizations.get(n, "max") for n in names})
     per = " or ".join("99th percentile" if s == "percentile" else "max" for s in scales)
     notes = f"heat: |attribution| / {per} of each map."
+    if skipped:  # said first: a column that is not there says nothing by itself
+        gone = ", ".join(METHOD_TITLES.get(m, m) for m in skipped)
+        notes = f"Not shown: {gone} (no maps at this evaluation; xai/errors says why). {notes}"
     if rows < total:  # said first: the notes are cut at NOTE_LINES lines
         notes = f"The first {rows} of {total} probes (a JPEG is at most {MAX_HEIGHT} px tall). {notes}"
     if drift_note:
