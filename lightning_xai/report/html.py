@@ -221,7 +221,14 @@ def _run_section(run: RunLog, name: str, prefix: str) -> tuple[str, list[str], l
     epochs, alerts, count = run.epochs, run.alerts, len(run.evaluations)
     first = f"the first at {run.when(*alerts[0][:3])}" if alerts else ""
     alerted = f'<span class="alert">{len(alerts)} alert(s), {first}</span>' if alerts else "no alert"
-    span, methods = f", epochs {epochs[0]}–{epochs[-1]}" if epochs else "", ", ".join(run.methods) or "–"
+    span = (
+        ""
+        if not epochs
+        else f", epoch {epochs[0]}"
+        if epochs[0] == epochs[-1]
+        else f", epochs {epochs[0]}–{epochs[-1]}"
+    )
+    methods = ", ".join(run.methods) or "–"
     skipped = f"; {len(run.errors)} skipped or uncompared map(s)" if run.errors else ""
     if run.restarts:  # what TensorBoard still shows (report/restarts.py)
         where = " and at ".join(f"step {s} (epoch {e})" for e, s in run.restarts)
