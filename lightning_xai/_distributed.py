@@ -252,6 +252,22 @@ def send_results(monitor: Any, trainer: Trainer) -> None:
     send_spawn_return(monitor._spawn_return, monitor.state_dict, rank_zero)
 
 
+#: seconds every rank of several processes releases the GIL at the monitor's teardown (:func:`end_of_run`)
+SETTLE_SECONDS = 0.05
+
+
+def end_of_run(monitor: Any, trainer: Trainer) -> None:
+    """At teardown: :func:`send_results`; with several processes, then the GIL released for :data:`SETTLE_SECONDS`.
+
+    gloo's worker threads free a finished collective's tensors after its caller has returned; a tensor that Python has
+    let go of by then needs the GIL to be freed, and if the interpreter has begun to exit (a ``ddp_spawn`` worker soon
+    after a short ``test``, the monitor's broadcasts among its last collectives) the process aborts ("terminate called
+    without an active exception", a core dump showed it). The pause lets those threads finish first."""
+    send_results(monitor, trainer)
+    if trainer.world_size > 1:
+        time.sleep(SETTLE_SECONDS)
+
+
 def receive_in_worker(monitor: Any, trainer: Trainer) -> None:
     """At setup in a worker forked by ``ddp_notebook``: the results of the caller's earlier fit that the caller has not
     read yet (a spawned worker got them pickled), so that a ``validate`` after the fit continues it."""

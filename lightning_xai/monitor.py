@@ -282,7 +282,7 @@ class AttributionMonitor(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.media.close()  # flushed first
-        _distributed.send_results(self, trainer)  # fit, test, ...
+        _distributed.end_of_run(self, trainer)  # fit, test, ...: the results sent, the ranks' collectives freed
 
     def _due(self, trainer: Trainer) -> bool:
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate / test: always explain

@@ -436,3 +436,34 @@ def test_ranks_agree_on_raising_only_when_a_callable_got_an_alert() -> None:
     assert asked == [False]
     told.raise_pending(trainer, lambda: None)  # type: ignore[arg-type]  # asked once per delivery
     assert asked == [False]
+
+
+def test_at_teardown_the_ranks_let_the_process_groups_threads_run_before_exiting() -> None:
+    """A ``ddp_spawn`` worker could abort as it exited after a short ``test`` (SIGABRT, a core dump: gloo's thread
+    freeing the tensor of a broadcast the monitor had just made needed the GIL after the interpreter began to exit).
+    With several processes the monitor's teardown now releases the GIL for a moment: another thread runs then."""
+    import threading
+    import time
+
+    from lightning_xai import _distributed
+
+    ran: list[float] = []
+    started = threading.Event()
+
+    def other() -> None:  # a thread that wants the GIL, as gloo's does to free a tensor
+        started.set()
+        deadline = time.perf_counter() + 2 * _distributed.SETTLE_SECONDS
+        while time.perf_counter() < deadline:
+            ran.append(time.perf_counter())
+
+    monitor = SimpleNamespace(_spawn_return=None, state_dict=dict)
+    trainer = SimpleNamespace(world_size=2, is_global_zero=False, strategy=None)
+    worker = threading.Thread(target=other)
+    worker.start()
+    started.wait()
+    before = time.perf_counter()
+    _distributed.end_of_run(monitor, trainer)  # type: ignore[arg-type]
+    after = time.perf_counter()
+    worker.join()
+    assert after - before >= _distributed.SETTLE_SECONDS
+    assert sum(before < t < after for t in ran) > 100  # the other thread ran meanwhile
