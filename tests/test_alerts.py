@@ -420,3 +420,21 @@ def test_a_share_rule_lists_the_probes_its_share_counts_those_over_probe_thresho
     alerts = AlertTracker([rule], cooldown=0).check("gradcam", 1, 8, replace(drift, alerts_armed=True), None, 0.5)
     assert [a.probe_indices for a in alerts] == [(2, 3)]
     assert "2 probes over it" in alerts[0].message
+
+
+def test_a_share_rule_lists_a_probe_whose_float32_drift_rounds_just_over_probe_threshold() -> None:
+    """The share counts a probe over ``probe_threshold`` in float64 (the tracker's ``d > probe_threshold``); a top-k
+    drift of 1 − IoU = 1 − 0.6 is float32's 0.4000000059..., over the default 0.4 there. Compared in float32 (the
+    threshold cast to float32) it is not: the rule fired on a share of 1.0 and listed none ('0 probes over it')."""
+    before = torch.arange(100, 0, -1).float().view(1, 10, 10).repeat(4, 1, 1)
+    after = before.clone()
+    after.view(4, -1)[:, 15:20] = 0.5  # 5 of each probe's 20 top cells leave: IoU = 15 / 25
+    tracker = DriftTracker(topk=0.2)  # the default probe_threshold, 0.4
+    tracker.update("gradcam", 0, before)
+    drift = tracker.update("gradcam", 1, after)
+    assert drift.statistics["topk_vs_previous/share"] == 1.0
+    rule = DriftRule(metric="topk", reference="previous", statistic="share", threshold=0.5)
+    armed = replace(drift, alerts_armed=True)
+    alerts = AlertTracker([rule], cooldown=0).check("gradcam", 1, 8, armed, None, tracker.probe_threshold)
+    assert [a.probe_indices for a in alerts] == [(0, 1, 2, 3)]
+    assert "4 probes over it" in alerts[0].message

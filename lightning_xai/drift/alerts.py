@@ -202,7 +202,9 @@ class AlertTracker:
             new.append(DriftAlert(epoch, step, method, "novel_relevance", "mean", d.score, d.threshold, *found))
         for rule in self.update(method, drift.statistics if drift.alerts_armed else {}, detected=bool(new)):
             metric, value = f"{rule.metric}_vs_{rule.reference}", drift.statistics[rule.key]
-            per_probe = drift.per_probe[metric]  # a median rule's probes at or over it; a share's drifted ones
+            # a median rule's probes at or over it; a share's drifted ones, in float64 as the tracker's share counts
+            # them (a float32 tensor would cast the threshold to float32: 1 - 0.6 would not be over 0.4)
+            per_probe = drift.per_probe[metric].double()
             over_cut = per_probe >= rule.threshold if rule.statistic == "median" else per_probe > probe_threshold
             over = tuple(int(i) for i in torch.nonzero(over_cut).flatten())
             message = (
