@@ -115,8 +115,19 @@ def _changes_weights_after_validation(callback: Any) -> bool:
 
 
 #: Lightning's advice, at the end of an evaluation on several ranks, to reduce a value logged without ``sync_dist``
-#: (a pattern: ``{}`` is the keys' start)
-SYNC_ADVICE = r"It is recommended to use `self\.log\('{}"
+#: (a pattern: ``{}`` is the key)
+SYNC_ADVICE = r"It is recommended to use `self\.log\('{}'"
+
+
+def _quiet_sync_advice(keys: Collection[str]) -> None:
+    """Filter Lightning's advice to reduce ``keys`` across ranks (rank 0's values on every rank: nothing to reduce);
+    exactly these keys, so a user's own key keeps its advice; a filter already in place is not added again (each
+    addition makes Python show the warnings it had shown once again)."""
+    present = {f[1].pattern for f in warnings.filters if f[0] == "ignore" and f[1] is not None}
+    for pattern in (SYNC_ADVICE.format(re.escape(key)) for key in keys):
+        if pattern not in present:
+            warnings.filterwarnings("ignore", pattern, PossibleUserWarning)
+
 
 #: the loggers whose ``log_metrics`` may run on the background writer (it already writes their media); any other
 #: logger (``CSVLogger``: its rows are a list that its ``save()`` empties) gets them on the training thread
@@ -146,7 +157,7 @@ def log_epoch_scalars(
     rest = {named(key, name): float(value) for key, value in scalars.items() if not monitored(key) or key in direct}
     if watched and trainer.state.fn != TrainerFn.FITTING:
         if trainer.world_size > 1:  # the same on every rank: Lightning's advice to reduce them does not apply
-            warnings.filterwarnings("ignore", SYNC_ADVICE.format(re.escape(named("xai/", name))), PossibleUserWarning)
+            _quiet_sync_advice(watched)
         pl_module.log_dict(watched, on_step=False, on_epoch=True, add_dataloader_idx=False)
     elif watched:
         metrics = trainer.callback_metrics  # Lightning's own dict (kept through the fit, as its logged values are)

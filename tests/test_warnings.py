@@ -90,3 +90,26 @@ def test_failing_to_report_errors_does_not_raise_under_warnings_as_errors(caplog
         warnings.simplefilter("error")
         log_errors_text(trainer, Broken(), ["gradcam failed"], 0, None)  # type: ignore[arg-type]
     assert "could not log xai/errors either: OSError: disk full" in caplog.text
+
+
+def test_lightnings_advice_to_reduce_is_filtered_for_the_monitors_keys_only() -> None:
+    """Under DDP the monitored keys hold rank 0's values on every rank, so Lightning's advice to log them with
+    ``sync_dist`` is filtered; the filter named every ``xai/...`` key (a user's own too) and was added again at every
+    evaluation (review). Now exactly the monitor's keys, once each."""
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from lightning_xai._trainer import _quiet_sync_advice
+
+    def advice(key: str) -> str:
+        return f"It is recommended to use `self.log('{key}', ..., sync_dist=True)` when logging on epoch level in ..."
+
+    mine = "xai/gradcam/drift/rank_vs_reference/median"
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        _quiet_sync_advice([mine])
+        count = len(warnings.filters)
+        _quiet_sync_advice([mine])
+        assert len(warnings.filters) == count  # not added again
+        for key in (mine, "xai/my_own_metric", mine + "_x"):
+            warnings.warn(advice(key), PossibleUserWarning, stacklevel=1)
+    assert [str(w.message) for w in said] == [advice("xai/my_own_metric"), advice(mine + "_x")]
