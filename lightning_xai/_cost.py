@@ -11,6 +11,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_xai import _warn
 from lightning_xai.explain import Explainer, IntegratedGradients
 from lightning_xai.explain.integrated_gradients import fewer_steps
 
@@ -170,7 +171,7 @@ class CostReporter:
                 cells = getattr(e, "cells", None)
                 detail = f" on `{e.layer_name}`" + (f" ({cells[0]}x{cells[1]} cells)" if cells else "")
             if (steps := scalars.get(f"xai/{e.name}/n_steps")) is not None:
-                detail += f" with {int(steps)} step{'' if int(steps) == 1 else 's'}"
+                detail += f" with {_warn.count(int(steps), 'step')}"
             if (method_seconds := scalars.get(f"xai/{e.name}/seconds")) is not None:
                 detail += f" ({method_seconds:.2f} s)"
             parts.append(e.name + detail)

@@ -28,6 +28,12 @@ def warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=level)
 
 
+def count(n: int, one: str, many: str = "") -> str:
+    """``n`` and the noun it takes, for messages: ``count(1, "probe")`` is ``"1 probe"``, ``count(3, "class",
+    "classes")`` is ``"3 classes"``."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def report(message: str, say: Callable[[str], None] | None = None) -> None:
     """Report an isolated failure with ``say`` (default :func:`warn`); to the ``lightning_xai`` logger where warning
     filters turn warnings into errors."""

@@ -105,8 +105,8 @@ def trainer_probes(
         covered = len(set(probes.labels.tolist()))
         shown = ", ".join(str(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
         rank_zero_info(
-            f"AttributionMonitor: the {_count(len(probes), 'probe')} cover{'s' if len(probes) == 1 else ''} "
-            f"{_count(covered, 'class', 'classes')} of the {name}; {'class' if len(missing) == 1 else 'classes'} "
+            f"AttributionMonitor: the {_warn.count(len(probes), 'probe')} cover{'s' if len(probes) == 1 else ''} "
+            f"{_warn.count(covered, 'class', 'classes')} of the {name}; {'class' if len(missing) == 1 else 'classes'} "
             f"{shown} {'has' if len(missing) == 1 else 'have'} no probe, so what the model learns for "
             f"{'it' if len(missing) == 1 else 'them'} is not watched. `num_probes={covered + len(missing)}` gives "
             "every class one."
@@ -125,8 +125,3 @@ def trainer_probes(
             f"images; using those {len(probes)}."
         )
     return probes
-
-
-def _count(n: int, one: str, many: str = "") -> str:
-    """``"1 probe"``, ``"3 probes"``: ``n`` and the noun it takes."""
-    return f"{n} {one if n == 1 else many or one + 's'}"

@@ -129,7 +129,7 @@ def filmstrip_section(run: RunLog, prefix: str) -> tuple[str, list[str], list[st
 
 
 #: a prediction table's drift column (:func:`drift_column`; older runs: ``"<method> drift"``)
-_DRIFT_COLUMN = re.compile(r"(.+?) (?:rank drift vs ref|drift)")
+_DRIFT_COLUMN = re.compile(f"(.+?)(?:{re.escape(drift_column(''))}| drift)")
 
 
 def sheet_methods(run: RunLog, sheet: Sheet, layout: SheetLayout) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_xai import _warn
 from lightning_xai.report.film import FILM_TILE as FILM_TILE  # re-exported
 from lightning_xai.report.film import compact, filmstrip_section
 from lightning_xai.report.film import thumbnails as thumbnails  # re-exported
@@ -186,7 +187,7 @@ def _no_drift_yet(run: RunLog) -> str:
     reference = run.settings.get("reference_epoch")
     warmup = run.settings.get("warmup_epochs", "warmup_epochs")
     start = f"epoch {reference}" if reference is not None else f"the first evaluated epoch >= {warmup}"
-    count = f"{len(evaluations)} evaluation" + ("" if len(evaluations) == 1 else "s")
+    count = _warn.count(len(evaluations), "evaluation")
     when = f" (epoch {evaluations[0]})" if evaluations else ""
     return (
         f"Only {count} so far{when}: drift compares an evaluation with the previous one, so the curves start at the "

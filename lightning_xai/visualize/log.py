@@ -126,8 +126,9 @@ class MediaLogger:
             title = f"epoch {record.epoch}   step {record.global_step}"
             alerted = ", ".join(METHOD_TITLES.get(m, m) for m in sorted({a.method for a in record.alerts}))
             cooldown = int(context.settings.get("cooldown") or 0)  # why a score over its threshold may not alert
-            times = f"{cooldown} evaluation{'s' if cooldown != 1 else ''}"
-            silent = f"; then silent for {times}, `DriftPolicy(cooldown=)`" if cooldown else ""
+            silent = (
+                f"; then silent for {_warn.count(cooldown, 'evaluation')}, `DriftPolicy(cooldown=)`" if cooldown else ""
+            )
             pointer = f"   ALERT: {alerted}" if alerted else ""  # (its text: xai/alerts) its moved probes in red
             media = evaluation_media(
                 done.inputs,
